@@ -1,0 +1,49 @@
+# offmaps: `make demo` and `make test` on a fresh Debian machine with Python 3.11.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA := data
+STAMP := $(VENV)/.installed
+
+.PHONY: install data demo test lint typecheck imports pytest bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,bench,render]'
+	# GDAL's GeoPackage validator; needs no GDAL bindings (see docs/development.md)
+	$(BIN)/pip install --quiet --no-deps 'gdal-utils>=3.9'
+	touch $(STAMP)
+
+data: $(DATA)/.fetched
+
+$(DATA)/.fetched: scripts/fetch_data.sh
+	bash scripts/fetch_data.sh $(DATA)
+	touch $@
+
+demo: install data
+	bash scripts/demo.sh
+
+lint: install
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
+
+typecheck: install
+	$(BIN)/mypy
+
+imports: install
+	$(BIN)/lint-imports
+
+pytest: install data
+	OFFMAPS_DATA=$(abspath $(DATA)) $(BIN)/pytest -n 2 -q
+
+test: lint typecheck imports pytest
+
+bench: install data
+	$(BIN)/python bench/tile_cover.py
+	$(BIN)/python bench/convert.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,7 @@
+"""``python -m offmaps.cli``."""
+
+import sys
+
+from offmaps.cli import main
+
+sys.exit(main())

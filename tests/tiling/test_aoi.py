@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import pytest
+from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
+
+from offmaps.errors import InvalidAOIError, UnknownCRSError
+from offmaps.tiling import MAX_AOI_VERTICES, AOIRepairedWarning, AreaOfInterest, parse_crs
+
+BOWTIE = Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
+
+
+def test_self_intersecting_aoi_is_repaired_with_a_warning() -> None:
+    with pytest.warns(AOIRepairedWarning, match="Self-intersection"):
+        aoi = AreaOfInterest.from_geometry(BOWTIE)
+    assert aoi.geometry.is_valid
+    assert math.isclose(aoi.geometry.area, 50.0)
+
+
+def test_self_intersecting_aoi_is_rejected_when_repair_is_off() -> None:
+    with pytest.raises(InvalidAOIError, match="not a valid polygon: Self-intersection"):
+        AreaOfInterest.from_geometry(BOWTIE, repair=False)
+
+
+@pytest.mark.parametrize(
+    ("geometry", "message"),
+    [
+        (Polygon(), "empty"),
+        (Point(1, 2), "must be a Polygon or MultiPolygon, not Point"),
+        (LineString([(0, 0), (1, 1)]), "not LineString"),
+        (Polygon([(0, 0), (1, 1), (2, 2)]), "no area"),
+        (box(0, 80, 10, 95), "latitudes"),
+    ],
+)
+def test_bad_geometries_are_refused_with_a_reason(geometry: object, message: str) -> None:
+    with warnings.catch_warnings(), pytest.raises(InvalidAOIError, match=message):
+        warnings.simplefilter("ignore", AOIRepairedWarning)
+        AreaOfInterest.from_geometry(geometry, repair=True)  # type: ignore[arg-type]
+
+
+def test_non_finite_coordinates_are_refused() -> None:
+    document = '{"type": "Polygon", "coordinates": [[[0, 0], [0, NaN], [1, 0], [0, 0]]]}'
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # shapely's, building the NaN ring
+        with pytest.raises(InvalidAOIError, match="NaN or infinite"):
+            AreaOfInterest.from_geojson(document)
+
+
+def test_too_many_vertices_are_refused() -> None:
+    ring = [(math.cos(i / 1000), math.sin(i / 1000)) for i in range(MAX_AOI_VERTICES + 10)]
+    with pytest.raises(InvalidAOIError, match="vertices; the limit"):
+        AreaOfInterest.from_geometry(Polygon(ring))
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("{not json", "not JSON"),
+        ("[]", "must be an object"),
+        ('{"features": []}', "without a 'type'"),
+        ('{"type": "FeatureCollection"}', "without a 'features' list"),
+        ('{"type": "FeatureCollection", "features": []}', "holds no geometry"),
+        ('{"type": "Polygon", "coordinates": "x"}', "malformed GeoJSON"),
+        ('{"type": "Polygon", "coordinates": [[[0, 0], [1]]]}', "malformed GeoJSON"),
+        ('{"type": "Banana", "coordinates": []}', "malformed GeoJSON"),
+        (b"\xff\xfe", "not JSON"),
+    ],
+)
+def test_malformed_geojson_gets_a_clear_error(document: str | bytes, message: str) -> None:
+    with pytest.raises(InvalidAOIError, match=message):
+        AreaOfInterest.from_geojson(document)
+
+
+def test_feature_collection_areas_are_unioned() -> None:
+    features = {
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "properties": {}, "geometry": box(0, 0, 2, 2).__geo_interface__},
+            {"type": "Feature", "properties": {}, "geometry": box(1, 1, 3, 3).__geo_interface__},
+            {"type": "Feature", "properties": {}, "geometry": None},
+        ],
+    }
+    aoi = AreaOfInterest.from_geojson(json.dumps(features))
+    assert math.isclose(aoi.geometry.area, 7.0)
+
+
+def test_bbox_checks() -> None:
+    with pytest.raises(InvalidAOIError, match="south must be less than north"):
+        AreaOfInterest.from_bbox(0, 10, 1, 5)
+    with pytest.raises(InvalidAOIError, match="no area"):
+        AreaOfInterest.from_bbox(3, 0, 3, 1)
+    with pytest.raises(InvalidAOIError, match="non-finite"):
+        AreaOfInterest.from_bbox(0, 0, math.inf, 1)
+    with pytest.raises(InvalidAOIError, match="projected CRS"):
+        AreaOfInterest.from_bbox(500000, 0, 400000, 10, crs="EPSG:3067")
+    crossing = AreaOfInterest.from_bbox(170, -10, -170, 10)
+    assert isinstance(crossing.geometry, MultiPolygon)
+    assert math.isclose(crossing.geometry.area, 400.0)
+
+
+@pytest.mark.parametrize("crs", ["EPSG:999999", "banana", 0])
+def test_unknown_crs_is_refused(crs: str | int) -> None:
+    with pytest.raises(UnknownCRSError, match="unknown CRS"):
+        AreaOfInterest.from_bbox(0, 0, 1, 1, crs=crs)
+
+
+def test_crs_accepts_codes_and_uris() -> None:
+    assert parse_crs(3857).to_epsg() == 3857
+    assert parse_crs("http://www.opengis.net/def/crs/EPSG/0/3067").to_epsg() == 3067
+
+
+def test_ring_around_a_pole_is_closed_through_the_pole() -> None:
+    ring = [(lon, -70.0 + 5 * math.sin(math.radians(lon))) for lon in range(150, -181, -30)]
+    aoi = AreaOfInterest.from_geometry(Polygon(ring))
+    west, south, east, north = aoi.geometry.bounds
+    assert (west, south, east) == (-180.0, -90.0, 180.0)
+    assert -66 < north <= -65
