@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import traceback
+import warnings
+from typing import TextIO
 
 import click
 
@@ -30,9 +32,21 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 cli.add_command(tiles)
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    click.echo(f"Warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; domain errors become one line on stderr and exit code 1."""
     args = sys.argv[1:] if argv is None else argv
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=args, prog_name="offmaps", standalone_mode=False)
     except click.exceptions.Exit as exc:
