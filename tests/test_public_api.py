@@ -21,4 +21,4 @@ def test_all_names_exist_and_are_public(name: str) -> None:
 def test_every_error_derives_from_the_root() -> None:
     errors = importlib.import_module("offmaps.errors")
     for attribute in errors.__all__:
-        assert issubclass(getattr(errors, attribute), errors.OffmapsError)
+        assert issubclass(getattr(errors, attribute), errors.OffmapsError | errors.OffmapsWarning)

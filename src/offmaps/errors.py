@@ -6,6 +6,9 @@ SDK) maps them once.
 
 ::
 
+    OffmapsWarning (a UserWarning)
+    └── AOIRepairedWarning (offmaps.tiling)
+
     OffmapsError
     ├── TilingError
     │   ├── UnknownTileMatrixSetError
@@ -41,6 +44,7 @@ __all__ = [
     "InvalidTileError",
     "InvalidZoomError",
     "OffmapsError",
+    "OffmapsWarning",
     "StorageError",
     "TileNotFoundError",
     "TilingError",
@@ -54,6 +58,10 @@ __all__ = [
 
 class OffmapsError(Exception):
     """Root of every error offmaps raises on purpose."""
+
+
+class OffmapsWarning(UserWarning):
+    """Root of offmaps' warnings: recoverable cases the user should hear about."""
 
 
 # --- tiling ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from offmaps.cli import main
+from offmaps.tiling import get_tms
 
 HELSINKI = "24.935,60.164,24.953,60.179"
 
@@ -125,9 +126,9 @@ def test_count_bad_input_is_one_line(
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"{", "not JSON"),
+        (b"{", "InvalidAOIError: "),
         (b'{"type": "Point", "coordinates": [1, 2]}', "must be a Polygon"),
-        (b'{"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}', ""),
+        (b"\xff\xfe\x00", "not JSON"),
     ],
 )
 def test_count_bad_aoi_files(
@@ -135,22 +136,23 @@ def test_count_bad_aoi_files(
 ) -> None:
     aoi = tmp_path / "aoi.geojson"
     aoi.write_bytes(content)
-    with pytest.warns() if not message else _nothing():
-        code, _, err = run(capsys, "tiles", "count", "--aoi", str(aoi), "--zooms", "3")
-    if message:
-        assert code == 1
-        assert f"{aoi}: " in err
-        assert message in err
-    else:
-        assert code == 0
+    code, _, err = run(capsys, "tiles", "count", "--aoi", str(aoi), "--zooms", "3")
+    assert code == 1
+    assert f"{aoi}: " in err
+    assert message in err
 
 
-class _nothing:  # noqa: N801 - a context manager used like pytest.warns
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
+def test_count_repairs_a_bowtie_with_a_one_line_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text(
+        '{"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]}'
+    )
+    code, out, err = run(capsys, "tiles", "count", "--aoi", str(aoi), "--zooms", "3", "--json")
+    assert code == 0
+    assert json.loads(out)["total"] > 0
+    assert err.startswith("Warning: the area of interest was not a valid polygon")
 
 
 def test_count_missing_aoi_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -176,3 +178,36 @@ def test_verbose_prints_the_traceback(capsys: pytest.CaptureFixture[str], tmp_pa
     code, _, err = run(capsys, "-v", "tiles", "info", str(tmp_path / "x.zip"))
     assert code == 1
     assert "Traceback" in err
+
+
+def test_count_with_a_custom_tms_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    grid = tmp_path / "grid.json"
+    grid.write_text(get_tms("WorldCRS84Quad").model_dump_json(exclude_none=True))
+    code, out, _ = run(
+        capsys,
+        "tiles",
+        "count",
+        "--bbox",
+        "-10,-10,10,10",
+        "--zooms",
+        "1",
+        "--tms",
+        str(grid),
+        "--json",
+    )
+    assert code == 0
+    assert json.loads(out)["zooms"] == {"1": 4}
+
+
+@pytest.mark.parametrize("content", [None, "{", '{"id": "x"}'])
+def test_count_with_a_bad_tms_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str | None
+) -> None:
+    grid = tmp_path / "grid.json"
+    if content is not None:
+        grid.write_text(content)
+    code, _, err = run(
+        capsys, "tiles", "count", "--bbox", HELSINKI, "--zooms", "1", "--tms", str(grid)
+    )
+    assert code == 1
+    assert err.startswith("UnknownTileMatrixSetError: ")

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -22,13 +21,11 @@ def test_unknown_id_names_the_known_ones() -> None:
         get_tms("Nope")
 
 
-def test_custom_set_from_json_file_is_compatible_whatever_its_title(tmp_path: Path) -> None:
+def test_custom_set_from_json_is_compatible_whatever_its_title() -> None:
     document = json.loads(get_tms().model_dump_json(exclude_none=True, by_alias=True))
     document["id"] = "MyGrid"
     document["title"] = "A title of my own"
-    path = tmp_path / "grid.json"
-    path.write_text(json.dumps(document))
-    custom = get_tms(str(path))
+    custom = tms_from_json(json.dumps(document))
     assert custom.id == "MyGrid"
     assert find_incompatibility(custom, get_tms()) is None
     check_compatible(custom, get_tms())
@@ -55,8 +52,3 @@ def test_different_sets_are_incompatible_with_a_reason() -> None:
 def test_invalid_json_is_refused(content: str, message: str) -> None:
     with pytest.raises(UnknownTileMatrixSetError, match=message):
         tms_from_json(content)
-
-
-def test_missing_file_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(UnknownTileMatrixSetError, match="cannot read"):
-        get_tms(str(tmp_path / "missing.json"))

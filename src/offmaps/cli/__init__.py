@@ -15,7 +15,7 @@ from typing import TextIO
 import click
 
 from offmaps.cli.tiles import tiles
-from offmaps.errors import OffmapsError
+from offmaps.errors import OffmapsError, OffmapsWarning
 
 __all__ = ["cli", "main"]
 
@@ -46,7 +46,13 @@ def _show_warning(
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; domain errors become one line on stderr and exit code 1."""
     args = sys.argv[1:] if argv is None else argv
-    warnings.showwarning = _show_warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", OffmapsWarning)
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: list[str]) -> int:
     try:
         cli.main(args=args, prog_name="offmaps", standalone_mode=False)
     except click.exceptions.Exit as exc:

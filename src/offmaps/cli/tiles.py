@@ -9,16 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import click
+from morecantile import TileMatrixSet
 
 from offmaps.cli.progress import progress_bar
 from offmaps.containers import convert, open_reader, parse_location
 from offmaps.containers.base import TilesetMetadata
-from offmaps.errors import InvalidAOIError, InvalidZoomError
+from offmaps.errors import InvalidAOIError, InvalidZoomError, UnknownTileMatrixSetError
 from offmaps.tiling import (
     AreaOfInterest,
     estimate_tiles,
     get_tms,
     tile_cover,
+    tms_from_json,
     zooms_for_scale_range,
 )
 from offmaps.types import TileFormat, ZoomRange
@@ -27,6 +29,24 @@ __all__ = ["tiles"]
 
 MAX_AOI_FILE_BYTES = 64 * 1024 * 1024
 _ZOOMS = re.compile(r"^\s*(\d{1,2})\s*(?:-\s*(\d{1,2})\s*)?$")
+
+
+def load_tms(id_or_path: str) -> TileMatrixSet:
+    """A registered tile matrix set by id, or a custom one from a TileMatrixSet JSON file.
+
+    Raises:
+        UnknownTileMatrixSetError: unknown ids, unreadable or invalid files.
+    """
+    path = Path(id_or_path)
+    if path.suffix.lower() != ".json" and not path.is_file():
+        return get_tms(id_or_path)
+    try:
+        content = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UnknownTileMatrixSetError(
+            f"cannot read tile matrix set file {path}: {exc}", tms_id=id_or_path
+        ) from exc
+    return tms_from_json(content, source=str(path))
 
 
 def parse_zooms(text: str) -> ZoomRange:
@@ -152,7 +172,7 @@ def count_command(
     as_json: bool,
 ) -> None:
     """Count the tiles covering an area, per zoom, with a size estimate."""
-    tms = get_tms(tms_id)
+    tms = load_tms(tms_id)
     aoi = read_aoi(aoi_file, bbox, aoi_crs)
     if aoi is None:
         raise click.UsageError("give the area with --aoi FILE or --bbox W,S,E,N")

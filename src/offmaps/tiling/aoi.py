@@ -25,7 +25,7 @@ from shapely import affinity
 from shapely.geometry import MultiPolygon, Polygon, box, shape
 from shapely.geometry.base import BaseGeometry
 
-from offmaps.errors import InvalidAOIError, UnknownCRSError
+from offmaps.errors import InvalidAOIError, OffmapsWarning, UnknownCRSError
 
 __all__ = ["MAX_AOI_VERTICES", "AOIRepairedWarning", "AreaOfInterest", "parse_crs"]
 
@@ -35,7 +35,7 @@ MAX_AOI_VERTICES = 2_000_000
 WGS84 = pyproj.CRS.from_epsg(4326)
 
 
-class AOIRepairedWarning(UserWarning):
+class AOIRepairedWarning(OffmapsWarning):
     """An invalid AOI (e.g. self-intersecting) was repaired with ``make_valid``."""
 
 

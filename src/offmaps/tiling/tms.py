@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import morecantile
 import pydantic
@@ -36,28 +35,18 @@ def list_tms() -> list[str]:
     return sorted(morecantile.tms.list())
 
 
-def get_tms(id_or_path: str | Path = DEFAULT_TMS_ID) -> TileMatrixSet:
-    """A registered tile matrix set by id, or a custom one from a TileMatrixSet JSON file.
+def get_tms(tms_id: str = DEFAULT_TMS_ID) -> TileMatrixSet:
+    """A registered tile matrix set by id (custom ones come from :func:`tms_from_json`).
 
     Raises:
-        UnknownTileMatrixSetError: for unknown ids and unreadable or invalid JSON files.
+        UnknownTileMatrixSetError: naming the known ids.
     """
-    text = str(id_or_path)
-    if text in morecantile.tms.list():
-        return morecantile.tms.get(text)
-    path = Path(text)
-    if path.suffix.lower() == ".json" or path.is_file():
-        try:
-            content = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UnknownTileMatrixSetError(
-                f"cannot read tile matrix set file {path}: {exc}", tms_id=text
-            ) from exc
-        return tms_from_json(content, source=str(path))
+    if tms_id in morecantile.tms.list():
+        return morecantile.tms.get(tms_id)
     raise UnknownTileMatrixSetError(
-        f"unknown tile matrix set {text!r}; known ids: {', '.join(list_tms())}, "
-        "or give the path of an OGC TileMatrixSet JSON file",
-        tms_id=text,
+        f"unknown tile matrix set {tms_id!r}; known ids: {', '.join(list_tms())}, "
+        "or give an OGC TileMatrixSet JSON document",
+        tms_id=tms_id,
     )
 
 
