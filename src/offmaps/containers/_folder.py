@@ -1,0 +1,369 @@
+"""Shared by the folder containers (exploded folders, Esri compact caches).
+
+Two concerns live here, both about a tile set kept as a folder:
+
+* the sidecar files written beside the tiles: ``metadata.json`` (our own tile set description, see
+  :class:`MetadataDocument`) and ``tilematrixset.json`` (the OGC TileMatrixSet JSON of the grid);
+* :class:`ConfinedFolder`, which reads files below a folder through ``openat`` without following
+  symbolic links, so that a hostile folder (a symlink to ``/etc``, a FIFO named like a tile) can
+  never make a reader leave the folder, block, or read a device.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from morecantile import TileMatrixSet
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+
+from offmaps.containers.base import TilesetMetadata, tms_to_json, web_mercator_quad
+from offmaps.errors import ContainerCorruptError, ContainerError, UnknownTileMatrixSetError
+from offmaps.tiling.tms import tms_from_json
+from offmaps.types import BBox, TileCompression, TileFormat
+
+__all__ = [
+    "METADATA_FILE",
+    "TMS_FILE",
+    "ConfinedFolder",
+    "EntryKind",
+    "MetadataDocument",
+    "RegularFile",
+    "load_metadata",
+    "write_sidecars",
+]
+
+METADATA_FILE = "metadata.json"
+"""Name of the tile set description written beside the tiles."""
+
+TMS_FILE = "tilematrixset.json"
+"""Name of the OGC TileMatrixSet JSON written beside the tiles."""
+
+_MAX_SIDECAR_BYTES = 16 * 2**20
+
+
+class MetadataDocument(BaseModel):
+    """The content of ``metadata.json``: the fields of :class:`TilesetMetadata` except the grid.
+
+    Unknown keys are ignored so that newer writers stay readable; every listed key is optional
+    except that, without ``format``, readers fall back to the first tile to tell the format.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = "offmaps"
+    format: TileFormat | None = None
+    tile_compression: TileCompression = TileCompression.NONE
+    bounds: tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] | None = None
+    minzoom: int | None = Field(default=None, ge=0)
+    maxzoom: int | None = Field(default=None, ge=0)
+    center: tuple[FiniteFloat, FiniteFloat, int] | None = None
+    description: str = ""
+    attribution: str = ""
+    vector_layers: list[dict[str, Any]] | None = None
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def from_metadata(cls, metadata: TilesetMetadata) -> MetadataDocument:
+        """The document describing ``metadata``."""
+        return cls(
+            name=metadata.name,
+            format=metadata.tile_format,
+            tile_compression=metadata.tile_compression,
+            bounds=None if (b := metadata.bounds) is None else (b.west, b.south, b.east, b.north),
+            minzoom=metadata.minzoom,
+            maxzoom=metadata.maxzoom,
+            center=metadata.center,
+            description=metadata.description,
+            attribution=metadata.attribution,
+            vector_layers=metadata.vector_layers,
+            extra=dict(metadata.extra),
+        )
+
+
+def write_sidecars(folder: Path, metadata: TilesetMetadata) -> None:
+    """Write ``metadata.json`` and ``tilematrixset.json`` into ``folder``."""
+    document = MetadataDocument.from_metadata(metadata)
+    (folder / METADATA_FILE).write_text(document.model_dump_json(indent=2) + "\n", "utf-8")
+    (folder / TMS_FILE).write_text(tms_to_json(metadata.tms) + "\n", "utf-8")
+
+
+FormatGuess = Callable[[TileMatrixSet], tuple[TileFormat, TileCompression] | None]
+"""Tells the tile format from the tiles of a grid themselves, or None when there are none."""
+
+
+def load_metadata(folder: ConfinedFolder, guess_format: FormatGuess) -> TilesetMetadata:
+    """Read the sidecar files of a folder tile set into :class:`TilesetMetadata`.
+
+    A missing ``tilematrixset.json`` means WebMercatorQuad. A missing ``metadata.json`` (or one
+    without ``format``) makes ``guess_format`` tell the format from the first tile.
+
+    Raises:
+        ContainerCorruptError: when a sidecar file is not valid JSON of its schema.
+        ContainerError: when there is neither a recorded format nor any tile to tell it from.
+    """
+    tms = web_mercator_quad()
+    raw_tms = folder.read_file([TMS_FILE], limit=_MAX_SIDECAR_BYTES)
+    if raw_tms is not None:
+        where = folder.path / TMS_FILE
+        try:
+            tms = tms_from_json(raw_tms.decode("utf-8"), source=str(where))
+        except UnicodeDecodeError as exc:
+            raise ContainerCorruptError(f"{where}: not UTF-8 text", path=where) from exc
+        except UnknownTileMatrixSetError as exc:
+            raise ContainerCorruptError(str(exc), path=where) from exc
+        _check_levels(tms, where)
+    document = MetadataDocument()
+    raw_meta = folder.read_file([METADATA_FILE], limit=_MAX_SIDECAR_BYTES)
+    if raw_meta is not None:
+        try:
+            document = MetadataDocument.model_validate_json(raw_meta)
+        except ValidationError as exc:
+            raise ContainerCorruptError(
+                f"{folder.path / METADATA_FILE} is not a valid tile set description: "
+                f"{_first_error(exc)}",
+                path=folder.path / METADATA_FILE,
+            ) from exc
+    tile_format, compression = document.format, document.tile_compression
+    if tile_format is None:
+        guessed = guess_format(tms)
+        if guessed is None:
+            raise ContainerError(
+                f"{folder.path} holds no tiles and no {METADATA_FILE} telling their format: "
+                "not a tile folder",
+                path=folder.path,
+            )
+        tile_format, compression = guessed
+    return TilesetMetadata(
+        tile_format=tile_format,
+        tms=tms,
+        name=document.name,
+        tile_compression=compression,
+        bounds=BBox(*document.bounds) if document.bounds is not None else None,
+        minzoom=document.minzoom,
+        maxzoom=document.maxzoom,
+        center=document.center,
+        description=document.description,
+        attribution=document.attribution,
+        vector_layers=document.vector_layers,
+        extra=document.extra,
+    )
+
+
+def _check_levels(tms: TileMatrixSet, where: Path) -> None:
+    """Refuse grids whose levels are not numbered 0..n-like: tile keys address levels by number."""
+    ids = [matrix.id for matrix in tms.tileMatrices]
+    first = ids[0] if ids else ""
+    start = int(first) if first.isascii() and first.isdigit() else None
+    if start is None or ids != [str(z) for z in range(start, start + len(ids))]:
+        raise ContainerCorruptError(
+            f"{where}: the tile matrices must be numbered by consecutive levels "
+            f"(found ids {ids[:5]}{'...' if len(ids) > 5 else ''})",
+            path=where,
+        )
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error.get("loc", ())) or "document"
+    return f"{where}: {error.get('msg', 'invalid')}"
+
+
+class EntryKind(Enum):
+    """What a folder entry is, as seen without following symbolic links."""
+
+    DIRECTORY = "directory"
+    FILE = "file"
+    OTHER = "other"
+    """A symbolic link, FIFO, socket or device: never read."""
+
+
+@dataclass(frozen=True)
+class RegularFile:
+    """An open regular file below a confined folder."""
+
+    fd: int
+    size: int
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# errnos meaning "there is no such regular file there": absent, a file where a folder was
+# expected, or a symbolic link refused by O_NOFOLLOW.
+_ABSENT = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP}
+
+
+class ConfinedFolder:
+    """Reads below one folder without ever following a symbolic link.
+
+    Every path is opened component by component relative to the folder's descriptor with
+    ``O_NOFOLLOW``, so symlinks (``3 -> /etc``), FIFOs and devices below the folder are treated as
+    absent instead of being followed, blocking or streaming forever. The folder itself may be given
+    through a symlink.
+
+    Args:
+        path: the folder.
+
+    Raises:
+        ContainerError: when ``path`` does not exist or is not a folder.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._open_root()
+
+    def _open_root(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError as exc:
+                raise ContainerError(f"{self.path} does not exist", path=self.path) from exc
+            except NotADirectoryError as exc:
+                raise ContainerError(
+                    f"{self.path} is a file, not a tile folder", path=self.path
+                ) from exc
+            except OSError as exc:
+                raise ContainerError(
+                    f"cannot open {self.path}: {exc.strerror or exc}", path=self.path
+                ) from exc
+        return self._fd
+
+    def _open_dir(self, parts: Sequence[str]) -> int | None:
+        """A new descriptor of the sub-folder ``parts`` (empty: the folder itself), or None."""
+        fd = os.dup(self._open_root())
+        try:
+            for part in parts:
+                _check_part(part)
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in _ABSENT:
+                return None
+            raise self._error(parts, exc) from exc
+        return fd
+
+    def open_file(self, parts: Sequence[str]) -> RegularFile | None:
+        """Open the regular file at ``parts`` below the folder, or None if there is none.
+
+        Symbolic links anywhere on the way, and entries that are not regular files, count as
+        absent. The caller closes the descriptor.
+        """
+        dir_fd = self._open_dir(parts[:-1])
+        if dir_fd is None:
+            return None
+        try:
+            _check_part(parts[-1])
+            fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return None
+            raise self._error(parts, exc) from exc
+        finally:
+            os.close(dir_fd)
+        try:
+            info = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise self._error(parts, exc) from exc
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return None
+        return RegularFile(fd, info.st_size)
+
+    def read_file(self, parts: Sequence[str], *, limit: int) -> bytes | None:
+        """The bytes of the regular file at ``parts``, or None if there is none.
+
+        Raises:
+            ContainerCorruptError: when the file is larger than ``limit`` bytes.
+        """
+        opened = self.open_file(parts)
+        if opened is None:
+            return None
+        where = self.path.joinpath(*parts)
+        try:
+            if opened.size > limit:
+                raise ContainerCorruptError(
+                    f"{where} is {opened.size} bytes, more than the {limit} allowed",
+                    path=where,
+                )
+            chunks: list[bytes] = []
+            remaining = opened.size
+            while remaining > 0:
+                chunk = os.read(opened.fd, remaining)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return b"".join(chunks)
+        except OSError as exc:
+            raise self._error(parts, exc) from exc
+        finally:
+            os.close(opened.fd)
+
+    def list_dir(self, parts: Sequence[str] = ()) -> list[tuple[str, EntryKind]] | None:
+        """The entries of the sub-folder ``parts`` sorted by name, or None if it is not a folder."""
+        fd = self._open_dir(parts)
+        if fd is None:
+            return None
+        try:
+            entries: list[tuple[str, EntryKind]] = []
+            with os.scandir(fd) as scan:
+                for entry in scan:
+                    if entry.is_dir(follow_symlinks=False):
+                        kind = EntryKind.DIRECTORY
+                    elif entry.is_file(follow_symlinks=False):
+                        kind = EntryKind.FILE
+                    else:
+                        kind = EntryKind.OTHER
+                    entries.append((entry.name, kind))
+            return sorted(entries)
+        except OSError as exc:
+            raise self._error(parts, exc) from exc
+        finally:
+            os.close(fd)
+
+    def kind_of(self, parts: Sequence[str]) -> EntryKind | None:
+        """What the entry at ``parts`` is (not following links), or None if absent."""
+        dir_fd = self._open_dir(parts[:-1])
+        if dir_fd is None:
+            return None
+        try:
+            _check_part(parts[-1])
+            info = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return None
+            raise self._error(parts, exc) from exc
+        finally:
+            os.close(dir_fd)
+        if stat.S_ISDIR(info.st_mode):
+            return EntryKind.DIRECTORY
+        if stat.S_ISREG(info.st_mode):
+            return EntryKind.FILE
+        return EntryKind.OTHER
+
+    def close(self) -> None:
+        """Release the folder's descriptor (reopened if the folder is used again)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _error(self, parts: Sequence[str], exc: OSError) -> ContainerError:
+        where = self.path.joinpath(*parts)
+        return ContainerError(f"cannot read {where}: {exc.strerror or exc}", path=where)
+
+
+def _check_part(part: str) -> None:
+    # Callers build parts from parsed numbers or constant names; this guards the invariant that
+    # a part never walks up or across folders.
+    if part in ("", ".", "..") or "/" in part or "\0" in part:
+        raise OSError(errno.ENOENT, f"refused path component {part!r}")

@@ -1,0 +1,466 @@
+"""Exploded tile folders: one file per tile, in the XYZ, TMS or Esri exploded layout.
+
+Layouts (``DIR`` is the folder given as ``xyz:DIR``, ``tms:DIR`` or ``esri-exploded:DIR``)::
+
+    xyz            DIR/{z}/{x}/{y}.{ext}        rows counted from the top
+    tms            DIR/{z}/{x}/{y_tms}.{ext}    rows counted from the bottom: see flip_row
+    esri-exploded  DIR/L{zz}/R{rrrrrrrr}/C{cccccccc}.{ext}
+                   level as (at least) two decimal digits, row and column as eight lowercase
+                   hexadecimal digits; readers also accept the tiles under DIR/_alllayers/ as
+                   ArcGIS writes them.
+
+Numbers are written canonically (decimal without leading zeros for xyz/tms) and read strictly:
+``007``, ``-1``, ``abc``, ``..``, names past the tile matrix, symbolic links, FIFOs and files with
+another extension are not tiles. Readers skip them and ``verify()`` lists them. Symbolic links are
+never followed (see :class:`~offmaps.containers._folder.ConfinedFolder`), so a tile folder cannot
+make a reader read outside it.
+
+The extension is the tile format's: ``png``, ``jpg``, ``webp`` or ``pbf`` (gzipped vector tiles
+keep ``.pbf``; their compression is recorded in ``metadata.json``).
+
+Beside the tiles, at the top of ``DIR``:
+
+``tilematrixset.json``
+    the OGC TileMatrixSet (2.0) JSON of the grid. Absent means WebMercatorQuad.
+``metadata.json``
+    an object with the keys ``name`` (str), ``format`` (``png``, ``jpg``, ``webp``, ``pbf``),
+    ``tile_compression`` (``none`` or ``gzip``), ``bounds`` (``[west, south, east, north]`` in
+    WGS84 degrees, or null), ``minzoom``/``maxzoom`` (int or null), ``center``
+    (``[lon, lat, zoom]`` or null), ``description`` and ``attribution`` (str), ``vector_layers``
+    (TileJSON ``vector_layers`` list or null) and ``extra`` (object of string values carried through
+    conversions). Unknown keys are ignored. Without the file (or its ``format``), readers take the
+    format from the extension of the first tile.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from morecantile import TileMatrixSet
+
+from offmaps.containers._common import ReaderBase, WriterBase
+from offmaps.containers._folder import (
+    METADATA_FILE,
+    TMS_FILE,
+    ConfinedFolder,
+    EntryKind,
+    load_metadata,
+    write_sidecars,
+)
+from offmaps.containers.base import (
+    TilesetMetadata,
+    check_tile_in_matrix,
+    detect_tile_format,
+    parse_key_part,
+)
+from offmaps.errors import InvalidTileError, OffmapsError
+from offmaps.types import Tile, TileCompression, TileFormat
+
+__all__ = [
+    "EsriExplodedLayout",
+    "EsriExplodedReader",
+    "EsriExplodedWriter",
+    "ExplodedReader",
+    "ExplodedWriter",
+    "FolderLayout",
+    "TMSFolderReader",
+    "TMSFolderWriter",
+    "TMSLayout",
+    "XYZFolderReader",
+    "XYZFolderWriter",
+    "XYZLayout",
+    "flip_row",
+]
+
+MAX_TILE_BYTES = 64 * 2**20
+"""Tiles larger than this are reported as corrupt rather than read into memory."""
+
+_EXTENSIONS = {
+    "png": TileFormat.PNG,
+    "jpg": TileFormat.JPEG,
+    "jpeg": TileFormat.JPEG,
+    "webp": TileFormat.WEBP,
+    "pbf": TileFormat.MVT,
+    "mvt": TileFormat.MVT,
+}
+_ALLLAYERS = "_alllayers"
+
+
+def flip_row(tms: TileMatrixSet, z: int, row: int) -> int:
+    """Convert a row between top-origin (XYZ) and bottom-origin (TMS) counting; its own inverse."""
+    return int(tms.matrix(z).matrixHeight) - 1 - row
+
+
+def _decimal(text: str) -> int | None:
+    """A canonical decimal number (no sign, no leading zeros, at most 10 digits), or None."""
+    number = parse_key_part(text)
+    return number if number is not None and str(number) == text else None
+
+
+_HEX8 = re.compile(r"[0-9a-f]{8}")
+_LEVEL = re.compile(r"L([0-9]{2,3})")
+
+
+class FolderLayout:
+    """How tile keys map to ``level/middle/leaf.ext`` names in an exploded folder.
+
+    A layout names the three path parts of a tile and parses them back strictly: every parse
+    returns None for a name that is not the canonical spelling of a number.
+    """
+
+    kind: ClassVar[str] = "xyz"
+
+    def level_name(self, z: int) -> str:
+        """The folder name of level ``z``."""
+        return str(z)
+
+    def parse_level(self, name: str) -> int | None:
+        """The level a folder name stands for, or None."""
+        return _decimal(name)
+
+    def names(self, tms: TileMatrixSet, tile: Tile) -> tuple[str, str]:
+        """The middle folder name and the file stem of ``tile``."""
+        return str(tile.x), str(tile.y)
+
+    def parse_middle(self, name: str) -> int | None:
+        """The number a middle folder name stands for, or None."""
+        return _decimal(name)
+
+    def parse_leaf(self, stem: str) -> int | None:
+        """The number a file stem stands for, or None."""
+        return _decimal(stem)
+
+    def tile(self, tms: TileMatrixSet, z: int, middle: int, leaf: int) -> Tile:
+        """The tile named by parsed numbers (the level is known to be in ``tms``)."""
+        return Tile(middle, leaf, z)
+
+    def parts(self, tms: TileMatrixSet, tile: Tile, ext: str) -> list[str]:
+        """The path of ``tile`` below the tiles folder, as parts."""
+        middle, leaf = self.names(tms, tile)
+        return [self.level_name(tile.z), middle, f"{leaf}.{ext}"]
+
+
+class XYZLayout(FolderLayout):
+    """``{z}/{x}/{y}.ext`` with rows counted from the top."""
+
+
+class TMSLayout(FolderLayout):
+    """``{z}/{x}/{y}.ext`` with rows counted from the bottom (OSGeo TMS)."""
+
+    kind = "tms"
+
+    def names(self, tms: TileMatrixSet, tile: Tile) -> tuple[str, str]:
+        return str(tile.x), str(flip_row(tms, tile.z, tile.y))
+
+    def tile(self, tms: TileMatrixSet, z: int, middle: int, leaf: int) -> Tile:
+        return Tile(middle, flip_row(tms, z, leaf), z)
+
+
+class EsriExplodedLayout(FolderLayout):
+    """``L{zz}/R{row:08x}/C{col:08x}.ext`` as in ArcGIS exploded caches."""
+
+    kind = "esri-exploded"
+
+    def level_name(self, z: int) -> str:
+        return f"L{z:02d}"
+
+    def parse_level(self, name: str) -> int | None:
+        match = _LEVEL.fullmatch(name)
+        if match is None or self.level_name(int(match[1])) != name:
+            return None
+        return int(match[1])
+
+    def names(self, tms: TileMatrixSet, tile: Tile) -> tuple[str, str]:
+        return f"R{tile.y:08x}", f"C{tile.x:08x}"
+
+    def parse_middle(self, name: str) -> int | None:
+        return _hex8(name, "R")
+
+    def parse_leaf(self, stem: str) -> int | None:
+        return _hex8(stem, "C")
+
+    def tile(self, tms: TileMatrixSet, z: int, middle: int, leaf: int) -> Tile:
+        return Tile(leaf, middle, z)
+
+
+def _hex8(name: str, prefix: str) -> int | None:
+    if len(name) != 9 or not name.startswith(prefix) or not _HEX8.fullmatch(name[1:]):
+        return None
+    return int(name[1:], 16)
+
+
+@dataclass(frozen=True)
+class _Found:
+    tile: Tile
+    parts: list[str]
+
+
+_Note = Callable[[list[str], str], None]
+
+
+class ExplodedReader(ReaderBase):
+    """Reads an exploded tile folder in the layout given by the subclass.
+
+    Args:
+        path: the folder.
+
+    Raises:
+        ContainerError: when the folder does not exist, is a file, or holds neither tiles nor a
+            ``metadata.json``.
+        ContainerCorruptError: when ``metadata.json`` or ``tilematrixset.json`` is invalid.
+    """
+
+    layout: ClassVar[FolderLayout] = XYZLayout()
+    _top_level_names: ClassVar[frozenset[str]] = frozenset({METADATA_FILE, TMS_FILE})
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._folder = ConfinedFolder(self.path)
+        try:
+            self._prefix = self._tiles_prefix()
+            self._ext: str | None = None
+            self._metadata = load_metadata(self._folder, self._guess_format)
+            if self._ext is None:
+                self._ext = self._metadata.tile_format.value
+        except BaseException:
+            self._folder.close()
+            raise
+
+    @property
+    def metadata(self) -> TilesetMetadata:
+        """The tile set's metadata (from ``metadata.json``, or guessed from the tiles)."""
+        return self._metadata
+
+    def _tiles_prefix(self) -> list[str]:
+        """The path parts of the folder holding the level folders, below the container."""
+        return []
+
+    def _guess_format(self, tms: TileMatrixSet) -> tuple[TileFormat, TileCompression] | None:
+        for found in self._walk(tms, None, None, None):
+            ext = found.parts[-1].rpartition(".")[2]
+            tile_format = _EXTENSIONS[ext]
+            self._ext = ext
+            compression = TileCompression.NONE
+            if tile_format is TileFormat.MVT:
+                data = self._read(found)
+                if data:
+                    compression = detect_tile_format(data)[1]
+            return tile_format, compression
+        return None
+
+    def find_tile(self, tile: Tile) -> bytes | None:
+        """The bytes of ``tile``, or None when absent or outside the tile matrix."""
+        tms = self._metadata.tms
+        try:
+            check_tile_in_matrix(tms, tile)
+        except InvalidTileError:
+            return None
+        return self._folder.read_file(
+            [*self._prefix, *self.layout.parts(tms, tile, self._extension)], limit=MAX_TILE_BYTES
+        )
+
+    @property
+    def _extension(self) -> str:
+        return self._ext if self._ext is not None else self._metadata.tile_format.value
+
+    def iter_tiles(self, zooms: Iterable[int] | None = None) -> Iterator[tuple[Tile, bytes]]:
+        """Every tile with its bytes, by level, then folder, then file number, lazily."""
+        levels = None if zooms is None else set(zooms)
+        for found in self._walk(self._metadata.tms, self._extension, levels, None):
+            data = self._read(found)
+            if data is not None:
+                yield found.tile, data
+
+    def count_tiles(self) -> int:
+        """How many tiles the folder holds (names are listed; no tile is read)."""
+        return sum(1 for _ in self._walk(self._metadata.tms, self._extension, None, None))
+
+    def verify(self) -> list[str]:
+        """Entries that are not tiles, tiles outside the matrix, unreadable or mistyped tiles."""
+        problems: list[str] = []
+        expected = (self._metadata.tile_format, self._metadata.tile_compression)
+        try:
+            self._check_top_level(problems)
+            for found in self._walk(self._metadata.tms, self._extension, None, problems):
+                data = self._read(found)
+                where = self.path.joinpath(*found.parts)
+                if data is None:
+                    problems.append(f"{where}: vanished while verifying")
+                elif not data:
+                    problems.append(f"{where}: empty file (zero bytes)")
+                elif detect_tile_format(data) != expected:
+                    got = "/".join(detect_tile_format(data))
+                    problems.append(
+                        f"{where}: content is {got}, the tile set is {'/'.join(expected)}"
+                    )
+        except OffmapsError as exc:
+            problems.append(str(exc))
+        return problems
+
+    def close(self) -> None:
+        """Release the folder's descriptor."""
+        self._folder.close()
+
+    def _check_top_level(self, problems: list[str]) -> None:
+        for name, kind in self._folder.list_dir() or []:
+            if name in self._top_level_names or name in self._prefix[:1]:
+                continue
+            if kind is EntryKind.DIRECTORY and self.layout.parse_level(name) is not None:
+                continue
+            problems.append(f"{self.path / name}: not part of the tile set, ignored")
+
+    def _read(self, found: _Found) -> bytes | None:
+        return self._folder.read_file(found.parts, limit=MAX_TILE_BYTES)
+
+    def _walk(
+        self,
+        tms: TileMatrixSet,
+        ext: str | None,
+        levels: set[int] | None,
+        problems: list[str] | None,
+    ) -> Iterator[_Found]:
+        """Tiles by name in sorted order, lazily, one folder listing at a time.
+
+        Anything that is not a tile of ``tms`` with extension ``ext`` (any tile extension when
+        None) is skipped, and described in ``problems`` when given.
+        """
+        layout = self.layout
+        prefix = self._prefix
+
+        def note(parts: list[str], why: str) -> None:
+            if problems is not None:
+                problems.append(f"{self.path.joinpath(*parts)}: {why}, ignored")
+
+        top = self._folder.list_dir(prefix) or []
+        for z, level_name in _numbered(top, layout.parse_level, prefix, note, quiet=not prefix):
+            if levels is not None and z not in levels:
+                continue
+            level_parts = [*prefix, level_name]
+            if not tms.minzoom <= z <= tms.maxzoom:
+                note(level_parts, f"level {z} is not in {tms.id} ({tms.minzoom}-{tms.maxzoom})")
+                continue
+            middles = self._folder.list_dir(level_parts) or []
+            for middle, middle_name in _numbered(middles, layout.parse_middle, level_parts, note):
+                middle_parts = [*level_parts, middle_name]
+                leaves: list[tuple[int, str]] = []
+                for name, kind in self._folder.list_dir(middle_parts) or []:
+                    stem, dot, suffix = name.rpartition(".")
+                    number = layout.parse_leaf(stem) if dot else None
+                    if kind is not EntryKind.FILE:
+                        note(
+                            [*middle_parts, name],
+                            "not a regular file (symbolic link, FIFO, device?)",
+                        )
+                    elif number is None:
+                        note([*middle_parts, name], "not a tile name")
+                    elif suffix != ext and (ext is not None or suffix not in _EXTENSIONS):
+                        note([*middle_parts, name], f"not a .{ext or 'png/jpg/webp/pbf'} file")
+                    else:
+                        leaves.append((number, name))
+                for leaf, name in sorted(leaves):
+                    tile = layout.tile(tms, z, middle, leaf)
+                    try:
+                        check_tile_in_matrix(tms, tile)
+                    except InvalidTileError as exc:
+                        note([*middle_parts, name], str(exc))
+                        continue
+                    yield _Found(tile, [*middle_parts, name])
+
+
+def _numbered(
+    entries: list[tuple[str, EntryKind]],
+    parse: Callable[[str], int | None],
+    parent: list[str],
+    note: _Note,
+    *,
+    quiet: bool = False,
+) -> list[tuple[int, str]]:
+    """The sub-folders whose names parse as numbers, sorted; others are noted unless ``quiet``."""
+    numbered: list[tuple[int, str]] = []
+    for name, kind in entries:
+        number = parse(name)
+        if number is not None and kind is EntryKind.DIRECTORY:
+            numbered.append((number, name))
+        elif not quiet:
+            why = "not a folder (symbolic link?)" if number is not None else "not a tile folder"
+            note([*parent, name], why)
+    return sorted(numbered)
+
+
+class ExplodedWriter(WriterBase):
+    """Writes an exploded tile folder in the layout given by the subclass.
+
+    Tiles are written to their files as they arrive (a second write of a tile replaces the file),
+    in a hidden temporary folder that is renamed to the destination on commit.
+
+    Args:
+        path: the folder to create.
+        metadata: the tile set's description; its format sets the file extension.
+        overwrite: replace an existing folder on commit.
+    """
+
+    layout: ClassVar[FolderLayout] = XYZLayout()
+    directory = True
+
+    def __init__(
+        self, path: Path | str, metadata: TilesetMetadata, *, overwrite: bool = False
+    ) -> None:
+        super().__init__(path, metadata, overwrite=overwrite)
+        self._made: Path | None = None
+
+    def _write(self, tile: Tile, data: bytes) -> None:
+        parts = self.layout.parts(self.metadata.tms, tile, self.metadata.tile_format.value)
+        folder = self.temp.joinpath(*parts[:-1])
+        if folder != self._made:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made = folder
+        (folder / parts[-1]).write_bytes(data)
+
+    def _finish(self, metadata: TilesetMetadata) -> None:
+        write_sidecars(self.temp, metadata)
+
+
+class XYZFolderReader(ExplodedReader):
+    """Reads ``xyz:DIR`` folders: ``DIR/{z}/{x}/{y}.ext``."""
+
+    layout = XYZLayout()
+
+
+class XYZFolderWriter(ExplodedWriter):
+    """Writes ``xyz:DIR`` folders: ``DIR/{z}/{x}/{y}.ext``."""
+
+    layout = XYZLayout()
+
+
+class TMSFolderReader(ExplodedReader):
+    """Reads ``tms:DIR`` folders: ``DIR/{z}/{x}/{y}.ext``, rows counted from the bottom."""
+
+    layout = TMSLayout()
+
+
+class TMSFolderWriter(ExplodedWriter):
+    """Writes ``tms:DIR`` folders: ``DIR/{z}/{x}/{y}.ext``, rows counted from the bottom."""
+
+    layout = TMSLayout()
+
+
+class EsriExplodedReader(ExplodedReader):
+    """Reads ``esri-exploded:DIR`` folders: ``DIR[/_alllayers]/L{zz}/R{row}/C{col}.ext``."""
+
+    layout = EsriExplodedLayout()
+    _top_level_names = frozenset({METADATA_FILE, TMS_FILE, "conf.xml", "conf.cdi"})
+
+    def _tiles_prefix(self) -> list[str]:
+        if self._folder.kind_of([_ALLLAYERS]) is EntryKind.DIRECTORY:
+            return [_ALLLAYERS]
+        return []
+
+
+class EsriExplodedWriter(ExplodedWriter):
+    """Writes ``esri-exploded:DIR`` folders: ``DIR/L{zz}/R{row:08x}/C{col:08x}.ext``."""
+
+    layout = EsriExplodedLayout()
