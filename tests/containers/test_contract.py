@@ -175,3 +175,10 @@ def test_full_disk_gives_a_clear_error_and_leaves_nothing(
         for tile, data in big.items():
             writer.write_tile(tile, data)
     assert list(full_disk.iterdir()) == []
+
+
+def test_finished_container_has_ordinary_permissions(kind: ContainerKind, tmp_path: Path) -> None:
+    loc = location(kind, tmp_path)
+    write_all(loc, TilesetMetadata(tile_format=TileFormat.PNG), sample_tiles(TileFormat.PNG))
+    mode = loc.path.stat().st_mode & 0o777
+    assert mode & 0o044 == 0o044  # group and others can read, as after a plain open()

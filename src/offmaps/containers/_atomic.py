@@ -13,6 +13,12 @@ from offmaps.errors import ContainerWriteError, DestinationExistsError
 __all__ = ["AtomicDestination"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class AtomicDestination:
     """A temporary file or folder beside ``target`` that becomes ``target`` on commit.
 
@@ -60,6 +66,9 @@ class AtomicDestination:
                 raise DestinationExistsError(
                     f"{self.target} appeared while writing; not replacing it", path=self.target
                 )
+            # mkstemp/mkdtemp create private (0600/0700) entries: give the finished container
+            # the permissions a plain open() would have had
+            os.chmod(self.temp, (0o777 if self.directory else 0o666) & ~_umask())
             if self.directory and self.target.exists():
                 old = self.target.with_name(f".{self.target.name}.old")
                 os.replace(self.target, old)
