@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -13,6 +12,7 @@ import morecantile
 from morecantile import TileMatrixSet
 
 from offmaps.errors import InvalidTileError, UnsupportedTileFormatError
+from offmaps.tiling.tms import find_incompatibility
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
 
 __all__ = [
@@ -86,15 +86,7 @@ def is_web_mercator_quad(tms: TileMatrixSet) -> bool:
     """Whether ``tms`` is the WebMercatorQuad grid (by id, or by identical matrices)."""
     if tms.id == "WebMercatorQuad":
         return True
-    reference = web_mercator_quad()
-    try:
-        return bool(
-            json.loads(tms_to_json(tms))["tileMatrices"][:1]
-            == json.loads(tms_to_json(reference))["tileMatrices"][:1]
-            and tms.crs._pyproj_crs == reference.crs._pyproj_crs
-        )
-    except (KeyError, AttributeError):
-        return False
+    return find_incompatibility(tms, web_mercator_quad()) is None
 
 
 _PNG = b"\x89PNG\r\n\x1a\n"
