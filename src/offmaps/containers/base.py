@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -114,6 +115,30 @@ def detect_tile_format(data: bytes) -> tuple[TileFormat, TileCompression]:
     return TileFormat.MVT, TileCompression.NONE
 
 
+_SIZES: OrderedDict[int, tuple[TileMatrixSet, dict[int, tuple[int, int]]]] = OrderedDict()
+_SIZES_KEPT = 64
+
+
+def _matrix_sizes(tms: TileMatrixSet) -> dict[int, tuple[int, int]]:
+    """Matrix width and height per level, cached: morecantile's ``matrix()`` is slow per tile.
+
+    Keyed by object id; the cache holds the object, so the id cannot be reused while cached.
+    """
+    entry = _SIZES.get(id(tms))
+    if entry is None or entry[0] is not tms:
+        sizes = {}
+        for z in range(tms.minzoom, tms.maxzoom + 1):
+            matrix = tms.matrix(z)
+            sizes[z] = (matrix.matrixWidth, matrix.matrixHeight)
+        entry = (tms, sizes)
+        _SIZES[id(tms)] = entry
+        if len(_SIZES) > _SIZES_KEPT:
+            _SIZES.popitem(last=False)
+    else:
+        _SIZES.move_to_end(id(tms))
+    return entry[1]
+
+
 def check_tile_in_matrix(tms: TileMatrixSet, tile: Tile) -> None:
     """Refuse tile keys that are not inside ``tms`` (negative, past the matrix, unknown level).
 
@@ -122,16 +147,16 @@ def check_tile_in_matrix(tms: TileMatrixSet, tile: Tile) -> None:
     """
     if not all(isinstance(v, int) for v in tile):
         raise InvalidTileError(f"tile key {tuple(tile)} is not made of integers")
-    if tile.z < tms.minzoom or tile.z > tms.maxzoom:
+    size = _matrix_sizes(tms).get(tile.z)
+    if size is None:
         raise InvalidTileError(
             f"tile {tile.z}/{tile.x}/{tile.y}: level {tile.z} is outside {tms.id} "
             f"({tms.minzoom}-{tms.maxzoom})"
         )
-    matrix = tms.matrix(tile.z)
-    if not (0 <= tile.x < matrix.matrixWidth and 0 <= tile.y < matrix.matrixHeight):
+    width, height = size
+    if not (0 <= tile.x < width and 0 <= tile.y < height):
         raise InvalidTileError(
-            f"tile {tile.z}/{tile.x}/{tile.y} is outside the level's matrix "
-            f"({matrix.matrixWidth}x{matrix.matrixHeight})"
+            f"tile {tile.z}/{tile.x}/{tile.y} is outside the level's matrix ({width}x{height})"
         )
 
 
