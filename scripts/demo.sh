@@ -31,7 +31,7 @@ fiji = shapely.from_wkb(geometries[names.index("Fiji")])
 print(json.dumps({"type": "Feature", "properties": {"name": "Fiji"}, "geometry": fiji.__geo_interface__}))
 PY
 $BIN/offmaps tiles count --aoi "$OUT/fiji.geojson" --zooms 0-20 --json | $BIN/python -c \
-  'import json,sys; r=json.load(sys.stdin); print(f"Fiji z0-20: {r[\"total\"]:,} tiles, z6: {r[\"zooms\"][\"6\"]} tiles")'
+  'import json,sys; r=json.load(sys.stdin); t=r["total"]; z=r["zooms"]["6"]; print(f"Fiji z0-20: {t:,} tiles; at z6 {z} tiles on both sides of 180°, not a band")'
 
 step "4. Render real map tiles from the OpenStreetMap extract (© OpenStreetMap contributors, ODbL)"
 $BIN/python scripts/render_osm.py --pbf "$DATA/osm/Helsinki.osm.pbf" --zooms "$ZOOMS" \
