@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	# Debian's python3 needs python3-venv for this; install it when we can (root)
+	$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,bench,render]'
 	# GDAL's GeoPackage validator; needs no GDAL bindings (see docs/development.md)

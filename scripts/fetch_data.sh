@@ -30,6 +30,10 @@ TXT
 fi
 
 if [ ! -f "$DATA/world-atlas/countries-50m.json" ] || [ ! -f "$DATA/world-atlas/LICENSE" ]; then
+  if ! command -v npm >/dev/null; then
+    echo "npm is needed to fetch world-atlas; installing Debian's npm" >&2
+    apt-get install -y npm >/dev/null || { echo "fetch_data: install npm first" >&2; exit 1; }
+  fi
   echo "fetching Natural Earth countries (npm world-atlas 2.0.2)" >&2
   (cd "$work" && npm pack --silent world-atlas@2.0.2 >/dev/null && tar xzf world-atlas-2.0.2.tgz)
   mkdir -p "$work/world-atlas"

@@ -16,6 +16,7 @@ from offmaps.errors import ContainerCorruptError, ContainerError, ContainerWrite
 from offmaps.types import Tile
 
 __all__ = [
+    "tile_blob",
     "SQLiteWriterBase",
     "open_read_only",
     "quick_check",
@@ -28,6 +29,18 @@ _BATCH_ROWS = 1000
 _BATCH_BYTES = 16 * 1024 * 1024
 _MAX_QUICK_CHECK_LINES = 20
 _CACHE_KIB = 64 * 1024  # page cache while building: fewer B-tree page writes on big loads
+
+
+def tile_blob(path: Path, tile: Tile, data: object) -> bytes:
+    """A tile row's data as bytes, or ContainerCorruptError naming the tile when NULL or empty."""
+    if not isinstance(data, bytes) or not data:
+        kind = "NULL" if data is None else "empty" if data in (b"", "") else "not a BLOB"
+        raise ContainerCorruptError(
+            f"{path}: tile {tile.z}/{tile.x}/{tile.y} has no tile data ({kind})",
+            path=path,
+            tile=(tile.x, tile.y, tile.z),
+        )
+    return data
 
 
 def quote_identifier(name: str) -> str:

@@ -23,6 +23,7 @@ from offmaps.containers._sqlite import (
     quick_check,
     read_error,
     table_exists,
+    tile_blob,
 )
 from offmaps.containers.base import (
     TilesetMetadata,
@@ -408,17 +409,7 @@ class MBTilesReader(ReaderBase):
                 path=self.path,
             )
         tile = Tile(x, tms_row(flipped, z), z)
-        return tile, self._check_data(tile, data)
-
-    def _check_data(self, tile: Tile, data: object) -> bytes:
-        if not isinstance(data, bytes) or not data:
-            kind = "NULL" if data is None else "empty" if data in (b"", "") else "not a BLOB"
-            raise ContainerCorruptError(
-                f"{self.path}: tile {tile.z}/{tile.x}/{tile.y} has no tile data ({kind})",
-                path=self.path,
-                tile=(tile.x, tile.y, tile.z),
-            )
-        return data
+        return tile, tile_blob(self.path, tile, data)
 
     def find_tile(self, tile: Tile) -> bytes | None:
         """The bytes of ``tile``, or None if the file does not hold it.
@@ -438,7 +429,7 @@ class MBTilesReader(ReaderBase):
             raise read_error(self.path, exc, tile=tile, what="MBTiles file") from exc
         if row is None:
             return None
-        return self._check_data(tile, row[0])
+        return tile_blob(self.path, tile, row[0])
 
     def iter_tiles(self, zooms: Iterable[int] | None = None) -> Iterator[tuple[Tile, bytes]]:
         """Every tile with its bytes, streamed from SQLite in storage order.
