@@ -6,7 +6,14 @@ import importlib
 
 import pytest
 
-MODULES = ["offmaps", "offmaps.errors", "offmaps.types", "offmaps.tiling", "offmaps.containers"]
+MODULES = [
+    "offmaps",
+    "offmaps.errors",
+    "offmaps.types",
+    "offmaps.tiling",
+    "offmaps.containers",
+    "offmaps.features",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

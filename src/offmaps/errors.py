@@ -18,15 +18,18 @@ SDK) maps them once.
     │   ├── InvalidScaleRangeError
     │   └── IncompatibleTileMatrixSetError
     ├── StorageError
-    └── ContainerError
-        ├── UnknownContainerError
-        ├── UnsupportedTileMatrixSetError
-        ├── UnsupportedTileFormatError
-        ├── ContainerCorruptError
-        ├── InvalidTileError
-        ├── TileNotFoundError
-        ├── DestinationExistsError
-        └── ContainerWriteError
+    ├── ContainerError
+    │   ├── UnknownContainerError
+    │   ├── UnsupportedTileMatrixSetError
+    │   ├── UnsupportedTileFormatError
+    │   ├── ContainerCorruptError
+    │   ├── InvalidTileError
+    │   ├── TileNotFoundError
+    │   ├── DestinationExistsError
+    │   └── ContainerWriteError
+    └── FeaturesError
+        ├── InvalidFilterError
+        └── UnsupportedFilterError
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ __all__ = [
     "ContainerError",
     "ContainerWriteError",
     "DestinationExistsError",
+    "FeaturesError",
     "IncompatibleTileMatrixSetError",
     "InvalidAOIError",
+    "InvalidFilterError",
     "InvalidScaleRangeError",
     "InvalidTileError",
     "InvalidZoomError",
@@ -51,6 +56,7 @@ __all__ = [
     "UnknownCRSError",
     "UnknownContainerError",
     "UnknownTileMatrixSetError",
+    "UnsupportedFilterError",
     "UnsupportedTileFormatError",
     "UnsupportedTileMatrixSetError",
 ]
@@ -176,3 +182,37 @@ class DestinationExistsError(ContainerError):
 
 class ContainerWriteError(ContainerError):
     """Writing failed (full disk, read-only destination, ...); nothing was left behind."""
+
+
+# --- features -------------------------------------------------------------------------------
+
+
+class FeaturesError(OffmapsError):
+    """A feature layer, table or query cannot be used as asked."""
+
+
+class InvalidFilterError(FeaturesError):
+    """A CQL2 filter is malformed, too large, names an unknown field or mixes types.
+
+    Attributes:
+        line: the 1-based line of a syntax error, when known.
+        column: the 1-based column of a syntax error, when known.
+        field: the field name at fault, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+        self.field = field
+
+
+class UnsupportedFilterError(FeaturesError):
+    """A CQL2 filter is valid but uses a construct not supported yet (e.g. spatial predicates)."""
