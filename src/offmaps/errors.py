@@ -18,6 +18,9 @@ SDK) maps them once.
     │   ├── InvalidScaleRangeError
     │   └── IncompatibleTileMatrixSetError
     ├── StorageError
+    │   ├── BlobNotFoundError
+    │   ├── BlobIntegrityError
+    │   └── InvalidBlobKeyError
     ├── ContainerError
     │   ├── UnknownContainerError
     │   ├── UnsupportedTileMatrixSetError
@@ -27,9 +30,28 @@ SDK) maps them once.
     │   ├── TileNotFoundError
     │   ├── DestinationExistsError
     │   └── ContainerWriteError
-    └── FeaturesError
-        ├── InvalidFilterError
-        └── UnsupportedFilterError
+    ├── FeaturesError
+    │   ├── InvalidFilterError
+    │   ├── UnsupportedFilterError
+    │   ├── LayerNotFoundError
+    │   ├── LayerExistsError
+    │   ├── InvalidLayerSchemaError
+    │   ├── FeatureNotFoundError
+    │   ├── InvalidFeatureError
+    │   ├── VersionConflictError
+    │   ├── AttachmentNotFoundError
+    │   ├── FeatureStoreError
+    │   └── ImportFeaturesError
+    ├── WebMapError
+    │   ├── WebMapNotFoundError
+    │   └── InvalidWebMapError
+    └── AuthError
+        ├── InvalidCredentialsError
+        ├── InvalidTokenError
+        ├── InsufficientScopeError
+        ├── AccessDeniedError
+        ├── UserExistsError
+        └── UserNotFoundError
 """
 
 from __future__ import annotations
@@ -37,17 +59,34 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "AccessDeniedError",
+    "AttachmentNotFoundError",
+    "AuthError",
+    "BlobIntegrityError",
+    "BlobNotFoundError",
     "ContainerCorruptError",
     "ContainerError",
     "ContainerWriteError",
     "DestinationExistsError",
+    "FeatureNotFoundError",
+    "FeatureStoreError",
     "FeaturesError",
+    "ImportFeaturesError",
     "IncompatibleTileMatrixSetError",
+    "InsufficientScopeError",
     "InvalidAOIError",
+    "InvalidBlobKeyError",
+    "InvalidCredentialsError",
+    "InvalidFeatureError",
     "InvalidFilterError",
+    "InvalidLayerSchemaError",
     "InvalidScaleRangeError",
     "InvalidTileError",
+    "InvalidTokenError",
+    "InvalidWebMapError",
     "InvalidZoomError",
+    "LayerExistsError",
+    "LayerNotFoundError",
     "OffmapsError",
     "OffmapsWarning",
     "StorageError",
@@ -59,6 +98,11 @@ __all__ = [
     "UnsupportedFilterError",
     "UnsupportedTileFormatError",
     "UnsupportedTileMatrixSetError",
+    "UserExistsError",
+    "UserNotFoundError",
+    "VersionConflictError",
+    "WebMapError",
+    "WebMapNotFoundError",
 ]
 
 
@@ -118,6 +162,22 @@ class IncompatibleTileMatrixSetError(TilingError):
 
 class StorageError(OffmapsError):
     """A byte store failed."""
+
+
+class BlobNotFoundError(StorageError):
+    """No blob is stored under the key asked for."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class BlobIntegrityError(StorageError):
+    """Stored bytes do not hash to their SHA-256 key, or an upload does not match its hash."""
+
+
+class InvalidBlobKeyError(StorageError):
+    """A blob key is malformed or would escape the store (``..``, absolute paths, NUL)."""
 
 
 # --- containers -----------------------------------------------------------------------------
@@ -216,3 +276,122 @@ class InvalidFilterError(FeaturesError):
 
 class UnsupportedFilterError(FeaturesError):
     """A CQL2 filter is valid but uses a construct not supported yet (e.g. spatial predicates)."""
+
+
+class LayerNotFoundError(FeaturesError):
+    """A feature layer or table of this name does not exist."""
+
+    def __init__(self, message: str, *, layer: str | None = None) -> None:
+        super().__init__(message)
+        self.layer = layer
+
+
+class LayerExistsError(FeaturesError):
+    """A layer or table of this name exists already."""
+
+
+class InvalidLayerSchemaError(FeaturesError):
+    """A layer schema is unusable: bad or reserved names, duplicate fields, unknown types."""
+
+
+class FeatureNotFoundError(FeaturesError):
+    """No feature or row has this global id in the layer."""
+
+    def __init__(self, message: str, *, layer: str | None = None, global_id: str | None = None):
+        super().__init__(message)
+        self.layer = layer
+        self.global_id = global_id
+
+
+class InvalidFeatureError(FeaturesError):
+    """A feature does not fit its layer: wrong geometry type, unknown field, wrong value type.
+
+    Attributes:
+        field: the field at fault, when known.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class VersionConflictError(FeaturesError):
+    """An edit was based on a version of the row that is no longer the current one.
+
+    Attributes:
+        global_id: the row's global id.
+        expected: the version the edit was based on.
+        actual: the row's current version.
+    """
+
+    def __init__(self, message: str, *, global_id: str, expected: int, actual: int) -> None:
+        super().__init__(message)
+        self.global_id = global_id
+        self.expected = expected
+        self.actual = actual
+
+
+class AttachmentNotFoundError(FeaturesError):
+    """No attachment has this id (on this feature)."""
+
+
+class FeatureStoreError(FeaturesError):
+    """The feature store's database failed or is not a store offmaps can use."""
+
+
+class ImportFeaturesError(FeaturesError):
+    """A file of features cannot be imported (unreadable, unknown format, no such layer)."""
+
+
+# --- web maps -------------------------------------------------------------------------------
+
+
+class WebMapError(OffmapsError):
+    """A web map document cannot be used as asked."""
+
+
+class WebMapNotFoundError(WebMapError):
+    """No web map has this id (or the caller may not see it)."""
+
+
+class InvalidWebMapError(WebMapError):
+    """A web map document is malformed or refers to services and layers that do not exist."""
+
+
+# --- auth -----------------------------------------------------------------------------------
+
+
+class AuthError(OffmapsError):
+    """Authentication or authorisation failed."""
+
+
+class InvalidCredentialsError(AuthError):
+    """A user name, password, client id or client secret is wrong."""
+
+
+class InvalidTokenError(AuthError):
+    """A bearer token is missing, malformed, expired, or not signed by a trusted key."""
+
+
+class InsufficientScopeError(AuthError):
+    """The token is valid but lacks a scope the operation needs.
+
+    Attributes:
+        required: the scopes the operation needs.
+    """
+
+    def __init__(self, message: str, *, required: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.required = required
+
+
+class AccessDeniedError(AuthError):
+    """The caller may not use this item (it is not shared with them)."""
+
+
+class UserExistsError(AuthError):
+    """A user or client of this name exists already."""
+
+
+class UserNotFoundError(AuthError):
+    """No user or client has this name."""
