@@ -1,0 +1,159 @@
+"""Errors as problem documents (RFC 9457): the one table from domain errors to HTTP status.
+
+Domain errors never carry a status; this module is the only place that decides one. Every
+response for an error is ``application/problem+json`` with ``type``, ``title``, ``status`` and
+``detail``, plus the error's context attributes when it has them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from offmaps import errors
+
+__all__ = [
+    "PROBLEM_MEDIA_TYPE",
+    "STATUS",
+    "install_problem_handlers",
+    "problem_response",
+    "status_of",
+]
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+# Most specific first: the first class an error is an instance of decides.
+STATUS: tuple[tuple[type[errors.OffmapsError], int], ...] = (
+    (errors.InvalidCredentialsError, 401),
+    (errors.InvalidTokenError, 401),
+    (errors.InsufficientScopeError, 403),
+    (errors.AccessDeniedError, 403),
+    (errors.UserNotFoundError, 404),
+    (errors.UserExistsError, 409),
+    (errors.LayerNotFoundError, 404),
+    (errors.FeatureNotFoundError, 404),
+    (errors.AttachmentNotFoundError, 404),
+    (errors.WebMapNotFoundError, 404),
+    (errors.TileNotFoundError, 404),
+    (errors.BlobNotFoundError, 404),
+    (errors.VersionConflictError, 409),
+    (errors.LayerExistsError, 409),
+    (errors.DestinationExistsError, 409),
+    (errors.BlobIntegrityError, 422),
+    (errors.UnsupportedFilterError, 422),
+    (errors.FeatureStoreError, 503),
+    (errors.ContainerCorruptError, 502),
+    (errors.ContainerWriteError, 507),
+    (errors.OffmapsError, 400),
+)
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    507: "Insufficient Storage",
+}
+
+_CONTEXT_ATTRIBUTES = ("layer", "global_id", "field", "line", "column", "expected", "actual", "key")
+
+
+def status_of(error: errors.OffmapsError) -> int:
+    """The HTTP status for a domain error."""
+    for cls, status in STATUS:
+        if isinstance(error, cls):
+            return status
+    return 400
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    type_: str = "about:blank",
+    title: str | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A problem document response."""
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if extra:
+        body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _domain_problem(error: errors.OffmapsError) -> JSONResponse:
+    status = status_of(error)
+    extra: dict[str, Any] = {}
+    for name in _CONTEXT_ATTRIBUTES:
+        value = getattr(error, name, None)
+        if value is not None:
+            extra[name] = value if isinstance(value, int | float | bool) else str(value)
+    required = getattr(error, "required", ())
+    if required:
+        extra["required_scopes"] = list(required)
+    headers = None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    elif isinstance(error, errors.InsufficientScopeError):
+        scope = " ".join(required)
+        headers = {"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'}
+    return problem_response(
+        status,
+        str(error),
+        type_=f"https://offmaps.dev/problems/{type(error).__name__}",
+        title=type(error).__name__,
+        extra=extra,
+        headers=headers,
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Make every error response of ``app`` a problem document, and never a traceback."""
+
+    async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+        if not isinstance(exc, errors.OffmapsError):  # registered for this class only
+            raise exc
+        return _domain_problem(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        if not isinstance(exc, RequestValidationError):  # registered for this class only
+            raise exc
+        problems = [
+            {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in exc.errors()[:20]
+        ]
+        first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
+        detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
+        return problem_response(422, detail, extra={"errors": problems})
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        if not isinstance(exc, StarletteHTTPException):  # registered for this class only
+            raise exc
+        return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(500, "internal error; the server log has the details")
+
+    app.add_exception_handler(errors.OffmapsError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
