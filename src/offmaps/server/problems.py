@@ -137,18 +137,21 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         if not isinstance(exc, RequestValidationError):  # registered for this class only
             raise exc
-        problems = [
+        problems: list[dict[str, Any]] = [
             {"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", ""))}
             for e in exc.errors()[:20]
         ]
-        first = problems[0] if problems else {"loc": [], "msg": "invalid request"}
-        detail = f"{'.'.join(first['loc'])}: {first['msg']}" if first["loc"] else first["msg"]
+        detail = "invalid request"
+        if problems:
+            where = ".".join(problems[0]["loc"])
+            detail = f"{where}: {problems[0]['msg']}" if where else str(problems[0]["msg"])
         return problem_response(422, detail, extra={"errors": problems})
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         if not isinstance(exc, StarletteHTTPException):  # registered for this class only
             raise exc
-        return problem_response(exc.status_code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return problem_response(exc.status_code, str(exc.detail), headers=headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         return problem_response(500, "internal error; the server log has the details")
