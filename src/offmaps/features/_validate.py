@@ -1,0 +1,241 @@
+"""What every feature store backend checks the same way: names, schemas, values and geometries.
+
+Backends call these before writing, so a bad layer schema or a bad row gets the same error with
+the same message whatever the database behind the service.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+
+import shapely
+from shapely.geometry import MultiLineString, MultiPoint, MultiPolygon
+from shapely.geometry.base import BaseGeometry
+
+from offmaps.errors import InvalidFeatureError, InvalidLayerSchemaError
+from offmaps.features.filters import FieldType
+from offmaps.features.model import RESERVED_COLUMNS, Field, GeometryType, LayerSchema, Relationship
+
+__all__ = [
+    "MAX_FIELDS",
+    "MAX_TEXT_LENGTH",
+    "check_layer_schema",
+    "check_name",
+    "check_properties",
+    "check_relationship",
+    "normalise_geometry",
+    "parse_datetime",
+]
+
+MAX_FIELDS = 500
+"""The most fields a layer may have."""
+MAX_TEXT_LENGTH = 1_000_000
+"""The longest text value accepted in any text field, in characters, when the field sets none."""
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+_RESERVED_PREFIXES = ("gpkg_", "rtree_", "offmaps_", "sqlite_", "pg_")
+_INT64 = (-(2**63), 2**63 - 1)
+_MULTI = {
+    GeometryType.MULTIPOINT: (GeometryType.POINT, MultiPoint),
+    GeometryType.MULTILINESTRING: (GeometryType.LINESTRING, MultiLineString),
+    GeometryType.MULTIPOLYGON: (GeometryType.POLYGON, MultiPolygon),
+}
+
+
+def check_name(name: object, what: str) -> str:
+    """``name`` when it is a usable layer or field name, else ``InvalidLayerSchemaError``."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        shown = repr(name)[:80]
+        raise InvalidLayerSchemaError(
+            f"{what} name {shown} must be 1-63 letters, digits or _, starting with a letter"
+        )
+    lowered = name.lower()
+    if lowered in RESERVED_COLUMNS or lowered.startswith(_RESERVED_PREFIXES):
+        raise InvalidLayerSchemaError(f"{what} name {name!r} is reserved")
+    return name
+
+
+def check_layer_schema(schema: LayerSchema) -> None:
+    """Raise ``InvalidLayerSchemaError`` unless ``schema`` can be created."""
+    check_name(schema.name, "layer")
+    if len(schema.fields) > MAX_FIELDS:
+        raise InvalidLayerSchemaError(f"layer {schema.name!r} has more than {MAX_FIELDS} fields")
+    seen: set[str] = set()
+    for field in schema.fields:
+        check_name(field.name, "field")
+        if field.name.lower() in seen:
+            raise InvalidLayerSchemaError(f"field {field.name!r} appears twice")
+        seen.add(field.name.lower())
+        if not isinstance(field.type, FieldType):
+            raise InvalidLayerSchemaError(f"field {field.name!r} has an unknown type")
+        if field.max_length is not None and (
+            field.type is not FieldType.TEXT or not 0 < field.max_length <= MAX_TEXT_LENGTH
+        ):
+            raise InvalidLayerSchemaError(
+                f"field {field.name!r}: max_length is for text fields, 1..{MAX_TEXT_LENGTH}"
+            )
+    if schema.geometry_type is not None and not isinstance(schema.geometry_type, GeometryType):
+        raise InvalidLayerSchemaError(f"layer {schema.name!r} has an unknown geometry type")
+    if schema.srid <= 0:
+        raise InvalidLayerSchemaError(f"layer {schema.name!r}: srid must be an EPSG code")
+
+
+def check_relationship(rel: Relationship, layers: Mapping[str, LayerSchema]) -> None:
+    """Raise ``InvalidLayerSchemaError`` unless both ends and keys of ``rel`` exist."""
+    check_name(rel.name, "relationship")
+    for layer, key in ((rel.origin, rel.origin_key), (rel.destination, rel.destination_key)):
+        schema = layers.get(layer)
+        if schema is None:
+            raise InvalidLayerSchemaError(f"relationship {rel.name!r}: no layer {layer!r}")
+        if key not in schema.field_types():
+            raise InvalidLayerSchemaError(
+                f"relationship {rel.name!r}: layer {layer!r} has no field {key!r}"
+            )
+
+
+def check_properties(
+    schema: LayerSchema, properties: Mapping[str, object], *, complete: bool
+) -> dict[str, object]:
+    """The properties as canonical Python values, checked against ``schema``.
+
+    Text is ``str``, integers ``int`` (64-bit), reals ``float``, booleans ``bool``, dates
+    ``date``, date-times aware ``datetime`` in UTC. Dates and date-times may also be given as ISO
+    8601 text (as in GeoJSON); naive date-times are taken as UTC.
+
+    Args:
+        schema: the layer.
+        properties: the values by field name.
+        complete: whether the result must hold every field (missing ones become ``None``, and
+            a missing non-nullable field is an error), as for inserts and replacements.
+
+    Raises:
+        InvalidFeatureError: an unknown field, a value of the wrong type or out of range, or a
+            missing value of a non-nullable field.
+    """
+    fields = {f.name: f for f in schema.fields}
+    unknown = [name for name in properties if name not in fields]
+    if unknown:
+        name = str(unknown[0])[:80]
+        raise InvalidFeatureError(f"layer {schema.name!r} has no field {name!r}", field=name)
+    names = fields if complete else properties
+    return {name: _check_value(fields[name], properties.get(name)) for name in names}
+
+
+def _check_value(field: Field, value: object) -> object:
+    if value is None:
+        if not field.nullable:
+            raise InvalidFeatureError(f"field {field.name!r} may not be null", field=field.name)
+        return None
+    checked = _coerce(field, value)
+    if checked is None:
+        shown = type(value).__name__
+        raise InvalidFeatureError(
+            f"field {field.name!r} takes {field.type.value} values, not {shown}", field=field.name
+        )
+    return checked
+
+
+def _coerce(field: Field, value: object) -> object:
+    kind = field.type
+    if kind is FieldType.TEXT and isinstance(value, str):
+        limit = field.max_length or MAX_TEXT_LENGTH
+        if len(value) > limit:
+            raise InvalidFeatureError(
+                f"field {field.name!r} holds at most {limit} characters", field=field.name
+            )
+        return value
+    if kind is FieldType.BOOLEAN:
+        return value if isinstance(value, bool) else None
+    if isinstance(value, bool):
+        return None
+    if kind is FieldType.INTEGER and isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise InvalidFeatureError(
+                f"field {field.name!r}: integer out of range", field=field.name
+            )
+        return value
+    if kind is FieldType.INTEGER and isinstance(value, float) and value.is_integer():
+        return _coerce(field, int(value))
+    if kind is FieldType.REAL and isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise InvalidFeatureError(
+                f"field {field.name!r}: not a finite number", field=field.name
+            )
+        return float(value)
+    if kind is FieldType.DATE:
+        return _date(field, value)
+    if kind is FieldType.DATETIME:
+        if isinstance(value, datetime):
+            return _utc(value)
+        if isinstance(value, str):
+            return parse_datetime(value, field.name)
+    return None
+
+
+def _date(field: Field, value: object) -> date | None:
+    if isinstance(value, datetime):
+        return None
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise InvalidFeatureError(
+                f"field {field.name!r}: {value[:40]!r} is not a date (YYYY-MM-DD)", field=field.name
+            ) from None
+    return None
+
+
+def parse_datetime(text: str, field: str = "value") -> datetime:
+    """ISO 8601 date-time text as an aware UTC datetime (naive text is taken as UTC)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidFeatureError(
+            f"field {field!r}: {text[:40]!r} is not an ISO 8601 date-time", field=field
+        ) from None
+    return _utc(moment)
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def normalise_geometry(schema: LayerSchema, geometry: BaseGeometry | None) -> BaseGeometry | None:
+    """``geometry`` as stored in ``schema``'s layer: 2D, of the layer's type (single parts are
+    promoted to multi-part layers), finite; ``None`` stays ``None``.
+
+    Raises:
+        InvalidFeatureError: a geometry on a table, a geometry of another type, an empty or
+            non-finite geometry. Invalid (e.g. self-intersecting) polygons are kept as given.
+    """
+    if geometry is None:
+        return None
+    if schema.geometry_type is None:
+        raise InvalidFeatureError(f"{schema.name!r} is a table: its rows have no geometry")
+    if not isinstance(geometry, BaseGeometry):
+        raise InvalidFeatureError("the geometry is not a geometry")
+    if geometry.is_empty:
+        raise InvalidFeatureError("the geometry is empty")
+    if shapely.has_z(geometry):
+        geometry = shapely.force_2d(geometry)
+    coords = shapely.get_coordinates(geometry)
+    if not all(math.isfinite(v) for v in coords.flat):
+        raise InvalidFeatureError("the geometry has non-finite coordinates")
+    wanted = schema.geometry_type
+    actual = geometry.geom_type
+    if actual == wanted.value:
+        return geometry
+    single, multi = _MULTI.get(wanted, (None, None))
+    if single is not None and multi is not None and actual == single.value:
+        promoted: BaseGeometry = multi([geometry])  # type: ignore[arg-type]
+        return promoted
+    raise InvalidFeatureError(
+        f"layer {schema.name!r} takes {wanted.value} geometries, not {actual}"
+    )

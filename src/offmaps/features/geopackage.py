@@ -1,0 +1,1012 @@
+"""The embedded feature store: one GeoPackage 1.2 file per feature service.
+
+Each layer is a GeoPackage features table (or an attributes table, for non-spatial tables) with
+an R-tree spatial index, so GDAL, QGIS and any GeoPackage reader open the file as it is. What
+GeoPackage has no place for lives in ``offmaps_*`` extension tables, registered in
+``gpkg_extensions``:
+
+- ``offmaps_layers``: each layer's fields with their offmaps types, title and order;
+- ``offmaps_relationships``: the 1:N relationships;
+- ``offmaps_journal``: every change, with the generation of its transaction;
+- ``offmaps_attachments``: attachment records (the bytes live in the server's blob store);
+- ``offmaps_store``: the generation counter and the store format.
+
+Every row carries ``globalid`` (a UUID, as text) and ``row_version``. Writes take SQLite's write
+lock (``BEGIN IMMEDIATE``) so generations are handed out in commit order; the database is in WAL
+mode, so readers in other processes never block on a write.
+
+Values are stored the GeoPackage way: booleans as 0/1, dates as ``YYYY-MM-DD``, date-times as
+``YYYY-MM-DDTHH:MM:SS.SSSZ`` in UTC, geometries as GeoPackage binary (header + WKB).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import struct
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from uuid import UUID
+
+import pyproj
+import shapely
+from pyproj.enums import WktVersion
+from shapely.geometry.base import BaseGeometry
+
+from offmaps.errors import (
+    AttachmentNotFoundError,
+    FeatureNotFoundError,
+    FeatureStoreError,
+    InvalidFeatureError,
+    InvalidLayerSchemaError,
+    LayerExistsError,
+    LayerNotFoundError,
+    VersionConflictError,
+)
+from offmaps.features._validate import (
+    check_layer_schema,
+    check_properties,
+    check_relationship,
+    normalise_geometry,
+    parse_datetime,
+)
+from offmaps.features.filters import FieldType, SQLDialect, compile_filter
+from offmaps.features.model import (
+    Attachment,
+    ChangeKind,
+    Delete,
+    Edit,
+    Feature,
+    FeaturePage,
+    FeatureQuery,
+    Field,
+    GeometryType,
+    Insert,
+    JournalEntry,
+    LayerSchema,
+    Relationship,
+    Update,
+)
+from offmaps.features.store import MAX_PAGE_SIZE
+from offmaps.types import BBox
+
+__all__ = ["GeoPackageStore"]
+
+APPLICATION_ID = 0x47504B47  # "GPKG"
+USER_VERSION = 10200  # GeoPackage 1.2.0
+STORE_FORMAT = "1"
+_BATCH = 500
+_RTREE_DEFINITION = "http://www.geopackage.org/spec120/#extension_rtree"
+_OFFMAPS_DEFINITION = "offmaps feature store tables: see docs/features.md"
+_SQL_TYPES = {
+    FieldType.TEXT: "TEXT",
+    FieldType.INTEGER: "INTEGER",
+    FieldType.REAL: "DOUBLE",
+    FieldType.BOOLEAN: "BOOLEAN",
+    FieldType.DATE: "DATE",
+    FieldType.DATETIME: "DATETIME",
+}
+_ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+
+_SCHEMA = (
+    "CREATE TABLE gpkg_spatial_ref_sys (srs_name TEXT NOT NULL, "
+    "srs_id INTEGER NOT NULL PRIMARY KEY, organization TEXT NOT NULL, "
+    "organization_coordsys_id INTEGER NOT NULL, definition TEXT NOT NULL, description TEXT)",
+    "CREATE TABLE gpkg_contents (table_name TEXT NOT NULL PRIMARY KEY, "
+    "data_type TEXT NOT NULL, identifier TEXT UNIQUE, description TEXT DEFAULT '', "
+    "last_change DATETIME NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')), "
+    "min_x DOUBLE, min_y DOUBLE, max_x DOUBLE, max_y DOUBLE, srs_id INTEGER, "
+    "CONSTRAINT fk_gc_r_srs_id FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys(srs_id))",
+    "CREATE TABLE gpkg_geometry_columns (table_name TEXT NOT NULL, column_name TEXT NOT NULL, "
+    "geometry_type_name TEXT NOT NULL, srs_id INTEGER NOT NULL, z TINYINT NOT NULL, "
+    "m TINYINT NOT NULL, CONSTRAINT pk_geom_cols PRIMARY KEY (table_name, column_name), "
+    "CONSTRAINT uk_gc_table_name UNIQUE (table_name), "
+    "CONSTRAINT fk_gc_tn FOREIGN KEY (table_name) REFERENCES gpkg_contents(table_name), "
+    "CONSTRAINT fk_gc_srs FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys (srs_id))",
+    "CREATE TABLE gpkg_extensions (table_name TEXT, column_name TEXT, "
+    "extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL, "
+    "CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))",
+    "CREATE TABLE offmaps_store (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE offmaps_layers (name TEXT NOT NULL PRIMARY KEY, position INTEGER NOT NULL, "
+    "title TEXT, geometry_type TEXT, srid INTEGER NOT NULL, fields TEXT NOT NULL)",
+    "CREATE TABLE offmaps_relationships (name TEXT NOT NULL PRIMARY KEY, "
+    "position INTEGER NOT NULL, origin TEXT NOT NULL, origin_key TEXT NOT NULL, "
+    "destination TEXT NOT NULL, destination_key TEXT NOT NULL)",
+    "CREATE TABLE offmaps_journal (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "generation INTEGER NOT NULL, layer TEXT NOT NULL, globalid TEXT NOT NULL, "
+    "kind TEXT NOT NULL, version INTEGER NOT NULL, changed_at DATETIME NOT NULL, "
+    "attachment_id TEXT)",
+    "CREATE INDEX offmaps_journal_generation ON offmaps_journal (generation)",
+    "CREATE TABLE offmaps_attachments (attachment_id TEXT NOT NULL PRIMARY KEY, "
+    "layer TEXT NOT NULL, globalid TEXT NOT NULL, name TEXT NOT NULL, "
+    "content_type TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL, "
+    "created_at DATETIME NOT NULL)",
+    "CREATE INDEX offmaps_attachments_row ON offmaps_attachments (layer, globalid)",
+)
+_OFFMAPS_TABLES = (
+    "offmaps_store",
+    "offmaps_layers",
+    "offmaps_relationships",
+    "offmaps_journal",
+    "offmaps_attachments",
+)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(moment: datetime) -> str:
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+# --- GeoPackage binary geometry -------------------------------------------------------------
+
+
+def encode_geometry(geometry: BaseGeometry, srid: int) -> bytes:
+    """A geometry as a GeoPackage binary blob: little-endian header with an XY envelope
+    (none for points), then ISO WKB."""
+    wkb: bytes = shapely.to_wkb(geometry, byte_order=1, flavor="iso")
+    if geometry.geom_type == "Point":
+        return b"GP\x00" + bytes([0b0000_0001]) + struct.pack("<i", srid) + wkb
+    minx, miny, maxx, maxy = geometry.bounds
+    header = b"GP\x00" + bytes([0b0000_0011]) + struct.pack("<i", srid)
+    return header + struct.pack("<4d", minx, maxx, miny, maxy) + wkb
+
+
+def _split(blob: bytes) -> tuple[int, bytes, tuple[float, float, float, float] | None]:
+    """(flags, WKB, XY envelope as minx, maxx, miny, maxy) of a GeoPackage geometry blob."""
+    if len(blob) < 8 or blob[:2] != b"GP":
+        raise ValueError("not a GeoPackage geometry")
+    flags = blob[3]
+    size = _ENVELOPE_BYTES.get((flags >> 1) & 0b111)
+    if size is None:
+        raise ValueError("bad envelope indicator")
+    order = "<" if flags & 1 else ">"
+    envelope = struct.unpack(order + "4d", blob[8:40]) if size else None
+    return flags, blob[8 + size :], envelope
+
+
+def decode_geometry(blob: bytes | None) -> BaseGeometry | None:
+    """A GeoPackage binary blob as a shapely geometry (``None`` for NULL or empty)."""
+    if blob is None:
+        return None
+    flags, wkb, _ = _split(blob)
+    if flags & 0b1_0000:
+        return None
+    geometry: BaseGeometry = shapely.from_wkb(wkb)
+    return geometry
+
+
+def _envelope(blob: bytes | None) -> tuple[float, float, float, float] | None:
+    if blob is None:
+        return None
+    try:
+        flags, wkb, envelope = _split(blob)
+    except ValueError:
+        return None
+    if flags & 0b1_0000:
+        return None
+    if envelope is not None:
+        return envelope
+    minx, miny, maxx, maxy = shapely.from_wkb(wkb).bounds
+    return minx, maxx, miny, maxy
+
+
+def _st_function(index: int) -> Any:
+    def function(blob: bytes | None) -> float | None:
+        envelope = _envelope(blob)
+        return None if envelope is None else envelope[index]
+
+    return function
+
+
+def _st_is_empty(blob: bytes | None) -> int | None:
+    if blob is None:
+        return None
+    try:
+        flags, wkb, _ = _split(blob)
+    except ValueError:
+        return None
+    return 1 if flags & 0b1_0000 or shapely.from_wkb(wkb).is_empty else 0
+
+
+def _register_functions(conn: sqlite3.Connection) -> None:
+    """The SQL functions GeoPackage's R-tree triggers call (GDAL and QGIS bring their own)."""
+    for index, name in enumerate(("ST_MinX", "ST_MaxX", "ST_MinY", "ST_MaxY")):
+        conn.create_function(name, 1, _st_function(index), deterministic=True)
+    conn.create_function("ST_IsEmpty", 1, _st_is_empty, deterministic=True)
+
+
+def _rtree_sql(table: str) -> list[str]:
+    """The R-tree table and the GeoPackage 1.2 triggers that keep it in step with ``table``."""
+    rtree, t = _q(f"rtree_{table}_geom"), _q(table)
+    values = "NEW.fid, ST_MinX(NEW.geom), ST_MaxX(NEW.geom), ST_MinY(NEW.geom), ST_MaxY(NEW.geom)"
+
+    def trigger(suffix: str, when: str, body: str) -> str:
+        return f"CREATE TRIGGER {_q(f'rtree_{table}_geom_{suffix}')} {when} BEGIN {body}; END"
+
+    upsert = f"INSERT OR REPLACE INTO {rtree} VALUES ({values})"
+    present = "(NEW.geom NOT NULL AND NOT ST_IsEmpty(NEW.geom))"
+    absent = "(NEW.geom ISNULL OR ST_IsEmpty(NEW.geom))"
+    return [
+        f"CREATE VIRTUAL TABLE {rtree} USING rtree(id, minx, maxx, miny, maxy)",
+        trigger("insert", f"AFTER INSERT ON {t} WHEN {present}", upsert),
+        trigger(
+            "update1",
+            f"AFTER UPDATE OF geom ON {t} WHEN OLD.fid = NEW.fid AND {present}",
+            upsert,
+        ),
+        trigger(
+            "update2",
+            f"AFTER UPDATE OF geom ON {t} WHEN OLD.fid = NEW.fid AND {absent}",
+            f"DELETE FROM {rtree} WHERE id = OLD.fid",
+        ),
+        trigger(
+            "update3",
+            f"AFTER UPDATE ON {t} WHEN OLD.fid != NEW.fid AND {present}",
+            f"DELETE FROM {rtree} WHERE id = OLD.fid; {upsert}",
+        ),
+        trigger(
+            "update4",
+            f"AFTER UPDATE ON {t} WHEN OLD.fid != NEW.fid AND {absent}",
+            f"DELETE FROM {rtree} WHERE id IN (OLD.fid, NEW.fid)",
+        ),
+        trigger(
+            "delete",
+            f"AFTER DELETE ON {t} WHEN OLD.geom NOT NULL",
+            f"DELETE FROM {rtree} WHERE id = OLD.fid",
+        ),
+    ]
+
+
+def _srs_row(code: int) -> tuple[str, int, str, int, str, str]:
+    try:
+        crs = pyproj.CRS.from_epsg(code)
+    except pyproj.exceptions.CRSError:
+        raise InvalidLayerSchemaError(f"EPSG:{code} is not a known CRS") from None
+    return (crs.name, code, "EPSG", code, crs.to_wkt(WktVersion.WKT1_GDAL) or "undefined", crs.name)
+
+
+# --- values -------------------------------------------------------------------------------
+
+
+def _to_sql(kind: FieldType, value: object) -> object:
+    if value is None:
+        return None
+    if kind is FieldType.BOOLEAN:
+        return 1 if value else 0
+    if kind is FieldType.DATETIME and isinstance(value, datetime):
+        return _timestamp(value)
+    if kind is FieldType.DATE and isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _from_sql(kind: FieldType, value: object) -> object:
+    """A stored value as its Python type; text that does not parse is returned as it is."""
+    if value is None:
+        return None
+    try:
+        if kind is FieldType.BOOLEAN:
+            return bool(value)
+        if kind is FieldType.DATETIME and isinstance(value, str):
+            return parse_datetime(value)
+        if kind is FieldType.DATE and isinstance(value, str):
+            return date.fromisoformat(value[:10])
+        if kind is FieldType.REAL and isinstance(value, int):
+            return float(value)
+    except (ValueError, InvalidFeatureError):
+        return value
+    return value
+
+
+class _Layer:
+    """A layer's schema with its prepared SQL."""
+
+    def __init__(self, schema: LayerSchema) -> None:
+        self.schema = schema
+        self.table = _q(schema.name)
+        self.rtree = _q(f"rtree_{schema.name}_geom")
+        names = [f.name for f in schema.fields]
+        self.kinds = [f.type for f in schema.fields]
+        columns = ["fid", "globalid", "row_version", *map(_q, names)]
+        if not schema.is_table:
+            columns.append("geom")
+        self.select = f"SELECT {', '.join(columns)} FROM {self.table}"
+        self.names = names
+
+    def row_to_feature(self, row: Sequence[Any]) -> Feature:
+        values = row[3 : 3 + len(self.names)]
+        properties = {
+            name: _from_sql(kind, value)
+            for name, kind, value in zip(self.names, self.kinds, values, strict=True)
+        }
+        geometry = None if self.schema.is_table else decode_geometry(row[-1])
+        return Feature(UUID(row[1]), int(row[2]), properties, geometry)
+
+
+class GeoPackageStore:
+    """A feature service kept in one GeoPackage file (see the module docs).
+
+    Open with :meth:`create` or :meth:`open`; safe to share between threads.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._layers: dict[str, _Layer] = {}
+        self._load_layers()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path | str) -> GeoPackageStore:
+        """A new, empty store at ``path``; raises ``FeatureStoreError`` if the file exists."""
+        path = Path(path)
+        if path.exists():
+            raise FeatureStoreError(f"{path} exists already")
+        try:
+            conn = cls._connect(path)
+        except sqlite3.Error as exc:
+            raise FeatureStoreError(f"{path}: cannot create the GeoPackage: {exc}") from None
+        try:
+            with conn:
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {USER_VERSION}")
+                conn.execute("BEGIN")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.executemany(
+                    "INSERT INTO gpkg_spatial_ref_sys VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        ("Undefined cartesian SRS", -1, "NONE", -1, "undefined", "undefined"),
+                        ("Undefined geographic SRS", 0, "NONE", 0, "undefined", "undefined"),
+                        _srs_row(4326),
+                    ],
+                )
+                conn.executemany(
+                    "INSERT INTO gpkg_extensions VALUES (?, NULL, 'offmaps_features', ?, "
+                    "'read-write')",
+                    [(table, _OFFMAPS_DEFINITION) for table in _OFFMAPS_TABLES],
+                )
+                conn.executemany(
+                    "INSERT INTO offmaps_store VALUES (?, ?)",
+                    [("format", STORE_FORMAT), ("generation", "0")],
+                )
+        except BaseException:
+            conn.close()
+            path.unlink(missing_ok=True)
+            raise
+        conn.execute("PRAGMA journal_mode = WAL")
+        return cls(path, conn)
+
+    @classmethod
+    def open(cls, path: Path | str) -> GeoPackageStore:
+        """The store at ``path``; raises ``FeatureStoreError`` if it is not one."""
+        path = Path(path)
+        if not path.is_file():
+            raise FeatureStoreError(f"{path}: no such file")
+        try:
+            conn = cls._connect(path)
+            row = conn.execute("SELECT value FROM offmaps_store WHERE key = 'format'").fetchone()
+        except sqlite3.Error as exc:
+            raise FeatureStoreError(f"{path}: not an offmaps feature store ({exc})") from None
+        if row is None or row[0] != STORE_FORMAT:
+            conn.close()
+            raise FeatureStoreError(f"{path}: unknown feature store format {row}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        return cls(path, conn)
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        _register_functions(conn)
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def reopen(self) -> GeoPackageStore:
+        """Another store on the same file (a new connection)."""
+        return GeoPackageStore.open(self.path)
+
+    def close(self) -> None:
+        """Close the database. Closing twice is fine."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"GeoPackageStore({str(self.path)!r})"
+
+    @contextmanager
+    def _write(self) -> Iterator[tuple[sqlite3.Connection, int]]:
+        """A write transaction and the generation it will commit as."""
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise FeatureStoreError(f"{self.path}: cannot start a write: {exc}") from None
+            try:
+                generation = self._generation(conn) + 1
+                yield conn, generation
+                conn.execute(
+                    "UPDATE offmaps_store SET value = ? WHERE key = 'generation'",
+                    (str(generation),),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _schema_change(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                self._load_layers()
+                raise
+
+    @staticmethod
+    def _generation(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM offmaps_store WHERE key = 'generation'").fetchone()
+        return int(row[0])
+
+    # --- schema ----------------------------------------------------------------------------
+
+    def _load_layers(self) -> None:
+        rows = self._conn.execute(
+            "SELECT name, title, geometry_type, srid, fields FROM offmaps_layers ORDER BY position"
+        ).fetchall()
+        self._layers = {}
+        for name, title, geometry_type, srid, fields_json in rows:
+            fields = tuple(
+                Field(f["name"], FieldType(f["type"]), f["nullable"], f["alias"], f["max_length"])
+                for f in json.loads(fields_json)
+            )
+            kind = GeometryType(geometry_type) if geometry_type else None
+            self._layers[name] = _Layer(LayerSchema(name, fields, kind, srid, title))
+
+    def _layer(self, name: str) -> _Layer:
+        layer = self._layers.get(name)
+        if layer is None:
+            raise LayerNotFoundError(f"no layer or table {str(name)[:80]!r}", layer=name)
+        return layer
+
+    def list_layers(self) -> tuple[LayerSchema, ...]:
+        """Every layer and table, in creation order."""
+        with self._lock:
+            return tuple(layer.schema for layer in self._layers.values())
+
+    def get_layer(self, name: str) -> LayerSchema:
+        """The layer or table called ``name``; raises ``LayerNotFoundError``."""
+        with self._lock:
+            return self._layer(name).schema
+
+    def create_layer(self, schema: LayerSchema) -> None:
+        """Create an empty layer or table: a GeoPackage features table with an R-tree index,
+        or an attributes table."""
+        check_layer_schema(schema)
+        with self._schema_change() as conn:
+            if any(name.lower() == schema.name.lower() for name in self._layers):
+                raise LayerExistsError(f"layer {schema.name!r} exists already")
+            self._create_table(conn, schema)
+            self._layers[schema.name] = _Layer(schema)
+
+    def _create_table(self, conn: sqlite3.Connection, schema: LayerSchema) -> None:
+        name, srid = schema.name, schema.srid
+        columns = [
+            "fid INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
+            "globalid TEXT NOT NULL UNIQUE",
+            "row_version INTEGER NOT NULL DEFAULT 1",
+        ]
+        for field in schema.fields:
+            sql_type = _SQL_TYPES[field.type]
+            if field.max_length is not None:
+                sql_type += f"({field.max_length})"
+            columns.append(f"{_q(field.name)} {sql_type}{'' if field.nullable else ' NOT NULL'}")
+        if schema.geometry_type is not None:
+            columns.append(f"geom {schema.geometry_type.value.upper()}")
+            if (
+                conn.execute(
+                    "SELECT 1 FROM gpkg_spatial_ref_sys WHERE srs_id = ?", (srid,)
+                ).fetchone()
+                is None
+            ):
+                conn.execute(
+                    "INSERT INTO gpkg_spatial_ref_sys VALUES (?, ?, ?, ?, ?, ?)", _srs_row(srid)
+                )
+        conn.execute(f"CREATE TABLE {_q(name)} ({', '.join(columns)})")
+        position = conn.execute(
+            "SELECT coalesce(max(position), 0) + 1 FROM offmaps_layers"
+        ).fetchone()[0]
+        fields_json = json.dumps(
+            [
+                {
+                    "name": f.name,
+                    "type": f.type.value,
+                    "nullable": f.nullable,
+                    "alias": f.alias,
+                    "max_length": f.max_length,
+                }
+                for f in schema.fields
+            ]
+        )
+        conn.execute(
+            "INSERT INTO offmaps_layers VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                name,
+                position,
+                schema.title,
+                schema.geometry_type.value if schema.geometry_type else None,
+                srid,
+                fields_json,
+            ),
+        )
+        if schema.geometry_type is None:
+            conn.execute(
+                "INSERT INTO gpkg_contents (table_name, data_type, identifier, description) "
+                "VALUES (?, 'attributes', ?, '')",
+                (name, schema.title or name),
+            )
+            return
+        conn.execute(
+            "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, srs_id) "
+            "VALUES (?, 'features', ?, '', ?)",
+            (name, schema.title or name, srid),
+        )
+        conn.execute(
+            "INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', ?, ?, 0, 0)",
+            (name, schema.geometry_type.value.upper(), srid),
+        )
+        for statement in _rtree_sql(name):
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO gpkg_extensions VALUES (?, 'geom', 'gpkg_rtree_index', ?, 'write-only')",
+            (name, _RTREE_DEFINITION),
+        )
+
+    def drop_layer(self, name: str) -> None:
+        """Delete a layer, its rows, relationships, journal entries and attachment records."""
+        with self._schema_change() as conn:
+            layer = self._layer(name)
+            conn.execute(f"DROP TABLE {layer.table}")
+            if not layer.schema.is_table:
+                conn.execute(f"DROP TABLE {layer.rtree}")
+                conn.execute("DELETE FROM gpkg_geometry_columns WHERE table_name = ?", (name,))
+            conn.execute("DELETE FROM gpkg_extensions WHERE table_name = ?", (name,))
+            conn.execute("DELETE FROM gpkg_contents WHERE table_name = ?", (name,))
+            conn.execute("DELETE FROM offmaps_layers WHERE name = ?", (name,))
+            conn.execute(
+                "DELETE FROM offmaps_relationships WHERE origin = ? OR destination = ?",
+                (name, name),
+            )
+            conn.execute("DELETE FROM offmaps_journal WHERE layer = ?", (name,))
+            conn.execute("DELETE FROM offmaps_attachments WHERE layer = ?", (name,))
+            del self._layers[name]
+
+    def add_relationship(self, relationship: Relationship) -> None:
+        """Record a 1:N relationship between two existing layers/tables and fields."""
+        with self._schema_change() as conn:
+            check_relationship(relationship, {n: la.schema for n, la in self._layers.items()})
+            exists = conn.execute(
+                "SELECT 1 FROM offmaps_relationships WHERE name = ?", (relationship.name,)
+            ).fetchone()
+            if exists:
+                raise InvalidLayerSchemaError(f"relationship {relationship.name!r} exists already")
+            conn.execute(
+                "INSERT INTO offmaps_relationships VALUES (?, "
+                "(SELECT coalesce(max(position), 0) + 1 FROM offmaps_relationships), ?, ?, ?, ?)",
+                (
+                    relationship.name,
+                    relationship.origin,
+                    relationship.origin_key,
+                    relationship.destination,
+                    relationship.destination_key,
+                ),
+            )
+
+    def list_relationships(self) -> tuple[Relationship, ...]:
+        """Every relationship, in creation order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT name, origin, origin_key, destination, destination_key "
+                "FROM offmaps_relationships ORDER BY position"
+            ).fetchall()
+        return tuple(Relationship(*row) for row in rows)
+
+    # --- rows ------------------------------------------------------------------------------
+
+    def apply_edits(self, edits: Sequence[Edit]) -> tuple[Feature | None, ...]:
+        """Apply edits atomically as one transaction with one new generation (see the protocol).
+
+        An empty sequence changes nothing and takes no generation.
+        """
+        if not edits:
+            return ()
+        results: list[Feature | None] = []
+        with self._write() as (conn, generation):
+            changed_at = _timestamp(_now())
+            touched: set[str] = set()
+            for edit in edits:
+                layer = self._layer(edit.layer)
+                touched.add(edit.layer)
+                if isinstance(edit, Insert):
+                    result = self._insert(conn, layer, edit)
+                    kind = ChangeKind.INSERT
+                elif isinstance(edit, Update):
+                    result = self._update(conn, layer, edit)
+                    kind = ChangeKind.UPDATE
+                elif isinstance(edit, Delete):
+                    result, kind = self._delete(conn, layer, edit), ChangeKind.DELETE
+                else:
+                    raise InvalidFeatureError(f"not an edit: {type(edit).__name__}")
+                conn.execute(
+                    "INSERT INTO offmaps_journal (generation, layer, globalid, kind, version, "
+                    "changed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        generation,
+                        edit.layer,
+                        str(result.global_id),
+                        kind.value,
+                        result.version,
+                        changed_at,
+                    ),
+                )
+                results.append(None if kind is ChangeKind.DELETE else result)
+            conn.executemany(
+                "UPDATE gpkg_contents SET last_change = ? WHERE table_name = ?",
+                [(changed_at, name) for name in touched],
+            )
+        return tuple(results)
+
+    def _row(self, conn: sqlite3.Connection, layer: _Layer, global_id: UUID) -> Feature:
+        row = conn.execute(f"{layer.select} WHERE globalid = ?", (str(global_id),)).fetchone()
+        if row is None:
+            raise FeatureNotFoundError(
+                f"{layer.schema.name!r} has no row {global_id}",
+                layer=layer.schema.name,
+                global_id=str(global_id),
+            )
+        return layer.row_to_feature(row)
+
+    def _insert(self, conn: sqlite3.Connection, layer: _Layer, edit: Insert) -> Feature:
+        schema = layer.schema
+        properties = check_properties(schema, edit.properties, complete=True)
+        geometry = normalise_geometry(schema, edit.geometry)
+        global_id = edit.global_id or uuid.uuid4()
+        if not isinstance(global_id, UUID):
+            raise InvalidFeatureError("global_id must be a UUID")
+        columns = ["globalid", "row_version", *map(_q, layer.names)]
+        values: list[object] = [str(global_id), 1]
+        values += [_to_sql(k, properties[n]) for n, k in zip(layer.names, layer.kinds, strict=True)]
+        if not schema.is_table:
+            columns.append("geom")
+            values.append(None if geometry is None else encode_geometry(geometry, schema.srid))
+        marks = ", ".join("?" * len(values))
+        try:
+            conn.execute(
+                f"INSERT INTO {layer.table} ({', '.join(columns)}) VALUES ({marks})", values
+            )
+        except sqlite3.IntegrityError:
+            raise InvalidFeatureError(
+                f"{schema.name!r} has a row with global id {global_id} already"
+            ) from None
+        return Feature(global_id, 1, properties, geometry)
+
+    def _update(self, conn: sqlite3.Connection, layer: _Layer, edit: Update) -> Feature:
+        schema = layer.schema
+        current = self._row(conn, layer, edit.global_id)
+        _check_version(edit.global_id, edit.base_version, current.version)
+        changes = check_properties(schema, edit.properties, complete=edit.replace)
+        geometry = current.geometry
+        if edit.set_geometry or edit.replace:
+            geometry = normalise_geometry(schema, edit.geometry)
+        properties = {**current.properties, **changes}
+        version = current.version + 1
+        kinds = dict(zip(layer.names, layer.kinds, strict=True))
+        assignments = ["row_version = ?", *(f"{_q(name)} = ?" for name in changes)]
+        values: list[object] = [version, *(_to_sql(kinds[n], v) for n, v in changes.items())]
+        if (edit.set_geometry or edit.replace) and not schema.is_table:
+            assignments.append("geom = ?")
+            values.append(None if geometry is None else encode_geometry(geometry, schema.srid))
+        conn.execute(
+            f"UPDATE {layer.table} SET {', '.join(assignments)} WHERE globalid = ?",
+            [*values, str(edit.global_id)],
+        )
+        return Feature(edit.global_id, version, properties, geometry)
+
+    def _delete(self, conn: sqlite3.Connection, layer: _Layer, edit: Delete) -> Feature:
+        current = self._row(conn, layer, edit.global_id)
+        _check_version(edit.global_id, edit.base_version, current.version)
+        conn.execute(f"DELETE FROM {layer.table} WHERE globalid = ?", (str(edit.global_id),))
+        conn.execute(
+            "DELETE FROM offmaps_attachments WHERE layer = ? AND globalid = ?",
+            (layer.schema.name, str(edit.global_id)),
+        )
+        return current
+
+    def get_feature(self, layer: str, global_id: UUID) -> Feature:
+        """One row; raises ``FeatureNotFoundError``."""
+        with self._lock:
+            return self._row(self._conn, self._layer(layer), global_id)
+
+    def _where(self, layer: _Layer, query: FeatureQuery) -> tuple[str, list[object]]:
+        clauses: list[str] = []
+        params: list[object] = []
+        if query.bbox is not None and not layer.schema.is_table:
+            west, south, east, north = query.bbox
+            clauses.append(
+                f"fid IN (SELECT id FROM {layer.rtree} "
+                "WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?)"
+            )
+            params += [east, west, north, south]
+        for text in query.filters:
+            compiled = compile_filter(text, layer.schema.field_types(), dialect=SQLDialect.SQLITE)
+            clauses.append(f"({compiled.sql})")
+            params += compiled.params
+        if query.global_ids is not None:
+            if len(query.global_ids) > MAX_PAGE_SIZE:
+                raise ValueError(f"at most {MAX_PAGE_SIZE} global ids per query")
+            if not query.global_ids:
+                clauses.append("0")
+            else:
+                clauses.append(f"globalid IN ({', '.join('?' * len(query.global_ids))})")
+                params += [str(g) for g in query.global_ids]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return where, params
+
+    def query(self, layer: str, query: FeatureQuery) -> FeaturePage:
+        """A page of rows matching ``query``, in insertion order, and how many match in all."""
+        if not 0 <= query.limit <= MAX_PAGE_SIZE or query.offset < 0:
+            raise ValueError(f"limit must be 0..{MAX_PAGE_SIZE} and offset >= 0")
+        with self._lock:
+            found = self._layer(layer)
+            where, params = self._where(found, query)
+            matched = self._conn.execute(
+                f"SELECT count(*) FROM {found.table}{where}", params
+            ).fetchone()[0]
+            rows = self._conn.execute(
+                f"{found.select}{where} ORDER BY fid LIMIT ? OFFSET ?",
+                [*params, query.limit, query.offset],
+            ).fetchall()
+        return FeaturePage(tuple(found.row_to_feature(r) for r in rows), int(matched))
+
+    def iter_features(self, layer: str, query: FeatureQuery | None = None) -> Iterator[Feature]:
+        """Every row matching ``query``, read in batches (the store stays usable in between)."""
+        with self._lock:
+            found = self._layer(layer)
+            where, params = self._where(found, query or FeatureQuery())
+        joiner = " AND " if where else " WHERE "
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    f"{found.select}{where}{joiner}fid > ? ORDER BY fid LIMIT ?",
+                    [*params, last, _BATCH],
+                ).fetchall()
+            for row in rows:
+                yield found.row_to_feature(row)
+            if len(rows) < _BATCH:
+                return
+            last = rows[-1][0]
+
+    def extent(self, layer: str) -> BBox | None:
+        """The envelope of the layer's geometries (from its R-tree), or ``None``."""
+        with self._lock:
+            found = self._layer(layer)
+            if found.schema.is_table:
+                return None
+            row = self._conn.execute(
+                f"SELECT min(minx), min(miny), max(maxx), max(maxy) FROM {found.rtree}"
+            ).fetchone()
+        if row[0] is None:
+            return None
+        return BBox(*(float(v) for v in row))
+
+    # --- journal ---------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        """The generation of the last committed write (0 for a new store)."""
+        with self._lock:
+            return self._generation(self._conn)
+
+    def iter_changes(
+        self, since: int = 0, *, layers: Sequence[str] | None = None
+    ) -> Iterator[JournalEntry]:
+        """Journal entries with a generation ``> since``, oldest first, read in batches."""
+        wanted = set(layers) if layers is not None else None
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT id, generation, layer, globalid, kind, version, changed_at, "
+                    "attachment_id FROM offmaps_journal WHERE generation > ? AND id > ? "
+                    "ORDER BY id LIMIT ?",
+                    (since, last, _BATCH),
+                ).fetchall()
+            for row in rows:
+                if wanted is None or row[2] in wanted:
+                    yield JournalEntry(
+                        generation=row[1],
+                        layer=row[2],
+                        global_id=UUID(row[3]),
+                        kind=ChangeKind(row[4]),
+                        version=row[5],
+                        changed_at=parse_datetime(row[6]),
+                        attachment_id=UUID(row[7]) if row[7] else None,
+                    )
+            if len(rows) < _BATCH:
+                return
+            last = rows[-1][0]
+
+    # --- attachments -----------------------------------------------------------------------
+
+    def add_attachment(
+        self,
+        layer: str,
+        global_id: UUID,
+        *,
+        name: str,
+        content_type: str,
+        size: int,
+        sha256: str,
+        attachment_id: UUID | None = None,
+    ) -> Attachment:
+        """Record an attachment whose bytes are already in the blob store under ``sha256``."""
+        _check_attachment(name, content_type, size, sha256)
+        created = _now()
+        attachment = Attachment(
+            attachment_id=attachment_id or uuid.uuid4(),
+            layer=layer,
+            global_id=global_id,
+            name=name,
+            content_type=content_type,
+            size=size,
+            sha256=sha256,
+            created_at=created.replace(microsecond=created.microsecond // 1000 * 1000),
+        )
+        with self._write() as (conn, generation):
+            row = self._row(conn, self._layer(layer), global_id)
+            try:
+                conn.execute(
+                    "INSERT INTO offmaps_attachments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        str(attachment.attachment_id),
+                        layer,
+                        str(global_id),
+                        name,
+                        content_type,
+                        size,
+                        sha256,
+                        _timestamp(attachment.created_at),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise InvalidFeatureError(
+                    f"attachment {attachment.attachment_id} exists already"
+                ) from None
+            self._journal_attachment(
+                conn, generation, attachment, row.version, ChangeKind.ATTACHMENT_ADD
+            )
+        return attachment
+
+    @staticmethod
+    def _journal_attachment(
+        conn: sqlite3.Connection,
+        generation: int,
+        attachment: Attachment,
+        version: int,
+        kind: ChangeKind,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO offmaps_journal (generation, layer, globalid, kind, version, "
+            "changed_at, attachment_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                generation,
+                attachment.layer,
+                str(attachment.global_id),
+                kind.value,
+                version,
+                _timestamp(_now()),
+                str(attachment.attachment_id),
+            ),
+        )
+
+    def list_attachments(self, layer: str, global_id: UUID) -> tuple[Attachment, ...]:
+        """The attachments of a row, oldest first; raises ``FeatureNotFoundError``."""
+        with self._lock:
+            self._row(self._conn, self._layer(layer), global_id)
+            rows = self._conn.execute(
+                "SELECT * FROM offmaps_attachments WHERE layer = ? AND globalid = ? "
+                "ORDER BY created_at, rowid",
+                (layer, str(global_id)),
+            ).fetchall()
+        return tuple(_attachment(row) for row in rows)
+
+    def get_attachment(self, layer: str, attachment_id: UUID) -> Attachment:
+        """One attachment; raises ``AttachmentNotFoundError``."""
+        with self._lock:
+            self._layer(layer)
+            row = self._conn.execute(
+                "SELECT * FROM offmaps_attachments WHERE layer = ? AND attachment_id = ?",
+                (layer, str(attachment_id)),
+            ).fetchone()
+        if row is None:
+            raise AttachmentNotFoundError(f"{layer!r} has no attachment {attachment_id}")
+        return _attachment(row)
+
+    def delete_attachment(self, layer: str, attachment_id: UUID) -> None:
+        """Remove an attachment's record (its blob may be shared and stays)."""
+        attachment = self.get_attachment(layer, attachment_id)
+        with self._write() as (conn, generation):
+            row = self._row(conn, self._layer(layer), attachment.global_id)
+            deleted = conn.execute(
+                "DELETE FROM offmaps_attachments WHERE attachment_id = ?", (str(attachment_id),)
+            ).rowcount
+            if not deleted:
+                raise AttachmentNotFoundError(f"{layer!r} has no attachment {attachment_id}")
+            self._journal_attachment(
+                conn, generation, attachment, row.version, ChangeKind.ATTACHMENT_DELETE
+            )
+
+
+def _check_version(global_id: UUID, expected: int | None, actual: int) -> None:
+    if expected is not None and expected != actual:
+        raise VersionConflictError(
+            f"row {global_id} is at version {actual}, the edit was based on version {expected}",
+            global_id=str(global_id),
+            expected=expected,
+            actual=actual,
+        )
+
+
+def _check_attachment(name: str, content_type: str, size: int, sha256: str) -> None:
+    if not name or len(name) > 255 or any(c in name for c in "/\\\x00"):
+        raise InvalidFeatureError("an attachment name is 1-255 characters with no / or \\")
+    if not content_type or len(content_type) > 255 or "/" not in content_type:
+        raise InvalidFeatureError("an attachment needs a media type such as image/jpeg")
+    if size < 0:
+        raise InvalidFeatureError("an attachment size cannot be negative")
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise InvalidFeatureError("an attachment's sha256 is 64 lowercase hex digits")
+
+
+def _attachment(row: Sequence[Any]) -> Attachment:
+    return Attachment(
+        attachment_id=UUID(row[0]),
+        layer=row[1],
+        global_id=UUID(row[2]),
+        name=row[3],
+        content_type=row[4],
+        size=row[5],
+        sha256=row[6],
+        created_at=parse_datetime(row[7]),
+    )

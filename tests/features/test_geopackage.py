@@ -1,0 +1,141 @@
+"""What only the GeoPackage backend promises: a valid GeoPackage 1.2 that GDAL reads as it is."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pyogrio.raw
+import pytest
+import shapely
+from shapely.geometry import Point, box
+
+from offmaps.errors import FeatureStoreError
+from offmaps.features import FieldType
+from offmaps.features.geopackage import GeoPackageStore, decode_geometry, encode_geometry
+from offmaps.features.model import FeatureQuery, Field, GeometryType, Insert, LayerSchema
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Path:
+    path = tmp_path / "service.gpkg"
+    with GeoPackageStore.create(path) as store:
+        store.create_layer(
+            LayerSchema(
+                "sites",
+                (
+                    Field("name", FieldType.TEXT, max_length=10),
+                    Field("opened", FieldType.DATE),
+                    Field("active", FieldType.BOOLEAN),
+                ),
+                GeometryType.POINT,
+            )
+        )
+        store.create_layer(LayerSchema("zones", (), GeometryType.MULTIPOLYGON, srid=3067))
+        store.create_layer(LayerSchema("visits", (Field("site", FieldType.INTEGER),)))
+        store.apply_edits(
+            [
+                Insert(
+                    "sites", {"name": "a", "opened": date(2020, 1, 2), "active": True}, Point(1, 2)
+                ),
+                Insert("zones", {}, box(0, 0, 1000, 1000)),
+                Insert("visits", {"site": 1}),
+            ]
+        )
+    return path
+
+
+def test_passes_gdals_geopackage_validator(service: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "osgeo_utils.samples.validate_gpkg", str(service)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_gdal_reads_layers_tables_and_values(service: Path) -> None:
+    layers = {str(name): kind for name, kind in pyogrio.list_layers(service)}
+    assert layers == {"sites": "Point", "zones": "MultiPolygon", "visits": None}
+    meta, _, geometry, values = pyogrio.raw.read(service, layer="sites")
+    assert list(meta["fields"]) == ["globalid", "row_version", "name", "opened", "active"]
+    assert shapely.from_wkb(geometry[0]).equals(Point(1, 2))
+    assert values[2][0] == "a"
+    assert bool(values[4][0]) is True
+    info = pyogrio.read_info(service, layer="zones")
+    assert "3067" in info["crs"]
+
+
+def test_file_is_geopackage_1_2(service: Path) -> None:
+    with sqlite3.connect(service) as conn:
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 10200
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_create_refuses_an_existing_file(service: Path) -> None:
+    with pytest.raises(FeatureStoreError, match="exists"):
+        GeoPackageStore.create(service)
+
+
+@pytest.mark.parametrize("content", [b"", b"not sqlite at all" * 100])
+def test_open_refuses_what_is_not_a_store(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "x.gpkg"
+    path.write_bytes(content)
+    with pytest.raises(FeatureStoreError):
+        GeoPackageStore.open(path)
+
+
+def test_open_refuses_a_plain_geopackage(tmp_path: Path) -> None:
+    path = tmp_path / "plain.gpkg"
+    pyogrio.raw.write(
+        path,
+        geometry=[shapely.to_wkb(Point(0, 0))],
+        field_data=[],
+        fields=[],
+        geometry_type="Point",
+        crs="EPSG:4326",
+        driver="GPKG",
+    )
+    with pytest.raises(FeatureStoreError, match="not an offmaps feature store"):
+        GeoPackageStore.open(path)
+    with pytest.raises(FeatureStoreError, match="no such file"):
+        GeoPackageStore.open(tmp_path / "missing.gpkg")
+
+
+def test_rtree_follows_edits_made_by_other_writers(service: Path) -> None:
+    """GDAL and QGIS write through the same R-tree triggers: the store's index stays right."""
+    with GeoPackageStore.open(service) as store:
+        gid = store.query("sites", FeatureQuery(limit=1)).features[0].global_id
+    with sqlite3.connect(service) as conn:
+        conn.create_function("ST_MinX", 1, lambda b: decode_bounds(b, 0))
+        conn.create_function("ST_MaxX", 1, lambda b: decode_bounds(b, 2))
+        conn.create_function("ST_MinY", 1, lambda b: decode_bounds(b, 1))
+        conn.create_function("ST_MaxY", 1, lambda b: decode_bounds(b, 3))
+        conn.create_function("ST_IsEmpty", 1, lambda b: 0)
+        conn.execute(
+            "UPDATE sites SET geom = ? WHERE globalid = ?",
+            (encode_geometry(Point(50, 60), 4326), str(gid)),
+        )
+    with GeoPackageStore.open(service) as store:
+        assert store.extent("sites") == (50.0, 60.0, 50.0, 60.0)
+
+
+def decode_bounds(blob: bytes, index: int) -> float:
+    geometry = decode_geometry(blob)
+    assert geometry is not None
+    return float(geometry.bounds[index])
+
+
+def test_geometry_blobs_round_trip() -> None:
+    for geometry in (Point(1, 2), box(0, 0, 1, 1)):
+        blob = encode_geometry(geometry, 4326)
+        assert blob[:2] == b"GP"
+        decoded = decode_geometry(blob)
+        assert decoded is not None
+        assert decoded.equals(geometry)
+    assert decode_geometry(None) is None
