@@ -20,6 +20,7 @@ SDK) maps them once.
     ├── StorageError
     │   ├── BlobNotFoundError
     │   ├── BlobIntegrityError
+    │   ├── BlobTooLargeError
     │   └── InvalidBlobKeyError
     ├── ContainerError
     │   ├── UnknownContainerError
@@ -29,7 +30,8 @@ SDK) maps them once.
     │   ├── InvalidTileError
     │   ├── TileNotFoundError
     │   ├── DestinationExistsError
-    │   └── ContainerWriteError
+    │   ├── ContainerWriteError
+    │   └── UpstreamError
     ├── FeaturesError
     │   ├── InvalidFilterError
     │   ├── UnsupportedFilterError
@@ -51,7 +53,8 @@ SDK) maps them once.
         ├── InsufficientScopeError
         ├── AccessDeniedError
         ├── UserExistsError
-        └── UserNotFoundError
+        ├── UserNotFoundError
+        └── InvalidUserError
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ __all__ = [
     "AuthError",
     "BlobIntegrityError",
     "BlobNotFoundError",
+    "BlobTooLargeError",
     "ContainerCorruptError",
     "ContainerError",
     "ContainerWriteError",
@@ -83,6 +87,7 @@ __all__ = [
     "InvalidScaleRangeError",
     "InvalidTileError",
     "InvalidTokenError",
+    "InvalidUserError",
     "InvalidWebMapError",
     "InvalidZoomError",
     "LayerExistsError",
@@ -98,6 +103,7 @@ __all__ = [
     "UnsupportedFilterError",
     "UnsupportedTileFormatError",
     "UnsupportedTileMatrixSetError",
+    "UpstreamError",
     "UserExistsError",
     "UserNotFoundError",
     "VersionConflictError",
@@ -176,6 +182,18 @@ class BlobIntegrityError(StorageError):
     """Stored bytes do not hash to their SHA-256 key, or an upload does not match its hash."""
 
 
+class BlobTooLargeError(StorageError):
+    """A blob is larger than the store was asked to accept; nothing was stored.
+
+    Attributes:
+        max_size: the largest size accepted, in bytes.
+    """
+
+    def __init__(self, message: str, *, max_size: int) -> None:
+        super().__init__(message)
+        self.max_size = max_size
+
+
 class InvalidBlobKeyError(StorageError):
     """A blob key is malformed or would escape the store (``..``, absolute paths, NUL)."""
 
@@ -242,6 +260,18 @@ class DestinationExistsError(ContainerError):
 
 class ContainerWriteError(ContainerError):
     """Writing failed (full disk, read-only destination, ...); nothing was left behind."""
+
+
+class UpstreamError(ContainerError):
+    """An upstream tile server failed: 5xx, timeout, no connection, oversized or wrong content.
+
+    Attributes:
+        url: the upstream URL asked, when known.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 # --- features -------------------------------------------------------------------------------
@@ -395,3 +425,7 @@ class UserExistsError(AuthError):
 
 class UserNotFoundError(AuthError):
     """No user or client has this name."""
+
+
+class InvalidUserError(AuthError):
+    """A user or client is malformed: bad name, password too short or long, unknown scope."""

@@ -1,0 +1,74 @@
+"""A syntax check of CQL2 text, without a layer's fields: for definition expressions in documents.
+
+The full compiler, which checks field names and types, is :mod:`offmaps.features.filters`, a layer
+above this one; both parse with the same pygeofilter grammar, so text accepted there parses here.
+"""
+
+from __future__ import annotations
+
+import functools
+import os.path
+
+import lark
+from pygeofilter.parsers.cql2_text import parser as cql2_parser  # type: ignore[import-untyped]
+
+__all__ = ["MAX_EXPRESSION_LENGTH", "check_cql2_text"]
+
+MAX_EXPRESSION_LENGTH = 10_000
+"""The longest definition expression accepted, in characters (as for any filter)."""
+
+_MAX_DEPTH = 100
+
+
+@functools.cache
+def _parser() -> lark.Lark:
+    # pygeofilter's own parser is built with ``debug=True``, which prints a parser state dump to
+    # stdout whenever a value in the text is rejected; build the same parser without it
+    return lark.Lark.open(
+        "grammar.lark",
+        rel_to=cql2_parser.__file__,
+        parser="lalr",
+        debug=False,
+        maybe_placeholders=False,
+        transformer=cql2_parser.CQLTransformer(),
+        import_paths=[os.path.dirname(os.path.dirname(cql2_parser.__file__))],
+    )
+
+
+def check_cql2_text(text: str) -> str:
+    """``text`` when it parses as a CQL2 text boolean expression, else ``ValueError``."""
+    if not text.strip():
+        raise ValueError("is empty: leave it out for no filter")
+    if "\x00" in text:
+        raise ValueError("contains a NUL character")
+    depth = 0
+    quote: str | None = None
+    for char in text:
+        if quote is not None:
+            if char == quote:
+                quote = None
+        elif char in "'\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+            if depth > _MAX_DEPTH:
+                raise ValueError(f"is nested more than {_MAX_DEPTH} parentheses deep")
+        elif char == ")":
+            depth = max(depth - 1, 0)
+    try:
+        _parser().parse(text)
+    except lark.exceptions.UnexpectedInput as exc:
+        line, column = getattr(exc, "line", None), getattr(exc, "column", None)
+        where = f" at line {line}, column {column}" if isinstance(column, int) else ""
+        raise ValueError(f"is not valid CQL2 text{where}") from None
+    except lark.exceptions.VisitError as exc:
+        raise ValueError(f"is not valid CQL2 text: {exc.orig_exc}") from None
+    except lark.exceptions.LarkError as exc:
+        raise ValueError(f"is not valid CQL2 text: {exc}") from None
+    except RecursionError:
+        raise ValueError("is nested too deeply") from None
+    # pygeofilter converts values while parsing and lets Python's errors through,
+    # e.g. ValueError for DATE('2020-13-01')
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise ValueError(f"is not valid CQL2 text: {exc}") from None
+    return text
