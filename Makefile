@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA := data
 STAMP := $(VENV)/.installed
 
-.PHONY: install data demo test lint typecheck imports pytest bench clean
+.PHONY: install data demo test lint typecheck imports pytest bench bench-tools clean
 
 install: $(STAMP)
 
@@ -38,13 +38,25 @@ imports: install
 	$(BIN)/lint-imports
 
 pytest: install data
-	OFFMAPS_DATA=$(abspath $(DATA)) $(BIN)/pytest -n 2 -q
+	url=$$(bash scripts/services.sh) && OFFMAPS_TEST_POSTGRES_URL=$$url OFFMAPS_DATA=$(abspath $(DATA)) $(BIN)/pytest -n 2 -q
 
 test: lint typecheck imports pytest
 
-bench: install data
+# PostgreSQL 15 + PostGIS for the tests (Debian, as root); prints the test database's URL
+.PHONY: services
+services:
+	bash scripts/services.sh
+
+bench: install data bench-tools
 	$(BIN)/python bench/tile_cover.py
 	$(BIN)/python bench/convert.py
+	$(BIN)/python bench/serve_tiles.py
+	$(BIN)/python bench/serve_features.py
+
+# load generator, and SpatiaLite for pygeoapi's GeoPackage provider (Debian, as root)
+bench-tools:
+	command -v wrk >/dev/null || apt-get install -y wrk
+	dpkg -s libsqlite3-mod-spatialite >/dev/null 2>&1 || apt-get install -y libsqlite3-mod-spatialite
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -8,15 +8,15 @@ tests fail loudly; they are never skipped.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from offmaps.features.geopackage import GeoPackageStore
 from offmaps.features.store import FeatureStore
 
-BACKENDS = ["geopackage"]
+BACKENDS = ["geopackage", "postgis"]
 
 
 def postgres_url() -> str:
@@ -32,9 +32,13 @@ def postgres_url() -> str:
 
 def open_backend(backend: str, tmp_path: Path) -> FeatureStore:
     """A new empty store of ``backend``: a GeoPackage file, or a fresh PostgreSQL schema."""
-    if backend != "geopackage":
-        pytest.fail(f"no feature store backend {backend!r} yet (PostGIS is being written)")
-    return GeoPackageStore.create(tmp_path / "service.gpkg")
+    if backend == "geopackage":
+        from offmaps.features.geopackage import GeoPackageStore  # noqa: PLC0415
+
+        return GeoPackageStore.create(tmp_path / "service.gpkg")
+    from offmaps.features.postgis import PostGISStore  # noqa: PLC0415
+
+    return PostGISStore.create(postgres_url(), schema=f"test_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture(params=BACKENDS)

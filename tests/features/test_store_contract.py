@@ -200,6 +200,15 @@ def test_missing_fields_are_null_and_strings_parse(hydrants: FeatureStore) -> No
     assert stored.properties["checked_at"] == datetime(2020, 1, 2, 1, 4, 5, tzinfo=UTC)
 
 
+def test_datetimes_keep_milliseconds_and_the_edit_result_matches_the_store(
+    hydrants: FeatureStore,
+) -> None:
+    feature = insert(hydrants, checked_at=datetime(2026, 5, 1, 12, 30, 15, 123_456, tzinfo=UTC))
+    expected = datetime(2026, 5, 1, 12, 30, 15, 123_000, tzinfo=UTC)
+    assert feature.properties["checked_at"] == expected
+    assert hydrants.get_feature("hydrants", feature.global_id) == feature
+
+
 def test_naive_and_offset_datetimes_are_stored_in_utc(hydrants: FeatureStore) -> None:
     local = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
     feature = insert(hydrants, checked_at=local)

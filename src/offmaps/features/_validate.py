@@ -10,22 +10,25 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
+from uuid import UUID
 
 import shapely
 from shapely.geometry import MultiLineString, MultiPoint, MultiPolygon
 from shapely.geometry.base import BaseGeometry
 
-from offmaps.errors import InvalidFeatureError, InvalidLayerSchemaError
+from offmaps.errors import InvalidFeatureError, InvalidLayerSchemaError, VersionConflictError
 from offmaps.features.filters import FieldType
 from offmaps.features.model import RESERVED_COLUMNS, Field, GeometryType, LayerSchema, Relationship
 
 __all__ = [
     "MAX_FIELDS",
     "MAX_TEXT_LENGTH",
+    "check_attachment",
     "check_layer_schema",
     "check_name",
     "check_properties",
     "check_relationship",
+    "check_version",
     "normalise_geometry",
     "parse_datetime",
 ]
@@ -202,6 +205,8 @@ def parse_datetime(text: str, field: str = "value") -> datetime:
 
 
 def _utc(moment: datetime) -> datetime:
+    # milliseconds, the precision of GeoPackage's DATETIME text, in every backend
+    moment = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
@@ -239,3 +244,26 @@ def normalise_geometry(schema: LayerSchema, geometry: BaseGeometry | None) -> Ba
     raise InvalidFeatureError(
         f"layer {schema.name!r} takes {wanted.value} geometries, not {actual}"
     )
+
+
+def check_version(global_id: UUID, expected: int | None, actual: int) -> None:
+    """Raise :class:`VersionConflictError` when an edit based on ``expected`` meets ``actual``."""
+    if expected is not None and expected != actual:
+        raise VersionConflictError(
+            f"row {global_id} is at version {actual}, the edit was based on version {expected}",
+            global_id=str(global_id),
+            expected=expected,
+            actual=actual,
+        )
+
+
+def check_attachment(name: str, content_type: str, size: int, sha256: str) -> None:
+    """Refuse an attachment whose name, media type, size or SHA-256 is malformed."""
+    if not name or len(name) > 255 or any(c in name for c in "/\\\x00"):
+        raise InvalidFeatureError("an attachment name is 1-255 characters with no / or \\")
+    if not content_type or len(content_type) > 255 or "/" not in content_type:
+        raise InvalidFeatureError("an attachment needs a media type such as image/jpeg")
+    if size < 0:
+        raise InvalidFeatureError("an attachment size cannot be negative")
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise InvalidFeatureError("an attachment's sha256 is 64 lowercase hex digits")

@@ -47,12 +47,13 @@ from offmaps.errors import (
     InvalidLayerSchemaError,
     LayerExistsError,
     LayerNotFoundError,
-    VersionConflictError,
 )
 from offmaps.features._validate import (
+    check_attachment,
     check_layer_schema,
     check_properties,
     check_relationship,
+    check_version,
     normalise_geometry,
     parse_datetime,
 )
@@ -724,7 +725,7 @@ class GeoPackageStore:
     def _update(self, conn: sqlite3.Connection, layer: _Layer, edit: Update) -> Feature:
         schema = layer.schema
         current = self._row(conn, layer, edit.global_id)
-        _check_version(edit.global_id, edit.base_version, current.version)
+        check_version(edit.global_id, edit.base_version, current.version)
         changes = check_properties(schema, edit.properties, complete=edit.replace)
         geometry = current.geometry
         if edit.set_geometry or edit.replace:
@@ -745,7 +746,7 @@ class GeoPackageStore:
 
     def _delete(self, conn: sqlite3.Connection, layer: _Layer, edit: Delete) -> Feature:
         current = self._row(conn, layer, edit.global_id)
-        _check_version(edit.global_id, edit.base_version, current.version)
+        check_version(edit.global_id, edit.base_version, current.version)
         conn.execute(f"DELETE FROM {layer.table} WHERE globalid = ?", (str(edit.global_id),))
         conn.execute(
             "DELETE FROM offmaps_attachments WHERE layer = ? AND globalid = ?",
@@ -881,7 +882,7 @@ class GeoPackageStore:
         attachment_id: UUID | None = None,
     ) -> Attachment:
         """Record an attachment whose bytes are already in the blob store under ``sha256``."""
-        _check_attachment(name, content_type, size, sha256)
+        check_attachment(name, content_type, size, sha256)
         created = _now()
         attachment = Attachment(
             attachment_id=attachment_id or uuid.uuid4(),
@@ -976,27 +977,6 @@ class GeoPackageStore:
             self._journal_attachment(
                 conn, generation, attachment, row.version, ChangeKind.ATTACHMENT_DELETE
             )
-
-
-def _check_version(global_id: UUID, expected: int | None, actual: int) -> None:
-    if expected is not None and expected != actual:
-        raise VersionConflictError(
-            f"row {global_id} is at version {actual}, the edit was based on version {expected}",
-            global_id=str(global_id),
-            expected=expected,
-            actual=actual,
-        )
-
-
-def _check_attachment(name: str, content_type: str, size: int, sha256: str) -> None:
-    if not name or len(name) > 255 or any(c in name for c in "/\\\x00"):
-        raise InvalidFeatureError("an attachment name is 1-255 characters with no / or \\")
-    if not content_type or len(content_type) > 255 or "/" not in content_type:
-        raise InvalidFeatureError("an attachment needs a media type such as image/jpeg")
-    if size < 0:
-        raise InvalidFeatureError("an attachment size cannot be negative")
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-        raise InvalidFeatureError("an attachment's sha256 is 64 lowercase hex digits")
 
 
 def _attachment(row: Sequence[Any]) -> Attachment:
