@@ -64,4 +64,49 @@ $BIN/offmaps tiles convert "$OUT/helsinki.mbtiles" "$OUT/centre.pmtiles" \
   --bbox 24.940,60.166,24.948,60.172 --zooms 14-17
 $BIN/offmaps tiles info "$OUT/centre.pmtiles"
 
+step "8. The map server with the Helsinki sample web map (built from the OSM extract on first start)"
+PORT=${DEMO_PORT:-8765}
+URL="http://127.0.0.1:$PORT"
+export OFFMAPS_DATA_DIR="$OUT/server-data" OFFMAPS_OSM_FILE="$DATA/osm/Helsinki.osm.pbf"
+export OFFMAPS_CONFIG_DIR="$OUT/config"
+$BIN/offmaps serve --port "$PORT" > "$OUT/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 600); do
+  $BIN/python -c "import httpx,sys; httpx.get('$URL/conformance').raise_for_status()" 2>/dev/null && break
+  kill -0 $SERVER 2>/dev/null || { cat "$OUT/server.log"; exit 1; }
+  sleep 0.5
+done
+$BIN/python - "$URL" <<'PY'
+import sys, httpx, pyogrio
+url = sys.argv[1]
+maps = httpx.get(f"{url}/api/maps").json()["maps"]
+print(f"web maps anyone can see: {[m['title'] for m in maps]}")
+doc = httpx.get(f"{url}/api/maps/{maps[0]['id']}").json()
+print("its layers:", ", ".join(f"{l['title']} ({l.get('type', 'table')})" for l in
+      doc["basemap"]["layers"] + doc["operational_layers"] + doc["tables"]))
+for layer in pyogrio.list_layers(f"OAPIF:{url}/"):
+    print(f"GDAL's OAPIF driver sees collection {layer[0]} ({layer[1]})")
+page = httpx.get(f"{url}/collections/helsinki.sites/items", params={"limit": 3, "filter": "osm_id > 0"}).json()
+print(f"sites: {page['numberMatched']} matched, first: {page['features'][0]['properties']}")
+token = httpx.post(f"{url}/oauth2/token", data={"grant_type": "password", "username": "editor",
+                   "password": "offmaps-sample"}).json()
+auth = {"Authorization": f"Bearer {token['access_token']}", "Content-Type": "application/geo+json"}
+created = httpx.post(f"{url}/collections/helsinki.sites/items", headers=auth,
+    json={"type": "Feature", "geometry": {"type": "Point", "coordinates": [24.945, 60.17]},
+          "properties": {"name": "New inspection site", "kind": "fire_hydrant", "condition": "good"}})
+print(f"editor created a site: {created.status_code} {created.headers.get('location')}")
+anonymous = httpx.post(f"{url}/collections/helsinki.sites/items", json={})
+print(f"anonymous edit refused: {anonymous.status_code} {anonymous.json()['title']}")
+tile = httpx.get(f"{url}/tiles/basemap/14/9326/4739")
+print(f"basemap tile: {tile.status_code} {tile.headers['content-type']} {len(tile.content)} bytes")
+PY
+echo offmaps-sample | $BIN/offmaps login "$URL" -u editor --password-stdin
+$BIN/offmaps maps list --server "$URL" --json
+kill $SERVER; wait $SERVER 2>/dev/null || true
+trap - EXIT
+printf '\nServe it again: OFFMAPS_DATA_DIR=%s %s/offmaps serve   (then open %s/docs)\n' "$OFFMAPS_DATA_DIR" "$BIN" "$URL"
+printf 'Sample users:   editor / offmaps-sample (maps:read maps:write features:edit), admin / offmaps-sample\n'
+printf 'Get a token:    curl -d grant_type=password -d username=editor -d password=offmaps-sample %s/oauth2/token\n' "$URL"
+
 printf '\nDone: the archives are in %s/\n' "$OUT"

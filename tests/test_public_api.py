@@ -13,6 +13,10 @@ MODULES = [
     "offmaps.tiling",
     "offmaps.containers",
     "offmaps.features",
+    "offmaps.storage",
+    "offmaps.schemas",
+    "offmaps.sample",
+    "offmaps.client",
 ]
 
 

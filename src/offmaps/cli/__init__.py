@@ -14,7 +14,9 @@ from typing import TextIO
 
 import click
 
+from offmaps.cli.server import import_group, login, maps, serve
 from offmaps.cli.tiles import tiles
+from offmaps.cli.users import users
 from offmaps.errors import OffmapsError, OffmapsWarning
 
 __all__ = ["cli", "main"]
@@ -30,6 +32,11 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
 
 cli.add_command(tiles)
+cli.add_command(serve)
+cli.add_command(import_group)
+cli.add_command(login)
+cli.add_command(maps)
+cli.add_command(users)
 
 
 def _show_warning(

@@ -44,9 +44,11 @@ STATUS: tuple[tuple[type[errors.OffmapsError], int], ...] = (
     (errors.LayerExistsError, 409),
     (errors.DestinationExistsError, 409),
     (errors.BlobIntegrityError, 422),
+    (errors.BlobTooLargeError, 413),
     (errors.UnsupportedFilterError, 422),
     (errors.FeatureStoreError, 503),
     (errors.ContainerCorruptError, 502),
+    (errors.UpstreamError, 502),
     (errors.ContainerWriteError, 507),
     (errors.OffmapsError, 400),
 )

@@ -1,0 +1,158 @@
+"""``create_app(settings)``: the map server as one FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from offmaps import __version__
+from offmaps.server.auth import TokenService, auth_router
+from offmaps.server.catalog import Catalog
+from offmaps.server.features_api import features_router
+from offmaps.server.links import base_url
+from offmaps.server.problems import install_problem_handlers, problem_response
+from offmaps.server.settings import ServerSettings
+from offmaps.server.tiles import tiles_router
+from offmaps.server.users import UserStore
+from offmaps.server.webmaps_api import webmaps_router
+
+__all__ = ["CONFORMANCE", "create_app"]
+
+CONFORMANCE = (
+    "http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/landing-page",
+    "http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/json",
+    "http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-common-2/1.0/conf/collections",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+    "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/features-filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-text",
+    "http://www.opengis.net/spec/cql2/1.0/conf/basic-cql2",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/create-replace-delete",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/update",
+    "http://www.opengis.net/spec/ogcapi-features-4/1.0/conf/features",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tileset",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/tilesets-list",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/geodata-tilesets",
+    "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/oas30",
+)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, by header or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLargeError
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLargeError:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(413, f"the request body is over {self.limit:,} bytes")
+        await response(scope, receive, send)
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    """The map server for ``settings`` (by default from ``OFFMAPS_*`` environment variables)."""
+    settings = settings or ServerSettings()
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(
+        data_dir,
+        features_url=settings.features_url,
+        max_attachment_bytes=settings.max_body_bytes,
+    )
+    users = UserStore(data_dir / "users.sqlite")
+    tokens = TokenService(settings, data_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        catalog.close()
+        users.close()
+
+    app = FastAPI(
+        title="offmaps",
+        version=__version__,
+        description="Web maps, feature and tile services, ready to be taken offline.",
+        lifespan=lifespan,
+    )
+    app.state.catalog = catalog
+    app.state.users = users
+    app.state.tokens = tokens
+    app.state.public_url = settings.public_url
+    app.state.settings = settings
+    install_problem_handlers(app)
+
+    @app.get("/", summary="Landing page", tags=["ogc"])
+    def landing(request: Request) -> dict[str, Any]:
+        base = base_url(request)
+        return {
+            "title": "offmaps",
+            "description": "Web maps, feature and tile services, ready to be taken offline.",
+            "links": [
+                {"rel": "self", "type": "application/json", "href": f"{base}/"},
+                {
+                    "rel": "service-desc",
+                    "type": "application/vnd.oai.openapi+json;version=3.0",
+                    "href": f"{base}/openapi.json",
+                },
+                {"rel": "service-doc", "type": "text/html", "href": f"{base}/docs"},
+                {
+                    "rel": "conformance",
+                    "type": "application/json",
+                    "href": f"{base}/conformance",
+                },
+                {"rel": "data", "type": "application/json", "href": f"{base}/collections"},
+                {
+                    "rel": "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes",
+                    "type": "application/json",
+                    "href": f"{base}/tileMatrixSets",
+                },
+            ],
+        }
+
+    @app.get("/conformance", summary="Conformance classes", tags=["ogc"])
+    def conformance() -> dict[str, list[str]]:
+        return {"conformsTo": list(CONFORMANCE)}
+
+    app.include_router(auth_router(tokens, users))
+    app.include_router(features_router())
+    app.include_router(tiles_router(catalog.tile_sources))
+    app.include_router(webmaps_router())
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,681 @@
+"""Tokens, the OAuth2 token endpoint, and who may do what.
+
+The server issues its own JWT access tokens (RFC 9068 style) from ``POST /oauth2/token`` with the
+password and client-credentials grants (RFC 6749). By default they are signed RS256 with a key
+generated into the data folder on first start and published at ``/.well-known/jwks.json``; with
+``OFFMAPS_SIGNING_KEY`` set they are HS256 with that secret instead. Tokens of an external
+identity provider are accepted too when ``OFFMAPS_AUTH_JWKS_URL`` and
+``OFFMAPS_AUTH_EXTERNAL_ISSUER`` are set.
+
+Routes get the caller as a :class:`Principal` from :func:`current_principal` (anonymous without
+a token) and check scopes with :func:`require_scopes` and sharing with :func:`can_read`,
+:func:`check_can_read` and :func:`check_can_write`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from jwt.algorithms import RSAAlgorithm
+from starlette.concurrency import run_in_threadpool
+
+from offmaps.errors import (
+    AccessDeniedError,
+    AuthError,
+    InsufficientScopeError,
+    InvalidCredentialsError,
+    InvalidTokenError,
+)
+from offmaps.server.settings import AuthSettings, ServerSettings
+from offmaps.server.users import Scope, UserStore, check_scopes
+
+__all__ = [
+    "ANONYMOUS",
+    "EXTERNAL_ALGORITHMS",
+    "LEEWAY_S",
+    "MAX_FORM_BYTES",
+    "MAX_TOKEN_BYTES",
+    "SIGNING_KEY_FILE",
+    "IssuedToken",
+    "Principal",
+    "Scope",
+    "TokenService",
+    "auth_router",
+    "can_read",
+    "check_can_read",
+    "check_can_write",
+    "current_principal",
+    "require_scopes",
+]
+
+SIGNING_KEY_FILE = "signing-key.pem"
+MAX_TOKEN_BYTES = 8 * 1024
+MAX_FORM_BYTES = 16 * 1024
+LEEWAY_S = 30
+EXTERNAL_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
+_LOCAL_CLAIMS = ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "scope"]
+_EXTERNAL_CLAIMS = ["iss", "sub", "aud", "exp"]
+_MIN_HMAC_KEY_BYTES = 32
+_CLIENT_SUBJECT_PREFIX = "client:"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user, a client, or nobody (anonymous).
+
+    Attributes:
+        subject: the user name (``client:ID`` for OAuth2 clients; ``anonymous`` for nobody).
+        scopes: what the caller's token lets them do.
+        groups: the groups the caller belongs to, for web map sharing.
+        anonymous: whether the request came without a token.
+    """
+
+    subject: str
+    scopes: frozenset[str]
+    groups: frozenset[str] = frozenset()
+    anonymous: bool = False
+
+    def has(self, scope: str) -> bool:
+        """Whether the token carries ``scope`` itself (``admin`` is not expanded here)."""
+        return str(scope) in self.scopes
+
+
+def _anonymous(scopes: Iterable[str]) -> Principal:
+    return Principal("anonymous", frozenset(scopes), frozenset(), anonymous=True)
+
+
+ANONYMOUS = _anonymous(AuthSettings.model_fields["anonymous_scopes"].default)
+"""The caller without a token, with the default anonymous scopes (``TokenService.anonymous`` has
+the configured ones)."""
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """An access token as the token endpoint returns it.
+
+    Attributes:
+        access_token: the JWT.
+        expires_in: seconds until it expires.
+        scope: its scopes, space-separated.
+        token_type: always ``Bearer``.
+    """
+
+    access_token: str
+    expires_in: int
+    scope: str
+    token_type: str = "Bearer"  # noqa: S105 (a token type, not a secret)
+
+
+class TokenService:
+    """Issues and verifies access tokens.
+
+    Args:
+        settings: the server settings (``signing_key`` and ``auth``).
+        data_dir: where the RS256 key lives (default ``settings.data_dir``).
+        jwks_client: the external identity provider's key set client (default: one built from
+            ``settings.auth.jwks_url``, caching keys).
+
+    Raises:
+        AuthError: an unusable signing key or key file, or unknown anonymous scopes.
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        data_dir: Path | None = None,
+        *,
+        jwks_client: jwt.PyJWKClient | None = None,
+    ) -> None:
+        auth = settings.auth
+        self.issuer = auth.issuer or settings.public_url or "offmaps"
+        self.audience = auth.audience
+        self.lifetime_s = auth.token_lifetime_s
+        try:
+            anonymous_scopes = check_scopes(auth.anonymous_scopes)
+        except AuthError as exc:
+            raise AuthError(f"anonymous_scopes: {exc}") from None
+        if Scope.ADMIN in anonymous_scopes:
+            raise AuthError("anonymous_scopes may not include admin")
+        self.anonymous = _anonymous(anonymous_scopes)
+        self.external_issuer = auth.external_issuer if auth.jwks_url else None
+        if auth.jwks_url and not auth.external_issuer:
+            raise AuthError("jwks_url needs external_issuer: the iss of the provider's tokens")
+        if self.external_issuer == self.issuer:
+            raise AuthError("external_issuer must differ from this server's issuer")
+        self._jwks_client = jwks_client
+        if self._jwks_client is None and auth.jwks_url:
+            self._jwks_client = jwt.PyJWKClient(
+                auth.jwks_url, cache_keys=True, lifespan=300, timeout=5
+            )
+        self.kid: str | None
+        self._signing_key: Any
+        self._verify_key: Any
+        if settings.signing_key is not None:
+            secret = settings.signing_key.get_secret_value().encode("utf-8")
+            if len(secret) < _MIN_HMAC_KEY_BYTES:
+                raise AuthError(f"signing_key must be at least {_MIN_HMAC_KEY_BYTES} bytes long")
+            self.algorithm = "HS256"
+            self.kid = None
+            self._signing_key = self._verify_key = secret
+            self._public_jwk: dict[str, str] | None = None
+        else:
+            private = _load_or_create_key((data_dir or settings.data_dir) / SIGNING_KEY_FILE)
+            self.algorithm = "RS256"
+            self._signing_key = private
+            self._verify_key = private.public_key()
+            public = RSAAlgorithm.to_jwk(self._verify_key, as_dict=True)
+            self.kid = _thumbprint(str(public["e"]), str(public["n"]))
+            self._public_jwk = {
+                "kty": "RSA",
+                "n": str(public["n"]),
+                "e": str(public["e"]),
+                "kid": self.kid,
+                "alg": "RS256",
+                "use": "sig",
+            }
+
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        """The public keys of issued tokens as a JWK set (no keys with HS256)."""
+        return {"keys": [dict(self._public_jwk)] if self._public_jwk else []}
+
+    def issue(self, subject: str, scopes: Iterable[str], groups: Iterable[str] = ()) -> IssuedToken:
+        """A new access token for ``subject`` with ``scopes`` and ``groups``."""
+        now = int(time.time())
+        scope = " ".join(sorted(set(scopes)))
+        claims = {
+            "iss": self.issuer,
+            "sub": subject,
+            "aud": self.audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.lifetime_s,
+            "jti": secrets.token_urlsafe(16),
+            "scope": scope,
+            "groups": sorted(set(groups)),
+        }
+        headers: dict[str, Any] = {"typ": "at+jwt"}
+        if self.kid:
+            headers["kid"] = self.kid
+        token = jwt.encode(claims, self._signing_key, algorithm=self.algorithm, headers=headers)
+        return IssuedToken(access_token=token, expires_in=self.lifetime_s, scope=scope)
+
+    def verify(self, token: str) -> Principal:
+        """The principal a bearer token stands for.
+
+        Raises:
+            InvalidTokenError: a malformed, oversized, expired, not yet valid, wrongly signed or
+                addressed token, or one whose keys cannot be fetched; the message says why.
+        """
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidTokenError(f"the token is over {MAX_TOKEN_BYTES} bytes")
+        if not token.isascii():
+            raise InvalidTokenError("malformed token: not ASCII")
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise InvalidTokenError(f"malformed token: {_reason(exc)}") from None
+        if str(header.get("alg", "")).lower() == "none":
+            raise InvalidTokenError("unsigned tokens (alg none) are not accepted")
+        if self.external_issuer is not None and unverified.get("iss") == self.external_issuer:
+            return self._verify_external(token)
+        return self._verify_local(token, header)
+
+    def _verify_local(self, token: str, header: dict[str, Any]) -> Principal:
+        if self.kid is not None and header.get("kid", self.kid) != self.kid:
+            raise InvalidTokenError("the token is signed by an unknown key")
+        claims = self._decode(token, self._verify_key, [self.algorithm], self.issuer, _LOCAL_CLAIMS)
+        scope = claims.get("scope")
+        if not isinstance(scope, str):
+            raise InvalidTokenError("the scope claim must be a string")
+        return Principal(
+            subject=str(claims["sub"]),
+            scopes=frozenset(scope.split()),
+            groups=_groups(claims),
+        )
+
+    def _verify_external(self, token: str) -> Principal:
+        if self._jwks_client is None or self.external_issuer is None:
+            raise InvalidTokenError("no external identity provider is configured")
+        try:
+            key = self._jwks_client.get_signing_key_from_jwt(token)
+        except (jwt.PyJWKClientError, jwt.PyJWKError, jwt.DecodeError) as exc:
+            raise InvalidTokenError(
+                f"cannot get the signing key of {self.external_issuer}: {_reason(exc)}"
+            ) from None
+        claims = self._decode(
+            token, key.key, list(EXTERNAL_ALGORITHMS), self.external_issuer, _EXTERNAL_CLAIMS
+        )
+        raw = claims.get("scope", claims.get("scp", ""))
+        if isinstance(raw, str):
+            scopes = raw.split()
+        elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+            scopes = raw
+        else:
+            raise InvalidTokenError("the scope (scp) claim must be a string or a list of strings")
+        known = {s.value for s in Scope}
+        return Principal(
+            subject=str(claims["sub"]),
+            scopes=frozenset(s for s in scopes if s in known),
+            groups=_groups(claims),
+        )
+
+    def _decode(
+        self, token: str, key: Any, algorithms: list[str], issuer: str, required: list[str]
+    ) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience=self.audience,
+                issuer=issuer,
+                leeway=LEEWAY_S,
+                options={"require": required},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidTokenError("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise InvalidTokenError("the token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidTokenError(f"the token is not for audience {self.audience!r}") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidTokenError("the token's issuer is not trusted") from None
+        except jwt.InvalidAlgorithmError:
+            raise InvalidTokenError("the token's signing algorithm is not accepted") from None
+        except jwt.InvalidSignatureError:
+            raise InvalidTokenError("the token's signature does not verify") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidTokenError(f"the token has no {exc.claim!r} claim") from None
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            raise InvalidTokenError(f"invalid token: {_reason(exc)}") from None
+        if claims.get("iss") != issuer:  # exact, whatever PyJWT does with containers
+            raise InvalidTokenError("the token's issuer is not trusted")
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise InvalidTokenError("the token's sub claim must be a non-empty string")
+        return claims
+
+
+def _groups(claims: dict[str, Any]) -> frozenset[str]:
+    groups = claims.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise InvalidTokenError("the groups claim must be a list of strings")
+    return frozenset(groups)
+
+
+def _reason(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def _thumbprint(e: str, n: str) -> str:
+    """The RFC 7638 thumbprint of an RSA public key, base64url without padding."""
+    canonical = json.dumps({"e": e, "kty": "RSA", "n": n}, separators=(",", ":"), sort_keys=True)
+    digest = hashlib.sha256(canonical.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _load_or_create_key(path: Path) -> rsa.RSAPrivateKey:
+    """The RSA key in ``path``, generated first if missing.
+
+    The key is written to a private temporary file (mode 0600) and linked into place, so that
+    readers never see half a key and two processes starting together end up with the same one.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(pem)
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):  # another process won: use its key
+                os.link(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+    try:
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise AuthError(f"cannot read the token signing key {path}: {_reason(exc)}") from None
+    if not isinstance(loaded, rsa.RSAPrivateKey):
+        raise AuthError(f"the token signing key {path} is not an RSA key")
+    return loaded
+
+
+# --- FastAPI dependencies ---------------------------------------------------------------------
+
+
+def current_principal(request: Request) -> Principal:
+    """The caller of ``request``, from its ``Authorization: Bearer`` header.
+
+    Without the header the caller is anonymous. The :class:`TokenService` is
+    ``request.app.state.tokens``.
+
+    Raises:
+        InvalidTokenError: the header is not ``Bearer <token>``, or the token is not valid.
+    """
+    tokens: TokenService = request.app.state.tokens
+    header = request.headers.get("authorization")
+    if header is None:
+        return tokens.anonymous
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise InvalidTokenError("the Authorization header must be 'Bearer <token>'")
+    return tokens.verify(token)
+
+
+def require_scopes(*scopes: str) -> Callable[[Principal], Principal]:
+    """A dependency giving the caller if their token has every one of ``scopes`` (or ``admin``).
+
+    Raises:
+        InvalidUserError: at definition, for an unknown scope.
+    """
+    required = check_scopes(scopes)
+
+    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        missing = [s for s in required if not principal.has(s)]
+        if missing and not principal.has(Scope.ADMIN):
+            names = " ".join(missing)
+            if principal.anonymous:
+                raise InvalidTokenError(f"log in: this needs the {names} scope")
+            raise InsufficientScopeError(f"this needs the {names} scope", required=required)
+        return principal
+
+    return dependency
+
+
+# --- sharing ------------------------------------------------------------------------------------
+
+
+def can_read(
+    principal: Principal, sharing_owner: str | None, sharing_groups: Iterable[str], public: bool
+) -> bool:
+    """Whether ``principal`` may see an item shared this way.
+
+    ``admin`` sees everything. Otherwise the token needs ``maps:read``, and the item must be
+    public, owned by the caller, or shared with one of their groups.
+    """
+    if principal.has(Scope.ADMIN):
+        return True
+    if not principal.has(Scope.MAPS_READ):
+        return False
+    if public:
+        return True
+    if principal.anonymous:
+        return False
+    return principal.subject == sharing_owner or not principal.groups.isdisjoint(sharing_groups)
+
+
+def check_can_read(
+    principal: Principal, sharing_owner: str | None, sharing_groups: Iterable[str], public: bool
+) -> None:
+    """Refuse unless :func:`can_read`.
+
+    Raises:
+        InvalidTokenError: an anonymous caller (they should log in).
+        AccessDeniedError: the item is not shared with the caller.
+    """
+    if can_read(principal, sharing_owner, sharing_groups, public):
+        return
+    if principal.anonymous:
+        raise InvalidTokenError("log in: this item is not public")
+    raise AccessDeniedError("this item is not shared with you")
+
+
+def check_can_write(principal: Principal, sharing_owner: str | None) -> None:
+    """Refuse unless ``principal`` may change (or, with owner ``None``, create) an item.
+
+    Writing needs ``maps:write`` and being the owner; ``admin`` may write anything.
+
+    Raises:
+        InvalidTokenError: an anonymous caller (they should log in).
+        InsufficientScopeError: the token lacks ``maps:write``.
+        AccessDeniedError: the caller does not own the item.
+    """
+    if principal.has(Scope.ADMIN):
+        return
+    if not principal.has(Scope.MAPS_WRITE):
+        if principal.anonymous:
+            raise InvalidTokenError("log in: this needs the maps:write scope")
+        raise InsufficientScopeError(
+            "this needs the maps:write scope", required=(Scope.MAPS_WRITE.value,)
+        )
+    if sharing_owner is not None and sharing_owner != principal.subject:
+        raise AccessDeniedError("only the owner of this item may change it")
+
+
+# --- the token endpoint -------------------------------------------------------------------------
+
+
+class _OAuthError(Exception):
+    """An RFC 6749 section 5.2 error response."""
+
+    def __init__(self, error: str, description: str, *, status: int = 400) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+_TOKEN_FORM = {
+    "required": True,
+    "content": {
+        "application/x-www-form-urlencoded": {
+            "schema": {
+                "type": "object",
+                "required": ["grant_type"],
+                "properties": {
+                    "grant_type": {"type": "string", "enum": ["password", "client_credentials"]},
+                    "username": {"type": "string"},
+                    "password": {"type": "string", "format": "password"},
+                    "scope": {"type": "string", "description": "space-separated scopes"},
+                    "client_id": {"type": "string"},
+                    "client_secret": {"type": "string", "format": "password"},
+                },
+            }
+        }
+    },
+}
+
+_OAUTH_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+}
+_TOKEN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "An access token",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["access_token", "token_type", "expires_in", "scope"],
+                    "properties": {
+                        "access_token": {"type": "string"},
+                        "token_type": {"type": "string"},
+                        "expires_in": {"type": "integer"},
+                        "scope": {"type": "string"},
+                    },
+                }
+            }
+        },
+    },
+    400: {
+        "description": "An RFC 6749 error",
+        "content": {"application/json": {"schema": _OAUTH_ERROR_SCHEMA}},
+    },
+    401: {
+        "description": "The client could not be authenticated",
+        "content": {"application/json": {"schema": _OAUTH_ERROR_SCHEMA}},
+    },
+}
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/x-www-form-urlencoded":
+        raise _OAuthError("invalid_request", "send the form as application/x-www-form-urlencoded")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_FORM_BYTES:
+            raise _OAuthError("invalid_request", f"the form is over {MAX_FORM_BYTES} bytes")
+    try:
+        pairs = urllib.parse.parse_qsl(
+            bytes(body).decode("ascii"),
+            keep_blank_values=True,
+            max_num_fields=20,
+            encoding="utf-8",
+            errors="strict",
+        )
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise _OAuthError("invalid_request", f"malformed form: {_reason(exc)}") from None
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        if name in form:
+            raise _OAuthError("invalid_request", f"parameter {name[:40]!r} given twice")
+        if value:  # parameters without a value count as omitted (RFC 6749 section 3.1)
+            form[name] = value
+    return form
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise _OAuthError("invalid_request", "malformed Basic credentials") from None
+    client_id, colon, secret = decoded.partition(":")
+    if not colon:
+        raise _OAuthError("invalid_request", "malformed Basic credentials")
+    return urllib.parse.unquote_plus(client_id), urllib.parse.unquote_plus(secret)
+
+
+def _grant_scopes(requested: str | None, allowed: Iterable[str]) -> tuple[str, ...]:
+    allowed_set = set(allowed)
+    if requested is None:
+        return tuple(sorted(allowed_set))
+    wanted = set(requested.split())
+    known = {s.value for s in Scope}
+    unknown = wanted - known
+    if unknown:
+        raise _OAuthError("invalid_scope", f"unknown scope {sorted(unknown)[0][:40]!r}")
+    extra = wanted - allowed_set
+    if extra:
+        raise _OAuthError("invalid_scope", f"scope {sorted(extra)[0]!r} is not granted to you")
+    return tuple(sorted(wanted))
+
+
+def _required(form: dict[str, str], name: str) -> str:
+    value = form.get(name)
+    if value is None:
+        raise _OAuthError("invalid_request", f"{name} is required")
+    return value
+
+
+async def _password_grant(
+    form: dict[str, str], tokens: TokenService, users: UserStore
+) -> IssuedToken:
+    username = _required(form, "username")
+    password = _required(form, "password")
+    try:
+        user = await run_in_threadpool(users.verify_password, username, password)
+    except InvalidCredentialsError as exc:
+        raise _OAuthError("invalid_grant", str(exc)) from None
+    scopes = _grant_scopes(form.get("scope"), user.scopes)
+    return tokens.issue(user.name, scopes, user.groups)
+
+
+async def _client_credentials_grant(
+    request: Request, form: dict[str, str], tokens: TokenService, users: UserStore
+) -> IssuedToken:
+    basic = _basic_credentials(request)
+    in_form = "client_id" in form or "client_secret" in form
+    if basic is not None and in_form:
+        raise _OAuthError("invalid_request", "authenticate the client one way, not two")
+    if basic is None:
+        basic = _required(form, "client_id"), _required(form, "client_secret")
+    client_id, secret = basic
+    try:
+        client = await run_in_threadpool(users.verify_client, client_id, secret)
+    except InvalidCredentialsError as exc:
+        raise _OAuthError("invalid_client", str(exc), status=401) from None
+    scopes = _grant_scopes(form.get("scope"), client.scopes)
+    return tokens.issue(_CLIENT_SUBJECT_PREFIX + client.client_id, scopes)
+
+
+def auth_router(tokens: TokenService, users: UserStore) -> APIRouter:
+    """``POST /oauth2/token`` (password and client-credentials grants) and the JWK set."""
+    router = APIRouter(tags=["auth"])
+
+    @router.post(
+        "/oauth2/token",
+        summary="Get an access token (OAuth2 password or client-credentials grant)",
+        openapi_extra={"requestBody": _TOKEN_FORM},
+        responses=_TOKEN_RESPONSES,
+    )
+    async def token(request: Request) -> JSONResponse:
+        try:
+            form = await _read_form(request)
+            grant = _required(form, "grant_type")
+            if grant == "password":
+                issued = await _password_grant(form, tokens, users)
+            elif grant == "client_credentials":
+                issued = await _client_credentials_grant(request, form, tokens, users)
+            else:
+                raise _OAuthError("unsupported_grant_type", f"unsupported grant {grant[:40]!r}")
+        except _OAuthError as exc:
+            headers = dict(_NO_STORE)
+            if exc.status == 401:
+                headers["WWW-Authenticate"] = 'Basic realm="offmaps"'
+            return JSONResponse(
+                {"error": exc.error, "error_description": exc.description},
+                status_code=exc.status,
+                headers=headers,
+            )
+        return JSONResponse(
+            {
+                "access_token": issued.access_token,
+                "token_type": issued.token_type,
+                "expires_in": issued.expires_in,
+                "scope": issued.scope,
+            },
+            headers=_NO_STORE,
+        )
+
+    @router.get("/.well-known/jwks.json", summary="The public keys of this server's tokens")
+    def jwks() -> JSONResponse:
+        return JSONResponse(tokens.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+    return router

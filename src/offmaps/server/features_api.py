@@ -1,0 +1,483 @@
+"""OGC API – Features for layers and tables (Part 1 core; Part 4 create, replace, update, delete).
+
+Collections are ``{service}.{layer}``: a layer or table of a feature service. Items are GeoJSON
+Features whose ``id`` is the row's global id; their ``ETag`` is the row version, and ``If-Match``
+on ``PUT``/``PATCH``/``DELETE`` makes the edit fail with 409 when the row changed since.
+Attachments are under ``/collections/{collection_id}/items/{feature_id}/attachments``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from offmaps.errors import FeatureNotFoundError, InvalidFeatureError
+from offmaps.features.model import Delete, FeatureQuery, Insert, Update
+from offmaps.features.store import MAX_PAGE_SIZE, FeatureStore
+from offmaps.server.auth import Principal, current_principal
+from offmaps.server.catalog import Catalog, EditOperation
+from offmaps.server.geojson import feature_to_geojson, parse_feature_body
+from offmaps.server.links import base_url
+from offmaps.types import BBox
+
+__all__ = ["GEOJSON", "features_router"]
+
+GEOJSON = "application/geo+json"
+_BODY_TYPES = frozenset({GEOJSON, "application/json", "application/merge-patch+json"})
+_ITEMS_PARAMS = frozenset({"limit", "offset", "bbox", "bbox-crs", "filter", "filter-lang", "f"})
+_CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+_ATTACHMENT_CHUNK = 256 * 1024
+
+
+def _catalog(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.catalog
+    return catalog
+
+
+CatalogDep = Annotated[Catalog, Depends(_catalog)]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def _uuid(value: str, what: str = "feature") -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise FeatureNotFoundError(f"no {what} {value[:64]!r}: ids are UUIDs") from None
+
+
+def _parse_bbox(text: str) -> BBox:
+    parts = text.split(",")
+    if len(parts) not in (4, 6):
+        msg = "bbox must be 4 numbers (minLon,minLat,maxLon,maxLat) or 6 with heights"
+        raise InvalidFeatureError(msg)
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        raise InvalidFeatureError(f"bbox has a value that is not a number: {text[:80]!r}") from None
+    if not all(math.isfinite(n) for n in numbers):
+        raise InvalidFeatureError("bbox values must be finite numbers")
+    if len(numbers) == 6:
+        numbers = [numbers[0], numbers[1], numbers[3], numbers[4]]
+    west, south, east, north = numbers
+    if not (-90 <= south <= north <= 90) or not (-180 <= west <= 180 and -180 <= east <= 180):
+        msg = "bbox must be in CRS84: -180 <= lon <= 180, -90 <= minLat <= maxLat <= 90"
+        raise InvalidFeatureError(msg)
+    return BBox(west, south, east, north)
+
+
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _if_match(request: Request) -> int | None:
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    value = header.strip().removeprefix("W/").strip('"')
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidFeatureError(f"If-Match must be an ETag from this server, not {header[:40]!r}")
+    return int(value)
+
+
+async def _json_body(request: Request) -> object:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in _BODY_TYPES:
+        raise _unsupported_media_type(media_type)
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidFeatureError(f"the body is not valid JSON: {str(exc)[:120]}") from None
+    except RecursionError:
+        raise InvalidFeatureError("the body is nested too deeply") from None
+
+
+def _unsupported_media_type(media_type: str) -> HTTPException:
+    detail = f"send the feature as {GEOJSON} (or application/json), not {media_type[:60]!r}"
+    return HTTPException(415, detail)
+
+
+def _collection(catalog: Catalog, cid: str, request: Request) -> dict[str, Any]:
+    service, schema = catalog.get_layer(cid)
+    base = base_url(request)
+    store = catalog.feature_service(service)
+    collection: dict[str, Any] = {
+        "id": cid,
+        "title": schema.title or schema.name,
+        "itemType": "feature" if not schema.is_table else "record",
+        "crs": [_CRS84],
+        "links": [
+            {"rel": "self", "type": "application/json", "href": f"{base}/collections/{cid}"},
+            {
+                "rel": "items",
+                "type": GEOJSON,
+                "title": "Items",
+                "href": f"{base}/collections/{cid}/items",
+            },
+        ],
+    }
+    if not schema.is_table:
+        extent = store.extent(schema.name)
+        if extent is not None:
+            box = catalog.extent_crs84(extent, schema)
+            collection["extent"] = {"spatial": {"bbox": [list(box)], "crs": _CRS84}}
+    return collection
+
+
+def features_router() -> APIRouter:
+    """The OGC API – Features routes (landing page and conformance are in ``app``)."""
+    router = APIRouter(tags=["features"])
+
+    @router.get("/collections", summary="Feature collections and tile layers")
+    def collections(
+        request: Request, catalog: CatalogDep, principal: PrincipalDep
+    ) -> dict[str, Any]:
+        base = base_url(request)
+        listed = [
+            _collection(catalog, cid, request) for cid in catalog.readable_collections(principal)
+        ]
+        return {
+            "links": [
+                {"rel": "self", "type": "application/json", "href": f"{base}/collections"},
+            ],
+            "collections": listed,
+        }
+
+    @router.get("/collections/{collection_id}", summary="One feature collection")
+    def collection(
+        collection_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
+    ) -> dict[str, Any]:
+        catalog.check_read(principal, collection_id)
+        return _collection(catalog, collection_id, request)
+
+    @router.get(
+        "/collections/{collection_id}/items",
+        summary="Features of a collection",
+        response_class=JSONResponse,
+        responses={200: {"content": {GEOJSON: {}}}},
+    )
+    def items(
+        collection_id: str,
+        request: Request,
+        catalog: CatalogDep,
+        principal: PrincipalDep,
+        limit: Annotated[int, Query(ge=1, le=1_000_000)] = 10,
+        offset: Annotated[int, Query(ge=0, le=10**12)] = 0,
+        bbox: Annotated[str | None, Query(max_length=400)] = None,
+        filter: Annotated[str | None, Query(max_length=10_000)] = None,
+        filter_lang: Annotated[str | None, Query(alias="filter-lang", max_length=40)] = None,
+    ) -> JSONResponse:
+        unknown = sorted(set(request.query_params) - _ITEMS_PARAMS)
+        if unknown:
+            raise InvalidFeatureError(f"unknown query parameter {unknown[0][:40]!r}")
+        if filter_lang not in (None, "cql2-text"):
+            raise InvalidFeatureError("filter-lang must be cql2-text")
+        service, schema = catalog.check_read(principal, collection_id)
+        store = catalog.feature_service(service)
+        limit = min(limit, MAX_PAGE_SIZE)
+        filters = (filter,) if filter is not None else ()
+        box = catalog.bbox_to_layer(_parse_bbox(bbox), schema) if bbox is not None else None
+        page = store.query(
+            schema.name, FeatureQuery(bbox=box, filters=filters, limit=limit, offset=offset)
+        )
+        features = [feature_to_geojson(f, schema) for f in page.features]
+        returned = len(features)
+        links = _page_links(request, collection_id, limit, offset, returned, page.number_matched)
+        body = {
+            "type": "FeatureCollection",
+            "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "numberMatched": page.number_matched,
+            "numberReturned": returned,
+            "features": features,
+            "links": links,
+        }
+        return JSONResponse(body, media_type=GEOJSON)
+
+    @router.get(
+        "/collections/{collection_id}/items/{feature_id}",
+        summary="One feature",
+        response_class=JSONResponse,
+        responses={200: {"content": {GEOJSON: {}}}},
+    )
+    def item(
+        collection_id: str,
+        feature_id: str,
+        request: Request,
+        catalog: CatalogDep,
+        principal: PrincipalDep,
+    ) -> JSONResponse:
+        service, schema = catalog.check_read(principal, collection_id)
+        store = catalog.feature_service(service)
+        feature = store.get_feature(schema.name, _uuid(feature_id))
+        body = feature_to_geojson(feature, schema)
+        base = base_url(request)
+        body["links"] = [
+            {
+                "rel": "self",
+                "type": GEOJSON,
+                "href": f"{base}/collections/{collection_id}/items/{feature_id}",
+            },
+            {
+                "rel": "collection",
+                "type": "application/json",
+                "href": f"{base}/collections/{collection_id}",
+            },
+        ]
+        return JSONResponse(body, media_type=GEOJSON, headers={"ETag": _etag(feature.version)})
+
+    @router.post(
+        "/collections/{collection_id}/items",
+        summary="Create a feature (OGC API – Features Part 4)",
+        status_code=201,
+        responses={201: {"description": "Created; Location names the new feature"}},
+    )
+    async def create_item(
+        collection_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
+    ) -> Response:
+        service, schema = catalog.check_edit(principal, collection_id, EditOperation.CREATE)
+        body = parse_feature_body(await _json_body(request), schema)
+        catalog.check_editable_fields(principal, collection_id, body.properties)
+        edit = Insert(schema.name, body.properties, body.geometry)
+        store = catalog.feature_service(service)
+        (created,) = await run_in_threadpool(store.apply_edits, [edit])
+        if created is None:  # pragma: no cover - inserts always return the row
+            raise InvalidFeatureError("the store did not return the created row")
+        location = f"{base_url(request)}/collections/{collection_id}/items/{created.global_id}"
+        return Response(
+            status_code=201,
+            headers={"Location": location, "ETag": _etag(created.version)},
+        )
+
+    async def _update(
+        collection_id: str,
+        feature_id: str,
+        request: Request,
+        catalog: Catalog,
+        principal: Principal,
+        *,
+        replace: bool,
+    ) -> Response:
+        service, schema = catalog.check_edit(principal, collection_id, EditOperation.UPDATE)
+        body = parse_feature_body(await _json_body(request), schema, partial=not replace)
+        catalog.check_editable_fields(principal, collection_id, body.properties)
+        edit = Update(
+            schema.name,
+            _uuid(feature_id),
+            properties=body.properties,
+            geometry=body.geometry,
+            set_geometry=body.has_geometry or replace,
+            base_version=_if_match(request),
+            replace=replace,
+        )
+        store = catalog.feature_service(service)
+        (updated,) = await run_in_threadpool(store.apply_edits, [edit])
+        version = updated.version if updated is not None else 0
+        return Response(status_code=204, headers={"ETag": _etag(version)})
+
+    @router.put(
+        "/collections/{collection_id}/items/{feature_id}",
+        summary="Replace a feature",
+        status_code=204,
+    )
+    async def replace_item(
+        collection_id: str,
+        feature_id: str,
+        request: Request,
+        catalog: CatalogDep,
+        principal: PrincipalDep,
+    ) -> Response:
+        return await _update(collection_id, feature_id, request, catalog, principal, replace=True)
+
+    @router.patch(
+        "/collections/{collection_id}/items/{feature_id}",
+        summary="Update some properties or the geometry of a feature",
+        status_code=204,
+    )
+    async def update_item(
+        collection_id: str,
+        feature_id: str,
+        request: Request,
+        catalog: CatalogDep,
+        principal: PrincipalDep,
+    ) -> Response:
+        return await _update(collection_id, feature_id, request, catalog, principal, replace=False)
+
+    @router.delete(
+        "/collections/{collection_id}/items/{feature_id}",
+        summary="Delete a feature",
+        status_code=204,
+    )
+    def delete_item(
+        collection_id: str,
+        feature_id: str,
+        request: Request,
+        catalog: CatalogDep,
+        principal: PrincipalDep,
+    ) -> Response:
+        service, schema = catalog.check_edit(principal, collection_id, EditOperation.DELETE)
+        edit = Delete(schema.name, _uuid(feature_id), base_version=_if_match(request))
+        catalog.feature_service(service).apply_edits([edit])
+        return Response(status_code=204)
+
+    _attachment_routes(router)
+    return router
+
+
+def _page_links(
+    request: Request, cid: str, limit: int, offset: int, returned: int, matched: int
+) -> list[dict[str, str]]:
+    href = f"{base_url(request)}/collections/{cid}/items"
+    params = {k: v for k, v in request.query_params.items() if k not in ("limit", "offset")}
+
+    def url(at: int) -> str:
+        query = "&".join(
+            f"{k}={_quote(v)}"
+            for k, v in {**params, "limit": str(limit), "offset": str(at)}.items()
+        )
+        return f"{href}?{query}"
+
+    links = [{"rel": "self", "type": GEOJSON, "href": url(offset)}]
+    if offset + returned < matched and returned > 0:
+        links.append({"rel": "next", "type": GEOJSON, "href": url(offset + returned)})
+    if offset > 0:
+        links.append({"rel": "prev", "type": GEOJSON, "href": url(max(0, offset - limit))})
+    return links
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote  # noqa: PLC0415 - only needed for paging links
+
+    return quote(value, safe="")
+
+
+def _attachment_routes(router: APIRouter) -> None:
+    prefix = "/collections/{collection_id}/items/{feature_id}/attachments"
+
+    @router.get(prefix, summary="Attachments of a feature")
+    def attachments(
+        collection_id: str,
+        feature_id: str,
+        request: Request,
+        catalog: CatalogDep,
+        principal: PrincipalDep,
+    ) -> dict[str, Any]:
+        service, schema = catalog.check_read(principal, collection_id)
+        listed = catalog.feature_service(service).list_attachments(schema.name, _uuid(feature_id))
+        base = f"{base_url(request)}/collections/{collection_id}/items/{feature_id}/attachments"
+        return {
+            "attachments": [
+                {
+                    "id": str(a.attachment_id),
+                    "name": a.name,
+                    "contentType": a.content_type,
+                    "size": a.size,
+                    "sha256": a.sha256,
+                    "created": a.created_at.isoformat().replace("+00:00", "Z"),
+                    "href": f"{base}/{a.attachment_id}",
+                }
+                for a in listed
+            ]
+        }
+
+    @router.post(prefix, summary="Attach a file to a feature", status_code=201)
+    async def add_attachment(
+        collection_id: str,
+        feature_id: str,
+        file: UploadFile,
+        request: Request,
+        catalog: CatalogDep,
+        principal: PrincipalDep,
+    ) -> JSONResponse:
+        service, schema = catalog.check_edit(principal, collection_id, EditOperation.UPDATE)
+        store = catalog.feature_service(service)
+        global_id = _uuid(feature_id)
+        await run_in_threadpool(store.get_feature, schema.name, global_id)
+        name = _attachment_name(file.filename)
+        content_type = (file.content_type or "application/octet-stream")[:127]
+
+        def chunks() -> Iterator[bytes]:
+            while chunk := file.file.read(_ATTACHMENT_CHUNK):
+                yield chunk
+
+        ref = await run_in_threadpool(
+            catalog.blobs.put_stream, chunks(), max_size=catalog.max_attachment_bytes
+        )
+        attachment = await run_in_threadpool(
+            lambda: store.add_attachment(
+                schema.name,
+                global_id,
+                name=name,
+                content_type=content_type,
+                size=ref.size,
+                sha256=ref.sha256,
+            )
+        )
+        href = f"{base_url(request)}{request.url.path}/{attachment.attachment_id}"
+        return JSONResponse(
+            {"id": str(attachment.attachment_id), "sha256": ref.sha256, "size": ref.size},
+            status_code=201,
+            headers={"Location": href},
+        )
+
+    @router.get(prefix + "/{attachment_id}", summary="The bytes of one attachment")
+    def attachment(
+        collection_id: str,
+        feature_id: str,
+        attachment_id: str,
+        catalog: CatalogDep,
+        principal: PrincipalDep,
+    ) -> StreamingResponse:
+        service, schema = catalog.check_read(principal, collection_id)
+        store = catalog.feature_service(service)
+        found = store.get_attachment(schema.name, _uuid(attachment_id, "attachment"))
+        if str(found.global_id) != str(_uuid(feature_id)):
+            raise FeatureNotFoundError("this attachment belongs to another feature")
+        stream = catalog.blobs.open(found.sha256)
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                while chunk := await run_in_threadpool(stream.read, _ATTACHMENT_CHUNK):
+                    yield chunk
+            finally:
+                stream.close()
+
+        disposition = f"inline; filename*=UTF-8''{_quote(found.name)}"
+        return StreamingResponse(
+            body(),
+            media_type=found.content_type,
+            headers={
+                "Content-Length": str(found.size),
+                "ETag": f'"{found.sha256}"',
+                "Content-Disposition": disposition,
+            },
+        )
+
+    @router.delete(prefix + "/{attachment_id}", summary="Remove an attachment", status_code=204)
+    def delete_attachment(
+        collection_id: str,
+        feature_id: str,
+        attachment_id: str,
+        catalog: CatalogDep,
+        principal: PrincipalDep,
+    ) -> Response:
+        service, schema = catalog.check_edit(principal, collection_id, EditOperation.UPDATE)
+        store: FeatureStore = catalog.feature_service(service)
+        found = store.get_attachment(schema.name, _uuid(attachment_id, "attachment"))
+        if str(found.global_id) != str(_uuid(feature_id)):
+            raise FeatureNotFoundError("this attachment belongs to another feature")
+        store.delete_attachment(schema.name, found.attachment_id)
+        return Response(status_code=204)
+
+
+def _attachment_name(filename: str | None) -> str:
+    name = (filename or "attachment").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable())[:255]
+    return name or "attachment"

@@ -1,0 +1,142 @@
+"""Portal items for web maps: list, create, read, replace, delete (``/api/maps``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from offmaps.errors import InvalidWebMapError, LayerNotFoundError, WebMapNotFoundError
+from offmaps.schemas import FeatureLayerRef, TableRef, TileLayerRef, WebMap, parse_webmap
+from offmaps.server.auth import Principal, Scope, can_read, check_can_write, current_principal
+from offmaps.server.catalog import Catalog
+from offmaps.server.links import base_url
+
+__all__ = ["check_references", "webmaps_router"]
+
+MAX_WEBMAP_BYTES = 5 * 1024 * 1024
+
+
+def _catalog(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.catalog
+    return catalog
+
+
+CatalogDep = Annotated[Catalog, Depends(_catalog)]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def check_references(webmap: WebMap, catalog: Catalog) -> None:
+    """Every feature layer, table and tile layer of ``webmap`` must exist on this server."""
+    for ref in (*webmap.operational_layers, *webmap.tables):
+        if isinstance(ref, FeatureLayerRef | TableRef):
+            cid = f"{ref.service}.{ref.layer}"
+            try:
+                catalog.get_layer(cid)
+            except LayerNotFoundError as exc:
+                msg = f"layer {ref.id!r} refers to {cid!r}, which this server does not have"
+                raise InvalidWebMapError(msg) from exc
+    for ref in (*webmap.basemap.layers, *webmap.operational_layers):
+        if isinstance(ref, TileLayerRef) and ref.service not in catalog.tile_sources:
+            msg = f"tile layer {ref.id!r} refers to tile service {ref.service!r}, which is missing"
+            raise InvalidWebMapError(msg)
+
+
+def _visible(catalog: Catalog, principal: Principal, map_id: str) -> WebMap:
+    webmap = catalog.webmaps.get(map_id)
+    sharing = webmap.sharing
+    if principal.has(Scope.ADMIN) or can_read(
+        principal, sharing.owner, sharing.groups, sharing.public
+    ):
+        return webmap
+    raise WebMapNotFoundError(f"no web map {map_id!r}")
+
+
+async def _document(request: Request) -> WebMap:
+    raw = await request.body()
+    if len(raw) > MAX_WEBMAP_BYTES:
+        raise InvalidWebMapError(f"a web map document is at most {MAX_WEBMAP_BYTES:,} bytes")
+    return parse_webmap(raw)
+
+
+def _summary(webmap: WebMap, base: str) -> dict[str, Any]:
+    return {
+        "id": webmap.id,
+        "title": webmap.item.title,
+        "snippet": webmap.item.snippet,
+        "tags": list(webmap.item.tags),
+        "owner": webmap.sharing.owner,
+        "public": webmap.sharing.public,
+        "modified": webmap.item.modified.isoformat() if webmap.item.modified else None,
+        "href": f"{base}/api/maps/{webmap.id}",
+    }
+
+
+_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/WebMap"}}},
+}
+
+
+def webmaps_router() -> APIRouter:
+    """The web map item routes."""
+    router = APIRouter(prefix="/api/maps", tags=["web maps"])
+
+    @router.get("", summary="The web maps you can see")
+    def list_maps(request: Request, catalog: CatalogDep, principal: PrincipalDep) -> dict[str, Any]:
+        base = base_url(request)
+        maps = [
+            _summary(m, base)
+            for m in catalog.webmaps.list()
+            if principal.has(Scope.ADMIN)
+            or can_read(principal, m.sharing.owner, m.sharing.groups, m.sharing.public)
+        ]
+        return {"maps": maps}
+
+    @router.post(
+        "",
+        summary="Create a web map",
+        status_code=201,
+        openapi_extra={"requestBody": _BODY},
+    )
+    async def create_map(
+        request: Request, catalog: CatalogDep, principal: PrincipalDep
+    ) -> JSONResponse:
+        check_can_write(principal, None)
+        webmap = await _document(request)
+        check_references(webmap, catalog)
+        stored = catalog.webmaps.create(webmap, owner=principal.subject)
+        href = f"{base_url(request)}/api/maps/{stored.id}"
+        return JSONResponse(
+            _summary(stored, base_url(request)), status_code=201, headers={"Location": href}
+        )
+
+    @router.get("/{map_id}", summary="One web map document", response_model=WebMap)
+    def get_map(map_id: str, catalog: CatalogDep, principal: PrincipalDep) -> WebMap:
+        return _visible(catalog, principal, map_id)
+
+    @router.put(
+        "/{map_id}",
+        summary="Replace a web map document",
+        status_code=204,
+        openapi_extra={"requestBody": _BODY},
+    )
+    async def replace_map(
+        map_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
+    ) -> Response:
+        current = _visible(catalog, principal, map_id)
+        check_can_write(principal, current.sharing.owner)
+        webmap = await _document(request)
+        check_references(webmap, catalog)
+        catalog.webmaps.replace(map_id, webmap)
+        return Response(status_code=204)
+
+    @router.delete("/{map_id}", summary="Delete a web map", status_code=204)
+    def delete_map(map_id: str, catalog: CatalogDep, principal: PrincipalDep) -> Response:
+        current = _visible(catalog, principal, map_id)
+        check_can_write(principal, current.sharing.owner)
+        catalog.webmaps.delete(map_id)
+        return Response(status_code=204)
+
+    return router

@@ -1,0 +1,43 @@
+"""The catalog: which files in the data folder become services, and the names it accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from offmaps.errors import FeatureStoreError
+from offmaps.features.geopackage import GeoPackageStore
+from offmaps.server.catalog import VECTOR_TILES_SUFFIX, Catalog
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "City", "city-2", "2city", "city;drop schema public", "../city", "a" * 64, "ci ty"],
+)
+def test_feature_service_names_that_are_not_schema_names_are_refused(
+    tmp_path: Path, name: str
+) -> None:
+    catalog = Catalog(tmp_path)
+    with pytest.raises(FeatureStoreError, match="feature service name"):
+        catalog.create_feature_service(name)
+    assert list((tmp_path / "features").iterdir()) == []
+    catalog.close()
+
+
+def test_a_service_is_created_once_and_gets_vector_tiles(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path)
+    catalog.create_feature_service("city_2")
+    with pytest.raises(FeatureStoreError, match="exists already"):
+        catalog.create_feature_service("city_2")
+    assert "city_2" + VECTOR_TILES_SUFFIX in catalog.tile_sources
+    catalog.close()
+
+
+def test_existing_files_are_loaded_and_odd_names_ignored(tmp_path: Path) -> None:
+    (tmp_path / "features").mkdir()
+    for stem in ("roads", "Bad-Name"):
+        GeoPackageStore.create(tmp_path / "features" / f"{stem}.gpkg").close()
+    catalog = Catalog(tmp_path)
+    assert set(catalog.feature_services) == {"roads"}
+    catalog.close()
