@@ -97,9 +97,13 @@ created = httpx.post(f"{url}/collections/helsinki.sites/items", headers=auth,
           "properties": {"name": "New inspection site", "kind": "fire_hydrant", "condition": "good"}})
 print(f"editor created a site: {created.status_code} {created.headers.get('location')}")
 anonymous = httpx.post(f"{url}/collections/helsinki.sites/items", json={})
-print(f"anonymous edit refused: {anonymous.status_code} {anonymous.json()['title']}")
-tile = httpx.get(f"{url}/tiles/basemap/14/9326/4739")
-print(f"basemap tile: {tile.status_code} {tile.headers['content-type']} {len(tile.content)} bytes")
+print(f"anonymous edit refused: {anonymous.status_code} {anonymous.json()['detail']}")
+import morecantile
+x, y, z = morecantile.tms.get("WebMercatorQuad").tile(24.945, 60.17, 14)
+for name in ("basemap", "buildings", "helsinki-vt"):
+    tile = httpx.get(f"{url}/tiles/{name}/{z}/{x}/{y}")
+    tile.raise_for_status()
+    print(f"{name} tile {z}/{x}/{y}: {tile.headers['content-type']}, {len(tile.content):,} bytes")
 PY
 echo offmaps-sample | $BIN/offmaps login "$URL" -u editor --password-stdin
 $BIN/offmaps maps list --server "$URL" --json
