@@ -15,6 +15,7 @@ import morecantile
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from offmaps import __version__
 from offmaps.containers.base import TilesetMetadata
@@ -27,6 +28,7 @@ from offmaps.errors import (
     TileNotFoundError,
     UpstreamError,
 )
+from offmaps.server.fastpath import TileFastPath
 from offmaps.server.problems import install_problem_handlers
 from offmaps.server.tiles import (
     MAX_UPSTREAM_TILE_BYTES,
@@ -615,3 +617,71 @@ def test_a_layer_in_another_tiling_scheme_has_ogc_metadata_but_no_tilejson() -> 
     }
     assert client.get("/collections/geo/tiles/WorldCRS84Quad/0/0/1").content == b"\x1a\x00"
     assert_problem(client.get("/tiles/geo/0/2/0"), 400)
+
+
+# --- the ASGI fast path ----------------------------------------------------------------------
+
+
+class CountingApp:
+    """An ASGI app that counts the requests reaching it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.calls = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.calls += 1
+        await self.app(scope, receive, send)
+
+
+def _compare(fast: TestClient, plain: TestClient, method: str, url: str, **kw: Any) -> None:
+    a, b = fast.request(method, url, **kw), plain.request(method, url, **kw)
+    assert (a.status_code, a.content) == (b.status_code, b.content), url
+    for header in ("content-type", "etag", "cache-control", "content-encoding", "content-length"):
+        assert a.headers.get(header) == b.headers.get(header), (url, header)
+
+
+def test_the_fast_path_answers_archive_tiles_exactly_like_the_route(
+    sources: dict[str, TileSource],
+) -> None:
+    plain = make_client(sources)
+    behind = CountingApp(plain.app)
+    fast = TestClient(TileFastPath(behind, sources))
+    png = next(iter(PNG_TILES))
+    mvt = next(iter(MVT_TILES))
+    etag = plain.get(f"/tiles/basemap/{png.z}/{png.x}/{png.y}").headers["etag"]
+    for method, url, headers in [
+        ("GET", f"/tiles/basemap/{png.z}/{png.x}/{png.y}", {}),
+        ("GET", f"/tiles/basemap/{png.z}/{png.x}/{png.y}.png", {}),
+        ("GET", f"/tiles/basemap/{png.z}/{png.x}/{png.y}", {"If-None-Match": etag}),
+        ("GET", f"/tiles/buildings/{mvt.z}/{mvt.x}/{mvt.y}.pbf", {}),
+    ]:
+        _compare(fast, plain, method, url, headers=headers)
+    assert behind.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("GET", "/tiles/basemap/20/0/0"),  # not in the archive
+        ("GET", "/tiles/basemap/0/5/5"),  # outside the matrix
+        ("GET", "/tiles/basemap/0/0/0.pbf"),  # wrong extension
+        ("GET", "/tiles/basemap/0/0/0.png.png"),
+        ("GET", "/tiles/basemap/999/0/0"),
+        ("GET", "/tiles/nope/0/0/0"),
+        ("GET", "/tiles/osm/1/0/0"),  # upstream: belongs in the thread pool
+        ("GET", "/tiles/basemap/tilejson.json"),
+        ("POST", "/tiles/basemap/0/0/0"),
+        ("HEAD", "/tiles/basemap/0/0/0"),
+        ("GET", "/tiles/basemap/-1/0/0"),
+    ],
+)
+def test_everything_else_goes_to_the_application(
+    sources: dict[str, TileSource], method: str, url: str
+) -> None:
+    plain = make_client(sources)
+    behind = CountingApp(plain.app)
+    fast = TestClient(TileFastPath(behind, sources))
+    _compare(fast, plain, method, url)
+    assert behind.calls == 1

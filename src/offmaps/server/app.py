@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from offmaps import __version__
 from offmaps.server.auth import TokenService, auth_router
 from offmaps.server.catalog import Catalog
+from offmaps.server.fastpath import TileFastPath
 from offmaps.server.features_api import features_router
 from offmaps.server.links import base_url
 from offmaps.server.problems import install_problem_handlers, problem_response
@@ -155,4 +156,5 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(tiles_router(catalog.tile_sources))
     app.include_router(webmaps_router())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(TileFastPath, sources=catalog.tile_sources)
     return app

@@ -49,6 +49,8 @@ from offmaps.tiling.tms import get_tms, list_tms
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
 
 __all__ = [
+    "CACHE_CONTROL",
+    "EXTENSIONS",
     "MAX_UPSTREAM_TILE_BYTES",
     "USER_AGENT",
     "ArchiveTileSource",
@@ -56,6 +58,8 @@ __all__ = [
     "TileSource",
     "TileSourceInfo",
     "UpstreamTileSource",
+    "etag_matches",
+    "etag_of",
     "tiles_router",
 ]
 
@@ -67,13 +71,13 @@ MAX_UPSTREAM_TILE_BYTES = 4 * 1024 * 1024
 USER_AGENT = f"offmaps/{__version__}"
 """The User-Agent of every upstream request."""
 
-_CACHE_CONTROL = "public, max-age=3600"
+CACHE_CONTROL = "public, max-age=3600"
 _JSON = "application/json"
 _CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 _REL_TILING_SCHEME = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _NUMBER = re.compile(r"^[0-9]{1,9}$")
-_EXTENSIONS: dict[TileFormat, frozenset[str]] = {
+EXTENSIONS: dict[TileFormat, frozenset[str]] = {
     TileFormat.PNG: frozenset({"png"}),
     TileFormat.JPEG: frozenset({"jpg", "jpeg"}),
     TileFormat.WEBP: frozenset({"webp"}),
@@ -540,11 +544,13 @@ def _parse_number(text: str, what: str) -> int:
     return int(text)
 
 
-def _etag(data: bytes) -> str:
+def etag_of(data: bytes) -> str:
+    """The strong ETag of a tile: its SHA-256."""
     return f'"{hashlib.sha256(data).hexdigest()}"'
 
 
-def _matches(if_none_match: str | None, etag: str) -> bool:
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (or ``*``)."""
     if not if_none_match:
         return False
     for candidate in if_none_match.split(","):
@@ -557,9 +563,9 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 def _tile_response(request: Request, source: TileSource, tile: Tile) -> Response:
     info = source.info
     data = source.get_tile(tile)
-    etag = _etag(data)
-    headers = {"ETag": etag, "Cache-Control": _CACHE_CONTROL}
-    if _matches(request.headers.get("if-none-match"), etag):
+    etag = etag_of(data)
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     if info.tile_compression is TileCompression.GZIP:
         headers["Content-Encoding"] = "gzip"
@@ -710,7 +716,7 @@ def tiles_router(
     def xyz_tile(name: str, z: str, x: str, y: str, request: Request) -> Response:
         source = _get_source(sources, name)
         row, dot, extension = y.partition(".")
-        if dot and extension.lower() not in _EXTENSIONS[source.info.tile_format]:
+        if dot and extension.lower() not in EXTENSIONS[source.info.tile_format]:
             raise TileNotFoundError(
                 f"tile layer {name!r} serves {source.info.tile_format.value} tiles, "
                 f"not {extension[:16]!r}"

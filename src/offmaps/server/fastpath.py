@@ -1,0 +1,103 @@
+"""A plain-ASGI fast path for XYZ tiles of local archives, in front of FastAPI's routing.
+
+``GET /tiles/{name}/{z}/{x}/{y}[.ext]`` for an :class:`ArchiveTileSource` is the hot path
+of a tile server: a lookup in a local SQLite or PMTiles archive, measured in microseconds. Going
+through FastAPI's router, its parameter handling and the thread pool a sync endpoint runs in costs
+several times that (bench/serve_tiles.py). This middleware answers those requests itself, with
+the same bytes and headers as the route, and hands *everything else* to the application
+unchanged: other paths, other methods, other kinds of tile source (upstream XYZ fetches and
+vector tiles built on demand may take long and belong in the thread pool), and every request that
+would end in an error, so that errors keep coming from one place as problem documents.
+
+The archive read runs on the event loop: it is a local, indexed lookup of one row or one byte
+range, like the reads a static file server makes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from offmaps.errors import OffmapsError
+from offmaps.server.tiles import (
+    CACHE_CONTROL,
+    EXTENSIONS,
+    ArchiveTileSource,
+    TileSource,
+    etag_matches,
+    etag_of,
+)
+from offmaps.types import Tile, TileCompression
+
+__all__ = ["TileFastPath"]
+
+_PATH = re.compile(
+    r"^/tiles/([A-Za-z0-9][A-Za-z0-9_-]{0,63})/([0-9]{1,2})/([0-9]{1,9})/([0-9]{1,9})(?:\.([A-Za-z0-9]{1,8}))?$"
+)
+
+
+class TileFastPath:
+    """Serve archive tiles before routing; pass every other request to ``app``.
+
+    Args:
+        app: the application behind.
+        sources: the server's tile sources by name (read at each request: sources may be added).
+    """
+
+    def __init__(self, app: ASGIApp, sources: Mapping[str, TileSource]) -> None:
+        self.app = app
+        self.sources = sources
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            answer = self._tile(scope)
+            if answer is not None:
+                await _send(send, *answer)
+                return
+        await self.app(scope, receive, send)
+
+    def _tile(self, scope: Scope) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+        match = _PATH.match(scope["path"])
+        if match is None:
+            return None
+        name, z, x, y, extension = match.groups()
+        source = self.sources.get(name)
+        if not isinstance(source, ArchiveTileSource):
+            return None
+        info = source.info
+        if extension is not None and extension.lower() not in EXTENSIONS[info.tile_format]:
+            return None
+        try:
+            data = source.get_tile(Tile(int(x), int(y), int(z)))
+        except OffmapsError:
+            return None  # the route says why, as a problem document
+        etag = etag_of(data)
+        headers = [(b"etag", etag.encode()), (b"cache-control", CACHE_CONTROL.encode())]
+        if_none_match = _header(scope, b"if-none-match")
+        if if_none_match is not None and etag_matches(if_none_match.decode("latin-1"), etag):
+            return 304, b"", headers
+        if info.tile_compression is TileCompression.GZIP:
+            headers.append((b"content-encoding", b"gzip"))
+        headers.append((b"content-type", info.tile_format.media_type.encode()))
+        return 200, data, headers
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+async def _send(send: Send, status: int, data: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    if status == 200:
+        headers.append((b"content-length", str(len(data)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send(
+        {
+            "type": "http.response.body",
+            "body": data,
+        }
+    )
