@@ -42,6 +42,11 @@ pytest: install data
 
 test: lint typecheck imports pytest
 
+# QGIS 3.22 (Debian, as root, ~1.4 GB) opens the sample map's collections and tile layers
+.PHONY: check-qgis
+check-qgis: install data
+	OFFMAPS_DATA=$(abspath $(DATA)) bash scripts/qgis_check.sh
+
 # PostgreSQL 15 + PostGIS for the tests (Debian, as root); prints the test database's URL
 .PHONY: services
 services:
