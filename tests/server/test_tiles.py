@@ -305,6 +305,15 @@ def test_tileset_metadata_has_limits_per_level_from_the_bounds(client: TestClien
     )
 
 
+def test_tile_layers_say_whether_offline_maps_may_export_them(client: TestClient) -> None:
+    for name, allowed, most in [("basemap", True, 100_000), ("osm", False, 10_000)]:
+        tileset = client.get(f"/collections/{name}/tiles/WebMercatorQuad").json()
+        tilejson = client.get(f"/tiles/{name}/tilejson.json").json()
+        for document in (tileset, tilejson):
+            assert document["exportTilesAllowed"] is allowed
+            assert document["maxExportTileCount"] == most
+
+
 def test_tileset_metadata_of_a_vector_layer_names_its_layers(client: TestClient) -> None:
     document = client.get("/collections/buildings/tiles/WebMercatorQuad").json()
     assert document["dataType"] == "vector"

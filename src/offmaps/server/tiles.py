@@ -583,6 +583,14 @@ def _tms_not_found(exc: UnknownTileMatrixSetError) -> JSONResponse:
     )
 
 
+def _export_capability(info: TileSourceInfo) -> dict[str, Any]:
+    # ArcGIS's names for what an offline map may copy from a tile layer
+    return {
+        "exportTilesAllowed": info.export_tiles_allowed,
+        "maxExportTileCount": info.max_export_tile_count,
+    }
+
+
 def _bounds(info: TileSourceInfo, tms: TileMatrixSet) -> BBox:
     whole = tms.bbox
     if info.bounds is None:
@@ -699,6 +707,7 @@ def tiles_router(
                 info.min_zoom,
             ],
         }
+        document.update(_export_capability(info))
         if info.attribution:
             document["attribution"] = info.attribution
         if info.tile_format is TileFormat.MVT:
@@ -815,6 +824,7 @@ def tiles_router(
             document["layers"] = [
                 {"id": layer, "dataType": "vector"} for layer in info.vector_layers
             ]
+        document.update(_export_capability(info))
         return document
 
     @router.get(
