@@ -78,6 +78,8 @@ def test_items_filter_by_bbox_and_cql2(server: Server) -> None:
         "filter=osm_id = 'text'",
         "filter=((((",
         "filter-lang=sql&filter=1=1",
+        "bbox=2.5e6,6.6e6,2.6e6,6.7e6&bbox-crs=http://www.opengis.net/def/crs/EPSG/0/3067",
+        "bbox=60,24,61,25&bbox-crs=EPSG:4326",
         "bbox=1,2,3",
         "bbox=a,b,c,d",
         "bbox=0,80,10,70",
@@ -184,6 +186,22 @@ def test_bodies_that_are_not_json_or_not_geojson_are_refused(server: Server) -> 
     assert_problem(
         server.client.post(SITES, content=deep, headers={**auth, "Content-Type": GEOJSON}), 400
     )
+
+
+def test_a_crs_other_than_crs84_is_refused_and_crs84_accepted(server: Server) -> None:
+    auth = {**server.token("editor"), "Content-Type": GEOJSON}
+    crs84 = "<http://www.opengis.net/def/crs/OGC/1.3/CRS84>"
+    etrs = "<http://www.opengis.net/def/crs/EPSG/0/3067>"
+    other = server.client.post(SITES, json=new_site(), headers={**auth, "Content-Crs": etrs})
+    assert "CRS84" in assert_problem(other, 400)["detail"]
+    legacy = {**new_site(), "crs": {"type": "name", "properties": {"name": "EPSG:3067"}}}
+    assert_problem(server.client.post(SITES, json=legacy, headers=auth), 400)
+    ok = server.client.post(SITES, json=new_site(), headers={**auth, "Content-Crs": crs84})
+    assert ok.status_code == 201, ok.text
+    named = {**new_site(), "crs": {"type": "name", "properties": {"name": crs84[1:-1]}}}
+    assert server.client.post(SITES, json=named, headers=auth).status_code == 201
+    query = f"{SITES}?bbox=24,60,25,61&bbox-crs={crs84[1:-1]}"
+    assert server.client.get(query).status_code == 200
 
 
 def test_oversized_bodies_are_refused_with_413(server: Server) -> None:

@@ -24,7 +24,7 @@ from offmaps.features.model import Delete, FeatureQuery, Insert, Update
 from offmaps.features.store import MAX_PAGE_SIZE, FeatureStore
 from offmaps.server.auth import Principal, current_principal
 from offmaps.server.catalog import Catalog, EditOperation
-from offmaps.server.geojson import feature_to_geojson, parse_feature_body
+from offmaps.server.geojson import check_crs84, feature_to_geojson, parse_feature_body
 from offmaps.server.links import base_url
 from offmaps.types import BBox
 
@@ -91,6 +91,9 @@ async def _json_body(request: Request) -> object:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in _BODY_TYPES:
         raise _unsupported_media_type(media_type)
+    content_crs = request.headers.get("content-crs")
+    if content_crs is not None:  # OGC API - Features - Part 2
+        check_crs84(content_crs, "Content-Crs")
     raw = await request.body()
     try:
         return json.loads(raw)
@@ -174,12 +177,15 @@ def features_router() -> APIRouter:
         bbox: Annotated[str | None, Query(max_length=400)] = None,
         filter: Annotated[str | None, Query(max_length=10_000)] = None,
         filter_lang: Annotated[str | None, Query(alias="filter-lang", max_length=40)] = None,
+        bbox_crs: Annotated[str | None, Query(alias="bbox-crs", max_length=200)] = None,
     ) -> JSONResponse:
         unknown = sorted(set(request.query_params) - _ITEMS_PARAMS)
         if unknown:
             raise InvalidFeatureError(f"unknown query parameter {unknown[0][:40]!r}")
         if filter_lang not in (None, "cql2-text"):
             raise InvalidFeatureError("filter-lang must be cql2-text")
+        if bbox_crs is not None:
+            check_crs84(bbox_crs, "bbox-crs")
         service, schema = catalog.check_read(principal, collection_id)
         store = catalog.feature_service(service)
         limit = min(limit, MAX_PAGE_SIZE)

@@ -30,6 +30,8 @@ __all__ = [
     "feature_to_geojson",
     "parse_feature_body",
     "to_layer_crs",
+    "check_crs84",
+    "CRS84_NAMES",
 ]
 
 MAX_COORDINATES = 1_000_000
@@ -114,6 +116,32 @@ class FeatureBody:
         self.has_geometry = has_geometry
 
 
+CRS84_NAMES = frozenset(
+    {
+        "http://www.opengis.net/def/crs/OGC/1.3/CRS84",
+        "https://www.opengis.net/def/crs/OGC/1.3/CRS84",
+        "urn:ogc:def:crs:OGC:1.3:CRS84",
+        "urn:ogc:def:crs:OGC::CRS84",
+        "OGC:CRS84",
+    }
+)
+"""Names of CRS84 (longitude, latitude on WGS 84), the one CRS of GeoJSON in and out."""
+
+
+def check_crs84(name: object, where: str) -> None:
+    """Refuse any CRS but CRS84 named by a client (``bbox-crs``, ``Content-Crs``, a ``crs``).
+
+    Raises:
+        InvalidFeatureError: ``name`` is not one of :data:`CRS84_NAMES`.
+    """
+    text = str(name).strip().removeprefix("<").removesuffix(">")
+    if text not in CRS84_NAMES:
+        raise InvalidFeatureError(
+            f"{where} is {text[:80]!r}: this server reads and writes GeoJSON in CRS84 "
+            "(http://www.opengis.net/def/crs/OGC/1.3/CRS84) only"
+        )
+
+
 def parse_feature_body(body: object, schema: LayerSchema, *, partial: bool = False) -> FeatureBody:
     """Check a GeoJSON Feature (or, with ``partial``, a merge patch of one) against a layer.
 
@@ -125,6 +153,10 @@ def parse_feature_body(body: object, schema: LayerSchema, *, partial: bool = Fal
         raise InvalidFeatureError("the body must be a GeoJSON Feature object")
     if not partial and body.get("type") != "Feature":
         raise InvalidFeatureError('the body must be a GeoJSON Feature ("type": "Feature")')
+    if "crs" in body:  # the 2008 GeoJSON member: {"type": "name", "properties": {"name": ...}}
+        crs = body["crs"]
+        name = crs.get("properties", {}).get("name") if isinstance(crs, Mapping) else None
+        check_crs84(name if isinstance(name, str) else crs, 'the body\'s "crs"')
     raw_properties = body.get("properties", {})
     if raw_properties is None:
         raw_properties = {}
