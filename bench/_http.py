@@ -17,7 +17,10 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["WrkResult", "free_port", "require_wrk", "run_wrk", "serving"]
+from offmaps.schemas import WebMap
+from offmaps.server.webmaps import WebMapStore
+
+__all__ = ["WrkResult", "free_port", "publish_map", "require_wrk", "run_wrk", "serving"]
 
 # wrk runs one Lua state per thread; each thread walks the same fixed list of paths from its own
 # starting point, and the main thread prints the numbers we need on one line in done()
@@ -201,3 +204,21 @@ def run_wrk(
         non_2xx=values["status"],
         socket_errors=values["connect"] + values["read"] + values["write"] + values["timeout"],
     )
+
+
+def publish_map(
+    data_dir: Path,
+    *,
+    basemap: Sequence[dict[str, object]] = (),
+    layers: Sequence[dict[str, object]] = (),
+) -> None:
+    """Share layers in a public web map of an offmaps data folder: the server serves feature
+    collections and tile layers through the web maps that show them."""
+    document = {
+        "format_version": "1.0",
+        "item": {"title": "offmaps bench"},
+        "basemap": {"title": "bench", "layers": list(basemap)},
+        "operational_layers": list(layers),
+        "sharing": {"public": True},
+    }
+    WebMapStore(data_dir / "webmaps").create(WebMap.model_validate(document), owner="bench")

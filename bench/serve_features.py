@@ -36,12 +36,9 @@ import numpy as np
 import pyogrio.raw
 import shapely
 
-from offmaps.schemas import WebMap
-from offmaps.server.webmaps import WebMapStore
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _http import free_port, serving
+from _http import free_port, publish_map, serving
 from _measure import machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,30 +171,20 @@ def offmaps_data(source: Path) -> tuple[Path, dict[str, str]]:
         if done.returncode != 0:
             raise RuntimeError(f"offmaps import of {layer} failed:\n{done.stdout}\n{done.stderr}")
         collections[layer] = json.loads(done.stdout.strip().splitlines()[-1])["collection"]
-    publish(folder, collections)
+    publish_map(
+        folder,
+        layers=[
+            {
+                "type": "feature",
+                "id": layer,
+                "title": layer,
+                "service": SERVICE,
+                "layer": collection.partition(".")[2],
+            }
+            for layer, collection in collections.items()
+        ],
+    )
     return folder, collections
-
-
-def publish(folder: Path, collections: dict[str, str]) -> None:
-    """Share the imported layers in a public web map: collections are readable through maps."""
-    layers = [
-        {
-            "type": "feature",
-            "id": layer,
-            "title": layer,
-            "service": SERVICE,
-            "layer": collection.partition(".")[2],
-        }
-        for layer, collection in collections.items()
-    ]
-    document = {
-        "format_version": "1.0",
-        "item": {"title": "offmaps bench"},
-        "basemap": {"title": "none", "layers": []},
-        "operational_layers": layers,
-        "sharing": {"public": True},
-    }
-    WebMapStore(folder / "webmaps").create(WebMap.model_validate(document), owner="bench")
 
 
 def pygeoapi_app(source: Path, port: int) -> Path:

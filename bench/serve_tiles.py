@@ -29,7 +29,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _http import WrkResult, free_port, require_wrk, run_wrk, serving
+from _http import WrkResult, free_port, publish_map, require_wrk, run_wrk, serving
 from _measure import machine
 from convert import source_cache
 
@@ -88,6 +88,14 @@ def prepare(data: Path) -> tuple[Path, Path, list[Tile]]:
             [BIN / "offmaps", "tiles", "convert", f"tms:{folder}", str(partial)], check=True
         )
         partial.rename(archive)
+    if not any((served / "webmaps").glob("*.json")):  # tiles are served through web maps
+        layer = {
+            "type": "raster_tile",
+            "id": "helsinki",
+            "title": "Helsinki",
+            "service": "helsinki",
+        }
+        publish_map(served, basemap=[layer])
     with open_reader(str(archive)) as reader:
         tiles = [tile for tile, _ in reader.iter_tiles()]
     return folder, served, tiles

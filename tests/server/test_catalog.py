@@ -8,6 +8,7 @@ import pytest
 
 from offmaps.errors import FeatureStoreError
 from offmaps.features.geopackage import GeoPackageStore
+from offmaps.schemas import WebMap
 from offmaps.server.catalog import VECTOR_TILES_SUFFIX, Catalog
 
 
@@ -40,4 +41,31 @@ def test_existing_files_are_loaded_and_odd_names_ignored(tmp_path: Path) -> None
         GeoPackageStore.create(tmp_path / "features" / f"{stem}.gpkg").close()
     catalog = Catalog(tmp_path)
     assert set(catalog.feature_services) == {"roads"}
+    catalog.close()
+
+
+def test_the_public_tile_layers_follow_web_map_writes(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path)
+    assert catalog.public_tile_layers() == frozenset()
+
+    def document(public: bool) -> WebMap:
+        layer = {"type": "raster_tile", "id": "b", "title": "Basemap", "service": "basemap"}
+        return WebMap.model_validate(
+            {
+                "format_version": "1.0",
+                "item": {"title": "m"},
+                "basemap": {"title": "b", "layers": [layer]},
+                "sharing": {"public": public},
+            }
+        )
+
+    stored = catalog.webmaps.create(document(public=True), owner="a")
+    assert catalog.public_tile_layers() == {"basemap"}
+    assert stored.id is not None
+    catalog.webmaps.replace(stored.id, document(public=False))
+    assert catalog.public_tile_layers() == frozenset()
+    catalog.webmaps.replace(stored.id, document(public=True))
+    assert catalog.public_tile_layers() == {"basemap"}
+    catalog.webmaps.delete(stored.id)
+    assert catalog.public_tile_layers() == frozenset()
     catalog.close()

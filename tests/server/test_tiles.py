@@ -644,6 +644,9 @@ class CountingApp:
         await self.app(scope, receive, send)
 
 
+PUBLIC = frozenset({"basemap", "buildings", "osm"})
+
+
 def _compare(fast: TestClient, plain: TestClient, method: str, url: str, **kw: Any) -> None:
     a, b = fast.request(method, url, **kw), plain.request(method, url, **kw)
     assert (a.status_code, a.content) == (b.status_code, b.content), url
@@ -656,7 +659,7 @@ def test_the_fast_path_answers_archive_tiles_exactly_like_the_route(
 ) -> None:
     plain = make_client(sources)
     behind = CountingApp(plain.app)
-    fast = TestClient(TileFastPath(behind, sources))
+    fast = TestClient(TileFastPath(behind, sources, public=lambda: PUBLIC))
     png = next(iter(PNG_TILES))
     mvt = next(iter(MVT_TILES))
     etag = plain.get(f"/tiles/basemap/{png.z}/{png.x}/{png.y}").headers["etag"]
@@ -684,13 +687,23 @@ def test_the_fast_path_answers_archive_tiles_exactly_like_the_route(
         ("POST", "/tiles/basemap/0/0/0"),
         ("HEAD", "/tiles/basemap/0/0/0"),
         ("GET", "/tiles/basemap/-1/0/0"),
+        ("GET", "/tiles/private/0/0/0"),  # not public: the route checks access
     ],
 )
 def test_everything_else_goes_to_the_application(
     sources: dict[str, TileSource], method: str, url: str
 ) -> None:
+    sources = {**sources, "private": sources["basemap"]}
     plain = make_client(sources)
     behind = CountingApp(plain.app)
-    fast = TestClient(TileFastPath(behind, sources))
+    fast = TestClient(TileFastPath(behind, sources, public=lambda: PUBLIC))
     _compare(fast, plain, method, url)
+    assert behind.calls == 1
+
+
+def test_requests_with_a_token_go_to_the_application(sources: dict[str, TileSource]) -> None:
+    plain = make_client(sources)
+    behind = CountingApp(plain.app)
+    fast = TestClient(TileFastPath(behind, sources, public=lambda: PUBLIC))
+    _compare(fast, plain, "GET", "/tiles/basemap/0/0/0", headers={"Authorization": "Bearer x"})
     assert behind.calls == 1

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offmaps import __version__
-from offmaps.server.auth import TokenService, auth_router
+from offmaps.server.auth import Principal, TokenService, auth_router, current_principal
 from offmaps.server.catalog import Catalog
 from offmaps.server.fastpath import TileFastPath
 from offmaps.server.features_api import features_router
@@ -87,6 +87,16 @@ class _BodyTooLargeError(Exception):
     pass
 
 
+def _check_tile_access(
+    request: Request, principal: Annotated[Principal, Depends(current_principal)]
+) -> None:
+    # tile layers are read through web maps, like feature collections
+    name = request.path_params.get("name")
+    if name is not None:
+        catalog: Catalog = request.app.state.catalog
+        catalog.check_tiles(principal, str(name))
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The map server for ``settings`` (by default from ``OFFMAPS_*`` environment variables)."""
     settings = settings or ServerSettings()
@@ -153,8 +163,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     app.include_router(auth_router(tokens, users))
     app.include_router(features_router())
-    app.include_router(tiles_router(catalog.tile_sources))
+    app.include_router(
+        tiles_router(catalog.tile_sources, dependencies=[Depends(_check_tile_access)])
+    )
     app.include_router(webmaps_router())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(TileFastPath, sources=catalog.tile_sources)
+    app.add_middleware(
+        TileFastPath, sources=catalog.tile_sources, public=catalog.public_tile_layers
+    )
     return app

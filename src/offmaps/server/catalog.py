@@ -42,12 +42,13 @@ from offmaps.errors import (
     InvalidFeatureError,
     InvalidTokenError,
     LayerNotFoundError,
+    TileNotFoundError,
     WebMapError,
 )
 from offmaps.features.geopackage import GeoPackageStore
 from offmaps.features.model import LayerSchema
 from offmaps.features.store import FeatureStore
-from offmaps.schemas import FeatureLayerRef, TableRef, WebMap
+from offmaps.schemas import FeatureLayerRef, TableRef, TileLayerRef, WebMap
 from offmaps.server.auth import Principal, Scope, can_read
 from offmaps.server.mvt import FeatureVectorTiles
 from offmaps.server.tiles import ArchiveTileSource, TileSource, UpstreamTileSource
@@ -101,6 +102,7 @@ class Catalog:
         self._lock = threading.Lock()
         self._services: dict[str, FeatureStore] = {}
         self.tile_sources: dict[str, TileSource] = {}
+        self._public_tiles: tuple[int, frozenset[str]] | None = None
         self._load_feature_services()
         self._load_tile_sources()
         for name, store in self._services.items():
@@ -230,6 +232,36 @@ class Catalog:
                     refs.append(ref)
         return refs
 
+    def check_tiles(self, principal: Principal, name: str) -> None:
+        """Let ``principal`` read tile layer ``name`` when a web map they can see has it.
+
+        Raises ``TileNotFoundError`` otherwise, so that private tile layers are not revealed.
+        """
+        if principal.has(Scope.ADMIN):
+            return
+        if not principal.has(Scope.MAPS_READ):
+            raise _missing_scope(principal, Scope.MAPS_READ)
+        if not any(name in _tile_layers(webmap) for webmap in self._visible_maps(principal)):
+            raise TileNotFoundError(f"no tile layer named {name[:64]!r}")
+
+    def public_tile_layers(self) -> frozenset[str]:
+        """The tile layers of public web maps: anyone may read them.
+
+        Cached until a web map is written or removed (the folder's modification time changes).
+        """
+        stamp = self.webmaps.folder.stat().st_mtime_ns
+        cached = self._public_tiles
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        names = frozenset(
+            name
+            for webmap in self.webmaps.list()
+            if webmap.sharing.public
+            for name in _tile_layers(webmap)
+        )
+        self._public_tiles = (stamp, names)
+        return names
+
     def readable_collections(self, principal: Principal) -> list[str]:
         """The collections ``principal`` may read."""
         if principal.has(Scope.ADMIN):
@@ -318,3 +350,11 @@ def _read_upstream(path: Path) -> dict[str, dict[str, object]]:
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise WebMapError(f'{path}: expected {{"name": {{"url": ..., "format": ...}}}}')
     return {str(k): v for k, v in data.items() if SERVICE_NAME.match(str(k))}
+
+
+def _tile_layers(webmap: WebMap) -> set[str]:
+    return {
+        ref.service
+        for ref in (*webmap.basemap.layers, *webmap.operational_layers)
+        if isinstance(ref, TileLayerRef)
+    }

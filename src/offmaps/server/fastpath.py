@@ -16,7 +16,7 @@ range, like the reads a static file server makes.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Container, Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -41,14 +41,24 @@ _PATH = re.compile(
 class TileFastPath:
     """Serve archive tiles before routing; pass every other request to ``app``.
 
+    Only tile layers anyone may read are answered here, and only to requests without an
+    ``Authorization`` header: access checks and token errors stay with the route.
+
     Args:
         app: the application behind.
         sources: the server's tile sources by name (read at each request: sources may be added).
+        public: the names of the tile layers anyone may read, asked at each request.
     """
 
-    def __init__(self, app: ASGIApp, sources: Mapping[str, TileSource]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        sources: Mapping[str, TileSource],
+        public: Callable[[], Container[str]],
+    ) -> None:
         self.app = app
         self.sources = sources
+        self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
@@ -64,7 +74,9 @@ class TileFastPath:
             return None
         name, z, x, y, extension = match.groups()
         source = self.sources.get(name)
-        if not isinstance(source, ArchiveTileSource):
+        if not isinstance(source, ArchiveTileSource) or name not in self.public():
+            return None
+        if _header(scope, b"authorization") is not None:
             return None
         info = source.info
         if extension is not None and extension.lower() not in EXTENSIONS[info.tile_format]:

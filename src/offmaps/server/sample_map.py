@@ -27,7 +27,7 @@ from offmaps.features.importing import import_features
 from offmaps.features.model import FeatureQuery, Relationship
 from offmaps.sample import build_sample_sources
 from offmaps.schemas import WebMap
-from offmaps.server.catalog import Catalog
+from offmaps.server.catalog import VECTOR_TILES_SUFFIX, Catalog
 from offmaps.server.users import UserStore
 from offmaps.types import BBox
 
@@ -173,6 +173,15 @@ def _webmap_document(extent: BBox | None) -> dict[str, object]:
                 "title": "Buildings",
                 "service": "buildings",
                 "export_tiles_allowed": True,
+            },
+            {
+                "type": "vector_tile",
+                "id": "sites-tiles",
+                "title": "Inspection sites and streets (vector tiles, live)",
+                "service": f"{SAMPLE_SERVICE}{VECTOR_TILES_SUFFIX}",
+                "visible": False,
+                # built from the editable layers on request: offline maps take the layers instead
+                "export_tiles_allowed": False,
             },
             {
                 "type": "feature",
