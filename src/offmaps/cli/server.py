@@ -11,7 +11,7 @@ import click
 
 from offmaps.cli.progress import progress_bar
 from offmaps.client.portal import Portal, load_credentials, save_credentials
-from offmaps.errors import FeatureStoreError, LayerNotFoundError
+from offmaps.errors import FeatureStoreError
 
 __all__ = ["import_group", "login", "maps", "serve"]
 
@@ -87,17 +87,18 @@ def import_features_command(
     as_json: bool,
 ) -> None:
     """Import FILE (GeoPackage, GeoJSON, Shapefile, FlatGeobuf...) as a feature layer."""
-    from offmaps.features.importing import import_features  # noqa: PLC0415
+    from offmaps.features.importing import import_features, list_source_layers  # noqa: PLC0415
     from offmaps.server.catalog import Catalog  # noqa: PLC0415
     from offmaps.server.settings import ServerSettings  # noqa: PLC0415
 
+    list_source_layers(file)  # an unreadable file creates no service
     settings = ServerSettings()
     catalog = Catalog(data_dir or settings.data_dir, features_url=settings.features_url)
     try:
-        try:
-            store = catalog.feature_service(service)
-        except LayerNotFoundError:
-            store = catalog.create_feature_service(service)
+        created = service not in catalog.feature_services
+        store = (
+            catalog.create_feature_service(service) if created else catalog.feature_service(service)
+        )
         with progress_bar(f"importing {file.name}", None) as advance:
             seen = 0
 
@@ -106,9 +107,14 @@ def import_features_command(
                 advance(done - seen)
                 seen = done
 
-            result = import_features(
-                store, file, layer=source_layer, name=name, title=title, progress=progress
-            )
+            try:
+                result = import_features(
+                    store, file, layer=source_layer, name=name, title=title, progress=progress
+                )
+            except BaseException:
+                if created:  # a failed import into a new service leaves no empty service
+                    catalog.remove_feature_service(service)
+                raise
     finally:
         catalog.close()
     collection = f"{service}.{result.schema.name}"

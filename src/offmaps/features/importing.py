@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,8 @@ def import_features(
     except Exception as exc:  # noqa: BLE001 - GDAL raises many kinds
         raise ImportFeaturesError(f"{path}: {_first_line(exc)}") from None
     schema, renames = _schema(info, name or valid_name(layer), title or layer)
+    if _is_unknown(info):  # GDAL could not say: e.g. GeoJSON mixing Polygon and MultiPolygon
+        schema = replace(schema, geometry_type=_scan_geometry_type(pyogrio, path, layer))
     total = int(info.get("features") or 0)
     store.create_layer(schema)
     done = 0
@@ -155,7 +157,7 @@ def import_features(
 
 def _schema(info: dict[str, Any], name: str, title: str) -> tuple[LayerSchema, dict[str, str]]:
     geometry_type: GeometryType | None = None
-    raw_type = str(info.get("geometry_type") or "").replace(" Z", "").replace(" M", "")
+    raw_type = _raw_type(info)
     if raw_type and raw_type.lower() not in ("none", "unknown"):
         try:
             geometry_type = _GEOMETRY_TYPES[raw_type.lower()]
@@ -181,6 +183,53 @@ def _schema(info: dict[str, Any], name: str, title: str) -> tuple[LayerSchema, d
         renames[str(source)] = target
         fields.append(Field(target, _field_type(str(dtype))))
     return LayerSchema(name, tuple(fields), geometry_type, srid, title), renames
+
+
+def _raw_type(info: dict[str, Any]) -> str:
+    return str(info.get("geometry_type") or "").replace(" Z", "").replace(" M", "")
+
+
+def _is_unknown(info: dict[str, Any]) -> bool:
+    return _raw_type(info).lower() == "unknown"
+
+
+_MULTI_OF = {"Point": "MultiPoint", "LineString": "MultiLineString", "Polygon": "MultiPolygon"}
+
+
+def _scan_geometry_type(pyogrio: Any, path: Path, layer: str) -> GeometryType | None:
+    """The one geometry type a layer's rows fit: single and multi parts of one kind give the
+    multi type; rows of different kinds cannot share a layer."""
+    kinds: set[str] = set()
+    skip = 0
+    while True:
+        try:
+            _, _, geometries, _ = pyogrio.raw.read(
+                path, layer=layer, columns=[], skip_features=skip, max_features=BATCH_SIZE * 10
+            )
+        except Exception as exc:  # noqa: BLE001 - GDAL raises many kinds
+            raise ImportFeaturesError(f"{path}: {_first_line(exc)}") from None
+        if geometries is None or len(geometries) == 0:
+            break
+        kinds.update(g.geom_type for g in shapely.from_wkb(geometries) if g is not None)
+        skip += len(geometries)
+    multi = {_MULTI_OF.get(kind, kind) for kind in kinds}
+    if not kinds:
+        return None
+    if len(kinds) == 1:
+        (kind,) = kinds
+    elif len(multi) == 1:
+        (kind,) = multi
+    else:
+        listed = " and ".join(sorted(kinds))
+        msg = (
+            f"{path}: layer {layer!r} mixes {listed} geometries, which one layer cannot hold; "
+            "split it first (e.g. ogr2ogr -where \"OGR_GEOMETRY='POINT'\")"
+        )
+        raise ImportFeaturesError(msg)
+    try:
+        return GeometryType(kind)
+    except ValueError:
+        raise ImportFeaturesError(f"{path}: geometry type {kind!r} cannot be imported") from None
 
 
 def _batches(

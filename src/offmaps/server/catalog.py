@@ -168,6 +168,24 @@ class Catalog:
             FeatureVectorTiles(f"{name}{VECTOR_TILES_SUFFIX}", store),
         )
 
+    def remove_feature_service(self, name: str) -> None:
+        """Delete feature service ``name`` and everything in it (its blobs stay)."""
+        with self._lock:
+            store = self._services.pop(name, None)
+            tiles = self.tile_sources.pop(name + VECTOR_TILES_SUFFIX, None)
+        if store is None:
+            raise LayerNotFoundError(f"no feature service {name[:64]!r}")
+        close_tiles = getattr(tiles, "close", None)
+        if close_tiles is not None:
+            close_tiles()
+        drop = getattr(store, "drop", None)  # PostGIS: the schema
+        if drop is not None:
+            drop()
+        store.close()
+        if drop is None:
+            for suffix in ("", "-wal", "-shm"):
+                (self.data_dir / "features" / f"{name}.gpkg{suffix}").unlink(missing_ok=True)
+
     def close(self) -> None:
         """Close every tile source and feature service."""
         for source in self.tile_sources.values():
