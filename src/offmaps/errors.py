@@ -47,6 +47,14 @@ SDK) maps them once.
     ├── WebMapError
     │   ├── WebMapNotFoundError
     │   └── InvalidWebMapError
+    ├── OfflineError
+    │   ├── InvalidOfflineParametersError
+    │   ├── ExportLimitError
+    │   ├── JobNotFoundError
+    │   ├── JobCancelledError
+    │   ├── JobFailedError
+    │   ├── DownloadError
+    │   └── PackageError
     └── AuthError
         ├── InvalidCredentialsError
         ├── InvalidTokenError
@@ -72,6 +80,8 @@ __all__ = [
     "ContainerError",
     "ContainerWriteError",
     "DestinationExistsError",
+    "DownloadError",
+    "ExportLimitError",
     "FeatureNotFoundError",
     "FeatureStoreError",
     "FeaturesError",
@@ -84,16 +94,22 @@ __all__ = [
     "InvalidFeatureError",
     "InvalidFilterError",
     "InvalidLayerSchemaError",
+    "InvalidOfflineParametersError",
     "InvalidScaleRangeError",
     "InvalidTileError",
     "InvalidTokenError",
     "InvalidUserError",
     "InvalidWebMapError",
     "InvalidZoomError",
+    "JobCancelledError",
+    "JobFailedError",
+    "JobNotFoundError",
     "LayerExistsError",
     "LayerNotFoundError",
+    "OfflineError",
     "OffmapsError",
     "OffmapsWarning",
+    "PackageError",
     "StorageError",
     "TileNotFoundError",
     "TilingError",
@@ -389,6 +405,51 @@ class InvalidWebMapError(WebMapError):
 
 
 # --- auth -----------------------------------------------------------------------------------
+
+
+class OfflineError(OffmapsError):
+    """An offline map cannot be estimated, generated, downloaded or opened as asked."""
+
+
+class InvalidOfflineParametersError(OfflineError):
+    """Offline map parameters or overrides are malformed or do not fit the web map (an
+    unknown layer id, inverted scales, an area outside the map, a missing reference basemap)."""
+
+
+class ExportLimitError(OfflineError):
+    """A layer would export more tiles than its author allows.
+
+    Attributes:
+        layer: the layer's id.
+        tiles: the tiles the request would export.
+        limit: the layer's max export tile count.
+    """
+
+    def __init__(self, message: str, *, layer: str, tiles: int, limit: int) -> None:
+        super().__init__(message)
+        self.layer = layer
+        self.tiles = tiles
+        self.limit = limit
+
+
+class JobNotFoundError(OfflineError):
+    """No job has this id (or it is not the caller's)."""
+
+
+class JobCancelledError(OfflineError):
+    """The job was cancelled before it finished."""
+
+
+class JobFailedError(OfflineError):
+    """A job ended in failure; its message says why."""
+
+
+class DownloadError(OfflineError):
+    """A file of an offline map could not be downloaded whole and intact."""
+
+
+class PackageError(OfflineError):
+    """An offline package is missing, malformed, incomplete or corrupt."""
 
 
 class AuthError(OffmapsError):
