@@ -26,7 +26,7 @@ import sqlite3
 import struct
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -687,6 +687,72 @@ class GeoPackageStore:
                 [(changed_at, name) for name in touched],
             )
         return tuple(results)
+
+    def copy_features(self, layer: str, features: Iterable[Feature]) -> int:
+        """Insert rows copied from another replica of the service, keeping their global ids,
+        versions and values; returns how many were inserted.
+
+        This is how an offline replica is filled: the rows are the server's, not new edits, so
+        nothing is journaled and the generation does not move. All rows go in one transaction,
+        checked like the inserts of :meth:`apply_edits`.
+
+        Raises:
+            InvalidFeatureError: a value or geometry that does not fit the layer, a version below
+                1, or a global id the layer holds already; nothing is inserted.
+            LayerNotFoundError: no such layer.
+        """
+        with self._lock:
+            found = self._layer(layer)
+            schema = found.schema
+            columns = ["globalid", "row_version", *map(_q, found.names)]
+            if not schema.is_table:
+                columns.append("geom")
+            insert = (
+                f"INSERT INTO {found.table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})"
+            )
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise FeatureStoreError(f"{self.path}: cannot start a write: {exc}") from None
+            count = 0
+            try:
+                for feature in features:
+                    if not isinstance(feature.global_id, UUID):
+                        raise InvalidFeatureError("global_id must be a UUID")
+                    version = feature.version
+                    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                        raise InvalidFeatureError(
+                            f"row {feature.global_id}: bad version {version!r}"
+                        )
+                    properties = check_properties(schema, feature.properties, complete=True)
+                    geometry = normalise_geometry(schema, feature.geometry)
+                    values: list[object] = [str(feature.global_id), version]
+                    values += [
+                        _to_sql(k, properties[n])
+                        for n, k in zip(found.names, found.kinds, strict=True)
+                    ]
+                    if not schema.is_table:
+                        values.append(
+                            None if geometry is None else encode_geometry(geometry, schema.srid)
+                        )
+                    try:
+                        conn.execute(insert, values)
+                    except sqlite3.IntegrityError:
+                        raise InvalidFeatureError(
+                            f"{layer!r} has a row with global id {feature.global_id} already"
+                        ) from None
+                    count += 1
+                conn.execute(
+                    "UPDATE gpkg_contents SET last_change = ? WHERE table_name = ?",
+                    (_timestamp(_now()), layer),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return count
 
     def _row(self, conn: sqlite3.Connection, layer: _Layer, global_id: UUID) -> Feature:
         row = conn.execute(f"{layer.select} WHERE globalid = ?", (str(global_id),)).fetchone()

@@ -1,0 +1,586 @@
+"""Server-side extraction of an offline map's data: feature service replicas and tile archives.
+
+A *replica* is a new GeoPackage (:class:`~offmaps.features.geopackage.GeoPackageStore`) holding
+the chosen layers' schemas, the relationships between them, their rows in the area of interest
+and filters, and the rows' attachments. Rows keep the server's global ids and versions, and
+:attr:`ReplicaResult.generation` is the server's generation read before any row: together they
+are the ground for sync, which brings every change made after that generation.
+
+Which rows are taken:
+
+- **Spatial layers**: rows matching the layer's ``where`` whose geometry really intersects the
+  area (brought to the layer's CRS through WGS84, split at the antimeridian), not only its
+  bounding box. Rows without geometry only with ``include_null_geometry``; the spatial index
+  does not hold them, so the whole layer is then read.
+- **Tables** have no area. With :attr:`RowFilter.ALL` they bring every row matching ``where``.
+  With :attr:`RowFilter.RELATED_ONLY`, a table that is the destination of relationships from
+  extracted layers brings only the rows related to extracted origin rows (its destination key
+  equals the origin key of one of them); other tables bring every row. Origin rows are those
+  written to the replica (the origin's ``where`` and area apply; a ``schema_only`` origin has
+  none). A table caught in a cycle of relationships (a self-relationship, say) cannot wait for
+  its origins and brings every row. ``RELATED_ONLY`` applies to tables only: spatial layers
+  are each cut by the area, even when a relationship links them.
+
+The replica is written to a hidden ``.NAME.*.partial`` file beside the destination and renamed
+into place when complete (in rollback-journal mode, so no ``-wal`` or ``-shm`` comes with it);
+an error or a cancellation removes it. Attachment bytes copied before a failure stay in the
+attachment store: it is content-addressed, and they are whole blobs.
+
+Rows are copied without journal entries (:meth:`GeoPackageStore.copy_features`), but attachment
+records go through the replica's ``add_attachment``, which journals them and takes replica
+generations, and stamps them with the time of the copy: local changes of a replica are those
+after the generation it has when the extraction ends.
+
+Tile layers are clipped from an existing archive with :func:`extract_tiles`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from itertools import islice
+from pathlib import Path
+
+import pyproj
+import shapely
+from shapely.geometry import MultiPolygon, Polygon
+
+from offmaps.containers import ContainerKind, Location, convert, open_reader
+from offmaps.errors import (
+    BlobIntegrityError,
+    BlobNotFoundError,
+    DestinationExistsError,
+    FeatureNotFoundError,
+    FeatureStoreError,
+    InvalidAOIError,
+    InvalidOfflineParametersError,
+    JobCancelledError,
+)
+from offmaps.features.geopackage import GeoPackageStore
+from offmaps.features.model import Attachment, Feature, FeatureQuery, LayerSchema, Relationship
+from offmaps.features.store import FeatureStore
+from offmaps.storage import BlobStore
+from offmaps.tiling import AreaOfInterest
+from offmaps.types import BBox, ZoomRange
+
+__all__ = [
+    "LayerExtract",
+    "Progress",
+    "ReplicaResult",
+    "RowFilter",
+    "TileExtractResult",
+    "extract_feature_service",
+    "extract_tiles",
+]
+
+Progress = Callable[[float, str], None]
+"""Called with the fraction (0 to 1) of the extraction done and a message for people."""
+
+_BATCH = 1000
+"""Rows read between two writes to the replica, progress reports and cancellation checks."""
+
+_MAX_QUERY_BOXES = 8
+"""An area of up to this many parts is queried part by part (an area across the antimeridian
+has two, whose common bounding box would span the world); larger ones by their overall box."""
+
+_TILE_KINDS = {".mbtiles": ContainerKind.MBTILES, ".pmtiles": ContainerKind.PMTILES}
+
+
+class RowFilter(StrEnum):
+    """Which rows of non-spatial tables a replica takes."""
+
+    RELATED_ONLY = "related_only"
+    """Tables that are destinations of relationships from extracted layers take only the rows
+    related to extracted origin rows; other tables take every row."""
+
+    ALL = "all"
+    """Tables take every row matching their ``where``."""
+
+
+@dataclass(frozen=True, slots=True)
+class LayerExtract:
+    """One layer or table to put in a replica, and which of its rows.
+
+    Attributes:
+        layer: the layer's or table's name in the feature service.
+        where: a CQL2 text filter (the layer's definition expression and/or the user's clause),
+            compiled by the store with bound parameters.
+        area: this layer's own area; ``None`` takes the extraction's. Ignored for tables.
+        attachments: also copy the rows' attachments.
+        include_null_geometry: for spatial layers, also take rows without geometry.
+        schema_only: create the layer in the replica but copy no rows.
+    """
+
+    layer: str
+    where: str | None = None
+    area: AreaOfInterest | None = None
+    attachments: bool = False
+    include_null_geometry: bool = False
+    schema_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaResult:
+    """What :func:`extract_feature_service` wrote.
+
+    Attributes:
+        path: the replica (a GeoPackage feature store).
+        generation: the server's generation read before any row was; sync starts after it.
+        rows: the rows written, per layer and table.
+        attachments: the attachment records written.
+        attachment_bytes: the size of the distinct blobs copied to the attachment store.
+    """
+
+    path: Path
+    generation: int
+    rows: dict[str, int]
+    attachments: int
+    attachment_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class TileExtractResult:
+    """What :func:`extract_tiles` wrote: the archive, its tiles and its size in bytes."""
+
+    path: Path
+    tiles: int
+    bytes: int
+
+
+def extract_feature_service(
+    store: FeatureStore,
+    destination: Path,
+    layers: Sequence[LayerExtract],
+    area: AreaOfInterest,
+    *,
+    row_filter: RowFilter = RowFilter.RELATED_ONLY,
+    blobs: BlobStore | None = None,
+    attachment_store: BlobStore | None = None,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> ReplicaResult:
+    """Write a replica of some layers of a feature service, cut to an area (see the module docs).
+
+    Args:
+        store: the feature service (any backend).
+        destination: the replica's path, a GeoPackage; it must not exist.
+        layers: the layers and tables to take, each with its filters.
+        area: the area of interest (any CRS; may cross the antimeridian).
+        row_filter: which rows of tables to take.
+        blobs: the server's blob store, holding the attachments' bytes.
+        attachment_store: where the copied attachments' bytes go (keyed by SHA-256).
+        progress: called after each batch of rows with the fraction done and a message.
+        cancelled: polled between batches; when it returns true the extraction stops.
+
+    Raises:
+        DestinationExistsError: ``destination`` exists.
+        LayerNotFoundError: a layer is not in the service.
+        InvalidFilterError: a ``where`` does not compile for its layer.
+        InvalidOfflineParametersError: a layer asked twice, or attachments asked without both
+            blob stores.
+        InvalidAOIError: the area cannot be brought to a layer's CRS.
+        BlobNotFoundError: an attachment's bytes are missing from ``blobs``.
+        JobCancelledError: ``cancelled`` returned true; nothing is left at ``destination``.
+    """
+    destination = Path(destination)
+    if destination.exists():
+        raise DestinationExistsError(f"{destination} already exists", path=destination)
+    plans = _plan(store, layers, area)
+    if any(p.extract.attachments and not p.extract.schema_only for p in plans) and (
+        blobs is None or attachment_store is None
+    ):
+        raise InvalidOfflineParametersError(
+            "copying attachments needs the server's blob store and an attachment store"
+        )
+    generation = store.generation()
+    temp = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.partial")
+    try:
+        replica = GeoPackageStore.create(temp)
+        try:
+            extraction = _Extraction(
+                store, replica, plans, row_filter, blobs, attachment_store, progress, cancelled
+            )
+            extraction.run()
+        finally:
+            replica.close()
+        _leave_wal(temp)
+        if destination.exists():
+            raise DestinationExistsError(
+                f"{destination} appeared while extracting; not replacing it", path=destination
+            )
+        try:
+            os.replace(temp, destination)
+        except OSError as exc:
+            raise FeatureStoreError(
+                f"cannot move the replica to {destination}: {exc.strerror or exc}"
+            ) from exc
+    except BaseException:
+        _remove(temp)
+        raise
+    return ReplicaResult(
+        path=destination,
+        generation=generation,
+        rows=extraction.rows,
+        attachments=extraction.attachments,
+        attachment_bytes=extraction.attachment_bytes,
+    )
+
+
+def extract_tiles(
+    source: str | Path,
+    destination: Path,
+    area: AreaOfInterest,
+    zooms: ZoomRange,
+    *,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> TileExtractResult:
+    """Copy the tiles of an archive that meet an area, on some levels, into a new archive.
+
+    Args:
+        source: a tile container location, as :func:`~offmaps.containers.open_reader` takes it.
+        destination: the new archive; ``.mbtiles`` or ``.pmtiles`` decides its format.
+        area: the area of interest (any CRS).
+        zooms: the levels to copy.
+        progress: called as tiles are read with the fraction of the source read and a message.
+        cancelled: polled every few hundred tiles; when it returns true the extraction stops.
+
+    Raises:
+        InvalidOfflineParametersError: ``destination`` is neither ``.mbtiles`` nor ``.pmtiles``.
+        DestinationExistsError: ``destination`` exists.
+        ContainerError: subclasses for unreadable sources and unwritable destinations.
+        TilingError: subclasses for zooms or areas that do not fit the source's tile matrix set.
+        JobCancelledError: ``cancelled`` returned true; nothing is left at ``destination``.
+    """
+    destination = Path(destination)
+    kind = _TILE_KINDS.get(destination.suffix.lower())
+    if kind is None:
+        raise InvalidOfflineParametersError(
+            f"{destination.name}: a tile archive of an offline map ends in .mbtiles or .pmtiles"
+        )
+    if destination.exists():
+        raise DestinationExistsError(f"{destination} already exists", path=destination)
+    _check_cancelled(cancelled, "tile extraction")
+    with open_reader(source) as reader:
+        total = max(reader.count_tiles(), 1)
+        handled = 0
+
+        def tiles_handled(count: int) -> None:
+            nonlocal handled
+            handled += count
+            _check_cancelled(cancelled, "tile extraction")
+            if progress is not None:
+                progress(min(handled / total, 1.0), f"{handled} of {total} tiles read")
+
+        try:
+            result = convert(
+                reader, Location(kind, destination), zooms=zooms, aoi=area, progress=tiles_handled
+            )
+        except JobCancelledError:
+            # the last report comes after the archive is committed: a cancellation then still
+            # means no archive (the destination did not exist before, so it is ours to remove)
+            destination.unlink(missing_ok=True)
+            raise
+    size = destination.stat().st_size
+    if progress is not None:
+        progress(1.0, f"{result.written} tiles written")
+    return TileExtractResult(path=destination, tiles=result.written, bytes=size)
+
+
+# --- planning -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _LayerPlan:
+    """A layer to extract: its schema and, for spatial layers, the area in its CRS."""
+
+    extract: LayerExtract
+    schema: LayerSchema
+    area: Polygon | MultiPolygon | None = None
+    boxes: tuple[BBox, ...] = ()
+    estimate: int = 0
+
+
+def _plan(
+    store: FeatureStore, layers: Sequence[LayerExtract], area: AreaOfInterest
+) -> list[_LayerPlan]:
+    plans: list[_LayerPlan] = []
+    seen: set[str] = set()
+    for extract in layers:
+        if extract.layer in seen:
+            raise InvalidOfflineParametersError(f"layer {extract.layer!r} is asked twice")
+        seen.add(extract.layer)
+        schema = store.get_layer(extract.layer)
+        plan = _LayerPlan(extract, schema)
+        if not schema.is_table:
+            plan.area = _area_in(extract.area or area, schema)
+            shapely.prepare(plan.area)
+            parts = shapely.get_parts(plan.area)
+            if 1 < len(parts) <= _MAX_QUERY_BOXES:
+                plan.boxes = tuple(BBox(*part.bounds) for part in parts)
+            else:
+                plan.boxes = (BBox(*plan.area.bounds),)
+        plans.append(plan)
+    return plans
+
+
+def _area_in(area: AreaOfInterest, schema: LayerSchema) -> Polygon | MultiPolygon:
+    """The area in the layer's CRS. A projected CRS that cannot take all of it (Web Mercator
+    and the poles) takes the part within the CRS's area of use."""
+    crs = pyproj.CRS.from_epsg(schema.srid)
+    try:
+        return area.project(crs)
+    except InvalidAOIError:
+        bounds = crs.area_of_use.bounds if crs.area_of_use is not None else None
+        if crs.is_geographic or bounds is None:
+            raise
+        return area.project(crs, clip_to=bounds)
+
+
+def _tables_in_order(
+    plans: list[_LayerPlan], relationships: Sequence[Relationship]
+) -> list[tuple[_LayerPlan, bool]]:
+    """The tables, each after the extracted tables it is related from, with whether its rows
+    can be restricted to related ones (not when it is caught in a cycle of relationships)."""
+    spatial = {p.schema.name for p in plans if not p.schema.is_table}
+    origins = {
+        p.schema.name: {r.origin for r in relationships if r.destination == p.schema.name}
+        for p in plans
+        if p.schema.is_table
+    }
+    done = set(spatial)
+    pending = [p for p in plans if p.schema.is_table]
+    ordered: list[tuple[_LayerPlan, bool]] = []
+    while pending:
+        ready = next((p for p in pending if origins[p.schema.name] <= done), None)
+        if ready is not None:
+            ordered.append((ready, True))
+        else:
+            # every pending table waits for another: free one that waits for itself
+            ready = next(p for p in pending if _waits_for_itself(p.schema.name, origins, done))
+            ordered.append((ready, False))
+        pending.remove(ready)
+        done.add(ready.schema.name)
+    return ordered
+
+
+def _waits_for_itself(name: str, origins: dict[str, set[str]], done: set[str]) -> bool:
+    """Whether ``name`` is among the tables it waits for, directly or through others."""
+    seen: set[str] = set()
+    stack = [o for o in origins.get(name, ()) if o not in done]
+    while stack:
+        current = stack.pop()
+        if current == name:
+            return True
+        if current not in seen:
+            seen.add(current)
+            stack.extend(o for o in origins.get(current, ()) if o not in done)
+    return False
+
+
+# --- the extraction -------------------------------------------------------------------------
+
+
+@dataclass
+class _Extraction:
+    """One replica being written: the state shared by the layers' copies."""
+
+    store: FeatureStore
+    replica: GeoPackageStore
+    plans: list[_LayerPlan]
+    row_filter: RowFilter
+    blobs: BlobStore | None
+    attachment_store: BlobStore | None
+    progress: Progress | None
+    cancelled: Callable[[], bool] | None
+    rows: dict[str, int] = field(default_factory=dict)
+    attachments: int = 0
+    attachment_bytes: int = 0
+    _copied_blobs: set[str] = field(default_factory=set)
+    _keys: dict[tuple[str, str], set[object]] = field(default_factory=dict)
+    _total: int = 1
+    _done: int = 0
+    _reported: float = 0.0
+
+    def run(self) -> None:
+        names = {p.schema.name for p in self.plans}
+        relationships = [
+            r
+            for r in self.store.list_relationships()
+            if r.origin in names and r.destination in names
+        ]
+        for plan in self.plans:
+            self.replica.create_layer(plan.schema)
+        for relationship in relationships:
+            self.replica.add_relationship(relationship)
+        order = [(p, False) for p in self.plans if not p.schema.is_table]
+        order += _tables_in_order(self.plans, relationships)
+        restricting: dict[str, list[Relationship]] = {}
+        if self.row_filter is RowFilter.RELATED_ONLY:
+            tables = {p.schema.name for p in self.plans if p.schema.is_table}
+            for relationship in relationships:
+                if relationship.destination in tables:
+                    restricting.setdefault(relationship.destination, []).append(relationship)
+                    self._keys[relationship.origin, relationship.origin_key] = set()
+        for plan in self.plans:
+            self.rows[plan.schema.name] = 0
+            if not plan.extract.schema_only:
+                plan.estimate = self._estimate(plan)
+        self._total = max(sum(p.estimate for p in self.plans), 1)
+        for plan, can_restrict in order:
+            self._check_cancelled()
+            if plan.extract.schema_only:
+                continue
+            related = restricting.get(plan.schema.name, []) if can_restrict else []
+            self._copy_layer(plan, related)
+        self._check_cancelled()
+        self._report(1.0, "replica written")
+
+    def _query(self, plan: _LayerPlan, bbox: BBox | None, limit: int = 0) -> FeatureQuery:
+        where = plan.extract.where
+        return FeatureQuery(bbox=bbox, filters=(where,) if where else (), limit=limit)
+
+    def _estimate(self, plan: _LayerPlan) -> int:
+        """Rows the layer's copy will read (rows in several boxes count once per box)."""
+        layer = plan.schema.name
+        if plan.schema.is_table or plan.extract.include_null_geometry:
+            return self.store.query(layer, self._query(plan, None)).number_matched
+        return sum(self.store.query(layer, self._query(plan, b)).number_matched for b in plan.boxes)
+
+    def _read(self, plan: _LayerPlan) -> Iterator[Feature]:
+        layer = plan.schema.name
+        if plan.schema.is_table or plan.extract.include_null_geometry:
+            yield from self.store.iter_features(layer, self._query(plan, None))
+            return
+        if len(plan.boxes) == 1:
+            yield from self.store.iter_features(layer, self._query(plan, plan.boxes[0]))
+            return
+        seen: set[uuid.UUID] = set()
+        for box in plan.boxes:
+            for feature in self.store.iter_features(layer, self._query(plan, box)):
+                if feature.global_id not in seen:
+                    seen.add(feature.global_id)
+                    yield feature
+
+    def _keep(
+        self, plan: _LayerPlan, related: list[Relationship], batch: list[Feature]
+    ) -> list[Feature]:
+        """The rows of ``batch`` that go in the replica."""
+        if plan.area is not None:
+            geometries = [f.geometry for f in batch if f.geometry is not None]
+            hits = iter(shapely.intersects(plan.area, geometries).tolist())
+            nulls = plan.extract.include_null_geometry
+            return [f for f in batch if (next(hits) if f.geometry is not None else nulls)]
+        if related:
+            return [
+                f
+                for f in batch
+                if any(
+                    f.properties.get(r.destination_key) in self._keys[r.origin, r.origin_key]
+                    for r in related
+                )
+            ]
+        return batch
+
+    def _copy_layer(self, plan: _LayerPlan, related: list[Relationship]) -> None:
+        layer = plan.schema.name
+        keys = [
+            (field_name, found) for (name, field_name), found in self._keys.items() if name == layer
+        ]
+        read = 0
+        for batch in _batches(self._read(plan), _BATCH):
+            self._check_cancelled()
+            kept = self._keep(plan, related, batch)
+            self.rows[layer] += self.replica.copy_features(layer, kept)
+            for field_name, found in keys:
+                found.update(v for f in kept if (v := f.properties.get(field_name)) is not None)
+            if plan.extract.attachments:
+                self._copy_attachments(layer, kept)
+            read += len(batch)
+            self._done += len(batch)
+            self._report(
+                self._done / self._total, f"{layer}: {read} of {max(read, plan.estimate)} rows"
+            )
+
+    def _copy_attachments(self, layer: str, features: Iterable[Feature]) -> None:
+        for feature in features:
+            try:
+                records = self.store.list_attachments(layer, feature.global_id)
+            except FeatureNotFoundError:
+                continue  # deleted on the server since it was read: sync will delete it
+            for record in records:
+                self._copy_blob(record)
+                self.replica.add_attachment(
+                    layer,
+                    feature.global_id,
+                    name=record.name,
+                    content_type=record.content_type,
+                    size=record.size,
+                    sha256=record.sha256,
+                    attachment_id=record.attachment_id,
+                )
+                self.attachments += 1
+
+    def _copy_blob(self, record: Attachment) -> None:
+        if record.sha256 in self._copied_blobs:
+            return
+        if self.blobs is None or self.attachment_store is None:
+            raise InvalidOfflineParametersError(
+                "copying attachments needs the server's blob store and an attachment store"
+            )
+        try:
+            with self.blobs.open(record.sha256) as source:
+                ref = self.attachment_store.put_stream(source)
+        except BlobNotFoundError:
+            raise BlobNotFoundError(
+                f"attachment {record.name!r} ({record.attachment_id}) of {record.layer!r} row "
+                f"{record.global_id}: its bytes {record.sha256} are not in the blob store",
+                key=record.sha256,
+            ) from None
+        if ref.sha256 != record.sha256:
+            raise BlobIntegrityError(
+                f"attachment {record.attachment_id}: the blob store's bytes for {record.sha256} "
+                f"hash to {ref.sha256}"
+            )
+        self._copied_blobs.add(record.sha256)
+        self.attachment_bytes += ref.size
+
+    def _check_cancelled(self) -> None:
+        _check_cancelled(self.cancelled, "extraction")
+
+    def _report(self, fraction: float, message: str) -> None:
+        # estimates can be short (rows added meanwhile): never go back, never pass 1 early
+        self._reported = max(self._reported, min(fraction, 1.0))
+        if self.progress is not None:
+            self.progress(self._reported, message)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _batches(items: Iterable[Feature], size: int) -> Iterator[list[Feature]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _check_cancelled(cancelled: Callable[[], bool] | None, what: str) -> None:
+    if cancelled is not None and cancelled():
+        raise JobCancelledError(f"the {what} was cancelled")
+
+
+def _leave_wal(path: Path) -> None:
+    """Put the closed replica in rollback-journal mode, so it travels as one file."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+
+
+def _remove(path: Path) -> None:
+    for name in (str(path), f"{path}-journal", f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
