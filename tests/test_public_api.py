@@ -17,6 +17,7 @@ MODULES = [
     "offmaps.schemas",
     "offmaps.sample",
     "offmaps.client",
+    "offmaps.offline",
 ]
 
 

@@ -250,3 +250,12 @@ def test_parameters_round_trip_as_json() -> None:
     parameters = create_default_parameters(webmap(), HELSINKI, 100_000, 5_000)
     again = GenerateOfflineMapParameters.model_validate_json(parameters.model_dump_json())
     assert again == parameters
+
+
+def test_an_area_outside_the_maps_extent_is_refused() -> None:
+    placed = webmap(initial_extent=[24.93, 60.16, 24.96, 60.18])
+    parameters = create_default_parameters(placed, area_from_bbox(10, 10, 11, 11))
+    with pytest.raises(InvalidOfflineParametersError, match="outside the map's extent"):
+        plan_offline_map(placed, parameters, None, TILES)
+    inside = create_default_parameters(placed, HELSINKI)
+    assert plan_offline_map(placed, inside, None, TILES).tiles

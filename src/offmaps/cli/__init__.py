@@ -14,6 +14,8 @@ from typing import TextIO
 
 import click
 
+from offmaps.cli.offline import offline
+from offmaps.cli.package import package
 from offmaps.cli.server import import_group, login, maps, serve
 from offmaps.cli.tiles import tiles
 from offmaps.cli.users import users
@@ -37,6 +39,8 @@ cli.add_command(import_group)
 cli.add_command(login)
 cli.add_command(maps)
 cli.add_command(users)
+cli.add_command(package)
+cli.add_command(offline)
 
 
 def _show_warning(

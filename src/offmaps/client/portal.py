@@ -20,6 +20,7 @@ from offmaps.errors import InvalidCredentialsError, InvalidTokenError, OffmapsEr
 __all__ = ["Credentials", "Portal", "WebMapSummary", "raise_for_problem"]
 
 _TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+_PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +76,14 @@ def raise_for_problem(response: httpx.Response) -> None:
     cls = getattr(errors, name, None)
     if isinstance(cls, type) and issubclass(cls, OffmapsError):
         try:
-            raise cls(detail)
-        except TypeError:  # an error class with required context attributes
-            pass
+            error = cls(detail)
+        except TypeError:  # an error class with required context attributes: from the body
+            error = cls.__new__(cls)
+            Exception.__init__(error, detail)
+            for key, value in body.items():
+                if key not in _PROBLEM_MEMBERS and key.isidentifier():
+                    setattr(error, key, value)
+        raise error
     if response.status_code == 401:
         raise InvalidTokenError(f"{response.request.url}: {detail}")
     raise OffmapsError(f"{response.request.url}: HTTP {response.status_code}: {detail}")
@@ -126,12 +132,25 @@ class Portal:
         return {"Authorization": f"Bearer {self.credentials.access_token}"}
 
     def _get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+    def request(self, method: str, path: str, *, json: Any = None) -> Any:
+        """Send a request with the user's token; the decoded JSON answer (``None`` if empty).
+
+        Raises:
+            OffmapsError: the server cannot be reached, or the domain error of its problem
+                document.
+        """
         try:
-            response = self._http.get(path, headers=self._headers())
+            response = self._http.request(method, path, json=json, headers=self._headers())
         except httpx.HTTPError as exc:
             raise OffmapsError(f"{self.url}: cannot reach the server ({exc})") from None
         raise_for_problem(response)
-        return response.json()
+        return response.json() if response.content else None
+
+    def stream(self, url: str, headers: Mapping[str, str]) -> Any:
+        """A streamed ``GET`` of ``url`` (a context manager giving an ``httpx.Response``)."""
+        return self._http.stream("GET", url, headers={**self._headers(), **headers})
 
     def login(self, username: str, password: str, *, scope: str | None = None) -> Credentials:
         """Sign in with the OAuth2 password grant; keeps and returns the token."""

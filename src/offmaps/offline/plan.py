@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
+from shapely.geometry import box
 
 from offmaps.errors import InvalidOfflineParametersError, InvalidScaleRangeError
 from offmaps.offline.parameters import (
@@ -339,6 +340,7 @@ def plan_offline_map(
         InvalidOfflineParametersError: an override names a layer the map does not have, or of
             another kind; an override's service does not match its layers'.
     """
+    _check_area(webmap, parameters.area_of_interest)
     overrides = overrides or create_default_overrides(webmap, parameters)
     _check_override_ids(webmap, overrides)
     capabilities = get_capabilities(webmap, parameters)
@@ -355,6 +357,17 @@ def plan_offline_map(
     services = _service_plans(webmap, parameters, overrides, omitted)
     tiles = _tile_plans(webmap, parameters, overrides, tile_layers, omitted)
     return OfflinePlan(tuple(services), tuple(tiles), online_only, omitted)
+
+
+def _check_area(webmap: WebMap, area: Area) -> None:
+    if webmap.initial_extent is None:
+        return
+    extent = box(*webmap.initial_extent)
+    if not area.aoi().to_wgs84().intersects(extent):
+        west, south, east, north = webmap.initial_extent
+        raise InvalidOfflineParametersError(
+            f"the area of interest lies outside the map's extent [{west}, {south}, {east}, {north}]"
+        )
 
 
 def _check_override_ids(webmap: WebMap, overrides: GenerateOfflineMapParameterOverrides) -> None:

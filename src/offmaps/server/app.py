@@ -14,8 +14,11 @@ from offmaps.server.auth import Principal, TokenService, auth_router, current_pr
 from offmaps.server.catalog import Catalog
 from offmaps.server.fastpath import TileFastPath
 from offmaps.server.features_api import features_router
+from offmaps.server.jobs import JobManager
 from offmaps.server.links import base_url
+from offmaps.server.offline_api import offline_router
 from offmaps.server.problems import install_problem_handlers, problem_response
+from offmaps.server.replicas import ReplicaRegistry
 from offmaps.server.settings import ServerSettings
 from offmaps.server.tiles import tiles_router
 from offmaps.server.users import UserStore
@@ -109,10 +112,14 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     users = UserStore(data_dir / "users.sqlite")
     tokens = TokenService(settings, data_dir)
+    jobs = JobManager(data_dir / "jobs")
+    replicas = ReplicaRegistry(data_dir / "replicas.sqlite")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        jobs.close()
+        replicas.close()
         catalog.close()
         users.close()
 
@@ -125,6 +132,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.catalog = catalog
     app.state.users = users
     app.state.tokens = tokens
+    app.state.jobs = jobs
+    app.state.replicas = replicas
     app.state.public_url = settings.public_url
     app.state.settings = settings
     install_problem_handlers(app)
@@ -167,6 +176,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         tiles_router(catalog.tile_sources, dependencies=[Depends(_check_tile_access)])
     )
     app.include_router(webmaps_router())
+    app.include_router(offline_router(jobs, replicas))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(
         TileFastPath, sources=catalog.tile_sources, public=catalog.public_tile_layers

@@ -244,6 +244,11 @@ class ArchiveTileSource:
         """What the archive says about itself."""
         return self._info
 
+    @property
+    def location(self) -> Location:
+        """Where the archive is, as the tile engine reads it."""
+        return self._location
+
     def _acquire(self) -> TileReader:
         with self._lock:
             if self._closed:

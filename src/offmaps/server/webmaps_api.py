@@ -13,7 +13,7 @@ from offmaps.server.auth import Principal, Scope, can_read, check_can_write, cur
 from offmaps.server.catalog import Catalog
 from offmaps.server.links import base_url
 
-__all__ = ["check_references", "webmaps_router"]
+__all__ = ["check_references", "visible_map", "webmaps_router"]
 
 MAX_WEBMAP_BYTES = 5 * 1024 * 1024
 
@@ -43,7 +43,8 @@ def check_references(webmap: WebMap, catalog: Catalog) -> None:
             raise InvalidWebMapError(msg)
 
 
-def _visible(catalog: Catalog, principal: Principal, map_id: str) -> WebMap:
+def visible_map(catalog: Catalog, principal: Principal, map_id: str) -> WebMap:
+    """Web map ``map_id`` if ``principal`` may see it; ``WebMapNotFoundError`` otherwise."""
     webmap = catalog.webmaps.get(map_id)
     sharing = webmap.sharing
     if principal.has(Scope.ADMIN) or can_read(
@@ -114,7 +115,7 @@ def webmaps_router() -> APIRouter:
 
     @router.get("/{map_id}", summary="One web map document", response_model=WebMap)
     def get_map(map_id: str, catalog: CatalogDep, principal: PrincipalDep) -> WebMap:
-        return _visible(catalog, principal, map_id)
+        return visible_map(catalog, principal, map_id)
 
     @router.put(
         "/{map_id}",
@@ -125,7 +126,7 @@ def webmaps_router() -> APIRouter:
     async def replace_map(
         map_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
     ) -> Response:
-        current = _visible(catalog, principal, map_id)
+        current = visible_map(catalog, principal, map_id)
         check_can_write(principal, current.sharing.owner)
         webmap = await _document(request)
         check_references(webmap, catalog)
@@ -134,7 +135,7 @@ def webmaps_router() -> APIRouter:
 
     @router.delete("/{map_id}", summary="Delete a web map", status_code=204)
     def delete_map(map_id: str, catalog: CatalogDep, principal: PrincipalDep) -> Response:
-        current = _visible(catalog, principal, map_id)
+        current = visible_map(catalog, principal, map_id)
         check_can_write(principal, current.sharing.owner)
         catalog.webmaps.delete(map_id)
         return Response(status_code=204)

@@ -1,0 +1,387 @@
+"""On-demand offline maps from the SDK: ``OfflineMapTask`` and ``GenerateOfflineMapJob``.
+
+The names follow ArcGIS's Runtime SDK in snake_case. Parameters and overrides are prepared
+locally from the web map document (no round trip); capabilities, estimates and the generate job
+are the server's (``/api/maps/{id}/offline/...``). A job's files are downloaded whole, each one
+resumable with HTTP ranges and checked against its SHA-256; the manifest comes last, so a
+download directory holds a package only when it is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import httpx
+
+from offmaps.client.portal import Portal
+from offmaps.containers import open_reader
+from offmaps.errors import (
+    ContainerError,
+    DownloadError,
+    InvalidOfflineParametersError,
+    JobCancelledError,
+    JobFailedError,
+    OffmapsError,
+)
+from offmaps.offline.package import MANIFEST_NAME, MobileMapPackage, OfflineMap
+from offmaps.offline.parameters import (
+    Area,
+    GenerateOfflineMapParameterOverrides,
+    GenerateOfflineMapParameters,
+    OfflineMapCapabilities,
+    OfflineMapEstimate,
+)
+from offmaps.offline.plan import (
+    create_default_overrides,
+    create_default_parameters,
+)
+from offmaps.schemas import WebMap
+
+__all__ = [
+    "GenerateOfflineMapJob",
+    "GenerateOfflineMapResult",
+    "JobStatus",
+    "OfflineMapTask",
+    "PortalItem",
+]
+
+PART_SUFFIX = ".part"
+CHUNK_BYTES = 1024 * 1024
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PortalItem:
+    """A web map on a server."""
+
+    portal: Portal
+    map_id: str
+
+
+class JobStatus(StrEnum):
+    """Where a :class:`GenerateOfflineMapJob` is."""
+
+    NOT_STARTED = "not_started"
+    STARTED = "started"
+    DOWNLOADING = "downloading"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class GenerateOfflineMapResult:
+    """What a finished job made."""
+
+    mobile_map_package: MobileMapPackage
+    offline_map: OfflineMap
+    layer_errors: dict[str, str] = field(default_factory=dict)
+    table_errors: dict[str, str] = field(default_factory=dict)
+    omitted: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_errors(self) -> bool:
+        """Whether some layer or table failed."""
+        return bool(self.layer_errors or self.table_errors)
+
+
+class OfflineMapTask:
+    """Takes one web map offline (ArcGIS ``OfflineMapTask``).
+
+    Args:
+        item: the web map: a :class:`PortalItem`.
+    """
+
+    def __init__(self, item: PortalItem) -> None:
+        self.item = item
+        self._webmap: WebMap | None = None
+
+    @property
+    def webmap(self) -> WebMap:
+        """The web map document (fetched once)."""
+        if self._webmap is None:
+            self._webmap = WebMap.model_validate(self.item.portal.get_map(self.item.map_id))
+        return self._webmap
+
+    def _path(self, tail: str) -> str:
+        return f"/api/maps/{self.item.map_id}/offline/{tail}"
+
+    def get_offline_map_capabilities(
+        self, parameters: GenerateOfflineMapParameters | None = None
+    ) -> OfflineMapCapabilities:
+        """Per layer and table, whether it can be taken offline and why not."""
+        body = parameters.model_dump(mode="json") if parameters is not None else None
+        answer = self.item.portal.request("POST", self._path("capabilities"), json=body)
+        answer.pop("has_errors", None)
+        return OfflineMapCapabilities.model_validate(answer)
+
+    def create_default_generate_offline_map_parameters(
+        self, area_of_interest: Area, min_scale: float = 0, max_scale: float = 0
+    ) -> GenerateOfflineMapParameters:
+        """Parameters with the author's offline settings (no round trip)."""
+        return create_default_parameters(self.webmap, area_of_interest, min_scale, max_scale)
+
+    def create_generate_offline_map_parameter_overrides(
+        self, parameters: GenerateOfflineMapParameters
+    ) -> GenerateOfflineMapParameterOverrides:
+        """Per-layer parameters to edit before generating (no round trip)."""
+        return create_default_overrides(self.webmap, parameters)
+
+    def estimate_offline_map(
+        self,
+        parameters: GenerateOfflineMapParameters,
+        overrides: GenerateOfflineMapParameterOverrides | None = None,
+    ) -> OfflineMapEstimate:
+        """Tiles, rows and bytes per layer, before any work starts."""
+        answer = self.item.portal.request(
+            "POST", self._path("estimate"), json=_body(parameters, overrides)
+        )
+        for total in ("bytes", "tiles", "features"):
+            answer.pop(total, None)
+        return OfflineMapEstimate.model_validate(answer)
+
+    def generate_offline_map(
+        self,
+        parameters: GenerateOfflineMapParameters,
+        download_directory: Path | str,
+        overrides: GenerateOfflineMapParameterOverrides | None = None,
+    ) -> GenerateOfflineMapJob:
+        """A job that makes the offline map and downloads it into ``download_directory``
+        (created if missing; it must be empty if it exists). Call ``start()``."""
+        return GenerateOfflineMapJob(self, parameters, Path(download_directory), overrides)
+
+
+def _body(
+    parameters: GenerateOfflineMapParameters,
+    overrides: GenerateOfflineMapParameterOverrides | None,
+) -> dict[str, Any]:
+    return {
+        "parameters": parameters.model_dump(mode="json"),
+        "overrides": overrides.model_dump(mode="json") if overrides is not None else None,
+    }
+
+
+class GenerateOfflineMapJob:
+    """Generates an offline map on the server and downloads it (ArcGIS ``GenerateOfflineMapJob``).
+
+    ``start()`` checks the download directory and the reference basemap and starts the server
+    job; ``wait()`` follows it, reporting progress, then downloads and opens the package;
+    ``cancel()`` stops it and removes what was downloaded; ``resume()`` continues an
+    interrupted download where it stopped.
+    """
+
+    def __init__(
+        self,
+        task: OfflineMapTask,
+        parameters: GenerateOfflineMapParameters,
+        download_directory: Path,
+        overrides: GenerateOfflineMapParameterOverrides | None,
+    ) -> None:
+        self.task = task
+        self.parameters = parameters
+        self.download_directory = download_directory
+        self.overrides = overrides
+        self.status = JobStatus.NOT_STARTED
+        self.progress = 0.0
+        self.message = ""
+        self.server_job: dict[str, Any] | None = None
+        self.result: GenerateOfflineMapResult | None = None
+        self._created_directory = False
+
+    @property
+    def portal(self) -> Portal:
+        """The server connection."""
+        return self.task.item.portal
+
+    def start(self) -> None:
+        """Check the parameters on the device, then start the server job.
+
+        Raises:
+            InvalidOfflineParametersError: the download directory is not empty, or the reference
+                basemap is missing or does not cover the area.
+            ExportLimitError: a layer would export more tiles than its author allows.
+        """
+        directory = self.download_directory
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            raise InvalidOfflineParametersError(
+                f"{directory}: the download directory must be empty or not exist"
+            )
+        self._check_reference_basemap()
+        if not directory.exists():
+            directory.mkdir(parents=True)
+            self._created_directory = True
+        try:
+            self.server_job = self.portal.request(
+                "POST",
+                self.task._path("jobs"),
+                json=_body(self.parameters, self.overrides),
+            )
+        except BaseException:
+            self._remove_download()
+            raise
+        self.status = JobStatus.STARTED
+
+    def _check_reference_basemap(self) -> None:
+        directory = self.parameters.reference_basemap_directory
+        name = self.parameters.reference_basemap_filename
+        if not name:
+            return
+        path = Path(directory or ".") / name
+        if not path.is_file():
+            raise InvalidOfflineParametersError(f"{path}: no such reference basemap on this device")
+        try:
+            with open_reader(str(path)) as reader:
+                bounds = reader.metadata.bounds
+        except ContainerError as exc:
+            raise InvalidOfflineParametersError(f"{path}: not a tile archive ({exc})") from None
+        area = self.parameters.area_of_interest.aoi().to_wgs84().bounds
+        if bounds is not None and not (
+            bounds.west <= area[0] and bounds.south <= area[1]
+            and bounds.east >= area[2] and bounds.north >= area[3]
+        ):  # fmt: skip
+            raise InvalidOfflineParametersError(
+                f"{path}: the reference basemap covers {tuple(bounds)}, not the whole area "
+                f"{tuple(round(v, 6) for v in area)}"
+            )
+
+    def refresh(self) -> dict[str, Any]:
+        """The server job's current state; updates ``progress`` and ``message``."""
+        if self.server_job is None:
+            raise JobFailedError("the job was not started")
+        self.server_job = self.portal.request("GET", f"/api/jobs/{self.server_job['id']}")
+        self.progress = 0.9 * float(self.server_job["progress"])
+        self.message = str(self.server_job["message"])
+        return self.server_job
+
+    def wait(
+        self, *, poll_seconds: float = 0.5, on_progress: Progress | None = None
+    ) -> GenerateOfflineMapResult:
+        """Follow the job to its end, download the package and open it.
+
+        Raises:
+            JobFailedError, JobCancelledError: the server job did not succeed.
+            DownloadError: a file could not be downloaded intact; ``resume()`` continues.
+        """
+        if self.status is JobStatus.NOT_STARTED:
+            self.start()
+        while True:
+            job = self.refresh()
+            if on_progress is not None:
+                on_progress(self.progress, self.message)
+            if job["status"] == "succeeded":
+                break
+            if job["status"] == "cancelled":
+                self.status = JobStatus.CANCELLED
+                self._remove_download()
+                raise JobCancelledError("the job was cancelled")
+            if job["status"] == "failed":
+                self.status = JobStatus.FAILED
+                self._remove_download()
+                raise JobFailedError(str(job.get("error") or job["message"]))
+            time.sleep(poll_seconds)
+        return self._download(on_progress)
+
+    def resume(self, *, on_progress: Progress | None = None) -> GenerateOfflineMapResult:
+        """Continue an interrupted download (partial files are kept and completed)."""
+        if self.server_job is None or self.server_job.get("status") != "succeeded":
+            return self.wait(on_progress=on_progress)
+        return self._download(on_progress)
+
+    def _download(self, on_progress: Progress | None) -> GenerateOfflineMapResult:
+        assert self.server_job is not None
+        self.status = JobStatus.DOWNLOADING
+        result = self.server_job["result"]
+        files = sorted(result["files"], key=lambda f: f["path"] == MANIFEST_NAME)
+        total = sum(int(f["size"]) for f in files) or 1
+        done = 0
+        for entry in files:
+            self._fetch(entry)
+            done += int(entry["size"])
+            self.progress = 0.9 + 0.1 * done / total
+            self.message = f"downloaded {entry['path']}"
+            if on_progress is not None:
+                on_progress(self.progress, self.message)
+        package = MobileMapPackage(self.download_directory).load()
+        self.result = GenerateOfflineMapResult(
+            mobile_map_package=package,
+            offline_map=package.maps[0],
+            layer_errors=dict(result.get("layer_errors", {})),
+            table_errors=dict(result.get("table_errors", {})),
+            omitted=dict(result.get("omitted", {})),
+        )
+        self.status = JobStatus.SUCCEEDED
+        self.progress = 1.0
+        return self.result
+
+    def _fetch(self, entry: dict[str, Any]) -> None:
+        relative = PurePosixPath(str(entry["path"]))
+        if relative.is_absolute() or ".." in relative.parts:
+            raise DownloadError(f"the server sent an unsafe file path {str(relative)[:100]!r}")
+        target = self.download_directory.joinpath(*relative.parts)
+        if target.exists():
+            return  # finished before an interruption
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(target.name + PART_SUFFIX)
+        size, expected = int(entry["size"]), str(entry["sha256"])
+        have = part.stat().st_size if part.exists() else 0
+        if have > size:
+            part.unlink()
+            have = 0
+        if have < size:
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            try:
+                with self.portal.stream(str(entry["href"]), headers) as response:
+                    if response.status_code == 200:  # no range support: start again
+                        have = 0
+                    elif response.status_code != 206:
+                        raise DownloadError(
+                            f"{entry['path']}: HTTP {response.status_code} from the server"
+                        )
+                    with part.open("ab" if have else "wb") as out:
+                        for chunk in response.iter_bytes(CHUNK_BYTES):
+                            out.write(chunk)
+            except httpx.HTTPError as exc:
+                raise DownloadError(
+                    f"{entry['path']}: the download stopped ({exc}); resume() continues it"
+                ) from None
+        digest = hashlib.sha256()
+        with part.open("rb") as data:
+            for chunk in iter(lambda: data.read(CHUNK_BYTES), b""):
+                digest.update(chunk)
+        if part.stat().st_size != size or digest.hexdigest() != expected:
+            part.unlink()
+            raise DownloadError(f"{entry['path']}: the file does not match its SHA-256; try again")
+        part.replace(target)
+
+    def cancel(self) -> None:
+        """Stop the job and remove what was downloaded."""
+        if self.server_job is not None and self.status in (
+            JobStatus.STARTED,
+            JobStatus.DOWNLOADING,
+        ):
+            # the job may have ended meanwhile: then there is nothing to cancel
+            with contextlib.suppress(OffmapsError):
+                self.portal.request("DELETE", f"/api/jobs/{self.server_job['id']}")
+        self._remove_download()
+        self.status = JobStatus.CANCELLED
+
+    def _remove_download(self) -> None:
+        directory = self.download_directory
+        if not directory.exists():
+            return
+        if self._created_directory:
+            shutil.rmtree(directory, ignore_errors=True)
+            return
+        for child in directory.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)

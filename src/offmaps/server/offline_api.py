@@ -1,0 +1,480 @@
+"""The offline API: capabilities, estimates and generate jobs for a web map (``/api``).
+
+- ``POST /api/maps/{id}/offline/capabilities``: per layer, whether it can be taken offline.
+- ``POST /api/maps/{id}/offline/estimate``: tiles, rows and bytes per layer, before any work.
+- ``POST /api/maps/{id}/offline/jobs``: start a generate job; ``GET``/``DELETE /api/jobs/{id}``
+  follow or cancel it; ``GET /api/jobs/{id}/files/{path}`` downloads its files (HTTP ranges).
+
+A request over a layer's max export tile count fails before any work, saying how many tiles it
+would take and which levels would fit.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict
+
+from offmaps.errors import (
+    ExportLimitError,
+    JobCancelledError,
+    JobNotFoundError,
+    OffmapsError,
+    TileNotFoundError,
+)
+from offmaps.features.model import FeatureQuery
+from offmaps.offline.extract import LayerExtract, RowFilter, extract_feature_service, extract_tiles
+from offmaps.offline.package import (
+    MANIFEST_NAME,
+    PackageItem,
+    PackageLayer,
+    PackageManifest,
+    PackageReplica,
+    file_entry,
+    write_manifest,
+)
+from offmaps.offline.parameters import (
+    GenerateOfflineMapParameterOverrides,
+    GenerateOfflineMapParameters,
+    LayerEstimate,
+    OfflineMapEstimate,
+)
+from offmaps.offline.plan import (
+    OfflinePlan,
+    TileLayerInfo,
+    TileLayerPlan,
+    get_capabilities,
+    plan_offline_map,
+)
+from offmaps.schemas import OnlineOnlyLayerRef, WebMap
+from offmaps.server.auth import Principal, Scope, current_principal
+from offmaps.server.catalog import Catalog
+from offmaps.server.jobs import Job, JobContext, JobManager
+from offmaps.server.links import base_url
+from offmaps.server.replicas import ReplicaRegistry
+from offmaps.server.tiles import ArchiveTileSource
+from offmaps.server.webmaps_api import visible_map
+from offmaps.storage import LocalBlobStore
+from offmaps.tiling import AreaOfInterest, get_tms, scale_for_zoom, tile_cover
+from offmaps.types import BBox
+
+__all__ = ["OfflineRequest", "estimate_offline_map", "offline_router", "tile_layer_infos"]
+
+ROW_BYTES = 400
+"""A typical GeoPackage row with its index entries, for estimates."""
+SAMPLED_TILES = 16
+"""Tiles read per level to measure a tile layer's sizes."""
+
+
+class OfflineRequest(BaseModel):
+    """The body of estimate and generate requests."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parameters: GenerateOfflineMapParameters
+    overrides: GenerateOfflineMapParameterOverrides | None = None
+
+
+def _catalog(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.catalog
+    return catalog
+
+
+CatalogDep = Annotated[Catalog, Depends(_catalog)]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def tile_layer_infos(catalog: Catalog) -> dict[str, TileLayerInfo]:
+    """What the plan needs to know of the server's tile services."""
+    return {
+        name: TileLayerInfo(
+            name,
+            source.info.tms_id,
+            source.info.min_zoom,
+            source.info.max_zoom,
+            source.info.bounds,
+        )
+        for name, source in catalog.tile_sources.items()
+    }
+
+
+# --- estimates --------------------------------------------------------------------------------
+
+
+def _tile_estimate(catalog: Catalog, plan: TileLayerPlan) -> LayerEstimate:
+    source = catalog.tile_sources[plan.service]
+    tms = get_tms(source.info.tms_id)
+    cover = tile_cover(plan.area.aoi(), tms, plan.zooms)
+    counts = cover.counts()
+    tiles = sum(counts.values())
+    sizes: list[int] = []
+    rng = random.Random(0)  # noqa: S311 - sampling, not security
+    for z in plan.zooms.levels():
+        level = list(itertools.islice(cover.level(z), 4096))
+        for tile in rng.sample(level, min(SAMPLED_TILES, len(level))):
+            try:
+                sizes.append(len(source.get_tile(tile)))
+            except (TileNotFoundError, OffmapsError):
+                continue
+    measured = bool(sizes)
+    average = sum(sizes) / len(sizes) if sizes else 20_000
+    error = None
+    if tiles > plan.max_tiles:
+        error = _limit_message(plan, counts, tms_id=source.info.tms_id)
+    return LayerEstimate(
+        layer_id=plan.layer_id,
+        kind=plan.kind,
+        tiles=tiles,
+        min_zoom=plan.zooms.min,
+        max_zoom=plan.zooms.max,
+        bytes=round(tiles * average),
+        measured=measured,
+        error=error,
+    )
+
+
+def _limit_message(plan: TileLayerPlan, counts: Mapping[int, int], *, tms_id: str) -> str:
+    tiles = sum(counts.values())
+    fitting, total = None, 0
+    for z in plan.zooms.levels():
+        total += counts.get(z, 0)
+        if total > plan.max_tiles:
+            break
+        fitting = z
+    message = (
+        f"layer {plan.layer_id!r} would export {tiles:,} tiles (levels {plan.zooms.min}-"
+        f"{plan.zooms.max}), over its limit of {plan.max_tiles:,}"
+    )
+    if fitting is None:
+        return message + ": even its first level is over it; choose a smaller area"
+    tms = get_tms(tms_id)
+    return message + (
+        f"; levels {plan.zooms.min}-{fitting} would fit: a scale range of "
+        f"1:{scale_for_zoom(tms, plan.zooms.min):,.0f} to 1:{scale_for_zoom(tms, fitting):,.0f}"
+    )
+
+
+def _area_bbox(aoi: AreaOfInterest) -> BBox:
+    west, south, east, north = aoi.to_wgs84().bounds
+    return BBox(west, south, east, north)
+
+
+def estimate_offline_map(
+    catalog: Catalog, webmap: WebMap, parameters: GenerateOfflineMapParameters, plan: OfflinePlan
+) -> OfflineMapEstimate:
+    """Tiles, rows and bytes per layer of ``plan``."""
+    layers = [_tile_estimate(catalog, tile_plan) for tile_plan in plan.tiles]
+    for service_plan in plan.services:
+        store = catalog.feature_service(service_plan.service)
+        for layer in service_plan.layers:
+            schema = store.get_layer(layer.layer)
+            area = (layer.area or parameters.area_of_interest).aoi()
+            box = None if schema.is_table else catalog.bbox_to_layer(_area_bbox(area), schema)
+            filters = (layer.where,) if layer.where else ()
+            count = 0
+            if not layer.schema_only:
+                query = FeatureQuery(bbox=box, filters=filters, limit=1)
+                count = store.query(schema.name, query).number_matched
+            layers.append(
+                LayerEstimate(
+                    layer_id=layer.layer_id,
+                    kind="table" if schema.is_table else "feature",
+                    features=count,
+                    bytes=count * ROW_BYTES,
+                    measured=False,
+                )
+            )
+    return OfflineMapEstimate(layers=tuple(layers), omitted=tuple(sorted(plan.omitted)))
+
+
+# --- the generate job ------------------------------------------------------------------------
+
+
+def _generate(
+    context: JobContext,
+    catalog: Catalog,
+    replicas: ReplicaRegistry,
+    webmap: WebMap,
+    parameters: GenerateOfflineMapParameters,
+    plan: OfflinePlan,
+    estimate: OfflineMapEstimate,
+    owner: str | None,
+    server_url: str,
+) -> dict[str, Any]:
+    folder = context.folder
+    sizes = {layer.layer_id: max(layer.bytes, 1) for layer in estimate.layers}
+    total = sum(sizes.values()) or 1
+    done = 0.0
+    errors: dict[str, str] = {}
+    package_layers: list[PackageLayer] = []
+    package_replicas: list[PackageReplica] = []
+    files: list[str] = []
+
+    def step(weight: float, label: str) -> Callable[[float, str], None]:
+        def report(fraction: float, message: str) -> None:
+            context.progress(0.95 * (done + weight * fraction) / total, f"{label}: {message}")
+
+        return report
+
+    attachments = LocalBlobStore(folder / "attachments")
+    for service_plan in plan.services:
+        weight = sum(sizes.get(layer.layer_id, 1) for layer in service_plan.layers)
+        name = f"{service_plan.service}.gpkg"
+        context.check_cancelled()
+        try:
+            result = extract_feature_service(
+                catalog.feature_service(service_plan.service),
+                folder / name,
+                [
+                    LayerExtract(
+                        layer=layer.layer,
+                        where=layer.where,
+                        area=layer.area.aoi() if layer.area else None,
+                        attachments=layer.attachments,
+                        include_null_geometry=layer.include_null_geometry,
+                        schema_only=layer.schema_only,
+                    )
+                    for layer in service_plan.layers
+                ],
+                parameters.area_of_interest.aoi(),
+                row_filter=RowFilter(service_plan.row_filter.value),
+                blobs=catalog.blobs,
+                attachment_store=attachments,
+                progress=step(weight, service_plan.service),
+                cancelled=context.cancelled,
+            )
+        except OffmapsError as exc:
+            if not parameters.continue_on_errors or isinstance(exc, JobCancelledError):
+                raise
+            for layer in service_plan.layers:
+                errors[layer.layer_id] = str(exc)
+            done += weight
+            continue
+        done += weight
+        files.append(name)
+        for layer in service_plan.layers:
+            ref = webmap.find_layer(layer.layer_id)
+            title = ref.title if ref is not None else layer.layer
+            package_layers.append(
+                PackageLayer(
+                    id=layer.layer_id,
+                    title=title,
+                    kind="table" if layer.is_table else "feature",
+                    file=name,
+                    layer=layer.layer,
+                    service=service_plan.service,
+                )
+            )
+        if service_plan.register_replica:
+            replica = replicas.register(
+                service_plan.service,
+                tuple(layer.layer for layer in service_plan.layers),
+                result.generation,
+                owner=owner,
+                map_id=webmap.id,
+                sync_direction=webmap.offline.sync_direction.value,
+            )
+            package_replicas.append(
+                PackageReplica(
+                    service=service_plan.service,
+                    replica_id=replica.id,
+                    generation=result.generation,
+                    file=name,
+                    sync_direction=webmap.offline.sync_direction.value,
+                )
+            )
+
+    extension = parameters.tile_format.value
+    for tile_plan in plan.tiles:
+        weight = sizes.get(tile_plan.layer_id, 1)
+        name = f"{tile_plan.layer_id}.{extension}"
+        context.check_cancelled()
+        source = catalog.tile_sources.get(tile_plan.service)
+        try:
+            if not isinstance(source, ArchiveTileSource):
+                msg = f"tile service {tile_plan.service!r} is not an archive: it cannot be exported"
+                raise TileNotFoundError(msg)
+            extract_tiles(
+                str(source.location),
+                folder / name,
+                tile_plan.area.aoi(),
+                tile_plan.zooms,
+                progress=step(weight, tile_plan.layer_id),
+                cancelled=context.cancelled,
+            )
+        except OffmapsError as exc:
+            if not parameters.continue_on_errors or isinstance(exc, JobCancelledError):
+                raise
+            errors[tile_plan.layer_id] = str(exc)
+            done += weight
+            continue
+        done += weight
+        files.append(name)
+        ref = webmap.find_layer(tile_plan.layer_id)
+        package_layers.append(
+            PackageLayer(
+                id=tile_plan.layer_id,
+                title=ref.title if ref is not None else tile_plan.layer_id,
+                kind="vector_tile" if tile_plan.kind == "vector_tile" else "raster_tile",
+                file=name,
+                service=tile_plan.service,
+            )
+        )
+    for layer_id in plan.online_only:
+        ref = webmap.find_layer(layer_id)
+        if isinstance(ref, OnlineOnlyLayerRef):
+            package_layers.append(
+                PackageLayer(id=ref.id, title=ref.title, kind="online_only", url=str(ref.url))
+            )
+
+    order = {ref.id: index for index, ref in enumerate(webmap.iter_layers())}
+    package_layers.sort(key=lambda layer: order.get(layer.id, len(order)))  # the map's order
+    context.progress(0.96, "writing the manifest")
+    files += sorted(
+        str(path.relative_to(folder)) for path in folder.joinpath("attachments").rglob("*")
+        if path.is_file()
+    )  # fmt: skip
+    item = parameters.item_info
+    manifest = PackageManifest(
+        format_version="1.0",
+        created=datetime.now(UTC),
+        item=PackageItem(
+            title=item.title if item else webmap.item.title,
+            snippet=item.snippet if item else (webmap.item.snippet or ""),
+            description=item.description if item else (webmap.item.description or ""),
+            tags=list(item.tags if item else webmap.item.tags),
+        ),
+        server_url=server_url,
+        source_map_id=webmap.id,
+        update_mode=parameters.update_mode.value,
+        map=webmap.model_dump(mode="json", exclude_none=True),
+        layers=[layer for layer in package_layers if layer.kind != "table"],
+        tables=[layer for layer in package_layers if layer.kind == "table"],
+        replicas=package_replicas,
+        files=[file_entry(folder, name) for name in files],
+    )
+    write_manifest(folder, manifest)
+    listed = [*manifest.files, file_entry(folder, MANIFEST_NAME)]
+    table_ids = {ref.id for ref in webmap.tables}
+    return {
+        "files": [entry.model_dump() for entry in listed],
+        "layer_errors": {k: v for k, v in errors.items() if k not in table_ids},
+        "table_errors": {k: v for k, v in errors.items() if k in table_ids},
+        "omitted": plan.omitted,
+    }
+
+
+def _job_document(job: Job, base: str) -> dict[str, Any]:
+    document = asdict(job)
+    document.pop("owner")
+    document["links"] = [{"rel": "self", "href": f"{base}/api/jobs/{job.id}"}]
+    if document["result"] is not None:
+        for entry in document["result"]["files"]:
+            entry["href"] = f"{base}/api/jobs/{job.id}/files/{entry['path']}"
+    return document
+
+
+def _check_job_access(job: Job, principal: Principal) -> None:
+    if job.owner is not None and job.owner != principal.subject and not principal.has(Scope.ADMIN):
+        raise JobNotFoundError(f"no job {job.id!r}")
+
+
+def offline_router(jobs: JobManager, replicas: ReplicaRegistry) -> APIRouter:
+    """The offline API over ``jobs`` and ``replicas``."""
+    router = APIRouter(prefix="/api", tags=["offline"])
+
+    def prepared(
+        catalog: Catalog, principal: Principal, map_id: str, body: OfflineRequest
+    ) -> tuple[WebMap, OfflinePlan, OfflineMapEstimate]:
+        webmap = visible_map(catalog, principal, map_id)
+        plan = plan_offline_map(webmap, body.parameters, body.overrides, tile_layer_infos(catalog))
+        return webmap, plan, estimate_offline_map(catalog, webmap, body.parameters, plan)
+
+    @router.post("/maps/{map_id}/offline/capabilities", summary="What can be taken offline")
+    def capabilities(
+        map_id: str,
+        catalog: CatalogDep,
+        principal: PrincipalDep,
+        parameters: GenerateOfflineMapParameters | None = None,
+    ) -> dict[str, Any]:
+        found = get_capabilities(visible_map(catalog, principal, map_id), parameters)
+        return {**found.model_dump(mode="json"), "has_errors": found.has_errors}
+
+    @router.post("/maps/{map_id}/offline/estimate", summary="Tiles, rows and bytes, before work")
+    def estimate(
+        map_id: str, body: OfflineRequest, catalog: CatalogDep, principal: PrincipalDep
+    ) -> dict[str, Any]:
+        _, _, found = prepared(catalog, principal, map_id, body)
+        return {
+            **found.model_dump(mode="json"),
+            "bytes": found.bytes,
+            "tiles": found.tiles,
+            "features": found.features,
+        }
+
+    @router.post(
+        "/maps/{map_id}/offline/jobs", summary="Start generating an offline map", status_code=201
+    )
+    def start(
+        map_id: str,
+        body: OfflineRequest,
+        request: Request,
+        catalog: CatalogDep,
+        principal: PrincipalDep,
+    ) -> dict[str, Any]:
+        webmap, plan, found = prepared(catalog, principal, map_id, body)
+        over = [layer for layer in found.layers if layer.error is not None]
+        if over:
+            first = over[0]
+            tiles, limit = first.tiles or 0, 0
+            for tile_plan in plan.tiles:
+                if tile_plan.layer_id == first.layer_id:
+                    limit = tile_plan.max_tiles
+            raise ExportLimitError(
+                first.error or "", layer=first.layer_id, tiles=tiles, limit=limit
+            )
+        base = base_url(request)
+        owner = None if principal.anonymous else principal.subject
+        job = jobs.submit(
+            "generate_offline_map",
+            owner,
+            lambda context: _generate(
+                context, catalog, replicas, webmap, body.parameters, plan, found, owner, base
+            ),
+        )
+        return _job_document(job, base)
+
+    @router.get("/jobs/{job_id}", summary="A job's status, progress and result")
+    def status(job_id: str, request: Request, principal: PrincipalDep) -> dict[str, Any]:
+        job = jobs.get(job_id)
+        _check_job_access(job, principal)
+        return _job_document(job, base_url(request))
+
+    @router.delete("/jobs/{job_id}", summary="Cancel a job, or remove an ended one")
+    def cancel(job_id: str, principal: PrincipalDep) -> Response:
+        job = jobs.get(job_id)
+        _check_job_access(job, principal)
+        if job.status.done:
+            jobs.delete(job_id)
+        else:
+            jobs.cancel(job_id)
+        return Response(status_code=204)
+
+    @router.get("/jobs/{job_id}/files/{path:path}", summary="A file of a finished job (ranges)")
+    def download(job_id: str, path: str, principal: PrincipalDep) -> FileResponse:
+        job = jobs.get(job_id)
+        _check_job_access(job, principal)
+        listed = {entry["path"] for entry in (job.result or {}).get("files", [])}
+        if path not in listed:
+            raise JobNotFoundError(f"job {job_id} has no file {path[:200]!r}")
+        return FileResponse(jobs.files(job_id) / Path(path), filename=Path(path).name)
+
+    return router

@@ -1,0 +1,322 @@
+"""On-demand offline maps end to end: the SDK against a listening server, real files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from click.testing import CliRunner
+from fastapi import FastAPI
+
+from offmaps.cli import cli
+from offmaps.client import Portal
+from offmaps.client.offline import JobStatus, OfflineMapTask, PortalItem
+from offmaps.containers import TilesetMetadata, open_writer
+from offmaps.errors import (
+    DownloadError,
+    ExportLimitError,
+    InvalidOfflineParametersError,
+    WebMapNotFoundError,
+)
+from offmaps.features.model import FeatureQuery, Insert
+from offmaps.offline.package import verify_package
+from offmaps.offline.parameters import CapabilityReason, area_from_bbox
+from offmaps.schemas import WebMap
+from offmaps.server.tiles import ArchiveTileSource
+from offmaps.types import TileFormat
+from tests.cli.test_users import run
+from tests.server.conftest import PASSWORD, LiveServer, webmap_document
+from tests.tilegen import make_tile
+
+# sites 0-9 lie at longitudes 24.90-24.99, latitude 60.1 (tests/server/conftest.py)
+AREA = area_from_bbox(24.895, 60.05, 24.995, 60.15)
+EDIT = {"create": True, "update": True, "delete": True}
+
+
+def offline_map(server: LiveServer, *, basemap_limit: int = 100_000) -> str:
+    """A public web map of the test service made for offline use, with a raster basemap."""
+    catalog = server.server.catalog
+    store = catalog.feature_service("city")
+    store.apply_edits(
+        [Insert("inspections", {"site_osm_id": i, "result": "ok"}, None) for i in (1, 2, 20)]
+    )
+    archive = server.server.data_dir / "tiles" / "basemap.mbtiles"
+    with open_writer(str(archive), TilesetMetadata(tile_format=TileFormat.PNG)) as writer:
+        for z in range(0, 9):
+            for tile in _tiles_over_helsinki(z):
+                writer.write_tile(tile, make_tile(tile, TileFormat.PNG))
+    catalog.tile_sources["basemap"] = ArchiveTileSource("basemap", archive)
+    document: dict[str, Any] = webmap_document(
+        title="Offline",
+        public=True,
+        layers=[
+            {
+                "type": "feature", "id": "sites", "title": "Sites", "service": "city",
+                "layer": "sites", "editing": EDIT, "sync_enabled": True,
+                "attachments_enabled": True,
+            },
+            {
+                "type": "online_only", "id": "live", "title": "Live",
+                "url": "https://tile.openstreetmap.org/{z}/{x}/{y}.png", "kind": "xyz",
+            },
+        ],
+        tables=[
+            {
+                "id": "inspections", "title": "Inspections", "service": "city",
+                "layer": "inspections", "editing": EDIT, "sync_enabled": True,
+            }
+        ],
+    )  # fmt: skip
+    document["basemap"] = {
+        "title": "Basemap",
+        "layers": [
+            {
+                "type": "raster_tile", "id": "basemap", "title": "Basemap",
+                "service": "basemap", "export_tiles_allowed": True,
+                "max_export_tile_count": basemap_limit,
+            }
+        ],
+    }  # fmt: skip
+    document["relationships"] = [
+        {
+            "id": "site_inspections", "name": "Inspections", "origin": "sites",
+            "destination": "inspections", "origin_key": "osm_id",
+            "destination_key": "site_osm_id",
+        }
+    ]  # fmt: skip
+    stored = catalog.webmaps.create(WebMap.model_validate(document), owner="editor")
+    assert stored.id is not None
+    return stored.id
+
+
+def _tiles_over_helsinki(z: int) -> list[Any]:
+    import morecantile  # noqa: PLC0415
+
+    from offmaps.types import Tile  # noqa: PLC0415
+
+    tms = morecantile.tms.get("WebMercatorQuad")
+    return [Tile(t.x, t.y, t.z) for t in tms.tiles(24.8, 60.0, 25.2, 60.2, [z])]
+
+
+@pytest.fixture
+def portals() -> Iterator[list[Portal]]:
+    """Connections made by a test, closed after it."""
+    made: list[Portal] = []
+    yield made
+    for portal in made:
+        portal.close()
+
+
+@pytest.fixture
+def task_for(portals: list[Portal]) -> Callable[[LiveServer, str], OfflineMapTask]:
+    """Signs in as the editor and makes the task of a map."""
+
+    def make(server: LiveServer, map_id: str) -> OfflineMapTask:
+        portal = Portal(server.url)
+        portals.append(portal)
+        portal.login("editor", PASSWORD)
+        return OfflineMapTask(PortalItem(portal, map_id))
+
+    return make
+
+
+def test_capabilities_and_an_estimate_before_any_work(
+    live_server: LiveServer, task_for: Callable[[LiveServer, str], OfflineMapTask]
+) -> None:
+    task = task_for(live_server, offline_map(live_server))
+    capabilities = task.get_offline_map_capabilities()
+    assert capabilities.has_errors  # the online-only layer
+    reasons = {c.layer_id: c.reason for c in capabilities.layers}
+    assert reasons == {"basemap": None, "sites": None, "live": CapabilityReason.ONLINE_ONLY}
+
+    parameters = task.create_default_generate_offline_map_parameters(AREA)
+    estimate = task.estimate_offline_map(parameters)
+    layers = {layer.layer_id: layer for layer in estimate.layers}
+    assert layers["sites"].features == 10
+    assert layers["basemap"].tiles is not None
+    assert layers["basemap"].tiles > 0
+    assert layers["basemap"].measured
+    assert estimate.bytes > 0
+    assert "live" in estimate.omitted
+
+
+def test_generate_downloads_a_package_that_opens_offline(
+    live_server: LiveServer, tmp_path: Path, task_for: Callable[[LiveServer, str], OfflineMapTask]
+) -> None:
+    task = task_for(live_server, offline_map(live_server))
+    parameters = task.create_default_generate_offline_map_parameters(AREA)
+    job = task.generate_offline_map(parameters, tmp_path / "download")
+    seen: list[float] = []
+    result = job.wait(poll_seconds=0.05, on_progress=lambda f, _: seen.append(f))
+    assert job.status is JobStatus.SUCCEEDED
+    assert seen == sorted(seen)
+    assert seen[-1] == 1.0
+    assert not result.has_errors
+
+    report = verify_package(tmp_path / "download")
+    assert report.ok, report.problems
+    offline = result.offline_map
+    layers = {layer.id: layer for layer in offline.layers}
+    assert set(layers) == {"basemap", "sites"}
+    with layers["sites"].open_features() as replica:
+        sites = list(replica.iter_features("sites", FeatureQuery(limit=1000)))
+        inspections = list(replica.iter_features("inspections", FeatureQuery(limit=1000)))
+    assert sorted(int(str(f.properties["osm_id"])) for f in sites) == list(range(10))
+    # related rows only: site 20 is outside the area
+    assert sorted(int(str(r.properties["site_osm_id"])) for r in inspections) == [1, 2]
+    with layers["basemap"].open_tiles() as reader:
+        assert sum(1 for _ in reader.iter_tiles()) > 0
+    (replica_entry,) = offline.replicas
+    app = cast(FastAPI, live_server.server.client.app)
+    registered = app.state.replicas.get(replica_entry.replica_id)
+    assert registered.service == "city"
+    assert registered.generation == replica_entry.generation >= 1
+    assert list((tmp_path / "download").rglob("*.part")) == []
+
+
+def test_an_export_over_the_limit_fails_before_any_work(
+    live_server: LiveServer, tmp_path: Path, task_for: Callable[[LiveServer, str], OfflineMapTask]
+) -> None:
+    task = task_for(live_server, offline_map(live_server, basemap_limit=3))
+    parameters = task.create_default_generate_offline_map_parameters(AREA)
+    job = task.generate_offline_map(parameters, tmp_path / "download")
+    with pytest.raises(
+        ExportLimitError, match=r"would export [\d,]+ tiles .* levels 0-\d would fit"
+    ):
+        job.start()
+    assert not (tmp_path / "download").exists()
+    assert list((live_server.server.data_dir / "jobs").iterdir()) == []
+
+
+def test_bad_requests_are_refused_before_any_work(
+    live_server: LiveServer,
+    tmp_path: Path,
+    task_for: Callable[[LiveServer, str], OfflineMapTask],
+    portals: list[Portal],
+) -> None:
+    map_id = offline_map(live_server)
+    task = task_for(live_server, map_id)
+    parameters = task.create_default_generate_offline_map_parameters(AREA)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("x")
+    with pytest.raises(InvalidOfflineParametersError, match="must be empty"):
+        task.generate_offline_map(parameters, busy).start()
+    overrides = task.create_generate_offline_map_parameter_overrides(parameters)
+    overrides = overrides.model_copy(update={"online_only_layers": ("nope",)})
+    with pytest.raises(InvalidOfflineParametersError, match="no layer 'nope'"):
+        task.estimate_offline_map(parameters, overrides)
+    far = task.create_default_generate_offline_map_parameters(area_from_bbox(10, 10, 11, 11))
+    placed = task.webmap  # the fixture map has no extent: every area is inside it
+    assert placed.initial_extent is None
+    far_layers = {layer.layer_id: layer for layer in task.estimate_offline_map(far).layers}
+    assert far_layers["sites"].features == 0
+    missing = parameters.model_copy(
+        update={
+            "reference_basemap_directory": str(tmp_path),
+            "reference_basemap_filename": "a.mbtiles",
+        }
+    )
+    with pytest.raises(InvalidOfflineParametersError, match="no such reference basemap"):
+        task.generate_offline_map(missing, tmp_path / "d").start()
+    anonymous = Portal(live_server.url)
+    portals.append(anonymous)
+    stranger = OfflineMapTask(PortalItem(anonymous, "0" * 32))
+    with pytest.raises(WebMapNotFoundError):
+        stranger.estimate_offline_map(parameters)
+
+
+def test_an_interrupted_download_resumes_with_ranges_and_checks_hashes(
+    live_server: LiveServer, tmp_path: Path, task_for: Callable[[LiveServer, str], OfflineMapTask]
+) -> None:
+    task = task_for(live_server, offline_map(live_server))
+    parameters = task.create_default_generate_offline_map_parameters(AREA)
+    download = tmp_path / "download"
+    job = task.generate_offline_map(parameters, download)
+    job.start()
+    while job.refresh()["status"] not in ("succeeded", "failed"):
+        pass
+    assert job.server_job is not None
+    files = {entry["path"]: entry for entry in job.server_job["result"]["files"]}
+    entry = files["city.gpkg"]
+    with job.portal.stream(entry["href"], {}) as response:  # the reference bytes
+        whole = response.read()
+    assert hashlib.sha256(whole).hexdigest() == entry["sha256"]
+    (download / "city.gpkg.part").write_bytes(whole[: len(whole) // 2])  # cut off midway
+    result = job.resume()
+    assert (download / "city.gpkg").read_bytes() == whole
+    assert result.offline_map.layers
+
+    corrupt = tmp_path / "again"
+    job2 = task.generate_offline_map(parameters, corrupt)
+    job2.start()
+    while job2.refresh()["status"] != "succeeded":
+        pass
+    (corrupt / "city.gpkg.part").write_bytes(b"\x00" * (len(whole) // 2))  # wrong bytes
+    with pytest.raises(DownloadError, match="SHA-256"):
+        job2.resume()
+    assert not (corrupt / "city.gpkg.part").exists()
+
+
+def test_cancel_leaves_nothing_behind(
+    live_server: LiveServer, tmp_path: Path, task_for: Callable[[LiveServer, str], OfflineMapTask]
+) -> None:
+    task = task_for(live_server, offline_map(live_server))
+    parameters = task.create_default_generate_offline_map_parameters(AREA)
+    job = task.generate_offline_map(parameters, tmp_path / "download")
+    job.start()
+    job.cancel()
+    assert job.status is JobStatus.CANCELLED
+    assert not (tmp_path / "download").exists()
+    assert job.server_job is not None
+    jobs = live_server.server.data_dir / "jobs" / job.server_job["id"]
+    for _ in range(200):
+        state = job.portal.request("GET", f"/api/jobs/{job.server_job['id']}")
+        if state["status"] in ("cancelled", "succeeded"):
+            break
+    assert not (jobs / "files").exists() or state["status"] == "succeeded"
+
+
+def test_the_cli_estimates_and_generates(
+    live_server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OFFMAPS_CONFIG_DIR", str(tmp_path / "config"))
+    map_id = offline_map(live_server)
+    common = ["--server", live_server.url, "--map", map_id, "--bbox", "24.895,60.05,24.995,60.15"]
+    runner = CliRunner()
+    login = runner.invoke(
+        cli, ["login", live_server.url, "-u", "editor", "--password-stdin"], input=PASSWORD + "\n"
+    )
+    assert login.exit_code == 0, login.output
+    estimate = runner.invoke(cli, ["offline", "estimate", *common, "--json"])
+    assert estimate.exit_code == 0, estimate.output
+    assert json.loads(estimate.output)["features"] >= 10
+    out = tmp_path / "map"
+    generated = runner.invoke(cli, ["offline", "generate", *common, "--out", str(out), "--json"])
+    assert generated.exit_code == 0, generated.output
+    summary = json.loads(generated.output.strip().splitlines()[-1])
+    assert summary["layers"] == ["basemap", "sites"]
+    assert verify_package(out).ok
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--bbox", "1,2,3"],
+        ["--bbox", "0,0,0,0"],
+        ["--bbox", "24,60,25,61", "--min-scale", "5000", "--max-scale", "90000"],
+        [],
+    ],
+)
+def test_the_cli_refuses_bad_areas_and_scales_in_one_line(
+    live_server: LiveServer, args: list[str]
+) -> None:
+    map_id = offline_map(live_server)
+    code, _, err = run("offline", "estimate", "--server", live_server.url, "--map", map_id, *args)
+    assert code != 0
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
