@@ -107,6 +107,35 @@ for name in ("basemap", "buildings", "helsinki-vt"):
 PY
 echo offmaps-sample | $BIN/offmaps login "$URL" -u editor --password-stdin
 $BIN/offmaps maps list --server "$URL" --json
+
+step "9. Take the sample map offline: capabilities, estimate, generate, verify, open"
+MAP=$($BIN/offmaps maps list --server "$URL" --json | $BIN/python -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+$BIN/offmaps offline capabilities --server "$URL" --map "$MAP" --bbox "$BBOX"
+$BIN/offmaps offline estimate --server "$URL" --map "$MAP" --bbox "$BBOX"
+$BIN/offmaps offline generate --server "$URL" --map "$MAP" --bbox "$BBOX" --out "$OUT/offline-map"
+$BIN/offmaps package verify "$OUT/offline-map"
+$BIN/python - "$OUT/offline-map" <<'PY'
+import sys
+from offmaps.features.model import FeatureQuery
+from offmaps.offline import MobileMapPackage
+with MobileMapPackage(sys.argv[1]).load() as package:
+    offline = package.maps[0]
+    print(f"opened offline, no network: {package.item.title!r}")
+    for layer in [*offline.layers, *offline.tables]:
+        if layer.kind in ("feature", "table"):
+            with layer.open_features() as store:
+                rows = sum(1 for _ in store.iter_features(layer.layer, FeatureQuery(limit=10_000)))
+            print(f"  {layer.id}: {rows:,} rows in {layer.path.name}")
+        elif layer.path is not None:
+            with layer.open_tiles() as reader:
+                tiles = sum(1 for _ in reader.iter_tiles())
+            print(f"  {layer.id}: {tiles:,} {layer.kind} tiles in {layer.path.name}")
+        else:
+            print(f"  {layer.id}: {layer.kind} ({layer.url})")
+    for replica in offline.replicas:
+        print(f"  replica {replica.replica_id} of {replica.service} from generation {replica.generation}")
+PY
+
 kill $SERVER; wait $SERVER 2>/dev/null || true
 trap - EXIT
 printf '\nServe it again: OFFMAPS_DATA_DIR=%s %s/offmaps serve   (then open %s/docs)\n' "$OFFMAPS_DATA_DIR" "$BIN" "$URL"
