@@ -38,6 +38,7 @@ imports: install
 	$(BIN)/lint-imports
 
 pytest: install data
+	bash scripts/clients.sh
 	url=$$(bash scripts/services.sh) && OFFMAPS_TEST_POSTGRES_URL=$$url OFFMAPS_DATA=$(abspath $(DATA)) $(BIN)/pytest -n 2 -q
 
 test: lint typecheck imports pytest

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -176,6 +178,33 @@ def test_generate_downloads_a_package_that_opens_offline(
     assert registered.service == "city"
     assert registered.generation == replica_entry.generation >= 1
     assert list((tmp_path / "download").rglob("*.part")) == []
+
+
+QGIS_PYTHON = "/usr/bin/python3"  # Debian's: the only one that sees QGIS (scripts/clients.sh)
+
+
+def test_the_package_opens_and_renders_in_qgis(
+    live_server: LiveServer, tmp_path: Path, task_for: Callable[[LiveServer, str], OfflineMapTask]
+) -> None:
+    task = task_for(live_server, offline_map(live_server))
+    parameters = task.create_default_generate_offline_map_parameters(AREA)
+    task.generate_offline_map(parameters, tmp_path / "map").wait(poll_seconds=0.05)
+    script = Path(__file__).parents[2] / "scripts" / "qgis_package.py"
+    done = subprocess.run(
+        [QGIS_PYTHON, str(script), str(tmp_path / "map"), str(tmp_path / "map.png")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )
+    assert done.returncode == 0, (
+        f"QGIS could not open the package (make test installs QGIS with scripts/clients.sh):\n"
+        f"{done.stdout}\n{done.stderr[-2000:]}"
+    )
+    assert "ok   sites: 10 features" in done.stdout
+    assert "ok   basemap: QgsRasterLayer" in done.stdout
+    assert (tmp_path / "map.png").stat().st_size > 1000
 
 
 def test_an_export_over_the_limit_fails_before_any_work(
