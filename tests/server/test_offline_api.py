@@ -22,6 +22,7 @@ from offmaps.errors import (
     DownloadError,
     ExportLimitError,
     InvalidOfflineParametersError,
+    JobFailedError,
     WebMapNotFoundError,
 )
 from offmaps.features.model import FeatureQuery, Insert
@@ -29,7 +30,7 @@ from offmaps.offline.package import verify_package
 from offmaps.offline.parameters import CapabilityReason, area_from_bbox
 from offmaps.schemas import WebMap
 from offmaps.server.tiles import ArchiveTileSource
-from offmaps.types import TileFormat
+from offmaps.types import BBox, TileFormat
 from tests.cli.test_users import run
 from tests.server.conftest import PASSWORD, LiveServer, webmap_document
 from tests.tilegen import make_tile
@@ -349,3 +350,86 @@ def test_the_cli_refuses_bad_areas_and_scales_in_one_line(
     assert code != 0
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_reference_basemap_on_the_device_replaces_the_download(
+    live_server: LiveServer, tmp_path: Path, task_for: Callable[[LiveServer, str], OfflineMapTask]
+) -> None:
+    task = task_for(live_server, offline_map(live_server))
+    device = tmp_path / "device"
+    device.mkdir()
+    small = device / "small.mbtiles"
+    metadata = TilesetMetadata(tile_format=TileFormat.PNG, bounds=BBox(24.9, 60.1, 24.91, 60.11))
+    with open_writer(str(small), metadata) as writer:
+        for tile in _tiles_over_helsinki(8)[:1]:
+            writer.write_tile(tile, make_tile(tile, TileFormat.PNG))
+    parameters = task.create_default_generate_offline_map_parameters(AREA)
+    tiny = parameters.model_copy(
+        update={
+            "reference_basemap_directory": str(device),
+            "reference_basemap_filename": "small.mbtiles",
+        }
+    )
+    with pytest.raises(InvalidOfflineParametersError, match="not the whole area"):
+        task.generate_offline_map(tiny, tmp_path / "a").start()
+    (device / "junk.mbtiles").write_bytes(b"junk" * 100)
+    junk = tiny.model_copy(update={"reference_basemap_filename": "junk.mbtiles"})
+    with pytest.raises(InvalidOfflineParametersError, match="not a tile archive"):
+        task.generate_offline_map(junk, tmp_path / "b").start()
+    assert not (tmp_path / "a").exists()
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_world_sized_area_is_over_the_limit(
+    live_server: LiveServer, tmp_path: Path, task_for: Callable[[LiveServer, str], OfflineMapTask]
+) -> None:
+    task = task_for(live_server, offline_map(live_server, basemap_limit=1_000))
+    world = task.create_default_generate_offline_map_parameters(area_from_bbox(-180, -85, 180, 85))
+    estimate = task.estimate_offline_map(world)
+    (basemap,) = [layer for layer in estimate.layers if layer.layer_id == "basemap"]
+    assert basemap.tiles == sum(4**z for z in range(9))
+    assert basemap.error is not None
+    with pytest.raises(ExportLimitError, match="levels 0-4 would fit"):
+        task.generate_offline_map(world, tmp_path / "world").start()
+
+
+def test_continue_on_errors_decides_whether_a_failing_layer_stops_the_job(
+    live_server: LiveServer, tmp_path: Path, task_for: Callable[[LiveServer, str], OfflineMapTask]
+) -> None:
+    task = task_for(live_server, offline_map(live_server))
+    store = live_server.server.catalog.feature_service("city")
+    (site,) = store.query("sites", FeatureQuery(filters=("osm_id = 1",))).features
+    lost = "0" * 64  # an attachment whose bytes are not in the blob store
+    store.add_attachment(
+        "sites", site.global_id, name="lost.jpg", content_type="image/jpeg", size=3, sha256=lost
+    )
+    parameters = task.create_default_generate_offline_map_parameters(AREA)
+    overrides = None
+    result = task.generate_offline_map(parameters, tmp_path / "go-on").wait(poll_seconds=0.05)
+    assert result.has_errors
+    assert lost in result.layer_errors["sites"]
+    assert "inspections" in result.table_errors
+    assert [layer.id for layer in result.offline_map.layers] == ["basemap"]
+
+    stop = parameters.model_copy(update={"continue_on_errors": False})
+    job = task.generate_offline_map(stop, tmp_path / "stop", overrides)
+    with pytest.raises(JobFailedError, match=lost):
+        job.wait(poll_seconds=0.05)
+    assert not (tmp_path / "stop").exists()
+    assert job.server_job is not None
+    files = live_server.server.data_dir / "jobs" / job.server_job["id"] / "files"
+    assert not files.exists()
+
+
+def test_a_full_disk_on_the_device_is_a_clear_error_that_resume_continues(
+    live_server: LiveServer,
+    full_disk: Path,
+    task_for: Callable[[LiveServer, str], OfflineMapTask],
+) -> None:
+    task = task_for(live_server, offline_map(live_server))
+    parameters = task.create_default_generate_offline_map_parameters(AREA)
+    (full_disk / "filler").write_bytes(b"\0" * 150_000)  # leaves less room than the map needs
+    job = task.generate_offline_map(parameters, full_disk / "map")
+    with pytest.raises(DownloadError, match=r"cannot write .* make room, then resume"):
+        job.wait(poll_seconds=0.05)
+    assert not (full_disk / "map" / "package.json").exists()

@@ -118,3 +118,14 @@ def test_ring_around_a_pole_is_closed_through_the_pole() -> None:
     west, south, east, north = aoi.geometry.bounds
     assert (west, south, east) == (-180.0, -90.0, 180.0)
     assert -66 < north <= -65
+
+
+def test_a_box_over_every_longitude_is_the_whole_world_band() -> None:
+    for aoi in (
+        AreaOfInterest.from_bbox(-180, -85, 180, 85),
+        AreaOfInterest.from_geojson(json.dumps(box(-180, -85, 180, 85).__geo_interface__)),
+    ):
+        assert aoi.geometry.equals(box(-180, -85, 180, 85))
+    # a ring that only crosses 180° is still split, not read as the whole band
+    fiji = AreaOfInterest.from_geometry(Polygon([(179, -17), (-179, -17), (-179, -16), (179, -16)]))
+    assert fiji.geometry.area < 10

@@ -352,6 +352,11 @@ class GenerateOfflineMapJob:
                 raise DownloadError(
                     f"{entry['path']}: the download stopped ({exc}); resume() continues it"
                 ) from None
+            except OSError as exc:
+                raise DownloadError(
+                    f"{entry['path']}: cannot write to {self.download_directory} "
+                    f"({exc.strerror or exc}); make room, then resume() continues it"
+                ) from None
         digest = hashlib.sha256()
         with part.open("rb") as data:
             for chunk in iter(lambda: data.read(CHUNK_BYTES), b""):

@@ -121,7 +121,8 @@ class AreaOfInterest:
             # split before any repair: make_valid can merge vertices into edges that look like
             # antimeridian jumps (Natural Earth's Antarctica)
             _check_latitudes(geometry, parsed_crs)
-            geometry = split_antimeridian(_polygonal(geometry, require_area=False))
+            if not _whole_width_box(geometry):
+                geometry = split_antimeridian(_polygonal(geometry, require_area=False))
         if not geometry.is_valid:
             reason = shapely.is_valid_reason(geometry)
             if not repair:
@@ -339,6 +340,17 @@ def split_antimeridian(geometry: Polygon | MultiPolygon) -> Polygon | MultiPolyg
             if not piece.is_empty and piece.area > 0:
                 pieces.append(affinity.translate(piece, xoff=shift))
     return _polygonal(shapely.unary_union(pieces))
+
+
+def _whole_width_box(geometry: BaseGeometry) -> bool:
+    """Whether ``geometry`` is a box over every longitude: its edges run along the
+    antimeridian, not across it, so it needs no split."""
+    west, south, east, north = geometry.bounds
+    return (
+        isinstance(geometry, Polygon)
+        and (west, east) == (-180.0, 180.0)
+        and geometry.equals(box(west, south, east, north))
+    )
 
 
 def _beyond(polygon: Polygon) -> bool:
