@@ -30,7 +30,8 @@ from offmaps.offline.package import verify_package
 from offmaps.offline.parameters import CapabilityReason, area_from_bbox
 from offmaps.schemas import WebMap
 from offmaps.server.tiles import ArchiveTileSource
-from offmaps.types import BBox, TileFormat
+from offmaps.tiling import get_tms
+from offmaps.types import BBox, Tile, TileFormat
 from tests.cli.test_users import run
 from tests.server.conftest import PASSWORD, LiveServer, webmap_document
 from tests.tilegen import make_tile
@@ -97,11 +98,7 @@ def offline_map(server: LiveServer, *, basemap_limit: int = 100_000) -> str:
 
 
 def _tiles_over_helsinki(z: int) -> list[Any]:
-    import morecantile  # noqa: PLC0415
-
-    from offmaps.types import Tile  # noqa: PLC0415
-
-    tms = morecantile.tms.get("WebMercatorQuad")
+    tms = get_tms("WebMercatorQuad")
     return [Tile(t.x, t.y, t.z) for t in tms.tiles(24.8, 60.0, 25.2, 60.2, [z])]
 
 
@@ -378,6 +375,23 @@ def test_a_reference_basemap_on_the_device_replaces_the_download(
         task.generate_offline_map(junk, tmp_path / "b").start()
     assert not (tmp_path / "a").exists()
     assert not (tmp_path / "b").exists()
+
+    # a device archive in another tiling scheme that covers the area: the map uses it, and its
+    # spatial reference
+    crs84 = device / "crs84.gpkg"
+    metadata = TilesetMetadata(
+        tile_format=TileFormat.PNG, tms=get_tms("WorldCRS84Quad"), bounds=BBox(24, 59, 26, 61)
+    )
+    with open_writer(str(crs84), metadata) as writer:
+        writer.write_tile(Tile(0, 0, 0), make_tile(Tile(0, 0, 0), TileFormat.PNG))
+    own = tiny.model_copy(update={"reference_basemap_filename": "crs84.gpkg"})
+    result = task.generate_offline_map(own, tmp_path / "c").wait(poll_seconds=0.05)
+    offline = result.offline_map
+    assert offline.spatial_reference == "WorldCRS84Quad"
+    assert offline.layers[0].path == crs84
+    assert "basemap" not in [layer.id for layer in offline.layers]
+    assert result.omitted["basemap"] == "a basemap on the device is used instead"
+    assert verify_package(tmp_path / "c").ok
 
 
 def test_a_world_sized_area_is_over_the_limit(

@@ -57,6 +57,7 @@ __all__ = [
     "PackageLayer",
     "PackageManifest",
     "PackageReplica",
+    "ReferenceBasemap",
     "VerifyProblem",
     "VerifyReport",
     "check_package_path",
@@ -216,6 +217,16 @@ class PackageReplica(_Model):
     """Which way edits travel when syncing."""
 
 
+class ReferenceBasemap(_Model):
+    """A tile archive already on the device, used as the basemap instead of a downloaded one
+    (ArcGIS ``referenceBasemapDirectory`` and ``referenceBasemapFilename``)."""
+
+    directory: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    """The folder on the device; a relative one is relative to the package folder."""
+    filename: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    """The archive's file name in that folder."""
+
+
 class PackageManifest(_Model):
     """The ``package.json`` document: what the package holds and how to check it."""
 
@@ -240,6 +251,8 @@ class PackageManifest(_Model):
     replicas: list[PackageReplica] = Field(default_factory=list)
     """One replica per feature service taken offline."""
     files: list[PackageFile]
+    reference_basemap: ReferenceBasemap | None = None
+    """The device's own basemap, when the offline map was made to use one."""
     """Every file of the package except ``package.json`` itself."""
 
     @model_validator(mode="after")
@@ -830,6 +843,9 @@ class OfflineMap:
     layers: list[OfflineLayer] = field(default_factory=list)
     tables: list[OfflineLayer] = field(default_factory=list)
     replicas: list[PackageReplica] = field(default_factory=list)
+    spatial_reference: str = "WebMercatorQuad"
+    """The tiling scheme the map is drawn in: a reference basemap's when it has one, since the
+    device's archive cannot be reprojected."""
 
 
 class MobileMapPackage:
@@ -846,6 +862,7 @@ class MobileMapPackage:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._manifest: PackageManifest | None = None
+        self._reference: tuple[OfflineLayer, str] | None = None
 
     def __repr__(self) -> str:
         return f"MobileMapPackage({str(self.path)!r})"
@@ -874,8 +891,23 @@ class MobileMapPackage:
                     f"{self.path}: {entry.path}: size is {size} bytes, the manifest says "
                     f"{entry.size}"
                 )
+        if manifest.reference_basemap is not None:
+            self._reference = self._open_reference(manifest.reference_basemap)
         self._manifest = manifest
         return self
+
+    def _open_reference(self, reference: ReferenceBasemap) -> tuple[OfflineLayer, str]:
+        path = (self.path / reference.directory / reference.filename).absolute()
+        try:
+            with open_reader(str(path)) as reader:
+                metadata = reader.metadata
+        except OffmapsError as exc:
+            raise PackageError(
+                f"{self.path}: the reference basemap {path} cannot be read: {exc}"
+            ) from None
+        kind: LayerKind = "raster_tile" if metadata.tile_format.is_raster else "vector_tile"
+        layer = OfflineLayer("reference-basemap", metadata.name, kind, path)
+        return layer, str(metadata.tms.id)
 
     @property
     def manifest(self) -> PackageManifest:
@@ -899,12 +931,18 @@ class MobileMapPackage:
             path = root / layer.file if layer.file is not None else None
             return OfflineLayer(layer.id, layer.title, layer.kind, path, layer.layer, layer.url)
 
+        layers = [resolve(layer) for layer in manifest.layers]
+        spatial_reference = "WebMercatorQuad"
+        if self._reference is not None:
+            layers.insert(0, self._reference[0])
+            spatial_reference = self._reference[1]
         return [
             OfflineMap(
                 title=manifest.item.title,
-                layers=[resolve(layer) for layer in manifest.layers],
+                layers=layers,
                 tables=[resolve(table) for table in manifest.tables],
                 replicas=list(manifest.replicas),
+                spatial_reference=spatial_reference,
             )
         ]
 

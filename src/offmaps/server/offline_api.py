@@ -38,6 +38,7 @@ from offmaps.offline.package import (
     PackageLayer,
     PackageManifest,
     PackageReplica,
+    ReferenceBasemap,
     file_entry,
     write_manifest,
 )
@@ -360,6 +361,14 @@ def _generate(
         tables=[layer for layer in package_layers if layer.kind == "table"],
         replicas=package_replicas,
         files=[file_entry(folder, name) for name in files],
+        reference_basemap=(
+            ReferenceBasemap(
+                directory=parameters.reference_basemap_directory or ".",
+                filename=parameters.reference_basemap_filename,
+            )
+            if parameters.reference_basemap_filename
+            else None
+        ),
     )
     write_manifest(folder, manifest)
     listed = [*manifest.files, file_entry(folder, MANIFEST_NAME)]
