@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ from fastapi import FastAPI
 
 from offmaps.cli import cli
 from offmaps.client import Portal
-from offmaps.client.offline import JobStatus, OfflineMapTask, PortalItem
+from offmaps.client.offline import AsyncOfflineMapTask, JobStatus, OfflineMapTask, PortalItem
 from offmaps.containers import TilesetMetadata, open_writer
 from offmaps.errors import (
     DownloadError,
@@ -447,3 +448,21 @@ def test_a_full_disk_on_the_device_is_a_clear_error_that_resume_continues(
     with pytest.raises(DownloadError, match=r"cannot write .* make room, then resume"):
         job.wait(poll_seconds=0.05)
     assert not (full_disk / "map" / "package.json").exists()
+
+
+def test_the_async_sdk_does_the_same(
+    live_server: LiveServer, tmp_path: Path, task_for: Callable[[LiveServer, str], OfflineMapTask]
+) -> None:
+    item = task_for(live_server, offline_map(live_server)).item
+
+    async def take_offline() -> tuple[bool, list[str]]:
+        task = AsyncOfflineMapTask(item)
+        parameters = await task.create_default_generate_offline_map_parameters(AREA)
+        capabilities = await task.get_offline_map_capabilities(parameters)
+        job = task.generate_offline_map(parameters, tmp_path / "map")
+        result = await job.wait(poll_seconds=0.05)
+        return capabilities.has_errors, [layer.id for layer in result.offline_map.layers]
+
+    has_errors, layers = asyncio.run(take_offline())
+    assert has_errors  # the online-only layer
+    assert layers == ["basemap", "sites"]

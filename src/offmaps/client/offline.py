@@ -9,6 +9,7 @@ download directory holds a package only when it is complete.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import shutil
@@ -46,6 +47,8 @@ from offmaps.offline.plan import (
 from offmaps.schemas import WebMap
 
 __all__ = [
+    "AsyncGenerateOfflineMapJob",
+    "AsyncOfflineMapTask",
     "GenerateOfflineMapJob",
     "GenerateOfflineMapResult",
     "JobStatus",
@@ -390,3 +393,100 @@ class GenerateOfflineMapJob:
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink(missing_ok=True)
+
+
+class AsyncOfflineMapTask:
+    """:class:`OfflineMapTask` for asyncio code.
+
+    Every call runs its blocking counterpart in a worker thread (``asyncio.to_thread``), so the
+    event loop never waits on the network or the disk; the behaviour, errors and results are
+    the same.
+    """
+
+    def __init__(self, item: PortalItem) -> None:
+        self.task = OfflineMapTask(item)
+
+    async def get_offline_map_capabilities(
+        self, parameters: GenerateOfflineMapParameters | None = None
+    ) -> OfflineMapCapabilities:
+        """See :meth:`OfflineMapTask.get_offline_map_capabilities`."""
+        return await asyncio.to_thread(self.task.get_offline_map_capabilities, parameters)
+
+    async def create_default_generate_offline_map_parameters(
+        self, area_of_interest: Area, min_scale: float = 0, max_scale: float = 0
+    ) -> GenerateOfflineMapParameters:
+        """See :meth:`OfflineMapTask.create_default_generate_offline_map_parameters`."""
+        return await asyncio.to_thread(
+            self.task.create_default_generate_offline_map_parameters,
+            area_of_interest,
+            min_scale,
+            max_scale,
+        )
+
+    async def create_generate_offline_map_parameter_overrides(
+        self, parameters: GenerateOfflineMapParameters
+    ) -> GenerateOfflineMapParameterOverrides:
+        """See :meth:`OfflineMapTask.create_generate_offline_map_parameter_overrides`."""
+        return await asyncio.to_thread(
+            self.task.create_generate_offline_map_parameter_overrides, parameters
+        )
+
+    async def estimate_offline_map(
+        self,
+        parameters: GenerateOfflineMapParameters,
+        overrides: GenerateOfflineMapParameterOverrides | None = None,
+    ) -> OfflineMapEstimate:
+        """See :meth:`OfflineMapTask.estimate_offline_map`."""
+        return await asyncio.to_thread(self.task.estimate_offline_map, parameters, overrides)
+
+    def generate_offline_map(
+        self,
+        parameters: GenerateOfflineMapParameters,
+        download_directory: Path | str,
+        overrides: GenerateOfflineMapParameterOverrides | None = None,
+    ) -> AsyncGenerateOfflineMapJob:
+        """See :meth:`OfflineMapTask.generate_offline_map`."""
+        job = self.task.generate_offline_map(parameters, download_directory, overrides)
+        return AsyncGenerateOfflineMapJob(job)
+
+
+class AsyncGenerateOfflineMapJob:
+    """:class:`GenerateOfflineMapJob` for asyncio code (blocking work in a worker thread)."""
+
+    def __init__(self, job: GenerateOfflineMapJob) -> None:
+        self.job = job
+
+    @property
+    def status(self) -> JobStatus:
+        """Where the job is."""
+        return self.job.status
+
+    @property
+    def progress(self) -> float:
+        """Fraction done, 0 to 1."""
+        return self.job.progress
+
+    @property
+    def message(self) -> str:
+        """What is being done."""
+        return self.job.message
+
+    async def start(self) -> None:
+        """See :meth:`GenerateOfflineMapJob.start`."""
+        await asyncio.to_thread(self.job.start)
+
+    async def wait(
+        self, *, poll_seconds: float = 0.5, on_progress: Progress | None = None
+    ) -> GenerateOfflineMapResult:
+        """See :meth:`GenerateOfflineMapJob.wait`."""
+        return await asyncio.to_thread(
+            self.job.wait, poll_seconds=poll_seconds, on_progress=on_progress
+        )
+
+    async def resume(self, *, on_progress: Progress | None = None) -> GenerateOfflineMapResult:
+        """See :meth:`GenerateOfflineMapJob.resume`."""
+        return await asyncio.to_thread(self.job.resume, on_progress=on_progress)
+
+    async def cancel(self) -> None:
+        """See :meth:`GenerateOfflineMapJob.cancel`."""
+        await asyncio.to_thread(self.job.cancel)
