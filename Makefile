@@ -58,11 +58,13 @@ bench: install data bench-tools
 	$(BIN)/python bench/convert.py
 	$(BIN)/python bench/serve_tiles.py
 	$(BIN)/python bench/serve_features.py
+	$(BIN)/python bench/offline.py
 
 # load generator, and SpatiaLite for pygeoapi's GeoPackage provider (Debian, as root)
 bench-tools:
 	command -v wrk >/dev/null || apt-get install -y wrk
 	dpkg -s libsqlite3-mod-spatialite >/dev/null 2>&1 || apt-get install -y libsqlite3-mod-spatialite
+	command -v ogr2ogr >/dev/null || apt-get install -y gdal-bin
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -19,10 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import shapely
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
+from offmaps.containers import open_reader
 from offmaps.errors import (
     ExportLimitError,
     JobCancelledError,
@@ -65,7 +67,7 @@ from offmaps.server.tiles import ArchiveTileSource
 from offmaps.server.webmaps_api import visible_map
 from offmaps.storage import LocalBlobStore
 from offmaps.tiling import AreaOfInterest, get_tms, scale_for_zoom, tile_cover
-from offmaps.types import BBox
+from offmaps.types import BBox, Tile
 
 __all__ = ["OfflineRequest", "estimate_offline_map", "offline_router", "tile_layer_infos"]
 
@@ -113,12 +115,15 @@ def tile_layer_infos(catalog: Catalog) -> dict[str, TileLayerInfo]:
 def _tile_estimate(catalog: Catalog, plan: TileLayerPlan) -> LayerEstimate:
     source = catalog.tile_sources[plan.service]
     tms = get_tms(source.info.tms_id)
-    cover = tile_cover(plan.area.aoi(), tms, plan.zooms)
-    counts = cover.counts()
+    area = _within(plan.area.aoi(), source.info.bounds)
+    cover = tile_cover(area, tms, plan.zooms) if area is not None else None
+    counts = cover.counts() if cover is not None else {}
     tiles = sum(counts.values())
     sizes: list[int] = []
     rng = random.Random(0)  # noqa: S311 - sampling, not security
     for z in plan.zooms.levels():
+        if cover is None:
+            break
         level = list(itertools.islice(cover.level(z), 4096))
         for tile in rng.sample(level, min(SAMPLED_TILES, len(level))):
             try:
@@ -140,6 +145,16 @@ def _tile_estimate(catalog: Catalog, plan: TileLayerPlan) -> LayerEstimate:
         measured=measured,
         error=error,
     )
+
+
+def _within(area: AreaOfInterest, bounds: BBox | None) -> AreaOfInterest | None:
+    """The part of ``area`` where a tile layer has tiles (its bounds), or ``None``."""
+    if bounds is None:
+        return area
+    inside = area.to_wgs84().intersection(shapely.box(*bounds))
+    if inside.is_empty or inside.area == 0:
+        return None
+    return AreaOfInterest.from_geometry(inside)
 
 
 def _limit_message(plan: TileLayerPlan, counts: Mapping[int, int], *, tms_id: str) -> str:
@@ -339,6 +354,9 @@ def _generate(
     order = {ref.id: index for index, ref in enumerate(webmap.iter_layers())}
     package_layers.sort(key=lambda layer: order.get(layer.id, len(order)))  # the map's order
     context.progress(0.96, "writing the manifest")
+    thumbnail = _thumbnail(folder, plan, extension, files)
+    if thumbnail is not None:
+        files.append(thumbnail)
     files += sorted(
         str(path.relative_to(folder)) for path in folder.joinpath("attachments").rglob("*")
         if path.is_file()
@@ -352,6 +370,7 @@ def _generate(
             snippet=item.snippet if item else (webmap.item.snippet or ""),
             description=item.description if item else (webmap.item.description or ""),
             tags=list(item.tags if item else webmap.item.tags),
+            thumbnail=thumbnail,
         ),
         server_url=server_url,
         source_map_id=webmap.id,
@@ -379,6 +398,28 @@ def _generate(
         "table_errors": {k: v for k, v in errors.items() if k in table_ids},
         "omitted": plan.omitted,
     }
+
+
+THUMBNAIL = "thumbnail.png"
+
+
+def _thumbnail(folder: Path, plan: OfflinePlan, extension: str, files: list[str]) -> str | None:
+    """The offline map's thumbnail: the raster basemap's tile over the area's centre at its
+    first level, when there is such a PNG tile."""
+    for tile_plan in plan.tiles:
+        name = f"{tile_plan.layer_id}.{extension}"
+        if tile_plan.kind != "raster_tile" or name not in files:
+            continue
+        west, south, east, north = tile_plan.area.aoi().to_wgs84().bounds
+        with open_reader(str(folder / name)) as reader:
+            tms = reader.metadata.tms
+            for z in tile_plan.zooms.levels():
+                found = tms.tile((west + east) / 2, (south + north) / 2, z)
+                data = reader.find_tile(Tile(found.x, found.y, found.z))
+                if data is not None and data.startswith(b"\x89PNG"):
+                    (folder / THUMBNAIL).write_bytes(data)
+                    return THUMBNAIL
+    return None
 
 
 def _job_document(job: Job, base: str) -> dict[str, Any]:
