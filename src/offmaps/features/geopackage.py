@@ -22,6 +22,7 @@ Values are stored the GeoPackage way: booleans as 0/1, dates as ``YYYY-MM-DD``, 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import struct
 import threading
@@ -190,6 +191,10 @@ def decode_geometry(blob: bytes | None) -> BaseGeometry | None:
     return geometry
 
 
+_POINT_WKB_BYTES = 21
+_POINT_WKB_PREFIXES = (b"\x01\x01\x00\x00\x00", b"\x00\x00\x00\x00\x01")
+
+
 def _envelope(blob: bytes | None) -> tuple[float, float, float, float] | None:
     if blob is None:
         return None
@@ -201,6 +206,10 @@ def _envelope(blob: bytes | None) -> tuple[float, float, float, float] | None:
         return None
     if envelope is not None:
         return envelope
+    if len(wkb) == _POINT_WKB_BYTES and wkb[:5] in _POINT_WKB_PREFIXES:
+        # a 2D point, the common case without a header envelope: no shapely round trip
+        x, y = struct.unpack("<2d" if wkb[0] == 1 else ">2d", wkb[5:])
+        return x, x, y, y
     minx, miny, maxx, maxy = shapely.from_wkb(wkb).bounds
     return minx, maxx, miny, maxy
 
@@ -217,10 +226,17 @@ def _st_is_empty(blob: bytes | None) -> int | None:
     if blob is None:
         return None
     try:
-        flags, wkb, _ = _split(blob)
+        flags, wkb, envelope = _split(blob)
     except ValueError:
         return None
-    return 1 if flags & 0b1_0000 or shapely.from_wkb(wkb).is_empty else 0
+    if flags & 0b1_0000:
+        return 1
+    if envelope is not None:  # an envelope of numbers bounds something: not empty
+        return 0 if all(math.isfinite(v) for v in envelope) else 1
+    if len(wkb) == _POINT_WKB_BYTES and wkb[:5] in _POINT_WKB_PREFIXES:
+        x, y = struct.unpack("<2d" if wkb[0] == 1 else ">2d", wkb[5:])
+        return 0 if math.isfinite(x) and math.isfinite(y) else 1
+    return 1 if shapely.from_wkb(wkb).is_empty else 0
 
 
 def _register_functions(conn: sqlite3.Connection) -> None:
