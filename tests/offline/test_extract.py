@@ -20,6 +20,7 @@ from offmaps.errors import (
     DestinationExistsError,
     InvalidFeatureError,
     InvalidFilterError,
+    InvalidLayerSchemaError,
     InvalidOfflineParametersError,
     JobCancelledError,
     LayerNotFoundError,
@@ -29,6 +30,7 @@ from offmaps.features.geopackage import GeoPackageStore
 from offmaps.features.model import (
     ChangeKind,
     Feature,
+    FeatureQuery,
     Field,
     GeometryType,
     Insert,
@@ -46,7 +48,7 @@ from offmaps.offline.extract import (
 )
 from offmaps.storage import LocalBlobStore
 from offmaps.tiling import AreaOfInterest
-from offmaps.types import Tile, TileFormat, ZoomRange
+from offmaps.types import BBox, Tile, TileFormat, ZoomRange
 from tests.features.conftest import BACKENDS, open_backend
 from tests.tilegen import sample_tiles
 
@@ -522,3 +524,28 @@ def test_extract_tiles_refuses_other_formats_and_existing_files(
         extract_tiles(source, tmp_path / "clip.tpk", HELSINKI, ZoomRange(0, 3))
     with pytest.raises(DestinationExistsError):
         extract_tiles(source, source, HELSINKI, ZoomRange(0, 3))
+
+
+def test_bulk_copies_keep_the_rtree_and_refuse_mismatches(tmp_path: Path) -> None:
+    schema = LayerSchema("pts", (Field("name", FieldType.TEXT),), GeometryType.POINT)
+    source = GeoPackageStore.create(tmp_path / "source.gpkg")
+    source.create_layer(schema)
+    source.apply_edits([Insert("pts", {"name": str(i)}, Point(i, i)) for i in range(10)])
+    rows = [row for batch in source.scan_rows("pts", FeatureQuery(), ["name"]) for row in batch]
+    assert [row.values for row in rows] == [(str(i),) for i in range(10)]
+    copy = GeoPackageStore.create(tmp_path / "copy.gpkg")
+    copy.create_layer(schema)
+    assert copy.copy_rows_from(source, "pts", [r.fid for r in rows if str(r.values[0]) < "5"]) == 5
+    with pytest.raises(InvalidFeatureError):
+        copy.copy_rows_from(source, "pts", [rows[0].fid])
+    inside = copy.query("pts", FeatureQuery(bbox=BBox(1.5, 1.5, 3.5, 3.5), limit=100))
+    assert sorted(str(f.properties["name"]) for f in inside.features) == ["2", "3"]
+    copy.apply_edits([Insert("pts", {"name": "new"}, Point(2.5, 2.5))])  # the trigger is back
+    inside = copy.query("pts", FeatureQuery(bbox=BBox(1.5, 1.5, 3.5, 3.5), limit=100))
+    assert sorted(str(f.properties["name"]) for f in inside.features) == ["2", "3", "new"]
+    other = GeoPackageStore.create(tmp_path / "other.gpkg")
+    other.create_layer(LayerSchema("pts", (Field("name", FieldType.INTEGER),), GeometryType.POINT))
+    with pytest.raises(InvalidLayerSchemaError):
+        other.copy_rows_from(source, "pts", [rows[0].fid])
+    for store in (source, copy, other):
+        store.close()

@@ -29,6 +29,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -78,7 +79,7 @@ from offmaps.features.model import (
 from offmaps.features.store import MAX_PAGE_SIZE
 from offmaps.types import BBox
 
-__all__ = ["GeoPackageStore"]
+__all__ = ["GeoPackageStore", "ScannedRow"]
 
 APPLICATION_ID = 0x47504B47  # "GPKG"
 USER_VERSION = 10200  # GeoPackage 1.2.0
@@ -178,6 +179,27 @@ def _split(blob: bytes) -> tuple[int, bytes, tuple[float, float, float, float] |
     order = "<" if flags & 1 else ">"
     envelope = struct.unpack(order + "4d", blob[8:40]) if size else None
     return flags, blob[8 + size :], envelope
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedRow:
+    """A row as :meth:`GeoPackageStore.scan_rows` reads it."""
+
+    fid: int
+    global_id: UUID
+    geometry: BaseGeometry | None
+    values: tuple[object, ...]
+
+
+def _wkb_of(blob: bytes | None) -> bytes | None:
+    """The WKB of a GeoPackage geometry blob; ``None`` for NULL, empty or malformed."""
+    if blob is None:
+        return None
+    try:
+        flags, wkb, _ = _split(blob)
+    except ValueError:
+        return None
+    return None if flags & 0b1_0000 else wkb
 
 
 def decode_geometry(blob: bytes | None) -> BaseGeometry | None:
@@ -409,6 +431,13 @@ class GeoPackageStore:
             raise
         conn.execute("PRAGMA journal_mode = WAL")
         return cls(path, conn)
+
+    def stop_syncing(self) -> None:
+        """Stop flushing every commit to disk (``PRAGMA synchronous = OFF``): for a file being
+        filled that is worthless until it is finished (an offline replica), whose writer makes
+        it durable at the end. A crash may corrupt the file meanwhile."""
+        with self._lock:
+            self._conn.execute("PRAGMA synchronous = OFF")
 
     @classmethod
     def open(cls, path: Path | str) -> GeoPackageStore:
@@ -703,6 +732,129 @@ class GeoPackageStore:
                 [(changed_at, name) for name in touched],
             )
         return tuple(results)
+
+    def scan_rows(
+        self, layer: str, query: FeatureQuery, fields: Sequence[str] = ()
+    ) -> Iterator[list[ScannedRow]]:
+        """The rows matching ``query`` in batches, with only their fid, global id, geometry and
+        the values of ``fields``: what a bulk copy (:meth:`copy_rows_from`) needs to choose
+        rows, without building whole features. Geometries are decoded a batch at a time."""
+        with self._lock:
+            found = self._layer(layer)
+            where, params = self._where(found, query)
+            kinds = found.schema.field_types()
+            for name in fields:
+                if name not in kinds:
+                    raise InvalidFeatureError(f"{layer!r} has no field {name!r}")
+        geometry = "NULL" if found.schema.is_table else "geom"
+        wanted = "".join(", " + _q(name) for name in fields)
+        select = f"SELECT fid, globalid, {geometry}{wanted} FROM {found.table}"
+        joiner = " AND " if where else " WHERE "
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._conn.execute(
+                    f"{select}{where}{joiner}fid > ? ORDER BY fid LIMIT ?",
+                    [*params, last, _BATCH * 4],
+                ).fetchall()
+            if not rows:
+                return
+            wkbs = [_wkb_of(row[2]) for row in rows]
+            geometries: list[BaseGeometry | None] = list(shapely.from_wkb(wkbs))
+            yield [
+                ScannedRow(
+                    row[0],
+                    UUID(row[1]),
+                    geometries[i],
+                    tuple(_from_sql(kinds[f], v) for f, v in zip(fields, row[3:], strict=True)),
+                )
+                for i, row in enumerate(rows)
+            ]
+            if len(rows) < _BATCH * 4:
+                return
+            last = rows[-1][0]
+
+    def copy_rows_from(self, source: GeoPackageStore, layer: str, fids: Sequence[int]) -> int:
+        """Copy rows of ``source``'s layer, by fid, as they are stored: fids, global ids,
+        versions, values, geometry blobs and R-tree entries; returns how many were copied.
+
+        The bulk path of :meth:`copy_features` between two GeoPackage stores, done by SQLite
+        alone: the values were checked when ``source`` stored them, and both layers must have
+        the same schema. Nothing is journaled; all rows go in one transaction.
+
+        Raises:
+            InvalidLayerSchemaError: the layers' schemas differ.
+            InvalidFeatureError: a fid the layer holds already.
+        """
+        with self._lock:
+            found = self._layer(layer)
+            mine, theirs = found.schema, source.get_layer(layer)
+            if (theirs.fields, theirs.geometry_type, theirs.srid) != (
+                mine.fields,
+                mine.geometry_type,
+                mine.srid,
+            ):
+                msg = f"{layer!r} differs between {source.path} and {self.path}"
+                raise InvalidLayerSchemaError(msg)
+            if not fids:
+                return 0
+            conn = self._conn
+            try:
+                conn.execute("ATTACH DATABASE ? AS copy_source", (str(source.path),))
+            except sqlite3.Error as exc:
+                raise FeatureStoreError(f"{source.path}: cannot read it: {exc}") from None
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    copied = self._copy_rows(found, fids)
+                    conn.execute("COMMIT")
+                except sqlite3.IntegrityError:
+                    conn.execute("ROLLBACK")
+                    msg = f"{layer!r} holds some of these rows already"
+                    raise InvalidFeatureError(msg) from None
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            finally:
+                conn.execute("DETACH DATABASE copy_source")
+        return copied
+
+    def _copy_rows(self, found: _Layer, fids: Sequence[int]) -> int:
+        conn = self._conn
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS copy_fids (fid INTEGER PRIMARY KEY)")
+        conn.execute("DELETE FROM temp.copy_fids")
+        conn.executemany("INSERT OR IGNORE INTO temp.copy_fids VALUES (?)", ((f,) for f in fids))
+        chosen = "fid IN (SELECT fid FROM temp.copy_fids)"
+        columns = ", ".join(
+            ["fid", "globalid", "row_version", *map(_q, found.names)]
+            + ([] if found.schema.is_table else ["geom"])
+        )
+        trigger = None
+        if not found.schema.is_table:
+            # the R-tree entries are copied whole below, not computed row by row
+            name = f"rtree_{found.schema.name}_geom_insert"
+            row = conn.execute(
+                "SELECT sql FROM main.sqlite_master WHERE type = 'trigger' AND name = ?", (name,)
+            ).fetchone()
+            if row is not None:
+                trigger = str(row[0])
+                conn.execute(f"DROP TRIGGER main.{_q(name)}")
+        copied = conn.execute(
+            f"INSERT INTO main.{found.table} ({columns}) "
+            f"SELECT {columns} FROM copy_source.{found.table} WHERE {chosen}"
+        ).rowcount
+        if not found.schema.is_table:
+            conn.execute(
+                f"INSERT INTO main.{found.rtree} SELECT * FROM copy_source.{found.rtree} "
+                f"WHERE {chosen.replace('fid IN', 'id IN', 1)}"
+            )
+        if trigger is not None:
+            conn.execute(trigger)
+        conn.execute(
+            "UPDATE gpkg_contents SET last_change = ? WHERE table_name = ?",
+            (_timestamp(_now()), found.schema.name),
+        )
+        return int(copied)
 
     def copy_features(self, layer: str, features: Iterable[Feature]) -> int:
         """Insert rows copied from another replica of the service, keeping their global ids,

@@ -61,7 +61,7 @@ from offmaps.errors import (
     InvalidOfflineParametersError,
     JobCancelledError,
 )
-from offmaps.features.geopackage import GeoPackageStore
+from offmaps.features.geopackage import GeoPackageStore, ScannedRow
 from offmaps.features.model import Attachment, Feature, FeatureQuery, LayerSchema, Relationship
 from offmaps.features.store import FeatureStore
 from offmaps.storage import BlobStore
@@ -201,6 +201,7 @@ def extract_feature_service(
     temp = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.partial")
     try:
         replica = GeoPackageStore.create(temp)
+        replica.stop_syncing()  # a partial file: made durable once, when finished
         try:
             extraction = _Extraction(
                 store, replica, plans, row_filter, blobs, attachment_store, progress, cancelled
@@ -488,6 +489,9 @@ class _Extraction:
         return batch
 
     def _copy_layer(self, plan: _LayerPlan, related: list[Relationship]) -> None:
+        if isinstance(self.store, GeoPackageStore):
+            self._copy_layer_in_bulk(plan, related, self.store)
+            return
         layer = plan.schema.name
         keys = [
             (field_name, found) for (name, field_name), found in self._keys.items() if name == layer
@@ -500,24 +504,83 @@ class _Extraction:
             for field_name, found in keys:
                 found.update(v for f in kept if (v := f.properties.get(field_name)) is not None)
             if plan.extract.attachments:
-                self._copy_attachments(layer, kept)
+                self._copy_attachments(layer, [f.global_id for f in kept])
             read += len(batch)
             self._done += len(batch)
             self._report(
                 self._done / self._total, f"{layer}: {read} of {max(read, plan.estimate)} rows"
             )
 
-    def _copy_attachments(self, layer: str, features: Iterable[Feature]) -> None:
-        for feature in features:
+    def _copy_layer_in_bulk(
+        self, plan: _LayerPlan, related: list[Relationship], source: GeoPackageStore
+    ) -> None:
+        """:meth:`_copy_layer` between two GeoPackages: rows are chosen from their fid, key
+        values and geometry alone, and SQLite copies them as stored."""
+        layer = plan.schema.name
+        keys = [(name, found) for (origin, name), found in self._keys.items() if origin == layer]
+        fields = sorted({r.destination_key for r in related} | {name for name, _ in keys})
+        index = {name: i for i, name in enumerate(fields)}
+        boxes: tuple[BBox | None, ...] = plan.boxes
+        if plan.schema.is_table or plan.extract.include_null_geometry:
+            boxes = (None,)
+        seen: set[int] = set()
+        read = 0
+        for box in boxes:
+            for scanned in source.scan_rows(layer, self._query(plan, box), fields):
+                self._check_cancelled()
+                batch = [row for row in scanned if row.fid not in seen]
+                if len(boxes) > 1:
+                    seen.update(row.fid for row in batch)
+                kept = self._keep_rows(plan, related, batch, index)
+                self.rows[layer] += self.replica.copy_rows_from(
+                    source, layer, [row.fid for row in kept]
+                )
+                for name, found in keys:
+                    found.update(v for row in kept if (v := row.values[index[name]]) is not None)
+                if plan.extract.attachments:
+                    self._copy_attachments(layer, [row.global_id for row in kept])
+                read += len(batch)
+                self._done += len(batch)
+                self._report(
+                    self._done / self._total,
+                    f"{layer}: {read} of {max(read, plan.estimate)} rows",
+                )
+
+    def _keep_rows(
+        self,
+        plan: _LayerPlan,
+        related: list[Relationship],
+        batch: list[ScannedRow],
+        index: dict[str, int],
+    ) -> list[ScannedRow]:
+        """Like :meth:`_keep`, for scanned rows."""
+        if plan.area is not None:
+            geometries = [row.geometry for row in batch if row.geometry is not None]
+            hits = iter(shapely.intersects(plan.area, geometries).tolist())
+            nulls = plan.extract.include_null_geometry
+            return [row for row in batch if (next(hits) if row.geometry is not None else nulls)]
+        if related:
+            return [
+                row
+                for row in batch
+                if any(
+                    row.values[index[r.destination_key]] in self._keys[r.origin, r.origin_key]
+                    for r in related
+                )
+            ]
+        return batch
+
+    def _copy_attachments(self, layer: str, global_ids: Iterable[uuid.UUID]) -> None:
+        for global_id in global_ids:
             try:
-                records = self.store.list_attachments(layer, feature.global_id)
+                records = self.store.list_attachments(layer, global_id)
             except FeatureNotFoundError:
                 continue  # deleted on the server since it was read: sync will delete it
             for record in records:
                 self._copy_blob(record)
                 self.replica.add_attachment(
                     layer,
-                    feature.global_id,
+                    global_id,
                     name=record.name,
                     content_type=record.content_type,
                     size=record.size,
@@ -575,9 +638,12 @@ def _check_cancelled(cancelled: Callable[[], bool] | None, what: str) -> None:
 
 
 def _leave_wal(path: Path) -> None:
-    """Put the closed replica in rollback-journal mode, so it travels as one file."""
+    """Put the closed replica in rollback-journal mode, so it travels as one file, and make it
+    durable before it is renamed into place."""
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("PRAGMA journal_mode = DELETE")
+    with path.open("rb") as written:
+        os.fsync(written.fileno())
 
 
 def _remove(path: Path) -> None:
