@@ -45,10 +45,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import islice
 from pathlib import Path
+from typing import TypeVar
 
 import pyproj
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
 
 from offmaps.containers import ContainerKind, Location, convert, open_reader
 from offmaps.errors import (
@@ -296,6 +298,9 @@ def extract_tiles(
 # --- planning -------------------------------------------------------------------------------
 
 
+_Row = TypeVar("_Row", Feature, ScannedRow)
+
+
 @dataclass(slots=True)
 class _LayerPlan:
     """A layer to extract: its schema and, for spatial layers, the area in its CRS."""
@@ -469,20 +474,25 @@ class _Extraction:
                     yield feature
 
     def _keep(
-        self, plan: _LayerPlan, related: list[Relationship], batch: list[Feature]
-    ) -> list[Feature]:
-        """The rows of ``batch`` that go in the replica."""
+        self,
+        plan: _LayerPlan,
+        related: list[Relationship],
+        batch: list[_Row],
+        geometry: Callable[[_Row], BaseGeometry | None],
+        value: Callable[[_Row, str], object],
+    ) -> list[_Row]:
+        """The rows of ``batch`` (features or scanned rows) that go in the replica."""
         if plan.area is not None:
-            geometries = [f.geometry for f in batch if f.geometry is not None]
+            geometries = [g for row in batch if (g := geometry(row)) is not None]
             hits = iter(shapely.intersects(plan.area, geometries).tolist())
             nulls = plan.extract.include_null_geometry
-            return [f for f in batch if (next(hits) if f.geometry is not None else nulls)]
+            return [row for row in batch if (next(hits) if geometry(row) is not None else nulls)]
         if related:
             return [
-                f
-                for f in batch
+                row
+                for row in batch
                 if any(
-                    f.properties.get(r.destination_key) in self._keys[r.origin, r.origin_key]
+                    value(row, r.destination_key) in self._keys[r.origin, r.origin_key]
                     for r in related
                 )
             ]
@@ -499,7 +509,9 @@ class _Extraction:
         read = 0
         for batch in _batches(self._read(plan), _BATCH):
             self._check_cancelled()
-            kept = self._keep(plan, related, batch)
+            kept = self._keep(
+                plan, related, batch, lambda f: f.geometry, lambda f, k: f.properties.get(k)
+            )
             self.rows[layer] += self.replica.copy_features(layer, kept)
             for field_name, found in keys:
                 found.update(v for f in kept if (v := f.properties.get(field_name)) is not None)
@@ -531,7 +543,9 @@ class _Extraction:
                 batch = [row for row in scanned if row.fid not in seen]
                 if len(boxes) > 1:
                     seen.update(row.fid for row in batch)
-                kept = self._keep_rows(plan, related, batch, index)
+                kept = self._keep(
+                    plan, related, batch, lambda r: r.geometry, lambda r, k: r.values[index[k]]
+                )
                 self.rows[layer] += self.replica.copy_rows_from(
                     source, layer, [row.fid for row in kept]
                 )
@@ -545,30 +559,6 @@ class _Extraction:
                     self._done / self._total,
                     f"{layer}: {read} of {max(read, plan.estimate)} rows",
                 )
-
-    def _keep_rows(
-        self,
-        plan: _LayerPlan,
-        related: list[Relationship],
-        batch: list[ScannedRow],
-        index: dict[str, int],
-    ) -> list[ScannedRow]:
-        """Like :meth:`_keep`, for scanned rows."""
-        if plan.area is not None:
-            geometries = [row.geometry for row in batch if row.geometry is not None]
-            hits = iter(shapely.intersects(plan.area, geometries).tolist())
-            nulls = plan.extract.include_null_geometry
-            return [row for row in batch if (next(hits) if row.geometry is not None else nulls)]
-        if related:
-            return [
-                row
-                for row in batch
-                if any(
-                    row.values[index[r.destination_key]] in self._keys[r.origin, r.origin_key]
-                    for r in related
-                )
-            ]
-        return batch
 
     def _copy_attachments(self, layer: str, global_ids: Iterable[uuid.UUID]) -> None:
         for global_id in global_ids:
