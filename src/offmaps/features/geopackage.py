@@ -844,9 +844,9 @@ class GeoPackageStore:
             f"SELECT {columns} FROM copy_source.{found.table} WHERE {chosen}"
         ).rowcount
         if not found.schema.is_table:
-            conn.execute(
-                f"INSERT INTO main.{found.rtree} SELECT * FROM copy_source.{found.rtree} "
-                f"WHERE {chosen.replace('fid IN', 'id IN', 1)}"
+            conn.execute(  # looked up by id from the chosen fids: R-trees scan on IN (...)
+                f"INSERT INTO main.{found.rtree} SELECT r.id, r.minx, r.maxx, r.miny, r.maxy "
+                f"FROM temp.copy_fids AS f JOIN copy_source.{found.rtree} AS r ON r.id = f.fid"
             )
         if trigger is not None:
             conn.execute(trigger)
