@@ -12,6 +12,7 @@ from offmaps.offline.parameters import (
     CapabilityReason,
     GenerateOfflineMapParameterOverrides,
     GenerateOfflineMapParameters,
+    SyncModel,
     area_from_bbox,
 )
 from offmaps.offline.plan import (
@@ -259,3 +260,18 @@ def test_an_area_outside_the_maps_extent_is_refused() -> None:
         plan_offline_map(placed, parameters, None, TILES)
     inside = create_default_parameters(placed, HELSINKI)
     assert plan_offline_map(placed, inside, None, TILES).tiles
+
+
+def test_the_sync_model_and_attachment_direction_go_with_each_service() -> None:
+    parameters = create_default_parameters(webmap(), HELSINKI).model_copy(
+        update={"update_mode": UpdateMode.SYNC_WITH_FEATURE_SERVICES}
+    )
+    overrides = create_default_overrides(webmap(), parameters)
+    gdb = overrides.generate_geodatabase["helsinki"].model_copy(
+        update={"sync_model": SyncModel.PER_REPLICA}
+    )
+    overrides = overrides.model_copy(update={"generate_geodatabase": {"helsinki": gdb}})
+    (service,) = plan_offline_map(webmap(), parameters, overrides, TILES).services
+    assert service.sync_model is SyncModel.PER_REPLICA
+    assert service.attachment_sync_direction is parameters.attachment_sync_direction
+    assert service.register_replica

@@ -176,6 +176,8 @@ def test_generate_downloads_a_package_that_opens_offline(
     registered = app.state.replicas.get(replica_entry.replica_id)
     assert registered.service == "city"
     assert registered.generation == replica_entry.generation >= 1
+    assert (replica_entry.sync_model, registered.sync_model) == ("per_layer", "per_layer")
+    assert replica_entry.attachment_sync_direction == "bidirectional"
     assert list((tmp_path / "download").rglob("*.part")) == []
     assert result.mobile_map_package.item.thumbnail == "thumbnail.png"
     assert (tmp_path / "download" / "thumbnail.png").read_bytes().startswith(b"\x89PNG")

@@ -186,7 +186,8 @@ class ScannedRow:
     """A row as :meth:`GeoPackageStore.scan_rows` reads it."""
 
     fid: int
-    global_id: UUID
+    global_id: str
+    """As stored: parse it with ``UUID(...)`` when needed."""
     geometry: BaseGeometry | None
     values: tuple[object, ...]
 
@@ -764,7 +765,7 @@ class GeoPackageStore:
             yield [
                 ScannedRow(
                     row[0],
-                    UUID(row[1]),
+                    row[1],
                     geometries[i],
                     tuple(_from_sql(kinds[f], v) for f, v in zip(fields, row[3:], strict=True)),
                 )

@@ -552,7 +552,7 @@ class _Extraction:
                 for name, found in keys:
                     found.update(v for row in kept if (v := row.values[index[name]]) is not None)
                 if plan.extract.attachments:
-                    self._copy_attachments(layer, [row.global_id for row in kept])
+                    self._copy_attachments(layer, [uuid.UUID(row.global_id) for row in kept])
                 read += len(batch)
                 self._done += len(batch)
                 self._report(

@@ -214,6 +214,11 @@ class PackageReplica(_Model):
     file: PackagePath
     """Relative path of the replica's GeoPackage."""
     sync_direction: Literal["bidirectional", "upload", "download", "none"] = "bidirectional"
+    """How feature edits sync."""
+    attachment_sync_direction: Literal["bidirectional", "upload", "none"] = "bidirectional"
+    """How attachments sync (ArcGIS ``AttachmentSyncDirection``)."""
+    sync_model: Literal["per_layer", "per_replica"] = "per_layer"
+    """Whether the replica's layers sync one by one or together (ArcGIS ``SyncModel``)."""
     """Which way edits travel when syncing."""
 
 

@@ -29,9 +29,11 @@ from offmaps.offline.parameters import (
     OfflineCapability,
     OfflineMapCapabilities,
     OnlineOnlyServicesOption,
+    SyncModel,
 )
 from offmaps.schemas import (
     AttachmentOption,
+    AttachmentSyncDirection,
     FeatureLayerRef,
     OnlineOnlyLayerRef,
     OnlineOnlyOption,
@@ -90,6 +92,8 @@ class ServicePlan:
     layers: tuple[FeatureLayerPlan, ...]
     row_filter: DestinationTableRowFilter
     register_replica: bool
+    sync_model: SyncModel = SyncModel.PER_LAYER
+    attachment_sync_direction: AttachmentSyncDirection = AttachmentSyncDirection.BIDIRECTIONAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +261,11 @@ def create_default_overrides(
     )
     return GenerateOfflineMapParameterOverrides(
         generate_geodatabase={
-            name: GenerateGeodatabaseParameters(service=name, layer_options=tuple(options))
+            name: GenerateGeodatabaseParameters(
+                service=name,
+                layer_options=tuple(options),
+                attachments_sync_direction=parameters.attachment_sync_direction,
+            )
             for name, options in services.items()
         },
         export_tiles=tiles,
@@ -436,7 +444,14 @@ def _service_plans(
         )
     register = parameters.update_mode is UpdateMode.SYNC_WITH_FEATURE_SERVICES
     return [
-        ServicePlan(service, tuple(layers), parameters.destination_table_row_filter, register)
+        ServicePlan(
+            service,
+            tuple(layers),
+            parameters.destination_table_row_filter,
+            register,
+            overrides.generate_geodatabase[service].sync_model,
+            overrides.generate_geodatabase[service].attachments_sync_direction,
+        )
         for service, layers in plans.items()
     ]
 

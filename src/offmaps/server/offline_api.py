@@ -297,6 +297,7 @@ def _generate(
                 owner=owner,
                 map_id=webmap.id,
                 sync_direction=webmap.offline.sync_direction.value,
+                sync_model=service_plan.sync_model.value,
             )
             package_replicas.append(
                 PackageReplica(
@@ -305,6 +306,8 @@ def _generate(
                     generation=result.generation,
                     file=name,
                     sync_direction=webmap.offline.sync_direction.value,
+                    attachment_sync_direction=service_plan.attachment_sync_direction.value,
+                    sync_model=service_plan.sync_model.value,
                 )
             )
 

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS replicas (
     owner TEXT,
     map_id TEXT,
     sync_direction TEXT NOT NULL,
+    sync_model TEXT NOT NULL,
     created REAL NOT NULL
 )
 """
@@ -43,6 +44,7 @@ class Replica:
     owner: str | None
     map_id: str | None
     sync_direction: str
+    sync_model: str
     created: float
 
 
@@ -67,18 +69,19 @@ class ReplicaRegistry:
         owner: str | None,
         map_id: str | None,
         sync_direction: str,
+        sync_model: str = "per_layer",
     ) -> Replica:
         """Record a new replica; returns it with its id."""
         replica = Replica(
             uuid.uuid4().hex, service, layers, generation, owner, map_id, sync_direction,
-            time.time(),
+            sync_model, time.time(),
         )  # fmt: skip
         with self._lock:
             self._conn.execute(
-                "INSERT INTO replicas VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO replicas VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     replica.id, service, json.dumps(list(layers)), generation, owner, map_id,
-                    sync_direction, replica.created,
+                    sync_direction, sync_model, replica.created,
                 ),
             )  # fmt: skip
         return replica
