@@ -14,8 +14,9 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,6 +53,7 @@ from offmaps.offline.parameters import (
 )
 from offmaps.offline.plan import (
     OfflinePlan,
+    ServicePlan,
     TileLayerInfo,
     TileLayerPlan,
     get_capabilities,
@@ -214,193 +216,207 @@ def estimate_offline_map(
 # --- the generate job ------------------------------------------------------------------------
 
 
-def _generate(
-    context: JobContext,
-    catalog: Catalog,
-    replicas: ReplicaRegistry,
-    webmap: WebMap,
-    parameters: GenerateOfflineMapParameters,
-    plan: OfflinePlan,
-    estimate: OfflineMapEstimate,
-    owner: str | None,
-    server_url: str,
-) -> dict[str, Any]:
-    folder = context.folder
-    sizes = {layer.layer_id: max(layer.bytes, 1) for layer in estimate.layers}
-    total = sum(sizes.values()) or 1
-    done = 0.0
-    errors: dict[str, str] = {}
-    package_layers: list[PackageLayer] = []
-    package_replicas: list[PackageReplica] = []
-    files: list[str] = []
+@dataclass
+class _Generation:
+    """One generate job: the replicas, tile archives, thumbnail and manifest in its folder."""
 
-    def step(weight: float, label: str) -> Callable[[float, str], None]:
-        def report(fraction: float, message: str) -> None:
-            context.progress(0.95 * (done + weight * fraction) / total, f"{label}: {message}")
+    context: JobContext
+    catalog: Catalog
+    replicas: ReplicaRegistry
+    webmap: WebMap
+    parameters: GenerateOfflineMapParameters
+    plan: OfflinePlan
+    estimate: OfflineMapEstimate
+    owner: str | None
+    server_url: str
+    errors: dict[str, str] = field(default_factory=dict)
+    layers: list[PackageLayer] = field(default_factory=list)
+    package_replicas: list[PackageReplica] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    _sizes: dict[str, int] = field(default_factory=dict)
+    _done: float = 0.0
 
-        return report
+    @property
+    def folder(self) -> Path:
+        return self.context.folder
 
-    attachments = LocalBlobStore(folder / "attachments")
-    for service_plan in plan.services:
-        weight = sum(sizes.get(layer.layer_id, 1) for layer in service_plan.layers)
-        name = f"{service_plan.service}.gpkg"
-        context.check_cancelled()
-        try:
-            result = extract_feature_service(
-                catalog.feature_service(service_plan.service),
-                folder / name,
-                [
-                    LayerExtract(
-                        layer=layer.layer,
-                        where=layer.where,
-                        area=layer.area.aoi() if layer.area else None,
-                        attachments=layer.attachments,
-                        include_null_geometry=layer.include_null_geometry,
-                        schema_only=layer.schema_only,
-                    )
-                    for layer in service_plan.layers
-                ],
-                parameters.area_of_interest.aoi(),
-                row_filter=RowFilter(service_plan.row_filter.value),
-                blobs=catalog.blobs,
-                attachment_store=attachments,
-                progress=step(weight, service_plan.service),
-                cancelled=context.cancelled,
-            )
-        except OffmapsError as exc:
-            if not parameters.continue_on_errors or isinstance(exc, JobCancelledError):
-                raise
-            for layer in service_plan.layers:
-                errors[layer.layer_id] = str(exc)
-            done += weight
-            continue
-        done += weight
-        files.append(name)
-        for layer in service_plan.layers:
-            ref = webmap.find_layer(layer.layer_id)
-            title = ref.title if ref is not None else layer.layer
-            package_layers.append(
-                PackageLayer(
-                    id=layer.layer_id,
-                    title=title,
-                    kind="table" if layer.is_table else "feature",
-                    file=name,
-                    layer=layer.layer,
-                    service=service_plan.service,
+    def run(self) -> dict[str, Any]:
+        self._sizes = {layer.layer_id: max(layer.bytes, 1) for layer in self.estimate.layers}
+        for service_plan in self.plan.services:
+            ids = [layer.layer_id for layer in service_plan.layers]
+            self._attempt(ids, service_plan.service, partial(self._service, service_plan))
+        for tile_plan in self.plan.tiles:
+            ids = [tile_plan.layer_id]
+            self._attempt(ids, tile_plan.layer_id, partial(self._tiles, tile_plan))
+        for layer_id in self.plan.online_only:
+            ref = self.webmap.find_layer(layer_id)
+            if isinstance(ref, OnlineOnlyLayerRef):
+                self.layers.append(
+                    PackageLayer(id=ref.id, title=ref.title, kind="online_only", url=str(ref.url))
                 )
+        self.context.progress(0.96, "writing the manifest")
+        manifest = self._manifest()
+        listed = [*manifest.files, file_entry(self.folder, MANIFEST_NAME)]
+        tables = {ref.id for ref in self.webmap.tables}
+        return {
+            "files": [entry.model_dump() for entry in listed],
+            "layer_errors": {k: v for k, v in self.errors.items() if k not in tables},
+            "table_errors": {k: v for k, v in self.errors.items() if k in tables},
+            "omitted": self.plan.omitted,
+        }
+
+    def _attempt(
+        self, layer_ids: list[str], label: str, work: Callable[[Callable[[float, str], None]], None]
+    ) -> None:
+        """Run one service's or tile layer's ``work`` with its share of the progress; with
+        ``continue_on_errors`` a failure is recorded for its layers and the job goes on."""
+        weight = sum(self._sizes.get(layer_id, 1) for layer_id in layer_ids)
+        total = sum(self._sizes.values()) or 1
+
+        def report(fraction: float, message: str) -> None:
+            done = self._done + weight * fraction
+            self.context.progress(0.95 * done / total, f"{label}: {message}")
+
+        self.context.check_cancelled()
+        try:
+            work(report)
+        except OffmapsError as exc:
+            if not self.parameters.continue_on_errors or isinstance(exc, JobCancelledError):
+                raise
+            self.errors.update(dict.fromkeys(layer_ids, str(exc)))
+        finally:
+            self._done += weight
+
+    def _title(self, layer_id: str) -> str:
+        ref = self.webmap.find_layer(layer_id)
+        return ref.title if ref is not None else layer_id
+
+    def _service(self, service_plan: ServicePlan, progress: Callable[[float, str], None]) -> None:
+        name = f"{service_plan.service}.gpkg"
+        result = extract_feature_service(
+            self.catalog.feature_service(service_plan.service),
+            self.folder / name,
+            [
+                LayerExtract(
+                    layer=layer.layer,
+                    where=layer.where,
+                    area=layer.area.aoi() if layer.area else None,
+                    attachments=layer.attachments,
+                    include_null_geometry=layer.include_null_geometry,
+                    schema_only=layer.schema_only,
+                )
+                for layer in service_plan.layers
+            ],
+            self.parameters.area_of_interest.aoi(),
+            row_filter=RowFilter(service_plan.row_filter.value),
+            blobs=self.catalog.blobs,
+            attachment_store=LocalBlobStore(self.folder / "attachments"),
+            progress=progress,
+            cancelled=self.context.cancelled,
+        )
+        self.files.append(name)
+        self.layers += [
+            PackageLayer(
+                id=layer.layer_id,
+                title=self._title(layer.layer_id),
+                kind="table" if layer.is_table else "feature",
+                file=name,
+                layer=layer.layer,
+                service=service_plan.service,
             )
-        if service_plan.register_replica:
-            replica = replicas.register(
-                service_plan.service,
-                tuple(layer.layer for layer in service_plan.layers),
-                result.generation,
-                owner=owner,
-                map_id=webmap.id,
-                sync_direction=webmap.offline.sync_direction.value,
+            for layer in service_plan.layers
+        ]
+        if not service_plan.register_replica:
+            return
+        sync_direction = self.webmap.offline.sync_direction.value
+        replica = self.replicas.register(
+            service_plan.service,
+            tuple(layer.layer for layer in service_plan.layers),
+            result.generation,
+            owner=self.owner,
+            map_id=self.webmap.id,
+            sync_direction=sync_direction,
+            sync_model=service_plan.sync_model.value,
+        )
+        self.package_replicas.append(
+            PackageReplica(
+                service=service_plan.service,
+                replica_id=replica.id,
+                generation=result.generation,
+                file=name,
+                sync_direction=self.webmap.offline.sync_direction.value,
+                attachment_sync_direction=service_plan.attachment_sync_direction.value,
                 sync_model=service_plan.sync_model.value,
             )
-            package_replicas.append(
-                PackageReplica(
-                    service=service_plan.service,
-                    replica_id=replica.id,
-                    generation=result.generation,
-                    file=name,
-                    sync_direction=webmap.offline.sync_direction.value,
-                    attachment_sync_direction=service_plan.attachment_sync_direction.value,
-                    sync_model=service_plan.sync_model.value,
-                )
-            )
+        )
 
-    extension = parameters.tile_format.value
-    for tile_plan in plan.tiles:
-        weight = sizes.get(tile_plan.layer_id, 1)
-        name = f"{tile_plan.layer_id}.{extension}"
-        context.check_cancelled()
-        source = catalog.tile_sources.get(tile_plan.service)
-        try:
-            if not isinstance(source, ArchiveTileSource):
-                msg = f"tile service {tile_plan.service!r} is not an archive: it cannot be exported"
-                raise TileNotFoundError(msg)
-            extract_tiles(
-                str(source.location),
-                folder / name,
-                tile_plan.area.aoi(),
-                tile_plan.zooms,
-                progress=step(weight, tile_plan.layer_id),
-                cancelled=context.cancelled,
-            )
-        except OffmapsError as exc:
-            if not parameters.continue_on_errors or isinstance(exc, JobCancelledError):
-                raise
-            errors[tile_plan.layer_id] = str(exc)
-            done += weight
-            continue
-        done += weight
-        files.append(name)
-        ref = webmap.find_layer(tile_plan.layer_id)
-        package_layers.append(
+    def _tiles(self, tile_plan: TileLayerPlan, progress: Callable[[float, str], None]) -> None:
+        name = f"{tile_plan.layer_id}.{self.parameters.tile_format.value}"
+        source = self.catalog.tile_sources.get(tile_plan.service)
+        if not isinstance(source, ArchiveTileSource):
+            msg = f"tile service {tile_plan.service!r} is not an archive: it cannot be exported"
+            raise TileNotFoundError(msg)
+        extract_tiles(
+            str(source.location),
+            self.folder / name,
+            tile_plan.area.aoi(),
+            tile_plan.zooms,
+            progress=progress,
+            cancelled=self.context.cancelled,
+        )
+        self.files.append(name)
+        self.layers.append(
             PackageLayer(
                 id=tile_plan.layer_id,
-                title=ref.title if ref is not None else tile_plan.layer_id,
+                title=self._title(tile_plan.layer_id),
                 kind="vector_tile" if tile_plan.kind == "vector_tile" else "raster_tile",
                 file=name,
                 service=tile_plan.service,
             )
         )
-    for layer_id in plan.online_only:
-        ref = webmap.find_layer(layer_id)
-        if isinstance(ref, OnlineOnlyLayerRef):
-            package_layers.append(
-                PackageLayer(id=ref.id, title=ref.title, kind="online_only", url=str(ref.url))
-            )
 
-    order = {ref.id: index for index, ref in enumerate(webmap.iter_layers())}
-    package_layers.sort(key=lambda layer: order.get(layer.id, len(order)))  # the map's order
-    context.progress(0.96, "writing the manifest")
-    thumbnail = _thumbnail(folder, plan, extension, files)
-    if thumbnail is not None:
-        files.append(thumbnail)
-    files += sorted(
-        str(path.relative_to(folder)) for path in folder.joinpath("attachments").rglob("*")
-        if path.is_file()
-    )  # fmt: skip
-    item = parameters.item_info
-    manifest = PackageManifest(
-        format_version="1.0",
-        created=datetime.now(UTC),
-        item=PackageItem(
-            title=item.title if item else webmap.item.title,
-            snippet=item.snippet if item else (webmap.item.snippet or ""),
-            description=item.description if item else (webmap.item.description or ""),
-            tags=list(item.tags if item else webmap.item.tags),
-            thumbnail=thumbnail,
-        ),
-        server_url=server_url,
-        source_map_id=webmap.id,
-        update_mode=parameters.update_mode.value,
-        map=webmap.model_dump(mode="json", exclude_none=True),
-        layers=[layer for layer in package_layers if layer.kind != "table"],
-        tables=[layer for layer in package_layers if layer.kind == "table"],
-        replicas=package_replicas,
-        files=[file_entry(folder, name) for name in files],
-        reference_basemap=(
-            ReferenceBasemap(
-                directory=parameters.reference_basemap_directory or ".",
-                filename=parameters.reference_basemap_filename,
-            )
-            if parameters.reference_basemap_filename
-            else None
-        ),
-    )
-    write_manifest(folder, manifest)
-    listed = [*manifest.files, file_entry(folder, MANIFEST_NAME)]
-    table_ids = {ref.id for ref in webmap.tables}
-    return {
-        "files": [entry.model_dump() for entry in listed],
-        "layer_errors": {k: v for k, v in errors.items() if k not in table_ids},
-        "table_errors": {k: v for k, v in errors.items() if k in table_ids},
-        "omitted": plan.omitted,
-    }
+    def _manifest(self) -> PackageManifest:
+        order = {ref.id: index for index, ref in enumerate(self.webmap.iter_layers())}
+        self.layers.sort(key=lambda layer: order.get(layer.id, len(order)))  # the map's order
+        thumbnail = _thumbnail(
+            self.folder, self.plan, self.parameters.tile_format.value, self.files
+        )
+        files = [*self.files, *([thumbnail] if thumbnail else [])]
+        files += sorted(
+            str(path.relative_to(self.folder))
+            for path in self.folder.joinpath("attachments").rglob("*")
+            if path.is_file()
+        )
+        item, webmap, parameters = self.parameters.item_info, self.webmap, self.parameters
+        manifest = PackageManifest(
+            format_version="1.0",
+            created=datetime.now(UTC),
+            item=PackageItem(
+                title=item.title if item else webmap.item.title,
+                snippet=item.snippet if item else (webmap.item.snippet or ""),
+                description=item.description if item else (webmap.item.description or ""),
+                tags=list(item.tags if item else webmap.item.tags),
+                thumbnail=thumbnail,
+            ),
+            server_url=self.server_url,
+            source_map_id=webmap.id,
+            update_mode=parameters.update_mode.value,
+            map=webmap.model_dump(mode="json", exclude_none=True),
+            layers=[layer for layer in self.layers if layer.kind != "table"],
+            tables=[layer for layer in self.layers if layer.kind == "table"],
+            replicas=self.package_replicas,
+            files=[file_entry(self.folder, name) for name in files],
+            reference_basemap=(
+                ReferenceBasemap(
+                    directory=parameters.reference_basemap_directory or ".",
+                    filename=parameters.reference_basemap_filename,
+                )
+                if parameters.reference_basemap_filename
+                else None
+            ),
+        )
+        write_manifest(self.folder, manifest)
+        return manifest
 
 
 THUMBNAIL = "thumbnail.png"
@@ -499,9 +515,9 @@ def offline_router(jobs: JobManager, replicas: ReplicaRegistry) -> APIRouter:
         job = jobs.submit(
             "generate_offline_map",
             owner,
-            lambda context: _generate(
+            lambda context: _Generation(
                 context, catalog, replicas, webmap, body.parameters, plan, found, owner, base
-            ),
+            ).run(),
         )
         return _job_document(job, base)
 
