@@ -435,8 +435,8 @@ class _Extraction:
                     self._keys[relationship.origin, relationship.origin_key] = set()
         for plan in self.plans:
             self.rows[plan.schema.name] = 0
-            if not plan.extract.schema_only:
-                plan.estimate = self._estimate(plan)
+            if not plan.extract.schema_only and self.progress is not None:
+                plan.estimate = self._estimate(plan)  # counted only for progress reports
         self._total = max(sum(p.estimate for p in self.plans), 1)
         for plan, can_restrict in order:
             self._check_cancelled()
