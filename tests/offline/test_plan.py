@@ -275,3 +275,17 @@ def test_the_sync_model_and_attachment_direction_go_with_each_service() -> None:
     assert service.sync_model is SyncModel.PER_REPLICA
     assert service.attachment_sync_direction is parameters.attachment_sync_direction
     assert service.register_replica
+
+
+def test_tile_layers_without_an_archive_are_not_offered_for_export() -> None:
+    on_request = {
+        **TILES,
+        "buildings": TileLayerInfo("buildings", "WebMercatorQuad", 13, 16, exportable=False),
+    }
+    layers = {c.layer_id: c for c in get_capabilities(webmap(), None, on_request).layers}
+    assert layers["buildings"].reason is CapabilityReason.UNSUPPORTED_TYPE
+    assert layers["basemap"].supports_offline
+    parameters = create_default_parameters(webmap(), HELSINKI)
+    plan = plan_offline_map(webmap(), parameters, None, on_request)
+    assert "no archive" in plan.omitted["buildings"]
+    assert [t.layer_id for t in plan.tiles] == ["basemap"]

@@ -68,6 +68,9 @@ class TileLayerInfo:
     min_zoom: int
     max_zoom: int
     bounds: BBox | None = None
+    exportable: bool = True
+    """Whether its tiles can be copied: an archive can; tiles built on request or fetched from
+    an upstream server cannot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +161,15 @@ def _first_error(exc: ValueError) -> str:
 
 
 def get_capabilities(
-    webmap: WebMap, parameters: GenerateOfflineMapParameters | None = None
+    webmap: WebMap,
+    parameters: GenerateOfflineMapParameters | None = None,
+    tile_layers: Mapping[str, TileLayerInfo] | None = None,
 ) -> OfflineMapCapabilities:
-    """Per layer and table, whether it can be taken offline and why not."""
+    """Per layer and table, whether it can be taken offline and why not.
+
+    With the server's ``tile_layers``, tile layers whose tiles cannot be copied (built on
+    request, upstream) are reported too.
+    """
     endpoints = Counter(
         (ref.service, ref.layer)
         for ref in (*webmap.operational_layers, *webmap.tables)
@@ -171,7 +180,25 @@ def get_capabilities(
         _capability(ref, endpoints, sync, basemap=False) for ref in webmap.operational_layers
     ]
     tables = [_capability(ref, endpoints, sync, basemap=False) for ref in webmap.tables]
+    if tile_layers is not None:
+        layers = [_exportable(webmap, c, tile_layers) for c in layers]
     return OfflineMapCapabilities(layers=tuple(layers), tables=tuple(tables))
+
+
+def _exportable(
+    webmap: WebMap, capability: OfflineCapability, tile_layers: Mapping[str, TileLayerInfo]
+) -> OfflineCapability:
+    ref = webmap.find_layer(capability.layer_id)
+    if not capability.supports_offline or not isinstance(ref, TileLayerRef):
+        return capability
+    info = tile_layers.get(ref.service)
+    if info is not None and info.exportable:
+        return capability
+    return _cannot(
+        ref.id, ref.title, ref.type, CapabilityReason.UNSUPPORTED_TYPE,
+        f"{ref.service} has no archive to copy: its tiles are made on request or fetched "
+        "from another server",
+    )  # fmt: skip
 
 
 def _capability(
@@ -234,9 +261,10 @@ def create_default_overrides(
     scale range and the offline map's give (computed by :func:`plan_offline_map` on the server:
     here every level 0-30 is allowed and narrowed there).
     """
+    capabilities = get_capabilities(webmap, parameters)
     capable = {
-        c.layer_id for c in (*get_capabilities(webmap, parameters).layers,) if c.supports_offline
-    } | {c.layer_id for c in get_capabilities(webmap, parameters).tables if c.supports_offline}
+        c.layer_id for c in (*capabilities.layers, *capabilities.tables) if c.supports_offline
+    }
     services: dict[str, list[GenerateLayerOption]] = {}
     for ref in (*webmap.operational_layers, *webmap.tables):
         if isinstance(ref, FeatureLayerRef | TableRef) and ref.id in capable:
@@ -351,7 +379,7 @@ def plan_offline_map(
     _check_area(webmap, parameters.area_of_interest)
     overrides = overrides or create_default_overrides(webmap, parameters)
     _check_override_ids(webmap, overrides)
-    capabilities = get_capabilities(webmap, parameters)
+    capabilities = get_capabilities(webmap, parameters, tile_layers)
     omitted = {
         c.layer_id: c.message or str(c.reason)
         for c in (*capabilities.layers, *capabilities.tables)

@@ -106,6 +106,7 @@ def tile_layer_infos(catalog: Catalog) -> dict[str, TileLayerInfo]:
             source.info.min_zoom,
             source.info.max_zoom,
             source.info.bounds,
+            exportable=isinstance(source, ArchiveTileSource),
         )
         for name, source in catalog.tile_sources.items()
     }
@@ -474,7 +475,8 @@ def offline_router(jobs: JobManager, replicas: ReplicaRegistry) -> APIRouter:
         principal: PrincipalDep,
         parameters: GenerateOfflineMapParameters | None = None,
     ) -> dict[str, Any]:
-        found = get_capabilities(visible_map(catalog, principal, map_id), parameters)
+        webmap = visible_map(catalog, principal, map_id)
+        found = get_capabilities(webmap, parameters, tile_layer_infos(catalog))
         return {**found.model_dump(mode="json"), "has_errors": found.has_errors}
 
     @router.post("/maps/{map_id}/offline/estimate", summary="Tiles, rows and bytes, before work")
