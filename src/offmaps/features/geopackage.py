@@ -85,6 +85,7 @@ APPLICATION_ID = 0x47504B47  # "GPKG"
 USER_VERSION = 10200  # GeoPackage 1.2.0
 STORE_FORMAT = "1"
 _BATCH = 500
+_SCAN_BATCH = 10_000  # rows a bulk copy chooses and copies at a time
 _RTREE_DEFINITION = "http://www.geopackage.org/spec120/#extension_rtree"
 _OFFMAPS_DEFINITION = "offmaps feature store tables: see docs/features.md"
 _SQL_TYPES = {
@@ -756,7 +757,7 @@ class GeoPackageStore:
             with self._lock:
                 rows = self._conn.execute(
                     f"{select}{where}{joiner}fid > ? ORDER BY fid LIMIT ?",
-                    [*params, last, _BATCH * 4],
+                    [*params, last, _SCAN_BATCH],
                 ).fetchall()
             if not rows:
                 return
@@ -771,7 +772,7 @@ class GeoPackageStore:
                 )
                 for i, row in enumerate(rows)
             ]
-            if len(rows) < _BATCH * 4:
+            if len(rows) < _SCAN_BATCH:
                 return
             last = rows[-1][0]
 
