@@ -277,7 +277,7 @@ def test_the_sync_model_and_attachment_direction_go_with_each_service() -> None:
     assert service.register_replica
 
 
-def test_tile_layers_without_an_archive_are_not_offered_for_export() -> None:
+def test_tile_layers_the_server_does_not_export_are_not_offered() -> None:
     on_request = {
         **TILES,
         "buildings": TileLayerInfo("buildings", "WebMercatorQuad", 13, 16, exportable=False),
@@ -287,5 +287,5 @@ def test_tile_layers_without_an_archive_are_not_offered_for_export() -> None:
     assert layers["basemap"].supports_offline
     parameters = create_default_parameters(webmap(), HELSINKI)
     plan = plan_offline_map(webmap(), parameters, None, on_request)
-    assert "no archive" in plan.omitted["buildings"]
+    assert "does not allow exporting" in plan.omitted["buildings"]
     assert [t.layer_id for t in plan.tiles] == ["basemap"]

@@ -42,7 +42,9 @@ AREA = area_from_bbox(24.895, 60.05, 24.995, 60.15)
 EDIT = {"create": True, "update": True, "delete": True}
 
 
-def offline_map(server: LiveServer, *, basemap_limit: int = 100_000) -> str:
+def offline_map(
+    server: LiveServer, *, basemap_limit: int = 100_000, extra: tuple[dict[str, Any], ...] = ()
+) -> str:
     """A public web map of the test service made for offline use, with a raster basemap."""
     catalog = server.server.catalog
     store = catalog.feature_service("city")
@@ -68,6 +70,7 @@ def offline_map(server: LiveServer, *, basemap_limit: int = 100_000) -> str:
                 "type": "online_only", "id": "live", "title": "Live",
                 "url": "https://tile.openstreetmap.org/{z}/{x}/{y}.png", "kind": "xyz",
             },
+            *extra,
         ],
         tables=[
             {
@@ -471,3 +474,23 @@ def test_the_async_sdk_does_the_same(
     has_errors, layers = asyncio.run(take_offline())
     assert has_errors  # the online-only layer
     assert layers == ["basemap", "sites"]
+
+
+def test_vector_tiles_built_from_feature_layers_are_exported_for_the_area(
+    live_server: LiveServer, tmp_path: Path, task_for: Callable[[LiveServer, str], OfflineMapTask]
+) -> None:
+    live = {
+        "type": "vector_tile", "id": "sites-vt", "title": "Sites as tiles", "service": "city-vt",
+        "export_tiles_allowed": True, "min_scale": 300_000, "max_scale": 20_000,
+    }  # fmt: skip
+    task = task_for(live_server, offline_map(live_server, extra=(live,)))
+    parameters = task.create_default_generate_offline_map_parameters(AREA)
+    result = task.generate_offline_map(parameters, tmp_path / "map").wait(poll_seconds=0.05)
+    (layer,) = [layer for layer in result.offline_map.layers if layer.id == "sites-vt"]
+    assert layer.kind == "vector_tile"
+    with layer.open_tiles() as reader:
+        tiles = dict(reader.iter_tiles())
+        assert reader.metadata.tile_format is TileFormat.MVT
+    assert tiles
+    assert {tile.z for tile in tiles} <= set(range(11, 16))
+    assert verify_package(tmp_path / "map").ok

@@ -69,8 +69,8 @@ class TileLayerInfo:
     max_zoom: int
     bounds: BBox | None = None
     exportable: bool = True
-    """Whether its tiles can be copied: an archive can; tiles built on request or fetched from
-    an upstream server cannot."""
+    """Whether the server lets its tiles be copied (off for upstream servers by default: most
+    public tile servers forbid bulk downloads)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +196,7 @@ def _exportable(
         return capability
     return _cannot(
         ref.id, ref.title, ref.type, CapabilityReason.UNSUPPORTED_TYPE,
-        f"{ref.service} has no archive to copy: its tiles are made on request or fetched "
-        "from another server",
+        f"the server does not allow exporting the tiles of {ref.service}",
     )  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
-from offmaps.containers import open_reader
+from offmaps.containers import TilesetMetadata, open_reader, open_writer
 from offmaps.errors import (
     ExportLimitError,
     JobCancelledError,
@@ -65,13 +65,19 @@ from offmaps.server.catalog import Catalog
 from offmaps.server.jobs import Job, JobContext, JobManager
 from offmaps.server.links import base_url
 from offmaps.server.replicas import ReplicaRegistry
-from offmaps.server.tiles import ArchiveTileSource
+from offmaps.server.tiles import ArchiveTileSource, TileSource
 from offmaps.server.webmaps_api import visible_map
 from offmaps.storage import LocalBlobStore
 from offmaps.tiling import AreaOfInterest, get_tms, scale_for_zoom, tile_cover
 from offmaps.types import BBox, Tile
 
-__all__ = ["OfflineRequest", "estimate_offline_map", "offline_router", "tile_layer_infos"]
+__all__ = [
+    "OfflineRequest",
+    "estimate_offline_map",
+    "export_tiles",
+    "offline_router",
+    "tile_layer_infos",
+]
 
 ROW_BYTES = 400
 """A typical GeoPackage row with its index entries, for estimates."""
@@ -106,7 +112,7 @@ def tile_layer_infos(catalog: Catalog) -> dict[str, TileLayerInfo]:
             source.info.min_zoom,
             source.info.max_zoom,
             source.info.bounds,
-            exportable=isinstance(source, ArchiveTileSource),
+            exportable=source.info.export_tiles_allowed,
         )
         for name, source in catalog.tile_sources.items()
     }
@@ -354,17 +360,21 @@ class _Generation:
     def _tiles(self, tile_plan: TileLayerPlan, progress: Callable[[float, str], None]) -> None:
         name = f"{tile_plan.layer_id}.{self.parameters.tile_format.value}"
         source = self.catalog.tile_sources.get(tile_plan.service)
-        if not isinstance(source, ArchiveTileSource):
-            msg = f"tile service {tile_plan.service!r} is not an archive: it cannot be exported"
-            raise TileNotFoundError(msg)
-        extract_tiles(
-            str(source.location),
-            self.folder / name,
-            tile_plan.area.aoi(),
-            tile_plan.zooms,
-            progress=progress,
-            cancelled=self.context.cancelled,
-        )
+        if source is None:
+            raise TileNotFoundError(f"the server has no tile service {tile_plan.service!r}")
+        if isinstance(source, ArchiveTileSource):
+            extract_tiles(
+                str(source.location),
+                self.folder / name,
+                tile_plan.area.aoi(),
+                tile_plan.zooms,
+                progress=progress,
+                cancelled=self.context.cancelled,
+            )
+        else:
+            export_tiles(
+                source, self.folder / name, tile_plan, progress, self.context.check_cancelled
+            )
         self.files.append(name)
         self.layers.append(
             PackageLayer(
@@ -418,6 +428,53 @@ class _Generation:
         )
         write_manifest(self.folder, manifest)
         return manifest
+
+
+def export_tiles(
+    source: TileSource,
+    destination: Path,
+    plan: TileLayerPlan,
+    progress: Callable[[float, str], None],
+    check_cancelled: Callable[[], None],
+) -> int:
+    """The tiles of any tile source (vector tiles built from feature layers, an upstream server
+    through its cache) for a layer's area and levels, into a new archive; returns how many.
+
+    Archives are copied by :func:`offmaps.offline.extract.extract_tiles`; here each tile of the
+    area is asked for, and the ones the source has none for are skipped. The archive appears
+    only when complete.
+    """
+    info = source.info
+    tms = get_tms(info.tms_id)
+    area = plan.area.aoi()
+    cover = tile_cover(area, tms, plan.zooms)
+    total = max(cover.total, 1)
+    west, south, east, north = area.to_wgs84().bounds
+    metadata = TilesetMetadata(
+        tile_format=info.tile_format,
+        tms=tms,
+        name=info.title,
+        tile_compression=info.tile_compression,
+        bounds=BBox(west, south, east, north),
+        minzoom=plan.zooms.min,
+        maxzoom=plan.zooms.max,
+        attribution=info.attribution,
+        vector_layers=[{"id": layer, "fields": {}} for layer in info.vector_layers] or None,
+    )
+    written = 0
+    with open_writer(str(destination), metadata) as writer:
+        for index, tile in enumerate(cover):
+            if index % 256 == 0:
+                check_cancelled()
+                progress(index / total, f"{index:,} of {total:,} tiles")
+            try:
+                data = source.get_tile(tile)
+            except TileNotFoundError:
+                continue  # nothing there: no tile in the archive either
+            writer.write_tile(tile, data)
+            written += 1
+    progress(1.0, f"{written:,} tiles")
+    return written
 
 
 THUMBNAIL = "thumbnail.png"
