@@ -12,8 +12,11 @@ from offmaps.offline.parameters import (
     CapabilityReason,
     GenerateOfflineMapParameterOverrides,
     GenerateOfflineMapParameters,
+    OfflineItemInfo,
     SyncModel,
     area_from_bbox,
+    encode_thumbnail,
+    thumbnail_bytes,
 )
 from offmaps.offline.plan import (
     TileLayerInfo,
@@ -289,3 +292,16 @@ def test_tile_layers_the_server_does_not_export_are_not_offered() -> None:
     plan = plan_offline_map(webmap(), parameters, None, on_request)
     assert "does not allow exporting" in plan.omitted["buildings"]
     assert [t.layer_id for t in plan.tiles] == ["basemap"]
+
+
+def test_item_info_takes_a_small_png_or_jpeg_thumbnail() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
+    item = OfflineItemInfo(title="Crew A", thumbnail=encode_thumbnail(png))
+    assert thumbnail_bytes(item.thumbnail or "") == (png, ".png")
+    for bad, message in [
+        ("not base64!", "not base64"),
+        (encode_thumbnail(png).replace("iV", "AA", 1), "PNG or JPEG"),
+        ("A" * (2 * 1024 * 1024), "over"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            OfflineItemInfo(title="Crew A", thumbnail=bad)

@@ -28,7 +28,12 @@ from offmaps.errors import (
 )
 from offmaps.features.model import FeatureQuery, Insert
 from offmaps.offline.package import verify_package
-from offmaps.offline.parameters import CapabilityReason, area_from_bbox
+from offmaps.offline.parameters import (
+    CapabilityReason,
+    OfflineItemInfo,
+    area_from_bbox,
+    encode_thumbnail,
+)
 from offmaps.schemas import WebMap
 from offmaps.server.tiles import ArchiveTileSource
 from offmaps.tiling import get_tms
@@ -184,6 +189,16 @@ def test_generate_downloads_a_package_that_opens_offline(
     assert list((tmp_path / "download").rglob("*.part")) == []
     assert result.mobile_map_package.item.thumbnail == "thumbnail.png"
     assert (tmp_path / "download" / "thumbnail.png").read_bytes().startswith(b"\x89PNG")
+
+    jpeg = b"\xff\xd8\xff\xe0" + b"\x00" * 64  # the crew's own picture, and title
+    item = OfflineItemInfo(title="Crew A", tags=("north",), thumbnail=encode_thumbnail(jpeg))
+    own = parameters.model_copy(update={"item_info": item})
+    mine = task.generate_offline_map(own, tmp_path / "own").wait(poll_seconds=0.05)
+    assert (mine.mobile_map_package.item.title, mine.mobile_map_package.item.tags) == (
+        "Crew A",
+        ["north"],
+    )
+    assert (tmp_path / "own" / "thumbnail.jpg").read_bytes() == jpeg
 
 
 QGIS_PYTHON = "/usr/bin/python3"  # Debian's: the only one that sees QGIS (scripts/clients.sh)

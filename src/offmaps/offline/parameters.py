@@ -9,6 +9,8 @@ the antimeridian.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import warnings
 from enum import StrEnum
@@ -34,6 +36,7 @@ from offmaps.tiling import AreaOfInterest
 
 __all__ = [
     "MAX_AREA_BYTES",
+    "MAX_THUMBNAIL_BYTES",
     "Area",
     "CapabilityReason",
     "DestinationTableRowFilter",
@@ -52,6 +55,8 @@ __all__ = [
     "SyncModel",
     "TileArchiveFormat",
     "area_from_bbox",
+    "encode_thumbnail",
+    "thumbnail_bytes",
 ]
 
 MAX_AREA_BYTES = 1024 * 1024
@@ -109,6 +114,46 @@ class OfflineItemInfo(_Model):
     tags: Annotated[
         tuple[Annotated[str, Field(min_length=1, max_length=64)], ...], Field(max_length=50)
     ] = ()
+    thumbnail: str | None = None
+    """A PNG or JPEG image, base64-encoded (:func:`encode_thumbnail`), at most
+    :data:`MAX_THUMBNAIL_BYTES`; ``None`` for one made from the basemap."""
+
+    @field_validator("thumbnail")
+    @classmethod
+    def _check_thumbnail(cls, text: str | None) -> str | None:
+        if text is not None:
+            thumbnail_bytes(text)
+        return text
+
+
+MAX_THUMBNAIL_BYTES = 1024 * 1024
+"""The largest thumbnail accepted."""
+_IMAGE_SUFFIXES = {b"\x89PNG\r\n\x1a\n": ".png", b"\xff\xd8\xff": ".jpg"}
+
+
+def encode_thumbnail(data: bytes) -> str:
+    """A PNG or JPEG image as :attr:`OfflineItemInfo.thumbnail` takes it."""
+    text = base64.b64encode(data).decode("ascii")
+    thumbnail_bytes(text)
+    return text
+
+
+def thumbnail_bytes(text: str) -> tuple[bytes, str]:
+    """The image of an encoded thumbnail and its file suffix (``.png`` or ``.jpg``).
+
+    Raises:
+        ValueError: not base64, over :data:`MAX_THUMBNAIL_BYTES`, or neither PNG nor JPEG.
+    """
+    if len(text) > MAX_THUMBNAIL_BYTES * 4 // 3 + 4:
+        raise ValueError(f"the thumbnail is over {MAX_THUMBNAIL_BYTES:,} bytes")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the thumbnail is not base64") from None
+    for magic, suffix in _IMAGE_SUFFIXES.items():
+        if data.startswith(magic):
+            return data, suffix
+    raise ValueError("the thumbnail must be a PNG or JPEG image")
 
 
 class Area(_Model):

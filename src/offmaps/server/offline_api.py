@@ -50,6 +50,7 @@ from offmaps.offline.parameters import (
     GenerateOfflineMapParameters,
     LayerEstimate,
     OfflineMapEstimate,
+    thumbnail_bytes,
 )
 from offmaps.offline.plan import (
     OfflinePlan,
@@ -386,10 +387,20 @@ class _Generation:
             )
         )
 
+    def _own_thumbnail(self) -> str | None:
+        """The thumbnail the request brought, written into the package."""
+        item = self.parameters.item_info
+        if item is None or item.thumbnail is None:
+            return None
+        data, suffix = thumbnail_bytes(item.thumbnail)
+        name = f"thumbnail{suffix}"
+        (self.folder / name).write_bytes(data)
+        return name
+
     def _manifest(self) -> PackageManifest:
         order = {ref.id: index for index, ref in enumerate(self.webmap.iter_layers())}
         self.layers.sort(key=lambda layer: order.get(layer.id, len(order)))  # the map's order
-        thumbnail = _thumbnail(
+        thumbnail = self._own_thumbnail() or _thumbnail(
             self.folder, self.plan, self.parameters.tile_format.value, self.files
         )
         files = [*self.files, *([thumbnail] if thumbnail else [])]
