@@ -509,3 +509,24 @@ def test_vector_tiles_built_from_feature_layers_are_exported_for_the_area(
     assert tiles
     assert {tile.z for tile in tiles} <= set(range(11, 16))
     assert verify_package(tmp_path / "map").ok
+
+
+def test_layers_kept_online_only_point_back_to_the_server(
+    live_server: LiveServer, tmp_path: Path, task_for: Callable[[LiveServer, str], OfflineMapTask]
+) -> None:
+    task = task_for(live_server, offline_map(live_server))
+    parameters = task.create_default_generate_offline_map_parameters(AREA)
+    overrides = task.create_generate_offline_map_parameter_overrides(parameters)
+    overrides = overrides.model_copy(update={"online_only_layers": ("inspections", "live")})
+    result = task.generate_offline_map(parameters, tmp_path / "map", overrides).wait(
+        poll_seconds=0.05
+    )
+    (table,) = result.offline_map.tables
+    assert (table.id, table.kind) == ("inspections", "online_only")
+    assert table.url == f"{live_server.url}/collections/city.inspections/items"
+    live = [layer for layer in result.offline_map.layers if layer.id == "live"]
+    assert [layer.url for layer in live] == ["https://tile.openstreetmap.org/{z}/{x}/{y}.png"]
+    with next(
+        layer for layer in result.offline_map.layers if layer.id == "sites"
+    ).open_features() as replica:
+        assert [s.name for s in replica.list_layers()] == ["sites"]

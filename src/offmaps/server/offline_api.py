@@ -60,7 +60,7 @@ from offmaps.offline.plan import (
     get_capabilities,
     plan_offline_map,
 )
-from offmaps.schemas import OnlineOnlyLayerRef, WebMap
+from offmaps.schemas import FeatureLayerRef, OnlineOnlyLayerRef, TableRef, TileLayerRef, WebMap
 from offmaps.server.auth import Principal, Scope, current_principal
 from offmaps.server.catalog import Catalog
 from offmaps.server.jobs import Job, JobContext, JobManager
@@ -257,10 +257,12 @@ class _Generation:
             ids = [tile_plan.layer_id]
             self._attempt(ids, tile_plan.layer_id, partial(self._tiles, tile_plan))
         for layer_id in self.plan.online_only:
-            ref = self.webmap.find_layer(layer_id)
-            if isinstance(ref, OnlineOnlyLayerRef):
+            url = self._online_url(layer_id)
+            if url is not None:
                 self.layers.append(
-                    PackageLayer(id=ref.id, title=ref.title, kind="online_only", url=str(ref.url))
+                    PackageLayer(
+                        id=layer_id, title=self._title(layer_id), kind="online_only", url=url
+                    )
                 )
         self.context.progress(0.96, "writing the manifest")
         manifest = self._manifest()
@@ -294,6 +296,17 @@ class _Generation:
             self.errors.update(dict.fromkeys(layer_ids, str(exc)))
         finally:
             self._done += weight
+
+    def _online_url(self, layer_id: str) -> str | None:
+        """Where a layer kept online only is read from: its own URL, or this server's."""
+        ref = self.webmap.find_layer(layer_id)
+        if isinstance(ref, OnlineOnlyLayerRef):
+            return str(ref.url)
+        if isinstance(ref, FeatureLayerRef | TableRef):
+            return f"{self.server_url}/collections/{ref.service}.{ref.layer}/items"
+        if isinstance(ref, TileLayerRef):
+            return f"{self.server_url}/tiles/{ref.service}/{{z}}/{{x}}/{{y}}"
+        return None
 
     def _title(self, layer_id: str) -> str:
         ref = self.webmap.find_layer(layer_id)
@@ -410,6 +423,7 @@ class _Generation:
             if path.is_file()
         )
         item, webmap, parameters = self.parameters.item_info, self.webmap, self.parameters
+        table_ids = {ref.id for ref in webmap.tables}
         manifest = PackageManifest(
             format_version="1.0",
             created=datetime.now(UTC),
@@ -424,8 +438,8 @@ class _Generation:
             source_map_id=webmap.id,
             update_mode=parameters.update_mode.value,
             map=webmap.model_dump(mode="json", exclude_none=True),
-            layers=[layer for layer in self.layers if layer.kind != "table"],
-            tables=[layer for layer in self.layers if layer.kind == "table"],
+            layers=[layer for layer in self.layers if layer.id not in table_ids],
+            tables=[layer for layer in self.layers if layer.id in table_ids],
             replicas=self.package_replicas,
             files=[file_entry(self.folder, name) for name in files],
             reference_basemap=(
