@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _http import WrkResult, free_port, publish_map, require_wrk, run_wrk, serving
 from _measure import machine
+from convert import MAPPROXY_YAML as CONVERT_YAML
 from convert import source_cache
 
 from offmaps.containers import open_reader
@@ -43,30 +44,10 @@ BIN = Path(sys.executable).parent
 SEED = 20261122
 CHECKED = 50
 
-MAPPROXY_YAML = """\
-services:
-  wmts:
-    restful: true
-    kvp: false
-layers:
-  - name: osm
-    title: OpenStreetMap Helsinki
-    sources: [osm_cache]
-caches:
-  osm_cache:
-    grids: [webmercator]
-    sources: []
-    format: image/png
-    cache:
-      type: file
-      directory_layout: tms
-      directory: {directory}
-grids:
-  webmercator:
-    base: GLOBAL_WEBMERCATOR
-    origin: sw
-    num_levels: 25
-"""
+# convert.py's cache and grid, served at the WMTS REST endpoint
+MAPPROXY_YAML = CONVERT_YAML.replace(
+    "services:\n  demo:\n", "services:\n  wmts:\n    restful: true\n    kvp: false\n"
+)
 
 MAPPROXY_APP = """\
 from mapproxy.wsgiapp import make_wsgi_app

@@ -27,9 +27,7 @@ timestamps as GeoPackage text (``YYYY-MM-DDTHH:MM:SS.SSSZ``, in UTC).
 
 from __future__ import annotations
 
-import functools
 import math
-import os.path
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -38,9 +36,9 @@ from typing import Any
 
 import lark
 from pygeofilter import ast, values  # type: ignore[import-untyped]
-from pygeofilter.parsers.cql2_text import parser as cql2_parser  # type: ignore[import-untyped]
 
 from offmaps.errors import InvalidFilterError, UnsupportedFilterError
+from offmaps.schemas._cql2 import cql2_text_parser, too_deep_at
 
 __all__ = [
     "MAX_FILTER_DEPTH",
@@ -132,44 +130,18 @@ def _check_text(text: str) -> None:
     except UnicodeEncodeError as exc:
         msg = f"filter is not valid Unicode text at character {exc.start + 1}"
         raise InvalidFilterError(msg) from None
-    depth = 0
-    quote: str | None = None
-    for index, char in enumerate(text):
-        if quote is not None:
-            if char == quote:
-                quote = None
-        elif char in "'\"":
-            quote = char
-        elif char == "(":
-            depth += 1
-            if depth > MAX_FILTER_DEPTH:
-                msg = (
-                    f"filter is nested too deeply: more than {MAX_FILTER_DEPTH} parentheses "
-                    f"at character {index + 1}"
-                )
-                raise InvalidFilterError(msg, column=index + 1)
-        elif char == ")":
-            depth = max(depth - 1, 0)
-
-
-@functools.cache
-def _parser() -> lark.Lark:
-    # pygeofilter's own parser is built with ``debug=True``, which prints a parser state dump to
-    # stdout whenever a value in the text is rejected; build the same parser without it.
-    return lark.Lark.open(
-        "grammar.lark",
-        rel_to=cql2_parser.__file__,
-        parser="lalr",
-        debug=False,
-        maybe_placeholders=False,
-        transformer=cql2_parser.CQLTransformer(),
-        import_paths=[os.path.dirname(os.path.dirname(cql2_parser.__file__))],
-    )
+    index = too_deep_at(text, MAX_FILTER_DEPTH)
+    if index is not None:
+        msg = (
+            f"filter is nested too deeply: more than {MAX_FILTER_DEPTH} parentheses "
+            f"at character {index + 1}"
+        )
+        raise InvalidFilterError(msg, column=index + 1)
 
 
 def _parse(text: str) -> Any:
     try:
-        return _parser().parse(text)
+        return cql2_text_parser().parse(text)
     except lark.exceptions.UnexpectedInput as exc:
         raise _syntax_error(text, exc) from None
     except lark.exceptions.VisitError as exc:

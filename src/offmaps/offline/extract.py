@@ -42,7 +42,6 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar
@@ -66,6 +65,7 @@ from offmaps.errors import (
 from offmaps.features.geopackage import GeoPackageStore, ScannedRow
 from offmaps.features.model import Attachment, Feature, FeatureQuery, LayerSchema, Relationship
 from offmaps.features.store import FeatureStore
+from offmaps.offline.parameters import DestinationTableRowFilter
 from offmaps.storage import BlobStore
 from offmaps.tiling import AreaOfInterest
 from offmaps.types import BBox, ZoomRange
@@ -93,15 +93,10 @@ has two, whose common bounding box would span the world); larger ones by their o
 _TILE_KINDS = {".mbtiles": ContainerKind.MBTILES, ".pmtiles": ContainerKind.PMTILES}
 
 
-class RowFilter(StrEnum):
-    """Which rows of non-spatial tables a replica takes."""
-
-    RELATED_ONLY = "related_only"
-    """Tables that are destinations of relationships from extracted layers take only the rows
-    related to extracted origin rows; other tables take every row."""
-
-    ALL = "all"
-    """Tables take every row matching their ``where``."""
+RowFilter = DestinationTableRowFilter
+"""Which rows of non-spatial tables a replica takes: ``RELATED_ONLY`` (tables that are
+destinations of relationships from extracted layers take only the rows related to extracted
+origin rows; other tables take every row) or ``ALL`` (every row matching their ``where``)."""
 
 
 @dataclass(frozen=True, slots=True)

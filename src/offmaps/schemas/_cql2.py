@@ -1,7 +1,8 @@
 """A syntax check of CQL2 text, without a layer's fields: for definition expressions in documents.
 
 The full compiler, which checks field names and types, is :mod:`offmaps.features.filters`, a layer
-above this one; both parse with the same pygeofilter grammar, so text accepted there parses here.
+above this one. It parses with :func:`cql2_text_parser` and guards nesting with
+:func:`too_deep_at` from here, so text accepted there parses here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os.path
 import lark
 from pygeofilter.parsers.cql2_text import parser as cql2_parser  # type: ignore[import-untyped]
 
-__all__ = ["MAX_EXPRESSION_LENGTH", "check_cql2_text"]
+__all__ = ["MAX_EXPRESSION_LENGTH", "check_cql2_text", "cql2_text_parser", "too_deep_at"]
 
 MAX_EXPRESSION_LENGTH = 10_000
 """The longest definition expression accepted, in characters (as for any filter)."""
@@ -21,7 +22,8 @@ _MAX_DEPTH = 100
 
 
 @functools.cache
-def _parser() -> lark.Lark:
+def cql2_text_parser() -> lark.Lark:
+    """pygeofilter's CQL2 text parser, built once."""
     # pygeofilter's own parser is built with ``debug=True``, which prints a parser state dump to
     # stdout whenever a value in the text is rejected; build the same parser without it
     return lark.Lark.open(
@@ -35,15 +37,14 @@ def _parser() -> lark.Lark:
     )
 
 
-def check_cql2_text(text: str) -> str:
-    """``text`` when it parses as a CQL2 text boolean expression, else ``ValueError``."""
-    if not text.strip():
-        raise ValueError("is empty: leave it out for no filter")
-    if "\x00" in text:
-        raise ValueError("contains a NUL character")
+def too_deep_at(text: str, limit: int) -> int | None:
+    """The index of the parenthesis that nests ``text`` more than ``limit`` deep, or ``None``.
+
+    Checked before parsing, which recurses once per level; quoted text is skipped.
+    """
     depth = 0
     quote: str | None = None
-    for char in text:
+    for index, char in enumerate(text):
         if quote is not None:
             if char == quote:
                 quote = None
@@ -51,12 +52,23 @@ def check_cql2_text(text: str) -> str:
             quote = char
         elif char == "(":
             depth += 1
-            if depth > _MAX_DEPTH:
-                raise ValueError(f"is nested more than {_MAX_DEPTH} parentheses deep")
+            if depth > limit:
+                return index
         elif char == ")":
             depth = max(depth - 1, 0)
+    return None
+
+
+def check_cql2_text(text: str) -> str:
+    """``text`` when it parses as a CQL2 text boolean expression, else ``ValueError``."""
+    if not text.strip():
+        raise ValueError("is empty: leave it out for no filter")
+    if "\x00" in text:
+        raise ValueError("contains a NUL character")
+    if too_deep_at(text, _MAX_DEPTH) is not None:
+        raise ValueError(f"is nested more than {_MAX_DEPTH} parentheses deep")
     try:
-        _parser().parse(text)
+        cql2_text_parser().parse(text)
     except lark.exceptions.UnexpectedInput as exc:
         line, column = getattr(exc, "line", None), getattr(exc, "column", None)
         where = f" at line {line}, column {column}" if isinstance(column, int) else ""

@@ -34,7 +34,7 @@ from offmaps.errors import (
     TileNotFoundError,
 )
 from offmaps.features.model import FeatureQuery
-from offmaps.offline.extract import LayerExtract, RowFilter, extract_feature_service, extract_tiles
+from offmaps.offline.extract import LayerExtract, extract_feature_service, extract_tiles
 from offmaps.offline.package import (
     MANIFEST_NAME,
     PackageItem,
@@ -329,7 +329,7 @@ class _Generation:
                 for layer in service_plan.layers
             ],
             self.parameters.area_of_interest.aoi(),
-            row_filter=RowFilter(service_plan.row_filter.value),
+            row_filter=service_plan.row_filter,
             blobs=self.catalog.blobs,
             attachment_store=LocalBlobStore(self.folder / "attachments"),
             progress=progress,
