@@ -136,6 +136,41 @@ with MobileMapPackage(sys.argv[1]).load() as package:
         print(f"  replica {replica.replica_id} of {replica.service} from generation {replica.generation}")
 PY
 
+step "10. Edit the offline map in the field (the SDK and plain sqlite3, as QGIS would), then sync"
+$BIN/python - "$OUT/offline-map" "$URL" <<'PY'
+import sqlite3, sys, httpx
+from shapely.geometry import Point
+from offmaps.offline import MobileMapPackage
+from offmaps.offline.editing import open_feature_table
+folder, url = sys.argv[1], sys.argv[2]
+package = MobileMapPackage(folder).load()
+with open_feature_table(package, "sites") as sites:
+    first, second = list(sites.query())[:2]
+    sites.update_feature(first.global_id, {"condition": "broken"})
+    found = sites.add_feature({"name": "Hydrant found in the field", "kind": "fire_hydrant",
+                               "condition": "good"}, Point(24.945, 60.17))
+    sites.add_attachment(found.global_id, "photo.jpg", "image/jpeg", b"\xff\xd8" + b"field photo" * 500)
+    print(f"SDK: changed {first.properties['name']!r}, added a site with a photo")
+(replica,) = package.manifest.replicas
+with sqlite3.connect(f"{folder}/{replica.file}") as db:  # another tool, straight SQL
+    db.execute("UPDATE sites SET name = name || ' (checked)' WHERE globalid = ?", (str(second.global_id),))
+print("sqlite3: renamed a second site")
+token = httpx.post(f"{url}/oauth2/token", data={"grant_type": "password", "username": "editor",
+                   "password": "offmaps-sample"}).json()["access_token"]
+office = httpx.patch(f"{url}/collections/helsinki.sites/items/{first.global_id}",
+    headers={"Authorization": f"Bearer {token}", "Content-Type": "application/merge-patch+json"},
+    json={"properties": {"condition": "repaired"}})
+print(f"meanwhile the office set the first site's condition: {office.status_code}")
+PY
+$BIN/offmaps sync status "$OUT/offline-map" --check
+$BIN/offmaps sync "$OUT/offline-map"
+$BIN/offmaps sync status "$OUT/offline-map"
+$BIN/offmaps conflicts list --server "$URL"
+CONFLICT=$($BIN/offmaps conflicts list --server "$URL" --json | $BIN/python -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+$BIN/offmaps conflicts show "$CONFLICT" --server "$URL"
+$BIN/offmaps conflicts resolve "$CONFLICT" --server "$URL" --side client
+$BIN/offmaps sync "$OUT/offline-map"
+
 kill $SERVER; wait $SERVER 2>/dev/null || true
 trap - EXIT
 printf '\nServe it again: OFFMAPS_DATA_DIR=%s %s/offmaps serve   (then open %s/docs)\n' "$OFFMAPS_DATA_DIR" "$BIN" "$URL"

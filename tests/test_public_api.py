@@ -18,6 +18,7 @@ MODULES = [
     "offmaps.sample",
     "offmaps.client",
     "offmaps.offline",
+    "offmaps.sync",
 ]
 
 

@@ -10,6 +10,7 @@ SDK) maps them once.
     └── AOIRepairedWarning (offmaps.tiling)
 
     OffmapsError
+    ├── ConnectionFailedError
     ├── TilingError
     │   ├── UnknownTileMatrixSetError
     │   ├── UnknownCRSError
@@ -54,7 +55,15 @@ SDK) maps them once.
     │   ├── JobCancelledError
     │   ├── JobFailedError
     │   ├── DownloadError
-    │   └── PackageError
+    │   ├── PackageError
+    │   └── EditNotAllowedError
+    ├── SyncError
+    │   ├── InvalidChangeSetError
+    │   ├── ReplicaNotFoundError
+    │   ├── ConflictNotFoundError
+    │   ├── ConflictStateError
+    │   ├── UploadOffsetError
+    │   └── SyncFailedError
     └── AuthError
         ├── InvalidCredentialsError
         ├── InvalidTokenError
@@ -76,11 +85,15 @@ __all__ = [
     "BlobIntegrityError",
     "BlobNotFoundError",
     "BlobTooLargeError",
+    "ConflictNotFoundError",
+    "ConflictStateError",
+    "ConnectionFailedError",
     "ContainerCorruptError",
     "ContainerError",
     "ContainerWriteError",
     "DestinationExistsError",
     "DownloadError",
+    "EditNotAllowedError",
     "ExportLimitError",
     "FeatureNotFoundError",
     "FeatureStoreError",
@@ -90,6 +103,7 @@ __all__ = [
     "InsufficientScopeError",
     "InvalidAOIError",
     "InvalidBlobKeyError",
+    "InvalidChangeSetError",
     "InvalidCredentialsError",
     "InvalidFeatureError",
     "InvalidFilterError",
@@ -110,7 +124,10 @@ __all__ = [
     "OffmapsError",
     "OffmapsWarning",
     "PackageError",
+    "ReplicaNotFoundError",
     "StorageError",
+    "SyncError",
+    "SyncFailedError",
     "TileNotFoundError",
     "TilingError",
     "UnknownCRSError",
@@ -119,6 +136,7 @@ __all__ = [
     "UnsupportedFilterError",
     "UnsupportedTileFormatError",
     "UnsupportedTileMatrixSetError",
+    "UploadOffsetError",
     "UpstreamError",
     "UserExistsError",
     "UserNotFoundError",
@@ -137,6 +155,10 @@ class OffmapsWarning(UserWarning):
 
 
 # --- tiling ---------------------------------------------------------------------------------
+
+
+class ConnectionFailedError(OffmapsError):
+    """The server could not be reached, or the connection dropped before its answer came."""
 
 
 class TilingError(OffmapsError):
@@ -450,6 +472,65 @@ class DownloadError(OfflineError):
 
 class PackageError(OfflineError):
     """An offline package is missing, malformed, incomplete or corrupt."""
+
+
+class EditNotAllowedError(OfflineError):
+    """An offline edit the web map does not allow (a layer that is not editable, a field that
+    is not, an attachment on a layer without attachments).
+
+    Attributes:
+        layer: the layer or table.
+        field: the field, when one field is at fault.
+    """
+
+    def __init__(self, message: str, *, layer: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.layer = layer
+        self.field = field
+
+
+# --- sync -----------------------------------------------------------------------------------
+
+
+class SyncError(OffmapsError):
+    """Edits cannot be synced between an offline replica and the server as asked."""
+
+
+class InvalidChangeSetError(SyncError):
+    """A change set is malformed or does not fit its replica (a layer the replica does not
+    have, a change id used twice in one set, an attachment whose bytes were not uploaded)."""
+
+
+class ReplicaNotFoundError(SyncError):
+    """No replica has this id: it was never registered, or it was unregistered."""
+
+
+class ConflictNotFoundError(SyncError):
+    """No conflict has this id (or it is not the caller's)."""
+
+
+class ConflictStateError(SyncError):
+    """A conflict cannot be resolved as asked: it is resolved already, or the row changed
+    again since (read it again and resolve anew)."""
+
+
+class UploadOffsetError(SyncError):
+    """A resumed upload does not continue where the server's copy ends.
+
+    Attributes:
+        expected: the offset the server has (send from there).
+        actual: the offset the request gave.
+    """
+
+    def __init__(self, message: str, *, expected: int, actual: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
+class SyncFailedError(SyncError):
+    """A sync did not finish; the replica is as it was before the failed step, and a retry
+    continues where it stopped."""
 
 
 class AuthError(OffmapsError):

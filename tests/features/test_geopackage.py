@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import uuid
 from datetime import date
 from pathlib import Path
 
@@ -16,7 +17,14 @@ from shapely.geometry import Point, box
 from offmaps.errors import FeatureStoreError
 from offmaps.features import FieldType
 from offmaps.features.geopackage import GeoPackageStore, decode_geometry, encode_geometry
-from offmaps.features.model import FeatureQuery, Field, GeometryType, Insert, LayerSchema
+from offmaps.features.model import (
+    ChangeKind,
+    FeatureQuery,
+    Field,
+    GeometryType,
+    Insert,
+    LayerSchema,
+)
 
 
 @pytest.fixture
@@ -139,3 +147,94 @@ def test_geometry_blobs_round_trip() -> None:
         assert decoded is not None
         assert decoded.equals(geometry)
     assert decode_geometry(None) is None
+
+
+def register_st_functions(conn: sqlite3.Connection) -> None:
+    """The functions GDAL and QGIS bring, which the R-tree triggers call."""
+    conn.create_function("ST_MinX", 1, lambda b: decode_bounds(b, 0))
+    conn.create_function("ST_MaxX", 1, lambda b: decode_bounds(b, 2))
+    conn.create_function("ST_MinY", 1, lambda b: decode_bounds(b, 1))
+    conn.create_function("ST_MaxY", 1, lambda b: decode_bounds(b, 3))
+    conn.create_function("ST_IsEmpty", 1, lambda b: 0)
+
+
+def test_rows_inserted_without_a_global_id_get_a_uuid4(service: Path) -> None:
+    """QGIS and sqlite3 insert rows knowing nothing of globalid and row_version."""
+    conn = sqlite3.connect(service)
+    try:
+        register_st_functions(conn)
+        with conn:
+            conn.execute(
+                "INSERT INTO sites (name, geom) VALUES ('raw', ?)",
+                (encode_geometry(Point(5, 6), 4326),),
+            )
+            conn.executemany("INSERT INTO visits (site) VALUES (?)", [(n,) for n in range(50)])
+        site = conn.execute("SELECT globalid FROM sites WHERE name = 'raw'").fetchone()[0]
+        visits = [row[0] for row in conn.execute("SELECT globalid FROM visits WHERE site >= 0")]
+    finally:
+        conn.close()
+    texts = [site, *visits]
+    assert len(set(texts)) == len(texts)
+    for text in texts:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4
+        assert str(parsed) == text  # lower case, 8-4-4-4-12
+    with GeoPackageStore.open(service) as store:
+        feature = store.get_feature("sites", uuid.UUID(site))
+        assert feature.version == 1
+        assert feature.properties["name"] == "raw"
+        assert feature.geometry is not None
+        assert feature.geometry.equals(Point(5, 6))
+        assert store.get_feature("visits", uuid.UUID(visits[0])).version == 1
+
+
+def journal_indexes(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'offmaps_journal'"
+            " ORDER BY name"
+        ).fetchall()
+    conn.close()
+    return [row[0] for row in rows]
+
+
+def test_the_journal_is_indexed_by_row(service: Path) -> None:
+    assert "offmaps_journal_row" in journal_indexes(service)
+
+
+def test_opening_an_older_store_adds_the_journal_index(service: Path) -> None:
+    with sqlite3.connect(service) as conn:
+        conn.execute("DROP INDEX offmaps_journal_row")
+    conn.close()
+    with GeoPackageStore.open(service) as store:
+        (site,) = store.iter_features("sites")
+        entry = store.last_change("sites", site.global_id)
+        assert entry is not None
+        assert entry.kind is ChangeKind.INSERT
+    assert "offmaps_journal_row" in journal_indexes(service)
+
+
+def test_a_read_only_older_store_opens_without_the_index(
+    service: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with sqlite3.connect(service) as conn:
+        conn.execute("DROP INDEX offmaps_journal_row")
+    conn.close()
+
+    def read_only(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        register_st_functions(conn)
+        return conn
+
+    monkeypatch.setattr(GeoPackageStore, "_connect", staticmethod(read_only))
+    with GeoPackageStore.open(service) as store:
+        (site,) = store.iter_features("sites")
+        entry = store.last_change("sites", site.global_id)
+        assert entry is not None
+        assert entry.version == 1
+    assert "offmaps_journal_row" not in journal_indexes(service)

@@ -161,6 +161,65 @@ def test_relationships(hydrants: FeatureStore) -> None:
         hydrants.add_relationship(Relationship("y", "nope", "name", "inspections", "result"))
 
 
+def test_add_field_adds_a_nullable_column(hydrants: FeatureStore) -> None:
+    before = insert(hydrants, name="H1")
+    generation = hydrants.generation()
+    colour = Field("colour", FieldType.TEXT, alias="Colour", max_length=10)
+    hydrants.add_field("hydrants", colour)
+    schema = hydrants.get_layer("hydrants")
+    assert schema.fields == (*HYDRANTS.fields, colour)
+    assert hydrants.list_layers() == (schema,)
+    assert hydrants.generation() == generation
+    assert list(hydrants.iter_changes(since=generation)) == []
+    stored = hydrants.get_feature("hydrants", before.global_id)
+    assert stored.properties == {**before.properties, "colour": None}
+    after = insert(hydrants, colour="red")
+    assert hydrants.get_feature("hydrants", after.global_id).properties["colour"] == "red"
+    with pytest.raises(InvalidFeatureError):
+        insert(hydrants, colour="x" * 11)
+    page = hydrants.query("hydrants", FeatureQuery(filters=("colour = 'red'",)))
+    assert [f.global_id for f in page.features] == [after.global_id]
+
+
+def test_add_field_to_a_table_survives_reopening(store: FeatureStore) -> None:
+    store.create_layer(INSPECTIONS)
+    store.add_field("inspections", Field("score", FieldType.INTEGER))
+    (row,) = store.apply_edits([Insert("inspections", {"score": 3})])
+    assert row is not None
+    again: FeatureStore = getattr(store, "reopen")()  # noqa: B009 - every backend has reopen()
+    try:
+        assert again.get_layer("inspections").fields[-1] == Field("score", FieldType.INTEGER)
+        assert again.get_feature("inspections", row.global_id).properties["score"] == 3
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        Field("depth", FieldType.REAL, nullable=False),
+        Field("NAME", FieldType.TEXT),
+        Field("zone", FieldType.INTEGER),
+        Field("GlobalId", FieldType.TEXT),
+        Field("geom", FieldType.TEXT),
+        Field("row_version", FieldType.INTEGER),
+        Field("1st", FieldType.TEXT),
+        Field("a b", FieldType.TEXT),
+        Field("n", FieldType.INTEGER, max_length=3),
+    ],
+)
+def test_add_field_refuses_bad_fields(hydrants: FeatureStore, field: Field) -> None:
+    with pytest.raises(InvalidLayerSchemaError):
+        hydrants.add_field("hydrants", field)
+    assert hydrants.get_layer("hydrants") == HYDRANTS
+    insert(hydrants)  # the layer works as before
+
+
+def test_add_field_to_an_unknown_layer(store: FeatureStore) -> None:
+    with pytest.raises(LayerNotFoundError):
+        store.add_field("nope", Field("a", FieldType.TEXT))
+
+
 # --- rows ---------------------------------------------------------------------------------
 
 
@@ -486,6 +545,58 @@ def test_journal_records_every_change_with_generations(hydrants: FeatureStore) -
     assert list(hydrants.iter_changes(layers=["inspections"])) == []
     assert hydrants.apply_edits([]) == ()
     assert hydrants.generation() == 3
+
+
+def test_last_change_is_the_newest_row_change(hydrants: FeatureStore) -> None:
+    feature = insert(hydrants)
+    entry = hydrants.last_change("hydrants", feature.global_id)
+    assert entry is not None
+    assert (entry.generation, entry.layer, entry.global_id, entry.kind, entry.version) == (
+        1,
+        "hydrants",
+        feature.global_id,
+        ChangeKind.INSERT,
+        1,
+    )
+    assert entry.attachment_id is None
+    hydrants.apply_edits([Update("hydrants", feature.global_id, {"count": 1})])
+    hydrants.apply_edits([Update("hydrants", feature.global_id, {"count": 2})])
+    entry = hydrants.last_change("hydrants", feature.global_id)
+    assert entry is not None
+    assert (entry.generation, entry.kind, entry.version) == (3, ChangeKind.UPDATE, 3)
+    assert entry == list(hydrants.iter_changes())[-1]
+
+
+def test_last_change_of_a_deleted_row_is_its_delete(hydrants: FeatureStore) -> None:
+    feature = insert(hydrants)
+    hydrants.apply_edits([Update("hydrants", feature.global_id, {"count": 1})])
+    hydrants.apply_edits([Delete("hydrants", feature.global_id)])
+    entry = hydrants.last_change("hydrants", feature.global_id)
+    assert entry is not None
+    assert (entry.generation, entry.kind, entry.version) == (3, ChangeKind.DELETE, 2)
+
+
+def test_last_change_ignores_attachments_and_other_rows(hydrants: FeatureStore) -> None:
+    feature = insert(hydrants)
+    other = insert(hydrants)
+    hydrants.add_attachment(
+        "hydrants", feature.global_id, name="a.jpg", content_type="image/jpeg", size=3, sha256=SHA
+    )
+    entry = hydrants.last_change("hydrants", feature.global_id)
+    assert entry is not None
+    assert (entry.generation, entry.kind) == (1, ChangeKind.INSERT)
+    other_entry = hydrants.last_change("hydrants", other.global_id)
+    assert other_entry is not None
+    assert other_entry.generation == 2
+
+
+def test_last_change_of_an_unknown_row_is_none(hydrants: FeatureStore) -> None:
+    assert hydrants.last_change("hydrants", uuid.uuid4()) is None
+    hydrants.create_layer(INSPECTIONS)
+    feature = insert(hydrants)
+    assert hydrants.last_change("inspections", feature.global_id) is None
+    with pytest.raises(LayerNotFoundError):
+        hydrants.last_change("nope", feature.global_id)
 
 
 def test_concurrent_writers_get_distinct_generations(hydrants: FeatureStore) -> None:

@@ -377,10 +377,10 @@ def test_a_missing_file_is_reported(package: Path) -> None:
 
 
 def test_a_truncated_file_is_reported(package: Path) -> None:
-    size = (package / GPKG).stat().st_size
-    os.truncate(package / GPKG, size - 100)
+    size = (package / MBTILES).stat().st_size
+    os.truncate(package / MBTILES, size - 100)
     problems = reasons(verify_package(package))
-    assert problems == {GPKG: f"size is {size - 100} bytes, the manifest says {size}"}
+    assert problems == {MBTILES: f"size is {size - 100} bytes, the manifest says {size}"}
 
 
 def test_a_flipped_byte_is_reported(package: Path) -> None:
@@ -485,6 +485,124 @@ def test_verify_leaves_the_package_untouched(package: Path) -> None:
     before = sorted(p.relative_to(package) for p in package.rglob("*"))
     verify_package(package)
     assert sorted(p.relative_to(package) for p in package.rglob("*")) == before
+
+
+# --- packages edited on the device ------------------------------------------------------------
+
+
+def listed(package: Path, path: str) -> PackageFile:
+    return next(entry for entry in read_manifest(package).files if entry.path == path)
+
+
+def test_a_replica_edited_with_sqlite3_loads_and_verifies(package: Path) -> None:
+    delivered = listed(package, GPKG)
+    with sqlite3.connect(package / GPKG) as conn:  # as QGIS or a script would
+        conn.executemany(
+            "INSERT INTO inspections (note) VALUES (?)", [(f"note {i} " * 20,) for i in range(300)]
+        )
+    conn.close()
+    assert file_entry(package, GPKG).size != delivered.size
+    with (
+        MobileMapPackage(package).load() as mmpk,
+        mmpk.maps[0].tables[0].open_features() as store,
+    ):
+        assert len(list(store.iter_features("inspections"))) == 301
+    report = verify_package(package)
+    assert report.ok, report.problems
+    assert report.bytes == sum(entry.size for entry in read_manifest(package).files)
+
+
+def test_a_replica_open_for_writing_is_checked_with_its_wal(package: Path) -> None:
+    """Committed edits still in the -wal file are what verify checks, not the stale main file."""
+    (package / GPKG).unlink()
+    write_store(package / GPKG, with_table=False)
+    relist(package)
+    with GeoPackageStore.open(package / GPKG) as store:
+        store.create_layer(LayerSchema("inspections", (Field("note", FieldType.TEXT),)))
+        assert (package / f"{GPKG}-wal").is_file()
+        assert (package / f"{GPKG}-shm").is_file()
+        report = verify_package(package)
+        assert report.ok, report.problems
+        MobileMapPackage(package).load()
+
+
+def test_a_damaged_replica_is_still_reported(package: Path) -> None:
+    size = (package / GPKG).stat().st_size
+    os.truncate(package / GPKG, size - 100)
+    problems = reasons(verify_package(package))
+    assert list(problems) == [GPKG]
+    assert problems[GPKG].startswith("SQLite integrity check failed")
+    (package / GPKG).write_bytes(os.urandom(size))
+    problems = reasons(verify_package(package))
+    assert list(problems) == [GPKG]
+    assert "not a GeoPackage" in problems[GPKG] or "not a valid GeoPackage" in problems[GPKG]
+    (package / GPKG).unlink()
+    assert reasons(verify_package(package)) == {GPKG: "missing"}
+    with pytest.raises(PackageError, match=r"survey\.gpkg: missing"):
+        MobileMapPackage(package).load()
+
+
+def test_a_replica_reached_through_a_symlink_is_refused(package: Path, tmp_path: Path) -> None:
+    (package / GPKG).rename(tmp_path / "elsewhere.gpkg")
+    (package / GPKG).symlink_to(tmp_path / "elsewhere.gpkg")
+    assert reasons(verify_package(package)) == {GPKG: "symbolic link pointing outside the package"}
+    with pytest.raises(PackageError, match="symbolic link"):
+        MobileMapPackage(package).load()
+
+
+def test_sqlite_files_beside_a_replica_are_not_strays(package: Path, tmp_path: Path) -> None:
+    for suffix in ("-shm", "-journal"):
+        (package / f"{GPKG}{suffix}").write_bytes(b"")
+    (package / f"{MBTILES}-journal").write_bytes(b"")
+    (tmp_path / "x").write_bytes(b"")
+    (package / "features" / "other.gpkg-wal").symlink_to(tmp_path / "x")
+    assert reasons(verify_package(package)) == {
+        f"{MBTILES}-journal": "not listed in package.json",
+        "features/other.gpkg-wal": "symbolic link pointing outside the package",
+    }
+
+
+def test_attachment_blobs_added_offline_are_fine(package: Path) -> None:
+    blobs = LocalBlobStore(package / "attachments")
+    ref = blobs.put(b"a new photo")
+    blobs.put(PHOTO)  # the listed one again
+    report = verify_package(package)
+    assert report.ok, report.problems
+    assert blobs.path(ref.sha256).relative_to(package).as_posix() not in {
+        entry.path for entry in read_manifest(package).files
+    }
+
+
+def test_unlisted_attachment_files_that_are_not_blobs_are_reported(package: Path) -> None:
+    blobs = LocalBlobStore(package / "attachments")
+    good = blobs.put(b"a new photo").sha256
+    other = blobs.put(b"another photo").sha256
+    (package / "attachments" / good[:2] / good[2:4] / good).write_bytes(b"tampered")
+    misplaced = package / "attachments" / "00" / "00" / other
+    misplaced.parent.mkdir(parents=True)
+    misplaced.write_bytes(b"another photo")
+    (package / "attachments" / "notes.txt").write_text("hello")
+    (package / "attachments" / ".blob-x.partial").write_bytes(b"half")
+    problems = reasons(verify_package(package))
+    tampered = f"attachments/{good[:2]}/{good[2:4]}/{good}"
+    assert problems == {
+        tampered: problems[tampered],
+        f"attachments/00/00/{other}": "not listed in package.json",
+        "attachments/notes.txt": "not listed in package.json",
+        "attachments/.blob-x.partial": "not listed in package.json",
+    }
+    assert problems[tampered].startswith("not listed in package.json, and its bytes hash to ")
+
+
+def test_other_listed_files_must_still_match_the_manifest(package: Path) -> None:
+    blob = next(e for e in read_manifest(package).files if e.path.startswith("attachments/"))
+    (package / blob.path).write_bytes(b"x" * blob.size)
+    problems = reasons(verify_package(package))
+    assert list(problems) == [blob.path]
+    assert problems[blob.path].startswith("SHA-256 is ")
+    os.truncate(package / THUMBNAIL, 10)
+    with pytest.raises(PackageError, match="size is 10 bytes"):
+        MobileMapPackage(package).load()
 
 
 # --- CLI --------------------------------------------------------------------------------------

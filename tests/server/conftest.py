@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from shapely.geometry import LineString, Point
 
+from offmaps.client import Portal
+from offmaps.client.offline import OfflineMapTask, PortalItem
 from offmaps.features import FieldType
 from offmaps.features.model import Field, GeometryType, Insert, LayerSchema, Relationship
 from offmaps.schemas import WebMap
@@ -204,3 +206,25 @@ def live_server(server: Server) -> Iterator[LiveServer]:
     finally:
         running.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def portals() -> Iterator[list[Portal]]:
+    """Connections made by a test, closed after it."""
+    made: list[Portal] = []
+    yield made
+    for portal in made:
+        portal.close()
+
+
+@pytest.fixture
+def task_for(portals: list[Portal]) -> Callable[[LiveServer, str], OfflineMapTask]:
+    """Signs in as the editor and makes the task of a map."""
+
+    def make(server: LiveServer, map_id: str) -> OfflineMapTask:
+        portal = Portal(server.url)
+        portals.append(portal)
+        portal.login("editor", PASSWORD)
+        return OfflineMapTask(PortalItem(portal, map_id))
+
+    return make

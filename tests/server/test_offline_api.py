@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -109,28 +109,6 @@ def offline_map(
 def _tiles_over_helsinki(z: int) -> list[Any]:
     tms = get_tms("WebMercatorQuad")
     return [Tile(t.x, t.y, t.z) for t in tms.tiles(24.8, 60.0, 25.2, 60.2, [z])]
-
-
-@pytest.fixture
-def portals() -> Iterator[list[Portal]]:
-    """Connections made by a test, closed after it."""
-    made: list[Portal] = []
-    yield made
-    for portal in made:
-        portal.close()
-
-
-@pytest.fixture
-def task_for(portals: list[Portal]) -> Callable[[LiveServer, str], OfflineMapTask]:
-    """Signs in as the editor and makes the task of a map."""
-
-    def make(server: LiveServer, map_id: str) -> OfflineMapTask:
-        portal = Portal(server.url)
-        portals.append(portal)
-        portal.login("editor", PASSWORD)
-        return OfflineMapTask(PortalItem(portal, map_id))
-
-    return make
 
 
 def test_capabilities_and_an_estimate_before_any_work(

@@ -46,12 +46,14 @@ def _app(data_dir: Path) -> FastAPI:
     return app
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
-    return _app(tmp_path_factory.mktemp("fuzz"))
+@pytest.fixture
+def app(tmp_path: Path) -> FastAPI:
+    # one app per generation mode: schemathesis shuts an app's lifespan down after a run,
+    # which closes its stores
+    return _app(tmp_path / "fuzz")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def admin_headers(app: FastAPI) -> dict[str, str]:
     # no ``with``: leaving a TestClient runs the app's shutdown, which closes the catalog
     token = (

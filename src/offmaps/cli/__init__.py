@@ -17,6 +17,7 @@ import click
 from offmaps.cli.offline import offline
 from offmaps.cli.package import package
 from offmaps.cli.server import import_group, login, maps, serve
+from offmaps.cli.sync import conflicts, sync
 from offmaps.cli.tiles import tiles
 from offmaps.cli.users import users
 from offmaps.errors import OffmapsError, OffmapsWarning
@@ -41,6 +42,8 @@ cli.add_command(maps)
 cli.add_command(users)
 cli.add_command(package)
 cli.add_command(offline)
+cli.add_command(sync)
+cli.add_command(conflicts)
 
 
 def _show_warning(

@@ -2,7 +2,8 @@
 
 Beside the server, which it never imports. Errors from the server's problem documents are raised
 again as the same :mod:`offmaps.errors` classes. :class:`OfflineMapTask` takes web maps offline
-(docs/offline.md); :class:`AsyncOfflineMapTask` is the same for asyncio code.
+(docs/offline.md); :class:`AsyncOfflineMapTask` is the same for asyncio code;
+:class:`OfflineMapSyncTask` syncs a package's edits with the server (docs/sync.md).
 """
 
 from __future__ import annotations
@@ -17,6 +18,15 @@ from offmaps.client.offline import (
     PortalItem,
 )
 from offmaps.client.portal import Credentials, Portal, WebMapSummary
+from offmaps.client.sync import (
+    LayerSyncResult,
+    OfflineMapSyncJob,
+    OfflineMapSyncResult,
+    OfflineMapSyncTask,
+    OfflineMapUpdatesInfo,
+    SyncJobStatus,
+    SyncOfflineMapParameters,
+)
 
 __all__ = [
     "AsyncGenerateOfflineMapJob",
@@ -25,8 +35,15 @@ __all__ = [
     "GenerateOfflineMapJob",
     "GenerateOfflineMapResult",
     "JobStatus",
+    "LayerSyncResult",
+    "OfflineMapSyncJob",
+    "OfflineMapSyncResult",
+    "OfflineMapSyncTask",
+    "OfflineMapUpdatesInfo",
     "OfflineMapTask",
     "Portal",
     "PortalItem",
+    "SyncJobStatus",
+    "SyncOfflineMapParameters",
     "WebMapSummary",
 ]

@@ -15,7 +15,12 @@ from typing import Any, Self
 import httpx
 
 from offmaps import errors
-from offmaps.errors import InvalidCredentialsError, InvalidTokenError, OffmapsError
+from offmaps.errors import (
+    ConnectionFailedError,
+    InvalidCredentialsError,
+    InvalidTokenError,
+    OffmapsError,
+)
 
 __all__ = ["Credentials", "Portal", "WebMapSummary", "raise_for_problem"]
 
@@ -134,17 +139,33 @@ class Portal:
     def _get(self, path: str) -> Any:
         return self.request("GET", path)
 
-    def request(self, method: str, path: str, *, json: Any = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
         """Send a request with the user's token; the decoded JSON answer (``None`` if empty).
 
         Raises:
-            OffmapsError: the server cannot be reached, or the domain error of its problem
-                document.
+            ConnectionFailedError: the server cannot be reached, or the connection dropped.
+            OffmapsError: the domain error of the server's problem document.
         """
         try:
-            response = self._http.request(method, path, json=json, headers=self._headers())
+            response = self._http.request(
+                method,
+                path,
+                json=json,
+                params=params,
+                content=content,
+                headers={**self._headers(), **(headers or {})},
+            )
         except httpx.HTTPError as exc:
-            raise OffmapsError(f"{self.url}: cannot reach the server ({exc})") from None
+            raise ConnectionFailedError(f"{self.url}: cannot reach the server ({exc})") from None
         raise_for_problem(response)
         return response.json() if response.content else None
 

@@ -11,7 +11,11 @@ GeoPackage has no place for lives in ``offmaps_*`` extension tables, registered 
 - ``offmaps_attachments``: attachment records (the bytes live in the server's blob store);
 - ``offmaps_store``: the generation counter and the store format.
 
-Every row carries ``globalid`` (a UUID, as text) and ``row_version``. Writes take SQLite's write
+Every row carries ``globalid`` (a UUID, as text) and ``row_version``. Both have SQL defaults (a
+random version 4 UUID in lower case, and 1; layers created before the first had none), so that a
+tool which inserts rows on its own (QGIS, GDAL, ``sqlite3``) still writes well-formed rows. The
+journal is indexed by generation and by row; opening a store made before the second index adds
+it, when the file can be written. Writes take SQLite's write
 lock (``BEGIN IMMEDIATE``) so generations are handed out in commit order; the database is in WAL
 mode, so readers in other processes never block on a write.
 
@@ -29,7 +33,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -98,6 +102,24 @@ _SQL_TYPES = {
 }
 _ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 
+_JOURNAL_ROW_INDEX = (
+    "CREATE INDEX IF NOT EXISTS offmaps_journal_row ON offmaps_journal (layer, globalid)"
+)
+_ROW_KINDS = (ChangeKind.INSERT.value, ChangeKind.UPDATE.value, ChangeKind.DELETE.value)
+
+
+def _hex(digits: int) -> str:
+    return f"lower(hex(randomblob({digits // 2})))"
+
+
+# A random version 4 UUID as lower-case 8-4-4-4-12 text, for rows inserted without a global id:
+# the version nibble is 4 and the variant nibble one of 8, 9, a, b (RFC 9562). random() & 3 and
+# not abs(random()) % 4, since abs() overflows on the smallest 64-bit integer.
+_GLOBALID_DEFAULT = (
+    f"({_hex(8)} || '-' || {_hex(4)} || '-4' || substr({_hex(4)}, 2) || '-' || "
+    f"substr('89ab', 1 + (random() & 3), 1) || substr({_hex(4)}, 2) || '-' || {_hex(12)})"
+)
+
 _SCHEMA = (
     "CREATE TABLE gpkg_spatial_ref_sys (srs_name TEXT NOT NULL, "
     "srs_id INTEGER NOT NULL PRIMARY KEY, organization TEXT NOT NULL, "
@@ -127,6 +149,7 @@ _SCHEMA = (
     "kind TEXT NOT NULL, version INTEGER NOT NULL, changed_at DATETIME NOT NULL, "
     "attachment_id TEXT)",
     "CREATE INDEX offmaps_journal_generation ON offmaps_journal (generation)",
+    _JOURNAL_ROW_INDEX,
     "CREATE TABLE offmaps_attachments (attachment_id TEXT NOT NULL PRIMARY KEY, "
     "layer TEXT NOT NULL, globalid TEXT NOT NULL, name TEXT NOT NULL, "
     "content_type TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL, "
@@ -320,6 +343,49 @@ def _srs_row(code: int) -> tuple[str, int, str, int, str, str]:
     return (crs.name, code, "EPSG", code, crs.to_wkt(WktVersion.WKT1_GDAL) or "undefined", crs.name)
 
 
+def _column_sql(field: Field) -> str:
+    """The column definition of a field."""
+    sql_type = _SQL_TYPES[field.type]
+    if field.max_length is not None:
+        sql_type += f"({int(field.max_length)})"
+    return f"{_q(field.name)} {sql_type}{'' if field.nullable else ' NOT NULL'}"
+
+
+def _fields_json(fields: Iterable[Field]) -> str:
+    """The fields as ``offmaps_layers.fields`` keeps them."""
+    return json.dumps(
+        [
+            {
+                "name": f.name,
+                "type": f.type.value,
+                "nullable": f.nullable,
+                "alias": f.alias,
+                "max_length": f.max_length,
+            }
+            for f in fields
+        ]
+    )
+
+
+def _with_field(schema: LayerSchema, field: Field) -> LayerSchema:
+    """``schema`` with ``field`` added last, checked as :meth:`GeoPackageStore.add_field` needs.
+
+    Raises:
+        InvalidLayerSchemaError: the field is not nullable, or the schema with it is invalid
+            (a malformed, reserved or taken name, too many fields, a bad ``max_length``).
+    """
+    if not isinstance(field, Field):
+        raise InvalidLayerSchemaError("a field is a Field")
+    changed = replace(schema, fields=(*schema.fields, field))
+    check_layer_schema(changed)
+    if not field.nullable:
+        raise InvalidLayerSchemaError(
+            f"field {field.name!r}: a field added to a layer must be nullable (its rows have no "
+            "value for it)"
+        )
+    return changed
+
+
 # --- values -------------------------------------------------------------------------------
 
 
@@ -456,7 +522,31 @@ class GeoPackageStore:
             conn.close()
             raise FeatureStoreError(f"{path}: unknown feature store format {row}")
         conn.execute("PRAGMA journal_mode = WAL")
+        cls._upgrade(conn)
         return cls(path, conn)
+
+    @staticmethod
+    def _upgrade(conn: sqlite3.Connection) -> None:
+        """Add what stores made by earlier versions lack: the journal's index by row.
+
+        Best effort: a file opened read-only (or locked for longer than the busy timeout) stays
+        as it is, and works, only slower to answer :meth:`last_change`.
+        """
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'offmaps_journal_row'"
+        ).fetchone()
+        if exists is not None:
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error:
+            return
+        try:
+            conn.execute(_JOURNAL_ROW_INDEX)
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -572,14 +662,10 @@ class GeoPackageStore:
         name, srid = schema.name, schema.srid
         columns = [
             "fid INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
-            "globalid TEXT NOT NULL UNIQUE",
+            f"globalid TEXT NOT NULL UNIQUE DEFAULT {_GLOBALID_DEFAULT}",
             "row_version INTEGER NOT NULL DEFAULT 1",
         ]
-        for field in schema.fields:
-            sql_type = _SQL_TYPES[field.type]
-            if field.max_length is not None:
-                sql_type += f"({field.max_length})"
-            columns.append(f"{_q(field.name)} {sql_type}{'' if field.nullable else ' NOT NULL'}")
+        columns += [_column_sql(field) for field in schema.fields]
         if schema.geometry_type is not None:
             columns.append(f"geom {schema.geometry_type.value.upper()}")
             if (
@@ -595,18 +681,6 @@ class GeoPackageStore:
         position = conn.execute(
             "SELECT coalesce(max(position), 0) + 1 FROM offmaps_layers"
         ).fetchone()[0]
-        fields_json = json.dumps(
-            [
-                {
-                    "name": f.name,
-                    "type": f.type.value,
-                    "nullable": f.nullable,
-                    "alias": f.alias,
-                    "max_length": f.max_length,
-                }
-                for f in schema.fields
-            ]
-        )
         conn.execute(
             "INSERT INTO offmaps_layers VALUES (?, ?, ?, ?, ?, ?)",
             (
@@ -615,7 +689,7 @@ class GeoPackageStore:
                 schema.title,
                 schema.geometry_type.value if schema.geometry_type else None,
                 srid,
-                fields_json,
+                _fields_json(schema.fields),
             ),
         )
         if schema.geometry_type is None:
@@ -640,6 +714,24 @@ class GeoPackageStore:
             "INSERT INTO gpkg_extensions VALUES (?, 'geom', 'gpkg_rtree_index', ?, 'write-only')",
             (name, _RTREE_DEFINITION),
         )
+
+    def add_field(self, layer: str, field: Field) -> None:
+        """Add a nullable field (``ALTER TABLE ... ADD COLUMN``) and record it in the layer's
+        schema; existing rows get null. Takes no generation (see the protocol)."""
+        with self._schema_change() as conn:
+            schema = self._layer(layer).schema
+            changed = _with_field(schema, field)
+            try:
+                conn.execute(f"ALTER TABLE {_q(schema.name)} ADD COLUMN {_column_sql(field)}")
+            except sqlite3.OperationalError as exc:  # a column added behind our back
+                raise InvalidLayerSchemaError(
+                    f"layer {schema.name!r}: cannot add field {field.name!r}: {exc}"
+                ) from None
+            conn.execute(
+                "UPDATE offmaps_layers SET fields = ? WHERE name = ?",
+                (_fields_json(changed.fields), schema.name),
+            )
+            self._layers[schema.name] = _Layer(changed)
 
     def drop_layer(self, name: str) -> None:
         """Delete a layer, its rows, relationships, journal entries and attachment records."""
@@ -1091,18 +1183,23 @@ class GeoPackageStore:
                 ).fetchall()
             for row in rows:
                 if wanted is None or row[2] in wanted:
-                    yield JournalEntry(
-                        generation=row[1],
-                        layer=row[2],
-                        global_id=UUID(row[3]),
-                        kind=ChangeKind(row[4]),
-                        version=row[5],
-                        changed_at=parse_datetime(row[6]),
-                        attachment_id=UUID(row[7]) if row[7] else None,
-                    )
+                    yield _journal_entry(row[1:])
             if len(rows) < _BATCH:
                 return
             last = rows[-1][0]
+
+    def last_change(self, layer: str, global_id: UUID) -> JournalEntry | None:
+        """The newest insert, update or delete journaled for a row, or ``None`` (see the
+        protocol); read through the journal's index by row."""
+        with self._lock:
+            self._layer(layer)
+            row = self._conn.execute(
+                "SELECT generation, layer, globalid, kind, version, changed_at, attachment_id "
+                "FROM offmaps_journal WHERE layer = ? AND globalid = ? AND kind IN (?, ?, ?) "
+                "ORDER BY id DESC LIMIT 1",
+                (layer, str(global_id), *_ROW_KINDS),
+            ).fetchone()
+        return None if row is None else _journal_entry(row)
 
     # --- attachments -----------------------------------------------------------------------
 
@@ -1213,6 +1310,19 @@ class GeoPackageStore:
             self._journal_attachment(
                 conn, generation, attachment, row.version, ChangeKind.ATTACHMENT_DELETE
             )
+
+
+def _journal_entry(row: Sequence[Any]) -> JournalEntry:
+    """A journal row: generation, layer, globalid, kind, version, changed_at, attachment_id."""
+    return JournalEntry(
+        generation=row[0],
+        layer=row[1],
+        global_id=UUID(row[2]),
+        kind=ChangeKind(row[3]),
+        version=row[4],
+        changed_at=parse_datetime(row[5]),
+        attachment_id=UUID(row[6]) if row[6] else None,
+    )
 
 
 def _attachment(row: Sequence[Any]) -> Attachment:

@@ -37,8 +37,9 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeAlias
@@ -105,6 +106,13 @@ _SQL_TYPES = {
 }
 _GEOMETRY_TYPES = {kind: sql.SQL(kind.value) for kind in GeometryType}
 
+# also serves the lookups by layer alone (dropping a layer); stores made before it have an index
+# on (layer) as well
+_JOURNAL_ROW_INDEX = (
+    "CREATE INDEX IF NOT EXISTS offmaps_journal_row ON {s}.offmaps_journal (layer, globalid)"
+)
+_ROW_KINDS = [ChangeKind.INSERT.value, ChangeKind.UPDATE.value, ChangeKind.DELETE.value]
+
 _SCHEMA = (
     "CREATE TABLE {s}.offmaps_store (singleton boolean PRIMARY KEY DEFAULT true "
     "CHECK (singleton), format text NOT NULL, generation bigint NOT NULL)",
@@ -118,7 +126,7 @@ _SCHEMA = (
     "layer text NOT NULL, globalid uuid NOT NULL, kind text NOT NULL, version integer NOT NULL, "
     "changed_at timestamptz NOT NULL, attachment_id uuid)",
     "CREATE INDEX ON {s}.offmaps_journal (generation)",
-    "CREATE INDEX ON {s}.offmaps_journal (layer)",
+    _JOURNAL_ROW_INDEX,
     "CREATE TABLE {s}.offmaps_attachments (attachment_id uuid PRIMARY KEY, "
     "position bigserial NOT NULL, layer text NOT NULL, globalid uuid NOT NULL, "
     "name text NOT NULL, content_type text NOT NULL, size bigint NOT NULL, "
@@ -176,6 +184,60 @@ def _database_errors(what: str) -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         raise FeatureStoreError(f"{what}: {type(exc).__name__}: {exc}".strip()) from exc
+
+
+def _column_sql(field: Field) -> sql.Composable:
+    """The column definition of a field."""
+    sql_type: sql.Composable = _SQL_TYPES[field.type]
+    if field.max_length is not None:
+        sql_type = sql.SQL("varchar({})").format(sql.Literal(int(field.max_length)))
+    return sql.SQL("{} {}{}").format(
+        sql.Identifier(field.name), sql_type, sql.SQL("" if field.nullable else " NOT NULL")
+    )
+
+
+def _fields_json(fields: Iterable[Field]) -> str:
+    """The fields as ``offmaps_layers.fields`` keeps them."""
+    return json.dumps(
+        [
+            {
+                "name": f.name,
+                "type": f.type.value,
+                "nullable": f.nullable,
+                "alias": f.alias,
+                "max_length": f.max_length,
+            }
+            for f in fields
+        ]
+    )
+
+
+def _fields_of(stored: Sequence[Mapping[str, Any]]) -> tuple[Field, ...]:
+    """The fields of an ``offmaps_layers.fields`` value."""
+    return tuple(
+        Field(f["name"], FieldType(f["type"]), f["nullable"], f["alias"], f["max_length"])
+        for f in stored
+    )
+
+
+def _with_field(schema: LayerSchema, field: Field) -> LayerSchema:
+    """``schema`` with ``field`` added last, checked as :meth:`PostGISStore.add_field` needs
+    (the same checks, and messages, as the GeoPackage backend's).
+
+    Raises:
+        InvalidLayerSchemaError: the field is not nullable, or the schema with it is invalid
+            (a malformed, reserved or taken name, too many fields, a bad ``max_length``).
+    """
+    if not isinstance(field, Field):
+        raise InvalidLayerSchemaError("a field is a Field")
+    changed = replace(schema, fields=(*schema.fields, field))
+    check_layer_schema(changed)
+    if not field.nullable:
+        raise InvalidLayerSchemaError(
+            f"field {field.name!r}: a field added to a layer must be nullable (its rows have no "
+            "value for it)"
+        )
+    return changed
 
 
 # --- values -------------------------------------------------------------------------------
@@ -359,10 +421,32 @@ class PostGISStore:
                 raise FeatureStoreError(
                     f"schema {schema!r}: unknown feature store format {row and row[0]!r}"
                 )
+            cls._upgrade(conn, schema)
         except BaseException:
             conn.close()
             raise
         return cls(url, schema, conn)
+
+    @staticmethod
+    def _upgrade(conn: _Connection, schema: str) -> None:
+        """Add what stores made by earlier versions lack: the journal's index by row.
+
+        Best effort: a role that may not create indexes in the schema (or another process
+        creating the index at the same moment) leaves the store as it is, and it works, only
+        slower to answer :meth:`last_change`.
+        """
+        found = conn.execute(
+            "SELECT to_regclass(format('%%I.offmaps_journal_row', %s::text))", (schema,)
+        ).fetchone()
+        if found is not None and found[0] is not None:
+            return
+        with suppress(
+            psycopg.errors.InsufficientPrivilege,
+            psycopg.errors.UniqueViolation,
+            psycopg.errors.DuplicateTable,
+            psycopg.errors.LockNotAvailable,
+        ):
+            conn.execute(sql.SQL(_JOURNAL_ROW_INDEX).format(s=sql.Identifier(schema)))
 
     @classmethod
     def list_services(cls, url: str) -> list[str]:
@@ -489,12 +573,7 @@ class PostGISStore:
         for name, title, geometry_type, srid, fields in rows:
             schema = LayerSchema(
                 name,
-                tuple(
-                    Field(
-                        f["name"], FieldType(f["type"]), f["nullable"], f["alias"], f["max_length"]
-                    )
-                    for f in fields
-                ),
+                _fields_of(fields),
                 GeometryType(geometry_type) if geometry_type else None,
                 srid,
                 title,
@@ -556,17 +635,7 @@ class PostGISStore:
             sql.SQL("globalid uuid NOT NULL UNIQUE"),
             sql.SQL("row_version integer NOT NULL DEFAULT 1"),
         ]
-        for field in schema.fields:
-            sql_type: sql.Composable = _SQL_TYPES[field.type]
-            if field.max_length is not None:
-                sql_type = sql.SQL("varchar({})").format(sql.Literal(int(field.max_length)))
-            columns.append(
-                sql.SQL("{} {}{}").format(
-                    sql.Identifier(field.name),
-                    sql_type,
-                    sql.SQL("" if field.nullable else " NOT NULL"),
-                )
-            )
+        columns += [_column_sql(field) for field in schema.fields]
         if schema.geometry_type is not None:
             columns.append(
                 sql.SQL("geom geometry({}, {})").format(
@@ -576,18 +645,7 @@ class PostGISStore:
         conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(columns)))
         if schema.geometry_type is not None:
             conn.execute(sql.SQL("CREATE INDEX ON {} USING gist (geom)").format(table))
-        fields = json.dumps(
-            [
-                {
-                    "name": f.name,
-                    "type": f.type.value,
-                    "nullable": f.nullable,
-                    "alias": f.alias,
-                    "max_length": f.max_length,
-                }
-                for f in schema.fields
-            ]
-        )
+        fields = _fields_json(schema.fields)
         conn.execute(
             sql.SQL(
                 "INSERT INTO {}.offmaps_layers (name, title, geometry_type, srid, fields) "
@@ -601,6 +659,41 @@ class PostGISStore:
                 fields,
             ),
         )
+
+    def add_field(self, layer: str, field: Field) -> None:
+        """Add a nullable field (``ALTER TABLE ... ADD COLUMN``) and record it in the layer's
+        schema; existing rows get null. Takes no generation (see the protocol).
+
+        The layer's row of ``offmaps_layers`` is locked and read again first, so fields added
+        at the same time by other processes are neither lost nor duplicated.
+        """
+        with self._schema_change() as conn:
+            found = self._layer(layer)
+            row = conn.execute(
+                sql.SQL("SELECT fields FROM {}.offmaps_layers WHERE name = %s FOR UPDATE").format(
+                    self._s
+                ),
+                (found.schema.name,),
+            ).fetchone()
+            if row is None:
+                raise LayerNotFoundError(f"no layer or table {str(layer)[:80]!r}", layer=layer)
+            current = replace(found.schema, fields=_fields_of(row[0]))
+            changed = _with_field(current, field)
+            try:
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(found.table, _column_sql(field))
+                )
+            except psycopg.errors.DuplicateColumn:  # a column added behind our back
+                raise InvalidLayerSchemaError(
+                    f"layer {current.name!r} has a column {field.name!r} already"
+                ) from None
+            conn.execute(
+                sql.SQL("UPDATE {}.offmaps_layers SET fields = %s::jsonb WHERE name = %s").format(
+                    self._s
+                ),
+                (_fields_json(changed.fields), current.name),
+            )
+            self._layers[current.name] = _Layer(self.schema, changed)
 
     def drop_layer(self, name: str) -> None:
         """Delete a layer, its rows, relationships, journal entries and attachment records."""
@@ -942,18 +1035,27 @@ class PostGISStore:
             with self._read() as conn:
                 rows = conn.execute(statement, [since, *layer_params, last, _BATCH]).fetchall()
             for row in rows:
-                yield JournalEntry(
-                    generation=int(row[1]),
-                    layer=row[2],
-                    global_id=row[3],
-                    kind=ChangeKind(row[4]),
-                    version=int(row[5]),
-                    changed_at=row[6].astimezone(UTC),
-                    attachment_id=row[7],
-                )
+                yield _journal_entry(row[1:])
             if len(rows) < _BATCH:
                 return
             last = rows[-1][0]
+
+    def last_change(self, layer: str, global_id: UUID) -> JournalEntry | None:
+        """The newest insert, update or delete journaled for a row, or ``None`` (see the
+        protocol); read through the journal's index by row."""
+        with self._read() as conn:
+            self._layer(layer)
+            row = None
+            if isinstance(global_id, UUID):  # anything else would be a driver error
+                row = conn.execute(
+                    sql.SQL(
+                        "SELECT generation, layer, globalid, kind, version, changed_at, "
+                        "attachment_id FROM {}.offmaps_journal WHERE layer = %s "
+                        "AND globalid = %s AND kind = ANY(%s) ORDER BY id DESC LIMIT 1"
+                    ).format(self._s),
+                    (layer, global_id, _ROW_KINDS),
+                ).fetchone()
+        return None if row is None else _journal_entry(row)
 
     # --- attachments -----------------------------------------------------------------------
 
@@ -1094,6 +1196,19 @@ def _filter_error(exc: psycopg.DataError) -> OffmapsError:
     """A filter that PostgreSQL cannot evaluate (division by zero, overflow, NUL in text)."""
     detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return InvalidFilterError(f"the filter cannot be evaluated: {detail}")
+
+
+def _journal_entry(row: Sequence[Any]) -> JournalEntry:
+    """A journal row: generation, layer, globalid, kind, version, changed_at, attachment_id."""
+    return JournalEntry(
+        generation=int(row[0]),
+        layer=row[1],
+        global_id=row[2],
+        kind=ChangeKind(row[3]),
+        version=int(row[4]),
+        changed_at=row[5].astimezone(UTC),
+        attachment_id=row[6],
+    )
 
 
 def _attachment(row: Sequence[Any]) -> Attachment:

@@ -18,6 +18,7 @@ from offmaps.features.model import (
     Feature,
     FeaturePage,
     FeatureQuery,
+    Field,
     JournalEntry,
     LayerSchema,
     Relationship,
@@ -54,6 +55,19 @@ class FeatureStore(Protocol):
 
     def drop_layer(self, name: str) -> None:
         """Delete a layer, its rows, journal entries and attachment records."""
+        ...
+
+    def add_field(self, layer: str, field: Field) -> None:
+        """Add a nullable field to a layer or table; existing rows get null.
+
+        The field is recorded in the layer's schema (:meth:`get_layer` shows it last). A schema
+        change, not an edit: nothing is journaled and the generation does not change.
+
+        Raises:
+            InvalidLayerSchemaError: the field is not nullable, its name is malformed, reserved
+                or taken (in any case), or the layer has the most fields allowed already.
+            LayerNotFoundError: no such layer.
+        """
         ...
 
     def add_relationship(self, relationship: Relationship) -> None:
@@ -101,6 +115,15 @@ class FeatureStore(Protocol):
         self, since: int = 0, *, layers: Sequence[str] | None = None
     ) -> Iterator[JournalEntry]:
         """Journal entries with a generation ``> since``, oldest first."""
+        ...
+
+    def last_change(self, layer: str, global_id: UUID) -> JournalEntry | None:
+        """The newest insert, update or delete journaled for a row (attachment changes aside),
+        or ``None`` when the journal never saw it (rows copied in unjournaled, unknown ids).
+
+        A deleted row's entry has kind ``delete`` and the version it had when deleted. Raises
+        ``LayerNotFoundError`` for an unknown layer.
+        """
         ...
 
     # --- attachments -----------------------------------------------------------------------

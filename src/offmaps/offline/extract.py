@@ -71,6 +71,7 @@ from offmaps.tiling import AreaOfInterest
 from offmaps.types import BBox, ZoomRange
 
 __all__ = [
+    "area_in_layer_crs",
     "LayerExtract",
     "Progress",
     "ReplicaResult",
@@ -319,7 +320,7 @@ def _plan(
         schema = store.get_layer(extract.layer)
         plan = _LayerPlan(extract, schema)
         if not schema.is_table:
-            plan.area = _area_in(extract.area or area, schema)
+            plan.area = area_in_layer_crs(extract.area or area, schema)
             shapely.prepare(plan.area)
             parts = shapely.get_parts(plan.area)
             if 1 < len(parts) <= _MAX_QUERY_BOXES:
@@ -330,7 +331,7 @@ def _plan(
     return plans
 
 
-def _area_in(area: AreaOfInterest, schema: LayerSchema) -> Polygon | MultiPolygon:
+def area_in_layer_crs(area: AreaOfInterest, schema: LayerSchema) -> Polygon | MultiPolygon:
     """The area in the layer's CRS. A projected CRS that cannot take all of it (Web Mercator
     and the poles) takes the part within the CRS's area of use."""
     crs = pyproj.CRS.from_epsg(schema.srid)

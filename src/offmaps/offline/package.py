@@ -10,6 +10,15 @@ The manifest is the trust boundary: it is read with a size limit, refused on dup
 every path in it must be a plain relative POSIX path that cannot leave the folder. Files are opened
 one folder at a time without following symbolic links, so a hostile package cannot make offmaps
 read outside itself.
+
+The manifest records the package as delivered, but a package is edited on the device: its replica
+GeoPackages (the files of ``replicas``) change as features are edited, by offmaps or by QGIS or
+``sqlite3``, and SQLite keeps ``-wal``, ``-shm`` or ``-journal`` files beside them; new attachment
+blobs appear under ``attachments/``. So for a replica file, :meth:`MobileMapPackage.load` and
+:func:`verify_package` check that it is there, a regular file, and (verify) a sound GeoPackage,
+but not its listed size and SHA-256; SQLite's files beside it are not strays; and an unlisted
+file under ``attachments/`` is fine when it is a blob whose bytes hash to its name
+``attachments/ab/cd/<sha256>``. Every other file must still match the manifest exactly.
 """
 
 from __future__ import annotations
@@ -90,6 +99,7 @@ _TILE_KINDS = frozenset({"vector_tile", "raster_tile"})
 _TILE_SUFFIXES = (".mbtiles", ".pmtiles")
 _ATTACHMENT = re.compile(r"attachments/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
 
@@ -652,7 +662,10 @@ def _iter_tree(folder: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
                 yield relative, entry
 
 
-def _check_tree(folder: Path, listed: set[str]) -> list[VerifyProblem]:
+def _check_tree(folder: Path, listed: set[str], replicas: set[str]) -> list[VerifyProblem]:
+    """Problems of the files the manifest does not list: every one is a problem, except SQLite's
+    files beside a replica and attachment blobs named after their bytes."""
+    sidecars = {f"{path}{suffix}" for path in replicas for suffix in _SQLITE_SIDECARS}
     problems: list[VerifyProblem] = []
     for relative, entry in _iter_tree(folder):
         if relative in listed or relative == MANIFEST_NAME:
@@ -660,20 +673,62 @@ def _check_tree(folder: Path, listed: set[str]) -> list[VerifyProblem]:
         shown = _printable(relative)
         if entry.is_symlink():
             problems.append(VerifyProblem(shown, _symlink_reason(folder, relative)))
-        elif entry.is_file(follow_symlinks=False):
-            problems.append(VerifyProblem(shown, f"not listed in {MANIFEST_NAME}"))
-        else:
+        elif not entry.is_file(follow_symlinks=False):
             problems.append(VerifyProblem(shown, "not a regular file, and not listed"))
+        elif relative in sidecars:
+            continue
+        elif _ATTACHMENT.fullmatch(relative):
+            reason = _check_new_blob(folder, relative)
+            if reason is not None:
+                problems.append(VerifyProblem(shown, reason))
+        else:
+            problems.append(VerifyProblem(shown, f"not listed in {MANIFEST_NAME}"))
     return problems
+
+
+def _check_new_blob(folder: Path, relative: str) -> str | None:
+    """The problem of an unlisted attachment blob, added on the device: its bytes must hash to
+    its name, and its folders be the first four digits of that."""
+    match = _ATTACHMENT.fullmatch(relative)
+    if match is None or match.group(1) + match.group(2) != match.group(3)[:4]:
+        return f"not listed in {MANIFEST_NAME}"
+    try:
+        sha256, _ = _hash_file(_open_inside(folder, relative), None)
+    except _UnsafeFileError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    if sha256 != match.group(3):
+        return f"not listed in {MANIFEST_NAME}, and its bytes hash to {sha256}, not to its name"
+    return None
+
+
+def _check_replica_file(
+    folder: Path, entry: PackageFile, progress: Callable[[int], None] | None
+) -> str | None:
+    """The problem of a replica's file: it must be there, a regular file reached without
+    symbolic links; its size and hash change with every edit and are not checked."""
+    try:
+        os.close(_open_inside(folder, entry.path))
+    except _UnsafeFileError as exc:
+        return str(exc)
+    finally:
+        if progress is not None:
+            progress(entry.size)
+    return None
 
 
 def _check_geopackage(folder: Path, relative: str, layers: set[str]) -> list[str]:
     """Problems of a GeoPackage: integrity, application id, and the layers the manifest names.
 
-    Opened immutable and read-only: nothing is written beside the file, and the bytes checked
-    are exactly the bytes hashed.
+    Opened read-only, and immutable unless a ``-wal`` file is beside it: nothing is written
+    beside the file, and the bytes checked are exactly the bytes hashed. An edited replica's
+    ``-wal`` holds committed edits that an immutable reader would ignore (SQLite reads no WAL
+    then), so with one the file is opened read-only only, and SQLite reads the WAL.
     """
-    uri = (folder / relative).resolve().as_uri() + "?mode=ro&immutable=1"
+    path = folder / relative
+    mode = "ro" if os.path.lexists(f"{path}-wal") else "ro&immutable=1"
+    uri = path.resolve().as_uri() + f"?mode={mode}"
     try:
         conn = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as exc:
@@ -721,12 +776,18 @@ def verify_package(folder: Path, *, progress: Callable[[int], None] | None = Non
     SQLite's integrity check, have the GeoPackage application id and list in ``gpkg_contents``
     the layers the manifest names in them. Tile archives (``.mbtiles``/``.pmtiles`` files, and the
     files of tile layers) must open and pass their container's full check. Structure is checked
-    only on files whose bytes match the manifest.
+    only on files whose bytes match the manifest, and on every replica file that is there.
+
+    Replica files change as they are edited on the device, so their size and SHA-256 are not
+    checked, and SQLite's ``-wal``, ``-shm`` and ``-journal`` files beside them are not strays.
+    Unlisted files under ``attachments/`` are accepted when they are blobs named
+    ``attachments/ab/cd/<sha256>`` whose bytes hash to that name (attachments added offline).
 
     Args:
         folder: the package folder.
-        progress: called with the number of bytes just hashed (missing or mis-sized files count
-            as their listed size), for a progress bar over the manifest's total size.
+        progress: called with the number of bytes just hashed (missing or mis-sized files, and
+            replica files, count as their listed size), for a progress bar over the manifest's
+            total size.
 
     Raises:
         PackageError: only when the manifest itself cannot be read; every other problem is
@@ -736,13 +797,17 @@ def verify_package(folder: Path, *, progress: Callable[[int], None] | None = Non
     manifest = read_manifest(folder)
     problems: list[VerifyProblem] = []
     intact: set[str] = set()
+    replicas = _replica_files(manifest)
     for entry in manifest.files:
-        reason = _check_listed_file(folder, entry, progress)
+        if entry.path in replicas:
+            reason = _check_replica_file(folder, entry, progress)
+        else:
+            reason = _check_listed_file(folder, entry, progress)
         if reason is None:
             intact.add(entry.path)
         else:
             problems.append(VerifyProblem(entry.path, reason))
-    problems.extend(_check_tree(folder, {entry.path for entry in manifest.files}))
+    problems.extend(_check_tree(folder, {entry.path for entry in manifest.files}, replicas))
 
     geopackages: dict[str, set[str]] = {
         entry.path: set() for entry in manifest.files if entry.path.lower().endswith(".gpkg")
@@ -774,6 +839,13 @@ def verify_package(folder: Path, *, progress: Callable[[int], None] | None = Non
         files=len(manifest.files),
         bytes=sum(entry.size for entry in manifest.files),
     )
+
+
+def _replica_files(manifest: PackageManifest) -> set[str]:
+    """The listed paths of the replicas' files, as ``files`` spells them (the manifest matches
+    references to files without regard to case)."""
+    wanted = {replica.file.casefold() for replica in manifest.replicas}
+    return {entry.path for entry in manifest.files if entry.path.casefold() in wanted}
 
 
 # --- opening a package ----------------------------------------------------------------------
@@ -857,8 +929,9 @@ class MobileMapPackage:
     """An offline map package on disk, opened with no network (ArcGIS ``MobileMapPackage``).
 
     Call :meth:`load` before using the other members. Loading reads and validates the manifest
-    and checks that every listed file is there, a regular file of its listed size; it does not
-    hash the files (that is :func:`verify_package`'s job).
+    and checks that every listed file is there, a regular file of its listed size (replica files,
+    which change as they are edited, of any size); it does not hash the files (that is
+    :func:`verify_package`'s job).
 
     Args:
         path: the package folder.
@@ -877,11 +950,12 @@ class MobileMapPackage:
 
         Raises:
             PackageError: the manifest cannot be read, or a listed file is missing, not a regular
-                file, or not of its listed size.
+                file, or not of its listed size (replica files excepted).
         """
         if self._manifest is not None:
             return self
         manifest = read_manifest(self.path)
+        replicas = _replica_files(manifest)
         for entry in manifest.files:
             try:
                 fd = _open_inside(self.path, entry.path)
@@ -891,7 +965,7 @@ class MobileMapPackage:
                 size = os.fstat(fd).st_size
             finally:
                 os.close(fd)
-            if size != entry.size:
+            if size != entry.size and entry.path not in replicas:
                 raise PackageError(
                     f"{self.path}: {entry.path}: size is {size} bytes, the manifest says "
                     f"{entry.size}"

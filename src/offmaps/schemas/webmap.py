@@ -34,6 +34,7 @@ from pydantic import (
 
 from offmaps.errors import InvalidWebMapError
 from offmaps.schemas._cql2 import MAX_EXPRESSION_LENGTH, check_cql2_text
+from offmaps.schemas.changeset import ConflictPolicy
 
 __all__ = [
     "MAX_WEBMAP_BYTES",
@@ -242,6 +243,8 @@ class _FeatureSource(_Model):
     """Whether attachments are shown and, when editing allows updates, edited."""
     sync_enabled: bool = False
     """Whether offline copies of the layer sync edits back (ArcGIS ``Sync`` capability)."""
+    conflict_policy: ConflictPolicy | None = None
+    """How true sync conflicts on this layer are settled; ``None`` for the map's policy."""
 
 
 class FeatureLayerRef(_LayerBase, _FeatureSource):
@@ -426,6 +429,8 @@ class OfflineSettings(_Model):
     """How feature edits sync (ArcGIS ``syncDirection`` of the layer options)."""
     update_mode: UpdateMode = UpdateMode.SYNC_WITH_FEATURE_SERVICES
     """Whether the offline map syncs at all (ArcGIS ``updateMode``)."""
+    conflict_policy: ConflictPolicy = ConflictPolicy.MANUAL
+    """How true sync conflicts are settled, unless a layer says otherwise (docs/sync.md)."""
     online_only_option: OnlineOnlyOption = OnlineOnlyOption.EXCLUDE
     """What becomes of online-only layers (ArcGIS ``onlineOnlyServicesOption``)."""
     include_basemap: bool = True

@@ -20,6 +20,8 @@ from offmaps.server.offline_api import offline_router
 from offmaps.server.problems import install_problem_handlers, problem_response
 from offmaps.server.replicas import ReplicaRegistry
 from offmaps.server.settings import ServerSettings
+from offmaps.server.sync import SyncService
+from offmaps.server.sync_api import sync_router
 from offmaps.server.tiles import tiles_router
 from offmaps.server.users import UserStore
 from offmaps.server.webmaps_api import webmaps_router
@@ -114,12 +116,14 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     tokens = TokenService(settings, data_dir)
     jobs = JobManager(data_dir / "jobs")
     replicas = ReplicaRegistry(data_dir / "replicas.sqlite")
+    sync = SyncService(data_dir / "sync.sqlite", catalog)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         jobs.close()
         replicas.close()
+        sync.close()
         catalog.close()
         users.close()
 
@@ -134,6 +138,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.tokens = tokens
     app.state.jobs = jobs
     app.state.replicas = replicas
+    app.state.sync = sync
     app.state.public_url = settings.public_url
     app.state.settings = settings
     install_problem_handlers(app)
@@ -176,7 +181,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         tiles_router(catalog.tile_sources, dependencies=[Depends(_check_tile_access)])
     )
     app.include_router(webmaps_router())
-    app.include_router(offline_router(jobs, replicas))
+    app.include_router(offline_router(jobs, replicas, sync))
+    app.include_router(sync_router(sync, replicas, data_dir))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(
         TileFastPath, sources=catalog.tile_sources, public=catalog.public_tile_layers

@@ -60,12 +60,14 @@ from offmaps.offline.plan import (
     get_capabilities,
     plan_offline_map,
 )
+from offmaps.offline.replica import LocalReplica
 from offmaps.schemas import FeatureLayerRef, OnlineOnlyLayerRef, TableRef, TileLayerRef, WebMap
 from offmaps.server.auth import Principal, Scope, current_principal
 from offmaps.server.catalog import Catalog
 from offmaps.server.jobs import Job, JobContext, JobManager
 from offmaps.server.links import base_url
-from offmaps.server.replicas import ReplicaRegistry
+from offmaps.server.replicas import LayerScope, ReplicaRegistry
+from offmaps.server.sync import SyncService
 from offmaps.server.tiles import ArchiveTileSource, TileSource
 from offmaps.server.webmaps_api import visible_map
 from offmaps.storage import LocalBlobStore
@@ -231,6 +233,7 @@ class _Generation:
     context: JobContext
     catalog: Catalog
     replicas: ReplicaRegistry
+    sync: SyncService
     webmap: WebMap
     parameters: GenerateOfflineMapParameters
     plan: OfflinePlan
@@ -358,7 +361,25 @@ class _Generation:
             map_id=self.webmap.id,
             sync_direction=sync_direction,
             sync_model=service_plan.sync_model.value,
+            scope={
+                layer.layer: LayerScope(
+                    where=layer.where,
+                    area=None
+                    if layer.is_table
+                    else (layer.area or self.parameters.area_of_interest).geometry,
+                    include_null_geometry=layer.include_null_geometry,
+                )
+                for layer in service_plan.layers
+            },
+            attachment_sync_direction=service_plan.attachment_sync_direction.value,
         )
+        # capture starts now: every edit on the device, by any tool, lands in the outbox
+        with LocalReplica.open(
+            self.folder / name, replica_id=replica.id, generation=result.generation
+        ) as local:
+            local.seed_server_states(
+                self.sync.recorded_states(service_plan.service, replica.layers)
+            )
         self.package_replicas.append(
             PackageReplica(
                 service=service_plan.service,
@@ -539,8 +560,8 @@ def _check_job_access(job: Job, principal: Principal) -> None:
         raise JobNotFoundError(f"no job {job.id!r}")
 
 
-def offline_router(jobs: JobManager, replicas: ReplicaRegistry) -> APIRouter:
-    """The offline API over ``jobs`` and ``replicas``."""
+def offline_router(jobs: JobManager, replicas: ReplicaRegistry, sync: SyncService) -> APIRouter:
+    """The offline API over ``jobs``, ``replicas`` and the sync state."""
     router = APIRouter(prefix="/api", tags=["offline"])
 
     def prepared(
@@ -600,7 +621,16 @@ def offline_router(jobs: JobManager, replicas: ReplicaRegistry) -> APIRouter:
             "generate_offline_map",
             owner,
             lambda context: _Generation(
-                context, catalog, replicas, webmap, body.parameters, plan, found, owner, base
+                context,
+                catalog,
+                replicas,
+                sync,
+                webmap,
+                body.parameters,
+                plan,
+                found,
+                owner,
+                base,
             ).run(),
         )
         return _job_document(job, base)

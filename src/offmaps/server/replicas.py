@@ -1,22 +1,27 @@
 """The replicas the server has handed out: which service, which layers, from which generation.
 
 An offline map taken with ``update_mode = sync_with_feature_services`` registers one replica per
-feature service; sync (issue 5) reads and advances it. Kept in ``DATA/replicas.sqlite``.
+feature service; sync reads and advances it. Each replica keeps its scope (which rows of each
+layer it holds), so downloads send only rows that belong to it. Kept in ``DATA/replicas.sqlite``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from offmaps.errors import FeatureStoreError
+from offmaps.errors import FeatureStoreError, ReplicaNotFoundError
 
-__all__ = ["Replica", "ReplicaRegistry"]
+__all__ = ["LayerScope", "Replica", "ReplicaRegistry"]
+
+_REPLICA_ID = re.compile(r"^[0-9a-f]{32}$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS replicas (
@@ -31,6 +36,28 @@ CREATE TABLE IF NOT EXISTS replicas (
     created REAL NOT NULL
 )
 """
+_ADDED_COLUMNS = (
+    ("scope", "TEXT NOT NULL DEFAULT '{}'"),
+    ("attachment_sync_direction", "TEXT NOT NULL DEFAULT 'bidirectional'"),
+    ("last_sync", "REAL"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerScope:
+    """Which rows of a layer a replica holds: the ones a download keeps sending.
+
+    Attributes:
+        where: the CQL2 filter the rows were taken with (definition expression and where
+            clause), or ``None``.
+        area: the area (GeoJSON in CRS84) rows must intersect; ``None`` for tables and layers
+            taken whole.
+        include_null_geometry: whether rows without geometry are kept.
+    """
+
+    where: str | None = None
+    area: dict[str, Any] | None = None
+    include_null_geometry: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +73,9 @@ class Replica:
     sync_direction: str
     sync_model: str
     created: float
+    scope: dict[str, LayerScope] = field(default_factory=dict)
+    attachment_sync_direction: str = "bidirectional"
+    last_sync: float | None = None
 
 
 class ReplicaRegistry:
@@ -57,6 +87,10 @@ class ReplicaRegistry:
             self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(_SCHEMA)
+            present = {row[1] for row in self._conn.execute("PRAGMA table_info(replicas)")}
+            for name, definition in _ADDED_COLUMNS:
+                if name not in present:
+                    self._conn.execute(f"ALTER TABLE replicas ADD COLUMN {name} {definition}")
         except sqlite3.Error as exc:
             raise FeatureStoreError(f"cannot open the replica registry {path}: {exc}") from None
 
@@ -70,34 +104,66 @@ class ReplicaRegistry:
         map_id: str | None,
         sync_direction: str,
         sync_model: str = "per_layer",
+        scope: dict[str, LayerScope] | None = None,
+        attachment_sync_direction: str = "bidirectional",
     ) -> Replica:
         """Record a new replica; returns it with its id."""
         replica = Replica(
             uuid.uuid4().hex, service, layers, generation, owner, map_id, sync_direction,
-            sync_model, time.time(),
+            sync_model, time.time(), dict(scope or {}), attachment_sync_direction,
         )  # fmt: skip
+        scope_json = json.dumps({name: asdict(found) for name, found in replica.scope.items()})
         with self._lock:
             self._conn.execute(
-                "INSERT INTO replicas VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO replicas (id, service, layers, generation, owner, map_id, "
+                "sync_direction, sync_model, created, scope, attachment_sync_direction) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     replica.id, service, json.dumps(list(layers)), generation, owner, map_id,
-                    sync_direction, sync_model, replica.created,
+                    sync_direction, sync_model, replica.created, scope_json,
+                    attachment_sync_direction,
                 ),
             )  # fmt: skip
         return replica
 
-    def get(self, replica_id: str) -> Replica | None:
+    def find(self, replica_id: str) -> Replica | None:
         """The replica with this id, or ``None``."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT * FROM replicas WHERE id = ?", (replica_id,)
+                "SELECT id, service, layers, generation, owner, map_id, sync_direction, "
+                "sync_model, created, scope, attachment_sync_direction, last_sync "
+                "FROM replicas WHERE id = ?",
+                (replica_id,),
             ).fetchone()
         if row is None:
             return None
-        return Replica(row[0], row[1], tuple(json.loads(row[2])), *row[3:])
+        scope = {name: LayerScope(**value) for name, value in json.loads(row[9]).items()}
+        return Replica(
+            id=row[0], service=row[1], layers=tuple(json.loads(row[2])), generation=row[3],
+            owner=row[4], map_id=row[5], sync_direction=row[6], sync_model=row[7],
+            created=row[8], scope=scope, attachment_sync_direction=row[10], last_sync=row[11],
+        )  # fmt: skip
+
+    def get(self, replica_id: str) -> Replica:
+        """The replica with this id; raises ``ReplicaNotFoundError``."""
+        found = self.find(replica_id) if _REPLICA_ID.match(replica_id) else None
+        if found is None:
+            raise ReplicaNotFoundError(
+                f"no replica {replica_id[:40]!r}: it was never registered or was unregistered"
+            )
+        return found
+
+    def synced(self, replica_id: str, generation: int) -> None:
+        """Record that the replica downloaded up to ``generation`` now."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE replicas SET generation = max(generation, ?), last_sync = ? WHERE id = ?",
+                (generation, time.time(), replica_id),
+            )
 
     def unregister(self, replica_id: str) -> None:
-        """Forget a replica (its device will no longer sync)."""
+        """Forget a replica (its device will no longer sync); raises ``ReplicaNotFoundError``."""
+        self.get(replica_id)
         with self._lock:
             self._conn.execute("DELETE FROM replicas WHERE id = ?", (replica_id,))
 

@@ -1,0 +1,576 @@
+"""Syncing an offline map with its server (ArcGIS ``OfflineMapSyncTask``), docs/sync.md.
+
+A sync, per replica of the package: upload the attachment bytes the outbox needs (resumable,
+hash-checked), then the outbox as change sets (the server answers each change; the answers are
+recorded on the device), then download the server's changes since the replica's generation into
+a file, check it whole (count and SHA-256), fetch the attachment bytes it names, and apply it
+in one transaction. Every step can be interrupted: a retry sends the same change ids (the server
+applies each once) and downloads again; the device's GeoPackage changes only in whole steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from offmaps.client.portal import Portal, raise_for_problem
+from offmaps.errors import (
+    ConnectionFailedError,
+    OffmapsError,
+    SyncFailedError,
+    UploadOffsetError,
+)
+from offmaps.offline.package import MobileMapPackage, PackageReplica
+from offmaps.offline.replica import LocalReplica
+from offmaps.schemas import SyncDirection
+from offmaps.schemas.changeset import (
+    MAX_CHANGES_PER_SET,
+    Change,
+    ChangeSet,
+    ChangeSetResult,
+    ChangeStatus,
+    DownloadEnd,
+    DownloadHeader,
+    ServerChange,
+    SyncChangeKind,
+)
+
+__all__ = [
+    "LayerSyncResult",
+    "OfflineMapSyncJob",
+    "OfflineMapSyncResult",
+    "OfflineMapSyncTask",
+    "OfflineMapUpdatesInfo",
+    "SyncJobStatus",
+    "SyncOfflineMapParameters",
+]
+
+Progress = Callable[[float, str], None]
+_UPLOAD_CHUNK = 4 * 1024 * 1024
+_RETRIES = 3
+_DOWNLOAD_NAME = ".offmaps-sync-download.ndjson"
+
+
+@dataclass
+class SyncOfflineMapParameters:
+    """How to sync (ArcGIS ``OfflineMapSyncParameters``).
+
+    Attributes:
+        sync_direction: which way edits travel; limited by each replica's own direction (a
+            download-only replica never uploads).
+        rollback_on_failure: when a change of a set is rejected, apply none of the set.
+        layers: for replicas synced per layer, only these layers (GeoPackage layer names);
+            ``None`` for all.
+        batch_size: changes per change set.
+    """
+
+    sync_direction: SyncDirection = SyncDirection.BIDIRECTIONAL
+    rollback_on_failure: bool = False
+    layers: list[str] | None = None
+    batch_size: int = 5_000
+
+
+@dataclass
+class LayerSyncResult:
+    """What a sync did to one layer or table."""
+
+    layer: str
+    uploaded: int = 0
+    applied: int = 0
+    merged: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    downloaded: int = 0
+    deleted: int = 0
+    error: str | None = None
+    rejections: list[str] = field(default_factory=list)
+    """``<change id>: <reason>`` of rejected changes."""
+
+
+@dataclass
+class OfflineMapSyncResult:
+    """What a sync did (ArcGIS ``OfflineMapSyncResult``)."""
+
+    layer_results: dict[str, LayerSyncResult] = field(default_factory=dict)
+    attachments_uploaded: int = 0
+    attachments_to_upload: int = 0
+    attachments_downloaded: int = 0
+    fields_added: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+    """Per replica (service name): why it failed."""
+
+    @property
+    def has_errors(self) -> bool:
+        """Whether a replica failed or a change was rejected."""
+        return bool(self.errors) or any(r.error or r.rejected for r in self.layer_results.values())
+
+    @property
+    def attachments(self) -> str:
+        """``N of M attachments`` uploaded."""
+        return f"{self.attachments_uploaded} of {self.attachments_to_upload} attachments"
+
+    def layer(self, name: str) -> LayerSyncResult:
+        """The result of layer ``name`` (created empty when absent)."""
+        return self.layer_results.setdefault(name, LayerSyncResult(name))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values (the CLI's ``--json``)."""
+        return {
+            "layers": {
+                name: {k: v for k, v in vars(r).items() if k != "layer"}
+                for name, r in self.layer_results.items()
+            },
+            "attachments_uploaded": self.attachments_uploaded,
+            "attachments_to_upload": self.attachments_to_upload,
+            "attachments_downloaded": self.attachments_downloaded,
+            "fields_added": self.fields_added,
+            "errors": self.errors,
+            "has_errors": self.has_errors,
+        }
+
+
+@dataclass(frozen=True)
+class OfflineMapUpdatesInfo:
+    """Whether a sync has something to do (ArcGIS ``OfflineMapUpdatesInfo``)."""
+
+    download_available: bool
+    download_changes: int
+    """Rows changed on the server (an upper bound: rows outside the area count too)."""
+    upload_available: bool
+    upload_changes: int
+    """Changes waiting in the device's outbox."""
+
+
+class SyncJobStatus(StrEnum):
+    """Where an :class:`OfflineMapSyncJob` is."""
+
+    NOT_STARTED = "not_started"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+def _allows(direction: str, wanted: SyncDirection, way: str) -> bool:
+    both = {SyncDirection.BIDIRECTIONAL.value, way}
+    return direction in both and wanted.value in both
+
+
+class OfflineMapSyncTask:
+    """Syncs an offline map package with the server it came from.
+
+    Args:
+        package: the package (loaded here when it is a path).
+        portal: a connection to the package's server, signed in as the user who took the map
+            offline.
+    """
+
+    def __init__(self, package: MobileMapPackage | Path | str, portal: Portal) -> None:
+        self.package = (
+            package if isinstance(package, MobileMapPackage) else MobileMapPackage(package)
+        )
+        self.package.load()
+        self.portal = portal
+
+    @property
+    def replicas(self) -> list[PackageReplica]:
+        """The package's replicas."""
+        return list(self.package.manifest.replicas)
+
+    def open_replica(self, replica: PackageReplica) -> LocalReplica:
+        """The device side of a replica (sync tables and triggers installed on first open)."""
+        return LocalReplica.open(
+            self.package.path / replica.file,
+            replica_id=replica.replica_id,
+            generation=replica.generation,
+        )
+
+    def create_default_offline_map_sync_parameters(self) -> SyncOfflineMapParameters:
+        """Parameters that sync every layer both ways, as the replicas allow."""
+        return SyncOfflineMapParameters()
+
+    def sync_offline_map(self, parameters: SyncOfflineMapParameters) -> OfflineMapSyncJob:
+        """A job that syncs the package; call ``start()`` or ``wait()``."""
+        return OfflineMapSyncJob(self, parameters)
+
+    def check_for_updates(self) -> OfflineMapUpdatesInfo:
+        """Whether there are server changes to download or device edits to upload."""
+        down = up = 0
+        for replica in self.replicas:
+            with self.open_replica(replica) as local:
+                up += local.pending_count()
+                since = min(local.generations().values(), default=replica.generation)
+            if replica.sync_direction in {"bidirectional", "download"}:
+                found = self.portal.request(
+                    "GET", f"/api/replicas/{replica.replica_id}/updates", params={"since": since}
+                )
+                down += int(found["changes"])
+        return OfflineMapUpdatesInfo(down > 0, down, up > 0, up)
+
+    def unregister_geodatabases(self) -> None:
+        """Release the package's replicas on the server: they will not sync again."""
+        for replica in self.replicas:
+            self.portal.request("DELETE", f"/api/replicas/{replica.replica_id}")
+
+
+class OfflineMapSyncJob:
+    """One sync of a package (ArcGIS ``OfflineMapSyncJob``): ``start()`` runs it in a
+    thread, ``wait()`` until it ends; ``status``, ``progress`` and ``message`` follow it."""
+
+    def __init__(self, task: OfflineMapSyncTask, parameters: SyncOfflineMapParameters) -> None:
+        if parameters.batch_size < 1 or parameters.batch_size > MAX_CHANGES_PER_SET:
+            raise SyncFailedError(f"batch_size must be 1 to {MAX_CHANGES_PER_SET:,}")
+        self.task = task
+        self.parameters = parameters
+        self.status = SyncJobStatus.NOT_STARTED
+        self.progress = 0.0
+        self.message = ""
+        self.result = OfflineMapSyncResult()
+        self.error: OffmapsError | None = None
+        self._thread: threading.Thread | None = None
+        self._on_progress: Progress | None = None
+
+    def start(self) -> None:
+        """Run the sync in a background thread."""
+        if self._thread is not None:
+            return
+        self.status = SyncJobStatus.RUNNING
+        self._thread = threading.Thread(target=self._run, name="offmaps-sync", daemon=True)
+        self._thread.start()
+
+    def wait(self, *, on_progress: Progress | None = None) -> OfflineMapSyncResult:
+        """Run (or follow) the sync to its end; returns its result.
+
+        Raises:
+            SyncFailedError: a step failed after retries (the device kept everything; run the
+                sync again).
+        """
+        self._on_progress = on_progress
+        if self._thread is None:
+            self.status = SyncJobStatus.RUNNING
+            self._run()
+        else:
+            self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def _report(self, fraction: float, message: str) -> None:
+        self.progress = max(self.progress, min(fraction, 1.0))
+        self.message = message
+        if self._on_progress is not None:
+            self._on_progress(self.progress, message)
+
+    def _run(self) -> None:
+        replicas = self.task.replicas
+        try:
+            for index, replica in enumerate(replicas):
+                share = 1 / max(len(replicas), 1)
+                _ReplicaSync(self, replica, index * share, share).run()
+            self._report(1.0, "sync finished")
+            self.status = SyncJobStatus.SUCCEEDED
+        except OffmapsError as exc:
+            self.error = exc if isinstance(exc, SyncFailedError) else SyncFailedError(str(exc))
+            self.status = SyncJobStatus.FAILED
+        except OSError as exc:
+            self.error = SyncFailedError(f"the package cannot be written: {exc}")
+            self.status = SyncJobStatus.FAILED
+
+
+class _ReplicaSync:
+    """The sync of one replica: upload, then download."""
+
+    def __init__(
+        self, job: OfflineMapSyncJob, replica: PackageReplica, start: float, share: float
+    ) -> None:
+        self.job = job
+        self.replica = replica
+        self.portal = job.task.portal
+        self.root = job.task.package.path
+        self.start = start
+        self.share = share
+        self.path = f"/api/replicas/{replica.replica_id}"
+
+    def report(self, fraction: float, message: str) -> None:
+        self.job._report(self.start + self.share * fraction, f"{self.replica.service}: {message}")
+
+    def layers(self, local: LocalReplica) -> list[str] | None:
+        wanted = self.job.parameters.layers
+        if wanted is None:
+            return None
+        if self.replica.sync_model != "per_layer":
+            raise SyncFailedError(
+                f"{self.replica.service} syncs all its layers together (per_replica)"
+            )
+        own = set(local.generations())
+        return [name for name in wanted if name in own]
+
+    def run(self) -> None:
+        parameters = self.job.parameters
+        with self.job.task.open_replica(self.replica) as local:
+            layers = self.layers(local)
+            if layers == []:
+                return
+            if _allows(self.replica.sync_direction, parameters.sync_direction, "upload"):
+                self.upload(local, layers)
+            if _allows(self.replica.sync_direction, parameters.sync_direction, "download"):
+                self.download(local, layers)
+
+    # --- upload ----------------------------------------------------------------------------
+
+    def upload(self, local: LocalReplica, layers: list[str] | None) -> None:
+        parameters = self.job.parameters
+        result = self.job.result
+        total = max(local.pending_count(layers), 1)
+        done = 0
+        while True:
+            changes = local.pending(layers, limit=parameters.batch_size)
+            if not changes:
+                break
+            self.upload_attachments(changes)
+            change_set = ChangeSet(
+                change_set_id=uuid.uuid4(),
+                replica_id=self.replica.replica_id,
+                changes=changes,
+                rollback_on_failure=parameters.rollback_on_failure,
+            )
+            answer = self.send(change_set)
+            local.record_results(answer.results)
+            self.take_rows(local, answer)
+            by_id = {c.change_id: c for c in changes}
+            for found in answer.results:
+                change = by_id[found.change_id]
+                layer = result.layer(change.layer)
+                layer.uploaded += 1
+                if found.status is ChangeStatus.APPLIED:
+                    layer.applied += 1
+                elif found.status is ChangeStatus.MERGED:
+                    layer.merged += 1
+                elif found.status is ChangeStatus.CONFLICT:
+                    layer.conflicts += 1
+                elif found.status is ChangeStatus.REJECTED:
+                    layer.rejected += 1
+                    layer.rejections.append(f"{found.change_id}: {found.reason}")
+            done += len(changes)
+            self.report(0.5 * done / total, f"uploaded {done:,} of {total:,} changes")
+            if all(r.status is ChangeStatus.PENDING for r in answer.results):
+                break  # rolled back: the rest would be refused the same way
+            if any(r.status is ChangeStatus.PENDING for r in answer.results):
+                break
+
+    def take_rows(self, local: LocalReplica, answer: ChangeSetResult) -> None:
+        """Take the server's rows of merged, conflicting and rejected changes (the device
+        keeps the edit itself in its outbox, and the server in its review queue)."""
+        rows = {(r.row.layer, r.row.global_id): r.row for r in answer.results if r.row}
+        if not rows:
+            return
+        if self.replica.attachment_sync_direction == "bidirectional":
+            self.job.result.attachments_downloaded += self.fetch_blobs(list(rows.values()))
+        header = DownloadHeader(
+            replica_id=self.replica.replica_id, since=0, generation=0, layers=answer.layers
+        )
+        summary = local.apply_download(header, list(rows.values()), layers=[])
+        self.job.result.fields_added += list(summary.fields_added)
+
+    def send(self, change_set: ChangeSet) -> ChangeSetResult:
+        """Post a change set; a dropped connection is retried with the same set (the server
+        answers changes it has seen with their recorded answers)."""
+        body = change_set.model_dump_json().encode()
+        for attempt in range(_RETRIES):
+            try:
+                found = self.portal.request(
+                    "POST",
+                    f"{self.path}/changes",
+                    content=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                return ChangeSetResult.model_validate(found)
+            except ConnectionFailedError:
+                if attempt == _RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def upload_attachments(self, changes: Sequence[Change]) -> None:
+        result = self.job.result
+        if self.replica.attachment_sync_direction == "none":
+            return
+        needed = {
+            c.attachment.sha256: c.attachment.size
+            for c in changes
+            if c.kind is SyncChangeKind.ATTACHMENT_ADD and c.attachment is not None
+        }
+        result.attachments_to_upload += len(needed)
+        for sha256, size in needed.items():
+            self.upload_blob(sha256, size)
+            result.attachments_uploaded += 1
+            self.report(0.0, f"uploaded {result.attachments}")
+
+    def blob_path(self, sha256: str) -> Path:
+        return self.root / "attachments" / sha256[:2] / sha256[2:4] / sha256
+
+    def upload_blob(self, sha256: str, size: int) -> None:
+        path = self.blob_path(sha256)
+        if not path.is_file():
+            raise SyncFailedError(f"attachment {sha256} is not in the package ({path})")
+        url = f"{self.path}/uploads/{sha256}"
+        for attempt in range(_RETRIES + 1):
+            try:
+                state = self.portal.request("GET", url)
+                offset = int(state["received"])
+                if state["complete"]:
+                    return
+                with path.open("rb") as source:
+                    source.seek(offset)
+                    while True:
+                        chunk = source.read(_UPLOAD_CHUNK)
+                        state = self.portal.request(
+                            "PUT",
+                            url,
+                            params={"offset": offset, "total": size},
+                            content=chunk,
+                            headers={"Content-Type": "application/octet-stream"},
+                        )
+                        offset = int(state["received"])
+                        if state["complete"] or not chunk:
+                            return
+            except (ConnectionFailedError, UploadOffsetError):
+                if attempt == _RETRIES:
+                    raise
+        raise SyncFailedError(f"attachment {sha256} could not be uploaded")
+
+    # --- download --------------------------------------------------------------------------
+
+    def download(self, local: LocalReplica, layers: list[str] | None) -> None:
+        result = self.job.result
+        groups: list[list[str] | None]
+        if self.replica.sync_model == "per_layer":
+            groups = [[name] for name in (layers or sorted(local.generations()))]
+        else:
+            groups = [None]
+        for index, group in enumerate(groups):
+            generations = local.generations()
+            names = group or sorted(generations)
+            since = min(generations[name] for name in names)
+            self.report(0.5 + 0.5 * index / len(groups), f"downloading {', '.join(names)}")
+            header, changes = self.fetch(since, group)
+            if self.replica.attachment_sync_direction == "bidirectional":
+                result.attachments_downloaded += self.fetch_blobs(changes)
+            summary = local.apply_download(header, changes, layers=group)
+            for change in changes:
+                layer = result.layer(change.layer)
+                if change.kind == "delete":
+                    layer.deleted += 1
+                else:
+                    layer.downloaded += 1
+            result.fields_added += list(summary.fields_added)
+
+    def fetch(
+        self, since: int, layers: list[str] | None
+    ) -> tuple[DownloadHeader, list[ServerChange]]:
+        """The server's changes, downloaded whole into a file and checked before use."""
+        target = self.root / _DOWNLOAD_NAME
+        params: dict[str, str | int] = {"since": since}
+        if layers:
+            params["layers"] = ",".join(layers)
+        for attempt in range(_RETRIES):
+            try:
+                self.stream_to(target, params)
+                return _read_download(target)
+            except ConnectionFailedError:
+                if attempt == _RETRIES - 1:
+                    raise
+            finally:
+                target.unlink(missing_ok=True)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def stream_to(self, target: Path, params: dict[str, str | int]) -> None:
+        url = httpx.URL(f"{self.portal.url}{self.path}/changes", params=params)
+        try:
+            with self.portal.stream(str(url), {}) as response:
+                if not response.is_success:
+                    response.read()
+                    raise_for_problem(response)
+                with target.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+        except httpx.HTTPError as exc:
+            raise ConnectionFailedError(f"the download was cut: {exc}") from None
+
+    def fetch_blobs(self, changes: Sequence[ServerChange]) -> int:
+        fetched = 0
+        for change in changes:
+            for ref in change.attachments or ():
+                path = self.blob_path(ref.sha256)
+                if path.is_file() and path.stat().st_size == ref.size:
+                    continue
+                self.fetch_blob(ref.sha256, path)
+                fetched += 1
+        return fetched
+
+    def fetch_blob(self, sha256: str, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f"{path.name}.part")
+        url = f"{self.portal.url}{self.path}/blobs/{sha256}"
+        digest = hashlib.sha256()
+        try:
+            with self.portal.stream(url, {}) as response:
+                if not response.is_success:
+                    response.read()
+                    raise_for_problem(response)
+                with part.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        digest.update(chunk)
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+        except httpx.HTTPError as exc:
+            part.unlink(missing_ok=True)
+            raise ConnectionFailedError(
+                f"attachment {sha256}: the download was cut: {exc}"
+            ) from None
+        if digest.hexdigest() != sha256:
+            part.unlink(missing_ok=True)
+            raise SyncFailedError(f"attachment {sha256} arrived corrupt")
+        os.replace(part, path)
+
+
+def _read_download(path: Path) -> tuple[DownloadHeader, list[ServerChange]]:
+    """The records of a downloaded stream, after checking its end record."""
+    digest = hashlib.sha256()
+    header: DownloadHeader | None = None
+    changes: list[ServerChange] = []
+    end: DownloadEnd | None = None
+    with path.open("rb") as source:
+        for line in source:
+            if end is not None:
+                raise ConnectionFailedError("the download has data after its end record")
+            try:
+                kind = json.loads(line).get("type")
+                if kind == "end":
+                    end = DownloadEnd.model_validate_json(line)
+                    continue
+                digest.update(line)
+                if kind == "header" and header is None:
+                    header = DownloadHeader.model_validate_json(line)
+                elif kind == "change" and header is not None:
+                    changes.append(ServerChange.model_validate_json(line))
+                else:
+                    raise ValueError(f"unexpected record {kind!r}")
+            except ValueError as exc:  # most often a cut line: downloaded again
+                raise ConnectionFailedError(
+                    f"the download is malformed: {str(exc)[:200]}"
+                ) from None
+    if header is None or end is None:
+        raise ConnectionFailedError("the download was cut short (no end record)")
+    if end.count != len(changes) or end.sha256 != digest.hexdigest():
+        raise ConnectionFailedError("the download does not match its end record")
+    return header, changes

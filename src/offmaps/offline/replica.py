@@ -1,0 +1,1120 @@
+# Every SQL text built here quotes identifiers read from the GeoPackage's own schema (validated
+# layer and field names); every value is a bound parameter.
+# ruff: noqa: S608
+"""The sync side of one replica GeoPackage on the device: a durable outbox and downloads.
+
+A :class:`LocalReplica` opens a replica (a GeoPackage written by
+:class:`~offmaps.features.geopackage.GeoPackageStore`) with its own connection and installs
+SQLite triggers on its layer tables. Every edit, whether made by the SDK or by another tool
+writing SQL (QGIS, ``sqlite3``), lands in the outbox in the same transaction as the edit, so
+an edit is never lost nor sent twice. :meth:`LocalReplica.pending` reads the outbox as wire
+:class:`~offmaps.schemas.changeset.Change` objects; :meth:`LocalReplica.record_results` takes
+the server's answers; :meth:`LocalReplica.apply_download` applies the server's changes in one
+transaction, keeping local edits that are not uploaded yet.
+
+Tables added to the GeoPackage (registered in ``gpkg_extensions`` as ``offmaps_sync``):
+
+- ``offmaps_sync_state(key TEXT PRIMARY KEY, value TEXT)``: ``replica_id``; ``capture``,
+  ``'1'`` when the triggers record edits (it is ``'0'`` only inside the transaction of a
+  download, so no other connection ever sees it off); ``hlc``, the last hybrid logical clock
+  timestamp given to an outbox row.
+- ``offmaps_sync_layers(layer TEXT PRIMARY KEY, generation INTEGER)``: the layers of the
+  replica, each with the server generation its last download brought it to.
+- ``offmaps_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, change_id TEXT UNIQUE, layer,
+  globalid, kind, old, new, attachment, at_ms, status, reason, conflict_id, hlc, acked_ms)``:
+  one row per edit, in the order made. ``old``/``new`` are JSON objects of the row's stored
+  values before and after (every field, ``geom`` as the hex of its GeoPackage blob, and
+  ``row_version``), ``attachment`` the JSON of an attachment record; ``at_ms`` is when, in
+  milliseconds since the Unix epoch; ``status`` is a
+  :class:`~offmaps.schemas.changeset.ChangeStatus` (``pending`` until the server answers);
+  ``hlc`` is given the first time the row is read for upload, and kept for retries.
+- ``offmaps_sync_rows(layer, globalid, version INTEGER, vector TEXT, PRIMARY KEY(layer,
+  globalid))``: the server version (and version vector, as JSON, when known) the device last
+  knew for a row. A trigger records it the first time a row is edited locally, before the
+  SDK's own ``row_version`` bumps could hide it.
+
+The triggers are named ``offmaps_sync_<layer>_<insert|update|delete|attachment_add|
+attachment_delete>``. They are re-created when a layer's fields change
+(:meth:`LocalReplica.reinstall_triggers`); a tool that adds a column behind our back gets its
+edits of that column captured after the next :meth:`LocalReplica.open`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from uuid import UUID
+
+import pydantic
+from shapely.errors import ShapelyError
+
+from offmaps.errors import PackageError, SyncFailedError
+from offmaps.features._validate import check_name
+from offmaps.features.filters import FieldType
+from offmaps.features.geopackage import (
+    _column_sql,
+    _fields_json,
+    _from_sql,
+    _q,
+    _register_functions,
+    _timestamp,
+    _to_sql,
+    _with_field,
+    decode_geometry,
+    encode_geometry,
+)
+from offmaps.features.model import Field, GeometryType, LayerSchema
+from offmaps.features.wire import encode_wire_geometry, value_to_wire, wire_to_edit_values
+from offmaps.schemas.changeset import (
+    GEOMETRY_FIELD,
+    AttachmentRef,
+    Change,
+    ChangeResult,
+    ChangeStatus,
+    DownloadHeader,
+    ServerChange,
+    SyncChangeKind,
+)
+from offmaps.sync import vectors
+from offmaps.sync.clock import HybridClock, parse_timestamp
+from offmaps.sync.merge import same_value
+
+__all__ = ["DownloadSummary", "LocalReplica", "OutboxEntry"]
+
+_EXTENSION = "offmaps_sync"
+_EXTENSION_DEFINITION = "offmaps offline sync tables: see offmaps.offline.replica"
+_TRIGGER_PREFIX = "offmaps_sync_"
+_REPLICA_ID_LENGTH = 32
+_BATCH = 500
+_JSON_CHUNK = 40  # key/value pairs per json_object/json_set call (SQLite caps function args)
+
+_TABLES = (
+    "CREATE TABLE IF NOT EXISTS offmaps_sync_state (key TEXT NOT NULL PRIMARY KEY, value TEXT)",
+    "CREATE TABLE IF NOT EXISTS offmaps_sync_layers (layer TEXT NOT NULL PRIMARY KEY, "
+    "generation INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS offmaps_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "change_id TEXT NOT NULL UNIQUE, layer TEXT NOT NULL, globalid TEXT NOT NULL, "
+    "kind TEXT NOT NULL, old TEXT, new TEXT, attachment TEXT, at_ms INTEGER NOT NULL, "
+    "status TEXT NOT NULL DEFAULT 'pending', reason TEXT, conflict_id TEXT, hlc TEXT, "
+    "acked_ms INTEGER)",
+    "CREATE INDEX IF NOT EXISTS offmaps_outbox_status ON offmaps_outbox (status, seq)",
+    "CREATE INDEX IF NOT EXISTS offmaps_outbox_row ON offmaps_outbox (layer, globalid, seq)",
+    "CREATE TABLE IF NOT EXISTS offmaps_sync_rows (layer TEXT NOT NULL, "
+    "globalid TEXT NOT NULL, version INTEGER NOT NULL, vector TEXT, "
+    "PRIMARY KEY (layer, globalid))",
+)
+_SYNC_TABLES = ("offmaps_sync_state", "offmaps_sync_layers", "offmaps_outbox", "offmaps_sync_rows")
+
+# a random version 4 UUID, as lowercase text
+_CHANGE_ID_SQL = (
+    "lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || "
+    "substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (random() & 3), 1) || "
+    "substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6)))"
+)
+_NOW_MS_SQL = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
+_CAPTURING_SQL = "(SELECT value FROM offmaps_sync_state WHERE key = 'capture') = '1'"
+_ROW_KINDS = (SyncChangeKind.INSERT, SyncChangeKind.UPDATE, SyncChangeKind.DELETE)
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One edit of the outbox, as the device shows it (what it did, and what became of it).
+
+    Attributes:
+        seq: the order the edit was made in.
+        change_id: the id the server acknowledges it by.
+        layer: the layer or table edited.
+        global_id: the row edited (for attachments, the row they belong to).
+        kind: what the edit did.
+        status: what became of it.
+        reason: why it was rejected, or how a conflict was settled.
+        conflict_id: the server's review queue entry, for conflicts.
+        at: when the edit was made, in UTC.
+    """
+
+    seq: int
+    change_id: UUID
+    layer: str
+    global_id: UUID
+    kind: SyncChangeKind
+    status: ChangeStatus
+    reason: str | None
+    conflict_id: UUID | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadSummary:
+    """What :meth:`LocalReplica.apply_download` did.
+
+    Attributes:
+        upserted: rows inserted or updated (fully, or but for fields with local edits).
+        deleted: rows deleted.
+        fields_added: the fields added to local layers, as ``layer.field``.
+        kept_local: rows whose pending local edits were kept over the server's change (fields
+            edited locally, or a row deleted or still held locally); the upload merges them.
+    """
+
+    upserted: int
+    deleted: int
+    fields_added: tuple[str, ...]
+    kept_local: int
+
+
+def _text(value: str) -> str:
+    """``value`` as an SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _read_schemas(conn: sqlite3.Connection) -> dict[str, LayerSchema]:
+    """Every layer of the GeoPackage, read from ``offmaps_layers`` as GeoPackageStore does."""
+    rows = conn.execute(
+        "SELECT name, title, geometry_type, srid, fields FROM offmaps_layers ORDER BY position"
+    ).fetchall()
+    schemas: dict[str, LayerSchema] = {}
+    for name, title, geometry_type, srid, fields_json in rows:
+        fields = tuple(
+            Field(f["name"], FieldType(f["type"]), f["nullable"], f["alias"], f["max_length"])
+            for f in json.loads(fields_json)
+        )
+        kind = GeometryType(geometry_type) if geometry_type else None
+        schemas[name] = LayerSchema(name, fields, kind, srid, title)
+    return schemas
+
+
+# --- triggers -----------------------------------------------------------------------------
+
+
+def _row_json_sql(schema: LayerSchema, ref: str) -> str:
+    """SQL of a JSON object of the stored row ``ref`` (``NEW`` or ``OLD``)."""
+    pairs = [(f.name, f"{ref}.{_q(f.name)}") for f in schema.fields]
+    if not schema.is_table:
+        blob = f"{ref}.geom"
+        # hex(NULL) is '', not NULL
+        pairs.append((GEOMETRY_FIELD, f"CASE WHEN {blob} IS NULL THEN NULL ELSE hex({blob}) END"))
+    pairs.append(("row_version", f"{ref}.row_version"))
+    first, rest = pairs[:_JSON_CHUNK], pairs[_JSON_CHUNK:]
+    sql = "json_object(" + ", ".join(f"{_text(k)}, {v}" for k, v in first) + ")"
+    for start in range(0, len(rest), _JSON_CHUNK):
+        chunk = rest[start : start + _JSON_CHUNK]
+        sql = f"json_set({sql}, " + ", ".join(f"{_text('$.' + k)}, {v}" for k, v in chunk) + ")"
+    return sql
+
+
+def _outbox_sql(layer: str, ref: str, kind: SyncChangeKind, columns: Mapping[str, str]) -> str:
+    names = ", ".join(["change_id", "layer", "globalid", "kind", *columns, "at_ms"])
+    head = [_CHANGE_ID_SQL, _text(layer), f"{ref}.globalid", _text(kind.value)]
+    values = ", ".join([*head, *columns.values(), _NOW_MS_SQL])
+    return f"INSERT INTO offmaps_outbox ({names}) VALUES ({values})"
+
+
+def _first_touch_sql(layer: str, ref: str, version: str) -> str:
+    return (
+        "INSERT OR IGNORE INTO offmaps_sync_rows (layer, globalid, version, vector) "
+        f"VALUES ({_text(layer)}, {ref}.globalid, {version}, NULL)"
+    )
+
+
+def _trigger_sql(schema: LayerSchema) -> dict[str, str]:
+    """The capture triggers of one layer, by name."""
+    name, table = schema.name, _q(schema.name)
+    new, old = _row_json_sql(schema, "NEW"), _row_json_sql(schema, "OLD")
+    columns = [_q(f.name) for f in schema.fields] + ([] if schema.is_table else ["geom"])
+    changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns) or "0"
+    attachment = (
+        "json_object('attachment_id', {0}.attachment_id, 'name', {0}.name, "
+        "'content_type', {0}.content_type, 'size', {0}.size, 'sha256', {0}.sha256)"
+    )
+    row_version = f"coalesce((SELECT row_version FROM {table} WHERE globalid = NEW.globalid), 0)"
+
+    def trigger(suffix: str, when: str, *body: str) -> tuple[str, str]:
+        trigger_name = f"{_TRIGGER_PREFIX}{name}_{suffix}"
+        statements = "; ".join(body)
+        return trigger_name, f"CREATE TRIGGER {_q(trigger_name)} {when} BEGIN {statements}; END"
+
+    return dict(
+        [
+            trigger(
+                "insert",
+                f"AFTER INSERT ON {table} WHEN {_CAPTURING_SQL}",
+                _first_touch_sql(name, "NEW", "0"),
+                _outbox_sql(name, "NEW", SyncChangeKind.INSERT, {"new": new}),
+            ),
+            trigger(
+                "update",
+                f"AFTER UPDATE ON {table} WHEN {_CAPTURING_SQL} AND ({changed})",
+                _first_touch_sql(name, "OLD", "OLD.row_version"),
+                _outbox_sql(name, "NEW", SyncChangeKind.UPDATE, {"old": old, "new": new}),
+            ),
+            # the SDK bumps row_version even when nothing changed: the server version the
+            # row had is taken before any local bump, whatever the edit
+            trigger(
+                "version",
+                f"AFTER UPDATE OF row_version ON {table} WHEN {_CAPTURING_SQL} "
+                "AND OLD.row_version IS NOT NEW.row_version",
+                _first_touch_sql(name, "OLD", "OLD.row_version"),
+            ),
+            trigger(
+                "delete",
+                f"AFTER DELETE ON {table} WHEN {_CAPTURING_SQL}",
+                _first_touch_sql(name, "OLD", "OLD.row_version"),
+                _outbox_sql(name, "OLD", SyncChangeKind.DELETE, {"old": old}),
+            ),
+            trigger(
+                "attachment_add",
+                f"AFTER INSERT ON offmaps_attachments WHEN NEW.layer = {_text(name)} "
+                f"AND {_CAPTURING_SQL}",
+                _first_touch_sql(name, "NEW", row_version),
+                _outbox_sql(
+                    name,
+                    "NEW",
+                    SyncChangeKind.ATTACHMENT_ADD,
+                    {"attachment": attachment.format("NEW")},
+                ),
+            ),
+            # the records of a deleted row's attachments go with it: the row's delete says it
+            trigger(
+                "attachment_delete",
+                f"AFTER DELETE ON offmaps_attachments WHEN OLD.layer = {_text(name)} "
+                f"AND {_CAPTURING_SQL} "
+                f"AND EXISTS (SELECT 1 FROM {table} WHERE globalid = OLD.globalid)",
+                _first_touch_sql(name, "OLD", row_version.replace("NEW.", "OLD.")),
+                _outbox_sql(
+                    name,
+                    "OLD",
+                    SyncChangeKind.ATTACHMENT_DELETE,
+                    {"attachment": attachment.format("OLD")},
+                ),
+            ),
+        ]
+    )
+
+
+def _install_triggers(conn: sqlite3.Connection, schemas: Iterable[LayerSchema]) -> None:
+    """Make the capture triggers those of ``schemas`` (inside the caller's transaction):
+    missing or outdated ones are (re)created, those of other layers dropped."""
+    wanted: dict[str, str] = {}
+    for schema in schemas:
+        wanted.update(_trigger_sql(schema))
+    existing = {
+        str(name): str(sql)
+        for name, sql in conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+        ).fetchall()
+        if str(name).startswith(_TRIGGER_PREFIX)
+    }
+    for name, sql in existing.items():
+        if wanted.get(name) != sql:
+            conn.execute(f"DROP TRIGGER {_q(name)}")
+    for name, sql in wanted.items():
+        if existing.get(name) != sql:
+            conn.execute(sql)
+
+
+# --- values -------------------------------------------------------------------------------
+
+
+def _wire_row(schema: LayerSchema, stored: Mapping[str, object]) -> dict[str, Any]:
+    """A row recorded by a trigger (SQL values, the geometry blob in hex) as wire values: the
+    fields it has, then the geometry.
+
+    Raises:
+        ValueError: a geometry that is not a GeoPackage blob.
+    """
+    row: dict[str, Any] = {}
+    for field in schema.fields:
+        if field.name in stored:
+            row[field.name] = value_to_wire(_from_sql(field.type, stored[field.name]))
+    if not schema.is_table and GEOMETRY_FIELD in stored:
+        blob = stored[GEOMETRY_FIELD]
+        if blob is not None and not isinstance(blob, str):
+            raise ValueError("the geometry is not a GeoPackage blob")
+        geometry = None if blob is None else decode_geometry(bytes.fromhex(blob))
+        row[GEOMETRY_FIELD] = encode_wire_geometry(geometry)
+    return row
+
+
+def _stored_values(
+    schema: LayerSchema, values: Mapping[str, Any], *, complete: bool
+) -> dict[str, object]:
+    """Wire values as stored (SQL) values by column, checked against the layer; with
+    ``complete``, every column (missing ones null).
+
+    Raises:
+        InvalidFeatureError: a value of the wrong type, an unknown field, a malformed
+            geometry or a geometry on a table.
+    """
+    if schema.is_table and GEOMETRY_FIELD in values and values[GEOMETRY_FIELD] is None:
+        values = {k: v for k, v in values.items() if k != GEOMETRY_FIELD}  # null: no geometry
+    checked, geometry, has_geometry = wire_to_edit_values(schema, values, complete=complete)
+    kinds = schema.field_types()
+    stored: dict[str, object] = {name: _to_sql(kinds[name], v) for name, v in checked.items()}
+    if not schema.is_table and (has_geometry or complete):
+        stored[GEOMETRY_FIELD] = (
+            None if geometry is None else encode_geometry(geometry, schema.srid)
+        )
+    return stored
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+# --- the replica --------------------------------------------------------------------------
+
+
+class LocalReplica:
+    """The sync side of one replica GeoPackage on the device (see the module docs).
+
+    Open with :meth:`open`; a context manager. Safe to share between threads (one connection,
+    behind a lock). Edits are made through :class:`~offmaps.features.geopackage.GeoPackageStore`
+    or any SQLite client on the same file: the triggers capture them all.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, replica_id: str) -> None:
+        """Wrap an open connection; use :meth:`open`."""
+        self._path = path
+        self._conn = conn
+        self._replica_id = replica_id
+        self._lock = threading.RLock()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        replica_id: str,
+        generation: int,
+        layers: Sequence[str] | None = None,
+    ) -> LocalReplica:
+        """Open a replica GeoPackage for sync, installing the sync tables and triggers.
+
+        The first open records ``replica_id`` and ``generation`` (the server generation the
+        replica was extracted at) as the last downloaded generation of every layer. Later
+        opens check the replica id, add ``layers`` the replica lacks (at ``generation``) and
+        bring the triggers up to date with the layers' fields.
+
+        Args:
+            path: the GeoPackage, as written by ``GeoPackageStore``.
+            replica_id: the server's id of this replica (32 lowercase hex digits).
+            generation: the server generation the replica's data is at.
+            layers: the layers and tables that sync (default: every layer of the file).
+
+        Returns:
+            The open replica.
+
+        Raises:
+            PackageError: not an offmaps GeoPackage, a layer it does not have, or a file
+                recorded as another replica.
+            ValueError: a malformed replica id or a negative generation.
+        """
+        path = Path(path)
+        if len(replica_id) != _REPLICA_ID_LENGTH or replica_id.strip("0123456789abcdef"):
+            raise ValueError(f"a replica id is 32 lowercase hex digits, not {replica_id!r}")
+        if generation < 0:
+            raise ValueError(f"a generation is >= 0, not {generation}")
+        if not path.is_file():
+            raise PackageError(f"{path}: no such replica")
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        except sqlite3.Error as exc:
+            raise PackageError(f"{path}: cannot open the replica: {_one_line(exc)}") from None
+        try:
+            _register_functions(conn)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            cls._install(conn, path, replica_id, generation, layers)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise PackageError(f"{path}: not a replica GeoPackage: {_one_line(exc)}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn, replica_id)
+
+    @staticmethod
+    def _install(
+        conn: sqlite3.Connection,
+        path: Path,
+        replica_id: str,
+        generation: int,
+        layers: Sequence[str] | None,
+    ) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            schemas = _read_schemas(conn)
+            for name in layers or ():
+                if name not in schemas:
+                    raise PackageError(f"{path}: no layer or table {name!r}")
+            for statement in _TABLES:
+                conn.execute(statement)
+            for table in _SYNC_TABLES:
+                conn.execute(
+                    "INSERT INTO gpkg_extensions SELECT ?, NULL, ?, ?, 'read-write' WHERE NOT "
+                    "EXISTS (SELECT 1 FROM gpkg_extensions WHERE table_name = ? "
+                    "AND extension_name = ?)",
+                    (table, _EXTENSION, _EXTENSION_DEFINITION, table, _EXTENSION),
+                )
+            row = conn.execute(
+                "SELECT value FROM offmaps_sync_state WHERE key = 'replica_id'"
+            ).fetchone()
+            if row is None:
+                conn.executemany(
+                    "INSERT INTO offmaps_sync_state VALUES (?, ?)",
+                    [("replica_id", replica_id), ("capture", "1")],
+                )
+                wanted = list(layers) if layers is not None else list(schemas)
+            elif row[0] != replica_id:
+                raise PackageError(f"{path} is the replica {row[0]}, not {replica_id}")
+            else:
+                wanted = list(layers or ())
+            conn.executemany(
+                "INSERT OR IGNORE INTO offmaps_sync_layers VALUES (?, ?)",
+                [(name, generation) for name in wanted],
+            )
+            synced = [r[0] for r in conn.execute("SELECT layer FROM offmaps_sync_layers")]
+            _install_triggers(conn, [schemas[name] for name in synced if name in schemas])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Close the connection. Closing twice is fine."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LocalReplica({str(self._path)!r}, replica_id={self._replica_id!r})"
+
+    @property
+    def path(self) -> Path:
+        """The GeoPackage file."""
+        return self._path
+
+    @property
+    def replica_id(self) -> str:
+        """The server's id of this replica, and its node in version vectors and HLCs."""
+        return self._replica_id
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; sqlite3 errors become ``SyncFailedError`` after the rollback."""
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                msg = f"{self._path}: cannot start a write: {_one_line(exc)}"
+                raise SyncFailedError(msg) from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise SyncFailedError(f"{self._path}: {_one_line(exc)}") from exc
+                raise
+
+    def _synced_schemas(self, conn: sqlite3.Connection) -> dict[str, LayerSchema]:
+        schemas = _read_schemas(conn)
+        names = [r[0] for r in conn.execute("SELECT layer FROM offmaps_sync_layers")]
+        return {name: schemas[name] for name in schemas if name in names}
+
+    def reinstall_triggers(self) -> None:
+        """Bring the capture triggers up to date with the layers' fields (after a field was
+        added by another connection, say); triggers that are current are left alone.
+
+        Raises:
+            SyncFailedError: the database failed; nothing changed.
+        """
+        with self._transaction() as conn:
+            _install_triggers(conn, self._synced_schemas(conn).values())
+
+    # --- generations -----------------------------------------------------------------------
+
+    def generations(self) -> dict[str, int]:
+        """The server generation each layer's last download brought it to, by layer."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT layer, generation FROM offmaps_sync_layers ORDER BY layer"
+            ).fetchall()
+        return {str(layer): int(generation) for layer, generation in rows}
+
+    def generation(self, layer: str) -> int:
+        """The server generation ``layer``'s last download brought it to.
+
+        Raises:
+            PackageError: ``layer`` is not a layer of this replica.
+        """
+        found = self.generations().get(layer)
+        if found is None:
+            raise PackageError(f"{self._path}: {layer!r} is not a layer of the replica")
+        return found
+
+    # --- outbox ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _layer_filter(layers: Sequence[str] | None) -> tuple[str, list[object]]:
+        if layers is None:
+            return "", []
+        return f" AND layer IN ({', '.join('?' * len(layers))})", list(layers)
+
+    def pending_count(self, layers: Sequence[str] | None = None) -> int:
+        """How many outbox rows wait for upload (updates that turn out to change nothing
+        included, until :meth:`pending` drops them)."""
+        where, params = self._layer_filter(layers)
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT count(*) FROM offmaps_outbox WHERE status = 'pending'{where}", params
+            ).fetchone()
+        return int(row[0])
+
+    def status_counts(self) -> dict[ChangeStatus, int]:
+        """How many outbox rows have each status (every status, 0 when none)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT status, count(*) FROM offmaps_outbox GROUP BY status"
+            ).fetchall()
+        counts = dict.fromkeys(ChangeStatus, 0)
+        for status, count in rows:
+            counts[ChangeStatus(status)] = int(count)
+        return counts
+
+    def outbox(self, status: ChangeStatus | None = None, limit: int = 1000) -> list[OutboxEntry]:
+        """Outbox rows, oldest first: every row, or those with ``status``."""
+        where, params = ("", []) if status is None else (" WHERE status = ?", [status.value])
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, change_id, layer, globalid, kind, status, reason, conflict_id, "
+                f"at_ms FROM offmaps_outbox{where} ORDER BY seq LIMIT ?",
+                [*params, limit],
+            ).fetchall()
+        return [
+            OutboxEntry(
+                seq=int(row[0]),
+                change_id=UUID(row[1]),
+                layer=str(row[2]),
+                global_id=UUID(row[3]),
+                kind=SyncChangeKind(row[4]),
+                status=ChangeStatus(row[5]),
+                reason=row[6],
+                conflict_id=UUID(row[7]) if row[7] else None,
+                at=datetime.fromtimestamp(int(row[8]) / 1000, UTC),
+            )
+            for row in rows
+        ]
+
+    def pending(
+        self, layers: Sequence[str] | None = None, limit: int | None = None
+    ) -> list[Change]:
+        """The pending outbox rows, oldest first, as wire changes to upload.
+
+        Each row gets its HLC timestamp the first time it is read here, and keeps it, so a
+        retried upload sends the same change. Updates whose values turn out the same once
+        decoded (``1`` rewritten as ``2`` in a boolean field, a geometry re-encoded) are
+        marked applied with the reason ``no change`` and not returned; rows that cannot be
+        read (a malformed geometry written by another tool) are marked rejected.
+
+        Args:
+            layers: only changes of these layers (default: all).
+            limit: at most this many changes.
+
+        Returns:
+            The changes, in the order they were made.
+
+        Raises:
+            SyncFailedError: the database failed; nothing changed.
+            ValueError: a negative ``limit``.
+        """
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, not {limit}")
+        changes: list[Change] = []
+        if limit == 0:
+            return changes
+        where, params = self._layer_filter(layers)
+        with self._transaction() as conn:
+            schemas = _read_schemas(conn)
+            state = conn.execute("SELECT value FROM offmaps_sync_state WHERE key = 'hlc'")
+            row = state.fetchone()
+            wall = [0]
+            clock = HybridClock(
+                self._replica_id,
+                now_ms=lambda: wall[0],
+                last=parse_timestamp(row[0]) if row and row[0] else None,
+            )
+            ticked = False
+
+            def stamp(outbox_row: Sequence[Any]) -> str:
+                nonlocal ticked
+                if outbox_row[9] is not None:
+                    return str(outbox_row[9])
+                wall[0] = int(outbox_row[8])
+                ticked = True
+                return str(clock.tick())
+
+            last_seq = 0
+            while limit is None or len(changes) < limit:
+                rows = conn.execute(
+                    "SELECT seq, change_id, layer, globalid, kind, old, new, attachment, at_ms, "
+                    f"hlc FROM offmaps_outbox WHERE status = 'pending' AND seq > ?{where} "
+                    "ORDER BY seq LIMIT ?",
+                    [last_seq, *params, _BATCH],
+                ).fetchall()
+                for outbox_row in rows:
+                    if limit is not None and len(changes) >= limit:
+                        break
+                    last_seq = int(outbox_row[0])
+                    change = self._change(conn, schemas, outbox_row, stamp)
+                    if change is not None:
+                        changes.append(change)
+                if len(rows) < _BATCH:
+                    break
+            if ticked and clock.last is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO offmaps_sync_state VALUES ('hlc', ?)",
+                    (str(clock.last),),
+                )
+        return changes
+
+    def _change(
+        self,
+        conn: sqlite3.Connection,
+        schemas: Mapping[str, LayerSchema],
+        row: Sequence[Any],
+        stamp: Callable[[Sequence[Any]], str],
+    ) -> Change | None:
+        """One outbox row as a wire change; ``None`` (and the row settled) when it is not one."""
+        seq, change_id, layer, global_id, kind_text = row[:5]
+        kind = SyncChangeKind(kind_text)
+        schema = schemas.get(layer) or LayerSchema(layer, ())
+        try:
+            old = _wire_row(schema, json.loads(row[5])) if row[5] else {}
+            new = _wire_row(schema, json.loads(row[6])) if row[6] else {}
+            attachment = AttachmentRef.model_validate_json(row[7]) if row[7] else None
+        except (ValueError, ShapelyError, pydantic.ValidationError) as exc:
+            self._settle(conn, seq, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
+            return None
+        values: dict[str, Any] = {}
+        changed: list[str] = []
+        base_values: dict[str, Any] = {}
+        if kind is SyncChangeKind.INSERT:
+            values = new
+        elif kind is SyncChangeKind.UPDATE:
+            values = new
+            changed = [
+                name
+                for name, value in new.items()
+                if not same_value(old.get(name, _MISSING), value, field=name)
+            ]
+            if not changed:
+                self._settle(conn, seq, ChangeStatus.APPLIED, "no change")
+                return None
+            base_values = {name: old.get(name) for name in changed}
+        elif kind is SyncChangeKind.DELETE:
+            base_values = old
+        known = conn.execute(
+            "SELECT version, vector FROM offmaps_sync_rows WHERE layer = ? AND globalid = ?",
+            (layer, global_id),
+        ).fetchone()
+        version = int(known[0]) if known else 0
+        vector = json.loads(known[1]) if known and known[1] else vectors.derive(None, 0, version)
+        mine = conn.execute(
+            "SELECT count(*) FROM offmaps_outbox WHERE layer = ? AND globalid = ? "
+            "AND status = 'pending' AND seq <= ?",
+            (layer, global_id, seq),
+        ).fetchone()[0]
+        hlc = stamp(row)
+        conn.execute("UPDATE offmaps_outbox SET hlc = ? WHERE seq = ?", (hlc, seq))
+        try:
+            return Change(
+                change_id=UUID(change_id),
+                layer=layer,
+                global_id=UUID(global_id),
+                kind=kind,
+                base_version=0 if kind is SyncChangeKind.INSERT else version,
+                version_vector=vectors.increment(vector, self._replica_id, int(mine)),
+                hlc=hlc,
+                values=values,
+                changed=changed,
+                base_values=base_values,
+                attachment=attachment,
+            )
+        except (ValueError, pydantic.ValidationError) as exc:
+            self._settle(conn, seq, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
+            return None
+
+    @staticmethod
+    def _settle(conn: sqlite3.Connection, seq: int, status: ChangeStatus, reason: str) -> None:
+        conn.execute(
+            "UPDATE offmaps_outbox SET status = ?, reason = ?, acked_ms = ? WHERE seq = ?",
+            (status.value, reason, _now_ms(), seq),
+        )
+
+    def record_results(self, results: Sequence[ChangeResult]) -> None:
+        """Record the server's answers to uploaded changes, in one transaction.
+
+        Each named outbox row takes the result's status, reason and conflict id; unknown
+        change ids are ignored. Applied and merged results also record the row's new server
+        version and vector (a row that is gone is forgotten). Rows no result names stay
+        pending.
+
+        Raises:
+            SyncFailedError: the database failed; nothing changed.
+        """
+        with self._transaction() as conn:
+            acked = _now_ms()
+            for result in results:
+                found = conn.execute(
+                    "SELECT layer, globalid FROM offmaps_outbox WHERE change_id = ?",
+                    (str(result.change_id),),
+                ).fetchone()
+                if found is None:
+                    continue
+                conn.execute(
+                    "UPDATE offmaps_outbox SET status = ?, reason = ?, conflict_id = ?, "
+                    "acked_ms = ? WHERE change_id = ?",
+                    (
+                        result.status.value,
+                        result.reason,
+                        None if result.conflict_id is None else str(result.conflict_id),
+                        acked,
+                        str(result.change_id),
+                    ),
+                )
+                if result.status not in (ChangeStatus.APPLIED, ChangeStatus.MERGED):
+                    continue
+                if result.version is None:
+                    conn.execute(
+                        "DELETE FROM offmaps_sync_rows WHERE layer = ? AND globalid = ?", found
+                    )
+                else:
+                    vector = result.version_vector
+                    conn.execute(
+                        "INSERT OR REPLACE INTO offmaps_sync_rows VALUES (?, ?, ?, ?)",
+                        (*found, result.version, json.dumps(vector) if vector else None),
+                    )
+
+    def seed_server_states(self, states: Iterable[tuple[str, str, int, Mapping[str, int]]]) -> int:
+        """Record the server's version vectors of rows as the replica was taken: ``(layer,
+        global id, version, vector)`` as the server's sync state recorded them (the vector is
+        carried forward to the replica row's version); rows the replica lacks are skipped.
+        Returns how many rows were recorded.
+
+        Rows without a record count as ``{"server": version}``, which is what the server
+        derives for rows no sync ever touched; rows a sync touched need their real vector.
+        """
+        count = 0
+        with self._transaction() as conn:
+            schemas = self._synced_schemas(conn)
+            for layer, global_id, version, vector in states:
+                if layer not in schemas:
+                    continue
+                found = conn.execute(
+                    f"SELECT row_version FROM {_q(layer)} WHERE globalid = ?", (global_id,)
+                ).fetchone()
+                if found is None:
+                    continue
+                conn.execute(
+                    "INSERT OR REPLACE INTO offmaps_sync_rows VALUES (?, ?, ?, ?)",
+                    (
+                        layer,
+                        global_id,
+                        found[0],
+                        json.dumps(vectors.derive(vector, version, found[0])),
+                    ),
+                )
+                count += 1
+        return count
+
+    # --- downloads -------------------------------------------------------------------------
+
+    def apply_download(
+        self,
+        header: DownloadHeader,
+        changes: Iterable[ServerChange],
+        *,
+        layers: Sequence[str] | None = None,
+    ) -> DownloadSummary:
+        """Apply the server's changes since the replica's generation, in one transaction.
+
+        Fields the server's layers gained are added first. Rows with pending local edits keep
+        the values of the fields those edits changed (and stay deleted, or present, as they
+        are locally); their recorded server version stays the one the edits started from, so
+        the upload is merged with the server's edits rather than written over them. Nothing
+        applied here lands in the outbox.
+
+        Args:
+            header: the download's header.
+            changes: the download's changes, in order.
+            layers: the layers the download brings up to ``header.generation`` (default:
+                every layer of the header).
+
+        Returns:
+            What was done.
+
+        Raises:
+            SyncFailedError: the download does not fit the replica (another replica's, a gap
+                in generations, an unknown layer, a value of the wrong type) or the database
+                failed; the file is as it was.
+        """
+        try:
+            with self._transaction() as conn:
+                conn.execute("UPDATE offmaps_sync_state SET value = '0' WHERE key = 'capture'")
+                summary = self._apply(conn, header, changes, layers)
+                conn.execute("UPDATE offmaps_sync_state SET value = '1' WHERE key = 'capture'")
+        except SyncFailedError:
+            raise
+        except Exception as exc:
+            msg = f"{self._path}: download not applied: {_one_line(exc)}"
+            raise SyncFailedError(msg) from exc
+        return summary
+
+    def _apply(
+        self,
+        conn: sqlite3.Connection,
+        header: DownloadHeader,
+        changes: Iterable[ServerChange],
+        layers: Sequence[str] | None,
+    ) -> DownloadSummary:
+        if header.replica_id != self._replica_id:
+            raise SyncFailedError(f"the download is for replica {header.replica_id}")
+        schemas = self._synced_schemas(conn)
+        generations = dict(
+            conn.execute("SELECT layer, generation FROM offmaps_sync_layers").fetchall()
+        )
+        targets = list(layers) if layers is not None else [la.name for la in header.layers]
+        for name in targets:
+            if name not in schemas:
+                raise SyncFailedError(f"{name!r} is not a layer of the replica")
+            if header.since > generations[name]:
+                raise SyncFailedError(
+                    f"{name!r} is at generation {generations[name]}: a download since "
+                    f"{header.since} would miss changes"
+                )
+        added = self._add_fields(conn, header, schemas)
+        summary = _Counts()
+        for change in changes:
+            schema = schemas.get(change.layer)
+            if schema is None:
+                raise SyncFailedError(f"{change.layer!r} is not a layer of the replica")
+            if change.kind == "upsert":
+                self._upsert(conn, schema, change, summary)
+            else:
+                self._delete(conn, schema, change, summary)
+        conn.executemany(
+            "UPDATE offmaps_sync_layers SET generation = ? WHERE layer = ?",
+            [(header.generation, name) for name in targets],
+        )
+        return DownloadSummary(summary.upserted, summary.deleted, added, summary.kept_local)
+
+    def _add_fields(
+        self, conn: sqlite3.Connection, header: DownloadHeader, schemas: dict[str, LayerSchema]
+    ) -> tuple[str, ...]:
+        """Add the header's fields the local layers lack (nullable, as every added field);
+        updates ``schemas`` and the triggers."""
+        added: list[str] = []
+        for wire in header.layers:
+            schema = schemas.get(wire.name)
+            if schema is None:
+                raise SyncFailedError(f"{wire.name!r} is not a layer of the replica")
+            have = {f.name.lower() for f in schema.fields}
+            for wire_field in wire.fields:
+                if wire_field.name.lower() in have:
+                    continue
+                field = Field(
+                    check_name(wire_field.name, "field"),
+                    FieldType(wire_field.type),
+                    True,
+                    wire_field.alias,
+                    wire_field.max_length,
+                )
+                schema = _with_field(schema, field)
+                conn.execute(f"ALTER TABLE {_q(schema.name)} ADD COLUMN {_column_sql(field)}")
+                have.add(field.name.lower())
+                added.append(f"{schema.name}.{field.name}")
+            if schema is not schemas[wire.name]:
+                conn.execute(
+                    "UPDATE offmaps_layers SET fields = ? WHERE name = ?",
+                    (_fields_json(schema.fields), schema.name),
+                )
+                schemas[wire.name] = schema
+        if added:
+            _install_triggers(conn, schemas.values())
+        return tuple(added)
+
+    @staticmethod
+    def _pending_of(
+        conn: sqlite3.Connection, layer: str, global_id: str
+    ) -> list[tuple[str, str | None, str | None, str | None]]:
+        rows = conn.execute(
+            "SELECT kind, old, new, attachment FROM offmaps_outbox WHERE layer = ? "
+            "AND globalid = ? AND status = 'pending' ORDER BY seq",
+            (layer, global_id),
+        ).fetchall()
+        return [(str(r[0]), r[1], r[2], r[3]) for r in rows]
+
+    def _upsert(
+        self,
+        conn: sqlite3.Connection,
+        schema: LayerSchema,
+        change: ServerChange,
+        summary: _Counts,
+    ) -> None:
+        table, global_id = _q(schema.name), str(change.global_id)
+        exists = conn.execute(f"SELECT 1 FROM {table} WHERE globalid = ?", (global_id,)).fetchone()
+        pending = self._pending_of(conn, schema.name, global_id)
+        stored = _stored_values(schema, change.values, complete=exists is None)
+        if pending and exists is None:  # deleted locally: the upload says so
+            summary.kept_local += 1
+            return
+        local: set[str] = set()
+        for kind, old_json, new_json, _ in pending:
+            new = json.loads(new_json) if new_json else {}
+            if kind == SyncChangeKind.INSERT:
+                local.update(new)
+            elif kind == SyncChangeKind.UPDATE:
+                old = json.loads(old_json) if old_json else {}
+                local.update(k for k, v in new.items() if old.get(k, _MISSING) != v)
+        columns = {
+            (GEOMETRY_FIELD if name == GEOMETRY_FIELD else _q(name)): value
+            for name, value in stored.items()
+            if name not in local
+        }
+        columns["row_version"] = change.version
+        if exists is None:
+            columns["globalid"] = global_id
+            conn.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join('?' * len(columns))})",
+                list(columns.values()),
+            )
+        else:
+            assignments = ", ".join(f"{name} = ?" for name in columns)
+            conn.execute(
+                f"UPDATE {table} SET {assignments} WHERE globalid = ?",
+                [*columns.values(), global_id],
+            )
+        summary.upserted += 1
+        if pending:
+            summary.kept_local += 1
+        else:
+            conn.execute(
+                "INSERT OR REPLACE INTO offmaps_sync_rows VALUES (?, ?, ?, ?)",
+                (
+                    schema.name,
+                    global_id,
+                    change.version,
+                    json.dumps(change.version_vector) if change.version_vector else None,
+                ),
+            )
+        if change.attachments is not None:
+            self._sync_attachments(conn, schema.name, global_id, change.attachments, pending)
+
+    @staticmethod
+    def _sync_attachments(
+        conn: sqlite3.Connection,
+        layer: str,
+        global_id: str,
+        attachments: Sequence[AttachmentRef],
+        pending: Sequence[tuple[str, str | None, str | None, str | None]],
+    ) -> None:
+        """Make the row's attachment records the server's, but for pending local changes."""
+        added_here: set[str] = set()
+        deleted_here: set[str] = set()
+        for kind, _, _, attachment in pending:
+            if attachment:
+                attachment_id = str(json.loads(attachment)["attachment_id"])
+                if kind == SyncChangeKind.ATTACHMENT_ADD:
+                    added_here.add(attachment_id)
+                elif kind == SyncChangeKind.ATTACHMENT_DELETE:
+                    deleted_here.add(attachment_id)
+        current = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT attachment_id FROM offmaps_attachments WHERE layer = ? AND globalid = ?",
+                (layer, global_id),
+            )
+        }
+        wanted = {
+            str(a.attachment_id): a for a in attachments if str(a.attachment_id) not in deleted_here
+        }
+        for attachment_id in current - wanted.keys() - added_here:
+            conn.execute(
+                "DELETE FROM offmaps_attachments WHERE attachment_id = ?", (attachment_id,)
+            )
+        created = _timestamp(datetime.now(UTC))
+        for attachment_id, ref in wanted.items():
+            record = (ref.name, ref.content_type, ref.size, ref.sha256)
+            if attachment_id in current:
+                conn.execute(
+                    "UPDATE offmaps_attachments SET name = ?, content_type = ?, size = ?, "
+                    "sha256 = ? WHERE attachment_id = ?",
+                    (*record, attachment_id),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO offmaps_attachments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (attachment_id, layer, global_id, *record, created),
+                )
+
+    def _delete(
+        self,
+        conn: sqlite3.Connection,
+        schema: LayerSchema,
+        change: ServerChange,
+        summary: _Counts,
+    ) -> None:
+        table, global_id = _q(schema.name), str(change.global_id)
+        if self._pending_of(conn, schema.name, global_id):
+            exists = conn.execute(
+                f"SELECT 1 FROM {table} WHERE globalid = ?", (global_id,)
+            ).fetchone()
+            if exists is not None:
+                summary.kept_local += 1
+            return
+        deleted = conn.execute(f"DELETE FROM {table} WHERE globalid = ?", (global_id,)).rowcount
+        conn.execute(
+            "DELETE FROM offmaps_attachments WHERE layer = ? AND globalid = ?",
+            (schema.name, global_id),
+        )
+        conn.execute(
+            "DELETE FROM offmaps_sync_rows WHERE layer = ? AND globalid = ?",
+            (schema.name, global_id),
+        )
+        summary.deleted += max(deleted, 0)
+
+
+@dataclass(slots=True)
+class _Counts:
+    upserted: int = 0
+    deleted: int = 0
+    kept_local: int = 0

@@ -1,0 +1,1226 @@
+"""The server side of sync: merging uploaded change sets, serving downloads, the review queue.
+
+State lives in ``DATA/sync.sqlite`` beside the feature stores:
+
+- ``rows``: per row of a feature service, the version vector and hybrid logical clock time of
+  its last synced write, and the store version they were recorded at. Versions written since
+  by anything else (OGC API, conflict resolutions) count as :data:`SERVER_NODE` edits
+  (:func:`offmaps.sync.vectors.derive`).
+- ``changes``: every change id the server has answered, with its result. A change set sent
+  again (a retry after a lost response) gets the recorded answers and applies nothing twice.
+- ``conflicts``: the review queue: the base, the client's and the server's versions of a row
+  whose edit was parked (``manual``) or settled by a policy (kept for the record).
+
+A change set is merged under the service's lock: every change is decided first, against the
+rows as they are plus the set's own earlier changes; then the feature edits are applied in
+order, attachments in between, each run of edits as one store transaction; then the answers
+are recorded. If the server stops between the store's commit and the record, a retry merges
+the same changes again: their values are then the server's, so they change nothing (inserts
+of rows that exist with the same values, deletes of deleted rows and updates to the values the
+row holds are answered ``applied``/``merged``): no change is applied twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from offmaps.errors import (
+    ConflictNotFoundError,
+    ConflictStateError,
+    FeatureNotFoundError,
+    FeaturesError,
+    InvalidChangeSetError,
+    WebMapNotFoundError,
+)
+from offmaps.features.model import (
+    ChangeKind,
+    Delete,
+    Edit,
+    Feature,
+    FeatureQuery,
+    Insert,
+    LayerSchema,
+    Update,
+)
+from offmaps.features.store import FeatureStore
+from offmaps.features.wire import (
+    canonical_values,
+    feature_to_wire,
+    wire_to_edit_values,
+)
+from offmaps.offline.extract import area_in_layer_crs
+from offmaps.schemas import EditingCapabilities, FeatureLayerRef, TableRef, WebMap
+from offmaps.schemas.changeset import (
+    GEOMETRY_FIELD,
+    SERVER_NODE,
+    AttachmentRef,
+    Change,
+    ChangeResult,
+    ChangeSet,
+    ChangeSetResult,
+    ChangeStatus,
+    ConflictPolicy,
+    DownloadEnd,
+    DownloadHeader,
+    ServerChange,
+    SyncChangeKind,
+    WireField,
+    WireLayer,
+)
+from offmaps.server.catalog import Catalog
+from offmaps.server.replicas import Replica
+from offmaps.sync.clock import Timestamp, parse_timestamp, timestamp_from_ms
+from offmaps.sync.merge import merge_fields
+from offmaps.sync.policy import Side, resolve, resolve_delete
+from offmaps.sync.vectors import derive, dominates, merge
+from offmaps.tiling import AreaOfInterest
+
+__all__ = ["Conflict", "LayerRules", "SyncService", "layer_rules"]
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS rows (service TEXT NOT NULL, layer TEXT NOT NULL, "
+    "globalid TEXT NOT NULL, version INTEGER NOT NULL, vector TEXT NOT NULL, hlc TEXT, "
+    "PRIMARY KEY (service, layer, globalid))",
+    "CREATE TABLE IF NOT EXISTS changes (change_id TEXT PRIMARY KEY, replica_id TEXT NOT NULL, "
+    "change_set_id TEXT NOT NULL, result TEXT NOT NULL, at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS changes_replica ON changes (replica_id)",
+    "CREATE TABLE IF NOT EXISTS conflicts (id TEXT PRIMARY KEY, replica_id TEXT NOT NULL, "
+    "owner TEXT, map_id TEXT, service TEXT NOT NULL, layer TEXT NOT NULL, "
+    "globalid TEXT NOT NULL, kind TEXT NOT NULL, change_id TEXT NOT NULL, "
+    "fields TEXT NOT NULL, base TEXT NOT NULL, client TEXT NOT NULL, server TEXT, "
+    "server_version INTEGER, client_vector TEXT NOT NULL, status TEXT NOT NULL, "
+    "resolution TEXT, created REAL NOT NULL, resolved REAL, resolved_by TEXT)",
+    "CREATE INDEX IF NOT EXISTS conflicts_status ON conflicts (status, created)",
+)
+_BATCH = 500
+_ATTACHMENT_KINDS = (SyncChangeKind.ATTACHMENT_ADD, SyncChangeKind.ATTACHMENT_DELETE)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRules:
+    """What a replica's map allows on one of its layers, offline."""
+
+    editing: EditingCapabilities
+    attachments_enabled: bool
+    policy: ConflictPolicy
+
+
+def layer_rules(webmap: WebMap | None, service: str) -> dict[str, LayerRules]:
+    """The rules of the map's layers and tables of ``service``, by layer name."""
+    if webmap is None:
+        return {}
+    rules: dict[str, LayerRules] = {}
+    for ref in (*webmap.operational_layers, *webmap.tables):
+        if isinstance(ref, FeatureLayerRef | TableRef) and ref.service == service:
+            rules[ref.layer] = LayerRules(
+                ref.editing,
+                ref.attachments_enabled,
+                ref.conflict_policy or webmap.offline.conflict_policy,
+            )
+    return rules
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """An entry of the review queue (docs/sync.md)."""
+
+    id: str
+    replica_id: str
+    owner: str | None
+    map_id: str | None
+    service: str
+    layer: str
+    global_id: str
+    kind: str
+    """``update_update``, ``delete_update`` (the device deleted, the server updated) or
+    ``update_delete`` (the device updated, the server deleted)."""
+    change_id: str
+    fields: list[str]
+    base: dict[str, Any]
+    client: dict[str, Any]
+    server: dict[str, Any] | None
+    server_version: int | None
+    client_vector: dict[str, int]
+    status: str
+    """``open``, or ``resolved``."""
+    resolution: str | None
+    created: float
+    resolved: float | None
+    resolved_by: str | None
+
+    def document(self) -> dict[str, Any]:
+        """The conflict as JSON for the REST API."""
+        return {
+            "id": self.id,
+            "replica_id": self.replica_id,
+            "map_id": self.map_id,
+            "collection": f"{self.service}.{self.layer}",
+            "layer": self.layer,
+            "global_id": self.global_id,
+            "kind": self.kind,
+            "change_id": self.change_id,
+            "fields": self.fields,
+            "base": self.base,
+            "client": self.client,
+            "server": self.server,
+            "server_version": self.server_version,
+            "status": self.status,
+            "resolution": self.resolution,
+            "created": _iso(self.created),
+            "resolved": _iso(self.resolved) if self.resolved else None,
+            "resolved_by": self.resolved_by,
+        }
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class _RowState:
+    version: int
+    vector: dict[str, int]
+    hlc: str | None
+
+
+@dataclass
+class _Decision:
+    """A change decided: its answer, and what to write for it."""
+
+    change: Change
+    result: ChangeResult
+    edit: Edit | None = None
+    attachment: tuple[str, AttachmentRef] | None = None
+    """``("add" | "delete", ref)``."""
+    state: tuple[tuple[str, str], _RowState | None] | None = None
+    conflict: dict[str, Any] | None = None
+
+
+@dataclass
+class _Merge:
+    """One change set being decided: the rows as the set's earlier changes left them."""
+
+    service: str
+    store: FeatureStore
+    replica: Replica
+    rules: dict[str, LayerRules]
+    schemas: dict[str, LayerSchema]
+    states: dict[tuple[str, str], _RowState | None]
+    rows: dict[tuple[str, str], Feature | None] = field(default_factory=dict)
+    attachments: dict[str, bool] = field(default_factory=dict)
+    blobs_present: dict[str, bool] = field(default_factory=dict)
+
+
+class SyncService:
+    """Merges change sets into the catalog's feature services and serves downloads.
+
+    Args:
+        path: the sync state file (``DATA/sync.sqlite``).
+        catalog: the server's feature services, web maps and blobs.
+    """
+
+    def __init__(self, path: Path, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._lock = threading.Lock()
+        self._service_locks: dict[str, threading.Lock] = {}
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        for statement in _SCHEMA:
+            self._conn.execute(statement)
+
+    def close(self) -> None:
+        """Close the state file."""
+        with self._lock:
+            self._conn.close()
+
+    def _service_lock(self, service: str) -> threading.Lock:
+        with self._lock:
+            return self._service_locks.setdefault(service, threading.Lock())
+
+    def _webmap(self, replica: Replica) -> WebMap | None:
+        if replica.map_id is None:
+            return None
+        try:
+            return self.catalog.webmaps.get(replica.map_id)
+        except WebMapNotFoundError:
+            return None
+
+    # --- upload ----------------------------------------------------------------------------
+
+    def upload(self, replica: Replica, change_set: ChangeSet) -> ChangeSetResult:
+        """Merge a change set from ``replica``; answers every change (see the module docs).
+
+        Raises:
+            InvalidChangeSetError: the set names another replica, or uses a change id twice.
+            VersionConflictError: rows changed on the server while the set was merged
+                (nothing was applied; send it again).
+        """
+        if change_set.replica_id != replica.id:
+            raise InvalidChangeSetError(
+                f"the change set is for replica {change_set.replica_id}, not {replica.id}"
+            )
+        ids = [change.change_id for change in change_set.changes]
+        if len(set(ids)) != len(ids):
+            raise InvalidChangeSetError("the change set uses a change id twice")
+        store = self.catalog.feature_service(replica.service)
+        with self._service_lock(replica.service):
+            answered = self._answered(replica.id, ids)
+            fresh = [c for c in change_set.changes if str(c.change_id) not in answered]
+            work = _Merge(
+                replica.service,
+                store,
+                replica,
+                layer_rules(self._webmap(replica), replica.service),
+                {schema.name: schema for schema in store.list_layers()},
+                self._load_states(replica.service, fresh),
+            )
+            self._load_rows(work, fresh)
+            decisions = [self._decide(work, change) for change in fresh]
+            rejected = [d for d in decisions if d.result.status is ChangeStatus.REJECTED]
+            if change_set.rollback_on_failure and rejected:
+                first = rejected[0].result
+                results = {
+                    str(d.change.change_id): d.result
+                    if d.result.status is ChangeStatus.REJECTED
+                    else ChangeResult(
+                        change_id=d.change.change_id,
+                        status=ChangeStatus.PENDING,
+                        reason=f"not applied: change {first.change_id} was rejected "
+                        "and the set asked to roll back on failure",
+                    )
+                    for d in decisions
+                }
+                return self._answer(change_set, answered, results, store)
+            self._execute(store, decisions)
+            self._attach_rows(work, decisions)
+            self._record(replica, change_set, decisions)
+        results = {str(d.change.change_id): d.result for d in decisions}
+        return self._answer(change_set, answered, results, store)
+
+    def _answer(
+        self,
+        change_set: ChangeSet,
+        answered: Mapping[str, ChangeResult],
+        fresh: Mapping[str, ChangeResult],
+        store: FeatureStore,
+    ) -> ChangeSetResult:
+        results = [
+            answered.get(str(change.change_id)) or fresh[str(change.change_id)]
+            for change in change_set.changes
+        ]
+        with_rows = sorted({r.row.layer for r in results if r.row is not None})
+        schemas = {schema.name: schema for schema in store.list_layers()}
+        return ChangeSetResult(
+            change_set_id=change_set.change_set_id,
+            replica_id=change_set.replica_id,
+            generation=store.generation(),
+            results=results,
+            layers=[_wire_layer(schemas[name]) for name in with_rows if name in schemas],
+        )
+
+    def _answered(self, replica_id: str, ids: Sequence[uuid.UUID]) -> dict[str, ChangeResult]:
+        found: dict[str, ChangeResult] = {}
+        keys = [str(i) for i in ids]
+        with self._lock:
+            for start in range(0, len(keys), _BATCH):
+                chunk = keys[start : start + _BATCH]
+                marks = ",".join("?" * len(chunk))
+                for change_id, owner, result in self._conn.execute(
+                    f"SELECT change_id, replica_id, result FROM changes "  # noqa: S608 - marks
+                    f"WHERE change_id IN ({marks})",
+                    chunk,
+                ):
+                    if owner != replica_id:
+                        raise InvalidChangeSetError(
+                            f"change id {change_id} was sent by another replica"
+                        )
+                    found[change_id] = ChangeResult.model_validate_json(result)
+        return found
+
+    def _load_states(
+        self, service: str, changes: Sequence[Change]
+    ) -> dict[tuple[str, str], _RowState | None]:
+        keys = sorted({(c.layer, str(c.global_id)) for c in changes})
+        states: dict[tuple[str, str], _RowState | None] = dict.fromkeys(keys)
+        by_layer: dict[str, list[str]] = {}
+        for layer, gid in keys:
+            by_layer.setdefault(layer, []).append(gid)
+        with self._lock:
+            for layer, gids in by_layer.items():
+                for start in range(0, len(gids), _BATCH):
+                    chunk = gids[start : start + _BATCH]
+                    marks = ",".join("?" * len(chunk))
+                    for gid, version, vector, hlc in self._conn.execute(
+                        f"SELECT globalid, version, vector, hlc FROM rows "  # noqa: S608
+                        "WHERE service = ? "
+                        f"AND layer = ? AND globalid IN ({marks})",
+                        [service, layer, *chunk],
+                    ):
+                        states[layer, gid] = _RowState(version, json.loads(vector), hlc)
+        return states
+
+    @staticmethod
+    def _load_rows(work: _Merge, changes: Sequence[Change]) -> None:
+        by_layer: dict[str, set[uuid.UUID]] = {}
+        for change in changes:
+            if change.layer in work.schemas:
+                by_layer.setdefault(change.layer, set()).add(change.global_id)
+        for layer, gids in by_layer.items():
+            ordered = sorted(gids)
+            for gid in ordered:
+                work.rows[layer, str(gid)] = None
+            for start in range(0, len(ordered), _BATCH):
+                chunk = tuple(ordered[start : start + _BATCH])
+                query = FeatureQuery(global_ids=chunk, limit=len(chunk))
+                for feature in work.store.query(layer, query).features:
+                    work.rows[layer, str(feature.global_id)] = feature
+
+    # --- deciding --------------------------------------------------------------------------
+
+    def _decide(self, work: _Merge, change: Change) -> _Decision:
+        def reject(reason: str) -> _Decision:
+            result = ChangeResult(
+                change_id=change.change_id, status=ChangeStatus.REJECTED, reason=reason
+            )
+            return _Decision(change, result)
+
+        if change.layer not in work.replica.layers or change.layer not in work.schemas:
+            return reject(f"layer {change.layer!r} is not part of this replica")
+        rules = work.rules.get(change.layer)
+        if rules is None:
+            return reject(f"the map no longer has layer {change.layer!r}")
+        schema = work.schemas[change.layer]
+        try:
+            if change.kind in _ATTACHMENT_KINDS:
+                return self._decide_attachment(work, change, rules, reject)
+            return self._decide_row(work, change, schema, rules, reject)
+        except FeaturesError as exc:
+            return reject(str(exc))
+        except InvalidChangeSetError as exc:
+            return reject(str(exc))
+
+    def _decide_row(
+        self,
+        work: _Merge,
+        change: Change,
+        schema: LayerSchema,
+        rules: LayerRules,
+        reject: Callable[[str], _Decision],
+    ) -> _Decision:
+        key = (change.layer, str(change.global_id))
+        current = work.rows.get(key)
+        state = self._state(work, key, current)
+        client_vector = dict(change.version_vector)
+        node = work.replica.id
+        if change.kind is SyncChangeKind.INSERT:
+            if not rules.editing.create:
+                return reject(f"the map does not allow adding to {change.layer!r}")
+            self._check_fields(rules, change.layer, [k for k, v in change.values.items() if v])
+            properties, geometry, _ = wire_to_edit_values(schema, change.values, complete=True)
+            if current is not None:
+                if feature_to_wire(schema, current) == canonical_values(schema, change.values):
+                    return self._done(work, change, key, current, state, ChangeStatus.APPLIED)
+                return reject(f"{change.layer!r} has a row with global id {change.global_id}")
+            feature = Feature(change.global_id, 1, properties, geometry)
+            vector = {node: max(client_vector.get(node, 1), 1)}
+            return self._write(
+                work, change, key, feature, vector, ChangeStatus.APPLIED,
+                Insert(change.layer, properties, geometry, change.global_id),
+            )  # fmt: skip
+        if change.kind is SyncChangeKind.UPDATE:
+            if not rules.editing.update:
+                return reject(f"the map does not allow changing {change.layer!r}")
+            self._check_fields(rules, change.layer, change.changed)
+        elif not rules.editing.delete:
+            return reject(f"the map does not allow deleting from {change.layer!r}")
+        if current is None:
+            last = work.store.last_change(change.layer, change.global_id)
+            if last is None or last.kind is not ChangeKind.DELETE:
+                return reject(f"{change.layer!r} has no row {change.global_id}")
+            if change.kind is SyncChangeKind.DELETE:
+                return self._done(work, change, key, None, None, ChangeStatus.APPLIED)
+            return self._update_against_delete(work, change, schema, rules, key, last)
+        assert state is not None  # a row that exists has a state
+        if change.base_version > current.version:
+            return reject(
+                f"base version {change.base_version} is newer than the server's "
+                f"{current.version}: forged, or from another server"
+            )
+        forged = [k for k, v in client_vector.items() if k != node and v > state.vector.get(k, 0)]
+        if forged:
+            return reject(f"the version vector claims edits the server never had ({forged[0]})")
+        seen = dict(client_vector)
+        seen[node] = max(seen.get(node, 0) - 1, 0)
+        concurrent = not dominates(seen, state.vector)
+        if change.kind is SyncChangeKind.DELETE:
+            if not concurrent:
+                return self._write(
+                    work, change, key, None, {}, ChangeStatus.APPLIED,
+                    Delete(change.layer, change.global_id, current.version),
+                )  # fmt: skip
+            return self._delete_against_update(work, change, schema, rules, key, current, state)
+        return self._merge_update(work, change, schema, rules, key, current, state, concurrent)
+
+    @staticmethod
+    def _check_fields(rules: LayerRules, layer: str, names: Sequence[str]) -> None:
+        editable = rules.editing.editable_fields
+        if editable is None:
+            return
+        for name in names:
+            if name != GEOMETRY_FIELD and name not in editable:
+                raise InvalidChangeSetError(f"field {name!r} of {layer!r} is not editable")
+
+    def _state(
+        self, work: _Merge, key: tuple[str, str], current: Feature | None
+    ) -> _RowState | None:
+        if current is None:
+            return None
+        recorded = work.states.get(key)
+        if recorded is not None and recorded.version == current.version:
+            return recorded
+        vector = derive(
+            recorded.vector if recorded else None,
+            recorded.version if recorded else 0,
+            current.version,
+        )
+        state = _RowState(current.version, vector, None)
+        work.states[key] = state
+        return state
+
+    def _server_time(self, work: _Merge, key: tuple[str, str], state: _RowState) -> Timestamp:
+        if state.hlc is not None:
+            return parse_timestamp(state.hlc)
+        last = work.store.last_change(key[0], uuid.UUID(key[1]))
+        moment = last.changed_at if last is not None else datetime.now(UTC)
+        return timestamp_from_ms(int(moment.timestamp() * 1000), SERVER_NODE)
+
+    def _merge_update(
+        self,
+        work: _Merge,
+        change: Change,
+        schema: LayerSchema,
+        rules: LayerRules,
+        key: tuple[str, str],
+        current: Feature,
+        state: _RowState,
+        concurrent: bool,
+    ) -> _Decision:
+        changed = [name for name in change.changed if name in change.values]
+        client = canonical_values(schema, {name: change.values[name] for name in changed})
+        base = canonical_values(
+            schema, {name: change.base_values.get(name) for name in changed if name in client}
+        )
+        server = feature_to_wire(schema, current)
+        merged = merge_fields(list(client), base, client, server)
+        vector = merge(state.vector, change.version_vector)
+        status = ChangeStatus.MERGED if concurrent else ChangeStatus.APPLIED
+        values = dict(merged.values)
+        conflict = None
+        resolution: ConflictPolicy | None = None
+        reason = None
+        if merged.conflicts:
+            resolution = rules.policy
+            outcome = resolve(
+                rules.policy,
+                merged.conflicts,
+                client,
+                server,
+                parse_timestamp(change.hlc),
+                self._server_time(work, key, state),
+            )
+            reason = outcome.reason
+            conflict = self._conflict_record(
+                work, change, "update_update", list(merged.conflicts), base, client, server,
+                current.version, resolution,
+            )  # fmt: skip
+            if outcome.winner is None:
+                result = ChangeResult(
+                    change_id=change.change_id,
+                    status=ChangeStatus.CONFLICT,
+                    reason=reason,
+                    version=current.version,
+                    version_vector=state.vector,
+                    conflict_id=uuid.UUID(conflict["id"]),
+                    conflict_fields=list(merged.conflicts),
+                    resolution=resolution,
+                )
+                return _Decision(change, result, conflict=conflict)
+            values.update(outcome.values)
+            status = ChangeStatus.MERGED
+        if not values:
+            decision = self._done(work, change, key, current, state, status, vector=vector)
+            decision.conflict = conflict
+            return decision
+        properties, geometry, has_geometry = wire_to_edit_values(schema, values, complete=False)
+        feature = Feature(
+            current.global_id,
+            current.version + 1,
+            {**current.properties, **properties},
+            geometry if has_geometry else current.geometry,
+        )
+        edit = Update(
+            change.layer, change.global_id, properties, geometry,
+            set_geometry=has_geometry, base_version=current.version,
+        )  # fmt: skip
+        decision = self._write(
+            work, change, key, feature, vector, status, edit,
+            conflict_fields=list(merged.conflicts), resolution=resolution, reason=reason,
+        )  # fmt: skip
+        decision.conflict = conflict
+        return decision
+
+    def _delete_against_update(
+        self,
+        work: _Merge,
+        change: Change,
+        schema: LayerSchema,
+        rules: LayerRules,
+        key: tuple[str, str],
+        current: Feature,
+        state: _RowState,
+    ) -> _Decision:
+        server = feature_to_wire(schema, current)
+        outcome = resolve_delete(
+            rules.policy, True, parse_timestamp(change.hlc), self._server_time(work, key, state)
+        )
+        conflict = self._conflict_record(
+            work, change, "delete_update", [], dict(change.base_values), {}, server,
+            current.version, rules.policy,
+        )  # fmt: skip
+        if outcome.winner is None:
+            result = ChangeResult(
+                change_id=change.change_id, status=ChangeStatus.CONFLICT, reason=outcome.reason,
+                version=current.version, version_vector=state.vector,
+                conflict_id=uuid.UUID(conflict["id"]), resolution=rules.policy,
+            )  # fmt: skip
+            return _Decision(change, result, conflict=conflict)
+        if outcome.winner is Side.CLIENT:
+            decision = self._write(
+                work, change, key, None, {}, ChangeStatus.MERGED,
+                Delete(change.layer, change.global_id, current.version),
+                resolution=rules.policy, reason=outcome.reason,
+            )  # fmt: skip
+        else:
+            vector = merge(state.vector, change.version_vector)
+            decision = self._done(
+                work, change, key, current, state, ChangeStatus.MERGED, vector=vector,
+                resolution=rules.policy, reason=outcome.reason,
+            )  # fmt: skip
+        decision.conflict = conflict
+        return decision
+
+    def _update_against_delete(
+        self,
+        work: _Merge,
+        change: Change,
+        schema: LayerSchema,
+        rules: LayerRules,
+        key: tuple[str, str],
+        last: Any,
+    ) -> _Decision:
+        client = canonical_values(schema, change.values)
+        deleted_at = timestamp_from_ms(int(last.changed_at.timestamp() * 1000), SERVER_NODE)
+        outcome = resolve_delete(rules.policy, False, parse_timestamp(change.hlc), deleted_at)
+        conflict = self._conflict_record(
+            work, change, "update_delete", list(change.changed),
+            dict(change.base_values), client, None, None, rules.policy,
+        )  # fmt: skip
+        if outcome.winner is None:
+            result = ChangeResult(
+                change_id=change.change_id, status=ChangeStatus.CONFLICT, reason=outcome.reason,
+                conflict_id=uuid.UUID(conflict["id"]), resolution=rules.policy,
+            )  # fmt: skip
+            return _Decision(change, result, conflict=conflict)
+        if outcome.winner is Side.CLIENT:
+            properties, geometry, _ = wire_to_edit_values(schema, change.values, complete=True)
+            feature = Feature(change.global_id, 1, properties, geometry)
+            decision = self._write(
+                work, change, key, feature, dict(change.version_vector), ChangeStatus.MERGED,
+                Insert(change.layer, properties, geometry, change.global_id),
+                resolution=rules.policy, reason=outcome.reason,
+            )  # fmt: skip
+        else:
+            decision = self._done(
+                work, change, key, None, None, ChangeStatus.MERGED,
+                resolution=rules.policy, reason=outcome.reason,
+            )  # fmt: skip
+        decision.conflict = conflict
+        return decision
+
+    def _conflict_record(
+        self,
+        work: _Merge,
+        change: Change,
+        kind: str,
+        fields: list[str],
+        base: Mapping[str, Any],
+        client: Mapping[str, Any],
+        server: Mapping[str, Any] | None,
+        server_version: int | None,
+        policy: ConflictPolicy,
+    ) -> dict[str, Any]:
+        manual = policy is ConflictPolicy.MANUAL
+        return {
+            "id": str(uuid.uuid4()),
+            "replica_id": work.replica.id,
+            "owner": work.replica.owner,
+            "map_id": work.replica.map_id,
+            "service": work.service,
+            "layer": change.layer,
+            "globalid": str(change.global_id),
+            "kind": kind,
+            "change_id": str(change.change_id),
+            "fields": json.dumps(fields),
+            "base": json.dumps(dict(base)),
+            "client": json.dumps(dict(client)),
+            "server": json.dumps(dict(server)) if server is not None else None,
+            "server_version": server_version,
+            "client_vector": json.dumps(dict(change.version_vector)),
+            "status": "open" if manual else "resolved",
+            "resolution": None if manual else policy.value,
+            "created": time.time(),
+            "resolved": None if manual else time.time(),
+            "resolved_by": None if manual else f"policy:{policy.value}",
+        }
+
+    def _write(
+        self,
+        work: _Merge,
+        change: Change,
+        key: tuple[str, str],
+        feature: Feature | None,
+        vector: dict[str, int],
+        status: ChangeStatus,
+        edit: Edit,
+        *,
+        conflict_fields: list[str] | None = None,
+        resolution: ConflictPolicy | None = None,
+        reason: str | None = None,
+    ) -> _Decision:
+        """A change that writes ``edit``, leaving the row as ``feature`` (``None``: gone)."""
+        work.rows[key] = feature
+        state = None if feature is None else _RowState(feature.version, vector, change.hlc)
+        work.states[key] = state
+        result = ChangeResult(
+            change_id=change.change_id,
+            status=status,
+            reason=reason,
+            version=None if feature is None else feature.version,
+            version_vector=None if feature is None else vector,
+            conflict_fields=conflict_fields or [],
+            resolution=resolution,
+        )
+        return _Decision(change, result, edit=edit, state=(key, state))
+
+    def _done(
+        self,
+        work: _Merge,
+        change: Change,
+        key: tuple[str, str],
+        current: Feature | None,
+        state: _RowState | None,
+        status: ChangeStatus,
+        *,
+        vector: dict[str, int] | None = None,
+        resolution: ConflictPolicy | None = None,
+        reason: str | None = None,
+    ) -> _Decision:
+        """A change that needs no write: the row already is as it asks."""
+        new_state = None
+        if current is not None:
+            new_state = _RowState(
+                current.version, vector or (state.vector if state else {}), change.hlc
+            )
+            work.states[key] = new_state
+        result = ChangeResult(
+            change_id=change.change_id,
+            status=status,
+            reason=reason,
+            version=None if current is None else current.version,
+            version_vector=None if new_state is None else new_state.vector,
+            resolution=resolution,
+        )
+        return _Decision(change, result, state=(key, new_state) if current is not None else None)
+
+    def _decide_attachment(
+        self, work: _Merge, change: Change, rules: LayerRules, reject: Callable[[str], _Decision]
+    ) -> _Decision:
+        ref = change.attachment
+        if ref is None:
+            return reject("an attachment change needs its attachment")
+        if not rules.attachments_enabled or not rules.editing.update:
+            return reject(f"the map does not allow attachment edits on {change.layer!r}")
+        if work.replica.attachment_sync_direction == "none":
+            return reject("this replica does not sync attachments")
+        key = (change.layer, str(change.global_id))
+        done = ChangeResult(change_id=change.change_id, status=ChangeStatus.APPLIED)
+        exists = self._attachment_exists(work, change.layer, str(ref.attachment_id))
+        if change.kind is SyncChangeKind.ATTACHMENT_DELETE:
+            if not exists:
+                return _Decision(change, done)
+            work.attachments[str(ref.attachment_id)] = False
+            return _Decision(change, done, attachment=("delete", ref))
+        if exists:
+            return _Decision(change, done)
+        if work.rows.get(key) is None:
+            return reject(f"{change.layer!r} has no row {change.global_id} any more")
+        if ref.size > self.catalog.max_attachment_bytes:
+            return reject(
+                f"attachment of {ref.size:,} bytes is over the limit of "
+                f"{self.catalog.max_attachment_bytes:,}"
+            )
+        if not self.catalog.blobs.exists(ref.sha256):
+            return reject(f"the bytes of attachment {ref.sha256} were not uploaded")
+        if self.catalog.blobs.size(ref.sha256) != ref.size:
+            return reject(f"attachment {ref.sha256} is not {ref.size} bytes")
+        work.attachments[str(ref.attachment_id)] = True
+        return _Decision(change, done, attachment=("add", ref))
+
+    @staticmethod
+    def _attachment_exists(work: _Merge, layer: str, attachment_id: str) -> bool:
+        if attachment_id in work.attachments:
+            return work.attachments[attachment_id]
+        try:
+            work.store.get_attachment(layer, uuid.UUID(attachment_id))
+        except FeaturesError:
+            return False
+        return True
+
+    # --- writing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _execute(store: FeatureStore, decisions: Sequence[_Decision]) -> None:
+        edits: list[Edit] = []
+        for decision in decisions:
+            if decision.edit is not None:
+                edits.append(decision.edit)
+            if decision.attachment is None:
+                continue
+            store.apply_edits(edits)
+            edits = []
+            action, ref = decision.attachment
+            change = decision.change
+            if action == "add":
+                store.add_attachment(
+                    change.layer, change.global_id, name=ref.name,
+                    content_type=ref.content_type, size=ref.size, sha256=ref.sha256,
+                    attachment_id=ref.attachment_id,
+                )  # fmt: skip
+            else:
+                store.delete_attachment(change.layer, ref.attachment_id)
+        store.apply_edits(edits)
+
+    @staticmethod
+    def _attach_rows(work: _Merge, decisions: Sequence[_Decision]) -> None:
+        """Give merged, conflicting and rejected answers the row as the server now has it."""
+        with_attachments = work.replica.attachment_sync_direction == "bidirectional"
+        for decision in decisions:
+            if decision.result.status in (ChangeStatus.APPLIED, ChangeStatus.PENDING):
+                continue
+            change = decision.change
+            schema = work.schemas.get(change.layer)
+            if schema is None:
+                continue
+            key = (change.layer, str(change.global_id))
+            feature = work.rows.get(key)
+            if feature is None:
+                row = ServerChange(layer=change.layer, global_id=change.global_id, kind="delete")
+            else:
+                state = work.states.get(key)
+                attachments = None
+                if with_attachments:
+                    attachments = _attachment_refs(work.store, change.layer, change.global_id)
+                row = ServerChange(
+                    layer=change.layer,
+                    global_id=change.global_id,
+                    kind="upsert",
+                    version=feature.version,
+                    version_vector=state.vector if state else {},
+                    values=feature_to_wire(schema, feature),
+                    attachments=attachments,
+                )
+            decision.result = decision.result.model_copy(update={"row": row})
+
+    def _record(
+        self, replica: Replica, change_set: ChangeSet, decisions: Sequence[_Decision]
+    ) -> None:
+        now = time.time()
+        states: dict[tuple[str, str], _RowState | None] = {}
+        for decision in decisions:
+            if decision.state is not None:
+                states[decision.state[0]] = decision.state[1]
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "DELETE FROM rows WHERE service = ? AND layer = ? AND globalid = ?",
+                    [(replica.service, *key) for key, state in states.items() if state is None],
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (replica.service, *key, s.version, json.dumps(s.vector), s.hlc)
+                        for key, s in states.items()
+                        if s is not None
+                    ],
+                )
+                conn.executemany(
+                    "INSERT INTO changes VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (
+                            str(d.change.change_id),
+                            replica.id,
+                            str(change_set.change_set_id),
+                            d.result.model_dump_json(),
+                            now,
+                        )
+                        for d in decisions
+                    ],
+                )
+                for decision in decisions:
+                    if decision.conflict is not None:
+                        row = decision.conflict
+                        conn.execute(
+                            f"INSERT INTO conflicts ({', '.join(row)}) "  # noqa: S608
+                            f"VALUES ({', '.join('?' * len(row))})",
+                            list(row.values()),
+                        )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def change_result(self, replica: Replica, change_id: uuid.UUID) -> ChangeResult | None:
+        """The recorded answer to one change of ``replica``, or ``None``."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT result FROM changes WHERE change_id = ? AND replica_id = ?",
+                (str(change_id), replica.id),
+            ).fetchone()
+        return None if row is None else ChangeResult.model_validate_json(row[0])
+
+    # --- download --------------------------------------------------------------------------
+
+    def count_updates(
+        self, replica: Replica, since: int, layers: Sequence[str] | None = None
+    ) -> tuple[int, int]:
+        """The server's generation and how many rows changed after ``since`` (an upper
+        bound: rows outside the replica's area are counted too)."""
+        store = self.catalog.feature_service(replica.service)
+        generation = store.generation()
+        wanted = self._layers(replica, layers)
+        rows = {
+            (entry.layer, entry.global_id)
+            for entry in store.iter_changes(since, layers=wanted)
+            if entry.generation <= generation
+        }
+        return generation, len(rows)
+
+    @staticmethod
+    def _layers(replica: Replica, layers: Sequence[str] | None) -> list[str]:
+        if layers is None:
+            return list(replica.layers)
+        unknown = [name for name in layers if name not in replica.layers]
+        if unknown:
+            raise InvalidChangeSetError(f"layer {unknown[0][:64]!r} is not part of this replica")
+        return list(layers)
+
+    def download(
+        self, replica: Replica, since: int, layers: Sequence[str] | None = None
+    ) -> Iterator[bytes]:
+        """The server's changes after generation ``since`` as NDJSON lines: a header, each
+        changed row as it is now (or its deletion), and an end record counting and hashing
+        the lines before it (docs/sync.md)."""
+        store = self.catalog.feature_service(replica.service)
+        wanted = self._layers(replica, layers)
+        generation = store.generation()
+        schemas = {schema.name: schema for schema in store.list_layers()}
+        changed: dict[tuple[str, uuid.UUID], None] = {}
+        for entry in store.iter_changes(since, layers=wanted):
+            if entry.generation <= generation:
+                changed.pop((entry.layer, entry.global_id), None)
+                changed[entry.layer, entry.global_id] = None
+        digest = hashlib.sha256()
+        count = 0
+
+        def line(record: DownloadHeader | ServerChange | DownloadEnd) -> bytes:
+            data = record.model_dump_json(exclude_defaults=False).encode() + b"\n"
+            digest.update(data)
+            return data
+
+        header = DownloadHeader(
+            replica_id=replica.id,
+            since=since,
+            generation=generation,
+            layers=[_wire_layer(schemas[name]) for name in wanted if name in schemas],
+        )
+        yield line(header)
+        by_layer: dict[str, list[uuid.UUID]] = {}
+        for layer, gid in changed:
+            by_layer.setdefault(layer, []).append(gid)
+        with_attachments = replica.attachment_sync_direction == "bidirectional"
+        for layer, gids in by_layer.items():
+            schema = schemas.get(layer)
+            if schema is None:
+                continue
+            scope = replica.scope.get(layer)
+            area = _scope_area(scope.area, schema) if scope and scope.area else None
+            filters = (scope.where,) if scope and scope.where else ()
+            states = self._load_states(
+                replica.service,
+                [_probe(layer, gid) for gid in gids],
+            )
+            for start in range(0, len(gids), _BATCH):
+                chunk = tuple(gids[start : start + _BATCH])
+                query = FeatureQuery(global_ids=chunk, filters=filters, limit=len(chunk))
+                found = {f.global_id: f for f in store.query(layer, query).features}
+                for gid in chunk:
+                    feature = found.get(gid)
+                    if feature is not None and area is not None:
+                        if feature.geometry is None:
+                            keep = bool(scope and scope.include_null_geometry)
+                        else:
+                            keep = bool(shapely.intersects(area, feature.geometry))
+                        feature = feature if keep else None
+                    count += 1
+                    if feature is None:
+                        yield line(ServerChange(layer=layer, global_id=gid, kind="delete"))
+                        continue
+                    state = self._state_of(states.get((layer, str(gid))), feature.version)
+                    attachments = None
+                    if with_attachments:
+                        attachments = _attachment_refs(store, layer, gid)
+                    yield line(
+                        ServerChange(
+                            layer=layer,
+                            global_id=gid,
+                            kind="upsert",
+                            version=feature.version,
+                            version_vector=state,
+                            values=feature_to_wire(schema, feature),
+                            attachments=attachments,
+                        )
+                    )
+        end = DownloadEnd(count=count, sha256=digest.hexdigest())
+        yield end.model_dump_json().encode() + b"\n"
+
+    @staticmethod
+    def _state_of(recorded: _RowState | None, version: int) -> dict[str, int]:
+        if recorded is not None and recorded.version == version:
+            return recorded.vector
+        return derive(
+            recorded.vector if recorded else None, recorded.version if recorded else 0, version
+        )
+
+    def recorded_states(
+        self, service: str, layers: Sequence[str]
+    ) -> Iterator[tuple[str, str, int, dict[str, int]]]:
+        """Every row of ``layers`` whose sync state is recorded: ``(layer, global id, version,
+        vector)``, for seeding a new replica (:meth:`LocalReplica.seed_server_states`)."""
+        for layer in layers:
+            last = ""
+            while True:
+                with self._lock:
+                    rows = self._conn.execute(
+                        "SELECT globalid, version, vector FROM rows WHERE service = ? AND "
+                        "layer = ? AND globalid > ? ORDER BY globalid LIMIT ?",
+                        (service, layer, last, _BATCH),
+                    ).fetchall()
+                for gid, version, vector in rows:
+                    yield layer, gid, version, json.loads(vector)
+                if len(rows) < _BATCH:
+                    break
+                last = rows[-1][0]
+
+    # --- review queue ----------------------------------------------------------------------
+
+    def list_conflicts(
+        self,
+        *,
+        owner: str | None,
+        status: str | None = "open",
+        replica_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Conflict]:
+        """Conflicts, newest first; ``owner`` ``None`` for every owner's (admins)."""
+        clauses, params = [], []
+        if owner is not None:
+            clauses.append("owner = ?")
+            params.append(owner)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if replica_id is not None:
+            clauses.append("replica_id = ?")
+            params.append(replica_id)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT * FROM conflicts {where} ORDER BY created DESC LIMIT ?",  # noqa: S608
+                [*params, limit],
+            ).fetchall()
+        return [_conflict(row) for row in rows]
+
+    def get_conflict(self, conflict_id: str, *, owner: str | None) -> Conflict:
+        """One conflict; raises ``ConflictNotFoundError`` (also for other owners')."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM conflicts WHERE id = ?", (conflict_id,)
+            ).fetchone()
+        if row is None or (owner is not None and row[2] != owner):
+            raise ConflictNotFoundError(f"no conflict {conflict_id[:40]!r}")
+        return _conflict(row)
+
+    def resolve_conflict(
+        self,
+        conflict_id: str,
+        *,
+        owner: str | None,
+        side: str,
+        values: Mapping[str, Any] | None,
+        resolved_by: str,
+    ) -> Conflict:
+        """Settle an open conflict: keep the ``server`` side, take the ``client`` side, or
+        ``merge`` (``values`` for the conflicting fields, the server's for the others).
+
+        Raises:
+            ConflictNotFoundError: no such conflict.
+            ConflictStateError: it is resolved already, or the row changed since.
+            InvalidChangeSetError: ``values`` names a field that is not in conflict, or the
+                side is unknown.
+        """
+        conflict = self.get_conflict(conflict_id, owner=owner)
+        if conflict.status != "open":
+            raise ConflictStateError(f"conflict {conflict_id} is resolved already")
+        if side not in {"server", "client", "merge"}:
+            raise InvalidChangeSetError("side must be server, client or merge")
+        store = self.catalog.feature_service(conflict.service)
+        gid = uuid.UUID(conflict.global_id)
+        with self._service_lock(conflict.service):
+            try:
+                current: Feature | None = store.get_feature(conflict.layer, gid)
+            except FeatureNotFoundError:
+                current = None
+            version = None if current is None else current.version
+            if version != conflict.server_version:
+                raise ConflictStateError(
+                    f"the row changed since the conflict (version {version}, the conflict saw "
+                    f"{conflict.server_version}): read it again"
+                )
+            schema = store.get_layer(conflict.layer)
+            edits = self._resolution_edits(conflict, schema, current, side, values)
+            store.apply_edits(edits)
+            with self._lock:
+                self._conn.execute(
+                    "UPDATE conflicts SET status = 'resolved', resolution = ?, resolved = ?, "
+                    "resolved_by = ? WHERE id = ?",
+                    (f"manual:{side}", time.time(), resolved_by, conflict_id),
+                )
+                result = self._conn.execute(
+                    "SELECT result FROM changes WHERE change_id = ?", (conflict.change_id,)
+                ).fetchone()
+                if result is not None:
+                    updated = ChangeResult.model_validate_json(result[0]).model_copy(
+                        update={"status": ChangeStatus.MERGED, "reason": f"resolved: {side}"}
+                    )
+                    self._conn.execute(
+                        "UPDATE changes SET result = ? WHERE change_id = ?",
+                        (updated.model_dump_json(), conflict.change_id),
+                    )
+        return self.get_conflict(conflict_id, owner=owner)
+
+    @staticmethod
+    def _resolution_edits(
+        conflict: Conflict,
+        schema: LayerSchema,
+        current: Feature | None,
+        side: str,
+        values: Mapping[str, Any] | None,
+    ) -> list[Edit]:
+        gid = uuid.UUID(conflict.global_id)
+        if side == "server":
+            return []
+        if conflict.kind == "delete_update":
+            if side == "merge":
+                raise InvalidChangeSetError("a delete against an update has no fields to merge")
+            return [Delete(conflict.layer, gid, conflict.server_version)]
+        if side == "merge":
+            chosen = dict(values or {})
+            extra = [name for name in chosen if name not in conflict.fields]
+            if extra:
+                raise InvalidChangeSetError(f"field {extra[0][:64]!r} is not in conflict")
+        else:
+            chosen = dict(conflict.client)
+        if conflict.kind == "update_delete":
+            properties, geometry, _ = wire_to_edit_values(
+                schema, {**conflict.client, **chosen}, complete=False
+            )
+            return [Insert(conflict.layer, properties, geometry, gid)]
+        properties, geometry, has_geometry = wire_to_edit_values(schema, chosen, complete=False)
+        return [
+            Update(
+                conflict.layer, gid, properties, geometry,
+                set_geometry=has_geometry, base_version=conflict.server_version,
+            )
+        ]  # fmt: skip
+
+
+def _attachment_refs(store: FeatureStore, layer: str, gid: uuid.UUID) -> list[AttachmentRef]:
+    return [
+        AttachmentRef(
+            attachment_id=a.attachment_id,
+            name=a.name,
+            content_type=a.content_type,
+            size=a.size,
+            sha256=a.sha256,
+        )
+        for a in store.list_attachments(layer, gid)
+    ]
+
+
+def _probe(layer: str, gid: uuid.UUID) -> Change:
+    """A stand-in change naming a row, to load its state."""
+    return Change.model_construct(layer=layer, global_id=gid)
+
+
+def _wire_layer(schema: LayerSchema) -> WireLayer:
+    return WireLayer(
+        name=schema.name,
+        fields=[
+            WireField(
+                name=f.name, type=f.type.value, nullable=f.nullable, alias=f.alias,
+                max_length=f.max_length,
+            )
+            for f in schema.fields
+        ],
+    )  # fmt: skip
+
+
+def _scope_area(area: Mapping[str, Any], schema: LayerSchema) -> BaseGeometry:
+    return area_in_layer_crs(AreaOfInterest.from_geojson(dict(area)), schema)
+
+
+def _conflict(row: Sequence[Any]) -> Conflict:
+    return Conflict(
+        id=row[0], replica_id=row[1], owner=row[2], map_id=row[3], service=row[4],
+        layer=row[5], global_id=row[6], kind=row[7], change_id=row[8],
+        fields=json.loads(row[9]), base=json.loads(row[10]), client=json.loads(row[11]),
+        server=json.loads(row[12]) if row[12] else None, server_version=row[13],
+        client_vector=json.loads(row[14]), status=row[15], resolution=row[16],
+        created=row[17], resolved=row[18], resolved_by=row[19],
+    )  # fmt: skip

@@ -1,0 +1,311 @@
+"""The sync API: replicas, change set uploads, downloads, attachment bytes, the review queue.
+
+Routes (docs/sync.md; all in the OpenAPI document):
+
+- ``GET /api/replicas/{id}``, ``DELETE /api/replicas/{id}`` (unregister).
+- ``GET /api/replicas/{id}/updates?since=G`` (whether there is something to download).
+- ``POST /api/replicas/{id}/changes`` (a change set; answers per change, idempotent by id),
+  ``GET /api/replicas/{id}/changes?since=G`` (the download stream, NDJSON),
+  ``GET /api/replicas/{id}/changes/{change_id}`` (one change's recorded answer).
+- ``GET|PUT /api/replicas/{id}/uploads/{sha256}`` (resumable, hash-checked attachment upload),
+  ``GET /api/replicas/{id}/blobs/{sha256}`` (attachment bytes, for downloads).
+- ``GET /api/conflicts``, ``GET /api/conflicts/{id}``, ``POST /api/conflicts/{id}/resolve``.
+
+A replica is synced by the user who took it offline (its owner) or an admin; uploads need the
+``features:edit`` scope, downloads ``maps:read``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from offmaps.errors import (
+    BlobIntegrityError,
+    BlobTooLargeError,
+    ConflictNotFoundError,
+    InsufficientScopeError,
+    InvalidChangeSetError,
+    InvalidTokenError,
+    ReplicaNotFoundError,
+    UploadOffsetError,
+)
+from offmaps.schemas.changeset import ChangeResult, ChangeSet, ChangeSetResult
+from offmaps.server.auth import Principal, current_principal
+from offmaps.server.catalog import Catalog
+from offmaps.server.replicas import Replica, ReplicaRegistry
+from offmaps.server.sync import SyncService
+from offmaps.server.users import Scope
+
+__all__ = ["sync_router"]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1024 * 1024
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+class ResolveRequest(BaseModel):
+    """How to settle a conflict."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    side: Literal["server", "client", "merge"]
+    """Keep the server's row, take the device's edit, or merge field by field."""
+    values: dict[str, Any] | None = Field(default=None, max_length=500)
+    """For ``merge``: values of the conflicting fields (the server's stay for the others)."""
+
+
+def _owner_or_admin(principal: Principal, replica: Replica, scope: Scope) -> None:
+    if principal.has(Scope.ADMIN):
+        return
+    if principal.anonymous or replica.owner != principal.subject:
+        raise ReplicaNotFoundError(f"no replica {replica.id!r}")
+    if not principal.has(scope):
+        raise InsufficientScopeError(f"syncing needs the {scope.value} scope")
+
+
+def _owner_filter(principal: Principal) -> str | None:
+    if principal.has(Scope.ADMIN):
+        return None
+    if principal.anonymous:
+        raise InvalidTokenError("the review queue needs a signed-in user")
+    return principal.subject
+
+
+def _sha256(value: str) -> str:
+    if not _SHA256.match(value):
+        raise InvalidChangeSetError("an attachment is named by its SHA-256: 64 hex digits")
+    return value
+
+
+def sync_router(service: SyncService, replicas: ReplicaRegistry, data_dir: Path) -> APIRouter:
+    """The sync API over ``service`` and ``replicas``; partial uploads go under
+    ``data_dir/sync/uploads``."""
+    router = APIRouter(prefix="/api", tags=["sync"])
+    uploads = data_dir / "sync" / "uploads"
+    catalog: Catalog = service.catalog
+
+    def replica_for(replica_id: str, principal: Principal, scope: Scope) -> Replica:
+        replica = replicas.get(replica_id)
+        _owner_or_admin(principal, replica, scope)
+        return replica
+
+    @router.get("/replicas/{replica_id}", summary="A replica: service, layers, generation")
+    def replica_info(replica_id: str, principal: PrincipalDep) -> dict[str, Any]:
+        replica = replica_for(replica_id, principal, Scope.MAPS_READ)
+        store = catalog.feature_service(replica.service)
+        return {
+            "id": replica.id,
+            "service": replica.service,
+            "layers": list(replica.layers),
+            "map_id": replica.map_id,
+            "generation": replica.generation,
+            "server_generation": store.generation(),
+            "sync_direction": replica.sync_direction,
+            "sync_model": replica.sync_model,
+            "attachment_sync_direction": replica.attachment_sync_direction,
+            "open_conflicts": len(
+                service.list_conflicts(owner=None, replica_id=replica.id, limit=10_000)
+            ),
+        }
+
+    @router.delete("/replicas/{replica_id}", summary="Unregister a replica", status_code=204)
+    def unregister(replica_id: str, principal: PrincipalDep) -> Response:
+        replica = replica_for(replica_id, principal, Scope.MAPS_READ)
+        replicas.unregister(replica.id)
+        return Response(status_code=204)
+
+    @router.get("/replicas/{replica_id}/updates", summary="Whether the server has changes")
+    def updates(
+        replica_id: str,
+        principal: PrincipalDep,
+        since: Annotated[int, Query(ge=0)],
+        layers: Annotated[str | None, Query(max_length=4096)] = None,
+    ) -> dict[str, Any]:
+        replica = replica_for(replica_id, principal, Scope.MAPS_READ)
+        names = layers.split(",") if layers else None
+        generation, count = service.count_updates(replica, since, names)
+        return {"generation": generation, "changes": count, "since": since}
+
+    @router.post(
+        "/replicas/{replica_id}/changes",
+        summary="Upload a change set; every change is answered (idempotent by change id)",
+        response_model=ChangeSetResult,
+    )
+    async def upload(replica_id: str, request: Request, principal: PrincipalDep) -> Response:
+        replica = replica_for(replica_id, principal, Scope.FEATURES_EDIT)
+        body = await request.body()
+        try:
+            change_set = ChangeSet.model_validate_json(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise InvalidChangeSetError(
+                f"not a change set: {where}: {first['msg']}"[:300]
+            ) from None
+        result = await run_in_threadpool(service.upload, replica, change_set)
+        return Response(result.model_dump_json(), media_type="application/json")
+
+    @router.get(
+        "/replicas/{replica_id}/changes",
+        summary="Download the server's changes since a generation (NDJSON)",
+        response_class=StreamingResponse,
+    )
+    def download(
+        replica_id: str,
+        principal: PrincipalDep,
+        since: Annotated[int, Query(ge=0)],
+        layers: Annotated[str | None, Query(max_length=4096)] = None,
+    ) -> StreamingResponse:
+        replica = replica_for(replica_id, principal, Scope.MAPS_READ)
+        names = layers.split(",") if layers else None
+        lines = service.download(replica, since, names)
+        first = next(lines)  # errors (unknown layers) become problems, not broken streams
+        replicas.synced(replica.id, since)
+
+        def stream() -> Iterator[bytes]:
+            yield first
+            yield from lines
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+    @router.get(
+        "/replicas/{replica_id}/changes/{change_id}",
+        summary="What became of one uploaded change",
+        response_model=ChangeResult,
+    )
+    def change_status(replica_id: str, change_id: uuid.UUID, principal: PrincipalDep) -> Response:
+        replica = replica_for(replica_id, principal, Scope.MAPS_READ)
+        found = service.change_result(replica, change_id)
+        if found is None:
+            raise InvalidChangeSetError(f"the server has no change {change_id}")
+        return Response(found.model_dump_json(), media_type="application/json")
+
+    def partial(replica: Replica, sha256: str) -> Path:
+        return uploads / replica.id / f"{sha256}.part"
+
+    @router.get(
+        "/replicas/{replica_id}/uploads/{sha256}",
+        summary="How much of an attachment the server has",
+    )
+    def upload_state(replica_id: str, sha256: str, principal: PrincipalDep) -> dict[str, Any]:
+        replica = replica_for(replica_id, principal, Scope.FEATURES_EDIT)
+        key = _sha256(sha256)
+        if catalog.blobs.exists(key):
+            return {"sha256": key, "received": catalog.blobs.size(key), "complete": True}
+        path = partial(replica, key)
+        received = path.stat().st_size if path.exists() else 0
+        return {"sha256": key, "received": received, "complete": False}
+
+    @router.put(
+        "/replicas/{replica_id}/uploads/{sha256}",
+        summary="Upload (part of) an attachment's bytes, from an offset",
+    )
+    async def upload_bytes(
+        replica_id: str,
+        sha256: str,
+        request: Request,
+        principal: PrincipalDep,
+        offset: Annotated[int, Query(ge=0)],
+        total: Annotated[int, Query(ge=0)],
+    ) -> dict[str, Any]:
+        replica = replica_for(replica_id, principal, Scope.FEATURES_EDIT)
+        key = _sha256(sha256)
+        if total > catalog.max_attachment_bytes:
+            raise BlobTooLargeError(
+                f"the attachment is {total:,} bytes, over the limit of "
+                f"{catalog.max_attachment_bytes:,}",
+                max_size=catalog.max_attachment_bytes,
+            )
+        if catalog.blobs.exists(key):
+            return {"sha256": key, "received": total, "complete": True}
+        path = partial(replica, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        have = path.stat().st_size if path.exists() else 0
+        if offset != have:
+            raise UploadOffsetError(
+                f"the server has {have} bytes of {key}: send from there",
+                expected=have,
+                actual=offset,
+            )
+        received = have
+        with path.open("ab") as out:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > total:
+                    out.close()
+                    path.unlink(missing_ok=True)
+                    raise BlobTooLargeError(
+                        f"more than the announced {total:,} bytes came", max_size=total
+                    )
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if received < total:
+            return {"sha256": key, "received": received, "complete": False}
+        digest = hashlib.sha256()
+        with path.open("rb") as source:
+            while block := source.read(_CHUNK):
+                digest.update(block)
+        if digest.hexdigest() != key:
+            path.unlink(missing_ok=True)
+            raise BlobIntegrityError(f"the bytes sent do not hash to {key}: send them again")
+        with path.open("rb") as source:
+            await run_in_threadpool(catalog.blobs.put_stream, source)
+        path.unlink(missing_ok=True)
+        return {"sha256": key, "received": received, "complete": True}
+
+    @router.get(
+        "/replicas/{replica_id}/blobs/{sha256}",
+        summary="An attachment's bytes, by SHA-256",
+        response_class=FileResponse,
+    )
+    def blob(replica_id: str, sha256: str, principal: PrincipalDep) -> Response:
+        replica_for(replica_id, principal, Scope.MAPS_READ)
+        key = _sha256(sha256)
+        local = catalog.blobs.path(key)
+        if local is not None and local.exists():
+            return FileResponse(local, media_type="application/octet-stream")
+        return Response(catalog.blobs.get(key), media_type="application/octet-stream")
+
+    @router.get("/conflicts", summary="The review queue", tags=["sync"])
+    def conflicts(
+        principal: PrincipalDep,
+        status: Annotated[Literal["open", "resolved", "all"], Query()] = "open",
+        replica: Annotated[str | None, Query(max_length=32)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        owner = _owner_filter(principal)
+        found = service.list_conflicts(
+            owner=owner, status=None if status == "all" else status, replica_id=replica,
+            limit=limit,
+        )  # fmt: skip
+        return {"conflicts": [conflict.document() for conflict in found]}
+
+    @router.get("/conflicts/{conflict_id}", summary="One conflict: base, device and server")
+    def conflict(conflict_id: str, principal: PrincipalDep) -> dict[str, Any]:
+        found = service.get_conflict(conflict_id, owner=_owner_filter(principal))
+        return found.document()
+
+    @router.post("/conflicts/{conflict_id}/resolve", summary="Settle a conflict")
+    def resolve(conflict_id: str, body: ResolveRequest, principal: PrincipalDep) -> dict[str, Any]:
+        owner = _owner_filter(principal)
+        if not principal.has(Scope.FEATURES_EDIT) and not principal.has(Scope.ADMIN):
+            raise ConflictNotFoundError(f"no conflict {conflict_id[:40]!r}")
+        found = service.resolve_conflict(
+            conflict_id, owner=owner, side=body.side, values=body.values,
+            resolved_by=principal.subject,
+        )  # fmt: skip
+        return found.document()
+
+    return router

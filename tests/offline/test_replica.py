@@ -1,0 +1,484 @@
+"""The device side of sync: the trigger-filled outbox and atomic downloads of a replica."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import date
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+import shapely
+from shapely.geometry import Point
+
+from offmaps.errors import PackageError, SyncFailedError
+from offmaps.features import FieldType
+from offmaps.features.geopackage import GeoPackageStore, _register_functions, encode_geometry
+from offmaps.features.model import (
+    Delete,
+    Feature,
+    Field,
+    GeometryType,
+    Insert,
+    LayerSchema,
+    Update,
+)
+from offmaps.offline.replica import LocalReplica
+from offmaps.schemas.changeset import (
+    AttachmentRef,
+    ChangeResult,
+    ChangeStatus,
+    DownloadHeader,
+    ServerChange,
+    SyncChangeKind,
+    WireField,
+    WireLayer,
+)
+
+REPLICA = "0123456789abcdef" * 2
+SITES = LayerSchema(
+    "sites",
+    (
+        Field("name", FieldType.TEXT),
+        Field("count", FieldType.INTEGER),
+        Field("depth", FieldType.REAL),
+        Field("surveyed", FieldType.DATE),
+        Field("active", FieldType.BOOLEAN),
+    ),
+    GeometryType.POINT,
+)
+VISITS = LayerSchema("visits", (Field("site", FieldType.TEXT), Field("note", FieldType.TEXT)))
+A, B, C = (UUID(int=n) for n in (0xA, 0xB, 0xC))
+V1 = UUID(int=0x1)
+SHA = "ab" * 32
+
+
+def _wkb(x: float, y: float) -> str:
+    return str(shapely.to_wkb(Point(x, y), hex=True)).lower()
+
+
+def _header(
+    generation: int = 12, since: int = 7, extra: tuple[WireField, ...] = ()
+) -> DownloadHeader:
+    wire = [WireField(name=f.name, type=f.type.value) for f in SITES.fields]
+    return DownloadHeader(
+        replica_id=REPLICA,
+        since=since,
+        generation=generation,
+        layers=[WireLayer(name="sites", fields=[*wire, *extra])],
+    )
+
+
+def _values(name: str, count: int, x: float = 0.0) -> dict[str, object]:
+    return {
+        "name": name,
+        "count": count,
+        "depth": 1.5,
+        "surveyed": "2024-05-06",
+        "active": True,
+        "geom": _wkb(x, 0),
+    }
+
+
+def _dump(path: Path) -> list[object]:
+    """Every schema entry and every row of every table, as an independent reader sees them."""
+    with closing(sqlite3.connect(path)) as conn:
+        schema = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        dump: list[object] = [schema]
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+        ).fetchall():
+            dump.append((name, conn.execute(f'SELECT * FROM "{name}" ORDER BY 1').fetchall()))
+    return dump
+
+
+def _capture_flag(path: Path) -> str:
+    with closing(sqlite3.connect(path)) as conn:
+        row = conn.execute("SELECT value FROM offmaps_sync_state WHERE key = 'capture'").fetchone()
+    return str(row[0])
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    """A replica as extracted: rows A and B of ``sites`` (server version 3), a row of ``visits``."""
+    path = tmp_path / "service.gpkg"
+    with GeoPackageStore.create(path) as store:
+        store.create_layer(SITES)
+        store.create_layer(VISITS)
+        properties = {
+            "name": "well",
+            "count": 2,
+            "depth": 4.0,
+            "surveyed": "2024-01-02",
+            "active": True,
+        }
+        store.copy_features(
+            "sites",
+            [Feature(A, 3, properties, Point(1, 2)), Feature(B, 3, properties, Point(5, 6))],
+        )
+        store.copy_features("visits", [Feature(C, 3, {"site": "A", "note": "dry"})])
+    return path
+
+
+@pytest.fixture
+def replica(path: Path) -> Iterator[LocalReplica]:
+    """The sync side of the replica, opened at generation 7."""
+    with LocalReplica.open(path, replica_id=REPLICA, generation=7) as opened:
+        yield opened
+
+
+@pytest.fixture
+def store(path: Path, replica: LocalReplica) -> Iterator[GeoPackageStore]:
+    """The SDK's store on the same file (after the triggers are installed)."""
+    with GeoPackageStore.open(path) as opened:
+        yield opened
+
+
+def test_open_records_replica_and_generations(replica: LocalReplica) -> None:
+    assert replica.replica_id == REPLICA
+    assert replica.generations() == {"sites": 7, "visits": 7}
+    assert replica.generation("sites") == 7
+    assert replica.pending() == []
+
+
+def test_only_the_replica_layers_are_captured(path: Path) -> None:
+    with (
+        LocalReplica.open(path, replica_id=REPLICA, generation=1, layers=["visits"]) as replica,
+        GeoPackageStore.open(path) as store,
+    ):
+        store.apply_edits([Update("sites", A, {"count": 1}), Update("visits", C, {"note": "y"})])
+        assert [c.layer for c in replica.pending()] == ["visits"]
+        assert replica.generations() == {"visits": 1}
+
+
+def test_a_table_row_comes_down_without_geometry(path: Path, replica: LocalReplica) -> None:
+    header = DownloadHeader(
+        replica_id=REPLICA,
+        since=7,
+        generation=8,
+        layers=[WireLayer(name="visits", fields=[WireField(name="site", type="text")])],
+    )
+    values = {"site": "B", "note": "ok", "geom": None}
+    change = ServerChange(layer="visits", global_id=C, kind="upsert", version=4, values=values)
+
+    replica.apply_download(header, [change])
+
+    with GeoPackageStore.open(path) as store:
+        assert store.get_feature("visits", C).properties == {"site": "B", "note": "ok"}
+    assert replica.generations() == {"sites": 7, "visits": 8}
+    bad = change.model_copy(update={"values": {**values, "geom": _wkb(1, 1)}})
+    with pytest.raises(SyncFailedError):
+        replica.apply_download(header, [bad])
+
+
+def test_reopen_keeps_state_and_refuses_another_replica(path: Path, replica: LocalReplica) -> None:
+    replica.close()
+    with LocalReplica.open(path, replica_id=REPLICA, generation=99) as again:
+        assert again.generations() == {"sites": 7, "visits": 7}
+    with pytest.raises(PackageError):
+        LocalReplica.open(path, replica_id="f" * 32, generation=7)
+
+
+def test_open_refuses_a_file_that_is_not_a_replica(tmp_path: Path) -> None:
+    other = tmp_path / "x.gpkg"
+    other.write_bytes(b"not a database" * 100)
+    with pytest.raises(PackageError):
+        LocalReplica.open(other, replica_id=REPLICA, generation=0)
+
+
+def test_sdk_edits_are_captured_in_order(replica: LocalReplica, store: GeoPackageStore) -> None:
+    store.apply_edits([Update("sites", A, {"name": "pump"}, Point(9, 9), set_geometry=True)])
+    store.apply_edits([Insert("sites", {"name": "new", "active": False}, Point(0, 1))])
+    store.apply_edits([Delete("sites", A)])
+
+    update, insert, delete = replica.pending()
+
+    assert [c.kind for c in (update, insert, delete)] == [
+        SyncChangeKind.UPDATE,
+        SyncChangeKind.INSERT,
+        SyncChangeKind.DELETE,
+    ]
+    assert update.changed == ["name", "geom"]
+    assert update.base_values == {"name": "well", "geom": _wkb(1, 2)}
+    assert update.values == {
+        "name": "pump",
+        "count": 2,
+        "depth": 4.0,
+        "surveyed": "2024-01-02",
+        "active": True,
+        "geom": _wkb(9, 9),
+    }
+    assert insert.values["active"] is False
+    assert insert.values["geom"] == _wkb(0, 1)
+    assert insert.base_version == 0
+    assert insert.version_vector == {REPLICA: 1}
+    # the SDK bumped row_version to 4: the server version the edits started from is still 3
+    assert (update.base_version, delete.base_version) == (3, 3)
+    assert update.version_vector == {REPLICA: 1, "server": 3}
+    assert delete.version_vector == {REPLICA: 2, "server": 3}
+    assert delete.base_values["name"] == "pump"
+    assert update.hlc < insert.hlc < delete.hlc
+    assert [c.hlc for c in replica.pending()] == [update.hlc, insert.hlc, delete.hlc]
+    assert [c.change_id for c in replica.pending()] == [
+        update.change_id,
+        insert.change_id,
+        delete.change_id,
+    ]
+
+
+def test_pending_filters_by_layer_and_limit(replica: LocalReplica, store: GeoPackageStore) -> None:
+    store.apply_edits([Update("visits", C, {"note": "wet"}), Update("sites", B, {"count": 5})])
+
+    assert [c.layer for c in replica.pending(layers=["visits"])] == ["visits"]
+    assert len(replica.pending(limit=1)) == 1
+    assert replica.pending_count() == 2
+    assert replica.pending_count(layers=["sites"]) == 1
+
+
+def test_raw_sql_edits_are_captured(path: Path, replica: LocalReplica) -> None:
+    new = uuid.uuid4()
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        _register_functions(conn)  # as QGIS and GDAL bring their own ST_ functions
+        conn.execute(
+            "INSERT INTO sites (globalid, name, count, geom) VALUES (?, 'raw', 7, ?)",
+            (str(new), encode_geometry(Point(3, 3), 4326)),
+        )
+        conn.execute("UPDATE visits SET note = 'flooded' WHERE globalid = ?", (str(C),))
+        conn.execute("DELETE FROM sites WHERE globalid = ?", (str(B),))
+
+    insert, update, delete = replica.pending()
+
+    assert insert.kind is SyncChangeKind.INSERT
+    assert insert.global_id == new
+    assert insert.values["count"] == 7
+    assert insert.values["geom"] == _wkb(3, 3)
+    assert (update.layer, update.changed, update.base_values) == (
+        "visits",
+        ["note"],
+        {"note": "dry"},
+    )
+    assert update.values == {"site": "A", "note": "flooded"}
+    assert (delete.kind, delete.global_id, delete.base_version) == (SyncChangeKind.DELETE, B, 3)
+
+
+def test_an_update_that_changes_nothing_is_not_sent(
+    path: Path, replica: LocalReplica, store: GeoPackageStore
+) -> None:
+    store.apply_edits([Update("sites", A, {"name": "well"})])  # same value: no trigger
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        _register_functions(conn)
+        conn.execute("UPDATE sites SET active = 2 WHERE globalid = ?", (str(A),))  # still true
+
+    assert replica.pending_count() == 1
+    assert replica.pending() == []
+    (entry,) = replica.outbox()
+    assert (entry.status, entry.reason) == (ChangeStatus.APPLIED, "no change")
+    assert replica.pending_count() == 0
+
+
+def test_attachment_changes_are_captured(replica: LocalReplica, store: GeoPackageStore) -> None:
+    added = store.add_attachment(
+        "sites", A, name="a.jpg", content_type="image/jpeg", size=3, sha256=SHA
+    )
+    store.delete_attachment("sites", added.attachment_id)
+    store.add_attachment("sites", B, name="b.jpg", content_type="image/jpeg", size=3, sha256=SHA)
+    store.apply_edits([Delete("sites", B)])  # its attachment records go with the row's delete
+
+    changes = replica.pending()
+
+    assert [c.kind for c in changes] == [
+        SyncChangeKind.ATTACHMENT_ADD,
+        SyncChangeKind.ATTACHMENT_DELETE,
+        SyncChangeKind.ATTACHMENT_ADD,
+        SyncChangeKind.DELETE,
+    ]
+    assert changes[0].attachment == AttachmentRef(
+        attachment_id=added.attachment_id,
+        name="a.jpg",
+        content_type="image/jpeg",
+        size=3,
+        sha256=SHA,
+    )
+    assert changes[0].base_version == 3
+    assert changes[1].version_vector == {REPLICA: 2, "server": 3}
+
+
+def test_record_results_sets_statuses_and_versions(
+    replica: LocalReplica, store: GeoPackageStore
+) -> None:
+    store.apply_edits([Update("sites", A, {"count": 3}), Update("sites", B, {"count": 4})])
+    store.apply_edits([Update("visits", C, {"note": "x"})])
+    first, second, third = replica.pending()
+    conflict = uuid.uuid4()
+
+    replica.record_results(
+        [
+            ChangeResult(
+                change_id=first.change_id,
+                status=ChangeStatus.APPLIED,
+                version=4,
+                version_vector={"server": 3, REPLICA: 1},
+            ),
+            ChangeResult(
+                change_id=second.change_id, status=ChangeStatus.CONFLICT, conflict_id=conflict
+            ),
+            ChangeResult(change_id=uuid.uuid4(), status=ChangeStatus.REJECTED),
+        ]
+    )
+
+    counts = replica.status_counts()
+    assert (counts[ChangeStatus.APPLIED], counts[ChangeStatus.CONFLICT]) == (1, 1)
+    assert counts[ChangeStatus.PENDING] == 1
+    assert [c.change_id for c in replica.pending()] == [third.change_id]
+    (parked,) = replica.outbox(ChangeStatus.CONFLICT)
+    assert (parked.change_id, parked.conflict_id, parked.global_id) == (
+        second.change_id,
+        conflict,
+        B,
+    )
+    store.apply_edits([Update("sites", A, {"count": 9})])
+    later = replica.pending(layers=["sites"])[-1]
+    assert later.base_version == 4
+    assert later.version_vector == {"server": 3, REPLICA: 2}
+
+
+def test_apply_download_upserts_deletes_and_sets_generations(
+    path: Path, replica: LocalReplica
+) -> None:
+    new = uuid.uuid4()
+    photo = AttachmentRef(
+        attachment_id=uuid.uuid4(), name="p.png", content_type="image/png", size=9, sha256=SHA
+    )
+    changes = [
+        ServerChange(
+            layer="sites",
+            global_id=A,
+            kind="upsert",
+            version=5,
+            version_vector={"server": 5},
+            values=_values("renamed", 11, x=7),
+            attachments=[photo],
+        ),
+        ServerChange(
+            layer="sites", global_id=new, kind="upsert", version=1, values=_values("n", 1)
+        ),
+        ServerChange(layer="sites", global_id=B, kind="delete"),
+    ]
+
+    summary = replica.apply_download(_header(), changes)
+
+    assert (summary.upserted, summary.deleted, summary.fields_added, summary.kept_local) == (
+        2,
+        1,
+        (),
+        0,
+    )
+    assert replica.generations() == {"sites": 12, "visits": 7}
+    assert replica.pending_count() == 0
+    assert replica.outbox() == []
+    with GeoPackageStore.open(path) as store:
+        row = store.get_feature("sites", A)
+        assert (row.version, row.properties["name"], row.properties["count"]) == (5, "renamed", 11)
+        assert row.geometry == Point(7, 0)
+        assert store.get_feature("sites", new).properties["surveyed"] == date(2024, 5, 6)
+        (attachment,) = store.list_attachments("sites", A)
+        assert attachment.attachment_id == photo.attachment_id
+        assert [f.global_id for f in store.iter_features("sites")] == [A, new]
+        store.apply_edits([Update("sites", A, {"count": 12})])
+    (change,) = replica.pending()
+    assert (change.base_version, change.version_vector) == (5, {"server": 5, REPLICA: 1})
+
+
+def test_apply_download_keeps_pending_local_edits(
+    path: Path, replica: LocalReplica, store: GeoPackageStore
+) -> None:
+    store.apply_edits([Update("sites", A, {"name": "mine"}), Update("sites", B, {"count": 8})])
+
+    summary = replica.apply_download(
+        _header(),
+        [
+            ServerChange(
+                layer="sites", global_id=A, kind="upsert", version=6, values=_values("theirs", 40)
+            ),
+            ServerChange(layer="sites", global_id=B, kind="delete"),
+        ],
+    )
+
+    assert (summary.upserted, summary.deleted, summary.kept_local) == (1, 0, 2)
+    row = store.get_feature("sites", A)
+    assert (row.properties["name"], row.properties["count"]) == ("mine", 40)
+    assert store.get_feature("sites", B).properties["count"] == 8
+    # the upload still names the version its edits started from, for the server to merge
+    assert [c.base_version for c in replica.pending()] == [3, 3]
+
+
+def test_apply_download_adds_fields_and_captures_their_edits(
+    path: Path, replica: LocalReplica
+) -> None:
+    extra = (WireField(name="priority", type="integer"),)
+    values = {**_values("well", 2), "priority": 3}
+    change = ServerChange(layer="sites", global_id=A, kind="upsert", version=4, values=values)
+
+    summary = replica.apply_download(_header(extra=extra), [change])
+
+    assert summary.fields_added == ("sites.priority",)
+    assert replica.pending_count() == 0
+    with GeoPackageStore.open(path) as store:
+        assert store.get_layer("sites").fields[-1] == Field("priority", FieldType.INTEGER)
+        assert store.get_feature("sites", A).properties["priority"] == 3
+        store.apply_edits([Update("sites", A, {"priority": 1})])
+    (edit,) = replica.pending()
+    assert (edit.changed, edit.base_values, edit.values["priority"]) == (
+        ["priority"],
+        {"priority": 3},
+        1,
+    )
+
+
+def test_a_bad_download_changes_nothing(path: Path, replica: LocalReplica) -> None:
+    before = _dump(path)
+    extra = (WireField(name="priority", type="integer"),)
+    changes = [
+        ServerChange(layer="sites", global_id=A, kind="upsert", version=5, values=_values("x", 1)),
+        ServerChange(
+            layer="sites",
+            global_id=B,
+            kind="upsert",
+            version=5,
+            values=_values("y", 1) | {"count": "many"},
+        ),
+    ]
+
+    with pytest.raises(SyncFailedError, match="count"):
+        replica.apply_download(_header(extra=extra), changes)
+
+    assert _dump(path) == before
+    assert _capture_flag(path) == "1"
+
+
+def test_a_download_for_another_replica_or_with_a_gap_is_refused(replica: LocalReplica) -> None:
+    other = _header().model_copy(update={"replica_id": "f" * 32})
+    with pytest.raises(SyncFailedError):
+        replica.apply_download(other, [])
+    with pytest.raises(SyncFailedError):
+        replica.apply_download(_header(since=9), [])
+    assert replica.generations() == {"sites": 7, "visits": 7}
+
+
+def test_the_capture_flag_is_never_seen_off(path: Path, replica: LocalReplica) -> None:
+    seen: list[str] = []
+
+    def changes() -> Iterator[ServerChange]:
+        seen.append(_capture_flag(path))
+        yield ServerChange(
+            layer="sites", global_id=A, kind="upsert", version=5, values=_values("x", 1)
+        )
+        seen.append(_capture_flag(path))
+
+    replica.apply_download(_header(), changes())
+
+    assert seen == ["1", "1"]
+    assert _capture_flag(path) == "1"

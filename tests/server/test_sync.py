@@ -1,0 +1,607 @@
+"""Offline editing and sync end to end: packages edited on the device, the server, and back."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from shapely.geometry import Point
+
+from offmaps.client import Portal
+from offmaps.client.offline import OfflineMapTask
+from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
+from offmaps.errors import SyncFailedError
+from offmaps.features import FieldType
+from offmaps.features.geopackage import GeoPackageStore
+from offmaps.features.model import Delete, Feature, FeatureQuery, Field, Insert, Update
+from offmaps.offline.package import MobileMapPackage
+from offmaps.offline.replica import LocalReplica
+from offmaps.schemas import EditingCapabilities
+from offmaps.schemas.changeset import ChangeStatus, ConflictPolicy
+from tests.server.conftest import LiveServer, assert_problem
+from tests.server.test_offline_api import AREA, offline_map
+
+Policy = str
+
+
+@dataclass
+class Device:
+    """A package taken offline by the editor, and its sync task."""
+
+    folder: Path
+    task: OfflineMapSyncTask
+
+    @property
+    def package(self) -> MobileMapPackage:
+        return self.task.package
+
+    def store(self) -> GeoPackageStore:
+        (replica,) = self.package.manifest.replicas
+        return GeoPackageStore.open(self.folder / replica.file)
+
+    def sites(self) -> dict[str, Feature]:
+        with self.store() as store:
+            return {
+                str(f.properties["name"]): f
+                for f in store.iter_features("sites", FeatureQuery(limit=1000))
+            }
+
+    def edit(self, *edits: Any) -> None:
+        with self.store() as store:
+            store.apply_edits(list(edits))
+
+    def sync(self, **options: Any) -> Any:
+        parameters = SyncOfflineMapParameters(**options)
+        return self.task.sync_offline_map(parameters).wait()
+
+    def outbox(self) -> dict[ChangeStatus, int]:
+        (replica,) = self.package.manifest.replicas
+        with LocalReplica.open(
+            self.folder / replica.file,
+            replica_id=replica.replica_id,
+            generation=replica.generation,
+        ) as local:
+            return {s: n for s, n in local.status_counts().items() if n}
+
+
+@pytest.fixture
+def take_offline(
+    live_server: LiveServer,
+    tmp_path: Path,
+    task_for: Callable[[LiveServer, str], OfflineMapTask],
+) -> Callable[..., Device]:
+    """Takes the offline test map to a new folder; ``policy`` sets the map's conflict policy."""
+    made: dict[str, str] = {}
+
+    def take(policy: Policy = "manual", name: str | None = None) -> Device:
+        if policy not in made:
+            made[policy] = offline_map(live_server)
+            catalog = live_server.server.catalog
+            webmap = catalog.webmaps.get(made[policy])
+            offline = webmap.offline.model_copy(update={"conflict_policy": ConflictPolicy(policy)})
+            catalog.webmaps.replace(made[policy], webmap.model_copy(update={"offline": offline}))
+        task = task_for(live_server, made[policy])
+        folder = tmp_path / (name or uuid.uuid4().hex[:8])
+        parameters = task.create_default_generate_offline_map_parameters(AREA)
+        task.generate_offline_map(parameters, folder).wait(poll_seconds=0.05)
+        return Device(folder, OfflineMapSyncTask(folder, task.item.portal))
+
+    return take
+
+
+def server_sites(server: LiveServer) -> dict[str, Feature]:
+    store = server.server.catalog.feature_service("city")
+    return {
+        str(f.properties["name"]): f for f in store.iter_features("sites", FeatureQuery(limit=1000))
+    }
+
+
+def server_edit(server: LiveServer, *edits: Any) -> None:
+    server.server.catalog.feature_service("city").apply_edits(list(edits))
+
+
+def test_edits_made_offline_come_home_and_the_servers_come_down(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device = take_offline()
+    sites = device.sites()
+    device.edit(
+        Insert("sites", {"name": "new site", "status": "new", "osm_id": 100}, Point(24.91, 60.1)),
+        Update("sites", sites["site 1"].global_id, {"status": "broken"}),
+        Delete("sites", sites["site 2"].global_id),
+    )
+    server = server_sites(live_server)
+    server_edit(live_server, Update("sites", server["site 3"].global_id, {"status": "fixed"}))
+
+    updates = device.task.check_for_updates()
+    assert (updates.upload_changes, updates.upload_available) == (3, True)
+    assert updates.download_available
+
+    result = device.sync()
+    assert not result.has_errors
+    sites_result = result.layer_results["sites"]
+    assert (sites_result.uploaded, sites_result.applied) == (3, 3)
+
+    server = server_sites(live_server)
+    assert server["new site"].properties["status"] == "new"
+    assert server["site 1"].properties["status"] == "broken"
+    assert "site 2" not in server
+    local = device.sites()
+    assert local["site 3"].properties["status"] == "fixed"
+    assert {name: f.properties for name, f in local.items()} == {
+        name: f.properties for name, f in server.items() if name in local
+    }
+    assert device.outbox() == {ChangeStatus.APPLIED: 3}
+    after = device.task.check_for_updates()
+    assert not after.upload_available
+
+
+def test_disjoint_edits_merge_and_the_same_field_goes_to_the_review_queue(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device = take_offline()
+    sites = device.sites()
+    device.edit(
+        Update("sites", sites["site 1"].global_id, {"status": "device"}),
+        Update("sites", sites["site 4"].global_id, {"status": "device"}),
+    )
+    server_edit(
+        live_server,
+        Update("sites", sites["site 1"].global_id, {"name": "site 1 renamed"}),
+        Update("sites", sites["site 4"].global_id, {"status": "office"}),
+    )
+    result = device.sync()
+    layer = result.layer_results["sites"]
+    assert (layer.merged, layer.conflicts) == (1, 1)
+    server = server_sites(live_server)
+    assert server["site 1 renamed"].properties["status"] == "device"
+    assert server["site 4"].properties["status"] == "office"  # parked: the server's stays
+    local = device.sites()
+    assert local["site 1 renamed"].properties["status"] == "device"
+    assert local["site 4"].properties["status"] == "office"
+
+    client = live_server.server.client
+    headers = live_server.server.token("editor")
+    (conflict,) = client.get("/api/conflicts", headers=headers).json()["conflicts"]
+    assert conflict["fields"] == ["status"]
+    assert (conflict["base"], conflict["client"], conflict["server"]["status"]) == (
+        {"status": "ok"},
+        {"status": "device"},
+        "office",
+    )
+    resolved = client.post(
+        f"/api/conflicts/{conflict['id']}/resolve", json={"side": "client"}, headers=headers
+    )
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["status"] == "resolved"
+    assert server_sites(live_server)["site 4"].properties["status"] == "device"
+    device.sync()
+    assert device.sites()["site 4"].properties["status"] == "device"
+
+
+@pytest.mark.parametrize(
+    ("policy", "winner"),
+    [("server_wins", "office"), ("client_wins", "device"), ("last_writer_wins", "office")],
+)
+def test_a_conflict_policy_settles_the_same_field_changed_on_both_sides(
+    live_server: LiveServer, take_offline: Callable[..., Device], policy: str, winner: str
+) -> None:
+    device = take_offline(policy)
+    gid = device.sites()["site 5"].global_id
+    device.edit(Update("sites", gid, {"status": "device", "name": "site 5 seen"}))
+    server_edit(live_server, Update("sites", gid, {"status": "office"}))  # later: LWW → office
+    result = device.sync()
+    layer = result.layer_results["sites"]
+    assert (layer.merged, layer.conflicts) == (1, 0)
+    server = server_sites(live_server)["site 5 seen"]
+    assert server.properties["status"] == winner
+    assert device.sites()["site 5 seen"].properties["status"] == winner
+    headers = live_server.server.token("editor")
+    client = live_server.server.client
+    (record,) = client.get("/api/conflicts?status=all", headers=headers).json()["conflicts"]
+    assert (record["status"], record["resolution"]) == ("resolved", policy)
+    assert record["client"]["status"] == "device"  # the losing edit is kept on record
+
+
+def test_delete_against_update_is_a_conflict_and_nothing_is_lost(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device = take_offline()
+    sites = device.sites()
+    device.edit(
+        Delete("sites", sites["site 6"].global_id),
+        Update("sites", sites["site 7"].global_id, {"status": "device"}),
+    )
+    server_edit(
+        live_server,
+        Update("sites", sites["site 6"].global_id, {"status": "office"}),
+        Delete("sites", sites["site 7"].global_id),
+    )
+    result = device.sync()
+    assert result.layer_results["sites"].conflicts == 2
+    server = server_sites(live_server)
+    assert server["site 6"].properties["status"] == "office"
+    assert "site 7" not in server
+    local = device.sites()
+    assert local["site 6"].properties["status"] == "office"
+    assert "site 7" not in local
+    headers = live_server.server.token("editor")
+    client = live_server.server.client
+    found = client.get("/api/conflicts", headers=headers).json()["conflicts"]
+    kinds = {c["kind"]: c for c in found}
+    assert set(kinds) == {"delete_update", "update_delete"}
+    assert kinds["update_delete"]["client"]["status"] == "device"
+    response = client.post(
+        f"/api/conflicts/{kinds['update_delete']['id']}/resolve",
+        json={"side": "client"},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    assert server_sites(live_server)["site 7"].properties["status"] == "device"
+    again = client.post(
+        f"/api/conflicts/{kinds['update_delete']['id']}/resolve",
+        json={"side": "server"},
+        headers=headers,
+    )
+    assert_problem(again, 409)
+    device.sync()
+    assert device.sites()["site 7"].properties["status"] == "device"
+
+
+def test_a_field_added_on_the_server_syncs_both_ways(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device = take_offline()
+    gid = device.sites()["site 8"].global_id
+    device.edit(Update("sites", gid, {"status": "device"}))
+    store = live_server.server.catalog.feature_service("city")
+    store.add_field("sites", Field("priority", FieldType.INTEGER))
+    server_edit(live_server, Update("sites", gid, {"priority": 3}))
+    result = device.sync()
+    assert "sites.priority" in result.fields_added
+    local = device.sites()["site 8"]
+    assert (local.properties["status"], local.properties["priority"]) == ("device", 3)
+    device.edit(Update("sites", gid, {"priority": 1}))
+    device.sync()
+    server = server_sites(live_server)["site 8"]
+    assert (server.properties["status"], server.properties["priority"]) == ("device", 1)
+
+
+def attach(device: Device, gid: uuid.UUID, data: bytes, name: str = "photo.jpg") -> str:
+    """Put an attachment on a device row the way the SDK does: blob, then record."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    blob = device.folder / "attachments" / sha256[:2] / sha256[2:4] / sha256
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    with device.store() as store:
+        store.add_attachment(
+            "sites", gid, name=name, content_type="image/jpeg", size=len(data), sha256=sha256
+        )
+    return sha256
+
+
+def test_attachments_upload_resumably_and_come_down_by_hash(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device, other = take_offline(name="a"), take_offline(name="b")
+    gid = device.sites()["site 9"].global_id
+    photos = [os.urandom(200_000), os.urandom(10)]
+    hashes = [attach(device, gid, data, f"p{i}.jpg") for i, data in enumerate(photos)]
+    # a first, interrupted upload of the big one left half of it on the server
+    (replica,) = device.package.manifest.replicas
+    headers = live_server.server.token("editor")
+    client = live_server.server.client
+    url = f"/api/replicas/{replica.replica_id}/uploads/{hashes[0]}"
+    half = client.put(
+        f"{url}?offset=0&total={len(photos[0])}", content=photos[0][:100_000], headers=headers
+    )
+    assert half.json() == {"sha256": hashes[0], "received": 100_000, "complete": False}
+
+    result = device.sync()
+    assert result.attachments == "2 of 2 attachments"
+    blobs = live_server.server.catalog.blobs
+    assert [blobs.get(h) for h in hashes] == photos
+    store = live_server.server.catalog.feature_service("city")
+    assert sorted(a.name for a in store.list_attachments("sites", gid)) == ["p0.jpg", "p1.jpg"]
+
+    other_result = other.sync()
+    assert other_result.attachments_downloaded == 2
+    for sha256, data in zip(hashes, photos, strict=True):
+        assert (
+            other.folder / "attachments" / sha256[:2] / sha256[2:4] / sha256
+        ).read_bytes() == data
+    with other.store() as replica_store:
+        assert len(replica_store.list_attachments("sites", gid)) == 2
+
+
+def test_edits_the_map_does_not_allow_are_rejected_with_a_reason(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device = take_offline()
+    catalog = live_server.server.catalog
+    map_id = device.package.manifest.source_map_id
+    assert map_id is not None
+    webmap = catalog.webmaps.get(map_id)
+    layers = [
+        layer.model_copy(
+            update={"editing": EditingCapabilities(update=True, editable_fields=("status",))}
+        )
+        if layer.id == "sites"
+        else layer
+        for layer in webmap.operational_layers
+    ]
+    catalog.webmaps.replace(map_id, webmap.model_copy(update={"operational_layers": tuple(layers)}))
+    sites = device.sites()
+    device.edit(
+        Update("sites", sites["site 0"].global_id, {"name": "renamed"}),
+        Update("sites", sites["site 1"].global_id, {"status": "allowed"}),
+        Delete("sites", sites["site 3"].global_id),
+    )
+    result = device.sync()
+    layer = result.layer_results["sites"]
+    assert (layer.applied, layer.rejected) == (1, 2)
+    assert result.has_errors
+    assert any("'name'" in r and "not editable" in r for r in layer.rejections)
+    assert any("deleting" in r for r in layer.rejections)
+    server = server_sites(live_server)
+    assert "renamed" not in server
+    assert "site 3" in server
+    local = device.sites()  # the device takes the server's rows back; the outbox keeps the edits
+    assert "site 0" in local
+    assert "site 3" in local
+    assert device.outbox() == {ChangeStatus.APPLIED: 1, ChangeStatus.REJECTED: 2}
+
+
+class FaultyTransport(httpx.BaseTransport):
+    """Forwards requests, until request number ``fail_at``: from there on the connection
+    drops, before the request reaches the server (``lose="request"``) or after the server
+    answered it (``lose="response"``)."""
+
+    def __init__(self, fail_at: int | None, lose: str) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.fail_at = fail_at
+        self.lose = lose
+        self.count = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.count += 1
+        failing = self.fail_at is not None and self.count >= self.fail_at
+        if failing and self.lose == "request":
+            raise httpx.ConnectError("dropped before sending", request=request)
+        response = self.inner.handle_request(request)
+        if failing:
+            response.read()
+            response.close()
+            raise httpx.ReadError("dropped before the answer", request=request)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def sync_through(device: Device, transport: FaultyTransport) -> Any:
+    portal = device.task.portal
+    faulty = Portal(portal.url, credentials=portal.credentials, transport=transport)
+    try:
+        task = OfflineMapSyncTask(device.package, faulty)
+        return task.sync_offline_map(SyncOfflineMapParameters()).wait()
+    finally:
+        faulty.close()
+
+
+def offline_edits(device: Device, find: str) -> None:
+    sites = device.sites()
+    device.edit(
+        Insert("sites", {"name": find, "status": "new", "osm_id": 7}, Point(24.92, 60.1)),
+        Update("sites", sites["site 1"].global_id, {"status": "device"}),
+        Delete("sites", sites["site 2"].global_id),
+    )
+    attach(device, sites["site 4"].global_id, f"picture of {find}".encode())
+
+
+def test_a_sync_cut_at_any_step_converges_on_retry_with_no_duplicate_and_no_loss(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    probe = take_offline(name="probe")
+    offline_edits(probe, "probe find")
+    counting = FaultyTransport(None, "request")
+    sync_through(probe, counting)
+    steps = counting.count
+    attached = 1
+    assert steps >= 4  # upload state, bytes, change set, download
+    for lose in ("request", "response"):
+        for step in range(1, steps + 1):
+            server = server_sites(live_server)  # the rows the next device takes offline
+            restore: list[Any] = [Update("sites", server["site 1"].global_id, {"status": "ok"})]
+            if "site 2" not in server:
+                restore.append(Insert("sites", {"name": "site 2", "osm_id": 2}, Point(24.92, 60.1)))
+            server_edit(live_server, *restore)
+            device = take_offline(name=f"{lose}-{step}")
+            find = f"find {lose} {step}"
+            offline_edits(device, find)
+            server_edit(
+                live_server,
+                Update("sites", device.sites()["site 5"].global_id, {"status": f"s{step}"}),
+            )
+            with pytest.raises(SyncFailedError):
+                sync_through(device, FaultyTransport(step, lose))
+            device.sync()  # the next sync, as after a restart
+            server = server_sites(live_server)
+            assert sum(1 for name in server if name == find) == 1
+            assert server["site 1"].properties["status"] == "device"
+            assert "site 2" not in server
+            local = device.sites()
+            assert local["site 5"].properties["status"] == f"s{step}"
+            assert {n: f.properties for n, f in local.items()} == {
+                n: f.properties for n, f in server.items() if n in local
+            }
+            counts = device.outbox()
+            assert counts.get(ChangeStatus.PENDING, 0) == 0, (lose, step, counts)
+            assert counts.get(ChangeStatus.APPLIED, 0) == 4, (lose, step, counts)
+            store = live_server.server.catalog.feature_service("city")
+            attachments = store.list_attachments("sites", local["site 4"].global_id)
+            attached += 1
+            assert [a.name for a in attachments].count("photo.jpg") == attached
+
+
+HLC = "1796000000000.000000.server"
+
+
+def change(kind: str, gid: uuid.UUID, **fields: Any) -> dict[str, Any]:
+    """A change as JSON, with a fresh id."""
+    hlc = fields.pop("hlc", HLC)
+    return {"change_id": str(uuid.uuid4()), "layer": "sites", "global_id": str(gid),
+            "kind": kind, "hlc": hlc, **fields}  # fmt: skip
+
+
+def post(live_server: LiveServer, replica: str, changes: list[dict[str, Any]], **extra: Any) -> Any:
+    body = {"change_set_id": str(uuid.uuid4()), "replica_id": replica, "changes": changes}
+    return live_server.server.client.post(
+        f"/api/replicas/{replica}/changes",
+        json={**body, **extra},
+        headers=live_server.server.token("editor"),
+    )
+
+
+def test_bad_change_sets_are_refused_or_rejected_change_by_change(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device = take_offline()
+    (entry,) = device.package.manifest.replicas
+    replica = entry.replica_id
+    site = device.sites()["site 1"]
+    node = {"server": site.version}
+    answers = post(
+        live_server,
+        replica,
+        [
+            change("update", uuid.uuid4(), base_version=1, changed=["status"],
+                   values={"status": "x"}, base_values={"status": "ok"}),
+            change("update", site.global_id, base_version=site.version + 5, changed=["status"],
+                   values={"status": "x"}, base_values={"status": "ok"}, version_vector=node),
+            change("update", site.global_id, base_version=site.version, changed=["status"],
+                   values={"status": "x"}, base_values={"status": "ok"},
+                   version_vector={**node, "f" * 32: 9}),
+            change("update", site.global_id, base_version=site.version, changed=["osm_id"],
+                   values={"osm_id": "not a number"}, base_values={"osm_id": 1},
+                   version_vector=node),
+            change("insert", uuid.uuid4(), values={"name": "x", "nope": 1}),
+            change("update", site.global_id, base_version=site.version, changed=["geom"],
+                   values={"geom": "zz"}, base_values={"geom": None}, version_vector=node),
+            {**change("insert", uuid.uuid4(), values={"name": "t"}), "layer": "secret"},
+            change("attachment_add", site.global_id, attachment={
+                "attachment_id": str(uuid.uuid4()), "name": "big.bin",
+                "content_type": "application/octet-stream", "size": 10**12, "sha256": "a" * 64}),
+            change("attachment_add", site.global_id, attachment={
+                "attachment_id": str(uuid.uuid4()), "name": "missing.bin",
+                "content_type": "application/octet-stream", "size": 3, "sha256": "b" * 64}),
+        ],
+    )  # fmt: skip
+    assert answers.status_code == 200, answers.text
+    reasons = [(r["status"], r["reason"]) for r in answers.json()["results"]]
+    assert all(status == "rejected" for status, _ in reasons), reasons
+    texts = [reason for _, reason in reasons]
+    assert "has no row" in texts[0]
+    assert "forged" in texts[1]
+    assert "never had" in texts[2]
+    assert "osm_id" in texts[3]
+    assert "nope" in texts[4]
+    assert "WKB" in texts[5]
+    assert "not part of this replica" in texts[6]
+    assert "over the limit" in texts[7]
+    assert "not uploaded" in texts[8]
+    assert server_sites(live_server)["site 1"].properties["status"] == "ok"
+
+    refused = [
+        post(live_server, replica, [{"change_id": "not a uuid"}]),
+        post(live_server, replica, [change("update", site.global_id)] * 2),
+        post(live_server, replica, [change("insert", uuid.uuid4(), hlc="yesterday")]),
+        post(live_server, replica, [], replica_id="0" * 32),
+        live_server.server.client.post(
+            f"/api/replicas/{replica}/changes",
+            content=b"{" * 100_000,
+            headers=live_server.server.token("editor"),
+        ),
+    ]
+    for response in refused:
+        assert_problem(response, 422)
+    too_many = post(live_server, replica, [change("insert", uuid.uuid4())] * 20_001)
+    assert_problem(too_many, 413, 422)
+
+
+def test_a_replayed_change_set_gets_the_same_answers_and_applies_nothing_twice(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device = take_offline()
+    (entry,) = device.package.manifest.replicas
+    gid = uuid.uuid4()
+    changes = [change("insert", gid, values={"name": "once", "osm_id": 1, "geom": None})]
+    body = {"change_set_id": str(uuid.uuid4()), "replica_id": entry.replica_id, "changes": changes}
+    client, headers = live_server.server.client, live_server.server.token("editor")
+    url = f"/api/replicas/{entry.replica_id}/changes"
+    first = client.post(url, json=body, headers=headers)
+    again = client.post(url, json=body, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.json()["results"] == again.json()["results"]
+    assert first.json()["results"][0]["status"] == "applied"
+    assert sum(1 for name in server_sites(live_server) if name == "once") == 1
+    status = client.get(f"{url}/{changes[0]['change_id']}", headers=headers)
+    assert status.json()["status"] == "applied"
+    stolen = {**body, "replica_id": "0" * 32}
+    other = take_offline(name="other")
+    (other_entry,) = other.package.manifest.replicas
+    reused = client.post(
+        f"/api/replicas/{other_entry.replica_id}/changes",
+        json={**stolen, "replica_id": other_entry.replica_id},
+        headers=headers,
+    )
+    assert_problem(reused, 422)
+
+
+def test_replicas_are_private_to_their_owner_and_gone_once_unregistered(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device = take_offline()
+    (entry,) = device.package.manifest.replicas
+    client = live_server.server.client
+    url = f"/api/replicas/{entry.replica_id}"
+    assert_problem(client.get(url), 404)
+    assert_problem(client.get(url, headers=live_server.server.token("viewer")), 404)
+    assert client.get(url, headers=live_server.server.token("admin")).status_code == 200
+    assert_problem(
+        client.get("/api/replicas/..%2F..", headers=live_server.server.token("editor")), 404
+    )
+    updates = device.task.check_for_updates()
+    assert not updates.download_available
+    device.task.unregister_geodatabases()
+    assert_problem(client.get(url, headers=live_server.server.token("editor")), 404)
+    assert_problem(post(live_server, entry.replica_id, []), 404)
+    with pytest.raises(SyncFailedError, match=r"never registered"):
+        device.sync()
+
+
+def test_attachment_uploads_are_checked_against_their_hash_size_and_offset(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device = take_offline()
+    (entry,) = device.package.manifest.replicas
+    client, headers = live_server.server.client, live_server.server.token("editor")
+    data = b"field photo"
+    sha256 = hashlib.sha256(data).hexdigest()
+    url = f"/api/replicas/{entry.replica_id}/uploads/{sha256}"
+    assert_problem(client.put(f"{url}?offset=5&total=11", content=data, headers=headers), 409)
+    assert_problem(client.put(f"{url}?offset=0&total=11", content=b"x" * 11, headers=headers), 422)
+    assert client.get(url, headers=headers).json()["received"] == 0  # the bad bytes are gone
+    assert_problem(client.put(f"{url}?offset=0&total=5", content=data, headers=headers), 413)
+    assert_problem(client.put(f"{url}?offset=0&total={10**12}", content=b"", headers=headers), 413)
+    assert_problem(client.put(f"{url[:-1]}?offset=0&total=1", content=b"", headers=headers), 422)
+    done = client.put(f"{url}?offset=0&total=11", content=data, headers=headers)
+    assert done.json()["complete"]
+    assert live_server.server.catalog.blobs.get(sha256) == data
