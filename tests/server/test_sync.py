@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import Callable
@@ -21,11 +22,13 @@ from offmaps.errors import SyncFailedError
 from offmaps.features import FieldType
 from offmaps.features.geopackage import GeoPackageStore
 from offmaps.features.model import Delete, Feature, FeatureQuery, Field, Insert, Update
+from offmaps.offline.editing import open_feature_table
 from offmaps.offline.package import MobileMapPackage
 from offmaps.offline.replica import LocalReplica
-from offmaps.schemas import EditingCapabilities
+from offmaps.schemas import EditingCapabilities, SyncDirection
 from offmaps.schemas.changeset import ChangeStatus, ConflictPolicy
-from tests.server.conftest import LiveServer, assert_problem
+from tests.cli.test_users import run
+from tests.server.conftest import PASSWORD, LiveServer, assert_problem
 from tests.server.test_offline_api import AREA, offline_map
 
 Policy = str
@@ -275,16 +278,9 @@ def test_a_field_added_on_the_server_syncs_both_ways(
 
 
 def attach(device: Device, gid: uuid.UUID, data: bytes, name: str = "photo.jpg") -> str:
-    """Put an attachment on a device row the way the SDK does: blob, then record."""
-    sha256 = hashlib.sha256(data).hexdigest()
-    blob = device.folder / "attachments" / sha256[:2] / sha256[2:4] / sha256
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(data)
-    with device.store() as store:
-        store.add_attachment(
-            "sites", gid, name=name, content_type="image/jpeg", size=len(data), sha256=sha256
-        )
-    return sha256
+    """Put an attachment on a device row through the SDK (blob in the package, then record)."""
+    with open_feature_table(device.package, "sites") as sites:
+        return sites.add_attachment(gid, name, "image/jpeg", data).sha256
 
 
 def test_attachments_upload_resumably_and_come_down_by_hash(
@@ -605,3 +601,117 @@ def test_attachment_uploads_are_checked_against_their_hash_size_and_offset(
     done = client.put(f"{url}?offset=0&total=11", content=data, headers=headers)
     assert done.json()["complete"]
     assert live_server.server.catalog.blobs.get(sha256) == data
+
+
+def test_directions_limit_what_a_sync_does_and_layers_sync_one_by_one(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device = take_offline()
+    sites = device.sites()
+    device.edit(Update("sites", sites["site 1"].global_id, {"status": "device"}))
+    with device.store() as store:
+        (row,) = store.apply_edits([Insert("inspections", {"site_osm_id": 1, "result": "new"})])
+    server_edit(live_server, Update("sites", sites["site 3"].global_id, {"status": "office"}))
+
+    device.sync(sync_direction=SyncDirection.DOWNLOAD)
+    assert device.sites()["site 3"].properties["status"] == "office"
+    assert server_sites(live_server)["site 1"].properties["status"] == "ok"
+    assert device.sites()["site 1"].properties["status"] == "device"  # pending edits stay
+
+    result = device.sync(sync_direction=SyncDirection.UPLOAD, layers=["inspections"])
+    assert set(result.layer_results) == {"inspections"}
+    store = live_server.server.catalog.feature_service("city")
+    assert row is not None
+    assert store.get_feature("inspections", row.global_id).properties["result"] == "new"
+    assert server_sites(live_server)["site 1"].properties["status"] == "ok"
+    device.sync(sync_direction=SyncDirection.UPLOAD)
+    assert server_sites(live_server)["site 1"].properties["status"] == "device"
+
+
+def test_rollback_on_failure_applies_none_of_a_set_with_a_rejected_change(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device = take_offline()
+    sites = device.sites()
+    device.edit(
+        Update("sites", sites["site 1"].global_id, {"status": "refused"}),
+        Update("sites", sites["site 2"].global_id, {"name": "site 2 renamed"}),
+    )
+    catalog = live_server.server.catalog
+    map_id = device.package.manifest.source_map_id
+    assert map_id is not None
+    webmap = catalog.webmaps.get(map_id)
+    layers = tuple(
+        layer.model_copy(
+            update={"editing": EditingCapabilities(update=True, editable_fields=("name",))}
+        )
+        if layer.id == "sites"
+        else layer
+        for layer in webmap.operational_layers
+    )
+    catalog.webmaps.replace(map_id, webmap.model_copy(update={"operational_layers": layers}))
+    result = device.sync(rollback_on_failure=True, sync_direction=SyncDirection.UPLOAD)
+    assert result.layer_results["sites"].rejected == 1
+    assert "site 2" in server_sites(live_server)  # rolled back with the refused change
+    assert device.sites()["site 1"].properties["status"] == "ok"  # the server's row, taken
+    assert device.outbox() == {ChangeStatus.REJECTED: 1, ChangeStatus.PENDING: 1}
+    device.sync(rollback_on_failure=True)  # the refused one is settled: the rest goes
+    assert "site 2 renamed" in server_sites(live_server)
+    assert device.outbox() == {ChangeStatus.REJECTED: 1, ChangeStatus.APPLIED: 1}
+
+
+def test_the_cli_syncs_shows_the_outbox_and_resolves_conflicts(
+    live_server: LiveServer, take_offline: Callable[..., Device], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("OFFMAPS_CONFIG_DIR", str(tmp_path / "config"))
+    code, _, err = run("login", live_server.url, "-u", "editor", "--password-stdin",
+                       stdin=PASSWORD + "\n")  # fmt: skip
+    assert code == 0, err
+    device = take_offline()
+    sites = device.sites()
+    device.edit(Update("sites", sites["site 1"].global_id, {"status": "device"}))
+    server_edit(live_server, Update("sites", sites["site 1"].global_id, {"status": "office"}))
+
+    code, out, err = run("sync", "status", str(device.folder), "--check", "--json")
+    assert code == 0, err
+    status = json.loads(out)
+    assert status["replicas"][0]["changes"]["pending"] == 1
+    assert status["updates"]["upload_changes"] == 1
+    code, out, err = run("sync", str(device.folder), "--json")
+    assert code == 0, err
+    assert json.loads(out)["layers"]["sites"]["conflicts"] == 1
+    code, out, err = run("sync", "status", str(device.folder))
+    assert code == 0, err
+    assert "1 conflict" in out
+
+    code, out, err = run("conflicts", "list", "--server", live_server.url, "--json")
+    assert code == 0, err
+    (conflict,) = json.loads(out)
+    code, out, _ = run("conflicts", "show", conflict["id"], "--server", live_server.url)
+    assert "status: base 'ok', device 'device', server 'office'" in out
+    code, out, err = run("conflicts", "resolve", conflict["id"], "--server", live_server.url,
+                         "--side", "merge", "--set", 'status="both"')  # fmt: skip
+    assert code == 0, err
+    assert server_sites(live_server)["site 1"].properties["status"] == "both"
+
+    code, _, err = run("conflicts", "resolve", conflict["id"], "--server", live_server.url,
+                       "--side", "server", "--set", "status=1")  # fmt: skip
+    assert code == 1
+    assert err.startswith("SyncFailedError: --set goes with --side merge")
+    code, _, err = run("sync", str(tmp_path))
+    assert (code, err.count("\n")) == (1, 1)
+    assert err.startswith("PackageError")
+
+
+def test_the_sync_api_is_in_the_openapi_document(live_server: LiveServer) -> None:
+    paths = live_server.server.client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/api/replicas/{replica_id}",
+        "/api/replicas/{replica_id}/changes",
+        "/api/replicas/{replica_id}/updates",
+        "/api/replicas/{replica_id}/uploads/{sha256}",
+        "/api/conflicts",
+        "/api/conflicts/{conflict_id}/resolve",
+    ):
+        assert path in paths, path

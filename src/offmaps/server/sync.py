@@ -292,6 +292,13 @@ class SyncService:
             decisions = [self._decide(work, change) for change in fresh]
             rejected = [d for d in decisions if d.result.status is ChangeStatus.REJECTED]
             if change_set.rollback_on_failure and rejected:
+                # nothing is applied: the refused changes get the rows as they are
+                as_is = _Merge(
+                    work.service, store, replica, work.rules, work.schemas,
+                    self._load_states(replica.service, [d.change for d in rejected]),
+                )  # fmt: skip
+                self._load_rows(as_is, [d.change for d in rejected])
+                self._attach_rows(as_is, rejected)
                 first = rejected[0].result
                 results = {
                     str(d.change.change_id): d.result
@@ -840,7 +847,7 @@ class SyncService:
             if feature is None:
                 row = ServerChange(layer=change.layer, global_id=change.global_id, kind="delete")
             else:
-                state = work.states.get(key)
+                vector = SyncService._state_of(work.states.get(key), feature.version)
                 attachments = None
                 if with_attachments:
                     attachments = _attachment_refs(work.store, change.layer, change.global_id)
@@ -849,7 +856,7 @@ class SyncService:
                     global_id=change.global_id,
                     kind="upsert",
                     version=feature.version,
-                    version_vector=state.vector if state else {},
+                    version_vector=vector,
                     values=feature_to_wire(schema, feature),
                     attachments=attachments,
                 )
