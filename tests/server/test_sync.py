@@ -620,9 +620,9 @@ def test_directions_limit_what_a_sync_does_and_layers_sync_one_by_one(
 
     result = device.sync(sync_direction=SyncDirection.UPLOAD, layers=["inspections"])
     assert set(result.layer_results) == {"inspections"}
-    store = live_server.server.catalog.feature_service("city")
+    server = live_server.server.catalog.feature_service("city")
     assert row is not None
-    assert store.get_feature("inspections", row.global_id).properties["result"] == "new"
+    assert server.get_feature("inspections", row.global_id).properties["result"] == "new"
     assert server_sites(live_server)["site 1"].properties["status"] == "ok"
     device.sync(sync_direction=SyncDirection.UPLOAD)
     assert server_sites(live_server)["site 1"].properties["status"] == "device"
