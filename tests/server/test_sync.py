@@ -187,6 +187,7 @@ def test_disjoint_edits_merge_and_the_same_field_goes_to_the_review_queue(
     assert server_sites(live_server)["site 4"].properties["status"] == "device"
     device.sync()
     assert device.sites()["site 4"].properties["status"] == "device"
+    assert device.outbox() == {ChangeStatus.MERGED: 2}  # the settled conflict, seen on the device
 
 
 @pytest.mark.parametrize(

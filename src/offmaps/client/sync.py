@@ -36,6 +36,7 @@ from offmaps.schemas import SyncDirection
 from offmaps.schemas.changeset import (
     MAX_CHANGES_PER_SET,
     Change,
+    ChangeResult,
     ChangeSet,
     ChangeSetResult,
     ChangeStatus,
@@ -327,8 +328,21 @@ class _ReplicaSync:
 
     # --- upload ----------------------------------------------------------------------------
 
+    def refresh_conflicts(self, local: LocalReplica) -> None:
+        """Take the answers of parked changes a person has settled on the server since."""
+        settled = []
+        for entry in local.outbox(ChangeStatus.CONFLICT, limit=10_000):
+            found = ChangeResult.model_validate(
+                self.portal.request("GET", f"{self.path}/changes/{entry.change_id}")
+            )
+            if found.status is not ChangeStatus.CONFLICT:
+                settled.append(found)
+        if settled:
+            local.record_results(settled)
+
     def upload(self, local: LocalReplica, layers: list[str] | None) -> None:
         parameters = self.job.parameters
+        self.refresh_conflicts(local)
         result = self.job.result
         total = max(local.pending_count(layers), 1)
         done = 0

@@ -436,7 +436,9 @@ class SyncService:
         if change.kind is SyncChangeKind.INSERT:
             if not rules.editing.create:
                 return reject(f"the map does not allow adding to {change.layer!r}")
-            self._check_fields(rules, change.layer, [k for k, v in change.values.items() if v])
+            self._check_fields(
+                rules, change.layer, [k for k, v in change.values.items() if v is not None]
+            )
             properties, geometry, _ = wire_to_edit_values(schema, change.values, complete=True)
             if current is not None:
                 if feature_to_wire(schema, current) == canonical_values(schema, change.values):
@@ -1132,6 +1134,12 @@ class SyncService:
             schema = store.get_layer(conflict.layer)
             edits = self._resolution_edits(conflict, schema, current, side, values)
             store.apply_edits(edits)
+            try:
+                after: Feature | None = store.get_feature(conflict.layer, gid)
+            except FeatureNotFoundError:
+                after = None
+            key = (conflict.layer, conflict.global_id)
+            recorded = self._load_states(conflict.service, [_probe(conflict.layer, gid)])
             with self._lock:
                 self._conn.execute(
                     "UPDATE conflicts SET status = 'resolved', resolution = ?, resolved = ?, "
@@ -1143,7 +1151,15 @@ class SyncService:
                 ).fetchone()
                 if result is not None:
                     updated = ChangeResult.model_validate_json(result[0]).model_copy(
-                        update={"status": ChangeStatus.MERGED, "reason": f"resolved: {side}"}
+                        update={
+                            "status": ChangeStatus.MERGED,
+                            "reason": f"resolved by {resolved_by}: {side}",
+                            "version": None if after is None else after.version,
+                            "version_vector": None
+                            if after is None
+                            else self._state_of(recorded.get(key), after.version),
+                            "row": None,
+                        }
                     )
                     self._conn.execute(
                         "UPDATE changes SET result = ? WHERE change_id = ?",
