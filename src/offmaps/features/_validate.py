@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from uuid import UUID
 
@@ -84,6 +85,25 @@ def check_layer_schema(schema: LayerSchema) -> None:
         raise InvalidLayerSchemaError(f"layer {schema.name!r} has an unknown geometry type")
     if schema.srid <= 0:
         raise InvalidLayerSchemaError(f"layer {schema.name!r}: srid must be an EPSG code")
+
+
+def check_added_field(schema: LayerSchema, field: Field) -> LayerSchema:
+    """``schema`` with ``field`` added last, checked as a store's ``add_field`` needs.
+
+    Raises:
+        InvalidLayerSchemaError: the field is not nullable, or the schema with it is invalid
+            (a malformed, reserved or taken name, too many fields, a bad ``max_length``).
+    """
+    if not isinstance(field, Field):
+        raise InvalidLayerSchemaError("a field is a Field")
+    changed = replace(schema, fields=(*schema.fields, field))
+    check_layer_schema(changed)
+    if not field.nullable:
+        raise InvalidLayerSchemaError(
+            f"field {field.name!r}: a field added to a layer must be nullable (its rows have no "
+            "value for it)"
+        )
+    return changed
 
 
 def check_relationship(rel: Relationship, layers: Mapping[str, LayerSchema]) -> None:

@@ -33,7 +33,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +55,7 @@ from offmaps.errors import (
     LayerNotFoundError,
 )
 from offmaps.features._validate import (
+    check_added_field,
     check_attachment,
     check_layer_schema,
     check_properties,
@@ -365,25 +366,6 @@ def _fields_json(fields: Iterable[Field]) -> str:
             for f in fields
         ]
     )
-
-
-def _with_field(schema: LayerSchema, field: Field) -> LayerSchema:
-    """``schema`` with ``field`` added last, checked as :meth:`GeoPackageStore.add_field` needs.
-
-    Raises:
-        InvalidLayerSchemaError: the field is not nullable, or the schema with it is invalid
-            (a malformed, reserved or taken name, too many fields, a bad ``max_length``).
-    """
-    if not isinstance(field, Field):
-        raise InvalidLayerSchemaError("a field is a Field")
-    changed = replace(schema, fields=(*schema.fields, field))
-    check_layer_schema(changed)
-    if not field.nullable:
-        raise InvalidLayerSchemaError(
-            f"field {field.name!r}: a field added to a layer must be nullable (its rows have no "
-            "value for it)"
-        )
-    return changed
 
 
 # --- values -------------------------------------------------------------------------------
@@ -720,7 +702,7 @@ class GeoPackageStore:
         schema; existing rows get null. Takes no generation (see the protocol)."""
         with self._schema_change() as conn:
             schema = self._layer(layer).schema
-            changed = _with_field(schema, field)
+            changed = check_added_field(schema, field)
             try:
                 conn.execute(f"ALTER TABLE {_q(schema.name)} ADD COLUMN {_column_sql(field)}")
             except sqlite3.OperationalError as exc:  # a column added behind our back

@@ -62,6 +62,7 @@ from offmaps.errors import (
     OffmapsError,
 )
 from offmaps.features._validate import (
+    check_added_field,
     check_attachment,
     check_layer_schema,
     check_properties,
@@ -218,26 +219,6 @@ def _fields_of(stored: Sequence[Mapping[str, Any]]) -> tuple[Field, ...]:
         Field(f["name"], FieldType(f["type"]), f["nullable"], f["alias"], f["max_length"])
         for f in stored
     )
-
-
-def _with_field(schema: LayerSchema, field: Field) -> LayerSchema:
-    """``schema`` with ``field`` added last, checked as :meth:`PostGISStore.add_field` needs
-    (the same checks, and messages, as the GeoPackage backend's).
-
-    Raises:
-        InvalidLayerSchemaError: the field is not nullable, or the schema with it is invalid
-            (a malformed, reserved or taken name, too many fields, a bad ``max_length``).
-    """
-    if not isinstance(field, Field):
-        raise InvalidLayerSchemaError("a field is a Field")
-    changed = replace(schema, fields=(*schema.fields, field))
-    check_layer_schema(changed)
-    if not field.nullable:
-        raise InvalidLayerSchemaError(
-            f"field {field.name!r}: a field added to a layer must be nullable (its rows have no "
-            "value for it)"
-        )
-    return changed
 
 
 # --- values -------------------------------------------------------------------------------
@@ -678,7 +659,7 @@ class PostGISStore:
             if row is None:
                 raise LayerNotFoundError(f"no layer or table {str(layer)[:80]!r}", layer=layer)
             current = replace(found.schema, fields=_fields_of(row[0]))
-            changed = _with_field(current, field)
+            changed = check_added_field(current, field)
             try:
                 conn.execute(
                     sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(found.table, _column_sql(field))

@@ -58,7 +58,7 @@ import pydantic
 from shapely.errors import ShapelyError
 
 from offmaps.errors import PackageError, SyncFailedError
-from offmaps.features._validate import check_name
+from offmaps.features._validate import check_added_field, check_name
 from offmaps.features.filters import FieldType
 from offmaps.features.geopackage import (
     _column_sql,
@@ -68,7 +68,6 @@ from offmaps.features.geopackage import (
     _register_functions,
     _timestamp,
     _to_sql,
-    _with_field,
     decode_geometry,
     encode_geometry,
 )
@@ -957,7 +956,7 @@ class LocalReplica:
                     wire_field.alias,
                     wire_field.max_length,
                 )
-                schema = _with_field(schema, field)
+                schema = check_added_field(schema, field)
                 conn.execute(f"ALTER TABLE {_q(schema.name)} ADD COLUMN {_column_sql(field)}")
                 have.add(field.name.lower())
                 added.append(f"{schema.name}.{field.name}")

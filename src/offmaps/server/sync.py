@@ -557,17 +557,7 @@ class SyncService:
                 current.version, resolution,
             )  # fmt: skip
             if outcome.winner is None:
-                result = ChangeResult(
-                    change_id=change.change_id,
-                    status=ChangeStatus.CONFLICT,
-                    reason=reason,
-                    version=current.version,
-                    version_vector=state.vector,
-                    conflict_id=uuid.UUID(conflict["id"]),
-                    conflict_fields=list(merged.conflicts),
-                    resolution=resolution,
-                )
-                return _Decision(change, result, conflict=conflict)
+                return _parked(change, conflict, outcome.reason, current, state, merged.conflicts)
             values.update(outcome.values)
             status = ChangeStatus.MERGED
         if not values:
@@ -611,12 +601,7 @@ class SyncService:
             current.version, rules.policy,
         )  # fmt: skip
         if outcome.winner is None:
-            result = ChangeResult(
-                change_id=change.change_id, status=ChangeStatus.CONFLICT, reason=outcome.reason,
-                version=current.version, version_vector=state.vector,
-                conflict_id=uuid.UUID(conflict["id"]), resolution=rules.policy,
-            )  # fmt: skip
-            return _Decision(change, result, conflict=conflict)
+            return _parked(change, conflict, outcome.reason, current, state)
         if outcome.winner is Side.CLIENT:
             decision = self._write(
                 work, change, key, None, {}, ChangeStatus.MERGED,
@@ -649,11 +634,7 @@ class SyncService:
             dict(change.base_values), client, None, None, rules.policy,
         )  # fmt: skip
         if outcome.winner is None:
-            result = ChangeResult(
-                change_id=change.change_id, status=ChangeStatus.CONFLICT, reason=outcome.reason,
-                conflict_id=uuid.UUID(conflict["id"]), resolution=rules.policy,
-            )  # fmt: skip
-            return _Decision(change, result, conflict=conflict)
+            return _parked(change, conflict, outcome.reason, None, None)
         if outcome.winner is Side.CLIENT:
             properties, geometry, _ = wire_to_edit_values(schema, change.values, complete=True)
             feature = Feature(change.global_id, 1, properties, geometry)
@@ -1201,6 +1182,28 @@ class SyncService:
                 set_geometry=has_geometry, base_version=conflict.server_version,
             )
         ]  # fmt: skip
+
+
+def _parked(
+    change: Change,
+    conflict: dict[str, Any],
+    reason: str,
+    current: Feature | None,
+    state: _RowState | None,
+    fields: Sequence[str] = (),
+) -> _Decision:
+    """A change parked in the review queue: nothing is written."""
+    result = ChangeResult(
+        change_id=change.change_id,
+        status=ChangeStatus.CONFLICT,
+        reason=reason,
+        version=None if current is None else current.version,
+        version_vector=None if state is None else state.vector,
+        conflict_id=uuid.UUID(conflict["id"]),
+        conflict_fields=list(fields),
+        resolution=ConflictPolicy.MANUAL,
+    )
+    return _Decision(change, result, conflict=conflict)
 
 
 def _attachment_refs(store: FeatureStore, layer: str, gid: uuid.UUID) -> list[AttachmentRef]:
