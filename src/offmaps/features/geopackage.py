@@ -101,7 +101,8 @@ _SQL_TYPES = {
     FieldType.DATE: "DATE",
     FieldType.DATETIME: "DATETIME",
 }
-_ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+"""Bytes of a GeoPackage geometry blob's envelope, by its envelope indicator."""
 
 _JOURNAL_ROW_INDEX = (
     "CREATE INDEX IF NOT EXISTS offmaps_journal_row ON offmaps_journal (layer, globalid)"
@@ -198,7 +199,7 @@ def _split(blob: bytes) -> tuple[int, bytes, tuple[float, float, float, float] |
     if len(blob) < 8 or blob[:2] != b"GP":
         raise ValueError("not a GeoPackage geometry")
     flags = blob[3]
-    size = _ENVELOPE_BYTES.get((flags >> 1) & 0b111)
+    size = ENVELOPE_BYTES.get((flags >> 1) & 0b111)
     if size is None:
         raise ValueError("bad envelope indicator")
     order = "<" if flags & 1 else ">"

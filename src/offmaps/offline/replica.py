@@ -61,6 +61,7 @@ from offmaps.errors import PackageError, SyncFailedError
 from offmaps.features._validate import check_added_field, check_name
 from offmaps.features.filters import FieldType
 from offmaps.features.geopackage import (
+    ENVELOPE_BYTES,
     _column_sql,
     _fields_json,
     _from_sql,
@@ -68,11 +69,10 @@ from offmaps.features.geopackage import (
     _register_functions,
     _timestamp,
     _to_sql,
-    decode_geometry,
     encode_geometry,
 )
 from offmaps.features.model import Field, GeometryType, LayerSchema
-from offmaps.features.wire import encode_wire_geometry, value_to_wire, wire_to_edit_values
+from offmaps.features.wire import value_to_wire, wire_to_edit_values
 from offmaps.schemas.changeset import (
     GEOMETRY_FIELD,
     AttachmentRef,
@@ -342,9 +342,23 @@ def _wire_row(schema: LayerSchema, stored: Mapping[str, object]) -> dict[str, An
         blob = stored[GEOMETRY_FIELD]
         if blob is not None and not isinstance(blob, str):
             raise ValueError("the geometry is not a GeoPackage blob")
-        geometry = None if blob is None else decode_geometry(bytes.fromhex(blob))
-        row[GEOMETRY_FIELD] = encode_wire_geometry(geometry)
+        row[GEOMETRY_FIELD] = None if blob is None else _wkb_hex(blob)
     return row
+
+
+def _wkb_hex(blob: str) -> str:
+    """The WKB of a GeoPackage geometry blob given in hex, in hex: the header is cut off
+    without decoding the geometry (the server decodes and checks it).
+
+    Raises:
+        ValueError: not a GeoPackage geometry blob.
+    """
+    if len(blob) < 18 or blob[:4].upper() != "4750":
+        raise ValueError("the geometry is not a GeoPackage blob")
+    envelope = ENVELOPE_BYTES.get((int(blob[6:8], 16) >> 1) & 0b111)
+    if envelope is None:
+        raise ValueError("the geometry blob has a bad envelope indicator")
+    return blob[16 + 2 * envelope :].lower()
 
 
 def _stored_values(
@@ -671,6 +685,8 @@ class LocalReplica:
                 last=parse_timestamp(row[0]) if row and row[0] else None,
             )
             ticked = False
+            counts: dict[tuple[str, str], int] = {}
+            stamped: list[tuple[str, int]] = []
 
             def stamp(outbox_row: Sequence[Any]) -> str:
                 nonlocal ticked
@@ -678,7 +694,9 @@ class LocalReplica:
                     return str(outbox_row[9])
                 wall[0] = int(outbox_row[8])
                 ticked = True
-                return str(clock.tick())
+                hlc = str(clock.tick())
+                stamped.append((hlc, int(outbox_row[0])))
+                return hlc
 
             last_seq = 0
             while limit is None or len(changes) < limit:
@@ -692,11 +710,12 @@ class LocalReplica:
                     if limit is not None and len(changes) >= limit:
                         break
                     last_seq = int(outbox_row[0])
-                    change = self._change(conn, schemas, outbox_row, stamp)
+                    change = self._change(conn, schemas, outbox_row, stamp, counts)
                     if change is not None:
                         changes.append(change)
                 if len(rows) < _BATCH:
                     break
+            conn.executemany("UPDATE offmaps_outbox SET hlc = ? WHERE seq = ?", stamped)
             if ticked and clock.last is not None:
                 conn.execute(
                     "INSERT OR REPLACE INTO offmaps_sync_state VALUES ('hlc', ?)",
@@ -710,6 +729,7 @@ class LocalReplica:
         schemas: Mapping[str, LayerSchema],
         row: Sequence[Any],
         stamp: Callable[[Sequence[Any]], str],
+        counts: dict[tuple[str, str], int],
     ) -> Change | None:
         """One outbox row as a wire change; ``None`` (and the row settled) when it is not one."""
         seq, change_id, layer, global_id, kind_text = row[:5]
@@ -746,13 +766,10 @@ class LocalReplica:
         ).fetchone()
         version = int(known[0]) if known else 0
         vector = json.loads(known[1]) if known and known[1] else vectors.derive(None, 0, version)
-        mine = conn.execute(
-            "SELECT count(*) FROM offmaps_outbox WHERE layer = ? AND globalid = ? "
-            "AND status = 'pending' AND seq <= ?",
-            (layer, global_id, seq),
-        ).fetchone()[0]
+        # pending() reads every pending change from the first, so counting as it goes counts
+        # the row's pending changes up to this one
+        mine = counts[layer, global_id] = counts.get((layer, global_id), 0) + 1
         hlc = stamp(row)
-        conn.execute("UPDATE offmaps_outbox SET hlc = ? WHERE seq = ?", (hlc, seq))
         try:
             return Change(
                 change_id=UUID(change_id),

@@ -529,14 +529,20 @@ class SyncService:
         concurrent: bool,
     ) -> _Decision:
         changed = [name for name in change.changed if name in change.values]
+        vector = merge(state.vector, change.version_vector)
+        if not concurrent:  # the device saw every edit of the row: its values go in as they are
+            values = {name: change.values[name] for name in changed}
+            if not values:
+                status = ChangeStatus.APPLIED
+                return self._done(work, change, key, current, state, status, vector=vector)
+            return self._write_update(work, change, schema, key, current, vector, values)
         client = canonical_values(schema, {name: change.values[name] for name in changed})
         base = canonical_values(
             schema, {name: change.base_values.get(name) for name in changed if name in client}
         )
         server = feature_to_wire(schema, current)
         merged = merge_fields(list(client), base, client, server)
-        vector = merge(state.vector, change.version_vector)
-        status = ChangeStatus.MERGED if concurrent else ChangeStatus.APPLIED
+        status = ChangeStatus.MERGED
         values = dict(merged.values)
         conflict = None
         resolution: ConflictPolicy | None = None
@@ -559,11 +565,29 @@ class SyncService:
             if outcome.winner is None:
                 return _parked(change, conflict, outcome.reason, current, state, merged.conflicts)
             values.update(outcome.values)
-            status = ChangeStatus.MERGED
         if not values:
             decision = self._done(work, change, key, current, state, status, vector=vector)
-            decision.conflict = conflict
-            return decision
+        else:
+            decision = self._write_update(
+                work, change, schema, key, current, vector, values, status,
+                conflict_fields=list(merged.conflicts), resolution=resolution, reason=reason,
+            )  # fmt: skip
+        decision.conflict = conflict
+        return decision
+
+    def _write_update(
+        self,
+        work: _Merge,
+        change: Change,
+        schema: LayerSchema,
+        key: tuple[str, str],
+        current: Feature,
+        vector: dict[str, int],
+        values: Mapping[str, Any],
+        status: ChangeStatus = ChangeStatus.APPLIED,
+        **result: Any,
+    ) -> _Decision:
+        """A change that writes ``values`` (wire values of some fields) over the row."""
         properties, geometry, has_geometry = wire_to_edit_values(schema, values, complete=False)
         feature = Feature(
             current.global_id,
@@ -575,12 +599,7 @@ class SyncService:
             change.layer, change.global_id, properties, geometry,
             set_geometry=has_geometry, base_version=current.version,
         )  # fmt: skip
-        decision = self._write(
-            work, change, key, feature, vector, status, edit,
-            conflict_fields=list(merged.conflicts), resolution=resolution, reason=reason,
-        )  # fmt: skip
-        decision.conflict = conflict
-        return decision
+        return self._write(work, change, key, feature, vector, status, edit, **result)
 
     def _delete_against_update(
         self,
