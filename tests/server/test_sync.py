@@ -580,7 +580,7 @@ def test_replicas_are_private_to_their_owner_and_gone_once_unregistered(
     device.task.unregister_geodatabases()
     assert_problem(client.get(url, headers=live_server.server.token("editor")), 404)
     assert_problem(post(live_server, entry.replica_id, []), 404)
-    with pytest.raises(SyncFailedError, match=r"never registered"):
+    with pytest.raises(SyncFailedError, match=r"city: ReplicaNotFoundError: .*never registered"):
         device.sync()
 
 

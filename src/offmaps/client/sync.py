@@ -272,19 +272,28 @@ class OfflineMapSyncJob:
             self._on_progress(self.progress, message)
 
     def _run(self) -> None:
+        """Sync every replica; one that fails does not stop the others (its error is in the
+        result's ``errors``), and the job fails at the end."""
         replicas = self.task.replicas
-        try:
-            for index, replica in enumerate(replicas):
-                share = 1 / max(len(replicas), 1)
+        errors = self.result.errors
+        for index, replica in enumerate(replicas):
+            share = 1 / max(len(replicas), 1)
+            try:
                 _ReplicaSync(self, replica, index * share, share).run()
-            self._report(1.0, "sync finished")
-            self.status = SyncJobStatus.SUCCEEDED
-        except OffmapsError as exc:
-            self.error = exc if isinstance(exc, SyncFailedError) else SyncFailedError(str(exc))
+            except SyncFailedError as exc:
+                errors[replica.service] = str(exc)
+            except OffmapsError as exc:
+                errors[replica.service] = f"{type(exc).__name__}: {exc}"
+            except OSError as exc:
+                errors[replica.service] = f"the package cannot be written: {exc}"
+        if errors:
+            self.error = SyncFailedError(
+                "; ".join(f"{service}: {reason}" for service, reason in errors.items())
+            )
             self.status = SyncJobStatus.FAILED
-        except OSError as exc:
-            self.error = SyncFailedError(f"the package cannot be written: {exc}")
-            self.status = SyncJobStatus.FAILED
+            return
+        self._report(1.0, "sync finished")
+        self.status = SyncJobStatus.SUCCEEDED
 
 
 class _ReplicaSync:
