@@ -61,6 +61,7 @@ from offmaps.errors import PackageError, SyncFailedError
 from offmaps.features._validate import check_added_field, check_name
 from offmaps.features.filters import FieldType
 from offmaps.features.geopackage import (
+    CACHE_KIB,
     ENVELOPE_BYTES,
     _column_sql,
     _fields_json,
@@ -453,6 +454,7 @@ class LocalReplica:
             _register_functions(conn)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             cls._install(conn, path, replica_id, generation, layers)
         except sqlite3.Error as exc:
             conn.close()
