@@ -145,16 +145,18 @@ from offmaps.offline.editing import open_feature_table
 folder, url = sys.argv[1], sys.argv[2]
 package = MobileMapPackage(folder).load()
 with open_feature_table(package, "sites") as sites:
-    first, second = list(sites.query())[:2]
+    first = next(iter(sites.query()))
     sites.update_feature(first.global_id, {"condition": "broken"})
     found = sites.add_feature({"name": "Hydrant found in the field", "kind": "fire_hydrant",
                                "condition": "good"}, Point(24.945, 60.17))
     sites.add_attachment(found.global_id, "photo.jpg", "image/jpeg", b"\xff\xd8" + b"field photo" * 500)
-    print(f"SDK: changed {first.properties['name']!r}, added a site with a photo")
+    print(f"SDK: set site {first.properties['osm_id']} broken, added a site with a photo")
 (replica,) = package.manifest.replicas
 with sqlite3.connect(f"{folder}/{replica.file}") as db:  # another tool, straight SQL
-    db.execute("UPDATE sites SET name = name || ' (checked)' WHERE globalid = ?", (str(second.global_id),))
-print("sqlite3: renamed a second site")
+    # (a table: editing a feature layer needs the GeoPackage SQL functions GDAL and QGIS bring)
+    db.execute("UPDATE inspections SET notes = 'rechecked from the field' "
+               "WHERE fid = (SELECT min(fid) FROM inspections)")
+print("sqlite3: changed the notes of an inspection")
 token = httpx.post(f"{url}/oauth2/token", data={"grant_type": "password", "username": "editor",
                    "password": "offmaps-sample"}).json()["access_token"]
 office = httpx.patch(f"{url}/collections/helsinki.sites/items/{first.global_id}",
@@ -170,6 +172,7 @@ CONFLICT=$($BIN/offmaps conflicts list --server "$URL" --json | $BIN/python -c '
 $BIN/offmaps conflicts show "$CONFLICT" --server "$URL"
 $BIN/offmaps conflicts resolve "$CONFLICT" --server "$URL" --side client
 $BIN/offmaps sync "$OUT/offline-map"
+$BIN/offmaps sync status "$OUT/offline-map"
 
 kill $SERVER; wait $SERVER 2>/dev/null || true
 trap - EXIT
