@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -394,6 +396,7 @@ def sync_through(device: Device, transport: FaultyTransport) -> Any:
 
 
 def offline_edits(device: Device, find: str) -> None:
+    """A device's edits: an insert, an update, a delete and a photo."""
     sites = device.sites()
     device.edit(
         Insert("sites", {"name": find, "status": "new", "osm_id": 7}, Point(24.92, 60.1)),
@@ -403,49 +406,100 @@ def offline_edits(device: Device, find: str) -> None:
     attach(device, sites["site 4"].global_id, f"picture of {find}".encode())
 
 
+def fresh_device(live_server: LiveServer, take_offline: Callable[..., Device], name: str) -> Device:
+    """A device with the edits of :func:`offline_edits`, the office editing site 5 meanwhile;
+    the rows they touch are put back first."""
+    server = server_sites(live_server)
+    restore: list[Any] = [Update("sites", server["site 1"].global_id, {"status": "ok"})]
+    if "site 2" not in server:
+        restore.append(Insert("sites", {"name": "site 2", "osm_id": 2}, Point(24.92, 60.1)))
+    server_edit(live_server, *restore)
+    device = take_offline(name=name)
+    offline_edits(device, f"find {name}")
+    server_edit(live_server, Update("sites", device.sites()["site 5"].global_id, {"status": name}))
+    return device
+
+
+def check_converged(live_server: LiveServer, device: Device, name: str) -> None:
+    """Every edit of :func:`fresh_device` arrived once, and the device has the office's."""
+    server = server_sites(live_server)
+    assert sum(1 for found in server if found == f"find {name}") == 1
+    assert server["site 1"].properties["status"] == "device"
+    assert "site 2" not in server
+    local = device.sites()
+    assert local["site 5"].properties["status"] == name
+    assert {n: f.properties for n, f in local.items()} == {
+        n: f.properties for n, f in server.items() if n in local
+    }
+    counts = device.outbox()
+    assert counts == {ChangeStatus.APPLIED: 4}, (name, counts)
+    store = live_server.server.catalog.feature_service("city")
+    attachments = store.list_attachments("sites", local["site 4"].global_id)
+    picture = hashlib.sha256(f"picture of find {name}".encode()).hexdigest()
+    pictures = [a for a in attachments if a.sha256 == picture]
+    assert len(pictures) == 1, name
+
+
 def test_a_sync_cut_at_any_step_converges_on_retry_with_no_duplicate_and_no_loss(
     live_server: LiveServer, take_offline: Callable[..., Device]
 ) -> None:
-    probe = take_offline(name="probe")
-    offline_edits(probe, "probe find")
+    probe = fresh_device(live_server, take_offline, "probe")
     counting = FaultyTransport(None, "request")
     sync_through(probe, counting)
     steps = counting.count
-    attached = 1
     assert steps >= 4  # upload state, bytes, change set, download
     for lose in ("request", "response"):
         for step in range(1, steps + 1):
-            server = server_sites(live_server)  # the rows the next device takes offline
-            restore: list[Any] = [Update("sites", server["site 1"].global_id, {"status": "ok"})]
-            if "site 2" not in server:
-                restore.append(Insert("sites", {"name": "site 2", "osm_id": 2}, Point(24.92, 60.1)))
-            server_edit(live_server, *restore)
-            device = take_offline(name=f"{lose}-{step}")
-            find = f"find {lose} {step}"
-            offline_edits(device, find)
-            server_edit(
-                live_server,
-                Update("sites", device.sites()["site 5"].global_id, {"status": f"s{step}"}),
-            )
+            name = f"{lose}-{step}"
+            device = fresh_device(live_server, take_offline, name)
             with pytest.raises(SyncFailedError):
                 sync_through(device, FaultyTransport(step, lose))
             device.sync()  # the next sync, as after a restart
-            server = server_sites(live_server)
-            assert sum(1 for name in server if name == find) == 1
-            assert server["site 1"].properties["status"] == "device"
-            assert "site 2" not in server
-            local = device.sites()
-            assert local["site 5"].properties["status"] == f"s{step}"
-            assert {n: f.properties for n, f in local.items()} == {
-                n: f.properties for n, f in server.items() if n in local
-            }
-            counts = device.outbox()
-            assert counts.get(ChangeStatus.PENDING, 0) == 0, (lose, step, counts)
-            assert counts.get(ChangeStatus.APPLIED, 0) == 4, (lose, step, counts)
-            store = live_server.server.catalog.feature_service("city")
-            attachments = store.list_attachments("sites", local["site 4"].global_id)
-            attached += 1
-            assert [a.name for a in attachments].count("photo.jpg") == attached
+            check_converged(live_server, device, name)
+
+
+KILLED_SYNC = """
+import os, sys
+from datetime import datetime, timedelta, timezone
+import httpx
+from offmaps.client import OfflineMapSyncTask, Portal, SyncOfflineMapParameters
+from offmaps.client.portal import Credentials
+
+url, token, folder, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+class Killing(httpx.HTTPTransport):
+    count = 0
+
+    def handle_request(self, request):
+        response = super().handle_request(request)
+        Killing.count += 1
+        if Killing.count == kill_at:
+            response.read()
+            os._exit(9)  # killed with the server's answer unread
+        return response
+
+expires = datetime.now(timezone.utc) + timedelta(hours=1)
+portal = Portal(url, credentials=Credentials(url, token, expires, ""), transport=Killing())
+OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters()).wait()
+"""
+
+
+def test_a_sync_process_killed_at_any_step_converges_on_the_next_sync(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    for step in range(1, 6):  # sign-in is not counted: answer state, bytes, set, download...
+        name = f"killed-{step}"
+        device = fresh_device(live_server, take_offline, name)
+        credentials = device.task.portal.credentials
+        assert credentials is not None
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_SYNC, live_server.url, credentials.access_token,
+             str(device.folder), str(step)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert killed.returncode == 9, killed.stderr
+        device.sync()
+        check_converged(live_server, device, name)
 
 
 HLC = "1796000000000.000000.server"
