@@ -782,11 +782,19 @@ class GeoPackageStore:
         with self._write() as (conn, generation):
             changed_at = _timestamp(_now())
             touched: set[str] = set()
+            journal: list[tuple[object, ...]] = []
+            # consecutive inserts into one layer go out together; anything else sends them first
+            run: list[tuple[Feature, list[object]]] = []
+            run_layer: _Layer | None = None
             for edit in edits:
                 layer = self._layer(edit.layer)
+                if run and (layer is not run_layer or not isinstance(edit, Insert)):
+                    self._insert_rows(conn, run_layer, run)
+                    run = []
+                run_layer = layer
                 touched.add(edit.layer)
                 if isinstance(edit, Insert):
-                    result = self._insert(conn, layer, edit)
+                    result = self._insert_values(layer, edit, run)
                     kind = ChangeKind.INSERT
                 elif isinstance(edit, Update):
                     result = self._update(conn, layer, edit)
@@ -795,19 +803,18 @@ class GeoPackageStore:
                     result, kind = self._delete(conn, layer, edit), ChangeKind.DELETE
                 else:
                     raise InvalidFeatureError(f"not an edit: {type(edit).__name__}")
-                conn.execute(
-                    "INSERT INTO offmaps_journal (generation, layer, globalid, kind, version, "
-                    "changed_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        generation,
-                        edit.layer,
-                        str(result.global_id),
-                        kind.value,
-                        result.version,
-                        changed_at,
-                    ),
-                )
+                journal.append(
+                    (generation, edit.layer, str(result.global_id), kind.value, result.version,
+                     changed_at)
+                )  # fmt: skip
                 results.append(None if kind is ChangeKind.DELETE else result)
+            if run:
+                self._insert_rows(conn, run_layer, run)
+            conn.executemany(
+                "INSERT INTO offmaps_journal (generation, layer, globalid, kind, version, "
+                "changed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                journal,
+            )
             conn.executemany(
                 "UPDATE gpkg_contents SET last_change = ? WHERE table_name = ?",
                 [(changed_at, name) for name in touched],
@@ -1013,29 +1020,53 @@ class GeoPackageStore:
             )
         return layer.row_to_feature(row)
 
-    def _insert(self, conn: sqlite3.Connection, layer: _Layer, edit: Insert) -> Feature:
+    def _insert_values(
+        self, layer: _Layer, edit: Insert, run: list[tuple[Feature, list[object]]]
+    ) -> Feature:
+        """Check an insert and add its column values to ``run``; returns the row it makes."""
         schema = layer.schema
         properties = check_properties(schema, edit.properties, complete=True)
         geometry = normalise_geometry(schema, edit.geometry)
         global_id = edit.global_id or uuid.uuid4()
         if not isinstance(global_id, UUID):
             raise InvalidFeatureError("global_id must be a UUID")
-        columns = ["globalid", "row_version", *map(_q, layer.names)]
         values: list[object] = [str(global_id), 1]
         values += [_to_sql(k, properties[n]) for n, k in zip(layer.names, layer.kinds, strict=True)]
         if not schema.is_table:
-            columns.append("geom")
             values.append(None if geometry is None else encode_geometry(geometry, schema.srid))
-        marks = ", ".join("?" * len(values))
+        feature = Feature(global_id, 1, properties, geometry)
+        run.append((feature, values))
+        return feature
+
+    @staticmethod
+    def _insert_rows(
+        conn: sqlite3.Connection, layer: _Layer | None, run: list[tuple[Feature, list[object]]]
+    ) -> None:
+        """Insert checked rows at once; a global id taken already is named in the error."""
+        if layer is None or not run:
+            return
+        columns = ["globalid", "row_version", *map(_q, layer.names)]
+        if not layer.schema.is_table:
+            columns.append("geom")
+        sql = (
+            f"INSERT INTO {layer.table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))})"
+        )
+        conn.execute("SAVEPOINT offmaps_insert_run")
         try:
-            conn.execute(
-                f"INSERT INTO {layer.table} ({', '.join(columns)}) VALUES ({marks})", values
-            )
+            conn.executemany(sql, [values for _, values in run])
         except sqlite3.IntegrityError:
-            raise InvalidFeatureError(
-                f"{schema.name!r} has a row with global id {global_id} already"
-            ) from None
-        return Feature(global_id, 1, properties, geometry)
+            conn.execute("ROLLBACK TO offmaps_insert_run")
+            for feature, values in run:
+                try:
+                    conn.execute(sql, values)
+                except sqlite3.IntegrityError:
+                    raise InvalidFeatureError(
+                        f"{layer.schema.name!r} has a row with global id {feature.global_id} "
+                        "already"
+                    ) from None
+        finally:
+            conn.execute("RELEASE offmaps_insert_run")
 
     def _update(self, conn: sqlite3.Connection, layer: _Layer, edit: Update) -> Feature:
         schema = layer.schema
