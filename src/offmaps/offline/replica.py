@@ -328,6 +328,24 @@ def _install_triggers(conn: sqlite3.Connection, schemas: Iterable[LayerSchema]) 
 # --- values -------------------------------------------------------------------------------
 
 
+def _known_versions(
+    conn: sqlite3.Connection, global_ids: Sequence[str]
+) -> dict[tuple[str, str], tuple[int, str | None]]:
+    """The server versions and vectors recorded for rows, by (layer, global id)."""
+    if not global_ids:
+        return {}
+    unique = sorted(set(global_ids))
+    marks = ", ".join("?" * len(unique))
+    return {
+        (layer, global_id): (version, vector)
+        for layer, global_id, version, vector in conn.execute(
+            "SELECT layer, globalid, version, vector FROM offmaps_sync_rows "
+            f"WHERE globalid IN ({marks})",
+            unique,
+        )
+    }
+
+
 def _wire_row(schema: LayerSchema, stored: Mapping[str, object]) -> dict[str, Any]:
     """A row recorded by a trigger (SQL values, the geometry blob in hex) as wire values: the
     fields it has, then the geometry.
@@ -708,11 +726,12 @@ class LocalReplica:
                     "ORDER BY seq LIMIT ?",
                     [last_seq, *params, _BATCH],
                 ).fetchall()
+                versions = _known_versions(conn, [str(r[3]) for r in rows])
                 for outbox_row in rows:
                     if limit is not None and len(changes) >= limit:
                         break
                     last_seq = int(outbox_row[0])
-                    change = self._change(conn, schemas, outbox_row, stamp, counts)
+                    change = self._change(conn, schemas, outbox_row, stamp, counts, versions)
                     if change is not None:
                         changes.append(change)
                 if len(rows) < _BATCH:
@@ -732,6 +751,7 @@ class LocalReplica:
         row: Sequence[Any],
         stamp: Callable[[Sequence[Any]], str],
         counts: dict[tuple[str, str], int],
+        versions: Mapping[tuple[str, str], tuple[int, str | None]],
     ) -> Change | None:
         """One outbox row as a wire change; ``None`` (and the row settled) when it is not one."""
         seq, change_id, layer, global_id, kind_text = row[:5]
@@ -762,10 +782,7 @@ class LocalReplica:
             base_values = {name: old.get(name) for name in changed}
         elif kind is SyncChangeKind.DELETE:
             base_values = old
-        known = conn.execute(
-            "SELECT version, vector FROM offmaps_sync_rows WHERE layer = ? AND globalid = ?",
-            (layer, global_id),
-        ).fetchone()
+        known = versions.get((layer, global_id))
         version = int(known[0]) if known else 0
         vector = json.loads(known[1]) if known and known[1] else vectors.derive(None, 0, version)
         # pending() reads every pending change from the first, so counting as it goes counts
@@ -810,36 +827,49 @@ class LocalReplica:
         """
         with self._transaction() as conn:
             acked = _now_ms()
-            for result in results:
-                found = conn.execute(
-                    "SELECT layer, globalid FROM offmaps_outbox WHERE change_id = ?",
-                    (str(result.change_id),),
-                ).fetchone()
-                if found is None:
-                    continue
-                conn.execute(
-                    "UPDATE offmaps_outbox SET status = ?, reason = ?, conflict_id = ?, "
-                    "acked_ms = ? WHERE change_id = ?",
-                    (
-                        result.status.value,
-                        result.reason,
-                        None if result.conflict_id is None else str(result.conflict_id),
-                        acked,
-                        str(result.change_id),
-                    ),
+            rows: dict[str, tuple[str, str]] = {}
+            ids = [str(result.change_id) for result in results]
+            for begin in range(0, len(ids), _BATCH):
+                chunk = ids[begin : begin + _BATCH]
+                rows.update(
+                    (change_id, (layer, global_id))
+                    for change_id, layer, global_id in conn.execute(
+                        "SELECT change_id, layer, globalid FROM offmaps_outbox "
+                        f"WHERE change_id IN ({', '.join('?' * len(chunk))})",
+                        chunk,
+                    )
                 )
-                if result.status not in (ChangeStatus.APPLIED, ChangeStatus.MERGED):
-                    continue
-                if result.version is None:
-                    conn.execute(
-                        "DELETE FROM offmaps_sync_rows WHERE layer = ? AND globalid = ?", found
+            known = [r for r in results if str(r.change_id) in rows]
+            conn.executemany(
+                "UPDATE offmaps_outbox SET status = ?, reason = ?, conflict_id = ?, "
+                "acked_ms = ? WHERE change_id = ?",
+                [
+                    (
+                        r.status.value,
+                        r.reason,
+                        None if r.conflict_id is None else str(r.conflict_id),
+                        acked,
+                        str(r.change_id),
                     )
-                else:
-                    vector = result.version_vector
-                    conn.execute(
-                        "INSERT OR REPLACE INTO offmaps_sync_rows VALUES (?, ?, ?, ?)",
-                        (*found, result.version, json.dumps(vector) if vector else None),
+                    for r in known
+                ],
+            )
+            # the last applied or merged answer of each row says what the server holds
+            states: dict[tuple[str, str], tuple[int, str | None] | None] = {}
+            for r in known:
+                if r.status in (ChangeStatus.APPLIED, ChangeStatus.MERGED):
+                    vector = json.dumps(r.version_vector) if r.version_vector else None
+                    states[rows[str(r.change_id)]] = (
+                        None if r.version is None else (r.version, vector)
                     )
+            conn.executemany(
+                "DELETE FROM offmaps_sync_rows WHERE layer = ? AND globalid = ?",
+                [key for key, state in states.items() if state is None],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO offmaps_sync_rows VALUES (?, ?, ?, ?)",
+                [(*key, *state) for key, state in states.items() if state is not None],
+            )
 
     def seed_server_states(self, states: Iterable[tuple[str, str, int, Mapping[str, int]]]) -> int:
         """Record the server's version vectors of rows as the replica was taken: ``(layer,
