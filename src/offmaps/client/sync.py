@@ -408,7 +408,8 @@ class _ReplicaSync:
         """Post a change set; a dropped connection is retried with the same set (the server
         answers changes it has seen with their recorded answers)."""
         body = change_set.model_dump_json().encode()
-        for attempt in range(_RETRIES):
+        attempts = 0
+        while True:
             try:
                 found = self.portal.request(
                     "POST",
@@ -418,9 +419,9 @@ class _ReplicaSync:
                 )
                 return ChangeSetResult.model_validate(found)
             except ConnectionFailedError:
-                if attempt == _RETRIES - 1:
+                attempts += 1
+                if attempts == _RETRIES:
                     raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def upload_attachments(self, changes: Sequence[Change]) -> None:
         result = self.job.result
@@ -504,16 +505,17 @@ class _ReplicaSync:
         params: dict[str, str | int] = {"since": since}
         if layers:
             params["layers"] = ",".join(layers)
-        for attempt in range(_RETRIES):
+        attempts = 0
+        while True:
             try:
                 self.stream_to(target, params)
                 return _read_download(target)
             except ConnectionFailedError:
-                if attempt == _RETRIES - 1:
+                attempts += 1
+                if attempts == _RETRIES:
                     raise
             finally:
                 target.unlink(missing_ok=True)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def stream_to(self, target: Path, params: dict[str, str | int]) -> None:
         url = httpx.URL(f"{self.portal.url}{self.path}/changes", params=params)

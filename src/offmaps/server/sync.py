@@ -430,7 +430,6 @@ class SyncService:
     ) -> _Decision:
         key = (change.layer, str(change.global_id))
         current = work.rows.get(key)
-        state = self._state(work, key, current)
         client_vector = dict(change.version_vector)
         node = work.replica.id
         if change.kind is SyncChangeKind.INSERT:
@@ -442,6 +441,7 @@ class SyncService:
             properties, geometry, _ = wire_to_edit_values(schema, change.values, complete=True)
             if current is not None:
                 if feature_to_wire(schema, current) == canonical_values(schema, change.values):
+                    state = self._state(work, key, current)
                     return self._done(work, change, key, current, state, ChangeStatus.APPLIED)
                 return reject(f"{change.layer!r} has a row with global id {change.global_id}")
             feature = Feature(change.global_id, 1, properties, geometry)
@@ -463,7 +463,7 @@ class SyncService:
             if change.kind is SyncChangeKind.DELETE:
                 return self._done(work, change, key, None, None, ChangeStatus.APPLIED)
             return self._update_against_delete(work, change, schema, rules, key, last)
-        assert state is not None  # a row that exists has a state
+        state = self._state(work, key, current)
         if change.base_version > current.version:
             return reject(
                 f"base version {change.base_version} is newer than the server's "
@@ -493,11 +493,9 @@ class SyncService:
             if name != GEOMETRY_FIELD and name not in editable:
                 raise InvalidChangeSetError(f"field {name!r} of {layer!r} is not editable")
 
-    def _state(
-        self, work: _Merge, key: tuple[str, str], current: Feature | None
-    ) -> _RowState | None:
-        if current is None:
-            return None
+    def _state(self, work: _Merge, key: tuple[str, str], current: Feature) -> _RowState:
+        """The row's version vector now: as recorded, or carried forward from the record by
+        the versions written since without sync."""
         recorded = work.states.get(key)
         if recorded is not None and recorded.version == current.version:
             return recorded
