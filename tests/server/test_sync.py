@@ -25,7 +25,7 @@ from offmaps.features import FieldType
 from offmaps.features.geopackage import GeoPackageStore
 from offmaps.features.model import Delete, Feature, FeatureQuery, Field, Insert, Update
 from offmaps.offline.editing import open_feature_table
-from offmaps.offline.package import MobileMapPackage
+from offmaps.offline.package import MobileMapPackage, verify_package
 from offmaps.offline.replica import LocalReplica
 from offmaps.schemas import EditingCapabilities, SyncDirection
 from offmaps.schemas.changeset import ChangeStatus, ConflictPolicy
@@ -500,6 +500,10 @@ def test_a_sync_process_killed_at_any_step_converges_on_the_next_sync(
         assert killed.returncode == 9, killed.stderr
         device.sync()
         check_converged(live_server, device, name)
+        assert not list(device.folder.rglob("*.part"))
+        assert not list(device.folder.glob(".offmaps-sync-*"))
+        report = verify_package(device.folder)
+        assert report.ok, report.problems
 
 
 HLC = "1796000000000.000000.server"
@@ -623,7 +627,7 @@ def test_replicas_are_private_to_their_owner_and_gone_once_unregistered(
     (entry,) = device.package.manifest.replicas
     client = live_server.server.client
     url = f"/api/replicas/{entry.replica_id}"
-    assert_problem(client.get(url), 404)
+    assert_problem(client.get(url), 401)
     assert_problem(client.get(url, headers=live_server.server.token("viewer")), 404)
     assert client.get(url, headers=live_server.server.token("admin")).status_code == 200
     assert_problem(

@@ -326,6 +326,7 @@ class _ReplicaSync:
 
     def run(self) -> None:
         parameters = self.job.parameters
+        self.remove_leftovers()
         with self.job.task.open_replica(self.replica) as local:
             layers = self.layers(local)
             if layers == []:
@@ -334,6 +335,14 @@ class _ReplicaSync:
                 self.upload(local, layers)
             if _allows(self.replica.sync_direction, parameters.sync_direction, "download"):
                 self.download(local, layers)
+
+    def remove_leftovers(self) -> None:
+        """Remove the partial files of a sync that was killed (they are never read)."""
+        (self.root / _DOWNLOAD_NAME).unlink(missing_ok=True)
+        folder = self.root / "attachments"
+        if folder.is_dir():
+            for part in folder.glob("*/*/*.part"):
+                part.unlink(missing_ok=True)
 
     # --- upload ----------------------------------------------------------------------------
 

@@ -68,7 +68,9 @@ class ResolveRequest(BaseModel):
 def _owner_or_admin(principal: Principal, replica: Replica, scope: Scope) -> None:
     if principal.has(Scope.ADMIN):
         return
-    if principal.anonymous or replica.owner != principal.subject:
+    if principal.anonymous:
+        raise InvalidTokenError("syncing needs a signed-in user: log in first")
+    if replica.owner != principal.subject:
         raise ReplicaNotFoundError(f"no replica {replica.id!r}")
     if not principal.has(scope):
         raise InsufficientScopeError(f"syncing needs the {scope.value} scope")
