@@ -229,6 +229,15 @@ def test_sdk_edits_are_captured_in_order(replica: LocalReplica, store: GeoPackag
     ]
 
 
+def test_pending_can_skip_the_set_in_flight(replica: LocalReplica, store: GeoPackageStore) -> None:
+    store.apply_edits([Update("sites", A, {"name": "pump"})])
+    store.apply_edits([Delete("sites", A)])
+    _, second = replica.pending()
+    (following,) = replica.pending(limit=5, skip=1)
+    assert following == second
+    assert following.version_vector == {REPLICA: 2, "server": 3}  # the first still counts
+
+
 def test_pending_filters_by_layer_and_limit(replica: LocalReplica, store: GeoPackageStore) -> None:
     store.apply_edits([Update("visits", C, {"note": "wet"}), Update("sites", B, {"count": 5})])
 

@@ -129,7 +129,7 @@ def test_edits_made_offline_come_home_and_the_servers_come_down(
     assert (updates.upload_changes, updates.upload_available) == (3, True)
     assert updates.download_available
 
-    result = device.sync()
+    result = device.sync(batch_size=1)  # three sets, each read while the last is merged
     assert not result.has_errors
     sites_result = result.layer_results["sites"]
     assert (sites_result.uploaded, sites_result.applied) == (3, 3)

@@ -128,7 +128,8 @@ def device_store(world: World, index: int) -> GeoPackageStore:
 
 def sync(world: World, index: int, direction: str) -> None:
     task = world.devices[index][1]
-    parameters = SyncOfflineMapParameters(sync_direction=SyncDirection(direction))
+    # sets of 2 changes: uploads take several sets, each read while the previous is merged
+    parameters = SyncOfflineMapParameters(sync_direction=SyncDirection(direction), batch_size=2)
     task.sync_offline_map(parameters).wait()
 
 

@@ -16,6 +16,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -359,45 +360,49 @@ class _ReplicaSync:
             local.record_results(settled)
 
     def upload(self, local: LocalReplica, layers: list[str] | None) -> None:
+        """Upload the outbox set by set; the next set is read while the server merges the
+        current one."""
         parameters = self.job.parameters
         self.refresh_conflicts(local)
-        result = self.job.result
         total = max(local.pending_count(layers), 1)
         done = 0
-        while True:
-            changes = local.pending(layers, limit=parameters.batch_size)
-            if not changes:
-                break
-            self.upload_attachments(changes)
-            change_set = ChangeSet(
-                change_set_id=uuid.uuid4(),
-                replica_id=self.replica.replica_id,
-                changes=changes,
-                rollback_on_failure=parameters.rollback_on_failure,
-            )
-            answer = self.send(change_set)
-            local.record_results(answer.results)
-            self.take_rows(local, answer)
-            by_id = {c.change_id: c for c in changes}
-            for found in answer.results:
-                change = by_id[found.change_id]
-                layer = result.layer(change.layer)
-                layer.uploaded += 1
-                if found.status is ChangeStatus.APPLIED:
-                    layer.applied += 1
-                elif found.status is ChangeStatus.MERGED:
-                    layer.merged += 1
-                elif found.status is ChangeStatus.CONFLICT:
-                    layer.conflicts += 1
-                elif found.status is ChangeStatus.REJECTED:
-                    layer.rejected += 1
-                    layer.rejections.append(f"{found.change_id}: {found.reason}")
-            done += len(changes)
-            self.report(0.5 * done / total, f"uploaded {done:,} of {total:,} changes")
-            if all(r.status is ChangeStatus.PENDING for r in answer.results):
-                break  # rolled back: the rest would be refused the same way
-            if any(r.status is ChangeStatus.PENDING for r in answer.results):
-                break
+        changes = local.pending(layers, limit=parameters.batch_size)
+        with ThreadPoolExecutor(1, thread_name_prefix="offmaps-upload") as sender:
+            while changes:
+                self.upload_attachments(changes)
+                change_set = ChangeSet(
+                    change_set_id=uuid.uuid4(),
+                    replica_id=self.replica.replica_id,
+                    changes=changes,
+                    rollback_on_failure=parameters.rollback_on_failure,
+                )
+                sent = sender.submit(self.send, change_set)
+                following = local.pending(layers, limit=parameters.batch_size, skip=len(changes))
+                answer = sent.result()
+                local.record_results(answer.results)
+                self.take_rows(local, answer)
+                self.count(changes, answer)
+                done += len(changes)
+                self.report(0.5 * done / total, f"uploaded {done:,} of {total:,} changes")
+                if any(r.status is ChangeStatus.PENDING for r in answer.results):
+                    break  # rolled back: the rest waits for the next sync
+                changes = following
+
+    def count(self, changes: Sequence[Change], answer: ChangeSetResult) -> None:
+        """Add a set's answers to the per-layer results."""
+        by_id = {c.change_id: c for c in changes}
+        for found in answer.results:
+            layer = self.job.result.layer(by_id[found.change_id].layer)
+            layer.uploaded += 1
+            if found.status is ChangeStatus.APPLIED:
+                layer.applied += 1
+            elif found.status is ChangeStatus.MERGED:
+                layer.merged += 1
+            elif found.status is ChangeStatus.CONFLICT:
+                layer.conflicts += 1
+            elif found.status is ChangeStatus.REJECTED:
+                layer.rejected += 1
+                layer.rejections.append(f"{found.change_id}: {found.reason}")
 
     def take_rows(self, local: LocalReplica, answer: ChangeSetResult) -> None:
         """Take the server's rows of merged, conflicting and rejected changes (the device

@@ -667,7 +667,7 @@ class LocalReplica:
         ]
 
     def pending(
-        self, layers: Sequence[str] | None = None, limit: int | None = None
+        self, layers: Sequence[str] | None = None, limit: int | None = None, skip: int = 0
     ) -> list[Change]:
         """The pending outbox rows, oldest first, as wire changes to upload.
 
@@ -680,6 +680,8 @@ class LocalReplica:
         Args:
             layers: only changes of these layers (default: all).
             limit: at most this many changes.
+            skip: leave out the first ``skip`` changes (a set being uploaded while the next
+                one is read); they still count in the version vectors of later changes.
 
         Returns:
             The changes, in the order they were made.
@@ -732,7 +734,9 @@ class LocalReplica:
                         break
                     last_seq = int(outbox_row[0])
                     change = self._change(conn, schemas, outbox_row, stamp, counts, versions)
-                    if change is not None:
+                    if change is not None and skip:
+                        skip -= 1
+                    elif change is not None:
                         changes.append(change)
                 if len(rows) < _BATCH:
                     break
