@@ -377,7 +377,9 @@ class _ReplicaSync:
                     rollback_on_failure=parameters.rollback_on_failure,
                 )
                 sent = sender.submit(self.send, change_set)
-                following = local.pending(layers, limit=parameters.batch_size, skip=len(changes))
+                following = local.pending(
+                    layers, limit=parameters.batch_size, skip={c.change_id for c in changes}
+                )
                 answer = sent.result()
                 local.record_results(answer.results)
                 self.take_rows(local, answer)

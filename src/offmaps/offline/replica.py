@@ -45,7 +45,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -329,21 +329,25 @@ def _install_triggers(conn: sqlite3.Connection, schemas: Iterable[LayerSchema]) 
 
 
 def _known_versions(
-    conn: sqlite3.Connection, global_ids: Sequence[str]
+    conn: sqlite3.Connection, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[int, str | None]]:
-    """The server versions and vectors recorded for rows, by (layer, global id)."""
-    if not global_ids:
-        return {}
-    unique = sorted(set(global_ids))
-    marks = ", ".join("?" * len(unique))
-    return {
-        (layer, global_id): (version, vector)
-        for layer, global_id, version, vector in conn.execute(
-            "SELECT layer, globalid, version, vector FROM offmaps_sync_rows "
-            f"WHERE globalid IN ({marks})",
-            unique,
+    """The server versions and vectors recorded for rows, by (layer, global id); looked up
+    layer by layer, so that the table's primary key (layer, global id) serves."""
+    by_layer: dict[str, set[str]] = {}
+    for layer, global_id in keys:
+        by_layer.setdefault(layer, set()).add(global_id)
+    found: dict[tuple[str, str], tuple[int, str | None]] = {}
+    for layer, global_ids in by_layer.items():
+        marks = ", ".join("?" * len(global_ids))
+        found.update(
+            ((layer, global_id), (version, vector))
+            for global_id, version, vector in conn.execute(
+                "SELECT globalid, version, vector FROM offmaps_sync_rows "
+                f"WHERE layer = ? AND globalid IN ({marks})",
+                [layer, *global_ids],
+            )
         )
-    }
+    return found
 
 
 def _wire_row(schema: LayerSchema, stored: Mapping[str, object]) -> dict[str, Any]:
@@ -667,7 +671,10 @@ class LocalReplica:
         ]
 
     def pending(
-        self, layers: Sequence[str] | None = None, limit: int | None = None, skip: int = 0
+        self,
+        layers: Sequence[str] | None = None,
+        limit: int | None = None,
+        skip: Collection[UUID] = (),
     ) -> list[Change]:
         """The pending outbox rows, oldest first, as wire changes to upload.
 
@@ -680,7 +687,7 @@ class LocalReplica:
         Args:
             layers: only changes of these layers (default: all).
             limit: at most this many changes.
-            skip: leave out the first ``skip`` changes (a set being uploaded while the next
+            skip: leave out the changes with these ids (a set being uploaded while the next
                 one is read); they still count in the version vectors of later changes.
 
         Returns:
@@ -708,6 +715,7 @@ class LocalReplica:
             )
             ticked = False
             counts: dict[tuple[str, str], int] = {}
+            skipped = set(skip)
             stamped: list[tuple[str, int]] = []
 
             def stamp(outbox_row: Sequence[Any]) -> str:
@@ -728,15 +736,17 @@ class LocalReplica:
                     "ORDER BY seq LIMIT ?",
                     [last_seq, *params, _BATCH],
                 ).fetchall()
-                versions = _known_versions(conn, [str(r[3]) for r in rows])
+                versions = _known_versions(conn, [(str(r[2]), str(r[3])) for r in rows])
                 for outbox_row in rows:
                     if limit is not None and len(changes) >= limit:
                         break
                     last_seq = int(outbox_row[0])
+                    if skipped and UUID(outbox_row[1]) in skipped:
+                        key = (outbox_row[2], outbox_row[3])
+                        counts[key] = counts.get(key, 0) + 1
+                        continue
                     change = self._change(conn, schemas, outbox_row, stamp, counts, versions)
-                    if change is not None and skip:
-                        skip -= 1
-                    elif change is not None:
+                    if change is not None:
                         changes.append(change)
                 if len(rows) < _BATCH:
                     break
