@@ -90,7 +90,7 @@ APPLICATION_ID = 0x47504B47  # "GPKG"
 USER_VERSION = 10200  # GeoPackage 1.2.0
 STORE_FORMAT = "1"
 _BATCH = 500
-CACHE_KIB = 32 * 1024
+CACHE_KIB = 64 * 1024
 """SQLite page cache of each connection, in KiB."""
 _SCAN_BATCH = 10_000  # rows a bulk copy chooses and copies at a time
 _RTREE_DEFINITION = "http://www.geopackage.org/spec120/#extension_rtree"
@@ -419,14 +419,16 @@ class _Layer:
         self.select = f"SELECT {', '.join(columns)} FROM {self.table}"
         self.names = names
 
-    def row_to_feature(self, row: Sequence[Any]) -> Feature:
+    def row_to_feature(self, row: Sequence[Any], *, geometry: bool = True) -> Feature:
+        """A selected row as a feature; ``geometry=False`` skips decoding the geometry (for
+        callers about to replace it)."""
         values = row[3 : 3 + len(self.names)]
         properties = {
             name: _from_sql(kind, value)
             for name, kind, value in zip(self.names, self.kinds, values, strict=True)
         }
-        geometry = None if self.schema.is_table else decode_geometry(row[-1])
-        return Feature(UUID(row[1]), int(row[2]), properties, geometry)
+        shape = decode_geometry(row[-1]) if geometry and not self.schema.is_table else None
+        return Feature(UUID(row[1]), int(row[2]), properties, shape)
 
 
 class GeoPackageStore:
@@ -1010,15 +1012,22 @@ class GeoPackageStore:
                 raise
         return count
 
-    def _row(self, conn: sqlite3.Connection, layer: _Layer, global_id: UUID) -> Feature:
+    def _row(
+        self, conn: sqlite3.Connection, layer: _Layer, global_id: UUID, *, geometry: bool = True
+    ) -> Feature:
         row = conn.execute(f"{layer.select} WHERE globalid = ?", (str(global_id),)).fetchone()
         if row is None:
-            raise FeatureNotFoundError(
-                f"{layer.schema.name!r} has no row {global_id}",
-                layer=layer.schema.name,
-                global_id=str(global_id),
-            )
-        return layer.row_to_feature(row)
+            raise _not_found(layer, global_id)
+        return layer.row_to_feature(row, geometry=geometry)
+
+    @staticmethod
+    def _version(conn: sqlite3.Connection, layer: _Layer, global_id: UUID) -> int:
+        row = conn.execute(
+            f"SELECT row_version FROM {layer.table} WHERE globalid = ?", (str(global_id),)
+        ).fetchone()
+        if row is None:
+            raise _not_found(layer, global_id)
+        return int(row[0])
 
     def _insert_values(
         self, layer: _Layer, edit: Insert, run: list[tuple[Feature, list[object]]]
@@ -1070,11 +1079,12 @@ class GeoPackageStore:
 
     def _update(self, conn: sqlite3.Connection, layer: _Layer, edit: Update) -> Feature:
         schema = layer.schema
-        current = self._row(conn, layer, edit.global_id)
+        replaces_geometry = edit.set_geometry or edit.replace
+        current = self._row(conn, layer, edit.global_id, geometry=not replaces_geometry)
         check_version(edit.global_id, edit.base_version, current.version)
         changes = check_properties(schema, edit.properties, complete=edit.replace)
         geometry = current.geometry
-        if edit.set_geometry or edit.replace:
+        if replaces_geometry:
             geometry = normalise_geometry(schema, edit.geometry)
         properties = {**current.properties, **changes}
         version = current.version + 1
@@ -1091,14 +1101,15 @@ class GeoPackageStore:
         return Feature(edit.global_id, version, properties, geometry)
 
     def _delete(self, conn: sqlite3.Connection, layer: _Layer, edit: Delete) -> Feature:
-        current = self._row(conn, layer, edit.global_id)
-        check_version(edit.global_id, edit.base_version, current.version)
+        """Delete a row; returns it as far as the journal needs (id and version)."""
+        version = self._version(conn, layer, edit.global_id)
+        check_version(edit.global_id, edit.base_version, version)
         conn.execute(f"DELETE FROM {layer.table} WHERE globalid = ?", (str(edit.global_id),))
         conn.execute(
             "DELETE FROM offmaps_attachments WHERE layer = ? AND globalid = ?",
             (layer.schema.name, str(edit.global_id)),
         )
-        return current
+        return Feature(edit.global_id, version, {})
 
     def get_feature(self, layer: str, global_id: UUID) -> Feature:
         """One row; raises ``FeatureNotFoundError``."""
@@ -1340,6 +1351,14 @@ def _journal_entry(row: Sequence[Any]) -> JournalEntry:
         version=row[4],
         changed_at=parse_datetime(row[5]),
         attachment_id=UUID(row[6]) if row[6] else None,
+    )
+
+
+def _not_found(layer: _Layer, global_id: UUID) -> FeatureNotFoundError:
+    return FeatureNotFoundError(
+        f"{layer.schema.name!r} has no row {global_id}",
+        layer=layer.schema.name,
+        global_id=str(global_id),
     )
 
 
