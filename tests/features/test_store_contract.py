@@ -33,6 +33,7 @@ from offmaps.features.model import (
     Update,
 )
 from offmaps.features.store import MAX_PAGE_SIZE, FeatureStore
+from offmaps.features.wire import wire_to_edit_values
 from offmaps.types import BBox
 
 SHA = "ab" * 32
@@ -712,3 +713,25 @@ def test_polygon_layers_index_by_envelope(store: FeatureStore) -> None:
     store.apply_edits([Insert("zones", {}, box(0, 0, 10, 10))])
     assert store.query("zones", FeatureQuery(bbox=BBox(9, 9, 20, 20))).number_matched == 1
     assert store.query("zones", FeatureQuery(bbox=BBox(11, 11, 20, 20))).number_matched == 0
+
+
+def test_checked_edits_land_as_given(hydrants: FeatureStore) -> None:
+    schema = hydrants.get_layer("hydrants")
+    values = {"zone": "south", "count": 3, "installed": "2024-05-06", "geom": None}
+    properties, geometry, _ = wire_to_edit_values(schema, values, complete=True)
+    gid = uuid.uuid4()
+    hydrants.apply_edits([Insert("hydrants", properties, geometry, gid, checked=True)])
+    changes, moved, _ = wire_to_edit_values(
+        schema, {"count": 4, "geom": "0101000000000000000000f03f0000000000000040"}, complete=False
+    )
+    hydrants.apply_edits(
+        [Update("hydrants", gid, changes, moved, set_geometry=True, base_version=1, checked=True)]
+    )
+    stored = hydrants.get_feature("hydrants", gid)
+    assert (stored.version, stored.properties["count"], stored.properties["zone"]) == (
+        2,
+        4,
+        "south",
+    )
+    assert stored.properties["installed"] == date(2024, 5, 6)
+    assert stored.geometry == Point(1, 2)

@@ -1034,8 +1034,11 @@ class GeoPackageStore:
     ) -> Feature:
         """Check an insert and add its column values to ``run``; returns the row it makes."""
         schema = layer.schema
-        properties = check_properties(schema, edit.properties, complete=True)
-        geometry = normalise_geometry(schema, edit.geometry)
+        if edit.checked:
+            properties, geometry = dict(edit.properties), edit.geometry
+        else:
+            properties = check_properties(schema, edit.properties, complete=True)
+            geometry = normalise_geometry(schema, edit.geometry)
         global_id = edit.global_id or uuid.uuid4()
         if not isinstance(global_id, UUID):
             raise InvalidFeatureError("global_id must be a UUID")
@@ -1082,10 +1085,13 @@ class GeoPackageStore:
         replaces_geometry = edit.set_geometry or edit.replace
         current = self._row(conn, layer, edit.global_id, geometry=not replaces_geometry)
         check_version(edit.global_id, edit.base_version, current.version)
-        changes = check_properties(schema, edit.properties, complete=edit.replace)
+        if edit.checked and not edit.replace:
+            changes = dict(edit.properties)
+        else:
+            changes = check_properties(schema, edit.properties, complete=edit.replace)
         geometry = current.geometry
         if replaces_geometry:
-            geometry = normalise_geometry(schema, edit.geometry)
+            geometry = edit.geometry if edit.checked else normalise_geometry(schema, edit.geometry)
         properties = {**current.properties, **changes}
         version = current.version + 1
         kinds = dict(zip(layer.names, layer.kinds, strict=True))

@@ -129,12 +129,18 @@ class Feature:
 
 @dataclass(frozen=True, slots=True)
 class Insert:
-    """Add a row. ``global_id`` is generated when not given (replicas bring their own)."""
+    """Add a row. ``global_id`` is generated when not given (replicas bring their own).
+
+    ``checked=True`` says the properties and geometry come from
+    :func:`~offmaps.features.wire.wire_to_edit_values` (or ``check_properties`` and
+    ``normalise_geometry``) already, so a store need not check them again.
+    """
 
     layer: str
     properties: Mapping[str, object]
     geometry: BaseGeometry | None = None
     global_id: UUID | None = None
+    checked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,8 @@ class Update:
     set_geometry: bool = False
     base_version: int | None = None
     replace: bool = False
+    checked: bool = False
+    """As :attr:`Insert.checked`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -448,7 +448,7 @@ class SyncService:
             vector = {node: max(client_vector.get(node, 1), 1)}
             return self._write(
                 work, change, key, feature, vector, ChangeStatus.APPLIED,
-                Insert(change.layer, properties, geometry, change.global_id),
+                Insert(change.layer, properties, geometry, change.global_id, checked=True),
             )  # fmt: skip
         if change.kind is SyncChangeKind.UPDATE:
             if not rules.editing.update:
@@ -595,7 +595,7 @@ class SyncService:
         )
         edit = Update(
             change.layer, change.global_id, properties, geometry,
-            set_geometry=has_geometry, base_version=current.version,
+            set_geometry=has_geometry, base_version=current.version, checked=True,
         )  # fmt: skip
         return self._write(work, change, key, feature, vector, status, edit, **result)
 
@@ -657,7 +657,7 @@ class SyncService:
             feature = Feature(change.global_id, 1, properties, geometry)
             decision = self._write(
                 work, change, key, feature, dict(change.version_vector), ChangeStatus.MERGED,
-                Insert(change.layer, properties, geometry, change.global_id),
+                Insert(change.layer, properties, geometry, change.global_id, checked=True),
                 resolution=rules.policy, reason=outcome.reason,
             )  # fmt: skip
         else:
