@@ -20,7 +20,7 @@ from shapely.geometry import Point
 from offmaps.client import Portal
 from offmaps.client.offline import OfflineMapTask
 from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
-from offmaps.errors import SyncFailedError
+from offmaps.errors import ConnectionFailedError, SyncFailedError
 from offmaps.features import FieldType
 from offmaps.features.geopackage import GeoPackageStore
 from offmaps.features.model import Delete, Feature, FeatureQuery, Field, Insert, Update
@@ -28,7 +28,13 @@ from offmaps.offline.editing import open_feature_table
 from offmaps.offline.package import MobileMapPackage, verify_package
 from offmaps.offline.replica import LocalReplica
 from offmaps.schemas import EditingCapabilities, SyncDirection
-from offmaps.schemas.changeset import ChangeStatus, ConflictPolicy
+from offmaps.schemas.changeset import (
+    ChangeStatus,
+    ConflictPolicy,
+    DownloadEnd,
+    DownloadHeader,
+    ServerChange,
+)
 from tests.cli.test_users import run
 from tests.server.conftest import PASSWORD, LiveServer, assert_problem
 from tests.server.test_offline_api import AREA, offline_map
@@ -774,3 +780,35 @@ def test_the_sync_api_is_in_the_openapi_document(live_server: LiveServer) -> Non
         "/api/conflicts/{conflict_id}/resolve",
     ):
         assert path in paths, path
+
+
+def test_a_download_is_used_only_whole_and_matching_its_end_record(tmp_path: Path) -> None:
+    from offmaps.client.sync import _check_download, _read_changes  # noqa: PLC0415
+
+    header = DownloadHeader(replica_id="ab" * 16, since=0, generation=3, layers=[])
+    rows = [
+        ServerChange(layer="sites", global_id=uuid.uuid4(), kind="delete").model_dump_json()
+        for _ in range(3)
+    ]
+    lines = [header.model_dump_json().encode() + b"\n", *(r.encode() + b"\n" for r in rows)]
+    end = DownloadEnd(count=3, sha256=hashlib.sha256(b"".join(lines)).hexdigest())
+    good = tmp_path / "good"
+    good.write_bytes(b"".join(lines) + end.model_dump_json().encode() + b"\n")
+    checked = _check_download(good)
+    assert checked.counts == {("sites", "delete"): 3}
+    assert [r.model_dump_json() for r in _read_changes(good, 3)] == rows
+
+    whole = good.read_bytes()
+    bad = {
+        "cut": whole[: len(whole) // 2],
+        "no end": b"".join(lines),
+        "a row lost": b"".join(lines[:-1]) + end.model_dump_json().encode() + b"\n",
+        "a row changed": whole.replace(b"delete", b"upsert", 1),
+        "after the end": whole + lines[1],
+        "not json": b"\x00\xff" * 100,
+    }
+    for name, data in bad.items():
+        path = tmp_path / name.replace(" ", "-")
+        path.write_bytes(data)
+        with pytest.raises(ConnectionFailedError):
+            _check_download(path)

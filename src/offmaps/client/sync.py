@@ -15,7 +15,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -36,6 +36,7 @@ from offmaps.offline.replica import LocalReplica
 from offmaps.schemas import SyncDirection
 from offmaps.schemas.changeset import (
     MAX_CHANGES_PER_SET,
+    AttachmentRef,
     Change,
     ChangeResult,
     ChangeSet,
@@ -413,7 +414,8 @@ class _ReplicaSync:
         if not rows:
             return
         if self.replica.attachment_sync_direction == "bidirectional":
-            self.job.result.attachments_downloaded += self.fetch_blobs(list(rows.values()))
+            refs = [ref for row in rows.values() for ref in row.attachments or ()]
+            self.job.result.attachments_downloaded += self.fetch_blobs(refs)
         header = DownloadHeader(
             replica_id=self.replica.replica_id, since=0, generation=0, layers=answer.layers
         )
@@ -496,28 +498,31 @@ class _ReplicaSync:
             groups = [[name] for name in (layers or sorted(local.generations()))]
         else:
             groups = [None]
+        target = self.root / _DOWNLOAD_NAME
         for index, group in enumerate(groups):
             generations = local.generations()
             names = group or sorted(generations)
             since = min(generations[name] for name in names)
             self.report(0.5 + 0.5 * index / len(groups), f"downloading {', '.join(names)}")
-            header, changes = self.fetch(since, group)
-            if self.replica.attachment_sync_direction == "bidirectional":
-                result.attachments_downloaded += self.fetch_blobs(changes)
-            summary = local.apply_download(header, changes, layers=group)
-            for change in changes:
-                layer = result.layer(change.layer)
-                if change.kind == "delete":
-                    layer.deleted += 1
+            try:
+                checked = self.fetch(target, since, group)
+                if self.replica.attachment_sync_direction == "bidirectional":
+                    result.attachments_downloaded += self.fetch_blobs(checked.attachments)
+                rows = _read_changes(target, sum(checked.counts.values()))
+                summary = local.apply_download(checked.header, rows, layers=group)
+            finally:
+                target.unlink(missing_ok=True)
+            for (layer, kind), count in checked.counts.items():
+                found = result.layer(layer)
+                if kind == "delete":
+                    found.deleted += count
                 else:
-                    layer.downloaded += 1
+                    found.downloaded += count
             result.fields_added += list(summary.fields_added)
 
-    def fetch(
-        self, since: int, layers: list[str] | None
-    ) -> tuple[DownloadHeader, list[ServerChange]]:
-        """The server's changes, downloaded whole into a file and checked before use."""
-        target = self.root / _DOWNLOAD_NAME
+    def fetch(self, target: Path, since: int, layers: list[str] | None) -> _CheckedDownload:
+        """The server's changes, downloaded whole into ``target`` and checked before use (a
+        cut or corrupt download is fetched again)."""
         params: dict[str, str | int] = {"since": since}
         if layers:
             params["layers"] = ",".join(layers)
@@ -525,13 +530,11 @@ class _ReplicaSync:
         while True:
             try:
                 self.stream_to(target, params)
-                return _read_download(target)
+                return _check_download(target)
             except ConnectionFailedError:
                 attempts += 1
                 if attempts == _RETRIES:
                     raise
-            finally:
-                target.unlink(missing_ok=True)
 
     def stream_to(self, target: Path, params: dict[str, str | int]) -> None:
         url = httpx.URL(f"{self.portal.url}{self.path}/changes", params=params)
@@ -546,15 +549,15 @@ class _ReplicaSync:
         except httpx.HTTPError as exc:
             raise ConnectionFailedError(f"the download was cut: {exc}") from None
 
-    def fetch_blobs(self, changes: Sequence[ServerChange]) -> int:
+    def fetch_blobs(self, refs: Iterable[AttachmentRef]) -> int:
+        """Download the attachment bytes the device lacks; returns how many."""
         fetched = 0
-        for change in changes:
-            for ref in change.attachments or ():
-                path = self.blob_path(ref.sha256)
-                if path.is_file() and path.stat().st_size == ref.size:
-                    continue
-                self.fetch_blob(ref.sha256, path)
-                fetched += 1
+        for ref in refs:
+            path = self.blob_path(ref.sha256)
+            if path.is_file() and path.stat().st_size == ref.size:
+                continue
+            self.fetch_blob(ref.sha256, path)
+            fetched += 1
         return fetched
 
     def fetch_blob(self, sha256: str, path: Path) -> None:
@@ -584,12 +587,28 @@ class _ReplicaSync:
         os.replace(part, path)
 
 
-def _read_download(path: Path) -> tuple[DownloadHeader, list[ServerChange]]:
-    """The records of a downloaded stream, after checking its end record."""
+@dataclass
+class _CheckedDownload:
+    """A downloaded stream whose end record matched: its header, how many records per layer
+    and kind, and the attachments its rows name."""
+
+    header: DownloadHeader
+    counts: dict[tuple[str, str], int]
+    attachments: list[AttachmentRef]
+
+
+def _check_download(path: Path) -> _CheckedDownload:
+    """Check a downloaded stream against its end record, reading it once without keeping its
+    rows (a large download stays out of memory).
+
+    Raises:
+        ConnectionFailedError: the stream is cut, malformed, or does not match its end record.
+    """
     digest = hashlib.sha256()
     header: DownloadHeader | None = None
-    changes: list[ServerChange] = []
     end: DownloadEnd | None = None
+    counts: dict[tuple[str, str], int] = {}
+    attachments: dict[str, AttachmentRef] = {}
     with path.open("rb") as source:
         for line in source:
             if end is not None:
@@ -603,7 +622,11 @@ def _read_download(path: Path) -> tuple[DownloadHeader, list[ServerChange]]:
                 if kind == "header" and header is None:
                     header = DownloadHeader.model_validate_json(line)
                 elif kind == "change" and header is not None:
-                    changes.append(ServerChange.model_validate_json(line))
+                    change = ServerChange.model_validate_json(line)
+                    key = (change.layer, change.kind)
+                    counts[key] = counts.get(key, 0) + 1
+                    for ref in change.attachments or ():
+                        attachments[ref.sha256] = ref
                 else:
                     raise ValueError(f"unexpected record {kind!r}")
             except ValueError as exc:  # most often a cut line: downloaded again
@@ -612,6 +635,15 @@ def _read_download(path: Path) -> tuple[DownloadHeader, list[ServerChange]]:
                 ) from None
     if header is None or end is None:
         raise ConnectionFailedError("the download was cut short (no end record)")
-    if end.count != len(changes) or end.sha256 != digest.hexdigest():
+    if end.count != sum(counts.values()) or end.sha256 != digest.hexdigest():
         raise ConnectionFailedError("the download does not match its end record")
-    return header, changes
+    return _CheckedDownload(header, counts, list(attachments.values()))
+
+
+def _read_changes(path: Path, count: int) -> Iterator[ServerChange]:
+    """The rows of a checked download, one at a time: :func:`_check_download` made sure it
+    is a header, then ``count`` rows, then the end record."""
+    with path.open("rb") as source:
+        next(source)
+        for _, line in zip(range(count), source, strict=False):
+            yield ServerChange.model_validate_json(line)
