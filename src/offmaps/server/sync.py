@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -286,7 +286,7 @@ class SyncService:
                 replica,
                 layer_rules(self._webmap(replica), replica.service),
                 {schema.name: schema for schema in store.list_layers()},
-                self._load_states(replica.service, fresh),
+                self._load_states(replica.service, map(_key, fresh)),
             )
             self._load_rows(work, fresh)
             decisions = [self._decide(work, change) for change in fresh]
@@ -295,7 +295,7 @@ class SyncService:
                 # nothing is applied: the refused changes get the rows as they are
                 as_is = _Merge(
                     work.service, store, replica, work.rules, work.schemas,
-                    self._load_states(replica.service, [d.change for d in rejected]),
+                    self._load_states(replica.service, (_key(d.change) for d in rejected)),
                 )  # fmt: skip
                 self._load_rows(as_is, [d.change for d in rejected])
                 self._attach_rows(as_is, rejected)
@@ -359,9 +359,10 @@ class SyncService:
         return found
 
     def _load_states(
-        self, service: str, changes: Sequence[Change]
+        self, service: str, rows: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], _RowState | None]:
-        keys = sorted({(c.layer, str(c.global_id)) for c in changes})
+        """The recorded sync state of rows given as (layer, global id)."""
+        keys = sorted(set(rows))
         states: dict[tuple[str, str], _RowState | None] = dict.fromkeys(keys)
         by_layer: dict[str, list[str]] = {}
         for layer, gid in keys:
@@ -428,7 +429,7 @@ class SyncService:
         rules: LayerRules,
         reject: Callable[[str], _Decision],
     ) -> _Decision:
-        key = (change.layer, str(change.global_id))
+        key = _key(change)
         current = work.rows.get(key)
         client_vector = dict(change.version_vector)
         node = work.replica.id
@@ -773,7 +774,7 @@ class SyncService:
             return reject(f"the map does not allow attachment edits on {change.layer!r}")
         if work.replica.attachment_sync_direction == "none":
             return reject("this replica does not sync attachments")
-        key = (change.layer, str(change.global_id))
+        key = _key(change)
         done = ChangeResult(change_id=change.change_id, status=ChangeStatus.APPLIED)
         exists = self._attachment_exists(work, change.layer, str(ref.attachment_id))
         if change.kind is SyncChangeKind.ATTACHMENT_DELETE:
@@ -842,7 +843,7 @@ class SyncService:
             schema = work.schemas.get(change.layer)
             if schema is None:
                 continue
-            key = (change.layer, str(change.global_id))
+            key = _key(change)
             feature = work.rows.get(key)
             if feature is None:
                 row = ServerChange(layer=change.layer, global_id=change.global_id, kind="delete")
@@ -988,10 +989,7 @@ class SyncService:
             scope = replica.scope.get(layer)
             area = _scope_area(scope.area, schema) if scope and scope.area else None
             filters = (scope.where,) if scope and scope.where else ()
-            states = self._load_states(
-                replica.service,
-                [_probe(layer, gid) for gid in gids],
-            )
+            states = self._load_states(replica.service, ((layer, str(g)) for g in gids))
             for start in range(0, len(gids), _BATCH):
                 chunk = tuple(gids[start : start + _BATCH])
                 query = FeatureQuery(global_ids=chunk, filters=filters, limit=len(chunk))
@@ -1137,7 +1135,7 @@ class SyncService:
             except FeatureNotFoundError:
                 after = None
             key = (conflict.layer, conflict.global_id)
-            recorded = self._load_states(conflict.service, [_probe(conflict.layer, gid)])
+            recorded = self._load_states(conflict.service, [(conflict.layer, conflict.global_id)])
             with self._lock:
                 self._conn.execute(
                     "UPDATE conflicts SET status = 'resolved', resolution = ?, resolved = ?, "
@@ -1236,9 +1234,9 @@ def _attachment_refs(store: FeatureStore, layer: str, gid: uuid.UUID) -> list[At
     ]
 
 
-def _probe(layer: str, gid: uuid.UUID) -> Change:
-    """A stand-in change naming a row, to load its state."""
-    return Change.model_construct(layer=layer, global_id=gid)
+def _key(change: Change) -> tuple[str, str]:
+    """The (layer, global id) a change is about."""
+    return change.layer, str(change.global_id)
 
 
 def _wire_layer(schema: LayerSchema) -> WireLayer:
