@@ -131,6 +131,8 @@ def test_edits_made_offline_come_home_and_the_servers_come_down(
     server = server_sites(live_server)
     server_edit(live_server, Update("sites", server["site 3"].global_id, {"status": "fixed"}))
 
+    defaults = device.task.create_default_offline_map_sync_parameters()
+    assert defaults.sync_direction is SyncDirection.BIDIRECTIONAL  # the replica's own
     updates = device.task.check_for_updates()
     assert (updates.upload_changes, updates.upload_available) == (3, True)
     assert updates.download_available

@@ -198,7 +198,11 @@ class OfflineMapSyncTask:
         )
 
     def create_default_offline_map_sync_parameters(self) -> SyncOfflineMapParameters:
-        """Parameters that sync every layer both ways, as the replicas allow."""
+        """Parameters that sync every layer the way the replicas do (both ways when they
+        differ: each replica's own direction still limits it)."""
+        directions = {replica.sync_direction for replica in self.replicas}
+        if len(directions) == 1:
+            return SyncOfflineMapParameters(sync_direction=SyncDirection(directions.pop()))
         return SyncOfflineMapParameters()
 
     def sync_offline_map(self, parameters: SyncOfflineMapParameters) -> OfflineMapSyncJob:
