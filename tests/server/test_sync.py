@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from shapely.geometry import Point
 
-from offmaps.client import Portal
+from offmaps.client import AsyncOfflineMapSyncTask, Portal
 from offmaps.client.offline import OfflineMapTask
 from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
 from offmaps.errors import ConnectionFailedError, SyncFailedError
@@ -814,3 +815,21 @@ def test_a_download_is_used_only_whole_and_matching_its_end_record(tmp_path: Pat
         path.write_bytes(data)
         with pytest.raises(ConnectionFailedError):
             _check_download(path)
+
+
+def test_the_async_sdk_syncs_the_same(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device = take_offline()
+    gid = device.sites()["site 6"].global_id
+    device.edit(Update("sites", gid, {"status": "async"}))
+    task = AsyncOfflineMapSyncTask(device.folder, device.task.portal)
+
+    async def sync() -> tuple[int, int]:
+        before = await task.check_for_updates()
+        parameters = task.create_default_offline_map_sync_parameters()
+        result = await task.sync_offline_map(parameters)
+        return before.upload_changes, result.layer_results["sites"].applied
+
+    assert asyncio.run(sync()) == (1, 1)
+    assert server_sites(live_server)["site 6"].properties["status"] == "async"

@@ -19,6 +19,7 @@ from offmaps.client.offline import (
 )
 from offmaps.client.portal import Credentials, Portal, WebMapSummary
 from offmaps.client.sync import (
+    AsyncOfflineMapSyncTask,
     LayerSyncResult,
     OfflineMapSyncJob,
     OfflineMapSyncResult,
@@ -30,6 +31,7 @@ from offmaps.client.sync import (
 
 __all__ = [
     "AsyncGenerateOfflineMapJob",
+    "AsyncOfflineMapSyncTask",
     "AsyncOfflineMapTask",
     "Credentials",
     "GenerateOfflineMapJob",

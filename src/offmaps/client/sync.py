@@ -10,6 +10,7 @@ applies each once) and downloads again; the device's GeoPackage changes only in 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -49,6 +50,7 @@ from offmaps.schemas.changeset import (
 )
 
 __all__ = [
+    "AsyncOfflineMapSyncTask",
     "LayerSyncResult",
     "OfflineMapSyncJob",
     "OfflineMapSyncResult",
@@ -651,3 +653,30 @@ def _read_changes(path: Path, count: int) -> Iterator[ServerChange]:
         next(source)
         for _, line in zip(range(count), source, strict=False):
             yield ServerChange.model_validate_json(line)
+
+
+class AsyncOfflineMapSyncTask:
+    """:class:`OfflineMapSyncTask` for asyncio code: every call runs its blocking counterpart
+    in a worker thread (``asyncio.to_thread``); behaviour, errors and results are the same."""
+
+    def __init__(self, package: MobileMapPackage | Path | str, portal: Portal) -> None:
+        self.task = OfflineMapSyncTask(package, portal)
+
+    def create_default_offline_map_sync_parameters(self) -> SyncOfflineMapParameters:
+        """See :meth:`OfflineMapSyncTask.create_default_offline_map_sync_parameters`."""
+        return self.task.create_default_offline_map_sync_parameters()
+
+    async def check_for_updates(self) -> OfflineMapUpdatesInfo:
+        """See :meth:`OfflineMapSyncTask.check_for_updates`."""
+        return await asyncio.to_thread(self.task.check_for_updates)
+
+    async def sync_offline_map(
+        self, parameters: SyncOfflineMapParameters, *, on_progress: Progress | None = None
+    ) -> OfflineMapSyncResult:
+        """Sync the package to the end (:meth:`OfflineMapSyncJob.wait`) in a worker thread."""
+        job = self.task.sync_offline_map(parameters)
+        return await asyncio.to_thread(job.wait, on_progress=on_progress)
+
+    async def unregister_geodatabases(self) -> None:
+        """See :meth:`OfflineMapSyncTask.unregister_geodatabases`."""
+        await asyncio.to_thread(self.task.unregister_geodatabases)
