@@ -393,8 +393,8 @@ class SyncService:
                 work.rows[layer, str(gid)] = None
             for start in range(0, len(ordered), _BATCH):
                 chunk = tuple(ordered[start : start + _BATCH])
-                query = FeatureQuery(global_ids=chunk, limit=len(chunk))
-                for feature in work.store.query(layer, query).features:
+                # iter_features: query() would also count the matches
+                for feature in work.store.iter_features(layer, FeatureQuery(global_ids=chunk)):
                     work.rows[layer, str(feature.global_id)] = feature
 
     # --- deciding --------------------------------------------------------------------------
@@ -992,8 +992,8 @@ class SyncService:
             states = self._load_states(replica.service, ((layer, str(g)) for g in gids))
             for start in range(0, len(gids), _BATCH):
                 chunk = tuple(gids[start : start + _BATCH])
-                query = FeatureQuery(global_ids=chunk, filters=filters, limit=len(chunk))
-                found = {f.global_id: f for f in store.query(layer, query).features}
+                query = FeatureQuery(global_ids=chunk, filters=filters)
+                found = {f.global_id: f for f in store.iter_features(layer, query)}
                 for gid in chunk:
                     feature = found.get(gid)
                     if feature is not None and area is not None:
