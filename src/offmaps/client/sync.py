@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -32,6 +32,7 @@ from offmaps.errors import (
     SyncFailedError,
     UploadOffsetError,
 )
+from offmaps.offline.editing import ATTACHMENTS_FOLDER
 from offmaps.offline.package import MobileMapPackage, PackageReplica
 from offmaps.offline.replica import LocalReplica
 from offmaps.schemas import SyncDirection
@@ -48,6 +49,7 @@ from offmaps.schemas.changeset import (
     ServerChange,
     SyncChangeKind,
 )
+from offmaps.storage.local import LocalBlobStore
 
 __all__ = [
     "AsyncOfflineMapSyncTask",
@@ -61,6 +63,7 @@ __all__ = [
 ]
 
 Progress = Callable[[float, str], None]
+T = TypeVar("T")
 _UPLOAD_CHUNK = 4 * 1024 * 1024
 _RETRIES = 3
 _DOWNLOAD_NAME = ".offmaps-sync-download.ndjson"
@@ -317,6 +320,7 @@ class _ReplicaSync:
         self.start = start
         self.share = share
         self.path = f"/api/replicas/{replica.replica_id}"
+        self.attachments = LocalBlobStore(self.root / ATTACHMENTS_FOLDER)
 
     def report(self, fraction: float, message: str) -> None:
         self.job._report(self.start + self.share * fraction, f"{self.replica.service}: {message}")
@@ -347,10 +351,8 @@ class _ReplicaSync:
     def remove_leftovers(self) -> None:
         """Remove the partial files of a sync that was killed (they are never read)."""
         (self.root / _DOWNLOAD_NAME).unlink(missing_ok=True)
-        folder = self.root / "attachments"
-        if folder.is_dir():
-            for part in folder.glob("*/*/*.part"):
-                part.unlink(missing_ok=True)
+        for part in self.attachments.root.glob(".blob-*.partial"):
+            part.unlink(missing_ok=True)
 
     # --- upload ----------------------------------------------------------------------------
 
@@ -432,20 +434,17 @@ class _ReplicaSync:
         """Post a change set; a dropped connection is retried with the same set (the server
         answers changes it has seen with their recorded answers)."""
         body = change_set.model_dump_json().encode()
-        attempts = 0
-        while True:
-            try:
-                found = self.portal.request(
-                    "POST",
-                    f"{self.path}/changes",
-                    content=body,
-                    headers={"Content-Type": "application/json"},
-                )
-                return ChangeSetResult.model_validate(found)
-            except ConnectionFailedError:
-                attempts += 1
-                if attempts == _RETRIES:
-                    raise
+
+        def post() -> ChangeSetResult:
+            found = self.portal.request(
+                "POST",
+                f"{self.path}/changes",
+                content=body,
+                headers={"Content-Type": "application/json"},
+            )
+            return ChangeSetResult.model_validate(found)
+
+        return _retrying(post)
 
     def upload_attachments(self, changes: Sequence[Change]) -> None:
         result = self.job.result
@@ -462,38 +461,31 @@ class _ReplicaSync:
             result.attachments_uploaded += 1
             self.report(0.0, f"uploaded {result.attachments}")
 
-    def blob_path(self, sha256: str) -> Path:
-        return self.root / "attachments" / sha256[:2] / sha256[2:4] / sha256
-
     def upload_blob(self, sha256: str, size: int) -> None:
-        path = self.blob_path(sha256)
-        if not path.is_file():
-            raise SyncFailedError(f"attachment {sha256} is not in the package ({path})")
+        """Upload an attachment's bytes from where the server's copy ends."""
+        if not self.attachments.exists(sha256):
+            raise SyncFailedError(f"attachment {sha256} is not in the package")
         url = f"{self.path}/uploads/{sha256}"
-        for attempt in range(_RETRIES + 1):
-            try:
-                state = self.portal.request("GET", url)
-                offset = int(state["received"])
-                if state["complete"]:
-                    return
-                with path.open("rb") as source:
-                    source.seek(offset)
-                    while True:
-                        chunk = source.read(_UPLOAD_CHUNK)
-                        state = self.portal.request(
-                            "PUT",
-                            url,
-                            params={"offset": offset, "total": size},
-                            content=chunk,
-                            headers={"Content-Type": "application/octet-stream"},
-                        )
-                        offset = int(state["received"])
-                        if state["complete"] or not chunk:
-                            return
-            except (ConnectionFailedError, UploadOffsetError):
-                if attempt == _RETRIES:
-                    raise
-        raise SyncFailedError(f"attachment {sha256} could not be uploaded")
+
+        def send_rest() -> None:
+            state = self.portal.request("GET", url)
+            offset = int(state["received"])
+            with self.attachments.open(sha256) as source:
+                source.seek(offset)
+                while not state["complete"]:
+                    chunk = source.read(_UPLOAD_CHUNK)
+                    state = self.portal.request(
+                        "PUT",
+                        url,
+                        params={"offset": offset, "total": size},
+                        content=chunk,
+                        headers={"Content-Type": "application/octet-stream"},
+                    )
+                    offset = int(state["received"])
+                    if not chunk:
+                        break
+
+        _retrying(send_rest, UploadOffsetError)
 
     # --- download --------------------------------------------------------------------------
 
@@ -532,65 +524,55 @@ class _ReplicaSync:
         params: dict[str, str | int] = {"since": since}
         if layers:
             params["layers"] = ",".join(layers)
-        attempts = 0
-        while True:
-            try:
-                self.stream_to(target, params)
-                return _check_download(target)
-            except ConnectionFailedError:
-                attempts += 1
-                if attempts == _RETRIES:
-                    raise
+
+        def fetch_once() -> _CheckedDownload:
+            self.stream_to(target, params)
+            return _check_download(target)
+
+        return _retrying(fetch_once)
 
     def stream_to(self, target: Path, params: dict[str, str | int]) -> None:
         url = httpx.URL(f"{self.portal.url}{self.path}/changes", params=params)
-        try:
-            with self.portal.stream(str(url), {}) as response:
-                if not response.is_success:
-                    response.read()
-                    raise_for_problem(response)
-                with target.open("wb") as out:
-                    for chunk in response.iter_bytes():
-                        out.write(chunk)
-        except httpx.HTTPError as exc:
-            raise ConnectionFailedError(f"the download was cut: {exc}") from None
+        with self.get(str(url)) as response, target.open("wb") as out:
+            for chunk in response.iter_bytes():
+                out.write(chunk)
 
-    def fetch_blobs(self, refs: Iterable[AttachmentRef]) -> int:
-        """Download the attachment bytes the device lacks; returns how many."""
-        fetched = 0
-        for ref in refs:
-            path = self.blob_path(ref.sha256)
-            if path.is_file() and path.stat().st_size == ref.size:
-                continue
-            self.fetch_blob(ref.sha256, path)
-            fetched += 1
-        return fetched
-
-    def fetch_blob(self, sha256: str, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(f"{path.name}.part")
-        url = f"{self.portal.url}{self.path}/blobs/{sha256}"
-        digest = hashlib.sha256()
+    @contextmanager
+    def get(self, url: str) -> Iterator[httpx.Response]:
+        """A streamed ``GET``: problem documents raise their error, a cut connection
+        ``ConnectionFailedError``."""
         try:
             with self.portal.stream(url, {}) as response:
                 if not response.is_success:
                     response.read()
                     raise_for_problem(response)
-                with part.open("wb") as out:
-                    for chunk in response.iter_bytes():
-                        digest.update(chunk)
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
+                yield response
         except httpx.HTTPError as exc:
-            part.unlink(missing_ok=True)
-            raise ConnectionFailedError(
-                f"attachment {sha256}: the download was cut: {exc}"
-            ) from None
-        if digest.hexdigest() != sha256:
-            part.unlink(missing_ok=True)
-            raise SyncFailedError(f"attachment {sha256} arrived corrupt")
-        os.replace(part, path)
+            raise ConnectionFailedError(f"{url}: the download was cut: {exc}") from None
+
+    def fetch_blobs(self, refs: Iterable[AttachmentRef]) -> int:
+        """Download the attachment bytes the device lacks; returns how many."""
+        missing = {ref.sha256 for ref in refs if not self.attachments.exists(ref.sha256)}
+        for sha256 in missing:
+            with self.get(f"{self.portal.url}{self.path}/blobs/{sha256}") as response:
+                stored = self.attachments.put_stream(response.iter_bytes())
+            if stored.sha256 != sha256:
+                raise SyncFailedError(f"attachment {sha256} arrived corrupt")
+        return len(missing)
+
+
+def _retrying(call: Callable[[], T], *also: type[Exception]) -> T:
+    """``call()``, tried again (up to ``_RETRIES`` times in all) when the connection drops
+    or one of ``also`` is raised: every step of a sync can be repeated safely."""
+    errors: tuple[type[Exception], ...] = (ConnectionFailedError, *also)
+    attempts = 0
+    while True:
+        try:
+            return call()
+        except errors:
+            attempts += 1
+            if attempts == _RETRIES:
+                raise
 
 
 @dataclass
