@@ -500,12 +500,7 @@ class SyncService:
         recorded = work.states.get(key)
         if recorded is not None and recorded.version == current.version:
             return recorded
-        vector = derive(
-            recorded.vector if recorded else None,
-            recorded.version if recorded else 0,
-            current.version,
-        )
-        state = _RowState(current.version, vector, None)
+        state = _RowState(current.version, self._state_of(recorded, current.version), None)
         work.states[key] = state
         return state
 
@@ -931,12 +926,7 @@ class SyncService:
         bound: rows outside the replica's area are counted too)."""
         store = self.catalog.feature_service(replica.service)
         generation = store.generation()
-        wanted = self._layers(replica, layers)
-        rows = {
-            (entry.layer, entry.global_id)
-            for entry in store.iter_changes(since, layers=wanted)
-            if entry.generation <= generation
-        }
+        rows = _changed_rows(store, since, generation, self._layers(replica, layers))
         return generation, len(rows)
 
     @staticmethod
@@ -958,11 +948,7 @@ class SyncService:
         wanted = self._layers(replica, layers)
         generation = store.generation()
         schemas = {schema.name: schema for schema in store.list_layers()}
-        changed: dict[tuple[str, uuid.UUID], None] = {}
-        for entry in store.iter_changes(since, layers=wanted):
-            if entry.generation <= generation:
-                changed.pop((entry.layer, entry.global_id), None)
-                changed[entry.layer, entry.global_id] = None
+        changed = _changed_rows(store, since, generation, wanted)
         digest = hashlib.sha256()
         count = 0
 
@@ -1232,6 +1218,19 @@ def _attachment_refs(store: FeatureStore, layer: str, gid: uuid.UUID) -> list[At
         )
         for a in store.list_attachments(layer, gid)
     ]
+
+
+def _changed_rows(
+    store: FeatureStore, since: int, generation: int, layers: Sequence[str]
+) -> dict[tuple[str, uuid.UUID], None]:
+    """The rows the journal says changed after ``since`` up to ``generation``, in the order
+    of their last change (a dict used as an ordered set)."""
+    changed: dict[tuple[str, uuid.UUID], None] = {}
+    for entry in store.iter_changes(since, layers=layers):
+        if entry.generation <= generation:
+            changed.pop((entry.layer, entry.global_id), None)
+            changed[entry.layer, entry.global_id] = None
+    return changed
 
 
 def _key(change: Change) -> tuple[str, str]:
