@@ -266,6 +266,22 @@ def test_delete_against_update_is_a_conflict_and_nothing_is_lost(
         headers=headers,
     )
     assert_problem(again, 409)
+    other = kinds["delete_update"]["id"]
+    for body, status in [
+        ({"side": "merge", "values": {"name": "x"}}, 422),  # a delete has no fields to merge
+        ({"side": "theirs"}, 422),
+        ({"side": "client", "extra": 1}, 422),
+        ("not json", 422),
+    ]:
+        assert_problem(
+            client.post(f"/api/conflicts/{other}/resolve", json=body, headers=headers), status
+        )
+    assert_problem(
+        client.post("/api/conflicts/nope/resolve", json={"side": "client"}, headers=headers), 404
+    )
+    assert_problem(
+        client.get(f"/api/conflicts/{other}", headers=live_server.server.token("viewer")), 404
+    )
     device.sync()
     assert device.sites()["site 7"].properties["status"] == "device"
 
@@ -770,6 +786,11 @@ def test_the_cli_syncs_shows_the_outbox_and_resolves_conflicts(
     code, _, err = run("sync", str(tmp_path))
     assert (code, err.count("\n")) == (1, 1)
     assert err.startswith("PackageError")
+    code, _, err = run("sync", str(device.folder), "--layer", "nope")
+    assert (code, err) == (1, "SyncFailedError: no replica of the package has layer 'nope'\n")
+    code, _, err = run("conflicts", "show", "0" * 32, "--server", live_server.url)
+    assert (code, err.count("\n")) == (1, 1)
+    assert err.startswith("ConflictNotFoundError")
 
 
 def test_the_sync_api_is_in_the_openapi_document(live_server: LiveServer) -> None:

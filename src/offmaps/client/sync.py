@@ -241,6 +241,17 @@ class OfflineMapSyncJob:
     def __init__(self, task: OfflineMapSyncTask, parameters: SyncOfflineMapParameters) -> None:
         if parameters.batch_size < 1 or parameters.batch_size > MAX_CHANGES_PER_SET:
             raise SyncFailedError(f"batch_size must be 1 to {MAX_CHANGES_PER_SET:,}")
+        if parameters.layers is not None:
+            manifest = task.package.manifest
+            files = {replica.file for replica in manifest.replicas}
+            synced = {
+                layer.layer
+                for layer in [*manifest.layers, *manifest.tables]
+                if layer.file in files and layer.layer
+            }
+            unknown = sorted(set(parameters.layers) - synced)
+            if unknown:
+                raise SyncFailedError(f"no replica of the package has layer {unknown[0][:64]!r}")
         self.task = task
         self.parameters = parameters
         self.status = SyncJobStatus.NOT_STARTED
