@@ -9,21 +9,25 @@ import uuid
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pyogrio.raw
 import pytest
 import shapely
 from shapely.geometry import Point, box
 
-from offmaps.errors import FeatureStoreError
+from offmaps.errors import FeatureNotFoundError, FeatureStoreError, VersionConflictError
 from offmaps.features import FieldType
 from offmaps.features.geopackage import GeoPackageStore, decode_geometry, encode_geometry
 from offmaps.features.model import (
     ChangeKind,
+    Delete,
+    Edit,
     FeatureQuery,
     Field,
     GeometryType,
     Insert,
     LayerSchema,
+    Update,
 )
 
 
@@ -238,3 +242,113 @@ def test_a_read_only_older_store_opens_without_the_index(
         assert entry is not None
         assert entry.version == 1
     assert "offmaps_journal_row" not in journal_indexes(service)
+
+
+def rtree_and_triggers(path: Path, layer: str) -> tuple[list[tuple[object, ...]], list[object]]:
+    """The R-tree's entries, as (global id, bounds), and the SQL of the layer's triggers."""
+    with sqlite3.connect(path) as conn:
+        entries = conn.execute(
+            f"SELECT t.globalid, r.minx, r.maxx, r.miny, r.maxy FROM rtree_{layer}_geom r "
+            f"JOIN {layer} t ON t.fid = r.id ORDER BY t.globalid"
+        ).fetchall()
+        orphans = conn.execute(
+            f"SELECT count(*) FROM rtree_{layer}_geom WHERE id NOT IN (SELECT fid FROM {layer})"
+        ).fetchone()[0]
+        triggers = [
+            row[0]
+            for row in conn.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? "
+                "ORDER BY name",
+                (layer,),
+            )
+        ]
+    assert orphans == 0
+    return entries, triggers
+
+
+def test_a_large_write_keeps_the_rtree_as_the_triggers_would(tmp_path: Path) -> None:
+    """From 256 edits on, the R-tree is brought up to date once at the end of the write, with
+    its triggers dropped meanwhile, whether the edits are written in order or in groups: the
+    index ends as row-by-row triggers leave it, the triggers are back, and a failed write
+    leaves both as they were."""
+    rng = np.random.default_rng(7)
+    schema = LayerSchema("sites", (Field("name", FieldType.TEXT),), GeometryType.POINT)
+    gids = [uuid.uuid4() for _ in range(400)]
+    first = [
+        Insert("sites", {"name": f"s{i}"}, Point(*rng.uniform(0, 10, 2)), gid)
+        for i, gid in enumerate(gids)
+    ]
+    versions = dict.fromkeys(gids, 1)
+    later: list[Edit] = []
+
+    def update(gid: uuid.UUID, properties: dict[str, object], *geometry: Point | None) -> None:
+        later.append(
+            Update("sites", gid, properties, geometry[0] if geometry else None, bool(geometry),
+                   versions[gid], checked=True)
+        )  # fmt: skip
+        versions[gid] += 1
+
+    for i, gid in enumerate(gids[:300]):
+        match i % 5:
+            case 0:  # moved
+                update(gid, {}, Point(*rng.uniform(0, 10, 2)))
+            case 1:  # renamed only
+                update(gid, {"name": "renamed"})
+            case 2:
+                later.append(Delete("sites", gid, versions[gid]))
+            case 3:  # geometry removed
+                update(gid, {}, None)
+            case _:  # moved twice, then deleted
+                update(gid, {}, Point(1, 1))
+                update(gid, {}, Point(2, 2))
+                later.append(Delete("sites", gid, versions[gid]))
+    fresh = uuid.uuid4()  # inserted and deleted in one write
+    later += [Insert("sites", {"name": "x"}, Point(5, 5), fresh), Delete("sites", fresh, 1)]
+    results: list[tuple[list[tuple[object, ...]], list[object]]] = []
+    variants = (
+        ("one_by_one", 1, True),
+        ("in_order", len(later), True),
+        ("grouped", len(later), False),
+    )
+    for name, size, read_back in variants:
+        path = tmp_path / f"{name}.gpkg"
+        with GeoPackageStore.create(path) as store:
+            store.create_layer(schema)
+            store.apply_edits(first)
+            before = rtree_and_triggers(path, "sites")
+            assert len(before[0]) == 400
+            for start in range(0, len(later), size):
+                store.apply_edits(later[start : start + size], read_back=read_back)
+            if size > 1:  # a failing large write changes nothing, R-tree and triggers included
+                after = rtree_and_triggers(path, "sites")
+                failing: list[Edit] = [
+                    Update("sites", gid, {}, Point(9, 9), True, 1, checked=True)
+                    for gid in gids[300:]
+                ]
+                failing += [Insert("sites", {}, Point(8, 8)) for _ in range(200)]
+                with pytest.raises(FeatureNotFoundError):
+                    store.apply_edits(
+                        [*failing, Delete("sites", uuid.uuid4(), 1)], read_back=read_back
+                    )
+                assert rtree_and_triggers(path, "sites") == after
+        results.append(rtree_and_triggers(path, "sites"))
+    assert results[0] == results[1] == results[2]
+    assert len(results[0][0]) == 400 - 60 - 60 - 60  # deleted twice over, geometries removed
+    assert len(results[2][1]) == 6  # GeoPackage's R-tree triggers
+    assert results[2][1] == before[1]
+
+
+def test_read_back_false_returns_nothing(service: Path) -> None:
+    with GeoPackageStore.open(service) as store:
+        gid = store.query("sites", FeatureQuery(limit=1)).features[0].global_id
+        done = store.apply_edits(
+            [Update("sites", gid, {"name": "b"}, checked=True, base_version=1)], read_back=False
+        )
+        assert done == ()
+        feature = store.get_feature("sites", gid)
+        assert (feature.version, feature.properties["name"]) == (2, "b")
+        with pytest.raises(VersionConflictError):
+            store.apply_edits(
+                [Update("sites", gid, {"name": "c"}, checked=True, base_version=1)],
+                read_back=False,
+            )

@@ -23,6 +23,7 @@ from offmaps.features import FieldType
 from offmaps.features.model import (
     ChangeKind,
     Delete,
+    Edit,
     Feature,
     FeatureQuery,
     Field,
@@ -284,6 +285,78 @@ def test_given_global_id_is_kept_and_must_be_unique(hydrants: FeatureStore) -> N
     assert hydrants.get_feature("hydrants", gid).global_id == gid
     with pytest.raises(InvalidFeatureError):
         hydrants.apply_edits([Insert("hydrants", {"zone": "b"}, Point(0, 0), global_id=gid)])
+
+
+def test_edits_without_read_back_end_as_edits_read_back(hydrants: FeatureStore) -> None:
+    """``read_back=False`` (how sync writes: inserts, checked updates and deletes at their
+    base versions, several per row) leaves the rows and journal as edits one by one do."""
+    rows = [insert(hydrants, name=f"h{i}", count=i) for i in range(6)]
+    new = uuid.uuid4()
+    edits: list[Edit] = [
+        Update("hydrants", rows[0].global_id, {"name": "a"}, base_version=1, checked=True),
+        Insert("hydrants", {"zone": "x", "name": "new"}, Point(1, 1), new),
+        Update("hydrants", rows[0].global_id, {"count": 7}, Point(2, 2), True, 2, checked=True),
+        Delete("hydrants", rows[1].global_id, 1),
+        Update("hydrants", new, {"name": "newer"}, base_version=1, checked=True),
+        Delete("hydrants", new, 2),
+        Update("hydrants", rows[2].global_id, {"name": None}, base_version=1, checked=True),
+    ]
+    generation = hydrants.generation()
+    assert hydrants.apply_edits(edits, read_back=False) == ()
+    first = hydrants.get_feature("hydrants", rows[0].global_id)
+    assert (first.version, first.properties["name"], first.properties["count"]) == (3, "a", 7)
+    assert first.geometry is not None
+    assert first.geometry.equals(Point(2, 2))
+    assert hydrants.get_feature("hydrants", rows[2].global_id).properties["name"] is None
+    for gone in (rows[1].global_id, new):
+        with pytest.raises(FeatureNotFoundError):
+            hydrants.get_feature("hydrants", gone)
+    moved = hydrants.query("hydrants", FeatureQuery(bbox=BBox(1.9, 1.9, 2.1, 2.1)))
+    assert moved.number_matched == 1
+    journal = [(e.kind, e.global_id, e.version) for e in hydrants.iter_changes(generation)]
+    assert journal == [
+        (ChangeKind.UPDATE, rows[0].global_id, 2),
+        (ChangeKind.INSERT, new, 1),
+        (ChangeKind.UPDATE, rows[0].global_id, 3),
+        (ChangeKind.DELETE, rows[1].global_id, 1),
+        (ChangeKind.UPDATE, new, 2),
+        (ChangeKind.DELETE, new, 2),
+        (ChangeKind.UPDATE, rows[2].global_id, 2),
+    ]
+    assert hydrants.row_versions(
+        "hydrants", [rows[0].global_id, rows[1].global_id, rows[3].global_id]
+    ) == {str(rows[0].global_id): 3, str(rows[3].global_id): 1}
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (Update("hydrants", uuid.uuid4(), {"name": "x"}, base_version=1, checked=True),
+         FeatureNotFoundError),
+        (Delete("hydrants", uuid.uuid4(), 1), FeatureNotFoundError),
+        ("stale update", VersionConflictError),
+        ("stale delete", VersionConflictError),
+        ("taken id", InvalidFeatureError),
+    ],
+)  # fmt: skip
+def test_a_bad_edit_without_read_back_applies_nothing(
+    hydrants: FeatureStore, bad: Edit | str, error: type[Exception]
+) -> None:
+    row = insert(hydrants, name="a")
+    other = insert(hydrants, name="b")
+    if bad == "stale update":
+        bad = Update("hydrants", row.global_id, {"name": "x"}, base_version=5, checked=True)
+    elif bad == "stale delete":
+        bad = Delete("hydrants", row.global_id, 5)
+    elif bad == "taken id":
+        bad = Insert("hydrants", {"zone": "x"}, Point(0, 0), other.global_id)
+    assert not isinstance(bad, str)
+    generation = hydrants.generation()
+    good = Update("hydrants", other.global_id, {"name": "z"}, base_version=1, checked=True)
+    with pytest.raises(error):
+        hydrants.apply_edits([good, bad], read_back=False)
+    assert hydrants.generation() == generation
+    assert hydrants.get_feature("hydrants", other.global_id).properties["name"] == "b"
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -94,6 +94,10 @@ CACHE_KIB = 64 * 1024
 """SQLite page cache of each connection, in KiB."""
 _SCAN_BATCH = 10_000  # rows a bulk copy chooses and copies at a time
 _RTREE_DEFINITION = "http://www.geopackage.org/spec120/#extension_rtree"
+_RTREE_TRIGGERS = ("insert", "update1", "update2", "update3", "update4", "delete")
+_BULK_EDITS = 256
+"""From this many edits in one :meth:`GeoPackageStore.apply_edits`, the R-tree is brought up to
+date once at the end (:class:`_DeferredRTree`) instead of by its triggers row by row."""
 _OFFMAPS_DEFINITION = "offmaps feature store tables: see docs/features.md"
 _SQL_TYPES = {
     FieldType.TEXT: "TEXT",
@@ -297,13 +301,103 @@ def _register_functions(conn: sqlite3.Connection) -> None:
     conn.create_function("ST_IsEmpty", 1, _st_is_empty, deterministic=True)
 
 
+def _rtree_trigger(table: str, suffix: str) -> str:
+    return f"rtree_{table}_geom_{suffix}"
+
+
+def _rtree_entry(blob: bytes | None) -> tuple[float, float, float, float] | None:
+    """What the R-tree triggers index for a geometry blob: its (minx, maxx, miny, maxy), or
+    ``None`` for a NULL or empty geometry (no entry)."""
+    if blob is None or _st_is_empty(blob) != 0:
+        return None
+    return _envelope(blob)
+
+
+class _DeferredRTree:
+    """The R-tree upkeep of one large write transaction.
+
+    The GeoPackage triggers keep the R-tree in step row by row, calling the ``ST_*`` functions
+    (Python here) five times per written geometry: most of the cost of a bulk write. For a
+    large :meth:`GeoPackageStore.apply_edits`, the layer's R-tree triggers are dropped inside
+    the transaction, the rows written, then the entries of deleted rows removed and those of
+    written rows set from their final geometries, and the triggers re-created as they were,
+    all before the commit: other connections never see the triggers missing, and a failure
+    rolls everything back (SQLite's schema changes are transactional). GDAL's GeoPackage
+    driver defers its spatial index the same way on bulk loads.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._layers: dict[str, _Layer | None] = {}
+        self._triggers: list[str] = []
+        self._written: dict[str, set[str]] = {}
+        self._removed: dict[str, list[int]] = {}
+
+    def take(self, layer: _Layer) -> bool:
+        """Drop the layer's R-tree triggers (once); ``False`` when it has no R-tree to keep."""
+        name = layer.schema.name
+        if name not in self._layers:
+            names = [_rtree_trigger(name, suffix) for suffix in _RTREE_TRIGGERS]
+            found = self._conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                f"AND name IN ({', '.join('?' * len(names))})",
+                names,
+            ).fetchall()
+            self._layers[name] = layer if found and not layer.schema.is_table else None
+            if self._layers[name] is not None:
+                for trigger, sql in found:
+                    self._conn.execute(f"DROP TRIGGER {_q(trigger)}")
+                    self._triggers.append(sql)
+        return self._layers[name] is not None
+
+    def written(self, layer: _Layer, global_id: UUID) -> None:
+        """A row whose geometry was written."""
+        if self.take(layer):
+            self._written.setdefault(layer.schema.name, set()).add(str(global_id))
+
+    def removed(self, layer: _Layer, fid: int) -> None:
+        """A row deleted."""
+        if self.take(layer):
+            self._removed.setdefault(layer.schema.name, []).append(fid)
+
+    def finish(self) -> None:
+        """Bring the R-trees up to date and re-create the triggers."""
+        conn = self._conn
+        for name, layer in self._layers.items():
+            if layer is None:
+                continue
+            conn.executemany(
+                f"DELETE FROM {layer.rtree} WHERE id = ?",
+                [(fid,) for fid in self._removed.get(name, ())],
+            )
+            written = sorted(self._written.get(name, ()))
+            for start in range(0, len(written), _BATCH):
+                chunk = written[start : start + _BATCH]
+                rows = conn.execute(
+                    f"SELECT fid, geom FROM {layer.table} "
+                    f"WHERE globalid IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                entries = [(fid, _rtree_entry(blob)) for fid, blob in rows]
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO {layer.rtree} VALUES (?, ?, ?, ?, ?)",
+                    [(fid, *entry) for fid, entry in entries if entry is not None],
+                )
+                conn.executemany(
+                    f"DELETE FROM {layer.rtree} WHERE id = ?",
+                    [(fid,) for fid, entry in entries if entry is None],
+                )
+        for sql in self._triggers:
+            conn.execute(sql)
+
+
 def _rtree_sql(table: str) -> list[str]:
     """The R-tree table and the GeoPackage 1.2 triggers that keep it in step with ``table``."""
     rtree, t = _q(f"rtree_{table}_geom"), _q(table)
     values = "NEW.fid, ST_MinX(NEW.geom), ST_MaxX(NEW.geom), ST_MinY(NEW.geom), ST_MaxY(NEW.geom)"
 
     def trigger(suffix: str, when: str, body: str) -> str:
-        return f"CREATE TRIGGER {_q(f'rtree_{table}_geom_{suffix}')} {when} BEGIN {body}; END"
+        return f"CREATE TRIGGER {_q(_rtree_trigger(table, suffix))} {when} BEGIN {body}; END"
 
     upsert = f"INSERT OR REPLACE INTO {rtree} VALUES ({values})"
     present = "(NEW.geom NOT NULL AND NOT ST_IsEmpty(NEW.geom))"
@@ -418,6 +512,7 @@ class _Layer:
             columns.append("geom")
         self.select = f"SELECT {', '.join(columns)} FROM {self.table}"
         self.names = names
+        self.kinds_by_name = dict(zip(names, self.kinds, strict=True))
 
     def row_to_feature(self, row: Sequence[Any], *, geometry: bool = True) -> Feature:
         """A selected row as a feature; ``geometry=False`` skips decoding the geometry (for
@@ -773,55 +868,204 @@ class GeoPackageStore:
 
     # --- rows ------------------------------------------------------------------------------
 
-    def apply_edits(self, edits: Sequence[Edit]) -> tuple[Feature | None, ...]:
+    def apply_edits(
+        self, edits: Sequence[Edit], *, read_back: bool = True
+    ) -> tuple[Feature | None, ...]:
         """Apply edits atomically as one transaction with one new generation (see the protocol).
 
-        An empty sequence changes nothing and takes no generation.
+        An empty sequence changes nothing and takes no generation. With ``read_back=False``,
+        nothing is returned, and when every edit is an insert, a checked update or a delete
+        with its base version (what sync writes), the edits are written in groups
+        (:meth:`_apply_grouped`) instead of one by one.
         """
         if not edits:
             return ()
         results: list[Feature | None] = []
         with self._write() as (conn, generation):
+            rtree = _DeferredRTree(conn) if len(edits) >= _BULK_EDITS else None
             changed_at = _timestamp(_now())
-            touched: set[str] = set()
-            journal: list[tuple[object, ...]] = []
-            # consecutive inserts into one layer go out together; anything else sends them first
-            run: list[tuple[Feature, list[object]]] = []
-            run_layer: _Layer | None = None
-            for edit in edits:
-                layer = self._layer(edit.layer)
-                if run and (layer is not run_layer or not isinstance(edit, Insert)):
-                    self._insert_rows(conn, run_layer, run)
-                    run = []
-                run_layer = layer
-                touched.add(edit.layer)
-                if isinstance(edit, Insert):
-                    result = self._insert_values(layer, edit, run)
-                    kind = ChangeKind.INSERT
-                elif isinstance(edit, Update):
-                    result = self._update(conn, layer, edit)
-                    kind = ChangeKind.UPDATE
-                elif isinstance(edit, Delete):
-                    result, kind = self._delete(conn, layer, edit), ChangeKind.DELETE
-                else:
-                    raise InvalidFeatureError(f"not an edit: {type(edit).__name__}")
-                journal.append(
-                    (generation, edit.layer, str(result.global_id), kind.value, result.version,
-                     changed_at)
-                )  # fmt: skip
-                results.append(None if kind is ChangeKind.DELETE else result)
-            if run:
-                self._insert_rows(conn, run_layer, run)
+            if not read_back and all(map(_groupable, edits)):
+                written = self._apply_grouped(conn, edits, rtree)
+            else:
+                written = self._apply_in_order(conn, edits, rtree, results)
+            if not read_back:
+                results = []
+            if rtree is not None:
+                rtree.finish()
             conn.executemany(
                 "INSERT INTO offmaps_journal (generation, layer, globalid, kind, version, "
                 "changed_at) VALUES (?, ?, ?, ?, ?, ?)",
-                journal,
+                [(generation, *entry, changed_at) for entry in written],
             )
             conn.executemany(
                 "UPDATE gpkg_contents SET last_change = ? WHERE table_name = ?",
-                [(changed_at, name) for name in touched],
+                [(changed_at, name) for name in {edit.layer for edit in edits}],
             )
         return tuple(results)
+
+    def _apply_in_order(
+        self,
+        conn: sqlite3.Connection,
+        edits: Sequence[Edit],
+        rtree: _DeferredRTree | None,
+        results: list[Feature | None],
+    ) -> list[tuple[str, str, str, int]]:
+        """Write edits one by one, adding the rows they leave to ``results``; returns the
+        journal entries (layer, global id, kind, version)."""
+        journal: list[tuple[str, str, str, int]] = []
+        # consecutive inserts into one layer go out together; anything else sends them first
+        run: list[tuple[Feature, list[object]]] = []
+        run_layer: _Layer | None = None
+        for edit in edits:
+            layer = self._layer(edit.layer)
+            if run and (layer is not run_layer or not isinstance(edit, Insert)):
+                self._insert_rows(conn, run_layer, run)
+                run = []
+            run_layer = layer
+            result: Feature | None
+            if isinstance(edit, Insert):
+                result = self._insert_values(layer, edit, run)
+                kind = ChangeKind.INSERT
+                if rtree is not None and result.geometry is not None:
+                    rtree.written(layer, result.global_id)
+            elif isinstance(edit, Update):
+                result, kind = self._update(conn, layer, edit), ChangeKind.UPDATE
+                if rtree is not None and (edit.set_geometry or edit.replace):
+                    rtree.written(layer, edit.global_id)
+            elif isinstance(edit, Delete):
+                fid, version = self._delete(conn, layer, edit)
+                result, kind = Feature(edit.global_id, version, {}), ChangeKind.DELETE
+                if rtree is not None:
+                    rtree.removed(layer, fid)
+            else:
+                raise InvalidFeatureError(f"not an edit: {type(edit).__name__}")
+            journal.append((edit.layer, str(result.global_id), kind.value, result.version))
+            results.append(None if kind is ChangeKind.DELETE else result)
+        if run:
+            self._insert_rows(conn, run_layer, run)
+        return journal
+
+    def _apply_grouped(
+        self, conn: sqlite3.Connection, edits: Sequence[Edit], rtree: _DeferredRTree | None
+    ) -> list[tuple[str, str, str, int]]:
+        """Write edits that need no reading back (see :func:`_groupable`) in groups; returns
+        the journal entries, in the edits' order.
+
+        Edits of different rows commute, so the edits are split into waves (an edit's wave is
+        the number of earlier edits of its row) and each wave is written as one ``executemany``
+        per layer and kind (and, for updates, set of columns), the versions of the rows it
+        updates and deletes checked with one query per 500 rows. Errors are those of writing
+        the edits one by one, though with several bad edits another may be named first.
+        """
+        edits = [
+            replace(edit, global_id=uuid.uuid4())
+            if isinstance(edit, Insert) and edit.global_id is None
+            else edit
+            for edit in edits
+        ]
+        waves: list[list[Edit]] = []
+        seen: dict[tuple[str, object], int] = {}
+        for edit in edits:
+            wave = seen.get((edit.layer, edit.global_id), 0)
+            seen[edit.layer, edit.global_id] = wave + 1
+            if wave == len(waves):
+                waves.append([])
+            waves[wave].append(edit)
+        for batch in waves:
+            inserts: dict[str, list[Insert]] = {}
+            updates: dict[tuple[str, tuple[str, ...], bool], list[Update]] = {}
+            deletes: dict[str, list[Delete]] = {}
+            for edit in batch:
+                if isinstance(edit, Insert):
+                    inserts.setdefault(edit.layer, []).append(edit)
+                elif isinstance(edit, Update):
+                    shape = (edit.layer, tuple(edit.properties), edit.set_geometry)
+                    updates.setdefault(shape, []).append(edit)
+                elif isinstance(edit, Delete):
+                    deletes.setdefault(edit.layer, []).append(edit)
+            for name, added in inserts.items():
+                layer = self._layer(name)
+                run: list[tuple[Feature, list[object]]] = []
+                for insert in added:
+                    feature = self._insert_values(layer, insert, run)
+                    if rtree is not None and feature.geometry is not None:
+                        rtree.written(layer, feature.global_id)
+                self._insert_rows(conn, layer, run)
+            for (name, names, set_geometry), changed in updates.items():
+                self._update_rows(conn, self._layer(name), names, set_geometry, changed, rtree)
+            for name, group in deletes.items():
+                layer = self._layer(name)
+                fids = self._checked_fids(conn, layer, group)
+                conn.executemany(f"DELETE FROM {layer.table} WHERE fid = ?", [(f,) for f in fids])
+                conn.executemany(
+                    "DELETE FROM offmaps_attachments WHERE layer = ? AND globalid = ?",
+                    [(name, str(edit.global_id)) for edit in group],
+                )
+                if rtree is not None:
+                    for fid in fids:
+                        rtree.removed(layer, fid)
+        return [_journal_of(edit) for edit in edits]
+
+    def _update_rows(
+        self,
+        conn: sqlite3.Connection,
+        layer: _Layer,
+        names: tuple[str, ...],
+        set_geometry: bool,
+        group: Sequence[Update],
+        rtree: _DeferredRTree | None,
+    ) -> None:
+        """Checked updates of distinct rows setting the same fields, at once."""
+        fids = self._checked_fids(conn, layer, group)
+        kinds = [layer.kinds_by_name[name] for name in names]
+        assignments = ["row_version = ?", *(f"{_q(name)} = ?" for name in names)]
+        geometry = set_geometry and not layer.schema.is_table
+        if geometry:
+            assignments.append("geom = ?")
+        rows: list[list[object]] = []
+        for edit, fid in zip(group, fids, strict=True):
+            values = edit.properties
+            row: list[object] = [(edit.base_version or 0) + 1]
+            row += [_to_sql(kind, values[name]) for name, kind in zip(names, kinds, strict=True)]
+            if geometry:
+                shape = edit.geometry
+                row.append(None if shape is None else encode_geometry(shape, layer.schema.srid))
+                if rtree is not None:
+                    rtree.written(layer, edit.global_id)
+            row.append(fid)
+            rows.append(row)
+        conn.executemany(f"UPDATE {layer.table} SET {', '.join(assignments)} WHERE fid = ?", rows)
+
+    @staticmethod
+    def _checked_fids(
+        conn: sqlite3.Connection, layer: _Layer, group: Sequence[Update | Delete]
+    ) -> list[int]:
+        """The fids of the rows of ``group``, each checked to be at its edit's base version.
+
+        Raises:
+            FeatureNotFoundError: a row that does not exist.
+            VersionConflictError: a row at another version.
+        """
+        keys = [str(edit.global_id) for edit in group]
+        found: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(keys), _BATCH):
+            chunk = keys[start : start + _BATCH]
+            found.update(
+                (gid, (fid, version))
+                for gid, fid, version in conn.execute(
+                    f"SELECT globalid, fid, row_version FROM {layer.table} "
+                    f"WHERE globalid IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
+        fids: list[int] = []
+        for edit, key in zip(group, keys, strict=True):
+            row = found.get(key)
+            if row is None:
+                raise _not_found(layer, edit.global_id)
+            check_version(edit.global_id, edit.base_version, row[1])
+            fids.append(row[0])
+        return fids
 
     def scan_rows(
         self, layer: str, query: FeatureQuery, fields: Sequence[str] = ()
@@ -1021,13 +1265,13 @@ class GeoPackageStore:
         return layer.row_to_feature(row, geometry=geometry)
 
     @staticmethod
-    def _version(conn: sqlite3.Connection, layer: _Layer, global_id: UUID) -> int:
+    def _fid_version(conn: sqlite3.Connection, layer: _Layer, global_id: UUID) -> tuple[int, int]:
         row = conn.execute(
-            f"SELECT row_version FROM {layer.table} WHERE globalid = ?", (str(global_id),)
+            f"SELECT fid, row_version FROM {layer.table} WHERE globalid = ?", (str(global_id),)
         ).fetchone()
         if row is None:
             raise _not_found(layer, global_id)
-        return int(row[0])
+        return int(row[0]), int(row[1])
 
     def _insert_values(
         self, layer: _Layer, edit: Insert, run: list[tuple[Feature, list[object]]]
@@ -1094,7 +1338,7 @@ class GeoPackageStore:
             geometry = edit.geometry if edit.checked else normalise_geometry(schema, edit.geometry)
         properties = {**current.properties, **changes}
         version = current.version + 1
-        kinds = dict(zip(layer.names, layer.kinds, strict=True))
+        kinds = layer.kinds_by_name
         assignments = ["row_version = ?", *(f"{_q(name)} = ?" for name in changes)]
         values: list[object] = [version, *(_to_sql(kinds[n], v) for n, v in changes.items())]
         if (edit.set_geometry or edit.replace) and not schema.is_table:
@@ -1106,16 +1350,33 @@ class GeoPackageStore:
         )
         return Feature(edit.global_id, version, properties, geometry)
 
-    def _delete(self, conn: sqlite3.Connection, layer: _Layer, edit: Delete) -> Feature:
-        """Delete a row; returns it as far as the journal needs (id and version)."""
-        version = self._version(conn, layer, edit.global_id)
+    def _delete(self, conn: sqlite3.Connection, layer: _Layer, edit: Delete) -> tuple[int, int]:
+        """Delete a row; returns its fid and the version it had."""
+        fid, version = self._fid_version(conn, layer, edit.global_id)
         check_version(edit.global_id, edit.base_version, version)
-        conn.execute(f"DELETE FROM {layer.table} WHERE globalid = ?", (str(edit.global_id),))
+        conn.execute(f"DELETE FROM {layer.table} WHERE fid = ?", (fid,))
         conn.execute(
             "DELETE FROM offmaps_attachments WHERE layer = ? AND globalid = ?",
             (layer.schema.name, str(edit.global_id)),
         )
-        return Feature(edit.global_id, version, {})
+        return fid, version
+
+    def row_versions(self, layer: str, global_ids: Sequence[UUID]) -> dict[str, int]:
+        """The version of each of these rows that exists, by global id text (see the protocol)."""
+        keys = [str(gid) for gid in global_ids]
+        found: dict[str, int] = {}
+        with self._lock:
+            table = self._layer(layer).table
+            for start in range(0, len(keys), _BATCH):
+                chunk = keys[start : start + _BATCH]
+                found.update(
+                    self._conn.execute(
+                        f"SELECT globalid, row_version FROM {table} "
+                        f"WHERE globalid IN ({', '.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                )
+        return found
 
     def get_feature(self, layer: str, global_id: UUID) -> Feature:
         """One row; raises ``FeatureNotFoundError``."""
@@ -1345,6 +1606,24 @@ class GeoPackageStore:
             self._journal_attachment(
                 conn, generation, attachment, row.version, ChangeKind.ATTACHMENT_DELETE
             )
+
+
+def _groupable(edit: Edit) -> bool:
+    """Whether an edit can be written in a group: an insert, an update checked already (not
+    a replace) or a delete, with the base version its row must be at."""
+    if isinstance(edit, Update):
+        return edit.checked and not edit.replace and edit.base_version is not None
+    return isinstance(edit, Insert) or edit.base_version is not None
+
+
+def _journal_of(edit: Edit) -> tuple[str, str, str, int]:
+    """The journal entry of a grouped edit: (layer, global id, kind, version)."""
+    if isinstance(edit, Insert):
+        return edit.layer, str(edit.global_id), ChangeKind.INSERT.value, 1
+    version = edit.base_version or 0
+    if isinstance(edit, Update):
+        return edit.layer, str(edit.global_id), ChangeKind.UPDATE.value, version + 1
+    return edit.layer, str(edit.global_id), ChangeKind.DELETE.value, version
 
 
 def _journal_entry(row: Sequence[Any]) -> JournalEntry:

@@ -737,10 +737,13 @@ class PostGISStore:
 
     # --- rows ------------------------------------------------------------------------------
 
-    def apply_edits(self, edits: Sequence[Edit]) -> tuple[Feature | None, ...]:
+    def apply_edits(
+        self, edits: Sequence[Edit], *, read_back: bool = True
+    ) -> tuple[Feature | None, ...]:
         """Apply edits atomically as one transaction with one new generation (see the protocol).
 
-        An empty sequence changes nothing and takes no generation.
+        An empty sequence changes nothing and takes no generation; ``read_back=False`` returns
+        nothing.
         """
         if not edits:
             return ()
@@ -778,7 +781,8 @@ class PostGISStore:
                         changed_at,
                     )
                 )
-                results.append(None if kind is ChangeKind.DELETE else result)
+                if read_back:
+                    results.append(None if kind is ChangeKind.DELETE else result)
             if run_layer is not None:
                 self._insert_rows(conn, run_layer, run)
             with conn.cursor() as cursor:
@@ -882,6 +886,18 @@ class PostGISStore:
             (layer.schema.name, edit.global_id),
         )
         return current
+
+    def row_versions(self, layer: str, global_ids: Sequence[UUID]) -> dict[str, int]:
+        """The version of each of these rows that exists, by global id text (see the protocol)."""
+        with self._read() as conn:
+            found = self._layer(layer)
+            rows = conn.execute(
+                sql.SQL("SELECT globalid, row_version FROM {} WHERE globalid = ANY(%s)").format(
+                    found.table
+                ),
+                [list(global_ids)],
+            ).fetchall()
+        return {str(gid): int(version) for gid, version in rows}
 
     def get_feature(self, layer: str, global_id: UUID) -> Feature:
         """One row; raises ``FeatureNotFoundError``."""

@@ -80,10 +80,14 @@ class FeatureStore(Protocol):
 
     # --- rows ------------------------------------------------------------------------------
 
-    def apply_edits(self, edits: Sequence[Edit]) -> tuple[Feature | None, ...]:
+    def apply_edits(
+        self, edits: Sequence[Edit], *, read_back: bool = True
+    ) -> tuple[Feature | None, ...]:
         """Apply edits atomically, in order, as one transaction with one new generation.
 
-        Returns, per edit, the row as stored after it (``None`` for deletes). If any edit fails
+        Returns, per edit, the row as stored after it (``None`` for deletes); with
+        ``read_back=False``, nothing (an empty tuple), which lets a store skip reading rows
+        back (sync, which knows what it wrote, asks for that). If any edit fails
         (``InvalidFeatureError``, ``FeatureNotFoundError``, ``VersionConflictError``,
         ``LayerNotFoundError``), none is applied and the generation does not change.
         """
@@ -91,6 +95,11 @@ class FeatureStore(Protocol):
 
     def get_feature(self, layer: str, global_id: UUID) -> Feature:
         """One row; raises ``FeatureNotFoundError``."""
+        ...
+
+    def row_versions(self, layer: str, global_ids: Sequence[UUID]) -> dict[str, int]:
+        """The version of each of these rows that exists, by the text of its global id (what
+        sync needs to decide most changes, without reading the rows)."""
         ...
 
     def query(self, layer: str, query: FeatureQuery) -> FeaturePage:

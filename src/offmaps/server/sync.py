@@ -197,6 +197,21 @@ class _RowState:
 
 
 @dataclass
+class _Unread:
+    """A row whose values were not read (most changes need only its version): its global id,
+    version, and what the set's earlier changes wrote over it, as edit values."""
+
+    global_id: uuid.UUID
+    version: int
+    properties: dict[str, object] = field(default_factory=dict)
+    geometry: BaseGeometry | None = None
+    has_geometry: bool = False
+
+
+_Row = Feature | _Unread
+
+
+@dataclass
 class _Decision:
     """A change decided: its answer, and what to write for it."""
 
@@ -219,7 +234,8 @@ class _Merge:
     rules: dict[str, LayerRules]
     schemas: dict[str, LayerSchema]
     states: dict[tuple[str, str], _RowState | None]
-    rows: dict[tuple[str, str], Feature | None] = field(default_factory=dict)
+    rows: dict[tuple[str, str], _Row | None] = field(default_factory=dict)
+    """The rows as the set's earlier changes left them (``None``: no such row)."""
     attachments: dict[str, bool] = field(default_factory=dict)
     blobs_present: dict[str, bool] = field(default_factory=dict)
 
@@ -383,19 +399,40 @@ class SyncService:
 
     @staticmethod
     def _load_rows(work: _Merge, changes: Sequence[Change]) -> None:
-        by_layer: dict[str, set[uuid.UUID]] = {}
+        """Note the versions of the rows ``changes`` are about; their values are read when a
+        decision needs them (:meth:`_row`)."""
+        by_layer: dict[str, dict[str, uuid.UUID]] = {}
         for change in changes:
             if change.layer in work.schemas:
-                by_layer.setdefault(change.layer, set()).add(change.global_id)
+                by_layer.setdefault(change.layer, {})[str(change.global_id)] = change.global_id
         for layer, gids in by_layer.items():
-            ordered = sorted(gids)
-            for gid in ordered:
-                work.rows[layer, str(gid)] = None
-            for start in range(0, len(ordered), _BATCH):
-                chunk = tuple(ordered[start : start + _BATCH])
-                # iter_features: query() would also count the matches
-                for feature in work.store.iter_features(layer, FeatureQuery(global_ids=chunk)):
-                    work.rows[layer, str(feature.global_id)] = feature
+            versions = work.store.row_versions(layer, list(gids.values()))
+            for text, gid in gids.items():
+                version = versions.get(text)
+                work.rows[layer, text] = None if version is None else _Unread(gid, version)
+
+    @staticmethod
+    def _existing(work: _Merge, key: tuple[str, str]) -> Feature:
+        """A row known to exist, with its values."""
+        found = SyncService._row(work, key)
+        if found is None:
+            raise AssertionError(f"row {key} was decided to exist")
+        return found
+
+    @staticmethod
+    def _row(work: _Merge, key: tuple[str, str]) -> Feature | None:
+        """A row with its values, as the set's earlier changes left it."""
+        found = work.rows.get(key)
+        if isinstance(found, _Unread):
+            stored = work.store.get_feature(key[0], found.global_id)
+            found = Feature(
+                found.global_id,
+                found.version,
+                {**stored.properties, **found.properties},
+                found.geometry if found.has_geometry else stored.geometry,
+            )
+            work.rows[key] = found
+        return found
 
     # --- deciding --------------------------------------------------------------------------
 
@@ -440,10 +477,11 @@ class SyncService:
                 rules, change.layer, [k for k, v in change.values.items() if v is not None]
             )
             properties, geometry, _ = wire_to_edit_values(schema, change.values, complete=True)
-            if current is not None:
-                if feature_to_wire(schema, current) == canonical_values(schema, change.values):
-                    state = self._state(work, key, current)
-                    return self._done(work, change, key, current, state, ChangeStatus.APPLIED)
+            existing = self._row(work, key)
+            if existing is not None:
+                if feature_to_wire(schema, existing) == canonical_values(schema, change.values):
+                    state = self._state(work, key, existing.version)
+                    return self._done(work, change, key, existing, state, ChangeStatus.APPLIED)
                 return reject(f"{change.layer!r} has a row with global id {change.global_id}")
             feature = Feature(change.global_id, 1, properties, geometry)
             vector = {node: max(client_vector.get(node, 1), 1)}
@@ -464,7 +502,7 @@ class SyncService:
             if change.kind is SyncChangeKind.DELETE:
                 return self._done(work, change, key, None, None, ChangeStatus.APPLIED)
             return self._update_against_delete(work, change, schema, rules, key, last)
-        state = self._state(work, key, current)
+        state = self._state(work, key, current.version)
         if change.base_version > current.version:
             return reject(
                 f"base version {change.base_version} is newer than the server's "
@@ -494,13 +532,13 @@ class SyncService:
             if name != GEOMETRY_FIELD and name not in editable:
                 raise InvalidChangeSetError(f"field {name!r} of {layer!r} is not editable")
 
-    def _state(self, work: _Merge, key: tuple[str, str], current: Feature) -> _RowState:
-        """The row's version vector now: as recorded, or carried forward from the record by
-        the versions written since without sync."""
+    def _state(self, work: _Merge, key: tuple[str, str], version: int) -> _RowState:
+        """The row's version vector now (at ``version``): as recorded, or carried forward from
+        the record by the versions written since without sync."""
         recorded = work.states.get(key)
-        if recorded is not None and recorded.version == current.version:
+        if recorded is not None and recorded.version == version:
             return recorded
-        state = _RowState(current.version, self._state_of(recorded, current.version), None)
+        state = _RowState(version, self._state_of(recorded, version), None)
         work.states[key] = state
         return state
 
@@ -518,7 +556,7 @@ class SyncService:
         schema: LayerSchema,
         rules: LayerRules,
         key: tuple[str, str],
-        current: Feature,
+        current: _Row,
         state: _RowState,
         concurrent: bool,
     ) -> _Decision:
@@ -534,6 +572,7 @@ class SyncService:
         base = canonical_values(
             schema, {name: change.base_values.get(name) for name in changed if name in client}
         )
+        current = self._existing(work, key)
         server = feature_to_wire(schema, current)
         merged = merge_fields(list(client), base, client, server)
         status = ChangeStatus.MERGED
@@ -575,7 +614,7 @@ class SyncService:
         change: Change,
         schema: LayerSchema,
         key: tuple[str, str],
-        current: Feature,
+        current: _Row,
         vector: dict[str, int],
         values: Mapping[str, Any],
         status: ChangeStatus = ChangeStatus.APPLIED,
@@ -583,12 +622,22 @@ class SyncService:
     ) -> _Decision:
         """A change that writes ``values`` (wire values of some fields) over the row."""
         properties, geometry, has_geometry = wire_to_edit_values(schema, values, complete=False)
-        feature = Feature(
-            current.global_id,
-            current.version + 1,
-            {**current.properties, **properties},
-            geometry if has_geometry else current.geometry,
-        )
+        feature: _Row
+        if isinstance(current, _Unread):
+            feature = _Unread(
+                current.global_id,
+                current.version + 1,
+                {**current.properties, **properties},
+                geometry if has_geometry else current.geometry,
+                current.has_geometry or has_geometry,
+            )
+        else:
+            feature = Feature(
+                current.global_id,
+                current.version + 1,
+                {**current.properties, **properties},
+                geometry if has_geometry else current.geometry,
+            )
         edit = Update(
             change.layer, change.global_id, properties, geometry,
             set_geometry=has_geometry, base_version=current.version, checked=True,
@@ -602,10 +651,10 @@ class SyncService:
         schema: LayerSchema,
         rules: LayerRules,
         key: tuple[str, str],
-        current: Feature,
+        current: _Row,
         state: _RowState,
     ) -> _Decision:
-        server = feature_to_wire(schema, current)
+        server = feature_to_wire(schema, self._existing(work, key))
         outcome = resolve_delete(
             rules.policy, True, parse_timestamp(change.hlc), self._server_time(work, key, state)
         )
@@ -705,7 +754,7 @@ class SyncService:
         work: _Merge,
         change: Change,
         key: tuple[str, str],
-        feature: Feature | None,
+        feature: _Row | None,
         vector: dict[str, int],
         status: ChangeStatus,
         edit: Edit,
@@ -734,7 +783,7 @@ class SyncService:
         work: _Merge,
         change: Change,
         key: tuple[str, str],
-        current: Feature | None,
+        current: _Row | None,
         state: _RowState | None,
         status: ChangeStatus,
         *,
@@ -813,7 +862,7 @@ class SyncService:
                 edits.append(decision.edit)
             if decision.attachment is None:
                 continue
-            store.apply_edits(edits)
+            store.apply_edits(edits, read_back=False)
             edits = []
             action, ref = decision.attachment
             change = decision.change
@@ -825,7 +874,7 @@ class SyncService:
                 )  # fmt: skip
             else:
                 store.delete_attachment(change.layer, ref.attachment_id)
-        store.apply_edits(edits)
+        store.apply_edits(edits, read_back=False)
 
     @staticmethod
     def _attach_rows(work: _Merge, decisions: Sequence[_Decision]) -> None:
@@ -839,7 +888,7 @@ class SyncService:
             if schema is None:
                 continue
             key = _key(change)
-            feature = work.rows.get(key)
+            feature = SyncService._row(work, key)
             if feature is None:
                 row = ServerChange(layer=change.layer, global_id=change.global_id, kind="delete")
             else:
@@ -1189,7 +1238,7 @@ def _parked(
     change: Change,
     conflict: dict[str, Any],
     reason: str,
-    current: Feature | None,
+    current: _Row | None,
     state: _RowState | None,
     fields: Sequence[str] = (),
 ) -> _Decision:
