@@ -16,7 +16,12 @@ from shapely.geometry import Point
 
 from offmaps.errors import PackageError, SyncFailedError
 from offmaps.features import FieldType
-from offmaps.features.geopackage import GeoPackageStore, _register_functions, encode_geometry
+from offmaps.features.geopackage import (
+    GeoPackageStore,
+    _from_sql,
+    _register_functions,
+    encode_geometry,
+)
 from offmaps.features.model import (
     Delete,
     Feature,
@@ -26,7 +31,8 @@ from offmaps.features.model import (
     LayerSchema,
     Update,
 )
-from offmaps.offline.replica import LocalReplica
+from offmaps.features.wire import value_to_wire
+from offmaps.offline.replica import _OWN_WIRE_VALUES, LocalReplica, _WireValue
 from offmaps.schemas.changeset import (
     AttachmentRef,
     ChangeResult,
@@ -491,3 +497,67 @@ def test_the_capture_flag_is_never_seen_off(path: Path, replica: LocalReplica) -
 
     assert seen == ["1", "1"]
     assert _capture_flag(path) == "1"
+
+
+@pytest.mark.parametrize("kind", list(FieldType))
+def test_recorded_values_read_as_the_store_reads_them(kind: FieldType) -> None:
+    values: list[object] = [None, True, False, 0, 2, 1.5, 4.0, "", "1", "yes", "2024-05-06"]
+    values += ["2024-05-06T10:11:12.345+02:00", "2024-05-06 10:11", "not a date", ["a"], {"b": 1}]
+    convert = None if kind in _OWN_WIRE_VALUES else _WireValue(kind)
+    for value in values * 2:  # the second time, texts come from what was remembered
+        expected = value_to_wire(_from_sql(kind, value))
+        got = value if convert is None else convert(value)
+        assert (got, type(got)) == (expected, type(expected))
+
+
+def test_rows_other_tools_wrote_into_the_outbox(path: Path, replica: LocalReplica) -> None:
+    spelled = uuid.uuid4()  # an id written in capitals
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.executemany(
+            "INSERT INTO offmaps_outbox (change_id, layer, globalid, kind, old, at_ms) "
+            "VALUES (?, ?, ?, 'delete', '{}', 0)",
+            [
+                (str(uuid.uuid4()), "sites", "not an id"),
+                (str(uuid.uuid4()), "no such layer!", str(A)),
+                (str(spelled).upper(), "visits", str(C)),
+            ],
+        )
+
+    (change,) = replica.pending()
+
+    assert (change.change_id, change.layer, change.global_id) == (spelled, "visits", C)
+    counts = replica.status_counts()
+    assert (counts[ChangeStatus.REJECTED], counts[ChangeStatus.PENDING]) == (2, 1)
+    assert replica.pending(skip={spelled}) == []
+    assert replica.pending() == [change]
+
+
+def test_the_last_answer_to_a_change_is_the_one_kept(
+    path: Path, replica: LocalReplica, store: GeoPackageStore
+) -> None:
+    store.apply_edits([Update("sites", A, {"count": 3}), Delete("sites", B)])
+    update, delete = replica.pending()
+    conflict = uuid.uuid4()
+
+    replica.record_results(
+        [
+            ChangeResult(
+                change_id=update.change_id,
+                status=ChangeStatus.APPLIED,
+                version=4,
+                version_vector={"server": 3, REPLICA: 1},
+            ),
+            ChangeResult(change_id=delete.change_id, status=ChangeStatus.APPLIED),
+            ChangeResult(
+                change_id=update.change_id, status=ChangeStatus.CONFLICT, conflict_id=conflict
+            ),
+        ]
+    )
+
+    (parked,) = replica.outbox(ChangeStatus.CONFLICT)
+    assert (parked.change_id, parked.conflict_id) == (update.change_id, conflict)
+    assert replica.status_counts()[ChangeStatus.APPLIED] == 1
+    with closing(sqlite3.connect(path)) as conn:
+        known = conn.execute("SELECT globalid, version, vector FROM offmaps_sync_rows").fetchall()
+    # the applied answer said what the server holds; the deleted row is forgotten
+    assert known == [(str(A), 4, f'{{"server": 3, "{REPLICA}": 1}}')]

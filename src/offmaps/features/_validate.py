@@ -162,39 +162,49 @@ def _check_value(field: Field, value: object) -> object:
 
 
 def _coerce(field: Field, value: object) -> object:
-    kind = field.type
-    if kind is FieldType.TEXT and isinstance(value, str):
-        limit = field.max_length or MAX_TEXT_LENGTH
-        if len(value) > limit:
-            raise InvalidFeatureError(
-                f"field {field.name!r} holds at most {limit} characters", field=field.name
-            )
-        return value
-    if kind is FieldType.BOOLEAN:
-        return value if isinstance(value, bool) else None
-    if isinstance(value, bool):
+    """``value`` as the canonical value of ``field``'s type, ``None`` when it is of another
+    type; raises ``InvalidFeatureError`` when it is of the type but out of range."""
+    return _COERCE[field.type](field, value)
+
+
+def _text(field: Field, value: object) -> object:
+    if not isinstance(value, str):
         return None
-    if kind is FieldType.INTEGER and isinstance(value, int):
-        if not _INT64[0] <= value <= _INT64[1]:
-            raise InvalidFeatureError(
-                f"field {field.name!r}: integer out of range", field=field.name
-            )
-        return value
-    if kind is FieldType.INTEGER and isinstance(value, float) and value.is_integer():
-        return _coerce(field, int(value))
-    if kind is FieldType.REAL and isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise InvalidFeatureError(
-                f"field {field.name!r}: not a finite number", field=field.name
-            )
-        return float(value)
-    if kind is FieldType.DATE:
-        return _date(field, value)
-    if kind is FieldType.DATETIME:
-        if isinstance(value, datetime):
-            return _utc(value)
-        if isinstance(value, str):
-            return parse_datetime(value, field.name)
+    limit = field.max_length or MAX_TEXT_LENGTH
+    if len(value) > limit:
+        raise InvalidFeatureError(
+            f"field {field.name!r} holds at most {limit} characters", field=field.name
+        )
+    return value
+
+
+def _boolean(field: Field, value: object) -> object:
+    return value if isinstance(value, bool) else None
+
+
+def _integer(field: Field, value: object) -> object:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise InvalidFeatureError(f"field {field.name!r}: integer out of range", field=field.name)
+    return value
+
+
+def _real(field: Field, value: object) -> object:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    if not math.isfinite(value):
+        raise InvalidFeatureError(f"field {field.name!r}: not a finite number", field=field.name)
+    return float(value)
+
+
+def _datetime(field: Field, value: object) -> object:
+    if isinstance(value, datetime):
+        return _utc(value)
+    if isinstance(value, str):
+        return parse_datetime(value, field.name)
     return None
 
 
@@ -211,6 +221,16 @@ def _date(field: Field, value: object) -> date | None:
                 f"field {field.name!r}: {value[:40]!r} is not a date (YYYY-MM-DD)", field=field.name
             ) from None
     return None
+
+
+_COERCE = {
+    FieldType.TEXT: _text,
+    FieldType.BOOLEAN: _boolean,
+    FieldType.INTEGER: _integer,
+    FieldType.REAL: _real,
+    FieldType.DATE: _date,
+    FieldType.DATETIME: _datetime,
+}
 
 
 def parse_datetime(text: str, field: str = "value") -> datetime:

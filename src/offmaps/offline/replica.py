@@ -42,16 +42,17 @@ edits of that column captured after the next :meth:`LocalReplica.open`.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from uuid import UUID
 
 import pydantic
@@ -124,6 +125,7 @@ _NOW_MS_SQL = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGE
 _CAPTURING_SQL = "(SELECT value FROM offmaps_sync_state WHERE key = 'capture') = '1'"
 _ROW_KINDS = (SyncChangeKind.INSERT, SyncChangeKind.UPDATE, SyncChangeKind.DELETE)
 _MISSING = object()
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,17 @@ def _text(value: str) -> str:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _batches(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
+    """``items`` in slices of ``_BATCH`` (bound parameters per statement stay few)."""
+    for begin in range(0, len(items), _BATCH):
+        yield items[begin : begin + _BATCH]
+
+
+def _marks(count: int) -> str:
+    """``count`` parameter marks, as an SQL list."""
+    return ", ".join("?" * count)
 
 
 def _read_schemas(conn: sqlite3.Connection) -> dict[str, LayerSchema]:
@@ -328,45 +341,69 @@ def _install_triggers(conn: sqlite3.Connection, schemas: Iterable[LayerSchema]) 
 # --- values -------------------------------------------------------------------------------
 
 
-def _known_versions(
-    conn: sqlite3.Connection, keys: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[int, str | None]]:
-    """The server versions and vectors recorded for rows, by (layer, global id); looked up
-    layer by layer, so that the table's primary key (layer, global id) serves."""
-    by_layer: dict[str, set[str]] = {}
-    for layer, global_id in keys:
-        by_layer.setdefault(layer, set()).add(global_id)
-    found: dict[tuple[str, str], tuple[int, str | None]] = {}
-    for layer, global_ids in by_layer.items():
-        marks = ", ".join("?" * len(global_ids))
-        found.update(
-            ((layer, global_id), (version, vector))
-            for global_id, version, vector in conn.execute(
-                "SELECT globalid, version, vector FROM offmaps_sync_rows "
-                f"WHERE layer = ? AND globalid IN ({marks})",
-                [layer, *global_ids],
-            )
-        )
-    return found
+# the types whose recorded values (as JSON decodes them) are their own wire values
+_OWN_WIRE_VALUES = (FieldType.TEXT, FieldType.INTEGER)
 
 
-def _wire_row(schema: LayerSchema, stored: Mapping[str, object]) -> dict[str, Any]:
-    """A row recorded by a trigger (SQL values, the geometry blob in hex) as wire values: the
-    fields it has, then the geometry.
+class _WireValue:
+    """Turns the values a trigger recorded for a field of one type into wire values, as
+    ``value_to_wire(_from_sql(kind, value))`` does; each text is converted once (dates
+    repeat)."""
 
-    Raises:
-        ValueError: a geometry that is not a GeoPackage blob.
+    __slots__ = ("_kind", "_texts")
+
+    def __init__(self, kind: FieldType) -> None:
+        self._kind = kind
+        self._texts: dict[str, object] = {}
+
+    def __call__(self, value: object) -> object:
+        if not isinstance(value, str):
+            return value_to_wire(_from_sql(self._kind, value))
+        found = self._texts.get(value, _MISSING)
+        if found is _MISSING:
+            found = self._texts[value] = value_to_wire(_from_sql(self._kind, value))
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class _RowReader:
+    """How one layer's recorded rows read as wire values (see :meth:`wire_row`).
+
+    Attributes:
+        fields: the layer's fields in order, each with its converter (``None``: the value as
+            it is).
+        geometry: whether the layer has a geometry.
     """
-    row: dict[str, Any] = {}
-    for field in schema.fields:
-        if field.name in stored:
-            row[field.name] = value_to_wire(_from_sql(field.type, stored[field.name]))
-    if not schema.is_table and GEOMETRY_FIELD in stored:
-        blob = stored[GEOMETRY_FIELD]
-        if blob is not None and not isinstance(blob, str):
-            raise ValueError("the geometry is not a GeoPackage blob")
-        row[GEOMETRY_FIELD] = None if blob is None else _wkb_hex(blob)
-    return row
+
+    fields: tuple[tuple[str, _WireValue | None], ...]
+    geometry: bool
+
+    @classmethod
+    def of(cls, schema: LayerSchema) -> _RowReader:
+        fields = tuple(
+            (f.name, None if f.type in _OWN_WIRE_VALUES else _WireValue(f.type))
+            for f in schema.fields
+        )
+        return cls(fields, not schema.is_table)
+
+    def wire_row(self, stored: Mapping[str, object]) -> dict[str, Any]:
+        """A row recorded by a trigger (SQL values, the geometry blob in hex) as wire values:
+        the fields it has, then the geometry.
+
+        Raises:
+            ValueError: a geometry that is not a GeoPackage blob.
+        """
+        row: dict[str, Any] = {}
+        for name, convert in self.fields:
+            if name in stored:
+                value = stored[name]
+                row[name] = value if convert is None else convert(value)
+        if self.geometry and GEOMETRY_FIELD in stored:
+            blob = stored[GEOMETRY_FIELD]
+            if blob is not None and not isinstance(blob, str):
+                raise ValueError("the geometry is not a GeoPackage blob")
+            row[GEOMETRY_FIELD] = None if blob is None else _wkb_hex(blob)
+        return row
 
 
 def _wkb_hex(blob: str) -> str:
@@ -409,6 +446,177 @@ def _stored_values(
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:300]
+
+
+# --- reading the outbox -------------------------------------------------------------------
+
+
+# the pending outbox rows in order, each with the server version and vector recorded for its row
+_PENDING_SQL = (
+    "SELECT o.seq, o.change_id, o.layer, o.globalid, o.kind, o.old, o.new, o.attachment, "
+    "o.at_ms, o.hlc, r.version, r.vector FROM offmaps_outbox AS o "
+    "LEFT JOIN offmaps_sync_rows AS r ON r.layer = o.layer AND r.globalid = o.globalid "
+    "WHERE o.status = 'pending' AND o.seq > ?{where} ORDER BY o.seq LIMIT ?"
+)
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _settle(conn: sqlite3.Connection, seq: int, status: ChangeStatus, reason: str) -> None:
+    conn.execute(
+        "UPDATE offmaps_outbox SET status = ?, reason = ?, acked_ms = ? WHERE seq = ?",
+        (status.value, reason, _now_ms(), seq),
+    )
+
+
+class _PendingReader:
+    """Reads the pending outbox rows of ``_PENDING_SQL`` as wire changes, oldest first, inside
+    the transaction of one :meth:`LocalReplica.pending`.
+
+    It counts the pending changes of each row as it goes (a change's version vector counts
+    those up to it), stamps the rows that have no HLC timestamp yet (:meth:`save_stamps`
+    writes the stamps down), and settles the rows that are no change or cannot be read.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, replica_id: str, skip: Collection[UUID]) -> None:
+        self._conn = conn
+        self._replica_id = replica_id
+        self._schemas = _read_schemas(conn)
+        self._readers: dict[str, _RowReader] = {}
+        self._skip = set(skip)
+        # the triggers write ids as canonical text: comparing texts spares parsing each id
+        self._skip_text = {str(change_id) for change_id in self._skip}
+        self._counts: dict[tuple[str, str], int] = {}
+        self._vectors: dict[tuple[int, str | None, int], dict[str, int]] = {}
+        state = conn.execute("SELECT value FROM offmaps_sync_state WHERE key = 'hlc'").fetchone()
+        self._wall_ms = 0  # the clock's wall clock: the edit time of the row being stamped
+        self._clock = HybridClock(
+            replica_id,
+            now_ms=lambda: self._wall_ms,
+            last=parse_timestamp(state[0]) if state and state[0] else None,
+        )
+        self._stamped: list[tuple[str, int]] = []
+
+    def read(self, row: Sequence[Any]) -> Change | None:
+        """One outbox row as a wire change; ``None`` when it is skipped, or not a change (the
+        row is then settled)."""
+        (
+            seq,
+            change_id,
+            layer,
+            global_id,
+            kind_text,
+            old_json,
+            new_json,
+            attachment_json,
+            at_ms,
+            hlc,
+            recorded_version,
+            recorded_vector,
+        ) = row
+        key = (layer, global_id)
+        if self._skipped(change_id):
+            self._counts[key] = self._counts.get(key, 0) + 1
+            return None
+        kind = SyncChangeKind(kind_text)
+        reader = self._reader(layer)
+        try:
+            old = reader.wire_row(json.loads(old_json)) if old_json else {}
+            new = reader.wire_row(json.loads(new_json)) if new_json else {}
+            attachment = (
+                AttachmentRef.model_validate_json(attachment_json) if attachment_json else None
+            )
+        except (ValueError, ShapelyError, pydantic.ValidationError) as exc:
+            _settle(self._conn, seq, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
+            return None
+        values: dict[str, Any] = {}
+        changed: list[str] = []
+        base_values: dict[str, Any] = {}
+        if kind is SyncChangeKind.INSERT:
+            values = new
+        elif kind is SyncChangeKind.UPDATE:
+            values = new
+            changed = [
+                name
+                for name, value in new.items()
+                if not same_value(old.get(name, _MISSING), value, field=name)
+            ]
+            if not changed:
+                _settle(self._conn, seq, ChangeStatus.APPLIED, "no change")
+                return None
+            base_values = {name: old.get(name) for name in changed}
+        elif kind is SyncChangeKind.DELETE:
+            base_values = old
+        version = 0 if recorded_version is None else int(recorded_version)
+        # rows are read in order from the first pending one, so counting as it goes counts the
+        # row's pending changes up to this one
+        mine = self._counts[key] = self._counts.get(key, 0) + 1
+        vector = self._vector(version, recorded_vector, mine)
+        hlc = self._stamp(seq, at_ms) if hlc is None else str(hlc)
+        try:
+            # validated as any input is (ids parsed there too): another tool may have written
+            # anything in the row
+            return Change.model_validate(
+                {
+                    "change_id": change_id,
+                    "layer": layer,
+                    "global_id": global_id,
+                    "kind": kind,
+                    "base_version": 0 if kind is SyncChangeKind.INSERT else version,
+                    "version_vector": vector,
+                    "hlc": hlc,
+                    "values": values,
+                    "changed": changed,
+                    "base_values": base_values,
+                    "attachment": attachment,
+                }
+            )
+        except pydantic.ValidationError as exc:
+            _settle(self._conn, seq, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
+            return None
+
+    def save_stamps(self) -> None:
+        """Write down the HLC timestamps given to rows, and the clock's last one."""
+        self._conn.executemany("UPDATE offmaps_outbox SET hlc = ? WHERE seq = ?", self._stamped)
+        if self._stamped and self._clock.last is not None:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO offmaps_sync_state VALUES ('hlc', ?)",
+                (str(self._clock.last),),
+            )
+
+    def _skipped(self, change_id: str) -> bool:
+        if change_id in self._skip_text:
+            return True
+        if not self._skip or _CANONICAL_UUID.fullmatch(change_id):
+            return False
+        try:  # an id another tool wrote in another spelling
+            return UUID(change_id) in self._skip
+        except ValueError:
+            return False
+
+    def _reader(self, layer: str) -> _RowReader:
+        reader = self._readers.get(layer)
+        if reader is None:
+            schema = self._schemas.get(layer) or LayerSchema(layer, ())
+            reader = self._readers[layer] = _RowReader.of(schema)
+        return reader
+
+    def _vector(self, version: int, recorded: str | None, mine: int) -> dict[str, int]:
+        """The row's version vector after its ``mine``-th pending change: the one recorded
+        for the row at ``version`` (or derived from the version) plus those changes. Shared
+        between changes: validation copies it."""
+        key = (version, recorded, mine)
+        vector = self._vectors.get(key)
+        if vector is None:
+            base = json.loads(recorded) if recorded else vectors.derive(None, 0, version)
+            vector = self._vectors[key] = vectors.increment(base, self._replica_id, mine)
+        return vector
+
+    def _stamp(self, seq: int, at_ms: int) -> str:
+        """A new HLC timestamp for the row ``seq``, edited at ``at_ms``."""
+        self._wall_ms = int(at_ms)
+        hlc = self._clock.tick().format()
+        self._stamped.append((hlc, seq))
+        return hlc
 
 
 # --- the replica --------------------------------------------------------------------------
@@ -620,10 +828,12 @@ class LocalReplica:
     # --- outbox ----------------------------------------------------------------------------
 
     @staticmethod
-    def _layer_filter(layers: Sequence[str] | None) -> tuple[str, list[object]]:
+    def _layer_filter(
+        layers: Sequence[str] | None, column: str = "layer"
+    ) -> tuple[str, list[object]]:
         if layers is None:
             return "", []
-        return f" AND layer IN ({', '.join('?' * len(layers))})", list(layers)
+        return f" AND {column} IN ({_marks(len(layers))})", list(layers)
 
     def pending_count(self, layers: Sequence[str] | None = None) -> int:
         """How many outbox rows wait for upload (updates that turn out to change nothing
@@ -702,131 +912,25 @@ class LocalReplica:
         changes: list[Change] = []
         if limit == 0:
             return changes
-        where, params = self._layer_filter(layers)
+        where, params = self._layer_filter(layers, "o.layer")
         with self._transaction() as conn:
-            schemas = _read_schemas(conn)
-            state = conn.execute("SELECT value FROM offmaps_sync_state WHERE key = 'hlc'")
-            row = state.fetchone()
-            wall = [0]
-            clock = HybridClock(
-                self._replica_id,
-                now_ms=lambda: wall[0],
-                last=parse_timestamp(row[0]) if row and row[0] else None,
-            )
-            ticked = False
-            counts: dict[tuple[str, str], int] = {}
-            skipped = set(skip)
-            stamped: list[tuple[str, int]] = []
-
-            def stamp(outbox_row: Sequence[Any]) -> str:
-                nonlocal ticked
-                if outbox_row[9] is not None:
-                    return str(outbox_row[9])
-                wall[0] = int(outbox_row[8])
-                ticked = True
-                hlc = str(clock.tick())
-                stamped.append((hlc, int(outbox_row[0])))
-                return hlc
-
+            reader = _PendingReader(conn, self._replica_id, skip)
             last_seq = 0
             while limit is None or len(changes) < limit:
                 rows = conn.execute(
-                    "SELECT seq, change_id, layer, globalid, kind, old, new, attachment, at_ms, "
-                    f"hlc FROM offmaps_outbox WHERE status = 'pending' AND seq > ?{where} "
-                    "ORDER BY seq LIMIT ?",
-                    [last_seq, *params, _BATCH],
+                    _PENDING_SQL.format(where=where), [last_seq, *params, _BATCH]
                 ).fetchall()
-                versions = _known_versions(conn, [(str(r[2]), str(r[3])) for r in rows])
-                for outbox_row in rows:
+                for row in rows:
                     if limit is not None and len(changes) >= limit:
                         break
-                    last_seq = int(outbox_row[0])
-                    if skipped and UUID(outbox_row[1]) in skipped:
-                        key = (outbox_row[2], outbox_row[3])
-                        counts[key] = counts.get(key, 0) + 1
-                        continue
-                    change = self._change(conn, schemas, outbox_row, stamp, counts, versions)
+                    last_seq = row[0]
+                    change = reader.read(row)
                     if change is not None:
                         changes.append(change)
                 if len(rows) < _BATCH:
                     break
-            conn.executemany("UPDATE offmaps_outbox SET hlc = ? WHERE seq = ?", stamped)
-            if ticked and clock.last is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO offmaps_sync_state VALUES ('hlc', ?)",
-                    (str(clock.last),),
-                )
+            reader.save_stamps()
         return changes
-
-    def _change(
-        self,
-        conn: sqlite3.Connection,
-        schemas: Mapping[str, LayerSchema],
-        row: Sequence[Any],
-        stamp: Callable[[Sequence[Any]], str],
-        counts: dict[tuple[str, str], int],
-        versions: Mapping[tuple[str, str], tuple[int, str | None]],
-    ) -> Change | None:
-        """One outbox row as a wire change; ``None`` (and the row settled) when it is not one."""
-        seq, change_id, layer, global_id, kind_text = row[:5]
-        kind = SyncChangeKind(kind_text)
-        schema = schemas.get(layer) or LayerSchema(layer, ())
-        try:
-            old = _wire_row(schema, json.loads(row[5])) if row[5] else {}
-            new = _wire_row(schema, json.loads(row[6])) if row[6] else {}
-            attachment = AttachmentRef.model_validate_json(row[7]) if row[7] else None
-        except (ValueError, ShapelyError, pydantic.ValidationError) as exc:
-            self._settle(conn, seq, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
-            return None
-        values: dict[str, Any] = {}
-        changed: list[str] = []
-        base_values: dict[str, Any] = {}
-        if kind is SyncChangeKind.INSERT:
-            values = new
-        elif kind is SyncChangeKind.UPDATE:
-            values = new
-            changed = [
-                name
-                for name, value in new.items()
-                if not same_value(old.get(name, _MISSING), value, field=name)
-            ]
-            if not changed:
-                self._settle(conn, seq, ChangeStatus.APPLIED, "no change")
-                return None
-            base_values = {name: old.get(name) for name in changed}
-        elif kind is SyncChangeKind.DELETE:
-            base_values = old
-        known = versions.get((layer, global_id))
-        version = int(known[0]) if known else 0
-        vector = json.loads(known[1]) if known and known[1] else vectors.derive(None, 0, version)
-        # pending() reads every pending change from the first, so counting as it goes counts
-        # the row's pending changes up to this one
-        mine = counts[layer, global_id] = counts.get((layer, global_id), 0) + 1
-        hlc = stamp(row)
-        try:
-            return Change(
-                change_id=UUID(change_id),
-                layer=layer,
-                global_id=UUID(global_id),
-                kind=kind,
-                base_version=0 if kind is SyncChangeKind.INSERT else version,
-                version_vector=vectors.increment(vector, self._replica_id, int(mine)),
-                hlc=hlc,
-                values=values,
-                changed=changed,
-                base_values=base_values,
-                attachment=attachment,
-            )
-        except (ValueError, pydantic.ValidationError) as exc:
-            self._settle(conn, seq, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
-            return None
-
-    @staticmethod
-    def _settle(conn: sqlite3.Connection, seq: int, status: ChangeStatus, reason: str) -> None:
-        conn.execute(
-            "UPDATE offmaps_outbox SET status = ?, reason = ?, acked_ms = ? WHERE seq = ?",
-            (status.value, reason, _now_ms(), seq),
-        )
 
     def record_results(self, results: Sequence[ChangeResult]) -> None:
         """Record the server's answers to uploaded changes, in one transaction.
@@ -841,47 +945,50 @@ class LocalReplica:
         """
         with self._transaction() as conn:
             acked = _now_ms()
-            rows: dict[str, tuple[str, str]] = {}
             ids = [str(result.change_id) for result in results]
-            for begin in range(0, len(ids), _BATCH):
-                chunk = ids[begin : begin + _BATCH]
-                rows.update(
-                    (change_id, (layer, global_id))
-                    for change_id, layer, global_id in conn.execute(
-                        "SELECT change_id, layer, globalid FROM offmaps_outbox "
-                        f"WHERE change_id IN ({', '.join('?' * len(chunk))})",
-                        chunk,
-                    )
-                )
-            known = [r for r in results if str(r.change_id) in rows]
-            conn.executemany(
-                "UPDATE offmaps_outbox SET status = ?, reason = ?, conflict_id = ?, "
-                "acked_ms = ? WHERE change_id = ?",
-                [
-                    (
-                        r.status.value,
-                        r.reason,
-                        None if r.conflict_id is None else str(r.conflict_id),
-                        acked,
-                        str(r.change_id),
-                    )
-                    for r in known
-                ],
-            )
+            rows: dict[str, tuple[int, str, str]] = {}  # by change id: seq, layer, global id
+            for id_chunk in _batches(ids):
+                found = conn.execute(
+                    "SELECT change_id, seq, layer, globalid FROM offmaps_outbox "
+                    f"WHERE change_id IN ({_marks(len(id_chunk))})",
+                    id_chunk,
+                ).fetchall()
+                rows.update({change_id: (seq, layer, gid) for change_id, seq, layer, gid in found})
+            answers: dict[int, ChangeResult] = {}  # by seq: the last answer naming the row
             # the last applied or merged answer of each row says what the server holds
             states: dict[tuple[str, str], tuple[int, str | None] | None] = {}
-            for r in known:
-                if r.status in (ChangeStatus.APPLIED, ChangeStatus.MERGED):
-                    vector = json.dumps(r.version_vector) if r.version_vector else None
-                    states[rows[str(r.change_id)]] = (
-                        None if r.version is None else (r.version, vector)
+            for change_id, result in zip(ids, results, strict=True):
+                row = rows.get(change_id)
+                if row is None:
+                    continue
+                seq, layer, global_id = row
+                answers[seq] = result
+                if result.status in (ChangeStatus.APPLIED, ChangeStatus.MERGED):
+                    vector = json.dumps(result.version_vector) if result.version_vector else None
+                    version = result.version
+                    states[layer, global_id] = None if version is None else (version, vector)
+            # the rows taking the same answer (most often a plain "applied") are updated at once
+            by_answer: dict[tuple[str, str | None, str | None], list[int]] = {}
+            for seq, result in answers.items():
+                conflict_id = None if result.conflict_id is None else str(result.conflict_id)
+                same = by_answer.setdefault((result.status.value, result.reason, conflict_id), [])
+                same.append(seq)
+            for (status, reason, conflict_id), seqs in by_answer.items():
+                for seq_chunk in _batches(seqs):
+                    conn.execute(
+                        "UPDATE offmaps_outbox SET status = ?, reason = ?, conflict_id = ?, "
+                        f"acked_ms = ? WHERE seq IN ({_marks(len(seq_chunk))})",
+                        [status, reason, conflict_id, acked, *seq_chunk],
                     )
             conn.executemany(
                 "DELETE FROM offmaps_sync_rows WHERE layer = ? AND globalid = ?",
                 [key for key, state in states.items() if state is None],
             )
+            # an upsert rewrites a row in place (a REPLACE would move it, and its index entry)
             conn.executemany(
-                "INSERT OR REPLACE INTO offmaps_sync_rows VALUES (?, ?, ?, ?)",
+                "INSERT INTO offmaps_sync_rows VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (layer, globalid) DO UPDATE "
+                "SET version = excluded.version, vector = excluded.vector",
                 [(*key, *state) for key, state in states.items() if state is not None],
             )
 

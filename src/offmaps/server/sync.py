@@ -767,7 +767,8 @@ class SyncService:
         work.rows[key] = feature
         state = None if feature is None else _RowState(feature.version, vector, change.hlc)
         work.states[key] = state
-        result = ChangeResult(
+        # built from values checked already: model_construct skips validating them again
+        result = ChangeResult.model_construct(
             change_id=change.change_id,
             status=status,
             reason=reason,
@@ -798,7 +799,7 @@ class SyncService:
                 current.version, vector or (state.vector if state else {}), change.hlc
             )
             work.states[key] = new_state
-        result = ChangeResult(
+        result = ChangeResult.model_construct(
             change_id=change.change_id,
             status=status,
             reason=reason,
@@ -924,7 +925,9 @@ class SyncService:
                     [(replica.service, *key) for key, state in states.items() if state is None],
                 )
                 conn.executemany(
-                    "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (service, layer, globalid) DO UPDATE SET "
+                    "version = excluded.version, vector = excluded.vector, hlc = excluded.hlc",
                     [
                         (replica.service, *key, s.version, json.dumps(s.vector), s.hlc)
                         for key, s in states.items()
