@@ -50,6 +50,7 @@ from offmaps.schemas.changeset import (
     SyncChangeKind,
 )
 from offmaps.storage.local import LocalBlobStore
+from offmaps.sync.collector import collection_paused
 
 __all__ = [
     "AsyncOfflineMapSyncTask",
@@ -386,24 +387,26 @@ class _ReplicaSync:
         self.refresh_conflicts(local)
         total = max(local.pending_count(layers), 1)
         done = 0
-        changes = local.pending(layers, limit=parameters.batch_size)
+        with collection_paused():
+            changes = local.pending(layers, limit=parameters.batch_size)
         with ThreadPoolExecutor(1, thread_name_prefix="offmaps-upload") as sender:
             while changes:
                 self.upload_attachments(changes)
-                change_set = ChangeSet(
-                    change_set_id=uuid.uuid4(),
-                    replica_id=self.replica.replica_id,
-                    changes=changes,
-                    rollback_on_failure=parameters.rollback_on_failure,
-                )
-                sent = sender.submit(self.send, change_set)
-                following = local.pending(
-                    layers, limit=parameters.batch_size, skip={c.change_id for c in changes}
-                )
-                answer = sent.result()
-                local.record_results(answer.results)
-                self.take_rows(local, answer)
-                self.count(changes, answer)
+                with collection_paused():  # a set's objects all live until it is answered
+                    change_set = ChangeSet(
+                        change_set_id=uuid.uuid4(),
+                        replica_id=self.replica.replica_id,
+                        changes=changes,
+                        rollback_on_failure=parameters.rollback_on_failure,
+                    )
+                    sent = sender.submit(self.send, change_set)
+                    following = local.pending(
+                        layers, limit=parameters.batch_size, skip={c.change_id for c in changes}
+                    )
+                    answer = sent.result()
+                    local.record_results(answer.results)
+                    self.take_rows(local, answer)
+                    self.count(changes, answer)
                 done += len(changes)
                 self.report(0.5 * done / total, f"uploaded {done:,} of {total:,} changes")
                 if any(r.status is ChangeStatus.PENDING for r in answer.results):

@@ -83,6 +83,7 @@ from offmaps.schemas.changeset import (
 from offmaps.server.catalog import Catalog
 from offmaps.server.replicas import Replica
 from offmaps.sync.clock import Timestamp, parse_timestamp, timestamp_from_ms
+from offmaps.sync.collector import collection_paused
 from offmaps.sync.merge import merge_fields
 from offmaps.sync.policy import Side, resolve, resolve_delete
 from offmaps.sync.vectors import derive, dominates, merge
@@ -293,7 +294,7 @@ class SyncService:
         if len(set(ids)) != len(ids):
             raise InvalidChangeSetError("the change set uses a change id twice")
         store = self.catalog.feature_service(replica.service)
-        with self._service_lock(replica.service):
+        with self._service_lock(replica.service), collection_paused():
             answered = self._answered(replica.id, ids)
             fresh = [c for c in change_set.changes if str(c.change_id) not in answered]
             work = _Merge(

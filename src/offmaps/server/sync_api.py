@@ -46,6 +46,7 @@ from offmaps.server.catalog import Catalog
 from offmaps.server.replicas import Replica, ReplicaRegistry
 from offmaps.server.sync import SyncService
 from offmaps.server.users import Scope
+from offmaps.sync.collector import collection_paused
 
 __all__ = ["sync_router"]
 
@@ -148,7 +149,8 @@ def sync_router(service: SyncService, replicas: ReplicaRegistry, data_dir: Path)
         replica = replica_for(replica_id, principal, Scope.FEATURES_EDIT)
         body = await request.body()
         try:
-            change_set = ChangeSet.model_validate_json(body)
+            with collection_paused():
+                change_set = ChangeSet.model_validate_json(body)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
