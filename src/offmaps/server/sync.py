@@ -296,7 +296,7 @@ class SyncService:
         store = self.catalog.feature_service(replica.service)
         with self._service_lock(replica.service), collection_paused():
             answered = self._answered(replica.id, ids)
-            fresh = [c for c in change_set.changes if str(c.change_id) not in answered]
+            fresh = [c for c in change_set.changes if c.change_id not in answered]
             work = _Merge(
                 replica.service,
                 store,
@@ -318,7 +318,7 @@ class SyncService:
                 self._attach_rows(as_is, rejected)
                 first = rejected[0].result
                 results = {
-                    str(d.change.change_id): d.result
+                    d.change.change_id: d.result
                     if d.result.status is ChangeStatus.REJECTED
                     else ChangeResult(
                         change_id=d.change.change_id,
@@ -332,18 +332,18 @@ class SyncService:
             self._execute(store, decisions)
             self._attach_rows(work, decisions)
             self._record(replica, change_set, decisions)
-        results = {str(d.change.change_id): d.result for d in decisions}
+        results = {d.change.change_id: d.result for d in decisions}
         return self._answer(change_set, answered, results, store)
 
     def _answer(
         self,
         change_set: ChangeSet,
-        answered: Mapping[str, ChangeResult],
-        fresh: Mapping[str, ChangeResult],
+        answered: Mapping[uuid.UUID, ChangeResult],
+        fresh: Mapping[uuid.UUID, ChangeResult],
         store: FeatureStore,
     ) -> ChangeSetResult:
         results = [
-            answered.get(str(change.change_id)) or fresh[str(change.change_id)]
+            answered.get(change.change_id) or fresh[change.change_id]
             for change in change_set.changes
         ]
         with_rows = sorted({r.row.layer for r in results if r.row is not None})
@@ -356,8 +356,8 @@ class SyncService:
             layers=[_wire_layer(schemas[name]) for name in with_rows if name in schemas],
         )
 
-    def _answered(self, replica_id: str, ids: Sequence[uuid.UUID]) -> dict[str, ChangeResult]:
-        found: dict[str, ChangeResult] = {}
+    def _answered(self, replica_id: str, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ChangeResult]:
+        found: dict[uuid.UUID, ChangeResult] = {}
         keys = [str(i) for i in ids]
         with self._lock:
             for start in range(0, len(keys), _BATCH):
@@ -372,7 +372,7 @@ class SyncService:
                         raise InvalidChangeSetError(
                             f"change id {change_id} was sent by another replica"
                         )
-                    found[change_id] = ChangeResult.model_validate_json(result)
+                    found[uuid.UUID(change_id)] = ChangeResult.model_validate_json(result)
         return found
 
     def _load_states(
@@ -768,8 +768,7 @@ class SyncService:
         work.rows[key] = feature
         state = None if feature is None else _RowState(feature.version, vector, change.hlc)
         work.states[key] = state
-        # built from values checked already: model_construct skips validating them again
-        result = ChangeResult.model_construct(
+        result = ChangeResult(
             change_id=change.change_id,
             status=status,
             reason=reason,
@@ -800,7 +799,7 @@ class SyncService:
                 current.version, vector or (state.vector if state else {}), change.hlc
             )
             work.states[key] = new_state
-        result = ChangeResult.model_construct(
+        result = ChangeResult(
             change_id=change.change_id,
             status=status,
             reason=reason,
