@@ -530,6 +530,8 @@ def test_rows_other_tools_wrote_into_the_outbox(path: Path, replica: LocalReplic
     assert (counts[ChangeStatus.REJECTED], counts[ChangeStatus.PENDING]) == (2, 1)
     assert replica.pending(skip={spelled}) == []
     assert replica.pending() == [change]
+    listed = replica.outbox()  # the device lists them all, the unreadable id as None
+    assert [entry.global_id for entry in listed] == [None, A, C]
 
 
 def test_the_last_answer_to_a_change_is_the_one_kept(

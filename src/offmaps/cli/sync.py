@@ -126,7 +126,7 @@ def status(folder: Path, check: bool, url: str | None, as_json: bool) -> None:
                 {
                     "change_id": str(entry.change_id),
                     "layer": entry.layer,
-                    "global_id": str(entry.global_id),
+                    "global_id": None if entry.global_id is None else str(entry.global_id),
                     "kind": entry.kind,
                     "status": entry.status,
                     "reason": entry.reason,
@@ -161,7 +161,7 @@ def status(folder: Path, check: bool, url: str | None, as_json: bool) -> None:
             reason = f": {change['reason']}" if change["reason"] else ""
             click.echo(
                 f"  {change['status']} {change['kind']} {change['layer']} "
-                f"{change['global_id']}{reason}"
+                f"{change['global_id'] or '(a global id that is not a UUID)'}{reason}"
             )
     if "updates" in report:
         updates = report["updates"]

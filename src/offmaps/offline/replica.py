@@ -136,7 +136,8 @@ class OutboxEntry:
         seq: the order the edit was made in.
         change_id: the id the server acknowledges it by.
         layer: the layer or table edited.
-        global_id: the row edited (for attachments, the row they belong to).
+        global_id: the row edited (for attachments, the row they belong to); ``None`` when
+            another tool gave the row a global id that is not a UUID (such edits are rejected).
         kind: what the edit did.
         status: what became of it.
         reason: why it was rejected, or how a conflict was settled.
@@ -147,7 +148,7 @@ class OutboxEntry:
     seq: int
     change_id: UUID
     layer: str
-    global_id: UUID
+    global_id: UUID | None
     kind: SyncChangeKind
     status: ChangeStatus
     reason: str | None
@@ -441,6 +442,13 @@ def _stored_values(
             None if geometry is None else encode_geometry(geometry, schema.srid)
         )
     return stored
+
+
+def _uuid_or_none(text: object) -> UUID | None:
+    try:
+        return UUID(str(text))
+    except ValueError:
+        return None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -870,7 +878,7 @@ class LocalReplica:
                 seq=int(row[0]),
                 change_id=UUID(row[1]),
                 layer=str(row[2]),
-                global_id=UUID(row[3]),
+                global_id=_uuid_or_none(row[3]),
                 kind=SyncChangeKind(row[4]),
                 status=ChangeStatus(row[5]),
                 reason=row[6],

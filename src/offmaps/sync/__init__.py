@@ -9,7 +9,9 @@ different values is a conflict. A conflict policy (server wins, client wins, las
 by hybrid logical clock, or manual review) then settles it.
 
 Everything here is a pure function over values: no storage, no I/O. Reading rows, recording
-vectors and parking conflicts stay at the edge, in the stores and the server.
+vectors and parking conflicts stay at the edge, in the stores and the server. The one other
+thing here is :func:`~offmaps.sync.collector.collection_paused`, which the device and the
+server use around large change sets.
 
 The version vector functions have generic names (``compare``, ``merge``), so they are used
 through their module: ``vectors.merge(a, b)``.
