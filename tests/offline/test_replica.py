@@ -198,7 +198,7 @@ def test_open_refuses_a_file_that_is_not_a_replica(tmp_path: Path) -> None:
 def test_sdk_edits_are_captured_in_order(replica: LocalReplica, store: GeoPackageStore) -> None:
     store.apply_edits([Update("sites", A, {"name": "pump"}, Point(9, 9), set_geometry=True)])
     store.apply_edits([Insert("sites", {"name": "new", "active": False}, Point(0, 1))])
-    store.apply_edits([Delete("sites", A)])
+    store.apply_edits([Delete("sites", B)])
 
     update, insert, delete = replica.pending()
 
@@ -221,11 +221,11 @@ def test_sdk_edits_are_captured_in_order(replica: LocalReplica, store: GeoPackag
     assert insert.values["geom"] == _wkb(0, 1)
     assert insert.base_version == 0
     assert insert.version_vector == {REPLICA: 1}
-    # the SDK bumped row_version to 4: the server version the edits started from is still 3
-    assert (update.base_version, delete.base_version) == (3, 3)
+    # the SDK bumped row_version to 4: the server version the edit started from is still 3
+    assert update.base_version == 3
     assert update.version_vector == {REPLICA: 1, "server": 3}
-    assert delete.version_vector == {REPLICA: 2, "server": 3}
-    assert delete.base_values["name"] == "pump"
+    assert delete.version_vector == {REPLICA: 1, "server": 3}
+    assert delete.base_values["name"] == "well"
     assert update.hlc < insert.hlc < delete.hlc
     assert [c.hlc for c in replica.pending()] == [update.hlc, insert.hlc, delete.hlc]
     assert [c.change_id for c in replica.pending()] == [
@@ -233,15 +233,70 @@ def test_sdk_edits_are_captured_in_order(replica: LocalReplica, store: GeoPackag
         insert.change_id,
         delete.change_id,
     ]
+    assert [c.covers for c in (update, insert, delete)] == [[], [], []]
+
+
+def test_a_rows_edits_go_as_one_change(replica: LocalReplica, store: GeoPackageStore) -> None:
+    """As geodiff ships net changes: a row's pending edits go as one change, the last edit's,
+    with the values after it, the base before the first, and the others' ids as covers."""
+    store.apply_edits([Update("sites", A, {"name": "pump"})])
+    new = store.apply_edits([Insert("sites", {"name": "new"}, Point(0, 1))])[0]
+    assert new is not None
+    store.apply_edits([Update("sites", A, {"count": 7}, Point(9, 9), set_geometry=True)])
+    store.apply_edits([Update("sites", new.global_id, {"name": "newer"})])
+    store.apply_edits([Update("sites", B, {"name": "x"})])
+    store.apply_edits([Update("sites", B, {"name": "well"})])  # back as it was
+    ids = [entry.change_id for entry in replica.outbox()]
+
+    update, insert = replica.pending()
+
+    assert (update.change_id, update.covers) == (ids[2], [ids[0]])
+    assert update.changed == ["name", "count", "geom"]
+    assert update.base_values == {"name": "well", "count": 2, "geom": _wkb(1, 2)}
+    assert (update.values["name"], update.values["count"]) == ("pump", 7)
+    assert update.version_vector == {REPLICA: 2, "server": 3}
+    assert (insert.change_id, insert.covers, insert.kind) == (ids[3], [ids[1]], "insert")
+    assert insert.values["name"] == "newer"
+    assert insert.version_vector == {REPLICA: 2}
+    # B's edits undo each other: nothing to send
+    undone = [e for e in replica.outbox() if e.global_id == B]
+    assert [(e.status, e.reason) for e in undone] == [(ChangeStatus.APPLIED, "no change")] * 2
+    assert replica.pending() == [update, insert]  # read again: the same changes
+
+    store.apply_edits([Delete("sites", A), Delete("sites", new.global_id)])
+    (delete,) = replica.pending()
+    assert (delete.kind, delete.covers) == ("delete", [ids[0], ids[2]])
+    assert delete.base_values["name"] == "well"  # the row before the first edit
+    gone = [e for e in replica.outbox() if e.global_id == new.global_id]
+    assert {(e.status, e.reason) for e in gone} == {
+        (ChangeStatus.APPLIED, "nothing to send: the row was added and deleted")
+    }
+
+
+def test_an_attachment_edit_ends_a_rows_change(
+    replica: LocalReplica, store: GeoPackageStore
+) -> None:
+    store.apply_edits([Update("sites", A, {"name": "pump"})])
+    attachment = store.add_attachment(
+        "sites", A, name="a.jpg", content_type="image/jpeg", size=1, sha256="0" * 64
+    )
+    store.apply_edits([Update("sites", A, {"count": 9})])
+    kinds = [(c.kind, len(c.covers)) for c in replica.pending()]
+    assert kinds == [("update", 0), ("attachment_add", 0), ("update", 0)]
+    assert attachment.attachment_id is not None
 
 
 def test_pending_can_skip_the_set_in_flight(replica: LocalReplica, store: GeoPackageStore) -> None:
     store.apply_edits([Update("sites", A, {"name": "pump"})])
-    store.apply_edits([Delete("sites", A)])
+    store.apply_edits([Delete("sites", B)])
     first, second = replica.pending()
     (following,) = replica.pending(limit=5, skip={first.change_id})
     assert following == second
-    assert following.version_vector == {REPLICA: 2, "server": 3}  # the first still counts
+    # an edit made while a row's change is in flight goes on its own, counted after it
+    store.apply_edits([Update("sites", A, {"count": 5})])
+    (later,) = replica.pending(skip={first.change_id, second.change_id})
+    assert (later.covers, later.version_vector) == ([], {REPLICA: 2, "server": 3})
+    assert following.version_vector == {REPLICA: 1, "server": 3}
 
 
 def test_pending_filters_by_layer_and_limit(replica: LocalReplica, store: GeoPackageStore) -> None:

@@ -201,6 +201,47 @@ def test_disjoint_edits_merge_and_the_same_field_goes_to_the_review_queue(
     assert device.outbox() == {ChangeStatus.MERGED: 2}  # the settled conflict, seen on the device
 
 
+def test_a_rows_edits_go_as_one_change_and_every_edit_is_answered(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    """Two edits of a row go as one change covering the first; both edits are answered, as a
+    conflict, and both are settled when it is resolved."""
+    device = take_offline()
+    gid = device.sites()["site 4"].global_id
+    device.edit(Update("sites", gid, {"status": "device"}))
+    device.edit(Update("sites", gid, {"osm_id": 44}))
+    server_edit(live_server, Update("sites", gid, {"status": "office"}))
+
+    layer = device.sync().layer_results["sites"]
+    assert (layer.uploaded, layer.conflicts) == (2, 2)
+    assert device.outbox() == {ChangeStatus.CONFLICT: 2}
+    client = live_server.server.client
+    headers = live_server.server.token("editor")
+    (conflict,) = client.get("/api/conflicts", headers=headers).json()["conflicts"]
+    assert (conflict["base"], conflict["client"]) == (
+        {"status": "ok", "osm_id": 4},
+        {"status": "device", "osm_id": 44},
+    )
+    (replica,) = device.package.manifest.replicas
+    with LocalReplica.open(
+        device.folder / replica.file, replica_id=replica.replica_id, generation=0
+    ) as local:
+        ids = [entry.change_id for entry in local.outbox()]
+    for change_id in ids:  # each edit's answer is on record under its own id
+        answer = client.get(
+            f"/api/replicas/{replica.replica_id}/changes/{change_id}", headers=headers
+        ).json()
+        assert (answer["status"], answer["conflict_id"]) == ("conflict", conflict["id"])
+
+    resolved = client.post(
+        f"/api/conflicts/{conflict['id']}/resolve", json={"side": "client"}, headers=headers
+    )
+    assert resolved.status_code == 200, resolved.text
+    device.sync()
+    assert device.outbox() == {ChangeStatus.MERGED: 2}
+    assert server_sites(live_server)["site 4"].properties["osm_id"] == 44
+
+
 @pytest.mark.parametrize(
     ("policy", "winner"),
     [("server_wins", "office"), ("client_wins", "device"), ("last_writer_wins", "office")],

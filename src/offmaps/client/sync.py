@@ -169,6 +169,19 @@ class SyncJobStatus(StrEnum):
     FAILED = "failed"
 
 
+def _with_covered(changes: Sequence[Change], results: Sequence[ChangeResult]) -> list[ChangeResult]:
+    """The answers to a set, and the same answers under the ids of the edits each change
+    covers, so that every edit of the outbox is settled."""
+    covers = {change.change_id: change.covers for change in changes if change.covers}
+    answered = list(results)
+    for result in results:
+        answered += [
+            result.model_copy(update={"change_id": covered})
+            for covered in covers.get(result.change_id, ())
+        ]
+    return answered
+
+
 def _allows(direction: str, wanted: SyncDirection, way: str) -> bool:
     both = {SyncDirection.BIDIRECTIONAL.value, way}
     return direction in both and wanted.value in both
@@ -400,14 +413,13 @@ class _ReplicaSync:
                         rollback_on_failure=parameters.rollback_on_failure,
                     )
                     sent = sender.submit(self.send, change_set)
-                    following = local.pending(
-                        layers, limit=parameters.batch_size, skip={c.change_id for c in changes}
-                    )
+                    in_flight = {cid for c in changes for cid in (c.change_id, *c.covers)}
+                    following = local.pending(layers, limit=parameters.batch_size, skip=in_flight)
                     answer = sent.result()
-                    local.record_results(answer.results)
+                    local.record_results(_with_covered(changes, answer.results))
                     self.take_rows(local, answer)
                     self.count(changes, answer)
-                done += len(changes)
+                done += sum(1 + len(c.covers) for c in changes)
                 self.report(0.5 * done / total, f"uploaded {done:,} of {total:,} changes")
                 if any(r.status is ChangeStatus.PENDING for r in answer.results):
                     break  # rolled back: the rest waits for the next sync
@@ -417,16 +429,18 @@ class _ReplicaSync:
         """Add a set's answers to the per-layer results."""
         by_id = {c.change_id: c for c in changes}
         for found in answer.results:
-            layer = self.job.result.layer(by_id[found.change_id].layer)
-            layer.uploaded += 1
+            change = by_id[found.change_id]
+            layer = self.job.result.layer(change.layer)
+            edits = 1 + len(change.covers)  # counted in edits, as the outbox holds them
+            layer.uploaded += edits
             if found.status is ChangeStatus.APPLIED:
-                layer.applied += 1
+                layer.applied += edits
             elif found.status is ChangeStatus.MERGED:
-                layer.merged += 1
+                layer.merged += edits
             elif found.status is ChangeStatus.CONFLICT:
-                layer.conflicts += 1
+                layer.conflicts += edits
             elif found.status is ChangeStatus.REJECTED:
-                layer.rejected += 1
+                layer.rejected += edits
                 layer.rejections.append(f"{found.change_id}: {found.reason}")
 
     def take_rows(self, local: LocalReplica, answer: ChangeSetResult) -> None:

@@ -77,6 +77,7 @@ from offmaps.features.model import Field, GeometryType, LayerSchema
 from offmaps.features.wire import value_to_wire, wire_to_edit_values
 from offmaps.schemas.changeset import (
     GEOMETRY_FIELD,
+    MAX_COVERED,
     AttachmentRef,
     Change,
     ChangeResult,
@@ -466,6 +467,15 @@ _PENDING_SQL = (
     "LEFT JOIN offmaps_sync_rows AS r ON r.layer = o.layer AND r.globalid = o.globalid "
     "WHERE o.status = 'pending' AND o.seq > ?{where} ORDER BY o.seq LIMIT ?"
 )
+# the pending outbox rows of some rows of one layer after a given one, in order
+_LATER_SQL = (
+    "SELECT o.seq, o.change_id, o.layer, o.globalid, o.kind, o.old, o.new, o.attachment, "
+    "o.at_ms, o.hlc, r.version, r.vector FROM offmaps_outbox AS o "
+    "LEFT JOIN offmaps_sync_rows AS r ON r.layer = o.layer AND r.globalid = o.globalid "
+    "WHERE o.status = 'pending' AND o.layer = ? AND o.globalid IN ({marks}) AND o.seq > ? "
+    "ORDER BY o.seq"
+)
+_ROW_EDITS = (SyncChangeKind.UPDATE.value, SyncChangeKind.DELETE.value)
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -476,13 +486,34 @@ def _settle(conn: sqlite3.Connection, seq: int, status: ChangeStatus, reason: st
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Edit:
+    """One outbox row, decoded: the row as read, its kind, the row's wire values before and
+    after, and the attachment record."""
+
+    row: Sequence[Any]
+    kind: SyncChangeKind
+    old: dict[str, Any]
+    new: dict[str, Any]
+    attachment: AttachmentRef | None
+
+
 class _PendingReader:
     """Reads the pending outbox rows of ``_PENDING_SQL`` as wire changes, oldest first, inside
     the transaction of one :meth:`LocalReplica.pending`.
 
-    It counts the pending changes of each row as it goes (a change's version vector counts
-    those up to it), stamps the rows that have no HLC timestamp yet (:meth:`save_stamps`
-    writes the stamps down), and settles the rows that are no change or cannot be read.
+    A row's pending edits go as one change (:meth:`read`), as pygeodiff ships a row's net
+    change: an insert or update with the updates and the delete that follow it, up to the
+    next attachment edit, an edit in flight (``skip``), an unreadable edit or
+    :data:`~offmaps.schemas.changeset.MAX_COVERED` of them. The change carries the last edit's
+    id, the values after it and, for updates, the values before the first as the base; the
+    other ids are its ``covers``. An insert deleted again is settled ``applied`` with nothing
+    to send, as are updates that end where they began.
+
+    It counts the pending edits of each row as it goes (a change's version vector counts
+    those up to its last), stamps the changes' last edits that have no HLC timestamp yet
+    (:meth:`save_stamps` writes the stamps down), and settles the rows that are no change or
+    cannot be read.
     """
 
     def __init__(self, conn: sqlite3.Connection, replica_id: str, skip: Collection[UUID]) -> None:
@@ -503,69 +534,86 @@ class _PendingReader:
             last=parse_timestamp(state[0]) if state and state[0] else None,
         )
         self._stamped: list[tuple[str, int]] = []
+        self._timeline: dict[tuple[str, str], list[Sequence[Any]]] = {}
+        self._absorbed: set[int] = set()
+
+    def look_ahead(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Take a batch of pending rows: note, for each row they edit, its pending edits from
+        the batch on (the batch's, then later ones read by the row's index)."""
+        self._timeline = {}
+        by_layer: dict[str, set[str]] = {}
+        for row in rows:
+            self._timeline.setdefault((row[2], row[3]), []).append(row)
+            if row[4] in _ROW_EDITS or row[4] == SyncChangeKind.INSERT.value:
+                by_layer.setdefault(row[2], set()).add(row[3])
+        if not rows:
+            return
+        last = rows[-1][0]
+        for layer, global_ids in by_layer.items():
+            for chunk in _batches(sorted(global_ids)):
+                sql = _LATER_SQL.format(marks=_marks(len(chunk)))
+                for later in self._conn.execute(sql, [layer, *chunk, last]):
+                    self._timeline[later[2], later[3]].append(later)
 
     def read(self, row: Sequence[Any]) -> Change | None:
-        """One outbox row as a wire change; ``None`` when it is skipped, or not a change (the
-        row is then settled)."""
-        (
-            seq,
-            change_id,
-            layer,
-            global_id,
-            kind_text,
-            old_json,
-            new_json,
-            attachment_json,
-            at_ms,
-            hlc,
-            recorded_version,
-            recorded_vector,
-        ) = row
+        """The change that the outbox row ``row`` begins (see the class docs); ``None`` when
+        the row is skipped, went with an earlier change, or the edits are not a change (they
+        are then settled)."""
+        seq, change_id, layer, global_id = row[:4]
+        if seq in self._absorbed:
+            self._absorbed.discard(seq)
+            return None
         key = (layer, global_id)
         if self._skipped(change_id):
             self._counts[key] = self._counts.get(key, 0) + 1
             return None
-        kind = SyncChangeKind(kind_text)
-        reader = self._reader(layer)
         try:
-            old = reader.wire_row(json.loads(old_json)) if old_json else {}
-            new = reader.wire_row(json.loads(new_json)) if new_json else {}
-            attachment = (
-                AttachmentRef.model_validate_json(attachment_json) if attachment_json else None
-            )
+            first = self._decode(row)
         except (ValueError, ShapelyError, pydantic.ValidationError) as exc:
             _settle(self._conn, seq, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
             return None
+        group = [first, *self._following(first)]
+        last = group[-1]
         values: dict[str, Any] = {}
         changed: list[str] = []
         base_values: dict[str, Any] = {}
-        if kind is SyncChangeKind.INSERT:
-            values = new
+        kind = last.kind
+        if first.kind is SyncChangeKind.INSERT:
+            if kind is SyncChangeKind.DELETE:
+                self._conn.execute(  # the device knew no server version of it
+                    "DELETE FROM offmaps_sync_rows WHERE layer = ? AND globalid = ?", key
+                )
+                self._settle_all(group, "nothing to send: the row was added and deleted")
+                return None
+            kind, values = SyncChangeKind.INSERT, last.new
         elif kind is SyncChangeKind.UPDATE:
-            values = new
+            values = last.new
             changed = [
                 name
-                for name, value in new.items()
-                if not same_value(old.get(name, _MISSING), value, field=name)
+                for name, value in values.items()
+                if not same_value(first.old.get(name, _MISSING), value, field=name)
             ]
             if not changed:
-                _settle(self._conn, seq, ChangeStatus.APPLIED, "no change")
+                self._settle_all(group, "no change")
                 return None
-            base_values = {name: old.get(name) for name in changed}
+            base_values = {name: first.old.get(name) for name in changed}
         elif kind is SyncChangeKind.DELETE:
-            base_values = old
+            base_values = first.old
+        self._absorbed.update(edit.row[0] for edit in group[1:])
+        recorded_version, recorded_vector = row[10], row[11]
         version = 0 if recorded_version is None else int(recorded_version)
         # rows are read in order from the first pending one, so counting as it goes counts the
-        # row's pending changes up to this one
-        mine = self._counts[key] = self._counts.get(key, 0) + 1
+        # row's pending edits up to the change's last
+        mine = self._counts[key] = self._counts.get(key, 0) + len(group)
         vector = self._vector(version, recorded_vector, mine)
-        hlc = self._stamp(seq, at_ms) if hlc is None else str(hlc)
+        hlc = last.row[9]
+        hlc = self._stamp(last.row[0], last.row[8]) if hlc is None else str(hlc)
         try:
             # validated as any input is (ids parsed there too): another tool may have written
             # anything in the row
             return Change.model_validate(
                 {
-                    "change_id": change_id,
+                    "change_id": last.row[1],
                     "layer": layer,
                     "global_id": global_id,
                     "kind": kind,
@@ -575,12 +623,53 @@ class _PendingReader:
                     "values": values,
                     "changed": changed,
                     "base_values": base_values,
-                    "attachment": attachment,
+                    "attachment": first.attachment,
+                    "covers": [edit.row[1] for edit in group[:-1]],
                 }
             )
         except pydantic.ValidationError as exc:
-            _settle(self._conn, seq, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
+            for edit in group:
+                reason = f"unreadable: {_one_line(exc)}"
+                _settle(self._conn, edit.row[0], ChangeStatus.REJECTED, reason)
             return None
+
+    def _decode(self, row: Sequence[Any]) -> _Edit:
+        """Raises ValueError, ShapelyError or pydantic.ValidationError for an unreadable row."""
+        reader = self._reader(row[2])
+        old_json, new_json, attachment_json = row[5:8]
+        return _Edit(
+            row,
+            SyncChangeKind(row[4]),
+            reader.wire_row(json.loads(old_json)) if old_json else {},
+            reader.wire_row(json.loads(new_json)) if new_json else {},
+            AttachmentRef.model_validate_json(attachment_json) if attachment_json else None,
+        )
+
+    def _following(self, first: _Edit) -> list[_Edit]:
+        """The edits of the row after ``first`` that go in the same change."""
+        if first.kind not in (SyncChangeKind.INSERT, SyncChangeKind.UPDATE):
+            return []
+        found: list[_Edit] = []
+        seq = first.row[0]
+        for row in self._timeline.get((first.row[2], first.row[3]), ()):
+            if row[0] <= seq:
+                continue
+            if len(found) >= MAX_COVERED or row[4] not in _ROW_EDITS or self._skipped(row[1]):
+                break
+            try:
+                edit = self._decode(row)
+            except (ValueError, ShapelyError, pydantic.ValidationError):
+                break  # it goes on its own, and is rejected then
+            found.append(edit)
+            if edit.kind is SyncChangeKind.DELETE:
+                break
+        return found
+
+    def _settle_all(self, group: Sequence[_Edit], reason: str) -> None:
+        """Settle edits that need not be sent as applied."""
+        for edit in group:
+            _settle(self._conn, edit.row[0], ChangeStatus.APPLIED, reason)
+        self._absorbed.update(edit.row[0] for edit in group[1:])
 
     def save_stamps(self) -> None:
         """Write down the HLC timestamps given to rows, and the clock's last one."""
@@ -928,6 +1017,7 @@ class LocalReplica:
                 rows = conn.execute(
                     _PENDING_SQL.format(where=where), [last_seq, *params, _BATCH]
                 ).fetchall()
+                reader.look_ahead(rows)
                 for row in rows:
                     if limit is not None and len(changes) >= limit:
                         break

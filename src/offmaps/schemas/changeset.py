@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 __all__ = [
     "GEOMETRY_FIELD",
     "MAX_CHANGES_PER_SET",
+    "MAX_COVERED",
     "SERVER_NODE",
     "AttachmentRef",
     "Change",
@@ -47,6 +48,8 @@ SERVER_NODE = "server"
 resolutions), and the HLC node of their timestamps."""
 
 MAX_CHANGES_PER_SET = 20_000
+MAX_COVERED = 1_000
+"""At most this many earlier edits of a row in one change (:attr:`Change.covers`)."""
 """The most changes one change set may hold; a device splits its outbox into sets."""
 
 ReplicaId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
@@ -138,6 +141,11 @@ class Change(_Model):
     merge). Deletes: the row as it was deleted."""
     attachment: AttachmentRef | None = None
     """Attachment changes: the attachment."""
+    covers: Annotated[list[UUID], Field(max_length=MAX_COVERED)] = Field(default_factory=list)
+    """The ids of earlier edits of the same row this change stands for. The device sends a
+    row's pending edits as one change: the last edit's id, the row's values after it, the
+    values before the first as the base. The server answers the covered ids as it answers
+    this change."""
 
 
 class ChangeSet(_Model):

@@ -6,8 +6,10 @@ State lives in ``DATA/sync.sqlite`` beside the feature stores:
   its last synced write, and the store version they were recorded at. Versions written since
   by anything else (OGC API, conflict resolutions) count as :data:`SERVER_NODE` edits
   (:func:`offmaps.sync.vectors.derive`).
-- ``changes``: every change id the server has answered, with its result. A change set sent
-  again (a retry after a lost response) gets the recorded answers and applies nothing twice.
+- ``changes``: every change id the server has answered, with its result, and the ids of the
+  edits each change covers (:attr:`~offmaps.schemas.changeset.Change.covers`) with the same
+  result. A change set sent again (a retry after a lost response) gets the recorded answers
+  and applies nothing twice.
 - ``conflicts``: the review queue: the base, the client's and the server's versions of a row
   whose edit was parked (``manual``) or settled by a policy (kept for the record).
 
@@ -291,7 +293,8 @@ class SyncService:
                 f"the change set is for replica {change_set.replica_id}, not {replica.id}"
             )
         ids = [change.change_id for change in change_set.changes]
-        if len(set(ids)) != len(ids):
+        covered = [cid for change in change_set.changes for cid in change.covers]
+        if len(set(ids).union(covered)) != len(ids) + len(covered):
             raise InvalidChangeSetError("the change set uses a change id twice")
         store = self.catalog.feature_service(replica.service)
         with self._service_lock(replica.service), collection_paused():
@@ -947,6 +950,22 @@ class SyncService:
                         for d in decisions
                     ],
                 )
+                # the edits a change covers are answered as it is; one answered already (in
+                # an earlier change whose answer was lost) keeps its answer
+                conn.executemany(
+                    "INSERT OR IGNORE INTO changes VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (
+                            str(covered),
+                            replica.id,
+                            str(change_set.change_set_id),
+                            d.result.model_copy(update={"change_id": covered}).model_dump_json(),
+                            now,
+                        )
+                        for d in decisions
+                        for covered in d.change.covers
+                    ],
+                )
                 for decision in decisions:
                     if decision.conflict is not None:
                         row = decision.conflict
@@ -1180,25 +1199,33 @@ class SyncService:
                     "resolved_by = ? WHERE id = ?",
                     (f"manual:{side}", time.time(), resolved_by, conflict_id),
                 )
-                result = self._conn.execute(
-                    "SELECT result FROM changes WHERE change_id = ?", (conflict.change_id,)
-                ).fetchone()
-                if result is not None:
-                    updated = ChangeResult.model_validate_json(result[0]).model_copy(
-                        update={
-                            "status": ChangeStatus.MERGED,
-                            "reason": f"resolved by {resolved_by}: {side}",
-                            "version": None if after is None else after.version,
-                            "version_vector": None
-                            if after is None
-                            else self._state_of(recorded.get(key), after.version),
-                            "row": None,
-                        }
-                    )
-                    self._conn.execute(
-                        "UPDATE changes SET result = ? WHERE change_id = ?",
-                        (updated.model_dump_json(), conflict.change_id),
-                    )
+                # the parked change's answer, and those of the edits it covered
+                answers = self._conn.execute(
+                    "SELECT change_id, result FROM changes WHERE replica_id = ? "
+                    "AND json_extract(result, '$.conflict_id') = ?",
+                    (conflict.replica_id, conflict_id),
+                ).fetchall()
+                settled = {
+                    "status": ChangeStatus.MERGED,
+                    "reason": f"resolved by {resolved_by}: {side}",
+                    "version": None if after is None else after.version,
+                    "version_vector": None
+                    if after is None
+                    else self._state_of(recorded.get(key), after.version),
+                    "row": None,
+                }
+                self._conn.executemany(
+                    "UPDATE changes SET result = ? WHERE change_id = ?",
+                    [
+                        (
+                            ChangeResult.model_validate_json(result)
+                            .model_copy(update=settled)
+                            .model_dump_json(),
+                            change_id,
+                        )
+                        for change_id, result in answers
+                    ],
+                )
         return self.get_conflict(conflict_id, owner=owner)
 
     @staticmethod
