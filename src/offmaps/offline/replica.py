@@ -467,23 +467,19 @@ _PENDING_SQL = (
     "LEFT JOIN offmaps_sync_rows AS r ON r.layer = o.layer AND r.globalid = o.globalid "
     "WHERE o.status = 'pending' AND o.seq > ?{where} ORDER BY o.seq LIMIT ?"
 )
-# the pending outbox rows of some rows of one layer after a given one, in order
+# the pending outbox rows of some rows of one layer after a given one, in order; through the
+# index by row (the planner would take the one by status, and scan every later pending row)
 _LATER_SQL = (
     "SELECT o.seq, o.change_id, o.layer, o.globalid, o.kind, o.old, o.new, o.attachment, "
     "o.at_ms, o.hlc, r.version, r.vector FROM offmaps_outbox AS o "
+    "INDEXED BY offmaps_outbox_row "
     "LEFT JOIN offmaps_sync_rows AS r ON r.layer = o.layer AND r.globalid = o.globalid "
     "WHERE o.status = 'pending' AND o.layer = ? AND o.globalid IN ({marks}) AND o.seq > ? "
     "ORDER BY o.seq"
 )
 _ROW_EDITS = (SyncChangeKind.UPDATE.value, SyncChangeKind.DELETE.value)
+_GROUP_STARTS = (SyncChangeKind.INSERT.value, SyncChangeKind.UPDATE.value)
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def _settle(conn: sqlite3.Connection, seq: int, status: ChangeStatus, reason: str) -> None:
-    conn.execute(
-        "UPDATE offmaps_outbox SET status = ?, reason = ?, acked_ms = ? WHERE seq = ?",
-        (status.value, reason, _now_ms(), seq),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,7 +508,7 @@ class _PendingReader:
 
     It counts the pending edits of each row as it goes (a change's version vector counts
     those up to its last), stamps the changes' last edits that have no HLC timestamp yet
-    (:meth:`save_stamps` writes the stamps down), and settles the rows that are no change or
+    (:meth:`save` writes the stamps down), and settles the rows that are no change or
     cannot be read.
     """
 
@@ -534,6 +530,7 @@ class _PendingReader:
             last=parse_timestamp(state[0]) if state and state[0] else None,
         )
         self._stamped: list[tuple[str, int]] = []
+        self._settled: list[tuple[str, str, int, int]] = []
         self._timeline: dict[tuple[str, str], list[Sequence[Any]]] = {}
         self._absorbed: set[int] = set()
 
@@ -544,7 +541,8 @@ class _PendingReader:
         by_layer: dict[str, set[str]] = {}
         for row in rows:
             self._timeline.setdefault((row[2], row[3]), []).append(row)
-            if row[4] in _ROW_EDITS or row[4] == SyncChangeKind.INSERT.value:
+            starts = row[4] in _GROUP_STARTS and row[0] not in self._absorbed
+            if starts and not self._skipped(row[1]):
                 by_layer.setdefault(row[2], set()).add(row[3])
         if not rows:
             return
@@ -570,7 +568,7 @@ class _PendingReader:
         try:
             first = self._decode(row)
         except (ValueError, ShapelyError, pydantic.ValidationError) as exc:
-            _settle(self._conn, seq, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
+            self._settle(seq, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
             return None
         group = [first, *self._following(first)]
         last = group[-1]
@@ -630,7 +628,7 @@ class _PendingReader:
         except pydantic.ValidationError as exc:
             for edit in group:
                 reason = f"unreadable: {_one_line(exc)}"
-                _settle(self._conn, edit.row[0], ChangeStatus.REJECTED, reason)
+                self._settle(edit.row[0], ChangeStatus.REJECTED, reason)
             return None
 
     def _decode(self, row: Sequence[Any]) -> _Edit:
@@ -665,14 +663,22 @@ class _PendingReader:
                 break
         return found
 
+    def _settle(self, seq: int, status: ChangeStatus, reason: str) -> None:
+        self._settled.append((status.value, reason, _now_ms(), seq))
+
     def _settle_all(self, group: Sequence[_Edit], reason: str) -> None:
         """Settle edits that need not be sent as applied."""
         for edit in group:
-            _settle(self._conn, edit.row[0], ChangeStatus.APPLIED, reason)
+            self._settle(edit.row[0], ChangeStatus.APPLIED, reason)
         self._absorbed.update(edit.row[0] for edit in group[1:])
 
-    def save_stamps(self) -> None:
-        """Write down the HLC timestamps given to rows, and the clock's last one."""
+    def save(self) -> None:
+        """Write down the rows settled, the HLC timestamps given to rows, and the clock's last
+        one."""
+        self._conn.executemany(
+            "UPDATE offmaps_outbox SET status = ?, reason = ?, acked_ms = ? WHERE seq = ?",
+            self._settled,
+        )
         self._conn.executemany("UPDATE offmaps_outbox SET hlc = ? WHERE seq = ?", self._stamped)
         if self._stamped and self._clock.last is not None:
             self._conn.execute(
@@ -1027,7 +1033,7 @@ class LocalReplica:
                         changes.append(change)
                 if len(rows) < _BATCH:
                     break
-            reader.save_stamps()
+            reader.save()
         return changes
 
     def record_results(self, results: Sequence[ChangeResult]) -> None:
