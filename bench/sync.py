@@ -618,8 +618,10 @@ def bench(rows: int, edits: int, batch_size: int, runs: int, profile: bool) -> l
         f"| offmaps | {ours.seconds:.2f} | {counts.total / ours.seconds:,.0f} "
         f"| client {ours.client_peak_mb:.0f} (at start {ours.client_before_mb:.0f}), server "
         f"{ours.server_peak_mb:.0f} (at start {ours.server_before_mb:.0f}) "
-        f"| upload in sets of {batch_size:,}, merge and apply: {layer.get('uploaded', 0):,} "
-        f"changes uploaded, {layer.get('applied', 0):,} applied, "
+        f"| upload in sets of {batch_size:,} changes (a row's pending edits go as one), merge "
+        f"and apply: {layer.get('uploaded', 0):,} edits uploaded "
+        f"({counts.total - layer.get('uploaded', 0):,} needed none: rows added and deleted "
+        f"offline, updates undone), {layer.get('applied', 0):,} applied, "
         f"{layer.get('merged', 0):,} merged |",
         f"| pygeodiff | {theirs.seconds:.2f} | {counts.total / theirs.seconds:,.0f} "
         f"| {theirs.peak_mb:.0f} | create {theirs.create_seconds:.2f} s + apply "
