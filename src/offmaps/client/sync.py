@@ -16,7 +16,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -394,36 +394,44 @@ class _ReplicaSync:
             local.record_results(settled)
 
     def upload(self, local: LocalReplica, layers: list[str] | None) -> None:
-        """Upload the outbox set by set; the next set is read while the server merges the
-        current one."""
+        """Upload the outbox set by set. The next set is read while the server merges the
+        current one, and sent before the current one's answers are recorded, so the device
+        and the server work at the same time."""
         parameters = self.job.parameters
         self.refresh_conflicts(local)
         total = max(local.pending_count(layers), 1)
         done = 0
-        with collection_paused():
-            changes = local.pending(layers, limit=parameters.batch_size)
         with ThreadPoolExecutor(1, thread_name_prefix="offmaps-upload") as sender:
-            while changes:
-                self.upload_attachments(changes)
+            with collection_paused():
+                changes = local.pending(layers, limit=parameters.batch_size)
+                sent = self.submit(sender, changes) if changes else None
+            while sent is not None:
                 with collection_paused():  # a set's objects all live until it is answered
-                    change_set = ChangeSet(
-                        change_set_id=uuid.uuid4(),
-                        replica_id=self.replica.replica_id,
-                        changes=changes,
-                        rollback_on_failure=parameters.rollback_on_failure,
-                    )
-                    sent = sender.submit(self.send, change_set)
                     in_flight = {cid for c in changes for cid in (c.change_id, *c.covers)}
                     following = local.pending(layers, limit=parameters.batch_size, skip=in_flight)
                     answer = sent.result()
+                    # a set rolled back stops the upload: the rest waits for the next sync
+                    rolled_back = any(r.status is ChangeStatus.PENDING for r in answer.results)
+                    sent = None
+                    if following and not rolled_back:
+                        sent = self.submit(sender, following)
                     local.record_results(_with_covered(changes, answer.results))
                     self.take_rows(local, answer)
                     self.count(changes, answer)
                 done += sum(1 + len(c.covers) for c in changes)
                 self.report(0.5 * done / total, f"uploaded {done:,} of {total:,} changes")
-                if any(r.status is ChangeStatus.PENDING for r in answer.results):
-                    break  # rolled back: the rest waits for the next sync
                 changes = following
+
+    def submit(self, sender: ThreadPoolExecutor, changes: list[Change]) -> Future[ChangeSetResult]:
+        """Upload the attachment bytes a set needs, then send the set in ``sender``."""
+        self.upload_attachments(changes)
+        change_set = ChangeSet(
+            change_set_id=uuid.uuid4(),
+            replica_id=self.replica.replica_id,
+            changes=changes,
+            rollback_on_failure=self.job.parameters.rollback_on_failure,
+        )
+        return sender.submit(self.send, change_set)
 
     def count(self, changes: Sequence[Change], answer: ChangeSetResult) -> None:
         """Add a set's answers to the per-layer results."""
