@@ -17,7 +17,12 @@ from shapely.geometry import Point, box
 
 from offmaps.errors import FeatureNotFoundError, FeatureStoreError, VersionConflictError
 from offmaps.features import FieldType
-from offmaps.features.geopackage import GeoPackageStore, decode_geometry, encode_geometry
+from offmaps.features.geopackage import (
+    GeoPackageStore,
+    decode_geometry,
+    encode_geometries,
+    encode_geometry,
+)
 from offmaps.features.model import (
     ChangeKind,
     Delete,
@@ -141,6 +146,15 @@ def decode_bounds(blob: bytes, index: int) -> float:
     geometry = decode_geometry(blob)
     assert geometry is not None
     return float(geometry.bounds[index])
+
+
+def test_geometries_encode_at_once_as_one_by_one() -> None:
+    shapes = [Point(1, 2), None, box(0, 0, 1, 1), shapely.MultiPoint([(0, 0), (3, 4)]), None]
+    assert encode_geometries(shapes, 3067) == [
+        None if shape is None else encode_geometry(shape, 3067) for shape in shapes
+    ]
+    assert encode_geometries([], 4326) == []
+    assert encode_geometries([None], 4326) == [None]
 
 
 def test_geometry_blobs_round_trip() -> None:

@@ -40,6 +40,7 @@ from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
 
+import numpy as np
 import pyproj
 import shapely
 from pyproj.enums import WktVersion
@@ -200,6 +201,27 @@ def encode_geometry(geometry: BaseGeometry, srid: int) -> bytes:
     return header + struct.pack("<4d", minx, maxx, miny, maxy) + wkb
 
 
+def encode_geometries(geometries: Sequence[BaseGeometry | None], srid: int) -> list[bytes | None]:
+    """:func:`encode_geometry` of many geometries at once, with shapely's vectorised WKB
+    writer (``None`` stays ``None``)."""
+    present = np.empty(sum(g is not None for g in geometries), dtype=object)
+    present[:] = [g for g in geometries if g is not None]
+    encoded = iter(())
+    if len(present):
+        wkbs = shapely.to_wkb(present, byte_order=1, flavor="iso")
+        kinds = shapely.get_type_id(present)
+        bounds = shapely.bounds(present)
+        point = b"GP\x00" + bytes([0b0000_0001]) + struct.pack("<i", srid)
+        boxed = b"GP\x00" + bytes([0b0000_0011]) + struct.pack("<i", srid)
+        encoded = iter(
+            point + wkb
+            if kind == _POINT_TYPE_ID
+            else boxed + struct.pack("<4d", minx, maxx, miny, maxy) + wkb
+            for wkb, kind, (minx, miny, maxx, maxy) in zip(wkbs, kinds, bounds, strict=True)
+        )
+    return [None if g is None else next(encoded) for g in geometries]
+
+
 def _split(blob: bytes) -> tuple[int, bytes, tuple[float, float, float, float] | None]:
     """(flags, WKB, XY envelope as minx, maxx, miny, maxy) of a GeoPackage geometry blob."""
     if len(blob) < 8 or blob[:2] != b"GP":
@@ -247,6 +269,7 @@ def decode_geometry(blob: bytes | None) -> BaseGeometry | None:
 
 
 _POINT_WKB_BYTES = 21
+_POINT_TYPE_ID = 0  # shapely.get_type_id of a Point
 _POINT_WKB_PREFIXES = (b"\x01\x01\x00\x00\x00", b"\x00\x00\x00\x00\x01")
 
 
@@ -1022,14 +1045,16 @@ class GeoPackageStore:
         geometry = set_geometry and not layer.schema.is_table
         if geometry:
             assignments.append("geom = ?")
+        blobs: list[bytes | None] = []
+        if geometry:
+            blobs = encode_geometries([edit.geometry for edit in group], layer.schema.srid)
         rows: list[list[object]] = []
-        for edit, fid in zip(group, fids, strict=True):
+        for index, (edit, fid) in enumerate(zip(group, fids, strict=True)):
             values = edit.properties
             row: list[object] = [(edit.base_version or 0) + 1]
             row += [_to_sql(kind, values[name]) for name, kind in zip(names, kinds, strict=True)]
             if geometry:
-                shape = edit.geometry
-                row.append(None if shape is None else encode_geometry(shape, layer.schema.srid))
+                row.append(blobs[index])
                 if rtree is not None:
                     rtree.written(layer, edit.global_id)
             row.append(fid)
@@ -1289,7 +1314,7 @@ class GeoPackageStore:
         values: list[object] = [str(global_id), 1]
         values += [_to_sql(k, properties[n]) for n, k in zip(layer.names, layer.kinds, strict=True)]
         if not schema.is_table:
-            values.append(None if geometry is None else encode_geometry(geometry, schema.srid))
+            values.append(None)  # the geometry, encoded with the run's (_insert_rows)
         feature = Feature(global_id, 1, properties, geometry)
         run.append((feature, values))
         return feature
@@ -1304,6 +1329,9 @@ class GeoPackageStore:
         columns = ["globalid", "row_version", *map(_q, layer.names)]
         if not layer.schema.is_table:
             columns.append("geom")
+            blobs = encode_geometries([f.geometry for f, _ in run], layer.schema.srid)
+            for (_, values), blob in zip(run, blobs, strict=True):
+                values[-1] = blob
         sql = (
             f"INSERT INTO {layer.table} ({', '.join(columns)}) "
             f"VALUES ({', '.join('?' * len(columns))})"

@@ -9,9 +9,10 @@ hold), so that two spellings of one value never look like a conflict.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 
+import numpy as np
 import shapely
 from shapely.errors import ShapelyError
 from shapely.geometry.base import BaseGeometry
@@ -26,11 +27,21 @@ __all__ = [
     "decode_wire_geometry",
     "encode_wire_geometry",
     "feature_to_wire",
+    "prepare_wire_geometries",
     "value_to_wire",
     "wire_to_edit_values",
 ]
 
 _MAX_WKB_HEX = 64 * 1024 * 1024
+_TYPE_IDS = {
+    "Point": 0,
+    "LineString": 1,
+    "Polygon": 3,
+    "MultiPoint": 4,
+    "MultiLineString": 5,
+    "MultiPolygon": 6,
+}
+"""shapely.get_type_id of each geometry type a layer can have."""
 
 
 def value_to_wire(value: object) -> object:
@@ -75,10 +86,46 @@ def feature_to_wire(schema: LayerSchema, feature: Feature) -> dict[str, object]:
     return values
 
 
+def prepare_wire_geometries(
+    schema: LayerSchema, values: Iterable[object]
+) -> dict[str, BaseGeometry]:
+    """Decode many wire geometries of a layer at once, with shapely's vectorised reader: those
+    that are already as the layer stores them (2D, non-empty, finite, of its type), by their
+    hex. Others are left out; :func:`wire_to_edit_values` decodes, promotes or refuses them
+    one by one."""
+    wanted = _TYPE_IDS.get(schema.geometry_type.value) if schema.geometry_type else None
+    if wanted is None:
+        return {}
+    texts: list[str] = []
+    blobs: list[bytes] = []
+    for value in set(values):
+        if isinstance(value, str) and len(value) <= _MAX_WKB_HEX:
+            try:
+                blobs.append(bytes.fromhex(value))
+            except ValueError:
+                continue
+            texts.append(value)
+    if not texts:
+        return {}
+    array = np.empty(len(blobs), dtype=object)
+    array[:] = blobs
+    shapes = shapely.from_wkb(array, on_invalid="ignore")
+    good = (shapely.get_type_id(shapes) == wanted) & ~shapely.is_empty(shapes)
+    good &= ~shapely.has_z(shapes)
+    coordinates, index = shapely.get_coordinates(shapes, return_index=True)
+    good[index[~np.isfinite(coordinates).all(axis=1)]] = False
+    return {text: shape for text, shape, ok in zip(texts, shapes, good, strict=True) if ok}
+
+
 def wire_to_edit_values(
-    schema: LayerSchema, values: Mapping[str, object], *, complete: bool
+    schema: LayerSchema,
+    values: Mapping[str, object],
+    *,
+    complete: bool,
+    prepared: Mapping[str, BaseGeometry] | None = None,
 ) -> tuple[dict[str, object], BaseGeometry | None, bool]:
     """Wire values as an edit takes them: checked properties, geometry, whether it was given.
+    ``prepared`` holds geometries decoded already (:func:`prepare_wire_geometries`).
 
     Raises:
         InvalidFeatureError: an unknown field, a value of the wrong type, a malformed geometry,
@@ -89,9 +136,12 @@ def wire_to_edit_values(
     has_geometry = GEOMETRY_FIELD in values
     if has_geometry and schema.is_table:
         raise InvalidFeatureError(f"table {schema.name!r} has no geometry", field=GEOMETRY_FIELD)
-    geometry = decode_wire_geometry(values.get(GEOMETRY_FIELD))
-    if has_geometry:
-        geometry = normalise_geometry(schema, geometry)
+    raw = values.get(GEOMETRY_FIELD)
+    geometry = prepared.get(raw) if prepared and isinstance(raw, str) else None
+    if geometry is None:
+        geometry = decode_wire_geometry(raw)
+        if has_geometry:
+            geometry = normalise_geometry(schema, geometry)
     return checked, geometry, has_geometry
 
 

@@ -61,6 +61,7 @@ from offmaps.features.store import FeatureStore
 from offmaps.features.wire import (
     canonical_values,
     feature_to_wire,
+    prepare_wire_geometries,
     wire_to_edit_values,
 )
 from offmaps.offline.extract import area_in_layer_crs
@@ -240,6 +241,8 @@ class _Merge:
     rows: dict[tuple[str, str], _Row | None] = field(default_factory=dict)
     """The rows as the set's earlier changes left them (``None``: no such row)."""
     attachments: dict[str, bool] = field(default_factory=dict)
+    geometries: dict[str, dict[str, BaseGeometry]] = field(default_factory=dict)
+    """By layer, the set's geometries decoded at once (``prepare_wire_geometries``)."""
     blobs_present: dict[str, bool] = field(default_factory=dict)
 
 
@@ -309,6 +312,13 @@ class SyncService:
                 self._load_states(replica.service, map(_key, fresh)),
             )
             self._load_rows(work, fresh)
+            work.geometries = {
+                name: prepare_wire_geometries(
+                    schema, (c.values.get(GEOMETRY_FIELD) for c in fresh if c.layer == name)
+                )
+                for name, schema in work.schemas.items()
+                if any(c.layer == name for c in fresh)
+            }
             decisions = [self._decide(work, change) for change in fresh]
             rejected = [d for d in decisions if d.result.status is ChangeStatus.REJECTED]
             if change_set.rollback_on_failure and rejected:
@@ -480,7 +490,9 @@ class SyncService:
             self._check_fields(
                 rules, change.layer, [k for k, v in change.values.items() if v is not None]
             )
-            properties, geometry, _ = wire_to_edit_values(schema, change.values, complete=True)
+            properties, geometry, _ = wire_to_edit_values(
+                schema, change.values, complete=True, prepared=work.geometries.get(change.layer)
+            )
             existing = self._row(work, key)
             if existing is not None:
                 if feature_to_wire(schema, existing) == canonical_values(schema, change.values):
@@ -625,7 +637,9 @@ class SyncService:
         **result: Any,
     ) -> _Decision:
         """A change that writes ``values`` (wire values of some fields) over the row."""
-        properties, geometry, has_geometry = wire_to_edit_values(schema, values, complete=False)
+        properties, geometry, has_geometry = wire_to_edit_values(
+            schema, values, complete=False, prepared=work.geometries.get(change.layer)
+        )
         feature: _Row
         if isinstance(current, _Unread):
             feature = _Unread(
@@ -702,7 +716,9 @@ class SyncService:
         if outcome.winner is None:
             return _parked(change, conflict, outcome.reason, None, None)
         if outcome.winner is Side.CLIENT:
-            properties, geometry, _ = wire_to_edit_values(schema, change.values, complete=True)
+            properties, geometry, _ = wire_to_edit_values(
+                schema, change.values, complete=True, prepared=work.geometries.get(change.layer)
+            )
             feature = Feature(change.global_id, 1, properties, geometry)
             decision = self._write(
                 work, change, key, feature, dict(change.version_vector), ChangeStatus.MERGED,
@@ -944,7 +960,7 @@ class SyncService:
                             str(d.change.change_id),
                             replica.id,
                             str(change_set.change_set_id),
-                            d.result.model_dump_json(),
+                            d.result.model_dump_json(exclude_defaults=True),
                             now,
                         )
                         for d in decisions
@@ -959,7 +975,9 @@ class SyncService:
                             str(covered),
                             replica.id,
                             str(change_set.change_set_id),
-                            d.result.model_copy(update={"change_id": covered}).model_dump_json(),
+                            d.result.model_copy(update={"change_id": covered}).model_dump_json(
+                                exclude_defaults=True
+                            ),
                             now,
                         )
                         for d in decisions
