@@ -524,6 +524,59 @@ def test_a_sync_cut_at_any_step_converges_on_retry_with_no_duplicate_and_no_loss
             check_converged(live_server, device, name)
 
 
+class LoseChangeSetAnswers(FaultyTransport):
+    """Drops the connection after the server answered a change set."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "response")
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if request.method == "POST" and request.url.path.endswith("/changes"):
+            response.read()
+            response.close()
+            raise httpx.ReadError("dropped before the answer", request=request)
+        return response
+
+
+def test_edits_made_after_an_upload_whose_answer_was_lost_are_not_lost(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    """The server applied a set, the answer was lost, and the rows were edited again before
+    the next sync: the sent edits go again one by one (answered from the server's record),
+    the new ones after them, and nothing is rejected or lost."""
+    device = take_offline(name="lost")
+    gid = device.sites()["site 1"].global_id
+    device.edit(
+        Insert("sites", {"name": "found", "status": "new", "osm_id": 70}, Point(24.92, 60.1)),
+        Insert("sites", {"name": "passing", "osm_id": 71}, Point(24.93, 60.1)),
+        Update("sites", gid, {"status": "first"}),
+    )
+    device.edit(Update("sites", gid, {"osm_id": 11}))
+    with pytest.raises(SyncFailedError):
+        sync_through(device, LoseChangeSetAnswers())
+    assert "found" in server_sites(live_server)  # applied, but the device does not know
+    local = device.sites()
+    device.edit(
+        Update("sites", local["found"].global_id, {"status": "second"}),
+        Delete("sites", local["passing"].global_id),
+        Update("sites", gid, {"status": "third"}),
+    )
+
+    result = device.sync()
+
+    layer = result.layer_results["sites"]
+    assert (layer.uploaded, layer.applied, layer.rejected) == (7, 7, 0)
+    server = server_sites(live_server)
+    assert server["found"].properties["status"] == "second"
+    assert "passing" not in server
+    assert (server["site 1"].properties["status"], server["site 1"].properties["osm_id"]) == (
+        "third",
+        11,
+    )
+    assert device.outbox() == {ChangeStatus.APPLIED: 7}
+
+
 KILLED_SYNC = """
 import os, sys
 from datetime import datetime, timedelta, timezone

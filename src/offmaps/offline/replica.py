@@ -501,7 +501,9 @@ class _PendingReader:
     A row's pending edits go as one change (:meth:`read`), as pygeodiff ships a row's net
     change: an insert or update with the updates and the delete that follow it, up to the
     next attachment edit, an edit in flight (``skip``), an unreadable edit or
-    :data:`~offmaps.schemas.changeset.MAX_COVERED` of them. The change carries the last edit's
+    :data:`~offmaps.schemas.changeset.MAX_COVERED` of them. Edits read for an upload before
+    (they have an HLC timestamp: the upload may have reached the server, its answer lost) go
+    one by one, so a retry sends the ids the server recorded. The change carries the last edit's
     id, the values after it and, for updates, the values before the first as the base; the
     other ids are its ``covers``. An insert deleted again is settled ``applied`` with nothing
     to send, as are updates that end where they began.
@@ -570,7 +572,9 @@ class _PendingReader:
         except (ValueError, ShapelyError, pydantic.ValidationError) as exc:
             self._settle(seq, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
             return None
-        group = [first, *self._following(first)]
+        # an edit read for an upload before may have reached the server with its answer lost:
+        # it goes on its own, under its own id, and the server answers it from its record
+        group = [first] if row[9] is not None else [first, *self._following(first)]
         last = group[-1]
         values: dict[str, Any] = {}
         changed: list[str] = []
@@ -604,6 +608,8 @@ class _PendingReader:
         # row's pending edits up to the change's last
         mine = self._counts[key] = self._counts.get(key, 0) + len(group)
         vector = self._vector(version, recorded_vector, mine)
+        for edit in group[:-1]:  # sent: from now on each goes on its own (above)
+            self._stamp(edit.row[0], edit.row[8])
         hlc = last.row[9]
         hlc = self._stamp(last.row[0], last.row[8]) if hlc is None else str(hlc)
         try:
@@ -652,7 +658,9 @@ class _PendingReader:
         for row in self._timeline.get((first.row[2], first.row[3]), ()):
             if row[0] <= seq:
                 continue
-            if len(found) >= MAX_COVERED or row[4] not in _ROW_EDITS or self._skipped(row[1]):
+            if len(found) >= MAX_COVERED or row[4] not in _ROW_EDITS or row[9] is not None:
+                break
+            if self._skipped(row[1]):
                 break
             try:
                 edit = self._decode(row)
