@@ -509,9 +509,9 @@ class _PendingReader:
     to send, as are updates that end where they began.
 
     It counts the pending edits of each row as it goes (a change's version vector counts
-    those up to its last), stamps the changes' last edits that have no HLC timestamp yet
-    (:meth:`save` writes the stamps down), and settles the rows that are no change or
-    cannot be read.
+    those up to its last), stamps the edits of each change that have no HLC timestamp yet
+    (the change carries its last edit's; :meth:`save` writes the stamps down), and settles
+    the rows that are no change or cannot be read.
     """
 
     def __init__(self, conn: sqlite3.Connection, replica_id: str, skip: Collection[UUID]) -> None:
