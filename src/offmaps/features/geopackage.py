@@ -82,7 +82,7 @@ from offmaps.features.model import (
     Relationship,
     Update,
 )
-from offmaps.features.store import MAX_PAGE_SIZE
+from offmaps.features.store import MAX_PAGE_SIZE, fields_from_stored, fields_json
 from offmaps.types import BBox
 
 __all__ = ["GeoPackageStore", "ScannedRow"]
@@ -324,6 +324,23 @@ def _register_functions(conn: sqlite3.Connection) -> None:
     conn.create_function("ST_IsEmpty", 1, _st_is_empty, deterministic=True)
 
 
+def read_schemas(conn: sqlite3.Connection) -> dict[str, LayerSchema]:
+    """Every layer of an offmaps GeoPackage, in order, from ``offmaps_layers``."""
+    rows = conn.execute(
+        "SELECT name, title, geometry_type, srid, fields FROM offmaps_layers ORDER BY position"
+    ).fetchall()
+    return {
+        name: LayerSchema(
+            name,
+            fields_from_stored(json.loads(stored)),
+            GeometryType(geometry_type) if geometry_type else None,
+            srid,
+            title,
+        )
+        for name, title, geometry_type, srid, stored in rows
+    }
+
+
 def _rtree_trigger(table: str, suffix: str) -> str:
     return f"rtree_{table}_geom_{suffix}"
 
@@ -470,22 +487,6 @@ def _column_sql(field: Field) -> str:
     if field.max_length is not None:
         sql_type += f"({int(field.max_length)})"
     return f"{_q(field.name)} {sql_type}{'' if field.nullable else ' NOT NULL'}"
-
-
-def _fields_json(fields: Iterable[Field]) -> str:
-    """The fields as ``offmaps_layers.fields`` keeps them."""
-    return json.dumps(
-        [
-            {
-                "name": f.name,
-                "type": f.type.value,
-                "nullable": f.nullable,
-                "alias": f.alias,
-                "max_length": f.max_length,
-            }
-            for f in fields
-        ]
-    )
 
 
 # --- values -------------------------------------------------------------------------------
@@ -727,17 +728,7 @@ class GeoPackageStore:
     # --- schema ----------------------------------------------------------------------------
 
     def _load_layers(self) -> None:
-        rows = self._conn.execute(
-            "SELECT name, title, geometry_type, srid, fields FROM offmaps_layers ORDER BY position"
-        ).fetchall()
-        self._layers = {}
-        for name, title, geometry_type, srid, fields_json in rows:
-            fields = tuple(
-                Field(f["name"], FieldType(f["type"]), f["nullable"], f["alias"], f["max_length"])
-                for f in json.loads(fields_json)
-            )
-            kind = GeometryType(geometry_type) if geometry_type else None
-            self._layers[name] = _Layer(LayerSchema(name, fields, kind, srid, title))
+        self._layers = {name: _Layer(schema) for name, schema in read_schemas(self._conn).items()}
 
     def _layer(self, name: str) -> _Layer:
         layer = self._layers.get(name)
@@ -796,7 +787,7 @@ class GeoPackageStore:
                 schema.title,
                 schema.geometry_type.value if schema.geometry_type else None,
                 srid,
-                _fields_json(schema.fields),
+                fields_json(schema.fields),
             ),
         )
         if schema.geometry_type is None:
@@ -836,7 +827,7 @@ class GeoPackageStore:
                 ) from None
             conn.execute(
                 "UPDATE offmaps_layers SET fields = ? WHERE name = ?",
-                (_fields_json(changed.fields), schema.name),
+                (fields_json(changed.fields), schema.name),
             )
             self._layers[schema.name] = _Layer(changed)
 

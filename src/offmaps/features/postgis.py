@@ -33,11 +33,10 @@ that finds it closed fails with ``FeatureStoreError``).
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -87,7 +86,7 @@ from offmaps.features.model import (
     Relationship,
     Update,
 )
-from offmaps.features.store import MAX_PAGE_SIZE
+from offmaps.features.store import MAX_PAGE_SIZE, fields_from_stored, fields_json
 from offmaps.types import BBox
 
 __all__ = ["SCHEMA_NAME", "PostGISStore"]
@@ -194,30 +193,6 @@ def _column_sql(field: Field) -> sql.Composable:
         sql_type = sql.SQL("varchar({})").format(sql.Literal(int(field.max_length)))
     return sql.SQL("{} {}{}").format(
         sql.Identifier(field.name), sql_type, sql.SQL("" if field.nullable else " NOT NULL")
-    )
-
-
-def _fields_json(fields: Iterable[Field]) -> str:
-    """The fields as ``offmaps_layers.fields`` keeps them."""
-    return json.dumps(
-        [
-            {
-                "name": f.name,
-                "type": f.type.value,
-                "nullable": f.nullable,
-                "alias": f.alias,
-                "max_length": f.max_length,
-            }
-            for f in fields
-        ]
-    )
-
-
-def _fields_of(stored: Sequence[Mapping[str, Any]]) -> tuple[Field, ...]:
-    """The fields of an ``offmaps_layers.fields`` value."""
-    return tuple(
-        Field(f["name"], FieldType(f["type"]), f["nullable"], f["alias"], f["max_length"])
-        for f in stored
     )
 
 
@@ -554,7 +529,7 @@ class PostGISStore:
         for name, title, geometry_type, srid, fields in rows:
             schema = LayerSchema(
                 name,
-                _fields_of(fields),
+                fields_from_stored(fields),
                 GeometryType(geometry_type) if geometry_type else None,
                 srid,
                 title,
@@ -626,7 +601,7 @@ class PostGISStore:
         conn.execute(sql.SQL("CREATE TABLE {} ({})").format(table, sql.SQL(", ").join(columns)))
         if schema.geometry_type is not None:
             conn.execute(sql.SQL("CREATE INDEX ON {} USING gist (geom)").format(table))
-        fields = _fields_json(schema.fields)
+        fields = fields_json(schema.fields)
         conn.execute(
             sql.SQL(
                 "INSERT INTO {}.offmaps_layers (name, title, geometry_type, srid, fields) "
@@ -658,7 +633,7 @@ class PostGISStore:
             ).fetchone()
             if row is None:
                 raise LayerNotFoundError(f"no layer or table {str(layer)[:80]!r}", layer=layer)
-            current = replace(found.schema, fields=_fields_of(row[0]))
+            current = replace(found.schema, fields=fields_from_stored(row[0]))
             changed = check_added_field(current, field)
             try:
                 conn.execute(
@@ -672,7 +647,7 @@ class PostGISStore:
                 sql.SQL("UPDATE {}.offmaps_layers SET fields = %s::jsonb WHERE name = %s").format(
                     self._s
                 ),
-                (_fields_json(changed.fields), current.name),
+                (fields_json(changed.fields), current.name),
             )
             self._layers[current.name] = _Layer(self.schema, changed)
 

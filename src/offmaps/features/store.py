@@ -7,11 +7,13 @@ schema per service). Both pass the same contract suite (``tests/features/test_st
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 from uuid import UUID
 
+from offmaps.features.filters import FieldType
 from offmaps.features.model import (
     Attachment,
     Edit,
@@ -25,9 +27,35 @@ from offmaps.features.model import (
 )
 from offmaps.types import BBox
 
-__all__ = ["MAX_PAGE_SIZE", "FeatureStore"]
+__all__ = ["MAX_PAGE_SIZE", "FeatureStore", "fields_from_stored", "fields_json"]
 
 MAX_PAGE_SIZE = 10_000
+
+
+def fields_json(fields: Sequence[Field]) -> str:
+    """A layer's fields as both backends keep them in ``offmaps_layers.fields``."""
+    return json.dumps(
+        [
+            {
+                "name": f.name,
+                "type": f.type.value,
+                "nullable": f.nullable,
+                "alias": f.alias,
+                "max_length": f.max_length,
+            }
+            for f in fields
+        ]
+    )
+
+
+def fields_from_stored(stored: Sequence[Mapping[str, Any]]) -> tuple[Field, ...]:
+    """The fields of an ``offmaps_layers.fields`` value, parsed from JSON."""
+    return tuple(
+        Field(f["name"], FieldType(f["type"]), f["nullable"], f["alias"], f["max_length"])
+        for f in stored
+    )
+
+
 """The largest ``FeatureQuery.limit`` a store accepts."""
 
 

@@ -65,15 +65,16 @@ from offmaps.features.geopackage import (
     CACHE_KIB,
     ENVELOPE_BYTES,
     _column_sql,
-    _fields_json,
     _from_sql,
     _q,
     _register_functions,
     _timestamp,
     _to_sql,
     encode_geometry,
+    read_schemas,
 )
-from offmaps.features.model import Field, GeometryType, LayerSchema
+from offmaps.features.model import Field, LayerSchema
+from offmaps.features.store import fields_json
 from offmaps.features.wire import value_to_wire, wire_to_edit_values
 from offmaps.schemas.changeset import (
     GEOMETRY_FIELD,
@@ -193,22 +194,6 @@ def _batches(items: Sequence[_T]) -> Iterator[Sequence[_T]]:
 def _marks(count: int) -> str:
     """``count`` parameter marks, as an SQL list."""
     return ", ".join("?" * count)
-
-
-def _read_schemas(conn: sqlite3.Connection) -> dict[str, LayerSchema]:
-    """Every layer of the GeoPackage, read from ``offmaps_layers`` as GeoPackageStore does."""
-    rows = conn.execute(
-        "SELECT name, title, geometry_type, srid, fields FROM offmaps_layers ORDER BY position"
-    ).fetchall()
-    schemas: dict[str, LayerSchema] = {}
-    for name, title, geometry_type, srid, fields_json in rows:
-        fields = tuple(
-            Field(f["name"], FieldType(f["type"]), f["nullable"], f["alias"], f["max_length"])
-            for f in json.loads(fields_json)
-        )
-        kind = GeometryType(geometry_type) if geometry_type else None
-        schemas[name] = LayerSchema(name, fields, kind, srid, title)
-    return schemas
 
 
 # --- triggers -----------------------------------------------------------------------------
@@ -517,7 +502,7 @@ class _PendingReader:
     def __init__(self, conn: sqlite3.Connection, replica_id: str, skip: Collection[UUID]) -> None:
         self._conn = conn
         self._replica_id = replica_id
-        self._schemas = _read_schemas(conn)
+        self._schemas = read_schemas(conn)
         self._readers: dict[str, _RowReader] = {}
         self._skip = set(skip)
         # the triggers write ids as canonical text: comparing texts spares parsing each id
@@ -815,7 +800,7 @@ class LocalReplica:
     ) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            schemas = _read_schemas(conn)
+            schemas = read_schemas(conn)
             for name in layers or ():
                 if name not in schemas:
                     raise PackageError(f"{path}: no layer or table {name!r}")
@@ -901,7 +886,7 @@ class LocalReplica:
                 raise
 
     def _synced_schemas(self, conn: sqlite3.Connection) -> dict[str, LayerSchema]:
-        schemas = _read_schemas(conn)
+        schemas = read_schemas(conn)
         names = [r[0] for r in conn.execute("SELECT layer FROM offmaps_sync_layers")]
         return {name: schemas[name] for name in schemas if name in names}
 
@@ -1245,7 +1230,7 @@ class LocalReplica:
             if schema is not schemas[wire.name]:
                 conn.execute(
                     "UPDATE offmaps_layers SET fields = ? WHERE name = ?",
-                    (_fields_json(schema.fields), schema.name),
+                    (fields_json(schema.fields), schema.name),
                 )
                 schemas[wire.name] = schema
         if added:
