@@ -411,22 +411,18 @@ class _DeferredRTree:
                 [(fid,) for fid in self._removed.get(name, ())],
             )
             written = sorted(self._written.get(name, ()))
-            for start in range(0, len(written), _BATCH):
-                chunk = written[start : start + _BATCH]
-                rows = conn.execute(
-                    f"SELECT fid, geom FROM {layer.table} "
-                    f"WHERE globalid IN ({', '.join('?' * len(chunk))})",
-                    chunk,
-                ).fetchall()
-                entries = [(fid, _rtree_entry(blob)) for fid, blob in rows]
-                conn.executemany(
-                    f"INSERT OR REPLACE INTO {layer.rtree} VALUES (?, ?, ?, ?, ?)",
-                    [(fid, *entry) for fid, entry in entries if entry is not None],
-                )
-                conn.executemany(
-                    f"DELETE FROM {layer.rtree} WHERE id = ?",
-                    [(fid,) for fid, entry in entries if entry is None],
-                )
+            entries = [
+                (fid, _rtree_entry(blob))
+                for _, fid, blob in _rows_by_global_id(conn, layer, "fid, geom", written)
+            ]
+            conn.executemany(
+                f"INSERT OR REPLACE INTO {layer.rtree} VALUES (?, ?, ?, ?, ?)",
+                [(fid, *entry) for fid, entry in entries if entry is not None],
+            )
+            conn.executemany(
+                f"DELETE FROM {layer.rtree} WHERE id = ?",
+                [(fid,) for fid, entry in entries if entry is None],
+            )
         for sql in self._triggers:
             conn.execute(sql)
 
@@ -901,9 +897,7 @@ class GeoPackageStore:
             if not read_back and all(map(_groupable, edits)):
                 written = self._apply_grouped(conn, edits, rtree)
             else:
-                written = self._apply_in_order(conn, edits, rtree, results)
-            if not read_back:
-                results = []
+                written, results = self._apply_in_order(conn, edits, rtree)
             if rtree is not None:
                 rtree.finish()
             conn.executemany(
@@ -915,18 +909,15 @@ class GeoPackageStore:
                 "UPDATE gpkg_contents SET last_change = ? WHERE table_name = ?",
                 [(changed_at, name) for name in {edit.layer for edit in edits}],
             )
-        return tuple(results)
+        return tuple(results) if read_back else ()
 
     def _apply_in_order(
-        self,
-        conn: sqlite3.Connection,
-        edits: Sequence[Edit],
-        rtree: _DeferredRTree | None,
-        results: list[Feature | None],
-    ) -> list[tuple[str, str, str, int]]:
-        """Write edits one by one, adding the rows they leave to ``results``; returns the
-        journal entries (layer, global id, kind, version)."""
+        self, conn: sqlite3.Connection, edits: Sequence[Edit], rtree: _DeferredRTree | None
+    ) -> tuple[list[tuple[str, str, str, int]], list[Feature | None]]:
+        """Write edits one by one; returns the journal entries (layer, global id, kind,
+        version) and the rows the edits leave (``None`` for deletes)."""
         journal: list[tuple[str, str, str, int]] = []
+        results: list[Feature | None] = []
         # consecutive inserts into one layer go out together; anything else sends them first
         run: list[tuple[Feature, list[object]]] = []
         run_layer: _Layer | None = None
@@ -957,7 +948,7 @@ class GeoPackageStore:
             results.append(None if kind is ChangeKind.DELETE else result)
         if run:
             self._insert_rows(conn, run_layer, run)
-        return journal
+        return journal, results
 
     def _apply_grouped(
         self, conn: sqlite3.Connection, edits: Sequence[Edit], rtree: _DeferredRTree | None
@@ -1063,17 +1054,10 @@ class GeoPackageStore:
             VersionConflictError: a row at another version.
         """
         keys = [str(edit.global_id) for edit in group]
-        found: dict[str, tuple[int, int]] = {}
-        for start in range(0, len(keys), _BATCH):
-            chunk = keys[start : start + _BATCH]
-            found.update(
-                (gid, (fid, version))
-                for gid, fid, version in conn.execute(
-                    f"SELECT globalid, fid, row_version FROM {layer.table} "
-                    f"WHERE globalid IN ({', '.join('?' * len(chunk))})",
-                    chunk,
-                )
-            )
+        found = {
+            gid: (fid, version)
+            for gid, fid, version in _rows_by_global_id(conn, layer, "fid, row_version", keys)
+        }
         fids: list[int] = []
         for edit, key in zip(group, keys, strict=True):
             row = found.get(key)
@@ -1383,19 +1367,9 @@ class GeoPackageStore:
     def row_versions(self, layer: str, global_ids: Sequence[UUID]) -> dict[str, int]:
         """The version of each of these rows that exists, by global id text (see the protocol)."""
         keys = [str(gid) for gid in global_ids]
-        found: dict[str, int] = {}
         with self._lock:
-            table = self._layer(layer).table
-            for start in range(0, len(keys), _BATCH):
-                chunk = keys[start : start + _BATCH]
-                found.update(
-                    self._conn.execute(
-                        f"SELECT globalid, row_version FROM {table} "
-                        f"WHERE globalid IN ({', '.join('?' * len(chunk))})",
-                        chunk,
-                    ).fetchall()
-                )
-        return found
+            rows = _rows_by_global_id(self._conn, self._layer(layer), "row_version", keys)
+            return {gid: int(version) for gid, version in rows}
 
     def get_feature(self, layer: str, global_id: UUID) -> Feature:
         """One row; raises ``FeatureNotFoundError``."""
@@ -1625,6 +1599,20 @@ class GeoPackageStore:
             self._journal_attachment(
                 conn, generation, attachment, row.version, ChangeKind.ATTACHMENT_DELETE
             )
+
+
+def _rows_by_global_id(
+    conn: sqlite3.Connection, layer: _Layer, columns: str, global_ids: Sequence[str]
+) -> Iterator[tuple[Any, ...]]:
+    """``globalid`` and ``columns`` of the rows of ``layer`` with these global ids (as text),
+    read 500 at a time."""
+    for start in range(0, len(global_ids), _BATCH):
+        chunk = global_ids[start : start + _BATCH]
+        yield from conn.execute(
+            f"SELECT globalid, {columns} FROM {layer.table} "
+            f"WHERE globalid IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
 
 
 def _groupable(edit: Edit) -> bool:

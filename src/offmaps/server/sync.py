@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -312,12 +312,13 @@ class SyncService:
                 self._load_states(replica.service, map(_key, fresh)),
             )
             self._load_rows(work, fresh)
+            by_layer: dict[str, list[object]] = {}
+            for change in fresh:
+                by_layer.setdefault(change.layer, []).append(change.values.get(GEOMETRY_FIELD))
             work.geometries = {
-                name: prepare_wire_geometries(
-                    schema, (c.values.get(GEOMETRY_FIELD) for c in fresh if c.layer == name)
-                )
-                for name, schema in work.schemas.items()
-                if any(c.layer == name for c in fresh)
+                name: prepare_wire_geometries(work.schemas[name], values)
+                for name, values in by_layer.items()
+                if name in work.schemas
             }
             decisions = [self._decide(work, change) for change in fresh]
             rejected = [d for d in decisions if d.result.status is ChangeStatus.REJECTED]
@@ -640,22 +641,14 @@ class SyncService:
         properties, geometry, has_geometry = wire_to_edit_values(
             schema, values, complete=False, prepared=work.geometries.get(change.layer)
         )
-        feature: _Row
+        written: dict[str, Any] = {
+            "version": current.version + 1,
+            "properties": {**current.properties, **properties},
+            "geometry": geometry if has_geometry else current.geometry,
+        }
         if isinstance(current, _Unread):
-            feature = _Unread(
-                current.global_id,
-                current.version + 1,
-                {**current.properties, **properties},
-                geometry if has_geometry else current.geometry,
-                current.has_geometry or has_geometry,
-            )
-        else:
-            feature = Feature(
-                current.global_id,
-                current.version + 1,
-                {**current.properties, **properties},
-                geometry if has_geometry else current.geometry,
-            )
+            written["has_geometry"] = current.has_geometry or has_geometry
+        feature = replace(current, **written)
         edit = Update(
             change.layer, change.global_id, properties, geometry,
             set_geometry=has_geometry, base_version=current.version, checked=True,
