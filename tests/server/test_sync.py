@@ -693,9 +693,17 @@ def test_bad_change_sets_are_refused_or_rejected_change_by_change(
     assert "not uploaded" in texts[8]
     assert server_sites(live_server)["site 1"].properties["status"] == "ok"
 
+    twice = change("insert", uuid.uuid4())
     refused = [
         post(live_server, replica, [{"change_id": "not a uuid"}]),
         post(live_server, replica, [change("update", site.global_id)] * 2),
+        # covered ids: malformed, too many, or used twice in the set
+        post(live_server, replica, [change("insert", uuid.uuid4(), covers=["nope"])]),
+        post(live_server, replica, [change("insert", uuid.uuid4(), covers=[
+            str(uuid.uuid4()) for _ in range(1_001)])]),
+        post(live_server, replica, [{**twice, "covers": [twice["change_id"]]}]),
+        post(live_server, replica, [twice, change("update", site.global_id, covers=[
+            twice["change_id"]])]),
         post(live_server, replica, [change("insert", uuid.uuid4(), hlc="yesterday")]),
         post(live_server, replica, [], replica_id="0" * 32),
         live_server.server.client.post(
@@ -703,7 +711,7 @@ def test_bad_change_sets_are_refused_or_rejected_change_by_change(
             content=b"{" * 100_000,
             headers=live_server.server.token("editor"),
         ),
-    ]
+    ]  # fmt: skip
     for response in refused:
         assert_problem(response, 422)
     too_many = post(live_server, replica, [change("insert", uuid.uuid4())] * 20_001)
