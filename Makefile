@@ -60,6 +60,7 @@ bench: install data bench-tools
 	$(BIN)/python bench/serve_features.py
 	$(BIN)/python bench/offline.py
 	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/sync_floor.py
 
 # load generator, and SpatiaLite for pygeoapi's GeoPackage provider (Debian, as root)
 bench-tools:
