@@ -36,6 +36,7 @@ from offmaps.schemas.changeset import (
     DownloadHeader,
     ServerChange,
 )
+from offmaps.server.replicas import LayerScope, RelatedKey
 from tests.cli.test_users import run
 from tests.server.conftest import PASSWORD, LiveServer, assert_problem
 from tests.server.test_offline_api import AREA, offline_map
@@ -344,6 +345,54 @@ def test_a_field_added_on_the_server_syncs_both_ways(
     device.sync()
     server = server_sites(live_server)["site 8"]
     assert (server.properties["status"], server.properties["priority"]) == ("device", 1)
+
+
+def device_inspections(device: Device) -> set[tuple[int, str]]:
+    with device.store() as store:
+        return {
+            (int(str(f.properties["site_osm_id"])), str(f.properties["result"]))
+            for f in store.iter_features("inspections", FeatureQuery())
+        }
+
+
+def test_a_table_of_related_rows_only_keeps_to_the_rows_related_to_the_replicas(
+    live_server: LiveServer, take_offline: Callable[..., Device]
+) -> None:
+    device = take_offline()  # sites 0-9 are in the area; inspections are taken related only
+    assert device_inspections(device) == {(1, "ok"), (2, "ok")}  # not 20: its site is outside
+    store = live_server.server.catalog.feature_service("city")
+    on_server = {
+        f.properties["site_osm_id"]: f.global_id
+        for f in store.iter_features("inspections", FeatureQuery())
+    }
+    server_edit(
+        live_server,
+        Insert("inspections", {"site_osm_id": 3, "result": "new"}, None),  # site 3: inside
+        Insert("inspections", {"site_osm_id": 15, "result": "far"}, None),  # site 15: outside
+        Update("inspections", on_server[20], {"result": "redone"}),  # never on the device
+        Update("inspections", on_server[2], {"site_osm_id": 22}),  # now a site outside
+        Update("inspections", on_server[1], {"result": "checked"}),
+    )
+    assert not device.sync().has_errors
+    assert device_inspections(device) == {(1, "checked"), (3, "new")}
+
+    # site 15 moves into the area: its inspections come with their next change (docs/sync.md)
+    site_15 = server_sites(live_server)["site 15"].global_id
+    server_edit(
+        live_server,
+        Update("sites", site_15, geometry=Point(24.95, 60.1), set_geometry=True),
+        Update("inspections", on_server[20], {"site_osm_id": 15}),
+    )
+    assert not device.sync().has_errors
+    assert "site 15" in device.sites()
+    assert device_inspections(device) == {(1, "checked"), (3, "new"), (15, "redone")}
+
+
+def test_replicas_registered_before_related_scopes_keep_every_changed_row() -> None:
+    scope = LayerScope.from_json({"where": None, "area": None, "include_null_geometry": False})
+    assert scope == LayerScope()
+    stored = {"related": [{"origin": "sites", "origin_key": "osm_id", "destination_key": "x"}]}
+    assert LayerScope.from_json(stored).related == (RelatedKey("sites", "osm_id", "x"),)
 
 
 def attach(device: Device, gid: uuid.UUID, data: bytes, name: str = "photo.jpg") -> str:

@@ -132,6 +132,9 @@ class ReplicaResult:
         rows: the rows written, per layer and table.
         attachments: the attachment records written.
         attachment_bytes: the size of the distinct blobs copied to the attachment store.
+        related: the tables limited to rows related to the replica's rows of their origins
+            (:attr:`RowFilter.RELATED_ONLY`), each with the relationships that limit it; sync
+            keeps them so (see :class:`offmaps.server.replicas.LayerScope`).
     """
 
     path: Path
@@ -139,6 +142,7 @@ class ReplicaResult:
     rows: dict[str, int]
     attachments: int
     attachment_bytes: int
+    related: dict[str, tuple[Relationship, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +231,7 @@ def extract_feature_service(
         rows=extraction.rows,
         attachments=extraction.attachments,
         attachment_bytes=extraction.attachment_bytes,
+        related=extraction.related,
     )
 
 
@@ -401,6 +406,7 @@ class _Extraction:
     progress: Progress | None
     cancelled: Callable[[], bool] | None
     rows: dict[str, int] = field(default_factory=dict)
+    related: dict[str, tuple[Relationship, ...]] = field(default_factory=dict)
     attachments: int = 0
     attachment_bytes: int = 0
     _copied_blobs: set[str] = field(default_factory=set)
@@ -439,6 +445,8 @@ class _Extraction:
             if plan.extract.schema_only:
                 continue
             related = restricting.get(plan.schema.name, []) if can_restrict else []
+            if related:
+                self.related[plan.schema.name] = tuple(related)
             self._copy_layer(plan, related)
         self._check_cancelled()
         self._report(1.0, "replica written")

@@ -66,7 +66,7 @@ from offmaps.server.auth import Principal, Scope, current_principal
 from offmaps.server.catalog import Catalog
 from offmaps.server.jobs import Job, JobContext, JobManager
 from offmaps.server.links import base_url
-from offmaps.server.replicas import LayerScope, ReplicaRegistry
+from offmaps.server.replicas import LayerScope, RelatedKey, ReplicaRegistry
 from offmaps.server.sync import SyncService
 from offmaps.server.tiles import ArchiveTileSource, TileSource
 from offmaps.server.webmaps_api import visible_map
@@ -368,6 +368,10 @@ class _Generation:
                     if layer.is_table
                     else (layer.area or self.parameters.area_of_interest).geometry,
                     include_null_geometry=layer.include_null_geometry,
+                    related=tuple(
+                        RelatedKey(r.origin, r.origin_key, r.destination_key)
+                        for r in result.related.get(layer.layer, ())
+                    ),
                 )
                 for layer in service_plan.layers
             },

@@ -19,7 +19,7 @@ from typing import Any
 
 from offmaps.errors import FeatureStoreError, ReplicaNotFoundError
 
-__all__ = ["LayerScope", "Replica", "ReplicaRegistry"]
+__all__ = ["LayerScope", "RelatedKey", "Replica", "ReplicaRegistry"]
 
 _REPLICA_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -44,6 +44,17 @@ _ADDED_COLUMNS = (
 
 
 @dataclass(frozen=True, slots=True)
+class RelatedKey:
+    """A relationship that limits a table to the rows related to the replica's rows of its
+    origin: a row belongs when its ``destination_key`` equals the ``origin_key`` of one of
+    them."""
+
+    origin: str
+    origin_key: str
+    destination_key: str
+
+
+@dataclass(frozen=True, slots=True)
 class LayerScope:
     """Which rows of a layer a replica holds: the ones a download keeps sending.
 
@@ -53,11 +64,22 @@ class LayerScope:
         area: the area (GeoJSON in CRS84) rows must intersect; ``None`` for tables and layers
             taken whole.
         include_null_geometry: whether rows without geometry are kept.
+        related: for a table taken with "related rows only", the relationships that limit
+            it (a row belongs when any of them relates it to a row the replica holds); empty
+            for everything else.
     """
 
     where: str | None = None
     area: dict[str, Any] | None = None
     include_null_geometry: bool = False
+    related: tuple[RelatedKey, ...] = ()
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> LayerScope:
+        """A scope as :meth:`ReplicaRegistry.register` stored it (replicas registered before
+        ``related`` existed have none)."""
+        related = tuple(RelatedKey(**found) for found in value.get("related", ()))
+        return cls(**{**value, "related": related})
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +159,7 @@ class ReplicaRegistry:
             ).fetchone()
         if row is None:
             return None
-        scope = {name: LayerScope(**value) for name, value in json.loads(row[9]).items()}
+        scope = {name: LayerScope.from_json(value) for name, value in json.loads(row[9]).items()}
         return Replica(
             id=row[0], service=row[1], layers=tuple(json.loads(row[2])), generation=row[3],
             owner=row[4], map_id=row[5], sync_direction=row[6], sync_model=row[7],

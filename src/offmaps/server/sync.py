@@ -84,13 +84,14 @@ from offmaps.schemas.changeset import (
     WireLayer,
 )
 from offmaps.server.catalog import Catalog
-from offmaps.server.replicas import Replica
+from offmaps.server.replicas import RelatedKey, Replica
 from offmaps.sync.clock import Timestamp, parse_timestamp, timestamp_from_ms
 from offmaps.sync.collector import collection_paused
 from offmaps.sync.merge import merge_fields
 from offmaps.sync.policy import Side, resolve, resolve_delete
 from offmaps.sync.vectors import derive, dominates, merge
 from offmaps.tiling import AreaOfInterest
+from offmaps.types import BBox
 
 __all__ = ["Conflict", "LayerRules", "SyncService", "layer_rules"]
 
@@ -1050,26 +1051,20 @@ class SyncService:
         for layer, gid in changed:
             by_layer.setdefault(layer, []).append(gid)
         with_attachments = replica.attachment_sync_direction == "bidirectional"
+        scope = _ReplicaScope(store, replica, schemas)
         for layer, gids in by_layer.items():
             schema = schemas.get(layer)
             if schema is None:
                 continue
-            scope = replica.scope.get(layer)
-            area = _scope_area(scope.area, schema) if scope and scope.area else None
-            filters = (scope.where,) if scope and scope.where else ()
             states = self._load_states(replica.service, ((layer, str(g)) for g in gids))
             for start in range(0, len(gids), _BATCH):
                 chunk = tuple(gids[start : start + _BATCH])
-                query = FeatureQuery(global_ids=chunk, filters=filters)
+                query = FeatureQuery(global_ids=chunk, filters=scope.filters(layer))
                 found = {f.global_id: f for f in store.iter_features(layer, query)}
                 for gid in chunk:
                     feature = found.get(gid)
-                    if feature is not None and area is not None:
-                        if feature.geometry is None:
-                            keep = bool(scope and scope.include_null_geometry)
-                        else:
-                            keep = bool(shapely.intersects(area, feature.geometry))
-                        feature = feature if keep else None
+                    if feature is not None and not scope.holds(layer, feature):
+                        feature = None
                     count += 1
                     if feature is None:
                         yield line(ServerChange(layer=layer, global_id=gid, kind="delete"))
@@ -1295,6 +1290,81 @@ def _parked(
         resolution=ConflictPolicy.MANUAL,
     )
     return _Decision(change, result, conflict=conflict)
+
+
+class _ReplicaScope:
+    """Which rows of the service a replica holds, as its scope says (:class:`LayerScope`):
+    rows matching the layer's filter, inside its area, and for tables taken with "related
+    rows only", related to a row the replica holds of one of their origins."""
+
+    def __init__(
+        self, store: FeatureStore, replica: Replica, schemas: Mapping[str, LayerSchema]
+    ) -> None:
+        self._store = store
+        self._scopes = replica.scope
+        self._schemas = schemas
+        self._areas: dict[str, BaseGeometry | None] = {}
+        self._keys: dict[tuple[str, str], set[object] | None] = {}
+
+    def filters(self, layer: str) -> tuple[str, ...]:
+        """The layer's CQL2 filter, for a query (rows must match it too)."""
+        scope = self._scopes.get(layer)
+        return (scope.where,) if scope and scope.where else ()
+
+    def holds(self, layer: str, feature: Feature) -> bool:
+        """Whether the replica holds ``feature``, a row of ``layer`` matching its filter."""
+        scope = self._scopes.get(layer)
+        if scope is None:
+            return True
+        area = self._area(layer)
+        if area is not None:
+            if feature.geometry is None:
+                return scope.include_null_geometry
+            if not shapely.intersects(area, feature.geometry):
+                return False
+        if not scope.related:
+            return True
+        for related in scope.related:
+            keys = self._origin_keys(related)
+            if keys is None or feature.properties.get(related.destination_key) in keys:
+                return True
+        return False
+
+    def _area(self, layer: str) -> BaseGeometry | None:
+        if layer not in self._areas:
+            scope = self._scopes.get(layer)
+            schema = self._schemas.get(layer)
+            area = None
+            if scope is not None and scope.area and schema is not None:
+                area = _scope_area(scope.area, schema)
+                shapely.prepare(area)
+            self._areas[layer] = area
+        return self._areas[layer]
+
+    def _origin_keys(self, related: RelatedKey) -> set[object] | None:
+        """The ``origin_key`` values of the rows the replica holds of ``related.origin``
+        (``None``: the origin is gone from the service, or its rows wait on this table through
+        a cycle of relationships; the table then keeps every row, as it was taken)."""
+        key = (related.origin, related.origin_key)
+        if key in self._keys:
+            return self._keys[key]
+        self._keys[key] = None  # a cycle back to here finds None: every row
+        if related.origin not in self._schemas:
+            return None
+        area = self._area(related.origin)
+        scope = self._scopes.get(related.origin)
+        bbox = None
+        if area is not None and not (scope and scope.include_null_geometry):
+            bbox = BBox(*area.bounds)
+        query = FeatureQuery(bbox=bbox, filters=self.filters(related.origin))
+        found = {
+            value
+            for feature in self._store.iter_features(related.origin, query)
+            if (value := feature.properties.get(related.origin_key)) is not None
+            and self.holds(related.origin, feature)
+        }
+        self._keys[key] = found
+        return found
 
 
 def _attachment_refs(store: FeatureStore, layer: str, gid: uuid.UUID) -> list[AttachmentRef]:
