@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyogrio.raw
 import shapely
+from rich.console import Console
 from shapely.geometry import Point
 
+from offmaps.cli import progress
 from offmaps.server.catalog import Catalog
 from tests.cli.test_users import run
 
@@ -56,3 +60,15 @@ def test_bad_files_and_names_are_one_line_errors_that_leave_nothing(tmp_path: Pa
         assert "Traceback" not in err
         assert len(err.strip().splitlines()) == 1, err
     assert not (data / "features").exists() or list((data / "features").iterdir()) == []
+
+
+def test_the_import_bar_counts_the_files_rows(tmp_path: Path, monkeypatch: Any) -> None:
+    shown = io.StringIO()
+
+    def terminal(**_: Any) -> Console:  # a terminal, so that the bar is drawn
+        return Console(file=shown, force_terminal=True, width=120)
+
+    monkeypatch.setattr(progress, "Console", terminal)
+    code, _, _ = run("import", "features", str(hydrants(tmp_path)), "--data", str(tmp_path))
+    assert code == 0
+    assert "30/30" in shown.getvalue()  # the total is the file's row count, not unknown

@@ -20,9 +20,10 @@ __all__ = ["Advance", "progress_bar"]
 
 
 class Advance(Protocol):
-    """Advance a progress bar by a number of units."""
+    """Advance a progress bar by a number of units; ``total`` sets the bar's total, for work
+    whose size is known only once it has started."""
 
-    def __call__(self, amount: int) -> None: ...
+    def __call__(self, amount: int, total: int | None = None) -> None: ...
 
 
 @contextmanager
@@ -41,7 +42,9 @@ def progress_bar(description: str, total: int | None) -> Iterator[Advance]:
     ) as bar:
         task = bar.add_task(description, total=total)
 
-        def advance(amount: int) -> None:
+        def advance(amount: int, total: int | None = None) -> None:
+            if total is not None:
+                bar.update(task, total=total)
             bar.advance(task, amount)
 
         yield advance

@@ -104,7 +104,7 @@ def import_features_command(
 
             def progress(done: int, total: int) -> None:
                 nonlocal seen
-                advance(done - seen)
+                advance(done - seen, total)
                 seen = done
 
             try:
