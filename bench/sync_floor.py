@@ -103,7 +103,8 @@ def morton(x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> np.ndarray[Any, 
 
 
 def prepare() -> tuple[Path, Path, Path]:
-    """Fresh copies of the device and the server's data; their paths and the replica id."""
+    """Fresh copies of the device and the server's data: the device, the store and the data
+    folder."""
     for name in ("device.before", "server-data.before", "base.gpkg", "modified.gpkg"):
         if not (WORK / name).exists():
             raise SystemExit(f"bench/sync_floor.py: {WORK / name} is missing: run bench/sync.py")
