@@ -12,7 +12,7 @@ from offmaps.errors import TileNotFoundError
 from offmaps.features import FieldType
 from offmaps.features.geopackage import GeoPackageStore
 from offmaps.features.model import Field, GeometryType, Insert, LayerSchema
-from offmaps.server.mvt import FeatureVectorTiles
+from offmaps.sources.vector import FeatureVectorTiles
 from offmaps.tiling import get_tms
 from offmaps.types import Tile
 

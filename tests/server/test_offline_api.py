@@ -35,7 +35,7 @@ from offmaps.offline.parameters import (
     encode_thumbnail,
 )
 from offmaps.schemas import WebMap
-from offmaps.server.tiles import ArchiveTileSource
+from offmaps.sources import ArchiveTileSource
 from offmaps.tiling import get_tms
 from offmaps.types import BBox, Tile, TileFormat
 from tests.cli.test_users import run

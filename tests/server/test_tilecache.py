@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from offmaps.errors import ContainerCorruptError
-from offmaps.server._tilecache import MemoryTileCache, SQLiteTileCache
+from offmaps.sources.cache import MemoryTileCache, SQLiteTileCache
 from offmaps.types import Tile
 
 SOURCE = "WebMercatorQuad https://tiles.example.org/{z}/{x}/{y}.png"

@@ -30,14 +30,14 @@ from offmaps.errors import (
 )
 from offmaps.server.fastpath import TileFastPath
 from offmaps.server.problems import install_problem_handlers
-from offmaps.server.tiles import (
+from offmaps.server.tiles import tiles_router
+from offmaps.sources import (
     MAX_UPSTREAM_TILE_BYTES,
     ArchiveTileSource,
     FunctionTileSource,
     TileSource,
     TileSourceInfo,
     UpstreamTileSource,
-    tiles_router,
 )
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
 from tests.server.conftest import assert_problem

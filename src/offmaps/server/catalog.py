@@ -13,7 +13,7 @@ The data folder::
       signing-key.pem             the token signing key (generated)
 
 Each feature service is also a vector tile service, ``<service>-vt`` (see
-:mod:`offmaps.server.mvt`), unless a tile archive has that name.
+:mod:`offmaps.sources.vector`), unless a tile archive has that name.
 
 With ``features_url`` set to a PostgreSQL URL, feature services are PostGIS schemas instead.
 
@@ -50,9 +50,9 @@ from offmaps.features.model import LayerSchema
 from offmaps.features.store import FeatureStore
 from offmaps.schemas import FeatureLayerRef, TableRef, TileLayerRef, WebMap
 from offmaps.server.auth import Principal, Scope, can_read
-from offmaps.server.mvt import FeatureVectorTiles
-from offmaps.server.tiles import ArchiveTileSource, TileSource, UpstreamTileSource
 from offmaps.server.webmaps import WebMapStore
+from offmaps.sources import ArchiveTileSource, TileSource, UpstreamTileSource
+from offmaps.sources.vector import FeatureVectorTiles
 from offmaps.storage import BlobStore, LocalBlobStore
 from offmaps.types import BBox, TileFormat
 

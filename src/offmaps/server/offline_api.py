@@ -68,8 +68,8 @@ from offmaps.server.jobs import Job, JobContext, JobManager
 from offmaps.server.links import base_url
 from offmaps.server.replicas import LayerScope, RelatedKey, ReplicaRegistry
 from offmaps.server.sync import SyncService
-from offmaps.server.tiles import ArchiveTileSource, TileSource
 from offmaps.server.webmaps_api import visible_map
+from offmaps.sources import ArchiveTileSource, TileSource
 from offmaps.storage import LocalBlobStore
 from offmaps.tiling import AreaOfInterest, get_tms, scale_for_zoom, tile_cover
 from offmaps.types import BBox, Tile

@@ -1,6 +1,6 @@
 """Caches behind the tile services: a SQLite file for upstream tiles, an LRU in memory.
 
-Private to :mod:`offmaps.server.tiles`.
+Used by the upstream and function sources; the tile cache service builds on them.
 """
 
 from __future__ import annotations

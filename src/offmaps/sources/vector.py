@@ -26,8 +26,8 @@ from pyproj import Transformer
 from offmaps.errors import TileNotFoundError
 from offmaps.features.model import FeatureQuery, LayerSchema
 from offmaps.features.store import FeatureStore
-from offmaps.server._tilecache import MemoryTileCache
-from offmaps.server.tiles import TileSourceInfo
+from offmaps.sources.base import TileSourceInfo
+from offmaps.sources.cache import MemoryTileCache
 from offmaps.tiling import get_tms
 from offmaps.types import BBox, Tile, TileFormat
 

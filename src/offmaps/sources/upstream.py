@@ -1,0 +1,225 @@
+"""Tiles of an upstream XYZ server, fetched once and kept in a SQLite cache."""
+
+from __future__ import annotations
+
+import logging
+import re
+import zlib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from morecantile import TileMatrixSet
+
+from offmaps import __version__
+from offmaps.containers.base import detect_tile_format
+from offmaps.errors import (
+    ContainerError,
+    TileNotFoundError,
+    UpstreamError,
+)
+from offmaps.sources.base import TileSourceInfo, check_key, describe_tile
+from offmaps.sources.cache import SQLiteTileCache
+from offmaps.tiling.tms import get_tms
+from offmaps.types import BBox, Tile, TileCompression, TileFormat
+
+__all__ = ["MAX_UPSTREAM_TILE_BYTES", "USER_AGENT", "UpstreamTileSource"]
+
+_log = logging.getLogger(__name__)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+MAX_UPSTREAM_TILE_BYTES = 4 * 1024 * 1024
+"""Upstream tiles larger than this (after transfer decoding) are refused."""
+
+USER_AGENT = f"offmaps/{__version__}"
+"""The User-Agent of every upstream request."""
+
+
+_MVT_LAYER_TAG = 0x1A  # protobuf field 3 (layers), wire type 2: how every non-empty MVT starts
+
+
+def _check_url_template(template: str) -> str:
+    parts = urlsplit(template)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ContainerError(f"upstream URL {template[:200]!r} is not an http or https URL")
+    missing = [key for key in ("{z}", "{x}", "{y}") if key not in template]
+    if missing:
+        raise ContainerError(
+            f"upstream URL {template[:200]!r} lacks {', '.join(missing)}: "
+            "a template such as https://tile.example.org/{z}/{x}/{y}.png is needed"
+        )
+    return parts.hostname
+
+
+def _gunzip(data: bytes, limit: int, where: str) -> bytes:
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise UpstreamError(f"{where}: upstream sent broken gzip ({exc})") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise UpstreamError(f"{where}: upstream tile is over {limit} bytes once decompressed")
+    return out
+
+
+class UpstreamTileSource:
+    """Tiles of an upstream XYZ server, fetched once and served from a SQLite cache afterwards.
+
+    The cache is ``cache_dir/<name>.cache.sqlite``. Only well-formed tiles of the declared format
+    are cached; an upstream 404 is :class:`TileNotFoundError`, every other failure (5xx, timeout,
+    no connection, oversized or wrong content) is :class:`UpstreamError`.
+
+    Args:
+        name: the name in URLs and of the cache file: letters, digits, ``_`` and ``-``.
+        url_template: an http(s) URL with ``{z}``, ``{x}`` and ``{y}`` (rows from the top).
+        cache_dir: the folder of the cache file.
+        tms: id of the upstream's tile matrix set.
+        tile_format: what the upstream serves; anything else is refused.
+        min_zoom: lowest level served.
+        max_zoom: highest level served.
+        client: the HTTP client to use (tests pass one with a mock transport); by default one
+            with timeouts, owned and closed by this source.
+        title: a human title; the name by default.
+        bounds: WGS84 bounds of the data, if known.
+        attribution: attribution the upstream asks for.
+        export_tiles_allowed: whether offline packages may copy these tiles (off by default:
+            most public tile servers forbid bulk downloads).
+        max_export_tile_count: the most tiles one export may take.
+
+    Raises:
+        ContainerError: when the name or URL template is unusable.
+        ContainerCorruptError: when the cache file exists and is not a tile cache.
+        UnknownTileMatrixSetError: when ``tms`` is not a registered tile matrix set.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url_template: str,
+        cache_dir: Path | str,
+        *,
+        tms: str = "WebMercatorQuad",
+        tile_format: TileFormat,
+        min_zoom: int,
+        max_zoom: int,
+        client: httpx.Client | None = None,
+        title: str | None = None,
+        bounds: BBox | None = None,
+        attribution: str = "",
+        export_tiles_allowed: bool = False,
+        max_export_tile_count: int = 10_000,
+    ) -> None:
+        if not _NAME.match(name):
+            raise ContainerError(
+                f"an upstream tile layer name is letters, digits, _ or -: not {name[:64]!r}"
+            )
+        self._host = _check_url_template(url_template)
+        self._template = url_template
+        self.tms: TileMatrixSet = get_tms(tms)
+        self._info = TileSourceInfo(
+            name=name,
+            title=title or name,
+            tms_id=tms,
+            tile_format=tile_format,
+            min_zoom=min_zoom,
+            max_zoom=max_zoom,
+            bounds=bounds,
+            attribution=attribution,
+            export_tiles_allowed=export_tiles_allowed,
+            max_export_tile_count=max_export_tile_count,
+        )
+        self._owns_client = client is None
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(10.0, connect=5.0),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=True,
+        )
+        self._cache = SQLiteTileCache(
+            Path(cache_dir) / f"{name}.cache.sqlite", source=f"{tms} {url_template}"
+        )
+
+    @property
+    def info(self) -> TileSourceInfo:
+        """What the upstream service is declared to be."""
+        return self._info
+
+    @property
+    def cached_tile_count(self) -> int:
+        """How many tiles the cache holds."""
+        return self._cache.count()
+
+    def get_tile(self, tile: Tile) -> bytes:
+        """The bytes of ``tile``: from the cache, else fetched upstream and cached.
+
+        Raises:
+            InvalidTileError: when the key is outside the tile matrix set.
+            TileNotFoundError: outside the zoom range, or when the upstream has no such tile.
+            UpstreamError: when the upstream fails or sends something that is not a tile.
+        """
+        check_key(self.tms, self._info, tile)
+        data = self._cache.find(tile)
+        if data is None:
+            data = self._fetch(tile)
+            self._cache.put(tile, data)
+        return data
+
+    def _fetch(self, tile: Tile) -> bytes:
+        where = f"{describe_tile(self._info, tile)} from {self._host}"
+        url = (
+            self._template.replace("{z}", str(tile.z))
+            .replace("{x}", str(tile.x))
+            .replace("{y}", str(tile.y))
+        )
+        limit = MAX_UPSTREAM_TILE_BYTES
+        try:
+            with self._client.stream(
+                "GET", url, headers={"User-Agent": USER_AGENT}, follow_redirects=True
+            ) as response:
+                status = response.status_code
+                if status in (204, 404, 410):
+                    raise TileNotFoundError(f"{where}: the upstream has no such tile")
+                if not 200 <= status < 300:
+                    raise UpstreamError(f"{where}: the upstream answered HTTP {status}", url=url)
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise UpstreamError(f"{where}: upstream tile is over {limit} bytes", url=url)
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise UpstreamError(
+                            f"{where}: upstream tile is over {limit} bytes", url=url
+                        )
+                    chunks.append(chunk)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"{where}: the upstream timed out", url=url) from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"{where}: the upstream request failed ({type(exc).__name__})", url=url
+            ) from exc
+        return self._check_content(b"".join(chunks), where, url)
+
+    def _check_content(self, data: bytes, where: str, url: str) -> bytes:
+        expected = self._info.tile_format
+        if not data:
+            if expected is TileFormat.MVT:
+                return data  # an empty vector tile is a valid, empty tile
+            raise UpstreamError(f"{where}: the upstream sent an empty body", url=url)
+        found, compression = detect_tile_format(data)
+        if found is not expected:
+            raise UpstreamError(
+                f"{where}: the upstream sent {found.value} content, not {expected.value}", url=url
+            )
+        if expected is TileFormat.MVT:
+            if compression is TileCompression.GZIP:
+                data = _gunzip(data, MAX_UPSTREAM_TILE_BYTES, where)
+            if data and data[0] != _MVT_LAYER_TAG:
+                raise UpstreamError(f"{where}: the upstream sent no Mapbox vector tile", url=url)
+        return data
+
+    def close(self) -> None:
+        """Close the cache, and the HTTP client when this source made it."""
+        self._cache.close()
+        if self._owns_client:
+            self._client.close()
