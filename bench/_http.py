@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from offmaps.schemas import WebMap
-from offmaps.server.webmaps import WebMapStore
+from offmaps.state.webmaps import FolderWebMapStore
 
 __all__ = ["WrkResult", "free_port", "publish_map", "require_wrk", "run_wrk", "serving"]
 
@@ -221,4 +221,4 @@ def publish_map(
         "operational_layers": list(layers),
         "sharing": {"public": True},
     }
-    WebMapStore(data_dir / "webmaps").create(WebMap.model_validate(document), owner="bench")
+    FolderWebMapStore(data_dir / "webmaps").create(WebMap.model_validate(document), owner="bench")

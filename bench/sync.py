@@ -358,7 +358,7 @@ def client_role(folder: Path, url: str, batch_size: int, profile: Path | None) -
 def server_role(out: Path, command: list[str]) -> None:
     """Child process: ``offmaps serve`` under cProfile, stats written when it stops."""
     from offmaps.cli import main  # noqa: PLC0415
-    from offmaps.server.sync import SyncService  # noqa: PLC0415
+    from offmaps.replicas.service import SyncService  # noqa: PLC0415
 
     # cProfile sees one thread: the event loop's (parsing and answering the change sets);
     # the merge runs in the thread pool, profiled on its own (uploads come one at a time)

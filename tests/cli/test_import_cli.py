@@ -13,8 +13,8 @@ import shapely
 from rich.console import Console
 from shapely.geometry import Point
 
+from offmaps.catalog import Catalog
 from offmaps.cli import progress
-from offmaps.server.catalog import Catalog
 from tests.cli.test_users import run
 
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from offmaps.cli import main
-from offmaps.server.users import UserStore
+from offmaps.state.users import SQLiteUserStore
 
 PASSWORD = "correct horse battery"
 
@@ -34,7 +34,7 @@ def test_add_with_password_from_stdin_creates_a_user_who_can_sign_in(tmp_path: P
     code, out, _ = add(tmp_path, "ann", "--group", "crew", "--group", "north")
     assert code == 0
     assert "added user ann" in out
-    with UserStore(tmp_path / "users.sqlite") as store:
+    with SQLiteUserStore(tmp_path / "users.sqlite") as store:
         user = store.verify_password("ann", PASSWORD)
     assert user.scopes == ("maps:read", "maps:write")
     assert user.groups == ("crew", "north")
@@ -46,7 +46,7 @@ def test_add_prompts_for_the_password_twice(tmp_path: Path) -> None:
         stdin=f"{PASSWORD}\n{PASSWORD}\n",
     )  # fmt: skip
     assert code == 0
-    with UserStore(tmp_path / "users.sqlite") as store:
+    with SQLiteUserStore(tmp_path / "users.sqlite") as store:
         assert store.verify_password("ann", PASSWORD).scopes == ("admin",)
 
 
@@ -139,5 +139,5 @@ def test_add_client_prints_a_secret_that_verifies(tmp_path: Path) -> None:
     lines = dict(line.split(": ", 1) for line in out.splitlines())
     assert lines["client_id"] == "etl"
     assert "not stored" in err
-    with UserStore(tmp_path / "users.sqlite") as store:
+    with SQLiteUserStore(tmp_path / "users.sqlite") as store:
         assert store.verify_client("etl", lines["client_secret"]).scopes == ("features:edit",)

@@ -31,7 +31,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "webmap.md"
 
 EDITING = {"create": True, "update": True, "delete": True}
 
-# the document of offmaps.server.sample_map, with every kind of layer
+# the document of offmaps.sample.webmap, with every kind of layer
 SAMPLE: dict[str, Any] = {
     "format_version": "1.0",
     "item": {
@@ -164,7 +164,7 @@ def test_the_sample_document_validates() -> None:
 
 
 def test_the_sample_maps_own_document_validates() -> None:
-    sample_map = pytest.importorskip("offmaps.server.sample_map")
+    sample_map = pytest.importorskip("offmaps.sample.webmap")
     document = sample_map._webmap_document((24.93, 60.16, 24.96, 60.18))
     assert WebMap.model_validate(document).relationships[0].origin == "sites"
 
@@ -197,7 +197,7 @@ def test_a_minimal_document_gets_defaults() -> None:
 
 
 def test_a_stored_map_round_trips_without_warnings() -> None:
-    # what offmaps.server.webmaps does when it stores a map
+    # what offmaps.state.webmaps does when it stores a map
     webmap = parse_webmap(SAMPLE)
     now = datetime.now(UTC)
     item = webmap.item.model_copy(update={"created": now, "modified": now, "owner": "editor"})

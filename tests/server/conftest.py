@@ -11,13 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 from shapely.geometry import LineString, Point
 
+from offmaps.catalog import Catalog
 from offmaps.client import Portal
 from offmaps.client.offline import OfflineMapTask, PortalItem
 from offmaps.features import FieldType
 from offmaps.features.model import Field, GeometryType, Insert, LayerSchema, Relationship
 from offmaps.schemas import WebMap
 from offmaps.server.app import create_app
-from offmaps.server.catalog import Catalog
 from offmaps.server.problems import PROBLEM_MEDIA_TYPE
 from offmaps.server.settings import ServerSettings
 

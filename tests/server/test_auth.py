@@ -25,22 +25,19 @@ from fastapi import Depends, FastAPI
 from jwt.algorithms import RSAAlgorithm
 from pydantic import SecretStr
 
+from offmaps.access import Principal, can_read, check_can_read, check_can_write
 from offmaps.errors import AccessDeniedError, AuthError, InsufficientScopeError, InvalidTokenError
 from offmaps.server.auth import (
     ANONYMOUS,
     SIGNING_KEY_FILE,
-    Principal,
     TokenService,
     auth_router,
-    can_read,
-    check_can_read,
-    check_can_write,
     current_principal,
     require_scopes,
 )
 from offmaps.server.problems import install_problem_handlers
 from offmaps.server.settings import AuthSettings, ServerSettings
-from offmaps.server.users import UserStore
+from offmaps.state.users import SQLiteUserStore, UserStore
 
 pytestmark = pytest.mark.anyio
 
@@ -73,7 +70,7 @@ class Env:
 
 def build_app(data_dir: Path, settings: ServerSettings | None = None) -> Env:
     settings = settings or ServerSettings(data_dir=data_dir)
-    users = UserStore(data_dir / "users.sqlite", hasher=CHEAP)
+    users = SQLiteUserStore(data_dir / "users.sqlite", hasher=CHEAP)
     tokens = TokenService(settings, data_dir)
     app = FastAPI()
     install_problem_handlers(app)

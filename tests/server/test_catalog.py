@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from offmaps.catalog import VECTOR_TILES_SUFFIX, Catalog
 from offmaps.errors import FeatureStoreError
 from offmaps.features.geopackage import GeoPackageStore
 from offmaps.schemas import WebMap
-from offmaps.server.catalog import VECTOR_TILES_SUFFIX, Catalog
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ from offmaps.schemas.changeset import (
     DownloadHeader,
     ServerChange,
 )
-from offmaps.server.replicas import LayerScope, RelatedKey
+from offmaps.state.replicas import LayerScope, RelatedKey
 from tests.cli.test_users import run
 from tests.server.conftest import PASSWORD, LiveServer, assert_problem
 from tests.server.test_offline_api import AREA, offline_map

@@ -13,15 +13,15 @@ from typing import Any, cast
 import pytest
 from shapely.geometry import Point
 
+from offmaps.catalog import Catalog
 from offmaps.features import FieldType
 from offmaps.features.model import Field, GeometryType, Insert, LayerSchema, Update
 from offmaps.features.store import FeatureStore
+from offmaps.replicas.service import SyncService
 from offmaps.schemas import WebMap
 from offmaps.schemas.changeset import ChangeSet, ChangeStatus
-from offmaps.server.catalog import Catalog
-from offmaps.server.replicas import Replica
-from offmaps.server.sync import SyncService
-from offmaps.server.webmaps import WebMapStore
+from offmaps.state.replicas import Replica
+from offmaps.state.webmaps import FolderWebMapStore
 from offmaps.storage.local import LocalBlobStore
 from tests.features.conftest import BACKENDS, open_backend
 from tests.server.conftest import webmap_document
@@ -39,7 +39,7 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Sy
     store = open_backend(str(request.param), tmp_path)
     name = getattr(store, "schema", "service")
     store.create_layer(POINTS)
-    webmaps = WebMapStore(tmp_path / "webmaps")
+    webmaps = FolderWebMapStore(tmp_path / "webmaps")
     document = webmap_document(
         title="t",
         public=True,

@@ -9,25 +9,26 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
+from offmaps.access import Scope, parse_scopes
 from offmaps.errors import (
     InvalidCredentialsError,
     InvalidUserError,
     UserExistsError,
     UserNotFoundError,
 )
-from offmaps.server.users import Scope, UserStore, parse_scopes
+from offmaps.state.users import SQLiteUserStore, UserStore
 
 PASSWORD = "correct horse battery"
 CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[UserStore]:
-    with UserStore(tmp_path / "users.sqlite", hasher=CHEAP) as users:
+def store(tmp_path: Path) -> Iterator[SQLiteUserStore]:
+    with SQLiteUserStore(tmp_path / "users.sqlite", hasher=CHEAP) as users:
         yield users
 
 
-def test_added_user_can_be_read_back(store: UserStore) -> None:
+def test_added_user_can_be_read_back(store: SQLiteUserStore) -> None:
     added = store.add_user(
         "ann", PASSWORD, scopes=("maps:write", "maps:read", "maps:read"), groups=("crew", "b")
     )
@@ -38,7 +39,7 @@ def test_added_user_can_be_read_back(store: UserStore) -> None:
     assert [u.name for u in store.list_users()] == ["ann"]
 
 
-def test_password_is_stored_as_argon2_hash(store: UserStore) -> None:
+def test_password_is_stored_as_argon2_hash(store: SQLiteUserStore) -> None:
     store.add_user("ann", PASSWORD, scopes=())
     with sqlite3.connect(store.path) as db:
         (stored,) = db.execute("SELECT password_hash FROM users").fetchone()
@@ -46,12 +47,12 @@ def test_password_is_stored_as_argon2_hash(store: UserStore) -> None:
     assert PASSWORD not in stored
 
 
-def test_verify_password_returns_the_user(store: UserStore) -> None:
+def test_verify_password_returns_the_user(store: SQLiteUserStore) -> None:
     store.add_user("ann", PASSWORD, scopes=(Scope.MAPS_READ,))
     assert store.verify_password("ann", PASSWORD).scopes == ("maps:read",)
 
 
-def test_unknown_user_and_wrong_password_give_the_same_error(store: UserStore) -> None:
+def test_unknown_user_and_wrong_password_give_the_same_error(store: SQLiteUserStore) -> None:
     store.add_user("ann", PASSWORD, scopes=())
     with pytest.raises(InvalidCredentialsError) as wrong:
         store.verify_password("ann", "not the password")
@@ -62,7 +63,7 @@ def test_unknown_user_and_wrong_password_give_the_same_error(store: UserStore) -
     assert str(wrong.value) == str(unknown.value) == str(malformed.value)
 
 
-def test_disabled_user_cannot_sign_in(store: UserStore) -> None:
+def test_disabled_user_cannot_sign_in(store: SQLiteUserStore) -> None:
     store.add_user("ann", PASSWORD, scopes=())
     assert store.set_disabled("ann").disabled
     with pytest.raises(InvalidCredentialsError, match="disabled"):
@@ -71,7 +72,7 @@ def test_disabled_user_cannot_sign_in(store: UserStore) -> None:
     store.verify_password("ann", PASSWORD)
 
 
-def test_set_password_replaces_the_old_one(store: UserStore) -> None:
+def test_set_password_replaces_the_old_one(store: SQLiteUserStore) -> None:
     store.add_user("ann", PASSWORD, scopes=())
     store.set_password("ann", "a new password")
     store.verify_password("ann", "a new password")
@@ -79,7 +80,7 @@ def test_set_password_replaces_the_old_one(store: UserStore) -> None:
         store.verify_password("ann", PASSWORD)
 
 
-def test_delete_user_removes_them(store: UserStore) -> None:
+def test_delete_user_removes_them(store: SQLiteUserStore) -> None:
     store.add_user("ann", PASSWORD, scopes=())
     store.delete_user("ann")
     with pytest.raises(UserNotFoundError):
@@ -88,14 +89,14 @@ def test_delete_user_removes_them(store: UserStore) -> None:
         store.delete_user("ann")
 
 
-def test_missing_users_raise_not_found(store: UserStore) -> None:
+def test_missing_users_raise_not_found(store: SQLiteUserStore) -> None:
     with pytest.raises(UserNotFoundError):
         store.set_password("ghost", PASSWORD)
     with pytest.raises(UserNotFoundError):
         store.set_disabled("ghost")
 
 
-def test_adding_a_user_twice_is_refused(store: UserStore) -> None:
+def test_adding_a_user_twice_is_refused(store: SQLiteUserStore) -> None:
     store.add_user("ann", PASSWORD, scopes=())
     with pytest.raises(UserExistsError):
         store.add_user("ann", PASSWORD, scopes=())
@@ -113,20 +114,20 @@ def test_bad_passwords_are_refused(store: UserStore, password: str) -> None:
         store.add_user("ann", password, scopes=())
 
 
-def test_unknown_scopes_and_bad_groups_are_refused(store: UserStore) -> None:
+def test_unknown_scopes_and_bad_groups_are_refused(store: SQLiteUserStore) -> None:
     with pytest.raises(InvalidUserError, match="unknown scope 'maps:delete'"):
         store.add_user("ann", PASSWORD, scopes=("maps:delete",))
     with pytest.raises(InvalidUserError, match="group name"):
         store.add_user("ann", PASSWORD, scopes=(), groups=("a group",))
 
 
-def test_oversized_password_on_sign_in_is_wrong_credentials(store: UserStore) -> None:
+def test_oversized_password_on_sign_in_is_wrong_credentials(store: SQLiteUserStore) -> None:
     store.add_user("ann", PASSWORD, scopes=())
     with pytest.raises(InvalidCredentialsError):
         store.verify_password("ann", "x" * 100_000)
 
 
-def test_client_secret_is_returned_once_and_verifies(store: UserStore) -> None:
+def test_client_secret_is_returned_once_and_verifies(store: SQLiteUserStore) -> None:
     client, secret = store.add_client("etl", scopes=("features:edit",))
     assert client.scopes == ("features:edit",)
     assert len(secret) >= 40
@@ -137,7 +138,7 @@ def test_client_secret_is_returned_once_and_verifies(store: UserStore) -> None:
     assert [c.client_id for c in store.list_clients()] == ["etl"]
 
 
-def test_wrong_client_secret_and_unknown_client_give_the_same_error(store: UserStore) -> None:
+def test_wrong_client_secret_and_unknown_client_give_the_same_error(store: SQLiteUserStore) -> None:
     _, secret = store.add_client("etl", scopes=())
     with pytest.raises(InvalidCredentialsError) as wrong:
         store.verify_client("etl", secret + "x")
@@ -146,7 +147,7 @@ def test_wrong_client_secret_and_unknown_client_give_the_same_error(store: UserS
     assert str(wrong.value) == str(unknown.value)
 
 
-def test_clients_can_be_deleted_and_not_added_twice(store: UserStore) -> None:
+def test_clients_can_be_deleted_and_not_added_twice(store: SQLiteUserStore) -> None:
     store.add_client("etl", scopes=())
     with pytest.raises(UserExistsError):
         store.add_client("etl", scopes=())
@@ -156,9 +157,9 @@ def test_clients_can_be_deleted_and_not_added_twice(store: UserStore) -> None:
 
 
 def test_users_survive_reopening(tmp_path: Path) -> None:
-    with UserStore(tmp_path / "u.sqlite", hasher=CHEAP) as users:
+    with SQLiteUserStore(tmp_path / "u.sqlite", hasher=CHEAP) as users:
         users.add_user("ann", PASSWORD, scopes=("admin",))
-    with UserStore(tmp_path / "u.sqlite", hasher=CHEAP) as users:
+    with SQLiteUserStore(tmp_path / "u.sqlite", hasher=CHEAP) as users:
         assert users.verify_password("ann", PASSWORD).scopes == ("admin",)
 
 

@@ -34,7 +34,7 @@ def serve(
     """Serve web maps, feature services and tile layers over HTTP."""
     import uvicorn  # noqa: PLC0415 - the server extra
 
-    from offmaps.server.sample_map import ensure_sample  # noqa: PLC0415
+    from offmaps.sample.webmap import ensure_sample  # noqa: PLC0415
     from offmaps.server.settings import ServerSettings  # noqa: PLC0415
 
     settings = ServerSettings()
@@ -87,8 +87,8 @@ def import_features_command(
     as_json: bool,
 ) -> None:
     """Import FILE (GeoPackage, GeoJSON, Shapefile, FlatGeobuf...) as a feature layer."""
+    from offmaps.catalog import Catalog  # noqa: PLC0415
     from offmaps.features.importing import import_features, list_source_layers  # noqa: PLC0415
-    from offmaps.server.catalog import Catalog  # noqa: PLC0415
     from offmaps.server.settings import ServerSettings  # noqa: PLC0415
 
     list_source_layers(file)  # an unreadable file creates no service

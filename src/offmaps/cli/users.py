@@ -12,7 +12,7 @@ import click
 from offmaps.errors import UserNotFoundError
 
 if TYPE_CHECKING:
-    from offmaps.server.users import UserStore
+    from offmaps.state.users import SQLiteUserStore
 
 __all__ = ["users"]
 
@@ -37,10 +37,10 @@ def _users_file(data_dir: Path | None) -> Path:
     return (data_dir or ServerSettings().data_dir) / USERS_FILE
 
 
-def _open(data_dir: Path | None) -> UserStore:
-    from offmaps.server.users import UserStore  # noqa: PLC0415 - the server extra
+def _open(data_dir: Path | None) -> SQLiteUserStore:
+    from offmaps.state.users import SQLiteUserStore  # noqa: PLC0415 - the server extra
 
-    return UserStore(_users_file(data_dir))
+    return SQLiteUserStore(_users_file(data_dir))
 
 
 @click.group()
@@ -58,7 +58,8 @@ def add_user(
     name: str, scopes: str, groups: tuple[str, ...], data_dir: Path | None, password_stdin: bool
 ) -> None:
     """Add user NAME; asks for the password twice unless --password-stdin."""
-    from offmaps.server.users import check_name, parse_scopes  # noqa: PLC0415
+    from offmaps.access import parse_scopes  # noqa: PLC0415
+    from offmaps.state.users import check_name  # noqa: PLC0415
 
     check_name(name)  # before asking for a password
     scope_list = parse_scopes(scopes)
@@ -118,7 +119,7 @@ def delete_user(name: str, data_dir: Path | None) -> None:
 @_DATA
 def add_client(client_id: str, scopes: str, data_dir: Path | None) -> None:
     """Add OAuth2 client CLIENT_ID and print its secret (shown this once only)."""
-    from offmaps.server.users import parse_scopes  # noqa: PLC0415
+    from offmaps.access import parse_scopes  # noqa: PLC0415
 
     scope_list = parse_scopes(scopes)
     with _open(data_dir) as store:

@@ -58,7 +58,6 @@ from offmaps.errors import (
     DestinationExistsError,
     FeatureNotFoundError,
     FeatureStoreError,
-    InvalidAOIError,
     InvalidOfflineParametersError,
     JobCancelledError,
 )
@@ -71,7 +70,6 @@ from offmaps.tiling import AreaOfInterest
 from offmaps.types import BBox, ZoomRange
 
 __all__ = [
-    "area_in_layer_crs",
     "LayerExtract",
     "Progress",
     "ReplicaResult",
@@ -134,7 +132,7 @@ class ReplicaResult:
         attachment_bytes: the size of the distinct blobs copied to the attachment store.
         related: the tables limited to rows related to the replica's rows of their origins
             (:attr:`RowFilter.RELATED_ONLY`), each with the relationships that limit it; sync
-            keeps them so (see :class:`offmaps.server.replicas.LayerScope`).
+            keeps them so (see :class:`offmaps.state.replicas.LayerScope`).
     """
 
     path: Path
@@ -325,7 +323,9 @@ def _plan(
         schema = store.get_layer(extract.layer)
         plan = _LayerPlan(extract, schema)
         if not schema.is_table:
-            plan.area = area_in_layer_crs(extract.area or area, schema)
+            plan.area = (extract.area or area).project_within_area_of_use(
+                pyproj.CRS.from_epsg(schema.srid)
+            )
             shapely.prepare(plan.area)
             parts = shapely.get_parts(plan.area)
             if 1 < len(parts) <= _MAX_QUERY_BOXES:
@@ -334,19 +334,6 @@ def _plan(
                 plan.boxes = (BBox(*plan.area.bounds),)
         plans.append(plan)
     return plans
-
-
-def area_in_layer_crs(area: AreaOfInterest, schema: LayerSchema) -> Polygon | MultiPolygon:
-    """The area in the layer's CRS. A projected CRS that cannot take all of it (Web Mercator
-    and the poles) takes the part within the CRS's area of use."""
-    crs = pyproj.CRS.from_epsg(schema.srid)
-    try:
-        return area.project(crs)
-    except InvalidAOIError:
-        bounds = crs.area_of_use.bounds if crs.area_of_use is not None else None
-        if crs.is_geographic or bounds is None:
-            raise
-        return area.project(crs, clip_to=bounds)
 
 
 def _tables_in_order(

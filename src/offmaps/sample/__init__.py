@@ -1,7 +1,7 @@
 """The sample web map's source files, built from a real OpenStreetMap extract.
 
 :func:`build_sample_sources` turns an ``.osm.pbf`` extract (the sample uses Helsinki's) into the
-files ``offmaps.server.sample_map`` assembles into a data folder:
+files ``offmaps.sample.webmap`` assembles into a data folder:
 
 - real OSM data: the sites (street furniture nodes), the streets (``highway=*`` ways), the
   buildings vector tiles and the raster basemap rendered from the extract with Mapnik

@@ -10,21 +10,22 @@ from fastapi import Depends, FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offmaps import __version__
-from offmaps.server.auth import Principal, TokenService, auth_router, current_principal
-from offmaps.server.catalog import Catalog
+from offmaps.access import Principal
+from offmaps.catalog import Catalog
+from offmaps.replicas.service import SyncService
+from offmaps.server.auth import TokenService, auth_router, current_principal
 from offmaps.server.fastpath import TileFastPath
 from offmaps.server.features_api import features_router
 from offmaps.server.jobs import JobManager
 from offmaps.server.links import base_url
 from offmaps.server.offline_api import offline_router
 from offmaps.server.problems import install_problem_handlers, problem_response
-from offmaps.server.replicas import ReplicaRegistry
 from offmaps.server.settings import ServerSettings
-from offmaps.server.sync import SyncService
 from offmaps.server.sync_api import sync_router
 from offmaps.server.tiles import tiles_router
-from offmaps.server.users import UserStore
 from offmaps.server.webmaps_api import webmaps_router
+from offmaps.state.replicas import SQLiteReplicaRegistry
+from offmaps.state.users import SQLiteUserStore
 
 __all__ = ["CONFORMANCE", "create_app"]
 
@@ -112,10 +113,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         features_url=settings.features_url,
         max_attachment_bytes=settings.max_body_bytes,
     )
-    users = UserStore(data_dir / "users.sqlite")
+    users = SQLiteUserStore(data_dir / "users.sqlite")
     tokens = TokenService(settings, data_dir)
     jobs = JobManager(data_dir / "jobs")
-    replicas = ReplicaRegistry(data_dir / "replicas.sqlite")
+    replicas = SQLiteReplicaRegistry(data_dir / "replicas.sqlite")
     sync = SyncService(data_dir / "sync.sqlite", catalog)
 
     @asynccontextmanager

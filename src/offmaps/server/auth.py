@@ -36,15 +36,23 @@ from fastapi.responses import JSONResponse
 from jwt.algorithms import RSAAlgorithm
 from starlette.concurrency import run_in_threadpool
 
+from offmaps.access import (
+    Principal,
+    Scope,
+    anonymous_principal,
+    can_read,
+    check_can_read,
+    check_can_write,
+    check_scopes,
+)
 from offmaps.errors import (
-    AccessDeniedError,
     AuthError,
     InsufficientScopeError,
     InvalidCredentialsError,
     InvalidTokenError,
 )
 from offmaps.server.settings import AuthSettings, ServerSettings
-from offmaps.server.users import Scope, UserStore, check_scopes
+from offmaps.state.users import UserStore
 
 __all__ = [
     "ANONYMOUS",
@@ -76,32 +84,7 @@ _MIN_HMAC_KEY_BYTES = 32
 _CLIENT_SUBJECT_PREFIX = "client:"
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a user, a client, or nobody (anonymous).
-
-    Attributes:
-        subject: the user name (``client:ID`` for OAuth2 clients; ``anonymous`` for nobody).
-        scopes: what the caller's token lets them do.
-        groups: the groups the caller belongs to, for web map sharing.
-        anonymous: whether the request came without a token.
-    """
-
-    subject: str
-    scopes: frozenset[str]
-    groups: frozenset[str] = frozenset()
-    anonymous: bool = False
-
-    def has(self, scope: str) -> bool:
-        """Whether the token carries ``scope`` itself (``admin`` is not expanded here)."""
-        return str(scope) in self.scopes
-
-
-def _anonymous(scopes: Iterable[str]) -> Principal:
-    return Principal("anonymous", frozenset(scopes), frozenset(), anonymous=True)
-
-
-ANONYMOUS = _anonymous(AuthSettings.model_fields["anonymous_scopes"].default)
+ANONYMOUS = anonymous_principal(AuthSettings.model_fields["anonymous_scopes"].default)
 """The caller without a token, with the default anonymous scopes (``TokenService.anonymous`` has
 the configured ones)."""
 
@@ -153,7 +136,7 @@ class TokenService:
             raise AuthError(f"anonymous_scopes: {exc}") from None
         if Scope.ADMIN in anonymous_scopes:
             raise AuthError("anonymous_scopes may not include admin")
-        self.anonymous = _anonymous(anonymous_scopes)
+        self.anonymous = anonymous_principal(anonymous_scopes)
         self.external_issuer = auth.external_issuer if auth.jwks_url else None
         if auth.jwks_url and not auth.external_issuer:
             raise AuthError("jwks_url needs external_issuer: the iss of the provider's tokens")
@@ -409,63 +392,6 @@ def require_scopes(*scopes: str) -> Callable[[Principal], Principal]:
 
 
 # --- sharing ------------------------------------------------------------------------------------
-
-
-def can_read(
-    principal: Principal, sharing_owner: str | None, sharing_groups: Iterable[str], public: bool
-) -> bool:
-    """Whether ``principal`` may see an item shared this way.
-
-    ``admin`` sees everything. Otherwise the token needs ``maps:read``, and the item must be
-    public, owned by the caller, or shared with one of their groups.
-    """
-    if principal.has(Scope.ADMIN):
-        return True
-    if not principal.has(Scope.MAPS_READ):
-        return False
-    if public:
-        return True
-    if principal.anonymous:
-        return False
-    return principal.subject == sharing_owner or not principal.groups.isdisjoint(sharing_groups)
-
-
-def check_can_read(
-    principal: Principal, sharing_owner: str | None, sharing_groups: Iterable[str], public: bool
-) -> None:
-    """Refuse unless :func:`can_read`.
-
-    Raises:
-        InvalidTokenError: an anonymous caller (they should log in).
-        AccessDeniedError: the item is not shared with the caller.
-    """
-    if can_read(principal, sharing_owner, sharing_groups, public):
-        return
-    if principal.anonymous:
-        raise InvalidTokenError("log in: this item is not public")
-    raise AccessDeniedError("this item is not shared with you")
-
-
-def check_can_write(principal: Principal, sharing_owner: str | None) -> None:
-    """Refuse unless ``principal`` may change (or, with owner ``None``, create) an item.
-
-    Writing needs ``maps:write`` and being the owner; ``admin`` may write anything.
-
-    Raises:
-        InvalidTokenError: an anonymous caller (they should log in).
-        InsufficientScopeError: the token lacks ``maps:write``.
-        AccessDeniedError: the caller does not own the item.
-    """
-    if principal.has(Scope.ADMIN):
-        return
-    if not principal.has(Scope.MAPS_WRITE):
-        if principal.anonymous:
-            raise InvalidTokenError("log in: this needs the maps:write scope")
-        raise InsufficientScopeError(
-            "this needs the maps:write scope", required=(Scope.MAPS_WRITE.value,)
-        )
-    if sharing_owner is not None and sharing_owner != principal.subject:
-        raise AccessDeniedError("only the owner of this item may change it")
 
 
 # --- the token endpoint -------------------------------------------------------------------------

@@ -19,11 +19,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response,
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from offmaps.access import Principal
+from offmaps.catalog import Catalog, EditOperation
 from offmaps.errors import FeatureNotFoundError, InvalidFeatureError
 from offmaps.features.model import Delete, FeatureQuery, Insert, Update
 from offmaps.features.store import MAX_PAGE_SIZE, FeatureStore
-from offmaps.server.auth import Principal, current_principal
-from offmaps.server.catalog import Catalog, EditOperation
+from offmaps.server.auth import current_principal
 from offmaps.server.geojson import check_crs84, feature_to_geojson, parse_feature_body
 from offmaps.server.links import base_url
 from offmaps.types import BBox

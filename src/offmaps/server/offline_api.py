@@ -25,6 +25,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
+from offmaps.access import Principal, Scope
+from offmaps.catalog import Catalog
 from offmaps.containers import TilesetMetadata, open_reader, open_writer
 from offmaps.errors import (
     ExportLimitError,
@@ -61,15 +63,14 @@ from offmaps.offline.plan import (
     plan_offline_map,
 )
 from offmaps.offline.replica import LocalReplica
+from offmaps.replicas.service import SyncService
 from offmaps.schemas import FeatureLayerRef, OnlineOnlyLayerRef, TableRef, TileLayerRef, WebMap
-from offmaps.server.auth import Principal, Scope, current_principal
-from offmaps.server.catalog import Catalog
+from offmaps.server.auth import current_principal
 from offmaps.server.jobs import Job, JobContext, JobManager
 from offmaps.server.links import base_url
-from offmaps.server.replicas import LayerScope, RelatedKey, ReplicaRegistry
-from offmaps.server.sync import SyncService
 from offmaps.server.webmaps_api import visible_map
 from offmaps.sources import ArchiveTileSource, TileSource
+from offmaps.state.replicas import LayerScope, RelatedKey, ReplicaRegistry
 from offmaps.storage import LocalBlobStore
 from offmaps.tiling import AreaOfInterest, get_tms, scale_for_zoom, tile_cover
 from offmaps.types import BBox, Tile

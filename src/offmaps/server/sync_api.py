@@ -30,6 +30,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from offmaps.access import Principal, Scope
+from offmaps.catalog import Catalog
 from offmaps.errors import (
     BlobIntegrityError,
     BlobTooLargeError,
@@ -40,12 +42,10 @@ from offmaps.errors import (
     ReplicaNotFoundError,
     UploadOffsetError,
 )
+from offmaps.replicas.service import SyncService
 from offmaps.schemas.changeset import ChangeResult, ChangeSet, ChangeSetResult
-from offmaps.server.auth import Principal, current_principal
-from offmaps.server.catalog import Catalog
-from offmaps.server.replicas import Replica, ReplicaRegistry
-from offmaps.server.sync import SyncService
-from offmaps.server.users import Scope
+from offmaps.server.auth import current_principal
+from offmaps.state.replicas import Replica, ReplicaRegistry
 from offmaps.sync.collector import collection_paused
 
 __all__ = ["sync_router"]

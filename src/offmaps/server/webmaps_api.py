@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from offmaps.access import Principal, Scope, can_read, check_can_write
+from offmaps.catalog import Catalog
 from offmaps.errors import InvalidWebMapError, LayerNotFoundError, WebMapNotFoundError
 from offmaps.schemas import FeatureLayerRef, TableRef, TileLayerRef, WebMap, parse_webmap
-from offmaps.server.auth import Principal, Scope, can_read, check_can_write, current_principal
-from offmaps.server.catalog import Catalog
+from offmaps.server.auth import current_principal
 from offmaps.server.links import base_url
 
 __all__ = ["check_references", "visible_map", "webmaps_router"]

@@ -255,6 +255,21 @@ class AreaOfInterest:
             )
         return _polygonal(shapely.make_valid(projected)) if not projected.is_valid else projected
 
+    def project_within_area_of_use(self, crs: pyproj.CRS) -> Polygon | MultiPolygon:
+        """The AOI in ``crs``; a projected CRS that cannot take all of it (Web Mercator and the
+        poles) takes the part within the CRS's area of use.
+
+        Raises:
+            InvalidAOIError: when nothing of the AOI can be taken.
+        """
+        try:
+            return self.project(crs)
+        except InvalidAOIError:
+            bounds = crs.area_of_use.bounds if crs.area_of_use is not None else None
+            if crs.is_geographic or bounds is None:
+                raise
+            return self.project(crs, clip_to=bounds)
+
 
 def _same_crs(a: pyproj.CRS, b: pyproj.CRS) -> bool:
     return a == b or a.equals(b, ignore_axis_order=True)

@@ -16,12 +16,13 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from offmaps.access import check_scopes
 from offmaps.errors import (
     InvalidCredentialsError,
     InvalidUserError,
@@ -30,15 +31,13 @@ from offmaps.errors import (
 )
 
 __all__ = [
+    "SQLiteUserStore",
     "MAX_PASSWORD_LENGTH",
     "MIN_PASSWORD_LENGTH",
     "Client",
-    "Scope",
     "User",
     "UserStore",
     "check_name",
-    "check_scopes",
-    "parse_scopes",
 ]
 
 MIN_PASSWORD_LENGTH = 8
@@ -63,15 +62,6 @@ CREATE TABLE IF NOT EXISTS clients (
     created_at TEXT NOT NULL
 );
 """
-
-
-class Scope(StrEnum):
-    """What a token lets its bearer do."""
-
-    MAPS_READ = "maps:read"
-    MAPS_WRITE = "maps:write"
-    FEATURES_EDIT = "features:edit"
-    ADMIN = "admin"
 
 
 @dataclass(frozen=True)
@@ -120,31 +110,6 @@ def check_name(name: str, *, what: str = "user name") -> str:
     return name
 
 
-def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
-    """``scopes`` sorted and without duplicates, if every one is known.
-
-    Raises:
-        InvalidUserError: for an unknown scope.
-    """
-    known = {s.value for s in Scope}
-    found = set()
-    for scope in scopes:
-        if scope not in known:
-            names = ", ".join(s.value for s in Scope)
-            raise InvalidUserError(f"unknown scope {str(scope)[:80]!r} (known: {names})")
-        found.add(str(scope))
-    return tuple(sorted(found))
-
-
-def parse_scopes(text: str) -> tuple[str, ...]:
-    """Scopes from a comma- or space-separated list, as :func:`check_scopes` returns them.
-
-    Raises:
-        InvalidUserError: for an unknown scope.
-    """
-    return check_scopes(part for part in re.split(r"[\s,]+", text) if part)
-
-
 def _check_password(password: str) -> None:
     if not isinstance(password, str) or not (
         MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH
@@ -162,7 +127,116 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class UserStore:
+@runtime_checkable
+class UserStore(Protocol):
+    """Users and OAuth2 clients of a server: the seam a PostgreSQL store implements too."""
+
+    def close(self) -> None:
+        """Close the database."""
+        ...
+
+    def add_user(
+        self,
+        name: str,
+        password: str,
+        *,
+        scopes: Iterable[str],
+        groups: Iterable[str] = (),
+    ) -> User:
+        """Add a user.
+
+        Raises:
+            InvalidUserError: a bad name, group, scope, or a password not 8 to 1024 characters.
+            UserExistsError: a user of this name exists already.
+        """
+        ...
+
+    def get_user(self, name: str) -> User:
+        """The user called ``name``.
+
+        Raises:
+            UserNotFoundError: no such user.
+        """
+        ...
+
+    def list_users(self) -> list[User]:
+        """Every user, by name."""
+        ...
+
+    def set_password(self, name: str, password: str) -> None:
+        """Replace a user's password.
+
+        Raises:
+            InvalidUserError: a password not 8 to 1024 characters long.
+            UserNotFoundError: no such user.
+        """
+        ...
+
+    def set_disabled(self, name: str, disabled: bool = True) -> User:
+        """Disable a user (they can no longer sign in), or enable them again.
+
+        Raises:
+            UserNotFoundError: no such user.
+        """
+        ...
+
+    def delete_user(self, name: str) -> None:
+        """Delete a user. Tokens already issued stay valid until they expire.
+
+        Raises:
+            UserNotFoundError: no such user.
+        """
+        ...
+
+    def verify_password(self, name: str, password: str) -> User:
+        """The user, if ``password`` is theirs and they are not disabled.
+
+        Unknown users and wrong passwords give the same error after about the same time.
+
+        Raises:
+            InvalidCredentialsError: unknown user, wrong password, or a disabled user.
+        """
+        ...
+
+    def add_client(self, client_id: str, *, scopes: Iterable[str]) -> tuple[Client, str]:
+        """Add an OAuth2 client; returns it and its secret, which is not kept and never shown again.
+
+        Raises:
+            InvalidUserError: a bad client id or scope.
+            UserExistsError: a client of this id exists already.
+        """
+        ...
+
+    def get_client(self, client_id: str) -> Client:
+        """The client ``client_id``.
+
+        Raises:
+            UserNotFoundError: no such client.
+        """
+        ...
+
+    def list_clients(self) -> list[Client]:
+        """Every client, by id."""
+        ...
+
+    def delete_client(self, client_id: str) -> None:
+        """Delete a client.
+
+        Raises:
+            UserNotFoundError: no such client.
+        """
+        ...
+
+    def verify_client(self, client_id: str, secret: str) -> Client:
+        """The client, if ``secret`` is its secret.
+
+        Raises:
+            InvalidCredentialsError: unknown client or wrong secret.
+        """
+        ...
+
+
+class SQLiteUserStore:
     """Users and OAuth2 clients in a SQLite file, safe to share between threads.
 
     Writes take a lock; the database runs in WAL mode so that several server processes can share
@@ -192,7 +266,7 @@ class UserStore:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> UserStore:
+    def __enter__(self) -> SQLiteUserStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

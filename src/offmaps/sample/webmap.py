@@ -22,13 +22,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from offmaps.catalog import VECTOR_TILES_SUFFIX, Catalog
 from offmaps.errors import FeatureStoreError
 from offmaps.features.importing import import_features
 from offmaps.features.model import FeatureQuery, Relationship
 from offmaps.sample import build_sample_sources
 from offmaps.schemas import WebMap
-from offmaps.server.catalog import VECTOR_TILES_SUFFIX, Catalog
-from offmaps.server.users import UserStore
+from offmaps.state.users import SQLiteUserStore
 from offmaps.types import BBox
 
 __all__ = ["ATTRIBUTION", "SAMPLE_PASSWORD", "SAMPLE_SERVICE", "build_sample", "ensure_sample"]
@@ -84,7 +84,7 @@ def build_sample(data_dir: Path, osm_path: Path, *, progress: Progress | None = 
             map_id = _assemble(catalog, sources, work)
         finally:
             catalog.close()
-        users = UserStore(work / "users.sqlite")
+        users = SQLiteUserStore(work / "users.sqlite")
         try:
             users.add_user(
                 "editor",

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from pyproj import Transformer
 
+from offmaps.access import Principal, Scope, can_read
 from offmaps.errors import (
     AccessDeniedError,
     FeatureStoreError,
@@ -49,10 +50,9 @@ from offmaps.features.geopackage import GeoPackageStore
 from offmaps.features.model import LayerSchema
 from offmaps.features.store import FeatureStore
 from offmaps.schemas import FeatureLayerRef, TableRef, TileLayerRef, WebMap
-from offmaps.server.auth import Principal, Scope, can_read
-from offmaps.server.webmaps import WebMapStore
 from offmaps.sources import ArchiveTileSource, TileSource, UpstreamTileSource
 from offmaps.sources.vector import FeatureVectorTiles
+from offmaps.state.webmaps import FolderWebMapStore
 from offmaps.storage import BlobStore, LocalBlobStore
 from offmaps.types import BBox, TileFormat
 
@@ -98,7 +98,7 @@ class Catalog:
         for sub in ("features", "tiles", "cache", "blobs", "webmaps"):
             (data_dir / sub).mkdir(parents=True, exist_ok=True)
         self.blobs: BlobStore = LocalBlobStore(data_dir / "blobs")
-        self.webmaps = WebMapStore(data_dir / "webmaps")
+        self.webmaps = FolderWebMapStore(data_dir / "webmaps")
         self._lock = threading.Lock()
         self._services: dict[str, FeatureStore] = {}
         self.tile_sources: dict[str, TileSource] = {}

@@ -15,11 +15,11 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from offmaps.errors import FeatureStoreError, ReplicaNotFoundError
 
-__all__ = ["LayerScope", "RelatedKey", "Replica", "ReplicaRegistry"]
+__all__ = ["SQLiteReplicaRegistry", "LayerScope", "RelatedKey", "Replica", "ReplicaRegistry"]
 
 _REPLICA_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -100,7 +100,48 @@ class Replica:
     last_sync: float | None = None
 
 
-class ReplicaRegistry:
+@runtime_checkable
+class ReplicaRegistry(Protocol):
+    """The replicas a server handed out: the seam a PostgreSQL store implements too."""
+
+    def register(
+        self,
+        service: str,
+        layers: tuple[str, ...],
+        generation: int,
+        *,
+        owner: str | None,
+        map_id: str | None,
+        sync_direction: str,
+        sync_model: str = "per_layer",
+        scope: dict[str, LayerScope] | None = None,
+        attachment_sync_direction: str = "bidirectional",
+    ) -> Replica:
+        """Record a new replica; returns it with its id."""
+        ...
+
+    def find(self, replica_id: str) -> Replica | None:
+        """The replica with this id, or ``None``."""
+        ...
+
+    def get(self, replica_id: str) -> Replica:
+        """The replica with this id; raises ``ReplicaNotFoundError``."""
+        ...
+
+    def synced(self, replica_id: str, generation: int) -> None:
+        """Record that the replica downloaded up to ``generation`` now."""
+        ...
+
+    def unregister(self, replica_id: str) -> None:
+        """Forget a replica (its device will no longer sync); raises ``ReplicaNotFoundError``."""
+        ...
+
+    def close(self) -> None:
+        """Close the file."""
+        ...
+
+
+class SQLiteReplicaRegistry:
     """Replicas by id, in a SQLite file."""
 
     def __init__(self, path: Path) -> None:

@@ -36,9 +36,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyproj
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from offmaps.catalog import Catalog
 from offmaps.errors import (
     ConflictNotFoundError,
     ConflictStateError,
@@ -64,7 +66,6 @@ from offmaps.features.wire import (
     prepare_wire_geometries,
     wire_to_edit_values,
 )
-from offmaps.offline.extract import area_in_layer_crs
 from offmaps.schemas import EditingCapabilities, FeatureLayerRef, TableRef, WebMap
 from offmaps.schemas.changeset import (
     GEOMETRY_FIELD,
@@ -83,8 +84,7 @@ from offmaps.schemas.changeset import (
     WireField,
     WireLayer,
 )
-from offmaps.server.catalog import Catalog
-from offmaps.server.replicas import RelatedKey, Replica
+from offmaps.state.replicas import RelatedKey, Replica
 from offmaps.sync.clock import Timestamp, parse_timestamp, timestamp_from_ms
 from offmaps.sync.collector import collection_paused
 from offmaps.sync.merge import merge_fields
@@ -1412,7 +1412,8 @@ def _wire_layer(schema: LayerSchema) -> WireLayer:
 
 
 def _scope_area(area: Mapping[str, Any], schema: LayerSchema) -> BaseGeometry:
-    return area_in_layer_crs(AreaOfInterest.from_geojson(dict(area)), schema)
+    area_of_interest = AreaOfInterest.from_geojson(dict(area))
+    return area_of_interest.project_within_area_of_use(pyproj.CRS.from_epsg(schema.srid))
 
 
 def _conflict(row: Sequence[Any]) -> Conflict:

@@ -9,16 +9,42 @@ import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from offmaps.errors import InvalidWebMapError, WebMapNotFoundError
 from offmaps.schemas import WebMap, parse_webmap
 
-__all__ = ["WebMapStore"]
+__all__ = ["FolderWebMapStore", "WebMapStore"]
 
 _ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-class WebMapStore:
+@runtime_checkable
+class WebMapStore(Protocol):
+    """Web map items by id: the seam a PostgreSQL store implements too."""
+
+    def list(self) -> list[WebMap]:
+        """Every web map, oldest first by creation time."""
+        ...
+
+    def get(self, map_id: str) -> WebMap:
+        """One web map; raises ``WebMapNotFoundError``."""
+        ...
+
+    def create(self, webmap: WebMap, *, owner: str) -> WebMap:
+        """Store a new web map owned by ``owner``; returns it with its id and times."""
+        ...
+
+    def replace(self, map_id: str, webmap: WebMap) -> WebMap:
+        """Replace a web map's document, keeping its id, owner and creation time."""
+        ...
+
+    def delete(self, map_id: str) -> None:
+        """Remove a web map; raises ``WebMapNotFoundError``."""
+        ...
+
+
+class FolderWebMapStore:
     """Web map documents by id (32 hex characters), kept as ``<id>.json`` files.
 
     Reads are cached by file modification time; writes replace whole files atomically.

@@ -1,0 +1,147 @@
+"""Who is calling and what they may do: principals, scopes and the sharing rules of items.
+
+Layer 1 of DESIGN.md: pure values and rules, no I/O. The HTTP edge turns a token into a
+:class:`Principal`; services, GraphQL and workers check access with the same functions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from offmaps.errors import (
+    AccessDeniedError,
+    InsufficientScopeError,
+    InvalidTokenError,
+    InvalidUserError,
+)
+
+__all__ = [
+    "Principal",
+    "Scope",
+    "anonymous_principal",
+    "can_read",
+    "check_can_read",
+    "check_can_write",
+    "check_scopes",
+    "parse_scopes",
+]
+
+
+class Scope(StrEnum):
+    """What a token lets its bearer do."""
+
+    MAPS_READ = "maps:read"
+    MAPS_WRITE = "maps:write"
+    FEATURES_EDIT = "features:edit"
+    ADMIN = "admin"
+
+
+def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
+    """``scopes`` sorted and without duplicates, if every one is known.
+
+    Raises:
+        InvalidUserError: for an unknown scope.
+    """
+    known = {s.value for s in Scope}
+    found = set()
+    for scope in scopes:
+        if scope not in known:
+            names = ", ".join(s.value for s in Scope)
+            raise InvalidUserError(f"unknown scope {str(scope)[:80]!r} (known: {names})")
+        found.add(str(scope))
+    return tuple(sorted(found))
+
+
+def parse_scopes(text: str) -> tuple[str, ...]:
+    """Scopes from a comma- or space-separated list, as :func:`check_scopes` returns them.
+
+    Raises:
+        InvalidUserError: for an unknown scope.
+    """
+    return check_scopes(part for part in re.split(r"[\s,]+", text) if part)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user, a client, or nobody (anonymous).
+
+    Attributes:
+        subject: the user name (``client:ID`` for OAuth2 clients; ``anonymous`` for nobody).
+        scopes: what the caller's token lets them do.
+        groups: the groups the caller belongs to, for web map sharing.
+        anonymous: whether the request came without a token.
+    """
+
+    subject: str
+    scopes: frozenset[str]
+    groups: frozenset[str] = frozenset()
+    anonymous: bool = False
+
+    def has(self, scope: str) -> bool:
+        """Whether the token carries ``scope`` itself (``admin`` is not expanded here)."""
+        return str(scope) in self.scopes
+
+
+def anonymous_principal(scopes: Iterable[str]) -> Principal:
+    """The caller without a token, holding ``scopes``."""
+    return Principal("anonymous", frozenset(scopes), frozenset(), anonymous=True)
+
+
+def can_read(
+    principal: Principal, sharing_owner: str | None, sharing_groups: Iterable[str], public: bool
+) -> bool:
+    """Whether ``principal`` may see an item shared this way.
+
+    ``admin`` sees everything. Otherwise the token needs ``maps:read``, and the item must be
+    public, owned by the caller, or shared with one of their groups.
+    """
+    if principal.has(Scope.ADMIN):
+        return True
+    if not principal.has(Scope.MAPS_READ):
+        return False
+    if public:
+        return True
+    if principal.anonymous:
+        return False
+    return principal.subject == sharing_owner or not principal.groups.isdisjoint(sharing_groups)
+
+
+def check_can_read(
+    principal: Principal, sharing_owner: str | None, sharing_groups: Iterable[str], public: bool
+) -> None:
+    """Refuse unless :func:`can_read`.
+
+    Raises:
+        InvalidTokenError: an anonymous caller (they should log in).
+        AccessDeniedError: the item is not shared with the caller.
+    """
+    if can_read(principal, sharing_owner, sharing_groups, public):
+        return
+    if principal.anonymous:
+        raise InvalidTokenError("log in: this item is not public")
+    raise AccessDeniedError("this item is not shared with you")
+
+
+def check_can_write(principal: Principal, sharing_owner: str | None) -> None:
+    """Refuse unless ``principal`` may change (or, with owner ``None``, create) an item.
+
+    Writing needs ``maps:write`` and being the owner; ``admin`` may write anything.
+
+    Raises:
+        InvalidTokenError: an anonymous caller (they should log in).
+        InsufficientScopeError: the token lacks ``maps:write``.
+        AccessDeniedError: the caller does not own the item.
+    """
+    if principal.has(Scope.ADMIN):
+        return
+    if not principal.has(Scope.MAPS_WRITE):
+        if principal.anonymous:
+            raise InvalidTokenError("log in: this needs the maps:write scope")
+        raise InsufficientScopeError(
+            "this needs the maps:write scope", required=(Scope.MAPS_WRITE.value,)
+        )
+    if sharing_owner is not None and sharing_owner != principal.subject:
+        raise AccessDeniedError("only the owner of this item may change it")
