@@ -119,7 +119,7 @@ def build_server(data_dir: Path, rows: int, rng: random.Random) -> str:
     from offmaps.features.model import Field, GeometryType, Insert, LayerSchema  # noqa: PLC0415
     from offmaps.schemas import WebMap  # noqa: PLC0415
     from offmaps.server.app import create_app  # noqa: PLC0415
-    from offmaps.server.settings import ServerSettings  # noqa: PLC0415
+    from offmaps.settings import ServerSettings  # noqa: PLC0415
 
     app = create_app(ServerSettings(data_dir=data_dir))
     state = app.state

@@ -51,12 +51,15 @@ SDK) maps them once.
     ├── OfflineError
     │   ├── InvalidOfflineParametersError
     │   ├── ExportLimitError
-    │   ├── JobNotFoundError
-    │   ├── JobCancelledError
-    │   ├── JobFailedError
     │   ├── DownloadError
     │   ├── PackageError
     │   └── EditNotAllowedError
+    ├── JobError
+    │   ├── JobNotFoundError
+    │   ├── JobCancelledError
+    │   ├── JobFailedError
+    │   ├── UnknownJobKindError
+    │   └── InvalidJobPayloadError
     ├── SyncError
     │   ├── InvalidChangeSetError
     │   ├── ReplicaNotFoundError
@@ -115,9 +118,12 @@ __all__ = [
     "InvalidUserError",
     "InvalidWebMapError",
     "InvalidZoomError",
+    "InvalidJobPayloadError",
     "JobCancelledError",
+    "JobError",
     "JobFailedError",
     "JobNotFoundError",
+    "UnknownJobKindError",
     "LayerExistsError",
     "LayerNotFoundError",
     "OfflineError",
@@ -454,16 +460,36 @@ class ExportLimitError(OfflineError):
         self.limit = limit
 
 
-class JobNotFoundError(OfflineError):
+class JobError(OffmapsError):
+    """Base of the errors of background jobs (:mod:`offmaps.jobs`)."""
+
+
+class JobNotFoundError(JobError):
     """No job has this id (or it is not the caller's)."""
 
 
-class JobCancelledError(OfflineError):
+class JobCancelledError(JobError):
     """The job was cancelled before it finished."""
 
 
-class JobFailedError(OfflineError):
+class JobFailedError(JobError):
     """A job ended in failure; its message says why."""
+
+
+class UnknownJobKindError(JobError):
+    """A job names a kind this process has no registration for.
+
+    Attributes:
+        kind: the kind's name.
+    """
+
+    def __init__(self, message: str, *, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class InvalidJobPayloadError(JobError):
+    """A job's payload does not validate against its kind's model."""
 
 
 class DownloadError(OfflineError):

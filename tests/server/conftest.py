@@ -19,7 +19,7 @@ from offmaps.features.model import Field, GeometryType, Insert, LayerSchema, Rel
 from offmaps.schemas import WebMap
 from offmaps.server.app import create_app
 from offmaps.server.problems import PROBLEM_MEDIA_TYPE
-from offmaps.server.settings import ServerSettings
+from offmaps.settings import ServerSettings
 
 PASSWORD = "correct horse battery"
 
@@ -162,7 +162,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         ),
         owner="editor",
     )
-    users = app.state.users
+    users = app.state.services.users
     users.add_user(
         "editor", PASSWORD, scopes=("maps:read", "maps:write", "features:edit"), groups=("crew",)
     )

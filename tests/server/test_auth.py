@@ -36,7 +36,7 @@ from offmaps.server.auth import (
     require_scopes,
 )
 from offmaps.server.problems import install_problem_handlers
-from offmaps.server.settings import AuthSettings, ServerSettings
+from offmaps.settings import AuthSettings, ServerSettings
 from offmaps.state.users import SQLiteUserStore, UserStore
 
 pytestmark = pytest.mark.anyio

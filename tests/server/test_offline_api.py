@@ -159,7 +159,7 @@ def test_generate_downloads_a_package_that_opens_offline(
         assert sum(1 for _ in reader.iter_tiles()) > 0
     (replica_entry,) = offline.replicas
     app = cast(FastAPI, live_server.server.client.app)
-    registered = app.state.replicas.get(replica_entry.replica_id)
+    registered = app.state.services.replicas.get(replica_entry.replica_id)
     assert registered.service == "city"
     assert registered.generation == replica_entry.generation >= 1
     assert (replica_entry.sync_model, registered.sync_model) == ("per_layer", "per_layer")

@@ -25,7 +25,7 @@ from offmaps.features import FieldType
 from offmaps.features.model import Field, GeometryType, Insert, LayerSchema
 from offmaps.schemas import WebMap
 from offmaps.server.app import create_app
-from offmaps.server.settings import ServerSettings
+from offmaps.settings import ServerSettings
 from tests.server.conftest import PASSWORD, feature_layer, webmap_document
 
 
@@ -42,7 +42,7 @@ def _app(data_dir: Path) -> FastAPI:
         ),
         owner="admin",
     )
-    app.state.users.add_user("admin", PASSWORD, scopes=("admin",))
+    app.state.services.users.add_user("admin", PASSWORD, scopes=("admin",))
     return app
 
 

@@ -35,7 +35,7 @@ def serve(
     import uvicorn  # noqa: PLC0415 - the server extra
 
     from offmaps.sample.webmap import ensure_sample  # noqa: PLC0415
-    from offmaps.server.settings import ServerSettings  # noqa: PLC0415
+    from offmaps.settings import ServerSettings  # noqa: PLC0415
 
     settings = ServerSettings()
     if data_dir is None:
@@ -89,7 +89,7 @@ def import_features_command(
     """Import FILE (GeoPackage, GeoJSON, Shapefile, FlatGeobuf...) as a feature layer."""
     from offmaps.catalog import Catalog  # noqa: PLC0415
     from offmaps.features.importing import import_features, list_source_layers  # noqa: PLC0415
-    from offmaps.server.settings import ServerSettings  # noqa: PLC0415
+    from offmaps.settings import ServerSettings  # noqa: PLC0415
 
     list_source_layers(file)  # an unreadable file creates no service
     settings = ServerSettings()

@@ -32,7 +32,7 @@ _SCOPES = click.option(
 
 
 def _users_file(data_dir: Path | None) -> Path:
-    from offmaps.server.settings import ServerSettings  # noqa: PLC0415 - the server extra
+    from offmaps.settings import ServerSettings  # noqa: PLC0415 - the server extra
 
     return (data_dir or ServerSettings().data_dir) / USERS_FILE
 

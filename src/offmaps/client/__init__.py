@@ -25,7 +25,6 @@ from offmaps.client.sync import (
     OfflineMapSyncResult,
     OfflineMapSyncTask,
     OfflineMapUpdatesInfo,
-    SyncJobStatus,
     SyncOfflineMapParameters,
 )
 
@@ -45,7 +44,6 @@ __all__ = [
     "OfflineMapTask",
     "Portal",
     "PortalItem",
-    "SyncJobStatus",
     "SyncOfflineMapParameters",
     "WebMapSummary",
 ]

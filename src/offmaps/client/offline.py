@@ -16,7 +16,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -45,6 +44,7 @@ from offmaps.offline.plan import (
     create_default_parameters,
 )
 from offmaps.schemas import WebMap
+from offmaps.schemas.jobs import JobStatus
 
 __all__ = [
     "AsyncGenerateOfflineMapJob",
@@ -67,17 +67,6 @@ class PortalItem:
 
     portal: Portal
     map_id: str
-
-
-class JobStatus(StrEnum):
-    """Where a :class:`GenerateOfflineMapJob` is."""
-
-    NOT_STARTED = "not_started"
-    STARTED = "started"
-    DOWNLOADING = "downloading"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 @dataclass
@@ -230,7 +219,7 @@ class GenerateOfflineMapJob:
         except BaseException:
             self._remove_download()
             raise
-        self.status = JobStatus.STARTED
+        self.status = JobStatus.RUNNING
 
     def _check_reference_basemap(self) -> None:
         directory = self.parameters.reference_basemap_directory
@@ -372,7 +361,7 @@ class GenerateOfflineMapJob:
     def cancel(self) -> None:
         """Stop the job and remove what was downloaded."""
         if self.server_job is not None and self.status in (
-            JobStatus.STARTED,
+            JobStatus.RUNNING,
             JobStatus.DOWNLOADING,
         ):
             # the job may have ended meanwhile: then there is nothing to cancel

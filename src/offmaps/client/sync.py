@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +48,7 @@ from offmaps.schemas.changeset import (
     ServerChange,
     SyncChangeKind,
 )
+from offmaps.schemas.jobs import JobStatus
 from offmaps.storage.local import LocalBlobStore
 from offmaps.sync.collector import collection_paused
 
@@ -59,7 +59,6 @@ __all__ = [
     "OfflineMapSyncResult",
     "OfflineMapSyncTask",
     "OfflineMapUpdatesInfo",
-    "SyncJobStatus",
     "SyncOfflineMapParameters",
 ]
 
@@ -158,15 +157,6 @@ class OfflineMapUpdatesInfo:
     upload_available: bool
     upload_changes: int
     """Changes waiting in the device's outbox."""
-
-
-class SyncJobStatus(StrEnum):
-    """Where an :class:`OfflineMapSyncJob` is."""
-
-    NOT_STARTED = "not_started"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
 
 
 def _with_covered(changes: Sequence[Change], results: Sequence[ChangeResult]) -> list[ChangeResult]:
@@ -268,7 +258,7 @@ class OfflineMapSyncJob:
                 raise SyncFailedError(f"no replica of the package has layer {unknown[0][:64]!r}")
         self.task = task
         self.parameters = parameters
-        self.status = SyncJobStatus.NOT_STARTED
+        self.status = JobStatus.NOT_STARTED
         self.progress = 0.0
         self.message = ""
         self.result = OfflineMapSyncResult()
@@ -280,7 +270,7 @@ class OfflineMapSyncJob:
         """Run the sync in a background thread."""
         if self._thread is not None:
             return
-        self.status = SyncJobStatus.RUNNING
+        self.status = JobStatus.RUNNING
         self._thread = threading.Thread(target=self._run, name="offmaps-sync", daemon=True)
         self._thread.start()
 
@@ -293,7 +283,7 @@ class OfflineMapSyncJob:
         """
         self._on_progress = on_progress
         if self._thread is None:
-            self.status = SyncJobStatus.RUNNING
+            self.status = JobStatus.RUNNING
             self._run()
         else:
             self._thread.join()
@@ -326,10 +316,10 @@ class OfflineMapSyncJob:
             self.error = SyncFailedError(
                 "; ".join(f"{service}: {reason}" for service, reason in errors.items())
             )
-            self.status = SyncJobStatus.FAILED
+            self.status = JobStatus.FAILED
             return
         self._report(1.0, "sync finished")
-        self.status = SyncJobStatus.SUCCEEDED
+        self.status = JobStatus.SUCCEEDED
 
 
 class _ReplicaSync:

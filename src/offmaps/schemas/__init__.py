@@ -1,8 +1,10 @@
-"""Documents offmaps owns, as pydantic models: the web map (``docs/webmap.md``).
+"""Documents offmaps owns, as pydantic models: the web map (``docs/webmap.md``), change sets
+(:mod:`offmaps.schemas.changeset`) and jobs (:mod:`offmaps.schemas.jobs`).
 
 Layer 0 of DESIGN.md: imports :mod:`offmaps.errors` only, and pydantic and pygeofilter.
 """
 
+from offmaps.schemas.jobs import JobDocument, JobLink, JobStatus
 from offmaps.schemas.webmap import (
     MAX_WEBMAP_BYTES,
     WEBMAP_FORMAT_VERSION,
@@ -37,6 +39,9 @@ __all__ = [
     "EditingCapabilities",
     "FeatureLayerRef",
     "ItemInfo",
+    "JobDocument",
+    "JobLink",
+    "JobStatus",
     "OfflineSettings",
     "OnlineOnlyLayerRef",
     "OnlineOnlyOption",

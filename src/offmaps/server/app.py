@@ -12,20 +12,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from offmaps import __version__
 from offmaps.access import Principal
 from offmaps.catalog import Catalog
-from offmaps.replicas.service import SyncService
 from offmaps.server.auth import TokenService, auth_router, current_principal
 from offmaps.server.fastpath import TileFastPath
 from offmaps.server.features_api import features_router
-from offmaps.server.jobs import JobManager
 from offmaps.server.links import base_url
 from offmaps.server.offline_api import offline_router
 from offmaps.server.problems import install_problem_handlers, problem_response
-from offmaps.server.settings import ServerSettings
 from offmaps.server.sync_api import sync_router
 from offmaps.server.tiles import tiles_router
 from offmaps.server.webmaps_api import webmaps_router
-from offmaps.state.replicas import SQLiteReplicaRegistry
-from offmaps.state.users import SQLiteUserStore
+from offmaps.services import build_services
+from offmaps.settings import ServerSettings
 
 __all__ = ["CONFORMANCE", "create_app"]
 
@@ -106,27 +103,13 @@ def _check_tile_access(
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The map server for ``settings`` (by default from ``OFFMAPS_*`` environment variables)."""
     settings = settings or ServerSettings()
-    data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
-    catalog = Catalog(
-        data_dir,
-        features_url=settings.features_url,
-        max_attachment_bytes=settings.max_body_bytes,
-    )
-    users = SQLiteUserStore(data_dir / "users.sqlite")
-    tokens = TokenService(settings, data_dir)
-    jobs = JobManager(data_dir / "jobs")
-    replicas = SQLiteReplicaRegistry(data_dir / "replicas.sqlite")
-    sync = SyncService(data_dir / "sync.sqlite", catalog)
+    services = build_services(settings)
+    tokens = TokenService(settings, settings.data_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        jobs.close()
-        replicas.close()
-        sync.close()
-        catalog.close()
-        users.close()
+        services.close()
 
     app = FastAPI(
         title="offmaps",
@@ -134,12 +117,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         description="Web maps, feature and tile services, ready to be taken offline.",
         lifespan=lifespan,
     )
-    app.state.catalog = catalog
-    app.state.users = users
+    app.state.services = services
+    app.state.catalog = services.catalog
     app.state.tokens = tokens
-    app.state.jobs = jobs
-    app.state.replicas = replicas
-    app.state.sync = sync
     app.state.public_url = settings.public_url
     app.state.settings = settings
     install_problem_handlers(app)
@@ -176,14 +156,15 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     def conformance() -> dict[str, list[str]]:
         return {"conformsTo": list(CONFORMANCE)}
 
-    app.include_router(auth_router(tokens, users))
+    catalog = services.catalog
+    app.include_router(auth_router(tokens, services.users))
     app.include_router(features_router())
     app.include_router(
         tiles_router(catalog.tile_sources, dependencies=[Depends(_check_tile_access)])
     )
     app.include_router(webmaps_router())
-    app.include_router(offline_router(jobs, replicas, sync))
-    app.include_router(sync_router(sync, replicas, data_dir))
+    app.include_router(offline_router(services.jobs))
+    app.include_router(sync_router(services.sync, services.replicas, settings.data_dir))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(
         TileFastPath, sources=catalog.tile_sources, public=catalog.public_tile_layers

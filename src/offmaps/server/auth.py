@@ -51,7 +51,7 @@ from offmaps.errors import (
     InvalidCredentialsError,
     InvalidTokenError,
 )
-from offmaps.server.settings import AuthSettings, ServerSettings
+from offmaps.settings import AuthSettings, ServerSettings
 from offmaps.state.users import UserStore
 
 __all__ = [

@@ -5,88 +5,40 @@
 - ``POST /api/maps/{id}/offline/jobs``: start a generate job; ``GET``/``DELETE /api/jobs/{id}``
   follow or cancel it; ``GET /api/jobs/{id}/files/{path}`` downloads its files (HTTP ranges).
 
-A request over a layer's max export tile count fails before any work, saying how many tiles it
-would take and which levels would fit.
+The work is :mod:`offmaps.offline.generate`'s; these handlers parse, check access, call it and
+serialise.
 """
 
 from __future__ import annotations
 
-import itertools
-import random
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
-import shapely
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
 from offmaps.access import Principal, Scope
 from offmaps.catalog import Catalog
-from offmaps.containers import TilesetMetadata, open_reader, open_writer
-from offmaps.errors import (
-    ExportLimitError,
-    JobCancelledError,
-    JobNotFoundError,
-    OffmapsError,
-    TileNotFoundError,
-)
-from offmaps.features.model import FeatureQuery
-from offmaps.offline.extract import LayerExtract, extract_feature_service, extract_tiles
-from offmaps.offline.package import (
-    MANIFEST_NAME,
-    PackageItem,
-    PackageLayer,
-    PackageManifest,
-    PackageReplica,
-    ReferenceBasemap,
-    file_entry,
-    write_manifest,
+from offmaps.errors import JobNotFoundError
+from offmaps.jobs import Job, JobRunner, job_document
+from offmaps.offline.generate import (
+    GENERATE_OFFLINE_MAP,
+    GenerateOfflineMap,
+    check_export_limits,
+    prepare_offline_map,
+    tile_layer_infos,
 )
 from offmaps.offline.parameters import (
     GenerateOfflineMapParameterOverrides,
     GenerateOfflineMapParameters,
-    LayerEstimate,
-    OfflineMapEstimate,
-    thumbnail_bytes,
 )
-from offmaps.offline.plan import (
-    OfflinePlan,
-    ServicePlan,
-    TileLayerInfo,
-    TileLayerPlan,
-    get_capabilities,
-    plan_offline_map,
-)
-from offmaps.offline.replica import LocalReplica
-from offmaps.replicas.service import SyncService
-from offmaps.schemas import FeatureLayerRef, OnlineOnlyLayerRef, TableRef, TileLayerRef, WebMap
+from offmaps.offline.plan import get_capabilities
 from offmaps.server.auth import current_principal
-from offmaps.server.jobs import Job, JobContext, JobManager
 from offmaps.server.links import base_url
 from offmaps.server.webmaps_api import visible_map
-from offmaps.sources import ArchiveTileSource, TileSource
-from offmaps.state.replicas import LayerScope, RelatedKey, ReplicaRegistry
-from offmaps.storage import LocalBlobStore
-from offmaps.tiling import AreaOfInterest, get_tms, scale_for_zoom, tile_cover
-from offmaps.types import BBox, Tile
 
-__all__ = [
-    "OfflineRequest",
-    "estimate_offline_map",
-    "export_tiles",
-    "offline_router",
-    "tile_layer_infos",
-]
-
-ROW_BYTES = 400
-"""A typical GeoPackage row with its index entries, for estimates."""
-SAMPLED_TILES = 16
-"""Tiles read per level to measure a tile layer's sizes."""
+__all__ = ["OfflineRequest", "offline_router"]
 
 
 class OfflineRequest(BaseModel):
@@ -107,457 +59,8 @@ CatalogDep = Annotated[Catalog, Depends(_catalog)]
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-def tile_layer_infos(catalog: Catalog) -> dict[str, TileLayerInfo]:
-    """What the plan needs to know of the server's tile services."""
-    return {
-        name: TileLayerInfo(
-            name,
-            source.info.tms_id,
-            source.info.min_zoom,
-            source.info.max_zoom,
-            source.info.bounds,
-            exportable=source.info.export_tiles_allowed,
-        )
-        for name, source in catalog.tile_sources.items()
-    }
-
-
-# --- estimates --------------------------------------------------------------------------------
-
-
-def _tile_estimate(catalog: Catalog, plan: TileLayerPlan) -> LayerEstimate:
-    source = catalog.tile_sources[plan.service]
-    tms = get_tms(source.info.tms_id)
-    area = _within(plan.area.aoi(), source.info.bounds)
-    cover = tile_cover(area, tms, plan.zooms) if area is not None else None
-    counts = cover.counts() if cover is not None else {}
-    tiles = sum(counts.values())
-    sizes: list[int] = []
-    rng = random.Random(0)  # noqa: S311 - sampling, not security
-    for z in plan.zooms.levels():
-        if cover is None:
-            break
-        level = list(itertools.islice(cover.level(z), 4096))
-        for tile in rng.sample(level, min(SAMPLED_TILES, len(level))):
-            try:
-                sizes.append(len(source.get_tile(tile)))
-            except (TileNotFoundError, OffmapsError):
-                continue
-    measured = bool(sizes)
-    average = sum(sizes) / len(sizes) if sizes else 20_000
-    error = None
-    if tiles > plan.max_tiles:
-        error = _limit_message(plan, counts, tms_id=source.info.tms_id)
-    return LayerEstimate(
-        layer_id=plan.layer_id,
-        kind=plan.kind,
-        tiles=tiles,
-        min_zoom=plan.zooms.min,
-        max_zoom=plan.zooms.max,
-        bytes=round(tiles * average),
-        measured=measured,
-        error=error,
-    )
-
-
-def _within(area: AreaOfInterest, bounds: BBox | None) -> AreaOfInterest | None:
-    """The part of ``area`` where a tile layer has tiles (its bounds), or ``None``."""
-    if bounds is None:
-        return area
-    inside = area.to_wgs84().intersection(shapely.box(*bounds))
-    if inside.is_empty or inside.area == 0:
-        return None
-    return AreaOfInterest.from_geometry(inside)
-
-
-def _limit_message(plan: TileLayerPlan, counts: Mapping[int, int], *, tms_id: str) -> str:
-    tiles = sum(counts.values())
-    fitting, total = None, 0
-    for z in plan.zooms.levels():
-        total += counts.get(z, 0)
-        if total > plan.max_tiles:
-            break
-        fitting = z
-    message = (
-        f"layer {plan.layer_id!r} would export {tiles:,} tiles (levels {plan.zooms.min}-"
-        f"{plan.zooms.max}), over its limit of {plan.max_tiles:,}"
-    )
-    if fitting is None:
-        return message + ": even its first level is over it; choose a smaller area"
-    tms = get_tms(tms_id)
-    return message + (
-        f"; levels {plan.zooms.min}-{fitting} would fit: a scale range of "
-        f"1:{scale_for_zoom(tms, plan.zooms.min):,.0f} to 1:{scale_for_zoom(tms, fitting):,.0f}"
-    )
-
-
-def _area_bbox(aoi: AreaOfInterest) -> BBox:
-    west, south, east, north = aoi.to_wgs84().bounds
-    return BBox(west, south, east, north)
-
-
-def estimate_offline_map(
-    catalog: Catalog, webmap: WebMap, parameters: GenerateOfflineMapParameters, plan: OfflinePlan
-) -> OfflineMapEstimate:
-    """Tiles, rows and bytes per layer of ``plan``."""
-    layers = [_tile_estimate(catalog, tile_plan) for tile_plan in plan.tiles]
-    for service_plan in plan.services:
-        store = catalog.feature_service(service_plan.service)
-        for layer in service_plan.layers:
-            schema = store.get_layer(layer.layer)
-            area = (layer.area or parameters.area_of_interest).aoi()
-            box = None if schema.is_table else catalog.bbox_to_layer(_area_bbox(area), schema)
-            filters = (layer.where,) if layer.where else ()
-            count = 0
-            if not layer.schema_only:
-                query = FeatureQuery(bbox=box, filters=filters, limit=1)
-                count = store.query(schema.name, query).number_matched
-            layers.append(
-                LayerEstimate(
-                    layer_id=layer.layer_id,
-                    kind="table" if schema.is_table else "feature",
-                    features=count,
-                    bytes=count * ROW_BYTES,
-                    measured=False,
-                )
-            )
-    return OfflineMapEstimate(layers=tuple(layers), omitted=tuple(sorted(plan.omitted)))
-
-
-# --- the generate job ------------------------------------------------------------------------
-
-
-@dataclass
-class _Generation:
-    """One generate job: the replicas, tile archives, thumbnail and manifest in its folder."""
-
-    context: JobContext
-    catalog: Catalog
-    replicas: ReplicaRegistry
-    sync: SyncService
-    webmap: WebMap
-    parameters: GenerateOfflineMapParameters
-    plan: OfflinePlan
-    estimate: OfflineMapEstimate
-    owner: str | None
-    server_url: str
-    errors: dict[str, str] = field(default_factory=dict)
-    layers: list[PackageLayer] = field(default_factory=list)
-    package_replicas: list[PackageReplica] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    _sizes: dict[str, int] = field(default_factory=dict)
-    _done: float = 0.0
-
-    @property
-    def folder(self) -> Path:
-        return self.context.folder
-
-    def run(self) -> dict[str, Any]:
-        self._sizes = {layer.layer_id: max(layer.bytes, 1) for layer in self.estimate.layers}
-        for service_plan in self.plan.services:
-            ids = [layer.layer_id for layer in service_plan.layers]
-            self._attempt(ids, service_plan.service, partial(self._service, service_plan))
-        for tile_plan in self.plan.tiles:
-            ids = [tile_plan.layer_id]
-            self._attempt(ids, tile_plan.layer_id, partial(self._tiles, tile_plan))
-        for layer_id in self.plan.online_only:
-            url = self._online_url(layer_id)
-            if url is not None:
-                self.layers.append(
-                    PackageLayer(
-                        id=layer_id, title=self._title(layer_id), kind="online_only", url=url
-                    )
-                )
-        self.context.progress(0.96, "writing the manifest")
-        manifest = self._manifest()
-        listed = [*manifest.files, file_entry(self.folder, MANIFEST_NAME)]
-        tables = {ref.id for ref in self.webmap.tables}
-        return {
-            "files": [entry.model_dump() for entry in listed],
-            "layer_errors": {k: v for k, v in self.errors.items() if k not in tables},
-            "table_errors": {k: v for k, v in self.errors.items() if k in tables},
-            "omitted": self.plan.omitted,
-        }
-
-    def _attempt(
-        self, layer_ids: list[str], label: str, work: Callable[[Callable[[float, str], None]], None]
-    ) -> None:
-        """Run one service's or tile layer's ``work`` with its share of the progress; with
-        ``continue_on_errors`` a failure is recorded for its layers and the job goes on."""
-        weight = sum(self._sizes.get(layer_id, 1) for layer_id in layer_ids)
-        total = sum(self._sizes.values()) or 1
-
-        def report(fraction: float, message: str) -> None:
-            done = self._done + weight * fraction
-            self.context.progress(0.95 * done / total, f"{label}: {message}")
-
-        self.context.check_cancelled()
-        try:
-            work(report)
-        except OffmapsError as exc:
-            if not self.parameters.continue_on_errors or isinstance(exc, JobCancelledError):
-                raise
-            self.errors.update(dict.fromkeys(layer_ids, str(exc)))
-        finally:
-            self._done += weight
-
-    def _online_url(self, layer_id: str) -> str | None:
-        """Where a layer kept online only is read from: its own URL, or this server's."""
-        ref = self.webmap.find_layer(layer_id)
-        if isinstance(ref, OnlineOnlyLayerRef):
-            return str(ref.url)
-        if isinstance(ref, FeatureLayerRef | TableRef):
-            return f"{self.server_url}/collections/{ref.service}.{ref.layer}/items"
-        if isinstance(ref, TileLayerRef):
-            return f"{self.server_url}/tiles/{ref.service}/{{z}}/{{x}}/{{y}}"
-        return None
-
-    def _title(self, layer_id: str) -> str:
-        ref = self.webmap.find_layer(layer_id)
-        return ref.title if ref is not None else layer_id
-
-    def _service(self, service_plan: ServicePlan, progress: Callable[[float, str], None]) -> None:
-        name = f"{service_plan.service}.gpkg"
-        result = extract_feature_service(
-            self.catalog.feature_service(service_plan.service),
-            self.folder / name,
-            [
-                LayerExtract(
-                    layer=layer.layer,
-                    where=layer.where,
-                    area=layer.area.aoi() if layer.area else None,
-                    attachments=layer.attachments,
-                    include_null_geometry=layer.include_null_geometry,
-                    schema_only=layer.schema_only,
-                )
-                for layer in service_plan.layers
-            ],
-            self.parameters.area_of_interest.aoi(),
-            row_filter=service_plan.row_filter,
-            blobs=self.catalog.blobs,
-            attachment_store=LocalBlobStore(self.folder / "attachments"),
-            progress=progress,
-            cancelled=self.context.cancelled,
-        )
-        self.files.append(name)
-        self.layers += [
-            PackageLayer(
-                id=layer.layer_id,
-                title=self._title(layer.layer_id),
-                kind="table" if layer.is_table else "feature",
-                file=name,
-                layer=layer.layer,
-                service=service_plan.service,
-            )
-            for layer in service_plan.layers
-        ]
-        if not service_plan.register_replica:
-            return
-        sync_direction = self.webmap.offline.sync_direction.value
-        replica = self.replicas.register(
-            service_plan.service,
-            tuple(layer.layer for layer in service_plan.layers),
-            result.generation,
-            owner=self.owner,
-            map_id=self.webmap.id,
-            sync_direction=sync_direction,
-            sync_model=service_plan.sync_model.value,
-            scope={
-                layer.layer: LayerScope(
-                    where=layer.where,
-                    area=None
-                    if layer.is_table
-                    else (layer.area or self.parameters.area_of_interest).geometry,
-                    include_null_geometry=layer.include_null_geometry,
-                    related=tuple(
-                        RelatedKey(r.origin, r.origin_key, r.destination_key)
-                        for r in result.related.get(layer.layer, ())
-                    ),
-                )
-                for layer in service_plan.layers
-            },
-            attachment_sync_direction=service_plan.attachment_sync_direction.value,
-        )
-        # capture starts now: every edit on the device, by any tool, lands in the outbox
-        with LocalReplica.open(
-            self.folder / name, replica_id=replica.id, generation=result.generation
-        ) as local:
-            local.seed_server_states(
-                self.sync.recorded_states(service_plan.service, replica.layers)
-            )
-        self.package_replicas.append(
-            PackageReplica(
-                service=service_plan.service,
-                replica_id=replica.id,
-                generation=result.generation,
-                file=name,
-                sync_direction=self.webmap.offline.sync_direction.value,
-                attachment_sync_direction=service_plan.attachment_sync_direction.value,
-                sync_model=service_plan.sync_model.value,
-            )
-        )
-
-    def _tiles(self, tile_plan: TileLayerPlan, progress: Callable[[float, str], None]) -> None:
-        name = f"{tile_plan.layer_id}.{self.parameters.tile_format.value}"
-        source = self.catalog.tile_sources.get(tile_plan.service)
-        if source is None:
-            raise TileNotFoundError(f"the server has no tile service {tile_plan.service!r}")
-        if isinstance(source, ArchiveTileSource):
-            extract_tiles(
-                str(source.location),
-                self.folder / name,
-                tile_plan.area.aoi(),
-                tile_plan.zooms,
-                progress=progress,
-                cancelled=self.context.cancelled,
-            )
-        else:
-            export_tiles(
-                source, self.folder / name, tile_plan, progress, self.context.check_cancelled
-            )
-        self.files.append(name)
-        self.layers.append(
-            PackageLayer(
-                id=tile_plan.layer_id,
-                title=self._title(tile_plan.layer_id),
-                kind="vector_tile" if tile_plan.kind == "vector_tile" else "raster_tile",
-                file=name,
-                service=tile_plan.service,
-            )
-        )
-
-    def _own_thumbnail(self) -> str | None:
-        """The thumbnail the request brought, written into the package."""
-        item = self.parameters.item_info
-        if item is None or item.thumbnail is None:
-            return None
-        data, suffix = thumbnail_bytes(item.thumbnail)
-        name = f"thumbnail{suffix}"
-        (self.folder / name).write_bytes(data)
-        return name
-
-    def _manifest(self) -> PackageManifest:
-        order = {ref.id: index for index, ref in enumerate(self.webmap.iter_layers())}
-        self.layers.sort(key=lambda layer: order.get(layer.id, len(order)))  # the map's order
-        thumbnail = self._own_thumbnail() or _thumbnail(
-            self.folder, self.plan, self.parameters.tile_format.value, self.files
-        )
-        files = [*self.files, *([thumbnail] if thumbnail else [])]
-        files += sorted(
-            str(path.relative_to(self.folder))
-            for path in self.folder.joinpath("attachments").rglob("*")
-            if path.is_file()
-        )
-        item, webmap, parameters = self.parameters.item_info, self.webmap, self.parameters
-        table_ids = {ref.id for ref in webmap.tables}
-        manifest = PackageManifest(
-            format_version="1.0",
-            created=datetime.now(UTC),
-            item=PackageItem(
-                title=item.title if item else webmap.item.title,
-                snippet=item.snippet if item else (webmap.item.snippet or ""),
-                description=item.description if item else (webmap.item.description or ""),
-                tags=list(item.tags if item else webmap.item.tags),
-                thumbnail=thumbnail,
-            ),
-            server_url=self.server_url,
-            source_map_id=webmap.id,
-            update_mode=parameters.update_mode.value,
-            map=webmap.model_dump(mode="json", exclude_none=True),
-            layers=[layer for layer in self.layers if layer.id not in table_ids],
-            tables=[layer for layer in self.layers if layer.id in table_ids],
-            replicas=self.package_replicas,
-            files=[file_entry(self.folder, name) for name in files],
-            reference_basemap=(
-                ReferenceBasemap(
-                    directory=parameters.reference_basemap_directory or ".",
-                    filename=parameters.reference_basemap_filename,
-                )
-                if parameters.reference_basemap_filename
-                else None
-            ),
-        )
-        write_manifest(self.folder, manifest)
-        return manifest
-
-
-def export_tiles(
-    source: TileSource,
-    destination: Path,
-    plan: TileLayerPlan,
-    progress: Callable[[float, str], None],
-    check_cancelled: Callable[[], None],
-) -> int:
-    """The tiles of any tile source (vector tiles built from feature layers, an upstream server
-    through its cache) for a layer's area and levels, into a new archive; returns how many.
-
-    Archives are copied by :func:`offmaps.offline.extract.extract_tiles`; here each tile of the
-    area is asked for, and the ones the source has none for are skipped. The archive appears
-    only when complete.
-    """
-    info = source.info
-    tms = get_tms(info.tms_id)
-    area = plan.area.aoi()
-    cover = tile_cover(area, tms, plan.zooms)
-    total = max(cover.total, 1)
-    west, south, east, north = area.to_wgs84().bounds
-    metadata = TilesetMetadata(
-        tile_format=info.tile_format,
-        tms=tms,
-        name=info.title,
-        tile_compression=info.tile_compression,
-        bounds=BBox(west, south, east, north),
-        minzoom=plan.zooms.min,
-        maxzoom=plan.zooms.max,
-        attribution=info.attribution,
-        vector_layers=[{"id": layer, "fields": {}} for layer in info.vector_layers] or None,
-    )
-    written = 0
-    with open_writer(str(destination), metadata) as writer:
-        for index, tile in enumerate(cover):
-            if index % 256 == 0:
-                check_cancelled()
-                progress(index / total, f"{index:,} of {total:,} tiles")
-            try:
-                data = source.get_tile(tile)
-            except TileNotFoundError:
-                continue  # nothing there: no tile in the archive either
-            writer.write_tile(tile, data)
-            written += 1
-    progress(1.0, f"{written:,} tiles")
-    return written
-
-
-THUMBNAIL = "thumbnail.png"
-
-
-def _thumbnail(folder: Path, plan: OfflinePlan, extension: str, files: list[str]) -> str | None:
-    """The offline map's thumbnail: the raster basemap's tile over the area's centre at its
-    first level, when there is such a PNG tile."""
-    for tile_plan in plan.tiles:
-        name = f"{tile_plan.layer_id}.{extension}"
-        if tile_plan.kind != "raster_tile" or name not in files:
-            continue
-        west, south, east, north = tile_plan.area.aoi().to_wgs84().bounds
-        with open_reader(str(folder / name)) as reader:
-            tms = reader.metadata.tms
-            for z in tile_plan.zooms.levels():
-                found = tms.tile((west + east) / 2, (south + north) / 2, z)
-                data = reader.find_tile(Tile(found.x, found.y, found.z))
-                if data is not None and data.startswith(b"\x89PNG"):
-                    (folder / THUMBNAIL).write_bytes(data)
-                    return THUMBNAIL
-    return None
-
-
-def _job_document(job: Job, base: str) -> dict[str, Any]:
-    document = asdict(job)
-    document.pop("owner")
-    document["links"] = [{"rel": "self", "href": f"{base}/api/jobs/{job.id}"}]
-    if document["result"] is not None:
-        for entry in document["result"]["files"]:
-            entry["href"] = f"{base}/api/jobs/{job.id}/files/{entry['path']}"
-    return document
+def _document(job: Job, request: Request) -> dict[str, Any]:
+    return job_document(job, base_url(request)).model_dump(mode="json")
 
 
 def _check_job_access(job: Job, principal: Principal) -> None:
@@ -565,16 +68,9 @@ def _check_job_access(job: Job, principal: Principal) -> None:
         raise JobNotFoundError(f"no job {job.id!r}")
 
 
-def offline_router(jobs: JobManager, replicas: ReplicaRegistry, sync: SyncService) -> APIRouter:
-    """The offline API over ``jobs``, ``replicas`` and the sync state."""
+def offline_router(jobs: JobRunner) -> APIRouter:
+    """The offline API; generate jobs run on ``jobs``."""
     router = APIRouter(prefix="/api", tags=["offline"])
-
-    def prepared(
-        catalog: Catalog, principal: Principal, map_id: str, body: OfflineRequest
-    ) -> tuple[WebMap, OfflinePlan, OfflineMapEstimate]:
-        webmap = visible_map(catalog, principal, map_id)
-        plan = plan_offline_map(webmap, body.parameters, body.overrides, tile_layer_infos(catalog))
-        return webmap, plan, estimate_offline_map(catalog, webmap, body.parameters, plan)
 
     @router.post("/maps/{map_id}/offline/capabilities", summary="What can be taken offline")
     def capabilities(
@@ -591,7 +87,8 @@ def offline_router(jobs: JobManager, replicas: ReplicaRegistry, sync: SyncServic
     def estimate(
         map_id: str, body: OfflineRequest, catalog: CatalogDep, principal: PrincipalDep
     ) -> dict[str, Any]:
-        _, _, found = prepared(catalog, principal, map_id, body)
+        webmap = visible_map(catalog, principal, map_id)
+        _, found = prepare_offline_map(catalog, webmap, body.parameters, body.overrides)
         return {
             **found.model_dump(mode="json"),
             "bytes": found.bytes,
@@ -609,42 +106,24 @@ def offline_router(jobs: JobManager, replicas: ReplicaRegistry, sync: SyncServic
         catalog: CatalogDep,
         principal: PrincipalDep,
     ) -> dict[str, Any]:
-        webmap, plan, found = prepared(catalog, principal, map_id, body)
-        over = [layer for layer in found.layers if layer.error is not None]
-        if over:
-            first = over[0]
-            tiles, limit = first.tiles or 0, 0
-            for tile_plan in plan.tiles:
-                if tile_plan.layer_id == first.layer_id:
-                    limit = tile_plan.max_tiles
-            raise ExportLimitError(
-                first.error or "", layer=first.layer_id, tiles=tiles, limit=limit
-            )
-        base = base_url(request)
+        webmap = visible_map(catalog, principal, map_id)
+        plan, found = prepare_offline_map(catalog, webmap, body.parameters, body.overrides)
+        check_export_limits(plan, found)
         owner = None if principal.anonymous else principal.subject
-        job = jobs.submit(
-            "generate_offline_map",
-            owner,
-            lambda context: _Generation(
-                context,
-                catalog,
-                replicas,
-                sync,
-                webmap,
-                body.parameters,
-                plan,
-                found,
-                owner,
-                base,
-            ).run(),
+        payload = GenerateOfflineMap(
+            map_id=map_id,
+            parameters=body.parameters,
+            overrides=body.overrides,
+            owner=owner,
+            server_url=base_url(request),
         )
-        return _job_document(job, base)
+        return _document(jobs.submit(GENERATE_OFFLINE_MAP, payload, owner=owner), request)
 
     @router.get("/jobs/{job_id}", summary="A job's status, progress and result")
     def status(job_id: str, request: Request, principal: PrincipalDep) -> dict[str, Any]:
         job = jobs.get(job_id)
         _check_job_access(job, principal)
-        return _job_document(job, base_url(request))
+        return _document(job, request)
 
     @router.delete("/jobs/{job_id}", summary="Cancel a job, or remove an ended one")
     def cancel(job_id: str, principal: PrincipalDep) -> Response:
@@ -663,6 +142,6 @@ def offline_router(jobs: JobManager, replicas: ReplicaRegistry, sync: SyncServic
         listed = {entry["path"] for entry in (job.result or {}).get("files", [])}
         if path not in listed:
             raise JobNotFoundError(f"job {job_id} has no file {path[:200]!r}")
-        return FileResponse(jobs.files(job_id) / Path(path), filename=Path(path).name)
+        return FileResponse(jobs.store.files(job_id) / Path(path), filename=Path(path).name)
 
     return router

@@ -53,6 +53,7 @@ STATUS: tuple[tuple[type[errors.OffmapsError], int], ...] = (
     (errors.BlobTooLargeError, 413),
     (errors.JobNotFoundError, 404),
     (errors.JobCancelledError, 409),
+    (errors.InvalidJobPayloadError, 422),
     (errors.ExportLimitError, 422),
     (errors.UnsupportedFilterError, 422),
     (errors.FeatureStoreError, 503),

@@ -1,0 +1,245 @@
+"""Running jobs: the :class:`JobRunner` protocol and the in-process runner of the embedded default.
+
+The embedded default needs no queue service: :class:`InProcessJobRunner` runs jobs on a small
+thread pool. Every job is stored with its kind and payload before it runs, and the work is
+always rebuilt from them (even in process), so a Redis-backed runner can hand the same job to
+another process. At start the runner looks for jobs left behind by a process that died: a job
+that never started is run again here; one that was running is marked failed, never left
+"running" forever.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from offmaps.errors import JobCancelledError, OffmapsError
+from offmaps.jobs.kinds import JobKinds
+from offmaps.jobs.model import Job, JobContext
+from offmaps.jobs.store import JobStore
+from offmaps.schemas.jobs import JobStatus
+
+__all__ = ["InProcessJobRunner", "JobRunner", "process_id", "process_is_alive"]
+
+DIED = "the process running this job stopped before it finished"
+
+
+@runtime_checkable
+class JobRunner(Protocol):
+    """Starts jobs and answers for them, whichever process runs them."""
+
+    @property
+    def store(self) -> JobStore:
+        """Where the jobs' state lives."""
+        ...
+
+    def submit(self, kind: str, payload: BaseModel, *, owner: str | None) -> Job:
+        """Store a new job of ``kind`` for ``payload`` and start it; returns at once.
+
+        Raises:
+            UnknownJobKindError: no such kind here.
+        """
+        ...
+
+    def get(self, job_id: str) -> Job:
+        """A job's current state; ``JobNotFoundError`` when there is none."""
+        ...
+
+    def cancel(self, job_id: str) -> Job:
+        """Ask a job to stop; it ends as cancelled at its next check."""
+        ...
+
+    def delete(self, job_id: str) -> None:
+        """Remove an ended job and its files."""
+        ...
+
+    def close(self) -> None:
+        """Stop taking jobs; this process's running ones are cancelled."""
+        ...
+
+
+@cache
+def process_id() -> str:
+    """This process as job stores record it: ``host:pid:start`` (the start time tells a reused
+    pid apart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # the command may hold spaces and parentheses: fields count from the last ')'
+            return stat.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return "?"
+
+
+def process_is_alive(runner: str) -> bool | None:
+    """Whether the process ``runner`` (from :func:`process_id`) still runs; ``None`` when it is
+    on another host, where this process cannot tell."""
+    host, _, rest = runner.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname():
+        return None
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return started == _start_time(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, as another user
+    return started == _start_time(pid)
+
+
+class InProcessJobRunner:
+    """Runs jobs on a thread pool; their state lives in ``store``.
+
+    Args:
+        store: where jobs' state lives.
+        kinds: the kinds this process can run.
+        workers: jobs run at once in this process.
+        keep: seconds an ended job and its files are kept.
+        recover: look for jobs of dead processes at start.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        kinds: JobKinds,
+        *,
+        workers: int = 2,
+        keep: float = 24 * 3600,
+        recover: bool = True,
+    ) -> None:
+        self._store = store
+        self.kinds = kinds
+        self.keep = keep
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="offmaps-job")
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
+        if recover:
+            self.recover()
+
+    @property
+    def store(self) -> JobStore:
+        """Where the jobs' state lives."""
+        return self._store
+
+    def submit(self, kind: str, payload: BaseModel, *, owner: str | None) -> Job:
+        """Store a new job of ``kind`` for ``payload`` and start it; returns at once."""
+        self.kinds.get_kind(kind)
+        self.cleanup()
+        job = Job(
+            id=uuid.uuid4().hex,
+            kind=kind,
+            owner=owner,
+            payload=payload.model_dump(mode="json"),
+            runner=process_id(),
+        )
+        self._store.create(job)
+        self._start(job)
+        return job
+
+    def _start(self, job: Job) -> None:
+        with self._lock:
+            self._running.add(job.id)
+        self._pool.submit(self._run, job)
+
+    def _run(self, job: Job) -> None:
+        try:
+            self._work(job)
+        finally:
+            with self._lock:
+                self._running.discard(job.id)
+
+    def _work(self, job: Job) -> None:
+        context = JobContext(self._store, job)
+        job.status = JobStatus.RUNNING
+        job.runner = process_id()
+        context.progress(0.0, "started")
+        try:
+            context.check_cancelled()
+            result = self.kinds.get_kind(job.kind).execute(job.payload, context)
+            context.check_cancelled()
+        except JobCancelledError:
+            self._end(job, JobStatus.CANCELLED, "cancelled")
+        except OffmapsError as exc:
+            self._end(job, JobStatus.FAILED, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a job's failure is reported, never lost
+            self._end(job, JobStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        else:
+            job.result = result
+            job.status = JobStatus.SUCCEEDED
+            job.progress = 1.0
+            job.message = "done"
+            job.finished = time.time()
+            self._store.save(job)
+
+    def _end(self, job: Job, status: JobStatus, error: str) -> None:
+        job.status = status
+        job.error = None if status is JobStatus.CANCELLED else error
+        job.message = error
+        job.finished = time.time()
+        self._store.clear_files(job.id)
+        self._store.save(job)
+
+    def get(self, job_id: str) -> Job:
+        """A job's current state; ``JobNotFoundError`` when there is none."""
+        return self._store.get(job_id)
+
+    def cancel(self, job_id: str) -> Job:
+        """Ask a job to stop; it ends as cancelled at its next check."""
+        job = self._store.get(job_id)
+        if not job.status.done:
+            self._store.request_cancel(job_id)
+        return job
+
+    def delete(self, job_id: str) -> None:
+        """Remove an ended job and its files."""
+        self._store.delete(job_id)
+
+    def cleanup(self) -> None:
+        """Remove jobs that ended more than ``keep`` seconds ago."""
+        now = time.time()
+        for job in list(self._store.iter_jobs()):
+            if job.finished is not None and now - job.finished > self.keep:
+                self._store.delete(job.id)
+
+    def recover(self) -> list[Job]:
+        """Take over the unfinished jobs of processes of this host that died: a pending job is
+        run here, a running one is marked failed. Returns the jobs it changed."""
+        changed = []
+        for job in list(self._store.iter_jobs()):
+            if job.status.done or job.runner is None:
+                continue
+            if job.runner == process_id() or process_is_alive(job.runner) is not False:
+                continue
+            if job.status is JobStatus.PENDING and job.kind in self.kinds:
+                job.runner = process_id()
+                job.message = "taken over from a process that stopped"
+                self._store.save(job)
+                self._start(job)
+            else:
+                self._end(job, JobStatus.FAILED, DIED)
+            changed.append(job)
+        return changed
+
+    def close(self) -> None:
+        """Stop taking jobs; this process's running ones are cancelled."""
+        with self._lock:
+            running = list(self._running)
+        for job_id in running:
+            self._store.request_cancel(job_id)
+        self._pool.shutdown(wait=True, cancel_futures=True)
