@@ -19,7 +19,7 @@ from types import MappingProxyType
 from offmaps.catalog import Catalog
 from offmaps.jobs import FolderJobStore, InProcessJobRunner, JobKinds, JobRunner, JobStore
 from offmaps.offline.generate import OfflineMapServices, generate_offline_map_kind
-from offmaps.replicas import SyncService
+from offmaps.replicas import AttachmentUploads, SyncService
 from offmaps.settings import ServerSettings
 from offmaps.state import ReplicaRegistry, SQLiteReplicaRegistry, SQLiteUserStore, UserStore
 
@@ -62,6 +62,7 @@ class Services:
         users: users and OAuth2 clients.
         replicas: the replicas handed out.
         sync: the sync service.
+        uploads: attachments' bytes on their way in from devices.
         jobs: the job runner, with every job kind of this process.
     """
 
@@ -70,6 +71,7 @@ class Services:
     users: UserStore
     replicas: ReplicaRegistry
     sync: SyncService
+    uploads: AttachmentUploads
     jobs: JobRunner
 
     def close(self) -> None:
@@ -97,6 +99,11 @@ def build_services(settings: ServerSettings, *, backend: str = EMBEDDED) -> Serv
     users = state.users(settings)
     replicas = state.replicas(settings)
     sync = state.sync(settings, catalog)
+    uploads = AttachmentUploads(
+        settings.data_dir / "sync" / "uploads",
+        catalog.blobs,
+        max_bytes=catalog.max_attachment_bytes,
+    )
     offline = OfflineMapServices(catalog, replicas, sync)
     jobs = InProcessJobRunner(state.jobs(settings), JobKinds([generate_offline_map_kind(offline)]))
-    return Services(settings, catalog, users, replicas, sync, jobs)
+    return Services(settings, catalog, users, replicas, sync, uploads, jobs)

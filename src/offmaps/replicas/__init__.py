@@ -2,9 +2,19 @@
 
 Layer 5 of DESIGN.md, above the catalog it reads and writes through. :class:`SyncService` takes
 change sets from devices, decides each change with the pure merge rules of :mod:`offmaps.sync`,
-writes the feature stores, and answers downloads and the conflict review queue.
+writes the feature stores, and answers downloads and the conflict review queue;
+:class:`AttachmentUploads` takes attachments' bytes in resumable, hash-checked parts.
 """
 
 from offmaps.replicas.service import Conflict, LayerRules, SyncService, layer_rules
+from offmaps.replicas.uploads import AttachmentUploads, UploadPart, UploadState
 
-__all__ = ["Conflict", "LayerRules", "SyncService", "layer_rules"]
+__all__ = [
+    "AttachmentUploads",
+    "Conflict",
+    "LayerRules",
+    "SyncService",
+    "UploadPart",
+    "UploadState",
+    "layer_rules",
+]

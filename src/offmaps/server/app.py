@@ -164,7 +164,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.include_router(webmaps_router())
     app.include_router(offline_router(services.jobs))
-    app.include_router(sync_router(services.sync, services.replicas, settings.data_dir))
+    app.include_router(sync_router(services.sync, services.replicas, services.uploads))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(
         TileFastPath, sources=catalog.tile_sources, public=catalog.public_tile_layers

@@ -17,13 +17,11 @@ A replica is synced by the user who took it offline (its owner) or an admin; upl
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from dataclasses import asdict
+from typing import Annotated, Any, BinaryIO, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -33,16 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from offmaps.access import Principal, Scope
 from offmaps.catalog import Catalog
 from offmaps.errors import (
-    BlobIntegrityError,
-    BlobTooLargeError,
     ConflictNotFoundError,
     InsufficientScopeError,
     InvalidChangeSetError,
     InvalidTokenError,
     ReplicaNotFoundError,
-    UploadOffsetError,
 )
-from offmaps.replicas.service import SyncService
+from offmaps.replicas import AttachmentUploads, SyncService
 from offmaps.schemas.changeset import ChangeResult, ChangeSet, ChangeSetResult
 from offmaps.server.auth import current_principal
 from offmaps.state.replicas import Replica, ReplicaRegistry
@@ -91,11 +86,17 @@ def _sha256(value: str) -> str:
     return value
 
 
-def sync_router(service: SyncService, replicas: ReplicaRegistry, data_dir: Path) -> APIRouter:
-    """The sync API over ``service`` and ``replicas``; partial uploads go under
-    ``data_dir/sync/uploads``."""
+def _read(source: BinaryIO) -> Iterator[bytes]:
+    with source:
+        while block := source.read(_CHUNK):
+            yield block
+
+
+def sync_router(
+    service: SyncService, replicas: ReplicaRegistry, uploads: AttachmentUploads
+) -> APIRouter:
+    """The sync API over ``service``, ``replicas`` and attachment ``uploads``."""
     router = APIRouter(prefix="/api", tags=["sync"])
-    uploads = data_dir / "sync" / "uploads"
     catalog: Catalog = service.catalog
 
     def replica_for(replica_id: str, principal: Principal, scope: Scope) -> Replica:
@@ -195,21 +196,13 @@ def sync_router(service: SyncService, replicas: ReplicaRegistry, data_dir: Path)
             raise InvalidChangeSetError(f"the server has no change {change_id}")
         return Response(found.model_dump_json(), media_type="application/json")
 
-    def partial(replica: Replica, sha256: str) -> Path:
-        return uploads / replica.id / f"{sha256}.part"
-
     @router.get(
         "/replicas/{replica_id}/uploads/{sha256}",
         summary="How much of an attachment the server has",
     )
     def upload_state(replica_id: str, sha256: str, principal: PrincipalDep) -> dict[str, Any]:
         replica = replica_for(replica_id, principal, Scope.FEATURES_EDIT)
-        key = _sha256(sha256)
-        if catalog.blobs.exists(key):
-            return {"sha256": key, "received": catalog.blobs.size(key), "complete": True}
-        path = partial(replica, key)
-        received = path.stat().st_size if path.exists() else 0
-        return {"sha256": key, "received": received, "complete": False}
+        return asdict(uploads.state(replica.id, _sha256(sha256)))
 
     @router.put(
         "/replicas/{replica_id}/uploads/{sha256}",
@@ -224,50 +217,10 @@ def sync_router(service: SyncService, replicas: ReplicaRegistry, data_dir: Path)
         total: Annotated[int, Query(ge=0)],
     ) -> dict[str, Any]:
         replica = replica_for(replica_id, principal, Scope.FEATURES_EDIT)
-        key = _sha256(sha256)
-        if total > catalog.max_attachment_bytes:
-            raise BlobTooLargeError(
-                f"the attachment is {total:,} bytes, over the limit of "
-                f"{catalog.max_attachment_bytes:,}",
-                max_size=catalog.max_attachment_bytes,
-            )
-        if catalog.blobs.exists(key):
-            return {"sha256": key, "received": total, "complete": True}
-        path = partial(replica, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        have = path.stat().st_size if path.exists() else 0
-        if offset != have:
-            raise UploadOffsetError(
-                f"the server has {have} bytes of {key}: send from there",
-                expected=have,
-                actual=offset,
-            )
-        received = have
-        with path.open("ab") as out:
+        with uploads.open_part(replica.id, _sha256(sha256), offset=offset, total=total) as part:
             async for chunk in request.stream():
-                received += len(chunk)
-                if received > total:
-                    out.close()
-                    path.unlink(missing_ok=True)
-                    raise BlobTooLargeError(
-                        f"more than the announced {total:,} bytes came", max_size=total
-                    )
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if received < total:
-            return {"sha256": key, "received": received, "complete": False}
-        digest = hashlib.sha256()
-        with path.open("rb") as source:
-            while block := source.read(_CHUNK):
-                digest.update(block)
-        if digest.hexdigest() != key:
-            path.unlink(missing_ok=True)
-            raise BlobIntegrityError(f"the bytes sent do not hash to {key}: send them again")
-        with path.open("rb") as source:
-            await run_in_threadpool(catalog.blobs.put_stream, source)
-        path.unlink(missing_ok=True)
-        return {"sha256": key, "received": received, "complete": True}
+                part.write(chunk)
+            return asdict(await run_in_threadpool(part.finish))
 
     @router.get(
         "/replicas/{replica_id}/blobs/{sha256}",
@@ -277,10 +230,12 @@ def sync_router(service: SyncService, replicas: ReplicaRegistry, data_dir: Path)
     def blob(replica_id: str, sha256: str, principal: PrincipalDep) -> Response:
         replica_for(replica_id, principal, Scope.MAPS_READ)
         key = _sha256(sha256)
-        local = catalog.blobs.path(key)
-        if local is not None and local.exists():
-            return FileResponse(local, media_type="application/octet-stream")
-        return Response(catalog.blobs.get(key), media_type="application/octet-stream")
+        size = catalog.blobs.size(key)
+        return StreamingResponse(
+            _read(catalog.blobs.open(key)),
+            media_type="application/octet-stream",
+            headers={"Content-Length": str(size)},
+        )
 
     @router.get("/conflicts", summary="The review queue", tags=["sync"])
     def conflicts(
