@@ -22,7 +22,15 @@ SDK) maps them once.
     │   ├── BlobNotFoundError
     │   ├── BlobIntegrityError
     │   ├── BlobTooLargeError
-    │   └── InvalidBlobKeyError
+    │   ├── InvalidBlobKeyError
+    │   ├── ObjectNotFoundError
+    │   ├── ObjectTooLargeError
+    │   ├── InvalidObjectKeyError
+    │   ├── ObjectKeyConflictError
+    │   ├── InvalidByteRangeError
+    │   ├── IncompleteReadError
+    │   └── InvalidPresignedURLError
+    │       └── PresignedURLExpiredError
     ├── ContainerError
     │   ├── UnknownContainerError
     │   ├── UnsupportedTileMatrixSetError
@@ -79,6 +87,7 @@ SDK) maps them once.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 __all__ = [
@@ -103,15 +112,19 @@ __all__ = [
     "FeaturesError",
     "ImportFeaturesError",
     "IncompatibleTileMatrixSetError",
+    "IncompleteReadError",
     "InsufficientScopeError",
     "InvalidAOIError",
     "InvalidBlobKeyError",
+    "InvalidByteRangeError",
     "InvalidChangeSetError",
     "InvalidCredentialsError",
     "InvalidFeatureError",
     "InvalidFilterError",
     "InvalidLayerSchemaError",
+    "InvalidObjectKeyError",
     "InvalidOfflineParametersError",
+    "InvalidPresignedURLError",
     "InvalidScaleRangeError",
     "InvalidTileError",
     "InvalidTokenError",
@@ -126,10 +139,14 @@ __all__ = [
     "UnknownJobKindError",
     "LayerExistsError",
     "LayerNotFoundError",
+    "ObjectKeyConflictError",
+    "ObjectNotFoundError",
+    "ObjectTooLargeError",
     "OfflineError",
     "OffmapsError",
     "OffmapsWarning",
     "PackageError",
+    "PresignedURLExpiredError",
     "ReplicaNotFoundError",
     "StorageError",
     "SyncError",
@@ -240,6 +257,106 @@ class BlobTooLargeError(StorageError):
 
 class InvalidBlobKeyError(StorageError):
     """A blob key is malformed or would escape the store (``..``, absolute paths, NUL)."""
+
+
+class ObjectNotFoundError(StorageError):
+    """No object is stored under the key asked for.
+
+    Attributes:
+        key: the key asked for.
+    """
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class ObjectTooLargeError(StorageError):
+    """An object is larger than the store was asked to accept; nothing was stored.
+
+    Attributes:
+        key: the object's key.
+        max_size: the largest size accepted, in bytes.
+    """
+
+    def __init__(self, message: str, *, key: str, max_size: int) -> None:
+        super().__init__(message)
+        self.key = key
+        self.max_size = max_size
+
+
+class InvalidObjectKeyError(StorageError):
+    """An object key (or prefix) is not a relative POSIX path of safe segments: ``..``, a leading
+    ``/``, a backslash, a control character, an empty segment, or too long or deep.
+
+    Attributes:
+        key: what was given as the key (any type).
+    """
+
+    def __init__(self, message: str, *, key: object) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class ObjectKeyConflictError(StorageError):
+    """A key cannot name an object because it is, or lies below, another key's place: ``a`` and
+    ``a/b`` cannot both be objects (a folder holds one or the other).
+
+    Attributes:
+        key: the key that could not be stored.
+    """
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class InvalidByteRangeError(StorageError):
+    """A byte range is malformed: a negative or non-integer offset or length, or a length beyond
+    what one read may ask for.
+
+    Attributes:
+        offset: the offset given.
+        length: the length given.
+    """
+
+    def __init__(self, message: str, *, offset: object, length: object) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.length = length
+
+
+class IncompleteReadError(StorageError):
+    """A byte source holds fewer bytes than a read needs exactly (it is shorter, or shrank).
+
+    Attributes:
+        offset: where the read started.
+        length: the bytes asked for.
+        available: the bytes that were there.
+    """
+
+    def __init__(self, message: str, *, offset: int, length: int, available: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.length = length
+        self.available = available
+
+
+class InvalidPresignedURLError(StorageError):
+    """A presigned URL or token is malformed, tampered with, signed by another secret, or used
+    with another method or for another key than it was signed for."""
+
+
+class PresignedURLExpiredError(InvalidPresignedURLError):
+    """A presigned URL was genuine but its time is up.
+
+    Attributes:
+        expired_at: when it expired (UTC).
+    """
+
+    def __init__(self, message: str, *, expired_at: datetime) -> None:
+        super().__init__(message)
+        self.expired_at = expired_at
 
 
 # --- containers -----------------------------------------------------------------------------

@@ -35,6 +35,13 @@ from offmaps.errors import (
     InvalidTileError,
     UnsupportedTileMatrixSetError,
 )
+from offmaps.storage import (
+    BytesByteSource,
+    LocalObjectStore,
+    MemoryObjectStore,
+    ObjectByteSource,
+    ObjectStore,
+)
 from offmaps.tiling.tms import get_tms
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
 from tests.tilegen import make_tile, sample_tiles
@@ -511,6 +518,57 @@ def _good_archive() -> bytes:
 
 
 _GOOD_ARCHIVE = _good_archive()
+
+
+# --- other byte sources -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["memory", "local"])
+def test_an_archive_reads_the_same_from_an_object_store(
+    kind: str, archive: Path, tmp_path: Path
+) -> None:
+    many = random_tiles(30_000)
+    big = write(tmp_path / "big.pmtiles", many, TilesetMetadata(tile_format=TileFormat.MVT))
+    assert header_of(big)["leaf_directory_length"] > 0
+    store: ObjectStore = (
+        MemoryObjectStore() if kind == "memory" else LocalObjectStore(tmp_path / "objects")
+    )
+    for path in (archive, big):
+        with path.open("rb") as file:
+            store.put_stream(f"archives/{path.name}", file)
+        source = ObjectByteSource(store, f"archives/{path.name}")
+        with PMTilesReader(path, source=source) as reader, PMTilesReader(path) as direct:
+            assert reader.metadata == direct.metadata
+            from_store = dict(reader.iter_tiles())
+            assert from_store == dict(direct.iter_tiles())
+            for tile in random.Random(3).sample(sorted(from_store), min(200, len(from_store))):
+                assert reader.find_tile(tile) == direct.find_tile(tile)
+    assert from_store == many
+
+
+def test_an_archive_reads_from_bytes_in_memory(archive: Path) -> None:
+    with PMTilesReader(archive, source=BytesByteSource(archive.read_bytes())) as reader:
+        assert dict(reader.iter_tiles()) == our_tiles(archive)
+
+
+def test_a_truncated_object_is_corrupt(archive: Path) -> None:
+    store = MemoryObjectStore()
+    raw = archive.read_bytes()
+    store.put("cut.pmtiles", raw[: len(raw) // 2])
+    with pytest.raises(ContainerCorruptError, match="past the end") as raised:
+        PMTilesReader("cut.pmtiles", source=ObjectByteSource(store, "cut.pmtiles"))
+    assert raised.value.offset is not None
+
+
+def test_an_object_that_shrinks_while_read_is_corrupt(archive: Path) -> None:
+    store = MemoryObjectStore()
+    raw = archive.read_bytes()
+    store.put("a.pmtiles", raw)
+    reader = PMTilesReader("a.pmtiles", source=ObjectByteSource(store, "a.pmtiles"))
+    store.put("a.pmtiles", raw[: header_of(archive)["tile_data_offset"] + 1])
+    with reader, pytest.raises(ContainerCorruptError, match="truncated at byte") as raised:
+        list(reader.iter_tiles())
+    assert raised.value.offset == header_of(archive)["tile_data_offset"] + 1
 
 
 # --- verify ---------------------------------------------------------------------------------------

@@ -18,11 +18,13 @@ The JSON metadata holds ``name``, ``format`` (``png``, ``jpg``, ``webp``, ``pbf`
 ``gzip``, also in the header) and the ``extra`` keys. Zoom range, bounds and center live in the
 header only.
 
-Reading goes through one seam, ``get_bytes(offset, length)`` of a :class:`ByteSource`, so that
-the same reader can later run over HTTP or S3. Directories are checked as they are decoded: gzip
-and varint errors, entries out of order, offsets outside their section, leaves nested deeper than
-:data:`MAX_LEAF_DEPTH`; any damage is a :class:`ContainerCorruptError` naming the file and the byte
-offset. Decoded leaf directories are kept in a small LRU cache for ``find_tile``.
+Reading goes through one seam, ``get_bytes(offset, length)`` of a
+:class:`~offmaps.storage.ranges.ByteSource` (a file, bytes, an object of an object store), so
+that the same reader runs on local files and stored objects alike. Directories are checked as
+they are decoded: gzip and varint errors, entries out of order, offsets outside their section,
+leaves nested deeper than :data:`MAX_LEAF_DEPTH`; any damage is a :class:`ContainerCorruptError`
+naming the file and the byte offset. Decoded leaf directories are kept in a small LRU cache for
+``find_tile``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, Protocol
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -67,19 +69,20 @@ from offmaps.errors import (
     ContainerCorruptError,
     ContainerError,
     ContainerWriteError,
+    IncompleteReadError,
     InvalidTileError,
     OffmapsError,
+    StorageError,
     UnsupportedTileFormatError,
     UnsupportedTileMatrixSetError,
 )
+from offmaps.storage.ranges import ByteSource, FileByteSource
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
 
 __all__ = [
     "HEADER_LENGTH",
     "MAX_LEAF_DEPTH",
     "ROOT_LIMIT",
-    "ByteSource",
-    "FileSource",
     "PMTilesReader",
     "PMTilesWriter",
 ]
@@ -159,82 +162,6 @@ def _e7(value: float, limit: float) -> int:
 # --- reading ------------------------------------------------------------------------------------
 
 
-class ByteSource(Protocol):
-    """Where an archive's bytes come from: a local file now, an HTTP or S3 object later."""
-
-    @property
-    def size(self) -> int:
-        """Total size in bytes."""
-        ...
-
-    def get_bytes(self, offset: int, length: int) -> bytes:
-        """Exactly ``length`` bytes from ``offset``; ContainerCorruptError if they are not there."""
-        ...
-
-    def close(self) -> None:
-        """Release the source."""
-        ...
-
-
-class FileSource:
-    """A :class:`ByteSource` over a local file.
-
-    Args:
-        path: the file.
-
-    Raises:
-        ContainerError: when the file cannot be opened.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self._file: BinaryIO = path.open("rb")
-            self._size = os.fstat(self._file.fileno()).st_size
-        except OSError as exc:
-            raise ContainerError(f"cannot open {path}: {exc.strerror or exc}", path=path) from exc
-
-    @property
-    def size(self) -> int:
-        """The file's size when it was opened."""
-        return self._size
-
-    def get_bytes(self, offset: int, length: int) -> bytes:
-        """Exactly ``length`` bytes from ``offset``.
-
-        Raises:
-            ContainerCorruptError: when the range lies outside the file (or it shrank).
-            ContainerError: on an I/O error.
-        """
-        if offset < 0 or length < 0 or offset + length > self._size:
-            raise ContainerCorruptError(
-                f"{self.path}: {length} bytes at byte {offset} lie past the end of the file "
-                f"({self._size} bytes)",
-                path=self.path,
-                offset=offset,
-            )
-        try:
-            self._file.seek(offset)
-            data = self._file.read(length)
-        except OSError as exc:
-            raise ContainerError(
-                f"{self.path}: cannot read {length} bytes at byte {offset}: {exc.strerror or exc}",
-                path=self.path,
-            ) from exc
-        if len(data) != length:
-            raise ContainerCorruptError(
-                f"{self.path}: file truncated at byte {offset + len(data)} "
-                f"(wanted {length} bytes at byte {offset})",
-                path=self.path,
-                offset=offset + len(data),
-            )
-        return data
-
-    def close(self) -> None:
-        """Close the file."""
-        self._file.close()
-
-
 class _Entry(NamedTuple):
     """One directory entry; ``run_length`` 0 means it points at a leaf directory."""
 
@@ -287,7 +214,8 @@ class PMTilesReader(ReaderBase):
 
     Args:
         path: the ``.pmtiles`` file (named in errors).
-        source: where to read the bytes from; a :class:`FileSource` over ``path`` by default.
+        source: where to read the bytes from (an ``ObjectByteSource``, say); a
+            ``FileByteSource`` over ``path`` by default. The reader closes it.
 
     Raises:
         ContainerError: when the file cannot be opened or uses an unsupported internal
@@ -298,7 +226,12 @@ class PMTilesReader(ReaderBase):
 
     def __init__(self, path: Path | str, *, source: ByteSource | None = None) -> None:
         self.path = Path(path)
-        self._source: ByteSource = source if source is not None else FileSource(self.path)
+        if source is None:
+            try:
+                source = FileByteSource(self.path)
+            except StorageError as exc:
+                raise ContainerError(str(exc), path=self.path) from exc
+        self._source: ByteSource = source
         self._leaves: OrderedDict[tuple[int, int], _Directory] = OrderedDict()
         try:
             self._header = self._read_header()
@@ -316,9 +249,21 @@ class PMTilesReader(ReaderBase):
     def _corrupt(self, message: str, offset: int | None) -> ContainerCorruptError:
         return ContainerCorruptError(f"{self.path}: {message}", path=self.path, offset=offset)
 
+    def _read(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset``; a source that ends first means damage."""
+        try:
+            return self._source.get_bytes(offset, length)
+        except IncompleteReadError as exc:
+            end = exc.offset + exc.available
+            raise self._corrupt(
+                f"truncated at byte {end} (wanted {length} bytes at byte {offset})", end
+            ) from None
+        except StorageError as exc:
+            raise ContainerError(f"{self.path}: {exc}", path=self.path) from exc
+
     def _read_header(self) -> HeaderDict:
         size = self._source.size
-        raw = self._source.get_bytes(0, min(size, HEADER_LENGTH))
+        raw = self._read(0, min(size, HEADER_LENGTH))
         if not raw.startswith(_MAGIC[: len(raw)]) or not raw:
             raise self._corrupt("not a PMTiles archive (no 'PMTiles' magic at byte 0)", 0)
         if len(raw) > len(_MAGIC) and raw[7] != _VERSION:
@@ -373,7 +318,7 @@ class PMTilesReader(ReaderBase):
         offset, length = self._header["metadata_offset"], self._header["metadata_length"]
         if length == 0:
             return {}
-        raw = self._source.get_bytes(offset, length)
+        raw = self._read(offset, length)
         try:
             document = json.loads(self._inflate(raw, _MAX_METADATA_BYTES))
         except (zlib.error, ValueError) as exc:  # JSONDecodeError and UnicodeError are ValueErrors
@@ -387,7 +332,7 @@ class PMTilesReader(ReaderBase):
     def _read_directory(self, offset: int, length: int, *, depth: int) -> _Directory:
         """Read, decode and check one directory (root at depth 0)."""
         what = "root directory" if depth == 0 else "leaf directory"
-        raw = self._source.get_bytes(offset, length)
+        raw = self._read(offset, length)
         try:
             self._inflate(raw, _MAX_DIRECTORY_BYTES)  # checks the size and integrity first
             if self._header["internal_compression"] is Compression.NONE:
@@ -477,7 +422,7 @@ class PMTilesReader(ReaderBase):
             yield from self._walk(child, depth + 1, stop, wanted)
 
     def _read_tile(self, entry: _Entry) -> bytes:
-        return self._source.get_bytes(self._header["tile_data_offset"] + entry.offset, entry.length)
+        return self._read(self._header["tile_data_offset"] + entry.offset, entry.length)
 
     # --- metadata -------------------------------------------------------------------------------
 

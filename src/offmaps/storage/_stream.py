@@ -1,43 +1,56 @@
-"""Chunks of a blob being put, from a binary file or an iterable, with the size limit checked."""
+"""Chunks of bytes being put, from a binary file or an iterable, with the size limit checked."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
-from offmaps.errors import BlobTooLargeError
+from offmaps.errors import BlobTooLargeError, StorageError
 
-__all__ = ["CHUNK_SIZE", "check_max_size", "iter_chunks"]
+__all__ = ["CHUNK_SIZE", "Chunks", "check_max_size", "iter_chunks"]
 
 CHUNK_SIZE = 1024 * 1024
 """Bytes read at a time from binary files, and hashed at a time when verifying."""
 
+Chunks = BinaryIO | Iterable[bytes | bytearray | memoryview]
+"""What a streaming put reads: a binary file, or an iterable of bytes-like chunks."""
+
 
 def check_max_size(max_size: int | None) -> None:
     """Refuse a negative (or non-integer) size limit before anything is written."""
-    if max_size is not None and (not isinstance(max_size, int) or max_size < 0):
+    if max_size is not None and (
+        not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 0
+    ):
         raise ValueError(f"max_size must be a non-negative integer or None, not {max_size!r}")
 
 
+def _blob_too_large(max_size: int) -> StorageError:
+    return BlobTooLargeError(
+        f"blob is larger than the {max_size:,} bytes allowed", max_size=max_size
+    )
+
+
 def iter_chunks(
-    stream: BinaryIO | Iterable[bytes | bytearray | memoryview], max_size: int | None
+    stream: Chunks,
+    max_size: int | None,
+    *,
+    too_large: Callable[[int], StorageError] = _blob_too_large,
 ) -> Iterator[bytes]:
-    """The non-empty chunks of ``stream``; raises ``BlobTooLargeError`` once more than
-    ``max_size`` bytes have come, before yielding the chunk that crosses the limit."""
+    """The non-empty chunks of ``stream``; raises ``too_large(max_size)`` (a
+    ``BlobTooLargeError`` by default) once more than ``max_size`` bytes have come, before
+    yielding the chunk that crosses the limit."""
     # a binary file is also an iterable of lines: read it in fixed chunks instead
     chunks: Iterable[object] = _read_chunks(stream) if hasattr(stream, "read") else stream
     total = 0
     for chunk in chunks:
         if not isinstance(chunk, bytes | bytearray | memoryview):
-            raise TypeError(f"blob content must be bytes, not {type(chunk).__name__}")
+            raise TypeError(f"content must be bytes, not {type(chunk).__name__}")
         data = bytes(chunk)
         if not data:
             continue
         total += len(data)
         if max_size is not None and total > max_size:
-            raise BlobTooLargeError(
-                f"blob is larger than the {max_size:,} bytes allowed", max_size=max_size
-            )
+            raise too_large(max_size)
         yield data
 
 

@@ -102,5 +102,10 @@ class BlobStore(Protocol):
         ...
 
     def path(self, sha256: str) -> Path | None:
-        """The local file holding a blob, when the store keeps blobs as files, else ``None``."""
+        """The local file holding a blob, when the store keeps blobs as files, else ``None``.
+
+        Deprecated: it ties callers to a local folder (an S3 store has no path). Stream the
+        bytes with :meth:`open` and send :meth:`size` as their length instead; ``path`` stays
+        only until the server's last caller has moved.
+        """
         ...

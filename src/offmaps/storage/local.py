@@ -137,7 +137,8 @@ class LocalBlobStore:
             raise BlobNotFoundError(f"no blob {sha256}", key=sha256) from None
 
     def path(self, sha256: str) -> Path:
-        """The file holding a blob (to serve it with ``sendfile``, say); do not write to it."""
+        """The file holding a blob; do not write to it. Deprecated: use :meth:`open` and
+        :meth:`size` (see ``BlobStore.path``)."""
         path = self._file(sha256)
         if not path.is_file():
             raise BlobNotFoundError(f"no blob {sha256}", key=sha256)
