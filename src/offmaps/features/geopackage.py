@@ -80,12 +80,11 @@ from offmaps.features.model import (
     Update,
 )
 from offmaps.features.store import MAX_PAGE_SIZE, fields_from_stored, fields_json
+from offmaps.geopackage import create_core
 from offmaps.types import BBox
 
 __all__ = ["GeoPackageStore", "ScannedRow"]
 
-APPLICATION_ID = 0x47504B47  # "GPKG"
-USER_VERSION = 10200  # GeoPackage 1.2.0
 STORE_FORMAT = "1"
 _BATCH = 500
 CACHE_KIB = 64 * 1024
@@ -125,24 +124,15 @@ _GLOBALID_DEFAULT = (
     f"substr('89ab', 1 + (random() & 3), 1) || substr({_hex(4)}, 2) || '-' || {_hex(12)})"
 )
 
-_SCHEMA = (
-    "CREATE TABLE gpkg_spatial_ref_sys (srs_name TEXT NOT NULL, "
-    "srs_id INTEGER NOT NULL PRIMARY KEY, organization TEXT NOT NULL, "
-    "organization_coordsys_id INTEGER NOT NULL, definition TEXT NOT NULL, description TEXT)",
-    "CREATE TABLE gpkg_contents (table_name TEXT NOT NULL PRIMARY KEY, "
-    "data_type TEXT NOT NULL, identifier TEXT UNIQUE, description TEXT DEFAULT '', "
-    "last_change DATETIME NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')), "
-    "min_x DOUBLE, min_y DOUBLE, max_x DOUBLE, max_y DOUBLE, srs_id INTEGER, "
-    "CONSTRAINT fk_gc_r_srs_id FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys(srs_id))",
+_GEOMETRY_COLUMNS = (
     "CREATE TABLE gpkg_geometry_columns (table_name TEXT NOT NULL, column_name TEXT NOT NULL, "
     "geometry_type_name TEXT NOT NULL, srs_id INTEGER NOT NULL, z TINYINT NOT NULL, "
     "m TINYINT NOT NULL, CONSTRAINT pk_geom_cols PRIMARY KEY (table_name, column_name), "
     "CONSTRAINT uk_gc_table_name UNIQUE (table_name), "
     "CONSTRAINT fk_gc_tn FOREIGN KEY (table_name) REFERENCES gpkg_contents(table_name), "
-    "CONSTRAINT fk_gc_srs FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys (srs_id))",
-    "CREATE TABLE gpkg_extensions (table_name TEXT, column_name TEXT, "
-    "extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL, "
-    "CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))",
+    "CONSTRAINT fk_gc_srs FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys (srs_id))"
+)
+_SCHEMA = (
     "CREATE TABLE offmaps_store (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE offmaps_layers (name TEXT NOT NULL PRIMARY KEY, position INTEGER NOT NULL, "
     "title TEXT, geometry_type TEXT, srid INTEGER NOT NULL, fields TEXT NOT NULL)",
@@ -600,9 +590,8 @@ class GeoPackageStore(AttachmentsBase[sqlite3.Connection]):
             raise FeatureStoreError(f"{path}: cannot create the GeoPackage: {exc}") from None
         try:
             with conn:
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {USER_VERSION}")
                 conn.execute("BEGIN")
+                create_core(conn, [_GEOMETRY_COLUMNS])
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.executemany(
