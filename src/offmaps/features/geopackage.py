@@ -534,9 +534,9 @@ class _Layer:
 
 @dataclass(frozen=True, slots=True)
 class _SQLiteDialect:
-    """The store's SQL for the shared journal and attachment code: global ids as text,
-    date-times as GeoPackage ``DATETIME`` text (see :class:`~offmaps.features.dialect.
-    StoreDialect`)."""
+    """The store's SQL for the shared journal and attachment code (a
+    :class:`~offmaps.features.dialect.StoreDialect`): global ids as text, date-times as
+    GeoPackage ``DATETIME`` text."""
 
     mark: str = "?"
     journal_table: str = "offmaps_journal"

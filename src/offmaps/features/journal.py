@@ -4,8 +4,9 @@ Every write transaction takes the next generation and journals each change it ma
 ``offmaps_journal`` (``id, generation, layer, globalid, kind, version, changed_at,
 attachment_id``), in the same transaction. Each backend writes its edits' entries itself, in
 bulk; :class:`JournalBase` holds what is the same SQL in both, over the backend's
-:class:`~offmaps.features.dialect.StoreDialect`: reading the journal (:meth:`~JournalBase.
-iter_changes`, :meth:`~JournalBase.last_change`) and journaling an attachment change.
+:class:`~offmaps.features.dialect.StoreDialect`: reading the journal
+(:meth:`~JournalBase.iter_changes`, :meth:`~JournalBase.last_change`) and journaling an
+attachment change.
 """
 
 from __future__ import annotations

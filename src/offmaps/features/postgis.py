@@ -275,9 +275,9 @@ class _Layer:
 
 @dataclass(frozen=True, slots=True)
 class _PostgresDialect:
-    """A store's SQL for the shared journal and attachment code: its schema's tables, global
-    ids as ``uuid``, date-times as ``timestamptz`` (see :class:`~offmaps.features.dialect.
-    StoreDialect`)."""
+    """A store's SQL for the shared journal and attachment code (a
+    :class:`~offmaps.features.dialect.StoreDialect`): its schema's tables, global ids as
+    ``uuid``, date-times as ``timestamptz``."""
 
     journal_table: str
     attachments_table: str
