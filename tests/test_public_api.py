@@ -11,6 +11,7 @@ MODULES = [
     "offmaps.errors",
     "offmaps.types",
     "offmaps.tiling",
+    "offmaps.geopackage",
     "offmaps.containers",
     "offmaps.features",
     "offmaps.storage",

@@ -621,6 +621,22 @@ def test_journal_records_every_change_with_generations(hydrants: FeatureStore) -
     assert hydrants.generation() == 3
 
 
+def test_iter_changes_of_some_layers(hydrants: FeatureStore) -> None:
+    hydrants.create_layer(INSPECTIONS)
+    a = insert(hydrants)
+    (note,) = hydrants.apply_edits([Insert("inspections", {"result": "ok"})])
+    assert note is not None
+    b = insert(hydrants)
+    assert [c.global_id for c in hydrants.iter_changes(layers=["hydrants"])] == [
+        a.global_id,
+        b.global_id,
+    ]
+    assert [c.global_id for c in hydrants.iter_changes(layers=["inspections", "nope"])] == [
+        note.global_id
+    ]
+    assert list(hydrants.iter_changes(layers=[])) == []
+
+
 def test_last_change_is_the_newest_row_change(hydrants: FeatureStore) -> None:
     feature = insert(hydrants)
     entry = hydrants.last_change("hydrants", feature.global_id)
@@ -730,6 +746,28 @@ def test_attachments(hydrants: FeatureStore) -> None:
     hydrants.apply_edits([Delete("hydrants", feature.global_id)])
     with pytest.raises(AttachmentNotFoundError):
         hydrants.get_attachment("hydrants", second.attachment_id)
+
+
+def test_ids_that_are_not_uuids_are_refused_or_found_nowhere(hydrants: FeatureStore) -> None:
+    feature = insert(hydrants)
+    attachment = hydrants.add_attachment(
+        "hydrants", feature.global_id, name="a.jpg", content_type="image/jpeg", size=3, sha256=SHA
+    )
+    as_text = str(attachment.attachment_id)
+    with pytest.raises(AttachmentNotFoundError):
+        hydrants.get_attachment("hydrants", as_text)  # type: ignore[arg-type]
+    assert hydrants.last_change("hydrants", str(feature.global_id)) is None  # type: ignore[arg-type]
+    with pytest.raises(InvalidFeatureError, match="UUID"):
+        hydrants.add_attachment(
+            "hydrants",
+            feature.global_id,
+            name="b.jpg",
+            content_type="image/jpeg",
+            size=3,
+            sha256=SHA,
+            attachment_id=str(uuid.uuid4()),  # type: ignore[arg-type]
+        )
+    assert hydrants.list_attachments("hydrants", feature.global_id) == (attachment,)
 
 
 @pytest.mark.parametrize(

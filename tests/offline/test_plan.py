@@ -256,6 +256,17 @@ def test_parameters_round_trip_as_json() -> None:
     assert again == parameters
 
 
+@pytest.mark.parametrize("option", ["exclude", "include", "use_authored_settings"])
+def test_online_only_options_keep_their_wire_values(option: str) -> None:
+    parameters = create_default_parameters(webmap(), HELSINKI, 100_000, 5_000)
+    assert parameters.model_dump(mode="json")["online_only_services_option"] == (
+        "use_authored_settings"
+    )
+    wire = parameters.model_dump(mode="json") | {"online_only_services_option": option}
+    again = GenerateOfflineMapParameters.model_validate(wire)
+    assert again.model_dump(mode="json")["online_only_services_option"] == option
+
+
 def test_an_area_outside_the_maps_extent_is_refused() -> None:
     placed = webmap(initial_extent=[24.93, 60.16, 24.96, 60.18])
     parameters = create_default_parameters(placed, area_from_bbox(10, 10, 11, 11))

@@ -539,6 +539,10 @@ def test_relationship_ids_are_unique() -> None:
         ({"sync_direction": "sideways"}, r"offline\.sync_direction"),
         ({"update_mode": "sometimes"}, r"offline\.update_mode"),
         ({"online_only_option": "use_authored"}, r"offline\.online_only_option"),
+        (
+            {"online_only_option": "use_authored_settings"},
+            r"offline\.online_only_option: Input should be 'exclude' or 'include'",
+        ),
         ({"reference_basemap_filename": "../basemap.tpkx"}, "without folders"),
         ({"reference_basemap_filename": ".."}, "without folders"),
         ({"reference_basemap_directory": "a\nb"}, "one line"),

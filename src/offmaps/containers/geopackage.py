@@ -56,15 +56,12 @@ from offmaps.errors import (
     UnsupportedTileFormatError,
     UnsupportedTileMatrixSetError,
 )
+from offmaps.geopackage import APPLICATION_ID, USER_VERSION, create_core
 from offmaps.tiling.tms import tms_crs, tms_from_json
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
 
 __all__ = ["GeoPackageReader", "GeoPackageWriter"]
 
-APPLICATION_ID = 0x47504B47
-"""``GPKG``: the SQLite application id of GeoPackage 1.2 and later."""
-USER_VERSION = 10200
-"""GeoPackage 1.2.0, the version written."""
 _OLD_APPLICATION_IDS = (0x47503130, 0x47503131)  # GP10, GP11
 
 METADATA_TABLE = "offmaps_tileset"
@@ -82,15 +79,7 @@ _OFFMAPS_DEFINITION = (
     "attribution, center, vector_layers, OGC TileMatrixSet JSON); see the offmaps docs"
 )
 
-_SCHEMA = (
-    "CREATE TABLE gpkg_spatial_ref_sys (srs_name TEXT NOT NULL, "
-    "srs_id INTEGER NOT NULL PRIMARY KEY, organization TEXT NOT NULL, "
-    "organization_coordsys_id INTEGER NOT NULL, definition TEXT NOT NULL, description TEXT)",
-    "CREATE TABLE gpkg_contents (table_name TEXT NOT NULL PRIMARY KEY, "
-    "data_type TEXT NOT NULL, identifier TEXT UNIQUE, description TEXT DEFAULT '', "
-    "last_change DATETIME NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')), "
-    "min_x DOUBLE, min_y DOUBLE, max_x DOUBLE, max_y DOUBLE, srs_id INTEGER, "
-    "CONSTRAINT fk_gc_r_srs_id FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys(srs_id))",
+_TILE_TABLES = (
     "CREATE TABLE gpkg_tile_matrix_set (table_name TEXT NOT NULL PRIMARY KEY, "
     "srs_id INTEGER NOT NULL, min_x DOUBLE NOT NULL, min_y DOUBLE NOT NULL, "
     "max_x DOUBLE NOT NULL, max_y DOUBLE NOT NULL, "
@@ -103,11 +92,10 @@ _SCHEMA = (
     "pixel_x_size DOUBLE NOT NULL, pixel_y_size DOUBLE NOT NULL, "
     "CONSTRAINT pk_ttm PRIMARY KEY (table_name, zoom_level), "
     "CONSTRAINT fk_tmm_table_name FOREIGN KEY (table_name) REFERENCES gpkg_contents(table_name))",
-    "CREATE TABLE gpkg_extensions (table_name TEXT, column_name TEXT, "
-    "extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL, "
-    "CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))",
+)
+_METADATA_SCHEMA = (
     "CREATE TABLE offmaps_tileset (table_name TEXT NOT NULL, key TEXT NOT NULL, "
-    "value TEXT NOT NULL, PRIMARY KEY (table_name, key))",
+    "value TEXT NOT NULL, PRIMARY KEY (table_name, key))"
 )
 
 _VT_SCHEMA = (
@@ -314,10 +302,8 @@ class GeoPackageWriter(SQLiteWriterBase):
         super().__init__(path, metadata, overwrite=overwrite)
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        conn.execute(f"PRAGMA user_version = {USER_VERSION}")
-        for statement in _SCHEMA:
-            conn.execute(statement)
+        create_core(conn, _TILE_TABLES)
+        conn.execute(_METADATA_SCHEMA)
         conn.execute(self._sql.create)
 
     def _add(self, tile: Tile, data: bytes) -> None:

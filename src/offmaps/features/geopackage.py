@@ -47,7 +47,6 @@ from pyproj.enums import WktVersion
 from shapely.geometry.base import BaseGeometry
 
 from offmaps.errors import (
-    AttachmentNotFoundError,
     FeatureNotFoundError,
     FeatureStoreError,
     InvalidFeatureError,
@@ -57,7 +56,6 @@ from offmaps.errors import (
 )
 from offmaps.features._validate import (
     check_added_field,
-    check_attachment,
     check_layer_schema,
     check_properties,
     check_relationship,
@@ -65,9 +63,9 @@ from offmaps.features._validate import (
     normalise_geometry,
     parse_datetime,
 )
+from offmaps.features.attachments import AttachmentsBase
 from offmaps.features.filters import FieldType, SQLDialect, compile_filter
 from offmaps.features.model import (
-    Attachment,
     ChangeKind,
     Delete,
     Edit,
@@ -77,18 +75,16 @@ from offmaps.features.model import (
     Field,
     GeometryType,
     Insert,
-    JournalEntry,
     LayerSchema,
     Relationship,
     Update,
 )
 from offmaps.features.store import MAX_PAGE_SIZE, fields_from_stored, fields_json
+from offmaps.geopackage import create_core
 from offmaps.types import BBox
 
 __all__ = ["GeoPackageStore", "ScannedRow"]
 
-APPLICATION_ID = 0x47504B47  # "GPKG"
-USER_VERSION = 10200  # GeoPackage 1.2.0
 STORE_FORMAT = "1"
 _BATCH = 500
 CACHE_KIB = 64 * 1024
@@ -114,7 +110,6 @@ ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 _JOURNAL_ROW_INDEX = (
     "CREATE INDEX IF NOT EXISTS offmaps_journal_row ON offmaps_journal (layer, globalid)"
 )
-_ROW_KINDS = (ChangeKind.INSERT.value, ChangeKind.UPDATE.value, ChangeKind.DELETE.value)
 
 
 def _hex(digits: int) -> str:
@@ -129,24 +124,15 @@ _GLOBALID_DEFAULT = (
     f"substr('89ab', 1 + (random() & 3), 1) || substr({_hex(4)}, 2) || '-' || {_hex(12)})"
 )
 
-_SCHEMA = (
-    "CREATE TABLE gpkg_spatial_ref_sys (srs_name TEXT NOT NULL, "
-    "srs_id INTEGER NOT NULL PRIMARY KEY, organization TEXT NOT NULL, "
-    "organization_coordsys_id INTEGER NOT NULL, definition TEXT NOT NULL, description TEXT)",
-    "CREATE TABLE gpkg_contents (table_name TEXT NOT NULL PRIMARY KEY, "
-    "data_type TEXT NOT NULL, identifier TEXT UNIQUE, description TEXT DEFAULT '', "
-    "last_change DATETIME NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')), "
-    "min_x DOUBLE, min_y DOUBLE, max_x DOUBLE, max_y DOUBLE, srs_id INTEGER, "
-    "CONSTRAINT fk_gc_r_srs_id FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys(srs_id))",
+_GEOMETRY_COLUMNS = (
     "CREATE TABLE gpkg_geometry_columns (table_name TEXT NOT NULL, column_name TEXT NOT NULL, "
     "geometry_type_name TEXT NOT NULL, srs_id INTEGER NOT NULL, z TINYINT NOT NULL, "
     "m TINYINT NOT NULL, CONSTRAINT pk_geom_cols PRIMARY KEY (table_name, column_name), "
     "CONSTRAINT uk_gc_table_name UNIQUE (table_name), "
     "CONSTRAINT fk_gc_tn FOREIGN KEY (table_name) REFERENCES gpkg_contents(table_name), "
-    "CONSTRAINT fk_gc_srs FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys (srs_id))",
-    "CREATE TABLE gpkg_extensions (table_name TEXT, column_name TEXT, "
-    "extension_name TEXT NOT NULL, definition TEXT NOT NULL, scope TEXT NOT NULL, "
-    "CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))",
+    "CONSTRAINT fk_gc_srs FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys (srs_id))"
+)
+_SCHEMA = (
     "CREATE TABLE offmaps_store (key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE offmaps_layers (name TEXT NOT NULL PRIMARY KEY, position INTEGER NOT NULL, "
     "title TEXT, geometry_type TEXT, srid INTEGER NOT NULL, fields TEXT NOT NULL)",
@@ -546,11 +532,42 @@ class _Layer:
         return Feature(UUID(row[1]), int(row[2]), properties, shape)
 
 
-class GeoPackageStore:
+@dataclass(frozen=True, slots=True)
+class _SQLiteDialect:
+    """The store's SQL for the shared journal and attachment code (a
+    :class:`~offmaps.features.dialect.StoreDialect`): global ids as text, date-times as
+    GeoPackage ``DATETIME`` text."""
+
+    mark: str = "?"
+    journal_table: str = "offmaps_journal"
+    attachments_table: str = "offmaps_attachments"
+    attachment_order: str = "rowid"
+    duplicate_errors: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+    value_errors: tuple[type[Exception], ...] = ()
+
+    def bind_id(self, value: UUID) -> object:
+        return str(value)
+
+    def read_id(self, value: Any) -> UUID:
+        return UUID(value)
+
+    def bind_time(self, moment: datetime) -> object:
+        return _timestamp(moment)
+
+    def read_time(self, value: Any) -> datetime:
+        return parse_datetime(value)
+
+    def any_of(self, column: str, values: Sequence[object]) -> tuple[str, list[object]]:
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
+
+
+class GeoPackageStore(AttachmentsBase[sqlite3.Connection]):
     """A feature service kept in one GeoPackage file (see the module docs).
 
     Open with :meth:`create` or :meth:`open`; safe to share between threads.
     """
+
+    _dialect = _SQLiteDialect()
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
@@ -573,9 +590,8 @@ class GeoPackageStore:
             raise FeatureStoreError(f"{path}: cannot create the GeoPackage: {exc}") from None
         try:
             with conn:
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {USER_VERSION}")
                 conn.execute("BEGIN")
+                create_core(conn, [_GEOMETRY_COLUMNS])
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.executemany(
@@ -702,6 +718,12 @@ class GeoPackageStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held for one read."""
+        with self._lock:
+            yield self._conn
 
     @contextmanager
     def _schema_change(self) -> Iterator[sqlite3.Connection]:
@@ -1264,6 +1286,12 @@ class GeoPackageStore:
             raise _not_found(layer, global_id)
         return layer.row_to_feature(row, geometry=geometry)
 
+    def _row_version(
+        self, conn: sqlite3.Connection, layer: str, global_id: UUID, *, lock: bool
+    ) -> int:
+        # a write transaction holds the database's write lock: nothing to lock row by row
+        return self._fid_version(conn, self._layer(layer), global_id)[1]
+
     @staticmethod
     def _fid_version(conn: sqlite3.Connection, layer: _Layer, global_id: UUID) -> tuple[int, int]:
         row = conn.execute(
@@ -1450,155 +1478,13 @@ class GeoPackageStore:
         return BBox(*(float(v) for v in row))
 
     # --- journal ---------------------------------------------------------------------------
+    # iter_changes, last_change and the attachment methods: AttachmentsBase and JournalBase,
+    # over _dialect and the hooks _read, _write, _layer and _row_version
 
     def generation(self) -> int:
         """The generation of the last committed write (0 for a new store)."""
         with self._lock:
             return self._generation(self._conn)
-
-    def iter_changes(
-        self, since: int = 0, *, layers: Sequence[str] | None = None
-    ) -> Iterator[JournalEntry]:
-        """Journal entries with a generation ``> since``, oldest first, read in batches."""
-        wanted = set(layers) if layers is not None else None
-        last = 0
-        while True:
-            with self._lock:
-                rows = self._conn.execute(
-                    "SELECT id, generation, layer, globalid, kind, version, changed_at, "
-                    "attachment_id FROM offmaps_journal WHERE generation > ? AND id > ? "
-                    "ORDER BY id LIMIT ?",
-                    (since, last, _BATCH),
-                ).fetchall()
-            for row in rows:
-                if wanted is None or row[2] in wanted:
-                    yield _journal_entry(row[1:])
-            if len(rows) < _BATCH:
-                return
-            last = rows[-1][0]
-
-    def last_change(self, layer: str, global_id: UUID) -> JournalEntry | None:
-        """The newest insert, update or delete journaled for a row, or ``None`` (see the
-        protocol); read through the journal's index by row."""
-        with self._lock:
-            self._layer(layer)
-            row = self._conn.execute(
-                "SELECT generation, layer, globalid, kind, version, changed_at, attachment_id "
-                "FROM offmaps_journal WHERE layer = ? AND globalid = ? AND kind IN (?, ?, ?) "
-                "ORDER BY id DESC LIMIT 1",
-                (layer, str(global_id), *_ROW_KINDS),
-            ).fetchone()
-        return None if row is None else _journal_entry(row)
-
-    # --- attachments -----------------------------------------------------------------------
-
-    def add_attachment(
-        self,
-        layer: str,
-        global_id: UUID,
-        *,
-        name: str,
-        content_type: str,
-        size: int,
-        sha256: str,
-        attachment_id: UUID | None = None,
-    ) -> Attachment:
-        """Record an attachment whose bytes are already in the blob store under ``sha256``."""
-        check_attachment(name, content_type, size, sha256)
-        created = _now()
-        attachment = Attachment(
-            attachment_id=attachment_id or uuid.uuid4(),
-            layer=layer,
-            global_id=global_id,
-            name=name,
-            content_type=content_type,
-            size=size,
-            sha256=sha256,
-            created_at=created.replace(microsecond=created.microsecond // 1000 * 1000),
-        )
-        with self._write() as (conn, generation):
-            row = self._row(conn, self._layer(layer), global_id)
-            try:
-                conn.execute(
-                    "INSERT INTO offmaps_attachments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        str(attachment.attachment_id),
-                        layer,
-                        str(global_id),
-                        name,
-                        content_type,
-                        size,
-                        sha256,
-                        _timestamp(attachment.created_at),
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise InvalidFeatureError(
-                    f"attachment {attachment.attachment_id} exists already"
-                ) from None
-            self._journal_attachment(
-                conn, generation, attachment, row.version, ChangeKind.ATTACHMENT_ADD
-            )
-        return attachment
-
-    @staticmethod
-    def _journal_attachment(
-        conn: sqlite3.Connection,
-        generation: int,
-        attachment: Attachment,
-        version: int,
-        kind: ChangeKind,
-    ) -> None:
-        conn.execute(
-            "INSERT INTO offmaps_journal (generation, layer, globalid, kind, version, "
-            "changed_at, attachment_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                generation,
-                attachment.layer,
-                str(attachment.global_id),
-                kind.value,
-                version,
-                _timestamp(_now()),
-                str(attachment.attachment_id),
-            ),
-        )
-
-    def list_attachments(self, layer: str, global_id: UUID) -> tuple[Attachment, ...]:
-        """The attachments of a row, oldest first; raises ``FeatureNotFoundError``."""
-        with self._lock:
-            self._row(self._conn, self._layer(layer), global_id)
-            rows = self._conn.execute(
-                "SELECT * FROM offmaps_attachments WHERE layer = ? AND globalid = ? "
-                "ORDER BY created_at, rowid",
-                (layer, str(global_id)),
-            ).fetchall()
-        return tuple(_attachment(row) for row in rows)
-
-    def get_attachment(self, layer: str, attachment_id: UUID) -> Attachment:
-        """One attachment; raises ``AttachmentNotFoundError``."""
-        with self._lock:
-            self._layer(layer)
-            row = self._conn.execute(
-                "SELECT * FROM offmaps_attachments WHERE layer = ? AND attachment_id = ?",
-                (layer, str(attachment_id)),
-            ).fetchone()
-        if row is None:
-            raise AttachmentNotFoundError(f"{layer!r} has no attachment {attachment_id}")
-        return _attachment(row)
-
-    def delete_attachment(self, layer: str, attachment_id: UUID) -> None:
-        """Remove an attachment's record (its blob may be shared and stays)."""
-        attachment = self.get_attachment(layer, attachment_id)
-        with self._write() as (conn, generation):
-            row = self._row(conn, self._layer(layer), attachment.global_id)
-            deleted = conn.execute(
-                "DELETE FROM offmaps_attachments WHERE attachment_id = ?", (str(attachment_id),)
-            ).rowcount
-            if not deleted:
-                raise AttachmentNotFoundError(f"{layer!r} has no attachment {attachment_id}")
-            self._journal_attachment(
-                conn, generation, attachment, row.version, ChangeKind.ATTACHMENT_DELETE
-            )
 
 
 def _rows_by_global_id(
@@ -1633,35 +1519,9 @@ def _journal_of(edit: Edit) -> tuple[str, str, str, int]:
     return edit.layer, str(edit.global_id), ChangeKind.DELETE.value, version
 
 
-def _journal_entry(row: Sequence[Any]) -> JournalEntry:
-    """A journal row: generation, layer, globalid, kind, version, changed_at, attachment_id."""
-    return JournalEntry(
-        generation=row[0],
-        layer=row[1],
-        global_id=UUID(row[2]),
-        kind=ChangeKind(row[3]),
-        version=row[4],
-        changed_at=parse_datetime(row[5]),
-        attachment_id=UUID(row[6]) if row[6] else None,
-    )
-
-
 def _not_found(layer: _Layer, global_id: UUID) -> FeatureNotFoundError:
     return FeatureNotFoundError(
         f"{layer.schema.name!r} has no row {global_id}",
         layer=layer.schema.name,
         global_id=str(global_id),
-    )
-
-
-def _attachment(row: Sequence[Any]) -> Attachment:
-    return Attachment(
-        attachment_id=UUID(row[0]),
-        layer=row[1],
-        global_id=UUID(row[2]),
-        name=row[3],
-        content_type=row[4],
-        size=row[5],
-        sha256=row[6],
-        created_at=parse_datetime(row[7]),
     )

@@ -38,7 +38,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeAlias
@@ -50,7 +50,6 @@ from psycopg import sql
 from shapely.geometry.base import BaseGeometry
 
 from offmaps.errors import (
-    AttachmentNotFoundError,
     FeatureNotFoundError,
     FeatureStoreError,
     InvalidFeatureError,
@@ -62,16 +61,15 @@ from offmaps.errors import (
 )
 from offmaps.features._validate import (
     check_added_field,
-    check_attachment,
     check_layer_schema,
     check_properties,
     check_relationship,
     check_version,
     normalise_geometry,
 )
+from offmaps.features.attachments import AttachmentsBase
 from offmaps.features.filters import FieldType, SQLDialect, compile_filter
 from offmaps.features.model import (
-    Attachment,
     ChangeKind,
     Delete,
     Edit,
@@ -81,7 +79,6 @@ from offmaps.features.model import (
     Field,
     GeometryType,
     Insert,
-    JournalEntry,
     LayerSchema,
     Relationship,
     Update,
@@ -111,7 +108,6 @@ _GEOMETRY_TYPES = {kind: sql.SQL(kind.value) for kind in GeometryType}
 _JOURNAL_ROW_INDEX = (
     "CREATE INDEX IF NOT EXISTS offmaps_journal_row ON {s}.offmaps_journal (layer, globalid)"
 )
-_ROW_KINDS = [ChangeKind.INSERT.value, ChangeKind.UPDATE.value, ChangeKind.DELETE.value]
 
 _SCHEMA = (
     "CREATE TABLE {s}.offmaps_store (singleton boolean PRIMARY KEY DEFAULT true "
@@ -132,9 +128,6 @@ _SCHEMA = (
     "name text NOT NULL, content_type text NOT NULL, size bigint NOT NULL, "
     "sha256 text NOT NULL, created_at timestamptz NOT NULL)",
     "CREATE INDEX ON {s}.offmaps_attachments (layer, globalid)",
-)
-_ATTACHMENT_COLUMNS = sql.SQL(
-    "attachment_id, layer, globalid, name, content_type, size, sha256, created_at"
 )
 
 _Connection: TypeAlias = psycopg.Connection[tuple[Any, ...]]
@@ -280,7 +273,46 @@ class _Layer:
         return Feature(row[1], int(row[2]), properties, geometry)
 
 
-class PostGISStore:
+@dataclass(frozen=True, slots=True)
+class _PostgresDialect:
+    """A store's SQL for the shared journal and attachment code (a
+    :class:`~offmaps.features.dialect.StoreDialect`): its schema's tables, global ids as
+    ``uuid``, date-times as ``timestamptz``."""
+
+    journal_table: str
+    attachments_table: str
+    mark: str = "%s"
+    attachment_order: str = "position"
+    duplicate_errors: tuple[type[Exception], ...] = (psycopg.errors.UniqueViolation,)
+    value_errors: tuple[type[Exception], ...] = (psycopg.DataError,)
+
+    @classmethod
+    def of(cls, schema: str) -> _PostgresDialect:
+        """The dialect of the store in ``schema``."""
+        return cls(
+            sql.Identifier(schema, "offmaps_journal").as_string(),
+            sql.Identifier(schema, "offmaps_attachments").as_string(),
+        )
+
+    def bind_id(self, value: UUID) -> object:
+        return value
+
+    def read_id(self, value: Any) -> UUID:
+        identifier: UUID = value  # psycopg reads uuid columns as UUID
+        return identifier
+
+    def bind_time(self, moment: datetime) -> object:
+        return _milliseconds(moment)
+
+    def read_time(self, value: Any) -> datetime:
+        moment: datetime = value.astimezone(UTC)
+        return moment
+
+    def any_of(self, column: str, values: Sequence[object]) -> tuple[str, list[object]]:
+        return f"{column} = ANY(%s)", [list(values)]
+
+
+class PostGISStore(AttachmentsBase[_Connection]):
     """A feature service kept in one PostgreSQL schema with PostGIS (see the module docs).
 
     Open with :meth:`create` or :meth:`open`; safe to share between threads.
@@ -296,6 +328,7 @@ class PostGISStore:
         self._closed = False
         self._lock = threading.RLock()
         self._s = sql.Identifier(schema)
+        self._dialect = _PostgresDialect.of(schema)
         self._layers: dict[str, _Layer] = {}
         with self._lock, _database_errors(f"schema {schema!r}"):
             self._load_layers()
@@ -792,6 +825,9 @@ class PostGISStore:
             )
         return layer.row_to_feature(row)
 
+    def _row_version(self, conn: _Connection, layer: str, global_id: UUID, *, lock: bool) -> int:
+        return self._row(conn, self._layer(layer), global_id, lock=lock).version
+
     @staticmethod
     def _insert_values(layer: _Layer, edit: Insert) -> tuple[Feature, list[object]]:
         """The row an insert adds, and the parameters of ``layer.insert`` that store it."""
@@ -981,6 +1017,8 @@ class PostGISStore:
         return BBox(*(float(v) for v in row))
 
     # --- journal ---------------------------------------------------------------------------
+    # iter_changes, last_change and the attachment methods: AttachmentsBase and JournalBase,
+    # over _dialect and the hooks _read, _write, _layer and _row_version
 
     def generation(self) -> int:
         """The generation of the last committed write (0 for a new store)."""
@@ -991,171 +1029,6 @@ class PostGISStore:
         if row is None:
             raise FeatureStoreError(f"schema {self.schema!r} has lost its store row")
         return int(row[0])
-
-    def iter_changes(
-        self, since: int = 0, *, layers: Sequence[str] | None = None
-    ) -> Iterator[JournalEntry]:
-        """Journal entries with a generation ``> since``, oldest first, read in batches."""
-        layer_clause = sql.SQL("" if layers is None else " AND layer = ANY(%s)")
-        layer_params: list[object] = [] if layers is None else [list(layers)]
-        statement = sql.SQL(
-            "SELECT id, generation, layer, globalid, kind, version, changed_at, attachment_id "
-            "FROM {}.offmaps_journal WHERE generation > %s{} AND id > %s ORDER BY id LIMIT %s"
-        ).format(self._s, layer_clause)
-        last = 0
-        while True:
-            with self._read() as conn:
-                rows = conn.execute(statement, [since, *layer_params, last, _BATCH]).fetchall()
-            for row in rows:
-                yield _journal_entry(row[1:])
-            if len(rows) < _BATCH:
-                return
-            last = rows[-1][0]
-
-    def last_change(self, layer: str, global_id: UUID) -> JournalEntry | None:
-        """The newest insert, update or delete journaled for a row, or ``None`` (see the
-        protocol); read through the journal's index by row."""
-        with self._read() as conn:
-            self._layer(layer)
-            row = None
-            if isinstance(global_id, UUID):  # anything else would be a driver error
-                row = conn.execute(
-                    sql.SQL(
-                        "SELECT generation, layer, globalid, kind, version, changed_at, "
-                        "attachment_id FROM {}.offmaps_journal WHERE layer = %s "
-                        "AND globalid = %s AND kind = ANY(%s) ORDER BY id DESC LIMIT 1"
-                    ).format(self._s),
-                    (layer, global_id, _ROW_KINDS),
-                ).fetchone()
-        return None if row is None else _journal_entry(row)
-
-    # --- attachments -----------------------------------------------------------------------
-
-    def add_attachment(
-        self,
-        layer: str,
-        global_id: UUID,
-        *,
-        name: str,
-        content_type: str,
-        size: int,
-        sha256: str,
-        attachment_id: UUID | None = None,
-    ) -> Attachment:
-        """Record an attachment whose bytes are already in the blob store under ``sha256``."""
-        check_attachment(name, content_type, size, sha256)
-        attachment = Attachment(
-            attachment_id=attachment_id or uuid.uuid4(),
-            layer=layer,
-            global_id=global_id,
-            name=name,
-            content_type=content_type,
-            size=size,
-            sha256=sha256,
-            created_at=_now(),
-        )
-        if not isinstance(attachment.attachment_id, UUID):
-            raise InvalidFeatureError("attachment_id must be a UUID")
-        with self._write() as (conn, generation):
-            row = self._row(conn, self._layer(layer), global_id, lock=True)
-            try:
-                conn.execute(
-                    sql.SQL(
-                        "INSERT INTO {}.offmaps_attachments ({}) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                    ).format(self._s, _ATTACHMENT_COLUMNS),
-                    (
-                        attachment.attachment_id,
-                        layer,
-                        global_id,
-                        name,
-                        content_type,
-                        size,
-                        sha256,
-                        attachment.created_at,
-                    ),
-                )
-            except psycopg.errors.UniqueViolation:
-                raise InvalidFeatureError(
-                    f"attachment {attachment.attachment_id} exists already"
-                ) from None
-            except psycopg.DataError as exc:
-                raise InvalidFeatureError(f"the attachment cannot be stored: {exc}") from None
-            self._journal_attachment(
-                conn, generation, attachment, row.version, ChangeKind.ATTACHMENT_ADD
-            )
-        return attachment
-
-    def _journal_attachment(
-        self,
-        conn: _Connection,
-        generation: int,
-        attachment: Attachment,
-        version: int,
-        kind: ChangeKind,
-    ) -> None:
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {}.offmaps_journal (generation, layer, globalid, kind, version, "
-                "changed_at, attachment_id) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            ).format(self._s),
-            (
-                generation,
-                attachment.layer,
-                attachment.global_id,
-                kind.value,
-                version,
-                _now(),
-                attachment.attachment_id,
-            ),
-        )
-
-    def list_attachments(self, layer: str, global_id: UUID) -> tuple[Attachment, ...]:
-        """The attachments of a row, oldest first; raises ``FeatureNotFoundError``."""
-        with self._read() as conn:
-            self._row(conn, self._layer(layer), global_id)
-            rows = conn.execute(
-                sql.SQL(
-                    "SELECT {} FROM {}.offmaps_attachments "
-                    "WHERE layer = %s AND globalid = %s ORDER BY created_at, position"
-                ).format(_ATTACHMENT_COLUMNS, self._s),
-                (layer, global_id),
-            ).fetchall()
-        return tuple(_attachment(row) for row in rows)
-
-    def get_attachment(self, layer: str, attachment_id: UUID) -> Attachment:
-        """One attachment; raises ``AttachmentNotFoundError``."""
-        with self._read() as conn:
-            self._layer(layer)
-            row = None
-            if isinstance(attachment_id, UUID):
-                row = conn.execute(
-                    sql.SQL(
-                        "SELECT {} FROM {}.offmaps_attachments "
-                        "WHERE layer = %s AND attachment_id = %s"
-                    ).format(_ATTACHMENT_COLUMNS, self._s),
-                    (layer, attachment_id),
-                ).fetchone()
-        if row is None:
-            raise AttachmentNotFoundError(f"{layer!r} has no attachment {attachment_id}")
-        return _attachment(row)
-
-    def delete_attachment(self, layer: str, attachment_id: UUID) -> None:
-        """Remove an attachment's record (its blob may be shared and stays)."""
-        attachment = self.get_attachment(layer, attachment_id)
-        with self._write() as (conn, generation):
-            row = self._row(conn, self._layer(layer), attachment.global_id, lock=True)
-            deleted = conn.execute(
-                sql.SQL("DELETE FROM {}.offmaps_attachments WHERE attachment_id = %s").format(
-                    self._s
-                ),
-                (attachment_id,),
-            ).rowcount
-            if not deleted:
-                raise AttachmentNotFoundError(f"{layer!r} has no attachment {attachment_id}")
-            self._journal_attachment(
-                conn, generation, attachment, row.version, ChangeKind.ATTACHMENT_DELETE
-            )
 
 
 def _where_sql(clauses: Sequence[sql.Composable]) -> sql.Composable:
@@ -1168,29 +1041,3 @@ def _filter_error(exc: psycopg.DataError) -> OffmapsError:
     """A filter that PostgreSQL cannot evaluate (division by zero, overflow, NUL in text)."""
     detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return InvalidFilterError(f"the filter cannot be evaluated: {detail}")
-
-
-def _journal_entry(row: Sequence[Any]) -> JournalEntry:
-    """A journal row: generation, layer, globalid, kind, version, changed_at, attachment_id."""
-    return JournalEntry(
-        generation=int(row[0]),
-        layer=row[1],
-        global_id=row[2],
-        kind=ChangeKind(row[3]),
-        version=int(row[4]),
-        changed_at=row[5].astimezone(UTC),
-        attachment_id=row[6],
-    )
-
-
-def _attachment(row: Sequence[Any]) -> Attachment:
-    return Attachment(
-        attachment_id=row[0],
-        layer=row[1],
-        global_id=row[2],
-        name=row[3],
-        content_type=row[4],
-        size=int(row[5]),
-        sha256=row[6],
-        created_at=row[7].astimezone(UTC),
-    )

@@ -30,6 +30,7 @@ from offmaps.errors import InvalidAOIError
 from offmaps.schemas import (
     AttachmentOption,
     AttachmentSyncDirection,
+    OnlineOnlyOption,
     UpdateMode,
 )
 from offmaps.tiling import AreaOfInterest
@@ -82,13 +83,10 @@ class DestinationTableRowFilter(StrEnum):
     """Every row."""
 
 
-class OnlineOnlyServicesOption(StrEnum):
-    """What becomes of online-only layers (ArcGIS ``OnlineOnlyServicesOption``)."""
-
-    EXCLUDE = "exclude"
-    INCLUDE = "include"
-    USE_AUTHORED_SETTINGS = "use_authored_settings"
-    """The web map author's choice (``offline.online_only_option``)."""
+OnlineOnlyServicesOption = OnlineOnlyOption
+"""What becomes of online-only layers (ArcGIS ``OnlineOnlyServicesOption``): the web map's
+:class:`~offmaps.schemas.webmap.OnlineOnlyOption`, under the name the offline map parameters
+of the ArcGIS SDKs give it."""
 
 
 class TileArchiveFormat(StrEnum):

@@ -24,6 +24,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -31,6 +32,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from offmaps.errors import InvalidWebMapError
 from offmaps.schemas._cql2 import MAX_EXPRESSION_LENGTH, check_cql2_text
@@ -409,12 +411,33 @@ class UpdateMode(StrEnum):
 
 
 class OnlineOnlyOption(StrEnum):
-    """What becomes of online-only layers offline (ArcGIS ``OnlineOnlyServicesOption``)."""
+    """What becomes of online-only layers offline (ArcGIS ``OnlineOnlyServicesOption``).
+
+    The web map's own setting (``offline.online_only_option``) is ``exclude`` or ``include``;
+    offline map parameters may also defer to it (``use_authored_settings``).
+    """
 
     EXCLUDE = "exclude"
     """They are left out of the offline map."""
     INCLUDE = "include"
     """They are kept, drawn only while a connection is available."""
+    USE_AUTHORED_SETTINGS = "use_authored_settings"
+    """The web map author's choice (``offline.online_only_option``): for offline map
+    parameters only."""
+
+
+def _authored_online_only_option(value: object) -> object:
+    # the web map is where the authored settings are: it cannot defer to them
+    if value not in (OnlineOnlyOption.EXCLUDE, OnlineOnlyOption.INCLUDE):
+        expected = "'exclude' or 'include'"
+        raise PydanticCustomError("enum", f"Input should be {expected}", {"expected": expected})
+    return value
+
+
+_AuthoredOnlineOnlyOption = Annotated[
+    OnlineOnlyOption, BeforeValidator(_authored_online_only_option)
+]
+"""An :class:`OnlineOnlyOption` a web map author chooses: ``exclude`` or ``include``."""
 
 
 class OfflineSettings(_Model):
@@ -431,7 +454,7 @@ class OfflineSettings(_Model):
     """Whether the offline map syncs at all (ArcGIS ``updateMode``)."""
     conflict_policy: ConflictPolicy = ConflictPolicy.MANUAL
     """How true sync conflicts are settled, unless a layer says otherwise (docs/sync.md)."""
-    online_only_option: OnlineOnlyOption = OnlineOnlyOption.EXCLUDE
+    online_only_option: _AuthoredOnlineOnlyOption = OnlineOnlyOption.EXCLUDE
     """What becomes of online-only layers (ArcGIS ``onlineOnlyServicesOption``)."""
     include_basemap: bool = True
     """Whether the basemap is taken offline (ArcGIS ``includeBasemap``)."""
