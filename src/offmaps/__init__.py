@@ -5,17 +5,23 @@ checks this; docs/architecture.md has the table):
 
 - ``errors``, ``types``: the exception tree, and the values every layer shares (``Tile``,
   ``BBox``, ``TileFormat``...).
-- ``schemas``: the documents on the wire (web maps, change sets), as pydantic models;
+- ``schemas``: the documents on the wire (web maps, change sets, jobs), as pydantic models;
   ``tiling``: tile matrix sets, areas of interest and exact tile covers, pure maths;
-  ``storage``: content-addressed byte stores; ``geopackage``: the GeoPackage core.
+  ``storage``: content-addressed blobs and keyed objects, with ranged reads and presigned URLs;
+  ``geopackage``: the GeoPackage core; ``access``: principals, scopes and sharing rules;
+  ``settings``: the server's typed settings.
 - ``containers``: tile archives and folders behind reader and writer protocols;
   ``features``: feature services (layers, rows, change journal, attachments) in GeoPackage or
   PostGIS stores behind one protocol.
-- ``sync``: version vectors and the three-way merge of offline edits, pure;
-  ``sample``: the Helsinki sample data, from OpenStreetMap.
-- ``offline``: offline map parameters and plans, extraction, the offline package, and the
-  device side of sync.
-- ``server``: the HTTP server (``create_app``); ``client``: the SDK over HTTP.
+- ``sync``: version vectors and the three-way merge of offline edits, pure; ``sources``: tile
+  sources and their caches; ``jobs``: job kinds, stores and runners; ``state``: the server's
+  users, web maps and replicas behind store protocols.
+- ``catalog``: a server's feature services, tile layers, web maps and who may use them;
+  ``replicas``: the server side of sync.
+- ``offline``: offline map parameters and plans, extraction, package generation, the offline
+  package, and the device side of sync; ``sample``: the Helsinki sample data and web map.
+- ``services``: every service of a server, built from its settings.
+- ``server``: the HTTP edge (``create_app``); ``client``: the SDK over HTTP.
 - ``cli``: the ``offmaps`` command.
 """
 

@@ -568,7 +568,8 @@ def test_attachment_blobs_added_offline_are_fine(package: Path) -> None:
     blobs.put(PHOTO)  # the listed one again
     report = verify_package(package)
     assert report.ok, report.problems
-    assert blobs.path(ref.sha256).relative_to(package).as_posix() not in {
+    key = ref.sha256
+    assert f"attachments/{key[:2]}/{key[2:4]}/{key}" not in {
         entry.path for entry in read_manifest(package).files
     }
 

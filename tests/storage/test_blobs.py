@@ -155,7 +155,6 @@ def test_malformed_keys_are_refused_by_every_method(store: BlobStore, key: str) 
         store.size,
         store.delete,
         store.verify,
-        store.path,
     ]
     for call in calls:
         with pytest.raises(InvalidBlobKeyError):
@@ -179,7 +178,7 @@ def test_hostile_keys_never_touch_the_filesystem(tmp_path: Path) -> None:
 
 def test_missing_blobs_are_not_found(store: BlobStore) -> None:
     assert not store.exists(MISSING)
-    for call in (store.get, store.open, store.size, store.delete, store.verify, store.path):
+    for call in (store.get, store.open, store.size, store.delete, store.verify):
         with pytest.raises(BlobNotFoundError) as raised:
             call(MISSING)
         assert raised.value.key == MISSING
@@ -236,7 +235,6 @@ def test_local_layout_is_two_levels_of_key_prefixes(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path / "blobs")
     store.put(DATA)
     path = tmp_path / "blobs" / KEY[:2] / KEY[2:4] / KEY
-    assert store.path(KEY) == path
     assert path.read_bytes() == DATA
 
 
@@ -251,7 +249,7 @@ def test_local_store_creates_its_folder_lazily(tmp_path: Path) -> None:
 def test_verify_detects_bytes_damaged_on_disk(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path)
     store.put(DATA)
-    store.path(KEY).write_bytes(b"offline maps, online edit!")
+    (tmp_path / KEY[:2] / KEY[2:4] / KEY).write_bytes(b"offline maps, online edit!")
     with pytest.raises(BlobIntegrityError, match=KEY):
         store.verify(KEY)
 
@@ -259,7 +257,7 @@ def test_verify_detects_bytes_damaged_on_disk(tmp_path: Path) -> None:
 def test_putting_again_repairs_a_damaged_blob(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path)
     store.put(DATA)
-    store.path(KEY).write_bytes(DATA.upper())
+    (tmp_path / KEY[:2] / KEY[2:4] / KEY).write_bytes(DATA.upper())
     assert store.put(DATA) == BlobRef(KEY, len(DATA))
     store.verify(KEY)
     assert store.get(KEY) == DATA
@@ -317,12 +315,6 @@ def test_an_unwritable_root_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(StorageError):
         LocalBlobStore(tmp_path / "file" / "blobs").put(DATA)
-
-
-def test_memory_blobs_have_no_path() -> None:
-    store = MemoryBlobStore()
-    store.put(DATA)
-    assert store.path(KEY) is None
 
 
 def test_the_public_names_exist() -> None:

@@ -38,7 +38,7 @@ import lark
 from pygeofilter import ast, values  # type: ignore[import-untyped]
 
 from offmaps.errors import InvalidFilterError, UnsupportedFilterError
-from offmaps.schemas._cql2 import cql2_text_parser, too_deep_at
+from offmaps.schemas.cql2 import cql2_text_parser, too_deep_at
 
 __all__ = [
     "MAX_FILTER_DEPTH",

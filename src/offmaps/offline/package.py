@@ -51,6 +51,7 @@ from pydantic import (
 from offmaps.containers import TileReader, open_reader, parse_location
 from offmaps.errors import ContainerError, FeaturesError, OffmapsError, PackageError
 from offmaps.features.geopackage import GeoPackageStore
+from offmaps.geopackage import APPLICATION_ID
 
 __all__ = [
     "GEOPACKAGE_APPLICATION_ID",
@@ -85,7 +86,7 @@ MANIFEST_NAME = "package.json"
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024
 """The largest manifest read or written, in bytes."""
 
-GEOPACKAGE_APPLICATION_ID = 0x47504B47
+GEOPACKAGE_APPLICATION_ID = APPLICATION_ID
 """SQLite ``application_id`` of a GeoPackage (``"GPKG"``)."""
 
 LayerKind = Literal["feature", "table", "vector_tile", "raster_tile", "online_only"]

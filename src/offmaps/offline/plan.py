@@ -28,7 +28,6 @@ from offmaps.offline.parameters import (
     LayerKind,
     OfflineCapability,
     OfflineMapCapabilities,
-    OnlineOnlyServicesOption,
     SyncModel,
 )
 from offmaps.schemas import (
@@ -145,7 +144,7 @@ def create_default_parameters(
             attachment_sync_direction=settings.attachment_sync_direction,
             return_schema_only_for_editable_layers=settings.return_schema_only_for_editable_layers,
             update_mode=settings.update_mode,
-            online_only_services_option=OnlineOnlyServicesOption.USE_AUTHORED_SETTINGS,
+            online_only_services_option=OnlineOnlyOption.USE_AUTHORED_SETTINGS,
         )
     except ValueError as exc:
         raise InvalidOfflineParametersError(_first_error(exc)) from None
@@ -328,9 +327,9 @@ def _tile_layers(webmap: WebMap, parameters: GenerateOfflineMapParameters) -> li
 
 def _keep_online(webmap: WebMap, parameters: GenerateOfflineMapParameters) -> bool:
     option = parameters.online_only_services_option
-    if option is OnlineOnlyServicesOption.USE_AUTHORED_SETTINGS:
+    if option is OnlineOnlyOption.USE_AUTHORED_SETTINGS:
         return webmap.offline.online_only_option is OnlineOnlyOption.INCLUDE
-    return option is OnlineOnlyServicesOption.INCLUDE
+    return option is OnlineOnlyOption.INCLUDE
 
 
 def intersect_scales(

@@ -35,8 +35,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from offmaps.errors import InvalidWebMapError
-from offmaps.schemas._cql2 import MAX_EXPRESSION_LENGTH, check_cql2_text
 from offmaps.schemas.changeset import ConflictPolicy
+from offmaps.schemas.cql2 import MAX_EXPRESSION_LENGTH, check_cql2_text
 
 __all__ = [
     "MAX_WEBMAP_BYTES",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from offmaps.errors import InvalidBlobKeyError
@@ -99,13 +98,4 @@ class BlobStore(Protocol):
 
     def verify(self, sha256: str) -> None:
         """Hash a blob's bytes again; raises ``BlobIntegrityError`` when they do not match."""
-        ...
-
-    def path(self, sha256: str) -> Path | None:
-        """The local file holding a blob, when the store keeps blobs as files, else ``None``.
-
-        Deprecated: it ties callers to a local folder (an S3 store has no path). Stream the
-        bytes with :meth:`open` and send :meth:`size` as their length instead; ``path`` stays
-        only until the server's last caller has moved.
-        """
         ...

@@ -136,14 +136,6 @@ class LocalBlobStore:
         except FileNotFoundError:
             raise BlobNotFoundError(f"no blob {sha256}", key=sha256) from None
 
-    def path(self, sha256: str) -> Path:
-        """The file holding a blob; do not write to it. Deprecated: use :meth:`open` and
-        :meth:`size` (see ``BlobStore.path``)."""
-        path = self._file(sha256)
-        if not path.is_file():
-            raise BlobNotFoundError(f"no blob {sha256}", key=sha256)
-        return path
-
     def iter_keys(self) -> Iterator[str]:
         """Yield the key of every stored blob, in ascending order."""
         for first in _subfolders(self.root):

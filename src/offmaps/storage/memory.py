@@ -6,7 +6,6 @@ import hashlib
 import io
 import threading
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import BinaryIO
 
 from offmaps.errors import BlobIntegrityError, BlobNotFoundError
@@ -75,11 +74,6 @@ class MemoryBlobStore:
     def size(self, sha256: str) -> int:
         """The size of a blob in bytes."""
         return len(self._bytes(sha256))
-
-    def path(self, sha256: str) -> Path | None:
-        """Always ``None``: memory blobs have no file (raises for missing blobs all the same)."""
-        self._bytes(sha256)
-        return None
 
     def iter_keys(self) -> Iterator[str]:
         """Yield the key of every stored blob, in ascending order (a snapshot)."""
