@@ -30,7 +30,7 @@ from offmaps.errors import (
 )
 from offmaps.server.fastpath import TileFastPath
 from offmaps.server.problems import install_problem_handlers
-from offmaps.server.tiles import tiles_router
+from offmaps.server.rest.tiles import tiles_router
 from offmaps.sources import (
     MAX_UPSTREAM_TILE_BYTES,
     ArchiveTileSource,

@@ -14,13 +14,14 @@ from offmaps.access import Principal
 from offmaps.catalog import Catalog
 from offmaps.server.auth import TokenService, auth_router, current_principal
 from offmaps.server.fastpath import TileFastPath
-from offmaps.server.features_api import features_router
 from offmaps.server.links import base_url
-from offmaps.server.offline_api import offline_router
 from offmaps.server.problems import install_problem_handlers, problem_response
-from offmaps.server.sync_api import sync_router
-from offmaps.server.tiles import tiles_router
-from offmaps.server.webmaps_api import webmaps_router
+from offmaps.server.rest.attachments import attachments_router
+from offmaps.server.rest.features import features_router
+from offmaps.server.rest.offline import offline_router
+from offmaps.server.rest.sync import sync_router
+from offmaps.server.rest.tiles import tiles_router
+from offmaps.server.rest.webmaps import webmaps_router
 from offmaps.services import build_services
 from offmaps.settings import ServerSettings
 
@@ -159,6 +160,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     catalog = services.catalog
     app.include_router(auth_router(tokens, services.users))
     app.include_router(features_router())
+    app.include_router(attachments_router())
     app.include_router(
         tiles_router(catalog.tile_sources, dependencies=[Depends(_check_tile_access)])
     )

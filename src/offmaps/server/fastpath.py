@@ -21,7 +21,7 @@ from collections.abc import Callable, Container, Mapping
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from offmaps.errors import OffmapsError
-from offmaps.server.tiles import CACHE_CONTROL, EXTENSIONS, etag_matches, etag_of
+from offmaps.server.rest.tiles import CACHE_CONTROL, EXTENSIONS, etag_matches, etag_of
 from offmaps.sources import ArchiveTileSource, TileSource
 from offmaps.types import Tile, TileCompression
 

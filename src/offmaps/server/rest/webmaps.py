@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from offmaps.access import Principal, Scope, can_read, check_can_write
 from offmaps.catalog import Catalog
 from offmaps.errors import InvalidWebMapError, LayerNotFoundError, WebMapNotFoundError
 from offmaps.schemas import FeatureLayerRef, TableRef, TileLayerRef, WebMap, parse_webmap
-from offmaps.server.auth import current_principal
 from offmaps.server.links import base_url
+from offmaps.server.rest.deps import CatalogDep, PrincipalDep
 
 __all__ = ["check_references", "visible_map", "webmaps_router"]
 
 MAX_WEBMAP_BYTES = 5 * 1024 * 1024
-
-
-def _catalog(request: Request) -> Catalog:
-    catalog: Catalog = request.app.state.catalog
-    return catalog
-
-
-CatalogDep = Annotated[Catalog, Depends(_catalog)]
-PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
 def check_references(webmap: WebMap, catalog: Catalog) -> None:

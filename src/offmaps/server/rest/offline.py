@@ -12,14 +12,13 @@ serialise.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
 from offmaps.access import Principal, Scope
-from offmaps.catalog import Catalog
 from offmaps.errors import JobNotFoundError
 from offmaps.jobs import Job, JobRunner, job_document
 from offmaps.offline.generate import (
@@ -34,9 +33,9 @@ from offmaps.offline.parameters import (
     GenerateOfflineMapParameters,
 )
 from offmaps.offline.plan import get_capabilities
-from offmaps.server.auth import current_principal
 from offmaps.server.links import base_url
-from offmaps.server.webmaps_api import visible_map
+from offmaps.server.rest.deps import CatalogDep, PrincipalDep
+from offmaps.server.rest.webmaps import visible_map
 
 __all__ = ["OfflineRequest", "offline_router"]
 
@@ -48,15 +47,6 @@ class OfflineRequest(BaseModel):
 
     parameters: GenerateOfflineMapParameters
     overrides: GenerateOfflineMapParameterOverrides | None = None
-
-
-def _catalog(request: Request) -> Catalog:
-    catalog: Catalog = request.app.state.catalog
-    return catalog
-
-
-CatalogDep = Annotated[Catalog, Depends(_catalog)]
-PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
 def _document(job: Job, request: Request) -> dict[str, Any]:

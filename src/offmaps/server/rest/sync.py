@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Annotated, Any, BinaryIO, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,7 +39,7 @@ from offmaps.errors import (
 )
 from offmaps.replicas import AttachmentUploads, SyncService
 from offmaps.schemas.changeset import ChangeResult, ChangeSet, ChangeSetResult
-from offmaps.server.auth import current_principal
+from offmaps.server.rest.deps import PrincipalDep
 from offmaps.state.replicas import Replica, ReplicaRegistry
 from offmaps.sync.collector import collection_paused
 
@@ -47,7 +47,6 @@ __all__ = ["sync_router"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1024 * 1024
-PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
 class ResolveRequest(BaseModel):

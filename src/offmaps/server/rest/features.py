@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, UploadFile
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from offmaps.access import Principal
 from offmaps.catalog import Catalog, EditOperation
-from offmaps.errors import FeatureNotFoundError, InvalidFeatureError
+from offmaps.errors import InvalidFeatureError
 from offmaps.features.model import Delete, FeatureQuery, Insert, Update
-from offmaps.features.store import MAX_PAGE_SIZE, FeatureStore
-from offmaps.server.auth import current_principal
+from offmaps.features.store import MAX_PAGE_SIZE
 from offmaps.server.geojson import check_crs84, feature_to_geojson, parse_feature_body
 from offmaps.server.links import base_url
+from offmaps.server.rest.deps import CatalogDep, PrincipalDep, parse_uuid
 from offmaps.types import BBox
 
 __all__ = ["GEOJSON", "features_router"]
@@ -35,23 +33,6 @@ GEOJSON = "application/geo+json"
 _BODY_TYPES = frozenset({GEOJSON, "application/json", "application/merge-patch+json"})
 _ITEMS_PARAMS = frozenset({"limit", "offset", "bbox", "bbox-crs", "filter", "filter-lang", "f"})
 _CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
-_ATTACHMENT_CHUNK = 256 * 1024
-
-
-def _catalog(request: Request) -> Catalog:
-    catalog: Catalog = request.app.state.catalog
-    return catalog
-
-
-CatalogDep = Annotated[Catalog, Depends(_catalog)]
-PrincipalDep = Annotated[Principal, Depends(current_principal)]
-
-
-def _uuid(value: str, what: str = "feature") -> UUID:
-    try:
-        return UUID(value)
-    except ValueError:
-        raise FeatureNotFoundError(f"no {what} {value[:64]!r}: ids are UUIDs") from None
 
 
 def _parse_bbox(text: str) -> BBox:
@@ -223,7 +204,7 @@ def features_router() -> APIRouter:
     ) -> JSONResponse:
         service, schema = catalog.check_read(principal, collection_id)
         store = catalog.feature_service(service)
-        feature = store.get_feature(schema.name, _uuid(feature_id))
+        feature = store.get_feature(schema.name, parse_uuid(feature_id))
         body = feature_to_geojson(feature, schema)
         base = base_url(request)
         body["links"] = [
@@ -277,7 +258,7 @@ def features_router() -> APIRouter:
         catalog.check_editable_fields(principal, collection_id, body.properties)
         edit = Update(
             schema.name,
-            _uuid(feature_id),
+            parse_uuid(feature_id),
             properties=body.properties,
             geometry=body.geometry,
             set_geometry=body.has_geometry or replace,
@@ -330,11 +311,10 @@ def features_router() -> APIRouter:
         principal: PrincipalDep,
     ) -> Response:
         service, schema = catalog.check_edit(principal, collection_id, EditOperation.DELETE)
-        edit = Delete(schema.name, _uuid(feature_id), base_version=_if_match(request))
+        edit = Delete(schema.name, parse_uuid(feature_id), base_version=_if_match(request))
         catalog.feature_service(service).apply_edits([edit])
         return Response(status_code=204)
 
-    _attachment_routes(router)
     return router
 
 
@@ -363,128 +343,3 @@ def _quote(value: str) -> str:
     from urllib.parse import quote  # noqa: PLC0415 - only needed for paging links
 
     return quote(value, safe="")
-
-
-def _attachment_routes(router: APIRouter) -> None:
-    prefix = "/collections/{collection_id}/items/{feature_id}/attachments"
-
-    @router.get(prefix, summary="Attachments of a feature")
-    def attachments(
-        collection_id: str,
-        feature_id: str,
-        request: Request,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-    ) -> dict[str, Any]:
-        service, schema = catalog.check_read(principal, collection_id)
-        listed = catalog.feature_service(service).list_attachments(schema.name, _uuid(feature_id))
-        base = f"{base_url(request)}/collections/{collection_id}/items/{feature_id}/attachments"
-        return {
-            "attachments": [
-                {
-                    "id": str(a.attachment_id),
-                    "name": a.name,
-                    "contentType": a.content_type,
-                    "size": a.size,
-                    "sha256": a.sha256,
-                    "created": a.created_at.isoformat().replace("+00:00", "Z"),
-                    "href": f"{base}/{a.attachment_id}",
-                }
-                for a in listed
-            ]
-        }
-
-    @router.post(prefix, summary="Attach a file to a feature", status_code=201)
-    async def add_attachment(
-        collection_id: str,
-        feature_id: str,
-        file: UploadFile,
-        request: Request,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-    ) -> JSONResponse:
-        service, schema = catalog.check_edit(principal, collection_id, EditOperation.UPDATE)
-        store = catalog.feature_service(service)
-        global_id = _uuid(feature_id)
-        await run_in_threadpool(store.get_feature, schema.name, global_id)
-        name = _attachment_name(file.filename)
-        content_type = (file.content_type or "application/octet-stream")[:127]
-
-        def chunks() -> Iterator[bytes]:
-            while chunk := file.file.read(_ATTACHMENT_CHUNK):
-                yield chunk
-
-        ref = await run_in_threadpool(
-            catalog.blobs.put_stream, chunks(), max_size=catalog.max_attachment_bytes
-        )
-        attachment = await run_in_threadpool(
-            lambda: store.add_attachment(
-                schema.name,
-                global_id,
-                name=name,
-                content_type=content_type,
-                size=ref.size,
-                sha256=ref.sha256,
-            )
-        )
-        href = f"{base_url(request)}{request.url.path}/{attachment.attachment_id}"
-        return JSONResponse(
-            {"id": str(attachment.attachment_id), "sha256": ref.sha256, "size": ref.size},
-            status_code=201,
-            headers={"Location": href},
-        )
-
-    @router.get(prefix + "/{attachment_id}", summary="The bytes of one attachment")
-    def attachment(
-        collection_id: str,
-        feature_id: str,
-        attachment_id: str,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-    ) -> StreamingResponse:
-        service, schema = catalog.check_read(principal, collection_id)
-        store = catalog.feature_service(service)
-        found = store.get_attachment(schema.name, _uuid(attachment_id, "attachment"))
-        if str(found.global_id) != str(_uuid(feature_id)):
-            raise FeatureNotFoundError("this attachment belongs to another feature")
-        stream = catalog.blobs.open(found.sha256)
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                while chunk := await run_in_threadpool(stream.read, _ATTACHMENT_CHUNK):
-                    yield chunk
-            finally:
-                stream.close()
-
-        disposition = f"inline; filename*=UTF-8''{_quote(found.name)}"
-        return StreamingResponse(
-            body(),
-            media_type=found.content_type,
-            headers={
-                "Content-Length": str(found.size),
-                "ETag": f'"{found.sha256}"',
-                "Content-Disposition": disposition,
-            },
-        )
-
-    @router.delete(prefix + "/{attachment_id}", summary="Remove an attachment", status_code=204)
-    def delete_attachment(
-        collection_id: str,
-        feature_id: str,
-        attachment_id: str,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-    ) -> Response:
-        service, schema = catalog.check_edit(principal, collection_id, EditOperation.UPDATE)
-        store: FeatureStore = catalog.feature_service(service)
-        found = store.get_attachment(schema.name, _uuid(attachment_id, "attachment"))
-        if str(found.global_id) != str(_uuid(feature_id)):
-            raise FeatureNotFoundError("this attachment belongs to another feature")
-        store.delete_attachment(schema.name, found.attachment_id)
-        return Response(status_code=204)
-
-
-def _attachment_name(filename: str | None) -> str:
-    name = (filename or "attachment").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if c.isprintable())[:255]
-    return name or "attachment"

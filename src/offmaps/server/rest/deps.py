@@ -1,0 +1,37 @@
+"""What every router's handlers are given: the catalog, the caller, and parsed ids."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, Request
+
+from offmaps.access import Principal
+from offmaps.catalog import Catalog
+from offmaps.errors import FeatureNotFoundError
+from offmaps.server.auth import current_principal
+
+__all__ = ["CatalogDep", "PrincipalDep", "get_catalog", "parse_uuid"]
+
+
+def get_catalog(request: Request) -> Catalog:
+    """The catalog of the application serving ``request``."""
+    catalog: Catalog = request.app.state.catalog
+    return catalog
+
+
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def parse_uuid(value: str, what: str = "feature") -> UUID:
+    """A feature's or attachment's id from a path.
+
+    Raises:
+        FeatureNotFoundError: not a UUID (no such thing can exist).
+    """
+    try:
+        return UUID(value)
+    except ValueError:
+        raise FeatureNotFoundError(f"no {what} {value[:64]!r}: ids are UUIDs") from None
