@@ -19,10 +19,10 @@ from typing import Any
 from uuid import UUID
 
 from offmaps.errors import AttachmentNotFoundError, InvalidFeatureError
-from offmaps.features._validate import check_attachment
 from offmaps.features.dialect import ConnectionT
 from offmaps.features.journal import JournalBase
 from offmaps.features.model import Attachment, ChangeKind
+from offmaps.features.validation import check_attachment
 
 __all__ = ["RECORD_COLUMNS", "AttachmentsBase"]
 

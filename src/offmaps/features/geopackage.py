@@ -54,15 +54,6 @@ from offmaps.errors import (
     LayerExistsError,
     LayerNotFoundError,
 )
-from offmaps.features._validate import (
-    check_added_field,
-    check_layer_schema,
-    check_properties,
-    check_relationship,
-    check_version,
-    normalise_geometry,
-    parse_datetime,
-)
 from offmaps.features.attachments import AttachmentsBase
 from offmaps.features.filters import FieldType, SQLDialect, compile_filter
 from offmaps.features.model import (
@@ -80,6 +71,15 @@ from offmaps.features.model import (
     Update,
 )
 from offmaps.features.store import MAX_PAGE_SIZE, fields_from_stored, fields_json
+from offmaps.features.validation import (
+    check_added_field,
+    check_layer_schema,
+    check_properties,
+    check_relationship,
+    check_version,
+    normalise_geometry,
+    parse_datetime,
+)
 from offmaps.geopackage import create_core
 from offmaps.types import BBox
 

@@ -59,14 +59,6 @@ from offmaps.errors import (
     LayerNotFoundError,
     OffmapsError,
 )
-from offmaps.features._validate import (
-    check_added_field,
-    check_layer_schema,
-    check_properties,
-    check_relationship,
-    check_version,
-    normalise_geometry,
-)
 from offmaps.features.attachments import AttachmentsBase
 from offmaps.features.filters import FieldType, SQLDialect, compile_filter
 from offmaps.features.model import (
@@ -84,6 +76,14 @@ from offmaps.features.model import (
     Update,
 )
 from offmaps.features.store import MAX_PAGE_SIZE, fields_from_stored, fields_json
+from offmaps.features.validation import (
+    check_added_field,
+    check_layer_schema,
+    check_properties,
+    check_relationship,
+    check_version,
+    normalise_geometry,
+)
 from offmaps.types import BBox
 
 __all__ = ["SCHEMA_NAME", "PostGISStore"]

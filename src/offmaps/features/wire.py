@@ -18,8 +18,8 @@ from shapely.errors import ShapelyError
 from shapely.geometry.base import BaseGeometry
 
 from offmaps.errors import InvalidFeatureError
-from offmaps.features._validate import check_properties, normalise_geometry
 from offmaps.features.model import Feature, LayerSchema
+from offmaps.features.validation import check_properties, normalise_geometry
 from offmaps.schemas.changeset import GEOMETRY_FIELD
 
 __all__ = [

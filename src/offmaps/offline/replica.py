@@ -59,7 +59,6 @@ import pydantic
 from shapely.errors import ShapelyError
 
 from offmaps.errors import PackageError, SyncFailedError
-from offmaps.features._validate import check_added_field, check_name
 from offmaps.features.filters import FieldType
 from offmaps.features.geopackage import (
     CACHE_KIB,
@@ -75,6 +74,7 @@ from offmaps.features.geopackage import (
 )
 from offmaps.features.model import Field, LayerSchema
 from offmaps.features.store import fields_json
+from offmaps.features.validation import check_added_field, check_name
 from offmaps.features.wire import value_to_wire, wire_to_edit_values
 from offmaps.schemas.changeset import (
     GEOMETRY_FIELD,

@@ -24,6 +24,7 @@ from offmaps.features.model import RESERVED_COLUMNS, Field, GeometryType, LayerS
 __all__ = [
     "MAX_FIELDS",
     "MAX_TEXT_LENGTH",
+    "check_added_field",
     "check_attachment",
     "check_layer_schema",
     "check_name",
