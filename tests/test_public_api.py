@@ -52,9 +52,12 @@ def public_names() -> dict[str, list[str]]:
 def test_the_public_names_are_the_pinned_ones(name: str) -> None:
     pinned: list[str] = json.loads(SNAPSHOT.read_text())[name]
     found = sorted(importlib.import_module(name).__all__)
-    added, removed = sorted(set(found) - set(pinned)), sorted(set(pinned) - set(found))
-    assert not added and not removed, (
-        f"{name}: added {added}, removed {removed}; if deliberate, run "
+    changed = {
+        "added": sorted(set(found) - set(pinned)),
+        "removed": sorted(set(pinned) - set(found)),
+    }
+    assert changed == {"added": [], "removed": []}, (
+        f"{name}: {changed}; if deliberate, run "
         "`.venv/bin/python -m tests.test_public_api` to pin the new API"
     )
 
