@@ -120,7 +120,8 @@ def sources(tmp_path: Path, upstream: Upstream) -> Iterator[dict[str, TileSource
 def make_client(sources: dict[str, TileSource], **router_options: Any) -> TestClient:
     app = FastAPI()
     install_problem_handlers(app)
-    app.include_router(tiles_router(sources, **router_options))
+    app.state.tile_sources = sources
+    app.include_router(tiles_router(**router_options))
     return TestClient(app)
 
 

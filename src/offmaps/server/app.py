@@ -120,6 +120,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.services = services
     app.state.catalog = services.catalog
+    app.state.tile_sources = services.catalog.tile_sources
     app.state.tokens = tokens
     app.state.public_url = settings.public_url
     app.state.settings = settings
@@ -161,12 +162,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(auth_router(tokens, services.users))
     app.include_router(features_router())
     app.include_router(attachments_router())
-    app.include_router(
-        tiles_router(catalog.tile_sources, dependencies=[Depends(_check_tile_access)])
-    )
+    app.include_router(tiles_router(dependencies=[Depends(_check_tile_access)]))
     app.include_router(webmaps_router())
     app.include_router(offline_router(services.jobs))
-    app.include_router(sync_router(services.sync, services.replicas, services.uploads))
+    app.include_router(sync_router())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(
         TileFastPath, sources=catalog.tile_sources, public=catalog.public_tile_layers

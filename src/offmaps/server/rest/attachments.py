@@ -25,129 +25,134 @@ __all__ = ["attachments_router"]
 _ATTACHMENT_CHUNK = 256 * 1024
 
 
+_routes = APIRouter(tags=["features"])
+
+
+_PREFIX = "/collections/{collection_id}/items/{feature_id}/attachments"
+
+
+@_routes.get(_PREFIX, summary="Attachments of a feature")
+def attachments(
+    collection_id: str,
+    feature_id: str,
+    request: Request,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+) -> dict[str, Any]:
+    service, schema = catalog.check_read(principal, collection_id)
+    listed = catalog.feature_service(service).list_attachments(schema.name, parse_uuid(feature_id))
+    base = f"{base_url(request)}/collections/{collection_id}/items/{feature_id}/attachments"
+    return {
+        "attachments": [
+            {
+                "id": str(a.attachment_id),
+                "name": a.name,
+                "contentType": a.content_type,
+                "size": a.size,
+                "sha256": a.sha256,
+                "created": a.created_at.isoformat().replace("+00:00", "Z"),
+                "href": f"{base}/{a.attachment_id}",
+            }
+            for a in listed
+        ]
+    }
+
+
+@_routes.post(_PREFIX, summary="Attach a file to a feature", status_code=201)
+async def add_attachment(
+    collection_id: str,
+    feature_id: str,
+    file: UploadFile,
+    request: Request,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+) -> JSONResponse:
+    service, schema = catalog.check_edit(principal, collection_id, EditOperation.UPDATE)
+    store = catalog.feature_service(service)
+    global_id = parse_uuid(feature_id)
+    await run_in_threadpool(store.get_feature, schema.name, global_id)
+    name = _attachment_name(file.filename)
+    content_type = (file.content_type or "application/octet-stream")[:127]
+
+    def chunks() -> Iterator[bytes]:
+        while chunk := file.file.read(_ATTACHMENT_CHUNK):
+            yield chunk
+
+    ref = await run_in_threadpool(
+        catalog.blobs.put_stream, chunks(), max_size=catalog.max_attachment_bytes
+    )
+    attachment = await run_in_threadpool(
+        lambda: store.add_attachment(
+            schema.name,
+            global_id,
+            name=name,
+            content_type=content_type,
+            size=ref.size,
+            sha256=ref.sha256,
+        )
+    )
+    href = f"{base_url(request)}{request.url.path}/{attachment.attachment_id}"
+    return JSONResponse(
+        {"id": str(attachment.attachment_id), "sha256": ref.sha256, "size": ref.size},
+        status_code=201,
+        headers={"Location": href},
+    )
+
+
+@_routes.get(_PREFIX + "/{attachment_id}", summary="The bytes of one attachment")
+def attachment(
+    collection_id: str,
+    feature_id: str,
+    attachment_id: str,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+) -> StreamingResponse:
+    service, schema = catalog.check_read(principal, collection_id)
+    store = catalog.feature_service(service)
+    found = store.get_attachment(schema.name, parse_uuid(attachment_id, "attachment"))
+    if str(found.global_id) != str(parse_uuid(feature_id)):
+        raise FeatureNotFoundError("this attachment belongs to another feature")
+    stream = catalog.blobs.open(found.sha256)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            while chunk := await run_in_threadpool(stream.read, _ATTACHMENT_CHUNK):
+                yield chunk
+        finally:
+            stream.close()
+
+    disposition = f"inline; filename*=UTF-8''{quote(found.name)}"
+    return StreamingResponse(
+        body(),
+        media_type=found.content_type,
+        headers={
+            "Content-Length": str(found.size),
+            "ETag": f'"{found.sha256}"',
+            "Content-Disposition": disposition,
+        },
+    )
+
+
+@_routes.delete(_PREFIX + "/{attachment_id}", summary="Remove an attachment", status_code=204)
+def delete_attachment(
+    collection_id: str,
+    feature_id: str,
+    attachment_id: str,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+) -> Response:
+    service, schema = catalog.check_edit(principal, collection_id, EditOperation.UPDATE)
+    store: FeatureStore = catalog.feature_service(service)
+    found = store.get_attachment(schema.name, parse_uuid(attachment_id, "attachment"))
+    if str(found.global_id) != str(parse_uuid(feature_id)):
+        raise FeatureNotFoundError("this attachment belongs to another feature")
+    store.delete_attachment(schema.name, found.attachment_id)
+    return Response(status_code=204)
+
+
 def attachments_router() -> APIRouter:
     """The attachment routes of feature collections."""
-    router = APIRouter(tags=["features"])
-    prefix = "/collections/{collection_id}/items/{feature_id}/attachments"
-
-    @router.get(prefix, summary="Attachments of a feature")
-    def attachments(
-        collection_id: str,
-        feature_id: str,
-        request: Request,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-    ) -> dict[str, Any]:
-        service, schema = catalog.check_read(principal, collection_id)
-        listed = catalog.feature_service(service).list_attachments(
-            schema.name, parse_uuid(feature_id)
-        )
-        base = f"{base_url(request)}/collections/{collection_id}/items/{feature_id}/attachments"
-        return {
-            "attachments": [
-                {
-                    "id": str(a.attachment_id),
-                    "name": a.name,
-                    "contentType": a.content_type,
-                    "size": a.size,
-                    "sha256": a.sha256,
-                    "created": a.created_at.isoformat().replace("+00:00", "Z"),
-                    "href": f"{base}/{a.attachment_id}",
-                }
-                for a in listed
-            ]
-        }
-
-    @router.post(prefix, summary="Attach a file to a feature", status_code=201)
-    async def add_attachment(
-        collection_id: str,
-        feature_id: str,
-        file: UploadFile,
-        request: Request,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-    ) -> JSONResponse:
-        service, schema = catalog.check_edit(principal, collection_id, EditOperation.UPDATE)
-        store = catalog.feature_service(service)
-        global_id = parse_uuid(feature_id)
-        await run_in_threadpool(store.get_feature, schema.name, global_id)
-        name = _attachment_name(file.filename)
-        content_type = (file.content_type or "application/octet-stream")[:127]
-
-        def chunks() -> Iterator[bytes]:
-            while chunk := file.file.read(_ATTACHMENT_CHUNK):
-                yield chunk
-
-        ref = await run_in_threadpool(
-            catalog.blobs.put_stream, chunks(), max_size=catalog.max_attachment_bytes
-        )
-        attachment = await run_in_threadpool(
-            lambda: store.add_attachment(
-                schema.name,
-                global_id,
-                name=name,
-                content_type=content_type,
-                size=ref.size,
-                sha256=ref.sha256,
-            )
-        )
-        href = f"{base_url(request)}{request.url.path}/{attachment.attachment_id}"
-        return JSONResponse(
-            {"id": str(attachment.attachment_id), "sha256": ref.sha256, "size": ref.size},
-            status_code=201,
-            headers={"Location": href},
-        )
-
-    @router.get(prefix + "/{attachment_id}", summary="The bytes of one attachment")
-    def attachment(
-        collection_id: str,
-        feature_id: str,
-        attachment_id: str,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-    ) -> StreamingResponse:
-        service, schema = catalog.check_read(principal, collection_id)
-        store = catalog.feature_service(service)
-        found = store.get_attachment(schema.name, parse_uuid(attachment_id, "attachment"))
-        if str(found.global_id) != str(parse_uuid(feature_id)):
-            raise FeatureNotFoundError("this attachment belongs to another feature")
-        stream = catalog.blobs.open(found.sha256)
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                while chunk := await run_in_threadpool(stream.read, _ATTACHMENT_CHUNK):
-                    yield chunk
-            finally:
-                stream.close()
-
-        disposition = f"inline; filename*=UTF-8''{quote(found.name)}"
-        return StreamingResponse(
-            body(),
-            media_type=found.content_type,
-            headers={
-                "Content-Length": str(found.size),
-                "ETag": f'"{found.sha256}"',
-                "Content-Disposition": disposition,
-            },
-        )
-
-    @router.delete(prefix + "/{attachment_id}", summary="Remove an attachment", status_code=204)
-    def delete_attachment(
-        collection_id: str,
-        feature_id: str,
-        attachment_id: str,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-    ) -> Response:
-        service, schema = catalog.check_edit(principal, collection_id, EditOperation.UPDATE)
-        store: FeatureStore = catalog.feature_service(service)
-        found = store.get_attachment(schema.name, parse_uuid(attachment_id, "attachment"))
-        if str(found.global_id) != str(parse_uuid(feature_id)):
-            raise FeatureNotFoundError("this attachment belongs to another feature")
-        store.delete_attachment(schema.name, found.attachment_id)
-        return Response(status_code=204)
-
-    return router
+    return _routes
 
 
 def _attachment_name(filename: str | None) -> str:

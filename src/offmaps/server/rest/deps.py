@@ -11,8 +11,16 @@ from offmaps.access import Principal
 from offmaps.catalog import Catalog
 from offmaps.errors import FeatureNotFoundError
 from offmaps.server.auth import current_principal
+from offmaps.services import Services
 
-__all__ = ["CatalogDep", "PrincipalDep", "get_catalog", "parse_uuid"]
+__all__ = [
+    "CatalogDep",
+    "PrincipalDep",
+    "ServicesDep",
+    "get_catalog",
+    "get_services",
+    "parse_uuid",
+]
 
 
 def get_catalog(request: Request) -> Catalog:
@@ -21,7 +29,14 @@ def get_catalog(request: Request) -> Catalog:
     return catalog
 
 
+def get_services(request: Request) -> Services:
+    """The services of the application serving ``request``."""
+    services: Services = request.app.state.services
+    return services
+
+
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 

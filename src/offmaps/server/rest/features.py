@@ -117,205 +117,211 @@ def _collection(catalog: Catalog, cid: str, request: Request) -> dict[str, Any]:
     return collection
 
 
+_routes = APIRouter(tags=["features"])
+
+
+@_routes.get("/collections", summary="Feature collections and tile layers")
+def collections(request: Request, catalog: CatalogDep, principal: PrincipalDep) -> dict[str, Any]:
+    base = base_url(request)
+    listed = [_collection(catalog, cid, request) for cid in catalog.readable_collections(principal)]
+    return {
+        "links": [
+            {"rel": "self", "type": "application/json", "href": f"{base}/collections"},
+        ],
+        "collections": listed,
+    }
+
+
+@_routes.get("/collections/{collection_id}", summary="One feature collection")
+def collection(
+    collection_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    catalog.check_read(principal, collection_id)
+    return _collection(catalog, collection_id, request)
+
+
+@_routes.get(
+    "/collections/{collection_id}/items",
+    summary="Features of a collection",
+    response_class=JSONResponse,
+    responses={200: {"content": {GEOJSON: {}}}},
+)
+def items(
+    collection_id: str,
+    request: Request,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=1_000_000)] = 10,
+    offset: Annotated[int, Query(ge=0, le=10**12)] = 0,
+    bbox: Annotated[str | None, Query(max_length=400)] = None,
+    filter: Annotated[str | None, Query(max_length=10_000)] = None,
+    filter_lang: Annotated[str | None, Query(alias="filter-lang", max_length=40)] = None,
+    bbox_crs: Annotated[str | None, Query(alias="bbox-crs", max_length=200)] = None,
+) -> JSONResponse:
+    unknown = sorted(set(request.query_params) - _ITEMS_PARAMS)
+    if unknown:
+        raise InvalidFeatureError(f"unknown query parameter {unknown[0][:40]!r}")
+    if filter_lang not in (None, "cql2-text"):
+        raise InvalidFeatureError("filter-lang must be cql2-text")
+    if bbox_crs is not None:
+        check_crs84(bbox_crs, "bbox-crs")
+    service, schema = catalog.check_read(principal, collection_id)
+    store = catalog.feature_service(service)
+    limit = min(limit, MAX_PAGE_SIZE)
+    filters = (filter,) if filter is not None else ()
+    box = catalog.bbox_to_layer(_parse_bbox(bbox), schema) if bbox is not None else None
+    page = store.query(
+        schema.name, FeatureQuery(bbox=box, filters=filters, limit=limit, offset=offset)
+    )
+    features = [feature_to_geojson(f, schema) for f in page.features]
+    returned = len(features)
+    links = _page_links(request, collection_id, limit, offset, returned, page.number_matched)
+    body = {
+        "type": "FeatureCollection",
+        "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "numberMatched": page.number_matched,
+        "numberReturned": returned,
+        "features": features,
+        "links": links,
+    }
+    return JSONResponse(body, media_type=GEOJSON)
+
+
+@_routes.get(
+    "/collections/{collection_id}/items/{feature_id}",
+    summary="One feature",
+    response_class=JSONResponse,
+    responses={200: {"content": {GEOJSON: {}}}},
+)
+def item(
+    collection_id: str,
+    feature_id: str,
+    request: Request,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+) -> JSONResponse:
+    service, schema = catalog.check_read(principal, collection_id)
+    store = catalog.feature_service(service)
+    feature = store.get_feature(schema.name, parse_uuid(feature_id))
+    body = feature_to_geojson(feature, schema)
+    base = base_url(request)
+    body["links"] = [
+        {
+            "rel": "self",
+            "type": GEOJSON,
+            "href": f"{base}/collections/{collection_id}/items/{feature_id}",
+        },
+        {
+            "rel": "collection",
+            "type": "application/json",
+            "href": f"{base}/collections/{collection_id}",
+        },
+    ]
+    return JSONResponse(body, media_type=GEOJSON, headers={"ETag": _etag(feature.version)})
+
+
+@_routes.post(
+    "/collections/{collection_id}/items",
+    summary="Create a feature (OGC API – Features Part 4)",
+    status_code=201,
+    responses={201: {"description": "Created; Location names the new feature"}},
+)
+async def create_item(
+    collection_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
+) -> Response:
+    service, schema = catalog.check_edit(principal, collection_id, EditOperation.CREATE)
+    body = parse_feature_body(await _json_body(request), schema)
+    catalog.check_editable_fields(principal, collection_id, body.properties)
+    edit = Insert(schema.name, body.properties, body.geometry)
+    store = catalog.feature_service(service)
+    (created,) = await run_in_threadpool(store.apply_edits, [edit])
+    if created is None:  # pragma: no cover - inserts always return the row
+        raise InvalidFeatureError("the store did not return the created row")
+    location = f"{base_url(request)}/collections/{collection_id}/items/{created.global_id}"
+    return Response(
+        status_code=201,
+        headers={"Location": location, "ETag": _etag(created.version)},
+    )
+
+
+async def _update(
+    collection_id: str,
+    feature_id: str,
+    request: Request,
+    catalog: Catalog,
+    principal: Principal,
+    *,
+    replace: bool,
+) -> Response:
+    service, schema = catalog.check_edit(principal, collection_id, EditOperation.UPDATE)
+    body = parse_feature_body(await _json_body(request), schema, partial=not replace)
+    catalog.check_editable_fields(principal, collection_id, body.properties)
+    edit = Update(
+        schema.name,
+        parse_uuid(feature_id),
+        properties=body.properties,
+        geometry=body.geometry,
+        set_geometry=body.has_geometry or replace,
+        base_version=_if_match(request),
+        replace=replace,
+    )
+    store = catalog.feature_service(service)
+    (updated,) = await run_in_threadpool(store.apply_edits, [edit])
+    version = updated.version if updated is not None else 0
+    return Response(status_code=204, headers={"ETag": _etag(version)})
+
+
+@_routes.put(
+    "/collections/{collection_id}/items/{feature_id}",
+    summary="Replace a feature",
+    status_code=204,
+)
+async def replace_item(
+    collection_id: str,
+    feature_id: str,
+    request: Request,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+) -> Response:
+    return await _update(collection_id, feature_id, request, catalog, principal, replace=True)
+
+
+@_routes.patch(
+    "/collections/{collection_id}/items/{feature_id}",
+    summary="Update some properties or the geometry of a feature",
+    status_code=204,
+)
+async def update_item(
+    collection_id: str,
+    feature_id: str,
+    request: Request,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+) -> Response:
+    return await _update(collection_id, feature_id, request, catalog, principal, replace=False)
+
+
+@_routes.delete(
+    "/collections/{collection_id}/items/{feature_id}",
+    summary="Delete a feature",
+    status_code=204,
+)
+def delete_item(
+    collection_id: str,
+    feature_id: str,
+    request: Request,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+) -> Response:
+    service, schema = catalog.check_edit(principal, collection_id, EditOperation.DELETE)
+    edit = Delete(schema.name, parse_uuid(feature_id), base_version=_if_match(request))
+    catalog.feature_service(service).apply_edits([edit])
+    return Response(status_code=204)
+
+
 def features_router() -> APIRouter:
     """The OGC API – Features routes (landing page and conformance are in ``app``)."""
-    router = APIRouter(tags=["features"])
-
-    @router.get("/collections", summary="Feature collections and tile layers")
-    def collections(
-        request: Request, catalog: CatalogDep, principal: PrincipalDep
-    ) -> dict[str, Any]:
-        base = base_url(request)
-        listed = [
-            _collection(catalog, cid, request) for cid in catalog.readable_collections(principal)
-        ]
-        return {
-            "links": [
-                {"rel": "self", "type": "application/json", "href": f"{base}/collections"},
-            ],
-            "collections": listed,
-        }
-
-    @router.get("/collections/{collection_id}", summary="One feature collection")
-    def collection(
-        collection_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
-    ) -> dict[str, Any]:
-        catalog.check_read(principal, collection_id)
-        return _collection(catalog, collection_id, request)
-
-    @router.get(
-        "/collections/{collection_id}/items",
-        summary="Features of a collection",
-        response_class=JSONResponse,
-        responses={200: {"content": {GEOJSON: {}}}},
-    )
-    def items(
-        collection_id: str,
-        request: Request,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-        limit: Annotated[int, Query(ge=1, le=1_000_000)] = 10,
-        offset: Annotated[int, Query(ge=0, le=10**12)] = 0,
-        bbox: Annotated[str | None, Query(max_length=400)] = None,
-        filter: Annotated[str | None, Query(max_length=10_000)] = None,
-        filter_lang: Annotated[str | None, Query(alias="filter-lang", max_length=40)] = None,
-        bbox_crs: Annotated[str | None, Query(alias="bbox-crs", max_length=200)] = None,
-    ) -> JSONResponse:
-        unknown = sorted(set(request.query_params) - _ITEMS_PARAMS)
-        if unknown:
-            raise InvalidFeatureError(f"unknown query parameter {unknown[0][:40]!r}")
-        if filter_lang not in (None, "cql2-text"):
-            raise InvalidFeatureError("filter-lang must be cql2-text")
-        if bbox_crs is not None:
-            check_crs84(bbox_crs, "bbox-crs")
-        service, schema = catalog.check_read(principal, collection_id)
-        store = catalog.feature_service(service)
-        limit = min(limit, MAX_PAGE_SIZE)
-        filters = (filter,) if filter is not None else ()
-        box = catalog.bbox_to_layer(_parse_bbox(bbox), schema) if bbox is not None else None
-        page = store.query(
-            schema.name, FeatureQuery(bbox=box, filters=filters, limit=limit, offset=offset)
-        )
-        features = [feature_to_geojson(f, schema) for f in page.features]
-        returned = len(features)
-        links = _page_links(request, collection_id, limit, offset, returned, page.number_matched)
-        body = {
-            "type": "FeatureCollection",
-            "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "numberMatched": page.number_matched,
-            "numberReturned": returned,
-            "features": features,
-            "links": links,
-        }
-        return JSONResponse(body, media_type=GEOJSON)
-
-    @router.get(
-        "/collections/{collection_id}/items/{feature_id}",
-        summary="One feature",
-        response_class=JSONResponse,
-        responses={200: {"content": {GEOJSON: {}}}},
-    )
-    def item(
-        collection_id: str,
-        feature_id: str,
-        request: Request,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-    ) -> JSONResponse:
-        service, schema = catalog.check_read(principal, collection_id)
-        store = catalog.feature_service(service)
-        feature = store.get_feature(schema.name, parse_uuid(feature_id))
-        body = feature_to_geojson(feature, schema)
-        base = base_url(request)
-        body["links"] = [
-            {
-                "rel": "self",
-                "type": GEOJSON,
-                "href": f"{base}/collections/{collection_id}/items/{feature_id}",
-            },
-            {
-                "rel": "collection",
-                "type": "application/json",
-                "href": f"{base}/collections/{collection_id}",
-            },
-        ]
-        return JSONResponse(body, media_type=GEOJSON, headers={"ETag": _etag(feature.version)})
-
-    @router.post(
-        "/collections/{collection_id}/items",
-        summary="Create a feature (OGC API – Features Part 4)",
-        status_code=201,
-        responses={201: {"description": "Created; Location names the new feature"}},
-    )
-    async def create_item(
-        collection_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
-    ) -> Response:
-        service, schema = catalog.check_edit(principal, collection_id, EditOperation.CREATE)
-        body = parse_feature_body(await _json_body(request), schema)
-        catalog.check_editable_fields(principal, collection_id, body.properties)
-        edit = Insert(schema.name, body.properties, body.geometry)
-        store = catalog.feature_service(service)
-        (created,) = await run_in_threadpool(store.apply_edits, [edit])
-        if created is None:  # pragma: no cover - inserts always return the row
-            raise InvalidFeatureError("the store did not return the created row")
-        location = f"{base_url(request)}/collections/{collection_id}/items/{created.global_id}"
-        return Response(
-            status_code=201,
-            headers={"Location": location, "ETag": _etag(created.version)},
-        )
-
-    async def _update(
-        collection_id: str,
-        feature_id: str,
-        request: Request,
-        catalog: Catalog,
-        principal: Principal,
-        *,
-        replace: bool,
-    ) -> Response:
-        service, schema = catalog.check_edit(principal, collection_id, EditOperation.UPDATE)
-        body = parse_feature_body(await _json_body(request), schema, partial=not replace)
-        catalog.check_editable_fields(principal, collection_id, body.properties)
-        edit = Update(
-            schema.name,
-            parse_uuid(feature_id),
-            properties=body.properties,
-            geometry=body.geometry,
-            set_geometry=body.has_geometry or replace,
-            base_version=_if_match(request),
-            replace=replace,
-        )
-        store = catalog.feature_service(service)
-        (updated,) = await run_in_threadpool(store.apply_edits, [edit])
-        version = updated.version if updated is not None else 0
-        return Response(status_code=204, headers={"ETag": _etag(version)})
-
-    @router.put(
-        "/collections/{collection_id}/items/{feature_id}",
-        summary="Replace a feature",
-        status_code=204,
-    )
-    async def replace_item(
-        collection_id: str,
-        feature_id: str,
-        request: Request,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-    ) -> Response:
-        return await _update(collection_id, feature_id, request, catalog, principal, replace=True)
-
-    @router.patch(
-        "/collections/{collection_id}/items/{feature_id}",
-        summary="Update some properties or the geometry of a feature",
-        status_code=204,
-    )
-    async def update_item(
-        collection_id: str,
-        feature_id: str,
-        request: Request,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-    ) -> Response:
-        return await _update(collection_id, feature_id, request, catalog, principal, replace=False)
-
-    @router.delete(
-        "/collections/{collection_id}/items/{feature_id}",
-        summary="Delete a feature",
-        status_code=204,
-    )
-    def delete_item(
-        collection_id: str,
-        feature_id: str,
-        request: Request,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-    ) -> Response:
-        service, schema = catalog.check_edit(principal, collection_id, EditOperation.DELETE)
-        edit = Delete(schema.name, parse_uuid(feature_id), base_version=_if_match(request))
-        catalog.feature_service(service).apply_edits([edit])
-        return Response(status_code=204)
-
-    return router
+    return _routes
 
 
 def _page_links(

@@ -29,7 +29,6 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from offmaps.access import Principal, Scope
-from offmaps.catalog import Catalog
 from offmaps.errors import (
     ConflictNotFoundError,
     InsufficientScopeError,
@@ -37,10 +36,10 @@ from offmaps.errors import (
     InvalidTokenError,
     ReplicaNotFoundError,
 )
-from offmaps.replicas import AttachmentUploads, SyncService
 from offmaps.schemas.changeset import ChangeResult, ChangeSet, ChangeSetResult
-from offmaps.server.rest.deps import PrincipalDep
-from offmaps.state.replicas import Replica, ReplicaRegistry
+from offmaps.server.rest.deps import PrincipalDep, ServicesDep
+from offmaps.services import Services
+from offmaps.state.replicas import Replica
 from offmaps.sync.collector import collection_paused
 
 __all__ = ["sync_router"]
@@ -91,179 +90,204 @@ def _read(source: BinaryIO) -> Iterator[bytes]:
             yield block
 
 
-def sync_router(
-    service: SyncService, replicas: ReplicaRegistry, uploads: AttachmentUploads
-) -> APIRouter:
-    """The sync API over ``service``, ``replicas`` and attachment ``uploads``."""
-    router = APIRouter(prefix="/api", tags=["sync"])
-    catalog: Catalog = service.catalog
+_routes = APIRouter(prefix="/api", tags=["sync"])
 
-    def replica_for(replica_id: str, principal: Principal, scope: Scope) -> Replica:
-        replica = replicas.get(replica_id)
-        _owner_or_admin(principal, replica, scope)
-        return replica
 
-    @router.get("/replicas/{replica_id}", summary="A replica: service, layers, generation")
-    def replica_info(replica_id: str, principal: PrincipalDep) -> dict[str, Any]:
-        replica = replica_for(replica_id, principal, Scope.MAPS_READ)
-        store = catalog.feature_service(replica.service)
-        return {
-            "id": replica.id,
-            "service": replica.service,
-            "layers": list(replica.layers),
-            "map_id": replica.map_id,
-            "generation": replica.generation,
-            "server_generation": store.generation(),
-            "sync_direction": replica.sync_direction,
-            "sync_model": replica.sync_model,
-            "attachment_sync_direction": replica.attachment_sync_direction,
-            "open_conflicts": len(
-                service.list_conflicts(owner=None, replica_id=replica.id, limit=10_000)
-            ),
-        }
+def _replica_for(
+    services: Services, replica_id: str, principal: Principal, scope: Scope
+) -> Replica:
+    replica = services.replicas.get(replica_id)
+    _owner_or_admin(principal, replica, scope)
+    return replica
 
-    @router.delete("/replicas/{replica_id}", summary="Unregister a replica", status_code=204)
-    def unregister(replica_id: str, principal: PrincipalDep) -> Response:
-        replica = replica_for(replica_id, principal, Scope.MAPS_READ)
-        replicas.unregister(replica.id)
-        return Response(status_code=204)
 
-    @router.get("/replicas/{replica_id}/updates", summary="Whether the server has changes")
-    def updates(
-        replica_id: str,
-        principal: PrincipalDep,
-        since: Annotated[int, Query(ge=0)],
-        layers: Annotated[str | None, Query(max_length=4096)] = None,
-    ) -> dict[str, Any]:
-        replica = replica_for(replica_id, principal, Scope.MAPS_READ)
-        names = layers.split(",") if layers else None
-        generation, count = service.count_updates(replica, since, names)
-        return {"generation": generation, "changes": count, "since": since}
+@_routes.get("/replicas/{replica_id}", summary="A replica: service, layers, generation")
+def replica_info(services: ServicesDep, replica_id: str, principal: PrincipalDep) -> dict[str, Any]:
+    replica = _replica_for(services, replica_id, principal, Scope.MAPS_READ)
+    store = services.catalog.feature_service(replica.service)
+    return {
+        "id": replica.id,
+        "service": replica.service,
+        "layers": list(replica.layers),
+        "map_id": replica.map_id,
+        "generation": replica.generation,
+        "server_generation": store.generation(),
+        "sync_direction": replica.sync_direction,
+        "sync_model": replica.sync_model,
+        "attachment_sync_direction": replica.attachment_sync_direction,
+        "open_conflicts": len(
+            services.sync.list_conflicts(owner=None, replica_id=replica.id, limit=10_000)
+        ),
+    }
 
-    @router.post(
-        "/replicas/{replica_id}/changes",
-        summary="Upload a change set; every change is answered (idempotent by change id)",
-        response_model=ChangeSetResult,
+
+@_routes.delete("/replicas/{replica_id}", summary="Unregister a replica", status_code=204)
+def unregister(services: ServicesDep, replica_id: str, principal: PrincipalDep) -> Response:
+    replica = _replica_for(services, replica_id, principal, Scope.MAPS_READ)
+    services.replicas.unregister(replica.id)
+    return Response(status_code=204)
+
+
+@_routes.get("/replicas/{replica_id}/updates", summary="Whether the server has changes")
+def updates(
+    services: ServicesDep,
+    replica_id: str,
+    principal: PrincipalDep,
+    since: Annotated[int, Query(ge=0)],
+    layers: Annotated[str | None, Query(max_length=4096)] = None,
+) -> dict[str, Any]:
+    replica = _replica_for(services, replica_id, principal, Scope.MAPS_READ)
+    names = layers.split(",") if layers else None
+    generation, count = services.sync.count_updates(replica, since, names)
+    return {"generation": generation, "changes": count, "since": since}
+
+
+@_routes.post(
+    "/replicas/{replica_id}/changes",
+    summary="Upload a change set; every change is answered (idempotent by change id)",
+    response_model=ChangeSetResult,
+)
+async def upload(
+    services: ServicesDep, replica_id: str, request: Request, principal: PrincipalDep
+) -> Response:
+    replica = _replica_for(services, replica_id, principal, Scope.FEATURES_EDIT)
+    body = await request.body()
+    try:
+        with collection_paused():
+            change_set = ChangeSet.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidChangeSetError(f"not a change set: {where}: {first['msg']}"[:300]) from None
+    result = await run_in_threadpool(services.sync.upload, replica, change_set)
+    return Response(result.model_dump_json(), media_type="application/json")
+
+
+@_routes.get(
+    "/replicas/{replica_id}/changes",
+    summary="Download the server's changes since a generation (NDJSON)",
+    response_class=StreamingResponse,
+)
+def download(
+    services: ServicesDep,
+    replica_id: str,
+    principal: PrincipalDep,
+    since: Annotated[int, Query(ge=0)],
+    layers: Annotated[str | None, Query(max_length=4096)] = None,
+) -> StreamingResponse:
+    replica = _replica_for(services, replica_id, principal, Scope.MAPS_READ)
+    names = layers.split(",") if layers else None
+    lines = services.sync.download(replica, since, names)
+    first = next(lines)  # errors (unknown layers) become problems, not broken streams
+    services.replicas.synced(replica.id, since)
+
+    def stream() -> Iterator[bytes]:
+        yield first
+        yield from lines
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+@_routes.get(
+    "/replicas/{replica_id}/changes/{change_id}",
+    summary="What became of one uploaded change",
+    response_model=ChangeResult,
+)
+def change_status(
+    services: ServicesDep, replica_id: str, change_id: uuid.UUID, principal: PrincipalDep
+) -> Response:
+    replica = _replica_for(services, replica_id, principal, Scope.MAPS_READ)
+    found = services.sync.change_result(replica, change_id)
+    if found is None:
+        raise InvalidChangeSetError(f"the server has no change {change_id}")
+    return Response(found.model_dump_json(), media_type="application/json")
+
+
+@_routes.get(
+    "/replicas/{replica_id}/uploads/{sha256}",
+    summary="How much of an attachment the server has",
+)
+def upload_state(
+    services: ServicesDep, replica_id: str, sha256: str, principal: PrincipalDep
+) -> dict[str, Any]:
+    replica = _replica_for(services, replica_id, principal, Scope.FEATURES_EDIT)
+    return asdict(services.uploads.state(replica.id, _sha256(sha256)))
+
+
+@_routes.put(
+    "/replicas/{replica_id}/uploads/{sha256}",
+    summary="Upload (part of) an attachment's bytes, from an offset",
+)
+async def upload_bytes(
+    services: ServicesDep,
+    replica_id: str,
+    sha256: str,
+    request: Request,
+    principal: PrincipalDep,
+    offset: Annotated[int, Query(ge=0)],
+    total: Annotated[int, Query(ge=0)],
+) -> dict[str, Any]:
+    replica = _replica_for(services, replica_id, principal, Scope.FEATURES_EDIT)
+    with services.uploads.open_part(
+        replica.id, _sha256(sha256), offset=offset, total=total
+    ) as part:
+        async for chunk in request.stream():
+            part.write(chunk)
+        return asdict(await run_in_threadpool(part.finish))
+
+
+@_routes.get(
+    "/replicas/{replica_id}/blobs/{sha256}",
+    summary="An attachment's bytes, by SHA-256",
+    response_class=FileResponse,
+)
+def blob(services: ServicesDep, replica_id: str, sha256: str, principal: PrincipalDep) -> Response:
+    _replica_for(services, replica_id, principal, Scope.MAPS_READ)
+    key = _sha256(sha256)
+    size = services.catalog.blobs.size(key)
+    return StreamingResponse(
+        _read(services.catalog.blobs.open(key)),
+        media_type="application/octet-stream",
+        headers={"Content-Length": str(size)},
     )
-    async def upload(replica_id: str, request: Request, principal: PrincipalDep) -> Response:
-        replica = replica_for(replica_id, principal, Scope.FEATURES_EDIT)
-        body = await request.body()
-        try:
-            with collection_paused():
-                change_set = ChangeSet.model_validate_json(body)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise InvalidChangeSetError(
-                f"not a change set: {where}: {first['msg']}"[:300]
-            ) from None
-        result = await run_in_threadpool(service.upload, replica, change_set)
-        return Response(result.model_dump_json(), media_type="application/json")
 
-    @router.get(
-        "/replicas/{replica_id}/changes",
-        summary="Download the server's changes since a generation (NDJSON)",
-        response_class=StreamingResponse,
-    )
-    def download(
-        replica_id: str,
-        principal: PrincipalDep,
-        since: Annotated[int, Query(ge=0)],
-        layers: Annotated[str | None, Query(max_length=4096)] = None,
-    ) -> StreamingResponse:
-        replica = replica_for(replica_id, principal, Scope.MAPS_READ)
-        names = layers.split(",") if layers else None
-        lines = service.download(replica, since, names)
-        first = next(lines)  # errors (unknown layers) become problems, not broken streams
-        replicas.synced(replica.id, since)
 
-        def stream() -> Iterator[bytes]:
-            yield first
-            yield from lines
+@_routes.get("/conflicts", summary="The review queue", tags=["sync"])
+def conflicts(
+    services: ServicesDep,
+    principal: PrincipalDep,
+    status: Annotated[Literal["open", "resolved", "all"], Query()] = "open",
+    replica: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    owner = _owner_filter(principal)
+    found = services.sync.list_conflicts(
+        owner=owner, status=None if status == "all" else status, replica_id=replica,
+        limit=limit,
+    )  # fmt: skip
+    return {"conflicts": [conflict.document() for conflict in found]}
 
-        return StreamingResponse(stream(), media_type="application/x-ndjson")
 
-    @router.get(
-        "/replicas/{replica_id}/changes/{change_id}",
-        summary="What became of one uploaded change",
-        response_model=ChangeResult,
-    )
-    def change_status(replica_id: str, change_id: uuid.UUID, principal: PrincipalDep) -> Response:
-        replica = replica_for(replica_id, principal, Scope.MAPS_READ)
-        found = service.change_result(replica, change_id)
-        if found is None:
-            raise InvalidChangeSetError(f"the server has no change {change_id}")
-        return Response(found.model_dump_json(), media_type="application/json")
+@_routes.get("/conflicts/{conflict_id}", summary="One conflict: base, device and server")
+def conflict(services: ServicesDep, conflict_id: str, principal: PrincipalDep) -> dict[str, Any]:
+    found = services.sync.get_conflict(conflict_id, owner=_owner_filter(principal))
+    return found.document()
 
-    @router.get(
-        "/replicas/{replica_id}/uploads/{sha256}",
-        summary="How much of an attachment the server has",
-    )
-    def upload_state(replica_id: str, sha256: str, principal: PrincipalDep) -> dict[str, Any]:
-        replica = replica_for(replica_id, principal, Scope.FEATURES_EDIT)
-        return asdict(uploads.state(replica.id, _sha256(sha256)))
 
-    @router.put(
-        "/replicas/{replica_id}/uploads/{sha256}",
-        summary="Upload (part of) an attachment's bytes, from an offset",
-    )
-    async def upload_bytes(
-        replica_id: str,
-        sha256: str,
-        request: Request,
-        principal: PrincipalDep,
-        offset: Annotated[int, Query(ge=0)],
-        total: Annotated[int, Query(ge=0)],
-    ) -> dict[str, Any]:
-        replica = replica_for(replica_id, principal, Scope.FEATURES_EDIT)
-        with uploads.open_part(replica.id, _sha256(sha256), offset=offset, total=total) as part:
-            async for chunk in request.stream():
-                part.write(chunk)
-            return asdict(await run_in_threadpool(part.finish))
+@_routes.post("/conflicts/{conflict_id}/resolve", summary="Settle a conflict")
+def resolve(
+    services: ServicesDep, conflict_id: str, body: ResolveRequest, principal: PrincipalDep
+) -> dict[str, Any]:
+    owner = _owner_filter(principal)
+    if not principal.has(Scope.FEATURES_EDIT) and not principal.has(Scope.ADMIN):
+        raise ConflictNotFoundError(f"no conflict {conflict_id[:40]!r}")
+    found = services.sync.resolve_conflict(
+        conflict_id, owner=owner, side=body.side, values=body.values,
+        resolved_by=principal.subject,
+    )  # fmt: skip
+    return found.document()
 
-    @router.get(
-        "/replicas/{replica_id}/blobs/{sha256}",
-        summary="An attachment's bytes, by SHA-256",
-        response_class=FileResponse,
-    )
-    def blob(replica_id: str, sha256: str, principal: PrincipalDep) -> Response:
-        replica_for(replica_id, principal, Scope.MAPS_READ)
-        key = _sha256(sha256)
-        size = catalog.blobs.size(key)
-        return StreamingResponse(
-            _read(catalog.blobs.open(key)),
-            media_type="application/octet-stream",
-            headers={"Content-Length": str(size)},
-        )
 
-    @router.get("/conflicts", summary="The review queue", tags=["sync"])
-    def conflicts(
-        principal: PrincipalDep,
-        status: Annotated[Literal["open", "resolved", "all"], Query()] = "open",
-        replica: Annotated[str | None, Query(max_length=32)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> dict[str, Any]:
-        owner = _owner_filter(principal)
-        found = service.list_conflicts(
-            owner=owner, status=None if status == "all" else status, replica_id=replica,
-            limit=limit,
-        )  # fmt: skip
-        return {"conflicts": [conflict.document() for conflict in found]}
-
-    @router.get("/conflicts/{conflict_id}", summary="One conflict: base, device and server")
-    def conflict(conflict_id: str, principal: PrincipalDep) -> dict[str, Any]:
-        found = service.get_conflict(conflict_id, owner=_owner_filter(principal))
-        return found.document()
-
-    @router.post("/conflicts/{conflict_id}/resolve", summary="Settle a conflict")
-    def resolve(conflict_id: str, body: ResolveRequest, principal: PrincipalDep) -> dict[str, Any]:
-        owner = _owner_filter(principal)
-        if not principal.has(Scope.FEATURES_EDIT) and not principal.has(Scope.ADMIN):
-            raise ConflictNotFoundError(f"no conflict {conflict_id[:40]!r}")
-        found = service.resolve_conflict(
-            conflict_id, owner=owner, side=body.side, values=body.values,
-            resolved_by=principal.subject,
-        )  # fmt: skip
-        return found.document()
-
-    return router
+def sync_router() -> APIRouter:
+    """The sync API over the application's services (sync, replicas, attachment uploads)."""
+    return _routes

@@ -13,11 +13,11 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from functools import cache
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import morecantile
-from fastapi import APIRouter, Request, Response, params
+from fastapi import APIRouter, Depends, Request, Response, params
 from fastapi.responses import JSONResponse
 from morecantile import TileMatrixSet
 
@@ -157,274 +157,288 @@ def _registered_tms_summaries() -> tuple[tuple[str, str | None, str | None], ...
     return tuple(summaries)
 
 
-def tiles_router(
-    sources: Mapping[str, TileSource], *, dependencies: Sequence[params.Depends] = ()
-) -> APIRouter:
-    """The tile routes over ``sources``: XYZ, TileJSON 3.0, OGC API – Tiles and tiling schemes.
+def tile_sources(request: Request) -> Mapping[str, TileSource]:
+    """The tile services of the application serving ``request`` (``app.state.tile_sources``),
+    looked up on every request, so layers added later are served."""
+    sources: Mapping[str, TileSource] = request.app.state.tile_sources
+    return sources
 
-    ``sources`` is looked up on every request, so layers added to it later are served. The OGC
-    routes are limited to ``/collections/{name}/tiles...`` so that feature routes can share
-    ``/collections/{name}``.
 
-    Args:
-        sources: the tile services by name.
-        dependencies: dependencies run before every route (authentication, say).
-    """
-    router = APIRouter(dependencies=list(dependencies), tags=["tiles"])
+SourcesDep = Annotated[Mapping[str, TileSource], Depends(tile_sources)]
+_routes = APIRouter(tags=["tiles"])
 
-    def custom_tms() -> dict[str, TileMatrixSet]:
-        found: dict[str, TileMatrixSet] = {}
-        registered = set(list_tms())
-        for source in list(sources.values()):
-            tms_id = source.info.tms_id
-            if tms_id not in registered and isinstance(source, WithTileMatrixSet):
-                found[tms_id] = source.tms
-        return found
 
-    def tms_for(source: TileSource, tms_id: str) -> TileMatrixSet:
-        if tms_id != source.info.tms_id:
-            raise UnknownTileMatrixSetError(
-                f"tile layer {source.info.name!r} is tiled in {source.info.tms_id}, "
-                f"not {tms_id[:64]!r}",
-                tms_id=tms_id[:64],
-            )
-        return source_tms(source)
+def _custom_tms(sources: Mapping[str, TileSource]) -> dict[str, TileMatrixSet]:
+    found: dict[str, TileMatrixSet] = {}
+    registered = set(list_tms())
+    for source in list(sources.values()):
+        tms_id = source.info.tms_id
+        if tms_id not in registered and isinstance(source, WithTileMatrixSet):
+            found[tms_id] = source.tms
+    return found
 
-    tile_responses: dict[int | str, dict[str, Any]] = {
-        200: {
-            "description": "The tile",
-            "content": {fmt.media_type: {} for fmt in TileFormat},
-        },
-        304: {"description": "Not modified (If-None-Match)"},
+
+def _tms_for(source: TileSource, tms_id: str) -> TileMatrixSet:
+    if tms_id != source.info.tms_id:
+        raise UnknownTileMatrixSetError(
+            f"tile layer {source.info.name!r} is tiled in {source.info.tms_id}, "
+            f"not {tms_id[:64]!r}",
+            tms_id=tms_id[:64],
+        )
+    return source_tms(source)
+
+
+_TILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The tile",
+        "content": {fmt.media_type: {} for fmt in TileFormat},
+    },
+    304: {"description": "Not modified (If-None-Match)"},
+}
+
+
+@_routes.get(
+    "/tiles/{name}/tilejson.json",
+    summary="TileJSON 3.0 of a tile layer",
+    response_class=JSONResponse,
+)
+def tilejson(sources: SourcesDep, name: str, request: Request) -> dict[str, Any]:
+    source = _get_source(sources, name)
+    info = source.info
+    tms = source_tms(source)
+    if tms.id != "WebMercatorQuad":
+        raise UnsupportedTileMatrixSetError(
+            f"tile layer {name!r} is tiled in {info.tms_id}; TileJSON describes "
+            "WebMercatorQuad layers only: use /collections/{name}/tiles"
+        )
+    base = base_url(request)
+    bounds = _bounds(info, tms)
+    document: dict[str, Any] = {
+        "tilejson": "3.0.0",
+        "name": info.title,
+        "description": info.description,
+        "version": "1.0.0",
+        "scheme": "xyz",
+        "tiles": [
+            f"{base}/tiles/{quote(name, safe='')}/{{z}}/{{x}}/{{y}}.{info.tile_format.value}"
+        ],
+        "minzoom": info.min_zoom,
+        "maxzoom": info.max_zoom,
+        "bounds": list(bounds),
+        "center": [
+            (bounds.west + bounds.east) / 2,
+            (bounds.south + bounds.north) / 2,
+            info.min_zoom,
+        ],
+    }
+    document.update(_export_capability(info))
+    if info.attribution:
+        document["attribution"] = info.attribution
+    if info.tile_format is TileFormat.MVT:
+        document["vector_layers"] = [{"id": layer, "fields": {}} for layer in info.vector_layers]
+    return document
+
+
+@_routes.get(
+    "/tiles/{name}/{z}/{x}/{y}",
+    summary="One tile (XYZ, rows from the top); y may end in the format's extension",
+    response_class=Response,
+    responses=_TILE_RESPONSES,
+)
+def xyz_tile(sources: SourcesDep, name: str, z: str, x: str, y: str, request: Request) -> Response:
+    source = _get_source(sources, name)
+    row, dot, extension = y.partition(".")
+    if dot and extension.lower() not in EXTENSIONS[source.info.tile_format]:
+        raise TileNotFoundError(
+            f"tile layer {name!r} serves {source.info.tile_format.value} tiles, "
+            f"not {extension[:16]!r}"
+        )
+    tile = Tile(_parse_number(x, "column"), _parse_number(row, "row"), _parse_number(z, "level"))
+    return _tile_response(request, source, tile)
+
+
+@_routes.get("/collections/{name}/tiles", summary="Tilesets of a collection (OGC API – Tiles)")
+def tilesets(sources: SourcesDep, name: str, request: Request) -> dict[str, Any]:
+    source = _get_source(sources, name)
+    info = source.info
+    tms = source_tms(source)
+    base = base_url(request)
+    here = f"{base}/collections/{quote(name, safe='')}/tiles"
+    summary: dict[str, Any] = {
+        "title": info.title,
+        "dataType": "map" if info.tile_format.is_raster else "vector",
+        "crs": tms.crs.srs,
+        "links": [
+            {
+                "rel": "self",
+                "type": _JSON,
+                "href": f"{here}/{quote(info.tms_id, safe='')}",
+                "title": f"{info.title} tiled in {info.tms_id}",
+            },
+            {
+                "rel": _REL_TILING_SCHEME,
+                "type": _JSON,
+                "href": f"{base}/tileMatrixSets/{quote(info.tms_id, safe='')}",
+            },
+        ],
+    }
+    if tms.uri:
+        summary["tileMatrixSetURI"] = str(tms.uri)
+    return {
+        "links": [{"rel": "self", "type": _JSON, "href": here}],
+        "tilesets": [summary],
     }
 
-    @router.get(
-        "/tiles/{name}/tilejson.json",
-        summary="TileJSON 3.0 of a tile layer",
-        response_class=JSONResponse,
-    )
-    def tilejson(name: str, request: Request) -> dict[str, Any]:
-        source = _get_source(sources, name)
-        info = source.info
-        tms = source_tms(source)
-        if tms.id != "WebMercatorQuad":
-            raise UnsupportedTileMatrixSetError(
-                f"tile layer {name!r} is tiled in {info.tms_id}; TileJSON describes "
-                "WebMercatorQuad layers only: use /collections/{name}/tiles"
-            )
-        base = base_url(request)
-        bounds = _bounds(info, tms)
-        document: dict[str, Any] = {
-            "tilejson": "3.0.0",
-            "name": info.title,
-            "description": info.description,
-            "version": "1.0.0",
-            "scheme": "xyz",
-            "tiles": [
-                f"{base}/tiles/{quote(name, safe='')}/{{z}}/{{x}}/{{y}}.{info.tile_format.value}"
-            ],
-            "minzoom": info.min_zoom,
-            "maxzoom": info.max_zoom,
-            "bounds": list(bounds),
-            "center": [
-                (bounds.west + bounds.east) / 2,
-                (bounds.south + bounds.north) / 2,
-                info.min_zoom,
-            ],
-        }
-        document.update(_export_capability(info))
-        if info.attribution:
-            document["attribution"] = info.attribution
-        if info.tile_format is TileFormat.MVT:
-            document["vector_layers"] = [
-                {"id": layer, "fields": {}} for layer in info.vector_layers
-            ]
-        return document
 
-    @router.get(
-        "/tiles/{name}/{z}/{x}/{y}",
-        summary="One tile (XYZ, rows from the top); y may end in the format's extension",
-        response_class=Response,
-        responses=tile_responses,
-    )
-    def xyz_tile(name: str, z: str, x: str, y: str, request: Request) -> Response:
-        source = _get_source(sources, name)
-        row, dot, extension = y.partition(".")
-        if dot and extension.lower() not in EXTENSIONS[source.info.tile_format]:
-            raise TileNotFoundError(
-                f"tile layer {name!r} serves {source.info.tile_format.value} tiles, "
-                f"not {extension[:16]!r}"
-            )
-        tile = Tile(
-            _parse_number(x, "column"), _parse_number(row, "row"), _parse_number(z, "level")
-        )
-        return _tile_response(request, source, tile)
+@_routes.get(
+    "/collections/{name}/tiles/{tileMatrixSetId}",
+    summary="Tileset metadata (OGC API – Tiles)",
+    response_model=None,
+)
+def tileset(
+    sources: SourcesDep,
+    name: str,
+    tileMatrixSetId: str,  # noqa: N803 - OGC's name
+    request: Request,
+) -> dict[str, Any] | Response:
+    source = _get_source(sources, name)
+    info = source.info
+    try:
+        tms = _tms_for(source, tileMatrixSetId)
+    except UnknownTileMatrixSetError as exc:
+        return _tms_not_found(exc)
+    base = base_url(request)
+    here = f"{base}/collections/{quote(name, safe='')}/tiles/{quote(info.tms_id, safe='')}"
+    bounds = _bounds(info, tms)
+    document: dict[str, Any] = {
+        "title": info.title,
+        "description": info.description,
+        "dataType": "map" if info.tile_format.is_raster else "vector",
+        "crs": tms.crs.srs,
+        "tileMatrixSetLimits": [
+            _level_limits(tms, info.bounds, z)
+            for z in range(info.min_zoom, info.max_zoom + 1)
+            if z in range(tms.minzoom, tms.maxzoom + 1)
+        ],
+        "boundingBox": {
+            "lowerLeft": [bounds.west, bounds.south],
+            "upperRight": [bounds.east, bounds.north],
+            "crs": _CRS84,
+        },
+        "links": [
+            {"rel": "self", "type": _JSON, "href": here},
+            {
+                "rel": _REL_TILING_SCHEME,
+                "type": _JSON,
+                "href": f"{base}/tileMatrixSets/{quote(info.tms_id, safe='')}",
+            },
+            {
+                "rel": "item",
+                "type": info.tile_format.media_type,
+                "href": f"{here}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}",
+                "templated": True,
+            },
+        ],
+    }
+    if tms.uri:
+        document["tileMatrixSetURI"] = str(tms.uri)
+    if info.attribution:
+        document["attribution"] = info.attribution
+    if info.tile_format is TileFormat.MVT:
+        document["layers"] = [{"id": layer, "dataType": "vector"} for layer in info.vector_layers]
+    document.update(_export_capability(info))
+    return document
 
-    @router.get("/collections/{name}/tiles", summary="Tilesets of a collection (OGC API – Tiles)")
-    def tilesets(name: str, request: Request) -> dict[str, Any]:
-        source = _get_source(sources, name)
-        info = source.info
-        tms = source_tms(source)
-        base = base_url(request)
-        here = f"{base}/collections/{quote(name, safe='')}/tiles"
-        summary: dict[str, Any] = {
-            "title": info.title,
-            "dataType": "map" if info.tile_format.is_raster else "vector",
-            "crs": tms.crs.srs,
+
+@_routes.get(
+    "/collections/{name}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
+    summary="One tile (OGC API – Tiles)",
+    response_class=Response,
+    responses=_TILE_RESPONSES,
+)
+def ogc_tile(
+    sources: SourcesDep,
+    name: str,
+    tileMatrixSetId: str,  # noqa: N803 - OGC's names
+    tileMatrix: str,  # noqa: N803
+    tileRow: str,  # noqa: N803
+    tileCol: str,  # noqa: N803
+    request: Request,
+) -> Response:
+    source = _get_source(sources, name)
+    try:
+        _tms_for(source, tileMatrixSetId)
+    except UnknownTileMatrixSetError as exc:
+        return _tms_not_found(exc)
+    tile = Tile(
+        _parse_number(tileCol, "column"),
+        _parse_number(tileRow, "row"),
+        _parse_number(tileMatrix, "matrix"),
+    )
+    return _tile_response(request, source, tile)
+
+
+@_routes.get("/tileMatrixSets", summary="Tiling schemes (OGC API – Tiles)")
+def tile_matrix_sets(sources: SourcesDep, request: Request) -> dict[str, Any]:
+    base = base_url(request)
+    entries = list(_registered_tms_summaries())
+    entries += [
+        (tms_id, tms.title, str(tms.uri) if tms.uri else None)
+        for tms_id, tms in sorted(_custom_tms(sources).items())
+    ]
+    listed = []
+    for tms_id, title, uri in entries:
+        entry: dict[str, Any] = {
+            "id": tms_id,
             "links": [
                 {
                     "rel": "self",
                     "type": _JSON,
-                    "href": f"{here}/{quote(info.tms_id, safe='')}",
-                    "title": f"{info.title} tiled in {info.tms_id}",
-                },
-                {
-                    "rel": _REL_TILING_SCHEME,
-                    "type": _JSON,
-                    "href": f"{base}/tileMatrixSets/{quote(info.tms_id, safe='')}",
-                },
+                    "href": f"{base}/tileMatrixSets/{quote(tms_id, safe='')}",
+                }
             ],
         }
-        if tms.uri:
-            summary["tileMatrixSetURI"] = str(tms.uri)
-        return {
-            "links": [{"rel": "self", "type": _JSON, "href": here}],
-            "tilesets": [summary],
-        }
+        if title:
+            entry["title"] = title
+        if uri:
+            entry["uri"] = uri
+        listed.append(entry)
+    return {
+        "links": [{"rel": "self", "type": _JSON, "href": f"{base}/tileMatrixSets"}],
+        "tileMatrixSets": listed,
+    }
 
-    @router.get(
-        "/collections/{name}/tiles/{tileMatrixSetId}",
-        summary="Tileset metadata (OGC API – Tiles)",
-        response_model=None,
-    )
-    def tileset(
-        name: str,
-        tileMatrixSetId: str,  # noqa: N803 - OGC's name
-        request: Request,
-    ) -> dict[str, Any] | Response:
-        source = _get_source(sources, name)
-        info = source.info
-        try:
-            tms = tms_for(source, tileMatrixSetId)
-        except UnknownTileMatrixSetError as exc:
-            return _tms_not_found(exc)
-        base = base_url(request)
-        here = f"{base}/collections/{quote(name, safe='')}/tiles/{quote(info.tms_id, safe='')}"
-        bounds = _bounds(info, tms)
-        document: dict[str, Any] = {
-            "title": info.title,
-            "description": info.description,
-            "dataType": "map" if info.tile_format.is_raster else "vector",
-            "crs": tms.crs.srs,
-            "tileMatrixSetLimits": [
-                _level_limits(tms, info.bounds, z)
-                for z in range(info.min_zoom, info.max_zoom + 1)
-                if z in range(tms.minzoom, tms.maxzoom + 1)
-            ],
-            "boundingBox": {
-                "lowerLeft": [bounds.west, bounds.south],
-                "upperRight": [bounds.east, bounds.north],
-                "crs": _CRS84,
-            },
-            "links": [
-                {"rel": "self", "type": _JSON, "href": here},
-                {
-                    "rel": _REL_TILING_SCHEME,
-                    "type": _JSON,
-                    "href": f"{base}/tileMatrixSets/{quote(info.tms_id, safe='')}",
-                },
-                {
-                    "rel": "item",
-                    "type": info.tile_format.media_type,
-                    "href": f"{here}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}",
-                    "templated": True,
-                },
-            ],
-        }
-        if tms.uri:
-            document["tileMatrixSetURI"] = str(tms.uri)
-        if info.attribution:
-            document["attribution"] = info.attribution
-        if info.tile_format is TileFormat.MVT:
-            document["layers"] = [
-                {"id": layer, "dataType": "vector"} for layer in info.vector_layers
-            ]
-        document.update(_export_capability(info))
-        return document
 
-    @router.get(
-        "/collections/{name}/tiles/{tileMatrixSetId}/{tileMatrix}/{tileRow}/{tileCol}",
-        summary="One tile (OGC API – Tiles)",
-        response_class=Response,
-        responses=tile_responses,
-    )
-    def ogc_tile(
-        name: str,
-        tileMatrixSetId: str,  # noqa: N803 - OGC's names
-        tileMatrix: str,  # noqa: N803
-        tileRow: str,  # noqa: N803
-        tileCol: str,  # noqa: N803
-        request: Request,
-    ) -> Response:
-        source = _get_source(sources, name)
-        try:
-            tms_for(source, tileMatrixSetId)
-        except UnknownTileMatrixSetError as exc:
-            return _tms_not_found(exc)
-        tile = Tile(
-            _parse_number(tileCol, "column"),
-            _parse_number(tileRow, "row"),
-            _parse_number(tileMatrix, "matrix"),
-        )
-        return _tile_response(request, source, tile)
-
-    @router.get("/tileMatrixSets", summary="Tiling schemes (OGC API – Tiles)")
-    def tile_matrix_sets(request: Request) -> dict[str, Any]:
-        base = base_url(request)
-        entries = list(_registered_tms_summaries())
-        entries += [
-            (tms_id, tms.title, str(tms.uri) if tms.uri else None)
-            for tms_id, tms in sorted(custom_tms().items())
-        ]
-        listed = []
-        for tms_id, title, uri in entries:
-            entry: dict[str, Any] = {
-                "id": tms_id,
-                "links": [
-                    {
-                        "rel": "self",
-                        "type": _JSON,
-                        "href": f"{base}/tileMatrixSets/{quote(tms_id, safe='')}",
-                    }
-                ],
-            }
-            if title:
-                entry["title"] = title
-            if uri:
-                entry["uri"] = uri
-            listed.append(entry)
-        return {
-            "links": [{"rel": "self", "type": _JSON, "href": f"{base}/tileMatrixSets"}],
-            "tileMatrixSets": listed,
-        }
-
-    @router.get(
-        "/tileMatrixSets/{tileMatrixSetId}",
-        summary="One tiling scheme as OGC TileMatrixSet JSON",
-        response_model=None,
-    )
-    def tile_matrix_set(tileMatrixSetId: str) -> dict[str, Any] | Response:  # noqa: N803
-        tms = custom_tms().get(tileMatrixSetId)
-        if tms is None:
-            if tileMatrixSetId not in list_tms():
-                return _tms_not_found(
-                    UnknownTileMatrixSetError(
-                        f"unknown tile matrix set {tileMatrixSetId[:64]!r}: see /tileMatrixSets",
-                        tms_id=tileMatrixSetId[:64],
-                    )
+@_routes.get(
+    "/tileMatrixSets/{tileMatrixSetId}",
+    summary="One tiling scheme as OGC TileMatrixSet JSON",
+    response_model=None,
+)
+def tile_matrix_set(sources: SourcesDep, tileMatrixSetId: str) -> dict[str, Any] | Response:  # noqa: N803
+    tms = _custom_tms(sources).get(tileMatrixSetId)
+    if tms is None:
+        if tileMatrixSetId not in list_tms():
+            return _tms_not_found(
+                UnknownTileMatrixSetError(
+                    f"unknown tile matrix set {tileMatrixSetId[:64]!r}: see /tileMatrixSets",
+                    tms_id=tileMatrixSetId[:64],
                 )
-            tms = get_tms(tileMatrixSetId)
-        document: dict[str, Any] = tms.model_dump(mode="json", exclude_none=True, by_alias=True)
-        return document
+            )
+        tms = get_tms(tileMatrixSetId)
+    document: dict[str, Any] = tms.model_dump(mode="json", exclude_none=True, by_alias=True)
+    return document
 
+
+def tiles_router(*, dependencies: Sequence[params.Depends] = ()) -> APIRouter:
+    """The tile routes: XYZ, TileJSON 3.0, OGC API – Tiles and tiling schemes, over the
+    application's ``state.tile_sources``.
+
+    The OGC routes are limited to ``/collections/{name}/tiles...`` so that feature routes can
+    share ``/collections/{name}``.
+
+    Args:
+        dependencies: dependencies run before every route (access checks, say).
+    """
+    router = APIRouter(dependencies=list(dependencies))
+    router.include_router(_routes)
     return router

@@ -72,64 +72,70 @@ _BODY = {
 }
 
 
+_routes = APIRouter(prefix="/api/maps", tags=["web maps"])
+
+
+@_routes.get("", summary="The web maps you can see")
+def list_maps(request: Request, catalog: CatalogDep, principal: PrincipalDep) -> dict[str, Any]:
+    base = base_url(request)
+    maps = [
+        _summary(m, base)
+        for m in catalog.webmaps.list()
+        if principal.has(Scope.ADMIN)
+        or can_read(principal, m.sharing.owner, m.sharing.groups, m.sharing.public)
+    ]
+    return {"maps": maps}
+
+
+@_routes.post(
+    "",
+    summary="Create a web map",
+    status_code=201,
+    openapi_extra={"requestBody": _BODY},
+)
+async def create_map(
+    request: Request, catalog: CatalogDep, principal: PrincipalDep
+) -> JSONResponse:
+    check_can_write(principal, None)
+    webmap = await _document(request)
+    check_references(webmap, catalog)
+    stored = catalog.webmaps.create(webmap, owner=principal.subject)
+    href = f"{base_url(request)}/api/maps/{stored.id}"
+    return JSONResponse(
+        _summary(stored, base_url(request)), status_code=201, headers={"Location": href}
+    )
+
+
+@_routes.get("/{map_id}", summary="One web map document", response_model=WebMap)
+def get_map(map_id: str, catalog: CatalogDep, principal: PrincipalDep) -> WebMap:
+    return visible_map(catalog, principal, map_id)
+
+
+@_routes.put(
+    "/{map_id}",
+    summary="Replace a web map document",
+    status_code=204,
+    openapi_extra={"requestBody": _BODY},
+)
+async def replace_map(
+    map_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
+) -> Response:
+    current = visible_map(catalog, principal, map_id)
+    check_can_write(principal, current.sharing.owner)
+    webmap = await _document(request)
+    check_references(webmap, catalog)
+    catalog.webmaps.replace(map_id, webmap)
+    return Response(status_code=204)
+
+
+@_routes.delete("/{map_id}", summary="Delete a web map", status_code=204)
+def delete_map(map_id: str, catalog: CatalogDep, principal: PrincipalDep) -> Response:
+    current = visible_map(catalog, principal, map_id)
+    check_can_write(principal, current.sharing.owner)
+    catalog.webmaps.delete(map_id)
+    return Response(status_code=204)
+
+
 def webmaps_router() -> APIRouter:
     """The web map item routes."""
-    router = APIRouter(prefix="/api/maps", tags=["web maps"])
-
-    @router.get("", summary="The web maps you can see")
-    def list_maps(request: Request, catalog: CatalogDep, principal: PrincipalDep) -> dict[str, Any]:
-        base = base_url(request)
-        maps = [
-            _summary(m, base)
-            for m in catalog.webmaps.list()
-            if principal.has(Scope.ADMIN)
-            or can_read(principal, m.sharing.owner, m.sharing.groups, m.sharing.public)
-        ]
-        return {"maps": maps}
-
-    @router.post(
-        "",
-        summary="Create a web map",
-        status_code=201,
-        openapi_extra={"requestBody": _BODY},
-    )
-    async def create_map(
-        request: Request, catalog: CatalogDep, principal: PrincipalDep
-    ) -> JSONResponse:
-        check_can_write(principal, None)
-        webmap = await _document(request)
-        check_references(webmap, catalog)
-        stored = catalog.webmaps.create(webmap, owner=principal.subject)
-        href = f"{base_url(request)}/api/maps/{stored.id}"
-        return JSONResponse(
-            _summary(stored, base_url(request)), status_code=201, headers={"Location": href}
-        )
-
-    @router.get("/{map_id}", summary="One web map document", response_model=WebMap)
-    def get_map(map_id: str, catalog: CatalogDep, principal: PrincipalDep) -> WebMap:
-        return visible_map(catalog, principal, map_id)
-
-    @router.put(
-        "/{map_id}",
-        summary="Replace a web map document",
-        status_code=204,
-        openapi_extra={"requestBody": _BODY},
-    )
-    async def replace_map(
-        map_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
-    ) -> Response:
-        current = visible_map(catalog, principal, map_id)
-        check_can_write(principal, current.sharing.owner)
-        webmap = await _document(request)
-        check_references(webmap, catalog)
-        catalog.webmaps.replace(map_id, webmap)
-        return Response(status_code=204)
-
-    @router.delete("/{map_id}", summary="Delete a web map", status_code=204)
-    def delete_map(map_id: str, catalog: CatalogDep, principal: PrincipalDep) -> Response:
-        current = visible_map(catalog, principal, map_id)
-        check_can_write(principal, current.sharing.owner)
-        catalog.webmaps.delete(map_id)
-        return Response(status_code=204)
-
-    return router
+    return _routes
