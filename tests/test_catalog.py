@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from offmaps.catalog import VECTOR_TILES_SUFFIX, Catalog
+from offmaps.catalog import (
+    VECTOR_TILES_SUFFIX,
+    Catalog,
+    GeoPackageServices,
+    PostGISServices,
+    open_feature_services,
+)
 from offmaps.errors import FeatureStoreError
 from offmaps.features.geopackage import GeoPackageStore
 from offmaps.schemas import WebMap
@@ -69,3 +75,12 @@ def test_the_public_tile_layers_follow_web_map_writes(tmp_path: Path) -> None:
     catalog.webmaps.delete(stored.id)
     assert catalog.public_tile_layers() == frozenset()
     catalog.close()
+
+
+def test_feature_backends_are_chosen_by_the_scheme_of_the_url(tmp_path: Path) -> None:
+    assert open_feature_services(tmp_path, None) == GeoPackageServices(tmp_path / "features")
+    url = "postgresql://u:p@127.0.0.1/db"
+    assert open_feature_services(tmp_path, url) == PostGISServices(url)
+    for bad in ("mysql://u@h/db", "file:///etc", "nonsense"):
+        with pytest.raises(FeatureStoreError, match="features_url must be a postgresql://"):
+            open_feature_services(tmp_path, bad)

@@ -29,9 +29,13 @@ import functools
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol
+from urllib.parse import urlsplit
 
 from pyproj import Transformer
 
@@ -57,11 +61,16 @@ from offmaps.storage import BlobStore, LocalBlobStore
 from offmaps.types import BBox, TileFormat
 
 __all__ = [
+    "FEATURE_BACKENDS",
     "FEATURE_SERVICE_NAME",
     "SERVICE_NAME",
     "VECTOR_TILES_SUFFIX",
     "Catalog",
     "EditOperation",
+    "FeatureServices",
+    "GeoPackageServices",
+    "PostGISServices",
+    "open_feature_services",
 ]
 
 SERVICE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
@@ -82,6 +91,92 @@ class EditOperation(StrEnum):
     DELETE = "delete"
 
 
+class FeatureServices(Protocol):
+    """Where a server's feature services live: one backend of :data:`FEATURE_BACKENDS`."""
+
+    def list_services(self) -> list[str]:
+        """The names of the feature services there."""
+        ...
+
+    def open(self, name: str) -> FeatureStore:
+        """Open feature service ``name``."""
+        ...
+
+    def create(self, name: str) -> FeatureStore:
+        """Create feature service ``name``, empty."""
+        ...
+
+
+@dataclass(frozen=True)
+class GeoPackageServices:
+    """Feature services as GeoPackage files of a folder (the embedded default)."""
+
+    folder: Path
+
+    def list_services(self) -> list[str]:
+        """The stems of the folder's ``.gpkg`` files that are service names."""
+        found = sorted(self.folder.glob("*.gpkg"))
+        return [path.stem for path in found if FEATURE_SERVICE_NAME.match(path.stem)]
+
+    def open(self, name: str) -> FeatureStore:
+        """Open ``<folder>/<name>.gpkg``."""
+        return GeoPackageStore.open(self.folder / f"{name}.gpkg")
+
+    def create(self, name: str) -> FeatureStore:
+        """Create ``<folder>/<name>.gpkg``."""
+        return GeoPackageStore.create(self.folder / f"{name}.gpkg")
+
+
+@dataclass(frozen=True)
+class PostGISServices:
+    """Feature services as schemas of a PostgreSQL database with PostGIS."""
+
+    url: str
+
+    def list_services(self) -> list[str]:
+        """The schemas of the database that are feature services."""
+        from offmaps.features.postgis import PostGISStore  # noqa: PLC0415 - optional extra
+
+        return PostGISStore.list_services(self.url)
+
+    def open(self, name: str) -> FeatureStore:
+        """Open schema ``name``."""
+        from offmaps.features.postgis import PostGISStore  # noqa: PLC0415
+
+        return PostGISStore.open(self.url, schema=name)
+
+    def create(self, name: str) -> FeatureStore:
+        """Create schema ``name``."""
+        from offmaps.features.postgis import PostGISStore  # noqa: PLC0415
+
+        return PostGISStore.create(self.url, schema=name)
+
+
+FEATURE_BACKENDS: Mapping[str, Callable[[Path, str], FeatureServices]] = MappingProxyType(
+    {
+        "": lambda data_dir, _: GeoPackageServices(data_dir / "features"),
+        "postgresql": lambda _, url: PostGISServices(url),
+        "postgres": lambda _, url: PostGISServices(url),
+    }
+)
+"""Feature service backends by the scheme of ``features_url`` (none: GeoPackage files)."""
+
+
+def open_feature_services(data_dir: Path, features_url: str | None) -> FeatureServices:
+    """The feature service backend of a server.
+
+    Raises:
+        FeatureStoreError: ``features_url`` names no known backend.
+    """
+    url = features_url or ""
+    scheme = urlsplit(url).scheme.lower()
+    backend = FEATURE_BACKENDS.get(scheme) if scheme or not url else None
+    if backend is None:
+        known = ", ".join(f"{name}://" for name in FEATURE_BACKENDS if name)
+        raise FeatureStoreError(f"features_url must be a {known} URL, not {scheme!r}")
+    return backend(data_dir, url)
+
+
 class Catalog:
     """The feature services, tile layers, web maps and blobs of one server."""
 
@@ -94,6 +189,7 @@ class Catalog:
     ) -> None:
         self.data_dir = data_dir
         self.features_url = features_url
+        self.features = open_feature_services(data_dir, features_url)
         self.max_attachment_bytes = max_attachment_bytes
         for sub in ("features", "tiles", "cache", "blobs", "webmaps"):
             (data_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -111,15 +207,8 @@ class Catalog:
     # --- loading ---------------------------------------------------------------------------
 
     def _load_feature_services(self) -> None:
-        if self.features_url is not None:
-            from offmaps.features.postgis import PostGISStore  # noqa: PLC0415 - optional extra
-
-            for name in PostGISStore.list_services(self.features_url):
-                self._services[name] = PostGISStore.open(self.features_url, schema=name)
-            return
-        for path in sorted((self.data_dir / "features").glob("*.gpkg")):
-            if FEATURE_SERVICE_NAME.match(path.stem):
-                self._services[path.stem] = GeoPackageStore.open(path)
+        for name in self.features.list_services():
+            self._services[name] = self.features.open(name)
 
     def _load_tile_sources(self) -> None:
         tiles = self.data_dir / "tiles"
@@ -149,13 +238,7 @@ class Catalog:
         with self._lock:
             if name in self._services:
                 raise FeatureStoreError(f"feature service {name!r} exists already")
-            store: FeatureStore
-            if self.features_url is not None:
-                from offmaps.features.postgis import PostGISStore  # noqa: PLC0415
-
-                store = PostGISStore.create(self.features_url, schema=name)
-            else:
-                store = GeoPackageStore.create(self.data_dir / "features" / f"{name}.gpkg")
+            store = self.features.create(name)
             self._services[name] = store
             self._add_vector_tiles(name, store)
             return store
