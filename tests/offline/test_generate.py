@@ -13,7 +13,7 @@ from offmaps.schemas.jobs import JobStatus
 from offmaps.services import build_services
 from offmaps.settings import ServerSettings
 from tests.jobs.test_jobs import _dead_process_id
-from tests.server.conftest import Server, server  # noqa: F401 - the fixture
+from tests.serverkit import Server
 
 AREA = area_from_bbox(24.895, 60.05, 24.995, 60.15)
 
@@ -29,7 +29,7 @@ def _wait(jobs: JobRunner, job_id: str) -> Job:
 
 
 def test_a_generate_job_left_pending_by_a_dead_process_is_built_by_the_next_one(
-    server: Server,  # noqa: F811 - the fixture imported above
+    server: Server,
 ) -> None:
     payload = GenerateOfflineMap(
         map_id=server.public_map,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.server.conftest import Server, assert_problem
+from tests.serverkit import Server, assert_problem
 
 GEOJSON = "application/geo+json"
 SITES = "/collections/city.sites/items"

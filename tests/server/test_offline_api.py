@@ -39,7 +39,7 @@ from offmaps.sources import ArchiveTileSource
 from offmaps.tiling import get_tms
 from offmaps.types import BBox, Tile, TileFormat
 from tests.cli.test_users import run
-from tests.server.conftest import PASSWORD, LiveServer, webmap_document
+from tests.serverkit import PASSWORD, LiveServer, webmap_document
 from tests.tilegen import make_tile
 
 # sites 0-9 lie at longitudes 24.90-24.99, latitude 60.1 (tests/server/conftest.py)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from offmaps.cli import cli
-from tests.server.conftest import PASSWORD, LiveServer
+from tests.serverkit import PASSWORD, LiveServer
 
 _GDAL_READ = """
 import json, sys

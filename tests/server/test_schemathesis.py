@@ -26,7 +26,7 @@ from offmaps.features.model import Field, GeometryType, Insert, LayerSchema
 from offmaps.schemas import WebMap
 from offmaps.server.app import create_app
 from offmaps.settings import ServerSettings
-from tests.server.conftest import PASSWORD, feature_layer, webmap_document
+from tests.serverkit import PASSWORD, feature_layer, webmap_document
 
 
 def _app(data_dir: Path) -> FastAPI:

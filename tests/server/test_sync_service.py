@@ -24,7 +24,7 @@ from offmaps.state.replicas import Replica
 from offmaps.state.webmaps import FolderWebMapStore
 from offmaps.storage.local import LocalBlobStore
 from tests.features.conftest import BACKENDS, open_backend
-from tests.server.conftest import webmap_document
+from tests.serverkit import webmap_document
 
 POINTS = LayerSchema(
     "points", (Field("a", FieldType.TEXT), Field("b", FieldType.INTEGER)), GeometryType.POINT

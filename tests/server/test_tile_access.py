@@ -5,7 +5,7 @@ from __future__ import annotations
 import morecantile
 
 from offmaps.schemas import WebMap
-from tests.server.conftest import Server, assert_problem, feature_layer, webmap_document
+from tests.serverkit import Server, assert_problem, feature_layer, webmap_document
 
 VT = "city-vt"
 TILE = morecantile.tms.get("WebMercatorQuad").tile(24.94, 60.17, 12)

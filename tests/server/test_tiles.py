@@ -40,7 +40,7 @@ from offmaps.sources import (
     UpstreamTileSource,
 )
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
-from tests.server.conftest import assert_problem
+from tests.serverkit import assert_problem
 from tests.tilegen import make_tile, sample_tiles
 
 PNG_TILES = sample_tiles(TileFormat.PNG, duplicate=False)

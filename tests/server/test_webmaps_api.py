@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.server.conftest import Server, assert_problem, feature_layer, webmap_document
+from tests.serverkit import Server, assert_problem, feature_layer, webmap_document
 
 
 def document(**changes: Any) -> dict[str, Any]:

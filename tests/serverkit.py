@@ -1,4 +1,5 @@
-"""A server on a fresh data folder, with a feature service, a web map and users."""
+"""Test servers for every test that needs one: a server with sample data, listening or in-process,
+and signed-in SDK tasks (a pytest plugin, loaded by tests/conftest.py)."""
 
 from __future__ import annotations
 

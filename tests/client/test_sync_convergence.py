@@ -32,7 +32,7 @@ from offmaps.offline.parameters import area_from_bbox
 from offmaps.offline.replica import LocalReplica
 from offmaps.schemas import SyncDirection, WebMap
 from offmaps.schemas.changeset import ChangeStatus
-from tests.server.conftest import LiveServer, webmap_document
+from tests.serverkit import LiveServer, webmap_document
 
 DEVICES = 2
 ROWS = 4
