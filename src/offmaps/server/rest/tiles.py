@@ -157,6 +157,52 @@ def _registered_tms_summaries() -> tuple[tuple[str, str | None, str | None], ...
     return tuple(summaries)
 
 
+def _tileset_document(
+    info: TileSourceInfo, tms: TileMatrixSet, base: str, name: str
+) -> dict[str, Any]:
+    """The OGC API – Tiles tileset metadata of a tile layer."""
+    here = f"{base}/collections/{quote(name, safe='')}/tiles/{quote(info.tms_id, safe='')}"
+    bounds = _bounds(info, tms)
+    document: dict[str, Any] = {
+        "title": info.title,
+        "description": info.description,
+        "dataType": "map" if info.tile_format.is_raster else "vector",
+        "crs": tms.crs.srs,
+        "tileMatrixSetLimits": [
+            _level_limits(tms, info.bounds, z)
+            for z in range(info.min_zoom, info.max_zoom + 1)
+            if z in range(tms.minzoom, tms.maxzoom + 1)
+        ],
+        "boundingBox": {
+            "lowerLeft": [bounds.west, bounds.south],
+            "upperRight": [bounds.east, bounds.north],
+            "crs": _CRS84,
+        },
+        "links": [
+            {"rel": "self", "type": _JSON, "href": here},
+            {
+                "rel": _REL_TILING_SCHEME,
+                "type": _JSON,
+                "href": f"{base}/tileMatrixSets/{quote(info.tms_id, safe='')}",
+            },
+            {
+                "rel": "item",
+                "type": info.tile_format.media_type,
+                "href": f"{here}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}",
+                "templated": True,
+            },
+        ],
+    }
+    if tms.uri:
+        document["tileMatrixSetURI"] = str(tms.uri)
+    if info.attribution:
+        document["attribution"] = info.attribution
+    if info.tile_format is TileFormat.MVT:
+        document["layers"] = [{"id": layer, "dataType": "vector"} for layer in info.vector_layers]
+    document.update(_export_capability(info))
+    return document
+
+
 def tile_sources(request: Request) -> Mapping[str, TileSource]:
     """The tile services of the application serving ``request`` (``app.state.tile_sources``),
     looked up on every request, so layers added later are served."""
@@ -307,47 +353,7 @@ def tileset(
         tms = _tms_for(source, tileMatrixSetId)
     except UnknownTileMatrixSetError as exc:
         return _tms_not_found(exc)
-    base = base_url(request)
-    here = f"{base}/collections/{quote(name, safe='')}/tiles/{quote(info.tms_id, safe='')}"
-    bounds = _bounds(info, tms)
-    document: dict[str, Any] = {
-        "title": info.title,
-        "description": info.description,
-        "dataType": "map" if info.tile_format.is_raster else "vector",
-        "crs": tms.crs.srs,
-        "tileMatrixSetLimits": [
-            _level_limits(tms, info.bounds, z)
-            for z in range(info.min_zoom, info.max_zoom + 1)
-            if z in range(tms.minzoom, tms.maxzoom + 1)
-        ],
-        "boundingBox": {
-            "lowerLeft": [bounds.west, bounds.south],
-            "upperRight": [bounds.east, bounds.north],
-            "crs": _CRS84,
-        },
-        "links": [
-            {"rel": "self", "type": _JSON, "href": here},
-            {
-                "rel": _REL_TILING_SCHEME,
-                "type": _JSON,
-                "href": f"{base}/tileMatrixSets/{quote(info.tms_id, safe='')}",
-            },
-            {
-                "rel": "item",
-                "type": info.tile_format.media_type,
-                "href": f"{here}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}",
-                "templated": True,
-            },
-        ],
-    }
-    if tms.uri:
-        document["tileMatrixSetURI"] = str(tms.uri)
-    if info.attribution:
-        document["attribution"] = info.attribution
-    if info.tile_format is TileFormat.MVT:
-        document["layers"] = [{"id": layer, "dataType": "vector"} for layer in info.vector_layers]
-    document.update(_export_capability(info))
-    return document
+    return _tileset_document(info, tms, base_url(request), name)
 
 
 @_routes.get(
