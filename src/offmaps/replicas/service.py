@@ -1,6 +1,8 @@
 """The server side of sync: merging uploaded change sets, serving downloads, the review queue.
 
-State lives in ``DATA/sync.sqlite`` beside the feature stores:
+State lives in a :class:`~offmaps.state.syncstate.SyncStateStore` (by default
+:class:`~offmaps.state.syncstate.SQLiteSyncStateStore`, ``DATA/sync.sqlite`` beside the feature
+stores):
 
 - ``rows``: per row of a feature service, the version vector and hybrid logical clock time of
   its last synced write, and the store version they were recorded at. Versions written since
@@ -25,8 +27,6 @@ row holds are answered ``applied``/``merged``): no change is applied twice.
 from __future__ import annotations
 
 import hashlib
-import json
-import sqlite3
 import threading
 import time
 import uuid
@@ -85,6 +85,14 @@ from offmaps.schemas.changeset import (
     WireLayer,
 )
 from offmaps.state.replicas import RelatedKey, Replica
+from offmaps.state.syncstate import (
+    Answer,
+    Conflict,
+    RowKey,
+    RowState,
+    SQLiteSyncStateStore,
+    SyncStateStore,
+)
 from offmaps.sync.clock import Timestamp, parse_timestamp, timestamp_from_ms
 from offmaps.sync.collector import collection_paused
 from offmaps.sync.merge import merge_fields
@@ -95,21 +103,6 @@ from offmaps.types import BBox
 
 __all__ = ["Conflict", "LayerRules", "SyncService", "layer_rules"]
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS rows (service TEXT NOT NULL, layer TEXT NOT NULL, "
-    "globalid TEXT NOT NULL, version INTEGER NOT NULL, vector TEXT NOT NULL, hlc TEXT, "
-    "PRIMARY KEY (service, layer, globalid))",
-    "CREATE TABLE IF NOT EXISTS changes (change_id TEXT PRIMARY KEY, replica_id TEXT NOT NULL, "
-    "change_set_id TEXT NOT NULL, result TEXT NOT NULL, at REAL NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS changes_replica ON changes (replica_id)",
-    "CREATE TABLE IF NOT EXISTS conflicts (id TEXT PRIMARY KEY, replica_id TEXT NOT NULL, "
-    "owner TEXT, map_id TEXT, service TEXT NOT NULL, layer TEXT NOT NULL, "
-    "globalid TEXT NOT NULL, kind TEXT NOT NULL, change_id TEXT NOT NULL, "
-    "fields TEXT NOT NULL, base TEXT NOT NULL, client TEXT NOT NULL, server TEXT, "
-    "server_version INTEGER, client_vector TEXT NOT NULL, status TEXT NOT NULL, "
-    "resolution TEXT, created REAL NOT NULL, resolved REAL, resolved_by TEXT)",
-    "CREATE INDEX IF NOT EXISTS conflicts_status ON conflicts (status, created)",
-)
 _BATCH = 500
 _ATTACHMENT_KINDS = (SyncChangeKind.ATTACHMENT_ADD, SyncChangeKind.ATTACHMENT_DELETE)
 
@@ -138,69 +131,6 @@ def layer_rules(webmap: WebMap | None, service: str) -> dict[str, LayerRules]:
     return rules
 
 
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    """An entry of the review queue (docs/sync.md)."""
-
-    id: str
-    replica_id: str
-    owner: str | None
-    map_id: str | None
-    service: str
-    layer: str
-    global_id: str
-    kind: str
-    """``update_update``, ``delete_update`` (the device deleted, the server updated) or
-    ``update_delete`` (the device updated, the server deleted)."""
-    change_id: str
-    fields: list[str]
-    base: dict[str, Any]
-    client: dict[str, Any]
-    server: dict[str, Any] | None
-    server_version: int | None
-    client_vector: dict[str, int]
-    status: str
-    """``open``, or ``resolved``."""
-    resolution: str | None
-    created: float
-    resolved: float | None
-    resolved_by: str | None
-
-    def document(self) -> dict[str, Any]:
-        """The conflict as JSON for the REST API."""
-        return {
-            "id": self.id,
-            "replica_id": self.replica_id,
-            "map_id": self.map_id,
-            "collection": f"{self.service}.{self.layer}",
-            "layer": self.layer,
-            "global_id": self.global_id,
-            "kind": self.kind,
-            "change_id": self.change_id,
-            "fields": self.fields,
-            "base": self.base,
-            "client": self.client,
-            "server": self.server,
-            "server_version": self.server_version,
-            "status": self.status,
-            "resolution": self.resolution,
-            "created": _iso(self.created),
-            "resolved": _iso(self.resolved) if self.resolved else None,
-            "resolved_by": self.resolved_by,
-        }
-
-
-def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
-
-
-@dataclass
-class _RowState:
-    version: int
-    vector: dict[str, int]
-    hlc: str | None
-
-
 @dataclass
 class _Unread:
     """A row whose values were not read (most changes need only its version): its global id,
@@ -225,8 +155,8 @@ class _Decision:
     edit: Edit | None = None
     attachment: tuple[str, AttachmentRef] | None = None
     """``("add" | "delete", ref)``."""
-    state: tuple[tuple[str, str], _RowState | None] | None = None
-    conflict: dict[str, Any] | None = None
+    state: tuple[tuple[str, str], RowState | None] | None = None
+    conflict: Conflict | None = None
 
 
 @dataclass
@@ -238,7 +168,7 @@ class _Merge:
     replica: Replica
     rules: dict[str, LayerRules]
     schemas: dict[str, LayerSchema]
-    states: dict[tuple[str, str], _RowState | None]
+    states: dict[tuple[str, str], RowState | None]
     rows: dict[tuple[str, str], _Row | None] = field(default_factory=dict)
     """The rows as the set's earlier changes left them (``None``: no such row)."""
     attachments: dict[str, bool] = field(default_factory=dict)
@@ -251,24 +181,25 @@ class SyncService:
     """Merges change sets into the catalog's feature services and serves downloads.
 
     Args:
-        path: the sync state file (``DATA/sync.sqlite``).
+        state: the sync state (row clocks, answers, the review queue); the service owns it
+            and closes it.
         catalog: the server's feature services, web maps and blobs.
     """
 
-    def __init__(self, path: Path, catalog: Catalog) -> None:
+    def __init__(self, state: SyncStateStore, catalog: Catalog) -> None:
         self.catalog = catalog
+        self.state = state
         self._lock = threading.Lock()
         self._service_locks: dict[str, threading.Lock] = {}
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        for statement in _SCHEMA:
-            self._conn.execute(statement)
+
+    @classmethod
+    def open(cls, path: Path, catalog: Catalog) -> SyncService:
+        """A service over the embedded state file ``path`` (``DATA/sync.sqlite``)."""
+        return cls(SQLiteSyncStateStore(path), catalog)
 
     def close(self) -> None:
-        """Close the state file."""
-        with self._lock:
-            self._conn.close()
+        """Close the state store."""
+        self.state.close()
 
     def _service_lock(self, service: str) -> threading.Lock:
         with self._lock:
@@ -373,44 +304,17 @@ class SyncService:
 
     def _answered(self, replica_id: str, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ChangeResult]:
         found: dict[uuid.UUID, ChangeResult] = {}
-        keys = [str(i) for i in ids]
-        with self._lock:
-            for start in range(0, len(keys), _BATCH):
-                chunk = keys[start : start + _BATCH]
-                marks = ",".join("?" * len(chunk))
-                for change_id, owner, result in self._conn.execute(
-                    f"SELECT change_id, replica_id, result FROM changes "  # noqa: S608 - marks
-                    f"WHERE change_id IN ({marks})",
-                    chunk,
-                ):
-                    if owner != replica_id:
-                        raise InvalidChangeSetError(
-                            f"change id {change_id} was sent by another replica"
-                        )
-                    found[uuid.UUID(change_id)] = ChangeResult.model_validate_json(result)
+        for change_id, answer in self.state.find_answers(ids).items():
+            if answer.replica_id != replica_id:
+                raise InvalidChangeSetError(f"change id {change_id} was sent by another replica")
+            found[change_id] = answer.result
         return found
 
-    def _load_states(
-        self, service: str, rows: Iterable[tuple[str, str]]
-    ) -> dict[tuple[str, str], _RowState | None]:
+    def _load_states(self, service: str, rows: Iterable[RowKey]) -> dict[RowKey, RowState | None]:
         """The recorded sync state of rows given as (layer, global id)."""
         keys = sorted(set(rows))
-        states: dict[tuple[str, str], _RowState | None] = dict.fromkeys(keys)
-        by_layer: dict[str, list[str]] = {}
-        for layer, gid in keys:
-            by_layer.setdefault(layer, []).append(gid)
-        with self._lock:
-            for layer, gids in by_layer.items():
-                for start in range(0, len(gids), _BATCH):
-                    chunk = gids[start : start + _BATCH]
-                    marks = ",".join("?" * len(chunk))
-                    for gid, version, vector, hlc in self._conn.execute(
-                        f"SELECT globalid, version, vector, hlc FROM rows "  # noqa: S608
-                        "WHERE service = ? "
-                        f"AND layer = ? AND globalid IN ({marks})",
-                        [service, layer, *chunk],
-                    ):
-                        states[layer, gid] = _RowState(version, json.loads(vector), hlc)
+        states: dict[RowKey, RowState | None] = dict.fromkeys(keys)
+        states.update(self.state.load_states(service, keys))
         return states
 
     @staticmethod
@@ -550,17 +454,17 @@ class SyncService:
             if name != GEOMETRY_FIELD and name not in editable:
                 raise InvalidChangeSetError(f"field {name!r} of {layer!r} is not editable")
 
-    def _state(self, work: _Merge, key: tuple[str, str], version: int) -> _RowState:
+    def _state(self, work: _Merge, key: tuple[str, str], version: int) -> RowState:
         """The row's version vector now (at ``version``): as recorded, or carried forward from
         the record by the versions written since without sync."""
         recorded = work.states.get(key)
         if recorded is not None and recorded.version == version:
             return recorded
-        state = _RowState(version, self._state_of(recorded, version), None)
+        state = RowState(version, self._state_of(recorded, version), None)
         work.states[key] = state
         return state
 
-    def _server_time(self, work: _Merge, key: tuple[str, str], state: _RowState) -> Timestamp:
+    def _server_time(self, work: _Merge, key: tuple[str, str], state: RowState) -> Timestamp:
         if state.hlc is not None:
             return parse_timestamp(state.hlc)
         last = work.store.last_change(key[0], uuid.UUID(key[1]))
@@ -575,7 +479,7 @@ class SyncService:
         rules: LayerRules,
         key: tuple[str, str],
         current: _Row,
-        state: _RowState,
+        state: RowState,
         concurrent: bool,
     ) -> _Decision:
         changed = [name for name in change.changed if name in change.values]
@@ -664,7 +568,7 @@ class SyncService:
         rules: LayerRules,
         key: tuple[str, str],
         current: _Row,
-        state: _RowState,
+        state: RowState,
     ) -> _Decision:
         server = feature_to_wire(schema, self._existing(work, key))
         outcome = resolve_delete(
@@ -738,30 +642,31 @@ class SyncService:
         server: Mapping[str, Any] | None,
         server_version: int | None,
         policy: ConflictPolicy,
-    ) -> dict[str, Any]:
+    ) -> Conflict:
         manual = policy is ConflictPolicy.MANUAL
-        return {
-            "id": str(uuid.uuid4()),
-            "replica_id": work.replica.id,
-            "owner": work.replica.owner,
-            "map_id": work.replica.map_id,
-            "service": work.service,
-            "layer": change.layer,
-            "globalid": str(change.global_id),
-            "kind": kind,
-            "change_id": str(change.change_id),
-            "fields": json.dumps(fields),
-            "base": json.dumps(dict(base)),
-            "client": json.dumps(dict(client)),
-            "server": json.dumps(dict(server)) if server is not None else None,
-            "server_version": server_version,
-            "client_vector": json.dumps(dict(change.version_vector)),
-            "status": "open" if manual else "resolved",
-            "resolution": None if manual else policy.value,
-            "created": time.time(),
-            "resolved": None if manual else time.time(),
-            "resolved_by": None if manual else f"policy:{policy.value}",
-        }
+        now = time.time()
+        return Conflict(
+            id=str(uuid.uuid4()),
+            replica_id=work.replica.id,
+            owner=work.replica.owner,
+            map_id=work.replica.map_id,
+            service=work.service,
+            layer=change.layer,
+            global_id=str(change.global_id),
+            kind=kind,
+            change_id=str(change.change_id),
+            fields=fields,
+            base=dict(base),
+            client=dict(client),
+            server=dict(server) if server is not None else None,
+            server_version=server_version,
+            client_vector=dict(change.version_vector),
+            status="open" if manual else "resolved",
+            resolution=None if manual else policy.value,
+            created=now,
+            resolved=None if manual else now,
+            resolved_by=None if manual else f"policy:{policy.value}",
+        )
 
     def _write(
         self,
@@ -779,7 +684,7 @@ class SyncService:
     ) -> _Decision:
         """A change that writes ``edit``, leaving the row as ``feature`` (``None``: gone)."""
         work.rows[key] = feature
-        state = None if feature is None else _RowState(feature.version, vector, change.hlc)
+        state = None if feature is None else RowState(feature.version, vector, change.hlc)
         work.states[key] = state
         result = ChangeResult(
             change_id=change.change_id,
@@ -798,7 +703,7 @@ class SyncService:
         change: Change,
         key: tuple[str, str],
         current: _Row | None,
-        state: _RowState | None,
+        state: RowState | None,
         status: ChangeStatus,
         *,
         vector: dict[str, int] | None = None,
@@ -808,7 +713,7 @@ class SyncService:
         """A change that needs no write: the row already is as it asks."""
         new_state = None
         if current is not None:
-            new_state = _RowState(
+            new_state = RowState(
                 current.version, vector or (state.vector if state else {}), change.hlc
             )
             work.states[key] = new_state
@@ -924,81 +829,22 @@ class SyncService:
     def _record(
         self, replica: Replica, change_set: ChangeSet, decisions: Sequence[_Decision]
     ) -> None:
-        now = time.time()
-        states: dict[tuple[str, str], _RowState | None] = {}
+        states: dict[RowKey, RowState | None] = {}
         for decision in decisions:
             if decision.state is not None:
                 states[decision.state[0]] = decision.state[1]
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "DELETE FROM rows WHERE service = ? AND layer = ? AND globalid = ?",
-                    [(replica.service, *key) for key, state in states.items() if state is None],
-                )
-                conn.executemany(
-                    "INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (service, layer, globalid) DO UPDATE SET "
-                    "version = excluded.version, vector = excluded.vector, hlc = excluded.hlc",
-                    [
-                        (replica.service, *key, s.version, json.dumps(s.vector), s.hlc)
-                        for key, s in states.items()
-                        if s is not None
-                    ],
-                )
-                conn.executemany(
-                    "INSERT INTO changes VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (
-                            str(d.change.change_id),
-                            replica.id,
-                            str(change_set.change_set_id),
-                            d.result.model_dump_json(exclude_defaults=True),
-                            now,
-                        )
-                        for d in decisions
-                    ],
-                )
-                # the edits a change covers are answered as it is; one answered already (in
-                # an earlier change whose answer was lost) keeps its answer
-                conn.executemany(
-                    "INSERT OR IGNORE INTO changes VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (
-                            str(covered),
-                            replica.id,
-                            str(change_set.change_set_id),
-                            d.result.model_copy(update={"change_id": covered}).model_dump_json(
-                                exclude_defaults=True
-                            ),
-                            now,
-                        )
-                        for d in decisions
-                        for covered in d.change.covers
-                    ],
-                )
-                for decision in decisions:
-                    if decision.conflict is not None:
-                        row = decision.conflict
-                        conn.execute(
-                            f"INSERT INTO conflicts ({', '.join(row)}) "  # noqa: S608
-                            f"VALUES ({', '.join('?' * len(row))})",
-                            list(row.values()),
-                        )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        self.state.record(
+            replica.service,
+            change_set.change_set_id,
+            states=states,
+            answers=[Answer(replica.id, d.result, tuple(d.change.covers)) for d in decisions],
+            conflicts=[d.conflict for d in decisions if d.conflict is not None],
+        )
 
     def change_result(self, replica: Replica, change_id: uuid.UUID) -> ChangeResult | None:
         """The recorded answer to one change of ``replica``, or ``None``."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT result FROM changes WHERE change_id = ? AND replica_id = ?",
-                (str(change_id), replica.id),
-            ).fetchone()
-        return None if row is None else ChangeResult.model_validate_json(row[0])
+        found = self.state.find_answers([change_id]).get(change_id)
+        return None if found is None or found.replica_id != replica.id else found.result
 
     # --- download --------------------------------------------------------------------------
 
@@ -1088,7 +934,7 @@ class SyncService:
         yield end.model_dump_json().encode() + b"\n"
 
     @staticmethod
-    def _state_of(recorded: _RowState | None, version: int) -> dict[str, int]:
+    def _state_of(recorded: RowState | None, version: int) -> dict[str, int]:
         if recorded is not None and recorded.version == version:
             return recorded.vector
         return derive(
@@ -1101,19 +947,8 @@ class SyncService:
         """Every row of ``layers`` whose sync state is recorded: ``(layer, global id, version,
         vector)``, for seeding a new replica (:meth:`LocalReplica.seed_server_states`)."""
         for layer in layers:
-            last = ""
-            while True:
-                with self._lock:
-                    rows = self._conn.execute(
-                        "SELECT globalid, version, vector FROM rows WHERE service = ? AND "
-                        "layer = ? AND globalid > ? ORDER BY globalid LIMIT ?",
-                        (service, layer, last, _BATCH),
-                    ).fetchall()
-                for gid, version, vector in rows:
-                    yield layer, gid, version, json.loads(vector)
-                if len(rows) < _BATCH:
-                    break
-                last = rows[-1][0]
+            for gid, state in self.state.iter_states(service, layer):
+                yield layer, gid, state.version, state.vector
 
     # --- review queue ----------------------------------------------------------------------
 
@@ -1126,33 +961,16 @@ class SyncService:
         limit: int = 100,
     ) -> list[Conflict]:
         """Conflicts, newest first; ``owner`` ``None`` for every owner's (admins)."""
-        clauses, params = [], []
-        if owner is not None:
-            clauses.append("owner = ?")
-            params.append(owner)
-        if status is not None:
-            clauses.append("status = ?")
-            params.append(status)
-        if replica_id is not None:
-            clauses.append("replica_id = ?")
-            params.append(replica_id)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT * FROM conflicts {where} ORDER BY created DESC LIMIT ?",  # noqa: S608
-                [*params, limit],
-            ).fetchall()
-        return [_conflict(row) for row in rows]
+        return self.state.list_conflicts(
+            owner=owner, status=status, replica_id=replica_id, limit=limit
+        )
 
     def get_conflict(self, conflict_id: str, *, owner: str | None) -> Conflict:
         """One conflict; raises ``ConflictNotFoundError`` (also for other owners')."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT * FROM conflicts WHERE id = ?", (conflict_id,)
-            ).fetchone()
-        if row is None or (owner is not None and row[2] != owner):
+        found = self.state.find_conflict(conflict_id)
+        if found is None or (owner is not None and found.owner != owner):
             raise ConflictNotFoundError(f"no conflict {conflict_id[:40]!r}")
-        return _conflict(row)
+        return found
 
     def resolve_conflict(
         self,
@@ -1198,40 +1016,22 @@ class SyncService:
             except FeatureNotFoundError:
                 after = None
             key = (conflict.layer, conflict.global_id)
-            recorded = self._load_states(conflict.service, [(conflict.layer, conflict.global_id)])
-            with self._lock:
-                self._conn.execute(
-                    "UPDATE conflicts SET status = 'resolved', resolution = ?, resolved = ?, "
-                    "resolved_by = ? WHERE id = ?",
-                    (f"manual:{side}", time.time(), resolved_by, conflict_id),
-                )
-                # the parked change's answer, and those of the edits it covered
-                answers = self._conn.execute(
-                    "SELECT change_id, result FROM changes WHERE replica_id = ? "
-                    "AND json_extract(result, '$.conflict_id') = ?",
-                    (conflict.replica_id, conflict_id),
-                ).fetchall()
-                settled = {
-                    "status": ChangeStatus.MERGED,
-                    "reason": f"resolved by {resolved_by}: {side}",
-                    "version": None if after is None else after.version,
-                    "version_vector": None
-                    if after is None
-                    else self._state_of(recorded.get(key), after.version),
-                    "row": None,
-                }
-                self._conn.executemany(
-                    "UPDATE changes SET result = ? WHERE change_id = ?",
-                    [
-                        (
-                            ChangeResult.model_validate_json(result)
-                            .model_copy(update=settled)
-                            .model_dump_json(),
-                            change_id,
-                        )
-                        for change_id, result in answers
-                    ],
-                )
+            recorded = self._load_states(conflict.service, [key])
+            settled = {
+                "status": ChangeStatus.MERGED,
+                "reason": f"resolved by {resolved_by}: {side}",
+                "version": None if after is None else after.version,
+                "version_vector": None
+                if after is None
+                else self._state_of(recorded.get(key), after.version),
+                "row": None,
+            }
+            self.state.resolve_conflict(
+                conflict_id,
+                resolution=f"manual:{side}",
+                resolved_by=resolved_by,
+                settle=lambda result: result.model_copy(update=settled),
+            )
         return self.get_conflict(conflict_id, owner=owner)
 
     @staticmethod
@@ -1272,10 +1072,10 @@ class SyncService:
 
 def _parked(
     change: Change,
-    conflict: dict[str, Any],
+    conflict: Conflict,
     reason: str,
     current: _Row | None,
-    state: _RowState | None,
+    state: RowState | None,
     fields: Sequence[str] = (),
 ) -> _Decision:
     """A change parked in the review queue: nothing is written."""
@@ -1285,7 +1085,7 @@ def _parked(
         reason=reason,
         version=None if current is None else current.version,
         version_vector=None if state is None else state.vector,
-        conflict_id=uuid.UUID(conflict["id"]),
+        conflict_id=uuid.UUID(conflict.id),
         conflict_fields=list(fields),
         resolution=ConflictPolicy.MANUAL,
     )
@@ -1414,14 +1214,3 @@ def _wire_layer(schema: LayerSchema) -> WireLayer:
 def _scope_area(area: Mapping[str, Any], schema: LayerSchema) -> BaseGeometry:
     area_of_interest = AreaOfInterest.from_geojson(dict(area))
     return area_of_interest.project_within_area_of_use(pyproj.CRS.from_epsg(schema.srid))
-
-
-def _conflict(row: Sequence[Any]) -> Conflict:
-    return Conflict(
-        id=row[0], replica_id=row[1], owner=row[2], map_id=row[3], service=row[4],
-        layer=row[5], global_id=row[6], kind=row[7], change_id=row[8],
-        fields=json.loads(row[9]), base=json.loads(row[10]), client=json.loads(row[11]),
-        server=json.loads(row[12]) if row[12] else None, server_version=row[13],
-        client_vector=json.loads(row[14]), status=row[15], resolution=row[16],
-        created=row[17], resolved=row[18], resolved_by=row[19],
-    )  # fmt: skip

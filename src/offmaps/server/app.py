@@ -117,7 +117,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     tokens = TokenService(settings, data_dir)
     jobs = JobManager(data_dir / "jobs")
     replicas = SQLiteReplicaRegistry(data_dir / "replicas.sqlite")
-    sync = SyncService(data_dir / "sync.sqlite", catalog)
+    sync = SyncService.open(data_dir / "sync.sqlite", catalog)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
