@@ -18,10 +18,15 @@ stores):
 A change set is merged under the service's lock: every change is decided first, against the
 rows as they are plus the set's own earlier changes; then the feature edits are applied in
 order, attachments in between, each run of edits as one store transaction; then the answers
-are recorded. If the server stops between the store's commit and the record, a retry merges
-the same changes again: their values are then the server's, so they change nothing (inserts
-of rows that exist with the same values, deletes of deleted rows and updates to the values the
-row holds are answered ``applied``/``merged``): no change is applied twice.
+are recorded, in one call to the state store. The decisions are pure functions of
+:mod:`offmaps.sync.decide`: the service reads what each step asks for (the row's version and
+vector, its values only for a merge or a retried insert, the time of the server's edit only
+to settle a conflict), calls it, and carries out the decision it returns.
+
+If the server stops between the store's commit and the record, a retry merges the same changes
+again: their values are then the server's, so they change nothing (inserts of rows that exist
+with the same values, deletes of deleted rows and updates to the values the row holds are
+answered ``applied``/``merged``): no change is applied twice.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +61,7 @@ from offmaps.features.model import (
     Feature,
     FeatureQuery,
     Insert,
+    JournalEntry,
     LayerSchema,
     Update,
 )
@@ -66,7 +72,7 @@ from offmaps.features.wire import (
     prepare_wire_geometries,
     wire_to_edit_values,
 )
-from offmaps.schemas import EditingCapabilities, FeatureLayerRef, TableRef, WebMap
+from offmaps.schemas import FeatureLayerRef, TableRef, WebMap
 from offmaps.schemas.changeset import (
     GEOMETRY_FIELD,
     SERVER_NODE,
@@ -95,9 +101,33 @@ from offmaps.state.syncstate import (
 )
 from offmaps.sync.clock import Timestamp, parse_timestamp, timestamp_from_ms
 from offmaps.sync.collector import collection_paused
-from offmaps.sync.merge import merge_fields
-from offmaps.sync.policy import Side, resolve, resolve_delete
-from offmaps.sync.vectors import derive, dominates, merge
+from offmaps.sync.decide import (
+    AddAttachment,
+    Concurrent,
+    ConflictRecord,
+    Decision,
+    DeleteAttachment,
+    DeleteRow,
+    FieldConflict,
+    InsertRow,
+    LayerRules,
+    Park,
+    Reject,
+    ServerRow,
+    UpdateRow,
+    Write,
+    admit,
+    base_values,
+    decide_attachment,
+    decide_existing,
+    decide_gone,
+    decide_insert,
+    delete_against_update,
+    edited_values,
+    merge_update,
+    settle_update,
+)
+from offmaps.sync.vectors import derive
 from offmaps.tiling import AreaOfInterest
 from offmaps.types import BBox
 
@@ -105,15 +135,6 @@ __all__ = ["Conflict", "LayerRules", "SyncService", "layer_rules"]
 
 _BATCH = 500
 _ATTACHMENT_KINDS = (SyncChangeKind.ATTACHMENT_ADD, SyncChangeKind.ATTACHMENT_DELETE)
-
-
-@dataclass(frozen=True, slots=True)
-class LayerRules:
-    """What a replica's map allows on one of its layers, offline."""
-
-    editing: EditingCapabilities
-    attachments_enabled: bool
-    policy: ConflictPolicy
 
 
 def layer_rules(webmap: WebMap | None, service: str) -> dict[str, LayerRules]:
@@ -357,104 +378,80 @@ class SyncService:
     # --- deciding --------------------------------------------------------------------------
 
     def _decide(self, work: _Merge, change: Change) -> _Decision:
-        def reject(reason: str) -> _Decision:
-            result = ChangeResult(
-                change_id=change.change_id, status=ChangeStatus.REJECTED, reason=reason
-            )
-            return _Decision(change, result)
-
-        if change.layer not in work.replica.layers or change.layer not in work.schemas:
-            return reject(f"layer {change.layer!r} is not part of this replica")
-        rules = work.rules.get(change.layer)
-        if rules is None:
-            return reject(f"the map no longer has layer {change.layer!r}")
+        """Read what the change's decision needs, decide (:mod:`offmaps.sync.decide`), and
+        carry the decision into the set's rows."""
+        rules = admit(
+            change,
+            work.rules.get(change.layer),
+            in_replica=change.layer in work.replica.layers and change.layer in work.schemas,
+            attachment_sync=work.replica.attachment_sync_direction,
+        )
+        if isinstance(rules, Reject):
+            return _rejected(change, rules.reason)
         schema = work.schemas[change.layer]
+        key = _key(change)
         try:
             if change.kind in _ATTACHMENT_KINDS:
-                return self._decide_attachment(work, change, rules, reject)
-            return self._decide_row(work, change, schema, rules, reject)
+                decision = self._decide_attachment(work, change, key)
+                return self._carry_out(work, change, key, schema, decision)
+            return self._decide_row(work, change, key, schema, rules)
         except FeaturesError as exc:
-            return reject(str(exc))
+            return _rejected(change, str(exc))
         except InvalidChangeSetError as exc:
-            return reject(str(exc))
+            return _rejected(change, str(exc))
 
     def _decide_row(
-        self,
-        work: _Merge,
-        change: Change,
-        schema: LayerSchema,
-        rules: LayerRules,
-        reject: Callable[[str], _Decision],
+        self, work: _Merge, change: Change, key: RowKey, schema: LayerSchema, rules: LayerRules
     ) -> _Decision:
-        key = _key(change)
-        current = work.rows.get(key)
-        client_vector = dict(change.version_vector)
         node = work.replica.id
         if change.kind is SyncChangeKind.INSERT:
-            if not rules.editing.create:
-                return reject(f"the map does not allow adding to {change.layer!r}")
-            self._check_fields(
-                rules, change.layer, [k for k, v in change.values.items() if v is not None]
-            )
-            properties, geometry, _ = wire_to_edit_values(
+            # the values are checked before they are compared with a row of the same id
+            converted = wire_to_edit_values(
                 schema, change.values, complete=True, prepared=work.geometries.get(change.layer)
             )
-            existing = self._row(work, key)
-            if existing is not None:
-                if feature_to_wire(schema, existing) == canonical_values(schema, change.values):
-                    state = self._state(work, key, existing.version)
-                    return self._done(work, change, key, existing, state, ChangeStatus.APPLIED)
-                return reject(f"{change.layer!r} has a row with global id {change.global_id}")
-            feature = Feature(change.global_id, 1, properties, geometry)
-            vector = {node: max(client_vector.get(node, 1), 1)}
-            return self._write(
-                work, change, key, feature, vector, ChangeStatus.APPLIED,
-                Insert(change.layer, properties, geometry, change.global_id, checked=True),
-            )  # fmt: skip
-        if change.kind is SyncChangeKind.UPDATE:
-            if not rules.editing.update:
-                return reject(f"the map does not allow changing {change.layer!r}")
-            self._check_fields(rules, change.layer, change.changed)
-        elif not rules.editing.delete:
-            return reject(f"the map does not allow deleting from {change.layer!r}")
+            found = self._row(work, key)
+            existing = client = None
+            if found is not None:
+                existing = self._server_row(work, schema, key, found)
+                client = canonical_values(schema, change.values)
+            decision = decide_insert(change, node, existing, client)
+            return self._carry_out(work, change, key, schema, decision, converted)
+        current = work.rows.get(key)
         if current is None:
             last = work.store.last_change(change.layer, change.global_id)
-            if last is None or last.kind is not ChangeKind.DELETE:
-                return reject(f"{change.layer!r} has no row {change.global_id}")
-            if change.kind is SyncChangeKind.DELETE:
-                return self._done(work, change, key, None, None, ChangeStatus.APPLIED)
-            return self._update_against_delete(work, change, schema, rules, key, last)
+            deleted_at, client = None, None
+            if last is not None and last.kind is ChangeKind.DELETE:
+                deleted_at = _journal_time(last)
+                if change.kind is SyncChangeKind.UPDATE:
+                    client = canonical_values(schema, change.values)
+            decision = decide_gone(change, rules.policy, deleted_at, client)
+            return self._carry_out(work, change, key, schema, decision)
         state = self._state(work, key, current.version)
-        if change.base_version > current.version:
-            return reject(
-                f"base version {change.base_version} is newer than the server's "
-                f"{current.version}: forged, or from another server"
-            )
-        forged = [k for k, v in client_vector.items() if k != node and v > state.vector.get(k, 0)]
-        if forged:
-            return reject(f"the version vector claims edits the server never had ({forged[0]})")
-        seen = dict(client_vector)
-        seen[node] = max(seen.get(node, 0) - 1, 0)
-        concurrent = not dominates(seen, state.vector)
+        step = decide_existing(change, node, ServerRow(current.version, state.vector))
+        if not isinstance(step, Concurrent):
+            return self._carry_out(work, change, key, schema, step)
         if change.kind is SyncChangeKind.DELETE:
-            if not concurrent:
-                return self._write(
-                    work, change, key, None, {}, ChangeStatus.APPLIED,
-                    Delete(change.layer, change.global_id, current.version),
-                )  # fmt: skip
-            return self._delete_against_update(work, change, schema, rules, key, current, state)
-        return self._merge_update(work, change, schema, rules, key, current, state, concurrent)
+            row = self._server_row(work, schema, key, self._existing(work, key))
+            server_time = self._server_time(work, key, state)
+            decision = delete_against_update(change, row, rules.policy, server_time)
+            return self._carry_out(work, change, key, schema, decision)
+        client = canonical_values(schema, edited_values(change))
+        base = canonical_values(schema, base_values(change, client))
+        row = self._server_row(work, schema, key, self._existing(work, key))
+        merged = merge_update(change, row, client, base)
+        if isinstance(merged, FieldConflict):
+            server_time = self._server_time(work, key, state)
+            merged = settle_update(change, merged, rules.policy, server_time)
+        return self._carry_out(work, change, key, schema, merged)
 
-    @staticmethod
-    def _check_fields(rules: LayerRules, layer: str, names: Sequence[str]) -> None:
-        editable = rules.editing.editable_fields
-        if editable is None:
-            return
-        for name in names:
-            if name != GEOMETRY_FIELD and name not in editable:
-                raise InvalidChangeSetError(f"field {name!r} of {layer!r} is not editable")
+    def _server_row(
+        self, work: _Merge, schema: LayerSchema, key: RowKey, feature: Feature
+    ) -> ServerRow:
+        """The row with its values, as a decision sees it."""
+        state = self._state(work, key, feature.version)
+        return ServerRow(feature.version, state.vector, feature_to_wire(schema, feature))
 
-    def _state(self, work: _Merge, key: tuple[str, str], version: int) -> RowState:
+    def _state(self, work: _Merge, key: RowKey, version: int) -> RowState:
         """The row's version vector now (at ``version``): as recorded, or carried forward from
         the record by the versions written since without sync."""
         recorded = work.states.get(key)
@@ -464,302 +461,31 @@ class SyncService:
         work.states[key] = state
         return state
 
-    def _server_time(self, work: _Merge, key: tuple[str, str], state: RowState) -> Timestamp:
+    @staticmethod
+    def _server_time(work: _Merge, key: RowKey, state: RowState) -> Timestamp:
         if state.hlc is not None:
             return parse_timestamp(state.hlc)
         last = work.store.last_change(key[0], uuid.UUID(key[1]))
-        moment = last.changed_at if last is not None else datetime.now(UTC)
-        return timestamp_from_ms(int(moment.timestamp() * 1000), SERVER_NODE)
+        if last is None:
+            return timestamp_from_ms(int(datetime.now(UTC).timestamp() * 1000), SERVER_NODE)
+        return _journal_time(last)
 
-    def _merge_update(
-        self,
-        work: _Merge,
-        change: Change,
-        schema: LayerSchema,
-        rules: LayerRules,
-        key: tuple[str, str],
-        current: _Row,
-        state: RowState,
-        concurrent: bool,
-    ) -> _Decision:
-        changed = [name for name in change.changed if name in change.values]
-        vector = merge(state.vector, change.version_vector)
-        if not concurrent:  # the device saw every edit of the row: its values go in as they are
-            values = {name: change.values[name] for name in changed}
-            if not values:
-                status = ChangeStatus.APPLIED
-                return self._done(work, change, key, current, state, status, vector=vector)
-            return self._write_update(work, change, schema, key, current, vector, values)
-        client = canonical_values(schema, {name: change.values[name] for name in changed})
-        base = canonical_values(
-            schema, {name: change.base_values.get(name) for name in changed if name in client}
-        )
-        current = self._existing(work, key)
-        server = feature_to_wire(schema, current)
-        merged = merge_fields(list(client), base, client, server)
-        status = ChangeStatus.MERGED
-        values = dict(merged.values)
-        conflict = None
-        resolution: ConflictPolicy | None = None
-        reason = None
-        if merged.conflicts:
-            resolution = rules.policy
-            outcome = resolve(
-                rules.policy,
-                merged.conflicts,
-                client,
-                server,
-                parse_timestamp(change.hlc),
-                self._server_time(work, key, state),
-            )
-            reason = outcome.reason
-            conflict = self._conflict_record(
-                work, change, "update_update", list(merged.conflicts), base, client, server,
-                current.version, resolution,
-            )  # fmt: skip
-            if outcome.winner is None:
-                return _parked(change, conflict, outcome.reason, current, state, merged.conflicts)
-            values.update(outcome.values)
-        if not values:
-            decision = self._done(work, change, key, current, state, status, vector=vector)
-        else:
-            decision = self._write_update(
-                work, change, schema, key, current, vector, values, status,
-                conflict_fields=list(merged.conflicts), resolution=resolution, reason=reason,
-            )  # fmt: skip
-        decision.conflict = conflict
-        return decision
-
-    def _write_update(
-        self,
-        work: _Merge,
-        change: Change,
-        schema: LayerSchema,
-        key: tuple[str, str],
-        current: _Row,
-        vector: dict[str, int],
-        values: Mapping[str, Any],
-        status: ChangeStatus = ChangeStatus.APPLIED,
-        **result: Any,
-    ) -> _Decision:
-        """A change that writes ``values`` (wire values of some fields) over the row."""
-        properties, geometry, has_geometry = wire_to_edit_values(
-            schema, values, complete=False, prepared=work.geometries.get(change.layer)
-        )
-        written: dict[str, Any] = {
-            "version": current.version + 1,
-            "properties": {**current.properties, **properties},
-            "geometry": geometry if has_geometry else current.geometry,
-        }
-        if isinstance(current, _Unread):
-            written["has_geometry"] = current.has_geometry or has_geometry
-        feature = replace(current, **written)
-        edit = Update(
-            change.layer, change.global_id, properties, geometry,
-            set_geometry=has_geometry, base_version=current.version, checked=True,
-        )  # fmt: skip
-        return self._write(work, change, key, feature, vector, status, edit, **result)
-
-    def _delete_against_update(
-        self,
-        work: _Merge,
-        change: Change,
-        schema: LayerSchema,
-        rules: LayerRules,
-        key: tuple[str, str],
-        current: _Row,
-        state: RowState,
-    ) -> _Decision:
-        server = feature_to_wire(schema, self._existing(work, key))
-        outcome = resolve_delete(
-            rules.policy, True, parse_timestamp(change.hlc), self._server_time(work, key, state)
-        )
-        conflict = self._conflict_record(
-            work, change, "delete_update", [], dict(change.base_values), {}, server,
-            current.version, rules.policy,
-        )  # fmt: skip
-        if outcome.winner is None:
-            return _parked(change, conflict, outcome.reason, current, state)
-        if outcome.winner is Side.CLIENT:
-            decision = self._write(
-                work, change, key, None, {}, ChangeStatus.MERGED,
-                Delete(change.layer, change.global_id, current.version),
-                resolution=rules.policy, reason=outcome.reason,
-            )  # fmt: skip
-        else:
-            vector = merge(state.vector, change.version_vector)
-            decision = self._done(
-                work, change, key, current, state, ChangeStatus.MERGED, vector=vector,
-                resolution=rules.policy, reason=outcome.reason,
-            )  # fmt: skip
-        decision.conflict = conflict
-        return decision
-
-    def _update_against_delete(
-        self,
-        work: _Merge,
-        change: Change,
-        schema: LayerSchema,
-        rules: LayerRules,
-        key: tuple[str, str],
-        last: Any,
-    ) -> _Decision:
-        client = canonical_values(schema, change.values)
-        deleted_at = timestamp_from_ms(int(last.changed_at.timestamp() * 1000), SERVER_NODE)
-        outcome = resolve_delete(rules.policy, False, parse_timestamp(change.hlc), deleted_at)
-        conflict = self._conflict_record(
-            work, change, "update_delete", list(change.changed),
-            dict(change.base_values), client, None, None, rules.policy,
-        )  # fmt: skip
-        if outcome.winner is None:
-            return _parked(change, conflict, outcome.reason, None, None)
-        if outcome.winner is Side.CLIENT:
-            properties, geometry, _ = wire_to_edit_values(
-                schema, change.values, complete=True, prepared=work.geometries.get(change.layer)
-            )
-            feature = Feature(change.global_id, 1, properties, geometry)
-            decision = self._write(
-                work, change, key, feature, dict(change.version_vector), ChangeStatus.MERGED,
-                Insert(change.layer, properties, geometry, change.global_id, checked=True),
-                resolution=rules.policy, reason=outcome.reason,
-            )  # fmt: skip
-        else:
-            decision = self._done(
-                work, change, key, None, None, ChangeStatus.MERGED,
-                resolution=rules.policy, reason=outcome.reason,
-            )  # fmt: skip
-        decision.conflict = conflict
-        return decision
-
-    def _conflict_record(
-        self,
-        work: _Merge,
-        change: Change,
-        kind: str,
-        fields: list[str],
-        base: Mapping[str, Any],
-        client: Mapping[str, Any],
-        server: Mapping[str, Any] | None,
-        server_version: int | None,
-        policy: ConflictPolicy,
-    ) -> Conflict:
-        manual = policy is ConflictPolicy.MANUAL
-        now = time.time()
-        return Conflict(
-            id=str(uuid.uuid4()),
-            replica_id=work.replica.id,
-            owner=work.replica.owner,
-            map_id=work.replica.map_id,
-            service=work.service,
-            layer=change.layer,
-            global_id=str(change.global_id),
-            kind=kind,
-            change_id=str(change.change_id),
-            fields=fields,
-            base=dict(base),
-            client=dict(client),
-            server=dict(server) if server is not None else None,
-            server_version=server_version,
-            client_vector=dict(change.version_vector),
-            status="open" if manual else "resolved",
-            resolution=None if manual else policy.value,
-            created=now,
-            resolved=None if manual else now,
-            resolved_by=None if manual else f"policy:{policy.value}",
-        )
-
-    def _write(
-        self,
-        work: _Merge,
-        change: Change,
-        key: tuple[str, str],
-        feature: _Row | None,
-        vector: dict[str, int],
-        status: ChangeStatus,
-        edit: Edit,
-        *,
-        conflict_fields: list[str] | None = None,
-        resolution: ConflictPolicy | None = None,
-        reason: str | None = None,
-    ) -> _Decision:
-        """A change that writes ``edit``, leaving the row as ``feature`` (``None``: gone)."""
-        work.rows[key] = feature
-        state = None if feature is None else RowState(feature.version, vector, change.hlc)
-        work.states[key] = state
-        result = ChangeResult(
-            change_id=change.change_id,
-            status=status,
-            reason=reason,
-            version=None if feature is None else feature.version,
-            version_vector=None if feature is None else vector,
-            conflict_fields=conflict_fields or [],
-            resolution=resolution,
-        )
-        return _Decision(change, result, edit=edit, state=(key, state))
-
-    def _done(
-        self,
-        work: _Merge,
-        change: Change,
-        key: tuple[str, str],
-        current: _Row | None,
-        state: RowState | None,
-        status: ChangeStatus,
-        *,
-        vector: dict[str, int] | None = None,
-        resolution: ConflictPolicy | None = None,
-        reason: str | None = None,
-    ) -> _Decision:
-        """A change that needs no write: the row already is as it asks."""
-        new_state = None
-        if current is not None:
-            new_state = RowState(
-                current.version, vector or (state.vector if state else {}), change.hlc
-            )
-            work.states[key] = new_state
-        result = ChangeResult(
-            change_id=change.change_id,
-            status=status,
-            reason=reason,
-            version=None if current is None else current.version,
-            version_vector=None if new_state is None else new_state.vector,
-            resolution=resolution,
-        )
-        return _Decision(change, result, state=(key, new_state) if current is not None else None)
-
-    def _decide_attachment(
-        self, work: _Merge, change: Change, rules: LayerRules, reject: Callable[[str], _Decision]
-    ) -> _Decision:
+    def _decide_attachment(self, work: _Merge, change: Change, key: RowKey) -> Decision:
         ref = change.attachment
-        if ref is None:
-            return reject("an attachment change needs its attachment")
-        if not rules.attachments_enabled or not rules.editing.update:
-            return reject(f"the map does not allow attachment edits on {change.layer!r}")
-        if work.replica.attachment_sync_direction == "none":
-            return reject("this replica does not sync attachments")
-        key = _key(change)
-        done = ChangeResult(change_id=change.change_id, status=ChangeStatus.APPLIED)
-        exists = self._attachment_exists(work, change.layer, str(ref.attachment_id))
-        if change.kind is SyncChangeKind.ATTACHMENT_DELETE:
-            if not exists:
-                return _Decision(change, done)
-            work.attachments[str(ref.attachment_id)] = False
-            return _Decision(change, done, attachment=("delete", ref))
-        if exists:
-            return _Decision(change, done)
-        if work.rows.get(key) is None:
-            return reject(f"{change.layer!r} has no row {change.global_id} any more")
-        if ref.size > self.catalog.max_attachment_bytes:
-            return reject(
-                f"attachment of {ref.size:,} bytes is over the limit of "
-                f"{self.catalog.max_attachment_bytes:,}"
-            )
-        if not self.catalog.blobs.exists(ref.sha256):
-            return reject(f"the bytes of attachment {ref.sha256} were not uploaded")
-        if self.catalog.blobs.size(ref.sha256) != ref.size:
-            return reject(f"attachment {ref.sha256} is not {ref.size} bytes")
-        work.attachments[str(ref.attachment_id)] = True
-        return _Decision(change, done, attachment=("add", ref))
+        exists = ref is not None and self._attachment_exists(
+            work, change.layer, str(ref.attachment_id)
+        )
+        uploaded = None
+        if ref is not None and change.kind is SyncChangeKind.ATTACHMENT_ADD and not exists:
+            blobs = self.catalog.blobs
+            uploaded = blobs.size(ref.sha256) if blobs.exists(ref.sha256) else None
+        return decide_attachment(
+            change,
+            exists=exists,
+            row_exists=work.rows.get(key) is not None,
+            max_bytes=self.catalog.max_attachment_bytes,
+            uploaded_size=uploaded,
+        )
 
     @staticmethod
     def _attachment_exists(work: _Merge, layer: str, attachment_id: str) -> bool:
@@ -770,6 +496,138 @@ class SyncService:
         except FeaturesError:
             return False
         return True
+
+    def _carry_out(
+        self,
+        work: _Merge,
+        change: Change,
+        key: RowKey,
+        schema: LayerSchema,
+        decision: Decision,
+        converted: tuple[dict[str, object], BaseGeometry | None, bool] | None = None,
+    ) -> _Decision:
+        """A decision as the change's answer and what to write for it, with the set's rows
+        and states as it leaves them. ``converted``: an insert's values as an edit takes
+        them, when checked already.
+
+        Raises:
+            FeaturesError: the values to write do not fit the layer (nothing was changed).
+        """
+        if isinstance(decision, Reject):
+            return _rejected(change, decision.reason)
+        if isinstance(decision, Park):
+            conflict = self._conflict(work, change, decision.conflict)
+            result = ChangeResult(
+                change_id=change.change_id,
+                status=ChangeStatus.CONFLICT,
+                reason=decision.reason,
+                version=decision.version,
+                version_vector=None if decision.vector is None else dict(decision.vector),
+                conflict_id=uuid.UUID(conflict.id),
+                conflict_fields=list(decision.fields),
+                resolution=ConflictPolicy.MANUAL,
+            )
+            return _Decision(change, result, conflict=conflict)
+        write = decision.write
+        edit = self._edit(work, change, schema, key, write, converted)
+        vector = None if decision.vector is None else dict(decision.vector)
+        outcome = _Decision(
+            change,
+            ChangeResult(
+                change_id=change.change_id,
+                status=decision.status,
+                reason=decision.reason,
+                version=decision.version,
+                version_vector=vector,
+                conflict_fields=list(decision.conflict_fields),
+                resolution=decision.resolution,
+            ),
+            edit=edit,
+        )
+        if isinstance(write, (AddAttachment, DeleteAttachment)):
+            added = isinstance(write, AddAttachment)
+            work.attachments[str(write.ref.attachment_id)] = added
+            outcome.attachment = ("add" if added else "delete", write.ref)
+        elif edit is not None or decision.version is not None:
+            # a row written, or found as the change asks: its clock moves with the change
+            state = None
+            if decision.version is not None and vector is not None:
+                state = RowState(decision.version, vector, change.hlc)
+            work.states[key] = state
+            outcome.state = (key, state)
+        if decision.conflict is not None:
+            outcome.conflict = self._conflict(work, change, decision.conflict)
+        return outcome
+
+    @staticmethod
+    def _edit(
+        work: _Merge,
+        change: Change,
+        schema: LayerSchema,
+        key: RowKey,
+        write: Write | None,
+        converted: tuple[dict[str, object], BaseGeometry | None, bool] | None,
+    ) -> Edit | None:
+        """The store edit of a row write, the row as it leaves it noted in ``work``."""
+        prepared = work.geometries.get(change.layer)
+        if isinstance(write, InsertRow):
+            properties, geometry, _ = converted or wire_to_edit_values(
+                schema, write.values, complete=True, prepared=prepared
+            )
+            work.rows[key] = Feature(change.global_id, 1, properties, geometry)
+            return Insert(change.layer, properties, geometry, change.global_id, checked=True)
+        if isinstance(write, UpdateRow):
+            current = work.rows.get(key)
+            if current is None:
+                raise AssertionError(f"row {key} was decided to exist")
+            properties, geometry, has_geometry = wire_to_edit_values(
+                schema, write.values, complete=False, prepared=prepared
+            )
+            written: dict[str, Any] = {
+                "version": current.version + 1,
+                "properties": {**current.properties, **properties},
+                "geometry": geometry if has_geometry else current.geometry,
+            }
+            if isinstance(current, _Unread):
+                written["has_geometry"] = current.has_geometry or has_geometry
+            work.rows[key] = replace(current, **written)
+            return Update(
+                change.layer, change.global_id, properties, geometry,
+                set_geometry=has_geometry, base_version=write.base_version, checked=True,
+            )  # fmt: skip
+        if isinstance(write, DeleteRow):
+            work.rows[key] = None
+            return Delete(change.layer, change.global_id, write.base_version)
+        return None
+
+    @staticmethod
+    def _conflict(work: _Merge, change: Change, record: ConflictRecord) -> Conflict:
+        """A review queue entry for ``record``: open under ``manual``, else settled."""
+        policy = record.policy
+        manual = policy is ConflictPolicy.MANUAL
+        now = time.time()
+        return Conflict(
+            id=str(uuid.uuid4()),
+            replica_id=work.replica.id,
+            owner=work.replica.owner,
+            map_id=work.replica.map_id,
+            service=work.service,
+            layer=change.layer,
+            global_id=str(change.global_id),
+            kind=record.kind.value,
+            change_id=str(change.change_id),
+            fields=list(record.fields),
+            base=dict(record.base),
+            client=dict(record.client),
+            server=dict(record.server) if record.server is not None else None,
+            server_version=record.server_version,
+            client_vector=dict(change.version_vector),
+            status="open" if manual else "resolved",
+            resolution=None if manual else policy.value,
+            created=now,
+            resolved=None if manual else now,
+            resolved_by=None if manual else f"policy:{policy.value}",
+        )
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -1070,26 +928,15 @@ class SyncService:
         ]  # fmt: skip
 
 
-def _parked(
-    change: Change,
-    conflict: Conflict,
-    reason: str,
-    current: _Row | None,
-    state: RowState | None,
-    fields: Sequence[str] = (),
-) -> _Decision:
-    """A change parked in the review queue: nothing is written."""
-    result = ChangeResult(
-        change_id=change.change_id,
-        status=ChangeStatus.CONFLICT,
-        reason=reason,
-        version=None if current is None else current.version,
-        version_vector=None if state is None else state.vector,
-        conflict_id=uuid.UUID(conflict.id),
-        conflict_fields=list(fields),
-        resolution=ConflictPolicy.MANUAL,
-    )
-    return _Decision(change, result, conflict=conflict)
+def _rejected(change: Change, reason: str) -> _Decision:
+    """A change refused: nothing is written."""
+    result = ChangeResult(change_id=change.change_id, status=ChangeStatus.REJECTED, reason=reason)
+    return _Decision(change, result)
+
+
+def _journal_time(entry: JournalEntry) -> Timestamp:
+    """When the store's journal says the server wrote a row, as a clock time."""
+    return timestamp_from_ms(int(entry.changed_at.timestamp() * 1000), SERVER_NODE)
 
 
 class _ReplicaScope:
