@@ -21,7 +21,14 @@ from offmaps.jobs import FolderJobStore, InProcessJobRunner, JobKinds, JobRunner
 from offmaps.offline.generate import OfflineMapServices, generate_offline_map_kind
 from offmaps.replicas import AttachmentUploads, SyncService
 from offmaps.settings import ServerSettings
-from offmaps.state import ReplicaRegistry, SQLiteReplicaRegistry, SQLiteUserStore, UserStore
+from offmaps.state import (
+    ReplicaRegistry,
+    SQLiteReplicaRegistry,
+    SQLiteSyncStateStore,
+    SQLiteUserStore,
+    SyncStateStore,
+    UserStore,
+)
 
 __all__ = ["EMBEDDED", "STATE_BACKENDS", "Services", "StateBackend", "build_services"]
 
@@ -36,7 +43,7 @@ class StateBackend:
     users: Callable[[ServerSettings], UserStore]
     replicas: Callable[[ServerSettings], ReplicaRegistry]
     jobs: Callable[[ServerSettings], JobStore]
-    sync: Callable[[ServerSettings, Catalog], SyncService]
+    sync_state: Callable[[ServerSettings], SyncStateStore]
 
 
 STATE_BACKENDS: Mapping[str, StateBackend] = MappingProxyType(
@@ -45,7 +52,7 @@ STATE_BACKENDS: Mapping[str, StateBackend] = MappingProxyType(
             users=lambda settings: SQLiteUserStore(settings.data_dir / "users.sqlite"),
             replicas=lambda settings: SQLiteReplicaRegistry(settings.data_dir / "replicas.sqlite"),
             jobs=lambda settings: FolderJobStore(settings.data_dir / "jobs"),
-            sync=lambda settings, catalog: SyncService(settings.data_dir / "sync.sqlite", catalog),
+            sync_state=lambda settings: SQLiteSyncStateStore(settings.data_dir / "sync.sqlite"),
         )
     }
 )
@@ -98,7 +105,7 @@ def build_services(settings: ServerSettings, *, backend: str = EMBEDDED) -> Serv
     )
     users = state.users(settings)
     replicas = state.replicas(settings)
-    sync = state.sync(settings, catalog)
+    sync = SyncService(state.sync_state(settings), catalog)
     uploads = AttachmentUploads(
         settings.data_dir / "sync" / "uploads",
         catalog.blobs,

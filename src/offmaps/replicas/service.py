@@ -1,6 +1,8 @@
 """The server side of sync: merging uploaded change sets, serving downloads, the review queue.
 
-State lives in ``DATA/sync.sqlite`` beside the feature stores:
+State lives in a :class:`~offmaps.state.syncstate.SyncStateStore` (by default
+:class:`~offmaps.state.syncstate.SQLiteSyncStateStore`, ``DATA/sync.sqlite`` beside the feature
+stores):
 
 - ``rows``: per row of a feature service, the version vector and hybrid logical clock time of
   its last synced write, and the store version they were recorded at. Versions written since
@@ -16,21 +18,24 @@ State lives in ``DATA/sync.sqlite`` beside the feature stores:
 A change set is merged under the service's lock: every change is decided first, against the
 rows as they are plus the set's own earlier changes; then the feature edits are applied in
 order, attachments in between, each run of edits as one store transaction; then the answers
-are recorded. If the server stops between the store's commit and the record, a retry merges
-the same changes again: their values are then the server's, so they change nothing (inserts
-of rows that exist with the same values, deletes of deleted rows and updates to the values the
-row holds are answered ``applied``/``merged``): no change is applied twice.
+are recorded, in one call to the state store. The decisions are pure functions of
+:mod:`offmaps.sync.decide`: the service reads what each step asks for (the row's version and
+vector, its values only for a merge or a retried insert, the time of the server's edit only
+to settle a conflict), calls it, and carries out the decision it returns.
+
+If the server stops between the store's commit and the record, a retry merges the same changes
+again: their values are then the server's, so they change nothing (inserts of rows that exist
+with the same values, deletes of deleted rows and updates to the values the row holds are
+answered ``applied``/``merged``): no change is applied twice.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +61,7 @@ from offmaps.features.model import (
     Feature,
     FeatureQuery,
     Insert,
+    JournalEntry,
     LayerSchema,
     Update,
 )
@@ -66,7 +72,7 @@ from offmaps.features.wire import (
     prepare_wire_geometries,
     wire_to_edit_values,
 )
-from offmaps.schemas import EditingCapabilities, FeatureLayerRef, TableRef, WebMap
+from offmaps.schemas import FeatureLayerRef, TableRef, WebMap
 from offmaps.schemas.changeset import (
     GEOMETRY_FIELD,
     SERVER_NODE,
@@ -85,42 +91,50 @@ from offmaps.schemas.changeset import (
     WireLayer,
 )
 from offmaps.state.replicas import RelatedKey, Replica
+from offmaps.state.syncstate import (
+    Answer,
+    Conflict,
+    RowKey,
+    RowState,
+    SQLiteSyncStateStore,
+    SyncStateStore,
+)
 from offmaps.sync.clock import Timestamp, parse_timestamp, timestamp_from_ms
 from offmaps.sync.collector import collection_paused
-from offmaps.sync.merge import merge_fields
-from offmaps.sync.policy import Side, resolve, resolve_delete
-from offmaps.sync.vectors import derive, dominates, merge
+from offmaps.sync.decide import (
+    AddAttachment,
+    Concurrent,
+    ConflictRecord,
+    Decision,
+    DeleteAttachment,
+    DeleteRow,
+    FieldConflict,
+    InsertRow,
+    LayerRules,
+    Park,
+    Reject,
+    ServerRow,
+    UpdateRow,
+    Write,
+    admit,
+    base_values,
+    decide_attachment,
+    decide_existing,
+    decide_gone,
+    decide_insert,
+    delete_against_update,
+    edited_values,
+    merge_update,
+    settle_update,
+)
+from offmaps.sync.vectors import derive
 from offmaps.tiling import AreaOfInterest
 from offmaps.types import BBox
 
 __all__ = ["Conflict", "LayerRules", "SyncService", "layer_rules"]
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS rows (service TEXT NOT NULL, layer TEXT NOT NULL, "
-    "globalid TEXT NOT NULL, version INTEGER NOT NULL, vector TEXT NOT NULL, hlc TEXT, "
-    "PRIMARY KEY (service, layer, globalid))",
-    "CREATE TABLE IF NOT EXISTS changes (change_id TEXT PRIMARY KEY, replica_id TEXT NOT NULL, "
-    "change_set_id TEXT NOT NULL, result TEXT NOT NULL, at REAL NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS changes_replica ON changes (replica_id)",
-    "CREATE TABLE IF NOT EXISTS conflicts (id TEXT PRIMARY KEY, replica_id TEXT NOT NULL, "
-    "owner TEXT, map_id TEXT, service TEXT NOT NULL, layer TEXT NOT NULL, "
-    "globalid TEXT NOT NULL, kind TEXT NOT NULL, change_id TEXT NOT NULL, "
-    "fields TEXT NOT NULL, base TEXT NOT NULL, client TEXT NOT NULL, server TEXT, "
-    "server_version INTEGER, client_vector TEXT NOT NULL, status TEXT NOT NULL, "
-    "resolution TEXT, created REAL NOT NULL, resolved REAL, resolved_by TEXT)",
-    "CREATE INDEX IF NOT EXISTS conflicts_status ON conflicts (status, created)",
-)
 _BATCH = 500
 _ATTACHMENT_KINDS = (SyncChangeKind.ATTACHMENT_ADD, SyncChangeKind.ATTACHMENT_DELETE)
-
-
-@dataclass(frozen=True, slots=True)
-class LayerRules:
-    """What a replica's map allows on one of its layers, offline."""
-
-    editing: EditingCapabilities
-    attachments_enabled: bool
-    policy: ConflictPolicy
 
 
 def layer_rules(webmap: WebMap | None, service: str) -> dict[str, LayerRules]:
@@ -136,69 +150,6 @@ def layer_rules(webmap: WebMap | None, service: str) -> dict[str, LayerRules]:
                 ref.conflict_policy or webmap.offline.conflict_policy,
             )
     return rules
-
-
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    """An entry of the review queue (docs/sync.md)."""
-
-    id: str
-    replica_id: str
-    owner: str | None
-    map_id: str | None
-    service: str
-    layer: str
-    global_id: str
-    kind: str
-    """``update_update``, ``delete_update`` (the device deleted, the server updated) or
-    ``update_delete`` (the device updated, the server deleted)."""
-    change_id: str
-    fields: list[str]
-    base: dict[str, Any]
-    client: dict[str, Any]
-    server: dict[str, Any] | None
-    server_version: int | None
-    client_vector: dict[str, int]
-    status: str
-    """``open``, or ``resolved``."""
-    resolution: str | None
-    created: float
-    resolved: float | None
-    resolved_by: str | None
-
-    def document(self) -> dict[str, Any]:
-        """The conflict as JSON for the REST API."""
-        return {
-            "id": self.id,
-            "replica_id": self.replica_id,
-            "map_id": self.map_id,
-            "collection": f"{self.service}.{self.layer}",
-            "layer": self.layer,
-            "global_id": self.global_id,
-            "kind": self.kind,
-            "change_id": self.change_id,
-            "fields": self.fields,
-            "base": self.base,
-            "client": self.client,
-            "server": self.server,
-            "server_version": self.server_version,
-            "status": self.status,
-            "resolution": self.resolution,
-            "created": _iso(self.created),
-            "resolved": _iso(self.resolved) if self.resolved else None,
-            "resolved_by": self.resolved_by,
-        }
-
-
-def _iso(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
-
-
-@dataclass
-class _RowState:
-    version: int
-    vector: dict[str, int]
-    hlc: str | None
 
 
 @dataclass
@@ -225,8 +176,8 @@ class _Decision:
     edit: Edit | None = None
     attachment: tuple[str, AttachmentRef] | None = None
     """``("add" | "delete", ref)``."""
-    state: tuple[tuple[str, str], _RowState | None] | None = None
-    conflict: dict[str, Any] | None = None
+    state: tuple[tuple[str, str], RowState | None] | None = None
+    conflict: Conflict | None = None
 
 
 @dataclass
@@ -238,7 +189,7 @@ class _Merge:
     replica: Replica
     rules: dict[str, LayerRules]
     schemas: dict[str, LayerSchema]
-    states: dict[tuple[str, str], _RowState | None]
+    states: dict[tuple[str, str], RowState | None]
     rows: dict[tuple[str, str], _Row | None] = field(default_factory=dict)
     """The rows as the set's earlier changes left them (``None``: no such row)."""
     attachments: dict[str, bool] = field(default_factory=dict)
@@ -251,24 +202,25 @@ class SyncService:
     """Merges change sets into the catalog's feature services and serves downloads.
 
     Args:
-        path: the sync state file (``DATA/sync.sqlite``).
+        state: the sync state (row clocks, answers, the review queue); the service owns it
+            and closes it.
         catalog: the server's feature services, web maps and blobs.
     """
 
-    def __init__(self, path: Path, catalog: Catalog) -> None:
+    def __init__(self, state: SyncStateStore, catalog: Catalog) -> None:
         self.catalog = catalog
+        self.state = state
         self._lock = threading.Lock()
         self._service_locks: dict[str, threading.Lock] = {}
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        for statement in _SCHEMA:
-            self._conn.execute(statement)
+
+    @classmethod
+    def open(cls, path: Path, catalog: Catalog) -> SyncService:
+        """A service over the embedded state file ``path`` (``DATA/sync.sqlite``)."""
+        return cls(SQLiteSyncStateStore(path), catalog)
 
     def close(self) -> None:
-        """Close the state file."""
-        with self._lock:
-            self._conn.close()
+        """Close the state store."""
+        self.state.close()
 
     def _service_lock(self, service: str) -> threading.Lock:
         with self._lock:
@@ -373,44 +325,17 @@ class SyncService:
 
     def _answered(self, replica_id: str, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ChangeResult]:
         found: dict[uuid.UUID, ChangeResult] = {}
-        keys = [str(i) for i in ids]
-        with self._lock:
-            for start in range(0, len(keys), _BATCH):
-                chunk = keys[start : start + _BATCH]
-                marks = ",".join("?" * len(chunk))
-                for change_id, owner, result in self._conn.execute(
-                    f"SELECT change_id, replica_id, result FROM changes "  # noqa: S608 - marks
-                    f"WHERE change_id IN ({marks})",
-                    chunk,
-                ):
-                    if owner != replica_id:
-                        raise InvalidChangeSetError(
-                            f"change id {change_id} was sent by another replica"
-                        )
-                    found[uuid.UUID(change_id)] = ChangeResult.model_validate_json(result)
+        for change_id, answer in self.state.find_answers(ids).items():
+            if answer.replica_id != replica_id:
+                raise InvalidChangeSetError(f"change id {change_id} was sent by another replica")
+            found[change_id] = answer.result
         return found
 
-    def _load_states(
-        self, service: str, rows: Iterable[tuple[str, str]]
-    ) -> dict[tuple[str, str], _RowState | None]:
+    def _load_states(self, service: str, rows: Iterable[RowKey]) -> dict[RowKey, RowState | None]:
         """The recorded sync state of rows given as (layer, global id)."""
         keys = sorted(set(rows))
-        states: dict[tuple[str, str], _RowState | None] = dict.fromkeys(keys)
-        by_layer: dict[str, list[str]] = {}
-        for layer, gid in keys:
-            by_layer.setdefault(layer, []).append(gid)
-        with self._lock:
-            for layer, gids in by_layer.items():
-                for start in range(0, len(gids), _BATCH):
-                    chunk = gids[start : start + _BATCH]
-                    marks = ",".join("?" * len(chunk))
-                    for gid, version, vector, hlc in self._conn.execute(
-                        f"SELECT globalid, version, vector, hlc FROM rows "  # noqa: S608
-                        "WHERE service = ? "
-                        f"AND layer = ? AND globalid IN ({marks})",
-                        [service, layer, *chunk],
-                    ):
-                        states[layer, gid] = _RowState(version, json.loads(vector), hlc)
+        states: dict[RowKey, RowState | None] = dict.fromkeys(keys)
+        states.update(self.state.load_states(service, keys))
         return states
 
     @staticmethod
@@ -453,408 +378,114 @@ class SyncService:
     # --- deciding --------------------------------------------------------------------------
 
     def _decide(self, work: _Merge, change: Change) -> _Decision:
-        def reject(reason: str) -> _Decision:
-            result = ChangeResult(
-                change_id=change.change_id, status=ChangeStatus.REJECTED, reason=reason
-            )
-            return _Decision(change, result)
-
-        if change.layer not in work.replica.layers or change.layer not in work.schemas:
-            return reject(f"layer {change.layer!r} is not part of this replica")
-        rules = work.rules.get(change.layer)
-        if rules is None:
-            return reject(f"the map no longer has layer {change.layer!r}")
+        """Read what the change's decision needs, decide (:mod:`offmaps.sync.decide`), and
+        carry the decision into the set's rows."""
+        rules = admit(
+            change,
+            work.rules.get(change.layer),
+            in_replica=change.layer in work.replica.layers and change.layer in work.schemas,
+            attachment_sync=work.replica.attachment_sync_direction,
+        )
+        if isinstance(rules, Reject):
+            return _rejected(change, rules.reason)
         schema = work.schemas[change.layer]
+        key = _key(change)
         try:
             if change.kind in _ATTACHMENT_KINDS:
-                return self._decide_attachment(work, change, rules, reject)
-            return self._decide_row(work, change, schema, rules, reject)
+                decision = self._decide_attachment(work, change, key)
+                return self._carry_out(work, change, key, schema, decision)
+            return self._decide_row(work, change, key, schema, rules)
         except FeaturesError as exc:
-            return reject(str(exc))
+            return _rejected(change, str(exc))
         except InvalidChangeSetError as exc:
-            return reject(str(exc))
+            return _rejected(change, str(exc))
 
     def _decide_row(
-        self,
-        work: _Merge,
-        change: Change,
-        schema: LayerSchema,
-        rules: LayerRules,
-        reject: Callable[[str], _Decision],
+        self, work: _Merge, change: Change, key: RowKey, schema: LayerSchema, rules: LayerRules
     ) -> _Decision:
-        key = _key(change)
-        current = work.rows.get(key)
-        client_vector = dict(change.version_vector)
         node = work.replica.id
         if change.kind is SyncChangeKind.INSERT:
-            if not rules.editing.create:
-                return reject(f"the map does not allow adding to {change.layer!r}")
-            self._check_fields(
-                rules, change.layer, [k for k, v in change.values.items() if v is not None]
-            )
-            properties, geometry, _ = wire_to_edit_values(
+            # the values are checked before they are compared with a row of the same id
+            converted = wire_to_edit_values(
                 schema, change.values, complete=True, prepared=work.geometries.get(change.layer)
             )
-            existing = self._row(work, key)
-            if existing is not None:
-                if feature_to_wire(schema, existing) == canonical_values(schema, change.values):
-                    state = self._state(work, key, existing.version)
-                    return self._done(work, change, key, existing, state, ChangeStatus.APPLIED)
-                return reject(f"{change.layer!r} has a row with global id {change.global_id}")
-            feature = Feature(change.global_id, 1, properties, geometry)
-            vector = {node: max(client_vector.get(node, 1), 1)}
-            return self._write(
-                work, change, key, feature, vector, ChangeStatus.APPLIED,
-                Insert(change.layer, properties, geometry, change.global_id, checked=True),
-            )  # fmt: skip
-        if change.kind is SyncChangeKind.UPDATE:
-            if not rules.editing.update:
-                return reject(f"the map does not allow changing {change.layer!r}")
-            self._check_fields(rules, change.layer, change.changed)
-        elif not rules.editing.delete:
-            return reject(f"the map does not allow deleting from {change.layer!r}")
+            found = self._row(work, key)
+            existing = client = None
+            if found is not None:
+                existing = self._server_row(work, schema, key, found)
+                client = canonical_values(schema, change.values)
+            decision = decide_insert(change, node, existing, client)
+            return self._carry_out(work, change, key, schema, decision, converted)
+        current = work.rows.get(key)
         if current is None:
             last = work.store.last_change(change.layer, change.global_id)
-            if last is None or last.kind is not ChangeKind.DELETE:
-                return reject(f"{change.layer!r} has no row {change.global_id}")
-            if change.kind is SyncChangeKind.DELETE:
-                return self._done(work, change, key, None, None, ChangeStatus.APPLIED)
-            return self._update_against_delete(work, change, schema, rules, key, last)
+            deleted_at, client = None, None
+            if last is not None and last.kind is ChangeKind.DELETE:
+                deleted_at = _journal_time(last)
+                if change.kind is SyncChangeKind.UPDATE:
+                    client = canonical_values(schema, change.values)
+            decision = decide_gone(change, rules.policy, deleted_at, client)
+            return self._carry_out(work, change, key, schema, decision)
         state = self._state(work, key, current.version)
-        if change.base_version > current.version:
-            return reject(
-                f"base version {change.base_version} is newer than the server's "
-                f"{current.version}: forged, or from another server"
-            )
-        forged = [k for k, v in client_vector.items() if k != node and v > state.vector.get(k, 0)]
-        if forged:
-            return reject(f"the version vector claims edits the server never had ({forged[0]})")
-        seen = dict(client_vector)
-        seen[node] = max(seen.get(node, 0) - 1, 0)
-        concurrent = not dominates(seen, state.vector)
+        step = decide_existing(change, node, ServerRow(current.version, state.vector))
+        if not isinstance(step, Concurrent):
+            return self._carry_out(work, change, key, schema, step)
         if change.kind is SyncChangeKind.DELETE:
-            if not concurrent:
-                return self._write(
-                    work, change, key, None, {}, ChangeStatus.APPLIED,
-                    Delete(change.layer, change.global_id, current.version),
-                )  # fmt: skip
-            return self._delete_against_update(work, change, schema, rules, key, current, state)
-        return self._merge_update(work, change, schema, rules, key, current, state, concurrent)
+            row = self._server_row(work, schema, key, self._existing(work, key))
+            server_time = self._server_time(work, key, state)
+            decision = delete_against_update(change, row, rules.policy, server_time)
+            return self._carry_out(work, change, key, schema, decision)
+        client = canonical_values(schema, edited_values(change))
+        base = canonical_values(schema, base_values(change, client))
+        row = self._server_row(work, schema, key, self._existing(work, key))
+        merged = merge_update(change, row, client, base)
+        if isinstance(merged, FieldConflict):
+            server_time = self._server_time(work, key, state)
+            merged = settle_update(change, merged, rules.policy, server_time)
+        return self._carry_out(work, change, key, schema, merged)
 
-    @staticmethod
-    def _check_fields(rules: LayerRules, layer: str, names: Sequence[str]) -> None:
-        editable = rules.editing.editable_fields
-        if editable is None:
-            return
-        for name in names:
-            if name != GEOMETRY_FIELD and name not in editable:
-                raise InvalidChangeSetError(f"field {name!r} of {layer!r} is not editable")
+    def _server_row(
+        self, work: _Merge, schema: LayerSchema, key: RowKey, feature: Feature
+    ) -> ServerRow:
+        """The row with its values, as a decision sees it."""
+        state = self._state(work, key, feature.version)
+        return ServerRow(feature.version, state.vector, feature_to_wire(schema, feature))
 
-    def _state(self, work: _Merge, key: tuple[str, str], version: int) -> _RowState:
+    def _state(self, work: _Merge, key: RowKey, version: int) -> RowState:
         """The row's version vector now (at ``version``): as recorded, or carried forward from
         the record by the versions written since without sync."""
         recorded = work.states.get(key)
         if recorded is not None and recorded.version == version:
             return recorded
-        state = _RowState(version, self._state_of(recorded, version), None)
+        state = RowState(version, self._state_of(recorded, version), None)
         work.states[key] = state
         return state
 
-    def _server_time(self, work: _Merge, key: tuple[str, str], state: _RowState) -> Timestamp:
+    @staticmethod
+    def _server_time(work: _Merge, key: RowKey, state: RowState) -> Timestamp:
         if state.hlc is not None:
             return parse_timestamp(state.hlc)
         last = work.store.last_change(key[0], uuid.UUID(key[1]))
-        moment = last.changed_at if last is not None else datetime.now(UTC)
-        return timestamp_from_ms(int(moment.timestamp() * 1000), SERVER_NODE)
+        if last is None:
+            return timestamp_from_ms(int(datetime.now(UTC).timestamp() * 1000), SERVER_NODE)
+        return _journal_time(last)
 
-    def _merge_update(
-        self,
-        work: _Merge,
-        change: Change,
-        schema: LayerSchema,
-        rules: LayerRules,
-        key: tuple[str, str],
-        current: _Row,
-        state: _RowState,
-        concurrent: bool,
-    ) -> _Decision:
-        changed = [name for name in change.changed if name in change.values]
-        vector = merge(state.vector, change.version_vector)
-        if not concurrent:  # the device saw every edit of the row: its values go in as they are
-            values = {name: change.values[name] for name in changed}
-            if not values:
-                status = ChangeStatus.APPLIED
-                return self._done(work, change, key, current, state, status, vector=vector)
-            return self._write_update(work, change, schema, key, current, vector, values)
-        client = canonical_values(schema, {name: change.values[name] for name in changed})
-        base = canonical_values(
-            schema, {name: change.base_values.get(name) for name in changed if name in client}
-        )
-        current = self._existing(work, key)
-        server = feature_to_wire(schema, current)
-        merged = merge_fields(list(client), base, client, server)
-        status = ChangeStatus.MERGED
-        values = dict(merged.values)
-        conflict = None
-        resolution: ConflictPolicy | None = None
-        reason = None
-        if merged.conflicts:
-            resolution = rules.policy
-            outcome = resolve(
-                rules.policy,
-                merged.conflicts,
-                client,
-                server,
-                parse_timestamp(change.hlc),
-                self._server_time(work, key, state),
-            )
-            reason = outcome.reason
-            conflict = self._conflict_record(
-                work, change, "update_update", list(merged.conflicts), base, client, server,
-                current.version, resolution,
-            )  # fmt: skip
-            if outcome.winner is None:
-                return _parked(change, conflict, outcome.reason, current, state, merged.conflicts)
-            values.update(outcome.values)
-        if not values:
-            decision = self._done(work, change, key, current, state, status, vector=vector)
-        else:
-            decision = self._write_update(
-                work, change, schema, key, current, vector, values, status,
-                conflict_fields=list(merged.conflicts), resolution=resolution, reason=reason,
-            )  # fmt: skip
-        decision.conflict = conflict
-        return decision
-
-    def _write_update(
-        self,
-        work: _Merge,
-        change: Change,
-        schema: LayerSchema,
-        key: tuple[str, str],
-        current: _Row,
-        vector: dict[str, int],
-        values: Mapping[str, Any],
-        status: ChangeStatus = ChangeStatus.APPLIED,
-        **result: Any,
-    ) -> _Decision:
-        """A change that writes ``values`` (wire values of some fields) over the row."""
-        properties, geometry, has_geometry = wire_to_edit_values(
-            schema, values, complete=False, prepared=work.geometries.get(change.layer)
-        )
-        written: dict[str, Any] = {
-            "version": current.version + 1,
-            "properties": {**current.properties, **properties},
-            "geometry": geometry if has_geometry else current.geometry,
-        }
-        if isinstance(current, _Unread):
-            written["has_geometry"] = current.has_geometry or has_geometry
-        feature = replace(current, **written)
-        edit = Update(
-            change.layer, change.global_id, properties, geometry,
-            set_geometry=has_geometry, base_version=current.version, checked=True,
-        )  # fmt: skip
-        return self._write(work, change, key, feature, vector, status, edit, **result)
-
-    def _delete_against_update(
-        self,
-        work: _Merge,
-        change: Change,
-        schema: LayerSchema,
-        rules: LayerRules,
-        key: tuple[str, str],
-        current: _Row,
-        state: _RowState,
-    ) -> _Decision:
-        server = feature_to_wire(schema, self._existing(work, key))
-        outcome = resolve_delete(
-            rules.policy, True, parse_timestamp(change.hlc), self._server_time(work, key, state)
-        )
-        conflict = self._conflict_record(
-            work, change, "delete_update", [], dict(change.base_values), {}, server,
-            current.version, rules.policy,
-        )  # fmt: skip
-        if outcome.winner is None:
-            return _parked(change, conflict, outcome.reason, current, state)
-        if outcome.winner is Side.CLIENT:
-            decision = self._write(
-                work, change, key, None, {}, ChangeStatus.MERGED,
-                Delete(change.layer, change.global_id, current.version),
-                resolution=rules.policy, reason=outcome.reason,
-            )  # fmt: skip
-        else:
-            vector = merge(state.vector, change.version_vector)
-            decision = self._done(
-                work, change, key, current, state, ChangeStatus.MERGED, vector=vector,
-                resolution=rules.policy, reason=outcome.reason,
-            )  # fmt: skip
-        decision.conflict = conflict
-        return decision
-
-    def _update_against_delete(
-        self,
-        work: _Merge,
-        change: Change,
-        schema: LayerSchema,
-        rules: LayerRules,
-        key: tuple[str, str],
-        last: Any,
-    ) -> _Decision:
-        client = canonical_values(schema, change.values)
-        deleted_at = timestamp_from_ms(int(last.changed_at.timestamp() * 1000), SERVER_NODE)
-        outcome = resolve_delete(rules.policy, False, parse_timestamp(change.hlc), deleted_at)
-        conflict = self._conflict_record(
-            work, change, "update_delete", list(change.changed),
-            dict(change.base_values), client, None, None, rules.policy,
-        )  # fmt: skip
-        if outcome.winner is None:
-            return _parked(change, conflict, outcome.reason, None, None)
-        if outcome.winner is Side.CLIENT:
-            properties, geometry, _ = wire_to_edit_values(
-                schema, change.values, complete=True, prepared=work.geometries.get(change.layer)
-            )
-            feature = Feature(change.global_id, 1, properties, geometry)
-            decision = self._write(
-                work, change, key, feature, dict(change.version_vector), ChangeStatus.MERGED,
-                Insert(change.layer, properties, geometry, change.global_id, checked=True),
-                resolution=rules.policy, reason=outcome.reason,
-            )  # fmt: skip
-        else:
-            decision = self._done(
-                work, change, key, None, None, ChangeStatus.MERGED,
-                resolution=rules.policy, reason=outcome.reason,
-            )  # fmt: skip
-        decision.conflict = conflict
-        return decision
-
-    def _conflict_record(
-        self,
-        work: _Merge,
-        change: Change,
-        kind: str,
-        fields: list[str],
-        base: Mapping[str, Any],
-        client: Mapping[str, Any],
-        server: Mapping[str, Any] | None,
-        server_version: int | None,
-        policy: ConflictPolicy,
-    ) -> dict[str, Any]:
-        manual = policy is ConflictPolicy.MANUAL
-        return {
-            "id": str(uuid.uuid4()),
-            "replica_id": work.replica.id,
-            "owner": work.replica.owner,
-            "map_id": work.replica.map_id,
-            "service": work.service,
-            "layer": change.layer,
-            "globalid": str(change.global_id),
-            "kind": kind,
-            "change_id": str(change.change_id),
-            "fields": json.dumps(fields),
-            "base": json.dumps(dict(base)),
-            "client": json.dumps(dict(client)),
-            "server": json.dumps(dict(server)) if server is not None else None,
-            "server_version": server_version,
-            "client_vector": json.dumps(dict(change.version_vector)),
-            "status": "open" if manual else "resolved",
-            "resolution": None if manual else policy.value,
-            "created": time.time(),
-            "resolved": None if manual else time.time(),
-            "resolved_by": None if manual else f"policy:{policy.value}",
-        }
-
-    def _write(
-        self,
-        work: _Merge,
-        change: Change,
-        key: tuple[str, str],
-        feature: _Row | None,
-        vector: dict[str, int],
-        status: ChangeStatus,
-        edit: Edit,
-        *,
-        conflict_fields: list[str] | None = None,
-        resolution: ConflictPolicy | None = None,
-        reason: str | None = None,
-    ) -> _Decision:
-        """A change that writes ``edit``, leaving the row as ``feature`` (``None``: gone)."""
-        work.rows[key] = feature
-        state = None if feature is None else _RowState(feature.version, vector, change.hlc)
-        work.states[key] = state
-        result = ChangeResult(
-            change_id=change.change_id,
-            status=status,
-            reason=reason,
-            version=None if feature is None else feature.version,
-            version_vector=None if feature is None else vector,
-            conflict_fields=conflict_fields or [],
-            resolution=resolution,
-        )
-        return _Decision(change, result, edit=edit, state=(key, state))
-
-    def _done(
-        self,
-        work: _Merge,
-        change: Change,
-        key: tuple[str, str],
-        current: _Row | None,
-        state: _RowState | None,
-        status: ChangeStatus,
-        *,
-        vector: dict[str, int] | None = None,
-        resolution: ConflictPolicy | None = None,
-        reason: str | None = None,
-    ) -> _Decision:
-        """A change that needs no write: the row already is as it asks."""
-        new_state = None
-        if current is not None:
-            new_state = _RowState(
-                current.version, vector or (state.vector if state else {}), change.hlc
-            )
-            work.states[key] = new_state
-        result = ChangeResult(
-            change_id=change.change_id,
-            status=status,
-            reason=reason,
-            version=None if current is None else current.version,
-            version_vector=None if new_state is None else new_state.vector,
-            resolution=resolution,
-        )
-        return _Decision(change, result, state=(key, new_state) if current is not None else None)
-
-    def _decide_attachment(
-        self, work: _Merge, change: Change, rules: LayerRules, reject: Callable[[str], _Decision]
-    ) -> _Decision:
+    def _decide_attachment(self, work: _Merge, change: Change, key: RowKey) -> Decision:
         ref = change.attachment
-        if ref is None:
-            return reject("an attachment change needs its attachment")
-        if not rules.attachments_enabled or not rules.editing.update:
-            return reject(f"the map does not allow attachment edits on {change.layer!r}")
-        if work.replica.attachment_sync_direction == "none":
-            return reject("this replica does not sync attachments")
-        key = _key(change)
-        done = ChangeResult(change_id=change.change_id, status=ChangeStatus.APPLIED)
-        exists = self._attachment_exists(work, change.layer, str(ref.attachment_id))
-        if change.kind is SyncChangeKind.ATTACHMENT_DELETE:
-            if not exists:
-                return _Decision(change, done)
-            work.attachments[str(ref.attachment_id)] = False
-            return _Decision(change, done, attachment=("delete", ref))
-        if exists:
-            return _Decision(change, done)
-        if work.rows.get(key) is None:
-            return reject(f"{change.layer!r} has no row {change.global_id} any more")
-        if ref.size > self.catalog.max_attachment_bytes:
-            return reject(
-                f"attachment of {ref.size:,} bytes is over the limit of "
-                f"{self.catalog.max_attachment_bytes:,}"
-            )
-        if not self.catalog.blobs.exists(ref.sha256):
-            return reject(f"the bytes of attachment {ref.sha256} were not uploaded")
-        if self.catalog.blobs.size(ref.sha256) != ref.size:
-            return reject(f"attachment {ref.sha256} is not {ref.size} bytes")
-        work.attachments[str(ref.attachment_id)] = True
-        return _Decision(change, done, attachment=("add", ref))
+        exists = ref is not None and self._attachment_exists(
+            work, change.layer, str(ref.attachment_id)
+        )
+        uploaded = None
+        if ref is not None and change.kind is SyncChangeKind.ATTACHMENT_ADD and not exists:
+            blobs = self.catalog.blobs
+            uploaded = blobs.size(ref.sha256) if blobs.exists(ref.sha256) else None
+        return decide_attachment(
+            change,
+            exists=exists,
+            row_exists=work.rows.get(key) is not None,
+            max_bytes=self.catalog.max_attachment_bytes,
+            uploaded_size=uploaded,
+        )
 
     @staticmethod
     def _attachment_exists(work: _Merge, layer: str, attachment_id: str) -> bool:
@@ -865,6 +496,138 @@ class SyncService:
         except FeaturesError:
             return False
         return True
+
+    def _carry_out(
+        self,
+        work: _Merge,
+        change: Change,
+        key: RowKey,
+        schema: LayerSchema,
+        decision: Decision,
+        converted: tuple[dict[str, object], BaseGeometry | None, bool] | None = None,
+    ) -> _Decision:
+        """A decision as the change's answer and what to write for it, with the set's rows
+        and states as it leaves them. ``converted``: an insert's values as an edit takes
+        them, when checked already.
+
+        Raises:
+            FeaturesError: the values to write do not fit the layer (nothing was changed).
+        """
+        if isinstance(decision, Reject):
+            return _rejected(change, decision.reason)
+        if isinstance(decision, Park):
+            conflict = self._conflict(work, change, decision.conflict)
+            result = ChangeResult(
+                change_id=change.change_id,
+                status=ChangeStatus.CONFLICT,
+                reason=decision.reason,
+                version=decision.version,
+                version_vector=None if decision.vector is None else dict(decision.vector),
+                conflict_id=uuid.UUID(conflict.id),
+                conflict_fields=list(decision.fields),
+                resolution=ConflictPolicy.MANUAL,
+            )
+            return _Decision(change, result, conflict=conflict)
+        write = decision.write
+        edit = self._edit(work, change, schema, key, write, converted)
+        vector = None if decision.vector is None else dict(decision.vector)
+        outcome = _Decision(
+            change,
+            ChangeResult(
+                change_id=change.change_id,
+                status=decision.status,
+                reason=decision.reason,
+                version=decision.version,
+                version_vector=vector,
+                conflict_fields=list(decision.conflict_fields),
+                resolution=decision.resolution,
+            ),
+            edit=edit,
+        )
+        if isinstance(write, (AddAttachment, DeleteAttachment)):
+            added = isinstance(write, AddAttachment)
+            work.attachments[str(write.ref.attachment_id)] = added
+            outcome.attachment = ("add" if added else "delete", write.ref)
+        elif edit is not None or decision.version is not None:
+            # a row written, or found as the change asks: its clock moves with the change
+            state = None
+            if decision.version is not None and vector is not None:
+                state = RowState(decision.version, vector, change.hlc)
+            work.states[key] = state
+            outcome.state = (key, state)
+        if decision.conflict is not None:
+            outcome.conflict = self._conflict(work, change, decision.conflict)
+        return outcome
+
+    @staticmethod
+    def _edit(
+        work: _Merge,
+        change: Change,
+        schema: LayerSchema,
+        key: RowKey,
+        write: Write | None,
+        converted: tuple[dict[str, object], BaseGeometry | None, bool] | None,
+    ) -> Edit | None:
+        """The store edit of a row write, the row as it leaves it noted in ``work``."""
+        prepared = work.geometries.get(change.layer)
+        if isinstance(write, InsertRow):
+            properties, geometry, _ = converted or wire_to_edit_values(
+                schema, write.values, complete=True, prepared=prepared
+            )
+            work.rows[key] = Feature(change.global_id, 1, properties, geometry)
+            return Insert(change.layer, properties, geometry, change.global_id, checked=True)
+        if isinstance(write, UpdateRow):
+            current = work.rows.get(key)
+            if current is None:
+                raise AssertionError(f"row {key} was decided to exist")
+            properties, geometry, has_geometry = wire_to_edit_values(
+                schema, write.values, complete=False, prepared=prepared
+            )
+            written: dict[str, Any] = {
+                "version": current.version + 1,
+                "properties": {**current.properties, **properties},
+                "geometry": geometry if has_geometry else current.geometry,
+            }
+            if isinstance(current, _Unread):
+                written["has_geometry"] = current.has_geometry or has_geometry
+            work.rows[key] = replace(current, **written)
+            return Update(
+                change.layer, change.global_id, properties, geometry,
+                set_geometry=has_geometry, base_version=write.base_version, checked=True,
+            )  # fmt: skip
+        if isinstance(write, DeleteRow):
+            work.rows[key] = None
+            return Delete(change.layer, change.global_id, write.base_version)
+        return None
+
+    @staticmethod
+    def _conflict(work: _Merge, change: Change, record: ConflictRecord) -> Conflict:
+        """A review queue entry for ``record``: open under ``manual``, else settled."""
+        policy = record.policy
+        manual = policy is ConflictPolicy.MANUAL
+        now = time.time()
+        return Conflict(
+            id=str(uuid.uuid4()),
+            replica_id=work.replica.id,
+            owner=work.replica.owner,
+            map_id=work.replica.map_id,
+            service=work.service,
+            layer=change.layer,
+            global_id=str(change.global_id),
+            kind=record.kind.value,
+            change_id=str(change.change_id),
+            fields=list(record.fields),
+            base=dict(record.base),
+            client=dict(record.client),
+            server=dict(record.server) if record.server is not None else None,
+            server_version=record.server_version,
+            client_vector=dict(change.version_vector),
+            status="open" if manual else "resolved",
+            resolution=None if manual else policy.value,
+            created=now,
+            resolved=None if manual else now,
+            resolved_by=None if manual else f"policy:{policy.value}",
+        )
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -924,81 +687,22 @@ class SyncService:
     def _record(
         self, replica: Replica, change_set: ChangeSet, decisions: Sequence[_Decision]
     ) -> None:
-        now = time.time()
-        states: dict[tuple[str, str], _RowState | None] = {}
+        states: dict[RowKey, RowState | None] = {}
         for decision in decisions:
             if decision.state is not None:
                 states[decision.state[0]] = decision.state[1]
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "DELETE FROM rows WHERE service = ? AND layer = ? AND globalid = ?",
-                    [(replica.service, *key) for key, state in states.items() if state is None],
-                )
-                conn.executemany(
-                    "INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (service, layer, globalid) DO UPDATE SET "
-                    "version = excluded.version, vector = excluded.vector, hlc = excluded.hlc",
-                    [
-                        (replica.service, *key, s.version, json.dumps(s.vector), s.hlc)
-                        for key, s in states.items()
-                        if s is not None
-                    ],
-                )
-                conn.executemany(
-                    "INSERT INTO changes VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (
-                            str(d.change.change_id),
-                            replica.id,
-                            str(change_set.change_set_id),
-                            d.result.model_dump_json(exclude_defaults=True),
-                            now,
-                        )
-                        for d in decisions
-                    ],
-                )
-                # the edits a change covers are answered as it is; one answered already (in
-                # an earlier change whose answer was lost) keeps its answer
-                conn.executemany(
-                    "INSERT OR IGNORE INTO changes VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (
-                            str(covered),
-                            replica.id,
-                            str(change_set.change_set_id),
-                            d.result.model_copy(update={"change_id": covered}).model_dump_json(
-                                exclude_defaults=True
-                            ),
-                            now,
-                        )
-                        for d in decisions
-                        for covered in d.change.covers
-                    ],
-                )
-                for decision in decisions:
-                    if decision.conflict is not None:
-                        row = decision.conflict
-                        conn.execute(
-                            f"INSERT INTO conflicts ({', '.join(row)}) "  # noqa: S608
-                            f"VALUES ({', '.join('?' * len(row))})",
-                            list(row.values()),
-                        )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        self.state.record(
+            replica.service,
+            change_set.change_set_id,
+            states=states,
+            answers=[Answer(replica.id, d.result, tuple(d.change.covers)) for d in decisions],
+            conflicts=[d.conflict for d in decisions if d.conflict is not None],
+        )
 
     def change_result(self, replica: Replica, change_id: uuid.UUID) -> ChangeResult | None:
         """The recorded answer to one change of ``replica``, or ``None``."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT result FROM changes WHERE change_id = ? AND replica_id = ?",
-                (str(change_id), replica.id),
-            ).fetchone()
-        return None if row is None else ChangeResult.model_validate_json(row[0])
+        found = self.state.find_answers([change_id]).get(change_id)
+        return None if found is None or found.replica_id != replica.id else found.result
 
     # --- download --------------------------------------------------------------------------
 
@@ -1088,7 +792,7 @@ class SyncService:
         yield end.model_dump_json().encode() + b"\n"
 
     @staticmethod
-    def _state_of(recorded: _RowState | None, version: int) -> dict[str, int]:
+    def _state_of(recorded: RowState | None, version: int) -> dict[str, int]:
         if recorded is not None and recorded.version == version:
             return recorded.vector
         return derive(
@@ -1101,19 +805,8 @@ class SyncService:
         """Every row of ``layers`` whose sync state is recorded: ``(layer, global id, version,
         vector)``, for seeding a new replica (:meth:`LocalReplica.seed_server_states`)."""
         for layer in layers:
-            last = ""
-            while True:
-                with self._lock:
-                    rows = self._conn.execute(
-                        "SELECT globalid, version, vector FROM rows WHERE service = ? AND "
-                        "layer = ? AND globalid > ? ORDER BY globalid LIMIT ?",
-                        (service, layer, last, _BATCH),
-                    ).fetchall()
-                for gid, version, vector in rows:
-                    yield layer, gid, version, json.loads(vector)
-                if len(rows) < _BATCH:
-                    break
-                last = rows[-1][0]
+            for gid, state in self.state.iter_states(service, layer):
+                yield layer, gid, state.version, state.vector
 
     # --- review queue ----------------------------------------------------------------------
 
@@ -1126,33 +819,16 @@ class SyncService:
         limit: int = 100,
     ) -> list[Conflict]:
         """Conflicts, newest first; ``owner`` ``None`` for every owner's (admins)."""
-        clauses, params = [], []
-        if owner is not None:
-            clauses.append("owner = ?")
-            params.append(owner)
-        if status is not None:
-            clauses.append("status = ?")
-            params.append(status)
-        if replica_id is not None:
-            clauses.append("replica_id = ?")
-            params.append(replica_id)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._lock:
-            rows = self._conn.execute(
-                f"SELECT * FROM conflicts {where} ORDER BY created DESC LIMIT ?",  # noqa: S608
-                [*params, limit],
-            ).fetchall()
-        return [_conflict(row) for row in rows]
+        return self.state.list_conflicts(
+            owner=owner, status=status, replica_id=replica_id, limit=limit
+        )
 
     def get_conflict(self, conflict_id: str, *, owner: str | None) -> Conflict:
         """One conflict; raises ``ConflictNotFoundError`` (also for other owners')."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT * FROM conflicts WHERE id = ?", (conflict_id,)
-            ).fetchone()
-        if row is None or (owner is not None and row[2] != owner):
+        found = self.state.find_conflict(conflict_id)
+        if found is None or (owner is not None and found.owner != owner):
             raise ConflictNotFoundError(f"no conflict {conflict_id[:40]!r}")
-        return _conflict(row)
+        return found
 
     def resolve_conflict(
         self,
@@ -1198,40 +874,22 @@ class SyncService:
             except FeatureNotFoundError:
                 after = None
             key = (conflict.layer, conflict.global_id)
-            recorded = self._load_states(conflict.service, [(conflict.layer, conflict.global_id)])
-            with self._lock:
-                self._conn.execute(
-                    "UPDATE conflicts SET status = 'resolved', resolution = ?, resolved = ?, "
-                    "resolved_by = ? WHERE id = ?",
-                    (f"manual:{side}", time.time(), resolved_by, conflict_id),
-                )
-                # the parked change's answer, and those of the edits it covered
-                answers = self._conn.execute(
-                    "SELECT change_id, result FROM changes WHERE replica_id = ? "
-                    "AND json_extract(result, '$.conflict_id') = ?",
-                    (conflict.replica_id, conflict_id),
-                ).fetchall()
-                settled = {
-                    "status": ChangeStatus.MERGED,
-                    "reason": f"resolved by {resolved_by}: {side}",
-                    "version": None if after is None else after.version,
-                    "version_vector": None
-                    if after is None
-                    else self._state_of(recorded.get(key), after.version),
-                    "row": None,
-                }
-                self._conn.executemany(
-                    "UPDATE changes SET result = ? WHERE change_id = ?",
-                    [
-                        (
-                            ChangeResult.model_validate_json(result)
-                            .model_copy(update=settled)
-                            .model_dump_json(),
-                            change_id,
-                        )
-                        for change_id, result in answers
-                    ],
-                )
+            recorded = self._load_states(conflict.service, [key])
+            settled = {
+                "status": ChangeStatus.MERGED,
+                "reason": f"resolved by {resolved_by}: {side}",
+                "version": None if after is None else after.version,
+                "version_vector": None
+                if after is None
+                else self._state_of(recorded.get(key), after.version),
+                "row": None,
+            }
+            self.state.resolve_conflict(
+                conflict_id,
+                resolution=f"manual:{side}",
+                resolved_by=resolved_by,
+                settle=lambda result: result.model_copy(update=settled),
+            )
         return self.get_conflict(conflict_id, owner=owner)
 
     @staticmethod
@@ -1270,26 +928,15 @@ class SyncService:
         ]  # fmt: skip
 
 
-def _parked(
-    change: Change,
-    conflict: dict[str, Any],
-    reason: str,
-    current: _Row | None,
-    state: _RowState | None,
-    fields: Sequence[str] = (),
-) -> _Decision:
-    """A change parked in the review queue: nothing is written."""
-    result = ChangeResult(
-        change_id=change.change_id,
-        status=ChangeStatus.CONFLICT,
-        reason=reason,
-        version=None if current is None else current.version,
-        version_vector=None if state is None else state.vector,
-        conflict_id=uuid.UUID(conflict["id"]),
-        conflict_fields=list(fields),
-        resolution=ConflictPolicy.MANUAL,
-    )
-    return _Decision(change, result, conflict=conflict)
+def _rejected(change: Change, reason: str) -> _Decision:
+    """A change refused: nothing is written."""
+    result = ChangeResult(change_id=change.change_id, status=ChangeStatus.REJECTED, reason=reason)
+    return _Decision(change, result)
+
+
+def _journal_time(entry: JournalEntry) -> Timestamp:
+    """When the store's journal says the server wrote a row, as a clock time."""
+    return timestamp_from_ms(int(entry.changed_at.timestamp() * 1000), SERVER_NODE)
 
 
 class _ReplicaScope:
@@ -1414,14 +1061,3 @@ def _wire_layer(schema: LayerSchema) -> WireLayer:
 def _scope_area(area: Mapping[str, Any], schema: LayerSchema) -> BaseGeometry:
     area_of_interest = AreaOfInterest.from_geojson(dict(area))
     return area_of_interest.project_within_area_of_use(pyproj.CRS.from_epsg(schema.srid))
-
-
-def _conflict(row: Sequence[Any]) -> Conflict:
-    return Conflict(
-        id=row[0], replica_id=row[1], owner=row[2], map_id=row[3], service=row[4],
-        layer=row[5], global_id=row[6], kind=row[7], change_id=row[8],
-        fields=json.loads(row[9]), base=json.loads(row[10]), client=json.loads(row[11]),
-        server=json.loads(row[12]) if row[12] else None, server_version=row[13],
-        client_vector=json.loads(row[14]), status=row[15], resolution=row[16],
-        created=row[17], resolved=row[18], resolved_by=row[19],
-    )  # fmt: skip

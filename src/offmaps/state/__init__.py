@@ -1,4 +1,4 @@
-"""The server's own state behind protocols: users and clients, web maps, replicas.
+"""The server's own state behind protocols: users and clients, web maps, replicas, sync state.
 
 Layer 3 of DESIGN.md. Each store is a :class:`typing.Protocol` with an embedded implementation
 in the data folder (SQLite files, JSON documents); PostgreSQL implementations of the same
@@ -12,18 +12,32 @@ from offmaps.state.replicas import (
     ReplicaRegistry,
     SQLiteReplicaRegistry,
 )
+from offmaps.state.syncstate import (
+    Answer,
+    Conflict,
+    RowKey,
+    RowState,
+    SQLiteSyncStateStore,
+    SyncStateStore,
+)
 from offmaps.state.users import Client, SQLiteUserStore, User, UserStore
 from offmaps.state.webmaps import FolderWebMapStore, WebMapStore
 
 __all__ = [
+    "Answer",
     "Client",
+    "Conflict",
     "FolderWebMapStore",
     "LayerScope",
     "RelatedKey",
     "Replica",
     "ReplicaRegistry",
+    "RowKey",
+    "RowState",
     "SQLiteReplicaRegistry",
+    "SQLiteSyncStateStore",
     "SQLiteUserStore",
+    "SyncStateStore",
     "User",
     "UserStore",
     "WebMapStore",

@@ -8,16 +8,18 @@ from: edits of different fields both stand, and only a field changed on both sid
 different values is a conflict. A conflict policy (server wins, client wins, last writer wins
 by hybrid logical clock, or manual review) then settles it.
 
-Everything here is a pure function over values: no storage, no I/O. Reading rows, recording
-vectors and parking conflicts stay at the edge, in the stores and the server. The one other
+Everything here is a pure function over values: no storage, no I/O. What becomes of one
+uploaded change (apply it, merge it, park or settle its conflict, refuse it) is decided in
+:mod:`offmaps.sync.decide`; reading rows, writing, recording vectors and parking conflicts stay
+at the edge, in the stores and the server's sync service (:mod:`offmaps.replicas`). The one other
 thing here is :func:`~offmaps.sync.collector.collection_paused`, which the device and the
 server use around large change sets.
 
 The version vector functions have generic names (``compare``, ``merge``), so they are used
-through their module: ``vectors.merge(a, b)``.
+through their module: ``vectors.merge(a, b)``; so are the decisions (``decide.Apply``).
 """
 
-from offmaps.sync import vectors
+from offmaps.sync import decide, vectors
 from offmaps.sync.clock import (
     MAX_COUNTER,
     MAX_WALL_MS,
@@ -39,6 +41,7 @@ __all__ = [
     "Resolution",
     "Side",
     "Timestamp",
+    "decide",
     "merge_fields",
     "parse_timestamp",
     "resolve",

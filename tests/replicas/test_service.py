@@ -58,7 +58,7 @@ def service(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Sy
         blobs=LocalBlobStore(tmp_path / "blobs"),
         max_attachment_bytes=1024,
     )
-    sync = SyncService(tmp_path / "sync.sqlite", cast(Catalog, catalog))
+    sync = SyncService.open(tmp_path / "sync.sqlite", cast(Catalog, catalog))
     replica = Replica(
         REPLICA, name, ("points",), 0, "editor", webmap.id, "bidirectional", "per_layer", 0.0
     )
