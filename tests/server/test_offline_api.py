@@ -36,6 +36,7 @@ from offmaps.offline.parameters import (
 )
 from offmaps.schemas import WebMap
 from offmaps.sources import ArchiveTileSource
+from offmaps.storage import ObjectStore
 from offmaps.tiling import get_tms
 from offmaps.types import BBox, Tile, TileFormat
 from tests.cli.test_users import run
@@ -104,6 +105,12 @@ def offline_map(
     stored = catalog.webmaps.create(WebMap.model_validate(document), owner="editor")
     assert stored.id is not None
     return stored.id
+
+
+def job_objects(server: LiveServer, job_id: str) -> list[str]:
+    """The keys of what job ``job_id`` keeps in the server's object store."""
+    objects: ObjectStore = cast(FastAPI, server.server.client.app).state.services.objects
+    return [info.key for info in objects.list(f"jobs/{job_id}/")]
 
 
 def _tiles_over_helsinki(z: int) -> list[Any]:
@@ -218,6 +225,7 @@ def test_an_export_over_the_limit_fails_before_any_work(
         job.start()
     assert not (tmp_path / "download").exists()
     assert list((live_server.server.data_dir / "jobs").iterdir()) == []
+    assert not (live_server.server.data_dir / "objects" / "jobs").exists()
 
 
 def test_bad_requests_are_refused_before_any_work(
@@ -301,12 +309,15 @@ def test_cancel_leaves_nothing_behind(
     assert job.status is JobStatus.CANCELLED
     assert not (tmp_path / "download").exists()
     assert job.server_job is not None
-    jobs = live_server.server.data_dir / "jobs" / job.server_job["id"]
+    job_id = job.server_job["id"]
     for _ in range(200):
-        state = job.portal.request("GET", f"/api/jobs/{job.server_job['id']}")
+        state = job.portal.request("GET", f"/api/jobs/{job_id}")
         if state["status"] in ("cancelled", "succeeded"):
             break
-    assert not (jobs / "files").exists() or state["status"] == "succeeded"
+    assert state["status"] in ("cancelled", "succeeded")
+    if state["status"] == "cancelled":
+        assert job_objects(live_server, job_id) == []
+        assert not (live_server.server.data_dir / "scratch" / job_id).exists()
 
 
 def test_the_cli_estimates_and_generates(
@@ -433,8 +444,8 @@ def test_continue_on_errors_decides_whether_a_failing_layer_stops_the_job(
         job.wait(poll_seconds=0.05)
     assert not (tmp_path / "stop").exists()
     assert job.server_job is not None
-    files = live_server.server.data_dir / "jobs" / job.server_job["id"] / "files"
-    assert not files.exists()
+    assert job_objects(live_server, job.server_job["id"]) == []
+    assert not (live_server.server.data_dir / "scratch" / job.server_job["id"]).exists()
 
 
 def test_a_full_disk_on_the_device_is_a_clear_error_that_resume_continues(

@@ -165,7 +165,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         tiles_router(catalog.tile_sources, dependencies=[Depends(_check_tile_access)])
     )
     app.include_router(webmaps_router())
-    app.include_router(offline_router(services.jobs))
+    app.include_router(offline_router())
     app.include_router(sync_router(services.sync, services.replicas, services.uploads))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(
