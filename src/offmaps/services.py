@@ -1,22 +1,30 @@
 """Every service of a server, built from its settings: the same for the HTTP app and a worker.
 
 :func:`build_services` opens the catalog (feature services, tile layers, web maps, blobs), the
-state stores, the sync service and the job runner with the job kinds this process can run.
-The HTTP edge (:func:`offmaps.server.create_app`) only wraps them; a worker, the CLI or a
-scheduler calls the same function with the same settings and gets the same services.
+state stores, the object store, the sync service and the job runner with the job kinds this
+process can run. The HTTP edge (:func:`offmaps.server.create_app`) only wraps them; a worker,
+the CLI or a scheduler calls the same function with the same settings and gets the same
+services.
 
 The state stores come from one typed table, :data:`STATE_BACKENDS`, keyed by backend name; the
 embedded default keeps them in the data folder. The PostgreSQL backend of the scale-out work is
-another row of the table, not a branch in this code.
+another row of the table, not a branch in this code. The object store (jobs' files now, tile
+caches later) comes from another, :data:`STORAGE_BACKENDS`, since where bytes live is chosen
+apart from where state lives: the local folder ``DATA/objects`` by default, S3 another row.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 from offmaps.catalog import Catalog
+from offmaps.errors import StorageError
 from offmaps.jobs import FolderJobStore, InProcessJobRunner, JobKinds, JobRunner, JobStore
 from offmaps.offline.generate import OfflineMapServices, generate_offline_map_kind
 from offmaps.replicas import AttachmentUploads, SyncService
@@ -29,11 +37,25 @@ from offmaps.state import (
     SyncStateStore,
     UserStore,
 )
+from offmaps.storage import LocalObjectStore, ObjectStore, URLSigner
 
-__all__ = ["EMBEDDED", "STATE_BACKENDS", "Services", "StateBackend", "build_services"]
+__all__ = [
+    "EMBEDDED",
+    "LOCAL",
+    "STATE_BACKENDS",
+    "STORAGE_BACKENDS",
+    "STORAGE_KEY_FILE",
+    "Services",
+    "StateBackend",
+    "build_services",
+]
 
 EMBEDDED = "embedded"
 """The state backend of the embedded default: files in the data folder."""
+LOCAL = "local"
+"""The storage backend of the embedded default: objects as files of ``DATA/objects``."""
+STORAGE_KEY_FILE = "storage-key"
+"""The file in the data folder holding the generated secret of presigned URLs."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +81,58 @@ STATE_BACKENDS: Mapping[str, StateBackend] = MappingProxyType(
 """The state backends by name."""
 
 
+def _storage_signer(settings: ServerSettings) -> URLSigner:
+    """The signer of the object store's presigned URLs: ``settings.storage_secret``, or else a
+    secret generated once into ``DATA/storage-key`` (mode 0600) and read from there after.
+
+    Raises:
+        StorageError: the key file cannot be made or read, or holds no valid secret.
+    """
+    if settings.storage_secret is not None:
+        return URLSigner(settings.storage_secret.get_secret_value().encode("utf-8"))
+    return URLSigner(_load_or_create_secret(settings.data_dir / STORAGE_KEY_FILE))
+
+
+def _load_or_create_secret(path: Path) -> bytes:
+    """The secret in ``path`` (64 hex digits), generated first if missing.
+
+    It is written to a private temporary file and linked into place, so that readers never see
+    half a secret and two processes starting together end up with the same one.
+    """
+    if not path.exists():
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.partial")
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):  # another process won: use its secret
+                os.link(temporary, path)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise StorageError(f"cannot make the storage key {path}: {reason}") from exc
+        finally:
+            temporary.unlink(missing_ok=True)
+    try:
+        secret = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read the storage key {path}: {exc}") from None
+    if len(secret) < 16:
+        raise StorageError(f"the storage key {path} is too short: remove it to make a new one")
+    return secret
+
+
+STORAGE_BACKENDS: Mapping[str, Callable[[ServerSettings], ObjectStore]] = MappingProxyType(
+    {
+        LOCAL: lambda settings: LocalObjectStore(
+            settings.data_dir / "objects", signer=_storage_signer(settings)
+        ),
+    }
+)
+"""How the object store of each storage backend opens from settings, by backend name."""
+
+
 @dataclass(frozen=True)
 class Services:
     """The services of one server process.
@@ -70,6 +144,7 @@ class Services:
         replicas: the replicas handed out.
         sync: the sync service.
         uploads: attachments' bytes on their way in from devices.
+        objects: the keyed object store: jobs' files (``jobs/<id>/files/``).
         jobs: the job runner, with every job kind of this process.
     """
 
@@ -79,6 +154,7 @@ class Services:
     replicas: ReplicaRegistry
     sync: SyncService
     uploads: AttachmentUploads
+    objects: ObjectStore
     jobs: JobRunner
 
     def close(self) -> None:
@@ -90,13 +166,16 @@ class Services:
         self.users.close()
 
 
-def build_services(settings: ServerSettings, *, backend: str = EMBEDDED) -> Services:
+def build_services(
+    settings: ServerSettings, *, backend: str = EMBEDDED, storage: str = LOCAL
+) -> Services:
     """Open every service of a server for ``settings``.
 
     Raises:
-        KeyError: no state backend called ``backend``.
+        KeyError: no state backend called ``backend``, or no storage backend ``storage``.
     """
     state = STATE_BACKENDS[backend]
+    open_objects = STORAGE_BACKENDS[storage]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(
         settings.data_dir,
@@ -111,6 +190,13 @@ def build_services(settings: ServerSettings, *, backend: str = EMBEDDED) -> Serv
         catalog.blobs,
         max_bytes=catalog.max_attachment_bytes,
     )
+    objects = open_objects(settings)
     offline = OfflineMapServices(catalog, replicas, sync)
-    jobs = InProcessJobRunner(state.jobs(settings), JobKinds([generate_offline_map_kind(offline)]))
-    return Services(settings, catalog, users, replicas, sync, uploads, jobs)
+    jobs = InProcessJobRunner(
+        state.jobs(settings),
+        JobKinds([generate_offline_map_kind(offline)]),
+        objects=objects,
+        # beside DATA/objects: finished files move in by a rename, not a copy
+        scratch=settings.data_dir / "scratch",
+    )
+    return Services(settings, catalog, users, replicas, sync, uploads, objects, jobs)

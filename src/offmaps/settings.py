@@ -44,6 +44,9 @@ class ServerSettings(BaseSettings):
         max_body_bytes: the largest request body accepted (413 beyond).
         signing_key: a secret for HS256 tokens; by default an RS256 key pair is generated into
             ``data_dir`` and published at ``/.well-known/jwks.json``.
+        storage_secret: the secret presigned URLs of the object store are signed with (at
+            least 16 bytes; the same in every process that must accept them); by default one is
+            generated into ``data_dir/storage-key``.
     """
 
     model_config = SettingsConfigDict(env_prefix="OFFMAPS_", env_nested_delimiter="__")
@@ -53,4 +56,5 @@ class ServerSettings(BaseSettings):
     features_url: str | None = None
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     signing_key: SecretStr | None = None
+    storage_secret: SecretStr | None = Field(default=None, min_length=16)
     auth: AuthSettings = Field(default_factory=AuthSettings)

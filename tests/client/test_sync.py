@@ -38,7 +38,7 @@ from offmaps.schemas.changeset import (
 )
 from offmaps.state.replicas import LayerScope, RelatedKey
 from tests.cli.test_users import run
-from tests.server.test_offline_api import AREA, offline_map
+from tests.client.test_offline import AREA, offline_map
 from tests.serverkit import PASSWORD, LiveServer, assert_problem
 
 Policy = str

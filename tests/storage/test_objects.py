@@ -196,6 +196,66 @@ def test_missing_objects_are_not_found(store: ObjectStore) -> None:
             assert raised.value.key == full_key(store, key)
 
 
+# --- moving local files in ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    """A job's scratch folder, beside the stores."""
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    return folder
+
+
+def test_put_file_moves_a_file_in(store: ObjectStore, scratch: Path) -> None:
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    (scratch / "city.gpkg").write_bytes(data)
+    info = store.put_file("package/city.gpkg", scratch / "city.gpkg")
+    assert (info.key, info.size) == ("package/city.gpkg", len(data))
+    assert info.sha256 in (None, hashlib.sha256(data).hexdigest())
+    assert not (scratch / "city.gpkg").exists()
+    assert store.get("package/city.gpkg") == data
+    assert store.head("package/city.gpkg").etag == info.etag
+    assert keys(store) == ["package/city.gpkg"]
+
+
+def test_put_file_replaces_the_object(store: ObjectStore, scratch: Path) -> None:
+    first = store.put("a/b", DATA)
+    (scratch / "new").write_bytes(b"new bytes")
+    second = store.put_file("a/b", str(scratch / "new"))
+    assert store.get("a/b") == b"new bytes"
+    assert second.etag != first.etag
+    assert keys(store) == ["a/b"]
+
+
+def test_put_file_takes_only_regular_files(store: ObjectStore, scratch: Path) -> None:
+    (scratch / "target").write_bytes(DATA)
+    (scratch / "link").symlink_to(scratch / "target")
+    (scratch / "folder").mkdir()
+    os.mkfifo(scratch / "fifo")  # opening it for reading must not block
+    for name in ("link", "folder", "fifo", "missing"):
+        with pytest.raises(StorageError) as raised:
+            store.put_file("k", scratch / name)
+        assert not isinstance(raised.value, ObjectNotFoundError)
+    assert keys(store) == []
+    assert (scratch / "link").is_symlink()
+    assert (scratch / "target").read_bytes() == DATA
+    assert stored_files(store) == []
+
+
+def test_put_file_into_a_taken_key_stores_nothing_and_keeps_the_file(
+    store: ObjectStore, scratch: Path
+) -> None:
+    store.put("a/b", DATA)
+    (scratch / "file").write_bytes(b"kept")
+    for key in ("a", "a/b/c"):
+        with pytest.raises(ObjectKeyConflictError):
+            store.put_file(key, scratch / "file")
+        assert (scratch / "file").read_bytes() == b"kept"
+    assert keys(store) == ["a/b"]
+    assert len(stored_files(store)) in (0, 1)
+
+
 # --- ranges -----------------------------------------------------------------------------------
 
 
@@ -313,11 +373,15 @@ def test_deleting_the_objects_below_a_key_frees_it(store: ObjectStore) -> None:
 
 
 @pytest.mark.parametrize("key", HOSTILE_KEYS, ids=lambda key: repr(key)[:20])
-def test_malformed_keys_are_refused_by_every_method(store: ObjectStore, key: str) -> None:
+def test_malformed_keys_are_refused_by_every_method(
+    store: ObjectStore, key: str, scratch: Path
+) -> None:
     store.put("a/b", DATA)
+    (scratch / "file").write_bytes(DATA)
     calls: list[Callable[[], object]] = [
         lambda: store.put(key, DATA),
         lambda: store.put_stream(key, [DATA]),
+        lambda: store.put_file(key, scratch / "file"),
         lambda: store.get(key),
         lambda: store.get_range(key, 0, 1),
         lambda: store.open(key),
@@ -332,6 +396,7 @@ def test_malformed_keys_are_refused_by_every_method(store: ObjectStore, key: str
             call()
         assert raised.value.key is key
     assert keys(store) == ["a/b"]
+    assert (scratch / "file").read_bytes() == DATA  # refused before the file was touched
 
 
 @pytest.mark.parametrize("prefix", ["../", "/a", "a//", "a\\b", "a\x00", "../x", ".tmp/", 3])
@@ -716,6 +781,54 @@ def test_a_failing_rename_is_a_storage_error_and_leaves_nothing(
     with pytest.raises(StorageError, match="Input/output error"):
         store.put("a/b", DATA)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_put_file_renames_a_file_of_the_same_filesystem(tmp_path: Path, scratch: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    (scratch / "big").write_bytes(DATA)
+    inode = (scratch / "big").stat().st_ino
+    info = store.put_file("a/big", scratch / "big")
+    placed = tmp_path / "objects" / "a" / "big"
+    assert placed.stat().st_ino == inode  # moved, not copied
+    assert placed.stat().st_mode & 0o777 == 0o600
+    assert info.sha256 is None  # nothing was read
+    assert not list((tmp_path / "objects" / ".tmp").iterdir())
+
+
+def test_put_file_copies_a_file_with_other_links(tmp_path: Path, scratch: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    (scratch / "file").write_bytes(DATA)
+    os.link(scratch / "file", scratch / "other")
+    info = store.put_file("k", scratch / "file")
+    assert info.sha256 == hashlib.sha256(DATA).hexdigest()
+    assert not (scratch / "file").exists()
+    (scratch / "other").write_bytes(b"changed through the other link")
+    assert store.get("k") == DATA
+
+
+def test_put_file_copies_a_file_of_another_filesystem(tmp_path: Path, full_disk: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    (full_disk / "file").write_bytes(DATA)
+    info = store.put_file("k", full_disk / "file")
+    assert info.sha256 == hashlib.sha256(DATA).hexdigest()
+    assert store.get("k") == DATA
+    assert not (full_disk / "file").exists()
+
+
+def test_a_failing_move_into_place_gives_the_file_back(
+    tmp_path: Path, scratch: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    (scratch / "file").write_bytes(DATA)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(StorageError, match="Input/output error"):
+        store.put_file("a/b", scratch / "file")
+    assert (scratch / "file").read_bytes() == DATA
+    assert [p for p in (tmp_path / "objects").rglob("*") if p.is_file()] == []
 
 
 def test_object_info_checks_its_size() -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from offmaps.errors import JobCancelledError
 from offmaps.schemas.jobs import JobDocument, JobLink, JobStatus
+from offmaps.storage import ObjectStore
 
 if TYPE_CHECKING:
     from offmaps.jobs.store import JobStore
@@ -73,18 +74,28 @@ def job_document(job: Job, base: str) -> JobDocument:
 
 
 class JobContext:
-    """What a running job's work gets: its folder, progress reports and cancellation.
+    """What a running job's work gets: progress reports, cancellation, an output area and a
+    scratch folder.
+
+    The output area is a prefix of the server's object store: what the work puts there (keyed
+    by the paths its result lists) is kept for download, by whichever process serves it. Work
+    that needs real files makes them in ``scratch`` and moves each one in when it is finished
+    (``output.put_file``). A job that fails or is cancelled keeps nothing of either.
 
     Args:
         store: where the job's state is kept.
         job: the job.
+        output: the job's output area.
+        scratch: the job's scratch folder (made before the work starts).
     """
 
-    def __init__(self, store: JobStore, job: Job) -> None:
+    def __init__(self, store: JobStore, job: Job, *, output: ObjectStore, scratch: Path) -> None:
         self._store = store
         self.job = job
-        self.folder: Path = store.files(job.id)
-        """The folder the job writes its files to (they are kept for download)."""
+        self.output = output
+        """The job's output area: what it puts here is kept for download."""
+        self.scratch = scratch
+        """A local folder for work that needs real files; removed when the job ends."""
 
     def progress(self, fraction: float, message: str) -> None:
         """Report progress: ``fraction`` from 0 to 1 and what is being done."""

@@ -3,13 +3,16 @@
 The embedded default needs no queue service: :class:`InProcessJobRunner` runs jobs on a small
 thread pool. Every job is stored with its kind and payload before it runs, and the work is
 always rebuilt from them (even in process), so a Redis-backed runner can hand the same job to
-another process. At start the runner looks for jobs left behind by a process that died: a job
-that never started is run again here; one that was running is marked failed, never left
-"running" forever.
+another process. A job's files go to the object store (its output area, ``jobs/<id>/files/``);
+work that needs real files has a scratch folder on this host, removed when the job ends. At
+start the runner looks for jobs left behind by a process that died: a job that never started
+is run again here; one that was running is marked failed, never left "running" forever, and
+what it had made (objects, scratch folder) is removed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -17,19 +20,24 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from offmaps.errors import JobCancelledError, OffmapsError
+from offmaps.errors import JobCancelledError, JobNotFoundError, OffmapsError
+from offmaps.jobs._files import JobFiles
 from offmaps.jobs.kinds import JobKinds
 from offmaps.jobs.model import Job, JobContext
 from offmaps.jobs.store import JobStore
 from offmaps.schemas.jobs import JobStatus
+from offmaps.storage import ObjectStore
 
 __all__ = ["InProcessJobRunner", "JobRunner", "process_id", "process_is_alive"]
 
 DIED = "the process running this job stopped before it finished"
+
+_log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -53,12 +61,16 @@ class JobRunner(Protocol):
         """A job's current state; ``JobNotFoundError`` when there is none."""
         ...
 
+    def output(self, job_id: str) -> ObjectStore:
+        """A job's output area: the files its result lists, keyed by their paths."""
+        ...
+
     def cancel(self, job_id: str) -> Job:
         """Ask a job to stop; it ends as cancelled at its next check."""
         ...
 
     def delete(self, job_id: str) -> None:
-        """Remove an ended job and its files."""
+        """Remove an ended job and its files; ``JobNotFoundError`` when there is none."""
         ...
 
     def close(self) -> None:
@@ -104,11 +116,15 @@ def process_is_alive(runner: str) -> bool | None:
 
 
 class InProcessJobRunner:
-    """Runs jobs on a thread pool; their state lives in ``store``.
+    """Runs jobs on a thread pool; their state lives in ``store``, their files in ``objects``.
 
     Args:
         store: where jobs' state lives.
         kinds: the kinds this process can run.
+        objects: the object store holding jobs' output areas (``jobs/<id>/files/``).
+        scratch: the local folder for jobs' scratch folders (``<scratch>/<id>/``); on the
+            object store's filesystem, finished files move into a local folder store without
+            a copy.
         workers: jobs run at once in this process.
         keep: seconds an ended job and its files are kept.
         recover: look for jobs of dead processes at start.
@@ -119,11 +135,14 @@ class InProcessJobRunner:
         store: JobStore,
         kinds: JobKinds,
         *,
+        objects: ObjectStore,
+        scratch: Path,
         workers: int = 2,
         keep: float = 24 * 3600,
         recover: bool = True,
     ) -> None:
         self._store = store
+        self._files = JobFiles(objects, scratch)
         self.kinds = kinds
         self.keep = keep
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="offmaps-job")
@@ -165,14 +184,24 @@ class InProcessJobRunner:
                 self._running.discard(job.id)
 
     def _work(self, job: Job) -> None:
-        context = JobContext(self._store, job)
+        context = JobContext(
+            self._store,
+            job,
+            output=self._files.output(job.id),
+            scratch=self._files.scratch(job.id),
+        )
         job.status = JobStatus.RUNNING
         job.runner = process_id()
         context.progress(0.0, "started")
         try:
-            context.check_cancelled()
-            result = self.kinds.get_kind(job.kind).execute(job.payload, context)
-            context.check_cancelled()
+            try:
+                self._files.make_scratch(job.id)
+                context.check_cancelled()
+                result = self.kinds.get_kind(job.kind).execute(job.payload, context)
+                context.check_cancelled()
+            finally:
+                # before the job's end is recorded: whoever sees it ended sees no scratch
+                self._files.remove_scratch(job.id)
         except JobCancelledError:
             self._end(job, JobStatus.CANCELLED, "cancelled")
         except OffmapsError as exc:
@@ -188,16 +217,21 @@ class InProcessJobRunner:
             self._store.save(job)
 
     def _end(self, job: Job, status: JobStatus, error: str) -> None:
+        """Record a job that failed or was cancelled, after removing everything it made."""
+        self._files.remove(job.id)
         job.status = status
         job.error = None if status is JobStatus.CANCELLED else error
         job.message = error
         job.finished = time.time()
-        self._store.clear_files(job.id)
         self._store.save(job)
 
     def get(self, job_id: str) -> Job:
         """A job's current state; ``JobNotFoundError`` when there is none."""
         return self._store.get(job_id)
+
+    def output(self, job_id: str) -> ObjectStore:
+        """A job's output area: the files its result lists, keyed by their paths."""
+        return self._files.output(job_id)
 
     def cancel(self, job_id: str) -> Job:
         """Ask a job to stop; it ends as cancelled at its next check."""
@@ -207,7 +241,13 @@ class InProcessJobRunner:
         return job
 
     def delete(self, job_id: str) -> None:
-        """Remove an ended job and its files."""
+        """Remove an ended job and its files; ``JobNotFoundError`` when there is none.
+
+        The files go first: a failure of the object store leaves the job, to be deleted again.
+        """
+        self._store.get(job_id)
+        self._files.remove_scratch(job_id)
+        self._files.remove_output(job_id)
         self._store.delete(job_id)
 
     def cleanup(self) -> None:
@@ -215,11 +255,16 @@ class InProcessJobRunner:
         now = time.time()
         for job in list(self._store.iter_jobs()):
             if job.finished is not None and now - job.finished > self.keep:
-                self._store.delete(job.id)
+                try:
+                    self.delete(job.id)
+                except OffmapsError as exc:  # removed by another process, or a store failing
+                    _log.warning("cannot remove job %s: %s", job.id, exc)
 
     def recover(self) -> list[Job]:
         """Take over the unfinished jobs of processes of this host that died: a pending job is
-        run here, a running one is marked failed. Returns the jobs it changed."""
+        run here, a running one is marked failed and what it made (objects, scratch folder)
+        removed. Scratch folders of jobs no process runs any more go too. Returns the jobs it
+        changed."""
         changed = []
         for job in list(self._store.iter_jobs()):
             if job.status.done or job.runner is None:
@@ -234,7 +279,23 @@ class InProcessJobRunner:
             else:
                 self._end(job, JobStatus.FAILED, DIED)
             changed.append(job)
+        for job_id in list(self._files.iter_scratch()):
+            if not self._runs(job_id):
+                self._files.remove_scratch(job_id)
         return changed
+
+    def _runs(self, job_id: str) -> bool:
+        """Whether a job may still be using its scratch folder."""
+        with self._lock:
+            if job_id in self._running:
+                return True
+        try:
+            job = self._store.get(job_id)
+        except JobNotFoundError:
+            return False
+        if job.status.done:
+            return False
+        return job.runner is None or process_is_alive(job.runner) is not False
 
     def close(self) -> None:
         """Stop taking jobs; this process's running ones are cancelled."""

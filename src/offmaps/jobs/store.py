@@ -1,8 +1,9 @@
 """Where jobs' state lives: the :class:`JobStore` protocol and its folder implementation.
 
-:class:`FolderJobStore` keeps today's layout of the embedded default, ``DATA/jobs/<id>/``:
-``job.json`` (written atomically at every step, so any process can answer for any job),
-``files/`` (what the job made) and a ``cancel`` marker a running job polls.
+:class:`FolderJobStore` keeps the layout of the embedded default, ``DATA/jobs/<id>/``:
+``job.json`` (written atomically at every step, so any process can answer for any job) and a
+``cancel`` marker a running job polls. What a job makes is not state: it lives in the object
+store (``jobs/<id>/files/``, see :class:`~offmaps.jobs.JobContext`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class JobStore(Protocol):
     """Jobs' state by id: the seam a PostgreSQL store implements too."""
 
     def create(self, job: Job) -> None:
-        """Record a new job, with an empty files area."""
+        """Record a new job."""
         ...
 
     def save(self, job: Job) -> None:
@@ -60,14 +61,6 @@ class JobStore(Protocol):
         """Every job kept, in no particular order."""
         ...
 
-    def files(self, job_id: str) -> Path:
-        """The folder of a job's files."""
-        ...
-
-    def clear_files(self, job_id: str) -> None:
-        """Remove what a job made (a failed or cancelled job keeps nothing)."""
-        ...
-
     def request_cancel(self, job_id: str) -> None:
         """Ask a job to stop; it ends as cancelled at its next check."""
         ...
@@ -77,7 +70,11 @@ class JobStore(Protocol):
         ...
 
     def delete(self, job_id: str) -> None:
-        """Remove a job, its state and its files."""
+        """Remove a job's state.
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
         ...
 
 
@@ -92,8 +89,8 @@ class FolderJobStore:
         return self.folder / check_job_id(job_id)
 
     def create(self, job: Job) -> None:
-        """Record a new job, with an empty files folder."""
-        (self._folder(job.id) / "files").mkdir(parents=True)
+        """Record a new job in a new folder."""
+        self._folder(job.id).mkdir(parents=True)
         self.save(job)
 
     def save(self, job: Job) -> None:
@@ -133,14 +130,6 @@ class FolderJobStore:
             except JobNotFoundError:
                 continue
 
-    def files(self, job_id: str) -> Path:
-        """The folder of a job's files."""
-        return self._folder(job_id) / "files"
-
-    def clear_files(self, job_id: str) -> None:
-        """Remove a job's files folder."""
-        shutil.rmtree(self.files(job_id), ignore_errors=True)
-
     def request_cancel(self, job_id: str) -> None:
         """Leave the ``cancel`` marker."""
         (self._folder(job_id) / "cancel").touch(exist_ok=True)
@@ -150,6 +139,6 @@ class FolderJobStore:
         return (self._folder(job_id) / "cancel").exists()
 
     def delete(self, job_id: str) -> None:
-        """Remove the job's folder."""
+        """Remove the job's folder (and a ``files/`` folder left there by an older version)."""
         self.get(job_id)
         shutil.rmtree(self._folder(job_id), ignore_errors=True)

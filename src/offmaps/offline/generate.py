@@ -7,7 +7,9 @@ The service half of the offline API, usable by the server, a worker or a schedul
   max export tile count, saying how many tiles it would take and which levels would fit.
 - :data:`GENERATE_OFFLINE_MAP`: the job kind. Its payload, :class:`GenerateOfflineMap`, is all a
   process needs to build the package: the replicas (GeoPackages registered for sync), tile
-  archives, thumbnail and manifest, into the job's folder.
+  archives, thumbnail and manifest. They are built in the job's scratch folder (SQLite and the
+  archive writers need real files) and, once the manifest is written, moved into the job's
+  output area in the object store, where the server serves them from.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from offmaps.errors import (
     ExportLimitError,
     JobCancelledError,
     OffmapsError,
+    PackageError,
     TileNotFoundError,
 )
 from offmaps.features.model import FeatureQuery
@@ -37,6 +40,7 @@ from offmaps.jobs import JobContext, JobKind
 from offmaps.offline.extract import LayerExtract, extract_feature_service, extract_tiles
 from offmaps.offline.package import (
     MANIFEST_NAME,
+    PackageFile,
     PackageItem,
     PackageLayer,
     PackageManifest,
@@ -165,8 +169,8 @@ def check_export_limits(plan: OfflinePlan, estimate: OfflineMapEstimate) -> None
 def generate_offline_map(
     services: OfflineMapServices, payload: GenerateOfflineMap, context: JobContext
 ) -> dict[str, Any]:
-    """Build the offline package of ``payload`` into the job's folder; returns the job's result
-    (the files, and the errors of layers that failed under ``continue_on_errors``)."""
+    """Build the offline package of ``payload`` into the job's output area; returns the job's
+    result (the files, and the errors of layers that failed under ``continue_on_errors``)."""
     webmap = services.catalog.webmaps.get(payload.map_id)
     plan, estimate = prepare_offline_map(
         services.catalog, webmap, payload.parameters, payload.overrides
@@ -299,7 +303,8 @@ def estimate_offline_map(
 
 @dataclass
 class _Generation:
-    """One generate job: the replicas, tile archives, thumbnail and manifest in its folder."""
+    """One generate job: the replicas, tile archives, thumbnail and manifest, built in its
+    scratch folder and then moved into its output area."""
 
     context: JobContext
     catalog: Catalog
@@ -320,7 +325,8 @@ class _Generation:
 
     @property
     def folder(self) -> Path:
-        return self.context.folder
+        """Where the package is built: the job's scratch folder."""
+        return self.context.scratch
 
     def run(self) -> dict[str, Any]:
         self._sizes = {layer.layer_id: max(layer.bytes, 1) for layer in self.estimate.layers}
@@ -341,6 +347,7 @@ class _Generation:
         self.context.progress(0.96, "writing the manifest")
         manifest = self._manifest()
         listed = [*manifest.files, file_entry(self.folder, MANIFEST_NAME)]
+        self._publish(listed)
         tables = {ref.id for ref in self.webmap.tables}
         return {
             "files": [entry.model_dump() for entry in listed],
@@ -348,6 +355,16 @@ class _Generation:
             "table_errors": {k: v for k, v in self.errors.items() if k in tables},
             "omitted": self.plan.omitted,
         }
+
+    def _publish(self, files: list[PackageFile]) -> None:
+        """Move the package's files, the manifest last, from the scratch folder into the job's
+        output area, each checked against its manifest entry."""
+        for index, entry in enumerate(files):
+            self.context.check_cancelled()
+            self.context.progress(0.97 + 0.03 * index / len(files), f"publishing {entry.path}")
+            info = self.context.output.put_file(entry.path, self.folder / entry.path)
+            if info.size != entry.size or info.sha256 not in (None, entry.sha256):
+                raise PackageError(f"{entry.path} changed while it was being published")
 
     def _attempt(
         self, layer_ids: list[str], label: str, work: Callable[[Callable[[float, str], None]], None]

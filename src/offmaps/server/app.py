@@ -164,7 +164,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(attachments_router())
     app.include_router(tiles_router(dependencies=[Depends(_check_tile_access)]))
     app.include_router(webmaps_router())
-    app.include_router(offline_router(services.jobs))
+    app.include_router(offline_router())
     app.include_router(sync_router())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(

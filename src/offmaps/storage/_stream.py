@@ -1,13 +1,17 @@
-"""Chunks of bytes being put, from a binary file or an iterable, with the size limit checked."""
+"""Bytes being put: chunks from a binary file or an iterable (with the size limit checked),
+and local files moved into a store."""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 from offmaps.errors import BlobTooLargeError, StorageError
 
-__all__ = ["CHUNK_SIZE", "Chunks", "check_max_size", "iter_chunks"]
+__all__ = ["CHUNK_SIZE", "Chunks", "check_max_size", "iter_chunks", "open_source_file"]
 
 CHUNK_SIZE = 1024 * 1024
 """Bytes read at a time from binary files, and hashed at a time when verifying."""
@@ -58,3 +62,30 @@ def _read_chunks(stream: object) -> Iterator[object]:
     read = stream.read  # type: ignore[attr-defined]
     while chunk := read(CHUNK_SIZE):
         yield chunk
+
+
+_SOURCE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def open_source_file(path: Path | str, key: str) -> BinaryIO:
+    """The local file ``path`` that ``put_file`` is to store under ``key``, opened for reading.
+
+    Only a regular file is taken: a symbolic link (as the last component), a folder, a FIFO or
+    a device is refused, so a store never moves in, or blocks on, something that is not bytes.
+
+    Raises:
+        StorageError: the file is missing, unreadable, or not a regular file.
+    """
+    try:
+        fd = os.open(path, _SOURCE_FLAGS)
+    except OSError as exc:
+        raise StorageError(f"cannot store {str(path)!r} as {key!r}: {exc.strerror or exc}") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:  # pragma: no cover - fstat of an open file
+        os.close(fd)
+        raise StorageError(f"cannot store {str(path)!r} as {key!r}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise StorageError(f"cannot store {str(path)!r} as {key!r}: it is not a regular file")
+    return os.fdopen(fd, "rb")

@@ -28,7 +28,7 @@ from offmaps.errors import (
     ObjectTooLargeError,
     StorageError,
 )
-from offmaps.storage._stream import Chunks, check_max_size, iter_chunks
+from offmaps.storage._stream import Chunks, check_max_size, iter_chunks, open_source_file
 from offmaps.storage.keys import check_key_prefix, check_object_key
 from offmaps.storage.objects import ObjectInfo
 from offmaps.storage.presign import PresignedURL, URLSigner
@@ -167,6 +167,81 @@ class LocalObjectStore:
             # gone after the rename; removed here on every failure
             with contextlib.suppress(OSError):
                 os.unlink(temp_name, dir_fd=temp_dir)
+            _close(temp_chain)
+
+    def put_file(self, key: str, path: Path | str) -> ObjectInfo:
+        """Move the local file ``path`` in, as the object under ``key``.
+
+        On the store's filesystem the file itself is renamed into place, after it is synced to
+        disk and made private (mode 0600): nothing is copied, and the info returned has no
+        SHA-256, since nothing was read. On another filesystem, or when the file has other hard
+        links (through which the object's bytes could change later), its bytes are copied as
+        ``put_stream`` copies them, and the file is removed. When the object cannot be stored,
+        nothing is, and the file stays at ``path``.
+
+        Raises:
+            ObjectKeyConflictError: ``key`` lies below an object, or objects lie below it.
+            StorageError: ``path`` is missing, unreadable, a symbolic link or not a regular
+                file; or the filesystem failed.
+        """
+        key = check_object_key(key)
+        with open_source_file(path, key) as source:
+            moved = self._move_file_in(key, source.fileno(), Path(path))
+            if moved is not None:
+                return moved
+            info = self.put_stream(key, source)
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            # stored but not moved: take it out again, so that the caller may retry
+            with contextlib.suppress(StorageError):
+                self.delete(key)
+            raise StorageError(
+                f"cannot move {str(path)!r} in as {key!r}: {exc.strerror or exc}"
+            ) from exc
+        return info
+
+    def _move_file_in(self, key: str, fd: int, path: Path) -> ObjectInfo | None:
+        """Rename the file open as ``fd`` at ``path`` into place; ``None`` when it must be
+        copied instead (another filesystem, other hard links)."""
+        try:
+            source = os.fstat(fd)
+        except OSError as exc:  # pragma: no cover - fstat of an open file
+            raise self._error("store", key, exc) from exc
+        if source.st_nlink != 1:
+            return None
+        temp_chain = self._folder_chain([_TEMP_FOLDER], create=True)
+        if temp_chain is None:  # pragma: no cover - removed right after it was made
+            raise StorageError(f"{self.root}: cannot make {_TEMP_FOLDER}/ for temporary files")
+        temp_dir = temp_chain[-1]
+        temp_name = f"{secrets.token_hex(12)}.partial"
+        in_temp = placed = False
+        try:
+            if os.fstat(temp_dir).st_dev != source.st_dev:
+                return None
+            try:
+                os.fchmod(fd, 0o600)  # private to the owner, as every object file
+                os.utime(fd)  # "modified" is when it was put
+                os.fsync(fd)
+                os.rename(path, temp_name, dst_dir_fd=temp_dir)
+            except OSError as exc:
+                if exc.errno == errno.EXDEV:  # a bind mount of one filesystem
+                    return None
+                raise self._error("store", key, exc) from exc
+            in_temp = True
+            try:
+                moved = os.stat(temp_name, dir_fd=temp_dir, follow_symlinks=False)
+            except OSError as exc:
+                raise self._error("store", key, exc) from exc
+            if (moved.st_dev, moved.st_ino) != (source.st_dev, source.st_ino):
+                raise StorageError(f"cannot store {str(path)!r} as {key!r}: it was replaced")
+            self._move_into_place(key, key.split("/"), temp_dir, temp_name)
+            placed = True
+            return _info(key, moved)
+        finally:
+            if in_temp and not placed:  # give the file back; else it waits in .tmp/
+                with contextlib.suppress(OSError):
+                    os.rename(temp_name, path, src_dir_fd=temp_dir)
             _close(temp_chain)
 
     def _write_temp(

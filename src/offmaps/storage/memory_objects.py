@@ -5,15 +5,22 @@ from __future__ import annotations
 import bisect
 import hashlib
 import io
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPMethod
+from pathlib import Path
 from typing import BinaryIO
 
-from offmaps.errors import ObjectKeyConflictError, ObjectNotFoundError, ObjectTooLargeError
-from offmaps.storage._stream import Chunks, check_max_size, iter_chunks
+from offmaps.errors import (
+    ObjectKeyConflictError,
+    ObjectNotFoundError,
+    ObjectTooLargeError,
+    StorageError,
+)
+from offmaps.storage._stream import Chunks, check_max_size, iter_chunks, open_source_file
 from offmaps.storage.keys import check_key_prefix, check_object_key
 from offmaps.storage.objects import ObjectInfo
 from offmaps.storage.presign import PresignedURL, URLSigner
@@ -72,15 +79,43 @@ class MemoryObjectStore:
             )
 
         data = b"".join(iter_chunks(stream, max_size, too_large=too_large))
-        sha256 = hashlib.sha256(data).hexdigest()
         with self._lock:
             self._check_place(key)
-            info = ObjectInfo(key, len(data), sha256, datetime.now(UTC), sha256)
-            if key not in self._objects:
-                bisect.insort(self._keys, key)
-                for folder in _folders(key):
-                    self._below[folder] = self._below.get(folder, 0) + 1
-            self._objects[key] = _Stored(data, info)
+            return self._insert(key, data)
+
+    def put_file(self, key: str, path: Path | str) -> ObjectInfo:
+        """Read the local file ``path`` into memory as the object under ``key``, and remove it.
+
+        Raises:
+            ObjectKeyConflictError: ``key`` lies below an object, or objects lie below it; the
+                file stays.
+            StorageError: ``path`` is not a regular file, or cannot be read or removed.
+        """
+        key = check_object_key(key)
+        with open_source_file(path, key) as source:
+            try:
+                data = source.read()
+            except OSError as exc:
+                raise StorageError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
+        with self._lock:
+            self._check_place(key)
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot move {str(path)!r} in as {key!r}: {exc.strerror or exc}"
+                ) from exc
+            return self._insert(key, data)
+
+    def _insert(self, key: str, data: bytes) -> ObjectInfo:
+        """Store ``data`` under a key whose place was checked; called with the lock held."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        info = ObjectInfo(key, len(data), sha256, datetime.now(UTC), sha256)
+        if key not in self._objects:
+            bisect.insort(self._keys, key)
+            for folder in _folders(key):
+                self._below[folder] = self._below.get(folder, 0) + 1
+        self._objects[key] = _Stored(data, info)
         return info
 
     def _check_place(self, key: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 from offmaps.storage._stream import Chunks
@@ -29,7 +30,8 @@ class ObjectInfo:
         etag: an opaque tag that changes whenever the object is put again (HTTP ``ETag``).
         modified: when it was last put (UTC).
         sha256: the SHA-256 of its bytes when the store knows it without reading them again
-            (always on what ``put`` returns; a local folder does not record it for ``head``).
+            (always on what ``put`` and ``put_stream`` return; a local folder does not record
+            it for ``head``, nor know it when ``put_file`` moved a file in without reading it).
     """
 
     key: str
@@ -52,9 +54,10 @@ class ObjectStore(Protocol):
 
     * every method checks its key (or prefix) first and raises ``InvalidObjectKeyError`` for a
       malformed one, before touching any file;
-    * a put is atomic: readers see the old bytes or the new ones, never a mix, and a put that
-      fails (a stream raising, ``max_size`` exceeded, a full disk) leaves the old value, or
-      nothing; concurrent puts of one key end with one of their values, whole;
+    * a put (``put``, ``put_stream``, ``put_file``) is atomic: readers see the old bytes or the
+      new ones, never a mix, and a put that fails (a stream raising, ``max_size`` exceeded, a
+      full disk) leaves the old value, or nothing; concurrent puts of one key end with one of
+      their values, whole;
     * ``a`` and ``a/b`` cannot both be objects (``ObjectKeyConflictError``), as in a folder;
       deleting the last object below ``a/`` frees ``a`` again;
     * ``get``, ``get_range``, ``open`` and ``head`` raise ``ObjectNotFoundError`` for a missing
@@ -72,6 +75,21 @@ class ObjectStore(Protocol):
 
         Raises:
             ObjectTooLargeError: more than ``max_size`` bytes came; nothing was stored.
+        """
+        ...
+
+    def put_file(self, key: str, path: Path | str) -> ObjectInfo:
+        """Move the local file ``path`` in, as the object under ``key``.
+
+        For work that needs real files (SQLite writers, archive writers): the file is made in a
+        scratch folder, then handed over whole. A store may take the file itself (a local
+        folder on the same filesystem renames it: no copy) or copy its bytes (memory, S3, or
+        another filesystem); either way the file is gone from ``path`` once this returns. When
+        the object cannot be stored, nothing is, and the file stays at ``path``.
+
+        Raises:
+            StorageError: ``path`` is missing, unreadable, a symbolic link or not a regular
+                file, or the file could not be moved out of it.
         """
         ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import BinaryIO
 
 from offmaps.storage._stream import Chunks
@@ -69,6 +70,10 @@ class PrefixedObjectStore:
     def put_stream(self, key: str, stream: Chunks, *, max_size: int | None = None) -> ObjectInfo:
         """Store the bytes of a binary file or an iterable of chunks under ``key``."""
         return self._relative(self.store.put_stream(self._full(key), stream, max_size=max_size))
+
+    def put_file(self, key: str, path: Path | str) -> ObjectInfo:
+        """Move the local file ``path`` in, as the object under ``key``."""
+        return self._relative(self.store.put_file(self._full(key), path))
 
     def get(self, key: str) -> bytes:
         """The bytes stored under ``key``."""

@@ -11,11 +11,10 @@ serialise.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from pathlib import PurePosixPath
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict
 
 from offmaps.access import Principal, Scope
@@ -33,11 +32,24 @@ from offmaps.offline.parameters import (
     GenerateOfflineMapParameters,
 )
 from offmaps.offline.plan import get_capabilities
+from offmaps.schemas.jobs import JobStatus
+from offmaps.server.downloads import object_response
 from offmaps.server.links import base_url
 from offmaps.server.rest.deps import CatalogDep, PrincipalDep
 from offmaps.server.rest.webmaps import visible_map
+from offmaps.services import Services
 
-__all__ = ["OfflineRequest", "offline_router"]
+__all__ = [
+    "OfflineRequest",
+    "cancel_job",
+    "download_job_file",
+    "estimate",
+    "get_capabilities_of_map",
+    "get_jobs",
+    "job_status",
+    "offline_router",
+    "start_job",
+]
 
 
 class OfflineRequest(BaseModel):
@@ -49,89 +61,159 @@ class OfflineRequest(BaseModel):
     overrides: GenerateOfflineMapParameterOverrides | None = None
 
 
+def get_jobs(request: Request) -> JobRunner:
+    """The job runner of the application serving ``request``."""
+    services: Services = request.app.state.services
+    return services.jobs
+
+
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]
+
+
 def _document(job: Job, request: Request) -> dict[str, Any]:
     return job_document(job, base_url(request)).model_dump(mode="json")
 
 
-def _check_job_access(job: Job, principal: Principal) -> None:
+def _visible_job(jobs: JobRunner, job_id: str, principal: Principal) -> Job:
+    """Job ``job_id`` if ``principal`` may see it (its owner, or an admin); else not found."""
+    job = jobs.get(job_id)
     if job.owner is not None and job.owner != principal.subject and not principal.has(Scope.ADMIN):
         raise JobNotFoundError(f"no job {job.id!r}")
+    return job
 
 
-def offline_router(jobs: JobRunner) -> APIRouter:
-    """The offline API; generate jobs run on ``jobs``."""
-    router = APIRouter(prefix="/api", tags=["offline"])
+def get_capabilities_of_map(
+    map_id: str,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    parameters: GenerateOfflineMapParameters | None = None,
+) -> dict[str, Any]:
+    """Per layer and table, whether it can be taken offline, and why not."""
+    webmap = visible_map(catalog, principal, map_id)
+    found = get_capabilities(webmap, parameters, tile_layer_infos(catalog))
+    return {**found.model_dump(mode="json"), "has_errors": found.has_errors}
 
-    @router.post("/maps/{map_id}/offline/capabilities", summary="What can be taken offline")
-    def capabilities(
-        map_id: str,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-        parameters: GenerateOfflineMapParameters | None = None,
-    ) -> dict[str, Any]:
-        webmap = visible_map(catalog, principal, map_id)
-        found = get_capabilities(webmap, parameters, tile_layer_infos(catalog))
-        return {**found.model_dump(mode="json"), "has_errors": found.has_errors}
 
-    @router.post("/maps/{map_id}/offline/estimate", summary="Tiles, rows and bytes, before work")
-    def estimate(
-        map_id: str, body: OfflineRequest, catalog: CatalogDep, principal: PrincipalDep
-    ) -> dict[str, Any]:
-        webmap = visible_map(catalog, principal, map_id)
-        _, found = prepare_offline_map(catalog, webmap, body.parameters, body.overrides)
-        return {
-            **found.model_dump(mode="json"),
-            "bytes": found.bytes,
-            "tiles": found.tiles,
-            "features": found.features,
-        }
+def estimate(
+    map_id: str, body: OfflineRequest, catalog: CatalogDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Tiles, rows and bytes per layer, before any work."""
+    webmap = visible_map(catalog, principal, map_id)
+    _, found = prepare_offline_map(catalog, webmap, body.parameters, body.overrides)
+    return {
+        **found.model_dump(mode="json"),
+        "bytes": found.bytes,
+        "tiles": found.tiles,
+        "features": found.features,
+    }
 
-    @router.post(
-        "/maps/{map_id}/offline/jobs", summary="Start generating an offline map", status_code=201
+
+def start_job(
+    map_id: str,
+    body: OfflineRequest,
+    request: Request,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    jobs: JobsDep,
+) -> dict[str, Any]:
+    """Start a generate job, once the export limits are checked."""
+    webmap = visible_map(catalog, principal, map_id)
+    plan, found = prepare_offline_map(catalog, webmap, body.parameters, body.overrides)
+    check_export_limits(plan, found)
+    owner = None if principal.anonymous else principal.subject
+    payload = GenerateOfflineMap(
+        map_id=map_id,
+        parameters=body.parameters,
+        overrides=body.overrides,
+        owner=owner,
+        server_url=base_url(request),
     )
-    def start(
-        map_id: str,
-        body: OfflineRequest,
-        request: Request,
-        catalog: CatalogDep,
-        principal: PrincipalDep,
-    ) -> dict[str, Any]:
-        webmap = visible_map(catalog, principal, map_id)
-        plan, found = prepare_offline_map(catalog, webmap, body.parameters, body.overrides)
-        check_export_limits(plan, found)
-        owner = None if principal.anonymous else principal.subject
-        payload = GenerateOfflineMap(
-            map_id=map_id,
-            parameters=body.parameters,
-            overrides=body.overrides,
-            owner=owner,
-            server_url=base_url(request),
-        )
-        return _document(jobs.submit(GENERATE_OFFLINE_MAP, payload, owner=owner), request)
+    return _document(jobs.submit(GENERATE_OFFLINE_MAP, payload, owner=owner), request)
 
-    @router.get("/jobs/{job_id}", summary="A job's status, progress and result")
-    def status(job_id: str, request: Request, principal: PrincipalDep) -> dict[str, Any]:
-        job = jobs.get(job_id)
-        _check_job_access(job, principal)
-        return _document(job, request)
 
-    @router.delete("/jobs/{job_id}", summary="Cancel a job, or remove an ended one")
-    def cancel(job_id: str, principal: PrincipalDep) -> Response:
-        job = jobs.get(job_id)
-        _check_job_access(job, principal)
-        if job.status.done:
-            jobs.delete(job_id)
-        else:
-            jobs.cancel(job_id)
-        return Response(status_code=204)
+def job_status(
+    job_id: str, request: Request, principal: PrincipalDep, jobs: JobsDep
+) -> dict[str, Any]:
+    """A job's status, progress and result."""
+    return _document(_visible_job(jobs, job_id, principal), request)
 
-    @router.get("/jobs/{job_id}/files/{path:path}", summary="A file of a finished job (ranges)")
-    def download(job_id: str, path: str, principal: PrincipalDep) -> FileResponse:
-        job = jobs.get(job_id)
-        _check_job_access(job, principal)
-        listed = {entry["path"] for entry in (job.result or {}).get("files", [])}
-        if path not in listed:
-            raise JobNotFoundError(f"job {job_id} has no file {path[:200]!r}")
-        return FileResponse(jobs.store.files(job_id) / Path(path), filename=Path(path).name)
 
+def cancel_job(job_id: str, principal: PrincipalDep, jobs: JobsDep) -> Response:
+    """Cancel a running job; remove an ended one, with its files."""
+    job = _visible_job(jobs, job_id, principal)
+    if job.status.done:
+        jobs.delete(job_id)
+    else:
+        jobs.cancel(job_id)
+    return Response(status_code=204)
+
+
+def download_job_file(
+    job_id: str, path: str, request: Request, principal: PrincipalDep, jobs: JobsDep
+) -> Response:
+    """A file of a finished job, from the object store: whole, or the one byte range asked."""
+    job = _visible_job(jobs, job_id, principal)
+    listed = {entry["path"] for entry in (job.result or {}).get("files", [])}
+    if job.status is not JobStatus.SUCCEEDED or path not in listed:
+        raise JobNotFoundError(f"job {job_id} has no file {path[:200]!r}")
+    return object_response(jobs.output(job_id), path, request, filename=PurePosixPath(path).name)
+
+
+_RANGES: dict[int | str, dict[str, Any]] = {
+    206: {"description": "The one byte range asked for (`Range: bytes=...`)"},
+    416: {"description": "The range asked for has no byte of the file"},
+}
+
+
+def offline_router() -> APIRouter:
+    """The offline API; its handlers reach the job runner through the application's services.
+
+    The routes keep the names (and so the OpenAPI operation ids) of the earlier handlers.
+    """
+    router = APIRouter(prefix="/api", tags=["offline"])
+    router.add_api_route(
+        "/maps/{map_id}/offline/capabilities",
+        get_capabilities_of_map,
+        methods=["POST"],
+        name="capabilities",
+        summary="What can be taken offline",
+    )
+    router.add_api_route(
+        "/maps/{map_id}/offline/estimate",
+        estimate,
+        methods=["POST"],
+        name="estimate",
+        summary="Tiles, rows and bytes, before work",
+    )
+    router.add_api_route(
+        "/maps/{map_id}/offline/jobs",
+        start_job,
+        methods=["POST"],
+        name="start",
+        summary="Start generating an offline map",
+        status_code=201,
+    )
+    router.add_api_route(
+        "/jobs/{job_id}",
+        job_status,
+        methods=["GET"],
+        name="status",
+        summary="A job's status, progress and result",
+    )
+    router.add_api_route(
+        "/jobs/{job_id}",
+        cancel_job,
+        methods=["DELETE"],
+        name="cancel",
+        summary="Cancel a job, or remove an ended one",
+    )
+    router.add_api_route(
+        "/jobs/{job_id}/files/{path:path}",
+        download_job_file,
+        methods=["GET"],
+        name="download",
+        summary="A file of a finished job (ranges)",
+        response_class=Response,
+        responses=_RANGES,
+    )
     return router

@@ -7,16 +7,20 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from fastapi import FastAPI
 
 from offmaps.cli import cli
 from offmaps.client import Portal
+from offmaps.client import offline as offline_sdk
 from offmaps.client.offline import AsyncOfflineMapTask, JobStatus, OfflineMapTask, PortalItem
 from offmaps.containers import TilesetMetadata, open_writer
 from offmaps.errors import (
@@ -27,6 +31,8 @@ from offmaps.errors import (
     WebMapNotFoundError,
 )
 from offmaps.features.model import FeatureQuery, Insert
+from offmaps.jobs import Job
+from offmaps.offline.generate import GENERATE_OFFLINE_MAP
 from offmaps.offline.package import verify_package
 from offmaps.offline.parameters import (
     CapabilityReason,
@@ -35,14 +41,16 @@ from offmaps.offline.parameters import (
     encode_thumbnail,
 )
 from offmaps.schemas import WebMap
+from offmaps.schemas.jobs import JobStatus as ServerJobStatus
 from offmaps.sources import ArchiveTileSource
+from offmaps.storage import ObjectStore
 from offmaps.tiling import get_tms
 from offmaps.types import BBox, Tile, TileFormat
 from tests.cli.test_users import run
-from tests.serverkit import PASSWORD, LiveServer, webmap_document
+from tests.serverkit import PASSWORD, LiveServer, Server, webmap_document
 from tests.tilegen import make_tile
 
-# sites 0-9 lie at longitudes 24.90-24.99, latitude 60.1 (tests/server/conftest.py)
+# sites 0-9 lie at longitudes 24.90-24.99, latitude 60.1 (tests/serverkit.py)
 AREA = area_from_bbox(24.895, 60.05, 24.995, 60.15)
 EDIT = {"create": True, "update": True, "delete": True}
 
@@ -104,6 +112,12 @@ def offline_map(
     stored = catalog.webmaps.create(WebMap.model_validate(document), owner="editor")
     assert stored.id is not None
     return stored.id
+
+
+def job_objects(server: LiveServer, job_id: str) -> list[str]:
+    """The keys of what job ``job_id`` keeps in the server's object store."""
+    objects: ObjectStore = cast(FastAPI, server.server.client.app).state.services.objects
+    return [info.key for info in objects.list(f"jobs/{job_id}/")]
 
 
 def _tiles_over_helsinki(z: int) -> list[Any]:
@@ -218,6 +232,7 @@ def test_an_export_over_the_limit_fails_before_any_work(
         job.start()
     assert not (tmp_path / "download").exists()
     assert list((live_server.server.data_dir / "jobs").iterdir()) == []
+    assert not (live_server.server.data_dir / "objects" / "jobs").exists()
 
 
 def test_bad_requests_are_refused_before_any_work(
@@ -301,12 +316,15 @@ def test_cancel_leaves_nothing_behind(
     assert job.status is JobStatus.CANCELLED
     assert not (tmp_path / "download").exists()
     assert job.server_job is not None
-    jobs = live_server.server.data_dir / "jobs" / job.server_job["id"]
+    job_id = job.server_job["id"]
     for _ in range(200):
-        state = job.portal.request("GET", f"/api/jobs/{job.server_job['id']}")
+        state = job.portal.request("GET", f"/api/jobs/{job_id}")
         if state["status"] in ("cancelled", "succeeded"):
             break
-    assert not (jobs / "files").exists() or state["status"] == "succeeded"
+    assert state["status"] in ("cancelled", "succeeded")
+    if state["status"] == "cancelled":
+        assert job_objects(live_server, job_id) == []
+        assert not (live_server.server.data_dir / "scratch" / job_id).exists()
 
 
 def test_the_cli_estimates_and_generates(
@@ -433,8 +451,8 @@ def test_continue_on_errors_decides_whether_a_failing_layer_stops_the_job(
         job.wait(poll_seconds=0.05)
     assert not (tmp_path / "stop").exists()
     assert job.server_job is not None
-    files = live_server.server.data_dir / "jobs" / job.server_job["id"] / "files"
-    assert not files.exists()
+    assert job_objects(live_server, job.server_job["id"]) == []
+    assert not (live_server.server.data_dir / "scratch" / job.server_job["id"]).exists()
 
 
 def test_a_full_disk_on_the_device_is_a_clear_error_that_resume_continues(
@@ -508,3 +526,244 @@ def test_layers_kept_online_only_point_back_to_the_server(
         layer for layer in result.offline_map.layers if layer.id == "sites"
     ).open_features() as replica:
         assert [s.name for s in replica.list_layers()] == ["sites"]
+
+
+# --- job files over HTTP: whole, one range, resumed ---------------------------------------------
+
+FILE = bytes(range(256)) * 40  # 10,240 bytes
+FILE_PATH = "tiles/basemap.mbtiles"
+
+
+@pytest.fixture
+def stored_job(server: Server) -> str:
+    """A finished job of the editor's with one file, put straight into the server's stores."""
+    services = cast(FastAPI, server.client.app).state.services
+    entry = {"path": FILE_PATH, "size": len(FILE), "sha256": hashlib.sha256(FILE).hexdigest()}
+    job = Job(
+        id=uuid.uuid4().hex,
+        kind=GENERATE_OFFLINE_MAP,
+        owner="editor",
+        status=ServerJobStatus.SUCCEEDED,
+        finished=time.time(),
+        result={"files": [entry]},
+    )
+    services.jobs.store.create(job)
+    services.jobs.output(job.id).put(FILE_PATH, FILE)
+    return job.id
+
+
+@pytest.fixture
+def editor(server: Server) -> dict[str, str]:
+    return server.token("editor")
+
+
+def get_file(server: Server, job_id: str, auth: dict[str, str], **headers: str | bytes) -> Any:
+    """GET the stored job's file with ``headers`` (``if_range`` for ``If-Range``; bytes are sent
+    as they are)."""
+    raw = [(name.encode(), value.encode()) for name, value in auth.items()]
+    for name, value in headers.items():
+        raw.append((name.replace("_", "-").encode(), _latin1(value)))
+    return server.client.get(f"/api/jobs/{job_id}/files/{FILE_PATH}", headers=raw)
+
+
+def _latin1(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("latin-1")
+
+
+def test_a_job_file_is_served_whole_from_the_object_store(
+    server: Server, stored_job: str, editor: dict[str, str]
+) -> None:
+    response = get_file(server, stored_job, editor)
+    assert response.status_code == 200
+    assert response.content == FILE
+    assert response.headers["accept-ranges"] == "bytes"
+    assert response.headers["content-length"] == str(len(FILE))
+    assert response.headers["etag"].startswith('"')
+    assert "content-range" not in response.headers
+    assert response.headers["content-disposition"] == 'attachment; filename="basemap.mbtiles"'
+    assert response.headers["content-type"] == "application/octet-stream"
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [
+        ("bytes=0-99", 0, 99),
+        ("bytes=100-", 100, 10_239),
+        ("bytes=-10", 10_230, 10_239),
+        ("bytes=-99999", 0, 10_239),  # longer than the file: all of it
+        ("bytes=10239-10239", 10_239, 10_239),
+        ("bytes=5000-" + "9" * 40, 5000, 10_239),  # clamped to the last byte
+        ("Bytes = 7-8 ,", 7, 8),  # units are case-insensitive; empty list elements skipped
+    ],
+)
+def test_one_range_of_a_job_file_is_206(
+    server: Server, stored_job: str, editor: dict[str, str], header: str, start: int, end: int
+) -> None:
+    whole = get_file(server, stored_job, editor)
+    response = get_file(server, stored_job, editor, range=header)
+    assert response.status_code == 206
+    assert response.content == FILE[start : end + 1]
+    assert response.headers["content-range"] == f"bytes {start}-{end}/{len(FILE)}"
+    assert response.headers["content-length"] == str(end - start + 1)
+    assert response.headers["accept-ranges"] == "bytes"
+    assert response.headers["etag"] == whole.headers["etag"]
+
+
+@pytest.mark.parametrize("header", ["bytes=10240-", "bytes=-0", "bytes=" + "1" * 5000 + "-"])
+def test_a_range_with_no_byte_of_the_file_is_416(
+    server: Server, stored_job: str, editor: dict[str, str], header: str
+) -> None:
+    response = get_file(server, stored_job, editor, range=header)
+    assert response.status_code == 416
+    assert response.headers["content-range"] == f"bytes */{len(FILE)}"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 416
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "bytes=0-1,5-9",  # several ranges: the whole file, never multipart
+        "bytes=0-1" + ",0-1" * 2000,
+        "bytes=9-5",
+        "bytes=abc",
+        "bytes=0x10-",
+        "bytes=+1-2",
+        "bytes=1-2-3",
+        "bytes=--1",
+        "bytes=-",
+        "bytes=",
+        "bytes",
+        "items=0-1",
+        "",
+        "bytes=\u0661-\u0662".encode(),  # Arabic-Indic digits, as raw header bytes
+        b"bytes=\xff-\x00",
+    ],
+)
+def test_a_range_header_the_server_ignores_gets_the_whole_file(
+    server: Server, stored_job: str, editor: dict[str, str], header: str | bytes
+) -> None:
+    response = get_file(server, stored_job, editor, range=header)
+    assert response.status_code == 200
+    assert response.content == FILE
+    assert "content-range" not in response.headers
+
+
+def test_if_range_honours_a_range_only_for_the_current_file(
+    server: Server, stored_job: str, editor: dict[str, str]
+) -> None:
+    whole = get_file(server, stored_job, editor)
+    etag, modified = whole.headers["etag"], whole.headers["last-modified"]
+    for current in (etag, modified):
+        response = get_file(server, stored_job, editor, range="bytes=5-", if_range=current)
+        assert response.status_code == 206
+        assert response.content == FILE[5:]
+    for stale in ('"another"', f"W/{etag}", "Thu, 01 Jan 1970 00:00:00 GMT"):
+        response = get_file(server, stored_job, editor, range="bytes=5-", if_range=stale)
+        assert response.status_code == 200
+        assert response.content == FILE
+
+
+def test_only_listed_files_of_a_visible_succeeded_job_are_served(
+    server: Server, stored_job: str, editor: dict[str, str]
+) -> None:
+    services = cast(FastAPI, server.client.app).state.services
+    services.jobs.output(stored_job).put("unlisted.bin", b"not in the result")
+    unlisted = server.client.get(f"/api/jobs/{stored_job}/files/unlisted.bin", headers=editor)
+    assert unlisted.status_code == 404
+    assert get_file(server, stored_job, server.token("viewer")).status_code == 404
+    job = services.jobs.get(stored_job)
+    job.status = ServerJobStatus.RUNNING
+    services.jobs.store.save(job)
+    assert get_file(server, stored_job, editor).status_code == 404
+
+
+def test_deleting_a_job_removes_its_objects(
+    server: Server, stored_job: str, editor: dict[str, str]
+) -> None:
+    objects: ObjectStore = cast(FastAPI, server.client.app).state.services.objects
+    assert [info.key for info in objects.list(f"jobs/{stored_job}/")] == [
+        f"jobs/{stored_job}/files/{FILE_PATH}"
+    ]
+    assert server.client.delete(f"/api/jobs/{stored_job}", headers=editor).status_code == 204
+    assert list(objects.list(f"jobs/{stored_job}/")) == []
+    assert get_file(server, stored_job, editor).status_code == 404
+
+
+class _CutStream(httpx.SyncByteStream):
+    """A response body that stops after ``limit`` bytes as a dropped connection does."""
+
+    def __init__(self, inner: httpx.SyncByteStream, limit: int) -> None:
+        self.inner = inner
+        self.limit = limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        sent = 0
+        for chunk in self.inner:
+            part = chunk[: self.limit - sent]
+            sent += len(part)
+            if part:
+                yield part
+            if sent >= self.limit:
+                raise httpx.ReadError("the connection dropped")
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class CuttingTransport(httpx.BaseTransport):
+    """Cuts the first download of the file ``name`` halfway; records each download of it (its
+    ``Range`` header and the status it got)."""
+
+    def __init__(self, name: str) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.name = name
+        self.seen: list[tuple[str | None, int]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        if not request.url.path.endswith(f"/files/{self.name}"):
+            return response
+        self.seen.append((request.headers.get("range"), response.status_code))
+        if len(self.seen) > 1:
+            return response
+        stream = cast(httpx.SyncByteStream, response.stream)
+        half = int(response.headers["content-length"]) // 2
+        return httpx.Response(
+            response.status_code, headers=response.headers, stream=_CutStream(stream, half)
+        )
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_the_sdk_resumes_a_download_cut_midway_with_a_range(
+    live_server: LiveServer,
+    tmp_path: Path,
+    portals: list[Portal],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the SDK writes what it receives in chunks of this size: smaller than half the file
+    monkeypatch.setattr(offline_sdk, "CHUNK_BYTES", 4096)
+    transport = CuttingTransport("city.gpkg")
+    portal = Portal(live_server.url, transport=transport)
+    portals.append(portal)
+    portal.login("editor", PASSWORD)
+    task = OfflineMapTask(PortalItem(portal, offline_map(live_server)))
+    parameters = task.create_default_generate_offline_map_parameters(AREA)
+    download = tmp_path / "download"
+    job = task.generate_offline_map(parameters, download)
+    with pytest.raises(DownloadError, match="the download stopped"):
+        job.wait(poll_seconds=0.05)
+    half = (download / "city.gpkg.part").stat().st_size
+    assert half > 0
+    assert not (download / "city.gpkg").exists()
+
+    result = job.resume()
+    assert transport.seen == [(None, 200), (f"bytes={half}-", 206)]
+    assert job.server_job is not None
+    objects: ObjectStore = cast(FastAPI, live_server.server.client.app).state.services.objects
+    stored = objects.get(f"jobs/{job.server_job['id']}/files/city.gpkg")
+    assert (download / "city.gpkg").read_bytes() == stored
+    assert result.offline_map.layers
+    assert verify_package(download).ok
