@@ -46,9 +46,11 @@ from offmaps.errors import (
     InsufficientScopeError,
     InvalidFeatureError,
     InvalidTokenError,
+    InvalidWebMapError,
     LayerNotFoundError,
     TileNotFoundError,
     WebMapError,
+    WebMapNotFoundError,
 )
 from offmaps.features.geopackage import GeoPackageStore
 from offmaps.features.model import LayerSchema
@@ -308,6 +310,41 @@ class Catalog:
         ]
 
     # --- access ----------------------------------------------------------------------------
+
+    def visible_map(self, principal: Principal, map_id: str) -> WebMap:
+        """Web map ``map_id`` if ``principal`` may see it.
+
+        Raises:
+            WebMapNotFoundError: no such map, or not one the caller may see (the same answer, so
+                private maps do not leak).
+        """
+        webmap = self.webmaps.get(map_id)
+        sharing = webmap.sharing
+        if principal.has(Scope.ADMIN) or can_read(
+            principal, sharing.owner, sharing.groups, sharing.public
+        ):
+            return webmap
+        raise WebMapNotFoundError(f"no web map {map_id!r}")
+
+    def check_references(self, webmap: WebMap) -> None:
+        """Refuse a web map with a feature layer, table or tile layer this server does not have.
+
+        Raises:
+            InvalidWebMapError: naming the first missing reference.
+        """
+        for ref in (*webmap.operational_layers, *webmap.tables):
+            if isinstance(ref, FeatureLayerRef | TableRef):
+                cid = f"{ref.service}.{ref.layer}"
+                try:
+                    self.get_layer(cid)
+                except LayerNotFoundError as exc:
+                    msg = f"layer {ref.id!r} refers to {cid!r}, which this server does not have"
+                    raise InvalidWebMapError(msg) from exc
+        for ref in (*webmap.basemap.layers, *webmap.operational_layers):
+            if isinstance(ref, TileLayerRef) and ref.service not in self.tile_sources:
+                service = ref.service
+                msg = f"tile layer {ref.id!r} refers to tile service {service!r}, which is missing"
+                raise InvalidWebMapError(msg)
 
     def _visible_maps(self, principal: Principal) -> list[WebMap]:
         return [

@@ -36,7 +36,6 @@ from offmaps.schemas.jobs import JobStatus
 from offmaps.server.downloads import object_response
 from offmaps.server.links import base_url
 from offmaps.server.rest.deps import CatalogDep, PrincipalDep
-from offmaps.server.rest.webmaps import visible_map
 from offmaps.services import Services
 
 __all__ = [
@@ -89,7 +88,7 @@ def get_capabilities_of_map(
     parameters: GenerateOfflineMapParameters | None = None,
 ) -> dict[str, Any]:
     """Per layer and table, whether it can be taken offline, and why not."""
-    webmap = visible_map(catalog, principal, map_id)
+    webmap = catalog.visible_map(principal, map_id)
     found = get_capabilities(webmap, parameters, tile_layer_infos(catalog))
     return {**found.model_dump(mode="json"), "has_errors": found.has_errors}
 
@@ -98,7 +97,7 @@ def estimate(
     map_id: str, body: OfflineRequest, catalog: CatalogDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     """Tiles, rows and bytes per layer, before any work."""
-    webmap = visible_map(catalog, principal, map_id)
+    webmap = catalog.visible_map(principal, map_id)
     _, found = prepare_offline_map(catalog, webmap, body.parameters, body.overrides)
     return {
         **found.model_dump(mode="json"),
@@ -117,7 +116,7 @@ def start_job(
     jobs: JobsDep,
 ) -> dict[str, Any]:
     """Start a generate job, once the export limits are checked."""
-    webmap = visible_map(catalog, principal, map_id)
+    webmap = catalog.visible_map(principal, map_id)
     plan, found = prepare_offline_map(catalog, webmap, body.parameters, body.overrides)
     check_export_limits(plan, found)
     owner = None if principal.anonymous else principal.subject

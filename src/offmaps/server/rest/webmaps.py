@@ -7,43 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from offmaps.access import Principal, Scope, can_read, check_can_write
-from offmaps.catalog import Catalog
-from offmaps.errors import InvalidWebMapError, LayerNotFoundError, WebMapNotFoundError
-from offmaps.schemas import FeatureLayerRef, TableRef, TileLayerRef, WebMap, parse_webmap
+from offmaps.access import Scope, can_read, check_can_write
+from offmaps.errors import InvalidWebMapError
+from offmaps.schemas import WebMap, parse_webmap
 from offmaps.server.links import base_url
 from offmaps.server.rest.deps import CatalogDep, PrincipalDep
 
-__all__ = ["check_references", "visible_map", "webmaps_router"]
+__all__ = ["webmaps_router"]
 
 MAX_WEBMAP_BYTES = 5 * 1024 * 1024
-
-
-def check_references(webmap: WebMap, catalog: Catalog) -> None:
-    """Every feature layer, table and tile layer of ``webmap`` must exist on this server."""
-    for ref in (*webmap.operational_layers, *webmap.tables):
-        if isinstance(ref, FeatureLayerRef | TableRef):
-            cid = f"{ref.service}.{ref.layer}"
-            try:
-                catalog.get_layer(cid)
-            except LayerNotFoundError as exc:
-                msg = f"layer {ref.id!r} refers to {cid!r}, which this server does not have"
-                raise InvalidWebMapError(msg) from exc
-    for ref in (*webmap.basemap.layers, *webmap.operational_layers):
-        if isinstance(ref, TileLayerRef) and ref.service not in catalog.tile_sources:
-            msg = f"tile layer {ref.id!r} refers to tile service {ref.service!r}, which is missing"
-            raise InvalidWebMapError(msg)
-
-
-def visible_map(catalog: Catalog, principal: Principal, map_id: str) -> WebMap:
-    """Web map ``map_id`` if ``principal`` may see it; ``WebMapNotFoundError`` otherwise."""
-    webmap = catalog.webmaps.get(map_id)
-    sharing = webmap.sharing
-    if principal.has(Scope.ADMIN) or can_read(
-        principal, sharing.owner, sharing.groups, sharing.public
-    ):
-        return webmap
-    raise WebMapNotFoundError(f"no web map {map_id!r}")
 
 
 async def _document(request: Request) -> WebMap:
@@ -98,7 +70,7 @@ async def create_map(
 ) -> JSONResponse:
     check_can_write(principal, None)
     webmap = await _document(request)
-    check_references(webmap, catalog)
+    catalog.check_references(webmap)
     stored = catalog.webmaps.create(webmap, owner=principal.subject)
     href = f"{base_url(request)}/api/maps/{stored.id}"
     return JSONResponse(
@@ -108,7 +80,7 @@ async def create_map(
 
 @_routes.get("/{map_id}", summary="One web map document", response_model=WebMap)
 def get_map(map_id: str, catalog: CatalogDep, principal: PrincipalDep) -> WebMap:
-    return visible_map(catalog, principal, map_id)
+    return catalog.visible_map(principal, map_id)
 
 
 @_routes.put(
@@ -120,17 +92,17 @@ def get_map(map_id: str, catalog: CatalogDep, principal: PrincipalDep) -> WebMap
 async def replace_map(
     map_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
 ) -> Response:
-    current = visible_map(catalog, principal, map_id)
+    current = catalog.visible_map(principal, map_id)
     check_can_write(principal, current.sharing.owner)
     webmap = await _document(request)
-    check_references(webmap, catalog)
+    catalog.check_references(webmap)
     catalog.webmaps.replace(map_id, webmap)
     return Response(status_code=204)
 
 
 @_routes.delete("/{map_id}", summary="Delete a web map", status_code=204)
 def delete_map(map_id: str, catalog: CatalogDep, principal: PrincipalDep) -> Response:
-    current = visible_map(catalog, principal, map_id)
+    current = catalog.visible_map(principal, map_id)
     check_can_write(principal, current.sharing.owner)
     catalog.webmaps.delete(map_id)
     return Response(status_code=204)
