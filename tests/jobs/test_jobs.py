@@ -28,6 +28,7 @@ from offmaps.jobs import (
     JobContext,
     JobKind,
     JobKinds,
+    JobRunner,
     process_id,
     process_is_alive,
 )
@@ -77,7 +78,8 @@ class Gate:
 KINDS = JobKinds([JobKind("count", Count, count)])
 
 
-def wait(runner: InProcessJobRunner, job_id: str, timeout: float = 30) -> Job:
+def wait(runner: JobRunner, job_id: str, timeout: float = 60) -> Job:
+    """The job once it has ended."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = runner.get(job_id)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
 from offmaps.errors import StorageError
-from offmaps.jobs import FolderJobStore, Job, JobRunner
+from offmaps.jobs import FolderJobStore, Job
 from offmaps.offline.generate import GENERATE_OFFLINE_MAP, GenerateOfflineMap
 from offmaps.offline.package import verify_package
 from offmaps.offline.parameters import GenerateOfflineMapParameters, area_from_bbox
@@ -17,20 +16,10 @@ from offmaps.schemas.jobs import JobStatus
 from offmaps.services import build_services
 from offmaps.settings import ServerSettings
 from offmaps.storage import LocalObjectStore, ObjectInfo, ObjectStore
-from tests.jobs.test_jobs import _dead_process_id
+from tests.jobs.test_jobs import _dead_process_id, wait
 from tests.serverkit import Server
 
 AREA = area_from_bbox(24.895, 60.05, 24.995, 60.15)
-
-
-def _wait(jobs: JobRunner, job_id: str) -> Job:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        job = jobs.get(job_id)
-        if job.status.done:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not end")
 
 
 def test_a_generate_job_left_pending_by_a_dead_process_is_built_by_the_next_one(
@@ -54,7 +43,7 @@ def test_a_generate_job_left_pending_by_a_dead_process_is_built_by_the_next_one(
     # another process: only the settings, the data folder and the stored job
     services = build_services(ServerSettings(data_dir=server.data_dir))
     try:
-        done = _wait(services.jobs, job.id)
+        done = wait(services.jobs, job.id)
         assert done.status is JobStatus.SUCCEEDED, done.error
         assert done.result is not None
         files = {entry["path"]: entry for entry in done.result["files"]}
@@ -108,7 +97,7 @@ def test_a_generate_job_failing_after_publishing_some_files_leaves_nothing(
     services = build_services(ServerSettings(data_dir=server.data_dir))
     try:
         job = services.jobs.submit(GENERATE_OFFLINE_MAP, payload, owner="editor")
-        done = _wait(services.jobs, job.id)
+        done = wait(services.jobs, job.id)
         assert done.status is JobStatus.FAILED
         assert done.error == "the disk failed"
         assert len(published) == 2  # one file was in the output area when it failed
