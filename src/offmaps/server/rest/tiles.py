@@ -12,12 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from functools import cache
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-import morecantile
-from fastapi import APIRouter, Depends, Request, Response, params
+from fastapi import APIRouter, Request, Response, params
 from fastapi.responses import JSONResponse
 from morecantile import TileMatrixSet
 
@@ -28,9 +26,8 @@ from offmaps.errors import (
     UnsupportedTileMatrixSetError,
 )
 from offmaps.server.links import base_url
-from offmaps.server.problems import problem_response
-from offmaps.sources.base import TileSource, TileSourceInfo, WithTileMatrixSet, source_tms
-from offmaps.tiling.tms import get_tms, list_tms
+from offmaps.server.rest.tms import SourcesDep, tms_not_found, tms_router
+from offmaps.sources.base import TileSource, TileSourceInfo, source_tms
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
 
 __all__ = [
@@ -97,17 +94,6 @@ def _tile_response(request: Request, source: TileSource, tile: Tile) -> Response
     return Response(data, media_type=info.tile_format.media_type, headers=headers)
 
 
-def _tms_not_found(exc: UnknownTileMatrixSetError) -> JSONResponse:
-    # UnknownTileMatrixSetError is a 400 elsewhere (a bad TMS document); as a path it is a 404.
-    return problem_response(
-        404,
-        str(exc),
-        type_="https://offmaps.dev/problems/UnknownTileMatrixSetError",
-        title="UnknownTileMatrixSetError",
-        extra={"tms_id": exc.tms_id},
-    )
-
-
 def _export_capability(info: TileSourceInfo) -> dict[str, Any]:
     # ArcGIS's names for what an offline map may copy from a tile layer
     return {
@@ -146,15 +132,6 @@ def _level_limits(tms: TileMatrixSet, bounds: BBox | None, z: int) -> dict[str, 
         "minTileCol": cols[0],
         "maxTileCol": cols[1],
     }
-
-
-@cache
-def _registered_tms_summaries() -> tuple[tuple[str, str | None, str | None], ...]:
-    summaries = []
-    for tms_id in list_tms():
-        tms = morecantile.tms.get(tms_id)
-        summaries.append((tms_id, tms.title, str(tms.uri) if tms.uri else None))
-    return tuple(summaries)
 
 
 def _tileset_document(
@@ -203,25 +180,7 @@ def _tileset_document(
     return document
 
 
-def tile_sources(request: Request) -> Mapping[str, TileSource]:
-    """The tile services of the application serving ``request`` (``app.state.tile_sources``),
-    looked up on every request, so layers added later are served."""
-    sources: Mapping[str, TileSource] = request.app.state.tile_sources
-    return sources
-
-
-SourcesDep = Annotated[Mapping[str, TileSource], Depends(tile_sources)]
 _routes = APIRouter(tags=["tiles"])
-
-
-def _custom_tms(sources: Mapping[str, TileSource]) -> dict[str, TileMatrixSet]:
-    found: dict[str, TileMatrixSet] = {}
-    registered = set(list_tms())
-    for source in list(sources.values()):
-        tms_id = source.info.tms_id
-        if tms_id not in registered and isinstance(source, WithTileMatrixSet):
-            found[tms_id] = source.tms
-    return found
 
 
 def _tms_for(source: TileSource, tms_id: str) -> TileMatrixSet:
@@ -352,7 +311,7 @@ def tileset(
     try:
         tms = _tms_for(source, tileMatrixSetId)
     except UnknownTileMatrixSetError as exc:
-        return _tms_not_found(exc)
+        return tms_not_found(exc)
     return _tileset_document(info, tms, base_url(request), name)
 
 
@@ -375,64 +334,13 @@ def ogc_tile(
     try:
         _tms_for(source, tileMatrixSetId)
     except UnknownTileMatrixSetError as exc:
-        return _tms_not_found(exc)
+        return tms_not_found(exc)
     tile = Tile(
         _parse_number(tileCol, "column"),
         _parse_number(tileRow, "row"),
         _parse_number(tileMatrix, "matrix"),
     )
     return _tile_response(request, source, tile)
-
-
-@_routes.get("/tileMatrixSets", summary="Tiling schemes (OGC API – Tiles)")
-def tile_matrix_sets(sources: SourcesDep, request: Request) -> dict[str, Any]:
-    base = base_url(request)
-    entries = list(_registered_tms_summaries())
-    entries += [
-        (tms_id, tms.title, str(tms.uri) if tms.uri else None)
-        for tms_id, tms in sorted(_custom_tms(sources).items())
-    ]
-    listed = []
-    for tms_id, title, uri in entries:
-        entry: dict[str, Any] = {
-            "id": tms_id,
-            "links": [
-                {
-                    "rel": "self",
-                    "type": _JSON,
-                    "href": f"{base}/tileMatrixSets/{quote(tms_id, safe='')}",
-                }
-            ],
-        }
-        if title:
-            entry["title"] = title
-        if uri:
-            entry["uri"] = uri
-        listed.append(entry)
-    return {
-        "links": [{"rel": "self", "type": _JSON, "href": f"{base}/tileMatrixSets"}],
-        "tileMatrixSets": listed,
-    }
-
-
-@_routes.get(
-    "/tileMatrixSets/{tileMatrixSetId}",
-    summary="One tiling scheme as OGC TileMatrixSet JSON",
-    response_model=None,
-)
-def tile_matrix_set(sources: SourcesDep, tileMatrixSetId: str) -> dict[str, Any] | Response:  # noqa: N803
-    tms = _custom_tms(sources).get(tileMatrixSetId)
-    if tms is None:
-        if tileMatrixSetId not in list_tms():
-            return _tms_not_found(
-                UnknownTileMatrixSetError(
-                    f"unknown tile matrix set {tileMatrixSetId[:64]!r}: see /tileMatrixSets",
-                    tms_id=tileMatrixSetId[:64],
-                )
-            )
-        tms = get_tms(tileMatrixSetId)
-    document: dict[str, Any] = tms.model_dump(mode="json", exclude_none=True, by_alias=True)
-    return document
 
 
 def tiles_router(*, dependencies: Sequence[params.Depends] = ()) -> APIRouter:
@@ -447,4 +355,5 @@ def tiles_router(*, dependencies: Sequence[params.Depends] = ()) -> APIRouter:
     """
     router = APIRouter(dependencies=list(dependencies))
     router.include_router(_routes)
+    router.include_router(tms_router())
     return router
