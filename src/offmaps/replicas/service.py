@@ -107,6 +107,7 @@ from offmaps.sync.decide import (
     ConflictRecord,
     Decision,
     DeleteAttachment,
+    DeletedRow,
     DeleteRow,
     FieldConflict,
     InsertRow,
@@ -419,12 +420,13 @@ class SyncService:
         current = work.rows.get(key)
         if current is None:
             last = work.store.last_change(change.layer, change.global_id)
-            deleted_at, client = None, None
+            deleted, client = None, None
             if last is not None and last.kind is ChangeKind.DELETE:
-                deleted_at = _journal_time(last)
+                vector = self._state_of(work.states.get(key), last.version)
+                deleted = DeletedRow(_journal_time(last), last.version, vector)
                 if change.kind is SyncChangeKind.UPDATE:
                     client = canonical_values(schema, change.values)
-            decision = decide_gone(change, rules.policy, deleted_at, client)
+            decision = decide_gone(change, rules.policy, deleted, client)
             return self._carry_out(work, change, key, schema, decision)
         state = self._state(work, key, current.version)
         step = decide_existing(change, node, ServerRow(current.version, state.vector))
@@ -574,8 +576,11 @@ class SyncService:
             properties, geometry, _ = converted or wire_to_edit_values(
                 schema, write.values, complete=True, prepared=prepared
             )
-            work.rows[key] = Feature(change.global_id, 1, properties, geometry)
-            return Insert(change.layer, properties, geometry, change.global_id, checked=True)
+            work.rows[key] = Feature(change.global_id, write.version, properties, geometry)
+            return Insert(
+                change.layer, properties, geometry, change.global_id, checked=True,
+                version=write.version,
+            )  # fmt: skip
         if isinstance(write, UpdateRow):
             current = work.rows.get(key)
             if current is None:
@@ -867,7 +872,10 @@ class SyncService:
                     f"{conflict.server_version}): read it again"
                 )
             schema = store.get_layer(conflict.layer)
-            edits = self._resolution_edits(conflict, schema, current, side, values)
+            # a row brought back goes on from the version it was deleted at
+            last = store.last_change(conflict.layer, gid) if current is None else None
+            back_at = 1 if last is None else last.version + 1
+            edits = self._resolution_edits(conflict, schema, back_at, side, values)
             store.apply_edits(edits)
             try:
                 after: Feature | None = store.get_feature(conflict.layer, gid)
@@ -896,10 +904,12 @@ class SyncService:
     def _resolution_edits(
         conflict: Conflict,
         schema: LayerSchema,
-        current: Feature | None,
+        back_at: int,
         side: str,
         values: Mapping[str, Any] | None,
     ) -> list[Edit]:
+        """The edits that settle ``conflict`` as ``side`` says; ``back_at``: the version of
+        the row brought back, when the server deleted it."""
         gid = uuid.UUID(conflict.global_id)
         if side == "server":
             return []
@@ -918,7 +928,7 @@ class SyncService:
             properties, geometry, _ = wire_to_edit_values(
                 schema, {**conflict.client, **chosen}, complete=False
             )
-            return [Insert(conflict.layer, properties, geometry, gid)]
+            return [Insert(conflict.layer, properties, geometry, gid, version=back_at)]
         properties, geometry, has_geometry = wire_to_edit_values(schema, chosen, complete=False)
         return [
             Update(
