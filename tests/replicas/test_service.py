@@ -155,6 +155,14 @@ def test_changes_merge_conflict_replay_and_come_down_on_both_backends(
     }
 
 
+def set_policy(sync: SyncService, replica: Replica, policy: ConflictPolicy) -> None:
+    webmaps = sync.catalog.webmaps
+    assert replica.map_id is not None
+    webmap = webmaps.get(replica.map_id)
+    offline = webmap.offline.model_copy(update={"conflict_policy": policy})
+    webmaps.replace(replica.map_id, webmap.model_copy(update={"offline": offline}))
+
+
 @pytest.mark.parametrize("settled_by", ["policy", "review"])
 def test_a_row_brought_back_goes_on_from_the_version_and_vector_it_was_deleted_at(
     service: tuple[SyncService, Any], settled_by: str
@@ -168,11 +176,7 @@ def test_a_row_brought_back_goes_on_from_the_version_and_vector_it_was_deleted_a
     first: Replica = world.replica
     second = replace(first, id="cd" * 16)
     if settled_by == "policy":
-        webmaps = sync.catalog.webmaps
-        assert first.map_id is not None
-        webmap = webmaps.get(first.map_id)
-        offline = webmap.offline.model_copy(update={"conflict_policy": ConflictPolicy.CLIENT_WINS})
-        webmaps.replace(first.map_id, webmap.model_copy(update={"offline": offline}))
+        set_policy(sync, first, ConflictPolicy.CLIENT_WINS)
     (row,) = store.apply_edits([Insert("points", {"a": "x", "b": 1}, Point(1, 2))])
     assert row is not None
     gid, hlc = row.global_id, f"1796000000000.000000.{second.id}"
@@ -216,3 +220,50 @@ def test_a_row_brought_back_goes_on_from_the_version_and_vector_it_was_deleted_a
     current = store.get_feature("points", gid)
     assert (current.version, current.properties["a"]) == (5, "again")
     assert current.geometry == Point(3, 3)
+
+
+def test_a_row_deleted_by_a_device_and_brought_back_keeps_the_edits_others_saw(
+    service: tuple[SyncService, Any],
+) -> None:
+    """A device's delete keeps the row's clock: when another device's update brings the row
+    back, a third device's edit of the row as it was before the delete is merged, not refused
+    as claiming edits the server never had."""
+    sync, world = service
+    store: FeatureStore = world.store
+    first: Replica = world.replica
+    second, third = replace(first, id="cd" * 16), replace(first, id="ef" * 16)
+    set_policy(sync, first, ConflictPolicy.CLIENT_WINS)
+    (row,) = store.apply_edits([Insert("points", {"a": "x", "b": 1}, Point(1, 2))])
+    assert row is not None
+    gid, point = row.global_id, "0101000000000000000000f03f0000000000000040"
+    (edited,) = upload(
+        sync, first,
+        change("update", gid, base_version=1, changed=["a"], values={"a": "first"},
+               base_values={"a": "x"}, version_vector={"server": 1, first.id: 1}),
+    )  # fmt: skip
+    assert edited.version_vector == {"server": 1, first.id: 1}  # the third device downloads it
+    (deleted,) = upload(
+        sync, first,
+        change("delete", gid, base_version=2, base_values={"a": "first"},
+               version_vector={"server": 1, first.id: 2}),
+    )  # fmt: skip
+    assert deleted.status is ChangeStatus.APPLIED
+    (back,) = upload(
+        sync, second,
+        change("update", gid, base_version=1, changed=["b"],
+               values={"a": "x", "b": 7, "geom": point}, base_values={"b": 1},
+               version_vector={"server": 1, second.id: 1},
+               hlc=f"1796000000000.000000.{second.id}"),
+    )  # fmt: skip
+    assert (back.status, back.version) == (ChangeStatus.MERGED, 3)
+    (merged,) = upload(
+        sync, third,
+        change("update", gid, base_version=2, changed=["geom"],
+               values={"geom": "010100000000000000000008400000000000000840"},
+               base_values={"geom": point},
+               version_vector={"server": 1, first.id: 1, third.id: 1},
+               hlc=f"1796000000000.000000.{third.id}"),
+    )  # fmt: skip
+    assert merged.status is ChangeStatus.MERGED, merged.reason
+    current = store.get_feature("points", gid)
+    assert (current.properties["b"], current.geometry) == (7, Point(3, 3))

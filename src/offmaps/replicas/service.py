@@ -7,7 +7,8 @@ stores):
 - ``rows``: per row of a feature service, the version vector and hybrid logical clock time of
   its last synced write, and the store version they were recorded at. Versions written since
   by anything else (OGC API, conflict resolutions) count as :data:`SERVER_NODE` edits
-  (:func:`offmaps.sync.vectors.derive`).
+  (:func:`offmaps.sync.vectors.derive`). A row deleted by a sync keeps its record, at the
+  version it was deleted at: a row an update brings back goes on from its version and vector.
 - ``changes``: every change id the server has answered, with its result, and the ids of the
   edits each change covers (:attr:`~offmaps.schemas.changeset.Change.covers`) with the same
   result. A change set sent again (a retry after a lost response) gets the recorded answers
@@ -128,7 +129,7 @@ from offmaps.sync.decide import (
     merge_update,
     settle_update,
 )
-from offmaps.sync.vectors import derive
+from offmaps.sync.vectors import derive, merge
 from offmaps.tiling import AreaOfInterest
 from offmaps.types import BBox
 
@@ -555,6 +556,12 @@ class SyncService:
             state = None
             if decision.version is not None and vector is not None:
                 state = RowState(decision.version, vector, change.hlc)
+            elif isinstance(write, DeleteRow):
+                # a deleted row keeps its clock: should an update bring it back, the vector
+                # goes on from it (devices may hold the row as it was)
+                deleted = self._state_of(work.states.get(key), write.base_version)
+                vector = merge(deleted, change.version_vector)
+                state = RowState(write.base_version, vector, change.hlc)
             work.states[key] = state
             outcome.state = (key, state)
         if decision.conflict is not None:
