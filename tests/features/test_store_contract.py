@@ -287,6 +287,28 @@ def test_given_global_id_is_kept_and_must_be_unique(hydrants: FeatureStore) -> N
         hydrants.apply_edits([Insert("hydrants", {"zone": "b"}, Point(0, 0), global_id=gid)])
 
 
+@pytest.mark.parametrize("read_back", [True, False])
+def test_a_row_brought_back_goes_on_from_the_version_it_was_deleted_at(
+    hydrants: FeatureStore, read_back: bool
+) -> None:
+    """An insert may give its row a version (sync brings a deleted row back under its global
+    id at the version after the one it was deleted at); the journal says the same."""
+    feature = insert(hydrants)
+    gid = feature.global_id
+    hydrants.apply_edits([Update("hydrants", gid, {"count": 1})])
+    hydrants.apply_edits([Delete("hydrants", gid)])
+    back = Insert("hydrants", {"zone": "b"}, Point(0, 0), global_id=gid, version=3)
+    hydrants.apply_edits([back], read_back=read_back)
+    assert hydrants.get_feature("hydrants", gid).version == 3
+    entry = hydrants.last_change("hydrants", gid)
+    assert entry is not None
+    assert (entry.kind, entry.version) == (ChangeKind.INSERT, 3)
+    for version in (0, -1, True, 2.0):
+        bad = Insert("hydrants", {"zone": "c"}, None, version=version)  # type: ignore[arg-type]
+        with pytest.raises(InvalidFeatureError):
+            hydrants.apply_edits([bad], read_back=read_back)
+
+
 def test_edits_without_read_back_end_as_edits_read_back(hydrants: FeatureStore) -> None:
     """``read_back=False`` (how sync writes: inserts, checked updates and deletes at their
     base versions, several per row) leaves the rows and journal as edits one by one do."""

@@ -6,6 +6,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -15,11 +16,11 @@ from shapely.geometry import Point
 
 from offmaps.catalog import Catalog
 from offmaps.features import FieldType
-from offmaps.features.model import Field, GeometryType, Insert, LayerSchema, Update
+from offmaps.features.model import Delete, Field, GeometryType, Insert, LayerSchema, Update
 from offmaps.features.store import FeatureStore
 from offmaps.replicas.service import SyncService
 from offmaps.schemas import WebMap
-from offmaps.schemas.changeset import ChangeSet, ChangeStatus
+from offmaps.schemas.changeset import ChangeSet, ChangeStatus, ConflictPolicy
 from offmaps.state.replicas import Replica
 from offmaps.state.webmaps import FolderWebMapStore
 from offmaps.storage.local import LocalBlobStore
@@ -152,3 +153,117 @@ def test_changes_merge_conflict_replay_and_come_down_on_both_backends(
         "count": 2,
         "sha256": hashlib.sha256(b"".join(lines[:-1])).hexdigest(),
     }
+
+
+def set_policy(sync: SyncService, replica: Replica, policy: ConflictPolicy) -> None:
+    webmaps = sync.catalog.webmaps
+    assert replica.map_id is not None
+    webmap = webmaps.get(replica.map_id)
+    offline = webmap.offline.model_copy(update={"conflict_policy": policy})
+    webmaps.replace(replica.map_id, webmap.model_copy(update={"offline": offline}))
+
+
+@pytest.mark.parametrize("settled_by", ["policy", "review"])
+def test_a_row_brought_back_goes_on_from_the_version_and_vector_it_was_deleted_at(
+    service: tuple[SyncService, Any], settled_by: str
+) -> None:
+    """An update against the server's delete brings the row back (the ``client_wins`` policy,
+    or a person taking the device's side): the row's version and vector go on from those it
+    was deleted at, so another device's later edit of the row, as it knew it, is merged, not
+    refused as forged (its base version and vector are newer than a row begun again)."""
+    sync, world = service
+    store: FeatureStore = world.store
+    first: Replica = world.replica
+    second = replace(first, id="cd" * 16)
+    if settled_by == "policy":
+        set_policy(sync, first, ConflictPolicy.CLIENT_WINS)
+    (row,) = store.apply_edits([Insert("points", {"a": "x", "b": 1}, Point(1, 2))])
+    assert row is not None
+    gid, hlc = row.global_id, f"1796000000000.000000.{second.id}"
+    (answer,) = upload(
+        sync, second,
+        change("update", gid, base_version=1, changed=["a"], values={"a": "second"},
+               base_values={"a": "x"}, version_vector={"server": 1, second.id: 1}, hlc=hlc),
+    )  # fmt: skip
+    assert (answer.status, answer.version) == (ChangeStatus.APPLIED, 2)
+    store.apply_edits([Update("points", gid, {"b": 2})])
+    seen = {"server": 2, second.id: 1}  # the first device downloads the row at version 3
+    store.apply_edits([Delete("points", gid)])
+
+    point = "0101000000000000000000f03f0000000000000040"
+    (back,) = upload(
+        sync, second,
+        change("update", gid, base_version=2, changed=["a"],
+               values={"a": "again", "b": 1, "geom": point}, base_values={"a": "second"},
+               version_vector={"server": 1, second.id: 2}, hlc=hlc),
+    )  # fmt: skip
+    if settled_by == "review":
+        assert back.status is ChangeStatus.CONFLICT
+        (conflict,) = sync.list_conflicts(owner="editor")
+        sync.resolve_conflict(
+            conflict.id, owner="editor", side="client", values=None, resolved_by="e"
+        )
+        back = sync.change_result(second, back.change_id)
+        assert back is not None
+    assert back.status is ChangeStatus.MERGED
+    assert back.version == store.get_feature("points", gid).version == 4
+    assert back.version_vector is not None
+    assert back.version_vector["server"] >= 2
+
+    (merged,) = upload(
+        sync, first,
+        change("update", gid, base_version=3, changed=["geom"],
+               values={"geom": "010100000000000000000008400000000000000840"},
+               base_values={"geom": point}, version_vector={**seen, first.id: 1}),
+    )  # fmt: skip
+    assert merged.status is ChangeStatus.MERGED, merged.reason
+    current = store.get_feature("points", gid)
+    assert (current.version, current.properties["a"]) == (5, "again")
+    assert current.geometry == Point(3, 3)
+
+
+def test_a_row_deleted_by_a_device_and_brought_back_keeps_the_edits_others_saw(
+    service: tuple[SyncService, Any],
+) -> None:
+    """A device's delete keeps the row's clock: when another device's update brings the row
+    back, a third device's edit of the row as it was before the delete is merged, not refused
+    as claiming edits the server never had."""
+    sync, world = service
+    store: FeatureStore = world.store
+    first: Replica = world.replica
+    second, third = replace(first, id="cd" * 16), replace(first, id="ef" * 16)
+    set_policy(sync, first, ConflictPolicy.CLIENT_WINS)
+    (row,) = store.apply_edits([Insert("points", {"a": "x", "b": 1}, Point(1, 2))])
+    assert row is not None
+    gid, point = row.global_id, "0101000000000000000000f03f0000000000000040"
+    (edited,) = upload(
+        sync, first,
+        change("update", gid, base_version=1, changed=["a"], values={"a": "first"},
+               base_values={"a": "x"}, version_vector={"server": 1, first.id: 1}),
+    )  # fmt: skip
+    assert edited.version_vector == {"server": 1, first.id: 1}  # the third device downloads it
+    (deleted,) = upload(
+        sync, first,
+        change("delete", gid, base_version=2, base_values={"a": "first"},
+               version_vector={"server": 1, first.id: 2}),
+    )  # fmt: skip
+    assert deleted.status is ChangeStatus.APPLIED
+    (back,) = upload(
+        sync, second,
+        change("update", gid, base_version=1, changed=["b"],
+               values={"a": "x", "b": 7, "geom": point}, base_values={"b": 1},
+               version_vector={"server": 1, second.id: 1},
+               hlc=f"1796000000000.000000.{second.id}"),
+    )  # fmt: skip
+    assert (back.status, back.version) == (ChangeStatus.MERGED, 3)
+    (merged,) = upload(
+        sync, third,
+        change("update", gid, base_version=2, changed=["geom"],
+               values={"geom": "010100000000000000000008400000000000000840"},
+               base_values={"geom": point},
+               version_vector={"server": 1, first.id: 1, third.id: 1},
+               hlc=f"1796000000000.000000.{third.id}"),
+    )  # fmt: skip
+    assert merged.status is ChangeStatus.MERGED, merged.reason
+    current = store.get_feature("points", gid)
+    assert (current.properties["b"], current.geometry) == (7, Point(3, 3))

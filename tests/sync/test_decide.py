@@ -24,6 +24,7 @@ from offmaps.sync.decide import (
     Concurrent,
     ConflictKind,
     DeleteAttachment,
+    DeletedRow,
     DeleteRow,
     FieldConflict,
     InsertRow,
@@ -402,7 +403,7 @@ def test_an_update_that_wins_over_a_delete_keeps_the_row() -> None:
 
 def test_an_update_of_a_row_the_server_deleted_is_a_conflict() -> None:
     edit = update({"a": 2, "b": 1}, {"a": 1}, {NODE: 2})
-    deleted = timestamp_from_ms(LATE, "server")
+    deleted = DeletedRow(timestamp_from_ms(LATE, "server"), 3, {"server": 2, NODE: 1})
     decision = decide_gone(edit, ConflictPolicy.MANUAL, deleted, {"a": 2, "b": 1})
     assert isinstance(decision, Park)
     assert (decision.version, decision.vector, decision.fields) == (None, None, ())
@@ -429,15 +430,17 @@ def test_an_update_of_a_deleted_row_is_settled_by_the_policy(
     policy: ConflictPolicy, client_at: int, revived: bool
 ) -> None:
     middle = (EARLY + LATE) // 2
-    edit = update({"a": 2, "b": 1}, {"a": 1}, {NODE: 2}, at=client_at)
-    decision = decide_gone(edit, policy, timestamp_from_ms(middle, "server"), {"a": 2, "b": 1})
+    edit = update({"a": 2, "b": 1}, {"a": 1}, {NODE: 2, "server": 1}, at=client_at)
+    # as deleted, the row had edits the device never saw (other devices may hold it so)
+    deleted = DeletedRow(timestamp_from_ms(middle, "server"), 3, {"server": 2, OTHER: 1})
+    decision = decide_gone(edit, policy, deleted, {"a": 2, "b": 1})
     assert isinstance(decision, Apply)
     assert decision.status is ChangeStatus.MERGED
     assert decision.resolution is policy
     assert decision.conflict is not None
-    if revived:
-        assert (decision.version, decision.vector) == (1, {NODE: 2})
-        assert decision.write == InsertRow({"a": 2, "b": 1})
+    if revived:  # it goes on from the version and vector it was deleted at
+        assert (decision.version, decision.vector) == (4, {NODE: 2, OTHER: 1, "server": 2})
+        assert decision.write == InsertRow({"a": 2, "b": 1}, 4)
     else:
         assert (decision.version, decision.vector, decision.write) == (None, None, None)
 
@@ -445,7 +448,7 @@ def test_an_update_of_a_deleted_row_is_settled_by_the_policy(
 def test_a_row_the_server_never_had_is_refused_and_a_deleted_one_deletes_again() -> None:
     delete = change(SyncChangeKind.DELETE)
     assert decide_gone(delete, ConflictPolicy.MANUAL, None) == Reject(f"'points' has no row {GID}")
-    deleted = timestamp_from_ms(EARLY, "server")
+    deleted = DeletedRow(timestamp_from_ms(EARLY, "server"), 2, {"server": 2})
     assert decide_gone(delete, ConflictPolicy.MANUAL, deleted) == Apply(
         ChangeStatus.APPLIED, None, None
     )

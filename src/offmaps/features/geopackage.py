@@ -73,6 +73,7 @@ from offmaps.features.model import (
 from offmaps.features.store import MAX_PAGE_SIZE, fields_from_stored, fields_json
 from offmaps.features.validation import (
     check_added_field,
+    check_insert_version,
     check_layer_schema,
     check_properties,
     check_relationship,
@@ -1314,11 +1315,12 @@ class GeoPackageStore(AttachmentsBase[sqlite3.Connection]):
         global_id = edit.global_id or uuid.uuid4()
         if not isinstance(global_id, UUID):
             raise InvalidFeatureError("global_id must be a UUID")
-        values: list[object] = [str(global_id), 1]
+        version = check_insert_version(edit)
+        values: list[object] = [str(global_id), version]
         values += [_to_sql(k, properties[n]) for n, k in zip(layer.names, layer.kinds, strict=True)]
         if not schema.is_table:
             values.append(None)  # the geometry, encoded with the run's (_insert_rows)
-        feature = Feature(global_id, 1, properties, geometry)
+        feature = Feature(global_id, version, properties, geometry)
         run.append((feature, values))
         return feature
 
@@ -1512,7 +1514,7 @@ def _groupable(edit: Edit) -> bool:
 def _journal_of(edit: Edit) -> tuple[str, str, str, int]:
     """The journal entry of a grouped edit: (layer, global id, kind, version)."""
     if isinstance(edit, Insert):
-        return edit.layer, str(edit.global_id), ChangeKind.INSERT.value, 1
+        return edit.layer, str(edit.global_id), ChangeKind.INSERT.value, edit.version
     version = edit.base_version or 0
     if isinstance(edit, Update):
         return edit.layer, str(edit.global_id), ChangeKind.UPDATE.value, version + 1

@@ -116,7 +116,8 @@ class Feature:
 
     Attributes:
         global_id: the stable id, the same on every replica.
-        version: 1 when inserted, plus one on every update.
+        version: 1 when inserted (or as the insert says: :attr:`Insert.version`), plus one
+            on every update.
         properties: the attribute values by field name (every field of the layer).
         geometry: the geometry in the layer's CRS, or ``None`` (tables, null geometry).
     """
@@ -134,6 +135,10 @@ class Insert:
     ``checked=True`` says the properties and geometry come from
     :func:`~offmaps.features.wire.wire_to_edit_values` (or ``check_properties`` and
     ``normalise_geometry``) already, so a store need not check them again.
+
+    ``version`` is the row's version: 1 for a new row. A row brought back under the global id
+    of a deleted one (sync, when a device's update wins over the delete) goes on from the
+    version it was deleted at: the versions of a global id only grow, which replicas rely on.
     """
 
     layer: str
@@ -141,6 +146,7 @@ class Insert:
     geometry: BaseGeometry | None = None
     global_id: UUID | None = None
     checked: bool = False
+    version: int = 1
 
 
 @dataclass(frozen=True, slots=True)

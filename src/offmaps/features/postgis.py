@@ -78,6 +78,7 @@ from offmaps.features.model import (
 from offmaps.features.store import MAX_PAGE_SIZE, fields_from_stored, fields_json
 from offmaps.features.validation import (
     check_added_field,
+    check_insert_version,
     check_layer_schema,
     check_properties,
     check_relationship,
@@ -837,10 +838,11 @@ class PostGISStore(AttachmentsBase[_Connection]):
         global_id = edit.global_id or uuid.uuid4()
         if not isinstance(global_id, UUID):
             raise InvalidFeatureError("global_id must be a UUID")
-        values: list[object] = [global_id, 1, *(properties[n] for n in layer.names)]
+        version = check_insert_version(edit)
+        values: list[object] = [global_id, version, *(properties[n] for n in layer.names)]
         if not schema.is_table:
             values += [_wkb(geometry), schema.srid]
-        return Feature(global_id, 1, properties, geometry), values
+        return Feature(global_id, version, properties, geometry), values
 
     @staticmethod
     def _insert_rows(conn: _Connection, layer: _Layer, rows: list[list[object]]) -> None:

@@ -19,13 +19,21 @@ from shapely.geometry.base import BaseGeometry
 
 from offmaps.errors import InvalidFeatureError, InvalidLayerSchemaError, VersionConflictError
 from offmaps.features.filters import FieldType
-from offmaps.features.model import RESERVED_COLUMNS, Field, GeometryType, LayerSchema, Relationship
+from offmaps.features.model import (
+    RESERVED_COLUMNS,
+    Field,
+    GeometryType,
+    Insert,
+    LayerSchema,
+    Relationship,
+)
 
 __all__ = [
     "MAX_FIELDS",
     "MAX_TEXT_LENGTH",
     "check_added_field",
     "check_attachment",
+    "check_insert_version",
     "check_layer_schema",
     "check_name",
     "check_properties",
@@ -296,6 +304,15 @@ def check_version(global_id: UUID, expected: int | None, actual: int) -> None:
             expected=expected,
             actual=actual,
         )
+
+
+def check_insert_version(edit: Insert) -> int:
+    """The version an insert gives its row (:attr:`Insert.version`); raises
+    :class:`InvalidFeatureError` when it is not a whole number of at least 1."""
+    version = edit.version
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidFeatureError(f"an inserted row's version must be 1 or more, not {version!r}")
+    return version
 
 
 def check_attachment(name: str, content_type: str, size: int, sha256: str) -> None:

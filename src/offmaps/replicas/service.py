@@ -7,7 +7,8 @@ stores):
 - ``rows``: per row of a feature service, the version vector and hybrid logical clock time of
   its last synced write, and the store version they were recorded at. Versions written since
   by anything else (OGC API, conflict resolutions) count as :data:`SERVER_NODE` edits
-  (:func:`offmaps.sync.vectors.derive`).
+  (:func:`offmaps.sync.vectors.derive`). A row deleted by a sync keeps its record, at the
+  version it was deleted at: a row an update brings back goes on from its version and vector.
 - ``changes``: every change id the server has answered, with its result, and the ids of the
   edits each change covers (:attr:`~offmaps.schemas.changeset.Change.covers`) with the same
   result. A change set sent again (a retry after a lost response) gets the recorded answers
@@ -107,6 +108,7 @@ from offmaps.sync.decide import (
     ConflictRecord,
     Decision,
     DeleteAttachment,
+    DeletedRow,
     DeleteRow,
     FieldConflict,
     InsertRow,
@@ -127,7 +129,7 @@ from offmaps.sync.decide import (
     merge_update,
     settle_update,
 )
-from offmaps.sync.vectors import derive
+from offmaps.sync.vectors import derive, merge
 from offmaps.tiling import AreaOfInterest
 from offmaps.types import BBox
 
@@ -419,12 +421,13 @@ class SyncService:
         current = work.rows.get(key)
         if current is None:
             last = work.store.last_change(change.layer, change.global_id)
-            deleted_at, client = None, None
+            deleted, client = None, None
             if last is not None and last.kind is ChangeKind.DELETE:
-                deleted_at = _journal_time(last)
+                vector = self._state_of(work.states.get(key), last.version)
+                deleted = DeletedRow(_journal_time(last), last.version, vector)
                 if change.kind is SyncChangeKind.UPDATE:
                     client = canonical_values(schema, change.values)
-            decision = decide_gone(change, rules.policy, deleted_at, client)
+            decision = decide_gone(change, rules.policy, deleted, client)
             return self._carry_out(work, change, key, schema, decision)
         state = self._state(work, key, current.version)
         step = decide_existing(change, node, ServerRow(current.version, state.vector))
@@ -553,6 +556,12 @@ class SyncService:
             state = None
             if decision.version is not None and vector is not None:
                 state = RowState(decision.version, vector, change.hlc)
+            elif isinstance(write, DeleteRow):
+                # a deleted row keeps its clock: should an update bring it back, the vector
+                # goes on from it (devices may hold the row as it was)
+                deleted = self._state_of(work.states.get(key), write.base_version)
+                vector = merge(deleted, change.version_vector)
+                state = RowState(write.base_version, vector, change.hlc)
             work.states[key] = state
             outcome.state = (key, state)
         if decision.conflict is not None:
@@ -574,8 +583,11 @@ class SyncService:
             properties, geometry, _ = converted or wire_to_edit_values(
                 schema, write.values, complete=True, prepared=prepared
             )
-            work.rows[key] = Feature(change.global_id, 1, properties, geometry)
-            return Insert(change.layer, properties, geometry, change.global_id, checked=True)
+            work.rows[key] = Feature(change.global_id, write.version, properties, geometry)
+            return Insert(
+                change.layer, properties, geometry, change.global_id, checked=True,
+                version=write.version,
+            )  # fmt: skip
         if isinstance(write, UpdateRow):
             current = work.rows.get(key)
             if current is None:
@@ -867,7 +879,10 @@ class SyncService:
                     f"{conflict.server_version}): read it again"
                 )
             schema = store.get_layer(conflict.layer)
-            edits = self._resolution_edits(conflict, schema, current, side, values)
+            # a row brought back goes on from the version it was deleted at
+            last = store.last_change(conflict.layer, gid) if current is None else None
+            back_at = 1 if last is None else last.version + 1
+            edits = self._resolution_edits(conflict, schema, back_at, side, values)
             store.apply_edits(edits)
             try:
                 after: Feature | None = store.get_feature(conflict.layer, gid)
@@ -896,10 +911,12 @@ class SyncService:
     def _resolution_edits(
         conflict: Conflict,
         schema: LayerSchema,
-        current: Feature | None,
+        back_at: int,
         side: str,
         values: Mapping[str, Any] | None,
     ) -> list[Edit]:
+        """The edits that settle ``conflict`` as ``side`` says; ``back_at``: the version of
+        the row brought back, when the server deleted it."""
         gid = uuid.UUID(conflict.global_id)
         if side == "server":
             return []
@@ -918,7 +935,7 @@ class SyncService:
             properties, geometry, _ = wire_to_edit_values(
                 schema, {**conflict.client, **chosen}, complete=False
             )
-            return [Insert(conflict.layer, properties, geometry, gid)]
+            return [Insert(conflict.layer, properties, geometry, gid, version=back_at)]
         properties, geometry, has_geometry = wire_to_edit_values(schema, chosen, complete=False)
         return [
             Update(

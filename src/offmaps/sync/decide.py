@@ -59,6 +59,7 @@ __all__ = [
     "ConflictRecord",
     "Decision",
     "DeleteAttachment",
+    "DeletedRow",
     "DeleteRow",
     "FieldConflict",
     "InsertRow",
@@ -118,6 +119,21 @@ class ServerRow:
         return self.values
 
 
+@dataclass(frozen=True, slots=True)
+class DeletedRow:
+    """A row the server deleted, as a decision sees it.
+
+    Attributes:
+        at: when the server deleted it (the time of its journal's delete).
+        version: the version it was deleted at.
+        vector: its version vector at that version (as recorded, or carried forward).
+    """
+
+    at: Timestamp
+    version: int
+    vector: Mapping[str, int]
+
+
 # --- what the decisions say ----------------------------------------------------------------
 
 
@@ -153,9 +169,11 @@ class ConflictRecord:
 
 @dataclass(frozen=True, slots=True)
 class InsertRow:
-    """Insert the row with these values (every field, wire form)."""
+    """Insert the row with these values (every field, wire form), at ``version`` (1 for a new
+    row; a row brought back goes on from the version it was deleted at)."""
 
     values: Mapping[str, object]
+    version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +385,7 @@ def decide_insert(
 def decide_gone(
     change: Change,
     policy: ConflictPolicy,
-    deleted_at: Timestamp | None,
+    deleted: DeletedRow | None,
     client: Mapping[str, object] | None = None,
 ) -> Decision:
     """An update or delete of a row the server does not have.
@@ -375,22 +393,25 @@ def decide_gone(
     Args:
         change: the update or delete.
         policy: the layer's conflict policy.
-        deleted_at: when the server deleted the row (its journal's last entry of the row is a
+        deleted: the row as the server deleted it (its journal's last entry of the row is a
             delete), or ``None`` when it never had it.
         client: the change's values, canonical; needed for an update of a deleted row.
 
     Returns:
         A refusal for a row the server never had; a delete of a deleted row is ``applied``
         (nothing to do); an update of a deleted row is a conflict
-        (:data:`ConflictKind.UPDATE_DELETE`) the policy settles or parks.
+        (:data:`ConflictKind.UPDATE_DELETE`) the policy settles or parks. When the update
+        wins, the row comes back at the version after the one it was deleted at, its vector
+        counting the edits it had then and the device's: other devices may hold it as it was,
+        and their edits of it must not look newer than the row (forged).
     """
-    if deleted_at is None:
+    if deleted is None:
         return Reject(f"{change.layer!r} has no row {change.global_id}")
     if change.kind is SyncChangeKind.DELETE:
         return Apply(ChangeStatus.APPLIED, None, None)
     if client is None:
         raise ValueError("an update of a deleted row needs the change's canonical values")
-    outcome = resolve_delete(policy, False, parse_timestamp(change.hlc), deleted_at)
+    outcome = resolve_delete(policy, False, parse_timestamp(change.hlc), deleted.at)
     record = ConflictRecord(
         ConflictKind.UPDATE_DELETE, tuple(change.changed), dict(change.base_values),
         dict(client), None, None, policy,
@@ -398,9 +419,11 @@ def decide_gone(
     if outcome.winner is None:
         return Park(record, outcome.reason, None, None)
     if outcome.winner is Side.CLIENT:
+        version = deleted.version + 1
         return Apply(
-            ChangeStatus.MERGED, 1, dict(change.version_vector), InsertRow(change.values),
-            conflict=record, resolution=policy, reason=outcome.reason,
+            ChangeStatus.MERGED, version, merge(deleted.vector, change.version_vector),
+            InsertRow(change.values, version), conflict=record, resolution=policy,
+            reason=outcome.reason,
         )  # fmt: skip
     return Apply(
         ChangeStatus.MERGED, None, None, conflict=record, resolution=policy, reason=outcome.reason
