@@ -118,13 +118,12 @@ def build_server(data_dir: Path, rows: int, rng: random.Random) -> str:
     from offmaps.features import FieldType  # noqa: PLC0415
     from offmaps.features.model import Field, GeometryType, Insert, LayerSchema  # noqa: PLC0415
     from offmaps.schemas import WebMap  # noqa: PLC0415
-    from offmaps.server.app import create_app  # noqa: PLC0415
+    from offmaps.services import build_services  # noqa: PLC0415
     from offmaps.settings import ServerSettings  # noqa: PLC0415
 
-    app = create_app(ServerSettings(data_dir=data_dir))
-    state = app.state
+    services = build_services(ServerSettings(data_dir=data_dir))
     try:
-        store = state.catalog.create_feature_service(SERVICE)
+        store = services.catalog.create_feature_service(SERVICE)
         store.create_layer(
             LayerSchema(
                 LAYER,
@@ -162,11 +161,10 @@ def build_server(data_dir: Path, rows: int, rng: random.Random) -> str:
             ],
             "sharing": {"owner": USER, "public": False},
         }
-        webmap = state.catalog.webmaps.create(WebMap.model_validate(document), owner=USER)
-        state.users.add_user(USER, PASSWORD, scopes=("maps:read", "maps:write", "features:edit"))
+        webmap = services.catalog.webmaps.create(WebMap.model_validate(document), owner=USER)
+        services.users.add_user(USER, PASSWORD, scopes=("maps:read", "maps:write", "features:edit"))
     finally:
-        for name in ("jobs", "replicas", "sync", "catalog", "users"):
-            getattr(state, name).close()
+        services.close()
     return str(webmap.id)
 
 
