@@ -1,4 +1,5 @@
-"""Objects of an object store as HTTP downloads: whole (200) or one byte range (206, 416).
+"""Stored bytes as HTTP downloads: objects of an object store, whole (200) or one byte range
+(206, 416), and blobs of a blob store, whole.
 
 Whatever the store (a local folder, memory, S3 later), the bytes are streamed in chunks from
 the store, never loaded whole, and the answer carries ``Accept-Ranges``, ``Content-Length``, a
@@ -9,7 +10,7 @@ strong ``ETag`` and ``Last-Modified``, so that clients can resume with ``Range``
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from email.utils import format_datetime
 from typing import BinaryIO
 from urllib.parse import quote
@@ -20,9 +21,9 @@ from starlette.responses import Response, StreamingResponse
 
 from offmaps.server.problems import problem_response
 from offmaps.server.ranges import ByteRange, Unsatisfiable, if_range_allows, parse_range
-from offmaps.storage import ObjectStore
+from offmaps.storage import BlobStore, ObjectStore
 
-__all__ = ["CHUNK_BYTES", "object_response"]
+__all__ = ["CHUNK_BYTES", "blob_response", "object_response"]
 
 CHUNK_BYTES = 1024 * 1024
 """Bytes read from the store and sent at a time."""
@@ -72,6 +73,35 @@ def object_response(
         media_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
         background=BackgroundTask(stream.close),  # also when the client goes away midway
     )
+
+
+def blob_response(
+    blobs: BlobStore,
+    sha256: str,
+    *,
+    media_type: str = "application/octet-stream",
+    headers: Mapping[str, str] | None = None,
+) -> StreamingResponse:
+    """Blob ``sha256`` of ``blobs``, streamed whole, with its length and its SHA-256 as strong
+    ``ETag``; ``headers`` are added.
+
+    Raises:
+        BlobNotFoundError: there is no such blob.
+    """
+    size = blobs.size(sha256)
+    stream = blobs.open(sha256)
+    return StreamingResponse(
+        _whole(stream),
+        media_type=media_type,
+        headers={"Content-Length": str(size), "ETag": f'"{sha256}"', **(headers or {})},
+        background=BackgroundTask(stream.close),  # also when the client goes away midway
+    )
+
+
+def _whole(stream: BinaryIO) -> Iterator[bytes]:
+    with stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            yield chunk
 
 
 def _chunks(

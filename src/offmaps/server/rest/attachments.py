@@ -6,7 +6,7 @@ files attached to a row; reading follows the collection's access, writing needs 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from offmaps.catalog import EditOperation
 from offmaps.errors import FeatureNotFoundError
 from offmaps.features.store import FeatureStore
+from offmaps.server.downloads import blob_response
 from offmaps.server.links import base_url
 from offmaps.server.rest.deps import CatalogDep, PrincipalDep, parse_uuid
 
@@ -112,24 +113,12 @@ def attachment(
     found = store.get_attachment(schema.name, parse_uuid(attachment_id, "attachment"))
     if str(found.global_id) != str(parse_uuid(feature_id)):
         raise FeatureNotFoundError("this attachment belongs to another feature")
-    stream = catalog.blobs.open(found.sha256)
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            while chunk := await run_in_threadpool(stream.read, _ATTACHMENT_CHUNK):
-                yield chunk
-        finally:
-            stream.close()
-
     disposition = f"inline; filename*=UTF-8''{quote(found.name)}"
-    return StreamingResponse(
-        body(),
+    return blob_response(
+        catalog.blobs,
+        found.sha256,
         media_type=found.content_type,
-        headers={
-            "Content-Length": str(found.size),
-            "ETag": f'"{found.sha256}"',
-            "Content-Disposition": disposition,
-        },
+        headers={"Content-Disposition": disposition},
     )
 
 

@@ -21,7 +21,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Annotated, Any, BinaryIO, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -37,6 +37,7 @@ from offmaps.errors import (
     ReplicaNotFoundError,
 )
 from offmaps.schemas.changeset import ChangeResult, ChangeSet, ChangeSetResult
+from offmaps.server.downloads import blob_response
 from offmaps.server.rest.deps import PrincipalDep, ServicesDep
 from offmaps.services import Services
 from offmaps.state.replicas import Replica
@@ -45,7 +46,6 @@ from offmaps.sync.collector import collection_paused
 __all__ = ["sync_router"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_CHUNK = 1024 * 1024
 
 
 class ResolveRequest(BaseModel):
@@ -82,12 +82,6 @@ def _sha256(value: str) -> str:
     if not _SHA256.match(value):
         raise InvalidChangeSetError("an attachment is named by its SHA-256: 64 hex digits")
     return value
-
-
-def _read(source: BinaryIO) -> Iterator[bytes]:
-    with source:
-        while block := source.read(_CHUNK):
-            yield block
 
 
 _routes = APIRouter(prefix="/api", tags=["sync"])
@@ -243,13 +237,7 @@ async def upload_bytes(
 )
 def blob(services: ServicesDep, replica_id: str, sha256: str, principal: PrincipalDep) -> Response:
     _replica_for(services, replica_id, principal, Scope.MAPS_READ)
-    key = _sha256(sha256)
-    size = services.catalog.blobs.size(key)
-    return StreamingResponse(
-        _read(services.catalog.blobs.open(key)),
-        media_type="application/octet-stream",
-        headers={"Content-Length": str(size)},
-    )
+    return blob_response(services.catalog.blobs, _sha256(sha256))
 
 
 @_routes.get("/conflicts", summary="The review queue", tags=["sync"])
