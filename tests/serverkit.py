@@ -110,7 +110,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     """
     settings = ServerSettings(data_dir=tmp_path / "data", max_body_bytes=256 * 1024)
     app = create_app(settings)
-    catalog: Catalog = app.state.catalog
+    catalog: Catalog = app.state.services.catalog
     store = catalog.create_feature_service("city")
     for schema in (SITES, INSPECTIONS, STREETS, PRIVATE):
         store.create_layer(schema)

@@ -190,7 +190,6 @@ class Catalog:
         max_attachment_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.data_dir = data_dir
-        self.features_url = features_url
         self.features = open_feature_services(data_dir, features_url)
         self.max_attachment_bytes = max_attachment_bytes
         for sub in ("features", "tiles", "cache", "blobs", "webmaps"):

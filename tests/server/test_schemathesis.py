@@ -31,10 +31,10 @@ from tests.serverkit import PASSWORD, feature_layer, webmap_document
 
 def _app(data_dir: Path) -> FastAPI:
     app = create_app(ServerSettings(data_dir=data_dir, max_body_bytes=64 * 1024))
-    store = app.state.catalog.create_feature_service("city")
+    store = app.state.services.catalog.create_feature_service("city")
     store.create_layer(LayerSchema("sites", (Field("name", FieldType.TEXT),), GeometryType.POINT))
     store.apply_edits([Insert("sites", {"name": "a"}, Point(24.9, 60.1))])
-    app.state.catalog.webmaps.create(
+    app.state.services.catalog.webmaps.create(
         WebMap.model_validate(
             webmap_document(
                 title="Fuzzed", public=True, layers=[feature_layer("sites", edit=True)], tables=[]

@@ -11,12 +11,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offmaps import __version__
 from offmaps.access import Principal
-from offmaps.catalog import Catalog
 from offmaps.server.auth import TokenService, auth_router, current_principal
 from offmaps.server.fastpath import TileFastPath
 from offmaps.server.links import base_url
 from offmaps.server.problems import install_problem_handlers, problem_response
 from offmaps.server.rest.attachments import attachments_router
+from offmaps.server.rest.deps import get_catalog
 from offmaps.server.rest.features import features_router
 from offmaps.server.rest.offline import offline_router
 from offmaps.server.rest.sync import sync_router
@@ -97,8 +97,7 @@ def _check_tile_access(
     # tile layers are read through web maps, like feature collections
     name = request.path_params.get("name")
     if name is not None:
-        catalog: Catalog = request.app.state.catalog
-        catalog.check_tiles(principal, str(name))
+        get_catalog(request).check_tiles(principal, str(name))
 
 
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -119,11 +118,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.services = services
-    app.state.catalog = services.catalog
     app.state.tile_sources = services.catalog.tile_sources
     app.state.tokens = tokens
     app.state.public_url = settings.public_url
-    app.state.settings = settings
     install_problem_handlers(app)
 
     @app.get("/", summary="Landing page", tags=["ogc"])

@@ -25,8 +25,7 @@ __all__ = [
 
 def get_catalog(request: Request) -> Catalog:
     """The catalog of the application serving ``request``."""
-    catalog: Catalog = request.app.state.catalog
-    return catalog
+    return get_services(request).catalog
 
 
 def get_services(request: Request) -> Services:
