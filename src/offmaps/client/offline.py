@@ -268,13 +268,13 @@ class GenerateOfflineMapJob:
             job = self.refresh()
             if on_progress is not None:
                 on_progress(self.progress, self.message)
-            if job["status"] == "succeeded":
+            if job["status"] == JobStatus.SUCCEEDED:
                 break
-            if job["status"] == "cancelled":
+            if job["status"] == JobStatus.CANCELLED:
                 self.status = JobStatus.CANCELLED
                 self._remove_download()
                 raise JobCancelledError("the job was cancelled")
-            if job["status"] == "failed":
+            if job["status"] == JobStatus.FAILED:
                 self.status = JobStatus.FAILED
                 self._remove_download()
                 raise JobFailedError(str(job.get("error") or job["message"]))
@@ -283,7 +283,7 @@ class GenerateOfflineMapJob:
 
     def resume(self, *, on_progress: Progress | None = None) -> GenerateOfflineMapResult:
         """Continue an interrupted download (partial files are kept and completed)."""
-        if self.server_job is None or self.server_job.get("status") != "succeeded":
+        if self.server_job is None or self.server_job.get("status") != JobStatus.SUCCEEDED:
             return self.wait(on_progress=on_progress)
         return self._download(on_progress)
 
