@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from tests.serverkit import Server, assert_problem
 
@@ -237,3 +239,97 @@ def test_attachments_need_edit_rights_and_an_existing_feature(server: Server) ->
     assert_problem(server.client.post(f"{SITES}/{first['id']}/attachments", files=files), 401)
     missing = f"{SITES}/00000000-0000-0000-0000-000000000000/attachments"
     assert_problem(server.client.post(missing, files=files, headers=server.token("editor")), 404)
+
+
+# --- schemas (Part 5), queryables (Part 3), and the XML Schema GDAL reads --------------------
+
+JSON_SCHEMA = "application/schema+json"
+SCHEMA_RELS = {
+    "http://www.opengis.net/def/rel/ogc/1.0/schema": ("schema", JSON_SCHEMA),
+    "http://www.opengis.net/def/rel/ogc/1.0/queryables": ("queryables", JSON_SCHEMA),
+    "describedBy": ("schema.xsd", "application/xml"),
+}
+
+
+def test_collections_link_their_schema_queryables_and_xml_schema(server: Server) -> None:
+    conforms = server.client.get("/conformance").json()["conformsTo"]
+    for uri in (
+        "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/queryables",
+        "http://www.opengis.net/spec/ogcapi-features-5/1.0/conf/schemas",
+        "http://www.opengis.net/spec/ogcapi-features-5/1.0/conf/core-roles-features",
+    ):
+        assert uri in conforms
+    for collection in server.client.get("/collections").json()["collections"]:
+        links = {link["rel"]: link for link in collection["links"]}
+        for rel, (path, media_type) in SCHEMA_RELS.items():
+            assert links[rel]["type"] == media_type
+            assert links[rel]["href"].endswith(f"/collections/{collection['id']}/{path}")
+            response = server.client.get(links[rel]["href"])
+            assert response.status_code == 200, response.text
+            assert response.headers["content-type"].split(";")[0] == media_type
+
+
+def test_the_schema_describes_the_items_as_served(server: Server) -> None:
+    response = server.client.get("/collections/city.sites/schema")
+    document = response.json()
+    Draft202012Validator.check_schema(document)
+    assert document["$id"] == "http://testserver/collections/city.sites/schema"
+    properties = document["properties"]
+    assert properties["globalid"]["x-ogc-role"] == "id"
+    assert properties["geom"] == {
+        "title": "Geometry",
+        "format": "geometry-point",
+        "x-ogc-role": "primary-geometry",
+    }
+    assert properties["osm_id"]["format"] == "int64"
+    assert properties["checked_on"]["format"] == "date"
+    server.client.patch(
+        f"{SITES}/{_first_site(server)}",
+        content=json.dumps({"properties": {"checked_on": "2024-02-29", "osm_id": 2**63 - 1}}),
+        headers={**server.token("editor"), "Content-Type": GEOJSON},
+    ).raise_for_status()
+    validator = Draft202012Validator(document, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    for feature in server.client.get(f"{SITES}?limit=100").json()["features"]:
+        present = {k: v for k, v in feature["properties"].items() if v is not None}
+        validator.validate({"globalid": feature["id"], **present})
+
+
+def _first_site(server: Server) -> str:
+    feature_id: str = server.client.get(f"{SITES}?limit=1").json()["features"][0]["id"]
+    return feature_id
+
+
+def test_every_queryable_can_be_filtered_on_and_nothing_else(server: Server) -> None:
+    for cid in ("city.sites", "city.inspections", "city.streets"):
+        document = server.client.get(f"/collections/{cid}/queryables").json()
+        Draft202012Validator.check_schema(document)
+        assert document["additionalProperties"] is False
+        assert "globalid" not in document["properties"]
+        for name in document["properties"]:
+            response = server.client.get(
+                f"/collections/{cid}/items", params={"filter": f'"{name}" IS NULL'}
+            )
+            assert response.status_code == 200, response.text
+        for name in ("globalid", "geom", "fid", "row_version", "nonexistent"):
+            response = server.client.get(
+                f"/collections/{cid}/items", params={"filter": f'"{name}" IS NULL'}
+            )
+            assert_problem(response, 400)
+
+
+def test_the_xml_schema_gives_gdal_64_bit_integers(server: Server) -> None:
+    response = server.client.get("/collections/city.sites/schema.xsd")
+    root = ET.fromstring(response.content)
+    xs = "{http://www.w3.org/2001/XMLSchema}"
+    types = {e.get("name"): e.get("type") for e in root.iter(f"{xs}element")}
+    assert types["osm_id"] == "xs:long"
+    assert types["checked_on"] == "xs:date"
+    assert types["geom"] == "gml:PointPropertyType"
+
+
+@pytest.mark.parametrize("path", ["schema", "queryables", "schema.xsd"])
+def test_schemas_of_hidden_or_unknown_collections_are_404(server: Server, path: str) -> None:
+    assert_problem(server.client.get(f"/collections/city.secret/{path}"), 404)
+    assert_problem(server.client.get(f"/collections/nope.nothing/{path}"), 404)
+    editor = server.token("editor")
+    assert server.client.get(f"/collections/city.secret/{path}", headers=editor).status_code == 200

@@ -1,9 +1,16 @@
-"""OGC API – Features for layers and tables (Part 1 core; Part 4 create, replace, update, delete).
+"""OGC API – Features for layers and tables (Part 1 core; Part 3 queryables; Part 4 create,
+replace, update, delete; Part 5 schemas).
 
 Collections are ``{service}.{layer}``: a layer or table of a feature service. Items are GeoJSON
 Features whose ``id`` is the row's global id; their ``ETag`` is the row version, and ``If-Match``
 on ``PUT``/``PATCH``/``DELETE`` makes the edit fail with 409 when the row changed since.
 Attachments are under ``/collections/{collection_id}/items/{feature_id}/attachments``.
+
+Each collection publishes its schema (``/schema``, JSON Schema, Part 5), the fields a ``filter``
+may name (``/queryables``, Part 3) and, for GDAL's OAPIF driver, which reads field types only from
+an XML Schema linked as ``describedBy``, the same fields as a GML application schema
+(``/schema.xsd``): without it GDAL guesses the types from the first page of features and cuts
+64-bit integers to 2147483647 (docs/server.md).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from offmaps.access import Principal
 from offmaps.catalog import Catalog, EditOperation
 from offmaps.errors import InvalidFeatureError
+from offmaps.features.describe import feature_schema, gml_application_schema, queryables_schema
 from offmaps.features.model import Delete, FeatureQuery, Insert, Update
 from offmaps.features.store import MAX_PAGE_SIZE
 from offmaps.server.geojson import check_crs84, feature_to_geojson, parse_feature_body
@@ -27,9 +35,16 @@ from offmaps.server.links import base_url
 from offmaps.server.rest.deps import CatalogDep, PrincipalDep, parse_uuid
 from offmaps.types import BBox
 
-__all__ = ["GEOJSON", "features_router"]
+__all__ = ["GEOJSON", "JSON_SCHEMA", "features_router"]
 
 GEOJSON = "application/geo+json"
+JSON_SCHEMA = "application/schema+json"
+_XML = "application/xml"
+_REL_SCHEMA = "http://www.opengis.net/def/rel/ogc/1.0/schema"
+_REL_QUERYABLES = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
+# GDAL 3.6 matches "describedBy" exactly (later versions ignore case; RFC 8288 relation types
+# are case-insensitive, so this spelling is right for every reader)
+_REL_DESCRIBED_BY = "describedBy"
 _BODY_TYPES = frozenset({GEOJSON, "application/json", "application/merge-patch+json"})
 _ITEMS_PARAMS = frozenset({"limit", "offset", "bbox", "bbox-crs", "filter", "filter-lang", "f"})
 _CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
@@ -107,6 +122,24 @@ def _collection(catalog: Catalog, cid: str, request: Request) -> dict[str, Any]:
                 "title": "Items",
                 "href": f"{base}/collections/{cid}/items",
             },
+            {
+                "rel": _REL_SCHEMA,
+                "type": JSON_SCHEMA,
+                "title": "Schema of the features",
+                "href": f"{base}/collections/{cid}/schema",
+            },
+            {
+                "rel": _REL_QUERYABLES,
+                "type": JSON_SCHEMA,
+                "title": "Properties a filter may name",
+                "href": f"{base}/collections/{cid}/queryables",
+            },
+            {
+                "rel": _REL_DESCRIBED_BY,
+                "type": _XML,
+                "title": "Schema of the features as a GML application schema (XML Schema)",
+                "href": f"{base}/collections/{cid}/schema.xsd",
+            },
         ],
     }
     if not schema.is_table:
@@ -138,6 +171,49 @@ def collection(
 ) -> dict[str, Any]:
     catalog.check_read(principal, collection_id)
     return _collection(catalog, collection_id, request)
+
+
+@_routes.get(
+    "/collections/{collection_id}/schema",
+    summary="Schema of a collection's features (OGC API – Features Part 5)",
+    response_class=JSONResponse,
+    responses={200: {"content": {JSON_SCHEMA: {}}}},
+)
+def schema(
+    collection_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
+) -> JSONResponse:
+    _, layer = catalog.check_read(principal, collection_id)
+    url = f"{base_url(request)}/collections/{collection_id}/schema"
+    return JSONResponse(feature_schema(layer, schema_id=url), media_type=JSON_SCHEMA)
+
+
+@_routes.get(
+    "/collections/{collection_id}/queryables",
+    summary="Properties a filter may name (OGC API – Features Part 3)",
+    response_class=JSONResponse,
+    responses={200: {"content": {JSON_SCHEMA: {}}}},
+)
+def queryables(
+    collection_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
+) -> JSONResponse:
+    _, layer = catalog.check_read(principal, collection_id)
+    url = f"{base_url(request)}/collections/{collection_id}/queryables"
+    return JSONResponse(queryables_schema(layer, schema_id=url), media_type=JSON_SCHEMA)
+
+
+@_routes.get(
+    "/collections/{collection_id}/schema.xsd",
+    summary="Schema of a collection's features as a GML application schema, for GDAL",
+    response_class=Response,
+    responses={200: {"content": {_XML: {}}}},
+)
+def xml_schema(
+    collection_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
+) -> Response:
+    _, layer = catalog.check_read(principal, collection_id)
+    namespace = f"{base_url(request)}/collections/{collection_id}"
+    document = gml_application_schema(layer, target_namespace=namespace)
+    return Response(document, media_type=_XML)
 
 
 @_routes.get(
