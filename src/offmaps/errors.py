@@ -7,7 +7,9 @@ SDK) maps them once.
 ::
 
     OffmapsWarning (a UserWarning)
-    └── AOIRepairedWarning (offmaps.tiling)
+    ├── AOIRepairedWarning (offmaps.tiling)
+    ├── EntriesSkippedWarning (offmaps.containers)
+    └── LeftoversWarning (offmaps.containers)
 
     OffmapsError
     ├── ConnectionFailedError
@@ -416,7 +418,9 @@ class TileNotFoundError(ContainerError):
 
 
 class DestinationExistsError(ContainerError):
-    """The destination of a write already exists and overwriting was not asked for."""
+    """The destination of a write already exists and overwriting was not asked for, or it may
+    not be replaced: it is not a container of the kind written (a folder with other files, a
+    symbolic link, ``.``), so overwriting could lose what it holds."""
 
 
 class ContainerWriteError(ContainerError):

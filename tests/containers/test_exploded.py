@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import morecantile
 import pytest
 
-from offmaps.containers.base import TilesetMetadata, web_mercator_quad
+from offmaps.containers.base import EntriesSkippedWarning, TilesetMetadata, web_mercator_quad
 from offmaps.containers.exploded import (
     EsriExplodedReader,
     EsriExplodedWriter,
@@ -257,7 +258,9 @@ def test_hostile_names_are_skipped_and_reported_by_verify(tmp_path: Path) -> Non
     (folder / "5").symlink_to(folder / "2")
     (folder / "..png").write_bytes(png)
     with XYZFolderReader(folder) as reader:
-        assert dict(reader.iter_tiles()) == tiles
+        with pytest.warns(EntriesSkippedWarning, match="skipped 15 entries") as caught:
+            assert dict(reader.iter_tiles()) == tiles
+        skipped = {where for where, _ in caught[0].message.entries}  # type: ignore[union-attr]
         assert reader.count_tiles() == len(tiles)
         assert reader.find_tile(Tile(0, 3, 2)) is None  # a symlink to a file outside
         assert reader.find_tile(Tile(3, 3, 2)) is None  # below a symlink to a folder outside
@@ -269,6 +272,17 @@ def test_hostile_names_are_skipped_and_reported_by_verify(tmp_path: Path) -> Non
         assert f"2/0/{name}" in problems
     for entry in ("2/abc", "2/9/0.png", "2/0/3.png", "2/3", "2/1/3.png", "out/3", "out/5", "..png"):
         assert entry in problems
+    assert {"2/0/3.png", "2/1/3.png", "2/3", "3", "5", "..png", "2/0/1.jpg"} <= skipped
+
+
+def test_a_full_walk_over_clean_tiles_warns_of_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    tiles = sample_tiles(TileFormat.PNG, maxzoom=2)
+    write(XYZFolderWriter, folder, tiles)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with XYZFolderReader(folder) as reader:
+            assert dict(reader.iter_tiles()) == tiles
 
 
 def test_verify_reports_mistyped_and_empty_tiles(tmp_path: Path) -> None:

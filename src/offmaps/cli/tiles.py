@@ -14,7 +14,12 @@ from morecantile import TileMatrixSet
 from offmaps.cli.progress import progress_bar
 from offmaps.containers import convert, open_reader, parse_location
 from offmaps.containers.base import TilesetMetadata
-from offmaps.errors import InvalidAOIError, InvalidZoomError, UnknownTileMatrixSetError
+from offmaps.errors import (
+    ContainerCorruptError,
+    InvalidAOIError,
+    InvalidZoomError,
+    UnknownTileMatrixSetError,
+)
 from offmaps.tiling import (
     AreaOfInterest,
     estimate_tiles,
@@ -261,6 +266,13 @@ def convert_command(
 def _info(location: str) -> dict[str, Any]:
     loc = parse_location(location)
     with open_reader(loc) as reader:
+        problems = reader.check()
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ContainerCorruptError(
+                f"{problems[0]}{more}; `offmaps tiles verify {location}` checks every tile",
+                path=loc.path,
+            )
         meta: TilesetMetadata = reader.metadata
         return {
             "path": str(loc.path),
@@ -282,7 +294,11 @@ def _info(location: str) -> dict[str, Any]:
 @click.argument("src")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def info_command(src: str, as_json: bool) -> None:
-    """Describe a tile archive: format, tile format, count, zooms, bounds, tiling scheme."""
+    """Describe a tile archive: format, tile format, count, zooms, bounds, tiling scheme.
+
+    The archive's structure is checked first (SQLite's quick_check reads an MBTiles or
+    GeoPackage file once): a damaged one exits 1 with the first problem found.
+    """
     info = _info(src)
     if as_json:
         _echo_json(info)

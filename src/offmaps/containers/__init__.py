@@ -6,6 +6,8 @@ between them with :func:`convert`.
 """
 
 from offmaps.containers.base import (
+    EntriesSkippedWarning,
+    LeftoversWarning,
     TileReader,
     TilesetMetadata,
     TileWriter,
@@ -24,6 +26,8 @@ from offmaps.containers.registry import (
 __all__ = [
     "ContainerKind",
     "ConversionResult",
+    "EntriesSkippedWarning",
+    "LeftoversWarning",
     "Location",
     "TileReader",
     "TileWriter",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import ClassVar, Self
 
 import morecantile
 
@@ -15,7 +15,7 @@ from offmaps.containers.base import TilesetMetadata, check_tile_in_matrix
 from offmaps.errors import ContainerWriteError, OffmapsError, TileNotFoundError
 from offmaps.types import BBox, Tile
 
-__all__ = ["ReaderBase", "WriterBase"]
+__all__ = ["ReaderBase", "WriterBase", "archive_refusal"]
 
 
 class ReaderBase:
@@ -50,6 +50,11 @@ class ReaderBase:
         """How many tiles the container holds (subclasses override with a cheaper count)."""
         return sum(1 for _ in self.iter_tiles())
 
+    def check(self) -> list[str]:
+        """Structural problems found without reading every tile: none here; the folders and
+        PMTiles are checked as they are opened and listed, SQLite files override this."""
+        return []
+
     def verify(self) -> list[str]:
         """Read every tile once; containers add their own structural checks."""
         problems: list[str] = []
@@ -83,16 +88,28 @@ class WriterBase:
     """
 
     directory: bool = False
+    kind_name: ClassVar[str] = "a tile container"
+    """What the writer makes, for messages: "an MBTiles file", "an XYZ tile folder"."""
 
     def __init__(self, path: Path | str, metadata: TilesetMetadata, *, overwrite: bool = False):
         self.path = Path(path)
         self.metadata = metadata
         self.destination = AtomicDestination(
-            self.path, directory=self.directory, overwrite=overwrite
+            self.path,
+            directory=self.directory,
+            overwrite=overwrite,
+            refusal=self.refusal,
+            what=self.kind_name,
         )
         self.temp = self.destination.temp
         self.count = 0
         self._extent: dict[int, list[int]] = {}
+
+    @classmethod
+    def refusal(cls, path: Path) -> str | None:
+        """Why the existing entry at ``path`` is not a container of this writer's kind, which
+        ``overwrite`` may replace; ``None`` when it is. Subclasses say how to tell."""
+        return "offmaps cannot tell what it is"
 
     def write_tile(self, tile: Tile, data: bytes) -> None:
         """Store ``data`` as ``tile`` (key checked against the tile matrix set)."""
@@ -176,3 +193,13 @@ class WriterBase:
             self.commit()
         else:
             self.abort()
+
+
+def archive_refusal(path: Path, open_archive: Callable[[Path], ReaderBase]) -> str | None:
+    """Why ``path`` does not open as an archive with ``open_archive``, or ``None`` when it does."""
+    try:
+        reader = open_archive(path)
+    except OffmapsError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    reader.close()
+    return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -35,6 +36,7 @@ __all__ = [
     "EntryKind",
     "MetadataDocument",
     "RegularFile",
+    "find_foreign_entry",
     "load_metadata",
     "write_sidecars",
 ]
@@ -318,13 +320,7 @@ class ConfinedFolder:
             entries: list[tuple[str, EntryKind]] = []
             with os.scandir(fd) as scan:
                 for entry in scan:
-                    if entry.is_dir(follow_symlinks=False):
-                        kind = EntryKind.DIRECTORY
-                    elif entry.is_file(follow_symlinks=False):
-                        kind = EntryKind.FILE
-                    else:
-                        kind = EntryKind.OTHER
-                    entries.append((entry.name, kind))
+                    entries.append((entry.name, entry_kind(entry)))
             return sorted(entries)
         except OSError as exc:
             raise self._error(parts, exc) from exc
@@ -367,3 +363,38 @@ def _check_part(part: str) -> None:
     # a part never walks up or across folders.
     if part in ("", ".", "..") or "/" in part or "\0" in part:
         raise OSError(errno.ENOENT, f"refused path component {part!r}")
+
+
+EntryRule = Callable[[list[str], EntryKind], bool]
+"""Whether an entry (its path parts below the folder, and what it is) belongs in a tile folder."""
+
+
+def entry_kind(entry: os.DirEntry[str]) -> EntryKind:
+    """What a scanned entry is, without following a symbolic link."""
+    if entry.is_dir(follow_symlinks=False):
+        return EntryKind.DIRECTORY
+    if entry.is_file(follow_symlinks=False):
+        return EntryKind.FILE
+    return EntryKind.OTHER
+
+
+def find_foreign_entry(path: Path, belongs: EntryRule) -> str | None:
+    """The first entry below ``path`` (walked in name order) that does not belong in it, as a
+    relative path, or None when every entry does. Sub-folders that belong are walked too;
+    symbolic links are never followed.
+
+    Raises:
+        OSError: when a folder cannot be listed.
+    """
+    pending: deque[list[str]] = deque([[]])
+    while pending:
+        parts = pending.popleft()
+        with os.scandir(path.joinpath(*parts)) as scan:
+            entries = sorted((entry.name, entry_kind(entry)) for entry in scan)
+        for name, kind in entries:
+            child = [*parts, name]
+            if not belongs(child, kind):
+                return "/".join(child)
+            if kind is EntryKind.DIRECTORY:
+                pending.append(child)
+    return None

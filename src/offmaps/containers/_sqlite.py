@@ -28,6 +28,7 @@ __all__ = [
 _BATCH_ROWS = 1000
 _BATCH_BYTES = 16 * 1024 * 1024
 _MAX_QUICK_CHECK_LINES = 20
+_MAX_ERROR_CHARS = 160
 _CACHE_KIB = 64 * 1024  # page cache while building: fewer B-tree page writes on big loads
 
 
@@ -53,8 +54,12 @@ def read_error(
 ) -> ContainerCorruptError:
     """A ContainerCorruptError naming the file (and the tile) for an error SQLite raised."""
     where = f" (tile {tile.z}/{tile.x}/{tile.y})" if tile is not None else ""
+    # SQLite may quote a whole damaged value, newlines and all: keep the message one short line
+    said = " ".join(str(exc).split())
+    if len(said) > _MAX_ERROR_CHARS:
+        said = said[:_MAX_ERROR_CHARS] + "..."
     return ContainerCorruptError(
-        f"{path}: cannot read the {what}{where}: {exc}",
+        f"{path}: cannot read the {what}{where}: {said}",
         path=path,
         tile=(tile.x, tile.y, tile.z) if tile is not None else None,
     )
@@ -103,7 +108,8 @@ def table_exists(conn: sqlite3.Connection, name: str, *, views: bool = True) -> 
 
 def quick_check(conn: sqlite3.Connection) -> list[str]:
     """Problems reported by ``PRAGMA quick_check`` (empty when the file is sound)."""
-    lines = [str(row[0]) for row in conn.execute("PRAGMA quick_check")]
+    # SQLite puts several lines in one row ("*** in database main ***\nPage 4: ..."): one each
+    lines = [str(row[0]).replace("\n", "; ") for row in conn.execute("PRAGMA quick_check")]
     if lines == ["ok"]:
         return []
     problems = [f"SQLite quick_check: {line}" for line in lines[:_MAX_QUICK_CHECK_LINES]]

@@ -12,11 +12,13 @@ from typing import Any, Protocol, Self, runtime_checkable
 import morecantile
 from morecantile import TileMatrixSet
 
-from offmaps.errors import InvalidTileError, UnsupportedTileFormatError
+from offmaps.errors import InvalidTileError, OffmapsWarning, UnsupportedTileFormatError
 from offmaps.tiling.tms import find_incompatibility
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
 
 __all__ = [
+    "EntriesSkippedWarning",
+    "LeftoversWarning",
     "TileReader",
     "TileWriter",
     "TilesetMetadata",
@@ -26,6 +28,26 @@ __all__ = [
 ]
 
 _WEB_MERCATOR_QUAD: TileMatrixSet | None = None
+
+
+class EntriesSkippedWarning(OffmapsWarning):
+    """A folder reader went through entries that are not tiles (symbolic links, FIFOs, foreign
+    files, names outside the layout) and skipped them; the message gives their count and the first
+    few names.
+
+    Attributes:
+        entries: every skipped entry, relative to the folder, as ``(path, why)`` pairs.
+    """
+
+    def __init__(self, message: str, *, entries: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.entries = entries
+
+
+class LeftoversWarning(OffmapsWarning):
+    """Leftovers of an interrupted write (hidden ``.NAME.*.partial`` or ``.old`` entries) were
+    kept because offmaps cannot tell whether their writer is gone; the message names them and the
+    command that removes them."""
 
 
 def web_mercator_quad() -> TileMatrixSet:
@@ -192,6 +214,12 @@ class TileReader(Protocol):
 
     def count_tiles(self) -> int:
         """How many tiles the container holds."""
+        ...
+
+    def check(self) -> list[str]:
+        """Problems with the container's structure, found without reading every tile (SQLite's
+        integrity check, which reads each page of the file once); empty when none found.
+        """
         ...
 
     def verify(self) -> list[str]:

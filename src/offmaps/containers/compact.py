@@ -60,6 +60,7 @@ from offmaps.containers._folder import (
     TMS_FILE,
     ConfinedFolder,
     EntryKind,
+    find_foreign_entry,
     load_metadata,
     write_sidecars,
 )
@@ -621,7 +622,34 @@ class EsriCompactWriter(WriterBase):
     """
 
     directory = True
+    kind_name = "an Esri compact cache folder"
     max_open_bundles = 16
+
+    @classmethod
+    def refusal(cls, path: Path) -> str | None:
+        """Why the folder at ``path`` is not a compact cache (an entry other than sidecar files,
+        ``_alllayers``, level folders and bundles), or ``None``. An empty folder may be
+        replaced."""
+        top = {METADATA_FILE, TMS_FILE, "conf.xml", "conf.cdi"}
+
+        def belongs(parts: list[str], kind: EntryKind) -> bool:
+            if parts[0] == _ALLLAYERS:
+                if len(parts) == 1:
+                    return kind is EntryKind.DIRECTORY
+                parts = parts[1:]
+            elif len(parts) == 1 and parts[0] in top:
+                return kind is EntryKind.FILE
+            if len(parts) == 1:
+                return kind is EntryKind.DIRECTORY and _parse_level(parts[0]) is not None
+            return (
+                len(parts) == 2 and kind is EntryKind.FILE and _parse_bundle(parts[1]) is not None
+            )
+
+        try:
+            foreign = find_foreign_entry(path, belongs)
+        except OSError as exc:
+            return f"cannot list it: {exc.strerror or exc}"
+        return None if foreign is None else f"it holds {foreign}"
 
     def __init__(
         self, path: Path | str, metadata: TilesetMetadata, *, overwrite: bool = False

@@ -35,6 +35,7 @@ Beside the tiles, at the top of ``DIR``:
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +49,12 @@ from offmaps.containers._folder import (
     TMS_FILE,
     ConfinedFolder,
     EntryKind,
+    find_foreign_entry,
     load_metadata,
     write_sidecars,
 )
 from offmaps.containers.base import (
+    EntriesSkippedWarning,
     TilesetMetadata,
     check_tile_in_matrix,
     detect_tile_format,
@@ -201,6 +204,19 @@ class _Found:
 
 _Note = Callable[[list[str], str], None]
 
+_NAMED_SKIPPED = 5
+
+
+def skipped_warning(path: Path, skipped: list[tuple[str, str]]) -> EntriesSkippedWarning:
+    """The warning saying which entries of the folder at ``path`` a walk skipped."""
+    named = "; ".join(f"{where} ({why})" for where, why in skipped[:_NAMED_SKIPPED])
+    more = f"; and {len(skipped) - _NAMED_SKIPPED} more" if len(skipped) > _NAMED_SKIPPED else ""
+    return EntriesSkippedWarning(
+        f"{path}: skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} that "
+        f"{'is' if len(skipped) == 1 else 'are'} not tiles: {named}{more}",
+        entries=skipped,
+    )
+
 
 class ExplodedReader(ReaderBase):
     """Reads an exploded tile folder in the layout given by the subclass.
@@ -268,12 +284,28 @@ class ExplodedReader(ReaderBase):
         return self._ext if self._ext is not None else self._metadata.tile_format.value
 
     def iter_tiles(self, zooms: Iterable[int] | None = None) -> Iterator[tuple[Tile, bytes]]:
-        """Every tile with its bytes, by level, then folder, then file number, lazily."""
+        """Every tile with its bytes, by level, then folder, then file number, lazily.
+
+        Warns:
+            EntriesSkippedWarning: once the walk is over, when it skipped entries that are not
+                tiles (symbolic links, FIFOs, other files, names outside the layout).
+        """
         levels = None if zooms is None else set(zooms)
-        for found in self._walk(self._metadata.tms, self._extension, levels, None):
+        skipped: list[tuple[str, str]] = []
+
+        def note(parts: list[str], why: str) -> None:
+            skipped.append(("/".join(parts), why))
+
+        if levels is None:
+            self._check_top_level(note)
+        for found in self._walk(self._metadata.tms, self._extension, levels, note):
             data = self._read(found)
-            if data is not None:
+            if data is None:
+                note(found.parts, "vanished while reading")
+            else:
                 yield found.tile, data
+        if skipped:
+            warnings.warn(skipped_warning(self.path, skipped), stacklevel=2)
 
     def count_tiles(self) -> int:
         """How many tiles the folder holds (names are listed; no tile is read)."""
@@ -283,9 +315,13 @@ class ExplodedReader(ReaderBase):
         """Entries that are not tiles, tiles outside the matrix, unreadable or mistyped tiles."""
         problems: list[str] = []
         expected = (self._metadata.tile_format, self._metadata.tile_compression)
+
+        def note(parts: list[str], why: str) -> None:
+            problems.append(f"{self.path.joinpath(*parts)}: {why}, ignored")
+
         try:
-            self._check_top_level(problems)
-            for found in self._walk(self._metadata.tms, self._extension, None, problems):
+            self._check_top_level(note)
+            for found in self._walk(self._metadata.tms, self._extension, None, note):
                 data = self._read(found)
                 where = self.path.joinpath(*found.parts)
                 if data is None:
@@ -305,13 +341,13 @@ class ExplodedReader(ReaderBase):
         """Release the folder's descriptor."""
         self._folder.close()
 
-    def _check_top_level(self, problems: list[str]) -> None:
+    def _check_top_level(self, note: _Note) -> None:
         for name, kind in self._folder.list_dir() or []:
             if name in self._top_level_names or name in self._prefix[:1]:
                 continue
             if kind is EntryKind.DIRECTORY and self.layout.parse_level(name) is not None:
                 continue
-            problems.append(f"{self.path / name}: not part of the tile set, ignored")
+            note([name], "not part of the tile set")
 
     def _read(self, found: _Found) -> bytes | None:
         return self._folder.read_file(found.parts, limit=MAX_TILE_BYTES)
@@ -321,19 +357,19 @@ class ExplodedReader(ReaderBase):
         tms: TileMatrixSet,
         ext: str | None,
         levels: set[int] | None,
-        problems: list[str] | None,
+        notes: _Note | None,
     ) -> Iterator[_Found]:
         """Tiles by name in sorted order, lazily, one folder listing at a time.
 
         Anything that is not a tile of ``tms`` with extension ``ext`` (any tile extension when
-        None) is skipped, and described in ``problems`` when given.
+        None) is skipped, and passed to ``notes`` when given.
         """
         layout = self.layout
         prefix = self._prefix
 
         def note(parts: list[str], why: str) -> None:
-            if problems is not None:
-                problems.append(f"{self.path.joinpath(*parts)}: {why}, ignored")
+            if notes is not None:
+                notes(parts, why)
 
         top = self._folder.list_dir(prefix) or []
         for z, level_name in _numbered(top, layout.parse_level, prefix, note, quiet=not prefix):
@@ -405,12 +441,49 @@ class ExplodedWriter(WriterBase):
 
     layout: ClassVar[FolderLayout] = XYZLayout()
     directory = True
+    kind_name = "an XYZ tile folder"
+    _top_level_names: ClassVar[frozenset[str]] = frozenset({METADATA_FILE, TMS_FILE})
 
     def __init__(
         self, path: Path | str, metadata: TilesetMetadata, *, overwrite: bool = False
     ) -> None:
         super().__init__(path, metadata, overwrite=overwrite)
         self._made: Path | None = None
+
+    @classmethod
+    def refusal(cls, path: Path) -> str | None:
+        """Why the folder at ``path`` is not a tile folder of this layout (an entry other than
+        the layout's level/middle/tile names and the sidecar files), or ``None``. An empty folder
+        may be replaced: nothing in it is lost."""
+        layout = cls.layout
+        top = cls._top_level_names
+
+        def belongs(parts: list[str], kind: EntryKind) -> bool:
+            if parts[0] == _ALLLAYERS and _ALLLAYERS in top:
+                if len(parts) == 1:
+                    return kind is EntryKind.DIRECTORY
+                parts = parts[1:]
+            elif len(parts) == 1 and parts[0] in top:
+                return kind is EntryKind.FILE
+            is_dir = kind is EntryKind.DIRECTORY
+            if len(parts) == 1:
+                return is_dir and layout.parse_level(parts[0]) is not None
+            if len(parts) == 2:
+                return is_dir and layout.parse_middle(parts[1]) is not None
+            stem, dot, ext = parts[-1].rpartition(".")
+            return (
+                len(parts) == 3
+                and kind is EntryKind.FILE
+                and bool(dot)
+                and ext in _EXTENSIONS
+                and layout.parse_leaf(stem) is not None
+            )
+
+        try:
+            foreign = find_foreign_entry(path, belongs)
+        except OSError as exc:
+            return f"cannot list it: {exc.strerror or exc}"
+        return None if foreign is None else f"it holds {foreign}"
 
     def _write(self, tile: Tile, data: bytes) -> None:
         parts = self.layout.parts(self.metadata.tms, tile, self.metadata.tile_format.value)
@@ -434,6 +507,7 @@ class XYZFolderWriter(ExplodedWriter):
     """Writes ``xyz:DIR`` folders: ``DIR/{z}/{x}/{y}.ext``."""
 
     layout = XYZLayout()
+    kind_name = "an XYZ tile folder"
 
 
 class TMSFolderReader(ExplodedReader):
@@ -446,6 +520,7 @@ class TMSFolderWriter(ExplodedWriter):
     """Writes ``tms:DIR`` folders: ``DIR/{z}/{x}/{y}.ext``, rows counted from the bottom."""
 
     layout = TMSLayout()
+    kind_name = "a TMS tile folder"
 
 
 class EsriExplodedReader(ExplodedReader):
@@ -464,3 +539,5 @@ class EsriExplodedWriter(ExplodedWriter):
     """Writes ``esri-exploded:DIR`` folders: ``DIR/L{zz}/R{row:08x}/C{col:08x}.ext``."""
 
     layout = EsriExplodedLayout()
+    kind_name = "an Esri exploded cache folder"
+    _top_level_names = frozenset({METADATA_FILE, TMS_FILE, "conf.xml", "conf.cdi", _ALLLAYERS})

@@ -30,7 +30,7 @@ import pyproj
 from morecantile import TileMatrixSet
 from pyproj.enums import WktVersion
 
-from offmaps.containers._common import ReaderBase
+from offmaps.containers._common import ReaderBase, archive_refusal
 from offmaps.containers._sqlite import (
     SQLiteWriterBase,
     open_read_only,
@@ -287,6 +287,34 @@ class GeoPackageWriter(SQLiteWriterBase):
     """
 
     what = "GeoPackage"
+    kind_name = "a GeoPackage of tiles"
+
+    @classmethod
+    def refusal(cls, path: Path) -> str | None:
+        """Why ``path`` is not a GeoPackage of tiles only, or ``None`` when it is: a GeoPackage
+        holding feature or attribute tables too is never replaced, as they would be lost."""
+        reason = archive_refusal(path, GeoPackageReader)
+        if reason is not None:
+            return reason
+        try:
+            conn = open_read_only(path, what="GeoPackage")
+        except ContainerError as exc:
+            return str(exc).removeprefix(f"{path}: ")
+        try:
+            others = [
+                f"{name} ({kind})"
+                for name, kind in conn.execute(
+                    "SELECT table_name, data_type FROM gpkg_contents "
+                    "WHERE data_type NOT IN ('tiles', 'vector-tiles') ORDER BY table_name"
+                )
+            ]
+        except sqlite3.Error as exc:
+            return str(read_error(path, exc, what="GeoPackage")).removeprefix(f"{path}: ")
+        finally:
+            conn.close()
+        if others:
+            return f"it holds other tables than tiles: {', '.join(others[:5])}"
+        return None
 
     def __init__(
         self,
@@ -881,6 +909,13 @@ class GeoPackageReader(ReaderBase):
         except sqlite3.Error as exc:
             raise read_error(self.path, exc, what="GeoPackage") from exc
         return int(count)
+
+    def check(self) -> list[str]:
+        """Problems SQLite's ``PRAGMA quick_check`` finds (it reads each page once)."""
+        try:
+            return [f"{self.path}: {problem}" for problem in quick_check(self._conn)]
+        except sqlite3.Error as exc:
+            return [str(read_error(self.path, exc, what="GeoPackage"))]
 
     def verify(self) -> list[str]:
         """Problems found by a full check: SQLite integrity, GeoPackage header and tables, and

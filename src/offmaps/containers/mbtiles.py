@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from offmaps.containers._common import ReaderBase
+from offmaps.containers._common import ReaderBase, archive_refusal
 from offmaps.containers._sqlite import (
     SQLiteWriterBase,
     open_read_only,
@@ -146,6 +146,12 @@ class MBTilesWriter(SQLiteWriterBase):
     """
 
     what = "MBTiles file"
+    kind_name = "an MBTiles file"
+
+    @classmethod
+    def refusal(cls, path: Path) -> str | None:
+        """Why ``path`` does not open as an MBTiles file, or ``None`` when it does."""
+        return archive_refusal(path, MBTilesReader)
 
     def __init__(
         self,
@@ -458,6 +464,13 @@ class MBTilesReader(ReaderBase):
         except sqlite3.Error as exc:
             raise read_error(self.path, exc, what="MBTiles file") from exc
         return int(count)
+
+    def check(self) -> list[str]:
+        """Problems SQLite's ``PRAGMA quick_check`` finds (it reads each page once)."""
+        try:
+            return [f"{self.path}: {problem}" for problem in quick_check(self._conn)]
+        except sqlite3.Error as exc:
+            return [str(read_error(self.path, exc, what="MBTiles file"))]
 
     def verify(self) -> list[str]:
         """Problems found by a full check: SQLite integrity, required metadata, every tile's

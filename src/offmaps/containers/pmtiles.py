@@ -57,7 +57,7 @@ from pmtiles.tile import (
     zxy_to_tileid,
 )
 
-from offmaps.containers._common import ReaderBase, WriterBase
+from offmaps.containers._common import ReaderBase, WriterBase, archive_refusal
 from offmaps.containers.base import (
     TilesetMetadata,
     check_tile_in_matrix,
@@ -834,6 +834,13 @@ class PMTilesWriter(WriterBase):
         DestinationExistsError: when ``path`` exists and ``overwrite`` is false.
         ContainerWriteError: when the folder cannot be written.
     """
+
+    kind_name = "a PMTiles archive"
+
+    @classmethod
+    def refusal(cls, path: Path) -> str | None:
+        """Why ``path`` does not open as a PMTiles archive, or ``None`` when it does."""
+        return archive_refusal(path, PMTilesReader)
 
     def __init__(
         self, path: Path | str, metadata: TilesetMetadata, *, overwrite: bool = False
