@@ -15,13 +15,7 @@ from offmaps.client import Portal
 from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
 from offmaps.features.model import Delete, Insert, Update
 from offmaps.schemas import SyncDirection
-from tests.client.test_sync import (  # noqa: F401 - take_offline is a fixture
-    Device,
-    attach,
-    server_edit,
-    server_sites,
-    take_offline,
-)
+from tests.client.test_sync import Device, attach, server_edit, server_sites
 from tests.serverkit import PASSWORD, LiveServer
 
 
