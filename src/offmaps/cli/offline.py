@@ -127,10 +127,15 @@ def estimate(url: str, map_id: str, as_json: bool, **options: Any) -> None:
             if layer.tiles is not None
             else f"{layer.features or 0:,} rows"
         )
+        if layer.attachments is not None:
+            photos = (layer.attachment_bytes or 0) / 1e6
+            what += f", {layer.attachments:,} attachments ({photos:,.1f} MB)"
         warning = f"  ! {layer.error}" if layer.error else ""
         click.echo(f"{layer.layer_id}  {what}  ~{layer.bytes / 1e6:,.1f} MB{warning}")
     for layer_id in found.omitted:
         click.echo(f"{layer_id}  left out")
+    if found.overhead_bytes:
+        click.echo(f"package files  ~{found.overhead_bytes / 1e6:,.1f} MB")
     click.echo(f"total ~{found.bytes / 1e6:,.1f} MB")
 
 

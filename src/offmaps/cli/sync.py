@@ -149,7 +149,13 @@ def status(folder: Path, check: bool, url: str | None, as_json: bool) -> None:
             info = OfflineMapSyncTask(package, portal).check_for_updates()
         report["updates"] = {
             "download_changes": info.download_changes,
+            "download_deletes": info.download_deletes,
+            "download_bytes": info.download_bytes,
+            "download_attachments": info.download_attachments,
             "upload_changes": info.upload_changes,
+            "upload_edits": info.upload_edits,
+            "upload_bytes": info.upload_bytes,
+            "upload_attachments": info.upload_attachments,
         }
     if as_json:
         _echo_json(report)
@@ -166,8 +172,12 @@ def status(folder: Path, check: bool, url: str | None, as_json: bool) -> None:
     if "updates" in report:
         updates = report["updates"]
         click.echo(
-            f"server: {updates['download_changes']} rows to download; "
-            f"device: {updates['upload_changes']} changes to upload"
+            f"server: {updates['download_changes']} rows to download "
+            f"({updates['download_deletes']} deletions), "
+            f"{updates['download_attachments']} attachment files, "
+            f"{updates['download_bytes']:,} bytes; device: {updates['upload_changes']} changes "
+            f"to upload ({updates['upload_edits']} edits), "
+            f"{updates['upload_attachments']} attachment files, {updates['upload_bytes']:,} bytes"
         )
 
 

@@ -149,14 +149,77 @@ class OfflineMapSyncResult:
 
 @dataclass(frozen=True)
 class OfflineMapUpdatesInfo:
-    """Whether a sync has something to do (ArcGIS ``OfflineMapUpdatesInfo``)."""
+    """What a sync would send each way, now (ArcGIS ``OfflineMapUpdatesInfo``, with sizes).
+
+    Exact, not bounds: the server encodes the rows a download would send without sending
+    them, and the device reads its outbox as an upload would. A sync may still move a little
+    more: the server's own rows for changes it merges or refuses come back with their answers.
+    """
 
     download_available: bool
     download_changes: int
-    """Rows changed on the server (an upper bound: rows outside the area count too)."""
+    """Rows the server would send: upserts and deletions (rows deleted, or moved out of the
+    replica's area or filters)."""
     upload_available: bool
     upload_changes: int
-    """Changes waiting in the device's outbox."""
+    """Changes the device would upload (several edits of one row travel as one change)."""
+    download_deletes: int = 0
+    """Of ``download_changes``, the deletions."""
+    download_bytes: int = 0
+    """Bytes to download: the change streams and the attachment files the device lacks."""
+    download_attachments: int = 0
+    """Attachment files to download."""
+    upload_edits: int = 0
+    """Outbox edits those changes carry (what ``sync status`` counts as pending)."""
+    upload_bytes: int = 0
+    """Bytes to upload: the change sets and the attachment bytes the server lacks."""
+    upload_attachments: int = 0
+    """Attachment files (or their remaining parts) to upload."""
+
+
+@dataclass
+class _Tally:
+    """What one way of a sync would move, added up replica by replica."""
+
+    changes: int = 0
+    deletes: int = 0
+    edits: int = 0
+    bytes: int = 0
+    files: int = 0
+
+
+def _sync_layers(
+    replica: PackageReplica, local: LocalReplica, parameters: SyncOfflineMapParameters
+) -> list[str] | None:
+    """The layers of ``replica`` a sync with ``parameters`` takes (``None``: all of them).
+
+    Raises:
+        SyncFailedError: layers are named but the replica syncs all its layers together.
+    """
+    wanted = parameters.layers
+    if wanted is None:
+        return None
+    if replica.sync_model != "per_layer":
+        raise SyncFailedError(f"{replica.service} syncs all its layers together (per_replica)")
+    own = set(local.generations())
+    return [name for name in wanted if name in own]
+
+
+def _download_groups(
+    replica: PackageReplica, local: LocalReplica, layers: list[str] | None
+) -> list[tuple[list[str] | None, int]]:
+    """The downloads of a replica, each with the layers it asks for (``None``: all) and the
+    generation it asks from: one per layer (``per_layer``), or one for all."""
+    generations = local.generations()
+    groups: list[list[str] | None]
+    if replica.sync_model == "per_layer":
+        groups = [[name] for name in (layers or sorted(generations))]
+    else:
+        groups = [None]
+    return [
+        (group, min((generations[name] for name in group or generations), default=0))
+        for group in groups
+    ]
 
 
 def _with_covered(changes: Sequence[Change], results: Sequence[ChangeResult]) -> list[ChangeResult]:
@@ -218,19 +281,94 @@ class OfflineMapSyncTask:
         """A job that syncs the package; call ``start()`` or ``wait()``."""
         return OfflineMapSyncJob(self, parameters)
 
-    def check_for_updates(self) -> OfflineMapUpdatesInfo:
-        """Whether there are server changes to download or device edits to upload."""
-        down = up = 0
+    def check_for_updates(
+        self, parameters: SyncOfflineMapParameters | None = None
+    ) -> OfflineMapUpdatesInfo:
+        """What a sync with ``parameters`` (default: the default parameters) would download
+        and upload now: rows and bytes, exactly (:class:`OfflineMapUpdatesInfo`).
+
+        The device's pending edits are read as an upload would read them, without writing
+        anything down; nothing is sent to the server but questions.
+        """
+        parameters = parameters or self.create_default_offline_map_sync_parameters()
+        down = _Tally()
+        up = _Tally()
+        wanted: dict[str, int] = {}
+        present = LocalBlobStore(self.package.path / ATTACHMENTS_FOLDER)
         for replica in self.replicas:
             with self.open_replica(replica) as local:
-                up += local.pending_count()
-                since = min(local.generations().values(), default=replica.generation)
-            if replica.sync_direction in {"bidirectional", "download"}:
-                found = self.portal.request(
-                    "GET", f"/api/replicas/{replica.replica_id}/updates", params={"since": since}
+                layers = _sync_layers(replica, local, parameters)
+                if layers == []:
+                    continue
+                if _allows(replica.sync_direction, parameters.sync_direction, "upload"):
+                    self._measure_upload(replica, local, parameters, layers, up)
+                if not _allows(replica.sync_direction, parameters.sync_direction, "download"):
+                    continue
+                for group, since in _download_groups(replica, local, layers):
+                    query: dict[str, str | int] = {"since": since}
+                    if group:
+                        query["layers"] = ",".join(group)
+                    found = self.portal.request(
+                        "GET", f"/api/replicas/{replica.replica_id}/updates", params=query
+                    )
+                    down.changes += int(found["changes"])
+                    down.deletes += int(found.get("deletes", 0))
+                    down.bytes += int(found.get("bytes", 0))
+                    if replica.attachment_sync_direction == "bidirectional":
+                        for ref in found.get("attachments", ()):
+                            wanted[str(ref["sha256"])] = int(ref["size"])
+        lacking = {sha: n for sha, n in wanted.items() if not present.exists(sha)}
+        return OfflineMapUpdatesInfo(
+            download_available=down.changes > 0,
+            download_changes=down.changes,
+            upload_available=up.changes > 0,
+            upload_changes=up.changes,
+            download_deletes=down.deletes,
+            download_bytes=down.bytes + sum(lacking.values()),
+            download_attachments=len(lacking),
+            upload_edits=up.edits,
+            upload_bytes=up.bytes,
+            upload_attachments=up.files,
+        )
+
+    def _measure_upload(
+        self,
+        replica: PackageReplica,
+        local: LocalReplica,
+        parameters: SyncOfflineMapParameters,
+        layers: list[str] | None,
+        tally: _Tally,
+    ) -> None:
+        """Add what uploading ``replica``'s outbox would send to ``tally``: its change sets,
+        as the upload batches them, and the attachment bytes the server lacks."""
+        seen: set[uuid.UUID] = set()
+        blobs: dict[str, int] = {}
+        while changes := local.pending(
+            layers, limit=parameters.batch_size, skip=seen, preview=True
+        ):
+            change_set = ChangeSet(
+                change_set_id=uuid.uuid4(),
+                replica_id=replica.replica_id,
+                changes=changes,
+                rollback_on_failure=parameters.rollback_on_failure,
+            )
+            tally.bytes += len(change_set.model_dump_json().encode())
+            tally.changes += len(changes)
+            tally.edits += sum(1 + len(change.covers) for change in changes)
+            seen.update(cid for change in changes for cid in (change.change_id, *change.covers))
+            if replica.attachment_sync_direction != "none":
+                blobs.update(
+                    (change.attachment.sha256, change.attachment.size)
+                    for change in changes
+                    if change.kind is SyncChangeKind.ATTACHMENT_ADD and change.attachment
                 )
-                down += int(found["changes"])
-        return OfflineMapUpdatesInfo(down > 0, down, up > 0, up)
+        for sha256, size in blobs.items():
+            state = self.portal.request(
+                "GET", f"/api/replicas/{replica.replica_id}/uploads/{sha256}"
+            )
+            rest = 0 if state["complete"] else max(size - int(state["received"]), 0)
+            tally.bytes += rest
+            tally.files += 1 if rest or not state["complete"] else 0
 
     def unregister_geodatabases(self) -> None:
         """Release the package's replicas on the server: they will not sync again."""
@@ -341,15 +479,7 @@ class _ReplicaSync:
         self.job._report(self.start + self.share * fraction, f"{self.replica.service}: {message}")
 
     def layers(self, local: LocalReplica) -> list[str] | None:
-        wanted = self.job.parameters.layers
-        if wanted is None:
-            return None
-        if self.replica.sync_model != "per_layer":
-            raise SyncFailedError(
-                f"{self.replica.service} syncs all its layers together (per_replica)"
-            )
-        own = set(local.generations())
-        return [name for name in wanted if name in own]
+        return _sync_layers(self.replica, local, self.job.parameters)
 
     def run(self) -> None:
         parameters = self.job.parameters
@@ -517,16 +647,10 @@ class _ReplicaSync:
 
     def download(self, local: LocalReplica, layers: list[str] | None) -> None:
         result = self.job.result
-        groups: list[list[str] | None]
-        if self.replica.sync_model == "per_layer":
-            groups = [[name] for name in (layers or sorted(local.generations()))]
-        else:
-            groups = [None]
+        groups = _download_groups(self.replica, local, layers)
         target = self.root / _DOWNLOAD_NAME
-        for index, group in enumerate(groups):
-            generations = local.generations()
-            names = group or sorted(generations)
-            since = min(generations[name] for name in names)
+        for index, (group, since) in enumerate(groups):
+            names = group or sorted(local.generations())
             self.report(0.5 + 0.5 * index / len(groups), f"downloading {', '.join(names)}")
             try:
                 checked = self.fetch(target, since, group)
@@ -674,9 +798,11 @@ class AsyncOfflineMapSyncTask:
         """See :meth:`OfflineMapSyncTask.create_default_offline_map_sync_parameters`."""
         return self.task.create_default_offline_map_sync_parameters()
 
-    async def check_for_updates(self) -> OfflineMapUpdatesInfo:
+    async def check_for_updates(
+        self, parameters: SyncOfflineMapParameters | None = None
+    ) -> OfflineMapUpdatesInfo:
         """See :meth:`OfflineMapSyncTask.check_for_updates`."""
-        return await asyncio.to_thread(self.task.check_for_updates)
+        return await asyncio.to_thread(self.task.check_for_updates, parameters)
 
     async def sync_offline_map(
         self, parameters: SyncOfflineMapParameters, *, on_progress: Progress | None = None

@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -70,11 +72,15 @@ from offmaps.tiling import AreaOfInterest
 from offmaps.types import BBox, ZoomRange
 
 __all__ = [
+    "SAMPLED_ROWS",
     "LayerExtract",
+    "LayerSize",
     "Progress",
+    "ReplicaEstimate",
     "ReplicaResult",
     "RowFilter",
     "TileExtractResult",
+    "estimate_feature_service",
     "extract_feature_service",
     "extract_tiles",
 ]
@@ -503,7 +509,7 @@ class _Extraction:
             kept = self._keep(
                 plan, related, batch, lambda f: f.geometry, lambda f, k: f.properties.get(k)
             )
-            self.rows[layer] += self.replica.copy_features(layer, kept)
+            self.rows[layer] += self._write_features(layer, kept)
             for field_name, found in keys:
                 found.update(v for f in kept if (v := f.properties.get(field_name)) is not None)
             if plan.extract.attachments:
@@ -537,9 +543,7 @@ class _Extraction:
                 kept = self._keep(
                     plan, related, batch, lambda r: r.geometry, lambda r, k: r.values[index[k]]
                 )
-                self.rows[layer] += self.replica.copy_rows_from(
-                    source, layer, [row.fid for row in kept]
-                )
+                self.rows[layer] += self._write_scanned(source, layer, kept)
                 for name, found in keys:
                     found.update(v for row in kept if (v := row.values[index[name]]) is not None)
                 if plan.extract.attachments:
@@ -551,13 +555,23 @@ class _Extraction:
                     f"{layer}: {read} of {max(read, plan.estimate)} rows",
                 )
 
+    def _write_features(self, layer: str, kept: list[Feature]) -> int:
+        """Write the chosen rows (features) of a batch; returns how many."""
+        return self.replica.copy_features(layer, kept)
+
+    def _write_scanned(self, source: GeoPackageStore, layer: str, kept: list[ScannedRow]) -> int:
+        """Write the chosen rows (scanned from a GeoPackage) of a batch; returns how many."""
+        return self.replica.copy_rows_from(source, layer, [row.fid for row in kept])
+
+    def _attachment_records(self, layer: str, global_id: uuid.UUID) -> tuple[Attachment, ...]:
+        try:
+            return self.store.list_attachments(layer, global_id)
+        except FeatureNotFoundError:
+            return ()  # deleted on the server since it was read: sync will delete it
+
     def _copy_attachments(self, layer: str, global_ids: Iterable[uuid.UUID]) -> None:
         for global_id in global_ids:
-            try:
-                records = self.store.list_attachments(layer, global_id)
-            except FeatureNotFoundError:
-                continue  # deleted on the server since it was read: sync will delete it
-            for record in records:
+            for record in self._attachment_records(layer, global_id):
                 self._copy_blob(record)
                 self.replica.add_attachment(
                     layer,
@@ -602,6 +616,210 @@ class _Extraction:
         self._reported = max(self._reported, min(fraction, 1.0))
         if self.progress is not None:
             self.progress(self._reported, message)
+
+
+# --- estimates ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSize:
+    """What one layer or table would bring into a replica (:func:`estimate_feature_service`).
+
+    Attributes:
+        rows: the rows the extraction would write: chosen exactly as it chooses them.
+        bytes: what those rows add to the replica file, their attachment records included,
+            measured on a sample written the way the extraction writes rows.
+        attachments: the attachment records of those rows.
+        blobs: the distinct attachment blobs they name (SHA-256 → size in bytes, from the
+            attachment records).
+        sampled: how many rows the byte count was measured on (all of them for small layers).
+    """
+
+    rows: int
+    bytes: int
+    attachments: int
+    blobs: dict[str, int]
+    sampled: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaEstimate:
+    """What :func:`extract_feature_service` would write, before it runs.
+
+    Attributes:
+        layers: per layer and table, its rows, bytes and attachments.
+        empty_bytes: the replica file with every schema, relationship and sync table, no rows.
+    """
+
+    layers: dict[str, LayerSize]
+    empty_bytes: int
+
+    @property
+    def blobs(self) -> dict[str, int]:
+        """The distinct attachment blobs of every layer (SHA-256 → size)."""
+        return {sha: size for layer in self.layers.values() for sha, size in layer.blobs.items()}
+
+
+SAMPLED_ROWS = 2000
+"""Rows per layer written to a sample replica to measure what rows weigh in the package."""
+
+
+def estimate_feature_service(
+    store: FeatureStore,
+    layers: Sequence[LayerExtract],
+    area: AreaOfInterest,
+    *,
+    scratch: Path,
+    row_filter: RowFilter = RowFilter.RELATED_ONLY,
+    finish: Callable[[Path], None] | None = None,
+    sample_rows: int = SAMPLED_ROWS,
+) -> ReplicaEstimate:
+    """What :func:`extract_feature_service` would write for the same arguments, cheaply.
+
+    The rows are chosen as the extraction chooses them (the area's polygon, not its bounding
+    box; ``where``; related rows only), reading only what the choice needs; no row is copied
+    except a sample. Bytes are measured, not guessed: an empty replica is written with the
+    layers' schemas, then, for each layer, a copy of it with up to ``sample_rows`` of the
+    chosen rows (spread evenly over them) and their attachment records; what the sample adds
+    to the file, per row, times the chosen rows is the layer's bytes. Attachment counts and
+    blob sizes are exact (from the attachment records).
+
+    Args:
+        store: the feature service.
+        layers: the layers and tables, as :func:`extract_feature_service` takes them.
+        area: the area of interest.
+        scratch: a folder for the sample replicas (removed again before returning).
+        row_filter: which rows of tables to take.
+        finish: called with each sample replica once written, to do what is done to the
+            real one after the extraction (install the sync tables, say), before measuring.
+        sample_rows: rows per layer written to measure bytes.
+
+    Raises:
+        LayerNotFoundError, InvalidFilterError, InvalidOfflineParametersError,
+        InvalidAOIError: as :func:`extract_feature_service`.
+    """
+    plans = _plan(store, layers, area)
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=".estimate-") as folder:
+        empty = Path(folder) / "empty.gpkg"
+        replica = GeoPackageStore.create(empty)
+        replica.stop_syncing()
+        try:
+            selection = _Selection(store, replica, plans, row_filter, None, None, None, None)
+            selection.run()
+        finally:
+            replica.close()
+        _leave_wal(empty)
+        base = _measure(empty, Path(folder) / "base.gpkg", finish, lambda _: None)
+        sizes: dict[str, LayerSize] = {}
+        for index, plan in enumerate(plans):
+            name = plan.schema.name
+            chosen = selection.chosen.get(name, [])
+            sample = _spread(chosen, sample_rows)
+            records = selection.records.get(name, {})
+            size = 0
+            if sample:
+
+                def fill(
+                    target: GeoPackageStore, layer: str = name, rows: list[_Chosen] = sample
+                ) -> None:
+                    selection.write_sample(target, layer, rows)
+
+                measured = _measure(empty, Path(folder) / f"{index}.gpkg", finish, fill)
+                size = round(max(measured - base, 0) * len(chosen) / len(sample))
+            sizes[name] = LayerSize(
+                rows=len(chosen),
+                bytes=size,
+                attachments=sum(len(found) for found in records.values()),
+                blobs={r.sha256: r.size for found in records.values() for r in found},
+                sampled=len(sample),
+            )
+    return ReplicaEstimate(sizes, base)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chosen:
+    """A row the extraction would write: its fid (rows of a GeoPackage source) and id."""
+
+    fid: int | None
+    global_id: uuid.UUID
+
+
+def _spread(rows: list[_Chosen], count: int) -> list[_Chosen]:
+    """Up to ``count`` of ``rows``, evenly spread over them, in their order."""
+    if len(rows) <= count:
+        return rows
+    step = len(rows) / count
+    return [rows[int(i * step)] for i in range(count)]
+
+
+def _measure(
+    empty: Path,
+    target: Path,
+    finish: Callable[[Path], None] | None,
+    fill: Callable[[GeoPackageStore], None],
+) -> int:
+    """The size of a copy of the empty replica ``empty`` filled by ``fill``, finished as the
+    real replica is (journal mode, then ``finish``)."""
+    shutil.copyfile(empty, target)
+    with GeoPackageStore.open(target) as replica:
+        replica.stop_syncing()
+        fill(replica)
+    _leave_wal(target)
+    if finish is not None:
+        finish(target)
+    return target.stat().st_size
+
+
+@dataclass
+class _Selection(_Extraction):
+    """An extraction that writes no row: it records the rows it would write, and their
+    attachment records (the schemas and relationships still go into its replica)."""
+
+    chosen: dict[str, list[_Chosen]] = field(default_factory=dict)
+    records: dict[str, dict[uuid.UUID, tuple[Attachment, ...]]] = field(default_factory=dict)
+
+    def _write_features(self, layer: str, kept: list[Feature]) -> int:
+        self.chosen.setdefault(layer, []).extend(_Chosen(None, f.global_id) for f in kept)
+        return len(kept)
+
+    def _write_scanned(self, source: GeoPackageStore, layer: str, kept: list[ScannedRow]) -> int:
+        self.chosen.setdefault(layer, []).extend(
+            _Chosen(row.fid, uuid.UUID(row.global_id)) for row in kept
+        )
+        return len(kept)
+
+    def _copy_attachments(self, layer: str, global_ids: Iterable[uuid.UUID]) -> None:
+        found = self.records.setdefault(layer, {})
+        for global_id in global_ids:
+            records = self._attachment_records(layer, global_id)
+            if records:
+                found[global_id] = records
+
+    def write_sample(self, target: GeoPackageStore, layer: str, rows: list[_Chosen]) -> None:
+        """Write ``rows`` of ``layer`` and their attachment records into ``target``, the way
+        the extraction writes them."""
+        fids = [row.fid for row in rows if row.fid is not None]
+        if isinstance(self.store, GeoPackageStore) and len(fids) == len(rows):
+            for start in range(0, len(fids), _BATCH):
+                target.copy_rows_from(self.store, layer, fids[start : start + _BATCH])
+        else:
+            for start in range(0, len(rows), _BATCH):
+                ids = tuple(row.global_id for row in rows[start : start + _BATCH])
+                query = FeatureQuery(global_ids=ids)
+                target.copy_features(layer, list(self.store.iter_features(layer, query)))
+        records = self.records.get(layer, {})
+        for row in rows:
+            for record in records.get(row.global_id, ()):
+                target.add_attachment(
+                    layer,
+                    row.global_id,
+                    name=record.name,
+                    content_type=record.content_type,
+                    size=record.size,
+                    sha256=record.sha256,
+                    attachment_id=record.attachment_id,
+                )
 
 
 # --- helpers --------------------------------------------------------------------------------

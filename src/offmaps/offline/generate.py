@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -35,9 +35,15 @@ from offmaps.errors import (
     PackageError,
     TileNotFoundError,
 )
-from offmaps.features.model import FeatureQuery
+from offmaps.features.store import FeatureStore
 from offmaps.jobs import JobContext, JobKind
-from offmaps.offline.extract import LayerExtract, extract_feature_service, extract_tiles
+from offmaps.offline.extract import (
+    LayerExtract,
+    ReplicaEstimate,
+    estimate_feature_service,
+    extract_feature_service,
+    extract_tiles,
+)
 from offmaps.offline.package import (
     MANIFEST_NAME,
     PackageFile,
@@ -50,6 +56,7 @@ from offmaps.offline.package import (
     write_manifest,
 )
 from offmaps.offline.parameters import (
+    Area,
     GenerateOfflineMapParameterOverrides,
     GenerateOfflineMapParameters,
     LayerEstimate,
@@ -74,7 +81,7 @@ from offmaps.types import BBox, Tile
 
 __all__ = [
     "GENERATE_OFFLINE_MAP",
-    "ROW_BYTES",
+    "RecordedStates",
     "SAMPLED_TILES",
     "GenerateOfflineMap",
     "OfflineMapServices",
@@ -89,10 +96,12 @@ __all__ = [
 
 GENERATE_OFFLINE_MAP = "generate_offline_map"
 """The name of the generate job kind."""
-ROW_BYTES = 400
-"""A typical GeoPackage row with its index entries, for estimates."""
 SAMPLED_TILES = 16
 """Tiles read per level to measure a tile layer's sizes."""
+_TILE_ROW_BYTES = 40
+"""What a tile adds to its archive besides its bytes (an MBTiles row and index entry), about."""
+_DEFAULT_TILE_BYTES = 20_000
+"""A tile's size when none of the sampled tiles could be read."""
 
 
 @dataclass(frozen=True)
@@ -144,10 +153,13 @@ def prepare_offline_map(
     webmap: WebMap,
     parameters: GenerateOfflineMapParameters,
     overrides: GenerateOfflineMapParameterOverrides | None = None,
+    *,
+    states: RecordedStates | None = None,
 ) -> tuple[OfflinePlan, OfflineMapEstimate]:
-    """The plan and the estimate of an offline map of ``webmap``."""
+    """The plan and the estimate of an offline map of ``webmap`` (``states``: see
+    :func:`estimate_offline_map`)."""
     plan = plan_offline_map(webmap, parameters, overrides, tile_layer_infos(catalog))
-    return plan, estimate_offline_map(catalog, webmap, parameters, plan)
+    return plan, estimate_offline_map(catalog, webmap, parameters, plan, states=states)
 
 
 def check_export_limits(plan: OfflinePlan, estimate: OfflineMapEstimate) -> None:
@@ -173,7 +185,11 @@ def generate_offline_map(
     result (the files, and the errors of layers that failed under ``continue_on_errors``)."""
     webmap = services.catalog.webmaps.get(payload.map_id)
     plan, estimate = prepare_offline_map(
-        services.catalog, webmap, payload.parameters, payload.overrides
+        services.catalog,
+        webmap,
+        payload.parameters,
+        payload.overrides,
+        states=services.sync.recorded_states,
     )
     return _Generation(
         context,
@@ -206,19 +222,26 @@ def _tile_estimate(catalog: Catalog, plan: TileLayerPlan) -> LayerEstimate:
     cover = tile_cover(area, tms, plan.zooms) if area is not None else None
     counts = cover.counts() if cover is not None else {}
     tiles = sum(counts.values())
-    sizes: list[int] = []
+    estimated = 0.0
+    measured = False
     rng = random.Random(0)  # noqa: S311 - sampling, not security
     for z in plan.zooms.levels():
         if cover is None:
             break
         level = list(itertools.islice(cover.level(z), 4096))
-        for tile in rng.sample(level, min(SAMPLED_TILES, len(level))):
+        sizes: list[int] = []
+        sampled = rng.sample(level, min(SAMPLED_TILES, len(level)))
+        for tile in sampled:
             try:
                 sizes.append(len(source.get_tile(tile)))
-            except (TileNotFoundError, OffmapsError):
-                continue
-    measured = bool(sizes)
-    average = sum(sizes) / len(sizes) if sizes else 20_000
+            except OffmapsError:
+                sizes.append(0)  # no tile there: none in the package either
+        # tiles the source has not are counted by the cover but weigh nothing
+        measured = measured or any(sizes)
+        average = sum(sizes) / len(sizes) if sizes else 0
+        estimated += counts.get(z, 0) * (average + _TILE_ROW_BYTES * (average > 0))
+    if not measured:
+        estimated = tiles * _DEFAULT_TILE_BYTES
     error = None
     if tiles > plan.max_tiles:
         error = _limit_message(plan, counts, tms_id=source.info.tms_id)
@@ -228,7 +251,7 @@ def _tile_estimate(catalog: Catalog, plan: TileLayerPlan) -> LayerEstimate:
         tiles=tiles,
         min_zoom=plan.zooms.min,
         max_zoom=plan.zooms.max,
-        bytes=round(tiles * average),
+        bytes=round(estimated),
         measured=measured,
         error=error,
     )
@@ -270,32 +293,158 @@ def _area_bbox(aoi: AreaOfInterest) -> BBox:
     return BBox(west, south, east, north)
 
 
+RecordedStates = Callable[[str, Sequence[str]], Iterable[tuple[str, str, int, dict[str, int]]]]
+"""The server's recorded sync states of a service's layers
+(:meth:`offmaps.replicas.SyncService.recorded_states`), seeded into each new replica."""
+
+
 def estimate_offline_map(
-    catalog: Catalog, webmap: WebMap, parameters: GenerateOfflineMapParameters, plan: OfflinePlan
+    catalog: Catalog,
+    webmap: WebMap,
+    parameters: GenerateOfflineMapParameters,
+    plan: OfflinePlan,
+    *,
+    states: RecordedStates | None = None,
 ) -> OfflineMapEstimate:
-    """Tiles, rows and bytes per layer of ``plan``."""
+    """Tiles, rows and bytes per layer of ``plan``, as the generate job would write them.
+
+    Feature layers and tables: the rows the extraction would take (the area's polygon, the
+    filters, related rows only), their bytes measured on a sample written as the job writes
+    rows (:func:`offmaps.offline.extract.estimate_feature_service`), and their attachments'
+    bytes, exact, from the attachment records. Tile layers: the tiles of the tile cover, and
+    bytes from a sample of them. The package's other files (each replica's file with no rows,
+    the manifest, the thumbnail) are :attr:`OfflineMapEstimate.overhead_bytes`.
+
+    Args:
+        catalog: the server's services.
+        webmap: the web map.
+        parameters: the offline map's parameters.
+        plan: what to extract (:func:`offmaps.offline.plan.plan_offline_map`).
+        states: the server's recorded sync states, seeded into replicas registered for sync
+            (their rows count too); ``None`` counts none.
+    """
     layers = [_tile_estimate(catalog, tile_plan) for tile_plan in plan.tiles]
+    overhead = _manifest_bytes(webmap, plan) + _thumbnail_bytes(catalog, parameters, plan)
+    seen_blobs: set[str] = set()
     for service_plan in plan.services:
-        store = catalog.feature_service(service_plan.service)
+        found = _estimate_service(
+            catalog.feature_service(service_plan.service),
+            catalog.data_dir / "scratch",
+            service_plan,
+            parameters.area_of_interest,
+            states if service_plan.register_replica else None,
+        )
+        overhead += found.empty_bytes
         for layer in service_plan.layers:
-            schema = store.get_layer(layer.layer)
-            area = (layer.area or parameters.area_of_interest).aoi()
-            box = None if schema.is_table else catalog.bbox_to_layer(_area_bbox(area), schema)
-            filters = (layer.where,) if layer.where else ()
-            count = 0
-            if not layer.schema_only:
-                query = FeatureQuery(bbox=box, filters=filters, limit=1)
-                count = store.query(schema.name, query).number_matched
+            size = found.layers[layer.layer]
+            blobs = {sha: n for sha, n in size.blobs.items() if sha not in seen_blobs}
+            seen_blobs.update(blobs)
             layers.append(
                 LayerEstimate(
                     layer_id=layer.layer_id,
-                    kind="table" if schema.is_table else "feature",
-                    features=count,
-                    bytes=count * ROW_BYTES,
-                    measured=False,
+                    kind="table" if layer.is_table else "feature",
+                    features=size.rows,
+                    attachments=size.attachments if layer.attachments else None,
+                    attachment_bytes=sum(blobs.values()) if layer.attachments else None,
+                    bytes=size.bytes + sum(blobs.values()),
+                    measured=True,
                 )
             )
-    return OfflineMapEstimate(layers=tuple(layers), omitted=tuple(sorted(plan.omitted)))
+    return OfflineMapEstimate(
+        layers=tuple(layers), omitted=tuple(sorted(plan.omitted)), overhead_bytes=overhead
+    )
+
+
+def _estimate_service(
+    store: FeatureStore,
+    scratch: Path,
+    service_plan: ServicePlan,
+    area: Area,
+    states: RecordedStates | None,
+) -> ReplicaEstimate:
+    """What the job's replica of one service would hold (see :func:`estimate_offline_map`)."""
+    finish = None
+    if service_plan.register_replica:
+        names = [layer.layer for layer in service_plan.layers]
+        finish = partial(
+            _make_syncable, "0" * 32, store.generation(), states, service_plan.service, names
+        )
+    return estimate_feature_service(
+        store,
+        _layer_extracts(service_plan),
+        area.aoi(),
+        scratch=scratch,
+        row_filter=service_plan.row_filter,
+        finish=finish,
+    )
+
+
+def _layer_extracts(service_plan: ServicePlan) -> list[LayerExtract]:
+    return [
+        LayerExtract(
+            layer=layer.layer,
+            where=layer.where,
+            area=layer.area.aoi() if layer.area else None,
+            attachments=layer.attachments,
+            include_null_geometry=layer.include_null_geometry,
+            schema_only=layer.schema_only,
+        )
+        for layer in service_plan.layers
+    ]
+
+
+def _make_syncable(
+    replica_id: str,
+    generation: int,
+    states: RecordedStates | None,
+    service: str,
+    layers: Sequence[str],
+    path: Path,
+) -> None:
+    """Install the sync tables and triggers in a replica and seed the server's recorded
+    states: what the job does to a replica registered for sync."""
+    with LocalReplica.open(path, replica_id=replica_id, generation=generation) as local:
+        if states is not None:
+            local.seed_server_states(states(service, layers))
+
+
+_MANIFEST_FILE_BYTES = 160
+"""What one file's entry (path, size, SHA-256) adds to the manifest, about."""
+
+
+def _manifest_bytes(webmap: WebMap, plan: OfflinePlan) -> int:
+    """About what the manifest weighs: the web map document it carries, an entry per file
+    and per layer, and its other fields."""
+    document = len(webmap.model_dump_json(exclude_none=True))
+    files = len(plan.services) + len(plan.tiles) + 2
+    layers = sum(len(s.layers) for s in plan.services) + len(plan.tiles) + len(plan.online_only)
+    return document + _MANIFEST_FILE_BYTES * (files + layers) + 1000
+
+
+def _thumbnail_bytes(
+    catalog: Catalog, parameters: GenerateOfflineMapParameters, plan: OfflinePlan
+) -> int:
+    """The thumbnail the job would write: the one the request brings, else the raster
+    basemap's tile over the area's centre at its first level (see :func:`_thumbnail`)."""
+    item = parameters.item_info
+    if item is not None and item.thumbnail is not None:
+        return len(thumbnail_bytes(item.thumbnail)[0])
+    for tile_plan in plan.tiles:
+        source = catalog.tile_sources.get(tile_plan.service)
+        if tile_plan.kind != "raster_tile" or source is None:
+            continue
+        west, south, east, north = tile_plan.area.aoi().to_wgs84().bounds
+        tms = get_tms(source.info.tms_id)
+        for z in tile_plan.zooms.levels():
+            found = tms.tile((west + east) / 2, (south + north) / 2, z)
+            try:
+                data = source.get_tile(Tile(found.x, found.y, found.z))
+            except OffmapsError:
+                continue
+            if data.startswith(b"\x89PNG"):
+                return len(data)
+        return 0
+    return 0
 
 
 # --- the generate job ------------------------------------------------------------------------
@@ -408,17 +557,7 @@ class _Generation:
         result = extract_feature_service(
             self.catalog.feature_service(service_plan.service),
             self.folder / name,
-            [
-                LayerExtract(
-                    layer=layer.layer,
-                    where=layer.where,
-                    area=layer.area.aoi() if layer.area else None,
-                    attachments=layer.attachments,
-                    include_null_geometry=layer.include_null_geometry,
-                    schema_only=layer.schema_only,
-                )
-                for layer in service_plan.layers
-            ],
+            _layer_extracts(service_plan),
             self.parameters.area_of_interest.aoi(),
             row_filter=service_plan.row_filter,
             blobs=self.catalog.blobs,
@@ -466,12 +605,14 @@ class _Generation:
             attachment_sync_direction=service_plan.attachment_sync_direction.value,
         )
         # capture starts now: every edit on the device, by any tool, lands in the outbox
-        with LocalReplica.open(
-            self.folder / name, replica_id=replica.id, generation=result.generation
-        ) as local:
-            local.seed_server_states(
-                self.sync.recorded_states(service_plan.service, replica.layers)
-            )
+        _make_syncable(
+            replica.id,
+            result.generation,
+            self.sync.recorded_states,
+            service_plan.service,
+            replica.layers,
+            self.folder / name,
+        )
         self.package_replicas.append(
             PackageReplica(
                 service=service_plan.service,

@@ -329,6 +329,10 @@ class LayerEstimate(_Model):
     kind: str
     features: int | None = None
     attachments: int | None = None
+    """Attachment records of the rows, when attachments are taken."""
+    attachment_bytes: int | None = None
+    """The bytes of those attachments (distinct files, each counted once in the package),
+    part of ``bytes``."""
     tiles: int | None = None
     min_zoom: int | None = None
     max_zoom: int | None = None
@@ -345,11 +349,14 @@ class OfflineMapEstimate(_Model):
     layers: tuple[LayerEstimate, ...]
     omitted: tuple[str, ...] = ()
     """Layers left out (removed from the overrides, not supported, online only)."""
+    overhead_bytes: int = 0
+    """The package's files that belong to no one layer: each replica's GeoPackage without rows
+    (schemas, indexes, sync tables), the manifest, the thumbnail."""
 
     @property
     def bytes(self) -> int:
-        """The estimated download, in bytes."""
-        return sum(layer.bytes for layer in self.layers)
+        """The estimated download, in bytes: every layer's, and the overhead."""
+        return sum(layer.bytes for layer in self.layers) + self.overhead_bytes
 
     @property
     def tiles(self) -> int:

@@ -981,6 +981,8 @@ class LocalReplica:
         layers: Sequence[str] | None = None,
         limit: int | None = None,
         skip: Collection[UUID] = (),
+        *,
+        preview: bool = False,
     ) -> list[Change]:
         """The pending outbox rows, oldest first, as wire changes to upload.
 
@@ -995,6 +997,10 @@ class LocalReplica:
             limit: at most this many changes.
             skip: leave out the changes with these ids (a set being uploaded while the next
                 one is read); they still count in the version vectors of later changes.
+            preview: read the changes as an upload would now, but write nothing down (no
+                timestamps kept, no rows settled): what an upload would send, without changing
+                what it will send (a row given its timestamp is no longer folded into later
+                edits of the same row).
 
         Returns:
             The changes, in the order they were made.
@@ -1026,7 +1032,8 @@ class LocalReplica:
                         changes.append(change)
                 if len(rows) < _BATCH:
                     break
-            reader.save()
+            if not preview:
+                reader.save()
         return changes
 
     def record_results(self, results: Sequence[ChangeResult]) -> None:

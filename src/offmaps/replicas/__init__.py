@@ -6,12 +6,19 @@ writes the feature stores, and answers downloads and the conflict review queue;
 :class:`AttachmentUploads` takes attachments' bytes in resumable, hash-checked parts.
 """
 
-from offmaps.replicas.service import Conflict, LayerRules, SyncService, layer_rules
+from offmaps.replicas.service import (
+    Conflict,
+    DownloadSize,
+    LayerRules,
+    SyncService,
+    layer_rules,
+)
 from offmaps.replicas.uploads import AttachmentUploads, UploadPart, UploadState
 
 __all__ = [
     "AttachmentUploads",
     "Conflict",
+    "DownloadSize",
     "LayerRules",
     "SyncService",
     "UploadPart",

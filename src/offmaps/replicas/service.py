@@ -133,7 +133,7 @@ from offmaps.sync.vectors import derive, merge
 from offmaps.tiling import AreaOfInterest
 from offmaps.types import BBox
 
-__all__ = ["Conflict", "LayerRules", "SyncService", "layer_rules"]
+__all__ = ["Conflict", "DownloadSize", "LayerRules", "SyncService", "layer_rules"]
 
 _BATCH = 500
 _ATTACHMENT_KINDS = (SyncChangeKind.ATTACHMENT_ADD, SyncChangeKind.ATTACHMENT_DELETE)
@@ -718,15 +718,27 @@ class SyncService:
 
     # --- download --------------------------------------------------------------------------
 
-    def count_updates(
+    def measure_download(
         self, replica: Replica, since: int, layers: Sequence[str] | None = None
-    ) -> tuple[int, int]:
-        """The server's generation and how many rows changed after ``since`` (an upper
-        bound: rows outside the replica's area are counted too)."""
-        store = self.catalog.feature_service(replica.service)
-        generation = store.generation()
-        rows = _changed_rows(store, since, generation, self._layers(replica, layers))
-        return generation, len(rows)
+    ) -> DownloadSize:
+        """What :meth:`download` would send now for the same arguments: its rows (upserts and
+        deletions), its bytes, and the attachment files its rows name. Exact: the rows are
+        read and encoded as the download encodes them, nothing is sent."""
+        generation = 0
+        upserts = deletes = size = 0
+        attachments: dict[str, int] = {}
+        for record in self._records(replica, since, layers):
+            size += len(_line(record))
+            if isinstance(record, DownloadHeader):
+                generation = record.generation
+            elif record.kind == "delete":
+                deletes += 1
+            else:
+                upserts += 1
+                attachments.update((a.sha256, a.size) for a in record.attachments or ())
+        end = DownloadEnd(count=upserts + deletes, sha256="0" * 64)
+        size += len(end.model_dump_json().encode()) + 1
+        return DownloadSize(generation, upserts, deletes, size, attachments)
 
     @staticmethod
     def _layers(replica: Replica, layers: Sequence[str] | None) -> list[str]:
@@ -743,26 +755,31 @@ class SyncService:
         """The server's changes after generation ``since`` as NDJSON lines: a header, each
         changed row as it is now (or its deletion), and an end record counting and hashing
         the lines before it (docs/sync.md)."""
+        digest = hashlib.sha256()
+        count = -1  # the header is no change
+        for record in self._records(replica, since, layers):
+            data = _line(record)
+            digest.update(data)
+            count += 1
+            yield data
+        end = DownloadEnd(count=count, sha256=digest.hexdigest())
+        yield end.model_dump_json().encode() + b"\n"
+
+    def _records(
+        self, replica: Replica, since: int, layers: Sequence[str] | None
+    ) -> Iterator[DownloadHeader | ServerChange]:
+        """The header and the changes of a download (:meth:`download`)."""
         store = self.catalog.feature_service(replica.service)
         wanted = self._layers(replica, layers)
         generation = store.generation()
         schemas = {schema.name: schema for schema in store.list_layers()}
         changed = _changed_rows(store, since, generation, wanted)
-        digest = hashlib.sha256()
-        count = 0
-
-        def line(record: DownloadHeader | ServerChange | DownloadEnd) -> bytes:
-            data = record.model_dump_json(exclude_defaults=False).encode() + b"\n"
-            digest.update(data)
-            return data
-
-        header = DownloadHeader(
+        yield DownloadHeader(
             replica_id=replica.id,
             since=since,
             generation=generation,
             layers=[_wire_layer(schemas[name]) for name in wanted if name in schemas],
         )
-        yield line(header)
         by_layer: dict[str, list[uuid.UUID]] = {}
         for layer, gid in changed:
             by_layer.setdefault(layer, []).append(gid)
@@ -781,27 +798,22 @@ class SyncService:
                     feature = found.get(gid)
                     if feature is not None and not scope.holds(layer, feature):
                         feature = None
-                    count += 1
                     if feature is None:
-                        yield line(ServerChange(layer=layer, global_id=gid, kind="delete"))
+                        yield ServerChange(layer=layer, global_id=gid, kind="delete")
                         continue
                     state = self._state_of(states.get((layer, str(gid))), feature.version)
                     attachments = None
                     if with_attachments:
                         attachments = _attachment_refs(store, layer, gid)
-                    yield line(
-                        ServerChange(
-                            layer=layer,
-                            global_id=gid,
-                            kind="upsert",
-                            version=feature.version,
-                            version_vector=state,
-                            values=feature_to_wire(schema, feature),
-                            attachments=attachments,
-                        )
+                    yield ServerChange(
+                        layer=layer,
+                        global_id=gid,
+                        kind="upsert",
+                        version=feature.version,
+                        version_vector=state,
+                        values=feature_to_wire(schema, feature),
+                        attachments=attachments,
                     )
-        end = DownloadEnd(count=count, sha256=digest.hexdigest())
-        yield end.model_dump_json().encode() + b"\n"
 
     @staticmethod
     def _state_of(recorded: RowState | None, version: int) -> dict[str, int]:
@@ -943,6 +955,37 @@ class SyncService:
                 set_geometry=has_geometry, base_version=conflict.server_version,
             )
         ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadSize:
+    """What a download would send (:meth:`SyncService.measure_download`).
+
+    Attributes:
+        generation: the server's generation the download would bring the replica to.
+        upserts: rows sent as they are now (inserted or changed since).
+        deletes: rows sent as deletions (deleted, or moved out of the replica's area or
+            filters, since).
+        bytes: the NDJSON stream's size, header and end record included.
+        attachments: the attachment files the sent rows name (SHA-256 → size); the device
+            downloads those it lacks.
+    """
+
+    generation: int
+    upserts: int
+    deletes: int
+    bytes: int
+    attachments: dict[str, int]
+
+    @property
+    def changes(self) -> int:
+        """Every row the download sends."""
+        return self.upserts + self.deletes
+
+
+def _line(record: DownloadHeader | ServerChange | DownloadEnd) -> bytes:
+    """One NDJSON line of a download."""
+    return record.model_dump_json(exclude_defaults=False).encode() + b"\n"
 
 
 def _rejected(change: Change, reason: str) -> _Decision:

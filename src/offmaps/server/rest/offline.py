@@ -35,7 +35,7 @@ from offmaps.offline.plan import get_capabilities
 from offmaps.schemas.jobs import JobStatus
 from offmaps.server.downloads import object_response
 from offmaps.server.links import base_url
-from offmaps.server.rest.deps import CatalogDep, PrincipalDep
+from offmaps.server.rest.deps import CatalogDep, PrincipalDep, ServicesDep
 from offmaps.services import Services
 
 __all__ = [
@@ -94,11 +94,14 @@ def get_capabilities_of_map(
 
 
 def estimate(
-    map_id: str, body: OfflineRequest, catalog: CatalogDep, principal: PrincipalDep
+    map_id: str, body: OfflineRequest, services: ServicesDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     """Tiles, rows and bytes per layer, before any work."""
+    catalog = services.catalog
     webmap = catalog.visible_map(principal, map_id)
-    _, found = prepare_offline_map(catalog, webmap, body.parameters, body.overrides)
+    _, found = prepare_offline_map(
+        catalog, webmap, body.parameters, body.overrides, states=services.sync.recorded_states
+    )
     return {
         **found.model_dump(mode="json"),
         "bytes": found.bytes,

@@ -3,7 +3,7 @@
 Routes (docs/sync.md; all in the OpenAPI document):
 
 - ``GET /api/replicas/{id}``, ``DELETE /api/replicas/{id}`` (unregister).
-- ``GET /api/replicas/{id}/updates?since=G`` (whether there is something to download).
+- ``GET /api/replicas/{id}/updates?since=G`` (what a download would send: rows, bytes, files).
 - ``POST /api/replicas/{id}/changes`` (a change set; answers per change, idempotent by id),
   ``GET /api/replicas/{id}/changes?since=G`` (the download stream, NDJSON),
   ``GET /api/replicas/{id}/changes/{change_id}`` (one change's recorded answer).
@@ -122,7 +122,10 @@ def unregister(services: ServicesDep, replica_id: str, principal: PrincipalDep) 
     return Response(status_code=204)
 
 
-@_routes.get("/replicas/{replica_id}/updates", summary="Whether the server has changes")
+@_routes.get(
+    "/replicas/{replica_id}/updates",
+    summary="What a download would send now: rows, bytes, attachment files",
+)
 def updates(
     services: ServicesDep,
     replica_id: str,
@@ -132,8 +135,16 @@ def updates(
 ) -> dict[str, Any]:
     replica = _replica_for(services, replica_id, principal, Scope.MAPS_READ)
     names = layers.split(",") if layers else None
-    generation, count = services.sync.count_updates(replica, since, names)
-    return {"generation": generation, "changes": count, "since": since}
+    found = services.sync.measure_download(replica, since, names)
+    return {
+        "generation": found.generation,
+        "since": since,
+        "changes": found.changes,
+        "upserts": found.upserts,
+        "deletes": found.deletes,
+        "bytes": found.bytes,
+        "attachments": [{"sha256": k, "size": v} for k, v in sorted(found.attachments.items())],
+    }
 
 
 @_routes.post(
