@@ -466,10 +466,11 @@ def test_qgis_edits_moves_deletes_and_adds_features_of_a_layer(
     assert "Default value `uuid('WithoutBraces')`" in docs
 
     before = sample_server.status(package)
-    assert before["changes"]["pending"] == 4  # update, delete, and the two new features
+    # QGIS saves the geometry and the attribute in two updates; a delete; two new features
+    assert before["changes"]["pending"] == 5
     sample_server.offmaps("sync", str(package), cwd=tmp_path)
     after = sample_server.status(package)
-    assert (after["changes"]["applied"], after["changes"]["pending"]) == (3, 0)
+    assert (after["changes"]["applied"], after["changes"]["pending"]) == (4, 0)
     # without the default value QGIS writes the SQL default's text as the global id (docs/sync.md)
     (plain,) = after["not_applied"]
     assert (plain["kind"], plain["status"], plain["global_id"]) == ("insert", "rejected", None)
@@ -481,3 +482,33 @@ def test_qgis_edits_moves_deletes_and_adds_features_of_a_layer(
     assert gone.status_code == 404
     assert named(sample_server, "Added in QGIS") == [(24.9463, 60.1713)]
     assert named(sample_server, "QGIS, as is") == []
+
+
+def test_the_offline_job_example_of_docs_server_builds_its_package(
+    sample_server: SampleServer,
+) -> None:
+    text = (ROOT / "docs" / "server.md").read_text()
+    section = text.split("## Offline jobs\n")[1].split("\n## ")[0]
+    (example,) = [part.split("```")[0] for part in section.split("```json\n")[1:]]
+    token = httpx.post(
+        f"{sample_server.url}/oauth2/token",
+        data={"grant_type": "password", "username": "editor", "password": PASSWORD},
+    ).json()["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    started = httpx.post(
+        f"{sample_server.url}/api/maps/{sample_server.map_id}/offline/jobs",
+        headers={**auth, "Content-Type": "application/json"},
+        content=example,
+    )
+    assert started.status_code == 201, started.text
+    job = started.json()
+    deadline = time.monotonic() + 300
+    while job["status"] in ("pending", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+        job = httpx.get(f"{sample_server.url}/api/jobs/{job['id']}", headers=auth).json()
+    assert job["status"] == "succeeded", job
+    files = {entry["path"] for entry in job["result"]["files"]}
+    assert {"helsinki.gpkg", "basemap.pmtiles", "package.json"} <= files
+    assert job["result"]["omitted"]["streets"] == "removed from the overrides"
+    assert "buildings" in job["result"]["omitted"]
