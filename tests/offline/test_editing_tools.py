@@ -422,7 +422,7 @@ features = sorted(layer.getFeatures(), key=lambda f: f.id())
 first, second = features[0], features[1]
 layer.startEditing()
 layer.changeGeometry(first.id(), QgsGeometry.fromPointXY(QgsPointXY(24.9444, 60.1694)))
-layer.changeAttributeValue(first.id(), fields.indexOf("condition"), "broken")
+layer.changeAttributeValue(first.id(), fields.indexOf("condition"), "checked in QGIS")
 layer.deleteFeature(second.id())
 # what the GUI's Add Point Feature does: the form's defaults, then the feature
 where = QgsGeometry.fromPointXY(QgsPointXY(24.9462, 60.1712))
@@ -477,7 +477,7 @@ def test_qgis_edits_moves_deletes_and_adds_features_of_a_layer(
     assert "(`a global id that is not a UUID`)" in docs
 
     home = sample_server.feature("sites", site)
-    assert (home["properties"]["condition"], point(home)) == ("broken", (24.9444, 60.1694))
+    assert (home["properties"]["condition"], point(home)) == ("checked in QGIS", (24.9444, 60.1694))
     gone = httpx.get(f"{sample_server.url}/collections/helsinki.sites/items/{deleted}")
     assert gone.status_code == 404
     assert named(sample_server, "Added in QGIS") == [(24.9463, 60.1713)]
