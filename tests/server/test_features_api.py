@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import xml.etree.ElementTree as ET
+from datetime import date
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
+from offmaps.features.model import FeatureQuery, Update
 from tests.serverkit import Server, assert_problem
 
 GEOJSON = "application/geo+json"
@@ -333,3 +336,145 @@ def test_schemas_of_hidden_or_unknown_collections_are_404(server: Server, path: 
     assert_problem(server.client.get(f"/collections/nope.nothing/{path}"), 404)
     editor = server.token("editor")
     assert server.client.get(f"/collections/city.secret/{path}", headers=editor).status_code == 200
+
+
+# --- datetime (OGC API - Features Part 1) -------------------------------------------------------
+
+
+@pytest.fixture
+def dated_sites(server: Server) -> Server:
+    """``server`` with ``checked_on`` set on 20 of the 25 sites: 2024-01-01 + (osm_id mod 4)."""
+    store = server.catalog.feature_service("city")
+    page = store.query("sites", FeatureQuery(limit=25))
+    store.apply_edits(
+        [
+            Update(
+                "sites",
+                f.global_id,
+                {"checked_on": date(2024, 1, 1 + int(str(f.properties["osm_id"])) % 4)},
+            )
+            for f in page.features
+            if int(str(f.properties["osm_id"])) < 20
+        ]
+    )
+    return server
+
+
+def _osm_ids(server: Server, url: str, **params: str) -> list[int]:
+    ids: list[int] = []
+    next_url: str | None = url
+    first = True
+    while next_url is not None:
+        response = server.client.get(next_url, params=params if first else None)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        ids.extend(f["properties"]["osm_id"] for f in page["features"])
+        next_url = next((lk["href"] for lk in page["links"] if lk["rel"] == "next"), None)
+        first = False
+    return ids
+
+
+def test_datetime_selects_sites_by_their_date(dated_sites: Server) -> None:
+    assert _osm_ids(dated_sites, SITES, datetime="2024-01-02") == [1, 5, 9, 13, 17]
+    assert _osm_ids(dated_sites, SITES, datetime="2024-01-02T") == [1, 5, 9, 13, 17]
+    assert _osm_ids(dated_sites, SITES, datetime="2024-01-02T23:30:00-02:00") == [
+        2,
+        6,
+        10,
+        14,
+        18,
+    ]
+    late = [i for i in range(20) if i % 4 >= 2]
+    assert _osm_ids(dated_sites, SITES, datetime="2024-01-03/..") == late
+    assert _osm_ids(dated_sites, SITES, datetime="2024-01-03T00:00:00Z/") == late
+    early = [i for i in range(20) if i % 4 < 2]
+    assert _osm_ids(dated_sites, SITES, datetime="../2024-01-02") == early
+    assert _osm_ids(dated_sites, SITES, datetime="2024-01-03/2024-01-02") == []
+
+
+def test_datetime_pages_and_combines_with_bbox_and_filter(dated_sites: Server) -> None:
+    first = dated_sites.client.get(
+        SITES, params={"datetime": "2024-01-01/2024-01-02", "limit": "3"}
+    )
+    page = first.json()
+    assert page["numberMatched"] == 10
+    next_link = next(lk["href"] for lk in page["links"] if lk["rel"] == "next")
+    assert "datetime=2024-01-01%2F2024-01-02" in next_link
+    every = _osm_ids(dated_sites, SITES, datetime="2024-01-01/2024-01-02", limit="3")
+    assert every == [i for i in range(20) if i % 4 < 2]
+    both = _osm_ids(
+        dated_sites,
+        SITES,
+        datetime="2024-01-01/2024-01-02",
+        bbox="24.895,60.0,24.985,60.2",
+        filter="osm_id > 4",
+    )
+    assert both == [5, 8]
+
+
+def test_collections_declare_their_primary_temporal_property(dated_sites: Server) -> None:
+    sites = dated_sites.client.get("/collections/city.sites").json()
+    assert sites["extent"]["temporal"] == {
+        "interval": [["2024-01-01T00:00:00.000Z", "2024-01-04T23:59:59.999Z"]],
+        "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian",
+    }
+    assert "spatial" in sites["extent"]
+    schema = dated_sites.client.get("/collections/city.sites/schema").json()
+    roles = {name: p.get("x-ogc-role") for name, p in schema["properties"].items()}
+    assert roles["checked_on"] == "primary-instant"
+    assert list(roles.values()).count("primary-instant") == 1
+    streets = dated_sites.client.get("/collections/city.streets").json()
+    assert "temporal" not in streets["extent"]
+    street_schema = dated_sites.client.get("/collections/city.streets/schema").json()
+    assert all(
+        p.get("x-ogc-role") != "primary-instant" for p in street_schema["properties"].values()
+    )
+
+
+def test_without_dated_rows_a_collection_has_no_temporal_extent(server: Server) -> None:
+    assert "temporal" not in server.client.get("/collections/city.sites").json()["extent"]
+
+
+def test_datetime_matches_every_feature_of_a_collection_without_temporal_property(
+    server: Server,
+) -> None:
+    # Part 1, /req/core/fc-time-response C: features without temporal information match
+    response = server.client.get(
+        "/collections/city.streets/items", params={"datetime": "1900-01-01"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["numberMatched"] == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "../..",
+        "2024-01-31T10:00:00",
+        "2024-02-30",
+        "2024-01-01/2024-01-02/2024-01-03",
+        "yesterday",
+        "2024-01-01' OR 1=1 --",
+        "9" * 5000,
+    ],
+)
+def test_malformed_datetimes_get_a_400_problem(server: Server, value: str) -> None:
+    body = assert_problem(server.client.get(SITES, params={"datetime": value}), 400)
+    assert "datetime" in body["detail"]
+
+
+def test_the_openapi_document_types_and_patterns_datetime(server: Server) -> None:
+    document = server.client.get("/openapi.json").json()
+    parameters = document["paths"]["/collections/{collection_id}/items"]["get"]["parameters"]
+    (described,) = [p for p in parameters if p["name"] == "datetime"]
+    assert described["in"] == "query"
+    assert described["required"] is False
+    schema = described["schema"]
+    # beside the anyOf of string and null: a pattern constrains strings only
+    pattern = schema["pattern"]
+    assert {"type": "string"} in schema["anyOf"]
+    for accepted in ("2024-01-31", "2024-01-31T10:00:00Z", "2024-01-01/..", "../2024-01-31T"):
+        assert re.fullmatch(pattern, accepted), accepted
+    for refused in ("2024-02-30", "../..", "2024-01-31T10:00:00"):
+        assert re.fullmatch(pattern, refused) is None, refused

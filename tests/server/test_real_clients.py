@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import struct
 import subprocess
@@ -325,3 +326,85 @@ def test_gdal_reads_every_field_of_every_collection_exactly(
     assert beyond_32_bits["helsinki.sites"] >= 100, beyond_32_bits
     assert beyond_32_bits["helsinki.inspections"] >= 100, beyond_32_bits
     assert beyond_32_bits["helsinki.extremes"] == 5, beyond_32_bits
+
+
+# --- GDAL's -where on a date field becomes the datetime parameter --------------------------------
+
+
+def _gdal_ids(url: str, collection: str, where: str, out: Path) -> tuple[set[UUID], str]:
+    """The ids of the features GDAL's OAPIF driver reads with ``-where``, and its debug log."""
+    done = subprocess.run(
+        [
+            "ogr2ogr",
+            "-f",
+            "GPKG",
+            str(out),
+            f"OAPIF:{url}/",
+            collection,
+            "-oo",
+            "PAGE_SIZE=1000",
+            "-where",
+            where,
+            "--config",
+            "CPL_DEBUG",
+            "ON",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+    assert not errors, errors
+    with sqlite3.connect(out) as conn:
+        ids = {UUID(str(row[0])) for row in conn.execute(f'SELECT id FROM "{collection}"')}
+    return ids, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("collection", "field"),
+    [("helsinki.sites", "last_inspected"), ("helsinki.inspections", "inspected_on")],
+)
+def test_gdal_where_on_the_date_field_reads_exactly_the_rows_of_the_same_sql(
+    sample_server: LiveServer, tmp_path: Path, collection: str, field: str
+) -> None:
+    catalog = sample_server.server.catalog
+    service, schema = catalog.get_layer(collection)
+    temporal = schema.temporal_field
+    assert temporal is not None
+    assert temporal.name == field
+    source = sample_server.server.data_dir / "features" / f"{service}.gpkg"
+    with sqlite3.connect(source) as conn:
+        days = [
+            str(row[0])
+            for row in conn.execute(
+                f'SELECT DISTINCT "{field}" FROM "{schema.name}" '
+                f'WHERE "{field}" IS NOT NULL ORDER BY 1'
+            )
+        ]
+        nulls = conn.execute(
+            f'SELECT count(*) FROM "{schema.name}" WHERE "{field}" IS NULL'
+        ).fetchone()[0]
+    assert len(days) >= 4, days
+    if collection == "helsinki.sites":
+        assert nulls > 0, "rows without a date are there, and must not be read"
+    middle, later = days[len(days) // 2], days[len(days) * 3 // 4]
+    for where, sent in [
+        (f"{field} = '{middle}'", f"{middle}T"),
+        (f"{field} >= '{middle}'", f"{middle}T%2F.."),
+        (f"{field} <= '{middle}'", f"..%2F{middle}T"),
+        (f"{field} BETWEEN '{middle}' AND '{later}'", f"{middle}T%2F{later}T"),
+    ]:
+        with sqlite3.connect(source) as conn:
+            expected = {
+                UUID(str(row[0]))
+                for row in conn.execute(f'SELECT globalid FROM "{schema.name}" WHERE {where}')
+            }
+        assert expected, where
+        out = tmp_path / f"{len(list(tmp_path.iterdir()))}.gpkg"
+        read, log = _gdal_ids(sample_server.url, collection, where, out)
+        # the condition went to the server as the datetime parameter (GDAL 3.6 sends a date
+        # as "2024-01-31T"), and GDAL took the server's answer as it is
+        assert re.search(rf"[?&]datetime={re.escape(sent)}(?=[&)\s])", log), log[-2000:]
+        assert read == expected, where

@@ -3,8 +3,9 @@
 - :func:`feature_schema`: the logical schema of a layer's features in JSON Schema 2020-12, as
   OGC API - Features - Part 5 (Schemas) publishes it at ``/collections/{id}/schema``: every
   field with its type, format (``int64``, ``double``, ``date``, ``date-time``), range and
-  ``maxLength``; the global id and the geometry marked with ``x-ogc-role`` (``id``,
-  ``primary-geometry``).
+  ``maxLength``; the global id, the geometry and the primary temporal property (what the
+  ``datetime`` parameter filters on) marked with ``x-ogc-role`` (``id``, ``primary-geometry``,
+  ``primary-instant``).
 - :func:`queryables_schema`: the fields a CQL2 filter may name, with their types (OGC API -
   Features - Part 3, ``/collections/{id}/queryables``). It lists exactly what
   :func:`~offmaps.features.compile_filter` accepts for the layer: every attribute field, and
@@ -123,7 +124,9 @@ def feature_schema(schema: LayerSchema, *, schema_id: str) -> dict[str, Any]:
     Returns:
         A JSON Schema object: the id (:data:`ID_PROPERTY`, a UUID, read only), the geometry
         (:data:`GEOMETRY_PROPERTY`, for layers) and the fields in order, as
-        :func:`field_schema` describes them. Non-nullable fields are ``required``; the others
+        :func:`field_schema` describes them, the layer's
+        :attr:`~offmaps.features.model.LayerSchema.temporal_field` with ``x-ogc-role:
+        primary-instant``. Non-nullable fields are ``required``; the others
         may be ``null`` in GeoJSON.
     """
     properties: dict[str, Any] = {
@@ -141,8 +144,11 @@ def feature_schema(schema: LayerSchema, *, schema_id: str) -> dict[str, Any]:
             "format": _GEOMETRY_FORMATS[schema.geometry_type],
             "x-ogc-role": "primary-geometry",
         }
+    temporal = schema.temporal_field
     for field in schema.fields:
         properties[field.name] = field_schema(field)
+        if field == temporal:
+            properties[field.name]["x-ogc-role"] = "primary-instant"
     document: dict[str, Any] = {
         "$schema": JSON_SCHEMA_DIALECT,
         "$id": schema_id,

@@ -71,6 +71,7 @@ from offmaps.features.model import (
     Update,
 )
 from offmaps.features.store import MAX_PAGE_SIZE, fields_from_stored, fields_json
+from offmaps.features.temporal import TimeInterval, compile_time_filter
 from offmaps.features.validation import (
     check_added_field,
     check_insert_version,
@@ -1420,6 +1421,13 @@ class GeoPackageStore(AttachmentsBase[sqlite3.Connection]):
             compiled = compile_filter(text, layer.schema.field_types(), dialect=SQLDialect.SQLITE)
             clauses.append(f"({compiled.sql})")
             params += compiled.params
+        temporal = layer.schema.temporal_field
+        if query.time is not None and temporal is not None:
+            compiled = compile_time_filter(
+                temporal.name, temporal.type, query.time, dialect=SQLDialect.SQLITE
+            )
+            clauses.append(compiled.sql)
+            params += compiled.params
         if query.global_ids is not None:
             if len(query.global_ids) > MAX_PAGE_SIZE:
                 raise ValueError(f"at most {MAX_PAGE_SIZE} global ids per query")
@@ -1478,6 +1486,22 @@ class GeoPackageStore(AttachmentsBase[sqlite3.Connection]):
         if row[0] is None:
             return None
         return BBox(*(float(v) for v in row))
+
+    def time_extent(self, layer: str) -> TimeInterval | None:
+        """The first and last value of the layer's primary temporal property, or ``None``."""
+        with self._lock:
+            found = self._layer(layer)
+            temporal = found.schema.temporal_field
+            if temporal is None:
+                return None
+            column = _q(temporal.name)
+            row = self._conn.execute(
+                f"SELECT min({column}), max({column}) FROM {found.table}"
+            ).fetchone()
+        first, last = (_from_sql(temporal.type, value) for value in row)
+        if not isinstance(first, date) or not isinstance(last, date):
+            return None  # empty, or text a GeoPackage writer stored in another format
+        return TimeInterval(first, last)
 
     # --- journal ---------------------------------------------------------------------------
     # iter_changes, last_change and the attachment methods: AttachmentsBase and JournalBase,

@@ -15,6 +15,7 @@ from uuid import UUID
 from shapely.geometry.base import BaseGeometry
 
 from offmaps.features.filters import FieldType
+from offmaps.features.temporal import TimeInterval
 from offmaps.types import BBox
 
 __all__ = [
@@ -92,6 +93,17 @@ class LayerSchema:
     def is_table(self) -> bool:
         """Whether this is a non-spatial table."""
         return self.geometry_type is None
+
+    @property
+    def temporal_field(self) -> Field | None:
+        """The layer's primary temporal property: its only date or date-time field.
+
+        What the ``datetime`` parameter of OGC API - Features filters on (see
+        :attr:`FeatureQuery.time`). A layer with no such field, or with several, has none:
+        which of several would be meant cannot be told from the schema (docs/features.md).
+        """
+        temporal = [f for f in self.fields if f.type in (FieldType.DATE, FieldType.DATETIME)]
+        return temporal[0] if len(temporal) == 1 else None
 
     def field_types(self) -> dict[str, FieldType]:
         """The fields' types by name, as :func:`~offmaps.features.compile_filter` takes them."""
@@ -239,6 +251,11 @@ class FeatureQuery:
         filters: CQL2 text filters, all of which must hold (e.g. the layer's definition
             expression and the request's ``filter``).
         global_ids: only these rows.
+        time: only rows whose primary temporal property
+            (:attr:`LayerSchema.temporal_field`) intersects this interval; rows where it is
+            null never match. On a layer without one it selects nothing out: OGC API -
+            Features Part 1 (``/req/core/fc-time-response`` C) has ``datetime`` match every
+            feature that has no temporal geometry.
         limit: at most this many rows.
         offset: skip this many rows first. Rows come in a stable order (insertion order).
     """
@@ -248,6 +265,7 @@ class FeatureQuery:
     global_ids: tuple[UUID, ...] | None = None
     limit: int = 10
     offset: int = 0
+    time: TimeInterval | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 from uuid import UUID
@@ -76,6 +76,7 @@ from offmaps.features.model import (
     Update,
 )
 from offmaps.features.store import MAX_PAGE_SIZE, fields_from_stored, fields_json
+from offmaps.features.temporal import TimeInterval, compile_time_filter
 from offmaps.features.validation import (
     check_added_field,
     check_insert_version,
@@ -941,6 +942,14 @@ class PostGISStore(AttachmentsBase[_Connection]):
             # the compiled text holds only quoted field names, operators and placeholders
             clauses.append(sql.SQL("({})").format(sql.SQL(compiled.sql)))
             params += compiled.params
+        temporal = layer.schema.temporal_field
+        if query.time is not None and temporal is not None:
+            compiled = compile_time_filter(
+                temporal.name, temporal.type, query.time, dialect=SQLDialect.POSTGRES
+            )
+            # a quoted field name of the layer, operators and placeholders only
+            clauses.append(sql.SQL(compiled.sql))
+            params += compiled.params
         if query.global_ids is not None:
             if len(query.global_ids) > MAX_PAGE_SIZE:
                 raise ValueError(f"at most {MAX_PAGE_SIZE} global ids per query")
@@ -1017,6 +1026,25 @@ class PostGISStore(AttachmentsBase[_Connection]):
         if row is None or row[0] is None:
             return None
         return BBox(*(float(v) for v in row))
+
+    def time_extent(self, layer: str) -> TimeInterval | None:
+        """The first and last value of the layer's primary temporal property, or ``None``."""
+        with self._read() as conn:
+            found = self._layer(layer)
+            temporal = found.schema.temporal_field
+            if temporal is None:
+                return None
+            row = conn.execute(
+                sql.SQL("SELECT min({column}), max({column}) FROM {table}").format(
+                    column=sql.Identifier(temporal.name), table=found.table
+                )
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        first, last = (_from_sql(temporal.type, value) for value in row)
+        if not isinstance(first, date) or not isinstance(last, date):  # pragma: no cover
+            return None
+        return TimeInterval(first, last)
 
     # --- journal ---------------------------------------------------------------------------
     # iter_changes, last_change and the attachment methods: AttachmentsBase and JournalBase,

@@ -25,6 +25,7 @@ from offmaps.features.model import (
     LayerSchema,
     Relationship,
 )
+from offmaps.features.temporal import TimeInterval
 from offmaps.types import BBox
 
 __all__ = ["MAX_PAGE_SIZE", "FeatureStore", "fields_from_stored", "fields_json"]
@@ -140,6 +141,12 @@ class FeatureStore(Protocol):
 
     def extent(self, layer: str) -> BBox | None:
         """The envelope of the layer's geometries in its CRS, or ``None`` when it has none."""
+        ...
+
+    def time_extent(self, layer: str) -> TimeInterval | None:
+        """The first and the last value of the layer's primary temporal property
+        (:attr:`~offmaps.features.model.LayerSchema.temporal_field`), or ``None`` when it has
+        none or no row has a value. One aggregate query over the column."""
         ...
 
     # --- journal ---------------------------------------------------------------------------

@@ -11,13 +11,18 @@ may name (``/queryables``, Part 3) and, for GDAL's OAPIF driver, which reads fie
 an XML Schema linked as ``describedBy``, the same fields as a GML application schema
 (``/schema.xsd``): without it GDAL guesses the types from the first page of features and cuts
 64-bit integers to 2147483647 (docs/server.md).
+
+``datetime`` on ``/items`` (Part 1) filters on the collection's primary temporal property (its
+only date or date-time field, ``x-ogc-role: primary-instant`` in ``/schema``, its range in the
+collection's ``extent.temporal``); on a collection without one it matches every feature, as
+Part 1 asks for features without temporal information (docs/server.md).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -30,6 +35,12 @@ from offmaps.errors import InvalidFeatureError
 from offmaps.features.describe import feature_schema, gml_application_schema, queryables_schema
 from offmaps.features.model import Delete, FeatureQuery, Insert, Update
 from offmaps.features.store import MAX_PAGE_SIZE
+from offmaps.features.temporal import (
+    DATETIME_PATTERN,
+    MAX_DATETIME_LENGTH,
+    TimeInterval,
+    parse_datetime_interval,
+)
 from offmaps.server.geojson import check_crs84, feature_to_geojson, parse_feature_body
 from offmaps.server.links import base_url
 from offmaps.server.rest.deps import CatalogDep, PrincipalDep, parse_uuid
@@ -46,8 +57,20 @@ _REL_QUERYABLES = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 # are case-insensitive, so this spelling is right for every reader)
 _REL_DESCRIBED_BY = "describedBy"
 _BODY_TYPES = frozenset({GEOJSON, "application/json", "application/merge-patch+json"})
-_ITEMS_PARAMS = frozenset({"limit", "offset", "bbox", "bbox-crs", "filter", "filter-lang", "f"})
+_ITEMS_PARAMS = frozenset(
+    {"limit", "offset", "bbox", "bbox-crs", "datetime", "filter", "filter-lang", "f"}
+)
 _CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+_GREGORIAN = "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"
+_DATETIME_DESCRIPTION = (
+    "Only features whose primary temporal property (`x-ogc-role: primary-instant` in the "
+    "collection's schema) intersects this instant or interval (OGC API - Features Part 1): "
+    "an RFC 3339 date (`2024-01-31`, the whole day in UTC) or date-time with a time zone "
+    "(`2024-01-31T10:00:00Z`), or two of them separated by `/`, one of which may be `..` or "
+    "empty for an open end. Features whose property is null are not selected; on a collection "
+    "without a primary temporal property every feature is. An interval ending before it "
+    "starts selects none."
+)
 
 
 def _parse_bbox(text: str) -> BBox:
@@ -68,6 +91,10 @@ def _parse_bbox(text: str) -> BBox:
         msg = "bbox must be in CRS84: -180 <= lon <= 180, -90 <= minLat <= maxLat <= 90"
         raise InvalidFeatureError(msg)
     return BBox(west, south, east, north)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _etag(version: int) -> str:
@@ -142,12 +169,34 @@ def _collection(catalog: Catalog, cid: str, request: Request) -> dict[str, Any]:
             },
         ],
     }
+    extent: dict[str, Any] = {}
     if not schema.is_table:
-        extent = store.extent(schema.name)
-        if extent is not None:
-            box = catalog.extent_crs84(extent, schema)
-            collection["extent"] = {"spatial": {"bbox": [list(box)], "crs": _CRS84}}
+        envelope = store.extent(schema.name)
+        if envelope is not None:
+            box = catalog.extent_crs84(envelope, schema)
+            extent["spatial"] = {"bbox": [list(box)], "crs": _CRS84}
+    interval = store.time_extent(schema.name)
+    if interval is not None:
+        extent["temporal"] = {"interval": [_rfc3339_interval(interval)], "trs": _GREGORIAN}
+    if extent:
+        collection["extent"] = extent
     return collection
+
+
+def _rfc3339_interval(interval: TimeInterval) -> list[str | None]:
+    """The interval as RFC 3339 date-times in UTC, to the millisecond (a date from its first
+    to its last instant)."""
+
+    def text(bound: date | datetime | None, *, end: bool) -> str | None:
+        if bound is None:
+            return None
+        if not isinstance(bound, datetime):
+            clock = time(23, 59, 59, 999_000) if end else time()
+            bound = datetime.combine(bound, clock, tzinfo=UTC)
+        stamp = bound.astimezone(UTC).isoformat(timespec="milliseconds")
+        return stamp.replace("+00:00", "Z")
+
+    return [text(interval.start, end=False), text(interval.end, end=True)]
 
 
 _routes = APIRouter(tags=["features"])
@@ -233,6 +282,21 @@ def items(
     filter: Annotated[str | None, Query(max_length=10_000)] = None,
     filter_lang: Annotated[str | None, Query(alias="filter-lang", max_length=40)] = None,
     bbox_crs: Annotated[str | None, Query(alias="bbox-crs", max_length=200)] = None,
+    # parsed here rather than by the pattern, for a 400 that says what is wrong; the OpenAPI
+    # description still carries the pattern: every value it matches is accepted
+    datetime: Annotated[
+        str | None,
+        Query(
+            description=_DATETIME_DESCRIPTION,
+            json_schema_extra={"pattern": DATETIME_PATTERN, "maxLength": MAX_DATETIME_LENGTH},
+            openapi_examples={
+                "day": {"value": "2024-01-31"},
+                "instant": {"value": "2024-01-31T10:00:00Z"},
+                "interval": {"value": "2024-01-01/2024-01-31"},
+                "since": {"value": "2024-01-01T00:00:00+02:00/.."},
+            },
+        ),
+    ] = None,
 ) -> JSONResponse:
     unknown = sorted(set(request.query_params) - _ITEMS_PARAMS)
     if unknown:
@@ -246,15 +310,15 @@ def items(
     limit = min(limit, MAX_PAGE_SIZE)
     filters = (filter,) if filter is not None else ()
     box = catalog.bbox_to_layer(_parse_bbox(bbox), schema) if bbox is not None else None
-    page = store.query(
-        schema.name, FeatureQuery(bbox=box, filters=filters, limit=limit, offset=offset)
-    )
+    interval = parse_datetime_interval(datetime) if datetime is not None else None
+    query = FeatureQuery(bbox=box, filters=filters, limit=limit, offset=offset, time=interval)
+    page = store.query(schema.name, query)
     features = [feature_to_geojson(f, schema) for f in page.features]
     returned = len(features)
     links = _page_links(request, collection_id, limit, offset, returned, page.number_matched)
     body = {
         "type": "FeatureCollection",
-        "timeStamp": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "timeStamp": _now(),
         "numberMatched": page.number_matched,
         "numberReturned": returned,
         "features": features,
