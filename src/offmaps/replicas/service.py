@@ -52,6 +52,7 @@ from offmaps.errors import (
     ConflictStateError,
     FeatureNotFoundError,
     FeaturesError,
+    GenerationAheadError,
     InvalidChangeSetError,
     WebMapNotFoundError,
 )
@@ -722,9 +723,14 @@ class SyncService:
         self, replica: Replica, since: int, layers: Sequence[str] | None = None
     ) -> tuple[int, int]:
         """The server's generation and how many rows changed after ``since`` (an upper
-        bound: rows outside the replica's area are counted too)."""
+        bound: rows outside the replica's area are counted too).
+
+        Raises:
+            GenerationAheadError: ``since`` is beyond the server's generation.
+        """
         store = self.catalog.feature_service(replica.service)
         generation = store.generation()
+        _check_since(since, generation)
         rows = _changed_rows(store, since, generation, self._layers(replica, layers))
         return generation, len(rows)
 
@@ -742,10 +748,16 @@ class SyncService:
     ) -> Iterator[bytes]:
         """The server's changes after generation ``since`` as NDJSON lines: a header, each
         changed row as it is now (or its deletion), and an end record counting and hashing
-        the lines before it (docs/sync.md)."""
+        the lines before it (docs/sync.md).
+
+        Raises:
+            GenerationAheadError: ``since`` is beyond the server's generation (before any
+                line).
+        """
         store = self.catalog.feature_service(replica.service)
         wanted = self._layers(replica, layers)
         generation = store.generation()
+        _check_since(since, generation)
         schemas = {schema.name: schema for schema in store.list_layers()}
         changed = _changed_rows(store, since, generation, wanted)
         digest = hashlib.sha256()
@@ -1042,6 +1054,21 @@ def _attachment_refs(store: FeatureStore, layer: str, gid: uuid.UUID) -> list[At
         )
         for a in store.list_attachments(layer, gid)
     ]
+
+
+def _check_since(since: int, generation: int) -> None:
+    """Refuse a ``since`` the server never reached (or a negative one): the device's data is
+    not this server's, and a download from there would skip changes silently."""
+    if since < 0:
+        raise InvalidChangeSetError(f"since must be a generation, 0 or more (not {since})")
+    if since > generation:
+        raise GenerationAheadError(
+            f"since {since} is beyond the server's generation {generation}: this replica "
+            "is not from this server's data (restored from an older backup, or another "
+            "server); take the map offline again",
+            expected=generation,
+            actual=since,
+        )
 
 
 def _changed_rows(

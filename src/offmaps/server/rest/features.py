@@ -22,9 +22,10 @@ from offmaps.catalog import Catalog, EditOperation
 from offmaps.errors import InvalidFeatureError
 from offmaps.features.model import Delete, FeatureQuery, Insert, Update
 from offmaps.features.store import MAX_PAGE_SIZE
+from offmaps.server.auth import GatedRoute
 from offmaps.server.geojson import check_crs84, feature_to_geojson, parse_feature_body
 from offmaps.server.links import base_url
-from offmaps.server.rest.deps import CatalogDep, PrincipalDep, parse_uuid
+from offmaps.server.rest.deps import EDIT_FEATURES, CatalogDep, PrincipalDep, parse_uuid
 from offmaps.types import BBox
 
 __all__ = ["GEOJSON", "features_router"]
@@ -117,7 +118,7 @@ def _collection(catalog: Catalog, cid: str, request: Request) -> dict[str, Any]:
     return collection
 
 
-_routes = APIRouter(tags=["features"])
+_routes = APIRouter(tags=["features"], dependencies=[EDIT_FEATURES], route_class=GatedRoute)
 
 
 @_routes.get("/collections", summary="Feature collections and tile layers")
