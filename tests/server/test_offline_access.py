@@ -300,7 +300,8 @@ def test_bytes_kept_over_the_quota_is_429_until_old_jobs_expire(
     assert services.jobs.keep - 100 - 5 <= retry <= services.jobs.keep - 100 + 1
     # a map over the whole quota on its own: no waiting helps
     limits.job_bytes_per_user = needed // 2  # (below the settings minimum, as a test may)
-    assert_problem(_start(server), 422)
+    problem = assert_problem(_start(server), 400)
+    assert problem["title"] == "InvalidOfflineParametersError"
 
 
 def test_a_failed_job_leaves_no_replica_registered(
