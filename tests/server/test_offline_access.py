@@ -21,7 +21,7 @@ from fastapi.routing import RouteContext, iter_route_contexts
 from fastapi.testclient import TestClient
 
 from offmaps.access import Principal, Scope, check_scopes
-from offmaps.errors import QuotaExceededError
+from offmaps.errors import InvalidUserError, PackageError, QuotaExceededError
 from offmaps.jobs import Job, process_id
 from offmaps.offline.generate import GENERATE_OFFLINE_MAP
 from offmaps.offline.parameters import GenerateOfflineMapParameters, area_from_bbox
@@ -85,9 +85,7 @@ def _write_routes(server: Server) -> list[tuple[str, RouteContext]]:
 
 
 def test_every_write_route_checks_its_caller_before_reading_the_body(server: Server) -> None:
-    routes = [
-        (m, r) for m, r in _write_routes(server) if (m, r.path_format) not in PUBLIC_WRITES
-    ]
+    routes = [(m, r) for m, r in _write_routes(server) if (m, r.path_format) not in PUBLIC_WRITES]
     assert len(routes) >= 15, routes  # the walk found the routes
     viewer = server.token("viewer")
     wrong: list[str] = []
@@ -186,7 +184,8 @@ def test_anonymous_callers_cannot_start_jobs_on_a_public_map(server: Server) -> 
     assert list(services.jobs.store.iter_jobs()) == []
     assert services.replicas.count_owned("anonymous") == 0
     # reads of a public map stay open
-    assert server.client.post(f"/api/maps/{server.public_map}/offline/estimate", json=BODY).is_success
+    estimate = server.client.post(f"/api/maps/{server.public_map}/offline/estimate", json=BODY)
+    assert estimate.is_success
 
 
 def test_a_job_and_its_replicas_belong_to_the_user_who_started_it(server: Server) -> None:
@@ -223,9 +222,14 @@ def test_jobs_and_replicas_stored_without_owner_are_for_admins_only(server: Serv
 
 
 def test_new_replicas_need_an_owner(server: Server) -> None:
-    with pytest.raises(Exception, match="needs an owner"):
+    with pytest.raises(InvalidUserError, match="needs an owner"):
         _services(server).replicas.register(
-            "city", ("sites",), 0, owner=None, map_id=None, sync_direction="bidirectional"  # type: ignore[arg-type]
+            "city",
+            ("sites",),
+            0,
+            owner=None,  # type: ignore[arg-type]
+            map_id=None,
+            sync_direction="bidirectional",
         )
 
 
@@ -310,7 +314,7 @@ def test_a_failed_job_leaves_no_replica_registered(
     from offmaps.offline import generate  # noqa: PLC0415
 
     def fail(self: Any) -> None:
-        raise generate.PackageError("the manifest could not be written")
+        raise PackageError("the manifest could not be written")
 
     monkeypatch.setattr(generate._Generation, "_manifest", fail)
     response = _start(server)
@@ -326,9 +330,7 @@ def test_a_failed_job_leaves_no_replica_registered(
 
 @pytest.fixture
 def limited(tmp_path: Path) -> Iterator[TestClient]:
-    settings = ServerSettings(
-        data_dir=tmp_path / "data", limits=LimitSettings(writes_per_minute=3)
-    )
+    settings = ServerSettings(data_dir=tmp_path / "data", limits=LimitSettings(writes_per_minute=3))
     app = create_app(settings)
     app.state.services.users.add_user("ann", PASSWORD, scopes=("maps:read", "maps:write"))
     app.state.services.users.add_user("bob", PASSWORD, scopes=("maps:read",))
@@ -367,14 +369,18 @@ def test_write_requests_over_the_rate_limit_are_429_per_user(limited: TestClient
 @pytest.fixture
 def replica_id(server: Server) -> str:
     store = _services(server).catalog.feature_service("city")
-    return _services(server).replicas.register(
-        "city",
-        ("sites",),
-        store.generation(),
-        owner="editor",
-        map_id=server.public_map,
-        sync_direction="bidirectional",
-    ).id
+    return (
+        _services(server)
+        .replicas.register(
+            "city",
+            ("sites",),
+            store.generation(),
+            owner="editor",
+            map_id=server.public_map,
+            sync_direction="bidirectional",
+        )
+        .id
+    )
 
 
 @pytest.mark.parametrize("route", ["changes", "updates"])
