@@ -7,9 +7,10 @@ Layer 1 of DESIGN.md: pure values and rules, no I/O. The HTTP edge turns a token
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 
 from offmaps.errors import (
     AccessDeniedError,
@@ -19,6 +20,7 @@ from offmaps.errors import (
 )
 
 __all__ = [
+    "IMPLIED_SCOPES",
     "Principal",
     "Scope",
     "anonymous_principal",
@@ -26,17 +28,43 @@ __all__ = [
     "check_can_read",
     "check_can_write",
     "check_scopes",
+    "implied_scopes",
     "parse_scopes",
 ]
 
 
 class Scope(StrEnum):
-    """What a token lets its bearer do."""
+    """What a token lets its bearer do (docs/server.md#scopes)."""
 
     MAPS_READ = "maps:read"
+    """See the web maps, layers, features and tiles shared with you."""
     MAPS_WRITE = "maps:write"
+    """Create web maps, and change or delete your own."""
     FEATURES_EDIT = "features:edit"
+    """Edit features of editable layers, online or by syncing an offline map."""
+    OFFLINE_SYNC = "offline:sync"
+    """Take maps offline and sync them: start generate jobs (each registers replicas), follow
+    and download your jobs, and use your replicas (``/api/replicas``, ``/api/conflicts``).
+    ``features:edit`` includes it, as ArcGIS's editing roles include taking maps offline; give
+    it alone to someone who takes maps offline only to read them."""
     ADMIN = "admin"
+    """Everything, on every item and every user's jobs and replicas."""
+
+
+IMPLIED_SCOPES: Mapping[Scope, frozenset[Scope]] = MappingProxyType(
+    {Scope.FEATURES_EDIT: frozenset({Scope.OFFLINE_SYNC})}
+)
+"""Scopes that a scope includes: a token with ``features:edit`` may also take maps offline.
+(``admin`` is checked apart: it passes every check.)"""
+
+
+def implied_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    """``scopes`` with every scope they include (:data:`IMPLIED_SCOPES`)."""
+    found = {str(scope) for scope in scopes}
+    for scope in list(found):
+        if scope in IMPLIED_SCOPES:
+            found.update(implied.value for implied in IMPLIED_SCOPES[Scope(scope)])
+    return frozenset(found)
 
 
 def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
@@ -81,8 +109,9 @@ class Principal:
     anonymous: bool = False
 
     def has(self, scope: str) -> bool:
-        """Whether the token carries ``scope`` itself (``admin`` is not expanded here)."""
-        return str(scope) in self.scopes
+        """Whether the token carries ``scope``, itself or through a scope that includes it
+        (:data:`IMPLIED_SCOPES`; ``admin`` is not expanded here)."""
+        return str(scope) in self.scopes or str(scope) in implied_scopes(self.scopes)
 
 
 def anonymous_principal(scopes: Iterable[str]) -> Principal:

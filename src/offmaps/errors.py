@@ -76,6 +76,7 @@ SDK) maps them once.
     │   ├── ConflictNotFoundError
     │   ├── ConflictStateError
     │   ├── UploadOffsetError
+    │   ├── GenerationAheadError
     │   └── SyncFailedError
     └── AuthError
         ├── InvalidCredentialsError
@@ -84,7 +85,10 @@ SDK) maps them once.
         ├── AccessDeniedError
         ├── UserExistsError
         ├── UserNotFoundError
-        └── InvalidUserError
+        ├── InvalidUserError
+        └── TooManyRequestsError
+            ├── RateLimitError
+            └── QuotaExceededError
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ __all__ = [
     "FeatureNotFoundError",
     "FeatureStoreError",
     "FeaturesError",
+    "GenerationAheadError",
     "ImportFeaturesError",
     "IncompatibleTileMatrixSetError",
     "IncompleteReadError",
@@ -149,12 +154,15 @@ __all__ = [
     "OffmapsWarning",
     "PackageError",
     "PresignedURLExpiredError",
+    "QuotaExceededError",
+    "RateLimitError",
     "ReplicaNotFoundError",
     "StorageError",
     "SyncError",
     "SyncFailedError",
     "TileNotFoundError",
     "TilingError",
+    "TooManyRequestsError",
     "UnknownCRSError",
     "UnknownContainerError",
     "UnknownTileMatrixSetError",
@@ -675,6 +683,22 @@ class UploadOffsetError(SyncError):
         self.actual = actual
 
 
+class GenerationAheadError(SyncError):
+    """A device asked for the changes since a generation the server has not reached: its
+    replica is not from this server's data (a server restored from an older backup, or
+    another server), and syncing it would skip changes. Take the map offline again.
+
+    Attributes:
+        expected: the server's current generation (the most ``since`` may be).
+        actual: the generation asked for.
+    """
+
+    def __init__(self, message: str, *, expected: int, actual: int) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
+
+
 class SyncFailedError(SyncError):
     """A sync did not finish; the replica is as it was before the failed step, and a retry
     continues where it stopped."""
@@ -718,3 +742,40 @@ class UserNotFoundError(AuthError):
 
 class InvalidUserError(AuthError):
     """A user or client is malformed: bad name, password too short or long, unknown scope."""
+
+
+class TooManyRequestsError(AuthError):
+    """The caller asked for more than they may now; asking again later may work.
+
+    Attributes:
+        retry_after: whole seconds after which asking again may work (at least 1).
+    """
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+
+class RateLimitError(TooManyRequestsError):
+    """The caller (a user, or a client address without a token) sent more write requests
+    than the server's rate limit allows in its window."""
+
+
+class QuotaExceededError(TooManyRequestsError):
+    """A user's quota is used up: running jobs, registered replicas, or bytes of job output
+    kept. Asking again after a job ends, a job or replica is removed, or kept files expire,
+    may work.
+
+    Attributes:
+        quota: which quota (``jobs``, ``replicas``, ``job_bytes``).
+        limit: the quota.
+        used: how much of it the user has.
+    """
+
+    def __init__(
+        self, message: str, *, quota: str, limit: int, used: int, retry_after: int
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.quota = quota
+        self.limit = limit
+        self.used = used

@@ -191,7 +191,7 @@ def build_services(
         max_bytes=catalog.max_attachment_bytes,
     )
     objects = open_objects(settings)
-    offline = OfflineMapServices(catalog, replicas, sync)
+    offline = OfflineMapServices(catalog, replicas, sync, settings.limits)
     jobs = InProcessJobRunner(
         state.jobs(settings),
         JobKinds([generate_offline_map_kind(offline)]),

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["AuthSettings", "ServerSettings"]
+__all__ = ["AuthSettings", "LimitSettings", "ServerSettings"]
 
 
 class AuthSettings(BaseSettings):
@@ -32,6 +32,37 @@ class AuthSettings(BaseSettings):
     anonymous_scopes: tuple[str, ...] = ("maps:read",)
 
 
+class LimitSettings(BaseSettings):
+    """What one user may ask of the server: quotas, and the rate of write requests.
+
+    A caller over a quota or the rate limit gets 429 with ``Retry-After`` (docs/server.md).
+
+    Attributes:
+        jobs_per_user: generate jobs a user may have pending or running at once.
+        replicas_per_user: replicas a user may have registered (each offline map taken with
+            sync registers one per feature service; unregister them with
+            ``DELETE /api/replicas/{id}``).
+        job_bytes_per_user: bytes of finished jobs' files a user may have kept (jobs are kept
+            a day, or until deleted with ``DELETE /api/jobs/{id}``); a job is refused when
+            what is kept and its estimate would go over.
+        writes_per_minute: write requests (``POST``, ``PUT``, ``PATCH``, ``DELETE``) a user,
+            or a client address without a token, may send in a moving window of one minute.
+        rate_limit_storage: where the rate limiter counts, as a ``limits`` storage URL:
+            ``memory://`` (one process), or ``redis://host:port`` shared by several.
+        quota_retry_after_s: the ``Retry-After`` of a refusal for replicas, which free only
+            when the user unregisters one.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="OFFMAPS_LIMITS_")
+
+    jobs_per_user: int = Field(default=2, ge=1)
+    replicas_per_user: int = Field(default=50, ge=1)
+    job_bytes_per_user: int = Field(default=4 * 1024**3, ge=1024)
+    writes_per_minute: int = Field(default=300, ge=1)
+    rate_limit_storage: str = "memory://"
+    quota_retry_after_s: int = Field(default=3600, ge=1)
+
+
 class ServerSettings(BaseSettings):
     """Everything ``create_app`` needs.
 
@@ -47,6 +78,8 @@ class ServerSettings(BaseSettings):
         storage_secret: the secret presigned URLs of the object store are signed with (at
             least 16 bytes; the same in every process that must accept them); by default one is
             generated into ``data_dir/storage-key``.
+        auth: how tokens are issued and checked.
+        limits: per-user quotas and the write rate limit.
     """
 
     model_config = SettingsConfigDict(env_prefix="OFFMAPS_", env_nested_delimiter="__")
@@ -58,3 +91,4 @@ class ServerSettings(BaseSettings):
     signing_key: SecretStr | None = None
     storage_secret: SecretStr | None = Field(default=None, min_length=16)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)

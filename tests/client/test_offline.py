@@ -671,7 +671,7 @@ def test_only_listed_files_of_a_visible_succeeded_job_are_served(
     services.jobs.output(stored_job).put("unlisted.bin", b"not in the result")
     unlisted = server.client.get(f"/api/jobs/{stored_job}/files/unlisted.bin", headers=editor)
     assert unlisted.status_code == 404
-    assert get_file(server, stored_job, server.token("viewer")).status_code == 404
+    assert get_file(server, stored_job, server.token("viewer")).status_code == 403  # no scope
     job = services.jobs.get(stored_job)
     job.status = ServerJobStatus.RUNNING
     services.jobs.store.save(job)

@@ -321,8 +321,8 @@ def test_delete_against_update_is_a_conflict_and_nothing_is_lost(
     assert_problem(
         client.post("/api/conflicts/nope/resolve", json={"side": "client"}, headers=headers), 404
     )
-    assert_problem(
-        client.get(f"/api/conflicts/{other}", headers=live_server.server.token("viewer")), 404
+    assert_problem(  # maps:read only: not even the review queue of one's own replicas
+        client.get(f"/api/conflicts/{other}", headers=live_server.server.token("viewer")), 403
     )
     device.sync()
     assert device.sites()["site 7"].properties["status"] == "device"
@@ -804,7 +804,10 @@ def test_replicas_are_private_to_their_owner_and_gone_once_unregistered(
     client = live_server.server.client
     url = f"/api/replicas/{entry.replica_id}"
     assert_problem(client.get(url), 401)
-    assert_problem(client.get(url, headers=live_server.server.token("viewer")), 404)
+    assert_problem(client.get(url, headers=live_server.server.token("viewer")), 403)
+    services = client.app.state.services  # type: ignore[attr-defined]
+    services.users.add_user("reader", PASSWORD, scopes=("maps:read", "offline:sync"))
+    assert_problem(client.get(url, headers=live_server.server.token("reader")), 404)
     assert client.get(url, headers=live_server.server.token("admin")).status_code == 200
     assert_problem(
         client.get("/api/replicas/..%2F..", headers=live_server.server.token("editor")), 404

@@ -151,7 +151,7 @@ def test_a_job_runs_from_its_stored_payload_and_keeps_its_files(
 def test_a_failed_job_says_why_and_keeps_no_files(
     runner: InProcessJobRunner, objects: MemoryObjectStore, scratch: Path
 ) -> None:
-    job = runner.submit("count", Count(to=3, fail_at=2), owner=None)  # after publishing two
+    job = runner.submit("count", Count(to=3, fail_at=2), owner="alice")  # after publishing two
     done = wait(runner, job.id)
     assert done.status is JobStatus.FAILED
     assert done.error == "ValueError: failed at 2"
@@ -178,7 +178,7 @@ def test_a_job_failing_while_it_publishes_keeps_no_files(
     objects = FailingStore()
     runner = make_runner(store, objects, scratch)
     try:
-        job = runner.submit("count", Count(to=5), owner=None)
+        job = runner.submit("count", Count(to=5), owner="alice")
         done = wait(runner, job.id)
     finally:
         runner.close()
@@ -195,7 +195,7 @@ def test_a_cancelled_job_ends_cancelled_without_files(
     gate = Gate()
     runner = make_runner(store, objects, scratch, JobKinds([JobKind("gate", Count, gate.run)]))
     try:
-        job = runner.submit("gate", Count(to=1), owner=None)
+        job = runner.submit("gate", Count(to=1), owner="alice")
         assert gate.started.wait(30)
         assert (scratch / job.id / "partial.gpkg").read_bytes() == b"half"
         assert object_keys(objects) == [f"jobs/{job.id}/files/published.txt"]
@@ -213,7 +213,7 @@ def test_deleting_a_job_removes_its_files(
     runner: InProcessJobRunner, store: FolderJobStore, objects: MemoryObjectStore
 ) -> None:
     other = objects.put("jobs/elsewhere.txt", b"not a job's")
-    job = runner.submit("count", Count(to=2), owner=None)
+    job = runner.submit("count", Count(to=2), owner="alice")
     wait(runner, job.id)
     assert len(object_keys(objects, f"jobs/{job.id}/")) == 2
     runner.delete(job.id)
@@ -227,12 +227,19 @@ def test_deleting_a_job_removes_its_files(
 
 def test_unknown_kinds_and_bad_payloads_are_refused(runner: InProcessJobRunner) -> None:
     with pytest.raises(UnknownJobKindError, match="no job kind 'nope' here") as found:
-        runner.submit("nope", Count(to=1), owner=None)
+        runner.submit("nope", Count(to=1), owner="alice")
     assert found.value.kind == "nope"
     with pytest.raises(InvalidJobPayloadError, match="count job's payload"):
         KINDS.get_kind("count").parse({"to": "many"})
     with pytest.raises(InvalidJobPayloadError):
         KINDS.get_kind("count").parse({"to": 1, "extra": True})
+
+
+@pytest.mark.parametrize("owner", [None, ""])
+def test_every_job_has_an_owner(runner: InProcessJobRunner, owner: Any) -> None:
+    with pytest.raises(InvalidJobPayloadError, match="needs an owner"):
+        runner.submit("count", Count(to=1), owner=owner)
+    assert list(runner.store.iter_jobs()) == []
 
 
 def test_a_kind_is_registered_once() -> None:
@@ -252,7 +259,7 @@ def test_malformed_job_ids_are_not_found(runner: InProcessJobRunner, job_id: str
 def test_a_job_whose_state_is_damaged_is_not_found(
     runner: InProcessJobRunner, store: FolderJobStore
 ) -> None:
-    job = runner.submit("count", Count(to=1), owner=None)
+    job = runner.submit("count", Count(to=1), owner="alice")
     wait(runner, job.id)
     (store.folder / job.id / "job.json").write_text('{"id": 1}')
     with pytest.raises(JobNotFoundError, match="cannot be read"):
@@ -265,9 +272,9 @@ def test_ended_jobs_older_than_keep_are_removed(
 ) -> None:
     runner = make_runner(store, objects, scratch, keep=0.0)
     try:
-        first = runner.submit("count", Count(to=1), owner=None)
+        first = runner.submit("count", Count(to=1), owner="alice")
         wait(runner, first.id)
-        second = runner.submit("count", Count(to=1), owner=None)  # cleans up before it starts
+        second = runner.submit("count", Count(to=1), owner="alice")  # cleans up before it starts
         with pytest.raises(JobNotFoundError):
             runner.get(first.id)
         assert object_keys(objects, f"jobs/{first.id}/") == []

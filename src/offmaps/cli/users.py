@@ -27,7 +27,7 @@ _DATA = click.option(
 _SCOPES = click.option(
     "--scopes",
     required=True,
-    help="Comma-separated scopes: maps:read, maps:write, features:edit, admin.",
+    help="Comma-separated scopes: maps:read, maps:write, features:edit, offline:sync, admin.",
 )
 
 

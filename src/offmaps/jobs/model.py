@@ -24,7 +24,8 @@ class Job:
     Attributes:
         id: 32 lowercase hex characters.
         kind: the registered kind that runs it (:class:`offmaps.jobs.kinds.JobKind`).
-        owner: the user who started it; ``None`` for jobs of the server itself.
+        owner: the user who started it. Every new job has one; ``None`` only in jobs stored
+            by versions that let anonymous callers start jobs, which only admins see.
         status: where it is.
         progress: the fraction done, 0 to 1, never going back.
         message: what it is doing, or how it ended.

@@ -25,7 +25,12 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from offmaps.errors import JobCancelledError, JobNotFoundError, OffmapsError
+from offmaps.errors import (
+    InvalidJobPayloadError,
+    JobCancelledError,
+    JobNotFoundError,
+    OffmapsError,
+)
 from offmaps.jobs._files import JobFiles
 from offmaps.jobs.kinds import JobKinds
 from offmaps.jobs.model import Job, JobContext
@@ -49,11 +54,18 @@ class JobRunner(Protocol):
         """Where the jobs' state lives."""
         ...
 
-    def submit(self, kind: str, payload: BaseModel, *, owner: str | None) -> Job:
-        """Store a new job of ``kind`` for ``payload`` and start it; returns at once.
+    @property
+    def keep(self) -> float:
+        """Seconds an ended job and its files are kept."""
+        ...
+
+    def submit(self, kind: str, payload: BaseModel, *, owner: str) -> Job:
+        """Store a new job of ``kind`` for ``payload``, started by user ``owner``, and start
+        it; returns at once.
 
         Raises:
             UnknownJobKindError: no such kind here.
+            InvalidJobPayloadError: no owner.
         """
         ...
 
@@ -156,8 +168,16 @@ class InProcessJobRunner:
         """Where the jobs' state lives."""
         return self._store
 
-    def submit(self, kind: str, payload: BaseModel, *, owner: str | None) -> Job:
-        """Store a new job of ``kind`` for ``payload`` and start it; returns at once."""
+    def submit(self, kind: str, payload: BaseModel, *, owner: str) -> Job:
+        """Store a new job of ``kind`` for ``payload``, started by user ``owner``, and start
+        it; returns at once.
+
+        Raises:
+            UnknownJobKindError: no such kind here.
+            InvalidJobPayloadError: no owner: every job is someone's, for access and quotas.
+        """
+        if not isinstance(owner, str) or not owner:
+            raise InvalidJobPayloadError("a job needs an owner: the user who starts it")
         self.kinds.get_kind(kind)
         self.cleanup()
         job = Job(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import shapely
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from offmaps.catalog import Catalog
 from offmaps.containers import TilesetMetadata, open_reader, open_writer
@@ -73,6 +73,7 @@ from offmaps.offline.plan import (
 from offmaps.offline.replica import LocalReplica
 from offmaps.replicas import SyncService
 from offmaps.schemas import FeatureLayerRef, OnlineOnlyLayerRef, TableRef, TileLayerRef, WebMap
+from offmaps.settings import LimitSettings
 from offmaps.sources import ArchiveTileSource, TileSource
 from offmaps.state import LayerScope, RelatedKey, ReplicaRegistry
 from offmaps.storage import LocalBlobStore
@@ -106,11 +107,20 @@ _DEFAULT_TILE_BYTES = 20_000
 
 @dataclass(frozen=True)
 class OfflineMapServices:
-    """What generating an offline map reads and registers with."""
+    """What generating an offline map reads and registers with.
+
+    Attributes:
+        catalog: the server's catalog.
+        replicas: where replicas are registered.
+        sync: the sync service.
+        limits: the per-user quotas; the replica quota is checked as each replica is
+            registered (none without limits).
+    """
 
     catalog: Catalog
     replicas: ReplicaRegistry
     sync: SyncService
+    limits: LimitSettings | None = None
 
 
 class GenerateOfflineMap(BaseModel):
@@ -120,7 +130,8 @@ class GenerateOfflineMap(BaseModel):
         map_id: the web map.
         parameters: the area, levels and options asked for.
         overrides: per-layer choices, if any.
-        owner: who asked (the owner of the replicas registered).
+        owner: the signed-in user who asked: the owner of the job and of the replicas it
+            registers (always one: anonymous callers cannot start jobs).
         server_url: the URL the package's online layers and sync point at.
     """
 
@@ -129,7 +140,7 @@ class GenerateOfflineMap(BaseModel):
     map_id: str
     parameters: GenerateOfflineMapParameters
     overrides: GenerateOfflineMapParameterOverrides | None = None
-    owner: str | None = None
+    owner: str = Field(min_length=1)
     server_url: str
 
 
@@ -202,6 +213,7 @@ def generate_offline_map(
         estimate,
         payload.owner,
         payload.server_url,
+        services.limits,
     ).run()
 
 
@@ -463,14 +475,16 @@ class _Generation:
     parameters: GenerateOfflineMapParameters
     plan: OfflinePlan
     estimate: OfflineMapEstimate
-    owner: str | None
+    owner: str
     server_url: str
+    limits: LimitSettings | None = None
     errors: dict[str, str] = field(default_factory=dict)
     layers: list[PackageLayer] = field(default_factory=list)
     package_replicas: list[PackageReplica] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     _sizes: dict[str, int] = field(default_factory=dict)
     _done: float = 0.0
+    _registered: list[str] = field(default_factory=list)
 
     @property
     def folder(self) -> Path:
@@ -478,6 +492,23 @@ class _Generation:
         return self.context.scratch
 
     def run(self) -> dict[str, Any]:
+        """Build the package; a job that fails or is cancelled leaves no replica registered
+        (nobody would ever sync it, and it would count against its owner's quota)."""
+        try:
+            return self._build()
+        except BaseException:
+            self._unregister(self._registered)
+            raise
+
+    def _unregister(self, replica_ids: list[str]) -> None:
+        for replica_id in replica_ids:
+            try:
+                self.replicas.unregister(replica_id)
+            except OffmapsError:  # gone already: nothing to undo
+                continue
+        del replica_ids[:]
+
+    def _build(self) -> dict[str, Any]:
         self._sizes = {layer.layer_id: max(layer.bytes, 1) for layer in self.estimate.layers}
         for service_plan in self.plan.services:
             ids = [layer.layer_id for layer in service_plan.layers]
@@ -585,6 +616,8 @@ class _Generation:
             tuple(layer.layer for layer in service_plan.layers),
             result.generation,
             owner=self.owner,
+            max_owned=None if self.limits is None else self.limits.replicas_per_user,
+            retry_after_s=3600 if self.limits is None else self.limits.quota_retry_after_s,
             map_id=self.webmap.id,
             sync_direction=sync_direction,
             sync_model=service_plan.sync_model.value,
@@ -604,15 +637,21 @@ class _Generation:
             },
             attachment_sync_direction=service_plan.attachment_sync_direction.value,
         )
-        # capture starts now: every edit on the device, by any tool, lands in the outbox
-        _make_syncable(
-            replica.id,
-            result.generation,
-            self.sync.recorded_states,
-            service_plan.service,
-            replica.layers,
-            self.folder / name,
-        )
+        self._registered.append(replica.id)
+        try:
+            # capture starts now: every edit on the device, by any tool, lands in the outbox
+            _make_syncable(
+                replica.id,
+                result.generation,
+                self.sync.recorded_states,
+                service_plan.service,
+                replica.layers,
+                self.folder / name,
+            )
+        except BaseException:  # a layer error under continue_on_errors: this one goes now
+            self._registered.remove(replica.id)
+            self._unregister([replica.id])
+            raise
         self.package_replicas.append(
             PackageReplica(
                 service=service_plan.service,

@@ -52,6 +52,7 @@ from offmaps.errors import (
     ConflictStateError,
     FeatureNotFoundError,
     FeaturesError,
+    GenerationAheadError,
     InvalidChangeSetError,
     WebMapNotFoundError,
 )
@@ -723,7 +724,11 @@ class SyncService:
     ) -> DownloadSize:
         """What :meth:`download` would send now for the same arguments: its rows (upserts and
         deletions), its bytes, and the attachment files its rows name. Exact: the rows are
-        read and encoded as the download encodes them, nothing is sent."""
+        read and encoded as the download encodes them, nothing is sent.
+
+        Raises:
+            GenerationAheadError: ``since`` is beyond the server's generation.
+        """
         generation = 0
         upserts = deletes = size = 0
         attachments: dict[str, int] = {}
@@ -754,7 +759,12 @@ class SyncService:
     ) -> Iterator[bytes]:
         """The server's changes after generation ``since`` as NDJSON lines: a header, each
         changed row as it is now (or its deletion), and an end record counting and hashing
-        the lines before it (docs/sync.md)."""
+        the lines before it (docs/sync.md).
+
+        Raises:
+            GenerationAheadError: ``since`` is beyond the server's generation (before any
+                line).
+        """
         digest = hashlib.sha256()
         count = -1  # the header is no change
         for record in self._records(replica, since, layers):
@@ -772,6 +782,7 @@ class SyncService:
         store = self.catalog.feature_service(replica.service)
         wanted = self._layers(replica, layers)
         generation = store.generation()
+        _check_since(since, generation)
         schemas = {schema.name: schema for schema in store.list_layers()}
         changed = _changed_rows(store, since, generation, wanted)
         yield DownloadHeader(
@@ -1085,6 +1096,21 @@ def _attachment_refs(store: FeatureStore, layer: str, gid: uuid.UUID) -> list[At
         )
         for a in store.list_attachments(layer, gid)
     ]
+
+
+def _check_since(since: int, generation: int) -> None:
+    """Refuse a ``since`` the server never reached (or a negative one): the device's data is
+    not this server's, and a download from there would skip changes silently."""
+    if since < 0:
+        raise InvalidChangeSetError(f"since must be a generation, 0 or more (not {since})")
+    if since > generation:
+        raise GenerationAheadError(
+            f"since {since} is beyond the server's generation {generation}: this replica "
+            "is not from this server's data (restored from an older backup, or another "
+            "server); take the map offline again",
+            expected=generation,
+            actual=since,
+        )
 
 
 def _changed_rows(

@@ -11,10 +11,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offmaps import __version__
 from offmaps.access import Principal
-from offmaps.server.auth import TokenService, auth_router, current_principal
+from offmaps.server.auth import TokenService, WriteGate, auth_router, current_principal
 from offmaps.server.fastpath import TileFastPath
 from offmaps.server.links import base_url
 from offmaps.server.problems import install_problem_handlers, problem_response
+from offmaps.server.ratelimit import WriteRateLimiter
 from offmaps.server.rest.attachments import attachments_router
 from offmaps.server.rest.deps import get_catalog
 from offmaps.server.rest.features import features_router
@@ -123,6 +124,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.services = services
     app.state.tile_sources = services.catalog.tile_sources
     app.state.tokens = tokens
+    # write requests' callers, checked by GatedRoute routes before a body is read
+    app.state.write_gate = WriteGate(tokens, WriteRateLimiter(settings.limits))
     app.state.public_url = settings.public_url
     install_problem_handlers(app)
 

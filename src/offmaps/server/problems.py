@@ -19,6 +19,7 @@ from offmaps import errors
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "STATUS",
+    "domain_problem",
     "install_problem_handlers",
     "problem_response",
     "status_of",
@@ -31,6 +32,7 @@ STATUS: tuple[tuple[type[errors.OffmapsError], int], ...] = (
     (errors.InvalidCredentialsError, 401),
     (errors.InvalidTokenError, 401),
     (errors.InsufficientScopeError, 403),
+    (errors.TooManyRequestsError, 429),
     (errors.AccessDeniedError, 403),
     (errors.UserNotFoundError, 404),
     (errors.UserExistsError, 409),
@@ -49,6 +51,7 @@ STATUS: tuple[tuple[type[errors.OffmapsError], int], ...] = (
     (errors.ConflictNotFoundError, 404),
     (errors.ConflictStateError, 409),
     (errors.UploadOffsetError, 409),
+    (errors.GenerationAheadError, 409),
     (errors.InvalidChangeSetError, 422),
     (errors.EditNotAllowedError, 403),
     (errors.LayerExistsError, 409),
@@ -78,13 +81,17 @@ _TITLES = {
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     502: "Bad Gateway",
     503: "Service Unavailable",
     507: "Insufficient Storage",
 }
 
-_CONTEXT_ATTRIBUTES = ("layer", "global_id", "field", "line", "column", "expected", "actual", "key")
+_CONTEXT_ATTRIBUTES = (
+    "layer", "global_id", "field", "line", "column", "expected", "actual", "key",
+    "quota", "limit", "used", "retry_after",
+)  # fmt: skip
 
 
 def status_of(error: errors.OffmapsError) -> int:
@@ -116,7 +123,10 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
-def _domain_problem(error: errors.OffmapsError) -> JSONResponse:
+def domain_problem(error: errors.OffmapsError) -> JSONResponse:
+    """The problem document of a domain error: its status from :data:`STATUS`, its context
+    attributes, and the headers its status needs (``WWW-Authenticate`` on 401 and scope
+    refusals, ``Retry-After`` on 429)."""
     status = status_of(error)
     extra: dict[str, Any] = {}
     for name in _CONTEXT_ATTRIBUTES:
@@ -132,6 +142,8 @@ def _domain_problem(error: errors.OffmapsError) -> JSONResponse:
     elif isinstance(error, errors.InsufficientScopeError):
         scope = " ".join(required)
         headers = {"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'}
+    elif isinstance(error, errors.TooManyRequestsError):
+        headers = {"Retry-After": str(error.retry_after)}
     return problem_response(
         status,
         str(error),
@@ -148,7 +160,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_domain_error(request: Request, exc: Exception) -> JSONResponse:
         if not isinstance(exc, errors.OffmapsError):  # registered for this class only
             raise exc
-        return _domain_problem(exc)
+        return domain_problem(exc)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         if not isinstance(exc, RequestValidationError):  # registered for this class only

@@ -17,7 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from offmaps.errors import FeatureStoreError, ReplicaNotFoundError
+from offmaps.errors import (
+    FeatureStoreError,
+    InvalidUserError,
+    QuotaExceededError,
+    ReplicaNotFoundError,
+)
 
 __all__ = ["SQLiteReplicaRegistry", "LayerScope", "RelatedKey", "Replica", "ReplicaRegistry"]
 
@@ -36,6 +41,7 @@ CREATE TABLE IF NOT EXISTS replicas (
     created REAL NOT NULL
 )
 """
+_OWNER_INDEX = "CREATE INDEX IF NOT EXISTS replicas_owner ON replicas (owner)"
 _ADDED_COLUMNS = (
     ("scope", "TEXT NOT NULL DEFAULT '{}'"),
     ("attachment_sync_direction", "TEXT NOT NULL DEFAULT 'bidirectional'"),
@@ -84,7 +90,12 @@ class LayerScope:
 
 @dataclass(frozen=True, slots=True)
 class Replica:
-    """One registered replica."""
+    """One registered replica.
+
+    ``owner`` is the user who took the map offline: every replica registered now has one;
+    ``None`` only in replicas registered by versions that let anonymous callers start jobs,
+    which only admins may use.
+    """
 
     id: str
     service: str
@@ -110,14 +121,29 @@ class ReplicaRegistry(Protocol):
         layers: tuple[str, ...],
         generation: int,
         *,
-        owner: str | None,
+        owner: str,
         map_id: str | None,
         sync_direction: str,
         sync_model: str = "per_layer",
         scope: dict[str, LayerScope] | None = None,
         attachment_sync_direction: str = "bidirectional",
+        max_owned: int | None = None,
+        retry_after_s: int = 3600,
     ) -> Replica:
-        """Record a new replica; returns it with its id."""
+        """Record a new replica of user ``owner``; returns it with its id.
+
+        With ``max_owned``, the count of the owner's replicas and the new one's insertion are
+        one step, so concurrent jobs cannot pass the quota together; ``retry_after_s`` is
+        the refusal's ``retry_after``.
+
+        Raises:
+            QuotaExceededError: ``owner`` has ``max_owned`` replicas already.
+            InvalidUserError: no owner.
+        """
+        ...
+
+    def count_owned(self, owner: str) -> int:
+        """How many replicas ``owner`` has registered."""
         ...
 
     def find(self, replica_id: str) -> Replica | None:
@@ -154,6 +180,7 @@ class SQLiteReplicaRegistry:
             for name, definition in _ADDED_COLUMNS:
                 if name not in present:
                     self._conn.execute(f"ALTER TABLE replicas ADD COLUMN {name} {definition}")
+            self._conn.execute(_OWNER_INDEX)
         except sqlite3.Error as exc:
             raise FeatureStoreError(f"cannot open the replica registry {path}: {exc}") from None
 
@@ -163,31 +190,59 @@ class SQLiteReplicaRegistry:
         layers: tuple[str, ...],
         generation: int,
         *,
-        owner: str | None,
+        owner: str,
         map_id: str | None,
         sync_direction: str,
         sync_model: str = "per_layer",
         scope: dict[str, LayerScope] | None = None,
         attachment_sync_direction: str = "bidirectional",
+        max_owned: int | None = None,
+        retry_after_s: int = 3600,
     ) -> Replica:
-        """Record a new replica; returns it with its id."""
+        """Record a new replica of user ``owner``; returns it with its id (with ``max_owned``,
+        unless ``owner`` has that many already: counted and inserted in one statement).
+
+        Raises:
+            QuotaExceededError: ``owner`` has ``max_owned`` replicas already.
+            InvalidUserError: no owner.
+        """
+        if not isinstance(owner, str) or not owner:
+            raise InvalidUserError("a replica needs an owner: the user who takes the map offline")
         replica = Replica(
             uuid.uuid4().hex, service, layers, generation, owner, map_id, sync_direction,
             sync_model, time.time(), dict(scope or {}), attachment_sync_direction,
         )  # fmt: skip
         scope_json = json.dumps({name: asdict(found) for name, found in replica.scope.items()})
         with self._lock:
-            self._conn.execute(
+            inserted = self._conn.execute(
                 "INSERT INTO replicas (id, service, layers, generation, owner, map_id, "
                 "sync_direction, sync_model, created, scope, attachment_sync_direction) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                "WHERE ? IS NULL OR (SELECT count(*) FROM replicas WHERE owner = ?) < ?",
                 (
                     replica.id, service, json.dumps(list(layers)), generation, owner, map_id,
                     sync_direction, sync_model, replica.created, scope_json,
-                    attachment_sync_direction,
+                    attachment_sync_direction, max_owned, owner, max_owned,
                 ),
-            )  # fmt: skip
+            ).rowcount  # fmt: skip
+        if inserted != 1:
+            raise QuotaExceededError(
+                f"{owner} has {max_owned} replicas registered, the most a user may: "
+                "unregister one (DELETE /api/replicas/{id}) first",
+                quota="replicas",
+                limit=max_owned or 0,
+                used=self.count_owned(owner),
+                retry_after=retry_after_s,
+            )
         return replica
+
+    def count_owned(self, owner: str) -> int:
+        """How many replicas ``owner`` has registered."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT count(*) FROM replicas WHERE owner = ?", (owner,)
+            ).fetchone()
+        return int(row[0])
 
     def find(self, replica_id: str) -> Replica | None:
         """The replica with this id, or ``None``."""

@@ -14,10 +14,12 @@ from starlette.concurrency import run_in_threadpool
 
 from offmaps.access import (
     Scope,
+    implied_scopes,
 )
 from offmaps.errors import (
     InvalidCredentialsError,
 )
+from offmaps.server.auth.gate import GatedRoute
 from offmaps.server.auth.tokens import CLIENT_SUBJECT_PREFIX, IssuedToken, TokenService
 from offmaps.state.users import UserStore
 
@@ -144,6 +146,7 @@ def _grant_scopes(requested: str | None, allowed: Iterable[str]) -> tuple[str, .
     allowed_set = set(allowed)
     if requested is None:
         return tuple(sorted(allowed_set))
+    allowed_set = set(implied_scopes(allowed_set))  # features:edit may ask for offline:sync
     wanted = set(requested.split())
     known = {s.value for s in Scope}
     unknown = wanted - known
@@ -195,7 +198,7 @@ async def _client_credentials_grant(
 
 def auth_router(tokens: TokenService, users: UserStore) -> APIRouter:
     """``POST /oauth2/token`` (password and client-credentials grants) and the JWK set."""
-    router = APIRouter(tags=["auth"])
+    router = APIRouter(tags=["auth"], route_class=GatedRoute)
 
     @router.post(
         "/oauth2/token",

@@ -17,16 +17,17 @@ from starlette.concurrency import run_in_threadpool
 from offmaps.catalog import EditOperation
 from offmaps.errors import FeatureNotFoundError
 from offmaps.features.store import FeatureStore
+from offmaps.server.auth import GatedRoute
 from offmaps.server.downloads import blob_response
 from offmaps.server.links import base_url
-from offmaps.server.rest.deps import CatalogDep, PrincipalDep, parse_uuid
+from offmaps.server.rest.deps import EDIT_FEATURES, CatalogDep, PrincipalDep, parse_uuid
 
 __all__ = ["attachments_router"]
 
 _ATTACHMENT_CHUNK = 256 * 1024
 
 
-_routes = APIRouter(tags=["features"])
+_routes = APIRouter(tags=["features"], dependencies=[EDIT_FEATURES], route_class=GatedRoute)
 
 
 _PREFIX = "/collections/{collection_id}/items/{feature_id}/attachments"

@@ -7,13 +7,15 @@ from uuid import UUID
 
 from fastapi import Depends, Request
 
-from offmaps.access import Principal
+from offmaps.access import Principal, Scope
 from offmaps.catalog import Catalog
 from offmaps.errors import FeatureNotFoundError
-from offmaps.server.auth import current_principal
+from offmaps.server.auth import WRITE_METHODS, current_principal, require_scopes
 from offmaps.services import Services
 
 __all__ = [
+    "EDIT_FEATURES",
+    "WRITE_MAPS",
     "CatalogDep",
     "PrincipalDep",
     "ServicesDep",
@@ -33,6 +35,12 @@ def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
+
+EDIT_FEATURES = Depends(require_scopes(Scope.FEATURES_EDIT, methods=WRITE_METHODS))
+"""A router dependency: its write routes need ``features:edit`` (finer rules, per layer and
+field, are the catalog's); checked by the write gate before a body is read."""
+WRITE_MAPS = Depends(require_scopes(Scope.MAPS_WRITE, methods=WRITE_METHODS))
+"""A router dependency: its write routes need ``maps:write`` (ownership is checked after)."""
 
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -41,9 +41,10 @@ from offmaps.features.temporal import (
     TimeInterval,
     parse_datetime_interval,
 )
+from offmaps.server.auth import GatedRoute
 from offmaps.server.geojson import check_crs84, feature_to_geojson, parse_feature_body
 from offmaps.server.links import base_url
-from offmaps.server.rest.deps import CatalogDep, PrincipalDep, parse_uuid
+from offmaps.server.rest.deps import EDIT_FEATURES, CatalogDep, PrincipalDep, parse_uuid
 from offmaps.types import BBox
 
 __all__ = ["GEOJSON", "JSON_SCHEMA", "features_router"]
@@ -199,7 +200,7 @@ def _rfc3339_interval(interval: TimeInterval) -> list[str | None]:
     return [text(interval.start, end=False), text(interval.end, end=True)]
 
 
-_routes = APIRouter(tags=["features"])
+_routes = APIRouter(tags=["features"], dependencies=[EDIT_FEATURES], route_class=GatedRoute)
 
 
 @_routes.get("/collections", summary="Feature collections and tile layers")

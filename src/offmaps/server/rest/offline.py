@@ -6,11 +6,15 @@
   follow or cancel it; ``GET /api/jobs/{id}/files/{path}`` downloads its files (HTTP ranges).
 
 The work is :mod:`offmaps.offline.generate`'s; these handlers parse, check access, call it and
-serialise.
+serialise. Capabilities and estimates read a map as whoever may read it; the job routes need a
+signed-in user with ``offline:sync`` (``features:edit`` includes it), checked by the write gate
+before a body is read. Every job has its owner, who alone (and admins) may see it; a job is
+accepted only within its owner's quotas (:mod:`offmaps.offline.quotas`).
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
@@ -32,7 +36,9 @@ from offmaps.offline.parameters import (
     GenerateOfflineMapParameters,
 )
 from offmaps.offline.plan import get_capabilities
+from offmaps.offline.quotas import OfflineQuotas
 from offmaps.schemas.jobs import JobStatus
+from offmaps.server.auth import GatedRoute, require_scopes
 from offmaps.server.downloads import object_response
 from offmaps.server.links import base_url
 from offmaps.server.rest.deps import CatalogDep, PrincipalDep, ServicesDep
@@ -73,10 +79,19 @@ def _document(job: Job, request: Request) -> dict[str, Any]:
     return job_document(job, base_url(request)).model_dump(mode="json")
 
 
+_SUBMITTING = threading.Lock()
+
+TAKE_OFFLINE = require_scopes(Scope.OFFLINE_SYNC, signed_in=True)
+"""What the job routes need: a signed-in user who may take maps offline."""
+
+
 def _visible_job(jobs: JobRunner, job_id: str, principal: Principal) -> Job:
-    """Job ``job_id`` if ``principal`` may see it (its owner, or an admin); else not found."""
+    """Job ``job_id`` if ``principal`` may see it (its owner, or an admin: the only ones who
+    see jobs stored without an owner); else not found."""
     job = jobs.get(job_id)
-    if job.owner is not None and job.owner != principal.subject and not principal.has(Scope.ADMIN):
+    if principal.has(Scope.ADMIN):
+        return job
+    if principal.anonymous or job.owner is None or job.owner != principal.subject:
         raise JobNotFoundError(f"no job {job.id!r}")
     return job
 
@@ -118,11 +133,13 @@ def start_job(
     principal: PrincipalDep,
     jobs: JobsDep,
 ) -> dict[str, Any]:
-    """Start a generate job, once the export limits are checked."""
+    """Start a generate job of the caller, once the export limits and their quotas are
+    checked."""
     webmap = catalog.visible_map(principal, map_id)
     plan, found = prepare_offline_map(catalog, webmap, body.parameters, body.overrides)
     check_export_limits(plan, found)
-    owner = None if principal.anonymous else principal.subject
+    owner = principal.subject
+    services: Services = request.app.state.services
     payload = GenerateOfflineMap(
         map_id=map_id,
         parameters=body.parameters,
@@ -130,7 +147,12 @@ def start_job(
         owner=owner,
         server_url=base_url(request),
     )
-    return _document(jobs.submit(GENERATE_OFFLINE_MAP, payload, owner=owner), request)
+    with _SUBMITTING:  # two requests of one user at once count each other's job
+        OfflineQuotas(services.settings.limits, jobs, services.replicas).check_generate(
+            owner, found.bytes
+        )
+        job = jobs.submit(GENERATE_OFFLINE_MAP, payload, owner=owner)
+    return _document(job, request)
 
 
 def job_status(
@@ -172,7 +194,7 @@ def offline_router() -> APIRouter:
 
     The routes keep the names (and so the OpenAPI operation ids) of the earlier handlers.
     """
-    router = APIRouter(prefix="/api", tags=["offline"])
+    router = APIRouter(prefix="/api", tags=["offline"], route_class=GatedRoute)
     router.add_api_route(
         "/maps/{map_id}/offline/capabilities",
         get_capabilities_of_map,
@@ -192,6 +214,7 @@ def offline_router() -> APIRouter:
         start_job,
         methods=["POST"],
         name="start",
+        dependencies=[Depends(TAKE_OFFLINE)],
         summary="Start generating an offline map",
         status_code=201,
     )
@@ -200,6 +223,7 @@ def offline_router() -> APIRouter:
         job_status,
         methods=["GET"],
         name="status",
+        dependencies=[Depends(TAKE_OFFLINE)],
         summary="A job's status, progress and result",
     )
     router.add_api_route(
@@ -207,6 +231,7 @@ def offline_router() -> APIRouter:
         cancel_job,
         methods=["DELETE"],
         name="cancel",
+        dependencies=[Depends(TAKE_OFFLINE)],
         summary="Cancel a job, or remove an ended one",
     )
     router.add_api_route(
@@ -214,6 +239,7 @@ def offline_router() -> APIRouter:
         download_job_file,
         methods=["GET"],
         name="download",
+        dependencies=[Depends(TAKE_OFFLINE)],
         summary="A file of a finished job (ranges)",
         response_class=Response,
         responses=_RANGES,

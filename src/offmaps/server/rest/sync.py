@@ -11,8 +11,11 @@ Routes (docs/sync.md; all in the OpenAPI document):
   ``GET /api/replicas/{id}/blobs/{sha256}`` (attachment bytes, for downloads).
 - ``GET /api/conflicts``, ``GET /api/conflicts/{id}``, ``POST /api/conflicts/{id}/resolve``.
 
-A replica is synced by the user who took it offline (its owner) or an admin; uploads need the
-``features:edit`` scope, downloads ``maps:read``.
+Every route needs a signed-in user with ``offline:sync`` (``features:edit`` includes it),
+checked by the write gate before a body is read; a replica is synced by the user who took it
+offline (its owner) or an admin (the only ones who may use replicas registered without an
+owner); uploads and resolving conflicts need ``features:edit`` too. A ``since`` beyond the
+server's generation is a 409 (``GenerationAheadError``), never a silent empty download.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,6 +40,7 @@ from offmaps.errors import (
     ReplicaNotFoundError,
 )
 from offmaps.schemas.changeset import ChangeResult, ChangeSet, ChangeSetResult
+from offmaps.server.auth import GatedRoute, require_scopes
 from offmaps.server.downloads import blob_response
 from offmaps.server.rest.deps import PrincipalDep, ServicesDep
 from offmaps.services import Services
@@ -46,6 +50,23 @@ from offmaps.sync.collector import collection_paused
 __all__ = ["sync_router"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+MAX_GENERATION = 2**63 - 1
+"""The largest generation a store can hold (SQLite and PostgreSQL integers are 64-bit)."""
+
+SYNC = require_scopes(Scope.OFFLINE_SYNC, signed_in=True)
+"""What every sync route needs: a signed-in user who may take maps offline and sync them."""
+EDIT = require_scopes(Scope.OFFLINE_SYNC, Scope.FEATURES_EDIT, signed_in=True)
+"""What uploading edits and settling conflicts need besides."""
+
+Generation = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=MAX_GENERATION,
+        description="The generation the device has (at most the server's current one)",
+    ),
+]
 
 
 class ResolveRequest(BaseModel):
@@ -64,7 +85,7 @@ def _owner_or_admin(principal: Principal, replica: Replica, scope: Scope) -> Non
         return
     if principal.anonymous:
         raise InvalidTokenError("syncing needs a signed-in user: log in first")
-    if replica.owner != principal.subject:
+    if replica.owner is None or replica.owner != principal.subject:
         raise ReplicaNotFoundError(f"no replica {replica.id!r}")
     if not principal.has(scope):
         raise InsufficientScopeError(f"syncing needs the {scope.value} scope")
@@ -84,7 +105,9 @@ def _sha256(value: str) -> str:
     return value
 
 
-_routes = APIRouter(prefix="/api", tags=["sync"])
+_routes = APIRouter(
+    prefix="/api", tags=["sync"], dependencies=[Depends(SYNC)], route_class=GatedRoute
+)
 
 
 def _replica_for(
@@ -97,7 +120,7 @@ def _replica_for(
 
 @_routes.get("/replicas/{replica_id}", summary="A replica: service, layers, generation")
 def replica_info(services: ServicesDep, replica_id: str, principal: PrincipalDep) -> dict[str, Any]:
-    replica = _replica_for(services, replica_id, principal, Scope.MAPS_READ)
+    replica = _replica_for(services, replica_id, principal, Scope.OFFLINE_SYNC)
     store = services.catalog.feature_service(replica.service)
     return {
         "id": replica.id,
@@ -117,7 +140,7 @@ def replica_info(services: ServicesDep, replica_id: str, principal: PrincipalDep
 
 @_routes.delete("/replicas/{replica_id}", summary="Unregister a replica", status_code=204)
 def unregister(services: ServicesDep, replica_id: str, principal: PrincipalDep) -> Response:
-    replica = _replica_for(services, replica_id, principal, Scope.MAPS_READ)
+    replica = _replica_for(services, replica_id, principal, Scope.OFFLINE_SYNC)
     services.replicas.unregister(replica.id)
     return Response(status_code=204)
 
@@ -130,10 +153,10 @@ def updates(
     services: ServicesDep,
     replica_id: str,
     principal: PrincipalDep,
-    since: Annotated[int, Query(ge=0)],
+    since: Generation,
     layers: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> dict[str, Any]:
-    replica = _replica_for(services, replica_id, principal, Scope.MAPS_READ)
+    replica = _replica_for(services, replica_id, principal, Scope.OFFLINE_SYNC)
     names = layers.split(",") if layers else None
     found = services.sync.measure_download(replica, since, names)
     return {
@@ -149,6 +172,7 @@ def updates(
 
 @_routes.post(
     "/replicas/{replica_id}/changes",
+    dependencies=[Depends(EDIT)],
     summary="Upload a change set; every change is answered (idempotent by change id)",
     response_model=ChangeSetResult,
 )
@@ -177,10 +201,10 @@ def download(
     services: ServicesDep,
     replica_id: str,
     principal: PrincipalDep,
-    since: Annotated[int, Query(ge=0)],
+    since: Generation,
     layers: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> StreamingResponse:
-    replica = _replica_for(services, replica_id, principal, Scope.MAPS_READ)
+    replica = _replica_for(services, replica_id, principal, Scope.OFFLINE_SYNC)
     names = layers.split(",") if layers else None
     lines = services.sync.download(replica, since, names)
     first = next(lines)  # errors (unknown layers) become problems, not broken streams
@@ -201,7 +225,7 @@ def download(
 def change_status(
     services: ServicesDep, replica_id: str, change_id: uuid.UUID, principal: PrincipalDep
 ) -> Response:
-    replica = _replica_for(services, replica_id, principal, Scope.MAPS_READ)
+    replica = _replica_for(services, replica_id, principal, Scope.OFFLINE_SYNC)
     found = services.sync.change_result(replica, change_id)
     if found is None:
         raise InvalidChangeSetError(f"the server has no change {change_id}")
@@ -221,6 +245,7 @@ def upload_state(
 
 @_routes.put(
     "/replicas/{replica_id}/uploads/{sha256}",
+    dependencies=[Depends(EDIT)],
     summary="Upload (part of) an attachment's bytes, from an offset",
 )
 async def upload_bytes(
@@ -247,7 +272,7 @@ async def upload_bytes(
     response_class=FileResponse,
 )
 def blob(services: ServicesDep, replica_id: str, sha256: str, principal: PrincipalDep) -> Response:
-    _replica_for(services, replica_id, principal, Scope.MAPS_READ)
+    _replica_for(services, replica_id, principal, Scope.OFFLINE_SYNC)
     return blob_response(services.catalog.blobs, _sha256(sha256))
 
 
@@ -273,7 +298,9 @@ def conflict(services: ServicesDep, conflict_id: str, principal: PrincipalDep) -
     return found.document()
 
 
-@_routes.post("/conflicts/{conflict_id}/resolve", summary="Settle a conflict")
+@_routes.post(
+    "/conflicts/{conflict_id}/resolve", summary="Settle a conflict", dependencies=[Depends(EDIT)]
+)
 def resolve(
     services: ServicesDep, conflict_id: str, body: ResolveRequest, principal: PrincipalDep
 ) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse
 from offmaps.access import Scope, can_read, check_can_write
 from offmaps.errors import InvalidWebMapError
 from offmaps.schemas import WebMap, parse_webmap
+from offmaps.server.auth import GatedRoute
 from offmaps.server.links import base_url
-from offmaps.server.rest.deps import CatalogDep, PrincipalDep
+from offmaps.server.rest.deps import WRITE_MAPS, CatalogDep, PrincipalDep
 
 __all__ = ["webmaps_router"]
 
@@ -44,7 +45,9 @@ _BODY = {
 }
 
 
-_routes = APIRouter(prefix="/api/maps", tags=["web maps"])
+_routes = APIRouter(
+    prefix="/api/maps", tags=["web maps"], dependencies=[WRITE_MAPS], route_class=GatedRoute
+)
 
 
 @_routes.get("", summary="The web maps you can see")
