@@ -52,7 +52,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -600,6 +600,8 @@ class _PendingReader:
         self._settled: list[tuple[str, str, int, int]] = []
         self._timeline: dict[tuple[str, str], list[Sequence[Any]]] = {}
         self._absorbed: set[int] = set()
+        self.rejected: list[tuple[str, str, str]] = []
+        """The edits settled as rejected: layer, change id and reason of each."""
 
     def look_ahead(self, rows: Sequence[Sequence[Any]]) -> None:
         """Take a batch of pending rows: note, for each row they edit, its pending edits from
@@ -635,7 +637,7 @@ class _PendingReader:
         try:
             first = self._decode(row)
         except (ValueError, ShapelyError, pydantic.ValidationError) as exc:
-            self._settle(seq, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
+            self._settle(row, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
             return None
         # an edit read for an upload before may have reached the server with its answer lost:
         # it goes on its own, under its own id, and the server answers it from its record
@@ -699,7 +701,7 @@ class _PendingReader:
         except pydantic.ValidationError as exc:
             for edit in group:
                 reason = f"unreadable: {_one_line(exc)}"
-                self._settle(edit.row[0], ChangeStatus.REJECTED, reason)
+                self._settle(edit.row, ChangeStatus.REJECTED, reason)
             return None
 
     def _decode(self, row: Sequence[Any]) -> _Edit:
@@ -736,13 +738,15 @@ class _PendingReader:
                 break
         return found
 
-    def _settle(self, seq: int, status: ChangeStatus, reason: str) -> None:
-        self._settled.append((status.value, reason, _now_ms(), seq))
+    def _settle(self, row: Sequence[Any], status: ChangeStatus, reason: str) -> None:
+        self._settled.append((status.value, reason, _now_ms(), row[0]))
+        if status is ChangeStatus.REJECTED:
+            self.rejected.append((str(row[2]), str(row[1]), reason))
 
     def _settle_all(self, group: Sequence[_Edit], reason: str) -> None:
         """Settle edits that need not be sent as applied."""
         for edit in group:
-            self._settle(edit.row[0], ChangeStatus.APPLIED, reason)
+            self._settle(edit.row, ChangeStatus.APPLIED, reason)
         self._absorbed.update(edit.row[0] for edit in group[1:])
 
     def save(self) -> None:
@@ -796,6 +800,27 @@ class _PendingReader:
 
 
 # --- the replica --------------------------------------------------------------------------
+
+
+_ENTRY_SQL = (
+    "SELECT seq, change_id, layer, globalid, kind, status, reason, conflict_id, at_ms "
+    "FROM offmaps_outbox"
+)
+
+
+def _entry(row: Sequence[Any]) -> OutboxEntry:
+    """An outbox row read by ``_ENTRY_SQL``."""
+    return OutboxEntry(
+        seq=int(row[0]),
+        change_id=UUID(row[1]),
+        layer=str(row[2]),
+        global_id=_uuid_or_none(row[3]),
+        kind=SyncChangeKind(row[4]),
+        status=ChangeStatus(row[5]),
+        reason=row[6],
+        conflict_id=UUID(row[7]) if row[7] else None,
+        at=datetime.fromtimestamp(int(row[8]) / 1000, UTC),
+    )
 
 
 class LocalReplica:
@@ -1042,24 +1067,24 @@ class LocalReplica:
         where, params = ("", []) if status is None else (" WHERE status = ?", [status.value])
         with self._lock:
             rows = self._conn.execute(
-                "SELECT seq, change_id, layer, globalid, kind, status, reason, conflict_id, "
-                f"at_ms FROM offmaps_outbox{where} ORDER BY seq LIMIT ?",
-                [*params, limit],
+                f"{_ENTRY_SQL}{where} ORDER BY seq LIMIT ?", [*params, limit]
             ).fetchall()
-        return [
-            OutboxEntry(
-                seq=int(row[0]),
-                change_id=UUID(row[1]),
-                layer=str(row[2]),
-                global_id=_uuid_or_none(row[3]),
-                kind=SyncChangeKind(row[4]),
-                status=ChangeStatus(row[5]),
-                reason=row[6],
-                conflict_id=UUID(row[7]) if row[7] else None,
-                at=datetime.fromtimestamp(int(row[8]) / 1000, UTC),
-            )
-            for row in rows
-        ]
+        return [_entry(row) for row in rows]
+
+    def not_applied(self, limit: int = 20) -> list[OutboxEntry]:
+        """The newest outbox rows whose status is not ``applied`` (pending, merged, parked as
+        conflicts, rejected), newest first: what a person syncing wants to see, however many
+        edits were applied before them."""
+        rows: list[Sequence[Any]] = []
+        with self._lock:
+            for status in ChangeStatus:
+                if status is not ChangeStatus.APPLIED:  # each through the index by status
+                    rows += self._conn.execute(
+                        f"{_ENTRY_SQL} WHERE status = ? ORDER BY seq DESC LIMIT ?",
+                        (status.value, limit),
+                    ).fetchall()
+        rows.sort(key=lambda row: -int(row[0]))
+        return [_entry(row) for row in rows[:limit]]
 
     def pending(
         self,
@@ -1068,6 +1093,7 @@ class LocalReplica:
         skip: Collection[UUID] = (),
         *,
         preview: bool = False,
+        on_rejected: Callable[[str, str, str], object] | None = None,
     ) -> list[Change]:
         """The pending outbox rows, oldest first, as wire changes to upload.
 
@@ -1086,6 +1112,9 @@ class LocalReplica:
                 timestamps kept, no rows settled): what an upload would send, without changing
                 what it will send (a row given its timestamp is no longer folded into later
                 edits of the same row).
+            on_rejected: called, once the rows are settled, with the layer, change id and
+                reason of each edit rejected here on the device (never sent: the server's
+                answers do not count it).
 
         Returns:
             The changes, in the order they were made.
@@ -1119,6 +1148,9 @@ class LocalReplica:
                     break
             if not preview:
                 reader.save()
+        if on_rejected is not None and not preview:
+            for layer, change_id, reason in reader.rejected:
+                on_rejected(layer, change_id, reason)
         return changes
 
     def record_results(self, results: Sequence[ChangeResult]) -> None:
