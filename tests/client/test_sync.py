@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -23,7 +24,7 @@ from offmaps.client.offline import OfflineMapTask
 from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
 from offmaps.errors import ConnectionFailedError, SyncFailedError
 from offmaps.features import FieldType
-from offmaps.features.geopackage import GeoPackageStore
+from offmaps.features.geopackage import GeoPackageStore, _register_functions
 from offmaps.features.model import Delete, Feature, FeatureQuery, Field, Insert, Update
 from offmaps.offline.editing import open_feature_table
 from offmaps.offline.package import MobileMapPackage, verify_package
@@ -945,6 +946,38 @@ def test_the_cli_syncs_shows_the_outbox_and_resolves_conflicts(
     code, _, err = run("conflicts", "show", "0" * 32, "--server", live_server.url)
     assert (code, err.count("\n")) == (1, 1)
     assert err.startswith("ConflictNotFoundError")
+
+
+def test_the_cli_counts_edits_rejected_on_the_device_and_shows_the_newest_not_applied(
+    live_server: LiveServer, take_offline: Callable[..., Device], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("OFFMAPS_CONFIG_DIR", str(tmp_path / "config"))
+    code, _, err = run("login", live_server.url, "-u", "editor", "--password-stdin",
+                       stdin=PASSWORD + "\n")  # fmt: skip
+    assert code == 0, err
+    device = take_offline()
+    sites = device.sites()
+    for n in range(21):  # more applied edits than sync status lists
+        device.edit(Update("sites", sites["site 1"].global_id, {"status": f"visit {n}"}))
+    (replica,) = device.package.manifest.replicas
+    with sqlite3.connect(device.folder / replica.file) as conn:  # another tool's bad geometry
+        _register_functions(conn)
+        conn.execute(
+            "UPDATE sites SET geom = X'0102' WHERE globalid = ?", (str(sites["site 2"].global_id),)
+        )
+    conn.close()
+
+    code, out, err = run("sync", str(device.folder))
+    assert code == 0, err
+    assert "sites: 21 uploaded (21 applied, 0 merged, 0 conflicts, 1 rejected)" in out
+    assert "unreadable: the geometry is not a GeoPackage blob" in out
+    code, out, err = run("sync", "status", str(device.folder), "--json")
+    assert code == 0, err
+    (status,) = json.loads(out)["replicas"]
+    assert (status["changes"]["applied"], status["changes"]["rejected"]) == (21, 1)
+    (shown,) = status["not_applied"]
+    assert (shown["status"], shown["global_id"]) == ("rejected", str(sites["site 2"].global_id))
 
 
 def test_the_sync_api_is_in_the_openapi_document(live_server: LiveServer) -> None:

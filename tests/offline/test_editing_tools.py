@@ -311,27 +311,25 @@ def test_gdal_updates_and_inserts_with_ogrinfo_and_appends_with_ogr2ogr(
     package = sample_server.generate(tmp_path)
     site = first_row(package, "sites")
     found = tmp_path / "found.geojson"
-    _sites_file(found, "Found by GDAL", 24.9461, 60.1711, str(uuid.uuid4()))
+    given = str(uuid.uuid4())
+    _sites_file(found, "Found by GDAL", 24.9461, 60.1711, given)
     run(documented(GDAL_UPDATE), cwd=tmp_path, env=sample_server.env)
     run(documented(GDAL_INSERT), cwd=tmp_path, env=sample_server.env)
     run(documented(GDAL_APPEND), cwd=tmp_path, env=sample_server.env)
-    # a file whose features have no globalid (docs/sync.md: the sync rejects them)
+    # a file whose features have no globalid: ogr2ogr writes the text of the column's SQL
+    # default, and the insert trigger gives the feature a UUID (docs/sync.md)
     _sites_file(found, "No globalid", 24.9465, 60.1715, None)
     run(GDAL_APPEND, cwd=tmp_path, env=sample_server.env)
+    assert "with one that is not a UUID) it gets a new one" in SYNC_DOCS.read_text()
 
-    assert sample_server.status(package)["changes"]["pending"] == 4
-    sample_server.offmaps("sync", str(package), cwd=tmp_path)
-    after = sample_server.status(package)
-    assert (after["changes"]["applied"], after["changes"]["pending"]) == (3, 0)
-    (plain,) = after["not_applied"]
-    assert (plain["kind"], plain["status"], plain["global_id"]) == ("insert", "rejected", None)
-    assert "(`a global id that is not a UUID`)" in SYNC_DOCS.read_text()
+    after = sync(sample_server, package, pending=4)
+    assert after["not_applied"] == []
 
     home = sample_server.feature("sites", site)
     assert (home["properties"]["condition"], point(home)) == ("broken", (24.9442, 60.1692))
     assert named(sample_server, "Added with ogrinfo") == [(24.9464, 60.1714)]
-    assert named(sample_server, "Found by GDAL") == [(24.9461, 60.1711)]
-    assert named(sample_server, "No globalid") == []
+    assert point(sample_server.feature("sites", given)) == (24.9461, 60.1711)
+    assert named(sample_server, "No globalid") == [(24.9465, 60.1715)]
 
 
 def test_spatialite_updates_a_geometry_written_as_a_geopackage_blob(
@@ -359,10 +357,12 @@ def test_a_spatialite_geometry_not_written_as_a_geopackage_blob_is_rejected(
     )
     run(without, cwd=tmp_path, env=sample_server.env)
 
-    sample_server.offmaps("sync", str(package), cwd=tmp_path)
+    synced = sample_server.offmaps("sync", str(package), cwd=tmp_path)
+    assert "sites: 0 uploaded (0 applied, 0 merged, 0 conflicts, 1 rejected)" in synced
     status = sample_server.status(package)
     (change,) = status["not_applied"]
     reason = "unreadable: the geometry is not a GeoPackage blob"
+    assert f"{change['change_id']}: {reason}" in synced
     assert (change["status"], change["reason"]) == ("rejected", reason)
     section = status_docs()
     for key in change:
@@ -410,8 +410,8 @@ def test_plain_sqlite3_edits_a_table_without_geometry(
 
 QGIS_EDIT = """
 import sys
-from qgis.core import (QgsApplication, QgsDefaultValue, QgsGeometry, QgsPointXY,
-                       QgsVectorLayer, QgsVectorLayerUtils)
+from qgis.core import (QgsApplication, QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer,
+                       QgsVectorLayerUtils)
 
 app = QgsApplication([], False)
 app.initQgis()
@@ -424,15 +424,19 @@ layer.startEditing()
 layer.changeGeometry(first.id(), QgsGeometry.fromPointXY(QgsPointXY(24.9444, 60.1694)))
 layer.changeAttributeValue(first.id(), fields.indexOf("condition"), "checked in QGIS")
 layer.deleteFeature(second.id())
-# what the GUI's Add Point Feature does: the form's defaults, then the feature
-where = QgsGeometry.fromPointXY(QgsPointXY(24.9462, 60.1712))
-plain = QgsVectorLayerUtils.createFeature(layer, where, {fields.indexOf("name"): "QGIS, as is"})
+# what the GUI's Add Point Feature does, twice: the form's defaults (globalid: the text of the
+# column's SQL default, the same for both), then the feature
+for name, x, y in (("Added in QGIS", 24.9462, 60.1712), ("Added in QGIS too", 24.9463, 60.1713)):
+    where = QgsGeometry.fromPointXY(QgsPointXY(x, y))
+    added = QgsVectorLayerUtils.createFeature(layer, where, {fields.indexOf("name"): name})
+    for index in range(fields.count()):  # the form accepts them as filled in
+        assert QgsVectorLayerUtils.validateAttribute(layer, added, index)[0], fields[index].name()
+    layer.addFeature(added)
+# what a PyQGIS script does: a feature with only the fields it sets (the others NULL)
+plain = QgsFeature(fields)
+plain.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(24.9464, 60.1714)))
+plain["name"] = "Added with PyQGIS"
 layer.addFeature(plain)
-uuid = QgsDefaultValue("uuid('WithoutBraces')")  # docs/sync.md: the default value to set
-layer.setDefaultValueDefinition(fields.indexOf("globalid"), uuid)
-where = QgsGeometry.fromPointXY(QgsPointXY(24.9463, 60.1713))
-fixed = QgsVectorLayerUtils.createFeature(layer, where, {fields.indexOf("name"): "Added in QGIS"})
-layer.addFeature(fixed)
 assert layer.commitChanges(), layer.commitErrors()
 print(second["globalid"])
 del layer  # before exitQgis, or QGIS 3.22 crashes on the way out
@@ -462,26 +466,19 @@ def test_qgis_edits_moves_deletes_and_adds_features_of_a_layer(
         f"{done.stdout}\n{done.stderr[-2000:]}"
     )
     deleted = done.stdout.strip().splitlines()[-1]
-    docs = SYNC_DOCS.read_text()
-    assert "Default value `uuid('WithoutBraces')`" in docs
+    assert "Leave `globalid` as the form fills it in" in SYNC_DOCS.read_text()
 
-    before = sample_server.status(package)
-    # QGIS saves the geometry and the attribute in two updates; a delete; two new features
-    assert before["changes"]["pending"] == 5
-    sample_server.offmaps("sync", str(package), cwd=tmp_path)
-    after = sample_server.status(package)
-    assert (after["changes"]["applied"], after["changes"]["pending"]) == (4, 0)
-    # without the default value QGIS writes the SQL default's text as the global id (docs/sync.md)
-    (plain,) = after["not_applied"]
-    assert (plain["kind"], plain["status"], plain["global_id"]) == ("insert", "rejected", None)
-    assert "(`a global id that is not a UUID`)" in docs
+    # QGIS saves the geometry and the attribute in two updates; a delete; three new features
+    after = sync(sample_server, package, pending=6)
+    assert after["not_applied"] == []
 
     home = sample_server.feature("sites", site)
     assert (home["properties"]["condition"], point(home)) == ("checked in QGIS", (24.9444, 60.1694))
     gone = httpx.get(f"{sample_server.url}/collections/helsinki.sites/items/{deleted}")
     assert gone.status_code == 404
-    assert named(sample_server, "Added in QGIS") == [(24.9463, 60.1713)]
-    assert named(sample_server, "QGIS, as is") == []
+    assert named(sample_server, "Added in QGIS") == [(24.9462, 60.1712)]
+    assert named(sample_server, "Added in QGIS too") == [(24.9463, 60.1713)]
+    assert named(sample_server, "Added with PyQGIS") == [(24.9464, 60.1714)]
 
 
 def test_the_offline_job_example_of_docs_server_builds_its_package(

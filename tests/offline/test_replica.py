@@ -623,3 +623,93 @@ def test_the_last_answer_to_a_change_is_the_one_kept(
         known = conn.execute("SELECT globalid, version, vector FROM offmaps_sync_rows").fetchall()
     # the applied answer said what the server holds; the deleted row is forgotten
     assert known == [(str(A), 4, f'{{"server": 3, "{REPLICA}": 1}}')]
+
+
+SQL_DEFAULT_TEXT = (  # what QGIS's Add Feature and ogr2ogr -append write as the global id
+    "lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || "
+    "substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (random() & 3), 1) || "
+    "substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6)))"
+)
+
+
+def _rows(path: Path, table: str) -> dict[str, str]:
+    """The global id of each row of ``table``, by its ``name`` or ``note``."""
+    column = "name" if table == "sites" else "note"
+    with closing(sqlite3.connect(path)) as conn:
+        found = conn.execute(f"SELECT {column}, globalid FROM {table}").fetchall()
+    return {str(name): str(global_id) for name, global_id in found}
+
+
+def test_inserts_without_a_uuid_global_id_get_one_before_capture(
+    path: Path, replica: LocalReplica
+) -> None:
+    spelled = uuid.uuid4()
+    bare = uuid.uuid4()
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        _register_functions(conn)
+        conn.execute("BEGIN")
+        conn.executemany(  # two rows with the same text: the UNIQUE column takes both
+            "INSERT INTO sites (globalid, name, geom) VALUES (?, ?, ?)",
+            [
+                (SQL_DEFAULT_TEXT, "qgis", encode_geometry(Point(1, 1), 4326)),
+                (SQL_DEFAULT_TEXT, "ogr2ogr", encode_geometry(Point(2, 2), 4326)),
+                (f"{{{str(spelled).upper()}}}", "braces", None),
+                (bare.hex, "bare", None),
+            ],
+        )
+        # a plain PyQGIS QgsFeature writes NULL in every field it was not given
+        conn.execute("INSERT INTO visits (globalid, row_version, note) VALUES (NULL, NULL, 'n')")
+        conn.execute("COMMIT")
+
+    ids = {**_rows(path, "sites"), **_rows(path, "visits")}
+    assert (ids["braces"], ids["bare"]) == (str(spelled), str(bare))
+    for name in ("qgis", "ogr2ogr", "n"):
+        assert str(UUID(ids[name])) == ids[name], name
+    assert len(set(ids.values())) == len(ids)
+    changes = replica.pending()
+    assert [c.kind for c in changes] == [SyncChangeKind.INSERT] * 5
+    assert [str(c.global_id) for c in changes] == [
+        ids[n] for n in ("qgis", "ogr2ogr", "braces", "bare", "n")
+    ]
+    assert [e.global_id for e in replica.outbox()] == [c.global_id for c in changes]
+    with closing(sqlite3.connect(path)) as conn:
+        recorded = conn.execute("SELECT globalid FROM offmaps_sync_rows ORDER BY rowid").fetchall()
+        (version,) = conn.execute("SELECT row_version FROM visits WHERE note = 'n'").fetchone()
+    assert [r[0] for r in recorded] == [str(c.global_id) for c in changes]
+    assert version == 1
+
+
+def test_an_older_replicas_rows_without_a_uuid_get_one_when_opened(path: Path) -> None:
+    with LocalReplica.open(path, replica_id=REPLICA, generation=7):
+        pass
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        _register_functions(conn)
+        # the insert trigger of an older replica: it kept the global id written
+        conn.execute('DROP TRIGGER "offmaps_sync_sites_insert"')
+        conn.execute(
+            'CREATE TRIGGER "offmaps_sync_sites_insert" AFTER INSERT ON "sites" BEGIN '
+            "INSERT INTO offmaps_outbox (change_id, layer, globalid, kind, new, at_ms) VALUES "
+            "(lower(hex(randomblob(16))), 'sites', NEW.globalid, 'insert', "
+            "json_object('name', NEW.name), 0); END"
+        )
+        for name in ("kept", "rejected"):
+            conn.execute(
+                "INSERT INTO sites (globalid, name) VALUES (?, ?)",
+                (f"{SQL_DEFAULT_TEXT} {name}", name),
+            )
+        conn.execute(
+            "UPDATE offmaps_outbox SET status = 'rejected', reason = 'unreadable: not a UUID' "
+            "WHERE json_extract(new, '$.name') = 'rejected'"
+        )
+
+    with LocalReplica.open(path, replica_id=REPLICA, generation=7) as reopened:
+        changes = reopened.pending()
+        ids = _rows(path, "sites")
+        assert [(c.kind, str(c.global_id)) for c in changes] == [
+            (SyncChangeKind.INSERT, ids["kept"]),
+            (SyncChangeKind.INSERT, ids["rejected"]),
+        ]
+        assert reopened.status_counts()[ChangeStatus.REJECTED] == 0
+    with closing(sqlite3.connect(path)) as conn:  # rows with a UUID keep it
+        kept = conn.execute("SELECT globalid FROM sites WHERE name = 'well' ORDER BY fid")
+        assert [r[0] for r in kept.fetchall()] == [str(A), str(B)]

@@ -20,6 +20,7 @@ from offmaps.schemas.changeset import ChangeStatus
 __all__ = ["conflicts", "sync"]
 
 PER_MILLE = 1000
+_NOT_APPLIED = 20  # outbox entries sync status lists
 _PACKAGE = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
@@ -131,8 +132,7 @@ def status(folder: Path, check: bool, url: str | None, as_json: bool) -> None:
                     "status": entry.status,
                     "reason": entry.reason,
                 }
-                for entry in local.outbox(limit=20)
-                if entry.status is not ChangeStatus.APPLIED
+                for entry in local.not_applied(limit=_NOT_APPLIED)
             ]
             report["replicas"].append(
                 {

@@ -523,12 +523,19 @@ class _ReplicaSync:
         done = 0
         with ThreadPoolExecutor(1, thread_name_prefix="offmaps-upload") as sender:
             with collection_paused():
-                changes = local.pending(layers, limit=parameters.batch_size)
+                changes = local.pending(
+                    layers, limit=parameters.batch_size, on_rejected=self.rejected_on_device
+                )
                 sent = self.submit(sender, changes) if changes else None
             while sent is not None:
                 with collection_paused():  # a set's objects all live until it is answered
                     in_flight = {cid for c in changes for cid in (c.change_id, *c.covers)}
-                    following = local.pending(layers, limit=parameters.batch_size, skip=in_flight)
+                    following = local.pending(
+                        layers,
+                        limit=parameters.batch_size,
+                        skip=in_flight,
+                        on_rejected=self.rejected_on_device,
+                    )
                     answer = sent.result()
                     # a set rolled back stops the upload: the rest waits for the next sync
                     rolled_back = any(r.status is ChangeStatus.PENDING for r in answer.results)
@@ -552,6 +559,12 @@ class _ReplicaSync:
             rollback_on_failure=self.job.parameters.rollback_on_failure,
         )
         return sender.submit(self.send, change_set)
+
+    def rejected_on_device(self, layer: str, change_id: str, reason: str) -> None:
+        """Count an edit the device rejected before upload (an unreadable geometry, say)."""
+        result = self.job.result.layer(layer)
+        result.rejected += 1
+        result.rejections.append(f"{change_id}: {reason}")
 
     def count(self, changes: Sequence[Change], answer: ChangeSetResult) -> None:
         """Add a set's answers to the per-layer results."""

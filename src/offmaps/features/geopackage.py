@@ -780,8 +780,13 @@ class GeoPackageStore(AttachmentsBase[sqlite3.Connection]):
         name, srid = schema.name, schema.srid
         columns = [
             "fid INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
-            f"globalid TEXT NOT NULL UNIQUE DEFAULT {_GLOBALID_DEFAULT}",
-            "row_version INTEGER NOT NULL DEFAULT 1",
+            # a NULL written (as a plain PyQGIS QgsFeature does) takes the default; UNIQUE
+            # keeps its ABORT. The expression stays in one pair of parentheses: QGIS 3.22's
+            # form then fills in its text (a second pair makes GDAL 3.6 call the default
+            # driver-specific, and QGIS's form then refuses the NULL it shows), and the
+            # replica's insert trigger replaces that text with a UUID
+            f"globalid TEXT NOT NULL ON CONFLICT REPLACE UNIQUE DEFAULT {_GLOBALID_DEFAULT}",
+            "row_version INTEGER NOT NULL ON CONFLICT REPLACE DEFAULT 1",
         ]
         columns += [_column_sql(field) for field in schema.fields]
         if schema.geometry_type is not None:

@@ -33,7 +33,13 @@ Tables added to the GeoPackage (registered in ``gpkg_extensions`` as ``offmaps_s
   knew for a row. A trigger records it the first time a row is edited locally, before the
   SDK's own ``row_version`` bumps could hide it.
 
-The triggers are named ``offmaps_sync_<layer>_<insert|update|delete|attachment_add|
+A row inserted without a UUID as its global id (QGIS and ``ogr2ogr -append`` write the text of
+the column's SQL default; a UUID in braces or capitals is another spelling) gets one from the
+insert trigger before the trigger records it: the UUID in the server's spelling, or a new one.
+Opening a replica whose insert triggers were older gives its rows the same treatment, and sends
+their inserts (pending, or rejected on the device as unreadable) again.
+
+The triggers are named ``offmaps_sync_<layer>_<insert|update|version|delete|attachment_add|
 attachment_delete>``. They are re-created when a layer's fields change
 (:meth:`LocalReplica.reinstall_triggers`); a tool that adds a column behind our back gets its
 edits of that column captured after the next :meth:`LocalReplica.open`.
@@ -46,7 +52,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -118,11 +124,14 @@ _TABLES = (
 _SYNC_TABLES = ("offmaps_sync_state", "offmaps_sync_layers", "offmaps_outbox", "offmaps_sync_rows")
 
 # a random version 4 UUID, as lowercase text
-_CHANGE_ID_SQL = (
+_RANDOM_UUID_SQL = (
     "lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' || "
     "substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (random() & 3), 1) || "
     "substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6)))"
 )
+# a UUID as the device and the server write it: lowercase 8-4-4-4-12 hex digits
+_UUID_GLOB = "'" + "-".join("[0-9a-f]" * n for n in (8, 4, 4, 4, 12)) + "'"
+_HEX32_GLOB = "'" + "[0-9a-f]" * 32 + "'"
 _NOW_MS_SQL = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
 _CAPTURING_SQL = "(SELECT value FROM offmaps_sync_state WHERE key = 'capture') = '1'"
 _ROW_KINDS = (SyncChangeKind.INSERT, SyncChangeKind.UPDATE, SyncChangeKind.DELETE)
@@ -215,18 +224,41 @@ def _row_json_sql(schema: LayerSchema, ref: str) -> str:
     return sql
 
 
-def _outbox_sql(layer: str, ref: str, kind: SyncChangeKind, columns: Mapping[str, str]) -> str:
+def _outbox_sql(
+    layer: str, global_id: str, kind: SyncChangeKind, columns: Mapping[str, str]
+) -> str:
+    """SQL that records an edit of the row ``global_id`` (SQL) in the outbox."""
     names = ", ".join(["change_id", "layer", "globalid", "kind", *columns, "at_ms"])
-    head = [_CHANGE_ID_SQL, _text(layer), f"{ref}.globalid", _text(kind.value)]
+    head = [_RANDOM_UUID_SQL, _text(layer), global_id, _text(kind.value)]
     values = ", ".join([*head, *columns.values(), _NOW_MS_SQL])
     return f"INSERT INTO offmaps_outbox ({names}) VALUES ({values})"
 
 
-def _first_touch_sql(layer: str, ref: str, version: str) -> str:
+def _first_touch_sql(layer: str, global_id: str, version: str) -> str:
+    """SQL that records the server version of the row ``global_id`` (SQL), if not yet."""
     return (
         "INSERT OR IGNORE INTO offmaps_sync_rows (layer, globalid, version, vector) "
-        f"VALUES ({_text(layer)}, {ref}.globalid, {version}, NULL)"
+        f"VALUES ({_text(layer)}, {global_id}, {version}, NULL)"
     )
+
+
+def _global_id_sql(value: str) -> str:
+    """SQL of the global id of a row written with ``value`` (SQL) as its global id: the UUID
+    in the spelling the server uses (lowercase 8-4-4-4-12, without braces nor ``urn:uuid:``),
+    or a new random UUID when ``value`` is not a UUID (NULL, the text of the column's SQL
+    default that QGIS and ``ogr2ogr -append`` write, anything else)."""
+    bare = f"trim(replace(lower({value}), 'urn:uuid:', ''), '{{}}')"
+    parts = ((1, 8), (9, 4), (13, 4), (17, 4), (21, 12))
+    dashed = " || '-' || ".join(f"substr({bare}, {start}, {size})" for start, size in parts)
+    return (
+        f"CASE WHEN {bare} GLOB {_UUID_GLOB} THEN {bare} "
+        f"WHEN {bare} GLOB {_HEX32_GLOB} THEN {dashed} ELSE {_RANDOM_UUID_SQL} END"
+    )
+
+
+def _odd_global_id_sql(value: str) -> str:
+    """SQL: whether the global id ``value`` (SQL) is not written as the server writes it."""
+    return f"NOT coalesce({value} GLOB {_UUID_GLOB}, 0)"
 
 
 def _trigger_sql(schema: LayerSchema) -> dict[str, str]:
@@ -246,19 +278,26 @@ def _trigger_sql(schema: LayerSchema) -> dict[str, str]:
         statements = "; ".join(body)
         return trigger_name, f"CREATE TRIGGER {_q(trigger_name)} {when} BEGIN {statements}; END"
 
+    # QGIS and ogr2ogr -append write the text of the column's SQL default as the global id,
+    # other tools may write none or another spelling: the insert's own trigger gives the row
+    # its id first and records the row under the id it now has, so no other trigger's order
+    # matters (an update of the global id alone is not an edit the update trigger records)
+    inserted = f"(SELECT globalid FROM {table} WHERE fid = NEW.fid)"
     return dict(
         [
             trigger(
                 "insert",
                 f"AFTER INSERT ON {table} WHEN {_CAPTURING_SQL}",
-                _first_touch_sql(name, "NEW", "0"),
-                _outbox_sql(name, "NEW", SyncChangeKind.INSERT, {"new": new}),
+                f"UPDATE {table} SET globalid = {_global_id_sql('NEW.globalid')} "
+                f"WHERE fid = NEW.fid AND {_odd_global_id_sql('NEW.globalid')}",
+                _first_touch_sql(name, inserted, "0"),
+                _outbox_sql(name, inserted, SyncChangeKind.INSERT, {"new": new}),
             ),
             trigger(
                 "update",
                 f"AFTER UPDATE ON {table} WHEN {_CAPTURING_SQL} AND ({changed})",
-                _first_touch_sql(name, "OLD", "OLD.row_version"),
-                _outbox_sql(name, "NEW", SyncChangeKind.UPDATE, {"old": old, "new": new}),
+                _first_touch_sql(name, "OLD.globalid", "OLD.row_version"),
+                _outbox_sql(name, "NEW.globalid", SyncChangeKind.UPDATE, {"old": old, "new": new}),
             ),
             # the SDK bumps row_version even when nothing changed: the server version the
             # row had is taken before any local bump, whatever the edit
@@ -266,22 +305,22 @@ def _trigger_sql(schema: LayerSchema) -> dict[str, str]:
                 "version",
                 f"AFTER UPDATE OF row_version ON {table} WHEN {_CAPTURING_SQL} "
                 "AND OLD.row_version IS NOT NEW.row_version",
-                _first_touch_sql(name, "OLD", "OLD.row_version"),
+                _first_touch_sql(name, "OLD.globalid", "OLD.row_version"),
             ),
             trigger(
                 "delete",
                 f"AFTER DELETE ON {table} WHEN {_CAPTURING_SQL}",
-                _first_touch_sql(name, "OLD", "OLD.row_version"),
-                _outbox_sql(name, "OLD", SyncChangeKind.DELETE, {"old": old}),
+                _first_touch_sql(name, "OLD.globalid", "OLD.row_version"),
+                _outbox_sql(name, "OLD.globalid", SyncChangeKind.DELETE, {"old": old}),
             ),
             trigger(
                 "attachment_add",
                 f"AFTER INSERT ON offmaps_attachments WHEN NEW.layer = {_text(name)} "
                 f"AND {_CAPTURING_SQL}",
-                _first_touch_sql(name, "NEW", row_version),
+                _first_touch_sql(name, "NEW.globalid", row_version),
                 _outbox_sql(
                     name,
-                    "NEW",
+                    "NEW.globalid",
                     SyncChangeKind.ATTACHMENT_ADD,
                     {"attachment": attachment.format("NEW")},
                 ),
@@ -292,10 +331,10 @@ def _trigger_sql(schema: LayerSchema) -> dict[str, str]:
                 f"AFTER DELETE ON offmaps_attachments WHEN OLD.layer = {_text(name)} "
                 f"AND {_CAPTURING_SQL} "
                 f"AND EXISTS (SELECT 1 FROM {table} WHERE globalid = OLD.globalid)",
-                _first_touch_sql(name, "OLD", row_version.replace("NEW.", "OLD.")),
+                _first_touch_sql(name, "OLD.globalid", row_version.replace("NEW.", "OLD.")),
                 _outbox_sql(
                     name,
-                    "OLD",
+                    "OLD.globalid",
                     SyncChangeKind.ATTACHMENT_DELETE,
                     {"attachment": attachment.format("OLD")},
                 ),
@@ -304,9 +343,10 @@ def _trigger_sql(schema: LayerSchema) -> dict[str, str]:
     )
 
 
-def _install_triggers(conn: sqlite3.Connection, schemas: Iterable[LayerSchema]) -> None:
+def _install_triggers(conn: sqlite3.Connection, schemas: Iterable[LayerSchema]) -> set[str]:
     """Make the capture triggers those of ``schemas`` (inside the caller's transaction):
-    missing or outdated ones are (re)created, those of other layers dropped."""
+    missing or outdated ones are (re)created, those of other layers dropped. Returns the names
+    of the triggers created."""
     wanted: dict[str, str] = {}
     for schema in schemas:
         wanted.update(_trigger_sql(schema))
@@ -320,9 +360,49 @@ def _install_triggers(conn: sqlite3.Connection, schemas: Iterable[LayerSchema]) 
     for name, sql in existing.items():
         if wanted.get(name) != sql:
             conn.execute(f"DROP TRIGGER {_q(name)}")
+    created = set()
     for name, sql in wanted.items():
         if existing.get(name) != sql:
             conn.execute(sql)
+            created.add(name)
+    return created
+
+
+def _repair_global_ids(conn: sqlite3.Connection, schema: LayerSchema) -> int:
+    """Give the rows of a layer whose global id is not written as the server writes it the id
+    the insert trigger gives them now (see :func:`_global_id_sql`), in the outbox too: the
+    rows another tool added while an older insert trigger kept the id it wrote (the text of the
+    column's SQL default, say). Their inserts, pending or rejected on the device as unreadable,
+    are pending again. Returns how many rows were given an id."""
+    table = _q(schema.name)
+    odd = conn.execute(
+        f"SELECT fid, globalid FROM {table} WHERE {_odd_global_id_sql('globalid')}"
+    ).fetchall()
+    for fid, old in odd:
+        try:
+            conn.execute(
+                f"UPDATE {table} SET globalid = {_global_id_sql('globalid')} WHERE fid = ?",
+                (fid,),
+            )
+        except sqlite3.IntegrityError:  # another row has the id in the server's spelling
+            conn.execute(f"UPDATE {table} SET globalid = {_RANDOM_UUID_SQL} WHERE fid = ?", (fid,))
+        (new,) = conn.execute(f"SELECT globalid FROM {table} WHERE fid = ?", (fid,)).fetchone()
+        key = (new, schema.name, old)
+        conn.execute(
+            "UPDATE offmaps_outbox SET globalid = ?, status = CASE WHEN status = 'rejected' "
+            "AND reason LIKE 'unreadable:%' THEN 'pending' ELSE status END, "
+            "reason = CASE WHEN status = 'rejected' AND reason LIKE 'unreadable:%' THEN NULL "
+            "ELSE reason END WHERE layer = ? AND globalid = ?",
+            key,
+        )
+        conn.execute(
+            "UPDATE OR REPLACE offmaps_sync_rows SET globalid = ? WHERE layer = ? AND globalid = ?",
+            key,
+        )
+        conn.execute(
+            "UPDATE offmaps_attachments SET globalid = ? WHERE layer = ? AND globalid = ?", key
+        )
+    return len(odd)
 
 
 # --- values -------------------------------------------------------------------------------
@@ -520,6 +600,8 @@ class _PendingReader:
         self._settled: list[tuple[str, str, int, int]] = []
         self._timeline: dict[tuple[str, str], list[Sequence[Any]]] = {}
         self._absorbed: set[int] = set()
+        self.rejected: list[tuple[str, str, str]] = []
+        """The edits settled as rejected: layer, change id and reason of each."""
 
     def look_ahead(self, rows: Sequence[Sequence[Any]]) -> None:
         """Take a batch of pending rows: note, for each row they edit, its pending edits from
@@ -555,7 +637,7 @@ class _PendingReader:
         try:
             first = self._decode(row)
         except (ValueError, ShapelyError, pydantic.ValidationError) as exc:
-            self._settle(seq, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
+            self._settle(row, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
             return None
         # an edit read for an upload before may have reached the server with its answer lost:
         # it goes on its own, under its own id, and the server answers it from its record
@@ -619,7 +701,7 @@ class _PendingReader:
         except pydantic.ValidationError as exc:
             for edit in group:
                 reason = f"unreadable: {_one_line(exc)}"
-                self._settle(edit.row[0], ChangeStatus.REJECTED, reason)
+                self._settle(edit.row, ChangeStatus.REJECTED, reason)
             return None
 
     def _decode(self, row: Sequence[Any]) -> _Edit:
@@ -656,13 +738,15 @@ class _PendingReader:
                 break
         return found
 
-    def _settle(self, seq: int, status: ChangeStatus, reason: str) -> None:
-        self._settled.append((status.value, reason, _now_ms(), seq))
+    def _settle(self, row: Sequence[Any], status: ChangeStatus, reason: str) -> None:
+        self._settled.append((status.value, reason, _now_ms(), row[0]))
+        if status is ChangeStatus.REJECTED:
+            self.rejected.append((str(row[2]), str(row[1]), reason))
 
     def _settle_all(self, group: Sequence[_Edit], reason: str) -> None:
         """Settle edits that need not be sent as applied."""
         for edit in group:
-            self._settle(edit.row[0], ChangeStatus.APPLIED, reason)
+            self._settle(edit.row, ChangeStatus.APPLIED, reason)
         self._absorbed.update(edit.row[0] for edit in group[1:])
 
     def save(self) -> None:
@@ -716,6 +800,27 @@ class _PendingReader:
 
 
 # --- the replica --------------------------------------------------------------------------
+
+
+_ENTRY_SQL = (
+    "SELECT seq, change_id, layer, globalid, kind, status, reason, conflict_id, at_ms "
+    "FROM offmaps_outbox"
+)
+
+
+def _entry(row: Sequence[Any]) -> OutboxEntry:
+    """An outbox row read by ``_ENTRY_SQL``."""
+    return OutboxEntry(
+        seq=int(row[0]),
+        change_id=UUID(row[1]),
+        layer=str(row[2]),
+        global_id=_uuid_or_none(row[3]),
+        kind=SyncChangeKind(row[4]),
+        status=ChangeStatus(row[5]),
+        reason=row[6],
+        conflict_id=UUID(row[7]) if row[7] else None,
+        at=datetime.fromtimestamp(int(row[8]) / 1000, UTC),
+    )
 
 
 class LocalReplica:
@@ -831,7 +936,12 @@ class LocalReplica:
                 [(name, generation) for name in wanted],
             )
             synced = [r[0] for r in conn.execute("SELECT layer FROM offmaps_sync_layers")]
-            _install_triggers(conn, [schemas[name] for name in synced if name in schemas])
+            synced_schemas = [schemas[name] for name in synced if name in schemas]
+            created = _install_triggers(conn, synced_schemas)
+            # a replica written before inserts were given their global ids
+            for schema in synced_schemas:
+                if f"{_TRIGGER_PREFIX}{schema.name}_insert" in created:
+                    _repair_global_ids(conn, schema)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -957,24 +1067,24 @@ class LocalReplica:
         where, params = ("", []) if status is None else (" WHERE status = ?", [status.value])
         with self._lock:
             rows = self._conn.execute(
-                "SELECT seq, change_id, layer, globalid, kind, status, reason, conflict_id, "
-                f"at_ms FROM offmaps_outbox{where} ORDER BY seq LIMIT ?",
-                [*params, limit],
+                f"{_ENTRY_SQL}{where} ORDER BY seq LIMIT ?", [*params, limit]
             ).fetchall()
-        return [
-            OutboxEntry(
-                seq=int(row[0]),
-                change_id=UUID(row[1]),
-                layer=str(row[2]),
-                global_id=_uuid_or_none(row[3]),
-                kind=SyncChangeKind(row[4]),
-                status=ChangeStatus(row[5]),
-                reason=row[6],
-                conflict_id=UUID(row[7]) if row[7] else None,
-                at=datetime.fromtimestamp(int(row[8]) / 1000, UTC),
-            )
-            for row in rows
-        ]
+        return [_entry(row) for row in rows]
+
+    def not_applied(self, limit: int = 20) -> list[OutboxEntry]:
+        """The newest outbox rows whose status is not ``applied`` (pending, merged, parked as
+        conflicts, rejected), newest first: what a person syncing wants to see, however many
+        edits were applied before them."""
+        rows: list[Sequence[Any]] = []
+        with self._lock:
+            for status in ChangeStatus:
+                if status is not ChangeStatus.APPLIED:  # each through the index by status
+                    rows += self._conn.execute(
+                        f"{_ENTRY_SQL} WHERE status = ? ORDER BY seq DESC LIMIT ?",
+                        (status.value, limit),
+                    ).fetchall()
+        rows.sort(key=lambda row: -int(row[0]))
+        return [_entry(row) for row in rows[:limit]]
 
     def pending(
         self,
@@ -983,6 +1093,7 @@ class LocalReplica:
         skip: Collection[UUID] = (),
         *,
         preview: bool = False,
+        on_rejected: Callable[[str, str, str], object] | None = None,
     ) -> list[Change]:
         """The pending outbox rows, oldest first, as wire changes to upload.
 
@@ -1001,6 +1112,9 @@ class LocalReplica:
                 timestamps kept, no rows settled): what an upload would send, without changing
                 what it will send (a row given its timestamp is no longer folded into later
                 edits of the same row).
+            on_rejected: called, once the rows are settled, with the layer, change id and
+                reason of each edit rejected here on the device (never sent: the server's
+                answers do not count it).
 
         Returns:
             The changes, in the order they were made.
@@ -1034,6 +1148,9 @@ class LocalReplica:
                     break
             if not preview:
                 reader.save()
+        if on_rejected is not None and not preview:
+            for layer, change_id, reason in reader.rejected:
+                on_rejected(layer, change_id, reason)
         return changes
 
     def record_results(self, results: Sequence[ChangeResult]) -> None:
