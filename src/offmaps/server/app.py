@@ -14,6 +14,7 @@ from offmaps.access import Principal
 from offmaps.server.auth import TokenService, auth_router, current_principal
 from offmaps.server.fastpath import TileFastPath
 from offmaps.server.links import base_url
+from offmaps.server.openapi import install_docs, install_openapi
 from offmaps.server.problems import install_problem_handlers, problem_response
 from offmaps.server.rest.attachments import attachments_router
 from offmaps.server.rest.deps import get_catalog
@@ -116,6 +117,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         version=__version__,
         description="Web maps, feature and tile services, ready to be taken offline.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.services = services
     app.state.tile_sources = services.catalog.tile_sources
@@ -163,6 +166,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(webmaps_router())
     app.include_router(offline_router())
     app.include_router(sync_router())
+    install_openapi(app)
+    install_docs(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(
         TileFastPath, sources=catalog.tile_sources, public=catalog.public_tile_layers
