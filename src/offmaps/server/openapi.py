@@ -68,7 +68,7 @@ SECURITY_SCHEME = "oauth2"
 """The name of the bearer-token security scheme (tokens of ``POST /oauth2/token``)."""
 SWAGGER_UI_DIR = Path(__file__).parent / "static" / "swagger-ui"
 """Swagger UI's files, served under ``/docs/static``."""
-_TOKEN_URL = "/oauth2/token"
+_TOKEN_ENDPOINT = "/oauth2/token"  # noqa: S105 - a path, not a password
 _DOCS_STATIC = "/docs/static"
 _PROBLEMS_ATTRIBUTE = "__offmaps_problems__"
 _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
@@ -196,7 +196,7 @@ def _operation_problems(
     required: set[str] = set()
     is_required = False
     for sub in _dependencies(route.dependant):
-        call = sub.call
+        call: object = sub.call
         if call is current_principal:
             statuses |= {401, 403}
             security = security or [{SECURITY_SCHEME: []}, {}]
@@ -278,8 +278,8 @@ def _security_scheme() -> dict[str, Any]:
         "type": "oauth2",
         "description": "Bearer tokens from `POST /oauth2/token` (RFC 6749)",
         "flows": {
-            "password": {"tokenUrl": _TOKEN_URL, "scopes": scopes},
-            "clientCredentials": {"tokenUrl": _TOKEN_URL, "scopes": scopes},
+            "password": {"tokenUrl": _TOKEN_ENDPOINT, "scopes": scopes},
+            "clientCredentials": {"tokenUrl": _TOKEN_ENDPOINT, "scopes": scopes},
         },
     }
 
@@ -306,7 +306,7 @@ def build_openapi(app: FastAPI, rules: Sequence[ProblemRule] = ()) -> dict[str, 
         if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
         for method in sorted(route.methods or ()):
-            operation = paths.get(route.path_format, {}).get(method.lower())
+            operation = paths.get(route.path_format or "", {}).get(method.lower())
             if operation is None:
                 continue
             statuses, security = _operation_problems(route, method, operation, rules)

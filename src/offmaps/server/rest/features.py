@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -22,7 +23,12 @@ from offmaps.catalog import Catalog, EditOperation
 from offmaps.errors import InvalidFeatureError
 from offmaps.features.model import Delete, FeatureQuery, Insert, Update
 from offmaps.features.store import MAX_PAGE_SIZE
-from offmaps.server.geojson import check_crs84, feature_to_geojson, parse_feature_body
+from offmaps.server.geojson import (
+    CRS84_NAMES,
+    check_crs84,
+    feature_to_geojson,
+    parse_feature_body,
+)
 from offmaps.server.links import base_url
 from offmaps.server.rest.deps import CatalogDep, PrincipalDep, parse_uuid
 from offmaps.types import BBox
@@ -33,6 +39,37 @@ GEOJSON = "application/geo+json"
 _BODY_TYPES = frozenset({GEOJSON, "application/json", "application/merge-patch+json"})
 _ITEMS_PARAMS = frozenset({"limit", "offset", "bbox", "bbox-crs", "filter", "filter-lang", "f"})
 _CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+_NUMBER = r"-?[0-9]+(\.[0-9]+)?"
+_BBOX = rf"^{_NUMBER}(,{_NUMBER}){{3}}(,{_NUMBER},{_NUMBER})?$"
+_CRS84_NAME = "^(" + "|".join(re.escape(name) for name in sorted(CRS84_NAMES)) + ")$"
+# the document's description of a feature body; the collection's own schema is checked after
+_FEATURE = {
+    "type": "object",
+    "properties": {
+        "type": {"const": "Feature"},
+        "geometry": {"type": ["object", "null"]},
+        "properties": {"type": ["object", "null"]},
+    },
+}
+_FEATURE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            GEOJSON: {"schema": {**_FEATURE, "required": ["type"]}},
+            "application/json": {"schema": {**_FEATURE, "required": ["type"]}},
+        },
+    }
+}
+_PATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            media: {"schema": _FEATURE}
+            for media in ("application/merge-patch+json", GEOJSON, "application/json")
+        },
+    }
+}
+_UNSUPPORTED: dict[int | str, dict[str, Any]] = {415: {"description": "The body is not GeoJSON"}}
 
 
 def _parse_bbox(text: str) -> BBox:
@@ -153,16 +190,14 @@ def items(
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=1_000_000)] = 10,
     offset: Annotated[int, Query(ge=0, le=10**12)] = 0,
-    bbox: Annotated[str | None, Query(max_length=400)] = None,
+    bbox: Annotated[str | None, Query(max_length=400, pattern=_BBOX)] = None,
     filter: Annotated[str | None, Query(max_length=10_000)] = None,
-    filter_lang: Annotated[str | None, Query(alias="filter-lang", max_length=40)] = None,
-    bbox_crs: Annotated[str | None, Query(alias="bbox-crs", max_length=200)] = None,
+    filter_lang: Annotated[Literal["cql2-text"] | None, Query(alias="filter-lang")] = None,
+    bbox_crs: Annotated[str | None, Query(alias="bbox-crs", pattern=_CRS84_NAME)] = None,
 ) -> JSONResponse:
     unknown = sorted(set(request.query_params) - _ITEMS_PARAMS)
     if unknown:
         raise InvalidFeatureError(f"unknown query parameter {unknown[0][:40]!r}")
-    if filter_lang not in (None, "cql2-text"):
-        raise InvalidFeatureError("filter-lang must be cql2-text")
     if bbox_crs is not None:
         check_crs84(bbox_crs, "bbox-crs")
     service, schema = catalog.check_read(principal, collection_id)
@@ -224,7 +259,8 @@ def item(
     "/collections/{collection_id}/items",
     summary="Create a feature (OGC API – Features Part 4)",
     status_code=201,
-    responses={201: {"description": "Created; Location names the new feature"}},
+    responses={201: {"description": "Created; Location names the new feature"}, **_UNSUPPORTED},
+    openapi_extra=_FEATURE_BODY,
 )
 async def create_item(
     collection_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
@@ -275,6 +311,8 @@ async def _update(
     "/collections/{collection_id}/items/{feature_id}",
     summary="Replace a feature",
     status_code=204,
+    responses=_UNSUPPORTED,
+    openapi_extra=_FEATURE_BODY,
 )
 async def replace_item(
     collection_id: str,
@@ -290,6 +328,8 @@ async def replace_item(
     "/collections/{collection_id}/items/{feature_id}",
     summary="Update some properties or the geometry of a feature",
     status_code=204,
+    responses=_UNSUPPORTED,
+    openapi_extra=_PATCH_BODY,
 )
 async def update_item(
     collection_id: str,
