@@ -12,7 +12,7 @@ import json
 import math
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -190,14 +190,22 @@ def items(
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=1_000_000)] = 10,
     offset: Annotated[int, Query(ge=0, le=10**12)] = 0,
-    bbox: Annotated[str | None, Query(max_length=400, pattern=_BBOX)] = None,
+    # the patterns and enum are documented, not enforced by FastAPI: the handler refuses a bad
+    # value with 400, as OGC API - Features asks
+    bbox: Annotated[str | None, Query(max_length=400, json_schema_extra={"pattern": _BBOX})] = None,
     filter: Annotated[str | None, Query(max_length=10_000)] = None,
-    filter_lang: Annotated[Literal["cql2-text"] | None, Query(alias="filter-lang")] = None,
-    bbox_crs: Annotated[str | None, Query(alias="bbox-crs", pattern=_CRS84_NAME)] = None,
+    filter_lang: Annotated[
+        str | None, Query(alias="filter-lang", json_schema_extra={"enum": ["cql2-text"]})
+    ] = None,
+    bbox_crs: Annotated[
+        str | None, Query(alias="bbox-crs", json_schema_extra={"pattern": _CRS84_NAME})
+    ] = None,
 ) -> JSONResponse:
     unknown = sorted(set(request.query_params) - _ITEMS_PARAMS)
     if unknown:
         raise InvalidFeatureError(f"unknown query parameter {unknown[0][:40]!r}")
+    if filter_lang not in (None, "cql2-text"):
+        raise InvalidFeatureError("filter-lang must be cql2-text")
     if bbox_crs is not None:
         check_crs84(bbox_crs, "bbox-crs")
     service, schema = catalog.check_read(principal, collection_id)
