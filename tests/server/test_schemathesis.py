@@ -36,6 +36,7 @@ from schemathesis.config._checks import (
 )
 from schemathesis.core.transport import Response
 from schemathesis.engine import Status, events, from_schema
+from schemathesis.engine.run import PhaseName
 from shapely.geometry import Point
 
 from offmaps.features import FieldType
@@ -129,7 +130,8 @@ def _admin_token(app: FastAPI) -> str:
     return token
 
 
-def _findings(app: FastAPI, headers: dict[str, str]) -> list[Finding]:
+def _findings(app: FastAPI, headers: dict[str, str]) -> tuple[list[Finding], set[str]]:
+    """What schemathesis found, and the operations its fuzzing phase tested."""
     config = SchemathesisConfig.from_dict(
         {
             "seed": 20_141,
@@ -162,9 +164,17 @@ def _findings(app: FastAPI, headers: dict[str, str]) -> list[Finding]:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
     found: dict[tuple[str, str, str], Finding] = {}
     errors: list[str] = []
+    fuzzed: set[str] = set()
     for event in from_schema(schema).execute():
         if isinstance(event, events.NonFatalError | events.FatalError):
             errors.append(f"{getattr(event, 'label', '')}: {getattr(event, 'info', event)}")
+        if (
+            isinstance(event, events.ScenarioFinished)
+            and event.phase is PhaseName.FUZZING
+            and event.status is not Status.SKIP
+            and event.label is not None
+        ):
+            fuzzed.add(event.label)
         if not isinstance(event, events.ScenarioFinished) or event.status is Status.SUCCESS:
             continue
         recorder = event.recorder
@@ -191,7 +201,7 @@ def _findings(app: FastAPI, headers: dict[str, str]) -> list[Finding]:
                     ),
                 )
     assert not errors, "\n".join(errors)
-    return sorted(found.values(), key=str)
+    return sorted(found.values(), key=str), fuzzed
 
 
 # The server repairs an invalid area of interest with make_valid and says so with a warning (an
@@ -201,5 +211,11 @@ def _findings(app: FastAPI, headers: dict[str, str]) -> list[Finding]:
 def test_the_server_does_what_its_openapi_document_says(tmp_path: Path, caller: str) -> None:
     app = _app(tmp_path / "fuzz")
     headers = {"Authorization": f"Bearer {_admin_token(app)}"} if caller == "admin" else {}
-    findings = _findings(app, headers)
+    findings, fuzzed = _findings(app, headers)
+    operations = {
+        f"{method.upper()} {path}"
+        for path, item in app.openapi()["paths"].items()
+        for method in item
+    }
+    assert fuzzed == operations  # every operation was tested
     assert not findings, f"{len(findings)} findings:\n" + "\n".join(map(str, findings))
