@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -154,10 +155,36 @@ def thumbnail_bytes(text: str) -> tuple[bytes, str]:
     raise ValueError("the thumbnail must be a PNG or JPEG image")
 
 
+_POSITION = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 3}
+_POLYGON = {
+    "type": "array",
+    "minItems": 1,
+    "items": {"type": "array", "minItems": 4, "items": _POSITION},
+}
+_AREA_SCHEMA: dict[str, Any] = {
+    "description": "A GeoJSON Polygon or MultiPolygon in CRS84 (closed, valid rings)",
+    "anyOf": [
+        {
+            "type": "object",
+            "required": ["type", "coordinates"],
+            "properties": {"type": {"const": "Polygon"}, "coordinates": _POLYGON},
+        },
+        {
+            "type": "object",
+            "required": ["type", "coordinates"],
+            "properties": {
+                "type": {"const": "MultiPolygon"},
+                "coordinates": {"type": "array", "minItems": 1, "items": _POLYGON},
+            },
+        },
+    ],
+}
+
+
 class Area(_Model):
     """An area of interest: a GeoJSON Polygon or MultiPolygon in CRS84."""
 
-    geometry: dict[str, Any]
+    geometry: Annotated[dict[str, Any], WithJsonSchema(_AREA_SCHEMA)]
 
     @field_validator("geometry")
     @classmethod

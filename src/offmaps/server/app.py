@@ -7,13 +7,22 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.routing import RouteContext
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offmaps import __version__
 from offmaps.access import Principal
-from offmaps.server.auth import TokenService, WriteGate, auth_router, current_principal
+from offmaps.server.auth import (
+    WRITE_METHODS,
+    GatedRoute,
+    TokenService,
+    WriteGate,
+    auth_router,
+    current_principal,
+)
 from offmaps.server.fastpath import TileFastPath
 from offmaps.server.links import base_url
+from offmaps.server.openapi import install_docs, install_openapi
 from offmaps.server.problems import install_problem_handlers, problem_response
 from offmaps.server.ratelimit import WriteRateLimiter
 from offmaps.server.rest.attachments import attachments_router
@@ -104,6 +113,12 @@ def _check_tile_access(
         get_catalog(request).check_tiles(principal, str(name))
 
 
+def _write_gate_problems(route: RouteContext, method: str) -> tuple[int, ...]:
+    # the write gate answers a gated write request before its route: a bad token, the rate limit
+    gated = isinstance(route.original_route, GatedRoute) and method in WRITE_METHODS
+    return (401, 429) if gated else ()
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The map server for ``settings`` (by default from ``OFFMAPS_*`` environment variables)."""
     settings = settings or ServerSettings()
@@ -120,6 +135,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         version=__version__,
         description="Web maps, feature and tile services, ready to be taken offline.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.services = services
     app.state.tile_sources = services.catalog.tile_sources
@@ -169,6 +186,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(webmaps_router())
     app.include_router(offline_router())
     app.include_router(sync_router())
+    install_openapi(app, rules=[_write_gate_problems])
+    install_docs(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(
         TileFastPath, sources=catalog.tile_sources, public=catalog.public_tile_layers

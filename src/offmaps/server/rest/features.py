@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
@@ -42,7 +43,12 @@ from offmaps.features.temporal import (
     parse_datetime_interval,
 )
 from offmaps.server.auth import GatedRoute
-from offmaps.server.geojson import check_crs84, feature_to_geojson, parse_feature_body
+from offmaps.server.geojson import (
+    CRS84_NAMES,
+    check_crs84,
+    feature_to_geojson,
+    parse_feature_body,
+)
 from offmaps.server.links import base_url
 from offmaps.server.rest.deps import EDIT_FEATURES, CatalogDep, PrincipalDep, parse_uuid
 from offmaps.types import BBox
@@ -72,6 +78,37 @@ _DATETIME_DESCRIPTION = (
     "without a primary temporal property every feature is. An interval ending before it "
     "starts selects none."
 )
+_NUMBER = r"-?[0-9]+(\.[0-9]+)?"
+_BBOX = rf"^{_NUMBER}(,{_NUMBER}){{3}}(,{_NUMBER},{_NUMBER})?$"
+_CRS84_NAME = "^(" + "|".join(re.escape(name) for name in sorted(CRS84_NAMES)) + ")$"
+# the document's description of a feature body; the collection's own schema is checked after
+_FEATURE = {
+    "type": "object",
+    "properties": {
+        "type": {"const": "Feature"},
+        "geometry": {"type": ["object", "null"]},
+        "properties": {"type": ["object", "null"]},
+    },
+}
+_FEATURE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            GEOJSON: {"schema": {**_FEATURE, "required": ["type"]}},
+            "application/json": {"schema": {**_FEATURE, "required": ["type"]}},
+        },
+    }
+}
+_PATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            media: {"schema": _FEATURE}
+            for media in ("application/merge-patch+json", GEOJSON, "application/json")
+        },
+    }
+}
+_UNSUPPORTED: dict[int | str, dict[str, Any]] = {415: {"description": "The body is not GeoJSON"}}
 
 
 def _parse_bbox(text: str) -> BBox:
@@ -279,10 +316,16 @@ def items(
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=1_000_000)] = 10,
     offset: Annotated[int, Query(ge=0, le=10**12)] = 0,
-    bbox: Annotated[str | None, Query(max_length=400)] = None,
+    # the patterns and enum are documented, not enforced by FastAPI: the handler refuses a bad
+    # value with 400, as OGC API - Features asks
+    bbox: Annotated[str | None, Query(max_length=400, json_schema_extra={"pattern": _BBOX})] = None,
     filter: Annotated[str | None, Query(max_length=10_000)] = None,
-    filter_lang: Annotated[str | None, Query(alias="filter-lang", max_length=40)] = None,
-    bbox_crs: Annotated[str | None, Query(alias="bbox-crs", max_length=200)] = None,
+    filter_lang: Annotated[
+        str | None, Query(alias="filter-lang", json_schema_extra={"enum": ["cql2-text"]})
+    ] = None,
+    bbox_crs: Annotated[
+        str | None, Query(alias="bbox-crs", json_schema_extra={"pattern": _CRS84_NAME})
+    ] = None,
     # parsed here rather than by the pattern, for a 400 that says what is wrong; the OpenAPI
     # description still carries the pattern: every value it matches is accepted
     datetime: Annotated[
@@ -365,7 +408,8 @@ def item(
     "/collections/{collection_id}/items",
     summary="Create a feature (OGC API – Features Part 4)",
     status_code=201,
-    responses={201: {"description": "Created; Location names the new feature"}},
+    responses={201: {"description": "Created; Location names the new feature"}, **_UNSUPPORTED},
+    openapi_extra=_FEATURE_BODY,
 )
 async def create_item(
     collection_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
@@ -416,6 +460,8 @@ async def _update(
     "/collections/{collection_id}/items/{feature_id}",
     summary="Replace a feature",
     status_code=204,
+    responses=_UNSUPPORTED,
+    openapi_extra=_FEATURE_BODY,
 )
 async def replace_item(
     collection_id: str,
@@ -431,6 +477,8 @@ async def replace_item(
     "/collections/{collection_id}/items/{feature_id}",
     summary="Update some properties or the geometry of a feature",
     status_code=204,
+    responses=_UNSUPPORTED,
+    openapi_extra=_PATCH_BODY,
 )
 async def update_item(
     collection_id: str,

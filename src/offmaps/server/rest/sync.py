@@ -42,6 +42,7 @@ from offmaps.errors import (
 from offmaps.schemas.changeset import ChangeResult, ChangeSet, ChangeSetResult
 from offmaps.server.auth import GatedRoute, require_scopes
 from offmaps.server.downloads import blob_response
+from offmaps.server.openapi import request_body
 from offmaps.server.rest.deps import PrincipalDep, ServicesDep
 from offmaps.services import Services
 from offmaps.state.replicas import Replica
@@ -175,6 +176,7 @@ def updates(
     dependencies=[Depends(EDIT)],
     summary="Upload a change set; every change is answered (idempotent by change id)",
     response_model=ChangeSetResult,
+    openapi_extra=request_body(ChangeSet),
 )
 async def upload(
     services: ServicesDep, replica_id: str, request: Request, principal: PrincipalDep
@@ -247,6 +249,14 @@ def upload_state(
     "/replicas/{replica_id}/uploads/{sha256}",
     dependencies=[Depends(EDIT)],
     summary="Upload (part of) an attachment's bytes, from an offset",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
 )
 async def upload_bytes(
     services: ServicesDep,
