@@ -136,6 +136,10 @@ from offmaps.types import BBox
 __all__ = ["Conflict", "LayerRules", "SyncService", "layer_rules"]
 
 _BATCH = 500
+_CHUNK_BYTES = 64 * 1024
+"""Downloads are handed out in chunks of whole lines of about this many bytes: a streaming
+response reads every item of its iterator in its own thread-pool call, whose cost falls on the
+event loop that serves every other request (tiles too), so items must not be single lines."""
 _ATTACHMENT_KINDS = (SyncChangeKind.ATTACHMENT_ADD, SyncChangeKind.ATTACHMENT_DELETE)
 
 
@@ -742,7 +746,28 @@ class SyncService:
     ) -> Iterator[bytes]:
         """The server's changes after generation ``since`` as NDJSON lines: a header, each
         changed row as it is now (or its deletion), and an end record counting and hashing
-        the lines before it (docs/sync.md)."""
+        the lines before it (docs/sync.md).
+
+        The lines come in chunks of whole lines, about 64 KB each (the last one shorter).
+
+        Raises:
+            InvalidChangeSetError: ``layers`` names a layer the replica does not hold (on
+                the first ``next``).
+        """
+        chunk: list[bytes] = []
+        size = 0
+        for line in self._download_lines(replica, since, layers):
+            chunk.append(line)
+            size += len(line)
+            if size >= _CHUNK_BYTES:
+                yield b"".join(chunk)
+                chunk, size = [], 0
+        if chunk:
+            yield b"".join(chunk)
+
+    def _download_lines(
+        self, replica: Replica, since: int, layers: Sequence[str] | None
+    ) -> Iterator[bytes]:
         store = self.catalog.feature_service(replica.service)
         wanted = self._layers(replica, layers)
         generation = store.generation()
