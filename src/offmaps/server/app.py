@@ -13,6 +13,7 @@ from offmaps import __version__
 from offmaps.access import Principal
 from offmaps.server.auth import TokenService, auth_router, current_principal
 from offmaps.server.fastpath import TileFastPath
+from offmaps.server.limits import RouteLimits
 from offmaps.server.links import base_url
 from offmaps.server.problems import install_problem_handlers, problem_response
 from offmaps.server.rest.attachments import attachments_router
@@ -163,6 +164,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(webmaps_router())
     app.include_router(offline_router())
     app.include_router(sync_router())
+    app.add_middleware(RouteLimits)  # sync and offline requests in their own slots
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(
         TileFastPath, sources=catalog.tile_sources, public=catalog.public_tile_layers
