@@ -11,11 +11,12 @@ p99 idle."
 2. ``offmaps serve`` (uvicorn, one process, default settings) serves the copy on loopback.
 3. Tiles: map viewers in this process (httpx, asyncio) ask the two archive tile layers of the
    sample map (``basemap``, MBTiles, and ``buildings``, PMTiles: every tile of both) a screen at
-   a time: up to 6 tiles of one level and layer at once (a browser's connections per host), then a 50 ms pause, screens in a
-   shuffled order. Half the viewers are anonymous (a public web map in a browser); the other
-   half are signed in and send their token with every tile, as the SDK and QGIS do once signed
-   in. Both are measured apart: anonymous archive tiles are answered before routing
-   (``server/fastpath.py``), signed-in ones by the tile route. Every answer must be a 200.
+   a time: up to 6 tiles of one level and layer at once (a browser's connections per host),
+   then a 50 ms pause, screens in a shuffled order. Half the viewers are anonymous (a public
+   web map in a browser); the other half are signed in and send their token with every tile, as
+   the SDK and QGIS do once signed in. Both are measured apart: anonymous archive tiles are
+   answered before routing (``server/fastpath.py``), signed-in ones by the tile route. Every
+   answer must be a 200.
 4. Sync load, in a child process (so its own CPU is not this process's): ``--devices`` devices,
    each signed in through the token endpoint, each in a loop uploading a change set of
    ``--changes`` new inspections (``POST /api/replicas/{id}/changes``, every change must be
@@ -96,9 +97,7 @@ def sample(data: Path) -> Path:
     return built
 
 
-def prepare_round(
-    built: Path, served: Path, devices: int
-) -> tuple[list[str], int, list[str]]:
+def prepare_round(built: Path, served: Path, devices: int) -> tuple[list[str], int, list[str]]:
     """A fresh copy of the sample with ``devices`` replicas registered for the editor; the
     replica ids, the generation they start from, and the tile paths of the archive layers."""
     from offmaps.containers import open_reader  # noqa: PLC0415
@@ -327,9 +326,7 @@ async def _device(
         counts.rows_down += max(0, lines - 2)
 
 
-async def _devices(
-    base: str, replicas: list[str], since: int, changes: int
-) -> dict[str, Any]:
+async def _devices(base: str, replicas: list[str], since: int, changes: int) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=len(replicas))
     async with httpx.AsyncClient(base_url=base, timeout=120.0, limits=limits) as client:
         tokens = [sign_in(None, base) for _ in replicas]  # every device signs in
@@ -392,14 +389,17 @@ def run_round(
         view(base, all_screens, token, viewers, 3.0, SEED)  # warm-up
         idle = view(base, all_screens, token, viewers, seconds, SEED + n)
         child = subprocess.Popen(
-            [sys.executable, __file__, "--role", "devices", "--url", base]
-            + ["--changes", str(changes), "--since", str(generation)]
-            + ["--replicas", ",".join(replicas)],
+            [
+                *(sys.executable, __file__, "--role", "devices", "--url", base),
+                *("--changes", str(changes), "--since", str(generation)),
+                *("--replicas", ",".join(replicas)),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
-        assert child.stdin is not None and child.stdout is not None  # noqa: S101 - pipes
+        if child.stdin is None or child.stdout is None:
+            raise RuntimeError("no pipes to the syncing devices")
         try:
             if child.stdout.readline().strip() != "ready":
                 raise RuntimeError("the syncing devices did not start")
@@ -407,9 +407,11 @@ def run_round(
             recorder = None
             if spy:
                 recorder = subprocess.Popen(
-                    [BIN / "py-spy", "record", "--pid", str(server.pid), "--threads"]
-                    + ["--gil", "--duration", str(int(seconds)), "--format", "speedscope"]
-                    + ["--output", str(WORK / f"load-{n}.speedscope.json")],
+                    [
+                        *(BIN / "py-spy", "record", "--pid", str(server.pid), "--threads"),
+                        *("--gil", "--duration", str(int(seconds)), "--format", "speedscope"),
+                        *("--output", str(WORK / f"load-{n}.speedscope.json")),
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -486,9 +488,7 @@ def main() -> int:
     print("\n".join(header), flush=True)
     found: list[Round] = []
     for n in range(1, rounds + 1):
-        one = run_round(
-            n, built, args.devices, args.changes, args.viewers, seconds, args.py_spy
-        )
+        one = run_round(n, built, args.devices, args.changes, args.viewers, seconds, args.py_spy)
         found.append(one)
         print("\n".join(report_round(n, one)), flush=True)
         if one.devices["errors"]:
