@@ -23,10 +23,12 @@ p99 idle."
    applied) and downloading the server's changes since its last download
    (``GET /api/replicas/{id}/changes?since=G``, the whole NDJSON stream, ending in its end
    record), with no pause.
-5. Each round: a 3 s warm-up of the viewers, ``--seconds`` of viewers alone (idle), then the sync
-   devices start, sign in, sync for 2 s, and the viewers run ``--seconds`` more while they sync
-   (under load). Tile p50/p99/max per kind and phase, the ratio p99 under load / p99 idle, and
-   what the devices got done.
+5. Each round: a 3 s warm-up of the viewers; the devices sign in; then ``--windows`` (default
+   4) pairs of windows, each ``--seconds`` / windows long: the viewers alone (idle: the devices
+   are paused, and have finished the syncs they were in), then while the devices sync (load:
+   resumed 1 s before the window opens). Alternating short windows spread the load of the
+   other programs on the machine over both phases. Tile p50/p99/max per kind and phase, the
+   ratio p99 under load / p99 idle, and what the devices got done.
 
 ``--rounds`` rounds (default 3), each on a fresh copy and a fresh server; the machine is shared,
 so every round is printed and the median and spread of the ratios summarised.
@@ -181,6 +183,10 @@ class Latencies:
     def max(self) -> float:
         return max(self.seconds)
 
+    def add(self, other: Latencies) -> None:
+        self.seconds += other.seconds
+        self.errors += other.errors
+
 
 KINDS = ("anonymous", "signed in")
 
@@ -273,57 +279,91 @@ class DeviceCounts:
     download_seconds: list[float] = field(default_factory=list)
 
 
+@dataclass
+class Control:
+    """What the parent asks of the devices: sync (``running`` set), pause, or stop."""
+
+    running: asyncio.Event = field(default_factory=asyncio.Event)
+    stopped: bool = False
+    busy: int = 0  # devices in the middle of a sync
+
+
 async def _device(
     client: httpx.AsyncClient,
     replica: str,
     token: str,
     since: int,
     changes: int,
-    stop: asyncio.Event,
+    control: Control,
     counts: DeviceCounts,
     seed: int,
 ) -> None:
     rng = random.Random(seed)
     headers = {"Authorization": f"Bearer {token}"}
     counter = 0
-    while not stop.is_set():
-        body = _change_set(replica, changes, counter, rng)
-        counter += changes
-        began = time.perf_counter()
-        answer = await client.post(
-            f"/api/replicas/{replica}/changes",
-            content=body,
-            headers={**headers, "Content-Type": "application/json"},
-        )
-        counts.upload_seconds.append(time.perf_counter() - began)
-        if answer.status_code != 200:
-            counts.errors.append(f"upload {answer.status_code}: {answer.text[:200]}")
+    while True:
+        await control.running.wait()
+        if control.stopped:
+            return
+        control.busy += 1
+        try:
+            since, counter = await _sync_once(
+                client, replica, headers, since, changes, counter, counts, rng
+            )
+        finally:
+            control.busy -= 1
+
+
+async def _sync_once(
+    client: httpx.AsyncClient,
+    replica: str,
+    headers: dict[str, str],
+    since: int,
+    changes: int,
+    counter: int,
+    counts: DeviceCounts,
+    rng: random.Random,
+) -> tuple[int, int]:
+    """One sync of one device: upload a change set, download what changed since ``since``;
+    the generation to download from next time, and the device's edit counter."""
+    body = _change_set(replica, changes, counter, rng)
+    counter += changes
+    began = time.perf_counter()
+    answer = await client.post(
+        f"/api/replicas/{replica}/changes",
+        content=body,
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    counts.upload_seconds.append(time.perf_counter() - began)
+    if answer.status_code != 200:
+        counts.errors.append(f"upload {answer.status_code}: {answer.text[:200]}")
+        await asyncio.sleep(0.5)
+        return since, counter
+    statuses = {r["status"] for r in answer.json()["results"]}
+    if statuses != {"applied"}:
+        counts.errors.append(f"upload answered {sorted(statuses)}")
+    counts.uploads += 1
+    began = time.perf_counter()
+    lines = 0
+    last = b""
+    async with client.stream(
+        "GET", f"/api/replicas/{replica}/changes", params={"since": since}, headers=headers
+    ) as stream:
+        if stream.status_code != 200:
+            counts.errors.append(f"download {stream.status_code}")
             await asyncio.sleep(0.5)
-            continue
-        statuses = {r["status"] for r in answer.json()["results"]}
-        if statuses != {"applied"}:
-            counts.errors.append(f"upload answered {sorted(statuses)}")
-        counts.uploads += 1
-        began = time.perf_counter()
-        lines = 0
-        last = b""
-        async with client.stream(
-            "GET", f"/api/replicas/{replica}/changes", params={"since": since}, headers=headers
-        ) as stream:
-            if stream.status_code != 200:
-                counts.errors.append(f"download {stream.status_code}")
-                await asyncio.sleep(0.5)
-                continue
-            async for line in stream.aiter_lines():
-                if lines == 0:
-                    since = int(json.loads(line)["generation"])
-                lines += 1
-                last = line.encode()
-        counts.download_seconds.append(time.perf_counter() - began)
-        if b'"sha256"' not in last:
-            counts.errors.append("a download ended without its end record")
-        counts.downloads += 1
-        counts.rows_down += max(0, lines - 2)
+            return since, counter
+        async for line in stream.aiter_lines():
+            if lines == 0:
+                since = int(json.loads(line)["generation"])
+            lines += 1
+            last = line.encode()
+    counts.download_seconds.append(time.perf_counter() - began)
+    if b'"sha256"' not in last:
+        counts.errors.append("a download ended without its end record")
+    counts.downloads += 1
+    counts.rows_down += max(0, lines - 2)
+    return since, counter
 
 
 async def _devices(base: str, replicas: list[str], since: int, changes: int) -> dict[str, Any]:
@@ -331,18 +371,27 @@ async def _devices(base: str, replicas: list[str], since: int, changes: int) -> 
     async with httpx.AsyncClient(base_url=base, timeout=120.0, limits=limits) as client:
         tokens = [sign_in(None, base) for _ in replicas]  # every device signs in
         counts = [DeviceCounts() for _ in replicas]
-        stop = asyncio.Event()
+        control = Control()
         loop = asyncio.get_running_loop()
         tasks = [
-            asyncio.create_task(_device(client, r, t, since, changes, stop, c, SEED + n))
+            asyncio.create_task(_device(client, r, t, since, changes, control, c, SEED + n))
             for n, (r, t, c) in enumerate(zip(replicas, tokens, counts, strict=True))
         ]
-        print("ready", flush=True)
-        await loop.run_in_executor(None, sys.stdin.readline)  # the parent says when to stop
-        began = time.perf_counter()
-        stop.set()
+        print("ready", flush=True)  # paused
+        while True:  # the parent says when to sync, pause and stop
+            command = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+            if command == "resume":
+                control.running.set()
+            elif command == "pause":
+                control.running.clear()
+                while control.busy:  # every device ends the sync it is in
+                    await asyncio.sleep(0.01)
+            else:
+                break
+            print(command, flush=True)
+        control.stopped = True
+        control.running.set()
         await asyncio.gather(*tasks)
-        stopping = time.perf_counter() - began
     uploads = [s for c in counts for s in c.upload_seconds]
     downloads = [s for c in counts for s in c.download_seconds]
     return {
@@ -353,12 +402,12 @@ async def _devices(base: str, replicas: list[str], since: int, changes: int) -> 
         "error_count": sum(len(c.errors) for c in counts),
         "upload_p50": statistics.median(uploads) if uploads else 0.0,
         "download_p50": statistics.median(downloads) if downloads else 0.0,
-        "stopping": stopping,
     }
 
 
 def devices_role(base: str, replicas: list[str], since: int, changes: int) -> None:
-    """Child process: sync until told to stop on stdin; prints what the devices got done."""
+    """Child process: sign every device in, then sync, pause and stop as told on stdin (each
+    command acknowledged on stdout once done); prints what the devices got done."""
     print(json.dumps(asyncio.run(_devices(base, replicas, since, changes))), flush=True)
 
 
@@ -374,8 +423,25 @@ class Round:
     load_avg: float
 
 
+def _tell(child: subprocess.Popen[str], command: str) -> None:
+    """Send the devices a command and wait until they have carried it out."""
+    if child.stdin is None or child.stdout is None:
+        raise RuntimeError("no pipes to the syncing devices")
+    child.stdin.write(f"{command}\n")
+    child.stdin.flush()
+    if child.stdout.readline().strip() != command:
+        raise RuntimeError(f"the syncing devices did not {command}")
+
+
 def run_round(
-    n: int, built: Path, devices: int, changes: int, viewers: int, seconds: float, spy: bool
+    n: int,
+    built: Path,
+    devices: int,
+    changes: int,
+    viewers: int,
+    seconds: float,
+    windows: int,
+    spy: bool,
 ) -> Round:
     served = WORK / "served"
     replicas, generation, paths = prepare_round(built, served, devices)
@@ -384,10 +450,12 @@ def run_round(
     base = f"http://127.0.0.1:{port}"
     command = [BIN / "offmaps", "serve", "--data", served, "--port", str(port)]
     load_avg = os.getloadavg()[0]
+    idle = {kind: Latencies() for kind in KINDS}
+    load = {kind: Latencies() for kind in KINDS}
+    window = seconds / windows
     with serving(command, f"{base}/conformance", log=WORK / f"server-{n}.log") as server:
         token = sign_in(None, base)
         view(base, all_screens, token, viewers, 3.0, SEED)  # warm-up
-        idle = view(base, all_screens, token, viewers, seconds, SEED + n)
         child = subprocess.Popen(
             [
                 *(sys.executable, __file__, "--role", "devices", "--url", base),
@@ -398,28 +466,36 @@ def run_round(
             stdout=subprocess.PIPE,
             text=True,
         )
-        if child.stdin is None or child.stdout is None:
-            raise RuntimeError("no pipes to the syncing devices")
         try:
-            if child.stdout.readline().strip() != "ready":
+            if child.stdout is None or child.stdout.readline().strip() != "ready":
                 raise RuntimeError("the syncing devices did not start")
-            time.sleep(2.0)  # every device is past its first upload
-            recorder = None
-            if spy:
-                recorder = subprocess.Popen(
-                    [
-                        *(BIN / "py-spy", "record", "--pid", str(server.pid), "--threads"),
-                        *("--gil", "--duration", str(int(seconds)), "--format", "speedscope"),
-                        *("--output", str(WORK / f"load-{n}.speedscope.json")),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            load = view(base, all_screens, token, viewers, seconds, SEED + 100 + n)
-            if recorder is not None:
-                recorder.wait(timeout=60)
-            child.stdin.write("stop\n")
-            child.stdin.flush()
+            for w in range(windows):
+                for phase, label in ((idle, "idle"), (load, "load")):
+                    if label == "load":
+                        _tell(child, "resume")
+                        time.sleep(1.0)  # every device is in its sync loop
+                    recorder = None
+                    if spy and label == "load" and w == 0:
+                        recorder = subprocess.Popen(
+                            [
+                                *(BIN / "py-spy", "record", "--pid", str(server.pid)),
+                                *("--threads", "--gil", "--duration", str(round(window))),
+                                *("--format", "speedscope"),
+                                *("--output", str(WORK / f"load-{n}.speedscope.json")),
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                    got = view(base, all_screens, token, viewers, window, SEED + 10 * n + w)
+                    for kind in KINDS:
+                        phase[kind].add(got[kind])
+                    if recorder is not None:
+                        recorder.wait(timeout=60)
+                    if label == "load":
+                        _tell(child, "pause")
+            if child.stdin is not None:
+                child.stdin.write("stop\n")
+                child.stdin.flush()
             out, _ = child.communicate(timeout=300)
         finally:
             if child.poll() is None:
@@ -457,6 +533,7 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=25, help="changes per uploaded set")
     parser.add_argument("--viewers", type=int, default=1, help="tile viewers of each kind")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument("--windows", type=int, default=4, help="idle/load windows per phase")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each on a fresh server")
     parser.add_argument("--quick", action="store_true", help="one 6 s round: a smoke run")
     parser.add_argument("--py-spy", action="store_true", help="record the server under load")
@@ -469,14 +546,17 @@ def main() -> int:
     if args.role == "devices":
         devices_role(args.url, args.replicas.split(","), args.since, args.changes)
         return 0
-    rounds, seconds = (1, 6.0) if args.quick else (args.rounds, args.seconds)
+    rounds, seconds, windows = (
+        (1, 6.0, 2) if args.quick else (args.rounds, args.seconds, args.windows)
+    )
     WORK.mkdir(parents=True, exist_ok=True)
     print(f"Machine: {machine()}", flush=True)
     built = sample(args.data)
     print(
         f"{args.viewers} anonymous and {args.viewers} signed-in viewers, screens of up to "
         f"{SCREEN} tiles; {args.devices} devices syncing sets of {args.changes} inserts and "
-        f"downloading, no pause; {seconds:.0f} s per phase, {rounds} round(s)",
+        f"downloading, no pause; {seconds:.0f} s per phase in {windows} alternating idle and "
+        f"load windows, {rounds} round(s)",
         flush=True,
     )
     header = [
@@ -488,7 +568,9 @@ def main() -> int:
     print("\n".join(header), flush=True)
     found: list[Round] = []
     for n in range(1, rounds + 1):
-        one = run_round(n, built, args.devices, args.changes, args.viewers, seconds, args.py_spy)
+        one = run_round(
+            n, built, args.devices, args.changes, args.viewers, seconds, windows, args.py_spy
+        )
         found.append(one)
         print("\n".join(report_round(n, one)), flush=True)
         if one.devices["errors"]:
