@@ -46,6 +46,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -546,6 +547,8 @@ def main() -> int:
     if args.role == "devices":
         devices_role(args.url, args.replicas.split(","), args.since, args.changes)
         return 0
+    # a SIGTERM (timeout, kill) leaves through SystemExit: servers and devices are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     rounds, seconds, windows = (
         (1, 6.0, 2) if args.quick else (args.rounds, args.seconds, args.windows)
     )
