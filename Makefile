@@ -61,6 +61,7 @@ bench: install data bench-tools
 	$(BIN)/python bench/offline.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/sync_floor.py
+	$(BIN)/python bench/tile_latency.py
 
 # load generator, and SpatiaLite for pygeoapi's GeoPackage provider (Debian, as root)
 bench-tools:

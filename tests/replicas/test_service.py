@@ -267,3 +267,20 @@ def test_a_row_deleted_by_a_device_and_brought_back_keeps_the_edits_others_saw(
     assert merged.status is ChangeStatus.MERGED, merged.reason
     current = store.get_feature("points", gid)
     assert (current.properties["b"], current.geometry) == (7, Point(3, 3))
+
+
+def test_a_download_comes_in_chunks_of_whole_lines_not_a_line_at_a_time(
+    service: tuple[SyncService, Any],
+) -> None:
+    # a streaming response reads each item in its own thread-pool call, on the event loop's
+    # time: one item per row would slow every other request (tiles) while devices sync
+    sync, env = service
+    env.store.apply_edits(
+        [Insert("points", {"a": "x" * 200, "b": i}, Point(i / 1000, 0)) for i in range(2_000)]
+    )
+    chunks = list(sync.download(env.replica, 0))
+    lines = b"".join(chunks).splitlines(keepends=True)
+    assert len(lines) == 2_002  # header, rows, end
+    assert len(chunks) < len(lines) / 100
+    assert all(chunk.endswith(b"\n") for chunk in chunks)
+    assert json.loads(lines[-1])["count"] == 2_000

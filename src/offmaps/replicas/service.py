@@ -137,6 +137,10 @@ from offmaps.types import BBox
 __all__ = ["Conflict", "DownloadSize", "LayerRules", "SyncService", "layer_rules"]
 
 _BATCH = 500
+_CHUNK_BYTES = 64 * 1024
+"""Downloads are handed out in chunks of whole lines of about this many bytes: a streaming
+response reads every item of its iterator in its own thread-pool call, whose cost falls on the
+event loop that serves every other request (tiles too), so items must not be single lines."""
 _ATTACHMENT_KINDS = (SyncChangeKind.ATTACHMENT_ADD, SyncChangeKind.ATTACHMENT_DELETE)
 
 
@@ -761,10 +765,29 @@ class SyncService:
         changed row as it is now (or its deletion), and an end record counting and hashing
         the lines before it (docs/sync.md).
 
+        The lines come in chunks of whole lines, about 64 KB each (the last one shorter).
+
         Raises:
-            GenerationAheadError: ``since`` is beyond the server's generation (before any
-                line).
+            GenerationAheadError: ``since`` is beyond the server's generation (on the first
+                ``next``, before any line).
+            InvalidChangeSetError: ``layers`` names a layer the replica does not hold (on
+                the first ``next``).
         """
+        chunk: list[bytes] = []
+        size = 0
+        for line in self._download_lines(replica, since, layers):
+            chunk.append(line)
+            size += len(line)
+            if size >= _CHUNK_BYTES:
+                yield b"".join(chunk)
+                chunk, size = [], 0
+        if chunk:
+            yield b"".join(chunk)
+
+    def _download_lines(
+        self, replica: Replica, since: int, layers: Sequence[str] | None
+    ) -> Iterator[bytes]:
+        """The lines of a download (:meth:`download`), one at a time, the end record last."""
         digest = hashlib.sha256()
         count = -1  # the header is no change
         for record in self._records(replica, since, layers):

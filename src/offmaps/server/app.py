@@ -21,6 +21,7 @@ from offmaps.server.auth import (
     current_principal,
 )
 from offmaps.server.fastpath import TileFastPath
+from offmaps.server.limits import RouteLimits
 from offmaps.server.links import base_url
 from offmaps.server.openapi import install_docs, install_openapi
 from offmaps.server.problems import install_problem_handlers, problem_response
@@ -188,6 +189,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(sync_router())
     install_openapi(app, rules=[_write_gate_problems])
     install_docs(app)
+    app.add_middleware(RouteLimits)  # sync and offline requests in their own slots
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(
         TileFastPath, sources=catalog.tile_sources, public=catalog.public_tile_layers

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request, Response, params
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from morecantile import TileMatrixSet
 
@@ -27,6 +28,7 @@ from offmaps.errors import (
 )
 from offmaps.server.links import base_url
 from offmaps.server.rest.tms import SourcesDep, tms_not_found, tms_router
+from offmaps.sources.archive import ArchiveTileSource
 from offmaps.sources.base import TileSource, TileSourceInfo, source_tms
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
 
@@ -82,9 +84,18 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return False
 
 
-def _tile_response(request: Request, source: TileSource, tile: Tile) -> Response:
+async def _read_tile(source: TileSource, tile: Tile) -> bytes:
+    """The tile's bytes: read on the event loop from a local archive (one indexed lookup, as
+    in ``server/fastpath.py``), in the thread pool from anything that may take long (upstream
+    fetches, vector tiles built from features)."""
+    if isinstance(source, ArchiveTileSource):
+        return source.get_tile(tile)
+    return await run_in_threadpool(source.get_tile, tile)
+
+
+async def _tile_response(request: Request, source: TileSource, tile: Tile) -> Response:
     info = source.info
-    data = source.get_tile(tile)
+    data = await _read_tile(source, tile)
     etag = etag_of(data)
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
     if etag_matches(request.headers.get("if-none-match"), etag):
@@ -250,7 +261,9 @@ def tilejson(sources: SourcesDep, name: str, request: Request) -> dict[str, Any]
     response_class=Response,
     responses=_TILE_RESPONSES,
 )
-def xyz_tile(sources: SourcesDep, name: str, z: str, x: str, y: str, request: Request) -> Response:
+async def xyz_tile(
+    sources: SourcesDep, name: str, z: str, x: str, y: str, request: Request
+) -> Response:
     source = _get_source(sources, name)
     row, dot, extension = y.partition(".")
     if dot and extension.lower() not in EXTENSIONS[source.info.tile_format]:
@@ -259,7 +272,7 @@ def xyz_tile(sources: SourcesDep, name: str, z: str, x: str, y: str, request: Re
             f"not {extension[:16]!r}"
         )
     tile = Tile(_parse_number(x, "column"), _parse_number(row, "row"), _parse_number(z, "level"))
-    return _tile_response(request, source, tile)
+    return await _tile_response(request, source, tile)
 
 
 @_routes.get("/collections/{name}/tiles", summary="Tilesets of a collection (OGC API – Tiles)")
@@ -321,7 +334,7 @@ def tileset(
     response_class=Response,
     responses=_TILE_RESPONSES,
 )
-def ogc_tile(
+async def ogc_tile(
     sources: SourcesDep,
     name: str,
     tileMatrixSetId: str,  # noqa: N803 - OGC's names
@@ -340,7 +353,7 @@ def ogc_tile(
         _parse_number(tileRow, "row"),
         _parse_number(tileMatrix, "matrix"),
     )
-    return _tile_response(request, source, tile)
+    return await _tile_response(request, source, tile)
 
 
 def tiles_router(*, dependencies: Sequence[params.Depends] = ()) -> APIRouter:

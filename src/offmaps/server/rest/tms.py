@@ -45,9 +45,12 @@ def _registered_tms_summaries() -> tuple[tuple[str, str | None, str | None], ...
     return tuple(summaries)
 
 
-def tile_sources(request: Request) -> Mapping[str, TileSource]:
+async def tile_sources(request: Request) -> Mapping[str, TileSource]:
     """The tile services of the application serving ``request`` (``app.state.tile_sources``),
-    looked up on every request, so layers added later are served."""
+    looked up on every request, so layers added later are served.
+
+    Asynchronous only so that FastAPI does not run it in the thread pool: a tile's every
+    synchronous step waits there for a thread, and for the GIL, behind whatever else runs."""
     sources: Mapping[str, TileSource] = request.app.state.tile_sources
     return sources
 
