@@ -63,6 +63,12 @@ step "7. Clip to a smaller area and zooms into a PMTiles archive"
 $BIN/offmaps tiles convert "$OUT/helsinki.mbtiles" "$OUT/centre.pmtiles" \
   --bbox 24.940,60.166,24.948,60.172 --zooms 14-17
 $BIN/offmaps tiles info "$OUT/centre.pmtiles"
+# --overwrite replaces a tile container of the kind written, never a folder of other files
+mkdir -p "$OUT/notes" && echo "field notes" > "$OUT/notes/notes.txt"
+if $BIN/offmaps tiles convert "$OUT/centre.pmtiles" "xyz:$OUT/notes" --overwrite 2> "$OUT/refused.txt"; then
+  echo "convert replaced a folder of notes" >&2; exit 1
+fi
+printf 'refused, notes kept (%s): %s\n' "$(cat "$OUT/notes/notes.txt")" "$(tail -1 "$OUT/refused.txt")"
 
 step "8. The map server with the Helsinki sample web map (built from the OSM extract on first start)"
 PORT=${DEMO_PORT:-8765}
@@ -98,6 +104,15 @@ created = httpx.post(f"{url}/collections/helsinki.sites/items", headers=auth,
 print(f"editor created a site: {created.status_code} {created.headers.get('location')}")
 anonymous = httpx.post(f"{url}/collections/helsinki.sites/items", json={})
 print(f"anonymous edit refused: {anonymous.status_code} {anonymous.json()['detail']}")
+job = httpx.post(f"{url}/api/maps/{maps[0]['id']}/offline/jobs", content=b"not json")
+print(f"anonymous offline job refused before its body is read: {job.status_code} {job.json()['title']}")
+schema = httpx.get(f"{url}/collections/helsinki.sites/schema").json()
+print(f"sites schema (OGC API Features Part 5): osm_id is {schema['properties']['osm_id']}")
+meta, _, _, fields = pyogrio.raw.read(f"OAPIF:{url}/", layer="helsinki.sites", read_geometry=False,
+                                      columns=["osm_id"])
+osm_ids = [int(value) for value in fields[0] if value == value]  # NaN: the new site has none
+print(f"GDAL read {len(osm_ids)} osm_id as {meta['dtypes'][0]}: "
+      f"{sum(value > 2**31 - 1 for value in osm_ids)} above 2^31 - 1, the largest {max(osm_ids)}")
 import morecantile
 x, y, z = morecantile.tms.get("WebMercatorQuad").tile(24.945, 60.17, 14)
 for name in ("basemap", "buildings", "helsinki-vt"):
@@ -114,6 +129,7 @@ $BIN/offmaps offline capabilities --server "$URL" --map "$MAP" --bbox "$BBOX"
 $BIN/offmaps offline estimate --server "$URL" --map "$MAP" --bbox "$BBOX"
 $BIN/offmaps offline generate --server "$URL" --map "$MAP" --bbox "$BBOX" --out "$OUT/offline-map"
 $BIN/offmaps package verify "$OUT/offline-map"
+find "$OUT/offline-map" -type f -printf '%s\n' | awk '{s += $1} END {printf "the package built: %.1f MB (the estimate above: from the data)\n", s / 1e6}'
 $BIN/python - "$OUT/offline-map" <<'PY'
 import sys
 from offmaps.features.model import FeatureQuery
@@ -136,7 +152,7 @@ with MobileMapPackage(sys.argv[1]).load() as package:
         print(f"  replica {replica.replica_id} of {replica.service} from generation {replica.generation}")
 PY
 
-step "10. Edit the offline map in the field (the SDK and plain sqlite3, as QGIS would), then sync"
+step "10. Edit the offline map in the field (the SDK, and plain sqlite3 on a table), then sync"
 $BIN/python - "$OUT/offline-map" "$URL" <<'PY'
 import sqlite3, sys, httpx
 from shapely.geometry import Point
