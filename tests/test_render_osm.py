@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,22 @@ def test_renders_distinct_png_tiles_of_helsinki(tmp_path: Path) -> None:
         assert image.format == "PNG"
         assert image.size == (256, 256)
     assert len(set(tiles.values())) > len(tiles) // 2
+
+
+def test_the_renderer_leaves_the_gdal_and_proj_environment_as_it_was() -> None:
+    # the mapnik wheel sets PROJ_LIB and GDAL_DATA to its own copies when imported, which broke
+    # GDAL's command line tools started later by the same process
+    code = (
+        "import os, sys\n"
+        "from offmaps.sample.render import Tile, _Renderer\n"
+        "before = {k: os.environ.get(k) for k in ('PROJ_LIB', 'GDAL_DATA')}\n"
+        "renderer = _Renderer('<Map srs=\"epsg:3857\"/>')\n"
+        "assert renderer.render(Tile(0, 0, 1)).startswith(b'\\x89PNG')\n"
+        "after = {k: os.environ.get(k) for k in before}\n"
+        "sys.exit(0 if after == before else f'{before} -> {after}')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJ_LIB", "GDAL_DATA")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -237,12 +238,24 @@ def tiles_to_render(bounds: BBox, zooms: ZoomRange) -> Iterator[Tile]:
     yield from tile_cover(aoi, get_tms("WebMercatorQuad"), zooms)
 
 
+_MAPNIK_ENVIRONMENT = ("PROJ_LIB", "GDAL_DATA")
+
+
 class _Renderer:
     """One Mapnik map loaded from the style, rendering tiles one at a time."""
 
     def __init__(self, xml: str) -> None:
+        # the mapnik wheel points PROJ_LIB and GDAL_DATA at its own copies when imported; they
+        # would leak into this process's GDAL/PROJ users and every tool it starts (GDAL 3.6's
+        # ogr2ogr then fails: "proj_create: no database context specified")
+        saved = {name: os.environ.get(name) for name in _MAPNIK_ENVIRONMENT}
         import mapnik  # noqa: PLC0415 - optional: the render extra
 
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         self._mapnik: Any = mapnik
         self._map: Any = mapnik.Map(TILE_SIZE, TILE_SIZE)
         mapnik.load_map_from_string(self._map, xml)
