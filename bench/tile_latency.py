@@ -15,8 +15,10 @@ p99 idle."
    then a 50 ms pause, screens in a shuffled order. Half the viewers are anonymous (a public
    web map in a browser); the other half are signed in and send their token with every tile, as
    the SDK and QGIS do once signed in. Both are measured apart: anonymous archive tiles are
-   answered before routing (``server/fastpath.py``), signed-in ones by the tile route. Every
-   answer must be a 200.
+   answered before routing (``server/fastpath.py``), signed-in ones by the tile route. A third
+   viewer (anonymous) asks the vector tiles built live from the feature layers the devices
+   write into (``helsinki-vt``, zooms 14-16 over the map's initial extent). Every answer must
+   be a 200.
 4. Sync load, in a child process (so its own CPU is not this process's): ``--devices`` devices,
    each signed in through the token endpoint, each in a loop uploading a change set of
    ``--changes`` new inspections (``POST /api/replicas/{id}/changes``, every change must be
@@ -73,6 +75,8 @@ USER = "editor"  # the sample map's editor (offmaps.sample.webmap)
 PASSWORD = "offmaps-sample"
 SERVICE = "helsinki"
 LAYERS = ("basemap", "buildings")  # the sample map's archive tile layers
+LIVE_LAYER = f"{SERVICE}-vt"  # vector tiles built from the feature layers the devices edit
+LIVE_ZOOMS = (14, 15, 16)
 SCREEN = 6  # tiles a viewer asks at once (a browser opens 6 connections per host)
 THINK = 0.05  # seconds between a viewer's screens
 TARGET = 3.0
@@ -100,9 +104,14 @@ def sample(data: Path) -> Path:
     return built
 
 
-def prepare_round(built: Path, served: Path, devices: int) -> tuple[list[str], int, list[str]]:
+def prepare_round(
+    built: Path, served: Path, devices: int
+) -> tuple[list[str], int, list[str], list[str]]:
     """A fresh copy of the sample with ``devices`` replicas registered for the editor; the
-    replica ids, the generation they start from, and the tile paths of the archive layers."""
+    replica ids, the generation they start from, the tile paths of the archive layers and those
+    of the live vector tiles over the map's initial extent."""
+    import morecantile  # noqa: PLC0415
+
     from offmaps.containers import open_reader  # noqa: PLC0415
     from offmaps.services import build_services  # noqa: PLC0415
     from offmaps.settings import ServerSettings  # noqa: PLC0415
@@ -112,6 +121,9 @@ def prepare_round(built: Path, served: Path, devices: int) -> tuple[list[str], i
     services = build_services(ServerSettings(data_dir=served))
     try:
         (webmap,) = services.catalog.webmaps.list()
+        if webmap.initial_extent is None:
+            raise RuntimeError("the sample map has no initial extent")
+        west, south, east, north = webmap.initial_extent
         store = services.catalog.feature_service(SERVICE)
         generation = store.generation()
         replicas = [
@@ -134,7 +146,12 @@ def prepare_round(built: Path, served: Path, devices: int) -> tuple[list[str], i
         with open_reader(str(archive)) as reader:
             tiles = sorted((t.z, t.x, t.y) for t, _ in reader.iter_tiles())
         paths += [f"/tiles/{layer}/{z}/{x}/{y}" for z, x, y in tiles]
-    return replicas, generation, paths
+    quad = morecantile.tms.get("WebMercatorQuad")
+    live = [
+        f"/tiles/{LIVE_LAYER}/{t.z}/{t.x}/{t.y}"
+        for t in quad.tiles(west, south, east, north, list(LIVE_ZOOMS))
+    ]
+    return replicas, generation, paths, live
 
 
 def screens(paths: Sequence[str]) -> list[list[str]]:
@@ -189,7 +206,9 @@ class Latencies:
         self.errors += other.errors
 
 
-KINDS = ("anonymous", "signed in")
+KINDS = ("anonymous", "signed in", "live vector")
+"""Viewers: archive tiles anonymous (the fast path) and signed in (the tile route), and
+anonymous vector tiles built from the feature layers the devices write into."""
 
 
 async def _viewer(
@@ -217,16 +236,21 @@ async def _viewer(
 
 
 async def _view(
-    base: str, all_screens: list[list[str]], token: str, viewers: int, seconds: float, seed: int
+    base: str,
+    all_screens: dict[str, list[list[str]]],
+    token: str,
+    viewers: int,
+    seconds: float,
+    seed: int,
 ) -> dict[str, Latencies]:
     found = {kind: Latencies() for kind in KINDS}
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=SCREEN * 2 * viewers)
+    limits = httpx.Limits(max_connections=SCREEN * len(KINDS) * viewers)
     async with httpx.AsyncClient(base_url=base, timeout=30.0, limits=limits) as client:
         tasks = []
-        for n in range(viewers * 2):
-            kind = KINDS[n % 2]
-            order = all_screens[:]
+        for n in range(viewers * len(KINDS)):
+            kind = KINDS[n % len(KINDS)]
+            order = all_screens[kind][:]
             random.Random(seed + n).shuffle(order)
             headers = {"Authorization": f"Bearer {token}"} if kind == "signed in" else {}
             tasks.append(_viewer(client, order, headers, deadline, found[kind]))
@@ -235,7 +259,12 @@ async def _view(
 
 
 def view(
-    base: str, all_screens: list[list[str]], token: str, viewers: int, seconds: float, seed: int
+    base: str,
+    all_screens: dict[str, list[list[str]]],
+    token: str,
+    viewers: int,
+    seconds: float,
+    seed: int,
 ) -> dict[str, Latencies]:
     """Run the viewers for ``seconds``; tile latencies by kind of viewer."""
     return asyncio.run(_view(base, all_screens, token, viewers, seconds, seed))
@@ -445,8 +474,9 @@ def run_round(
     spy: bool,
 ) -> Round:
     served = WORK / "served"
-    replicas, generation, paths = prepare_round(built, served, devices)
-    all_screens = screens(paths)
+    replicas, generation, paths, live = prepare_round(built, served, devices)
+    archive = screens(paths)
+    all_screens = {"anonymous": archive, "signed in": archive, "live vector": screens(live)}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [BIN / "offmaps", "serve", "--data", served, "--port", str(port)]
@@ -556,7 +586,8 @@ def main() -> int:
     print(f"Machine: {machine()}", flush=True)
     built = sample(args.data)
     print(
-        f"{args.viewers} anonymous and {args.viewers} signed-in viewers, screens of up to "
+        f"{args.viewers} anonymous, {args.viewers} signed-in and {args.viewers} live vector tile "
+        f"viewers, screens of up to "
         f"{SCREEN} tiles; {args.devices} devices syncing sets of {args.changes} inserts and "
         f"downloading, no pause; {seconds:.0f} s per phase in {windows} alternating idle and "
         f"load windows, {rounds} round(s)",
