@@ -19,6 +19,7 @@ MODULES = [
     "offmaps",
     "offmaps.errors",
     "offmaps.types",
+    "offmaps.processes",
     "offmaps.schemas",
     "offmaps.tiling",
     "offmaps.storage",

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from offmaps.containers.base import LeftoversWarning
 from offmaps.errors import ContainerWriteError, DestinationExistsError
+from offmaps.processes import process_runs, start_time
 
 __all__ = ["AtomicDestination", "Refusal", "find_leftovers", "remove_stale_leftovers"]
 
@@ -59,36 +60,15 @@ def _host_tag() -> str:
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
-def _start_time(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as status:
-            # the command may hold spaces and parentheses: fields count from the last ')'
-            field = status.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError, UnicodeDecodeError):
-        return "0"
-    return field if field.isdigit() else "0"
-
-
 def _process_tag() -> str:
     pid = os.getpid()
-    return f"{_host_tag()}.{pid}.{_start_time(pid)}"
+    return f"{_host_tag()}.{pid}.{start_time(pid) or '0'}"
 
 
 def _is_alive(pid: int, start: str) -> bool:
-    """Whether the process ``pid`` that started at ``start`` still runs on this host."""
-    if pid <= 0:
-        return False
-    if pid != os.getpid():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # it exists, as another user
-        except OSError:
-            return False
-    now = _start_time(pid)
-    return start == "0" or now in ("0", start)
+    """Whether the process ``pid`` that started at ``start`` (``"0"``: not known) still runs
+    on this host."""
+    return process_runs(pid, None if start == "0" else start)
 
 
 def find_leftovers(target: Path) -> tuple[list[Path], list[Path]]:

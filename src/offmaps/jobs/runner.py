@@ -35,6 +35,7 @@ from offmaps.jobs._files import JobFiles
 from offmaps.jobs.kinds import JobKinds
 from offmaps.jobs.model import Job, JobContext
 from offmaps.jobs.store import JobStore
+from offmaps.processes import process_runs, start_time
 from offmaps.schemas.jobs import JobStatus
 from offmaps.storage import ObjectStore
 
@@ -94,16 +95,7 @@ class JobRunner(Protocol):
 def process_id() -> str:
     """This process as job stores record it: ``host:pid:start`` (the start time tells a reused
     pid apart)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
-
-
-def _start_time(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            # the command may hold spaces and parentheses: fields count from the last ')'
-            return stat.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return "?"
+    return f"{socket.gethostname()}:{os.getpid()}:{start_time(os.getpid()) or '?'}"
 
 
 def process_is_alive(runner: str) -> bool | None:
@@ -115,16 +107,7 @@ def process_is_alive(runner: str) -> bool | None:
         return None
     if not pid_text.isdigit():
         return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return started == _start_time(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, as another user
-    return started == _start_time(pid)
+    return process_runs(int(pid_text), None if started == "?" else started)
 
 
 class InProcessJobRunner:
