@@ -67,11 +67,30 @@ def test_too_many_vertices_are_refused() -> None:
         ('{"type": "Polygon", "coordinates": [[[0, 0], [1]]]}', "malformed GeoJSON"),
         ('{"type": "Banana", "coordinates": []}', "malformed GeoJSON"),
         (b"\xff\xfe", "not JSON"),
+        ('{"type": "Polygon", "coordinates": [[[[[0, 0]]]]]}', "nest deeper"),
+        ('{"type": "MultiPolygon", "coordinates": [[[[[0, 0]]]]]}', "nest deeper"),
     ],
 )
 def test_malformed_geojson_gets_a_clear_error(document: str | bytes, message: str) -> None:
     with pytest.raises(InvalidAOIError, match=message):
         AreaOfInterest.from_geojson(document)
+
+
+def test_positions_with_and_without_heights_mix_in_one_geometry() -> None:
+    # RFC 7946 lets positions have 2 or 3 numbers; an area of interest is flat
+    mixed = {
+        "type": "Polygon",
+        "coordinates": [
+            [[24.9, 60.1], [25.0, 60.1, 12.5], [25.0, 60.2], [24.9, 60.2, 3], [24.9, 60.1]]
+        ],
+    }
+    flat = {
+        "type": "Polygon",
+        "coordinates": [[[24.9, 60.1], [25.0, 60.1], [25.0, 60.2], [24.9, 60.2], [24.9, 60.1]]],
+    }
+    got = AreaOfInterest.from_geojson(json.dumps(mixed))
+    assert got.geometry.equals(AreaOfInterest.from_geojson(json.dumps(flat)).geometry)
+    assert not got.geometry.has_z
 
 
 def test_feature_collection_areas_are_unioned() -> None:

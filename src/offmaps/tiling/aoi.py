@@ -308,9 +308,39 @@ def _geojson_geometries(obj: Any) -> list[Mapping[str, Any]]:
     raise InvalidAOIError("GeoJSON object without a 'type'")
 
 
+_MAX_NESTING = 3
+"""Arrays of positions nest at most this deep in GeoJSON (a MultiPolygon's)."""
+
+
+def _flat_positions(coordinates: Any, depth: int = 0) -> Any:
+    """``coordinates`` with each position cut to its x and y: areas of interest are flat, and
+    RFC 7946 lets positions of one geometry have 2 or 3 numbers, which shapely refuses mixed."""
+    if not isinstance(coordinates, list) or not coordinates:
+        return coordinates
+    if not isinstance(coordinates[0], list):
+        return coordinates[:2]
+    if depth >= _MAX_NESTING:
+        raise InvalidAOIError("GeoJSON coordinates nest deeper than any geometry type")
+    return [_flat_positions(part, depth + 1) for part in coordinates]
+
+
+def _flat_geometry(obj: Mapping[str, Any], depth: int = 0) -> dict[str, Any]:
+    flat = dict(obj)
+    if "coordinates" in flat:
+        flat["coordinates"] = _flat_positions(flat["coordinates"])
+    members = flat.get("geometries")
+    if isinstance(members, list):
+        if depth >= _MAX_NESTING:
+            raise InvalidAOIError("GeoJSON geometry collections nest too deep")
+        flat["geometries"] = [
+            _flat_geometry(m, depth + 1) if isinstance(m, Mapping) else m for m in members
+        ]
+    return flat
+
+
 def _geojson_geometry(obj: Mapping[str, Any]) -> BaseGeometry:
     try:
-        geometry: BaseGeometry = shape(dict(obj))
+        geometry: BaseGeometry = shape(_flat_geometry(obj))
     except (
         ValueError,
         TypeError,
