@@ -69,6 +69,10 @@ def test_too_many_vertices_are_refused() -> None:
         (b"\xff\xfe", "not JSON"),
         ('{"type": "Polygon", "coordinates": [[[[[0, 0]]]]]}', "nest deeper"),
         ('{"type": "MultiPolygon", "coordinates": [[[[[0, 0]]]]]}', "nest deeper"),
+        (
+            '{"type": "Polygon", "coordinates": [[[0, 0], [1.7e308, 1], [-1.7e308, 2], [0, 0]]]}',
+            "longitudes",
+        ),
     ],
 )
 def test_malformed_geojson_gets_a_clear_error(document: str | bytes, message: str) -> None:

@@ -155,7 +155,17 @@ def thumbnail_bytes(text: str) -> tuple[bytes, str]:
     raise ValueError("the thumbnail must be a PNG or JPEG image")
 
 
-_POSITION = {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 3}
+# longitudes beyond ±180 are wrapped, up to two turns; latitudes beyond ±90 are refused
+_POSITION = {
+    "type": "array",
+    "prefixItems": [
+        {"type": "number", "minimum": -720, "maximum": 720},
+        {"type": "number", "minimum": -90, "maximum": 90},
+    ],
+    "items": {"type": "number"},
+    "minItems": 2,
+    "maxItems": 3,
+}
 _POLYGON = {
     "type": "array",
     "minItems": 1,

@@ -199,8 +199,11 @@ class AreaOfInterest:
             raise InvalidAOIError("the GeoJSON holds no geometry")
         geometry = geometries[0] if len(geometries) == 1 else shapely.GeometryCollection(geometries)
         if len(geometries) > 1:
-            valid = [shapely.make_valid(g) if not g.is_valid else g for g in geometries]
-            geometry = shapely.unary_union([_polygonal(g) for g in valid])
+            try:
+                valid = [shapely.make_valid(g) if not g.is_valid else g for g in geometries]
+                geometry = shapely.unary_union([_polygonal(g) for g in valid])
+            except shapely.errors.GEOSException as exc:
+                raise InvalidAOIError(f"the areas of interest cannot be joined: {exc}") from exc
         return cls.from_geometry(geometry, crs, repair=repair)
 
     @property
@@ -280,8 +283,18 @@ def _transform(transformer: pyproj.Transformer, xy: np.ndarray) -> np.ndarray:
     return np.column_stack([x, y])
 
 
+MAX_LONGITUDE = 720.0
+"""Longitudes beyond ±180 are wrapped, up to two turns either way; further is refused (huge
+values overflow the geometry engine's arithmetic)."""
+
+
 def _check_latitudes(geometry: BaseGeometry, crs: pyproj.CRS) -> None:
-    _, miny, _, maxy = geometry.bounds
+    minx, miny, maxx, maxy = geometry.bounds
+    if minx < -MAX_LONGITUDE or maxx > MAX_LONGITUDE:
+        raise InvalidAOIError(
+            f"longitudes {minx}..{maxx} are outside -{MAX_LONGITUDE:g}..{MAX_LONGITUDE:g} "
+            "(is the CRS not EPSG:4326?)"
+        )
     if miny < -90 or maxy > 90:
         raise InvalidAOIError(
             f"latitudes {miny}..{maxy} are outside -90..90 (are longitude and latitude swapped, "
