@@ -408,6 +408,7 @@ def item(
     "/collections/{collection_id}/items",
     summary="Create a feature (OGC API – Features Part 4)",
     status_code=201,
+    response_class=Response,  # no body: Location names the new feature
     responses={201: {"description": "Created; Location names the new feature"}, **_UNSUPPORTED},
     openapi_extra=_FEATURE_BODY,
 )
