@@ -58,10 +58,10 @@ _SCHEMA_CANNOT_SAY = {
     "POST /collections/{collection_id}/items": r"",
     "PUT /collections/{collection_id}/items/{feature_id}": r"",
     "PATCH /collections/{collection_id}/items/{feature_id}": r"",
-    # an area of interest's rings closed and valid
-    "POST /api/maps/{map_id}/offline/capabilities": r"area_of_interest",
-    "POST /api/maps/{map_id}/offline/estimate": r"area_of_interest",
-    "POST /api/maps/{map_id}/offline/jobs": r"area_of_interest",
+    # an area of interest's rings closed, valid and with an area; a thumbnail a base64 PNG/JPEG
+    "POST /api/maps/{map_id}/offline/capabilities": r"area_of_interest|item_info\.thumbnail",
+    "POST /api/maps/{map_id}/offline/estimate": r"area_of_interest|item_info\.thumbnail",
+    "POST /api/maps/{map_id}/offline/jobs": r"area_of_interest|item_info\.thumbnail",
     # a web map's one-line texts, URLs, CQL2 expressions and references between its parts
     "POST /api/maps": r"",
     "PUT /api/maps/{map_id}": r"",
