@@ -52,18 +52,20 @@ if TYPE_CHECKING:
 _S3_NAMES = frozenset({"S3BlobStore", "S3Config", "S3ObjectStore"})
 
 
-def __getattr__(name: str) -> Any:
-    """The S3 stores, imported on first use: boto3 is an optional dependency."""
-    if name in _S3_NAMES:
-        try:
-            from offmaps.storage import s3  # noqa: PLC0415 - boto3 only when asked for
-        except ImportError as exc:
-            raise ImportError(
-                f"offmaps.storage.{name} needs boto3: install offmaps with the s3 extra "
-                "(pip install 'offmaps[s3]')"
-            ) from exc
-        return getattr(s3, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if not TYPE_CHECKING:  # mypy sees the imports above, and flags other names as missing
+
+    def __getattr__(name: str) -> Any:
+        """The S3 stores, imported on first use: boto3 is an optional dependency."""
+        if name in _S3_NAMES:
+            try:
+                from offmaps.storage import s3  # noqa: PLC0415 - boto3 only when asked for
+            except ImportError as exc:
+                raise ImportError(
+                    f"offmaps.storage.{name} needs boto3: install offmaps with the s3 extra "
+                    "(pip install 'offmaps[s3]')"
+                ) from exc
+            return getattr(s3, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

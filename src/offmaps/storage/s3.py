@@ -278,6 +278,7 @@ class _Bucket:
         public = config.public_endpoint_url
         self.presigner = self.client if public is None else _client(config, public)
         self.where = f"{config.endpoint_url or 'AWS S3'} (bucket {config.bucket!r})"
+        self._checked = False  # whether the bucket was seen to exist
 
     def key(self, key: str) -> str:
         """The bucket's key for a store key."""
@@ -343,6 +344,10 @@ class _Bucket:
             f"the S3 store at {self.where} failed to {doing} {key!r}: {code}: {message}"
         )
 
+    def _no_bucket(self) -> str:
+        where = self.config.endpoint_url or "AWS S3"
+        return f"the S3 bucket {self.config.bucket!r} does not exist at {where}"
+
     def head(self, key: str) -> Mapping[str, Any] | None:
         """The service's ``HEAD`` of a store key, or ``None`` when there is no such object."""
         try:
@@ -358,9 +363,7 @@ class _Bucket:
                 self.client.head_bucket(Bucket=self.config.bucket)
             except ClientError as exc:
                 if _code(exc) in _NOT_FOUND:
-                    raise StorageError(
-                        f"the S3 bucket {self.config.bucket!r} does not exist at {self.where}"
-                    ) from exc
+                    raise StorageError(self._no_bucket()) from exc
                 raise
 
     def upload(
@@ -368,6 +371,11 @@ class _Bucket:
     ) -> str:
         """Store ``size`` bytes read from ``source`` (at its start) under a store key, with
         their SHA-256; returns the new ETag (unquoted)."""
+        if not self._checked:
+            # some services (SeaweedFS) make a missing bucket on the first put: a mistyped
+            # bucket name must be an error, not a new bucket
+            self.check()
+            self._checked = True
         metadata = {"sha256": sha256.hex()}
         with self.errors("store", key):
             if size <= threshold:
