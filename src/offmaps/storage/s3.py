@@ -245,6 +245,12 @@ _CLIENTS_LOCK = threading.Lock()  # making clients from one session is not threa
 
 
 def _client(config: S3Config, endpoint_url: str | None) -> S3Client:
+    # stores of one service and keys share a client (its connection pool), whatever prefix
+    return _shared_client(replace(config, prefix=""), endpoint_url)
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_client(config: S3Config, endpoint_url: str | None) -> S3Client:
     botocore_config = Config(
         signature_version="s3v4",  # presigned URLs too (boto3 would sign them with SigV2)
         s3={"addressing_style": "path" if endpoint_url else "auto"},
