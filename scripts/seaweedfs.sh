@@ -128,7 +128,7 @@ setsid "$WEED" server \
     </dev/null >"$LOG" 2>&1 9>&- &
 echo $! >"$PIDFILE"
 
-for _ in $(seq 1 300); do
+for _ in $(seq 1 600); do
     if ! running; then
         info "weed exited; the end of $LOG:"
         tail -n 20 "$LOG" >&2
@@ -140,6 +140,6 @@ for _ in $(seq 1 300); do
     fi
     sleep 0.1
 done
-info "SeaweedFS does not answer on ${ENDPOINT} after 30 s; the end of $LOG:"
+info "SeaweedFS does not answer on ${ENDPOINT} after 60 s; the end of $LOG:"
 tail -n 20 "$LOG" >&2
 exit 1

@@ -362,14 +362,22 @@ class _Bucket:
         except _AbsentError:
             return None
 
-    def check(self) -> None:
-        """Raise a clear ``StorageError`` unless the bucket exists and the keys may reach it."""
+    def check(self, *, strict: bool = True) -> None:
+        """Raise a clear ``StorageError`` unless the bucket exists and the keys may reach it.
+
+        Not ``strict``: only a missing bucket (and an unreachable service) raise; keys that may
+        write objects but not ask about the bucket (``HeadBucket`` needs ``s3:ListBucket``)
+        pass, and the put itself decides.
+        """
         with self.errors("reach the bucket", self.config.prefix):
             try:
                 self.client.head_bucket(Bucket=self.config.bucket)
             except ClientError as exc:
-                if _code(exc) in _NOT_FOUND:
+                if _code(exc) in _NOT_FOUND or _code(exc) == "NoSuchBucket":
                     raise StorageError(self._no_bucket()) from exc
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if not strict and status == 403:
+                    return
                 raise
 
     def upload(
@@ -380,7 +388,7 @@ class _Bucket:
         if not self._checked:
             # some services (SeaweedFS) make a missing bucket on the first put: a mistyped
             # bucket name must be an error, not a new bucket
-            self.check()
+            self.check(strict=False)
             self._checked = True
         metadata = {"sha256": sha256.hex()}
         with self.errors("store", key):
