@@ -17,7 +17,12 @@ import botocore.auth
 import httpx
 import pytest
 
-from offmaps.errors import BlobIntegrityError, InvalidObjectKeyError, StorageError
+from offmaps.errors import (
+    BlobIntegrityError,
+    InvalidBlobKeyError,
+    InvalidObjectKeyError,
+    StorageError,
+)
 from offmaps.storage import S3BlobStore, S3Config, S3ObjectStore
 from tests.storage.conftest import BUCKET, FOREIGN, FOREIGN_BUCKET, bucket_keys
 
@@ -75,6 +80,23 @@ def test_a_presigned_put_stores_the_object(objects: S3ObjectStore) -> None:
     assert objects.get("uploads/new tile.png") == b"from the field"
     # bytes that came through a presigned URL carry no SHA-256 of offmaps'
     assert objects.head("uploads/new tile.png").sha256 is None
+
+
+def test_a_presigned_put_bound_to_a_sha256_takes_only_those_bytes(objects: S3ObjectStore) -> None:
+    url = objects.presign_put(
+        "uploads/tile.png", MINUTE, sha256=hashlib.sha256(b"tile").hexdigest()
+    )
+    assert query(url.url)["X-Amz-SignedHeaders"] == "host;x-amz-checksum-sha256"
+    wrong = httpx.put(url.url, content=b"evil", headers=dict(url.headers))
+    assert wrong.status_code == 400
+    assert "BadDigest" in wrong.text
+    refused(httpx.put(url.url, content=b"tile"))  # without the signed header
+    assert not objects.exists("uploads/tile.png")
+    assert httpx.put(url.url, content=b"tile", headers=dict(url.headers)).status_code == 200
+    assert objects.get("uploads/tile.png") == b"tile"
+    assert objects.presign_put("k", MINUTE).headers == {}
+    with pytest.raises(InvalidBlobKeyError):
+        objects.presign_put("k", MINUTE, sha256="not a digest")
 
 
 def unchanged(store: S3ObjectStore) -> None:

@@ -760,26 +760,42 @@ class S3ObjectStore:
         """An S3 URL (SigV4) that lets its holder GET the object until ``expires`` from now."""
         return self._presign(key, HTTPMethod.GET, expires)
 
-    def presign_put(self, key: str, expires: timedelta) -> PresignedURL:
+    def presign_put(
+        self, key: str, expires: timedelta, *, sha256: str | None = None
+    ) -> PresignedURL:
         """An S3 URL (SigV4) that lets its holder PUT the object until ``expires`` from now.
 
-        The bytes put through it arrive without offmaps' SHA-256 metadata: whoever accepts
-        them checks them (``head`` shows no ``sha256``; read and hash them).
-        """
-        return self._presign(key, HTTPMethod.PUT, expires)
+        With ``sha256`` (the hex digest the uploader declares), the URL also signs the header
+        ``x-amz-checksum-sha256`` (in :attr:`PresignedURL.headers`), which the upload must
+        carry: the service then refuses bytes that hash otherwise (400 ``BadDigest``), and a
+        request without the header (403). The bytes put through a URL arrive without offmaps'
+        SHA-256 metadata (``head`` shows no ``sha256``): whoever accepts them checks them.
 
-    def _presign(self, key: str, method: HTTPMethod, expires: timedelta) -> PresignedURL:
+        Raises:
+            InvalidObjectKeyError: for a malformed key.
+            InvalidBlobKeyError: ``sha256`` is not 64 lowercase hex characters.
+            ValueError: an expiry not between one second and :data:`MAX_PRESIGN_EXPIRY`.
+        """
+        return self._presign(key, HTTPMethod.PUT, expires, sha256)
+
+    def _presign(
+        self, key: str, method: HTTPMethod, expires: timedelta, sha256: str | None = None
+    ) -> PresignedURL:
         key = check_object_key(key)
         seconds = _expiry_seconds(expires)
+        params: dict[str, str] = {"Bucket": self.config.bucket, "Key": self._bucket.key(key)}
+        headers: dict[str, str] = {}
+        if sha256 is not None:
+            checksum = base64.b64encode(bytes.fromhex(check_blob_key(sha256))).decode("ascii")
+            params["ChecksumSHA256"] = checksum
+            headers["x-amz-checksum-sha256"] = checksum
         operation = "get_object" if method is HTTPMethod.GET else "put_object"
         with self._bucket.errors("presign", key):
             url = self._bucket.presigner.generate_presigned_url(
-                operation,
-                Params={"Bucket": self.config.bucket, "Key": self._bucket.key(key)},
-                ExpiresIn=seconds,
-                HttpMethod=str(method),
+                operation, Params=params, ExpiresIn=seconds, HttpMethod=str(method)
             )
-        return PresignedURL(url, method, key, _signed_at(url) + timedelta(seconds=seconds))
+        expires_at = _signed_at(url) + timedelta(seconds=seconds)
+        return PresignedURL(url, method, key, expires_at, headers)
 
 
 # --- the blob store -----------------------------------------------------------------------------
