@@ -49,6 +49,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import parse_qs, urlsplit
 
 import botocore.session
+from boto3.exceptions import Boto3Error
 from boto3.s3.inject import upload_fileobj
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
@@ -313,7 +314,7 @@ class _Bucket:
             raise StorageError(
                 f"the S3 store at {self.where} did not answer in time to {doing} {key!r}"
             ) from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, Boto3Error) as exc:
             raise StorageError(
                 f"the S3 store at {self.where} failed to {doing} {key!r}: {exc}"
             ) from exc
@@ -332,9 +333,7 @@ class _Bucket:
         if code in _NOT_FOUND and missing is not None:
             return missing()
         if code == "NoSuchBucket":
-            return StorageError(
-                f"the S3 bucket {self.config.bucket!r} does not exist at {self.where}"
-            )
+            return StorageError(self._no_bucket())
         if code in _REFUSED or status == 403:
             return StorageError(
                 f"the S3 store at {self.where} refused to {doing} {key!r} ({code}: {message}); "
