@@ -47,6 +47,12 @@ if [[ "${1:-}" == stop ]]; then
         info "stopping weed (pid $pid)"
         kill "$pid"
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        # weed server may hang halfway through its shutdown (seen with 4.48): then kill it
+        if kill -0 "$pid" 2>/dev/null; then
+            info "weed did not stop in 10 s; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        fi
     fi
     rm -f "$PIDFILE"
     exit 0
