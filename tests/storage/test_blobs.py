@@ -1,4 +1,5 @@
-"""The blob store contract, run against every store: local folder and memory."""
+"""The blob store contract, run against every store: local folder, memory and S3 (SeaweedFS,
+started by ``scripts/seaweedfs.sh``; see ``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ from offmaps.errors import (
     InvalidBlobKeyError,
     StorageError,
 )
-from offmaps.storage import BlobRef, BlobStore, LocalBlobStore, MemoryBlobStore, check_blob_key
+from offmaps.storage import (
+    BlobRef,
+    BlobStore,
+    LocalBlobStore,
+    MemoryBlobStore,
+    S3BlobStore,
+    check_blob_key,
+)
 
 DATA = b"offline maps, online edits"
 KEY = hashlib.sha256(DATA).hexdigest()
@@ -40,10 +48,12 @@ HOSTILE_KEYS = [
 ]
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     if request.param == "local":
         return LocalBlobStore(tmp_path / "blobs")
+    if request.param == "s3":
+        return S3BlobStore(request.getfixturevalue("s3_config"))
     return MemoryBlobStore()
 
 

@@ -1,4 +1,5 @@
-"""The object store contract, run against every store: local folder, memory, a prefixed view."""
+"""The object store contract, run against every store: local folder, memory, a prefixed view, and
+S3 (SeaweedFS, started by ``scripts/seaweedfs.sh``; see ``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from offmaps.storage import (
     ObjectInfo,
     ObjectStore,
     PrefixedObjectStore,
+    S3ObjectStore,
     URLSigner,
     prefixed,
 )
@@ -86,13 +88,25 @@ def signer(clock: Clock) -> URLSigner:
     return URLSigner(SECRET, base_url="https://maps.example.org/storage", clock=clock)
 
 
-@pytest.fixture(params=["local", "memory", "prefixed"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, signer: URLSigner) -> ObjectStore:
-    if request.param == "local":
+def hmac_signing_store(kind: str, tmp_path: Path, signer: URLSigner) -> ObjectStore:
+    if kind == "local":
         return LocalObjectStore(tmp_path / "objects", signer=signer)
-    if request.param == "memory":
+    if kind == "memory":
         return MemoryObjectStore(signer=signer)
     return prefixed(MemoryObjectStore(signer=signer), "jobs/42")
+
+
+@pytest.fixture(params=["local", "memory", "prefixed", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, signer: URLSigner) -> ObjectStore:
+    if request.param == "s3":
+        return S3ObjectStore(request.getfixturevalue("s3_config"))
+    return hmac_signing_store(request.param, tmp_path, signer)
+
+
+@pytest.fixture(params=["local", "memory", "prefixed"])
+def hmac_store(request: pytest.FixtureRequest, tmp_path: Path, signer: URLSigner) -> ObjectStore:
+    """The stores whose presigned URLs carry offmaps' HMAC tokens (S3's: test_s3.py)."""
+    return hmac_signing_store(request.param, tmp_path, signer)
 
 
 def full_key(store: ObjectStore, key: str) -> str:
@@ -500,26 +514,26 @@ def test_concurrent_puts_of_one_key_end_with_one_whole_value(store: ObjectStore)
 # --- presigned URLs ---------------------------------------------------------------------------
 
 
-def test_presigned_urls_round_trip(store: ObjectStore, signer: URLSigner) -> None:
-    get = store.presign_get("maps/a b.pmtiles", timedelta(minutes=10))
-    put = store.presign_put("maps/a b.pmtiles", timedelta(hours=1))
+def test_presigned_urls_round_trip(hmac_store: ObjectStore, signer: URLSigner) -> None:
+    get = hmac_store.presign_get("maps/a b.pmtiles", timedelta(minutes=10))
+    put = hmac_store.presign_put("maps/a b.pmtiles", timedelta(hours=1))
     assert (get.method, put.method) == ("GET", "PUT")
     assert get.key == put.key == "maps/a b.pmtiles"
     assert get.expires_at == datetime.fromtimestamp(NOW + 600, UTC)
     assert put.expires_at == datetime.fromtimestamp(NOW + 3600, UTC)
     assert get.url.startswith("https://maps.example.org/storage/")
     assert "maps/a%20b.pmtiles?token=" in get.url
-    expected = full_key(store, "maps/a b.pmtiles")
+    expected = full_key(hmac_store, "maps/a b.pmtiles")
     assert signer.verify(get.url, "GET") == expected
     assert signer.verify(put.url, "PUT") == expected
     token = get.url.split("token=")[1]
     assert signer.verify(token, "get") == expected
 
 
-def test_presigned_urls_expire(store: ObjectStore, signer: URLSigner, clock: Clock) -> None:
-    url = store.presign_get("k", timedelta(seconds=30))
+def test_presigned_urls_expire(hmac_store: ObjectStore, signer: URLSigner, clock: Clock) -> None:
+    url = hmac_store.presign_get("k", timedelta(seconds=30))
     clock.now = NOW + 29
-    assert signer.verify(url.url, "GET") == full_key(store, "k")
+    assert signer.verify(url.url, "GET") == full_key(hmac_store, "k")
     clock.now = NOW + 30
     with pytest.raises(PresignedURLExpiredError) as raised:
         signer.verify(url.url, "GET")
@@ -527,9 +541,11 @@ def test_presigned_urls_expire(store: ObjectStore, signer: URLSigner, clock: Clo
     assert isinstance(raised.value, InvalidPresignedURLError)
 
 
-def test_presigned_urls_are_for_their_method_only(store: ObjectStore, signer: URLSigner) -> None:
-    get = store.presign_get("k", timedelta(minutes=1))
-    put = store.presign_put("k", timedelta(minutes=1))
+def test_presigned_urls_are_for_their_method_only(
+    hmac_store: ObjectStore, signer: URLSigner
+) -> None:
+    get = hmac_store.presign_get("k", timedelta(minutes=1))
+    put = hmac_store.presign_put("k", timedelta(minutes=1))
     with pytest.raises(InvalidPresignedURLError, match="allows GET, not PUT"):
         signer.verify(get.url, "PUT")
     with pytest.raises(InvalidPresignedURLError, match="allows PUT, not GET"):
@@ -558,16 +574,16 @@ def tampered_urls(url: str) -> list[str]:
     ]
 
 
-def test_tampered_presigned_urls_are_refused(store: ObjectStore, signer: URLSigner) -> None:
-    url = store.presign_get("k", timedelta(minutes=1)).url
-    assert signer.verify(url, "GET") == full_key(store, "k")
+def test_tampered_presigned_urls_are_refused(hmac_store: ObjectStore, signer: URLSigner) -> None:
+    url = hmac_store.presign_get("k", timedelta(minutes=1)).url
+    assert signer.verify(url, "GET") == full_key(hmac_store, "k")
     for bad in tampered_urls(url):
         with pytest.raises(InvalidPresignedURLError):
             signer.verify(bad, "GET")
 
 
-def test_urls_of_another_secret_are_refused(store: ObjectStore, clock: Clock) -> None:
-    url = store.presign_get("k", timedelta(minutes=1)).url
+def test_urls_of_another_secret_are_refused(hmac_store: ObjectStore, clock: Clock) -> None:
+    url = hmac_store.presign_get("k", timedelta(minutes=1)).url
     other = URLSigner(
         b"another secret, also 32 bytes!!!",
         base_url="https://maps.example.org/storage",

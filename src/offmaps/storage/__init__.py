@@ -11,10 +11,16 @@ protocol with one contract suite for every implementation:
   and :func:`prefixed` views of one prefix (a job's output area). Keys are relative POSIX paths
   of safe segments, checked by :func:`check_object_key` before anything touches a file.
   Local and memory stores presign with HMAC tokens (:class:`URLSigner`).
+* In a bucket of an S3-compatible service (:mod:`offmaps.storage.s3`, the ``s3`` extra):
+  :class:`S3ObjectStore` and :class:`S3BlobStore`, configured by :class:`S3Config` (from an
+  ``s3://BUCKET/PREFIX`` URL and ``OFFMAPS_S3_*`` or ``AWS_*`` variables); they presign with
+  S3's own SigV4 signatures. boto3 is imported only when one of these names is first used.
 
 Range-addressed readers (PMTiles) read through a :class:`ByteSource`: :class:`FileByteSource`,
 :class:`BytesByteSource` or :class:`ObjectByteSource`.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from offmaps.storage.base import BlobRef, BlobStore, check_blob_key
 from offmaps.storage.keys import (
@@ -40,6 +46,28 @@ from offmaps.storage.ranges import (
     check_range,
 )
 
+if TYPE_CHECKING:
+    from offmaps.storage.s3 import S3BlobStore, S3Config, S3ObjectStore
+
+_S3_NAMES = frozenset({"S3BlobStore", "S3Config", "S3ObjectStore"})
+
+
+if not TYPE_CHECKING:  # mypy sees the imports above, and flags other names as missing
+
+    def __getattr__(name: str) -> Any:
+        """The S3 stores, imported on first use: boto3 is an optional dependency."""
+        if name in _S3_NAMES:
+            try:
+                from offmaps.storage import s3  # noqa: PLC0415 - boto3 only when asked for
+            except ImportError as exc:
+                raise ImportError(
+                    f"offmaps.storage.{name} needs boto3: install offmaps with the s3 extra "
+                    "(pip install 'offmaps[s3]')"
+                ) from exc
+            return getattr(s3, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "MAX_KEY_BYTES",
     "MAX_KEY_SEGMENTS",
@@ -60,6 +88,9 @@ __all__ = [
     "ObjectStore",
     "PrefixedObjectStore",
     "PresignedURL",
+    "S3BlobStore",
+    "S3Config",
+    "S3ObjectStore",
     "URLSigner",
     "check_blob_key",
     "check_key_prefix",

@@ -22,8 +22,8 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPMethod
 from urllib.parse import parse_qs, quote, urlsplit
@@ -52,12 +52,15 @@ class PresignedURL:
         method: the one HTTP method it allows.
         key: the object it grants access to, as the store that presigned it names it.
         expires_at: when it stops working (UTC).
+        headers: headers the request must carry as they are, because they are signed too (an
+            S3 PUT bound to the SHA-256 of its bytes: ``x-amz-checksum-sha256``); usually none.
     """
 
     url: str
     method: HTTPMethod
     key: str
     expires_at: datetime
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class URLSigner:
