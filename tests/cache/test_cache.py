@@ -357,7 +357,7 @@ def test_a_dry_run_counts_and_estimates_before_any_fetch(
     assert plan.tiles == sum(plan.levels.values())
     assert plan.levels[0] == 1
     assert plan.to_fetch == plan.tiles
-    assert plan.estimated_bytes == plan.tiles * 20_000
+    assert plan.estimated_bytes == plan.tiles * 25_000
     assert upstream.requests == 0
 
 

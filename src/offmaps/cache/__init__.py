@@ -29,7 +29,6 @@ from offmaps.cache.model import (
 )
 from offmaps.cache.seed import (
     CHUNK_TILES,
-    DEFAULT_TILE_BYTES,
     RateLimiter,
     SeedPlan,
     SeedProgress,
@@ -42,7 +41,6 @@ from offmaps.cache.tiles import USAGE_FLUSH_S, Fetch, TileCache, store_tiles
 __all__ = [
     "CACHE_NAME",
     "CHUNK_TILES",
-    "DEFAULT_TILE_BYTES",
     "PENDING_EXPIRY_S",
     "USAGE_FLUSH_S",
     "CacheDefinition",

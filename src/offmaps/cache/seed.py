@@ -31,12 +31,11 @@ from offmaps.errors import (
     SeedFailedError,
     TileNotFoundError,
 )
-from offmaps.tiling import AreaOfInterest, tile_cover
+from offmaps.tiling import DEFAULT_TILE_BYTES, AreaOfInterest, tile_cover
 from offmaps.types import Tile, ZoomRange
 
 __all__ = [
     "CHUNK_TILES",
-    "DEFAULT_TILE_BYTES",
     "RateLimiter",
     "SeedPlan",
     "SeedProgress",
@@ -46,9 +45,6 @@ __all__ = [
 
 CHUNK_TILES = 256
 """Tiles looked up, fetched and stored together."""
-
-DEFAULT_TILE_BYTES = {"png": 20_000, "jpg": 15_000, "webp": 12_000, "pbf": 30_000}
-"""The bytes per tile a dry run assumes for a level of which the cache holds nothing yet."""
 
 
 class RateLimiter:
@@ -88,7 +84,7 @@ class SeedPlan:
         levels: tiles of the area per level.
         stored: of those, tiles stored (and checked since ``refresh_before``) per level.
         bytes_per_tile: the mean size assumed per level (from the cache's own tiles of the
-            level, else :data:`DEFAULT_TILE_BYTES`).
+            level, else :data:`offmaps.tiling.DEFAULT_TILE_BYTES`).
     """
 
     cache: str
@@ -216,7 +212,7 @@ def plan_seed(
     """
     _check_zooms(cache, zooms)
     stats = {level.z: level for level in index.stats(cache.name).levels}
-    fallback = DEFAULT_TILE_BYTES.get(cache.info.tile_format.value, 20_000)
+    fallback = DEFAULT_TILE_BYTES[cache.info.tile_format]
     levels: dict[int, int] = {}
     stored: dict[int, int] = {}
     sizes: dict[int, int] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ from offmaps.errors import (
     BlobIntegrityError,
     BlobNotFoundError,
     CacheError,
+    CacheExistsError,
     ContainerError,
 )
 from offmaps.sources import (
@@ -96,6 +97,10 @@ class TileCacheService:
         index: the cache index (definitions and tile → blob rows).
         blobs: where tiles' bytes are kept, once per distinct content.
         layers: finds a tile layer of this server by name (``layer`` sources).
+        published: where each cache is put as a tile source when it opens, and removed from
+            when it is deleted: the catalog's tile layers, so that ``/tiles/{name}/...``
+            serves a cache and a web map's tile layer may be one. Every cache is opened and
+            published at start.
         client: the HTTP client for upstream sources (tests pass one with a mock transport);
             by default each upstream gets one with the cache's timeout.
     """
@@ -106,16 +111,21 @@ class TileCacheService:
         blobs: BlobStore,
         *,
         layers: LayerLookup = lambda name: None,
+        published: MutableMapping[str, TileSource] | None = None,
         client: httpx.Client | None = None,
     ) -> None:
         self.index = index
         self.blobs = blobs
         self._layers = layers
+        self._published = published
         self._client = client
         self._lock = threading.Lock()
         self._caches: dict[str, TileCache] = {}
         self._fetchers: dict[str, tuple[Fetch, Callable[[], None]]] = {}
         self._limiters: dict[str, RateLimiter] = {}
+        if published is not None:
+            for definition in self.list():
+                self.cache(definition.name)
 
     # --- caches ----------------------------------------------------------------------------
 
@@ -129,6 +139,10 @@ class TileCacheService:
                 tile matrix set or format.
         """
         tms = get_tms(definition.tms)
+        if self._layers(definition.name) is not None:
+            raise CacheExistsError(
+                f"a tile layer called {definition.name!r} exists already", name=definition.name
+            )
         source = definition.source
         if source.kind is not SourceKind.XYZ:
             found = self._open_source(definition)
@@ -144,6 +158,8 @@ class TileCacheService:
             if isinstance(found, ArchiveTileSource):
                 found.close()
         self.index.create_cache(definition)
+        if self._published is not None:
+            self.cache(definition.name)
         return definition
 
     def list(self) -> list[CacheDefinition]:
@@ -159,6 +175,9 @@ class TileCacheService:
         with self._lock:
             cache = self._caches.pop(name, None)
             closer = self._fetchers.pop(name, None)
+            published = self._published
+            if cache is not None and published is not None and published.get(name) is cache:
+                del published[name]
         if cache is not None:
             cache.flush()
         if closer is not None:
@@ -174,9 +193,12 @@ class TileCacheService:
         definition = self.index.definition(name)
         fetch = self._fetch(definition)
         with self._lock:
-            return self._caches.setdefault(
+            found = self._caches.setdefault(
                 name, TileCache(definition, self.index, self.blobs, fetch)
             )
+            if self._published is not None:
+                self._published[name] = found
+        return found
 
     # --- sources ---------------------------------------------------------------------------
 
