@@ -50,6 +50,7 @@ __all__ = [
     "Services",
     "StateBackend",
     "build_services",
+    "open_caches",
 ]
 
 EMBEDDED = "embedded"
@@ -135,6 +136,22 @@ STORAGE_BACKENDS: Mapping[str, Callable[[ServerSettings], ObjectStore]] = Mappin
 """How the object store of each storage backend opens from settings, by backend name."""
 
 
+def open_caches(settings: ServerSettings, catalog: Catalog) -> TileCacheService:
+    """The tile caches of a data folder (``DATA/tile-caches``), each published as a tile layer
+    of ``catalog``, whose tile layers may be their sources.
+
+    Raises:
+        CacheIndexError: the index cannot be opened.
+    """
+    folder = settings.data_dir / "tile-caches"
+    return TileCacheService(
+        SQLiteTileIndex(folder / "index.sqlite"),
+        LocalBlobStore(folder / "blobs"),
+        layers=catalog.tile_sources.get,
+        published=catalog.tile_sources,
+    )
+
+
 @dataclass(frozen=True)
 class Services:
     """The services of one server process.
@@ -197,12 +214,7 @@ def build_services(
     )
     objects = open_objects(settings)
     offline = OfflineMapServices(catalog, replicas, sync, settings.limits)
-    caches = TileCacheService(
-        SQLiteTileIndex(settings.data_dir / "tile-caches" / "index.sqlite"),
-        LocalBlobStore(settings.data_dir / "tile-caches" / "blobs"),
-        layers=catalog.tile_sources.get,
-        published=catalog.tile_sources,
-    )
+    caches = open_caches(settings, catalog)
     jobs = InProcessJobRunner(
         state.jobs(settings),
         JobKinds(
