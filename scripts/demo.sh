@@ -190,8 +190,21 @@ $BIN/offmaps conflicts resolve "$CONFLICT" --server "$URL" --side client
 $BIN/offmaps sync "$OUT/offline-map"
 $BIN/offmaps sync status "$OUT/offline-map"
 
+step "11. A tile cache: seed central Helsinki's basemap from an upstream (this server), each content stored once"
+CACHE_DATA="$OUT/cache-data"
+rm -rf "$CACHE_DATA" && mkdir -p "$CACHE_DATA"
+CENTRE=(--bbox 24.935,60.164,24.953,60.179 --zooms 12-15 --data "$CACHE_DATA")
+$BIN/offmaps cache create basemap --source "$URL/tiles/basemap/{z}/{x}/{y}.png" --zooms 0-18 --data "$CACHE_DATA"
+$BIN/offmaps cache seed basemap "${CENTRE[@]}" --dry-run
+$BIN/offmaps cache seed basemap "${CENTRE[@]}"
+$BIN/offmaps cache stats basemap --data "$CACHE_DATA"
+
 kill $SERVER; wait $SERVER 2>/dev/null || true
 trap - EXIT
+
+step "12. With the upstream gone, a rerun fetches nothing, and every blob still hashes to its key"
+$BIN/offmaps cache seed basemap "${CENTRE[@]}"
+$BIN/offmaps cache verify basemap --data "$CACHE_DATA"
 printf '\nServe it again: OFFMAPS_DATA_DIR=%s %s/offmaps serve   (then open %s/docs)\n' "$OFFMAPS_DATA_DIR" "$BIN" "$URL"
 printf 'Sample users:   editor / offmaps-sample (maps:read maps:write features:edit), admin / offmaps-sample\n'
 printf 'Get a token:    curl -d grant_type=password -d username=editor -d password=offmaps-sample %s/oauth2/token\n' "$URL"

@@ -36,6 +36,7 @@ MODULES = [
     "offmaps.replicas",
     "offmaps.offline",
     "offmaps.offline.generate",
+    "offmaps.cache",
     "offmaps.sample",
     "offmaps.services",
     "offmaps.server",

@@ -47,12 +47,21 @@ class Scope(StrEnum):
     and download your jobs, and use your replicas (``/api/replicas``, ``/api/conflicts``).
     ``features:edit`` includes it, as ArcGIS's editing roles include taking maps offline; give
     it alone to someone who takes maps offline only to read them."""
+    CACHE_READ = "cache:read"
+    """See the tile caches, their statistics and your cache jobs, and get presigned URLs to
+    download their tiles."""
+    CACHE_WRITE = "cache:write"
+    """Create, seed, clean and delete tile caches, and upload tiles to them (includes
+    ``cache:read``)."""
     ADMIN = "admin"
     """Everything, on every item and every user's jobs and replicas."""
 
 
 IMPLIED_SCOPES: Mapping[Scope, frozenset[Scope]] = MappingProxyType(
-    {Scope.FEATURES_EDIT: frozenset({Scope.OFFLINE_SYNC})}
+    {
+        Scope.FEATURES_EDIT: frozenset({Scope.OFFLINE_SYNC}),
+        Scope.CACHE_WRITE: frozenset({Scope.CACHE_READ}),
+    }
 )
 """Scopes that a scope includes: a token with ``features:edit`` may also take maps offline.
 (``admin`` is checked apart: it passes every check.)"""

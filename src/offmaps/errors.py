@@ -64,6 +64,11 @@ SDK) maps them once.
     │   ├── DownloadError
     │   ├── PackageError
     │   └── EditNotAllowedError
+    ├── CacheError
+    │   ├── CacheNotFoundError
+    │   ├── CacheExistsError
+    │   ├── CacheIndexError
+    │   └── SeedFailedError
     ├── JobError
     │   ├── JobNotFoundError
     │   ├── JobCancelledError
@@ -97,6 +102,11 @@ from datetime import datetime
 from pathlib import Path
 
 __all__ = [
+    "CacheError",
+    "CacheExistsError",
+    "CacheIndexError",
+    "CacheNotFoundError",
+    "SeedFailedError",
     "AccessDeniedError",
     "AttachmentNotFoundError",
     "AuthError",
@@ -587,6 +597,55 @@ class ExportLimitError(OfflineError):
         self.layer = layer
         self.tiles = tiles
         self.limit = limit
+
+
+# --- tile caches ----------------------------------------------------------------------------
+
+
+class CacheError(OffmapsError):
+    """A tile cache cannot be created, read, seeded or cleaned as asked (:mod:`offmaps.cache`)."""
+
+
+class CacheNotFoundError(CacheError):
+    """No tile cache has this name.
+
+    Attributes:
+        name: the name asked for.
+    """
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class CacheExistsError(CacheError):
+    """A tile cache of this name exists already.
+
+    Attributes:
+        name: the name asked for.
+    """
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class CacheIndexError(CacheError):
+    """The cache index cannot be opened, read or written (not an index, disk full...)."""
+
+
+class SeedFailedError(CacheError):
+    """A seed stopped: more fetches failed than its failure budget allows.
+
+    Attributes:
+        errors: the fetches that failed.
+        budget: the failures allowed.
+    """
+
+    def __init__(self, message: str, *, errors: int, budget: int) -> None:
+        super().__init__(message)
+        self.errors = errors
+        self.budget = budget
 
 
 class JobError(OffmapsError):

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from offmaps.cache import SQLiteTileIndex, TileCacheService
+from offmaps.cache.jobs import clean_cache_kind, seed_cache_kind
 from offmaps.catalog import Catalog
 from offmaps.errors import StorageError
 from offmaps.jobs import FolderJobStore, InProcessJobRunner, JobKinds, JobRunner, JobStore
@@ -37,7 +39,7 @@ from offmaps.state import (
     SyncStateStore,
     UserStore,
 )
-from offmaps.storage import LocalObjectStore, ObjectStore, URLSigner
+from offmaps.storage import LocalBlobStore, LocalObjectStore, ObjectStore, URLSigner
 
 __all__ = [
     "EMBEDDED",
@@ -48,6 +50,7 @@ __all__ = [
     "Services",
     "StateBackend",
     "build_services",
+    "open_caches",
 ]
 
 EMBEDDED = "embedded"
@@ -133,6 +136,22 @@ STORAGE_BACKENDS: Mapping[str, Callable[[ServerSettings], ObjectStore]] = Mappin
 """How the object store of each storage backend opens from settings, by backend name."""
 
 
+def open_caches(settings: ServerSettings, catalog: Catalog) -> TileCacheService:
+    """The tile caches of a data folder (``DATA/tile-caches``), each published as a tile layer
+    of ``catalog``, whose tile layers may be their sources.
+
+    Raises:
+        CacheIndexError: the index cannot be opened.
+    """
+    folder = settings.data_dir / "tile-caches"
+    return TileCacheService(
+        SQLiteTileIndex(folder / "index.sqlite"),
+        LocalBlobStore(folder / "blobs"),
+        layers=catalog.tile_sources.get,
+        published=catalog.tile_sources,
+    )
+
+
 @dataclass(frozen=True)
 class Services:
     """The services of one server process.
@@ -145,6 +164,7 @@ class Services:
         sync: the sync service.
         uploads: attachments' bytes on their way in from devices.
         objects: the keyed object store: jobs' files (``jobs/<id>/files/``).
+        caches: the tile caches (``DATA/tile-caches``: the index and the tiles' blobs).
         jobs: the job runner, with every job kind of this process.
     """
 
@@ -155,11 +175,13 @@ class Services:
     sync: SyncService
     uploads: AttachmentUploads
     objects: ObjectStore
+    caches: TileCacheService
     jobs: JobRunner
 
     def close(self) -> None:
         """Stop the jobs of this process and close every store."""
         self.jobs.close()
+        self.caches.close()
         self.replicas.close()
         self.sync.close()
         self.catalog.close()
@@ -192,11 +214,14 @@ def build_services(
     )
     objects = open_objects(settings)
     offline = OfflineMapServices(catalog, replicas, sync, settings.limits)
+    caches = open_caches(settings, catalog)
     jobs = InProcessJobRunner(
         state.jobs(settings),
-        JobKinds([generate_offline_map_kind(offline)]),
+        JobKinds(
+            [generate_offline_map_kind(offline), seed_cache_kind(caches), clean_cache_kind(caches)]
+        ),
         objects=objects,
         # beside DATA/objects: finished files move in by a rename, not a copy
         scratch=settings.data_dir / "scratch",
     )
-    return Services(settings, catalog, users, replicas, sync, uploads, objects, jobs)
+    return Services(settings, catalog, users, replicas, sync, uploads, objects, caches, jobs)

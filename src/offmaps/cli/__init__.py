@@ -14,6 +14,7 @@ from typing import TextIO
 
 import click
 
+from offmaps.cli.cache import cache
 from offmaps.cli.offline import offline
 from offmaps.cli.package import package
 from offmaps.cli.server import import_group, login, maps, serve
@@ -44,6 +45,7 @@ cli.add_command(package)
 cli.add_command(offline)
 cli.add_command(sync)
 cli.add_command(conflicts)
+cli.add_command(cache)
 
 
 def _show_warning(

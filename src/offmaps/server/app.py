@@ -27,6 +27,7 @@ from offmaps.server.openapi import install_docs, install_openapi
 from offmaps.server.problems import install_problem_handlers, problem_response
 from offmaps.server.ratelimit import WriteRateLimiter
 from offmaps.server.rest.attachments import attachments_router
+from offmaps.server.rest.caches import caches_router
 from offmaps.server.rest.deps import get_catalog
 from offmaps.server.rest.features import features_router
 from offmaps.server.rest.offline import offline_router
@@ -186,6 +187,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(tiles_router(dependencies=[Depends(_check_tile_access)]))
     app.include_router(webmaps_router())
     app.include_router(offline_router())
+    app.include_router(caches_router())
     app.include_router(sync_router())
     install_openapi(app, rules=[_write_gate_problems])
     install_docs(app)

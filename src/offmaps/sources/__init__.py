@@ -11,7 +11,12 @@ from offmaps.sources.archive import ArchiveTileSource
 from offmaps.sources.base import TileSource, TileSourceInfo, check_key, describe_tile, source_tms
 from offmaps.sources.cache import MemoryTileCache, SQLiteTileCache
 from offmaps.sources.function import FunctionTileSource
-from offmaps.sources.upstream import MAX_UPSTREAM_TILE_BYTES, USER_AGENT, UpstreamTileSource
+from offmaps.sources.upstream import (
+    MAX_UPSTREAM_TILE_BYTES,
+    USER_AGENT,
+    UpstreamFetcher,
+    UpstreamTileSource,
+)
 from offmaps.sources.vector import EXTENT, MAX_FEATURES_PER_TILE, FeatureVectorTiles
 
 __all__ = [
@@ -26,6 +31,7 @@ __all__ = [
     "SQLiteTileCache",
     "TileSource",
     "TileSourceInfo",
+    "UpstreamFetcher",
     "UpstreamTileSource",
     "check_key",
     "describe_tile",

@@ -23,7 +23,7 @@ from offmaps.sources.cache import SQLiteTileCache
 from offmaps.tiling.tms import get_tms
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
 
-__all__ = ["MAX_UPSTREAM_TILE_BYTES", "USER_AGENT", "UpstreamTileSource"]
+__all__ = ["MAX_UPSTREAM_TILE_BYTES", "USER_AGENT", "UpstreamFetcher", "UpstreamTileSource"]
 
 _log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -60,6 +60,119 @@ def _gunzip(data: bytes, limit: int, where: str) -> bytes:
     if len(out) > limit or inflater.unconsumed_tail:
         raise UpstreamError(f"{where}: upstream tile is over {limit} bytes once decompressed")
     return out
+
+
+class UpstreamFetcher:
+    """Fetches tiles of one upstream XYZ URL template over HTTP, with every check a cache needs.
+
+    Args:
+        url_template: an http(s) URL with ``{z}``, ``{x}`` and ``{y}`` (rows from the top).
+        tile_format: what the upstream serves; anything else is refused.
+        client: the HTTP client to use (tests pass one with a mock transport); by default one
+            with ``timeout_s``, owned and closed by this fetcher.
+        timeout_s: the timeout of one request (of the client made here).
+        max_bytes: the largest tile accepted (after transfer decoding).
+
+    Raises:
+        ContainerError: when the URL template is unusable.
+    """
+
+    def __init__(
+        self,
+        url_template: str,
+        tile_format: TileFormat,
+        *,
+        client: httpx.Client | None = None,
+        timeout_s: float = 10.0,
+        max_bytes: int = MAX_UPSTREAM_TILE_BYTES,
+    ) -> None:
+        self._host = _check_url_template(url_template)
+        self._template = url_template
+        self._format = tile_format
+        self._max_bytes = max_bytes
+        self._owns_client = client is None
+        self._client = client or httpx.Client(
+            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
+            headers={"User-Agent": USER_AGENT},
+            follow_redirects=True,
+        )
+
+    @property
+    def host(self) -> str:
+        """The upstream's host name."""
+        return self._host
+
+    def fetch(self, tile: Tile, what: str | None = None) -> bytes:
+        """The upstream's bytes for ``tile``, checked to be a tile of the declared format.
+
+        Args:
+            tile: the key (rows from the top).
+            what: how errors name the tile (``tile z/x/y`` by default).
+
+        Raises:
+            TileNotFoundError: the upstream has no such tile (204, 404, 410).
+            UpstreamError: any other failure (5xx, timeout, no connection, oversized or wrong
+                content).
+        """
+        what = what or f"tile {tile.z}/{tile.x}/{tile.y}"
+        where = f"{what} from {self._host}"
+        url = (
+            self._template.replace("{z}", str(tile.z))
+            .replace("{x}", str(tile.x))
+            .replace("{y}", str(tile.y))
+        )
+        limit = self._max_bytes
+        try:
+            with self._client.stream(
+                "GET", url, headers={"User-Agent": USER_AGENT}, follow_redirects=True
+            ) as response:
+                status = response.status_code
+                if status in (204, 404, 410):
+                    raise TileNotFoundError(f"{where}: the upstream has no such tile")
+                if not 200 <= status < 300:
+                    raise UpstreamError(f"{where}: the upstream answered HTTP {status}", url=url)
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise UpstreamError(f"{where}: upstream tile is over {limit} bytes", url=url)
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise UpstreamError(
+                            f"{where}: upstream tile is over {limit} bytes", url=url
+                        )
+                    chunks.append(chunk)
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"{where}: the upstream timed out", url=url) from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"{where}: the upstream request failed ({type(exc).__name__})", url=url
+            ) from exc
+        return self._check_content(b"".join(chunks), where, url)
+
+    def _check_content(self, data: bytes, where: str, url: str) -> bytes:
+        expected = self._format
+        if not data:
+            if expected is TileFormat.MVT:
+                return data  # an empty vector tile is a valid, empty tile
+            raise UpstreamError(f"{where}: the upstream sent an empty body", url=url)
+        found, compression = detect_tile_format(data)
+        if found is not expected:
+            raise UpstreamError(
+                f"{where}: the upstream sent {found.value} content, not {expected.value}", url=url
+            )
+        if expected is TileFormat.MVT:
+            if compression is TileCompression.GZIP:
+                data = _gunzip(data, self._max_bytes, where)
+            if data and data[0] != _MVT_LAYER_TAG:
+                raise UpstreamError(f"{where}: the upstream sent no Mapbox vector tile", url=url)
+        return data
+
+    def close(self) -> None:
+        """Close the HTTP client when this fetcher made it."""
+        if self._owns_client:
+            self._client.close()
 
 
 class UpstreamTileSource:
@@ -113,8 +226,6 @@ class UpstreamTileSource:
             raise ContainerError(
                 f"an upstream tile layer name is letters, digits, _ or -: not {name[:64]!r}"
             )
-        self._host = _check_url_template(url_template)
-        self._template = url_template
         self.tms: TileMatrixSet = get_tms(tms)
         self._info = TileSourceInfo(
             name=name,
@@ -128,12 +239,7 @@ class UpstreamTileSource:
             export_tiles_allowed=export_tiles_allowed,
             max_export_tile_count=max_export_tile_count,
         )
-        self._owns_client = client is None
-        self._client = client or httpx.Client(
-            timeout=httpx.Timeout(10.0, connect=5.0),
-            headers={"User-Agent": USER_AGENT},
-            follow_redirects=True,
-        )
+        self._fetcher = UpstreamFetcher(url_template, tile_format, client=client)
         self._cache = SQLiteTileCache(
             Path(cache_dir) / f"{name}.cache.sqlite", source=f"{tms} {url_template}"
         )
@@ -159,67 +265,11 @@ class UpstreamTileSource:
         check_key(self.tms, self._info, tile)
         data = self._cache.find(tile)
         if data is None:
-            data = self._fetch(tile)
+            data = self._fetcher.fetch(tile, describe_tile(self._info, tile))
             self._cache.put(tile, data)
-        return data
-
-    def _fetch(self, tile: Tile) -> bytes:
-        where = f"{describe_tile(self._info, tile)} from {self._host}"
-        url = (
-            self._template.replace("{z}", str(tile.z))
-            .replace("{x}", str(tile.x))
-            .replace("{y}", str(tile.y))
-        )
-        limit = MAX_UPSTREAM_TILE_BYTES
-        try:
-            with self._client.stream(
-                "GET", url, headers={"User-Agent": USER_AGENT}, follow_redirects=True
-            ) as response:
-                status = response.status_code
-                if status in (204, 404, 410):
-                    raise TileNotFoundError(f"{where}: the upstream has no such tile")
-                if not 200 <= status < 300:
-                    raise UpstreamError(f"{where}: the upstream answered HTTP {status}", url=url)
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise UpstreamError(f"{where}: upstream tile is over {limit} bytes", url=url)
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise UpstreamError(
-                            f"{where}: upstream tile is over {limit} bytes", url=url
-                        )
-                    chunks.append(chunk)
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(f"{where}: the upstream timed out", url=url) from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"{where}: the upstream request failed ({type(exc).__name__})", url=url
-            ) from exc
-        return self._check_content(b"".join(chunks), where, url)
-
-    def _check_content(self, data: bytes, where: str, url: str) -> bytes:
-        expected = self._info.tile_format
-        if not data:
-            if expected is TileFormat.MVT:
-                return data  # an empty vector tile is a valid, empty tile
-            raise UpstreamError(f"{where}: the upstream sent an empty body", url=url)
-        found, compression = detect_tile_format(data)
-        if found is not expected:
-            raise UpstreamError(
-                f"{where}: the upstream sent {found.value} content, not {expected.value}", url=url
-            )
-        if expected is TileFormat.MVT:
-            if compression is TileCompression.GZIP:
-                data = _gunzip(data, MAX_UPSTREAM_TILE_BYTES, where)
-            if data and data[0] != _MVT_LAYER_TAG:
-                raise UpstreamError(f"{where}: the upstream sent no Mapbox vector tile", url=url)
         return data
 
     def close(self) -> None:
         """Close the cache, and the HTTP client when this source made it."""
         self._cache.close()
-        if self._owns_client:
-            self._client.close()
+        self._fetcher.close()

@@ -75,17 +75,25 @@ class ScopeRequirement:
         scopes: scopes the caller's token must have (``admin`` has them all).
         signed_in: refuse anonymous callers whatever scopes they are granted.
         methods: the methods the requirement applies to (default: all of the route's).
+        any_of: one of ``scopes`` is enough (routes shared by two kinds of work, such as
+            the job routes).
 
     Raises:
         InvalidUserError: an unknown scope.
     """
 
     def __init__(
-        self, scopes: Iterable[str], *, signed_in: bool = False, methods: Iterable[str] = ()
+        self,
+        scopes: Iterable[str],
+        *,
+        signed_in: bool = False,
+        methods: Iterable[str] = (),
+        any_of: bool = False,
     ) -> None:
         self.scopes = check_scopes(scopes)
         self.signed_in = signed_in
         self.methods = frozenset(m.upper() for m in methods)
+        self.any_of = any_of
 
     def applies_to(self, method: str) -> bool:
         """Whether a request of ``method`` must meet the requirement."""
@@ -101,11 +109,13 @@ class ScopeRequirement:
         if not self.applies_to(method) or principal.has(Scope.ADMIN):
             return
         missing = [s for s in self.scopes if not principal.has(s)]
+        if self.any_of and len(missing) < len(self.scopes):
+            missing = []
         if principal.anonymous and (self.signed_in or missing):
             names = " ".join(self.scopes)
             raise InvalidTokenError(f"log in: this needs a signed-in user with {names}")
         if missing:
-            names = " ".join(missing)
+            names = " or ".join(missing) if self.any_of else " ".join(missing)
             raise InsufficientScopeError(f"this needs the {names} scope", required=self.scopes)
 
     def __call__(
@@ -117,19 +127,19 @@ class ScopeRequirement:
     def __repr__(self) -> str:
         return (
             f"ScopeRequirement({list(self.scopes)!r}, signed_in={self.signed_in}, "
-            f"methods={sorted(self.methods)!r})"
+            f"methods={sorted(self.methods)!r}, any_of={self.any_of})"
         )
 
 
 def require_scopes(
-    *scopes: str, signed_in: bool = False, methods: Iterable[str] = ()
+    *scopes: str, signed_in: bool = False, methods: Iterable[str] = (), any_of: bool = False
 ) -> ScopeRequirement:
-    """A dependency giving the caller if their token has every one of ``scopes`` (or
-    ``admin``); with ``signed_in``, never an anonymous caller; with ``methods``, only for
-    requests of those methods. Put it in a route's (or router's) ``dependencies`` so the write
-    gate checks it before the body is read.
+    """A dependency giving the caller if their token has every one of ``scopes`` (with
+    ``any_of``, one of them; ``admin`` has them all); with ``signed_in``, never an anonymous
+    caller; with ``methods``, only for requests of those methods. Put it in a route's (or
+    router's) ``dependencies`` so the write gate checks it before the body is read.
 
     Raises:
         InvalidUserError: at definition, for an unknown scope.
     """
-    return ScopeRequirement(scopes, signed_in=signed_in, methods=methods)
+    return ScopeRequirement(scopes, signed_in=signed_in, methods=methods, any_of=any_of)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, Request
@@ -10,17 +10,22 @@ from fastapi import Depends, Request
 from offmaps.access import Principal, Scope
 from offmaps.catalog import Catalog
 from offmaps.errors import FeatureNotFoundError
+from offmaps.jobs import Job, JobRunner, job_document
 from offmaps.server.auth import WRITE_METHODS, current_principal, require_scopes
+from offmaps.server.links import base_url
 from offmaps.services import Services
 
 __all__ = [
     "EDIT_FEATURES",
     "WRITE_MAPS",
     "CatalogDep",
+    "JobsDep",
     "PrincipalDep",
     "ServicesDep",
     "get_catalog",
+    "get_jobs",
     "get_services",
+    "job_json",
     "parse_uuid",
 ]
 
@@ -42,7 +47,19 @@ field, are the catalog's); checked by the write gate before a body is read."""
 WRITE_MAPS = Depends(require_scopes(Scope.MAPS_WRITE, methods=WRITE_METHODS))
 """A router dependency: its write routes need ``maps:write`` (ownership is checked after)."""
 
+
+def get_jobs(request: Request) -> JobRunner:
+    """The job runner of the application serving ``request``."""
+    return get_services(request).jobs
+
+
+def job_json(job: Job, request: Request) -> dict[str, Any]:
+    """A job's document (status, progress, result, links) as JSON."""
+    return job_document(job, base_url(request)).model_dump(mode="json")
+
+
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import threading
 from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict
 
 from offmaps.access import Principal, Scope
 from offmaps.errors import JobNotFoundError
-from offmaps.jobs import Job, JobRunner, job_document
+from offmaps.jobs import Job, JobRunner
 from offmaps.offline.generate import (
     GENERATE_OFFLINE_MAP,
     GenerateOfflineMap,
@@ -41,7 +41,7 @@ from offmaps.schemas.jobs import JobStatus
 from offmaps.server.auth import GatedRoute, require_scopes
 from offmaps.server.downloads import object_response
 from offmaps.server.links import base_url
-from offmaps.server.rest.deps import CatalogDep, PrincipalDep, ServicesDep
+from offmaps.server.rest.deps import CatalogDep, JobsDep, PrincipalDep, ServicesDep, job_json
 from offmaps.services import Services
 
 __all__ = [
@@ -50,7 +50,6 @@ __all__ = [
     "download_job_file",
     "estimate",
     "get_capabilities_of_map",
-    "get_jobs",
     "job_status",
     "offline_router",
     "start_job",
@@ -66,23 +65,14 @@ class OfflineRequest(BaseModel):
     overrides: GenerateOfflineMapParameterOverrides | None = None
 
 
-def get_jobs(request: Request) -> JobRunner:
-    """The job runner of the application serving ``request``."""
-    services: Services = request.app.state.services
-    return services.jobs
-
-
-JobsDep = Annotated[JobRunner, Depends(get_jobs)]
-
-
-def _document(job: Job, request: Request) -> dict[str, Any]:
-    return job_document(job, base_url(request)).model_dump(mode="json")
-
-
 _SUBMITTING = threading.Lock()
 
 TAKE_OFFLINE = require_scopes(Scope.OFFLINE_SYNC, signed_in=True)
-"""What the job routes need: a signed-in user who may take maps offline."""
+"""What starting a generate job needs: a signed-in user who may take maps offline."""
+
+FOLLOW_JOBS = require_scopes(Scope.OFFLINE_SYNC, Scope.CACHE_WRITE, signed_in=True, any_of=True)
+"""What the job routes need: a signed-in user who may start jobs, generate or cache ones;
+each sees only their own (admins all)."""
 
 
 def _visible_job(jobs: JobRunner, job_id: str, principal: Principal) -> Job:
@@ -152,14 +142,14 @@ def start_job(
             owner, found.bytes
         )
         job = jobs.submit(GENERATE_OFFLINE_MAP, payload, owner=owner)
-    return _document(job, request)
+    return job_json(job, request)
 
 
 def job_status(
     job_id: str, request: Request, principal: PrincipalDep, jobs: JobsDep
 ) -> dict[str, Any]:
     """A job's status, progress and result."""
-    return _document(_visible_job(jobs, job_id, principal), request)
+    return job_json(_visible_job(jobs, job_id, principal), request)
 
 
 def cancel_job(job_id: str, principal: PrincipalDep, jobs: JobsDep) -> Response:
@@ -223,7 +213,7 @@ def offline_router() -> APIRouter:
         job_status,
         methods=["GET"],
         name="status",
-        dependencies=[Depends(TAKE_OFFLINE)],
+        dependencies=[Depends(FOLLOW_JOBS)],
         summary="A job's status, progress and result",
     )
     router.add_api_route(
@@ -231,7 +221,7 @@ def offline_router() -> APIRouter:
         cancel_job,
         methods=["DELETE"],
         name="cancel",
-        dependencies=[Depends(TAKE_OFFLINE)],
+        dependencies=[Depends(FOLLOW_JOBS)],
         summary="Cancel a job, or remove an ended one",
     )
     router.add_api_route(
@@ -239,7 +229,7 @@ def offline_router() -> APIRouter:
         download_job_file,
         methods=["GET"],
         name="download",
-        dependencies=[Depends(TAKE_OFFLINE)],
+        dependencies=[Depends(FOLLOW_JOBS)],
         summary="A file of a finished job (ranges)",
         response_class=Response,
         responses=_RANGES,

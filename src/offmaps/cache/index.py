@@ -1,0 +1,661 @@
+"""The cache index: every cache's definition, and for each of its tiles the SHA-256 of the bytes.
+
+Tiles are not kept here: their bytes live once per distinct content in a
+:class:`~offmaps.storage.BlobStore`, and the index maps ``(cache, z, x, y)`` to the blob's key.
+The :class:`TileIndex` protocol is what the cache service needs; :class:`SQLiteTileIndex` (one
+SQLite file in WAL mode, ``DATA/cache/index.sqlite``) is the embedded default, PostgreSQL the
+scale-out row to come.
+
+**Never a row pointing at a missing blob.** A writer first records the hashes it is about to
+store as *pending* (:meth:`TileIndex.begin_writes`), then puts the blobs, then writes the rows
+and drops its pending records in one transaction (:meth:`TileIndex.commit_writes`). Garbage
+collection (:meth:`TileIndex.collect`) deletes a blob only inside a write transaction that has
+just checked that no row and no pending write names it, so a blob being written, or about to
+be found present by a writer, is never collected.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from offmaps.cache.model import CacheDefinition, CacheStats, ZoomStats
+from offmaps.errors import CacheExistsError, CacheIndexError, CacheNotFoundError
+from offmaps.types import Tile
+
+__all__ = [
+    "PENDING_EXPIRY_S",
+    "IndexedTile",
+    "Span",
+    "SQLiteTileIndex",
+    "TileIndex",
+    "Usage",
+]
+
+PENDING_EXPIRY_S = 24 * 3600.0
+"""A pending write older than this is a writer that died; its records no longer protect blobs."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedTile:
+    """One tile of a cache as the index knows it.
+
+    Attributes:
+        tile: its key.
+        sha256: the key of its bytes in the blob store.
+        size: their length.
+        stored: when these bytes were first stored for the tile (Unix seconds).
+        checked: when the source last gave these bytes (a fetch that found them unchanged
+            moves this, not ``stored``).
+    """
+
+    tile: Tile
+    sha256: str
+    size: int
+    stored: float
+    checked: float
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Columns ``start``-``stop`` (inclusive) of row ``y`` at level ``z``: a piece of an area."""
+
+    z: int
+    y: int
+    start: int
+    stop: int
+
+
+@dataclass(slots=True)
+class Usage:
+    """Counters of one level of one cache, gathered in memory and added to the index at once."""
+
+    hits: int = 0
+    misses: int = 0
+    fetches: int = 0
+    errors: int = 0
+    last_access: float = 0.0
+
+
+class TileIndex(Protocol):
+    """Cache definitions and the tile → blob map of every cache. Safe to share between threads."""
+
+    def create_cache(self, definition: CacheDefinition) -> None:
+        """Record a new cache. Raises ``CacheExistsError`` when the name is taken."""
+        ...
+
+    def definition(self, name: str) -> CacheDefinition:
+        """A cache's definition. Raises ``CacheNotFoundError``."""
+        ...
+
+    def list_caches(self) -> list[CacheDefinition]:
+        """Every cache, by name."""
+        ...
+
+    def delete_cache(self, name: str) -> int:
+        """Forget a cache and its tiles (their blobs stay for :meth:`collect`); tiles removed."""
+        ...
+
+    def find(self, name: str, tile: Tile) -> IndexedTile | None:
+        """The tile's row, or None."""
+        ...
+
+    def find_spans(self, name: str, spans: Iterable[Span]) -> Iterator[IndexedTile]:
+        """The rows of the tiles inside ``spans``."""
+        ...
+
+    def begin_writes(self, hashes: Iterable[str]) -> tuple[str, frozenset[str]]:
+        """Protect ``hashes`` from collection while they are written.
+
+        Returns a token for :meth:`commit_writes` and the hashes some row already names
+        (their blobs are stored: they need no put).
+        """
+        ...
+
+    def commit_writes(
+        self, token: str, name: str, rows: Sequence[tuple[Tile, str, int]], now: float
+    ) -> int:
+        """Point ``rows`` (tile, sha256, size) at their blobs and end the pending write.
+
+        A tile whose bytes are unchanged only has ``checked`` moved. Returns how many tiles
+        got new bytes.
+        """
+        ...
+
+    def abort_writes(self, token: str) -> None:
+        """End a pending write that wrote no rows."""
+        ...
+
+    def forget_blob(self, sha256: str) -> int:
+        """Remove every row naming a blob (found damaged), in every cache; rows removed."""
+        ...
+
+    def add_usage(self, name: str, usage: dict[int, Usage]) -> None:
+        """Add counters gathered in memory, per level."""
+        ...
+
+    def touch(self, name: str, accessed: dict[Tile, float]) -> None:
+        """Record when tiles were last read (for least-recently-used cleanup)."""
+        ...
+
+    def stats(self, name: str) -> CacheStats:
+        """A cache's figures per level."""
+        ...
+
+    def truncate(self, name: str, spans: Iterable[Span] | None, zooms: range | None) -> int:
+        """Remove the tiles inside ``spans`` (or every tile) at ``zooms`` (or every level)."""
+        ...
+
+    def remove_older(self, name: str, before: float) -> int:
+        """Remove the tiles whose bytes were stored before ``before`` (Unix seconds)."""
+        ...
+
+    def trim_to(self, name: str, max_bytes: int) -> int:
+        """Remove least recently used tiles until the cache's tiles take at most ``max_bytes``."""
+        ...
+
+    def collect(
+        self, keys: Iterable[str], delete: Callable[[str], None], *, batch: int = 500
+    ) -> tuple[int, int]:
+        """Delete, through ``delete``, each of ``keys`` no row and no pending write names.
+
+        Returns (blobs deleted, their count of candidates examined).
+        """
+        ...
+
+    def blob_sizes(self, name: str | None = None) -> dict[str, int]:
+        """The key and size of every blob a tile of ``name`` (or of any cache) names."""
+        ...
+
+    def close(self) -> None:
+        """Close the index."""
+        ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS caches (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    definition TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tiles (
+    cache INTEGER NOT NULL,
+    z INTEGER NOT NULL,
+    x INTEGER NOT NULL,
+    y INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    stored REAL NOT NULL,
+    checked REAL NOT NULL,
+    accessed REAL,
+    PRIMARY KEY (cache, z, y, x)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tiles_blob ON tiles (sha256);
+CREATE TABLE IF NOT EXISTS pending (
+    token TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (sha256, token)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage (
+    cache INTEGER NOT NULL,
+    z INTEGER NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0,
+    misses INTEGER NOT NULL DEFAULT 0,
+    fetches INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    last_access REAL,
+    PRIMARY KEY (cache, z)
+) WITHOUT ROWID;
+"""
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if not value else datetime.fromtimestamp(value, UTC)
+
+
+class SQLiteTileIndex:
+    """The cache index in one SQLite file (WAL), one connection per thread.
+
+    Args:
+        path: the index file, created with its folder when missing.
+
+    Raises:
+        CacheIndexError: the file cannot be created, or is not a cache index.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._conn()
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            raise CacheIndexError(f"{path}: not a usable cache index: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"SQLiteTileIndex({str(self.path)!r})"
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise CacheIndexError(f"{self.path}: cannot read the cache index: {exc}") from exc
+
+    def _write(self, work: Callable[[sqlite3.Connection], int]) -> int:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise CacheIndexError(f"{self.path}: cannot write the cache index: {exc}") from exc
+        return result
+
+    def _id(self, conn: sqlite3.Connection | None, name: str) -> int:
+        row = (
+            (conn or self._conn())
+            .execute("SELECT id FROM caches WHERE name = ?", (name,))
+            .fetchone()
+        )
+        if row is None:
+            raise CacheNotFoundError(f"no tile cache {name!r}", name=name)
+        return int(row[0])
+
+    # --- caches ----------------------------------------------------------------------------
+
+    def create_cache(self, definition: CacheDefinition) -> None:
+        """Record a new cache. Raises ``CacheExistsError`` when the name is taken."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            try:
+                conn.execute(
+                    "INSERT INTO caches (name, definition, created) VALUES (?, ?, ?)",
+                    (definition.name, definition.model_dump_json(), time.time()),
+                )
+            except sqlite3.IntegrityError:
+                raise CacheExistsError(
+                    f"a tile cache called {definition.name!r} exists already",
+                    name=definition.name,
+                ) from None
+            return 1
+
+        self._write(work)
+
+    def definition(self, name: str) -> CacheDefinition:
+        """A cache's definition. Raises ``CacheNotFoundError``."""
+        rows = self._read("SELECT definition FROM caches WHERE name = ?", (name,))
+        if not rows:
+            raise CacheNotFoundError(f"no tile cache {name!r}", name=name)
+        return CacheDefinition.model_validate_json(str(rows[0][0]))
+
+    def list_caches(self) -> list[CacheDefinition]:
+        """Every cache, by name."""
+        rows = self._read("SELECT definition FROM caches ORDER BY name")
+        return [CacheDefinition.model_validate_json(str(row[0])) for row in rows]
+
+    def delete_cache(self, name: str) -> int:
+        """Forget a cache and its tiles (their blobs stay for :meth:`collect`); tiles removed."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            cache = self._id(conn, name)
+            removed = conn.execute("DELETE FROM tiles WHERE cache = ?", (cache,)).rowcount
+            conn.execute("DELETE FROM usage WHERE cache = ?", (cache,))
+            conn.execute("DELETE FROM caches WHERE id = ?", (cache,))
+            return int(removed)
+
+        return self._write(work)
+
+    # --- tiles -----------------------------------------------------------------------------
+
+    def find(self, name: str, tile: Tile) -> IndexedTile | None:
+        """The tile's row, or None."""
+        rows = self._read(
+            "SELECT t.sha256, t.size, t.stored, t.checked FROM tiles t JOIN caches c "
+            "ON t.cache = c.id WHERE c.name = ? AND t.z = ? AND t.y = ? AND t.x = ?",
+            (name, tile.z, tile.y, tile.x),
+        )
+        if not rows:
+            return None
+        sha256, size, stored, checked = rows[0]
+        return IndexedTile(tile, str(sha256), int(size), float(stored), float(checked))
+
+    def find_spans(self, name: str, spans: Iterable[Span]) -> Iterator[IndexedTile]:
+        """The rows of the tiles inside ``spans``."""
+        cache = self._id(None, name)
+        for span in spans:
+            rows = self._read(
+                "SELECT x, sha256, size, stored, checked FROM tiles WHERE cache = ? AND z = ? "
+                "AND y = ? AND x BETWEEN ? AND ? ORDER BY x",
+                (cache, span.z, span.y, span.start, span.stop),
+            )
+            for x, sha256, size, stored, checked in rows:
+                yield IndexedTile(
+                    Tile(int(x), span.y, span.z),
+                    str(sha256),
+                    int(size),
+                    float(stored),
+                    float(checked),
+                )
+
+    def begin_writes(self, hashes: Iterable[str]) -> tuple[str, frozenset[str]]:
+        """Protect ``hashes`` from collection while they are written.
+
+        Returns a token for :meth:`commit_writes` and the hashes some row already names
+        (their blobs are stored: they need no put).
+        """
+        token = uuid.uuid4().hex
+        wanted = sorted(set(hashes))
+        known: set[str] = set()
+
+        def work(conn: sqlite3.Connection) -> int:
+            now = time.time()
+            conn.executemany(
+                "INSERT OR IGNORE INTO pending (token, sha256, since) VALUES (?, ?, ?)",
+                [(token, sha256, now) for sha256 in wanted],
+            )
+            for sha256 in wanted:
+                if conn.execute(
+                    "SELECT 1 FROM tiles WHERE sha256 = ? LIMIT 1", (sha256,)
+                ).fetchone():
+                    known.add(sha256)
+            return len(wanted)
+
+        self._write(work)
+        return token, frozenset(known)
+
+    def commit_writes(
+        self, token: str, name: str, rows: Sequence[tuple[Tile, str, int]], now: float
+    ) -> int:
+        """Point ``rows`` (tile, sha256, size) at their blobs and end the pending write.
+
+        A tile whose bytes are unchanged only has ``checked`` moved. Returns how many tiles
+        got new bytes.
+        """
+
+        def work(conn: sqlite3.Connection) -> int:
+            cache = self._id(conn, name)
+            changed = 0
+            for tile, sha256, size in rows:
+                cursor = conn.execute(
+                    "INSERT INTO tiles (cache, z, x, y, sha256, size, stored, checked) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (cache, z, y, x) DO UPDATE SET "
+                    "sha256 = excluded.sha256, size = excluded.size, stored = excluded.stored, "
+                    "checked = excluded.checked WHERE sha256 != excluded.sha256",
+                    (cache, tile.z, tile.x, tile.y, sha256, size, now, now),
+                )
+                if cursor.rowcount:
+                    changed += 1
+                else:
+                    conn.execute(
+                        "UPDATE tiles SET checked = ? WHERE cache = ? AND z = ? AND y = ? "
+                        "AND x = ?",
+                        (now, cache, tile.z, tile.y, tile.x),
+                    )
+            conn.execute("DELETE FROM pending WHERE token = ?", (token,))
+            return changed
+
+        return self._write(work)
+
+    def abort_writes(self, token: str) -> None:
+        """End a pending write that wrote no rows."""
+        self._write(
+            lambda conn: conn.execute("DELETE FROM pending WHERE token = ?", (token,)).rowcount
+        )
+
+    def forget_blob(self, sha256: str) -> int:
+        """Remove every row naming a blob (found damaged), in every cache; rows removed."""
+        return self._write(
+            lambda conn: int(conn.execute("DELETE FROM tiles WHERE sha256 = ?", (sha256,)).rowcount)
+        )
+
+    # --- usage -----------------------------------------------------------------------------
+
+    def add_usage(self, name: str, usage: dict[int, Usage]) -> None:
+        """Add counters gathered in memory, per level."""
+        if not usage:
+            return
+
+        def work(conn: sqlite3.Connection) -> int:
+            try:
+                cache = self._id(conn, name)
+            except CacheNotFoundError:
+                return 0  # deleted meanwhile: its counters went with it
+            conn.executemany(
+                "INSERT INTO usage (cache, z, hits, misses, fetches, errors, last_access) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (cache, z) DO UPDATE SET "
+                "hits = hits + excluded.hits, misses = misses + excluded.misses, "
+                "fetches = fetches + excluded.fetches, errors = errors + excluded.errors, "
+                "last_access = max(coalesce(last_access, 0), coalesce(excluded.last_access, 0))",
+                [
+                    (cache, z, u.hits, u.misses, u.fetches, u.errors, u.last_access or None)
+                    for z, u in usage.items()
+                ],
+            )
+            return len(usage)
+
+        self._write(work)
+
+    def touch(self, name: str, accessed: dict[Tile, float]) -> None:
+        """Record when tiles were last read (for least-recently-used cleanup)."""
+        if not accessed:
+            return
+
+        def work(conn: sqlite3.Connection) -> int:
+            try:
+                cache = self._id(conn, name)
+            except CacheNotFoundError:
+                return 0
+            conn.executemany(
+                "UPDATE tiles SET accessed = ? WHERE cache = ? AND z = ? AND y = ? AND x = ?",
+                [(when, cache, t.z, t.y, t.x) for t, when in accessed.items()],
+            )
+            return len(accessed)
+
+        self._write(work)
+
+    def stats(self, name: str) -> CacheStats:
+        """A cache's figures per level."""
+        cache = self._id(None, name)
+        stored = self._read(
+            "SELECT z, count(*), sum(size) FROM tiles WHERE cache = ? GROUP BY z", (cache,)
+        )
+        blobs = self._read(
+            "SELECT z, count(*), sum(size) FROM (SELECT DISTINCT z, sha256, size FROM tiles "
+            "WHERE cache = ?) GROUP BY z",
+            (cache,),
+        )
+        used = self._read(
+            "SELECT z, hits, misses, fetches, errors, last_access FROM usage WHERE cache = ?",
+            (cache,),
+        )
+        total = self._read(
+            "SELECT count(*), coalesce(sum(size), 0) FROM (SELECT DISTINCT sha256, size "
+            "FROM tiles WHERE cache = ?)",
+            (cache,),
+        )
+        levels: dict[int, dict[str, Any]] = {}
+        for z, count, size in stored:
+            levels.setdefault(int(z), {}).update(tiles=int(count), bytes=int(size))
+        for z, count, size in blobs:
+            levels.setdefault(int(z), {}).update(blobs=int(count), blob_bytes=int(size))
+        for z, hits, misses, fetches, errors, last in used:
+            levels.setdefault(int(z), {}).update(
+                hits=hits,
+                misses=misses,
+                fetches=fetches,
+                errors=errors,
+                last_access=_time(last),
+            )
+        rows = tuple(ZoomStats(z=z, **fields) for z, fields in sorted(levels.items()))
+        return CacheStats(
+            name=name,
+            levels=rows,
+            tiles=sum(level.tiles for level in rows),
+            bytes=sum(level.bytes for level in rows),
+            blobs=int(total[0][0]),
+            blob_bytes=int(total[0][1]),
+        )
+
+    # --- cleanup ---------------------------------------------------------------------------
+
+    def truncate(self, name: str, spans: Iterable[Span] | None, zooms: range | None) -> int:
+        """Remove the tiles inside ``spans`` (or every tile) at ``zooms`` (or every level)."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            cache = self._id(conn, name)
+            if spans is None:
+                if zooms is None:
+                    cursor = conn.execute("DELETE FROM tiles WHERE cache = ?", (cache,))
+                else:
+                    cursor = conn.execute(
+                        "DELETE FROM tiles WHERE cache = ? AND z BETWEEN ? AND ?",
+                        (cache, zooms.start, zooms.stop - 1),
+                    )
+                return int(cursor.rowcount)
+            removed = 0
+            for span in spans:
+                if zooms is not None and span.z not in zooms:
+                    continue
+                removed += conn.execute(
+                    "DELETE FROM tiles WHERE cache = ? AND z = ? AND y = ? AND x BETWEEN ? AND ?",
+                    (cache, span.z, span.y, span.start, span.stop),
+                ).rowcount
+            return removed
+
+        return self._write(work)
+
+    def remove_older(self, name: str, before: float) -> int:
+        """Remove the tiles whose bytes were stored before ``before`` (Unix seconds)."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            cache = self._id(conn, name)
+            return int(
+                conn.execute(
+                    "DELETE FROM tiles WHERE cache = ? AND stored < ?", (cache, before)
+                ).rowcount
+            )
+
+        return self._write(work)
+
+    def trim_to(self, name: str, max_bytes: int) -> int:
+        """Remove least recently used tiles until the cache's tiles take at most ``max_bytes``."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            cache = self._id(conn, name)
+            (total,) = conn.execute(
+                "SELECT coalesce(sum(size), 0) FROM tiles WHERE cache = ?", (cache,)
+            ).fetchone()
+            excess = int(total) - max_bytes
+            if excess <= 0:
+                return 0
+            doomed: list[tuple[int, int, int]] = []
+            for z, y, x, size in conn.execute(
+                "SELECT z, y, x, size FROM tiles WHERE cache = ? "
+                "ORDER BY coalesce(accessed, stored), z DESC",
+                (cache,),
+            ):
+                doomed.append((int(z), int(y), int(x)))
+                excess -= int(size)
+                if excess <= 0:
+                    break
+            conn.executemany(
+                "DELETE FROM tiles WHERE cache = ? AND z = ? AND y = ? AND x = ?",
+                [(cache, z, y, x) for z, y, x in doomed],
+            )
+            return len(doomed)
+
+        return self._write(work)
+
+    def collect(
+        self, keys: Iterable[str], delete: Callable[[str], None], *, batch: int = 500
+    ) -> tuple[int, int]:
+        """Delete, through ``delete``, each of ``keys`` no row and no pending write names.
+
+        Each batch is checked and deleted inside one write transaction, so no writer can find
+        a blob present (or start writing one) between the check and the delete. Pending
+        writes older than :data:`PENDING_EXPIRY_S` are dropped first: their writers died.
+        Returns (blobs deleted, keys examined).
+        """
+        self._write(
+            lambda conn: (
+                conn.execute(
+                    "DELETE FROM pending WHERE since < ?", (time.time() - PENDING_EXPIRY_S,)
+                ).rowcount
+            )
+        )
+        deleted = examined = 0
+        chunk: list[str] = []
+
+        def sweep(conn: sqlite3.Connection) -> int:
+            gone = 0
+            for key in chunk:
+                if conn.execute("SELECT 1 FROM tiles WHERE sha256 = ? LIMIT 1", (key,)).fetchone():
+                    continue
+                if conn.execute(
+                    "SELECT 1 FROM pending WHERE sha256 = ? LIMIT 1", (key,)
+                ).fetchone():
+                    continue
+                delete(key)
+                gone += 1
+            return gone
+
+        for key in keys:
+            chunk.append(key)
+            examined += 1
+            if len(chunk) >= batch:
+                deleted += self._write(sweep)
+                chunk = []
+        if chunk:
+            deleted += self._write(sweep)
+        return deleted, examined
+
+    def blob_sizes(self, name: str | None = None) -> dict[str, int]:
+        """The key and size of every blob a tile of ``name`` (or of any cache) names."""
+        if name is None:
+            rows = self._read("SELECT sha256, max(size) FROM tiles GROUP BY sha256")
+        else:
+            rows = self._read(
+                "SELECT sha256, max(size) FROM tiles WHERE cache = ? GROUP BY sha256",
+                (self._id(None, name),),
+            )
+        return {str(sha256): int(size) for sha256, size in rows}
+
+    def close(self) -> None:
+        """Close every connection of every thread."""
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()

@@ -1,0 +1,257 @@
+"""One tile cache at work: tiles read from the blob store through the index, fetched on a miss.
+
+:class:`TileCache` is a :class:`~offmaps.sources.TileSource`, so a web map's tile layer, an
+offline package or an export reads a cache like any other source. A tile missing from the cache
+is fetched from the cache's source once, however many requests ask for it at the same time
+(they wait for the one fetch), fingerprinted with SHA-256, stored once per distinct content and
+recorded in the index. Hits, misses, fetches and errors are counted in memory and added to the
+index every few seconds, never once per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+from morecantile import TileMatrixSet
+
+from offmaps.cache.index import TileIndex, Usage
+from offmaps.cache.model import CacheDefinition
+from offmaps.errors import (
+    BlobIntegrityError,
+    BlobNotFoundError,
+    ContainerError,
+    TileNotFoundError,
+)
+from offmaps.sources import TileSourceInfo, check_key
+from offmaps.storage import BlobStore
+from offmaps.tiling.tms import get_tms
+from offmaps.types import Tile
+
+__all__ = ["USAGE_FLUSH_S", "Fetch", "TileCache", "store_tiles"]
+
+_log = logging.getLogger(__name__)
+
+USAGE_FLUSH_S = 2.0
+"""How often the counters gathered in memory are added to the index."""
+
+Fetch = Callable[[Tile], bytes]
+"""Gets one tile from a cache's source; raises ``TileNotFoundError`` or ``UpstreamError``."""
+
+
+def store_tiles(
+    index: TileIndex,
+    blobs: BlobStore,
+    name: str,
+    tiles: Sequence[tuple[Tile, bytes]],
+    *,
+    now: float | None = None,
+) -> int:
+    """Store tiles' bytes once per distinct content and point the cache's index at them.
+
+    Blobs no row names yet are put first; the rows come after, in one transaction, so the index
+    never names a missing blob. Bytes equal to what a tile has already only mark it checked.
+    Returns how many tiles got new bytes.
+    """
+    if not tiles:
+        return 0
+    rows = [(tile, hashlib.sha256(data).hexdigest(), data) for tile, data in tiles]
+    token, known = index.begin_writes(sha256 for _, sha256, _ in rows)
+    try:
+        put: set[str] = set(known)
+        for _, sha256, data in rows:
+            if sha256 not in put:
+                ref = blobs.put(data)
+                if ref.sha256 != sha256:  # the store hashed other bytes than it was given
+                    raise BlobIntegrityError(
+                        f"blob store {blobs!r} stored {ref.sha256} for bytes hashing to {sha256}"
+                    )
+                put.add(sha256)
+    except BaseException:
+        index.abort_writes(token)
+        raise
+    return index.commit_writes(
+        token,
+        name,
+        [(tile, sha256, len(data)) for tile, sha256, data in rows],
+        time.time() if now is None else now,
+    )
+
+
+class TileCache:
+    """A named cache: its tiles from the blob store, missing ones fetched from its source.
+
+    Args:
+        definition: what the cache is.
+        index: the cache index.
+        blobs: where tile bytes are kept.
+        fetch: gets a tile from the cache's source (None: the cache only serves what it holds).
+        tms: the tile matrix set object, when it is not a registered one.
+    """
+
+    def __init__(
+        self,
+        definition: CacheDefinition,
+        index: TileIndex,
+        blobs: BlobStore,
+        fetch: Fetch | None,
+        *,
+        tms: TileMatrixSet | None = None,
+    ) -> None:
+        self.definition = definition
+        self.tms = tms or get_tms(definition.tms)
+        self._index = index
+        self._blobs = blobs
+        self._fetch = fetch
+        self._info = TileSourceInfo(
+            name=definition.name,
+            title=definition.title or definition.name,
+            tms_id=definition.tms,
+            tile_format=definition.format,
+            min_zoom=definition.min_zoom,
+            max_zoom=definition.max_zoom,
+        )
+        self._lock = threading.Lock()
+        self._inflight: dict[Tile, Future[bytes]] = {}
+        self._usage: dict[int, Usage] = {}
+        self._accessed: dict[Tile, float] = {}
+        self._flushed = time.monotonic()
+
+    @property
+    def info(self) -> TileSourceInfo:
+        """What the cache serves."""
+        return self._info
+
+    @property
+    def name(self) -> str:
+        """The cache's name."""
+        return self.definition.name
+
+    @property
+    def blobs(self) -> BlobStore:
+        """Where the cache's tile bytes are kept."""
+        return self._blobs
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def cached(self, tile: Tile) -> bytes | None:
+        """The stored bytes of ``tile``, or None; never fetches. Counts no hit or miss."""
+        row = self._index.find(self.name, tile)
+        if row is None:
+            return None
+        try:
+            data = self._blobs.get(row.sha256)
+        except BlobNotFoundError:
+            _log.error("cache %s: tile %s names missing blob %s", self.name, tile, row.sha256)
+            self._index.forget_blob(row.sha256)
+            return None
+        sampled = random.random() < self.definition.verify_reads  # noqa: S311 (not crypto)
+        if sampled and hashlib.sha256(data).hexdigest() != row.sha256:
+            self._damaged(row.sha256)
+            return None
+        return data
+
+    def get_tile(self, tile: Tile) -> bytes:
+        """The bytes of ``tile``: from the cache, else fetched from the source and stored.
+
+        Concurrent requests for a tile being fetched wait for that one fetch.
+
+        Raises:
+            InvalidTileError: when the key is outside the tile matrix set.
+            TileNotFoundError: outside the cache's levels, or neither cached nor at the source.
+            UpstreamError: when the source fails.
+        """
+        check_key(self.tms, self._info, tile)
+        data = self.cached(tile)
+        if data is not None:
+            self._count(tile, hit=True)
+            return data
+        self._count(tile, hit=False)
+        if self._fetch is None:
+            raise TileNotFoundError(f"tile cache {self.name!r} has no tile {_key(tile)}")
+        return self._read_through(tile)
+
+    def _read_through(self, tile: Tile) -> bytes:
+        with self._lock:
+            future = self._inflight.get(tile)
+            owner = future is None
+            if future is None:
+                future = Future()
+                self._inflight[tile] = future
+        if not owner:
+            return future.result()
+        try:
+            data = self.fetch_and_store(tile)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(data)
+            return data
+        finally:
+            with self._lock:
+                del self._inflight[tile]
+
+    def fetch_and_store(self, tile: Tile) -> bytes:
+        """Fetch ``tile`` from the source (once, no retry) and store it; count the fetch."""
+        if self._fetch is None:
+            raise TileNotFoundError(f"tile cache {self.name!r} has no source to fetch from")
+        try:
+            data = self._fetch(tile)
+        except TileNotFoundError:
+            self.record(tile.z, fetches=1)
+            raise
+        except ContainerError:
+            self.record(tile.z, fetches=1, errors=1)
+            raise
+        self.record(tile.z, fetches=1)
+        store_tiles(self._index, self._blobs, self.name, [(tile, data)])
+        return data
+
+    def _damaged(self, sha256: str) -> None:
+        _log.error("cache %s: blob %s is damaged; dropping it to fetch again", self.name, sha256)
+        self._index.forget_blob(sha256)
+        with contextlib.suppress(BlobNotFoundError):  # another reader dropped it first
+            self._blobs.delete(sha256)
+
+    # --- counters --------------------------------------------------------------------------
+
+    def _count(self, tile: Tile, *, hit: bool) -> None:
+        now = time.time()
+        with self._lock:
+            usage = self._usage.setdefault(tile.z, Usage())
+            if hit:
+                usage.hits += 1
+                self._accessed[tile] = now
+            else:
+                usage.misses += 1
+            usage.last_access = now
+            due = time.monotonic() - self._flushed >= USAGE_FLUSH_S
+        if due:
+            self.flush()
+
+    def record(self, z: int, *, fetches: int = 0, errors: int = 0) -> None:
+        """Count fetches from the source and failed ones (seeding counts its own too)."""
+        with self._lock:
+            usage = self._usage.setdefault(z, Usage())
+            usage.fetches += fetches
+            usage.errors += errors
+
+    def flush(self) -> None:
+        """Add the counters gathered in memory to the index."""
+        with self._lock:
+            usage, self._usage = self._usage, {}
+            accessed, self._accessed = self._accessed, {}
+            self._flushed = time.monotonic()
+        self._index.add_usage(self.name, usage)
+        self._index.touch(self.name, accessed)
+
+
+def _key(tile: Tile) -> str:
+    return f"{tile.z}/{tile.x}/{tile.y}"

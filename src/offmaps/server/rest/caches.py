@@ -1,0 +1,301 @@
+"""The tile cache API (``/api/caches``): create, list, seed, measure, verify, clean, delete.
+
+- ``GET /api/caches``, ``POST /api/caches``: the caches; create one from a
+  :class:`~offmaps.cache.CacheDefinition`.
+- ``GET``/``DELETE /api/caches/{name}``: a cache's definition and figures; remove it (its
+  blobs go at the next garbage collection).
+- ``GET /api/caches/{name}/stats``: tiles, bytes, distinct blobs, dedup saving, hits, misses,
+  fetches and errors per level.
+- ``POST /api/caches/{name}/seed``: a seed job for an area and levels; with ``dry_run`` the
+  count and byte estimate only, at once.
+- ``POST /api/caches/{name}/clean``: a cleanup job (truncate an area or levels, drop old tiles,
+  trim to a byte quota, collect orphan blobs); ``POST /api/caches/{name}/verify`` hashes every
+  blob of the cache again.
+- ``GET /api/cache-store``, ``POST /api/cache-store/gc``: the blob store under every cache, and
+  its garbage collection (a job).
+
+A cache's tiles are served as a tile layer: ``/tiles/{name}/{z}/{x}/{y}`` (read-through), so a
+web map's tile layer may be a cache. Jobs are followed at ``/api/jobs/{id}``. Reading needs
+``cache:read``, changing ``cache:write`` (which includes it), checked before any body is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from offmaps.access import Scope
+from offmaps.cache import CacheDefinition, CacheStats, SeedPlan
+from offmaps.cache.jobs import (
+    CLEAN_TILE_CACHE,
+    SEED_TILE_CACHE,
+    CleanCache,
+    CleanSteps,
+    SeedArea,
+    SeedCache,
+)
+from offmaps.server.auth import GatedRoute, require_scopes
+from offmaps.server.links import base_url
+from offmaps.server.rest.deps import JobsDep, PrincipalDep, ServicesDep, job_json
+
+__all__ = [
+    "SeedRequest",
+    "caches_router",
+    "clean_cache",
+    "create_cache",
+    "delete_cache",
+    "get_cache",
+    "list_caches",
+    "seed_cache",
+    "stats_of_cache",
+    "store_gc",
+    "store_stats",
+    "verify_cache",
+]
+
+READ_CACHES = require_scopes(Scope.CACHE_READ, signed_in=True)
+WRITE_CACHES = require_scopes(Scope.CACHE_WRITE, signed_in=True)
+
+
+class SeedRequest(SeedArea):
+    """The body of a seed request: the area and levels, and whether to only count.
+
+    Attributes:
+        dry_run: only count the tiles and estimate the bytes; start nothing.
+    """
+
+    dry_run: bool = False
+
+
+def stats_document(stats: CacheStats) -> dict[str, Any]:
+    """A cache's figures as JSON."""
+    return {
+        "name": stats.name,
+        "tiles": stats.tiles,
+        "bytes": stats.bytes,
+        "blobs": stats.blobs,
+        "blob_bytes": stats.blob_bytes,
+        "dedup_saving": stats.dedup_saving,
+        "hits": stats.hits,
+        "misses": stats.misses,
+        "fetches": stats.fetches,
+        "errors": stats.errors,
+        "last_access": stats.last_access.isoformat() if stats.last_access else None,
+        "levels": [
+            {
+                **asdict(level),
+                "dedup_saving": level.dedup_saving,
+                "last_access": level.last_access.isoformat() if level.last_access else None,
+            }
+            for level in stats.levels
+        ],
+    }
+
+
+def _cache_document(definition: CacheDefinition, request: Request) -> dict[str, Any]:
+    base = base_url(request)
+    return {
+        **definition.model_dump(mode="json"),
+        "links": [
+            {"rel": "self", "href": f"{base}/api/caches/{definition.name}"},
+            {"rel": "stats", "href": f"{base}/api/caches/{definition.name}/stats"},
+            {
+                "rel": "item",
+                "type": definition.format.media_type,
+                "href": f"{base}/tiles/{definition.name}/{{z}}/{{x}}/{{y}}",
+                "templated": True,
+            },
+        ],
+    }
+
+
+def list_caches(request: Request, services: ServicesDep) -> dict[str, Any]:
+    """Every tile cache."""
+    return {"caches": [_cache_document(d, request) for d in services.caches.list()]}
+
+
+def create_cache(
+    definition: CacheDefinition, request: Request, response: Response, services: ServicesDep
+) -> dict[str, Any]:
+    """Create a cache: its source is checked first (a layer or archive must exist and match)."""
+    services.caches.create(definition)
+    response.headers["Location"] = f"{base_url(request)}/api/caches/{definition.name}"
+    return _cache_document(definition, request)
+
+
+def get_cache(name: str, request: Request, services: ServicesDep) -> dict[str, Any]:
+    """A cache's definition and figures."""
+    definition = services.caches.definition(name)
+    stats = services.caches.stats(name)
+    return {**_cache_document(definition, request), "stats": stats_document(stats)}
+
+
+def stats_of_cache(name: str, services: ServicesDep) -> dict[str, Any]:
+    """A cache's figures per level."""
+    return stats_document(services.caches.stats(name))
+
+
+def delete_cache(name: str, services: ServicesDep) -> Response:
+    """Remove a cache and its tiles; their blobs go at the next garbage collection."""
+    services.caches.delete(name)
+    return Response(status_code=204)
+
+
+def _plan_document(plan: SeedPlan) -> dict[str, Any]:
+    return {
+        "cache": plan.cache,
+        "tiles": plan.tiles,
+        "stored": sum(plan.stored.values()),
+        "to_fetch": plan.to_fetch,
+        "estimated_bytes": plan.estimated_bytes,
+        "levels": [
+            {
+                "z": z,
+                "tiles": count,
+                "stored": plan.stored.get(z, 0),
+                "bytes_per_tile": plan.bytes_per_tile[z],
+            }
+            for z, count in sorted(plan.levels.items())
+        ],
+    }
+
+
+def seed_cache(
+    name: str,
+    body: SeedRequest,
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    jobs: JobsDep,
+) -> dict[str, Any]:
+    """Start a seed job (201), or with ``dry_run`` count and estimate at once (200)."""
+    payload = SeedCache(
+        cache=name,
+        area=body.area,
+        min_zoom=body.min_zoom,
+        max_zoom=body.max_zoom,
+        refresh_before=body.refresh_before,
+    )
+    plan = services.caches.plan(
+        name, payload.area.aoi(), payload.zooms, refresh_before=payload.refresh_before
+    )
+    if body.dry_run:
+        return _plan_document(plan)
+    job = jobs.submit(SEED_TILE_CACHE, payload, owner=principal.subject)
+    response.status_code = 201
+    return {**job_json(job, request), "plan": _plan_document(plan)}
+
+
+def clean_cache(
+    name: str,
+    body: CleanSteps,
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    jobs: JobsDep,
+) -> dict[str, Any]:
+    """Start a cleanup job of a cache."""
+    services.caches.definition(name)
+    payload = CleanCache(cache=name, **body.model_dump(exclude_unset=True))
+    job = jobs.submit(CLEAN_TILE_CACHE, payload, owner=principal.subject)
+    response.status_code = 201
+    return job_json(job, request)
+
+
+def verify_cache(name: str, services: ServicesDep) -> dict[str, Any]:
+    """Hash every blob of a cache again; damaged ones are dropped to be fetched again."""
+    report = services.caches.verify(name)
+    return {"checked": report.checked, "damaged": list(report.damaged)}
+
+
+def store_stats(services: ServicesDep) -> dict[str, Any]:
+    """The blob store under every cache: blobs, bytes, orphans (it lists every blob)."""
+    return asdict(services.caches.store_stats())
+
+
+def store_gc(
+    request: Request, response: Response, principal: PrincipalDep, jobs: JobsDep
+) -> dict[str, Any]:
+    """Start a garbage collection of the blobs no cache names."""
+    job = jobs.submit(CLEAN_TILE_CACHE, CleanCache(gc=True), owner=principal.subject)
+    response.status_code = 201
+    return job_json(job, request)
+
+
+def caches_router() -> APIRouter:
+    """The tile cache API."""
+    router = APIRouter(prefix="/api", tags=["caches"], route_class=GatedRoute)
+    read = [Depends(READ_CACHES)]
+    write = [Depends(WRITE_CACHES)]
+    router.add_api_route(
+        "/caches", list_caches, methods=["GET"], dependencies=read, summary="The tile caches"
+    )
+    router.add_api_route(
+        "/caches",
+        create_cache,
+        methods=["POST"],
+        dependencies=write,
+        status_code=201,
+        summary="Create a tile cache",
+    )
+    router.add_api_route(
+        "/caches/{name}", get_cache, methods=["GET"], dependencies=read, summary="A tile cache"
+    )
+    router.add_api_route(
+        "/caches/{name}",
+        delete_cache,
+        methods=["DELETE"],
+        dependencies=write,
+        status_code=204,
+        response_class=Response,
+        summary="Remove a tile cache",
+    )
+    router.add_api_route(
+        "/caches/{name}/stats",
+        stats_of_cache,
+        methods=["GET"],
+        dependencies=read,
+        summary="A tile cache's figures per level",
+    )
+    router.add_api_route(
+        "/caches/{name}/seed",
+        seed_cache,
+        methods=["POST"],
+        dependencies=write,
+        summary="Seed an area (a job), or count it (dry run)",
+    )
+    router.add_api_route(
+        "/caches/{name}/clean",
+        clean_cache,
+        methods=["POST"],
+        dependencies=write,
+        status_code=201,
+        summary="Clean a tile cache (a job)",
+    )
+    router.add_api_route(
+        "/caches/{name}/verify",
+        verify_cache,
+        methods=["POST"],
+        dependencies=write,
+        summary="Hash a tile cache's blobs again",
+    )
+    router.add_api_route(
+        "/cache-store",
+        store_stats,
+        methods=["GET"],
+        dependencies=read,
+        summary="The blob store under every cache",
+    )
+    router.add_api_route(
+        "/cache-store/gc",
+        store_gc,
+        methods=["POST"],
+        dependencies=write,
+        status_code=201,
+        summary="Collect the blobs no cache names (a job)",
+    )
+    return router

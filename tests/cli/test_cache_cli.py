@@ -1,0 +1,133 @@
+"""``offmaps cache`` against a real loopback upstream: create, seed, rerun, stats, clean."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from offmaps.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class TileServer:
+    """A deterministic XYZ server on loopback: level 0-1 tiles are all 'sea' (one content)."""
+
+    def __init__(self) -> None:
+        self.asked: Counter[str] = Counter()
+        lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with lock:
+                    owner.asked[self.path] += 1
+                z, x, y = self.path.removesuffix(".png").strip("/").split("/")
+                body = PNG + (b"sea" if int(z) <= 1 else f"{z}/{x}/{y}".encode())
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/{{z}}/{{x}}/{{y}}.png"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def upstream() -> Iterator[TileServer]:
+    server = TileServer()
+    yield server
+    server.close()
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_create_seed_rerun_stats_and_clean(
+    tmp_path: Path, upstream: TileServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path)
+    code, out, err = run(capsys, "cache", "create", "osm", "--source", upstream.url, "--data", data)
+    assert (code, err) == (0, "")
+    assert "created" in out
+    code, out, _ = run(capsys, "cache", "list", "--data", data, "--json")
+    assert [c["name"] for c in json.loads(out)] == ["osm"]
+    world = ("--bbox", "-180,-85,180,85", "--zooms", "0-3")
+    code, out, _ = run(
+        capsys, "cache", "seed", "osm", *world, "--dry-run", "--json", "--data", data
+    )
+    assert json.loads(out)["to_fetch"] == 85
+    assert upstream.asked == {}
+    code, out, err = run(capsys, "cache", "seed", "osm", *world, "--json", "--data", data)
+    assert code == 0, err
+    assert json.loads(out)["fetched"] == 85
+    assert sum(upstream.asked.values()) == 85
+    code, out, _ = run(capsys, "cache", "seed", "osm", *world, "--json", "--data", data)
+    assert json.loads(out)["skipped"] == 85
+    assert sum(upstream.asked.values()) == 85  # nothing fetched twice
+    code, out, _ = run(capsys, "cache", "stats", "osm", "--json", "--data", data)
+    stats = json.loads(out)
+    assert stats["tiles"] == 85
+    assert stats["blobs"] == 85 - 5 + 1  # levels 0 and 1 are one 'sea' blob
+    assert stats["dedup_saving"] == 4 * len(PNG + b"sea")
+    assert [level["z"] for level in stats["levels"]] == [0, 1, 2, 3]
+    code, out, _ = run(capsys, "cache", "verify", "osm", "--data", data)
+    assert (code, out.split()[0]) == (0, "81")
+    code, out, _ = run(capsys, "cache", "truncate", "osm", "--zooms", "3", "--data", data)
+    assert out.strip() == "removed 64 tiles"
+    code, out, _ = run(capsys, "cache", "cleanup", "osm", "--max-bytes", "0", "--data", data)
+    assert out.strip() == "removed 21 tiles"
+    code, out, _ = run(capsys, "cache", "gc", "--data", data)
+    assert out.strip() == "81 blobs examined, 81 deleted"
+    code, out, _ = run(capsys, "cache", "delete", "osm", "--data", data)
+    assert code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("cache", "seed", "nope", "--bbox", "0,0,1,1", "--zooms", "0-2"), "no tile cache 'nope'"),
+        (("cache", "create", "x"), "give exactly one source"),
+        (("cache", "create", "x", "--source", "ftp://a/{z}/{x}/{y}"), "http or https"),
+        (("cache", "create", "../x", "--archive", "a.mbtiles"), "cache name"),
+        (("cache", "create", "x", "--archive", "/no/such.mbtiles"), "cannot be read"),
+        (("cache", "cleanup", "x"), "--older-than, --max-bytes"),
+        (("cache", "cleanup", "x", "--older-than", "yesterday"), "an age such as 30d"),
+        (("cache", "cleanup", "x", "--max-bytes", "lots"), "a size is a number"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], message: str
+) -> None:
+    code, out, err = run(capsys, *args, "--data", str(tmp_path))
+    assert code == 1
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err
+
+
+def test_a_missing_data_folder_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "cache", "list", "--data", str(tmp_path / "nope"))
+    assert code == 1
+    assert "no such data folder" in err
