@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.serverkit"]
+pytest_plugins = ["tests.serverkit", "tests.s3kit"]
 
 
 def _mount_tmpfs(path: Path, options: str) -> None:

@@ -39,12 +39,12 @@ def test_the_object_store_is_a_folder_of_the_data_folder(
 
 def test_the_storage_key_is_generated_once_and_private(tmp_path: Path) -> None:
     settings = ServerSettings(data_dir=tmp_path)
-    first = STORAGE_BACKENDS["local"](settings)
+    first = STORAGE_BACKENDS["local"].objects(settings)
     key = tmp_path / STORAGE_KEY_FILE
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert len(bytes.fromhex(key.read_text())) == 32
     written = key.read_text()
-    again = STORAGE_BACKENDS["local"](settings)
+    again = STORAGE_BACKENDS["local"].objects(settings)
     assert key.read_text() == written
     # a URL presigned by one process is accepted by another of the same data folder
     url = first.presign_get("a/b", timedelta(minutes=5))
@@ -54,14 +54,18 @@ def test_the_storage_key_is_generated_once_and_private(tmp_path: Path) -> None:
 
 
 def test_a_storage_secret_in_the_settings_is_used_instead(tmp_path: Path) -> None:
-    one = STORAGE_BACKENDS["local"](ServerSettings(data_dir=tmp_path, storage_secret=SHARED))
+    one = STORAGE_BACKENDS["local"].objects(
+        ServerSettings(data_dir=tmp_path, storage_secret=SHARED)
+    )
     elsewhere = ServerSettings(data_dir=tmp_path / "elsewhere", storage_secret=SHARED)
-    other = STORAGE_BACKENDS["local"](elsewhere)
+    other = STORAGE_BACKENDS["local"].objects(elsewhere)
     assert isinstance(other, LocalObjectStore)
     assert other.verify_presigned(one.presign_get("k", timedelta(minutes=1)).url, "GET") == "k"
     assert not (tmp_path / STORAGE_KEY_FILE).exists()
     another = SecretStr("another secret, also long enough")
-    stranger = STORAGE_BACKENDS["local"](ServerSettings(data_dir=tmp_path, storage_secret=another))
+    stranger = STORAGE_BACKENDS["local"].objects(
+        ServerSettings(data_dir=tmp_path, storage_secret=another)
+    )
     assert isinstance(stranger, LocalObjectStore)
     with pytest.raises(InvalidPresignedURLError):
         stranger.verify_presigned(one.presign_get("k", timedelta(minutes=1)).url, "GET")
@@ -71,4 +75,4 @@ def test_a_storage_secret_in_the_settings_is_used_instead(tmp_path: Path) -> Non
 def test_a_damaged_storage_key_is_a_storage_error(tmp_path: Path, content: str) -> None:
     (tmp_path / STORAGE_KEY_FILE).write_text(content)
     with pytest.raises(StorageError, match="storage key"):
-        STORAGE_BACKENDS["local"](ServerSettings(data_dir=tmp_path))
+        STORAGE_BACKENDS["local"].objects(ServerSettings(data_dir=tmp_path))

@@ -39,24 +39,38 @@ from offmaps.state import (
     SyncStateStore,
     UserStore,
 )
-from offmaps.storage import LocalBlobStore, LocalObjectStore, ObjectStore, URLSigner
+from offmaps.storage import (
+    BlobStore,
+    LocalBlobStore,
+    LocalObjectStore,
+    ObjectStore,
+    S3BlobStore,
+    S3Config,
+    S3ObjectStore,
+    URLSigner,
+)
 
 __all__ = [
     "EMBEDDED",
     "LOCAL",
+    "S3",
     "STATE_BACKENDS",
     "STORAGE_BACKENDS",
     "STORAGE_KEY_FILE",
     "Services",
     "StateBackend",
+    "StorageBackend",
     "build_services",
     "open_caches",
+    "storage_backend",
 ]
 
 EMBEDDED = "embedded"
 """The state backend of the embedded default: files in the data folder."""
 LOCAL = "local"
 """The storage backend of the embedded default: objects as files of ``DATA/objects``."""
+S3 = "s3"
+"""The storage backend of ``OFFMAPS_STORAGE_URL=s3://BUCKET/PREFIX``."""
 STORAGE_KEY_FILE = "storage-key"
 """The file in the data folder holding the generated secret of presigned URLs."""
 
@@ -126,27 +140,63 @@ def _load_or_create_secret(path: Path) -> bytes:
     return secret
 
 
-STORAGE_BACKENDS: Mapping[str, Callable[[ServerSettings], ObjectStore]] = MappingProxyType(
+@dataclass(frozen=True)
+class StorageBackend:
+    """How the byte stores of one storage backend open from settings.
+
+    Attributes:
+        objects: the keyed object store (jobs' files).
+        tile_blobs: the blob store of the tile caches' tiles.
+    """
+
+    objects: Callable[[ServerSettings], ObjectStore]
+    tile_blobs: Callable[[ServerSettings], BlobStore]
+
+
+def _s3(settings: ServerSettings, below: str) -> S3Config:
+    if settings.storage_url is None:
+        raise StorageError("the s3 storage backend needs OFFMAPS_STORAGE_URL=s3://BUCKET/PREFIX")
+    try:
+        return S3Config.from_url(settings.storage_url).below(below)
+    except ValueError as exc:
+        raise StorageError(f"OFFMAPS_STORAGE_URL: {exc}") from None
+
+
+STORAGE_BACKENDS: Mapping[str, StorageBackend] = MappingProxyType(
     {
-        LOCAL: lambda settings: LocalObjectStore(
-            settings.data_dir / "objects", signer=_storage_signer(settings)
+        LOCAL: StorageBackend(
+            objects=lambda settings: LocalObjectStore(
+                settings.data_dir / "objects", signer=_storage_signer(settings)
+            ),
+            tile_blobs=lambda settings: LocalBlobStore(settings.data_dir / "tile-caches" / "blobs"),
+        ),
+        S3: StorageBackend(
+            objects=lambda settings: S3ObjectStore(_s3(settings, "objects")),
+            tile_blobs=lambda settings: S3BlobStore(_s3(settings, "tile-caches/blobs")),
         ),
     }
 )
-"""How the object store of each storage backend opens from settings, by backend name."""
+"""How the stores of each storage backend open from settings, by backend name: ``local``
+(the data folder) unless ``OFFMAPS_STORAGE_URL`` names S3."""
+
+
+def storage_backend(settings: ServerSettings) -> str:
+    """The storage backend ``settings`` ask for: ``s3`` with a storage URL, else ``local``."""
+    return S3 if settings.storage_url else LOCAL
 
 
 def open_caches(settings: ServerSettings, catalog: Catalog) -> TileCacheService:
-    """The tile caches of a data folder (``DATA/tile-caches``), each published as a tile layer
-    of ``catalog``, whose tile layers may be their sources.
+    """The tile caches of a data folder (the index in ``DATA/tile-caches``, the tiles' blobs
+    there too or in S3 with ``OFFMAPS_STORAGE_URL``), each published as a tile layer of
+    ``catalog``, whose tile layers may be their sources.
 
     Raises:
         CacheIndexError: the index cannot be opened.
     """
-    folder = settings.data_dir / "tile-caches"
+    blobs = STORAGE_BACKENDS[storage_backend(settings)].tile_blobs(settings)
     return TileCacheService(
-        SQLiteTileIndex(folder / "index.sqlite"),
-        LocalBlobStore(folder / "blobs"),
+        SQLiteTileIndex(settings.data_dir / "tile-caches" / "index.sqlite"),
+        blobs,
         layers=catalog.tile_sources.get,
         published=catalog.tile_sources,
     )
@@ -189,15 +239,16 @@ class Services:
 
 
 def build_services(
-    settings: ServerSettings, *, backend: str = EMBEDDED, storage: str = LOCAL
+    settings: ServerSettings, *, backend: str = EMBEDDED, storage: str | None = None
 ) -> Services:
-    """Open every service of a server for ``settings``.
+    """Open every service of a server for ``settings``; ``storage`` by default as the settings
+    say (:func:`storage_backend`).
 
     Raises:
         KeyError: no state backend called ``backend``, or no storage backend ``storage``.
     """
     state = STATE_BACKENDS[backend]
-    open_objects = STORAGE_BACKENDS[storage]
+    open_objects = STORAGE_BACKENDS[storage or storage_backend(settings)].objects
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(
         settings.data_dir,

@@ -75,6 +75,10 @@ class ServerSettings(BaseSettings):
         max_body_bytes: the largest request body accepted (413 beyond).
         signing_key: a secret for HS256 tokens; by default an RS256 key pair is generated into
             ``data_dir`` and published at ``/.well-known/jwks.json``.
+        storage_url: ``s3://BUCKET/PREFIX`` to keep bytes in S3-compatible storage instead of
+            ``data_dir``: jobs' files below ``PREFIX/objects/``, the tile caches' blobs below
+            ``PREFIX/tile-caches/blobs/``. The endpoint and keys come from ``OFFMAPS_S3_*`` or
+            the standard ``AWS_*`` variables (docs/storage.md).
         storage_secret: the secret presigned URLs of the object store are signed with (at
             least 16 bytes; the same in every process that must accept them); by default one is
             generated into ``data_dir/storage-key``.
@@ -89,6 +93,7 @@ class ServerSettings(BaseSettings):
     features_url: str | None = None
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     signing_key: SecretStr | None = None
+    storage_url: str | None = Field(default=None, pattern=r"^s3://")
     storage_secret: SecretStr | None = Field(default=None, min_length=16)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

@@ -131,3 +131,16 @@ def test_a_missing_data_folder_is_an_error(
     code, _, err = run(capsys, "cache", "list", "--data", str(tmp_path / "nope"))
     assert code == 1
     assert "no such data folder" in err
+
+
+def test_seed_takes_an_area_in_another_crs(
+    tmp_path: Path, upstream: TileServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path)
+    run(capsys, "cache", "create", "osm", "--source", upstream.url, "--data", data)
+    # the Web Mercator square's south-west quarter: one tile at z1, four at z2
+    quarter = ("--bbox", "-20037508,-20037508,-1,-1", "--aoi-crs", "EPSG:3857")
+    args = ("cache", "seed", "osm", *quarter, "--zooms", "1-2", "--dry-run", "--json")
+    code, out, err = run(capsys, *args, "--data", data)
+    assert code == 0, err
+    assert json.loads(out)["levels"] == {"1": 1, "2": 4}

@@ -24,7 +24,7 @@ from offmaps.errors import (
     StorageError,
 )
 from offmaps.storage import S3BlobStore, S3Config, S3ObjectStore
-from tests.storage.conftest import BUCKET, FOREIGN, FOREIGN_BUCKET, bucket_keys
+from tests.s3kit import BUCKET, FOREIGN, FOREIGN_BUCKET, bucket_keys
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from offmaps.cache import CacheDefinition, SeedProgress, TileCacheService
 from offmaps.catalog import Catalog
 from offmaps.cli.progress import progress_bar
-from offmaps.cli.tiles import aoi_option, bbox_option, parse_zooms, read_aoi
+from offmaps.cli.tiles import aoi_option, bbox_option, crs_option, parse_zooms, read_aoi
 from offmaps.errors import CacheError, InvalidAOIError
 from offmaps.services import open_caches
 from offmaps.settings import ServerSettings
@@ -101,8 +101,8 @@ data_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
-def _area(aoi_file: Path | None, bbox: str | None) -> AreaOfInterest:
-    aoi = read_aoi(aoi_file, bbox, "EPSG:4326")
+def _area(aoi_file: Path | None, bbox: str | None, crs: str) -> AreaOfInterest:
+    aoi = read_aoi(aoi_file, bbox, crs)
     if aoi is None:
         raise InvalidAOIError("give the area with --aoi FILE or --bbox W,S,E,N")
     return aoi
@@ -200,6 +200,7 @@ def list_caches(data_dir: Path | None, as_json: bool) -> None:
 @click.argument("name")
 @aoi_option
 @bbox_option
+@crs_option
 @click.option("--zooms", required=True, help="Levels to seed, A-B.")
 @click.option(
     "--refresh-before",
@@ -212,6 +213,7 @@ def seed(
     name: str,
     aoi_file: Path | None,
     bbox: str | None,
+    aoi_crs: str,
     zooms: str,
     refresh_before: str | None,
     dry_run: bool,
@@ -219,7 +221,7 @@ def seed(
     as_json: bool,
 ) -> None:
     """Fetch the tiles of an area that cache NAME lacks (rerun: nothing is fetched twice)."""
-    aoi = _area(aoi_file, bbox)
+    aoi = _area(aoi_file, bbox, aoi_crs)
     levels = parse_zooms(zooms)
     before = parse_when(refresh_before) if refresh_before else None
     with _service(data_dir) as service:
@@ -326,13 +328,19 @@ def verify(name: str | None, data_dir: Path | None, as_json: bool) -> None:
 @click.argument("name")
 @aoi_option
 @bbox_option
+@crs_option
 @click.option("--zooms", help="Only these levels, A-B.")
 @data_option
 def truncate(
-    name: str, aoi_file: Path | None, bbox: str | None, zooms: str | None, data_dir: Path | None
+    name: str,
+    aoi_file: Path | None,
+    bbox: str | None,
+    aoi_crs: str,
+    zooms: str | None,
+    data_dir: Path | None,
 ) -> None:
     """Remove tiles of cache NAME: inside an area, at some levels, or all of them."""
-    aoi = read_aoi(aoi_file, bbox, "EPSG:4326")
+    aoi = read_aoi(aoi_file, bbox, aoi_crs)
     levels: ZoomRange | None = parse_zooms(zooms) if zooms else None
     with _service(data_dir) as service:
         removed = service.truncate(name, aoi, levels)
