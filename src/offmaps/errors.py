@@ -68,7 +68,12 @@ SDK) maps them once.
     │   ├── CacheNotFoundError
     │   ├── CacheExistsError
     │   ├── CacheIndexError
-    │   └── SeedFailedError
+    │   ├── SeedFailedError
+    │   └── UploadGrantError
+    │       ├── GrantNotFoundError
+    │       ├── GrantExpiredError
+    │       ├── GrantCommittedError
+    │       └── UploadMismatchError
     ├── JobError
     │   ├── JobNotFoundError
     │   ├── JobCancelledError
@@ -106,6 +111,11 @@ __all__ = [
     "CacheExistsError",
     "CacheIndexError",
     "CacheNotFoundError",
+    "GrantCommittedError",
+    "GrantExpiredError",
+    "GrantNotFoundError",
+    "UploadGrantError",
+    "UploadMismatchError",
     "SeedFailedError",
     "AccessDeniedError",
     "AttachmentNotFoundError",
@@ -646,6 +656,35 @@ class SeedFailedError(CacheError):
         super().__init__(message)
         self.errors = errors
         self.budget = budget
+
+
+class UploadGrantError(CacheError):
+    """A grant to upload tiles to a cache through presigned URLs cannot be used as asked."""
+
+
+class GrantNotFoundError(UploadGrantError):
+    """No upload grant has this id for this cache (or it is another user's)."""
+
+
+class GrantExpiredError(UploadGrantError):
+    """The upload grant's time is up: ask for a new one."""
+
+
+class GrantCommittedError(UploadGrantError):
+    """The upload grant was committed already: a grant is used once."""
+
+
+class UploadMismatchError(UploadGrantError):
+    """Uploaded tiles are missing, or their bytes do not hash to what was declared; nothing of
+    the grant became visible.
+
+    Attributes:
+        failures: ``z/x/y: reason`` for each tile refused.
+    """
+
+    def __init__(self, message: str, *, failures: list[str]) -> None:
+        super().__init__(message)
+        self.failures = failures
 
 
 class JobError(OffmapsError):

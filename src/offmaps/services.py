@@ -57,6 +57,7 @@ __all__ = [
     "STATE_BACKENDS",
     "STORAGE_BACKENDS",
     "STORAGE_KEY_FILE",
+    "TILE_BLOBS",
     "Services",
     "StateBackend",
     "StorageBackend",
@@ -71,6 +72,8 @@ LOCAL = "local"
 """The storage backend of the embedded default: objects as files of ``DATA/objects``."""
 S3 = "s3"
 """The storage backend of ``OFFMAPS_STORAGE_URL=s3://BUCKET/PREFIX``."""
+TILE_BLOBS = "tile-blobs"
+"""The key prefix of the local tile blob store's presigned URLs (``/storage/tile-blobs/...``)."""
 STORAGE_KEY_FILE = "storage-key"
 """The file in the data folder holding the generated secret of presigned URLs."""
 
@@ -168,7 +171,11 @@ STORAGE_BACKENDS: Mapping[str, StorageBackend] = MappingProxyType(
             objects=lambda settings: LocalObjectStore(
                 settings.data_dir / "objects", signer=_storage_signer(settings)
             ),
-            tile_blobs=lambda settings: LocalBlobStore(settings.data_dir / "tile-caches" / "blobs"),
+            tile_blobs=lambda settings: LocalBlobStore(
+                settings.data_dir / "tile-caches" / "blobs",
+                signer=_storage_signer(settings),
+                url_prefix=TILE_BLOBS,
+            ),
         ),
         S3: StorageBackend(
             objects=lambda settings: S3ObjectStore(_s3(settings, "objects")),

@@ -51,7 +51,7 @@ MAX_EXAMPLES = 8
 # A request valid by the document may be refused (400, 422) only where a JSON schema cannot say
 # what makes it valid, and then the problem's detail must name that part; any other refusal of
 # these operations is still a finding (``refusal_names_what_the_schema_cannot_say``).
-_AREAS = r"area_of_interest|\.area\.geometry|item_info\.thumbnail"
+_AREAS = r"area_of_interest|\.area\.geometry|item_info\.thumbnail|min_scale"
 _SCHEMA_CANNOT_SAY = {
     # the order of a bbox's corners and its range; the CQL2 grammar of a filter
     "GET /collections/{collection_id}/items": r"^(bbox|filter|the filter|CQL2|cql2|invalid CQL2)",
@@ -60,7 +60,7 @@ _SCHEMA_CANNOT_SAY = {
     "PUT /collections/{collection_id}/items/{feature_id}": r"",
     "PATCH /collections/{collection_id}/items/{feature_id}": r"",
     # an area of interest's rings closed, valid and with an area (also an override's area); a
-    # thumbnail a base64 PNG/JPEG
+    # thumbnail a base64 PNG/JPEG; min_scale at least max_scale
     "POST /api/maps/{map_id}/offline/capabilities": _AREAS,
     "POST /api/maps/{map_id}/offline/estimate": _AREAS,
     "POST /api/maps/{map_id}/offline/jobs": _AREAS,
@@ -68,6 +68,7 @@ _SCHEMA_CANNOT_SAY = {
     "POST /api/caches": r"",
     "POST /api/caches/{name}/seed": r"area|levels|zoom range|time zone",
     "POST /api/caches/{name}/clean": r"area|zoom|nothing to clean|time zone",
+    "POST /api/caches/{name}/urls": r"area|zoom|give either",
     # a web map's one-line texts, URLs, CQL2 expressions and references between its parts
     "POST /api/maps": r"",
     "PUT /api/maps/{map_id}": r"",

@@ -12,6 +12,7 @@ garbage collection (docs/cache.md).
 
 from offmaps.cache.index import (
     PENDING_EXPIRY_S,
+    Grant,
     IndexedTile,
     Span,
     SQLiteTileIndex,
@@ -35,12 +36,25 @@ from offmaps.cache.seed import (
     plan_seed,
     seed,
 )
-from offmaps.cache.service import GarbageCollection, StoreStats, TileCacheService, VerifyReport
+from offmaps.cache.service import (
+    DEFAULT_URL_EXPIRY,
+    MAX_GRANT_TILES,
+    MAX_URLS_PAGE,
+    GarbageCollection,
+    StoreStats,
+    TileCacheService,
+    TileURL,
+    UploadGrant,
+    VerifyReport,
+)
 from offmaps.cache.tiles import USAGE_FLUSH_S, Fetch, TileCache, store_tiles
 
 __all__ = [
     "CACHE_NAME",
     "CHUNK_TILES",
+    "DEFAULT_URL_EXPIRY",
+    "MAX_GRANT_TILES",
+    "MAX_URLS_PAGE",
     "PENDING_EXPIRY_S",
     "USAGE_FLUSH_S",
     "CacheDefinition",
@@ -48,6 +62,7 @@ __all__ = [
     "CacheStats",
     "Fetch",
     "GarbageCollection",
+    "Grant",
     "IndexedTile",
     "RateLimiter",
     "SQLiteTileIndex",
@@ -59,6 +74,8 @@ __all__ = [
     "TileCache",
     "TileCacheService",
     "TileIndex",
+    "TileURL",
+    "UploadGrant",
     "UpstreamSettings",
     "Usage",
     "VerifyReport",

@@ -27,11 +27,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from offmaps.cache.model import CacheDefinition, CacheStats, ZoomStats
-from offmaps.errors import CacheExistsError, CacheIndexError, CacheNotFoundError
+from offmaps.errors import (
+    CacheExistsError,
+    CacheIndexError,
+    CacheNotFoundError,
+    GrantCommittedError,
+    GrantNotFoundError,
+)
 from offmaps.types import Tile
 
 __all__ = [
     "PENDING_EXPIRY_S",
+    "Grant",
     "IndexedTile",
     "Span",
     "SQLiteTileIndex",
@@ -61,6 +68,27 @@ class IndexedTile:
     size: int
     stored: float
     checked: float
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A grant to upload tiles to a cache through presigned URLs.
+
+    Attributes:
+        id: the grant's id (also the token of its pending writes).
+        cache: the cache's name.
+        owner: who asked for it.
+        expires: when it can no longer be committed (Unix seconds).
+        committed: when it was committed, if it was.
+        tiles: (tile, sha256, size) of each tile granted.
+    """
+
+    id: str
+    cache: str
+    owner: str
+    expires: float
+    committed: float | None
+    tiles: tuple[tuple[Tile, str, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +165,20 @@ class TileIndex(Protocol):
         """Remove every row naming a blob (found damaged), in every cache; rows removed."""
         ...
 
+    def create_grant(self, grant: Grant) -> None:
+        """Record an upload grant; its blobs are pending writes (never collected) until it is
+        committed or its writer is taken for dead (:data:`PENDING_EXPIRY_S`)."""
+        ...
+
+    def grant(self, grant_id: str) -> Grant | None:
+        """An upload grant, or None."""
+        ...
+
+    def commit_grant(self, grant_id: str, now: float) -> int:
+        """Point the grant's tiles at their (checked) blobs, end its pending writes and mark it
+        committed, in one transaction; tiles that got new bytes."""
+        ...
+
     def add_usage(self, name: str, usage: dict[int, Usage]) -> None:
         """Add counters gathered in memory, per level."""
         ...
@@ -204,6 +246,22 @@ CREATE TABLE IF NOT EXISTS pending (
     sha256 TEXT NOT NULL,
     since REAL NOT NULL,
     PRIMARY KEY (sha256, token)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS grants (
+    id TEXT PRIMARY KEY,
+    cache INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL,
+    committed REAL
+);
+CREATE TABLE IF NOT EXISTS grant_tiles (
+    grant TEXT NOT NULL,
+    z INTEGER NOT NULL,
+    x INTEGER NOT NULL,
+    y INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (grant, z, y, x)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage (
     cache INTEGER NOT NULL,
@@ -403,30 +461,36 @@ class SQLiteTileIndex:
         got new bytes.
         """
 
-        def work(conn: sqlite3.Connection) -> int:
-            cache = self._id(conn, name)
-            changed = 0
-            for tile, sha256, size in rows:
-                cursor = conn.execute(
-                    "INSERT INTO tiles (cache, z, x, y, sha256, size, stored, checked) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (cache, z, y, x) DO UPDATE SET "
-                    "sha256 = excluded.sha256, size = excluded.size, stored = excluded.stored, "
-                    "checked = excluded.checked WHERE sha256 != excluded.sha256",
-                    (cache, tile.z, tile.x, tile.y, sha256, size, now, now),
-                )
-                if cursor.rowcount:
-                    changed += 1
-                else:
-                    conn.execute(
-                        "UPDATE tiles SET checked = ? WHERE cache = ? AND z = ? AND y = ? "
-                        "AND x = ?",
-                        (now, cache, tile.z, tile.y, tile.x),
-                    )
-            conn.execute("DELETE FROM pending WHERE token = ?", (token,))
-            return changed
+        return self._write(lambda conn: self._upsert(conn, token, name, rows, now))
 
-        return self._write(work)
+    def _upsert(
+        self,
+        conn: sqlite3.Connection,
+        token: str,
+        name: str,
+        rows: Sequence[tuple[Tile, str, int]],
+        now: float,
+    ) -> int:
+        cache = self._id(conn, name)
+        changed = 0
+        for tile, sha256, size in rows:
+            cursor = conn.execute(
+                "INSERT INTO tiles (cache, z, x, y, sha256, size, stored, checked) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (cache, z, y, x) DO UPDATE SET "
+                "sha256 = excluded.sha256, size = excluded.size, stored = excluded.stored, "
+                "checked = excluded.checked WHERE sha256 != excluded.sha256",
+                (cache, tile.z, tile.x, tile.y, sha256, size, now, now),
+            )
+            if cursor.rowcount:
+                changed += 1
+            else:
+                conn.execute(
+                    "UPDATE tiles SET checked = ? WHERE cache = ? AND z = ? AND y = ? AND x = ?",
+                    (now, cache, tile.z, tile.y, tile.x),
+                )
+        conn.execute("DELETE FROM pending WHERE token = ?", (token,))
+        return changed
 
     def abort_writes(self, token: str) -> None:
         """End a pending write that wrote no rows."""
@@ -439,6 +503,73 @@ class SQLiteTileIndex:
         return self._write(
             lambda conn: int(conn.execute("DELETE FROM tiles WHERE sha256 = ?", (sha256,)).rowcount)
         )
+
+    def create_grant(self, grant: Grant) -> None:
+        """Record an upload grant; its blobs are pending writes (never collected) until it is
+        committed or its writer is taken for dead (:data:`PENDING_EXPIRY_S`)."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            cache = self._id(conn, grant.cache)
+            conn.execute(
+                "INSERT INTO grants (id, cache, owner, expires) VALUES (?, ?, ?, ?)",
+                (grant.id, cache, grant.owner, grant.expires),
+            )
+            conn.executemany(
+                "INSERT INTO grant_tiles (grant, z, x, y, sha256, size) VALUES (?, ?, ?, ?, ?, ?)",
+                [(grant.id, t.z, t.x, t.y, sha256, size) for t, sha256, size in grant.tiles],
+            )
+            now = time.time()
+            conn.executemany(
+                "INSERT OR IGNORE INTO pending (token, sha256, since) VALUES (?, ?, ?)",
+                sorted({(grant.id, sha256, now) for _, sha256, _ in grant.tiles}),
+            )
+            return len(grant.tiles)
+
+        self._write(work)
+
+    def grant(self, grant_id: str) -> Grant | None:
+        """An upload grant, or None."""
+        rows = self._read(
+            "SELECT c.name, g.owner, g.expires, g.committed FROM grants g JOIN caches c "
+            "ON g.cache = c.id WHERE g.id = ?",
+            (grant_id,),
+        )
+        if not rows:
+            return None
+        name, owner, expires, committed = rows[0]
+        tiles = self._read(
+            "SELECT z, x, y, sha256, size FROM grant_tiles WHERE grant = ? ORDER BY z, y, x",
+            (grant_id,),
+        )
+        return Grant(
+            grant_id,
+            str(name),
+            str(owner),
+            float(expires),
+            None if committed is None else float(committed),
+            tuple(
+                (Tile(int(x), int(y), int(z)), str(sha256), int(size))
+                for z, x, y, sha256, size in tiles
+            ),
+        )
+
+    def commit_grant(self, grant_id: str, now: float) -> int:
+        """Point the grant's tiles at their (checked) blobs, end its pending writes and mark it
+        committed, in one transaction; tiles that got new bytes."""
+        found = self.grant(grant_id)
+        if found is None:
+            raise GrantNotFoundError(f"no upload grant {grant_id!r}")
+
+        def work(conn: sqlite3.Connection) -> int:
+            marked = conn.execute(
+                "UPDATE grants SET committed = ? WHERE id = ? AND committed IS NULL",
+                (now, grant_id),
+            ).rowcount
+            if not marked:
+                raise GrantCommittedError(f"upload grant {grant_id!r} was committed already")
+            return self._upsert(conn, grant_id, found.cache, found.tiles, now)
+
+        return self._write(work)
 
     # --- usage -----------------------------------------------------------------------------
 

@@ -8,16 +8,19 @@ The REST API, GraphQL, the CLI and jobs all call it with the same arguments.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import secrets
 import threading
-from collections.abc import Callable, Iterator, MutableMapping
+import time
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import httpx
 
-from offmaps.cache.index import Span, TileIndex
+from offmaps.cache.index import Grant, Span, TileIndex
 from offmaps.cache.model import CacheDefinition, CacheStats, SourceKind
 from offmaps.cache.seed import RateLimiter, SeedPlan, SeedProgress, plan_seed, seed
 from offmaps.cache.tiles import Fetch, TileCache
@@ -27,19 +30,41 @@ from offmaps.errors import (
     CacheError,
     CacheExistsError,
     ContainerError,
+    GrantCommittedError,
+    GrantExpiredError,
+    GrantNotFoundError,
+    UploadMismatchError,
 )
 from offmaps.sources import (
     ArchiveTileSource,
     TileSource,
     UpstreamFetcher,
+    check_key,
     source_tms,
 )
-from offmaps.storage import BlobStore
-from offmaps.tiling import AreaOfInterest, tile_cover
+from offmaps.storage import BlobStore, PresignedURL, PresigningBlobStore, check_blob_key
+from offmaps.tiling import AreaOfInterest, TileCover, tile_cover
 from offmaps.tiling.tms import check_compatible, get_tms
 from offmaps.types import Tile, ZoomRange
 
-__all__ = ["GarbageCollection", "StoreStats", "TileCacheService", "VerifyReport"]
+__all__ = [
+    "DEFAULT_URL_EXPIRY",
+    "MAX_GRANT_TILES",
+    "MAX_URLS_PAGE",
+    "GarbageCollection",
+    "StoreStats",
+    "TileCacheService",
+    "TileURL",
+    "UploadGrant",
+    "VerifyReport",
+]
+
+DEFAULT_URL_EXPIRY = timedelta(minutes=15)
+"""How long presigned URLs of tiles work unless asked otherwise: short."""
+MAX_URLS_PAGE = 10_000
+"""The most presigned download URLs in one answer (pages follow)."""
+MAX_GRANT_TILES = 10_000
+"""The most tiles one upload grant may name."""
 
 LayerLookup = Callable[[str], TileSource | None]
 
@@ -75,6 +100,40 @@ class VerifyReport:
 
     checked: int
     damaged: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TileURL:
+    """A presigned URL of one stored tile (or of where to upload one).
+
+    Attributes:
+        tile: the tile.
+        sha256: the SHA-256 of its bytes (the blob's key).
+        size: their length.
+        url: the presigned URL, its method, expiry and any headers it needs.
+    """
+
+    tile: Tile
+    sha256: str
+    size: int
+    url: PresignedURL
+
+
+@dataclass(frozen=True, slots=True)
+class UploadGrant:
+    """Where to upload tiles straight to storage, and the id to commit them with.
+
+    Attributes:
+        id: the grant's id, for :meth:`TileCacheService.commit_uploads`.
+        cache: the cache's name.
+        expires_at: when the URLs and the grant stop working.
+        uploads: a presigned PUT per tile, bound to its declared SHA-256.
+    """
+
+    id: str
+    cache: str
+    expires_at: datetime
+    uploads: tuple[TileURL, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +393,154 @@ class TileCacheService:
                     self.blobs.delete(key)
         return VerifyReport(len(keys), tuple(damaged))
 
+    # --- presigned URLs --------------------------------------------------------------------
+
+    def _presigning(self) -> PresigningBlobStore:
+        if not isinstance(self.blobs, PresigningBlobStore):
+            raise CacheError(f"the tile caches' store {self.blobs!r} hands out no presigned URLs")
+        return self.blobs
+
+    def tile_urls(
+        self,
+        name: str,
+        aoi: AreaOfInterest,
+        zooms: ZoomRange,
+        *,
+        expires: timedelta = DEFAULT_URL_EXPIRY,
+        after: Tile | None = None,
+        limit: int = 1000,
+    ) -> tuple[tuple[TileURL, ...], Tile | None]:
+        """Presigned GET URLs of the stored tiles of an area, by level, row and column: at most
+        ``limit`` after the tile ``after``; and the last tile when more may follow (the next
+        page's ``after``), else None. Tiles the cache lacks are left out (seed them first).
+
+        Raises:
+            CacheNotFoundError, InvalidZoomError, InvalidAOIError: as for a seed.
+            CacheError: the store hands out no presigned URLs, or ``limit`` is out of range.
+        """
+        if not 1 <= limit <= MAX_URLS_PAGE:
+            raise CacheError(f"a page has 1 to {MAX_URLS_PAGE:,} URLs, not {limit}")
+        store = self._presigning()
+        definition = self.index.definition(name)
+        cover = tile_cover(aoi, get_tms(definition.tms), zooms)
+        found: builtins.list[TileURL] = []
+        for row in self.index.find_spans(name, _spans_after(cover, zooms, after)):
+            if len(found) == limit:
+                return tuple(found), found[-1].tile
+            found.append(
+                TileURL(row.tile, row.sha256, row.size, store.presign_get(row.sha256, expires))
+            )
+        return tuple(found), None
+
+    def tile_urls_for(
+        self, name: str, tiles: Sequence[Tile], *, expires: timedelta = DEFAULT_URL_EXPIRY
+    ) -> tuple[TileURL, ...]:
+        """Presigned GET URLs of the given tiles that the cache holds (the others are left
+        out), at most :data:`MAX_URLS_PAGE`.
+
+        Raises:
+            CacheNotFoundError: no such cache.
+            CacheError: too many tiles, or a store that hands out no presigned URLs.
+        """
+        if len(tiles) > MAX_URLS_PAGE:
+            raise CacheError(f"ask for at most {MAX_URLS_PAGE:,} tiles at once")
+        store = self._presigning()
+        self.index.definition(name)
+        found: builtins.list[TileURL] = []
+        for tile in tiles:
+            row = self.index.find(name, tile)
+            if row is not None:
+                url = store.presign_get(row.sha256, expires)
+                found.append(TileURL(tile, row.sha256, row.size, url))
+        return tuple(found)
+
+    def grant_uploads(
+        self,
+        name: str,
+        tiles: Sequence[tuple[Tile, str, int]],
+        *,
+        owner: str,
+        expires: timedelta = DEFAULT_URL_EXPIRY,
+    ) -> UploadGrant:
+        """Presigned PUT URLs for tiles a client holds, each bound to the SHA-256 it declares,
+        and a grant to commit them with once they are uploaded.
+
+        Until the grant is committed nothing is visible in the cache; the uploaded blobs are
+        kept from garbage collection meanwhile.
+
+        Raises:
+            CacheNotFoundError: no such cache.
+            InvalidTileError, TileNotFoundError: a key outside the matrix or the cache's levels.
+            InvalidBlobKeyError: a declared SHA-256 that is not 64 lowercase hex characters.
+            CacheError: no tiles, too many, one twice, a size out of range, or a store that
+                hands out no presigned URLs.
+        """
+        store = self._presigning()
+        definition = self.index.definition(name)
+        cache = self.cache(name)
+        if not 1 <= len(tiles) <= MAX_GRANT_TILES:
+            raise CacheError(f"an upload grant names 1 to {MAX_GRANT_TILES:,} tiles")
+        if len({tile for tile, _, _ in tiles}) != len(tiles):
+            raise CacheError("an upload grant names each tile once")
+        limit = definition.upstream.max_tile_bytes
+        for tile, sha256, size in tiles:
+            check_key(cache.tms, cache.info, tile)
+            check_blob_key(sha256)
+            if not 0 < size <= limit:
+                raise CacheError(
+                    f"tile {tile.z}/{tile.x}/{tile.y}: a size of 1 to {limit:,} bytes, not {size}"
+                )
+        grant_id = secrets.token_hex(16)
+        expires_at = datetime.now(UTC) + expires
+        self.index.create_grant(
+            Grant(grant_id, name, owner, expires_at.timestamp(), None, tuple(tiles))
+        )
+        uploads = tuple(
+            TileURL(tile, sha256, size, store.presign_put(sha256, expires))
+            for tile, sha256, size in tiles
+        )
+        return UploadGrant(grant_id, name, expires_at, uploads)
+
+    def commit_uploads(self, name: str, grant_id: str, *, owner: str) -> int:
+        """Check every tile of a grant in the store (present, hashing to its key, of its size)
+        and make them visible in the cache, all or none; tiles that got new bytes.
+
+        Raises:
+            GrantNotFoundError: no such grant of ``owner`` for this cache.
+            GrantExpiredError: its time is up (the cache is unchanged).
+            GrantCommittedError: it was committed already.
+            UploadMismatchError: some tiles are missing or damaged (the cache is unchanged; the
+                grant may be committed again once they are uploaded, until it expires).
+        """
+        grant = self.index.grant(grant_id)
+        if grant is None or grant.cache != name or grant.owner != owner:
+            raise GrantNotFoundError(f"no upload grant {grant_id[:64]!r} of yours for {name!r}")
+        if grant.committed is not None:
+            raise GrantCommittedError(f"upload grant {grant_id!r} was committed already")
+        if time.time() > grant.expires:
+            raise GrantExpiredError(f"upload grant {grant_id!r} has expired: ask for a new one")
+        failures: list[str] = []
+        for tile, sha256, size in grant.tiles:
+            where = f"{tile.z}/{tile.x}/{tile.y}"
+            try:
+                self.blobs.verify(sha256)
+                stored = self.blobs.size(sha256)
+            except BlobNotFoundError:
+                failures.append(f"{where}: not uploaded")
+                continue
+            except BlobIntegrityError:
+                failures.append(f"{where}: its bytes do not hash to {sha256}")
+                continue
+            if stored != size:
+                failures.append(f"{where}: {stored:,} bytes uploaded, {size:,} declared")
+        if failures:
+            raise UploadMismatchError(
+                f"{len(failures)} of {len(grant.tiles)} tiles of upload grant {grant_id!r} "
+                f"were refused; nothing was committed: {'; '.join(failures[:5])}",
+                failures=failures,
+            )
+        return self.index.commit_grant(grant_id, time.time())
+
     # --- cleanup ---------------------------------------------------------------------------
 
     def truncate(
@@ -396,6 +603,25 @@ class TileCacheService:
         for _, close in fetchers:
             close()
         self.index.close()
+
+
+def _spans_after(cover: TileCover, zooms: ZoomRange, after: Tile | None) -> Iterator[Span]:
+    """The row spans of a cover, by level, row and column, from just after ``after``."""
+    for z in zooms.levels():
+        if after is not None and z < after.z:
+            continue
+        level = cover.level(z)
+        for y, first, last in zip(
+            level.rows.tolist(), level.starts.tolist(), level.stops.tolist(), strict=True
+        ):
+            start = first
+            if after is not None and z == after.z:
+                if y < after.y:
+                    continue
+                if y == after.y:
+                    start = max(first, after.x + 1)
+            if start <= last:
+                yield Span(z, y, start, last)
 
 
 def _seconds(when: datetime | None) -> float | None:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from datetime import timedelta
 
 from morecantile import TileMatrixSet
 
@@ -30,7 +31,7 @@ from offmaps.errors import (
     TileNotFoundError,
 )
 from offmaps.sources import TileSourceInfo, check_key
-from offmaps.storage import BlobStore
+from offmaps.storage import BlobStore, PresignedURL, PresigningBlobStore
 from offmaps.tiling.tms import get_tms
 from offmaps.types import Tile
 
@@ -176,6 +177,26 @@ class TileCache:
         if self._fetch is None:
             raise TileNotFoundError(f"tile cache {self.name!r} has no tile {_key(tile)}")
         return self._read_through(tile)
+
+    def presign_tile(self, tile: Tile, expires: timedelta) -> PresignedURL | None:
+        """A presigned GET URL of the tile's blob, fetching the tile first if the cache lacks
+        it; None when the blob store hands out no presigned URLs.
+
+        Raises:
+            as :meth:`get_tile`.
+        """
+        if not isinstance(self._blobs, PresigningBlobStore):
+            return None
+        check_key(self.tms, self._info, tile)
+        row = self._index.find(self.name, tile)
+        if row is None:
+            self.get_tile(tile)
+            row = self._index.find(self.name, tile)
+            if row is None:  # truncated meanwhile
+                raise TileNotFoundError(f"tile cache {self.name!r} has no tile {_key(tile)}")
+        else:
+            self._count(tile, hit=True)
+        return self._blobs.presign_get(row.sha256, expires)
 
     def _read_through(self, tile: Tile) -> bytes:
         with self._lock:

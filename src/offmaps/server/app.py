@@ -31,6 +31,7 @@ from offmaps.server.rest.caches import caches_router
 from offmaps.server.rest.deps import get_catalog
 from offmaps.server.rest.features import features_router
 from offmaps.server.rest.offline import offline_router
+from offmaps.server.rest.storage import storage_router
 from offmaps.server.rest.sync import sync_router
 from offmaps.server.rest.tiles import tiles_router
 from offmaps.server.rest.webmaps import webmaps_router
@@ -188,6 +189,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(webmaps_router())
     app.include_router(offline_router())
     app.include_router(caches_router())
+    app.include_router(storage_router())
     app.include_router(sync_router())
     install_openapi(app, rules=[_write_gate_problems])
     install_docs(app)

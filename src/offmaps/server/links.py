@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from fastapi import Request
 
-__all__ = ["base_url"]
+__all__ = ["absolute_url", "base_url"]
+
+
+def absolute_url(request: Request, url: str) -> str:
+    """``url`` as is when absolute; a path of this server (``/storage/...``) after its base URL."""
+    return f"{base_url(request)}{url}" if url.startswith("/") else url
 
 
 def base_url(request: Request) -> str:

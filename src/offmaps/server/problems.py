@@ -62,6 +62,10 @@ STATUS: tuple[tuple[type[errors.OffmapsError], int], ...] = (
     (errors.CacheExistsError, 409),
     (errors.CacheIndexError, 503),
     (errors.SeedFailedError, 502),
+    (errors.GrantNotFoundError, 404),
+    (errors.GrantExpiredError, 410),
+    (errors.GrantCommittedError, 409),
+    (errors.UploadMismatchError, 422),
     (errors.JobNotFoundError, 404),
     (errors.JobCancelledError, 409),
     (errors.InvalidJobPayloadError, 422),
@@ -82,6 +86,7 @@ _TITLES = {
     405: "Method Not Allowed",
     406: "Not Acceptable",
     409: "Conflict",
+    410: "Gone",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
@@ -94,7 +99,7 @@ _TITLES = {
 
 _CONTEXT_ATTRIBUTES = (
     "layer", "global_id", "field", "line", "column", "expected", "actual", "key",
-    "quota", "limit", "used", "retry_after",
+    "quota", "limit", "used", "retry_after", "failures",
 )  # fmt: skip
 
 
@@ -136,7 +141,10 @@ def domain_problem(error: errors.OffmapsError) -> JSONResponse:
     for name in _CONTEXT_ATTRIBUTES:
         value = getattr(error, name, None)
         if value is not None:
-            extra[name] = value if isinstance(value, int | float | bool) else str(value)
+            if isinstance(value, list):
+                extra[name] = [str(item) for item in value]
+            else:
+                extra[name] = value if isinstance(value, int | float | bool) else str(value)
     required = getattr(error, "required", ())
     if required:
         extra["required_scopes"] = list(required)

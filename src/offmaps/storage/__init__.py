@@ -22,7 +22,7 @@ Range-addressed readers (PMTiles) read through a :class:`ByteSource`: :class:`Fi
 
 from typing import TYPE_CHECKING, Any
 
-from offmaps.storage.base import BlobRef, BlobStore, check_blob_key
+from offmaps.storage.base import BlobRef, BlobStore, PresigningBlobStore, check_blob_key
 from offmaps.storage.keys import (
     MAX_KEY_BYTES,
     MAX_KEY_SEGMENTS,
@@ -88,6 +88,7 @@ __all__ = [
     "ObjectStore",
     "PrefixedObjectStore",
     "PresignedURL",
+    "PresigningBlobStore",
     "S3BlobStore",
     "S3Config",
     "S3ObjectStore",

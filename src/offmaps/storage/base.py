@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, runtime_checkable
+from datetime import timedelta
+from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
 from offmaps.errors import InvalidBlobKeyError
 
-__all__ = ["BlobRef", "BlobStore", "check_blob_key"]
+if TYPE_CHECKING:
+    from offmaps.storage.presign import PresignedURL
+
+__all__ = ["BlobRef", "BlobStore", "PresigningBlobStore", "check_blob_key"]
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 
@@ -98,4 +102,19 @@ class BlobStore(Protocol):
 
     def verify(self, sha256: str) -> None:
         """Hash a blob's bytes again; raises ``BlobIntegrityError`` when they do not match."""
+        ...
+
+
+@runtime_checkable
+class PresigningBlobStore(BlobStore, Protocol):
+    """A blob store that hands out URLs to read or write one blob without offmaps in the way:
+    S3's own presigned URLs, or a local folder's HMAC tokens that the offmaps server checks."""
+
+    def presign_get(self, sha256: str, expires: timedelta) -> PresignedURL:
+        """A URL that lets its holder GET the blob until ``expires`` from now."""
+        ...
+
+    def presign_put(self, sha256: str, expires: timedelta) -> PresignedURL:
+        """A URL that lets its holder PUT bytes for the blob until ``expires`` from now; bytes
+        that do not hash to ``sha256`` are refused."""
         ...

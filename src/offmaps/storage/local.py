@@ -7,12 +7,16 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from http import HTTPMethod
 from pathlib import Path
 from typing import BinaryIO
 
 from offmaps.errors import BlobIntegrityError, BlobNotFoundError, StorageError
 from offmaps.storage._stream import CHUNK_SIZE, check_max_size, iter_chunks
 from offmaps.storage.base import BlobRef, check_blob_key
+from offmaps.storage.keys import check_object_key
+from offmaps.storage.presign import PresignedURL, URLSigner
 
 __all__ = ["LocalBlobStore"]
 
@@ -33,10 +37,18 @@ class LocalBlobStore:
 
     Args:
         root: the store's folder; created on the first put.
+        signer: signs presigned URLs of blobs (``<signer's base URL>/<url_prefix>/<sha256>``),
+            which the offmaps server's ``/storage`` route checks and serves; None: the store
+            hands out none.
+        url_prefix: the key prefix of its presigned URLs, telling its blobs from other stores'.
     """
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(
+        self, root: Path | str, *, signer: URLSigner | None = None, url_prefix: str = "blobs"
+    ) -> None:
         self.root = Path(root)
+        self.signer = signer
+        self.url_prefix = check_object_key(url_prefix)
 
     def __repr__(self) -> str:
         return f"LocalBlobStore({str(self.root)!r})"
@@ -155,6 +167,26 @@ class LocalBlobStore:
         if digest.hexdigest() != sha256:
             msg = f"blob {sha256} is damaged: its bytes hash to {digest.hexdigest()}"
             raise BlobIntegrityError(msg)
+
+    # --- presigning -----------------------------------------------------------------------
+
+    def presign_get(self, sha256: str, expires: timedelta) -> PresignedURL:
+        """A URL that lets its holder GET the blob until ``expires`` from now (HMAC token)."""
+        return self._signer().sign(self.presigned_key(sha256), HTTPMethod.GET, expires)
+
+    def presign_put(self, sha256: str, expires: timedelta) -> PresignedURL:
+        """A URL that lets its holder PUT the blob's bytes until ``expires`` from now; the route
+        serving it stores them only when they hash to ``sha256``."""
+        return self._signer().sign(self.presigned_key(sha256), HTTPMethod.PUT, expires)
+
+    def presigned_key(self, sha256: str) -> str:
+        """The key presigned URLs name a blob by: ``<url_prefix>/<sha256>``."""
+        return f"{self.url_prefix}/{check_blob_key(sha256)}"
+
+    def _signer(self) -> URLSigner:
+        if self.signer is None:
+            raise StorageError(f"{self!r} hands out no presigned URLs: it has no signer")
+        return self.signer
 
     # --- removing --------------------------------------------------------------------------
 

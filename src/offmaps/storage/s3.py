@@ -757,7 +757,7 @@ class S3ObjectStore:
 
     def presign_get(self, key: str, expires: timedelta) -> PresignedURL:
         """An S3 URL (SigV4) that lets its holder GET the object until ``expires`` from now."""
-        return self._presign(key, HTTPMethod.GET, expires)
+        return _presign(self._bucket, check_object_key(key), HTTPMethod.GET, expires)
 
     def presign_put(
         self, key: str, expires: timedelta, *, sha256: str | None = None
@@ -775,26 +775,27 @@ class S3ObjectStore:
             InvalidBlobKeyError: ``sha256`` is not 64 lowercase hex characters.
             ValueError: an expiry not between one second and :data:`MAX_PRESIGN_EXPIRY`.
         """
-        return self._presign(key, HTTPMethod.PUT, expires, sha256)
+        return _presign(self._bucket, check_object_key(key), HTTPMethod.PUT, expires, sha256)
 
-    def _presign(
-        self, key: str, method: HTTPMethod, expires: timedelta, sha256: str | None = None
-    ) -> PresignedURL:
-        key = check_object_key(key)
-        seconds = _expiry_seconds(expires)
-        params: dict[str, str] = {"Bucket": self.config.bucket, "Key": self._bucket.key(key)}
-        headers: dict[str, str] = {}
-        if sha256 is not None:
-            checksum = base64.b64encode(bytes.fromhex(check_blob_key(sha256))).decode("ascii")
-            params["ChecksumSHA256"] = checksum
-            headers["x-amz-checksum-sha256"] = checksum
-        operation = "get_object" if method is HTTPMethod.GET else "put_object"
-        with self._bucket.errors("presign", key):
-            url = self._bucket.presigner.generate_presigned_url(
-                operation, Params=params, ExpiresIn=seconds, HttpMethod=str(method)
-            )
-        expires_at = _signed_at(url) + timedelta(seconds=seconds)
-        return PresignedURL(url, method, key, expires_at, headers)
+
+def _presign(
+    bucket: _Bucket, key: str, method: HTTPMethod, expires: timedelta, sha256: str | None = None
+) -> PresignedURL:
+    """A SigV4 URL for ``method`` on the store's ``key`` (checked by the caller)."""
+    seconds = _expiry_seconds(expires)
+    params: dict[str, str] = {"Bucket": bucket.config.bucket, "Key": bucket.key(key)}
+    headers: dict[str, str] = {}
+    if sha256 is not None:
+        checksum = base64.b64encode(bytes.fromhex(check_blob_key(sha256))).decode("ascii")
+        params["ChecksumSHA256"] = checksum
+        headers["x-amz-checksum-sha256"] = checksum
+    operation = "get_object" if method is HTTPMethod.GET else "put_object"
+    with bucket.errors("presign", key):
+        url = bucket.presigner.generate_presigned_url(
+            operation, Params=params, ExpiresIn=seconds, HttpMethod=str(method)
+        )
+    expires_at = _signed_at(url) + timedelta(seconds=seconds)
+    return PresignedURL(url, method, key, expires_at, headers)
 
 
 # --- the blob store -----------------------------------------------------------------------------
@@ -844,6 +845,16 @@ class S3BlobStore:
     @staticmethod
     def _missing(sha256: str) -> Callable[[], StorageError]:
         return lambda: BlobNotFoundError(f"no blob {sha256}", key=sha256)
+
+    def presign_get(self, sha256: str, expires: timedelta) -> PresignedURL:
+        """An S3 URL (SigV4) that lets its holder GET the blob until ``expires`` from now."""
+        return _presign(self._bucket, self._key(sha256), HTTPMethod.GET, expires)
+
+    def presign_put(self, sha256: str, expires: timedelta) -> PresignedURL:
+        """An S3 URL (SigV4) that lets its holder PUT the blob's bytes until ``expires`` from
+        now, bound to ``sha256``: the service refuses bytes that hash otherwise, and a request
+        without the signed ``x-amz-checksum-sha256`` header (:attr:`PresignedURL.headers`)."""
+        return _presign(self._bucket, self._key(sha256), HTTPMethod.PUT, expires, sha256)
 
     def put(self, data: bytes) -> BlobRef:
         """Store ``data``; returns its reference."""

@@ -22,12 +22,22 @@ web map's tile layer may be a cache. Jobs are followed at ``/api/jobs/{id}``. Re
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from offmaps.access import Scope
-from offmaps.cache import CacheDefinition, CacheStats, SeedPlan
+from offmaps.cache import (
+    DEFAULT_URL_EXPIRY,
+    MAX_GRANT_TILES,
+    MAX_URLS_PAGE,
+    CacheDefinition,
+    CacheStats,
+    SeedPlan,
+    TileURL,
+)
 from offmaps.cache.jobs import (
     CLEAN_TILE_CACHE,
     SEED_TILE_CACHE,
@@ -36,13 +46,22 @@ from offmaps.cache.jobs import (
     SeedArea,
     SeedCache,
 )
+from offmaps.errors import CacheError
 from offmaps.server.auth import GatedRoute, require_scopes
-from offmaps.server.links import base_url
+from offmaps.server.links import absolute_url, base_url
 from offmaps.server.rest.deps import JobsDep, PrincipalDep, ServicesDep, job_json
+from offmaps.storage import MAX_PRESIGN_EXPIRY
+from offmaps.tiling import Area
+from offmaps.types import Tile, ZoomRange
 
 __all__ = [
     "SeedRequest",
+    "UploadsRequest",
+    "UrlsRequest",
     "caches_router",
+    "commit_uploads",
+    "grant_uploads",
+    "tile_urls",
     "clean_cache",
     "create_cache",
     "delete_cache",
@@ -226,6 +245,163 @@ def store_gc(
     return job_json(job, request)
 
 
+class TileKey(BaseModel):
+    """One tile, rows from the top."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    z: int = Field(ge=0, le=30)
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+
+    @property
+    def tile(self) -> Tile:
+        """As a :class:`~offmaps.types.Tile`."""
+        return Tile(self.x, self.y, self.z)
+
+
+_EXPIRES = Field(
+    default=int(DEFAULT_URL_EXPIRY.total_seconds()),
+    ge=1,
+    le=int(MAX_PRESIGN_EXPIRY.total_seconds()),
+    description="Seconds the URLs work for",
+)
+
+
+class UrlsRequest(BaseModel):
+    """Presigned download URLs: of listed tiles, or of an area's stored tiles (paged).
+
+    Attributes:
+        tiles: the tiles (at most 10,000); or
+        area, min_zoom, max_zoom: an area and levels, with ``after`` (the ``next`` of the
+            previous page) and ``limit``.
+        expires_s: how long the URLs work.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    tiles: list[TileKey] | None = Field(default=None, max_length=MAX_URLS_PAGE)
+    area: Area | None = None
+    min_zoom: int | None = Field(default=None, ge=0, le=30)
+    max_zoom: int | None = Field(default=None, ge=0, le=30)
+    after: TileKey | None = None
+    limit: int = Field(default=1000, ge=1, le=MAX_URLS_PAGE)
+    expires_s: int = _EXPIRES
+
+    @model_validator(mode="after")
+    def _one_way(self) -> UrlsRequest:
+        if (self.tiles is None) == (self.area is None):
+            raise ValueError("give either tiles or an area with min_zoom and max_zoom")
+        if self.area is not None and (self.min_zoom is None or self.max_zoom is None):
+            raise ValueError("an area needs min_zoom and max_zoom")
+        zooms = self.zooms
+        if zooms is not None and zooms.min > zooms.max:
+            raise ValueError(f"zoom range {zooms.min}-{zooms.max} is inverted")
+        return self
+
+    @property
+    def zooms(self) -> ZoomRange | None:
+        """The levels of an area, when given."""
+        if self.min_zoom is None or self.max_zoom is None:
+            return None
+        return ZoomRange(self.min_zoom, self.max_zoom)
+
+
+class UploadTile(TileKey):
+    """A tile a client holds and declares: its SHA-256 and size."""
+
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    size: int = Field(ge=1)
+
+
+class UploadsRequest(BaseModel):
+    """Presigned upload URLs for tiles a client holds, and a grant to commit them with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tiles: list[UploadTile] = Field(min_length=1, max_length=MAX_GRANT_TILES)
+    expires_s: int = _EXPIRES
+
+
+def _url_document(found: TileURL, request: Request) -> dict[str, Any]:
+    return {
+        "z": found.tile.z,
+        "x": found.tile.x,
+        "y": found.tile.y,
+        "sha256": found.sha256,
+        "size": found.size,
+        "url": absolute_url(request, found.url.url),
+        "method": str(found.url.method),
+        "headers": dict(found.url.headers),
+        "expires_at": found.url.expires_at.isoformat(),
+    }
+
+
+def tile_urls(
+    name: str, body: UrlsRequest, request: Request, services: ServicesDep
+) -> dict[str, Any]:
+    """Presigned GET URLs of stored tiles, to fetch straight from storage."""
+    expires = timedelta(seconds=body.expires_s)
+    following: Tile | None = None
+    if body.tiles is not None:
+        found = services.caches.tile_urls_for(
+            name, [key.tile for key in body.tiles], expires=expires
+        )
+    else:
+        area, zooms = body.area, body.zooms
+        if area is None or zooms is None:  # the model allows neither
+            raise CacheError("give either tiles or an area with min_zoom and max_zoom")
+        found, following = services.caches.tile_urls(
+            name,
+            area.aoi(),
+            zooms,
+            expires=expires,
+            after=body.after.tile if body.after else None,
+            limit=body.limit,
+        )
+    return {
+        "urls": [_url_document(item, request) for item in found],
+        "next": None
+        if following is None
+        else {"z": following.z, "x": following.x, "y": following.y},
+    }
+
+
+def grant_uploads(
+    name: str,
+    body: UploadsRequest,
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    principal: PrincipalDep,
+) -> dict[str, Any]:
+    """Presigned PUT URLs for tiles, each bound to its declared SHA-256, and the grant to
+    commit them with."""
+    grant = services.caches.grant_uploads(
+        name,
+        [(t.tile, t.sha256, t.size) for t in body.tiles],
+        owner=principal.subject,
+        expires=timedelta(seconds=body.expires_s),
+    )
+    base = base_url(request)
+    response.status_code = 201
+    return {
+        "id": grant.id,
+        "cache": grant.cache,
+        "expires_at": grant.expires_at.isoformat(),
+        "uploads": [_url_document(item, request) for item in grant.uploads],
+        "commit": f"{base}/api/caches/{name}/uploads/{grant.id}/commit",
+    }
+
+
+def commit_uploads(
+    name: str, grant_id: str, services: ServicesDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """Check the uploaded tiles of a grant and make them visible, all or none."""
+    changed = services.caches.commit_uploads(name, grant_id, owner=principal.subject)
+    return {"committed": True, "changed": changed}
+
+
 def caches_router() -> APIRouter:
     """The tile cache API."""
     router = APIRouter(prefix="/api", tags=["caches"], route_class=GatedRoute)
@@ -282,6 +458,28 @@ def caches_router() -> APIRouter:
         methods=["POST"],
         dependencies=write,
         summary="Hash a tile cache's blobs again",
+    )
+    router.add_api_route(
+        "/caches/{name}/urls",
+        tile_urls,
+        methods=["POST"],
+        dependencies=read,
+        summary="Presigned URLs of stored tiles",
+    )
+    router.add_api_route(
+        "/caches/{name}/uploads",
+        grant_uploads,
+        methods=["POST"],
+        dependencies=write,
+        status_code=201,
+        summary="Presigned upload URLs and a grant",
+    )
+    router.add_api_route(
+        "/caches/{name}/uploads/{grant_id}/commit",
+        commit_uploads,
+        methods=["POST"],
+        dependencies=write,
+        summary="Commit uploaded tiles, all or none",
     )
     router.add_api_route(
         "/cache-store",

@@ -12,21 +12,22 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request, Response, params
+from fastapi import APIRouter, Query, Request, Response, params
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from morecantile import TileMatrixSet
 
+from offmaps.cache import DEFAULT_URL_EXPIRY, TileCache
 from offmaps.errors import (
     InvalidTileError,
     TileNotFoundError,
     UnknownTileMatrixSetError,
     UnsupportedTileMatrixSetError,
 )
-from offmaps.server.links import base_url
+from offmaps.server.links import absolute_url, base_url
 from offmaps.server.rest.tms import SourcesDep, tms_not_found, tms_router
 from offmaps.sources.archive import ArchiveTileSource
 from offmaps.sources.base import TileSource, TileSourceInfo, source_tms
@@ -210,6 +211,7 @@ _TILE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {fmt.media_type: {} for fmt in TileFormat},
     },
     304: {"description": "Not modified (If-None-Match)"},
+    307: {"description": "With `redirect=presigned`: `Location` is a presigned URL of the tile"},
 }
 
 
@@ -262,7 +264,19 @@ def tilejson(sources: SourcesDep, name: str, request: Request) -> dict[str, Any]
     responses=_TILE_RESPONSES,
 )
 async def xyz_tile(
-    sources: SourcesDep, name: str, z: str, x: str, y: str, request: Request
+    sources: SourcesDep,
+    name: str,
+    z: str,
+    x: str,
+    y: str,
+    request: Request,
+    redirect: Annotated[
+        Literal["presigned"] | None,
+        Query(
+            description="`presigned`: a tile cache answers 307 to a presigned URL of the tile "
+            "in its storage (S3's own, or this server's `/storage` for a local folder)"
+        ),
+    ] = None,
 ) -> Response:
     source = _get_source(sources, name)
     row, dot, extension = y.partition(".")
@@ -272,6 +286,10 @@ async def xyz_tile(
             f"not {extension[:16]!r}"
         )
     tile = Tile(_parse_number(x, "column"), _parse_number(row, "row"), _parse_number(z, "level"))
+    if redirect == "presigned" and isinstance(source, TileCache):
+        url = await run_in_threadpool(source.presign_tile, tile, DEFAULT_URL_EXPIRY)
+        if url is not None:
+            return RedirectResponse(absolute_url(request, url.url), status_code=307)
     return await _tile_response(request, source, tile)
 
 
