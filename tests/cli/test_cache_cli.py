@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections import Counter
@@ -10,8 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from offmaps.cli import main
+from offmaps.server.app import create_app
+from offmaps.settings import ServerSettings
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -144,3 +148,28 @@ def test_seed_takes_an_area_in_another_crs(
     code, out, err = run(capsys, *args, "--data", data)
     assert code == 0, err
     assert json.loads(out)["levels"] == {"1": 1, "2": 4}
+
+
+def test_urls_prints_presigned_urls_the_server_serves(
+    tmp_path: Path, upstream: TileServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path)
+    run(capsys, "cache", "create", "osm", "--source", upstream.url, "--data", data)
+    world = ("--bbox", "-180,-85,180,85", "--zooms", "0-1")
+    run(capsys, "cache", "seed", "osm", *world, "--data", data)
+    code, _, err = run(capsys, "cache", "urls", "osm", *world, "--data", data)
+    assert code == 1
+    assert "--public-url" in err
+    args = ("--public-url", "http://testserver", "--json", "--data", data)
+    code, out, err = run(capsys, "cache", "urls", "osm", *world, *args)
+    assert code == 0, err
+    found = json.loads(out)
+    assert [(u["z"], u["x"], u["y"]) for u in found] == [(0, 0, 0)] + [
+        (1, x, y) for y in range(2) for x in range(2)
+    ]
+    with TestClient(create_app(ServerSettings(data_dir=tmp_path))) as client:
+        for url in found:
+            fetched = client.get(url["url"])
+            assert fetched.status_code == 200
+            assert fetched.content == PNG + b"sea"
+            assert hashlib.sha256(fetched.content).hexdigest() == url["sha256"]

@@ -20,13 +20,19 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from offmaps.cache import CacheDefinition, SeedProgress, TileCacheService
+from offmaps.cache import (
+    DEFAULT_URL_EXPIRY,
+    CacheDefinition,
+    SeedProgress,
+    TileCacheService,
+)
 from offmaps.catalog import Catalog
 from offmaps.cli.progress import progress_bar
 from offmaps.cli.tiles import aoi_option, bbox_option, crs_option, parse_zooms, read_aoi
 from offmaps.errors import CacheError, InvalidAOIError
 from offmaps.services import open_caches
 from offmaps.settings import ServerSettings
+from offmaps.storage import MAX_PRESIGN_EXPIRY
 from offmaps.tiling import AreaOfInterest
 from offmaps.types import TileFormat, ZoomRange
 
@@ -258,6 +264,84 @@ def seed(
             f"new), {result['skipped']:,} stored already, {result['missing']:,} missing, "
             f"{result['errors']:,} errors"
         )
+
+
+@cache.command("urls")
+@click.argument("name")
+@aoi_option
+@bbox_option
+@crs_option
+@click.option("--zooms", required=True, help="Levels, A-B.")
+@click.option(
+    "--expires",
+    type=click.IntRange(1, int(MAX_PRESIGN_EXPIRY.total_seconds())),
+    default=int(DEFAULT_URL_EXPIRY.total_seconds()),
+    show_default=True,
+    help="Seconds the URLs work for.",
+)
+@click.option(
+    "--public-url",
+    help="The server's URL, for the data folder's own URLs (default: $OFFMAPS_PUBLIC_URL).",
+)
+@data_option
+@json_option
+def urls(
+    name: str,
+    aoi_file: Path | None,
+    bbox: str | None,
+    aoi_crs: str,
+    zooms: str,
+    expires: int,
+    public_url: str | None,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Presigned GET URLs of the stored tiles of an area, one per tile with its z, x, y and
+    SHA-256, for a device to fetch straight from storage."""
+    aoi = _area(aoi_file, bbox, aoi_crs)
+    levels = parse_zooms(zooms)
+    found: list[dict[str, Any]] = []
+    with _service(data_dir) as service:
+        base = (public_url or _public_url(data_dir) or "").rstrip("/")
+        after = None
+        while True:
+            page, after = service.tile_urls(
+                name, aoi, levels, expires=timedelta(seconds=expires), after=after, limit=10_000
+            )
+            for item in page:
+                url = item.url.url
+                if url.startswith("/"):
+                    if not base:
+                        raise CacheError(
+                            "the data folder signs URLs of its server: give --public-url "
+                            "(or set OFFMAPS_PUBLIC_URL)"
+                        )
+                    url = base + url
+                found.append(
+                    {
+                        "z": item.tile.z,
+                        "x": item.tile.x,
+                        "y": item.tile.y,
+                        "sha256": item.sha256,
+                        "size": item.size,
+                        "url": url,
+                        "headers": dict(item.url.headers),
+                        "expires_at": item.url.expires_at.isoformat(),
+                    }
+                )
+            if after is None:
+                break
+    if as_json:
+        _echo_json(found)
+    else:
+        for entry in found:
+            click.echo(f"{entry['z']}/{entry['x']}/{entry['y']} {entry['sha256']} {entry['url']}")
+
+
+def _public_url(data_dir: Path | None) -> str | None:
+    """The public URL the settings give (``OFFMAPS_PUBLIC_URL``), if any."""
+    settings = ServerSettings() if data_dir is None else ServerSettings(data_dir=data_dir)
+    return settings.public_url
 
 
 @cache.command("stats")
