@@ -182,6 +182,8 @@ class TileCacheService:
         self._caches: dict[str, TileCache] = {}
         self._fetchers: dict[str, tuple[Fetch, Callable[[], None]]] = {}
         self._limiters: dict[str, RateLimiter] = {}
+        self.last_store_stats: tuple[datetime, StoreStats] | None = None
+        """The last :meth:`store_stats` and when it was measured (metrics show it)."""
         if published is not None:
             for definition in self.list():
                 self.cache(definition.name)
@@ -370,7 +372,9 @@ class TileCacheService:
             if known is None:
                 orphans += 1
                 orphan_bytes += blob_size
-        return StoreStats(blobs, size, len(referenced), orphans, orphan_bytes)
+        found = StoreStats(blobs, size, len(referenced), orphans, orphan_bytes)
+        self.last_store_stats = (datetime.now(UTC), found)
+        return found
 
     def _size(self, key: str) -> int:
         try:

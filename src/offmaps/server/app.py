@@ -23,6 +23,7 @@ from offmaps.server.auth import (
 from offmaps.server.fastpath import TileFastPath
 from offmaps.server.limits import RouteLimits
 from offmaps.server.links import base_url
+from offmaps.server.metrics import metrics_router
 from offmaps.server.openapi import install_docs, install_openapi
 from offmaps.server.problems import install_problem_handlers, problem_response
 from offmaps.server.ratelimit import WriteRateLimiter
@@ -190,6 +191,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(offline_router())
     app.include_router(caches_router())
     app.include_router(storage_router())
+    app.include_router(metrics_router())
     app.include_router(sync_router())
     install_openapi(app, rules=[_write_gate_problems])
     install_docs(app)
