@@ -67,4 +67,5 @@ def graphql_router() -> OffmapsGraphQLRouter:
         context_getter=context_of,
         subscription_protocols=(),
         tags=["graphql"],
+        include_in_schema=False,  # described by its own schema (docs/schema.graphql)
     )
