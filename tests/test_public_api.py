@@ -40,6 +40,7 @@ MODULES = [
     "offmaps.sample",
     "offmaps.services",
     "offmaps.server",
+    "offmaps.server.graphql",
     "offmaps.client",
     "offmaps.cli",
 ]

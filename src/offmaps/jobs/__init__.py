@@ -7,6 +7,7 @@ default (a thread pool); jobs of a process that died are found at start and neve
 "running" forever.
 """
 
+from offmaps.jobs.access import cancel_or_remove, visible_job
 from offmaps.jobs.kinds import JobKind, JobKinds
 from offmaps.jobs.model import Job, JobContext, job_document
 from offmaps.jobs.runner import InProcessJobRunner, JobRunner, process_id, process_is_alive
@@ -21,8 +22,10 @@ __all__ = [
     "JobKinds",
     "JobRunner",
     "JobStore",
+    "cancel_or_remove",
     "check_job_id",
     "job_document",
     "process_id",
     "process_is_alive",
+    "visible_job",
 ]

@@ -10,6 +10,7 @@ from offmaps.replicas.service import (
     Conflict,
     DownloadSize,
     LayerRules,
+    ReplicaInfo,
     SyncService,
     layer_rules,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "Conflict",
     "DownloadSize",
     "LayerRules",
+    "ReplicaInfo",
     "SyncService",
     "UploadPart",
     "UploadState",

@@ -134,7 +134,14 @@ from offmaps.sync.vectors import derive, merge
 from offmaps.tiling import AreaOfInterest
 from offmaps.types import BBox
 
-__all__ = ["Conflict", "DownloadSize", "LayerRules", "SyncService", "layer_rules"]
+__all__ = [
+    "Conflict",
+    "DownloadSize",
+    "LayerRules",
+    "ReplicaInfo",
+    "SyncService",
+    "layer_rules",
+]
 
 _BATCH = 500
 _CHUNK_BYTES = 64 * 1024
@@ -866,6 +873,12 @@ class SyncService:
             for gid, state in self.state.iter_states(service, layer):
                 yield layer, gid, state.version, state.vector
 
+    def describe(self, replica: Replica) -> ReplicaInfo:
+        """``replica`` with the server's generation of its service and its open conflicts."""
+        store = self.catalog.feature_service(replica.service)
+        open_conflicts = self.list_conflicts(owner=None, replica_id=replica.id, limit=10_000)
+        return ReplicaInfo(replica, store.generation(), len(open_conflicts))
+
     # --- review queue ----------------------------------------------------------------------
 
     def list_conflicts(
@@ -989,6 +1002,37 @@ class SyncService:
                 set_geometry=has_geometry, base_version=conflict.server_version,
             )
         ]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    """A replica as the APIs show it (:meth:`SyncService.describe`).
+
+    Attributes:
+        replica: the registered replica.
+        server_generation: the current generation of its feature service.
+        open_conflicts: its conflicts waiting in the review queue (up to 10,000 counted).
+    """
+
+    replica: Replica
+    server_generation: int
+    open_conflicts: int
+
+    def document(self) -> dict[str, Any]:
+        """As JSON, for the REST API."""
+        replica = self.replica
+        return {
+            "id": replica.id,
+            "service": replica.service,
+            "layers": list(replica.layers),
+            "map_id": replica.map_id,
+            "generation": replica.generation,
+            "server_generation": self.server_generation,
+            "sync_direction": replica.sync_direction,
+            "sync_model": replica.sync_model,
+            "attachment_sync_direction": replica.attachment_sync_direction,
+            "open_conflicts": self.open_conflicts,
+        }
 
 
 @dataclass(frozen=True, slots=True)

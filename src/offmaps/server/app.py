@@ -21,6 +21,7 @@ from offmaps.server.auth import (
     current_principal,
 )
 from offmaps.server.fastpath import TileFastPath
+from offmaps.server.graphql import graphql_router
 from offmaps.server.limits import RouteLimits
 from offmaps.server.links import base_url
 from offmaps.server.metrics import metrics_router
@@ -193,6 +194,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(storage_router())
     app.include_router(metrics_router())
     app.include_router(sync_router())
+    app.include_router(graphql_router())  # auth per root field, before anything runs
     install_openapi(app, rules=[_write_gate_problems])
     install_docs(app)
     app.add_middleware(RouteLimits)  # sync and offline requests in their own slots

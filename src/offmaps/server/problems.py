@@ -21,6 +21,7 @@ __all__ = [
     "STATUS",
     "domain_problem",
     "install_problem_handlers",
+    "problem_extra",
     "problem_response",
     "status_of",
 ]
@@ -132,11 +133,9 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
-def domain_problem(error: errors.OffmapsError) -> JSONResponse:
-    """The problem document of a domain error: its status from :data:`STATUS`, its context
-    attributes, and the headers its status needs (``WWW-Authenticate`` on 401 and scope
-    refusals, ``Retry-After`` on 429)."""
-    status = status_of(error)
+def problem_extra(error: errors.OffmapsError) -> dict[str, Any]:
+    """The members a domain error adds to its problem document (and to GraphQL errors'
+    extensions): its context attributes, and the scopes it names as ``required_scopes``."""
     extra: dict[str, Any] = {}
     for name in _CONTEXT_ATTRIBUTES:
         value = getattr(error, name, None)
@@ -148,6 +147,16 @@ def domain_problem(error: errors.OffmapsError) -> JSONResponse:
     required = getattr(error, "required", ())
     if required:
         extra["required_scopes"] = list(required)
+    return extra
+
+
+def domain_problem(error: errors.OffmapsError) -> JSONResponse:
+    """The problem document of a domain error: its status from :data:`STATUS`, its context
+    attributes, and the headers its status needs (``WWW-Authenticate`` on 401 and scope
+    refusals, ``Retry-After`` on 429)."""
+    status = status_of(error)
+    extra = problem_extra(error)
+    required = getattr(error, "required", ())
     headers = None
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}

@@ -34,6 +34,12 @@ from offmaps.access import Principal
 from offmaps.catalog import Catalog, EditOperation
 from offmaps.errors import InvalidFeatureError
 from offmaps.features.describe import feature_schema, gml_application_schema, queryables_schema
+from offmaps.features.geojson import (
+    CRS84_NAMES,
+    check_crs84,
+    feature_to_geojson,
+    parse_feature_body,
+)
 from offmaps.features.model import Delete, FeatureQuery, Insert, Update
 from offmaps.features.store import MAX_PAGE_SIZE
 from offmaps.features.temporal import (
@@ -43,12 +49,6 @@ from offmaps.features.temporal import (
     parse_datetime_interval,
 )
 from offmaps.server.auth import GatedRoute
-from offmaps.server.geojson import (
-    CRS84_NAMES,
-    check_crs84,
-    feature_to_geojson,
-    parse_feature_body,
-)
 from offmaps.server.links import base_url
 from offmaps.server.rest.deps import EDIT_FEATURES, CatalogDep, PrincipalDep, parse_uuid
 from offmaps.types import BBox

@@ -21,9 +21,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict
 
-from offmaps.access import Principal, Scope
+from offmaps.access import Scope
 from offmaps.errors import JobNotFoundError
-from offmaps.jobs import Job, JobRunner
+from offmaps.jobs import cancel_or_remove, visible_job
 from offmaps.offline.generate import (
     GENERATE_OFFLINE_MAP,
     GenerateOfflineMap,
@@ -73,17 +73,6 @@ TAKE_OFFLINE = require_scopes(Scope.OFFLINE_SYNC, signed_in=True)
 FOLLOW_JOBS = require_scopes(Scope.OFFLINE_SYNC, Scope.CACHE_WRITE, signed_in=True, any_of=True)
 """What the job routes need: a signed-in user who may start jobs, generate or cache ones;
 each sees only their own (admins all)."""
-
-
-def _visible_job(jobs: JobRunner, job_id: str, principal: Principal) -> Job:
-    """Job ``job_id`` if ``principal`` may see it (its owner, or an admin: the only ones who
-    see jobs stored without an owner); else not found."""
-    job = jobs.get(job_id)
-    if principal.has(Scope.ADMIN):
-        return job
-    if principal.anonymous or job.owner is None or job.owner != principal.subject:
-        raise JobNotFoundError(f"no job {job.id!r}")
-    return job
 
 
 def get_capabilities_of_map(
@@ -149,16 +138,12 @@ def job_status(
     job_id: str, request: Request, principal: PrincipalDep, jobs: JobsDep
 ) -> dict[str, Any]:
     """A job's status, progress and result."""
-    return job_json(_visible_job(jobs, job_id, principal), request)
+    return job_json(visible_job(jobs, job_id, principal), request)
 
 
 def cancel_job(job_id: str, principal: PrincipalDep, jobs: JobsDep) -> Response:
     """Cancel a running job; remove an ended one, with its files."""
-    job = _visible_job(jobs, job_id, principal)
-    if job.status.done:
-        jobs.delete(job_id)
-    else:
-        jobs.cancel(job_id)
+    cancel_or_remove(jobs, job_id, principal)
     return Response(status_code=204)
 
 
@@ -166,7 +151,7 @@ def download_job_file(
     job_id: str, path: str, request: Request, principal: PrincipalDep, jobs: JobsDep
 ) -> Response:
     """A file of a finished job, from the object store: whole, or the one byte range asked."""
-    job = _visible_job(jobs, job_id, principal)
+    job = visible_job(jobs, job_id, principal)
     listed = {entry["path"] for entry in (job.result or {}).get("files", [])}
     if job.status is not JobStatus.SUCCEEDED or path not in listed:
         raise JobNotFoundError(f"job {job_id} has no file {path[:200]!r}")

@@ -33,12 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from offmaps.access import Principal, Scope
 from offmaps.errors import (
-    ConflictNotFoundError,
-    InsufficientScopeError,
     InvalidChangeSetError,
-    InvalidTokenError,
-    ReplicaNotFoundError,
 )
+from offmaps.replicas.access import check_can_resolve, replica_for, review_owner
 from offmaps.schemas.changeset import ChangeResult, ChangeSet, ChangeSetResult
 from offmaps.server.auth import GatedRoute, require_scopes
 from offmaps.server.downloads import blob_response
@@ -81,25 +78,6 @@ class ResolveRequest(BaseModel):
     """For ``merge``: values of the conflicting fields (the server's stay for the others)."""
 
 
-def _owner_or_admin(principal: Principal, replica: Replica, scope: Scope) -> None:
-    if principal.has(Scope.ADMIN):
-        return
-    if principal.anonymous:
-        raise InvalidTokenError("syncing needs a signed-in user: log in first")
-    if replica.owner is None or replica.owner != principal.subject:
-        raise ReplicaNotFoundError(f"no replica {replica.id!r}")
-    if not principal.has(scope):
-        raise InsufficientScopeError(f"syncing needs the {scope.value} scope")
-
-
-def _owner_filter(principal: Principal) -> str | None:
-    if principal.has(Scope.ADMIN):
-        return None
-    if principal.anonymous:
-        raise InvalidTokenError("the review queue needs a signed-in user")
-    return principal.subject
-
-
 def _sha256(value: str) -> str:
     if not _SHA256.match(value):
         raise InvalidChangeSetError("an attachment is named by its SHA-256: 64 hex digits")
@@ -114,29 +92,13 @@ _routes = APIRouter(
 def _replica_for(
     services: Services, replica_id: str, principal: Principal, scope: Scope
 ) -> Replica:
-    replica = services.replicas.get(replica_id)
-    _owner_or_admin(principal, replica, scope)
-    return replica
+    return replica_for(services.replicas, replica_id, principal, scope)
 
 
 @_routes.get("/replicas/{replica_id}", summary="A replica: service, layers, generation")
 def replica_info(services: ServicesDep, replica_id: str, principal: PrincipalDep) -> dict[str, Any]:
     replica = _replica_for(services, replica_id, principal, Scope.OFFLINE_SYNC)
-    store = services.catalog.feature_service(replica.service)
-    return {
-        "id": replica.id,
-        "service": replica.service,
-        "layers": list(replica.layers),
-        "map_id": replica.map_id,
-        "generation": replica.generation,
-        "server_generation": store.generation(),
-        "sync_direction": replica.sync_direction,
-        "sync_model": replica.sync_model,
-        "attachment_sync_direction": replica.attachment_sync_direction,
-        "open_conflicts": len(
-            services.sync.list_conflicts(owner=None, replica_id=replica.id, limit=10_000)
-        ),
-    }
+    return services.sync.describe(replica).document()
 
 
 @_routes.delete("/replicas/{replica_id}", summary="Unregister a replica", status_code=204)
@@ -299,7 +261,7 @@ def conflicts(
     replica: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    owner = _owner_filter(principal)
+    owner = review_owner(principal)
     found = services.sync.list_conflicts(
         owner=owner, status=None if status == "all" else status, replica_id=replica,
         limit=limit,
@@ -309,7 +271,7 @@ def conflicts(
 
 @_routes.get("/conflicts/{conflict_id}", summary="One conflict: base, device and server")
 def conflict(services: ServicesDep, conflict_id: str, principal: PrincipalDep) -> dict[str, Any]:
-    found = services.sync.get_conflict(conflict_id, owner=_owner_filter(principal))
+    found = services.sync.get_conflict(conflict_id, owner=review_owner(principal))
     return found.document()
 
 
@@ -319,9 +281,8 @@ def conflict(services: ServicesDep, conflict_id: str, principal: PrincipalDep) -
 def resolve(
     services: ServicesDep, conflict_id: str, body: ResolveRequest, principal: PrincipalDep
 ) -> dict[str, Any]:
-    owner = _owner_filter(principal)
-    if not principal.has(Scope.FEATURES_EDIT) and not principal.has(Scope.ADMIN):
-        raise ConflictNotFoundError(f"no conflict {conflict_id[:40]!r}")
+    owner = review_owner(principal)
+    check_can_resolve(principal, conflict_id)
     found = services.sync.resolve_conflict(
         conflict_id, owner=owner, side=body.side, values=body.values,
         resolved_by=principal.subject,

@@ -1,7 +1,8 @@
-"""GeoJSON (RFC 7946) at the HTTP edge: stored features out, request bodies in.
+"""GeoJSON (RFC 7946): stored features out, bodies in, for every API (REST, GraphQL, sync).
 
 GeoJSON is always CRS84 (longitude, latitude). Layers stored in another CRS are transformed
-here, once, in both directions. Request bodies are checked strictly: a body that is not a
+here, once, in both directions. (It sat at the HTTP edge until GraphQL and the GeoJSON form of
+change sets needed it too.) Request bodies are checked strictly: a body that is not a
 GeoJSON Feature, a geometry that is not valid GeoJSON, coordinates that are not finite, or
 nesting and sizes beyond sane limits get an :class:`~offmaps.errors.InvalidFeatureError`.
 """
@@ -25,13 +26,15 @@ from offmaps.features.filters import FieldType
 from offmaps.features.model import Feature, LayerSchema
 
 __all__ = [
+    "CRS84_NAMES",
     "MAX_COORDINATES",
     "FeatureBody",
-    "feature_to_geojson",
-    "parse_feature_body",
-    "to_layer_crs",
     "check_crs84",
-    "CRS84_NAMES",
+    "feature_to_geojson",
+    "geometry_to_geojson",
+    "parse_feature_body",
+    "parse_geometry",
+    "to_layer_crs",
 ]
 
 MAX_COORDINATES = 1_000_000
@@ -74,6 +77,11 @@ def to_layer_crs(geometry: BaseGeometry, schema: LayerSchema) -> BaseGeometry:
     return _transform(geometry, 4326, schema.srid)
 
 
+def geometry_to_geojson(geometry: BaseGeometry, schema: LayerSchema) -> dict[str, Any]:
+    """A geometry in the layer's CRS as a GeoJSON geometry object (CRS84)."""
+    return dict(shapely.geometry.mapping(_transform(geometry, schema.srid, 4326)))
+
+
 def _json_value(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
@@ -88,7 +96,7 @@ def feature_to_geojson(feature: Feature, schema: LayerSchema) -> dict[str, Any]:
     """A stored feature as a GeoJSON Feature; ``id`` is the global id."""
     geometry: dict[str, Any] | None = None
     if feature.geometry is not None:
-        geometry = shapely.geometry.mapping(_transform(feature.geometry, schema.srid, 4326))
+        geometry = geometry_to_geojson(feature.geometry, schema)
     return {
         "type": "Feature",
         "id": str(feature.global_id),
@@ -170,11 +178,17 @@ def parse_feature_body(body: object, schema: LayerSchema, *, partial: bool = Fal
     if has_geometry and body["geometry"] is not None:
         if schema.is_table:
             raise InvalidFeatureError(f"{schema.name} is a table: its rows have no geometry")
-        geometry = to_layer_crs(_geometry(body["geometry"]), schema)
+        geometry = to_layer_crs(parse_geometry(body["geometry"]), schema)
     return FeatureBody(properties, geometry, has_geometry)
 
 
-def _geometry(value: object) -> BaseGeometry:
+def parse_geometry(value: object) -> BaseGeometry:
+    """A GeoJSON geometry object (CRS84) as a shapely geometry, strictly checked.
+
+    Raises:
+        InvalidFeatureError: not a geometry object of a supported type, malformed coordinates,
+            coordinates that are not finite or outside CRS84's range, or too many of them.
+    """
     if not isinstance(value, Mapping):
         raise InvalidFeatureError('"geometry" must be a GeoJSON geometry object or null')
     kind = value.get("type")

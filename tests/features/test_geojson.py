@@ -10,8 +10,8 @@ from shapely.geometry import Point
 
 from offmaps.errors import InvalidFeatureError
 from offmaps.features import FieldType
+from offmaps.features.geojson import feature_to_geojson, parse_feature_body
 from offmaps.features.model import Feature, Field, GeometryType, LayerSchema
-from offmaps.server.geojson import feature_to_geojson, parse_feature_body
 
 SITES = LayerSchema(
     "sites",
