@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 from collections import Counter
@@ -10,12 +11,14 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from offmaps.cli import main
 from offmaps.server.app import create_app
 from offmaps.settings import ServerSettings
+from tests.serverkit import PASSWORD, LiveServer
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -97,11 +100,11 @@ def test_create_seed_rerun_stats_and_clean(
     code, out, _ = run(capsys, "cache", "verify", "osm", "--data", data)
     assert (code, out.split()[0]) == (0, "81")
     code, out, _ = run(capsys, "cache", "truncate", "osm", "--zooms", "3", "--data", data)
-    assert out.strip() == "removed 64 tiles"
+    assert out.strip() == "64 tiles removed"
     code, out, _ = run(capsys, "cache", "cleanup", "osm", "--max-bytes", "0", "--data", data)
-    assert out.strip() == "removed 21 tiles"
+    assert out.strip() == "21 tiles removed"
     code, out, _ = run(capsys, "cache", "gc", "--data", data)
-    assert out.strip() == "81 blobs examined, 81 deleted"
+    assert out.strip() == "81 blobs examined, 81 blobs deleted"
     code, out, _ = run(capsys, "cache", "delete", "osm", "--data", data)
     assert code == 0
 
@@ -147,7 +150,7 @@ def test_seed_takes_an_area_in_another_crs(
     args = ("cache", "seed", "osm", *quarter, "--zooms", "1-2", "--dry-run", "--json")
     code, out, err = run(capsys, *args, "--data", data)
     assert code == 0, err
-    assert json.loads(out)["levels"] == {"1": 1, "2": 4}
+    assert [(level["z"], level["tiles"]) for level in json.loads(out)["levels"]] == [(1, 1), (2, 4)]
 
 
 def test_urls_prints_presigned_urls_the_server_serves(
@@ -173,3 +176,51 @@ def test_urls_prints_presigned_urls_the_server_serves(
             assert fetched.status_code == 200
             assert fetched.content == PNG + b"sea"
             assert hashlib.sha256(fetched.content).hexdigest() == url["sha256"]
+
+
+def test_the_same_commands_work_against_a_server(
+    live_server: LiveServer,
+    upstream: TileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OFFMAPS_CONFIG_DIR", str(tmp_path / "config"))
+    users = live_server.server.client.app.state.services.users  # type: ignore[attr-defined]
+    users.add_user("cacher", PASSWORD, scopes=("cache:write",))
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    code, _, err = run(capsys, "login", live_server.url, "-u", "cacher", "--password-stdin")
+    assert code == 0, err
+    at = ("--server", live_server.url)
+    world = ("--bbox", "-180,-85,180,85", "--zooms", "0-3")
+    code, out, err = run(capsys, "cache", "create", "osm", "--source", upstream.url, *at)
+    assert code == 0, err
+    code, out, _ = run(capsys, "cache", "list", *at, "--json")
+    assert [c["name"] for c in json.loads(out)] == ["osm"]
+    code, out, _ = run(capsys, "cache", "seed", "osm", *world, "--dry-run", "--json", *at)
+    assert json.loads(out)["to_fetch"] == 85
+    code, out, err = run(capsys, "cache", "seed", "osm", *world, "--json", *at)
+    assert code == 0, err
+    assert json.loads(out)["fetched"] == 85
+    code, out, _ = run(capsys, "cache", "seed", "osm", *world, "--json", *at)
+    assert json.loads(out)["skipped"] == 85
+    assert sum(upstream.asked.values()) == 85
+    code, out, _ = run(capsys, "cache", "stats", "osm", "--json", *at)
+    assert json.loads(out)["blobs"] == 81
+    code, out, _ = run(capsys, "cache", "urls", "osm", *world, "--json", *at)
+    found = json.loads(out)
+    assert len(found) == 85
+    assert httpx.get(found[0]["url"]).content == PNG + b"sea"
+    code, out, _ = run(capsys, "cache", "verify", "osm", *at)
+    assert (code, out.split()[0]) == (0, "81")
+    code, out, _ = run(capsys, "cache", "truncate", "osm", "--zooms", "3", *at)
+    assert out.strip() == "64 tiles removed"
+    code, out, _ = run(capsys, "cache", "cleanup", "osm", "--max-bytes", "0", *at)
+    assert out.strip() == "21 tiles removed"
+    code, out, _ = run(capsys, "cache", "gc", *at)
+    assert out.strip() == "81 blobs examined, 81 blobs deleted"
+    code, out, _ = run(capsys, "cache", "delete", "osm", *at)
+    assert out.strip() == "deleted tile cache 'osm'"
+    code, _, err = run(capsys, "cache", "stats", "osm", *at)
+    assert code == 1
+    assert "no tile cache 'osm'" in err

@@ -7,7 +7,6 @@ submit it and follow it; ``offmaps cache seed --data`` runs the same work in the
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -162,18 +161,17 @@ def seed_cache(
         progress=report,
         cancelled=context.cancelled,
     )
-    result = asdict(done)
-    del result["level"]
-    return result
+    return done.as_dict()
 
 
 def clean_cache(
     service: TileCacheService, payload: CleanCache, context: JobContext
 ) -> dict[str, Any]:
     """Run a cleanup as a job (see :class:`CleanCache` for the order of its steps)."""
-    result: dict[str, Any] = {"removed_tiles": 0}
+    result: dict[str, Any] = {}
     name = payload.cache
     if name is not None:
+        result["removed_tiles"] = 0
         if payload.area is not None or payload.zooms is not None:
             context.progress(0.1, f"truncating {name!r}")
             aoi = payload.area.aoi() if payload.area is not None else None

@@ -9,10 +9,10 @@ returns about a cache's contents is a frozen dataclass.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -236,3 +236,31 @@ class CacheStats:
         """When a tile of the cache was last read, if ever."""
         times = [level.last_access for level in self.levels if level.last_access is not None]
         return max(times) if times else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as JSON (the API's, the CLI's and GraphQL's document)."""
+        return {
+            "name": self.name,
+            "tiles": self.tiles,
+            "bytes": self.bytes,
+            "blobs": self.blobs,
+            "blob_bytes": self.blob_bytes,
+            "dedup_saving": self.dedup_saving,
+            "hits": self.hits,
+            "misses": self.misses,
+            "fetches": self.fetches,
+            "errors": self.errors,
+            "last_access": _iso(self.last_access),
+            "levels": [
+                {
+                    **asdict(level),
+                    "dedup_saving": level.dedup_saving,
+                    "last_access": _iso(level.last_access),
+                }
+                for level in self.levels
+            ],
+        }
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()

@@ -19,7 +19,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from offmaps.cache.index import Span, TileIndex
 from offmaps.cache.model import UpstreamSettings
@@ -110,6 +111,25 @@ class SeedPlan:
             for z, count in self.levels.items()
         )
 
+    def as_dict(self) -> dict[str, Any]:
+        """The dry run as JSON (the API's and the CLI's document)."""
+        return {
+            "cache": self.cache,
+            "tiles": self.tiles,
+            "stored": sum(self.stored.values()),
+            "to_fetch": self.to_fetch,
+            "estimated_bytes": self.estimated_bytes,
+            "levels": [
+                {
+                    "z": z,
+                    "tiles": count,
+                    "stored": self.stored.get(z, 0),
+                    "bytes_per_tile": self.bytes_per_tile[z],
+                }
+                for z, count in sorted(self.levels.items())
+            ],
+        }
+
 
 @dataclass(slots=True)
 class SeedProgress:
@@ -142,6 +162,12 @@ class SeedProgress:
     def fraction(self) -> float:
         """Share of the area's tiles dealt with."""
         return self.done / self.total if self.total else 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The outcome as JSON (a seed job's result, the CLI's document)."""
+        found = asdict(self)
+        del found["level"]
+        return found
 
     def message(self) -> str:
         """One line for a progress bar or a job's status."""

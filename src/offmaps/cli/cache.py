@@ -1,47 +1,48 @@
-"""``offmaps cache``: create, list, seed, measure, verify and clean a data folder's tile caches.
+"""``offmaps cache``: create, list, seed, measure, verify and clean tile caches.
 
-Each command works on the data folder of ``--data DIR`` (default ``$OFFMAPS_DATA_DIR``, else
-``./offmaps-data``), through the same service the server runs; a server using the folder sees
-the result. Seeding shows a progress bar on stderr and may be stopped with Ctrl-C and started
-again: it fetches nothing it has.
+Every command works either on a server (``--server URL``, signed in with ``offmaps login``: the
+REST API, seeds and cleanups as its jobs) or on a data folder (``--data DIR``, default
+``$OFFMAPS_DATA_DIR``, else ``./offmaps-data``: the same service the server runs, in this
+process). Both print the same documents with ``--json``. Seeding shows a progress bar on stderr;
+a seed stopped (Ctrl-C, a crash) and started again fetches nothing it has.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import click
 from pydantic import ValidationError
+from shapely.geometry import mapping
 
-from offmaps.cache import (
-    DEFAULT_URL_EXPIRY,
-    CacheDefinition,
-    SeedProgress,
-    TileCacheService,
-)
+from offmaps.cache import DEFAULT_URL_EXPIRY, CacheDefinition, SeedProgress, TileCacheService
 from offmaps.catalog import Catalog
 from offmaps.cli.progress import progress_bar
 from offmaps.cli.tiles import aoi_option, bbox_option, crs_option, parse_zooms, read_aoi
+from offmaps.client.caches import TileCaches
+from offmaps.client.portal import Portal, load_credentials
 from offmaps.errors import CacheError, InvalidAOIError
 from offmaps.services import open_caches
 from offmaps.settings import ServerSettings
 from offmaps.storage import MAX_PRESIGN_EXPIRY
-from offmaps.tiling import AreaOfInterest
+from offmaps.tiling import Area, AreaOfInterest
 from offmaps.types import TileFormat, ZoomRange
 
-__all__ = ["cache"]
+__all__ = ["cache", "parse_bytes", "parse_when"]
 
 _AGE = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _BYTES = re.compile(r"^(\d{1,15})\s*([KMGT]i?B?|B)?$", re.IGNORECASE)
 _POWERS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+Advance = Callable[[int, int | None], None]
 
 
 def parse_when(text: str) -> datetime:
@@ -78,8 +79,219 @@ def parse_bytes(text: str) -> int:
     return int(match.group(1)) * _POWERS[unit]
 
 
+class Caches(Protocol):
+    """What the commands ask of a server or a data folder; answers are the API's documents."""
+
+    def create(self, definition: CacheDefinition) -> dict[str, Any]: ...
+    def list_caches(self) -> list[dict[str, Any]]: ...
+    def plan(
+        self, name: str, aoi: AreaOfInterest, zooms: ZoomRange, before: datetime | None
+    ) -> dict[str, Any]: ...
+    def seed(
+        self,
+        name: str,
+        aoi: AreaOfInterest,
+        zooms: ZoomRange,
+        before: datetime | None,
+        advance: Advance,
+    ) -> dict[str, Any]: ...
+    def urls(
+        self, name: str, aoi: AreaOfInterest, zooms: ZoomRange, expires: int
+    ) -> list[dict[str, Any]]: ...
+    def stats(self, name: str) -> dict[str, Any]: ...
+    def store(self) -> dict[str, Any]: ...
+    def verify(self, name: str | None) -> dict[str, Any]: ...
+    def clean(self, name: str | None, **steps: Any) -> dict[str, Any]: ...
+    def delete(self, name: str) -> None: ...
+
+
+class _Folder:
+    """A data folder's caches, through the service the server runs."""
+
+    def __init__(self, service: TileCacheService, public_url: str | None) -> None:
+        self.service = service
+        self.public_url = public_url
+
+    def create(self, definition: CacheDefinition) -> dict[str, Any]:
+        return self.service.create(definition).model_dump(mode="json")
+
+    def list_caches(self) -> list[dict[str, Any]]:
+        return [d.model_dump(mode="json") for d in self.service.list()]
+
+    def plan(
+        self, name: str, aoi: AreaOfInterest, zooms: ZoomRange, before: datetime | None
+    ) -> dict[str, Any]:
+        return self.service.plan(name, aoi, zooms, refresh_before=before).as_dict()
+
+    def seed(
+        self,
+        name: str,
+        aoi: AreaOfInterest,
+        zooms: ZoomRange,
+        before: datetime | None,
+        advance: Advance,
+    ) -> dict[str, Any]:
+        done = [0]
+
+        def report(state: SeedProgress) -> None:
+            advance(state.done - done[0], state.total)
+            done[0] = state.done
+
+        return self.service.seed(name, aoi, zooms, refresh_before=before, progress=report).as_dict()
+
+    def urls(
+        self, name: str, aoi: AreaOfInterest, zooms: ZoomRange, expires: int
+    ) -> list[dict[str, Any]]:
+        base = (self.public_url or "").rstrip("/")
+        found: list[dict[str, Any]] = []
+        after = None
+        while True:
+            page, after = self.service.tile_urls(
+                name, aoi, zooms, expires=timedelta(seconds=expires), after=after, limit=10_000
+            )
+            for item in page:
+                url = item.url.url
+                if url.startswith("/"):
+                    if not base:
+                        raise CacheError(
+                            "the data folder signs URLs of its server: give --public-url "
+                            "(or set OFFMAPS_PUBLIC_URL)"
+                        )
+                    url = base + url
+                found.append(
+                    {
+                        "z": item.tile.z,
+                        "x": item.tile.x,
+                        "y": item.tile.y,
+                        "sha256": item.sha256,
+                        "size": item.size,
+                        "url": url,
+                        "method": str(item.url.method),
+                        "headers": dict(item.url.headers),
+                        "expires_at": item.url.expires_at.isoformat(),
+                    }
+                )
+            if after is None:
+                return found
+
+    def stats(self, name: str) -> dict[str, Any]:
+        return self.service.stats(name).as_dict()
+
+    def store(self) -> dict[str, Any]:
+        return asdict(self.service.store_stats())
+
+    def verify(self, name: str | None) -> dict[str, Any]:
+        report = self.service.verify(name)
+        return {"checked": report.checked, "damaged": list(report.damaged)}
+
+    def clean(self, name: str | None, **steps: Any) -> dict[str, Any]:
+        removed = 0
+        result: dict[str, Any] = {}
+        if name is not None:
+            if "area" in steps or "zooms" in steps:
+                removed += self.service.truncate(name, steps.get("area"), steps.get("zooms"))
+            if "older_than" in steps or "max_bytes" in steps:
+                removed += self.service.cleanup(
+                    name, older_than=steps.get("older_than"), max_bytes=steps.get("max_bytes")
+                )
+            result["removed_tiles"] = removed
+        if steps.get("gc"):
+            collected = self.service.gc()
+            result["examined_blobs"] = collected.examined
+            result["deleted_blobs"] = collected.deleted
+        return result
+
+    def delete(self, name: str) -> None:
+        self.service.delete(name)
+
+
+class _Server:
+    """A server's caches, through its REST API (the SDK's :class:`TileCaches`)."""
+
+    def __init__(self, caches: TileCaches) -> None:
+        self.caches = caches
+
+    @staticmethod
+    def _area(aoi: AreaOfInterest) -> Area:
+        return Area(geometry=dict(mapping(aoi.to_wgs84())))
+
+    def create(self, definition: CacheDefinition) -> dict[str, Any]:
+        return self.caches.create(definition.model_dump(mode="json"))
+
+    def list_caches(self) -> list[dict[str, Any]]:
+        return self.caches.list()
+
+    def plan(
+        self, name: str, aoi: AreaOfInterest, zooms: ZoomRange, before: datetime | None
+    ) -> dict[str, Any]:
+        return self.caches.plan(name, self._area(aoi), zooms, refresh_before=before)
+
+    def seed(
+        self,
+        name: str,
+        aoi: AreaOfInterest,
+        zooms: ZoomRange,
+        before: datetime | None,
+        advance: Advance,
+    ) -> dict[str, Any]:
+        job = self.caches.seed(name, self._area(aoi), zooms, refresh_before=before)
+        total = int(job["plan"]["tiles"])
+        done = [0]
+
+        def report(fraction: float, _: str) -> None:
+            now = round(fraction * total)
+            advance(now - done[0], total)
+            done[0] = now
+
+        return self.caches.wait(job, on_progress=report)
+
+    def urls(
+        self, name: str, aoi: AreaOfInterest, zooms: ZoomRange, expires: int
+    ) -> list[dict[str, Any]]:
+        return self.caches.urls(name, self._area(aoi), zooms, expires=expires)
+
+    def stats(self, name: str) -> dict[str, Any]:
+        return self.caches.stats(name)
+
+    def store(self) -> dict[str, Any]:
+        return self.caches.store()
+
+    def verify(self, name: str | None) -> dict[str, Any]:
+        if name is None:
+            raise CacheError("a server verifies one cache at a time: give its name")
+        return self.caches.verify(name)
+
+    def clean(self, name: str | None, **steps: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if "area" in steps and steps["area"] is not None:
+            body["area"] = self._area(steps["area"]).model_dump(mode="json")
+        zooms = steps.get("zooms")
+        if zooms is not None:
+            body["min_zoom"], body["max_zoom"] = zooms.min, zooms.max
+        if steps.get("older_than") is not None:
+            body["older_than"] = steps["older_than"].isoformat()
+        if steps.get("max_bytes") is not None:
+            body["max_bytes"] = steps["max_bytes"]
+        if name is None:
+            return self.caches.wait(self.caches.gc())
+        if steps.get("gc"):
+            body["gc"] = True
+        if not body:  # truncate everything: every level
+            body["min_zoom"], body["max_zoom"] = 0, 30
+        return self.caches.wait(self.caches.clean(name, **body))
+
+    def delete(self, name: str) -> None:
+        self.caches.delete(name)
+
+
 @contextmanager
-def _service(data_dir: Path | None) -> Iterator[TileCacheService]:
+def _caches(data_dir: Path | None, server: str | None, public_url: str | None) -> Iterator[Caches]:
+    if server is not None:
+        if data_dir is not None:
+            raise CacheError("give --server or --data, not both")
+        with Portal(server, credentials=load_credentials(server)) as portal:
+            yield _Server(TileCaches(portal))
+        return
     settings = ServerSettings() if data_dir is None else ServerSettings(data_dir=data_dir)
     if not settings.data_dir.is_dir():
         raise CacheError(f"{settings.data_dir}: no such data folder")
@@ -87,7 +299,7 @@ def _service(data_dir: Path | None) -> Iterator[TileCacheService]:
     try:
         service = open_caches(settings, catalog)
         try:
-            yield service
+            yield _Folder(service, public_url or settings.public_url)
         finally:
             service.close()
     finally:
@@ -98,13 +310,20 @@ def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
-data_option = click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="The data folder (default: $OFFMAPS_DATA_DIR, else ./offmaps-data).",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def _where(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--server URL`` or ``--data DIR``, and ``--json``."""
+    function = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(
+        function
+    )
+    function = click.option(
+        "--data",
+        "data_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        help="A data folder (default: $OFFMAPS_DATA_DIR, else ./offmaps-data).",
+    )(function)
+    return click.option("--server", help="A server's URL (sign in first with offmaps login).")(
+        function
+    )
 
 
 def _area(aoi_file: Path | None, bbox: str | None, crs: str) -> AreaOfInterest:
@@ -136,8 +355,7 @@ def cache() -> None:
 @click.option("--zooms", default="0-19", show_default=True, help="Levels cached, A-B.")
 @click.option("--rate", type=float, help="Requests per second to the upstream (default 50).")
 @click.option("--concurrency", type=int, help="Requests in flight while seeding (default 4).")
-@data_option
-@json_option
+@_where
 def create(
     name: str,
     template: str | None,
@@ -148,6 +366,7 @@ def create(
     zooms: str,
     rate: float | None,
     concurrency: int | None,
+    server: str | None,
     data_dir: Path | None,
     as_json: bool,
 ) -> None:
@@ -177,28 +396,28 @@ def create(
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise CacheError(f"{where}: {first['msg']}".removeprefix(": ")) from None
-    with _service(data_dir) as service:
-        service.create(definition)
+    with _caches(data_dir, server, None) as caches:
+        created = caches.create(definition)
     if as_json:
-        _echo_json(definition.model_dump(mode="json"))
+        _echo_json(created)
     else:
         click.echo(f"created tile cache {name!r}")
 
 
 @cache.command("list")
-@data_option
-@json_option
-def list_caches(data_dir: Path | None, as_json: bool) -> None:
-    """The tile caches of the data folder."""
-    with _service(data_dir) as service:
-        found = service.list()
+@_where
+def list_caches(server: str | None, data_dir: Path | None, as_json: bool) -> None:
+    """The tile caches."""
+    with _caches(data_dir, server, None) as caches:
+        found = caches.list_caches()
     if as_json:
-        _echo_json([d.model_dump(mode="json") for d in found])
+        _echo_json(found)
         return
     for d in found:
+        source = d["source"]
         click.echo(
-            f"{d.name}  {d.source.kind.value}:{d.source.location}  {d.tms}  {d.format.value}  "
-            f"z{d.min_zoom}-{d.max_zoom}"
+            f"{d['name']}  {source['kind']}:{source['location']}  {d['tms']}  {d['format']}  "
+            f"z{d['min_zoom']}-{d['max_zoom']}"
         )
 
 
@@ -213,8 +432,7 @@ def list_caches(data_dir: Path | None, as_json: bool) -> None:
     help="Refetch tiles the source last gave before this (an age such as 7d, or ISO 8601).",
 )
 @click.option("--dry-run", is_flag=True, help="Count the tiles and estimate the bytes only.")
-@data_option
-@json_option
+@_where
 def seed(
     name: str,
     aoi_file: Path | None,
@@ -223,6 +441,7 @@ def seed(
     zooms: str,
     refresh_before: str | None,
     dry_run: bool,
+    server: str | None,
     data_dir: Path | None,
     as_json: bool,
 ) -> None:
@@ -230,27 +449,12 @@ def seed(
     aoi = _area(aoi_file, bbox, aoi_crs)
     levels = parse_zooms(zooms)
     before = parse_when(refresh_before) if refresh_before else None
-    with _service(data_dir) as service:
-        plan = service.plan(name, aoi, levels, refresh_before=before)
+    with _caches(data_dir, server, None) as caches:
         if dry_run:
-            result: dict[str, Any] = {
-                "tiles": plan.tiles,
-                "stored": plan.tiles - plan.to_fetch,
-                "to_fetch": plan.to_fetch,
-                "estimated_bytes": plan.estimated_bytes,
-                "levels": plan.levels,
-            }
+            result = caches.plan(name, aoi, levels, before)
         else:
-            with progress_bar(f"seeding {name}", plan.tiles) as advance:
-                done = [0]
-
-                def report(state: SeedProgress) -> None:
-                    advance(state.done - done[0])
-                    done[0] = state.done
-
-                state = service.seed(name, aoi, levels, refresh_before=before, progress=report)
-            result = asdict(state)
-            del result["level"]
+            with progress_bar(f"seeding {name}", None) as advance:
+                result = caches.seed(name, aoi, levels, before, advance)
     if as_json:
         _echo_json(result)
     elif dry_run:
@@ -281,10 +485,9 @@ def seed(
 )
 @click.option(
     "--public-url",
-    help="The server's URL, for the data folder's own URLs (default: $OFFMAPS_PUBLIC_URL).",
+    help="The server's URL, for a data folder's own URLs (default: $OFFMAPS_PUBLIC_URL).",
 )
-@data_option
-@json_option
+@_where
 def urls(
     name: str,
     aoi_file: Path | None,
@@ -293,6 +496,7 @@ def urls(
     zooms: str,
     expires: int,
     public_url: str | None,
+    server: str | None,
     data_dir: Path | None,
     as_json: bool,
 ) -> None:
@@ -300,37 +504,8 @@ def urls(
     SHA-256, for a device to fetch straight from storage."""
     aoi = _area(aoi_file, bbox, aoi_crs)
     levels = parse_zooms(zooms)
-    found: list[dict[str, Any]] = []
-    with _service(data_dir) as service:
-        base = (public_url or _public_url(data_dir) or "").rstrip("/")
-        after = None
-        while True:
-            page, after = service.tile_urls(
-                name, aoi, levels, expires=timedelta(seconds=expires), after=after, limit=10_000
-            )
-            for item in page:
-                url = item.url.url
-                if url.startswith("/"):
-                    if not base:
-                        raise CacheError(
-                            "the data folder signs URLs of its server: give --public-url "
-                            "(or set OFFMAPS_PUBLIC_URL)"
-                        )
-                    url = base + url
-                found.append(
-                    {
-                        "z": item.tile.z,
-                        "x": item.tile.x,
-                        "y": item.tile.y,
-                        "sha256": item.sha256,
-                        "size": item.size,
-                        "url": url,
-                        "headers": dict(item.url.headers),
-                        "expires_at": item.url.expires_at.isoformat(),
-                    }
-                )
-            if after is None:
-                break
+    with _caches(data_dir, server, public_url) as caches:
+        found = caches.urls(name, aoi, levels, expires)
     if as_json:
         _echo_json(found)
     else:
@@ -338,73 +513,47 @@ def urls(
             click.echo(f"{entry['z']}/{entry['x']}/{entry['y']} {entry['sha256']} {entry['url']}")
 
 
-def _public_url(data_dir: Path | None) -> str | None:
-    """The public URL the settings give (``OFFMAPS_PUBLIC_URL``), if any."""
-    settings = ServerSettings() if data_dir is None else ServerSettings(data_dir=data_dir)
-    return settings.public_url
-
-
 @cache.command("stats")
 @click.argument("name", required=False)
-@data_option
-@json_option
-def stats(name: str | None, data_dir: Path | None, as_json: bool) -> None:
+@_where
+def stats(name: str | None, server: str | None, data_dir: Path | None, as_json: bool) -> None:
     """Tiles, bytes, distinct blobs, dedup saving and use of cache NAME, per level (or the
     blob store under every cache, without NAME)."""
-    with _service(data_dir) as service:
-        if name is None:
-            store = asdict(service.store_stats())
-            if as_json:
-                _echo_json(store)
-            else:
-                click.echo(", ".join(f"{k} {v:,}" for k, v in store.items()))
-            return
-        found = service.stats(name)
-    levels = [{**asdict(level), "dedup_saving": level.dedup_saving} for level in found.levels]
-    document = {
-        "name": found.name,
-        "tiles": found.tiles,
-        "bytes": found.bytes,
-        "blobs": found.blobs,
-        "blob_bytes": found.blob_bytes,
-        "dedup_saving": found.dedup_saving,
-        "hits": found.hits,
-        "misses": found.misses,
-        "fetches": found.fetches,
-        "errors": found.errors,
-        "levels": levels,
-    }
+    with _caches(data_dir, server, None) as caches:
+        found = caches.store() if name is None else caches.stats(name)
     if as_json:
-        _echo_json(document)
-        return
-    click.echo(
-        f"{found.name}: {found.tiles:,} tiles, {found.bytes:,} bytes in {found.blobs:,} blobs "
-        f"({found.blob_bytes:,} bytes; dedup saves {found.dedup_saving:,})"
-    )
-    for level in found.levels:
+        _echo_json(found)
+    elif name is None:
+        click.echo(", ".join(f"{k} {v:,}" for k, v in found.items()))
+    else:
         click.echo(
-            f"  z{level.z}: {level.tiles:,} tiles, {level.bytes:,} bytes, {level.blobs:,} blobs, "
-            f"{level.hits:,} hits, {level.misses:,} misses, {level.fetches:,} fetches, "
-            f"{level.errors:,} errors"
+            f"{found['name']}: {found['tiles']:,} tiles, {found['bytes']:,} bytes in "
+            f"{found['blobs']:,} blobs ({found['blob_bytes']:,} bytes; dedup saves "
+            f"{found['dedup_saving']:,})"
         )
+        for level in found["levels"]:
+            click.echo(
+                f"  z{level['z']}: {level['tiles']:,} tiles, {level['bytes']:,} bytes, "
+                f"{level['blobs']:,} blobs, {level['hits']:,} hits, {level['misses']:,} misses, "
+                f"{level['fetches']:,} fetches, {level['errors']:,} errors"
+            )
 
 
 @cache.command("verify")
 @click.argument("name", required=False)
-@data_option
-@json_option
-def verify(name: str | None, data_dir: Path | None, as_json: bool) -> None:
-    """Hash every blob of cache NAME (or of every cache) again; exit 1 if any was damaged (they
-    are dropped, to be fetched again)."""
-    with _service(data_dir) as service:
-        report = service.verify(name)
+@_where
+def verify(name: str | None, server: str | None, data_dir: Path | None, as_json: bool) -> None:
+    """Hash every blob of cache NAME (or of every cache of a data folder) again; exit 1 if any
+    was damaged (they are dropped, to be fetched again)."""
+    with _caches(data_dir, server, None) as caches:
+        report = caches.verify(name)
     if as_json:
-        _echo_json({"checked": report.checked, "damaged": list(report.damaged)})
+        _echo_json(report)
     else:
-        click.echo(f"{report.checked:,} blobs checked, {len(report.damaged):,} damaged")
-        for key in report.damaged:
+        click.echo(f"{report['checked']:,} blobs checked, {len(report['damaged']):,} damaged")
+        for key in report["damaged"]:
             click.echo(f"  damaged: {key}")
-    if report.damaged:
+    if report["damaged"]:
         raise click.exceptions.Exit(1)
 
 
@@ -414,55 +563,80 @@ def verify(name: str | None, data_dir: Path | None, as_json: bool) -> None:
 @bbox_option
 @crs_option
 @click.option("--zooms", help="Only these levels, A-B.")
-@data_option
+@_where
 def truncate(
     name: str,
     aoi_file: Path | None,
     bbox: str | None,
     aoi_crs: str,
     zooms: str | None,
+    server: str | None,
     data_dir: Path | None,
+    as_json: bool,
 ) -> None:
     """Remove tiles of cache NAME: inside an area, at some levels, or all of them."""
-    aoi = read_aoi(aoi_file, bbox, aoi_crs)
-    levels: ZoomRange | None = parse_zooms(zooms) if zooms else None
-    with _service(data_dir) as service:
-        removed = service.truncate(name, aoi, levels)
-    click.echo(f"removed {removed:,} tiles")
+    steps: dict[str, Any] = {"area": read_aoi(aoi_file, bbox, aoi_crs)}
+    if zooms:
+        steps["zooms"] = parse_zooms(zooms)
+    with _caches(data_dir, server, None) as caches:
+        result = caches.clean(name, **steps)
+    _done(result, as_json)
 
 
 @cache.command("cleanup")
 @click.argument("name")
 @click.option("--older-than", help="Remove tiles stored before this (an age such as 30d, or ISO).")
 @click.option("--max-bytes", help="Keep the cache under this size (500M, 2G) by least recent use.")
-@data_option
+@_where
 def cleanup(
-    name: str, older_than: str | None, max_bytes: str | None, data_dir: Path | None
+    name: str,
+    older_than: str | None,
+    max_bytes: str | None,
+    server: str | None,
+    data_dir: Path | None,
+    as_json: bool,
 ) -> None:
     """Remove old tiles of cache NAME, or the least recently used ones beyond a size."""
     if older_than is None and max_bytes is None:
         raise CacheError("give --older-than, --max-bytes or both")
-    before = parse_when(older_than) if older_than else None
-    limit = parse_bytes(max_bytes) if max_bytes else None
-    with _service(data_dir) as service:
-        removed = service.cleanup(name, older_than=before, max_bytes=limit)
-    click.echo(f"removed {removed:,} tiles")
+    steps: dict[str, Any] = {}
+    if older_than:
+        steps["older_than"] = parse_when(older_than)
+    if max_bytes:
+        steps["max_bytes"] = parse_bytes(max_bytes)
+    with _caches(data_dir, server, None) as caches:
+        result = caches.clean(name, **steps)
+    _done(result, as_json)
 
 
 @cache.command("gc")
-@data_option
-def gc(data_dir: Path | None) -> None:
-    """Delete the blobs no cache names any more (safe while the server runs)."""
-    with _service(data_dir) as service:
-        collected = service.gc()
-    click.echo(f"{collected.examined:,} blobs examined, {collected.deleted:,} deleted")
+@_where
+def gc(server: str | None, data_dir: Path | None, as_json: bool) -> None:
+    """Delete the blobs no cache names any more (safe while a server seeds and serves)."""
+    with _caches(data_dir, server, None) as caches:
+        result = caches.clean(None, gc=True)
+    _done(result, as_json)
 
 
 @cache.command("delete")
 @click.argument("name")
-@data_option
-def delete(name: str, data_dir: Path | None) -> None:
+@_where
+def delete(name: str, server: str | None, data_dir: Path | None, as_json: bool) -> None:
     """Remove cache NAME and its tiles (then `offmaps cache gc` frees their blobs)."""
-    with _service(data_dir) as service:
-        removed = service.delete(name)
-    click.echo(f"deleted tile cache {name!r} ({removed:,} tiles)")
+    with _caches(data_dir, server, None) as caches:
+        caches.delete(name)
+    _done({"deleted": name}, as_json)
+
+
+def _done(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _echo_json(result)
+    elif "deleted" in result:
+        click.echo(f"deleted tile cache {result['deleted']!r}")
+    else:
+        words = {
+            "removed_tiles": "tiles removed",
+            "examined_blobs": "blobs examined",
+            "deleted_blobs": "blobs deleted",
+        }
+        click.echo(", ".join(f"{result[k]:,} {words[k]}" for k in words if k in result))

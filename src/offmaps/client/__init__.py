@@ -3,11 +3,14 @@
 Beside the server, which it never imports. Errors from the server's problem documents are raised
 again as the same :mod:`offmaps.errors` classes. :class:`OfflineMapTask` takes web maps offline
 (docs/offline.md); :class:`AsyncOfflineMapTask` is the same for asyncio code;
-:class:`OfflineMapSyncTask` syncs a package's edits with the server (docs/sync.md).
+:class:`OfflineMapSyncTask` syncs a package's edits with the server (docs/sync.md);
+:class:`TileCaches` manages its tile caches and moves tiles through presigned URLs
+(docs/cache.md).
 """
 
 from __future__ import annotations
 
+from offmaps.client.caches import TileCaches
 from offmaps.client.offline import (
     AsyncGenerateOfflineMapJob,
     AsyncOfflineMapTask,
@@ -45,5 +48,6 @@ __all__ = [
     "Portal",
     "PortalItem",
     "SyncOfflineMapParameters",
+    "TileCaches",
     "WebMapSummary",
 ]

@@ -34,8 +34,6 @@ from offmaps.cache import (
     MAX_GRANT_TILES,
     MAX_URLS_PAGE,
     CacheDefinition,
-    CacheStats,
-    SeedPlan,
     TileURL,
 )
 from offmaps.cache.jobs import (
@@ -88,31 +86,6 @@ class SeedRequest(SeedArea):
     dry_run: bool = False
 
 
-def stats_document(stats: CacheStats) -> dict[str, Any]:
-    """A cache's figures as JSON."""
-    return {
-        "name": stats.name,
-        "tiles": stats.tiles,
-        "bytes": stats.bytes,
-        "blobs": stats.blobs,
-        "blob_bytes": stats.blob_bytes,
-        "dedup_saving": stats.dedup_saving,
-        "hits": stats.hits,
-        "misses": stats.misses,
-        "fetches": stats.fetches,
-        "errors": stats.errors,
-        "last_access": stats.last_access.isoformat() if stats.last_access else None,
-        "levels": [
-            {
-                **asdict(level),
-                "dedup_saving": level.dedup_saving,
-                "last_access": level.last_access.isoformat() if level.last_access else None,
-            }
-            for level in stats.levels
-        ],
-    }
-
-
 def _cache_document(definition: CacheDefinition, request: Request) -> dict[str, Any]:
     base = base_url(request)
     return {
@@ -148,37 +121,18 @@ def get_cache(name: str, request: Request, services: ServicesDep) -> dict[str, A
     """A cache's definition and figures."""
     definition = services.caches.definition(name)
     stats = services.caches.stats(name)
-    return {**_cache_document(definition, request), "stats": stats_document(stats)}
+    return {**_cache_document(definition, request), "stats": stats.as_dict()}
 
 
 def stats_of_cache(name: str, services: ServicesDep) -> dict[str, Any]:
     """A cache's figures per level."""
-    return stats_document(services.caches.stats(name))
+    return services.caches.stats(name).as_dict()
 
 
 def delete_cache(name: str, services: ServicesDep) -> Response:
     """Remove a cache and its tiles; their blobs go at the next garbage collection."""
     services.caches.delete(name)
     return Response(status_code=204)
-
-
-def _plan_document(plan: SeedPlan) -> dict[str, Any]:
-    return {
-        "cache": plan.cache,
-        "tiles": plan.tiles,
-        "stored": sum(plan.stored.values()),
-        "to_fetch": plan.to_fetch,
-        "estimated_bytes": plan.estimated_bytes,
-        "levels": [
-            {
-                "z": z,
-                "tiles": count,
-                "stored": plan.stored.get(z, 0),
-                "bytes_per_tile": plan.bytes_per_tile[z],
-            }
-            for z, count in sorted(plan.levels.items())
-        ],
-    }
 
 
 def seed_cache(
@@ -202,10 +156,10 @@ def seed_cache(
         name, payload.area.aoi(), payload.zooms, refresh_before=payload.refresh_before
     )
     if body.dry_run:
-        return _plan_document(plan)
+        return plan.as_dict()
     job = jobs.submit(SEED_TILE_CACHE, payload, owner=principal.subject)
     response.status_code = 201
-    return {**job_json(job, request), "plan": _plan_document(plan)}
+    return {**job_json(job, request), "plan": plan.as_dict()}
 
 
 def clean_cache(
