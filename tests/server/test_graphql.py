@@ -8,6 +8,7 @@ schema (docs/schema.graphql), which `python -m tests.server.test_graphql` writes
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -152,6 +153,39 @@ def test_caches_through_a_graphql_client(
         stats["tiles"], stats["blobs"], stats["dedupSaving"],
     )  # fmt: skip
     assert [(level["z"], level["tiles"]) for level in rest["levels"]] == levels
+
+    # presigned URLs: downloads, then an upload granted, put and committed
+    page = _run(
+        client,
+        """query Urls($area: JSON!) { tileUrls(name: "world", area: $area, minZoom: 0,
+              maxZoom: 2, limit: 5) { urls { z x y sha256 url method } next { z x y } } }""",
+        {"area": WORLD},
+    )["tileUrls"]
+    assert len(page["urls"]) == 5
+    assert page["next"] is not None
+    first = page["urls"][0]
+    fetched = httpx.get(first["url"])
+    assert hashlib.sha256(fetched.content).hexdigest() == first["sha256"]
+    fresh = b"\x89PNG\r\n\x1a\nfrom the field"
+    grant = _run(
+        client,
+        """mutation Grant($sha: String!, $size: Long!) { grantUploads(name: "world",
+              tiles: [{z: 2, x: 0, y: 0, sha256: $sha, size: $size}]) {
+              id uploads { url method headers } } }""",
+        {"sha": hashlib.sha256(fresh).hexdigest(), "size": len(fresh)},
+    )["grantUploads"]
+    (upload,) = grant["uploads"]
+    assert httpx.put(upload["url"], content=fresh, headers=upload["headers"]).status_code == 201
+    committed = _run(
+        client,
+        """mutation Commit($id: String!) { commitUploads(name: "world", grantId: $id) {
+              committed changed } }""",
+        {"id": grant["id"]},
+    )["commitUploads"]
+    assert committed == {"committed": True, "changed": 1}
+    served = live_server.server.client.get("/tiles/world/2/0/0", headers=_token(
+        live_server.server, "admin"))  # fmt: skip
+    assert served.content == fresh
 
 
 def test_errors_carry_the_rest_codes(clients: Any, cacher: dict[str, str]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import strawberry
@@ -53,8 +53,14 @@ from offmaps.server.graphql.types import (
     SeedJob,
     SeedPlanType,
     ServerChangeType,
+    TileKey,
+    TileUrl,
+    TileUrlPage,
+    UploadCommit,
+    UploadGrantType,
     VerifyResult,
 )
+from offmaps.server.rest.caches import UploadsRequest, UrlsRequest, presigned_urls
 from offmaps.services import Services
 from offmaps.state.syncstate import Conflict
 
@@ -153,6 +159,30 @@ class CacheInput:
         if self.upstream is not None:
             document["upstream"] = given(vars(self.upstream))
         return CacheDefinition.model_validate(document)
+
+
+@strawberry.input(description="One tile: level, column, row (from the top).")
+class TileKeyInput:
+    """As a tile of ``POST /api/caches/{name}/urls``."""
+
+    z: int
+    x: Long
+    y: Long
+
+
+@strawberry.input(description="A tile a client holds: its key, SHA-256 and size.")
+class UploadTileInput:
+    """As a tile of ``POST /api/caches/{name}/uploads``."""
+
+    z: int
+    x: Long
+    y: Long
+    sha256: str
+    size: Long
+
+
+def _keys(tiles: list[TileKeyInput] | None) -> list[dict[str, int]] | None:
+    return None if tiles is None else [{"z": t.z, "x": int(t.x), "y": int(t.y)} for t in tiles]
 
 
 @strawberry.input(description="An attachment as it travels (its bytes go by REST uploads).")
@@ -278,6 +308,44 @@ class Query:
             refresh_before=payload.refresh_before,
         )
         return SeedPlanType.of(plan)
+
+    @strawberry.field(
+        description="Presigned GET URLs of stored tiles, listed or of an area (cache:read)."
+    )
+    async def tile_urls(
+        self,
+        info: Info,
+        name: str,
+        tiles: list[TileKeyInput] | None = None,
+        area: JSON | None = None,
+        min_zoom: int | None = None,
+        max_zoom: int | None = None,
+        after: TileKeyInput | None = None,
+        limit: int = 1000,
+        expires_s: int | None = None,
+    ) -> TileUrlPage:
+        """``POST /api/caches/{name}/urls``."""
+        document: dict[str, Any] = {
+            "tiles": _keys(tiles),
+            "area": None if area is None else {"geometry": area},
+            "min_zoom": min_zoom,
+            "max_zoom": max_zoom,
+            "after": None
+            if after is None
+            else {"z": after.z, "x": int(after.x), "y": int(after.y)},
+            "limit": limit,
+        }
+        if expires_s is not None:
+            document["expires_s"] = expires_s
+        body = UrlsRequest.model_validate(document)
+        context = info.context
+        found, following = await _run(presigned_urls, context.services, name, body)
+        return TileUrlPage(
+            urls=[TileUrl.of(item, context.base) for item in found],
+            next=None
+            if following is None
+            else TileKey(z=following.z, x=Long(following.x), y=Long(following.y)),
+        )
 
     @strawberry.field(description="A job of yours (offline:sync or cache:write).")
     async def job(self, info: Info, id: str) -> JobType:
@@ -507,6 +575,48 @@ class Mutation:
     async def verify_cache(self, info: Info, name: str) -> VerifyResult:
         """``POST /api/caches/{name}/verify``."""
         return VerifyResult.of(await _run(info.context.services.caches.verify, name))
+
+    @strawberry.mutation(
+        description="Presigned PUT URLs for tiles, bound to their SHA-256, and a grant to "
+        "commit them with (cache:write)."
+    )
+    async def grant_uploads(
+        self, info: Info, name: str, tiles: list[UploadTileInput], expires_s: int | None = None
+    ) -> UploadGrantType:
+        """``POST /api/caches/{name}/uploads``."""
+        document: dict[str, Any] = {
+            "tiles": [
+                {"z": t.z, "x": int(t.x), "y": int(t.y), "sha256": t.sha256, "size": int(t.size)}
+                for t in tiles
+            ]
+        }
+        if expires_s is not None:
+            document["expires_s"] = expires_s
+        body = UploadsRequest.model_validate(document)
+        context = info.context
+        grant = await _run(
+            context.services.caches.grant_uploads,
+            name,
+            [(t.tile, t.sha256, t.size) for t in body.tiles],
+            owner=_owner(context.principal),
+            expires=timedelta(seconds=body.expires_s),
+        )
+        return UploadGrantType.of(grant, context.base)
+
+    @strawberry.mutation(
+        description="Check a grant's uploaded tiles and make them visible, all or none "
+        "(cache:write)."
+    )
+    async def commit_uploads(self, info: Info, name: str, grant_id: str) -> UploadCommit:
+        """``POST /api/caches/{name}/uploads/{id}/commit``."""
+        context = info.context
+        changed = await _run(
+            context.services.caches.commit_uploads,
+            name,
+            grant_id,
+            owner=_owner(context.principal),
+        )
+        return UploadCommit(committed=True, changed=Long(changed))
 
     @strawberry.mutation(description="Start collecting the blobs no cache names (cache:write).")
     async def collect_garbage(self, info: Info) -> JobType:

@@ -52,6 +52,9 @@ FIELD_REQUIREMENTS: Mapping[str, ScopeRequirement] = MappingProxyType(
         "cleanCache": WRITE_CACHES,
         "verifyCache": WRITE_CACHES,
         "collectGarbage": WRITE_CACHES,
+        "tileUrls": READ_CACHES,  # REST: POST /api/caches/{name}/urls
+        "grantUploads": WRITE_CACHES,
+        "commitUploads": WRITE_CACHES,
         # jobs (REST: /api/jobs/{id})
         "job": FOLLOW_JOBS,
         "cancelJob": FOLLOW_JOBS,
@@ -66,7 +69,6 @@ FIELD_REQUIREMENTS: Mapping[str, ScopeRequirement] = MappingProxyType(
         "conflicts": SYNC,
         "conflict": SYNC,
         "resolveConflict": EDIT,
-        # presigned URL grants and commits (cache:read / cache:write) come with their service
     }
 )
 """What each root field needs, the requirement of the REST route doing the same work."""

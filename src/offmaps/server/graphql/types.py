@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import strawberry
 
 from offmaps.cache import CacheDefinition, CacheStats, SeedPlan, SourceKind, ZoomStats
-from offmaps.cache.service import StoreStats, VerifyReport
+from offmaps.cache.service import StoreStats, TileURL, UploadGrant, VerifyReport
 from offmaps.jobs import Job
 from offmaps.replicas import ReplicaInfo
 from offmaps.replicas.uploads import UploadState
@@ -51,6 +51,11 @@ __all__ = [
     "SeedPlanType",
     "ServerChangeType",
     "Upstream",
+    "TileKey",
+    "TileUrl",
+    "TileUrlPage",
+    "UploadCommit",
+    "UploadGrantType",
     "VerifyResult",
 ]
 
@@ -283,6 +288,82 @@ class VerifyResult:
     def of(cls, report: VerifyReport) -> VerifyResult:
         """The type of a service value."""
         return cls(checked=Long(report.checked), damaged=list(report.damaged))
+
+
+@strawberry.type(description="A presigned URL of one tile's bytes in storage.")
+class TileUrl:
+    """A :class:`~offmaps.cache.TileURL`: send ``method`` to ``url`` with ``headers``."""
+
+    z: int
+    x: Long
+    y: Long
+    sha256: str
+    size: Long
+    url: str
+    method: str
+    headers: JSON
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, found: TileURL, base: str) -> TileUrl:
+        """The type of a service value; this server's own URLs made absolute with ``base``."""
+        url = found.url.url
+        return cls(
+            z=found.tile.z,
+            x=Long(found.tile.x),
+            y=Long(found.tile.y),
+            sha256=found.sha256,
+            size=Long(found.size),
+            url=f"{base}{url}" if url.startswith("/") else url,
+            method=str(found.url.method),
+            headers=JSON(dict(found.url.headers)),
+            expires_at=found.url.expires_at,
+        )
+
+
+@strawberry.type(description="One tile's key: level, column, row (from the top).")
+class TileKey:
+    """A :class:`~offmaps.types.Tile`."""
+
+    z: int
+    x: Long
+    y: Long
+
+
+@strawberry.type(description="A page of presigned download URLs; next is the next page's after.")
+class TileUrlPage:
+    """The answer of ``POST /api/caches/{name}/urls``."""
+
+    urls: list[TileUrl]
+    next: TileKey | None
+
+
+@strawberry.type(description="Presigned upload URLs and the grant to commit them with.")
+class UploadGrantType:
+    """An :class:`~offmaps.cache.UploadGrant`."""
+
+    id: str
+    cache: str
+    expires_at: datetime
+    uploads: list[TileUrl]
+
+    @classmethod
+    def of(cls, grant: UploadGrant, base: str) -> UploadGrantType:
+        """The type of a service value."""
+        return cls(
+            id=grant.id,
+            cache=grant.cache,
+            expires_at=grant.expires_at,
+            uploads=[TileUrl.of(item, base) for item in grant.uploads],
+        )
+
+
+@strawberry.type(description="A committed upload grant.")
+class UploadCommit:
+    """What ``POST /api/caches/{name}/uploads/{id}/commit`` answers."""
+
+    committed: bool
+    changed: Long
 
 
 # --- jobs -----------------------------------------------------------------------------------

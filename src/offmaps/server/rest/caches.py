@@ -48,6 +48,7 @@ from offmaps.errors import CacheError
 from offmaps.server.auth import GatedRoute, require_scopes
 from offmaps.server.links import absolute_url, base_url
 from offmaps.server.rest.deps import JobsDep, PrincipalDep, ServicesDep, job_json
+from offmaps.services import Services
 from offmaps.storage import MAX_PRESIGN_EXPIRY
 from offmaps.tiling import Area
 from offmaps.types import Tile, ZoomRange
@@ -57,6 +58,7 @@ __all__ = [
     "UploadsRequest",
     "UrlsRequest",
     "caches_router",
+    "presigned_urls",
     "commit_uploads",
     "grant_uploads",
     "tile_urls",
@@ -291,28 +293,32 @@ def _url_document(found: TileURL, request: Request) -> dict[str, Any]:
     }
 
 
+def presigned_urls(
+    services: Services, name: str, body: UrlsRequest
+) -> tuple[tuple[TileURL, ...], Tile | None]:
+    """The presigned URLs a request asks for, and the next page's ``after`` (REST and GraphQL)."""
+    expires = timedelta(seconds=body.expires_s)
+    if body.tiles is not None:
+        tiles = [key.tile for key in body.tiles]
+        return services.caches.tile_urls_for(name, tiles, expires=expires), None
+    area, zooms = body.area, body.zooms
+    if area is None or zooms is None:  # the model allows neither
+        raise CacheError("give either tiles or an area with min_zoom and max_zoom")
+    return services.caches.tile_urls(
+        name,
+        area.aoi(),
+        zooms,
+        expires=expires,
+        after=body.after.tile if body.after else None,
+        limit=body.limit,
+    )
+
+
 def tile_urls(
     name: str, body: UrlsRequest, request: Request, services: ServicesDep
 ) -> dict[str, Any]:
     """Presigned GET URLs of stored tiles, to fetch straight from storage."""
-    expires = timedelta(seconds=body.expires_s)
-    following: Tile | None = None
-    if body.tiles is not None:
-        found = services.caches.tile_urls_for(
-            name, [key.tile for key in body.tiles], expires=expires
-        )
-    else:
-        area, zooms = body.area, body.zooms
-        if area is None or zooms is None:  # the model allows neither
-            raise CacheError("give either tiles or an area with min_zoom and max_zoom")
-        found, following = services.caches.tile_urls(
-            name,
-            area.aoi(),
-            zooms,
-            expires=expires,
-            after=body.after.tile if body.after else None,
-            limit=body.limit,
-        )
+    found, following = presigned_urls(services, name, body)
     return {
         "urls": [_url_document(item, request) for item in found],
         "next": None
