@@ -152,3 +152,20 @@ def test_a_box_over_every_longitude_is_the_whole_world_band() -> None:
     # a ring that only crosses 180° is still split, not read as the whole band
     fiji = AreaOfInterest.from_geometry(Polygon([(179, -17), (-179, -17), (-179, -16), (179, -16)]))
     assert fiji.geometry.area < 10
+
+
+def test_a_degenerate_ring_is_an_invalid_aoi_not_a_geos_error() -> None:
+    # found by schemathesis on POST /api/caches/{name}/seed: GEOS's make_valid raised
+    # "Overlay input is mixed-dimension" (and warned of a division by zero) on these rings
+    rings = [
+        [[-19.5, 0.0], [0.0, 26.0], [1.192092896e-07, 0.0], [0.0, 0.0], [2.0, 0.0],
+         [1.0, -3.268233897343074e-146], [640.25, 0.0], [-555.0, 1.0], [1.0, 0.0], [-3.0, 0.0]],
+        [[0.0, -1e-74], [158.0, 0.0], [-23.0, -1.0], [0.0, 0.0], [181.0, 0.0], [713.0, 0.0],
+         [0.0, 1.0], [0.0, 3.0], [194.0, 0.0], [701.0, 0.0], [0.0, 0.0], [0.0, 1.0]],
+        [[0.9, -89.0], [0.0, 0.0], [-153.0, 25.0], [0.015625, -3.0], [0.0, 1.0], [1.0, 1.0],
+         [0.0, -7e-149]],
+    ]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(InvalidAOIError, match="not a usable polygon"):
+            AreaOfInterest.from_geojson({"type": "Polygon", "coordinates": rings})

@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyproj
@@ -26,6 +26,8 @@ from shapely.geometry import MultiPolygon, Polygon, box, shape
 from shapely.geometry.base import BaseGeometry
 
 from offmaps.errors import InvalidAOIError, OffmapsWarning, UnknownCRSError
+
+T = TypeVar("T")
 
 __all__ = ["MAX_AOI_VERTICES", "AOIRepairedWarning", "AreaOfInterest", "parse_crs"]
 
@@ -122,7 +124,8 @@ class AreaOfInterest:
             # antimeridian jumps (Natural Earth's Antarctica)
             _check_latitudes(geometry, parsed_crs)
             if not _whole_width_box(geometry):
-                geometry = split_antimeridian(_polygonal(geometry, require_area=False))
+                flat = _polygonal(geometry, require_area=False)
+                geometry = _geos(split_antimeridian, flat)
         if not geometry.is_valid:
             reason = shapely.is_valid_reason(geometry)
             if not repair:
@@ -133,8 +136,8 @@ class AreaOfInterest:
                 AOIRepairedWarning,
                 stacklevel=2,
             )
-            geometry = shapely.make_valid(geometry)
-        polygonal = _polygonal(geometry)
+            geometry = _geos(shapely.make_valid, geometry)
+        polygonal = _geos(_polygonal, geometry)
         if polygonal.is_empty:
             raise InvalidAOIError("the area of interest has no area")
         return cls(polygonal, parsed_crs)
@@ -272,6 +275,18 @@ class AreaOfInterest:
             if crs.is_geographic or bounds is None:
                 raise
             return self.project(crs, clip_to=bounds)
+
+
+def _geos(work: Callable[[Any], T], geometry: Any) -> T:
+    """``work(geometry)``, GEOS's failures on degenerate rings (a mixed-dimension overlay)
+    becoming :class:`InvalidAOIError` rather than escaping, and its numeric noise on them (a
+    division by zero in ``make_valid``) kept quiet."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return work(geometry)
+    except shapely.errors.GEOSException as exc:
+        raise InvalidAOIError(f"the area of interest is not a usable polygon: {exc}") from None
 
 
 def _same_crs(a: pyproj.CRS, b: pyproj.CRS) -> bool:
