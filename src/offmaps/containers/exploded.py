@@ -195,10 +195,9 @@ class TMSLayout(FolderLayout):
         return Tile(middle, flip_row(tms, z, leaf), z)
 
     def leaves_of(self, tms: TileMatrixSet, level: ZoomCover, middle: int) -> list[tuple[int, int]]:
-        last = int(tms.matrix(level.z).matrixHeight) - 1
-        return [
-            (last - hi, last - lo) for lo, hi in reversed(super().leaves_of(tms, level, middle))
-        ]
+        ranges = super().leaves_of(tms, level, middle)
+        z = level.z
+        return [(flip_row(tms, z, hi), flip_row(tms, z, lo)) for lo, hi in reversed(ranges)]
 
 
 class EsriExplodedLayout(FolderLayout):
