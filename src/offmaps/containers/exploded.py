@@ -271,6 +271,8 @@ def _hex8(name: str, prefix: str) -> int | None:
 class _Found:
     tile: Tile
     parts: list[str]
+    folder: OpenFolder
+    """The tile's folder, open while the walk is in it."""
 
 
 _Note = Callable[[list[str], str], None]
@@ -487,7 +489,7 @@ class ExplodedReader(ReaderBase):
             note([name], "not part of the tile set")
 
     def _read(self, found: _Found) -> bytes | None:
-        return self._folder.read_file(found.parts, limit=MAX_TILE_BYTES)
+        return found.folder.read_file(found.parts[-1], limit=MAX_TILE_BYTES)
 
     def _walk(
         self,
@@ -519,29 +521,44 @@ class ExplodedReader(ReaderBase):
             middles = self._folder.list_dir(level_parts) or []
             for middle, middle_name in _numbered(middles, layout.parse_middle, level_parts, note):
                 middle_parts = [*level_parts, middle_name]
-                leaves: list[tuple[int, str]] = []
-                for name, kind in self._folder.list_dir(middle_parts) or []:
-                    stem, dot, suffix = name.rpartition(".")
-                    number = layout.parse_leaf(stem) if dot else None
-                    if kind is not EntryKind.FILE:
-                        note(
-                            [*middle_parts, name],
-                            "not a regular file (symbolic link, FIFO, device?)",
-                        )
-                    elif number is None:
-                        note([*middle_parts, name], "not a tile name")
-                    elif suffix != ext and (ext is not None or suffix not in _EXTENSIONS):
-                        note([*middle_parts, name], f"not a .{ext or 'png/jpg/webp/pbf'} file")
-                    else:
-                        leaves.append((number, name))
-                for leaf, name in sorted(leaves):
-                    tile = layout.tile(tms, z, middle, leaf)
-                    try:
-                        check_tile_in_matrix(tms, tile)
-                    except InvalidTileError as exc:
-                        note([*middle_parts, name], str(exc))
-                        continue
-                    yield _Found(tile, [*middle_parts, name])
+                middle_folder = self._folder.open_folder(middle_parts)
+                if middle_folder is None:
+                    continue
+                with middle_folder:
+                    yield from self._walk_files(tms, z, middle, middle_folder, ext, note)
+
+    def _walk_files(
+        self,
+        tms: TileMatrixSet,
+        z: int,
+        middle: int,
+        folder: OpenFolder,
+        ext: str | None,
+        note: _Note,
+    ) -> Iterator[_Found]:
+        """The tiles of one middle folder by file number (the folder stays open meanwhile)."""
+        layout = self.layout
+        middle_parts = folder.parts
+        leaves: list[tuple[int, str]] = []
+        for name, kind in sorted(folder.entries()):
+            stem, dot, suffix = name.rpartition(".")
+            number = layout.parse_leaf(stem) if dot else None
+            if kind is not EntryKind.FILE:
+                note([*middle_parts, name], "not a regular file (symbolic link, FIFO, device?)")
+            elif number is None:
+                note([*middle_parts, name], "not a tile name")
+            elif suffix != ext and (ext is not None or suffix not in _EXTENSIONS):
+                note([*middle_parts, name], f"not a .{ext or 'png/jpg/webp/pbf'} file")
+            else:
+                leaves.append((number, name))
+        for leaf, name in sorted(leaves):
+            tile = layout.tile(tms, z, middle, leaf)
+            try:
+                check_tile_in_matrix(tms, tile)
+            except InvalidTileError as exc:
+                note([*middle_parts, name], str(exc))
+                continue
+            yield _Found(tile, [*middle_parts, name], folder)
 
 
 def _numbered(
