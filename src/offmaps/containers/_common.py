@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 import morecantile
 
@@ -14,6 +14,9 @@ from offmaps.containers._atomic import AtomicDestination
 from offmaps.containers.base import TilesetMetadata, check_tile_in_matrix
 from offmaps.errors import ContainerWriteError, OffmapsError, TileNotFoundError
 from offmaps.types import BBox, Tile
+
+if TYPE_CHECKING:
+    from offmaps.tiling import TileCover
 
 __all__ = ["ReaderBase", "WriterBase", "archive_refusal"]
 
@@ -45,6 +48,16 @@ class ReaderBase:
 
     def iter_tiles(self, zooms: Iterable[int] | None = None) -> Iterator[tuple[Tile, bytes]]:
         raise NotImplementedError
+
+    def iter_cover(self, cover: TileCover) -> Iterator[tuple[Tile, bytes]]:
+        """The tiles of ``cover`` the container holds, with their bytes.
+
+        This default reads every tile of the cover's levels and keeps those in the cover;
+        containers that can look tiles up by key range override it.
+        """
+        for tile, data in self.iter_tiles(cover.zooms.levels()):
+            if tile in cover:
+                yield tile, data
 
     def count_tiles(self) -> int:
         """How many tiles the container holds (subclasses override with a cheaper count)."""

@@ -35,6 +35,7 @@ __all__ = [
     "ConfinedFolder",
     "EntryKind",
     "MetadataDocument",
+    "OpenFolder",
     "RegularFile",
     "find_foreign_entry",
     "load_metadata",
@@ -263,23 +264,9 @@ class ConfinedFolder:
         if dir_fd is None:
             return None
         try:
-            _check_part(parts[-1])
-            fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in _ABSENT:
-                return None
-            raise self._error(parts, exc) from exc
+            return self._open_regular(dir_fd, parts[:-1], parts[-1])
         finally:
             os.close(dir_fd)
-        try:
-            info = os.fstat(fd)
-        except OSError as exc:
-            os.close(fd)
-            raise self._error(parts, exc) from exc
-        if not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            return None
-        return RegularFile(fd, info.st_size)
 
     def read_file(self, parts: Sequence[str], *, limit: int) -> bytes | None:
         """The bytes of the regular file at ``parts``, or None if there is none.
@@ -287,45 +274,29 @@ class ConfinedFolder:
         Raises:
             ContainerCorruptError: when the file is larger than ``limit`` bytes.
         """
-        opened = self.open_file(parts)
-        if opened is None:
+        dir_fd = self._open_dir(parts[:-1])
+        if dir_fd is None:
             return None
-        where = self.path.joinpath(*parts)
         try:
-            if opened.size > limit:
-                raise ContainerCorruptError(
-                    f"{where} is {opened.size} bytes, more than the {limit} allowed",
-                    path=where,
-                )
-            chunks: list[bytes] = []
-            remaining = opened.size
-            while remaining > 0:
-                chunk = os.read(opened.fd, remaining)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                remaining -= len(chunk)
-            return b"".join(chunks)
-        except OSError as exc:
-            raise self._error(parts, exc) from exc
+            return self._read_regular(dir_fd, parts[:-1], parts[-1], limit)
         finally:
-            os.close(opened.fd)
+            os.close(dir_fd)
 
-    def list_dir(self, parts: Sequence[str] = ()) -> list[tuple[str, EntryKind]] | None:
-        """The entries of the sub-folder ``parts`` sorted by name, or None if it is not a folder."""
+    def open_folder(self, parts: Sequence[str]) -> OpenFolder | None:
+        """The sub-folder ``parts`` held open, to list it and read its files by name without
+        opening the path again for each; None if it is not a folder. The caller closes it."""
         fd = self._open_dir(parts)
         if fd is None:
             return None
-        try:
-            entries: list[tuple[str, EntryKind]] = []
-            with os.scandir(fd) as scan:
-                for entry in scan:
-                    entries.append((entry.name, entry_kind(entry)))
-            return sorted(entries)
-        except OSError as exc:
-            raise self._error(parts, exc) from exc
-        finally:
-            os.close(fd)
+        return OpenFolder(self, list(parts), fd)
+
+    def list_dir(self, parts: Sequence[str] = ()) -> list[tuple[str, EntryKind]] | None:
+        """The entries of the sub-folder ``parts`` sorted by name, or None if it is not a folder."""
+        opened = self.open_folder(parts)
+        if opened is None:
+            return None
+        with opened:
+            return sorted(opened.entries())
 
     def kind_of(self, parts: Sequence[str]) -> EntryKind | None:
         """What the entry at ``parts`` is (not following links), or None if absent."""
@@ -356,6 +327,118 @@ class ConfinedFolder:
     def _error(self, parts: Sequence[str], exc: OSError) -> ContainerError:
         where = self.path.joinpath(*parts)
         return ContainerError(f"cannot read {where}: {exc.strerror or exc}", path=where)
+
+    def _open_regular(self, dir_fd: int, folder: Sequence[str], name: str) -> RegularFile | None:
+        """Open the regular file ``name`` of the sub-folder ``folder`` (open as ``dir_fd``)
+        without following a link, or None if there is none."""
+        try:
+            _check_part(name)
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return None
+            raise self._error([*folder, name], exc) from exc
+        try:
+            info = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise self._error([*folder, name], exc) from exc
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return None
+        return RegularFile(fd, info.st_size)
+
+    def _read_regular(
+        self, dir_fd: int, folder: Sequence[str], name: str, limit: int
+    ) -> bytes | None:
+        """The bytes of the regular file ``name`` of the sub-folder ``folder`` (open as
+        ``dir_fd``), or None if there is none: one ``openat``, ``fstat``, ``read`` (more only for
+        a file that grows while read) and ``close``."""
+        opened = self._open_regular(dir_fd, folder, name)
+        if opened is None:
+            return None
+        try:
+            if opened.size > limit:
+                where = self.path.joinpath(*folder, name)
+                raise ContainerCorruptError(
+                    f"{where} is {opened.size} bytes, more than the {limit} allowed", path=where
+                )
+            data = os.read(opened.fd, opened.size)
+            if len(data) == opened.size or not data:
+                return data
+            chunks = [data]
+            remaining = opened.size - len(data)
+            while remaining > 0:
+                chunk = os.read(opened.fd, remaining)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return b"".join(chunks)
+        except OSError as exc:
+            raise self._error([*folder, name], exc) from exc
+        finally:
+            os.close(opened.fd)
+
+
+class OpenFolder:
+    """A sub-folder of a :class:`ConfinedFolder`, held open by its descriptor.
+
+    Reading many files of one folder through it costs one ``openat``, ``fstat``, ``read`` and
+    ``close`` per file: the path above is not walked again for each. Names are single path
+    components; symbolic links and entries that are not regular files count as absent, as in
+    :meth:`ConfinedFolder.read_file`. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, owner: ConfinedFolder, parts: list[str], fd: int) -> None:
+        self._owner = owner
+        self.parts = parts
+        self._fd: int | None = fd
+
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            raise ValueError(f"{self._owner.path.joinpath(*self.parts)} was closed")
+        return self._fd
+
+    def entries(self) -> list[tuple[str, EntryKind]]:
+        """The entries of the folder (name, kind), in the order the system lists them."""
+        try:
+            with os.scandir(self._descriptor()) as scan:
+                return [(entry.name, entry_kind(entry)) for entry in scan]
+        except OSError as exc:
+            raise self._owner._error(self.parts, exc) from exc
+
+    def open_folder(self, name: str) -> OpenFolder | None:
+        """The sub-folder ``name`` of this folder held open, or None if it is not a folder (absent,
+        a file, a symbolic link). The caller closes it."""
+        try:
+            _check_part(name)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=self._descriptor())
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return None
+            raise self._owner._error([*self.parts, name], exc) from exc
+        return OpenFolder(self._owner, [*self.parts, name], fd)
+
+    def read_file(self, name: str, *, limit: int) -> bytes | None:
+        """The bytes of the regular file ``name`` in the folder, or None if there is none.
+
+        Raises:
+            ContainerCorruptError: when the file is larger than ``limit`` bytes.
+        """
+        return self._owner._read_regular(self._descriptor(), self.parts, name, limit)
+
+    def close(self) -> None:
+        """Release the folder's descriptor."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> OpenFolder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _check_part(part: str) -> None:

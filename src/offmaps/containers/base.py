@@ -7,7 +7,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 import morecantile
 from morecantile import TileMatrixSet
@@ -15,6 +15,9 @@ from morecantile import TileMatrixSet
 from offmaps.errors import InvalidTileError, OffmapsWarning, UnsupportedTileFormatError
 from offmaps.tiling.tms import find_incompatibility
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
+
+if TYPE_CHECKING:
+    from offmaps.tiling import TileCover
 
 __all__ = [
     "EntriesSkippedWarning",
@@ -210,6 +213,12 @@ class TileReader(Protocol):
     def iter_tiles(self, zooms: Iterable[int] | None = None) -> Iterator[tuple[Tile, bytes]]:
         """Every tile with its bytes, optionally only for some levels, in a container's cheapest
         order."""
+        ...
+
+    def iter_cover(self, cover: TileCover) -> Iterator[tuple[Tile, bytes]]:
+        """The tiles of ``cover`` (a tile cover in this container's tile matrix set) that the
+        container holds, with their bytes; folders and archives with a key index read only
+        those, not every tile of the cover's levels."""
         ...
 
     def count_tiles(self) -> int:

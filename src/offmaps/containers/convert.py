@@ -7,7 +7,9 @@ from dataclasses import dataclass, replace
 
 from offmaps.containers.base import TileReader, TilesetMetadata
 from offmaps.containers.registry import Location, open_writer
+from offmaps.errors import IncompatibleTileMatrixSetError
 from offmaps.tiling import AreaOfInterest, TileCover, check_zooms, tile_cover
+from offmaps.tiling.tms import find_incompatibility
 from offmaps.types import ZoomRange
 
 __all__ = ["ConversionResult", "convert"]
@@ -29,7 +31,7 @@ def convert(
     destination: Location | str,
     *,
     zooms: ZoomRange | None = None,
-    aoi: AreaOfInterest | None = None,
+    aoi: AreaOfInterest | TileCover | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> ConversionResult:
@@ -43,9 +45,12 @@ def convert(
         source: an open reader.
         destination: where to write; the kind is told by suffix or ``kind:`` prefix.
         zooms: only these levels (all by default).
-        aoi: only tiles whose interior meets this area.
+        aoi: only tiles whose interior meets this area, or only the tiles of this cover (of the
+            source's tile matrix set; its levels, or those of ``zooms`` among them). With an
+            area, only the source's tiles in it are read (see ``TileReader.iter_cover``).
         overwrite: replace an existing destination.
-        progress: called as tiles are handled, for progress bars.
+        progress: called as tiles are read, for progress bars (with an area, at most the
+            area's tile count in all; else the source's).
 
     Raises:
         ContainerError: subclasses for unreadable sources and unwritable destinations.
@@ -55,7 +60,14 @@ def convert(
     if zooms is not None:
         check_zooms(meta.tms, zooms)
     cover: TileCover | None = None
-    if aoi is not None:
+    if isinstance(aoi, TileCover):
+        problem = None if aoi.tms is meta.tms else find_incompatibility(aoi.tms, meta.tms)
+        if problem is not None:
+            raise IncompatibleTileMatrixSetError(
+                f"the tile cover is of {aoi.tms.id}, the source's tiles of {meta.tms.id}: {problem}"
+            )
+        cover = aoi if zooms in (None, aoi.zooms) else TileCover(aoi.tms, aoi.geometry, zooms)
+    elif aoi is not None:
         levels = zooms or ZoomRange(
             meta.minzoom or meta.tms.minzoom, meta.maxzoom or meta.tms.maxzoom
         )
@@ -63,13 +75,16 @@ def convert(
     target_meta = _restricted(meta, zooms, aoi)
     read = written = 0
     pending = 0
+    if cover is None:
+        tiles = source.iter_tiles(zooms.levels() if zooms is not None else None)
+    else:
+        tiles = source.iter_cover(cover)
     with open_writer(destination, target_meta, overwrite=overwrite) as writer:
-        for tile, data in source.iter_tiles(zooms.levels() if zooms is not None else None):
+        for tile, data in tiles:
             read += 1
             pending += 1
-            if cover is None or tile in cover:
-                writer.write_tile(tile, data)
-                written += 1
+            writer.write_tile(tile, data)
+            written += 1
             if progress is not None and pending >= 256:
                 progress(pending)
                 pending = 0
@@ -79,7 +94,7 @@ def convert(
 
 
 def _restricted(
-    meta: TilesetMetadata, zooms: ZoomRange | None, aoi: AreaOfInterest | None
+    meta: TilesetMetadata, zooms: ZoomRange | None, aoi: AreaOfInterest | TileCover | None
 ) -> TilesetMetadata:
     """Metadata for a subset: zooms, center and (with an AOI) bounds are taken from the tiles
     actually written."""

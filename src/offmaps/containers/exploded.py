@@ -34,12 +34,13 @@ Beside the tiles, at the top of ``DIR``:
 
 from __future__ import annotations
 
+import bisect
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from morecantile import TileMatrixSet
 
@@ -49,6 +50,7 @@ from offmaps.containers._folder import (
     TMS_FILE,
     ConfinedFolder,
     EntryKind,
+    OpenFolder,
     find_foreign_entry,
     load_metadata,
     write_sidecars,
@@ -56,12 +58,16 @@ from offmaps.containers._folder import (
 from offmaps.containers.base import (
     EntriesSkippedWarning,
     TilesetMetadata,
+    _matrix_sizes,
     check_tile_in_matrix,
     detect_tile_format,
     parse_key_part,
 )
 from offmaps.errors import InvalidTileError, OffmapsError
 from offmaps.types import Tile, TileCompression, TileFormat
+
+if TYPE_CHECKING:
+    from offmaps.tiling import TileCover, ZoomCover
 
 __all__ = [
     "EsriExplodedLayout",
@@ -91,11 +97,16 @@ _EXTENSIONS = {
     "mvt": TileFormat.MVT,
 }
 _ALLLAYERS = "_alllayers"
+_BY_NAME = 512
+"""An area read opens up to this many folders or files of one folder by name; past it, it lists
+the folder and opens the names in the area (cheaper when the folder holds few of them)."""
 
 
 def flip_row(tms: TileMatrixSet, z: int, row: int) -> int:
     """Convert a row between top-origin (XYZ) and bottom-origin (TMS) counting; its own inverse."""
-    return int(tms.matrix(z).matrixHeight) - 1 - row
+    size = _matrix_sizes(tms).get(z)  # cached: morecantile's matrix() takes microseconds
+    height = int(tms.matrix(z).matrixHeight) if size is None else size[1]
+    return height - 1 - row
 
 
 def _decimal(text: str) -> int | None:
@@ -146,6 +157,27 @@ class FolderLayout:
         middle, leaf = self.names(tms, tile)
         return [self.level_name(tile.z), middle, f"{leaf}.{ext}"]
 
+    def middle_name(self, number: int) -> str:
+        """The middle folder name of a parsed middle number."""
+        return str(number)
+
+    def leaf_stem(self, number: int) -> str:
+        """The file stem of a parsed leaf number."""
+        return str(number)
+
+    def middles_of(self, level: ZoomCover) -> tuple[int, int]:
+        """The first and last middle numbers of the tiles of a (non-empty) level cover."""
+        bounds = level.bounds()
+        if bounds is None:
+            raise ValueError(f"the cover of level {level.z} is empty")
+        min_col, _, max_col, _ = bounds
+        return min_col, max_col
+
+    def leaves_of(self, tms: TileMatrixSet, level: ZoomCover, middle: int) -> list[tuple[int, int]]:
+        """The leaf numbers of the tiles of ``level`` under the middle folder ``middle``, as
+        sorted disjoint inclusive ranges (here the middle is the column, the leaf the row)."""
+        return _runs(level.rows[(level.starts <= middle) & (level.stops >= middle)].tolist())
+
 
 class XYZLayout(FolderLayout):
     """``{z}/{x}/{y}.ext`` with rows counted from the top."""
@@ -161,6 +193,11 @@ class TMSLayout(FolderLayout):
 
     def tile(self, tms: TileMatrixSet, z: int, middle: int, leaf: int) -> Tile:
         return Tile(middle, flip_row(tms, z, leaf), z)
+
+    def leaves_of(self, tms: TileMatrixSet, level: ZoomCover, middle: int) -> list[tuple[int, int]]:
+        ranges = super().leaves_of(tms, level, middle)
+        z = level.z
+        return [(flip_row(tms, z, hi), flip_row(tms, z, lo)) for lo, hi in reversed(ranges)]
 
 
 class EsriExplodedLayout(FolderLayout):
@@ -189,6 +226,40 @@ class EsriExplodedLayout(FolderLayout):
     def tile(self, tms: TileMatrixSet, z: int, middle: int, leaf: int) -> Tile:
         return Tile(leaf, middle, z)
 
+    def middle_name(self, number: int) -> str:
+        return f"R{number:08x}"
+
+    def leaf_stem(self, number: int) -> str:
+        return f"C{number:08x}"
+
+    def middles_of(self, level: ZoomCover) -> tuple[int, int]:
+        if not len(level.rows):
+            raise ValueError(f"the cover of level {level.z} is empty")
+        return int(level.rows[0]), int(level.rows[-1])
+
+    def leaves_of(self, tms: TileMatrixSet, level: ZoomCover, middle: int) -> list[tuple[int, int]]:
+        """Here the middle is the row, the leaf the column."""
+        row = level.rows == middle
+        return list(zip(level.starts[row].tolist(), level.stops[row].tolist(), strict=True))
+
+
+def _runs(numbers: list[int]) -> list[tuple[int, int]]:
+    """Sorted distinct numbers as inclusive ranges of consecutive ones."""
+    runs: list[tuple[int, int]] = []
+    for number in numbers:
+        if runs and runs[-1][1] == number - 1:
+            runs[-1] = (runs[-1][0], number)
+        else:
+            runs.append((number, number))
+    return runs
+
+
+def _in_ranges(number: int, starts: list[int], ranges: list[tuple[int, int]]) -> bool:
+    """Whether ``number`` is in one of the sorted disjoint inclusive ``ranges`` (``starts``
+    holds their first numbers)."""
+    i = bisect.bisect_right(starts, number) - 1
+    return i >= 0 and number <= ranges[i][1]
+
 
 def _hex8(name: str, prefix: str) -> int | None:
     if len(name) != 9 or not name.startswith(prefix) or not _HEX8.fullmatch(name[1:]):
@@ -200,6 +271,8 @@ def _hex8(name: str, prefix: str) -> int | None:
 class _Found:
     tile: Tile
     parts: list[str]
+    folder: OpenFolder
+    """The tile's folder, open while the walk is in it."""
 
 
 _Note = Callable[[list[str], str], None]
@@ -307,6 +380,72 @@ class ExplodedReader(ReaderBase):
         if skipped:
             warnings.warn(skipped_warning(self.path, skipped), stacklevel=2)
 
+    def iter_cover(self, cover: TileCover) -> Iterator[tuple[Tile, bytes]]:
+        """The tiles of ``cover`` the folder holds, with their bytes, by level, then folder, then
+        file number, lazily. Only the folders and files of the cover's tiles are opened.
+
+        Per level, the middle folders in the cover's range are opened by name (or, when the
+        range is wider than a few hundred, found in the level's listing); in each, the files of
+        the cover's tiles are opened by name (or found in the folder's listing when there are
+        many). Entries that are not tiles (symbolic links, FIFOs, other names) count as absent
+        and are not reported: :meth:`iter_tiles` and :meth:`verify` name them.
+        """
+        tms = self._metadata.tms
+        layout = self.layout
+        ext = self._extension
+        for z in cover.zooms.levels():
+            level = cover.level(z)
+            if not len(level.rows) or not tms.minzoom <= z <= tms.maxzoom:
+                continue
+            level_folder = self._folder.open_folder([*self._prefix, layout.level_name(z)])
+            if level_folder is None:
+                continue
+            with level_folder:
+                first, last = layout.middles_of(level)
+                for middle in self._middles_in(level_folder, first, last):
+                    ranges = layout.leaves_of(tms, level, middle)
+                    if not ranges:
+                        continue
+                    middle_folder = level_folder.open_folder(layout.middle_name(middle))
+                    if middle_folder is None:
+                        continue
+                    with middle_folder:
+                        for leaf, name in self._leaves_in(middle_folder, ranges, ext):
+                            data = middle_folder.read_file(name, limit=MAX_TILE_BYTES)
+                            if data is not None:
+                                yield layout.tile(tms, z, middle, leaf), data
+
+    def _middles_in(self, level: OpenFolder, first: int, last: int) -> Iterable[int]:
+        """The middle numbers from ``first`` to ``last`` to open: all of them when few, else
+        those the level's listing holds."""
+        if last - first < _BY_NAME:
+            return range(first, last + 1)
+        parse = self.layout.parse_middle
+        found = []
+        for name, kind in level.entries():
+            number = parse(name)
+            if number is not None and first <= number <= last and kind is EntryKind.DIRECTORY:
+                found.append(number)
+        return sorted(found)
+
+    def _leaves_in(
+        self, middle: OpenFolder, ranges: list[tuple[int, int]], ext: str
+    ) -> list[tuple[int, str]]:
+        """The leaf numbers and file names of ``ranges`` to open: all of them when few, else
+        those the folder's listing holds."""
+        stem = self.layout.leaf_stem
+        if sum(hi - lo + 1 for lo, hi in ranges) <= _BY_NAME:
+            return [(n, f"{stem(n)}.{ext}") for lo, hi in ranges for n in range(lo, hi + 1)]
+        parse = self.layout.parse_leaf
+        starts = [lo for lo, _ in ranges]
+        found = []
+        for name, kind in middle.entries():
+            base, dot, suffix = name.rpartition(".")
+            number = parse(base) if dot and suffix == ext else None
+            if number is not None and kind is EntryKind.FILE and _in_ranges(number, starts, ranges):
+                found.append((number, name))
+        return sorted(found)
+
     def count_tiles(self) -> int:
         """How many tiles the folder holds (names are listed; no tile is read)."""
         return sum(1 for _ in self._walk(self._metadata.tms, self._extension, None, None))
@@ -350,7 +489,7 @@ class ExplodedReader(ReaderBase):
             note([name], "not part of the tile set")
 
     def _read(self, found: _Found) -> bytes | None:
-        return self._folder.read_file(found.parts, limit=MAX_TILE_BYTES)
+        return found.folder.read_file(found.parts[-1], limit=MAX_TILE_BYTES)
 
     def _walk(
         self,
@@ -382,29 +521,44 @@ class ExplodedReader(ReaderBase):
             middles = self._folder.list_dir(level_parts) or []
             for middle, middle_name in _numbered(middles, layout.parse_middle, level_parts, note):
                 middle_parts = [*level_parts, middle_name]
-                leaves: list[tuple[int, str]] = []
-                for name, kind in self._folder.list_dir(middle_parts) or []:
-                    stem, dot, suffix = name.rpartition(".")
-                    number = layout.parse_leaf(stem) if dot else None
-                    if kind is not EntryKind.FILE:
-                        note(
-                            [*middle_parts, name],
-                            "not a regular file (symbolic link, FIFO, device?)",
-                        )
-                    elif number is None:
-                        note([*middle_parts, name], "not a tile name")
-                    elif suffix != ext and (ext is not None or suffix not in _EXTENSIONS):
-                        note([*middle_parts, name], f"not a .{ext or 'png/jpg/webp/pbf'} file")
-                    else:
-                        leaves.append((number, name))
-                for leaf, name in sorted(leaves):
-                    tile = layout.tile(tms, z, middle, leaf)
-                    try:
-                        check_tile_in_matrix(tms, tile)
-                    except InvalidTileError as exc:
-                        note([*middle_parts, name], str(exc))
-                        continue
-                    yield _Found(tile, [*middle_parts, name])
+                middle_folder = self._folder.open_folder(middle_parts)
+                if middle_folder is None:
+                    continue
+                with middle_folder:
+                    yield from self._walk_files(tms, z, middle, middle_folder, ext, note)
+
+    def _walk_files(
+        self,
+        tms: TileMatrixSet,
+        z: int,
+        middle: int,
+        folder: OpenFolder,
+        ext: str | None,
+        note: _Note,
+    ) -> Iterator[_Found]:
+        """The tiles of one middle folder by file number (the folder stays open meanwhile)."""
+        layout = self.layout
+        middle_parts = folder.parts
+        leaves: list[tuple[int, str]] = []
+        for name, kind in sorted(folder.entries()):
+            stem, dot, suffix = name.rpartition(".")
+            number = layout.parse_leaf(stem) if dot else None
+            if kind is not EntryKind.FILE:
+                note([*middle_parts, name], "not a regular file (symbolic link, FIFO, device?)")
+            elif number is None:
+                note([*middle_parts, name], "not a tile name")
+            elif suffix != ext and (ext is not None or suffix not in _EXTENSIONS):
+                note([*middle_parts, name], f"not a .{ext or 'png/jpg/webp/pbf'} file")
+            else:
+                leaves.append((number, name))
+        for leaf, name in sorted(leaves):
+            tile = layout.tile(tms, z, middle, leaf)
+            try:
+                check_tile_in_matrix(tms, tile)
+            except InvalidTileError as exc:
+                note([*middle_parts, name], str(exc))
+                continue
+            yield _Found(tile, [*middle_parts, name], folder)
 
 
 def _numbered(

@@ -14,7 +14,7 @@ import math
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from offmaps.containers._common import ReaderBase, archive_refusal
 from offmaps.containers._sqlite import (
@@ -40,6 +40,9 @@ from offmaps.errors import (
     UnsupportedTileMatrixSetError,
 )
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
+
+if TYPE_CHECKING:
+    from offmaps.tiling import TileCover
 
 __all__ = ["MBTilesReader", "MBTilesWriter", "content_id", "tms_row"]
 
@@ -456,6 +459,32 @@ class MBTilesReader(ReaderBase):
                 yield self._tile_from_row(row)
         except sqlite3.Error as exc:
             raise read_error(self.path, exc, what="MBTiles file") from exc
+
+    def iter_cover(self, cover: TileCover) -> Iterator[tuple[Tile, bytes]]:
+        """The tiles of ``cover`` the file holds: per level, the rows in the cover's bounding
+        box (a range scan of the tile index), kept when they are in the cover.
+
+        Raises:
+            ContainerCorruptError: at the first unreadable or invalid row, naming it.
+        """
+        sql = (
+            "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles WHERE zoom_level = ? "
+            "AND tile_column BETWEEN ? AND ? AND tile_row BETWEEN ? AND ?"
+        )
+        for z in cover.zooms.levels():
+            level = cover.level(z)
+            bounds = level.bounds()
+            if bounds is None:
+                continue
+            x0, y0, x1, y1 = bounds
+            whole_box = level.count == (x1 - x0 + 1) * (y1 - y0 + 1)
+            try:
+                for row in self._conn.execute(sql, (z, x0, x1, tms_row(y1, z), tms_row(y0, z))):
+                    tile, data = self._tile_from_row(row)
+                    if whole_box or tile in level:
+                        yield tile, data
+            except sqlite3.Error as exc:
+                raise read_error(self.path, exc, what="MBTiles file") from exc
 
     def count_tiles(self) -> int:
         """How many tiles the file holds."""

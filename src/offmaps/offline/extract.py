@@ -68,7 +68,7 @@ from offmaps.features.model import Attachment, Feature, FeatureQuery, LayerSchem
 from offmaps.features.store import FeatureStore
 from offmaps.offline.parameters import DestinationTableRowFilter
 from offmaps.storage import BlobStore
-from offmaps.tiling import AreaOfInterest
+from offmaps.tiling import AreaOfInterest, tile_cover
 from offmaps.types import BBox, ZoomRange
 
 __all__ = [
@@ -275,7 +275,9 @@ def extract_tiles(
         raise DestinationExistsError(f"{destination} already exists", path=destination)
     _check_cancelled(cancelled, "tile extraction")
     with open_reader(source) as reader:
-        total = max(reader.count_tiles(), 1)
+        # the area's tiles are all that is read: their count, not the source's, is the total
+        cover = tile_cover(area, reader.metadata.tms, zooms)
+        total = max(cover.total, 1)
         handled = 0
 
         def tiles_handled(count: int) -> None:
@@ -287,7 +289,7 @@ def extract_tiles(
 
         try:
             result = convert(
-                reader, Location(kind, destination), zooms=zooms, aoi=area, progress=tiles_handled
+                reader, Location(kind, destination), zooms=zooms, aoi=cover, progress=tiles_handled
             )
         except JobCancelledError:
             # the last report comes after the archive is committed: a cancellation then still
