@@ -572,3 +572,22 @@ def test_a_deleted_cache_gives_its_blobs_to_gc(service: TileCacheService) -> Non
     service.delete("osm")
     assert service.gc().deleted == 5
     assert list(service.blobs.iter_keys()) == []
+
+
+def test_a_full_disk_mid_seed_leaves_no_tile_without_its_blob(
+    tmp_path: Path, full_disk: Path
+) -> None:
+    big = Upstream(lambda tile: httpx.Response(200, content=png(tile) + b"x" * 20_000))
+    client = httpx.Client(transport=httpx.MockTransport(big))
+    blobs = LocalBlobStore(full_disk / "blobs")  # 192 KiB: a few tiles fit
+    service = TileCacheService(SQLiteTileIndex(tmp_path / "index.sqlite"), blobs, client=client)
+    service.create(definition())
+    with pytest.raises(StorageError):
+        service.seed("osm", HELSINKI, ZoomRange(0, 14))
+    named = service.index.blob_sizes()
+    assert 0 < len(named) < big.requests
+    assert all(blobs.exists(key) for key in named)
+    assert service.verify().damaged == ()
+    assert not [p for p in (full_disk / "blobs").iterdir() if p.name.endswith(".partial")]
+    service.close()
+    client.close()
