@@ -31,8 +31,7 @@ from offmaps.errors import (
     SyncFailedError,
     UploadOffsetError,
 )
-from offmaps.offline.editing import ATTACHMENTS_FOLDER
-from offmaps.offline.package import MobileMapPackage, PackageReplica
+from offmaps.offline.package import ATTACHMENTS_FOLDER, MobileMapPackage, PackageReplica
 from offmaps.offline.replica import LocalReplica
 from offmaps.schemas import SyncDirection
 from offmaps.schemas.changeset import (

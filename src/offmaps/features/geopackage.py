@@ -41,9 +41,7 @@ from typing import Any, Self
 from uuid import UUID
 
 import numpy as np
-import pyproj
 import shapely
-from pyproj.enums import WktVersion
 from shapely.geometry.base import BaseGeometry
 
 from offmaps.errors import (
@@ -458,6 +456,10 @@ def _rtree_sql(table: str) -> list[str]:
 
 
 def _srs_row(code: int) -> tuple[str, int, str, int, str, str]:
+    # pyproj is imported only when a layer is created (~0.1 s: reading a store does not need it)
+    import pyproj  # noqa: PLC0415
+    from pyproj.enums import WktVersion  # noqa: PLC0415
+
     try:
         crs = pyproj.CRS.from_epsg(code)
     except pyproj.exceptions.CRSError:
