@@ -20,9 +20,10 @@ import pytest
 import offmaps.cli
 from offmaps.cli import COMMANDS
 
-# what no command needs to start: the server side, the web map models and CQL2, tile maths
 SERVER = ("offmaps.server", "offmaps.services", "fastapi", "starlette", "uvicorn")
 FILTERS = ("pygeofilter", "lark")
+# what the sync command needs not import: the server side, CQL2, the web map models, tile code,
+# and geometry libraries (a sync with geometries to send or store imports shapely then)
 NOT_FOR_SYNC = (
     *SERVER,
     *FILTERS,
@@ -33,6 +34,8 @@ NOT_FOR_SYNC = (
     "offmaps.tiling",
     "morecantile",
     "pyproj",
+    "shapely",
+    "numpy",
 )
 # ``import offmaps.cli`` and ``offmaps --help`` need click and offmaps.errors, and no library
 NOT_FOR_HELP = (
@@ -47,8 +50,6 @@ NOT_FOR_HELP = (
     "offmaps.cli.tiles",
     "pydantic",
     "httpx",
-    "shapely",
-    "numpy",
     "rich",
 )
 
