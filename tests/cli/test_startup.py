@@ -36,6 +36,7 @@ NOT_FOR_SYNC = (
     "pyproj",
     "shapely",
     "numpy",
+    "asyncio",
 )
 # ``import offmaps.cli`` and ``offmaps --help`` need click and offmaps.errors, and no library
 NOT_FOR_HELP = (
