@@ -25,11 +25,26 @@ checks this; docs/architecture.md has the table):
 - ``cli``: the ``offmaps`` command.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-try:
-    __version__ = version("offmaps")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0"
+import functools
 
 __all__ = ["__version__"]
+
+
+@functools.cache
+def _version() -> str:
+    # importlib.metadata costs ~0.1 s of start-up: looked up on first use only (docs/cli.md)
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("offmaps")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0.0.0"
+
+
+def __getattr__(name: str) -> str:
+    """``__version__``, the installed distribution's version ("0.0.0" when not installed)."""
+    if name == "__version__":
+        return _version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,26 +10,30 @@ again as the same :mod:`offmaps.errors` classes. :class:`OfflineMapTask` takes w
 
 from __future__ import annotations
 
-from offmaps.client.caches import TileCaches
-from offmaps.client.offline import (
-    AsyncGenerateOfflineMapJob,
-    AsyncOfflineMapTask,
-    GenerateOfflineMapJob,
-    GenerateOfflineMapResult,
-    JobStatus,
-    OfflineMapTask,
-    PortalItem,
-)
-from offmaps.client.portal import Credentials, Portal, WebMapSummary
-from offmaps.client.sync import (
-    AsyncOfflineMapSyncTask,
-    LayerSyncResult,
-    OfflineMapSyncJob,
-    OfflineMapSyncResult,
-    OfflineMapSyncTask,
-    OfflineMapUpdatesInfo,
-    SyncOfflineMapParameters,
-)
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers only: at run time, __getattr__ below imports on first use
+    from offmaps.client.caches import TileCaches
+    from offmaps.client.offline import (
+        AsyncGenerateOfflineMapJob,
+        AsyncOfflineMapTask,
+        GenerateOfflineMapJob,
+        GenerateOfflineMapResult,
+        JobStatus,
+        OfflineMapTask,
+        PortalItem,
+    )
+    from offmaps.client.portal import Credentials, Portal, WebMapSummary
+    from offmaps.client.sync import (
+        AsyncOfflineMapSyncTask,
+        LayerSyncResult,
+        OfflineMapSyncJob,
+        OfflineMapSyncResult,
+        OfflineMapSyncTask,
+        OfflineMapUpdatesInfo,
+        SyncOfflineMapParameters,
+    )
 
 __all__ = [
     "AsyncGenerateOfflineMapJob",
@@ -51,3 +55,40 @@ __all__ = [
     "TileCaches",
     "WebMapSummary",
 ]
+
+# Lazy, so that a command that needs one part (``offmaps sync`` needs :mod:`.sync`, not
+# :mod:`.offline` with its tile archives) imports only that part (docs/cli.md, "Start-up").
+_EXPORTS: dict[str, str] = {
+    "TileCaches": "offmaps.client.caches",
+    "AsyncGenerateOfflineMapJob": "offmaps.client.offline",
+    "AsyncOfflineMapTask": "offmaps.client.offline",
+    "GenerateOfflineMapJob": "offmaps.client.offline",
+    "GenerateOfflineMapResult": "offmaps.client.offline",
+    "JobStatus": "offmaps.client.offline",
+    "OfflineMapTask": "offmaps.client.offline",
+    "PortalItem": "offmaps.client.offline",
+    "Credentials": "offmaps.client.portal",
+    "Portal": "offmaps.client.portal",
+    "WebMapSummary": "offmaps.client.portal",
+    "AsyncOfflineMapSyncTask": "offmaps.client.sync",
+    "LayerSyncResult": "offmaps.client.sync",
+    "OfflineMapSyncJob": "offmaps.client.sync",
+    "OfflineMapSyncResult": "offmaps.client.sync",
+    "OfflineMapSyncTask": "offmaps.client.sync",
+    "OfflineMapUpdatesInfo": "offmaps.client.sync",
+    "SyncOfflineMapParameters": "offmaps.client.sync",
+}
+
+
+def __getattr__(name: str) -> object:
+    """A public name, imported from its module on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

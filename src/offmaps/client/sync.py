@@ -10,7 +10,6 @@ applies each once) and downloads again; the device's GeoPackage changes only in 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import threading
@@ -31,8 +30,7 @@ from offmaps.errors import (
     SyncFailedError,
     UploadOffsetError,
 )
-from offmaps.offline.editing import ATTACHMENTS_FOLDER
-from offmaps.offline.package import MobileMapPackage, PackageReplica
+from offmaps.offline.package import ATTACHMENTS_FOLDER, MobileMapPackage, PackageReplica
 from offmaps.offline.replica import LocalReplica
 from offmaps.schemas import SyncDirection
 from offmaps.schemas.changeset import (
@@ -802,7 +800,11 @@ def _read_changes(path: Path, count: int) -> Iterator[ServerChange]:
 
 class AsyncOfflineMapSyncTask:
     """:class:`OfflineMapSyncTask` for asyncio code: every call runs its blocking counterpart
-    in a worker thread (``asyncio.to_thread``); behaviour, errors and results are the same."""
+    in a worker thread (``asyncio.to_thread``); behaviour, errors and results are the same.
+
+    asyncio is imported by these methods, not with the module: ~20 ms that a blocking sync (the
+    ``offmaps sync`` command) does not need (docs/cli.md, "Start-up").
+    """
 
     def __init__(self, package: MobileMapPackage | Path | str, portal: Portal) -> None:
         self.task = OfflineMapSyncTask(package, portal)
@@ -815,6 +817,8 @@ class AsyncOfflineMapSyncTask:
         self, parameters: SyncOfflineMapParameters | None = None
     ) -> OfflineMapUpdatesInfo:
         """See :meth:`OfflineMapSyncTask.check_for_updates`."""
+        import asyncio  # noqa: PLC0415 - asyncio code has it; `offmaps sync` does not
+
         return await asyncio.to_thread(self.task.check_for_updates, parameters)
 
     async def sync_offline_map(
@@ -822,8 +826,12 @@ class AsyncOfflineMapSyncTask:
     ) -> OfflineMapSyncResult:
         """Sync the package to the end (:meth:`OfflineMapSyncJob.wait`) in a worker thread."""
         job = self.task.sync_offline_map(parameters)
+        import asyncio  # noqa: PLC0415 - asyncio code has it; `offmaps sync` does not
+
         return await asyncio.to_thread(job.wait, on_progress=on_progress)
 
     async def unregister_geodatabases(self) -> None:
         """See :meth:`OfflineMapSyncTask.unregister_geodatabases`."""
+        import asyncio  # noqa: PLC0415 - asyncio code has it; `offmaps sync` does not
+
         await asyncio.to_thread(self.task.unregister_geodatabases)

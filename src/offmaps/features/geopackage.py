@@ -37,14 +37,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
-
-import numpy as np
-import pyproj
-import shapely
-from pyproj.enums import WktVersion
-from shapely.geometry.base import BaseGeometry
 
 from offmaps.errors import (
     FeatureNotFoundError,
@@ -84,6 +78,11 @@ from offmaps.features.validation import (
 )
 from offmaps.geopackage import create_core
 from offmaps.types import BBox
+
+# shapely (and numpy under it) is imported where geometries are handled, not with the module: it
+# takes ~0.1-0.2 s, which reading a package's outbox does not need (docs/cli.md, "Start-up")
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 __all__ = ["GeoPackageStore", "ScannedRow"]
 
@@ -181,6 +180,8 @@ def _timestamp(moment: datetime) -> str:
 def encode_geometry(geometry: BaseGeometry, srid: int) -> bytes:
     """A geometry as a GeoPackage binary blob: little-endian header with an XY envelope
     (none for points), then ISO WKB."""
+    import shapely  # noqa: PLC0415
+
     wkb: bytes = shapely.to_wkb(geometry, byte_order=1, flavor="iso")
     if geometry.geom_type == "Point":
         return b"GP\x00" + bytes([0b0000_0001]) + struct.pack("<i", srid) + wkb
@@ -192,6 +193,9 @@ def encode_geometry(geometry: BaseGeometry, srid: int) -> bytes:
 def encode_geometries(geometries: Sequence[BaseGeometry | None], srid: int) -> list[bytes | None]:
     """:func:`encode_geometry` of many geometries at once, with shapely's vectorised WKB
     writer (``None`` stays ``None``)."""
+    import numpy as np  # noqa: PLC0415
+    import shapely  # noqa: PLC0415
+
     present = np.empty(sum(g is not None for g in geometries), dtype=object)
     present[:] = [g for g in geometries if g is not None]
     encoded = iter(())
@@ -252,6 +256,8 @@ def decode_geometry(blob: bytes | None) -> BaseGeometry | None:
     flags, wkb, _ = _split(blob)
     if flags & 0b1_0000:
         return None
+    import shapely  # noqa: PLC0415
+
     geometry: BaseGeometry = shapely.from_wkb(wkb)
     return geometry
 
@@ -276,6 +282,8 @@ def _envelope(blob: bytes | None) -> tuple[float, float, float, float] | None:
         # a 2D point, the common case without a header envelope: no shapely round trip
         x, y = struct.unpack("<2d" if wkb[0] == 1 else ">2d", wkb[5:])
         return x, x, y, y
+    import shapely  # noqa: PLC0415 - not for the common case above
+
     minx, miny, maxx, maxy = shapely.from_wkb(wkb).bounds
     return minx, maxx, miny, maxy
 
@@ -302,6 +310,8 @@ def _st_is_empty(blob: bytes | None) -> int | None:
     if len(wkb) == _POINT_WKB_BYTES and wkb[:5] in _POINT_WKB_PREFIXES:
         x, y = struct.unpack("<2d" if wkb[0] == 1 else ">2d", wkb[5:])
         return 0 if math.isfinite(x) and math.isfinite(y) else 1
+    import shapely  # noqa: PLC0415 - not for the common case above
+
     return 1 if shapely.from_wkb(wkb).is_empty else 0
 
 
@@ -458,6 +468,10 @@ def _rtree_sql(table: str) -> list[str]:
 
 
 def _srs_row(code: int) -> tuple[str, int, str, int, str, str]:
+    # pyproj is imported only when a layer is created (~0.1 s: reading a store does not need it)
+    import pyproj  # noqa: PLC0415
+    from pyproj.enums import WktVersion  # noqa: PLC0415
+
     try:
         crs = pyproj.CRS.from_epsg(code)
     except pyproj.exceptions.CRSError:
@@ -1109,6 +1123,8 @@ class GeoPackageStore(AttachmentsBase[sqlite3.Connection]):
             for name in fields:
                 if name not in kinds:
                     raise InvalidFeatureError(f"{layer!r} has no field {name!r}")
+        import shapely  # noqa: PLC0415
+
         geometry = "NULL" if found.schema.is_table else "geom"
         wanted = "".join(", " + _q(name) for name in fields)
         select = f"SELECT fid, globalid, {geometry}{wanted} FROM {found.table}"

@@ -10,13 +10,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from uuid import UUID
-
-from shapely.geometry.base import BaseGeometry
 
 from offmaps.features.filters import FieldType
 from offmaps.features.temporal import TimeInterval
 from offmaps.types import BBox
+
+# shapely (and numpy under it) is imported where geometries are handled, not with the module: it
+# takes ~0.1-0.2 s, which reading a package's outbox does not need (docs/cli.md, "Start-up")
+if TYPE_CHECKING:  # annotations of the frozen dataclasses below (never evaluated at run time)
+    from shapely.geometry.base import BaseGeometry
 
 __all__ = [
     "RESERVED_COLUMNS",

@@ -11,11 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 from uuid import UUID
-
-import shapely
-from shapely.geometry import MultiLineString, MultiPoint, MultiPolygon
-from shapely.geometry.base import BaseGeometry
 
 from offmaps.errors import InvalidFeatureError, InvalidLayerSchemaError, VersionConflictError
 from offmaps.features.filters import FieldType
@@ -27,6 +24,11 @@ from offmaps.features.model import (
     LayerSchema,
     Relationship,
 )
+
+# shapely (and numpy under it) is imported where geometries are handled, not with the module: it
+# takes ~0.1-0.2 s, which reading a package's outbox does not need (docs/cli.md, "Start-up")
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 __all__ = [
     "MAX_FIELDS",
@@ -52,10 +54,11 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 _RESERVED_PREFIXES = ("gpkg_", "rtree_", "offmaps_", "sqlite_", "pg_")
 _INT64 = (-(2**63), 2**63 - 1)
 _MULTI = {
-    GeometryType.MULTIPOINT: (GeometryType.POINT, MultiPoint),
-    GeometryType.MULTILINESTRING: (GeometryType.LINESTRING, MultiLineString),
-    GeometryType.MULTIPOLYGON: (GeometryType.POLYGON, MultiPolygon),
+    GeometryType.MULTIPOINT: GeometryType.POINT,
+    GeometryType.MULTILINESTRING: GeometryType.LINESTRING,
+    GeometryType.MULTIPOLYGON: GeometryType.POLYGON,
 }
+"""The single-part type each multi-part layer type takes too (promoted to one part)."""
 
 
 def check_name(name: object, what: str) -> str:
@@ -273,7 +276,9 @@ def normalise_geometry(schema: LayerSchema, geometry: BaseGeometry | None) -> Ba
         return None
     if schema.geometry_type is None:
         raise InvalidFeatureError(f"{schema.name!r} is a table: its rows have no geometry")
-    if not isinstance(geometry, BaseGeometry):
+    import shapely  # noqa: PLC0415 - once per row: a plain import is ~0.1 µs, a from-import ~2 µs
+
+    if not isinstance(geometry, shapely.geometry.base.BaseGeometry):
         raise InvalidFeatureError("the geometry is not a geometry")
     if geometry.is_empty:
         raise InvalidFeatureError("the geometry is empty")
@@ -286,8 +291,13 @@ def normalise_geometry(schema: LayerSchema, geometry: BaseGeometry | None) -> Ba
     actual = geometry.geom_type
     if actual == wanted.value:
         return geometry
-    single, multi = _MULTI.get(wanted, (None, None))
-    if single is not None and multi is not None and actual == single.value:
+    single = _MULTI.get(wanted)
+    if single is not None and actual == single.value:
+        multi = {
+            GeometryType.MULTIPOINT: shapely.MultiPoint,
+            GeometryType.MULTILINESTRING: shapely.MultiLineString,
+            GeometryType.MULTIPOLYGON: shapely.MultiPolygon,
+        }[wanted]
         promoted: BaseGeometry = multi([geometry])  # type: ignore[arg-type]
         return promoted
     raise InvalidFeatureError(

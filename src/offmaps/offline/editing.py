@@ -52,14 +52,11 @@ from offmaps.features.model import (
     LayerSchema,
     Update,
 )
-from offmaps.offline.package import MobileMapPackage
+from offmaps.offline.package import ATTACHMENTS_FOLDER, MobileMapPackage
 from offmaps.schemas import EditingCapabilities, FeatureLayerRef, TableRef, parse_webmap
 from offmaps.storage import LocalBlobStore
 
 __all__ = ["ATTACHMENTS_FOLDER", "OfflineFeatureTable", "open_feature_table"]
-
-ATTACHMENTS_FOLDER = "attachments"
-"""The folder of a package that holds attachment blobs, relative to the package folder."""
 
 
 class OfflineFeatureTable:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -48,12 +48,17 @@ from pydantic import (
     model_validator,
 )
 
-from offmaps.containers import TileReader, open_reader, parse_location
 from offmaps.errors import ContainerError, FeaturesError, OffmapsError, PackageError
 from offmaps.features.geopackage import GeoPackageStore
 from offmaps.geopackage import APPLICATION_ID
 
+# offmaps.containers (tile archives, with morecantile and shapely: ~0.4 s to import) is imported
+# where a tile archive is opened, not here, so that syncing a package's edits does not pay for it
+if TYPE_CHECKING:  # OfflineLayer.open_tiles' return annotation only
+    from offmaps.containers import TileReader
+
 __all__ = [
+    "ATTACHMENTS_FOLDER",
     "GEOPACKAGE_APPLICATION_ID",
     "MANIFEST_NAME",
     "MAX_MANIFEST_BYTES",
@@ -79,6 +84,9 @@ __all__ = [
 
 PACKAGE_FORMAT_VERSION = "1.0"
 """The package format this module writes and reads."""
+
+ATTACHMENTS_FOLDER = "attachments"
+"""The folder of a package that holds attachment blobs, relative to the package folder."""
 
 MANIFEST_NAME = "package.json"
 """The manifest's file name, at the root of the package folder."""
@@ -756,6 +764,8 @@ def _check_geopackage(folder: Path, relative: str, layers: set[str]) -> list[str
 
 def _check_tile_archive(folder: Path, relative: str) -> list[str]:
     """Problems of a tile archive: it must open, give its metadata and pass its full check."""
+    from offmaps.containers import open_reader, parse_location  # noqa: PLC0415
+
     path = folder / relative
     try:
         with open_reader(parse_location(path)) as reader:
@@ -900,6 +910,8 @@ class OfflineLayer:
         """
         if self.kind not in _TILE_KINDS or self.path is None:
             raise PackageError(f"layer {self.id!r} is a {self.kind} layer, not tiles")
+        from offmaps.containers import open_reader, parse_location  # noqa: PLC0415
+
         try:
             return open_reader(parse_location(self.path))
         except ContainerError as exc:
@@ -977,6 +989,8 @@ class MobileMapPackage:
         return self
 
     def _open_reference(self, reference: ReferenceBasemap) -> tuple[OfflineLayer, str]:
+        from offmaps.containers import open_reader  # noqa: PLC0415
+
         path = (self.path / reference.directory / reference.filename).absolute()
         try:
             with open_reader(str(path)) as reader:

@@ -62,7 +62,6 @@ from typing import Any, Self, TypeVar
 from uuid import UUID
 
 import pydantic
-from shapely.errors import ShapelyError
 
 from offmaps.errors import PackageError, SyncFailedError
 from offmaps.features.filters import FieldType
@@ -98,6 +97,15 @@ from offmaps.sync.clock import HybridClock, parse_timestamp
 from offmaps.sync.merge import same_value
 
 __all__ = ["DownloadSummary", "LocalReplica", "OutboxEntry"]
+
+
+def _shapely_error() -> type[Exception]:
+    """shapely's error class, looked up only when an exception is being matched: shapely is
+    imported where geometries are handled, not by a sync with nothing to send (docs/cli.md)."""
+    import shapely  # noqa: PLC0415
+
+    return shapely.errors.ShapelyError
+
 
 _EXTENSION = "offmaps_sync"
 _EXTENSION_DEFINITION = "offmaps offline sync tables: see offmaps.offline.replica"
@@ -636,7 +644,7 @@ class _PendingReader:
             return None
         try:
             first = self._decode(row)
-        except (ValueError, ShapelyError, pydantic.ValidationError) as exc:
+        except (ValueError, _shapely_error(), pydantic.ValidationError) as exc:
             self._settle(row, ChangeStatus.REJECTED, f"unreadable: {_one_line(exc)}")
             return None
         # an edit read for an upload before may have reached the server with its answer lost:
@@ -705,7 +713,8 @@ class _PendingReader:
             return None
 
     def _decode(self, row: Sequence[Any]) -> _Edit:
-        """Raises ValueError, ShapelyError or pydantic.ValidationError for an unreadable row."""
+        """Raises ValueError, shapely's ShapelyError or pydantic.ValidationError for an unreadable
+        row."""
         reader = self._reader(row[2])
         old_json, new_json, attachment_json = row[5:8]
         return _Edit(
@@ -731,7 +740,7 @@ class _PendingReader:
                 break
             try:
                 edit = self._decode(row)
-            except (ValueError, ShapelyError, pydantic.ValidationError):
+            except (ValueError, _shapely_error(), pydantic.ValidationError):
                 break  # it goes on its own, and is rejected then
             found.append(edit)
             if edit.kind is SyncChangeKind.DELETE:

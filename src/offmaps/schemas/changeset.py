@@ -34,6 +34,7 @@ __all__ = [
     "DownloadHeader",
     "ServerChange",
     "SyncChangeKind",
+    "SyncDirection",
     "VersionVector",
     "WireField",
     "WireLayer",
@@ -93,6 +94,19 @@ class ChangeStatus(StrEnum):
     server's review queue for a person to decide."""
     REJECTED = "rejected"
     """Refused, with a reason (a field that is not editable, a wrong value type...)."""
+
+
+class SyncDirection(StrEnum):
+    """How feature edits sync (ArcGIS ``SyncDirection``).
+
+    Here, not in :mod:`offmaps.schemas.webmap` (which re-exports it), so that syncing a package
+    does not import the web map models.
+    """
+
+    NONE = "none"
+    DOWNLOAD = "download"
+    UPLOAD = "upload"
+    BIDIRECTIONAL = "bidirectional"
 
 
 class ConflictPolicy(StrEnum):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import os.path
+from typing import TYPE_CHECKING
 
-import lark
-from pygeofilter.parsers.cql2_text import parser as cql2_parser  # type: ignore[import-untyped]
+if TYPE_CHECKING:  # the return annotation only; lark is imported when a parser is built
+    import lark
 
 __all__ = ["MAX_EXPRESSION_LENGTH", "check_cql2_text", "cql2_text_parser", "too_deep_at"]
 
@@ -23,7 +24,16 @@ _MAX_DEPTH = 100
 
 @functools.cache
 def cql2_text_parser() -> lark.Lark:
-    """pygeofilter's CQL2 text parser, built once."""
+    """pygeofilter's CQL2 text parser, built once.
+
+    pygeofilter and lark are imported here, on first use, not with this module: they take ~0.3 s,
+    which a document without a definition expression should not cost (docs/cli.md, "Start-up").
+    """
+    import lark  # noqa: PLC0415
+    from pygeofilter.parsers.cql2_text import (  # type: ignore[import-untyped]  # noqa: PLC0415
+        parser as cql2_parser,
+    )
+
     # pygeofilter's own parser is built with ``debug=True``, which prints a parser state dump to
     # stdout whenever a value in the text is rejected; build the same parser without it
     return lark.Lark.open(
@@ -67,8 +77,11 @@ def check_cql2_text(text: str) -> str:
         raise ValueError("contains a NUL character")
     if too_deep_at(text, _MAX_DEPTH) is not None:
         raise ValueError(f"is nested more than {_MAX_DEPTH} parentheses deep")
+    parser = cql2_text_parser()
+    import lark  # noqa: PLC0415 - imported by cql2_text_parser already
+
     try:
-        cql2_text_parser().parse(text)
+        parser.parse(text)
     except lark.exceptions.UnexpectedInput as exc:
         line, column = getattr(exc, "line", None), getattr(exc, "column", None)
         where = f" at line {line}, column {column}" if isinstance(column, int) else ""

@@ -35,7 +35,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from offmaps.errors import InvalidWebMapError
-from offmaps.schemas.changeset import ConflictPolicy
+from offmaps.schemas.changeset import ConflictPolicy, SyncDirection
 from offmaps.schemas.cql2 import MAX_EXPRESSION_LENGTH, check_cql2_text
 
 __all__ = [
@@ -390,15 +390,6 @@ class AttachmentSyncDirection(StrEnum):
     """How attachments sync (ArcGIS ``AttachmentSyncDirection``)."""
 
     NONE = "none"
-    UPLOAD = "upload"
-    BIDIRECTIONAL = "bidirectional"
-
-
-class SyncDirection(StrEnum):
-    """How feature edits sync (ArcGIS ``SyncDirection``)."""
-
-    NONE = "none"
-    DOWNLOAD = "download"
     UPLOAD = "upload"
     BIDIRECTIONAL = "bidirectional"
 

@@ -19,7 +19,12 @@ The version vector functions have generic names (``compare``, ``merge``), so the
 through their module: ``vectors.merge(a, b)``; so are the decisions (``decide.Apply``).
 """
 
-from offmaps.sync import decide, vectors
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from offmaps.sync import vectors
 from offmaps.sync.clock import (
     MAX_COUNTER,
     MAX_WALL_MS,
@@ -31,6 +36,9 @@ from offmaps.sync.clock import (
 from offmaps.sync.merge import FieldMerge, merge_fields, same_value
 from offmaps.sync.policy import Resolution, Side, resolve, resolve_delete
 from offmaps.sync.vectors import Order
+
+if TYPE_CHECKING:  # for type checkers only: at run time, __getattr__ below imports it on first use
+    from offmaps.sync import decide
 
 __all__ = [
     "MAX_COUNTER",
@@ -50,3 +58,11 @@ __all__ = [
     "timestamp_from_ms",
     "vectors",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """:mod:`offmaps.sync.decide`, imported on first use: it needs the web map's models (~0.1-0.4 s
+    to import), which the device side of sync does not (docs/cli.md, "Start-up")."""
+    if name == "decide":
+        return importlib.import_module("offmaps.sync.decide")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
