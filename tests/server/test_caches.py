@@ -16,7 +16,7 @@ from offmaps.tiling import area_from_bbox
 from offmaps.types import Tile, TileFormat
 from tests.jobs.test_jobs import wait
 from tests.server.test_tiles import write_archive
-from tests.serverkit import Server, assert_problem
+from tests.serverkit import Server, assert_problem, webmap_document
 from tests.tilegen import sample_tiles
 
 PNG_TILES = sample_tiles(TileFormat.PNG, maxzoom=3, duplicate=True)
@@ -214,3 +214,24 @@ def test_a_cache_survives_a_restart_as_a_tile_layer(tmp_path: Path, archive: Pat
         assert source.get_tile(tile) == PNG_TILES[tile]
     finally:
         again.close()
+
+
+def test_a_web_map_basemap_may_be_a_cache_read_through_by_anyone_who_sees_the_map(
+    server: Server, cacher: dict[str, str], archive: Path
+) -> None:
+    server.client.post("/api/caches", json=_definition(archive), headers=cacher)
+    document = webmap_document(title="Cached", public=True, layers=[], tables=[])
+    document["basemap"] = {
+        "title": "cached",
+        "layers": [{"type": "raster_tile", "id": "base", "title": "base", "service": "world"}],
+    }
+    created = server.client.post("/api/maps", json=document, headers=server.token("editor"))
+    assert created.status_code == 201, created.text
+    tile = next(iter(PNG_TILES))
+    anonymous = server.client.get(f"/tiles/world/{tile.z}/{tile.x}/{tile.y}")
+    assert anonymous.status_code == 200, anonymous.text  # fetched from the archive, stored
+    assert anonymous.content == PNG_TILES[tile]
+    stats = server.client.get("/api/caches/world/stats", headers=cacher).json()
+    assert (stats["tiles"], stats["misses"], stats["fetches"]) == (1, 1, 1)
+    tilejson = server.client.get("/tiles/world/tilejson.json").json()
+    assert "/tiles/world/{z}/{x}/{y}" in tilejson["tiles"][0]
