@@ -189,10 +189,15 @@ def summary_row(name: str, results: list[WrkResult]) -> str:
     """One Markdown row per server: every run's req/s, the median, p50/p99 ranges, errors."""
     rates = ", ".join(f"{r.requests_per_s:,.0f}" for r in results)
     median = statistics.median(r.requests_per_s for r in results)
-    p50 = f"{min(r.p50_ms for r in results):.2f}-{max(r.p50_ms for r in results):.2f}"
-    p99 = f"{min(r.p99_ms for r in results):.2f}-{max(r.p99_ms for r in results):.2f}"
     errors = sum(r.non_2xx + r.socket_errors for r in results)
+    p50 = _spread([r.p50_ms for r in results])
+    p99 = _spread([r.p99_ms for r in results])
     return f"| {name} | {rates} | {median:,.0f} | {p50} | {p99} | {errors} |"
+
+
+def _spread(values: list[float]) -> str:
+    low, high = f"{min(values):.2f}", f"{max(values):.2f}"
+    return low if low == high else f"{low}-{high}"
 
 
 def main() -> int:
