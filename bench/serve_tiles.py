@@ -4,13 +4,16 @@
    bench/convert.py renders (a TMS folder in bench/out/, rendered the first time), and stores
    them once as an MBTiles archive for offmaps.
 2. Serves them on loopback with ``offmaps serve --workers 2`` (uvicorn) at
-   ``/tiles/helsinki/{z}/{x}/{y}``, and with MapProxy's WSGI app under gunicorn (2 sync workers)
-   reading the same TMS folder as a file cache, at its WMTS REST endpoint
-   ``/wmts/osm/webmercator/{z}/{x}/{y}.png`` (its ``/tms/`` endpoint is off by one level);
-   and MapProxy once more with 2 gthread workers of 4 threads, which keep connections alive.
-3. Checks that both return the same bytes as the folder for 50 random tiles, then loads each with
-   ``wrk -t2 -c8`` cycling through a fixed shuffled list of every tile: one warm-up run each,
-   then alternating measured runs. Prints req/s, latency p50/p99, errors and the ratio.
+   ``/tiles/helsinki/{z}/{x}/{y}``, and with MapProxy's WSGI app under gunicorn at its WMTS REST
+   endpoint ``/wmts/osm/webmercator/{z}/{x}/{y}.png`` (its ``/tms/`` endpoint is off by one
+   level), from two caches: the same TMS folder as a ``file`` cache (MapProxy's own preferred
+   layout), and a copy of the very MBTiles file offmaps serves as an ``mbtiles`` cache (like for
+   like). Each MapProxy cache runs with 2 sync workers and once more with 2 gthread workers of
+   4 threads, which keep connections alive.
+3. Checks that every server returns the same bytes as the folder for 50 random tiles, then loads
+   each with ``wrk -t2 -c8`` cycling through a fixed shuffled list of every tile: one warm-up run
+   each, then alternating measured runs. Prints req/s, latency p50/p99, errors and the ratio of
+   offmaps to the faster setup of each MapProxy cache.
 
 Run: ``.venv/bin/python bench/serve_tiles.py`` (``--quick`` for a short smoke run).
 """
@@ -20,6 +23,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import random
+import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -48,6 +53,15 @@ CHECKED = 50
 MAPPROXY_YAML = CONVERT_YAML.replace(
     "services:\n  demo:\n", "services:\n  wmts:\n    restful: true\n    kvp: false\n"
 )
+# The same grid over an MBTiles file. MapProxy's mbtiles cache stores a tile's grid row as
+# tile_row as is, so only a south-west-origin grid (rows counted from the bottom) matches the
+# MBTiles spec; with a north-west one it would look for the rows upside down.
+_FILE_CACHE = "      type: file\n      directory_layout: tms\n      directory: {directory}\n"
+MAPPROXY_MBTILES_YAML = MAPPROXY_YAML.replace(
+    _FILE_CACHE, "      type: mbtiles\n      filename: {filename}\n"
+)
+if MAPPROXY_MBTILES_YAML == MAPPROXY_YAML or "origin: sw" not in MAPPROXY_YAML:
+    raise RuntimeError("convert.py's MapProxy configuration changed: update serve_tiles.py")
 
 MAPPROXY_APP = """\
 from mapproxy.wsgiapp import make_wsgi_app
@@ -70,7 +84,7 @@ def prepare(data: Path) -> tuple[Path, Path, list[Tile]]:
         )
         partial.rename(archive)
     if not any((served / "webmaps").glob("*.json")):  # tiles are served through web maps
-        layer = {
+        layer: dict[str, object] = {
             "type": "raster_tile",
             "id": "helsinki",
             "title": "Helsinki",
@@ -83,13 +97,41 @@ def prepare(data: Path) -> tuple[Path, Path, list[Tile]]:
 
 
 def mapproxy_app(folder: Path) -> Path:
-    """Write MapProxy's configuration and WSGI module; return the folder holding them."""
-    where = WORK / "mapproxy"
+    """Write MapProxy's configuration (file cache) and WSGI module; return their folder."""
+    return _write_app(WORK / "mapproxy", MAPPROXY_YAML.format(directory=folder))
+
+
+def mapproxy_mbtiles_app(archive: Path) -> tuple[Path, Path]:
+    """MapProxy's configuration and WSGI module over a copy of offmaps' MBTiles file.
+
+    MapProxy opens its cache file for writing (it stores what its sources render), so it reads
+    a byte-for-byte copy and the file offmaps serves stays untouched. Returns the folder of the
+    app and the copy.
+    """
+    where = WORK / "mapproxy-mbtiles"
+    where.mkdir(parents=True, exist_ok=True)
+    copy = where / "helsinki.mbtiles"
+    source = archive.stat()
+    if not copy.exists() or copy.stat().st_size != source.st_size:
+        partial = copy.with_name("partial.mbtiles")
+        shutil.copyfile(archive, partial)
+        partial.rename(copy)
+    return _write_app(where, MAPPROXY_MBTILES_YAML.format(filename=copy)), copy
+
+
+def _write_app(where: Path, config_text: str) -> Path:
     where.mkdir(parents=True, exist_ok=True)
     config = where / "mapproxy.yaml"
-    config.write_text(MAPPROXY_YAML.format(directory=folder))
+    config.write_text(config_text)
     (where / "mapproxy_app.py").write_text(MAPPROXY_APP.format(config=str(config)))
     return where
+
+
+def count_rows(mbtiles: Path) -> int:
+    """The rows of an MBTiles file's ``tiles`` table, read only."""
+    with contextlib.closing(sqlite3.connect(f"{mbtiles.as_uri()}?mode=ro", uri=True)) as conn:
+        count: int = conn.execute("SELECT count(*) FROM tiles").fetchone()[0]
+        return count
 
 
 def offmaps_path(tile: Tile) -> str:
@@ -116,13 +158,46 @@ def check_same_bytes(folder: Path, bases: dict[str, str], tiles: list[Tile]) -> 
                     raise RuntimeError(f"{tile}: {name} returned other bytes than the folder")
                 if name == "offmaps" and "etag" not in got.headers:
                     raise RuntimeError(f"{tile}: offmaps sent no ETag")
-    print(
-        f"byte-identical to the folder from {' and '.join(bases)}: {len(sample)} of {len(sample)}"
-    )
+    print(f"byte-identical to the folder from {', '.join(bases)}: {len(sample)} of {len(sample)}")
 
 
-GTHREAD = "MapProxy gthread"
-PATHS = {"offmaps": offmaps_path, "MapProxy": mapproxy_path, GTHREAD: mapproxy_path}
+# the MapProxy setups: (cache, gunicorn worker class)
+FILE_SYNC = "MapProxy file sync"
+FILE_GTHREAD = "MapProxy file gthread"
+MBTILES_SYNC = "MapProxy mbtiles sync"
+MBTILES_GTHREAD = "MapProxy mbtiles gthread"
+CACHES = {"file": (FILE_SYNC, FILE_GTHREAD), "mbtiles": (MBTILES_SYNC, MBTILES_GTHREAD)}
+PATHS = {
+    "offmaps": offmaps_path,
+    FILE_SYNC: mapproxy_path,
+    FILE_GTHREAD: mapproxy_path,
+    MBTILES_SYNC: mapproxy_path,
+    MBTILES_GTHREAD: mapproxy_path,
+}
+
+
+def gunicorn(app_dir: Path, port: int, *, threads: int = 0) -> list[str | Path]:
+    """gunicorn serving a MapProxy WSGI module with 2 workers: sync, or gthread with threads."""
+    worker = ("--worker-class", "gthread", "--threads", str(threads)) if threads else ()
+    return [
+        *(BIN / "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", *worker),
+        *("--chdir", app_dir, "--log-level", "warning", "mapproxy_app:application"),
+    ]
+
+
+def summary_row(name: str, results: list[WrkResult]) -> str:
+    """One Markdown row per server: every run's req/s, the median, p50/p99 ranges, errors."""
+    rates = ", ".join(f"{r.requests_per_s:,.0f}" for r in results)
+    median = statistics.median(r.requests_per_s for r in results)
+    errors = sum(r.non_2xx + r.socket_errors for r in results)
+    p50 = _spread([r.p50_ms for r in results])
+    p99 = _spread([r.p99_ms for r in results])
+    return f"| {name} | {rates} | {median:,.0f} | {p50} | {p99} | {errors} |"
+
+
+def _spread(values: list[float]) -> str:
+    low, high = f"{min(values):.2f}", f"{max(values):.2f}"
+    return low if low == high else f"{low}-{high}"
 
 
 def main() -> int:
@@ -139,27 +214,24 @@ def main() -> int:
     print(f"Machine: {machine()}")
 
     folder, served, tiles = prepare(args.data)
+    archive = served / "tiles" / "helsinki.mbtiles"
     order = tiles[:]
     random.Random(SEED).shuffle(order)
-    mapproxy_dir = mapproxy_app(folder)
+    file_dir = mapproxy_app(folder)
+    mbtiles_dir, mbtiles_copy = mapproxy_mbtiles_app(archive)
     ports = {name: free_port() for name in PATHS}
+    # threads keep connections alive; the faster setup of each cache sets its ratio
     commands: dict[str, list[str | Path]] = {
         "offmaps": [
             *(BIN / "offmaps", "serve", "--data", served, "--port", str(ports["offmaps"])),
             *("--workers", "2"),
         ],
-        "MapProxy": [
-            *(BIN / "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{ports['MapProxy']}"),
-            *("--chdir", mapproxy_dir, "--log-level", "warning", "mapproxy_app:application"),
-        ],
-        # threads keep connections alive; whichever MapProxy setup is faster sets the ratio
-        GTHREAD: [
-            *(BIN / "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{ports[GTHREAD]}"),
-            *("--worker-class", "gthread", "--threads", "4"),
-            *("--chdir", mapproxy_dir, "--log-level", "warning", "mapproxy_app:application"),
-        ],
+        FILE_SYNC: gunicorn(file_dir, ports[FILE_SYNC]),
+        FILE_GTHREAD: gunicorn(file_dir, ports[FILE_GTHREAD], threads=4),
+        MBTILES_SYNC: gunicorn(mbtiles_dir, ports[MBTILES_SYNC]),
+        MBTILES_GTHREAD: gunicorn(mbtiles_dir, ports[MBTILES_GTHREAD], threads=4),
     }
-    names = ["MapProxy", GTHREAD] if args.peer_only else ["offmaps", "MapProxy", GTHREAD]
+    names = [name for name in PATHS if not (args.peer_only and name == "offmaps")]
     bases = {name: f"http://127.0.0.1:{ports[name]}" for name in names}
     print(
         f"{len(tiles):,} tiles (z{min(t.z for t in tiles)}-{max(t.z for t in tiles)}), "
@@ -183,13 +255,23 @@ def main() -> int:
                 results[name].append(result)
                 print(result.row(f"{name} run {run + 1}"), flush=True)
 
+    # MapProxy stores what it makes for a tile it lacks: a grown copy means it answered a miss
+    rows = count_rows(mbtiles_copy)
+    if rows != len(tiles):
+        raise RuntimeError(f"MapProxy's MBTiles copy holds {rows} rows, not {len(tiles)}")
+
+    print("| server | req/s of each run | median | p50 ms | p99 ms | errors |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, measured in results.items():
+        print(summary_row(name, measured))
     median = {name: statistics.median(r.requests_per_s for r in rs) for name, rs in results.items()}
     errors = sum(r.non_2xx + r.socket_errors for rs in results.values() for r in rs)
-    summary = ", ".join(f"{name} {value:,.0f}" for name, value in median.items())
-    print(f"median req/s: {summary}; errors in all measured runs: {errors}")
+    print(f"errors in all measured runs: {errors}")
     if "offmaps" in median:
-        peer = max(median["MapProxy"], median[GTHREAD])
-        print(f"offmaps/MapProxy (faster setup) = {median['offmaps'] / peer:.2f}x (target >= 1.5x)")
+        for cache, setups in CACHES.items():
+            faster = max(setups, key=median.__getitem__)
+            ratio = median["offmaps"] / median[faster]
+            print(f"offmaps / MapProxy {cache} cache ({faster}) = {ratio:.2f}x (target >= 1.5x)")
     return 0
 
 
