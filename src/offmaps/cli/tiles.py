@@ -22,6 +22,7 @@ from offmaps.errors import (
 )
 from offmaps.tiling import (
     AreaOfInterest,
+    TileCover,
     estimate_tiles,
     get_tms,
     tile_cover,
@@ -250,11 +251,21 @@ def convert_command(
     levels = parse_zooms(zooms) if zooms is not None else None
     destination = parse_location(dst)
     with open_reader(parse_location(src)) as reader:
-        total = reader.count_tiles()
+        area: AreaOfInterest | TileCover | None = aoi
+        meta = reader.metadata
+        if aoi is not None and (levels is not None or None not in (meta.minzoom, meta.maxzoom)):
+            # the area's tiles, at most: reading a folder for an area opens only those files,
+            # so counting the whole source first would cost more than the conversion
+            span = levels or ZoomRange(int(meta.minzoom or 0), int(meta.maxzoom or 0))
+            area = tile_cover(aoi, meta.tms, span)
+            total = area.total
+        else:
+            total = reader.count_tiles()
         with progress_bar(f"{src} → {dst}", total) as advance:
             result = convert(
-                reader, destination, zooms=levels, aoi=aoi, overwrite=overwrite, progress=advance
+                reader, destination, zooms=levels, aoi=area, overwrite=overwrite, progress=advance
             )
+            advance(0, result.read)  # the tiles the source had in the area
     if as_json:
         _echo_json(
             {"source": src, "destination": dst, "read": result.read, "written": result.written}
