@@ -1,20 +1,16 @@
-"""Progress bars for long CLI work, on stderr so that ``--json`` output stays clean."""
+"""Progress bars for long CLI work, on stderr so that ``--json`` output stays clean.
+
+A bar is shown only when stderr is a terminal, and ``rich.progress`` is imported only then: a
+command run from a script or a cron job (``offmaps sync``) does not load it. (httpx imports
+``rich.console`` itself when rich is installed, for its own command line.)
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 __all__ = ["Advance", "progress_bar"]
 
@@ -26,9 +22,26 @@ class Advance(Protocol):
     def __call__(self, amount: int, total: int | None = None) -> None: ...
 
 
+def _nothing(amount: int, total: int | None = None) -> None:
+    """What advances a bar that is not shown."""
+
+
 @contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Advance]:
-    """A progress bar on stderr; yields a function advancing it."""
+    """A progress bar on stderr when it is a terminal; yields a function advancing it."""
+    if not sys.stderr.isatty():
+        yield _nothing
+        return
+    from rich.console import Console  # noqa: PLC0415 - only for a terminal (see above)
+    from rich.progress import (  # noqa: PLC0415
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
@@ -37,9 +50,7 @@ def progress_bar(description: str, total: int | None) -> Iterator[Advance]:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(
-        *columns, console=console, transient=False, disable=not console.is_terminal
-    ) as bar:
+    with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(description, total=total)
 
         def advance(amount: int, total: int | None = None) -> None:
