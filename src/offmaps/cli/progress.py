@@ -7,10 +7,11 @@ command run from a script or a cron job (``offmaps sync``) does not load it. (ht
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
+
+from rich.console import Console
 
 __all__ = ["Advance", "progress_bar"]
 
@@ -29,11 +30,11 @@ def _nothing(amount: int, total: int | None = None) -> None:
 @contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Advance]:
     """A progress bar on stderr when it is a terminal; yields a function advancing it."""
-    if not sys.stderr.isatty():
+    console = Console(stderr=True)
+    if not console.is_terminal:
         yield _nothing
         return
-    from rich.console import Console  # noqa: PLC0415 - only for a terminal (see above)
-    from rich.progress import (  # noqa: PLC0415
+    from rich.progress import (  # noqa: PLC0415 - only for a terminal (see above)
         BarColumn,
         MofNCompleteColumn,
         Progress,
@@ -42,7 +43,6 @@ def progress_bar(description: str, total: int | None) -> Iterator[Advance]:
         TimeRemainingColumn,
     )
 
-    console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
