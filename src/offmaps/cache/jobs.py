@@ -184,7 +184,9 @@ def clean_cache(
     if payload.gc:
         context.check_cancelled()
         context.progress(0.7, "collecting blobs no cache names")
-        collected = service.gc()
+        collected = service.gc(
+            lambda examined: context.progress(0.7, f"collecting: {examined:,} blobs examined")
+        )
         result["examined_blobs"] = collected.examined
         result["deleted_blobs"] = collected.deleted
     return result

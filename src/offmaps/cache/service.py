@@ -585,14 +585,22 @@ class TileCacheService:
             self.index.definition(name)
         return removed
 
-    def gc(self) -> GarbageCollection:
-        """Delete the blobs no cache's tile names, safely while seeding and serving go on."""
+    def gc(self, progress: Callable[[int], None] = lambda examined: None) -> GarbageCollection:
+        """Delete the blobs no cache's tile names, safely while seeding and serving go on;
+        ``progress`` hears how many blobs were examined, every 500."""
 
         def delete(key: str) -> None:
             with contextlib.suppress(BlobNotFoundError):  # deleted by another collector
                 self.blobs.delete(key)
 
-        deleted, examined = self.index.collect(self.blobs.iter_keys(), delete)
+        def keys() -> Iterator[str]:
+            for examined, key in enumerate(self.blobs.iter_keys(), 1):
+                if examined % 500 == 0:
+                    progress(examined)
+                yield key
+
+        deleted, examined = self.index.collect(keys(), delete)
+        progress(examined)
         return GarbageCollection(examined, deleted)
 
     def close(self) -> None:

@@ -101,7 +101,7 @@ class Caches(Protocol):
     def stats(self, name: str) -> dict[str, Any]: ...
     def store(self) -> dict[str, Any]: ...
     def verify(self, name: str | None) -> dict[str, Any]: ...
-    def clean(self, name: str | None, **steps: Any) -> dict[str, Any]: ...
+    def clean(self, name: str | None, advance: Advance, **steps: Any) -> dict[str, Any]: ...
     def delete(self, name: str) -> None: ...
 
 
@@ -184,7 +184,7 @@ class _Folder:
         report = self.service.verify(name)
         return {"checked": report.checked, "damaged": list(report.damaged)}
 
-    def clean(self, name: str | None, **steps: Any) -> dict[str, Any]:
+    def clean(self, name: str | None, advance: Advance, **steps: Any) -> dict[str, Any]:
         removed = 0
         result: dict[str, Any] = {}
         if name is not None:
@@ -196,7 +196,13 @@ class _Folder:
                 )
             result["removed_tiles"] = removed
         if steps.get("gc"):
-            collected = self.service.gc()
+            seen = [0]
+
+            def examined(count: int) -> None:
+                advance(count - seen[0], None)
+                seen[0] = count
+
+            collected = self.service.gc(examined)
             result["examined_blobs"] = collected.examined
             result["deleted_blobs"] = collected.deleted
         return result
@@ -261,7 +267,7 @@ class _Server:
             raise CacheError("a server verifies one cache at a time: give its name")
         return self.caches.verify(name)
 
-    def clean(self, name: str | None, **steps: Any) -> dict[str, Any]:
+    def clean(self, name: str | None, advance: Advance, **steps: Any) -> dict[str, Any]:
         body: dict[str, Any] = {}
         if "area" in steps and steps["area"] is not None:
             body["area"] = self._area(steps["area"]).model_dump(mode="json")
@@ -272,13 +278,19 @@ class _Server:
             body["older_than"] = steps["older_than"].isoformat()
         if steps.get("max_bytes") is not None:
             body["max_bytes"] = steps["max_bytes"]
-        if name is None:
-            return self.caches.wait(self.caches.gc())
         if steps.get("gc"):
             body["gc"] = True
-        if not body:  # truncate everything: every level
+        if name is not None and not body:  # truncate everything: every level
             body["min_zoom"], body["max_zoom"] = 0, 30
-        return self.caches.wait(self.caches.clean(name, **body))
+        job = self.caches.gc() if name is None else self.caches.clean(name, **body)
+        done = [0]
+
+        def report(fraction: float, _: str) -> None:
+            now = round(fraction * 100)
+            advance(now - done[0], 100)
+            done[0] = now
+
+        return self.caches.wait(job, on_progress=report)
 
     def delete(self, name: str) -> None:
         self.caches.delete(name)
@@ -578,8 +590,8 @@ def truncate(
     steps: dict[str, Any] = {"area": read_aoi(aoi_file, bbox, aoi_crs)}
     if zooms:
         steps["zooms"] = parse_zooms(zooms)
-    with _caches(data_dir, server, None) as caches:
-        result = caches.clean(name, **steps)
+    with _caches(data_dir, server, None) as caches, progress_bar(f"truncating {name}", None) as bar:
+        result = caches.clean(name, bar, **steps)
     _done(result, as_json)
 
 
@@ -604,8 +616,8 @@ def cleanup(
         steps["older_than"] = parse_when(older_than)
     if max_bytes:
         steps["max_bytes"] = parse_bytes(max_bytes)
-    with _caches(data_dir, server, None) as caches:
-        result = caches.clean(name, **steps)
+    with _caches(data_dir, server, None) as caches, progress_bar(f"cleaning {name}", None) as bar:
+        result = caches.clean(name, bar, **steps)
     _done(result, as_json)
 
 
@@ -613,8 +625,8 @@ def cleanup(
 @_where
 def gc(server: str | None, data_dir: Path | None, as_json: bool) -> None:
     """Delete the blobs no cache names any more (safe while a server seeds and serves)."""
-    with _caches(data_dir, server, None) as caches:
-        result = caches.clean(None, gc=True)
+    with _caches(data_dir, server, None) as caches, progress_bar("collecting blobs", None) as bar:
+        result = caches.clean(None, bar, gc=True)
     _done(result, as_json)
 
 
