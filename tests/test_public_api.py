@@ -37,6 +37,7 @@ MODULES = [
     "offmaps.offline",
     "offmaps.offline.generate",
     "offmaps.cache",
+    "offmaps.cache.postgres",
     "offmaps.sample",
     "offmaps.services",
     "offmaps.server",

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from offmaps.cache import SQLiteTileIndex, TileCacheService
+from offmaps.cache import SQLiteTileIndex, TileCacheService, TileIndex
 from offmaps.cache.jobs import clean_cache_kind, seed_cache_kind
+from offmaps.cache.postgres import PostgresTileIndex
 from offmaps.catalog import Catalog
 from offmaps.errors import StorageError
 from offmaps.jobs import FolderJobStore, InProcessJobRunner, JobKinds, JobRunner, JobStore
@@ -193,16 +194,22 @@ def storage_backend(settings: ServerSettings) -> str:
 
 
 def open_caches(settings: ServerSettings, catalog: Catalog) -> TileCacheService:
-    """The tile caches of a data folder (the index in ``DATA/tile-caches``, the tiles' blobs
-    there too or in S3 with ``OFFMAPS_STORAGE_URL``), each published as a tile layer of
-    ``catalog``, whose tile layers may be their sources.
+    """The tile caches of a server (the index in ``DATA/tile-caches`` or in PostgreSQL with
+    ``OFFMAPS_DATABASE_URL``; the tiles' blobs in the data folder or in S3 with
+    ``OFFMAPS_STORAGE_URL``), each published as a tile layer of ``catalog``, whose tile layers
+    may be their sources.
 
     Raises:
         CacheIndexError: the index cannot be opened.
     """
     blobs = STORAGE_BACKENDS[storage_backend(settings)].tile_blobs(settings)
+    index: TileIndex
+    if settings.database_url:
+        index = PostgresTileIndex(settings.database_url, schema=f"{settings.database_schema}_cache")
+    else:
+        index = SQLiteTileIndex(settings.data_dir / "tile-caches" / "index.sqlite")
     return TileCacheService(
-        SQLiteTileIndex(settings.data_dir / "tile-caches" / "index.sqlite"),
+        index,
         blobs,
         layers=catalog.tile_sources.get,
         published=catalog.tile_sources,

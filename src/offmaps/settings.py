@@ -75,6 +75,11 @@ class ServerSettings(BaseSettings):
         max_body_bytes: the largest request body accepted (413 beyond).
         signing_key: a secret for HS256 tokens; by default an RS256 key pair is generated into
             ``data_dir`` and published at ``/.well-known/jwks.json``.
+        database_url: a ``postgresql://`` URL for the server's own state instead of SQLite files
+            in ``data_dir``: so far the tile caches' index (every server process and worker
+            then shares it); the rest of the state follows with the scale-out work.
+        database_schema: the prefix of the schemas offmaps makes in that database
+            (``<prefix>_cache`` for the tile caches).
         storage_url: ``s3://BUCKET/PREFIX`` to keep bytes in S3-compatible storage instead of
             ``data_dir``: jobs' files below ``PREFIX/objects/``, the tile caches' blobs below
             ``PREFIX/tile-caches/blobs/``. The endpoint and keys come from ``OFFMAPS_S3_*`` or
@@ -93,6 +98,8 @@ class ServerSettings(BaseSettings):
     features_url: str | None = None
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     signing_key: SecretStr | None = None
+    database_url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
+    database_schema: str = Field(default="offmaps", pattern=r"^[a-z_][a-z0-9_]{0,40}$")
     storage_url: str | None = Field(default=None, pattern=r"^s3://")
     storage_secret: SecretStr | None = Field(default=None, min_length=16)
     auth: AuthSettings = Field(default_factory=AuthSettings)

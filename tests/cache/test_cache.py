@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 from pydantic import ValidationError
 
 from offmaps.cache import (
@@ -20,9 +23,11 @@ from offmaps.cache import (
     SourceKind,
     SQLiteTileIndex,
     TileCacheService,
+    TileIndex,
     UpstreamSettings,
     store_tiles,
 )
+from offmaps.cache.postgres import PostgresTileIndex
 from offmaps.errors import (
     CacheExistsError,
     CacheIndexError,
@@ -38,6 +43,7 @@ from offmaps.errors import (
 from offmaps.storage import BlobRef, LocalBlobStore
 from offmaps.tiling import AreaOfInterest
 from offmaps.types import Tile, ZoomRange
+from tests.features.conftest import postgres_url
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SEA = PNG + b"the same blue everywhere"
@@ -86,14 +92,23 @@ def upstream() -> Upstream:
     return Upstream()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TileIndex]:
+    """The cache index of each backend: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield SQLiteTileIndex(tmp_path / "cache" / "index.sqlite")
+        return
+    url = postgres_url()
+    schema = f"cache_{uuid.uuid4().hex[:12]}"
+    yield PostgresTileIndex(url, schema=schema)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
 @pytest.fixture
-def service(tmp_path: Path, upstream: Upstream) -> Iterator[TileCacheService]:
+def service(tmp_path: Path, upstream: Upstream, index: TileIndex) -> Iterator[TileCacheService]:
     client = httpx.Client(transport=httpx.MockTransport(upstream))
-    found = TileCacheService(
-        SQLiteTileIndex(tmp_path / "cache" / "index.sqlite"),
-        LocalBlobStore(tmp_path / "cache" / "blobs"),
-        client=client,
-    )
+    found = TileCacheService(index, LocalBlobStore(tmp_path / "cache" / "blobs"), client=client)
     yield found
     found.close()
     client.close()

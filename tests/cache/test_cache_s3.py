@@ -1,4 +1,5 @@
-"""Tile caches whose blobs live in S3-compatible storage (SeaweedFS, checking signatures)."""
+"""Tile caches at scale: blobs in S3-compatible storage (SeaweedFS, checking signatures), the
+index in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 
 from offmaps.cache import SQLiteTileIndex, TileCacheService
+from offmaps.cache.postgres import PostgresTileIndex
 from offmaps.errors import StorageError
 from offmaps.services import build_services
 from offmaps.settings import ServerSettings
@@ -20,6 +24,7 @@ from offmaps.storage import BlobRef, S3BlobStore, S3Config, S3ObjectStore
 from offmaps.tiling import AreaOfInterest, get_tms, tile_cover
 from offmaps.types import ZoomRange
 from tests.cache.test_cache import HELSINKI, Upstream, definition
+from tests.features.conftest import postgres_url
 from tests.s3kit import ADMIN, BUCKET, FOREIGN, bucket_keys, empty
 
 if TYPE_CHECKING:
@@ -100,3 +105,28 @@ def test_an_s3_store_failing_mid_seed_leaves_no_tile_without_its_blob(
     finally:
         service.close()
         client.close()
+
+
+def test_the_database_url_puts_the_cache_index_in_postgresql(tmp_path: Path) -> None:
+    url = postgres_url()
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    settings = ServerSettings(data_dir=tmp_path / "data", database_url=url, database_schema=prefix)
+    services = build_services(settings)
+    try:
+        assert isinstance(services.caches.index, PostgresTileIndex)
+        services.caches._client = httpx.Client(transport=httpx.MockTransport(Upstream()))
+        services.caches.create(definition())
+        done = services.caches.seed("osm", HELSINKI, ZoomRange(0, 6))
+    finally:
+        services.close()
+    assert not (tmp_path / "data" / "tile-caches" / "index.sqlite").exists()
+    again = build_services(settings)  # another process, on another host, sees the same index
+    try:
+        assert again.caches.stats("osm").tiles == done.fetched
+        assert "osm" in again.catalog.tile_sources
+    finally:
+        again.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(f"{prefix}_cache"))
+            )

@@ -41,6 +41,7 @@ __all__ = [
     "Grant",
     "IndexedTile",
     "Span",
+    "SQLTileIndex",
     "SQLiteTileIndex",
     "TileIndex",
     "Usage",
@@ -255,13 +256,13 @@ CREATE TABLE IF NOT EXISTS grants (
     committed REAL
 );
 CREATE TABLE IF NOT EXISTS grant_tiles (
-    grant TEXT NOT NULL,
+    grant_id TEXT NOT NULL,
     z INTEGER NOT NULL,
     x INTEGER NOT NULL,
     y INTEGER NOT NULL,
     sha256 TEXT NOT NULL,
     size INTEGER NOT NULL,
-    PRIMARY KEY (grant, z, y, x)
+    PRIMARY KEY (grant_id, z, y, x)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage (
     cache INTEGER NOT NULL,
@@ -276,71 +277,43 @@ CREATE TABLE IF NOT EXISTS usage (
 """
 
 
+_PENDING = "INSERT INTO pending (token, sha256, since) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+
+
 def _time(value: float | None) -> datetime | None:
     return None if not value else datetime.fromtimestamp(value, UTC)
 
 
-class SQLiteTileIndex:
-    """The cache index in one SQLite file (WAL), one connection per thread.
+class _Conn(Protocol):
+    """What the index's SQL runs on: SQLite's connection, or a PostgreSQL one adapted to it."""
 
-    Args:
-        path: the index file, created with its folder when missing.
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
 
-    Raises:
-        CacheIndexError: the file cannot be created, or is not a cache index.
+
+class SQLTileIndex:
+    """The index's logic in SQL that SQLite and PostgreSQL both run (``?`` placeholders).
+
+    Subclasses give connections, transactions, the schema and the writers' lock: every write
+    goes through :meth:`_write`, one transaction; :meth:`_lock_writers` serialises the writes
+    that must not interleave with a garbage collection's check and delete.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._conn()
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            self.close()
-            raise CacheIndexError(f"{path}: not a usable cache index: {exc}") from exc
+    _unique_violation: tuple[type[Exception], ...] = ()
 
-    def __repr__(self) -> str:
-        return f"SQLiteTileIndex({str(self.path)!r})"
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=OFF")
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
+    def _conn(self) -> _Conn:
+        raise NotImplementedError
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return self._conn().execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise CacheIndexError(f"{self.path}: cannot read the cache index: {exc}") from exc
+        raise NotImplementedError
 
-    def _write(self, work: Callable[[sqlite3.Connection], int]) -> int:
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise CacheIndexError(f"{self.path}: cannot write the cache index: {exc}") from exc
-        return result
+    def _write(self, work: Callable[[_Conn], int]) -> int:
+        raise NotImplementedError
 
-    def _id(self, conn: sqlite3.Connection | None, name: str) -> int:
+    def _lock_writers(self, conn: _Conn) -> None:
+        """Keep writers that record pending blobs from interleaving with a collection."""
+
+    def _id(self, conn: _Conn | None, name: str) -> int:
         row = (
             (conn or self._conn())
             .execute("SELECT id FROM caches WHERE name = ?", (name,))
@@ -355,13 +328,13 @@ class SQLiteTileIndex:
     def create_cache(self, definition: CacheDefinition) -> None:
         """Record a new cache. Raises ``CacheExistsError`` when the name is taken."""
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: _Conn) -> int:
             try:
                 conn.execute(
                     "INSERT INTO caches (name, definition, created) VALUES (?, ?, ?)",
                     (definition.name, definition.model_dump_json(), time.time()),
                 )
-            except sqlite3.IntegrityError:
+            except self._unique_violation:
                 raise CacheExistsError(
                     f"a tile cache called {definition.name!r} exists already",
                     name=definition.name,
@@ -385,7 +358,7 @@ class SQLiteTileIndex:
     def delete_cache(self, name: str) -> int:
         """Forget a cache and its tiles (their blobs stay for :meth:`collect`); tiles removed."""
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: _Conn) -> int:
             cache = self._id(conn, name)
             removed = conn.execute("DELETE FROM tiles WHERE cache = ?", (cache,)).rowcount
             conn.execute("DELETE FROM usage WHERE cache = ?", (cache,))
@@ -436,10 +409,11 @@ class SQLiteTileIndex:
         wanted = sorted(set(hashes))
         known: set[str] = set()
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: _Conn) -> int:
+            self._lock_writers(conn)
             now = time.time()
             conn.executemany(
-                "INSERT OR IGNORE INTO pending (token, sha256, since) VALUES (?, ?, ?)",
+                _PENDING,
                 [(token, sha256, now) for sha256 in wanted],
             )
             for sha256 in wanted:
@@ -465,7 +439,7 @@ class SQLiteTileIndex:
 
     def _upsert(
         self,
-        conn: sqlite3.Connection,
+        conn: _Conn,
         token: str,
         name: str,
         rows: Sequence[tuple[Tile, str, int]],
@@ -479,7 +453,7 @@ class SQLiteTileIndex:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (cache, z, y, x) DO UPDATE SET "
                 "sha256 = excluded.sha256, size = excluded.size, stored = excluded.stored, "
-                "checked = excluded.checked WHERE sha256 != excluded.sha256",
+                "checked = excluded.checked WHERE tiles.sha256 != excluded.sha256",
                 (cache, tile.z, tile.x, tile.y, sha256, size, now, now),
             )
             if cursor.rowcount:
@@ -508,19 +482,21 @@ class SQLiteTileIndex:
         """Record an upload grant; its blobs are pending writes (never collected) until it is
         committed or its writer is taken for dead (:data:`PENDING_EXPIRY_S`)."""
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: _Conn) -> int:
+            self._lock_writers(conn)
             cache = self._id(conn, grant.cache)
             conn.execute(
                 "INSERT INTO grants (id, cache, owner, expires) VALUES (?, ?, ?, ?)",
                 (grant.id, cache, grant.owner, grant.expires),
             )
             conn.executemany(
-                "INSERT INTO grant_tiles (grant, z, x, y, sha256, size) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO grant_tiles (grant_id, z, x, y, sha256, size) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 [(grant.id, t.z, t.x, t.y, sha256, size) for t, sha256, size in grant.tiles],
             )
             now = time.time()
             conn.executemany(
-                "INSERT OR IGNORE INTO pending (token, sha256, since) VALUES (?, ?, ?)",
+                _PENDING,
                 sorted({(grant.id, sha256, now) for _, sha256, _ in grant.tiles}),
             )
             return len(grant.tiles)
@@ -538,7 +514,7 @@ class SQLiteTileIndex:
             return None
         name, owner, expires, committed = rows[0]
         tiles = self._read(
-            "SELECT z, x, y, sha256, size FROM grant_tiles WHERE grant = ? ORDER BY z, y, x",
+            "SELECT z, x, y, sha256, size FROM grant_tiles WHERE grant_id = ? ORDER BY z, y, x",
             (grant_id,),
         )
         return Grant(
@@ -560,7 +536,7 @@ class SQLiteTileIndex:
         if found is None:
             raise GrantNotFoundError(f"no upload grant {grant_id!r}")
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: _Conn) -> int:
             marked = conn.execute(
                 "UPDATE grants SET committed = ? WHERE id = ? AND committed IS NULL",
                 (now, grant_id),
@@ -578,7 +554,7 @@ class SQLiteTileIndex:
         if not usage:
             return
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: _Conn) -> int:
             try:
                 cache = self._id(conn, name)
             except CacheNotFoundError:
@@ -586,9 +562,12 @@ class SQLiteTileIndex:
             conn.executemany(
                 "INSERT INTO usage (cache, z, hits, misses, fetches, errors, last_access) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (cache, z) DO UPDATE SET "
-                "hits = hits + excluded.hits, misses = misses + excluded.misses, "
-                "fetches = fetches + excluded.fetches, errors = errors + excluded.errors, "
-                "last_access = max(coalesce(last_access, 0), coalesce(excluded.last_access, 0))",
+                "hits = usage.hits + excluded.hits, misses = usage.misses + excluded.misses, "
+                "fetches = usage.fetches + excluded.fetches, "
+                "errors = usage.errors + excluded.errors, "
+                "last_access = CASE WHEN coalesce(usage.last_access, 0) > "
+                "coalesce(excluded.last_access, 0) THEN usage.last_access "
+                "ELSE excluded.last_access END",
                 [
                     (cache, z, u.hits, u.misses, u.fetches, u.errors, u.last_access or None)
                     for z, u in usage.items()
@@ -603,7 +582,7 @@ class SQLiteTileIndex:
         if not accessed:
             return
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: _Conn) -> int:
             try:
                 cache = self._id(conn, name)
             except CacheNotFoundError:
@@ -624,7 +603,7 @@ class SQLiteTileIndex:
         )
         blobs = self._read(
             "SELECT z, count(*), sum(size) FROM (SELECT DISTINCT z, sha256, size FROM tiles "
-            "WHERE cache = ?) GROUP BY z",
+            "WHERE cache = ?) AS distinct_blobs GROUP BY z",
             (cache,),
         )
         used = self._read(
@@ -633,7 +612,7 @@ class SQLiteTileIndex:
         )
         total = self._read(
             "SELECT count(*), coalesce(sum(size), 0) FROM (SELECT DISTINCT sha256, size "
-            "FROM tiles WHERE cache = ?)",
+            "FROM tiles WHERE cache = ?) AS distinct_blobs",
             (cache,),
         )
         levels: dict[int, dict[str, Any]] = {}
@@ -664,7 +643,7 @@ class SQLiteTileIndex:
     def truncate(self, name: str, spans: Iterable[Span] | None, zooms: range | None) -> int:
         """Remove the tiles inside ``spans`` (or every tile) at ``zooms`` (or every level)."""
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: _Conn) -> int:
             cache = self._id(conn, name)
             if spans is None:
                 if zooms is None:
@@ -690,7 +669,7 @@ class SQLiteTileIndex:
     def remove_older(self, name: str, before: float) -> int:
         """Remove the tiles whose bytes were stored before ``before`` (Unix seconds)."""
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: _Conn) -> int:
             cache = self._id(conn, name)
             return int(
                 conn.execute(
@@ -703,7 +682,7 @@ class SQLiteTileIndex:
     def trim_to(self, name: str, max_bytes: int) -> int:
         """Remove least recently used tiles until the cache's tiles take at most ``max_bytes``."""
 
-        def work(conn: sqlite3.Connection) -> int:
+        def work(conn: _Conn) -> int:
             cache = self._id(conn, name)
             (total,) = conn.execute(
                 "SELECT coalesce(sum(size), 0) FROM tiles WHERE cache = ?", (cache,)
@@ -749,7 +728,8 @@ class SQLiteTileIndex:
         deleted = examined = 0
         chunk: list[str] = []
 
-        def sweep(conn: sqlite3.Connection) -> int:
+        def sweep(conn: _Conn) -> int:
+            self._lock_writers(conn)
             gone = 0
             for key in chunk:
                 if conn.execute("SELECT 1 FROM tiles WHERE sha256 = ? LIMIT 1", (key,)).fetchone():
@@ -782,6 +762,69 @@ class SQLiteTileIndex:
                 (self._id(None, name),),
             )
         return {str(sha256): int(size) for sha256, size in rows}
+
+
+class SQLiteTileIndex(SQLTileIndex):
+    """The cache index in one SQLite file (WAL), one connection per thread.
+
+    Args:
+        path: the index file, created with its folder when missing.
+
+    Raises:
+        CacheIndexError: the file cannot be created, or is not a cache index.
+    """
+
+    _unique_violation = (sqlite3.IntegrityError,)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._conn()
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            raise CacheIndexError(f"{path}: not a usable cache index: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"SQLiteTileIndex({str(self.path)!r})"
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise CacheIndexError(f"{self.path}: cannot read the cache index: {exc}") from exc
+
+    def _write(self, work: Callable[[_Conn], int]) -> int:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise CacheIndexError(f"{self.path}: cannot write the cache index: {exc}") from exc
+        return result
 
     def close(self) -> None:
         """Close every connection of every thread."""
