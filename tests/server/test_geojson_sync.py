@@ -19,6 +19,7 @@ import httpx
 import pytest
 from shapely.geometry import LineString, Point
 
+from offmaps.replicas.geojson import GeoJSONChangeResult, GeoJSONChangeSetResult
 from offmaps.services import Services
 from tests.serverkit import PASSWORD, LiveServer, assert_problem
 
@@ -92,6 +93,7 @@ def _upload(
     )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == GEOJSON  # answered in the form it was sent
+    GeoJSONChangeSetResult.model_validate(response.json())  # as the OpenAPI document says
     results: list[dict[str, Any]] = response.json()["results"]
     return results
 
@@ -213,6 +215,7 @@ def test_a_geojson_client_syncs_through_rest_and_graphql_conflicts_included(
     )
     assert status.headers["content-type"] == GEOJSON
     assert status.json()["status"] == "applied"
+    GeoJSONChangeResult.model_validate(status.json())
 
     # the server's changes since the replica was taken, as GeoJSON texts
     down = _download(client, replica, start)
