@@ -5,7 +5,7 @@ Routes (docs/sync.md; all in the OpenAPI document):
 - ``GET /api/replicas/{id}``, ``DELETE /api/replicas/{id}`` (unregister).
 - ``GET /api/replicas/{id}/updates?since=G`` (what a download would send: rows, bytes, files).
 - ``POST /api/replicas/{id}/changes`` (a change set; answers per change, idempotent by id),
-  ``GET /api/replicas/{id}/changes?since=G`` (the download stream, NDJSON),
+  ``GET /api/replicas/{id}/changes?since=G`` (the download stream, NDJSON or GeoJSON texts),
   ``GET /api/replicas/{id}/changes/{change_id}`` (one change's recorded answer).
 - ``GET|PUT /api/replicas/{id}/uploads/{sha256}`` (resumable, hash-checked attachment upload),
   ``GET /api/replicas/{id}/blobs/{sha256}`` (attachment bytes, for downloads).
