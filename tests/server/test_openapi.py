@@ -93,6 +93,31 @@ def test_the_change_set_upload_documents_its_body(client: TestClient) -> None:
     assert "changes" in document["components"]["schemas"]["ChangeSet"]["properties"]
 
 
+def test_the_change_set_routes_document_the_geojson_form(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    changes = document["paths"]["/api/replicas/{replica_id}/changes"]
+    body = changes["post"]["requestBody"]["content"]["application/geo+json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/GeoJSONChangeSet"}
+    answer = changes["post"]["responses"]["200"]["content"]
+    assert set(answer) == {"application/json", "application/geo+json"}
+    assert set(changes["get"]["responses"]["200"]["content"]) == {
+        "application/x-ndjson",
+        "application/geo+json-seq",
+    }
+    status = document["paths"]["/api/replicas/{replica_id}/changes/{change_id}"]["get"]
+    assert "application/geo+json" in status["responses"]["200"]["content"]
+    for path in ("/api/conflicts", "/api/conflicts/{conflict_id}"):
+        assert (
+            "application/geo+json" in document["paths"][path]["get"]["responses"]["200"]["content"]
+        )
+    schemas = document["components"]["schemas"]
+    change = schemas["GeoJSONChange"]["properties"]
+    assert {"feature", "base"} <= set(change)
+    assert not {"values", "base_values"} & set(change)
+    assert "feature" in schemas["GeoJSONServerChange"]["properties"]
+    assert "$defs" not in str(document)  # every definition is in the components
+
+
 def test_tokens_are_documented_as_oauth2(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
     scheme = document["components"]["securitySchemes"][SECURITY_SCHEME]

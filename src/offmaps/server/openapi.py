@@ -250,12 +250,14 @@ def _document_problems(operation: dict[str, Any], statuses: set[int]) -> None:
 
 
 def _hoist_definitions(document: dict[str, Any]) -> None:
-    """Move the ``$defs`` of request body schemas (:func:`request_body`) into the components."""
+    """Move the ``$defs`` of request body schemas (:func:`request_body`) and of response
+    schemas given in a route's ``responses`` into the components."""
     schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
     for path_item in document.get("paths", {}).values():
         for operation in path_item.values():
-            content = operation.get("requestBody", {}).get("content", {})
-            for media in content.values():
+            contents = [operation.get("requestBody", {}).get("content", {})]
+            contents += [r.get("content", {}) for r in operation.get("responses", {}).values()]
+            for media in (media for content in contents for media in content.values()):
                 definitions = media.get("schema", {}).pop("$defs", {})
                 for name, schema in definitions.items():
                     known = schemas.setdefault(name, schema)
