@@ -65,10 +65,10 @@ def test_bad_files_and_names_are_one_line_errors_that_leave_nothing(tmp_path: Pa
 def test_the_import_bar_counts_the_files_rows(tmp_path: Path, monkeypatch: Any) -> None:
     shown = io.StringIO()
 
-    def terminal(**_: Any) -> Console:  # a terminal, so that the bar is drawn
+    def terminal() -> Console:  # a terminal, so that the bar is drawn
         return Console(file=shown, force_terminal=True, width=120)
 
-    monkeypatch.setattr(progress, "Console", terminal)
+    monkeypatch.setattr(progress, "_terminal", terminal)
     code, _, _ = run("import", "features", str(hydrants(tmp_path)), "--data", str(tmp_path))
     assert code == 0
     assert "30/30" in shown.getvalue()  # the total is the file's row count, not unknown

@@ -23,7 +23,8 @@ from offmaps.cli import COMMANDS
 SERVER = ("offmaps.server", "offmaps.services", "fastapi", "starlette", "uvicorn")
 FILTERS = ("pygeofilter", "lark")
 # what the sync command needs not import: the server side, CQL2, the web map models, tile code,
-# and geometry libraries (a sync with geometries to send or store imports shapely then)
+# and geometry libraries (a sync with geometries to send or store imports shapely then); rich
+# only draws a progress bar on a terminal, and httpx's own command line (rich, pygments) never
 NOT_FOR_SYNC = (
     *SERVER,
     *FILTERS,
@@ -37,6 +38,9 @@ NOT_FOR_SYNC = (
     "shapely",
     "numpy",
     "asyncio",
+    "rich",
+    "pygments",
+    "httpx._main",
 )
 # ``import offmaps.cli`` and ``offmaps --help`` need click and offmaps.errors, and no library
 NOT_FOR_HELP = (
@@ -51,7 +55,6 @@ NOT_FOR_HELP = (
     "offmaps.cli.tiles",
     "pydantic",
     "httpx",
-    "rich",
 )
 
 _CHILD = """\
@@ -60,7 +63,7 @@ import sys
 
 {code}
 with open(sys.argv[1], "w", encoding="utf-8") as out:
-    json.dump(sorted(sys.modules), out)
+    json.dump(sorted(name for name, module in sys.modules.items() if module is not None), out)
 """
 
 

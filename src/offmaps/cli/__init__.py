@@ -27,6 +27,11 @@ from offmaps.errors import OffmapsError, OffmapsWarning
 
 __all__ = ["cli", "main"]
 
+# `import httpx` also imports httpx's own command line (httpx._main) when rich and pygments are
+# installed, which costs ~40 ms of every command that talks to a server; offmaps never calls it,
+# and httpx falls back to a stub `httpx.main` when that module cannot be imported
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 
 @dataclass(frozen=True, slots=True)
 class LazyCommand:

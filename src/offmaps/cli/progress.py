@@ -1,17 +1,18 @@
 """Progress bars for long CLI work, on stderr so that ``--json`` output stays clean.
 
-A bar is shown only when stderr is a terminal, and ``rich.progress`` is imported only then: a
-command run from a script or a cron job (``offmaps sync``) does not load it. (httpx imports
-``rich.console`` itself when rich is installed, for its own command line.)
+A bar is shown only when stderr is a terminal, and rich is imported only then: a command run
+from a script or a cron job (``offmaps sync``) does not load it.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["Advance", "progress_bar"]
 
@@ -27,11 +28,21 @@ def _nothing(amount: int, total: int | None = None) -> None:
     """What advances a bar that is not shown."""
 
 
+def _terminal() -> Console | None:
+    """stderr as a rich console when it is a terminal; ``None`` (and rich not imported) if not."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console  # noqa: PLC0415 - only for a terminal (see above)
+
+    console = Console(stderr=True)
+    return console if console.is_terminal else None
+
+
 @contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator[Advance]:
     """A progress bar on stderr when it is a terminal; yields a function advancing it."""
-    console = Console(stderr=True)
-    if not console.is_terminal:
+    console = _terminal()
+    if console is None:
         yield _nothing
         return
     from rich.progress import (  # noqa: PLC0415 - only for a terminal (see above)

@@ -94,6 +94,27 @@ def raise_for_problem(response: httpx.Response) -> None:
     raise OffmapsError(f"{response.request.url}: HTTP {response.status_code}: {detail}")
 
 
+class _DeferredTLS(httpx.BaseTransport):
+    """httpx's default transport, but its TLS context (loading the CA bundle, ~30 ms of a
+    command's start-up) is built at the first ``https://`` request, not for every client:
+    ``http://`` requests go through a transport that never does TLS."""
+
+    def __init__(self) -> None:
+        self._transports: dict[str, httpx.HTTPTransport] = {}
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        scheme = request.url.scheme
+        transport = self._transports.get(scheme)
+        if transport is None:
+            transport = httpx.HTTPTransport(verify=scheme == "https")
+            self._transports[scheme] = transport
+        return transport.handle_request(request)
+
+    def close(self) -> None:
+        for transport in self._transports.values():
+            transport.close()
+
+
 class Portal:
     """A connection to one offmaps server.
 
@@ -114,7 +135,9 @@ class Portal:
             raise OffmapsError(f"a server URL starts with http:// or https://, not {url[:60]!r}")
         self.url = url.rstrip("/")
         self.credentials = credentials
-        self._http = httpx.Client(base_url=self.url, timeout=_TIMEOUT, transport=transport)
+        self._http = httpx.Client(
+            base_url=self.url, timeout=_TIMEOUT, transport=transport or _DeferredTLS()
+        )
 
     def close(self) -> None:
         """Close the connection."""

@@ -157,7 +157,10 @@ PackagePath = Annotated[str, AfterValidator(check_package_path)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # the attribute docstrings document the fields here only: pydantic reading them into field
+    # descriptions (use_attribute_docstrings) parses this module's source at import, ~60 ms of
+    # every `offmaps sync`, and no schema of package.json is published
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class PackageFile(_Model):
@@ -238,7 +241,6 @@ class PackageReplica(_Model):
     """How attachments sync (ArcGIS ``AttachmentSyncDirection``)."""
     sync_model: Literal["per_layer", "per_replica"] = "per_layer"
     """Whether the replica's layers sync one by one or together (ArcGIS ``SyncModel``)."""
-    """Which way edits travel when syncing."""
 
 
 class ReferenceBasemap(_Model):
@@ -275,9 +277,9 @@ class PackageManifest(_Model):
     replicas: list[PackageReplica] = Field(default_factory=list)
     """One replica per feature service taken offline."""
     files: list[PackageFile]
+    """Every file of the package except ``package.json`` itself."""
     reference_basemap: ReferenceBasemap | None = None
     """The device's own basemap, when the offline map was made to use one."""
-    """Every file of the package except ``package.json`` itself."""
 
     @model_validator(mode="after")
     def _check_references(self) -> Self:
