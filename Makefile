@@ -64,6 +64,7 @@ bench: install data bench-tools
 	$(BIN)/python bench/tile_cover.py
 	$(BIN)/python bench/convert.py
 	$(BIN)/python bench/serve_tiles.py
+	$(BIN)/python bench/cache_serve.py
 	$(BIN)/python bench/serve_features.py
 	$(BIN)/python bench/offline.py
 	$(BIN)/python bench/sync.py

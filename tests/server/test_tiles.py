@@ -18,6 +18,14 @@ from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from offmaps import __version__
+from offmaps.cache import (
+    CacheDefinition,
+    CacheSource,
+    SourceKind,
+    SQLiteTileIndex,
+    TileCache,
+    store_tiles,
+)
 from offmaps.containers.base import TilesetMetadata
 from offmaps.containers.registry import open_writer
 from offmaps.errors import (
@@ -39,6 +47,7 @@ from offmaps.sources import (
     TileSourceInfo,
     UpstreamTileSource,
 )
+from offmaps.storage import LocalBlobStore
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
 from tests.serverkit import assert_problem
 from tests.tilegen import make_tile, sample_tiles
@@ -708,3 +717,79 @@ def test_requests_with_a_token_go_to_the_application(sources: dict[str, TileSour
     fast = TestClient(TileFastPath(behind, sources, public=lambda: PUBLIC))
     _compare(fast, plain, "GET", "/tiles/basemap/0/0/0", headers={"Authorization": "Bearer x"})
     assert behind.calls == 1
+
+
+# --- the fast path and tile caches ------------------------------------------------------------
+
+
+class CachedFetch:
+    """The source of a tile cache: PNG_TILES, counting the fetches."""
+
+    def __init__(self) -> None:
+        self.fetches = 0
+
+    def __call__(self, tile: Tile) -> bytes:
+        self.fetches += 1
+        if tile not in PNG_TILES:
+            raise TileNotFoundError(f"no tile {tile}")
+        return PNG_TILES[tile]
+
+
+@pytest.fixture
+def tile_cache(tmp_path: Path) -> Iterator[tuple[TileCache, CachedFetch, SQLiteTileIndex]]:
+    """A tile cache ``cached`` of PNG_TILES holding one tile, 2/1/0; its source; its index."""
+    index = SQLiteTileIndex(tmp_path / "index.sqlite")
+    definition = CacheDefinition(
+        name="cached",
+        source=CacheSource(kind=SourceKind.XYZ, location="https://tiles.test/{z}/{x}/{y}.png"),
+        max_zoom=2,
+        verify_reads=1.0,
+    )
+    index.create_cache(definition)
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    store_tiles(index, blobs, "cached", [(Tile(1, 0, 2), PNG_TILES[Tile(1, 0, 2)])])
+    fetch = CachedFetch()
+    yield TileCache(definition, index, blobs, fetch), fetch, index
+    index.close()
+
+
+def test_the_fast_path_answers_tiles_a_cache_holds_exactly_like_the_route(
+    tile_cache: tuple[TileCache, CachedFetch, SQLiteTileIndex],
+) -> None:
+    cache, fetch, index = tile_cache
+    sources: dict[str, TileSource] = {"cached": cache}
+    plain = make_client(sources)
+    behind = CountingApp(plain.app)
+    fast = TestClient(TileFastPath(behind, sources, public=lambda: frozenset({"cached"})))
+    etag = plain.get("/tiles/cached/2/1/0").headers["etag"]
+    for headers in ({}, {"If-None-Match": etag}):
+        _compare(fast, plain, "GET", "/tiles/cached/2/1/0", headers=headers)
+        _compare(fast, plain, "GET", "/tiles/cached/2/1/0.png", headers=headers)
+    assert behind.calls == 0
+    assert fetch.fetches == 0
+    cache.flush()
+    assert index.stats("cached").hits == 9  # the fast path's 4, the route's 4 and the ETag
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/tiles/cached/2/2/0",  # not held: fetched by the route, once
+        "/tiles/cached/2/3/3",  # neither held nor upstream: the route's 404
+        "/tiles/cached/5/0/0",  # beyond the cache's levels
+        "/tiles/cached/2/1/0?redirect=presigned",  # a query: the route's
+        "/tiles/cached/2/1/0.pbf",
+    ],
+)
+def test_cache_misses_and_queries_go_to_the_route(
+    tile_cache: tuple[TileCache, CachedFetch, SQLiteTileIndex], url: str
+) -> None:
+    cache, fetch, _ = tile_cache
+    sources: dict[str, TileSource] = {"cached": cache}
+    behind = CountingApp(make_client(sources).app)
+    fast = TestClient(TileFastPath(behind, sources, public=lambda: frozenset({"cached"})))
+    answer = fast.get(url, follow_redirects=False)
+    assert behind.calls == 1
+    assert fetch.fetches == (1 if url in ("/tiles/cached/2/2/0", "/tiles/cached/2/3/3") else 0)
+    if url == "/tiles/cached/2/2/0":
+        assert answer.content == PNG_TILES[Tile(2, 0, 2)]

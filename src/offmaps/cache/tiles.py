@@ -158,6 +158,22 @@ class TileCache:
             return None
         return data
 
+    def find_tile(self, tile: Tile) -> bytes | None:
+        """The stored bytes of ``tile``, counted as a hit; None when the cache lacks them
+        (nothing counted: :meth:`get_tile` counts the miss when it fetches). Never fetches.
+
+        The server's fast path answers hits with this and leaves misses to the route.
+
+        Raises:
+            InvalidTileError: when the key is outside the tile matrix set.
+            TileNotFoundError: outside the cache's levels.
+        """
+        check_key(self.tms, self._info, tile)
+        data = self.cached(tile)
+        if data is not None:
+            self._count(tile, hit=True)
+        return data
+
     def get_tile(self, tile: Tile) -> bytes:
         """The bytes of ``tile``: from the cache, else fetched from the source and stored.
 
