@@ -93,6 +93,16 @@ def test_membership_and_iteration_agree() -> None:
     assert Tile(70, 40, 8) not in level
 
 
+def test_array_holds_the_tiles_of_iteration_in_order() -> None:
+    outer = box(-60, -60, 60, 60)
+    ring = Polygon(outer.exterior.coords, [box(-30, -30, 30, 30).exterior.coords])
+    level = tile_cover(AreaOfInterest.from_geometry(ring), WEB_MERCATOR, [5]).level(5)
+    array = level.to_array()
+    assert array.shape == (level.count, 3)
+    assert array.dtype == np.int64
+    assert [Tile(*t) for t in array.tolist()] == list(level)
+
+
 def test_antimeridian_bbox_is_split_not_a_world_band() -> None:
     crossing = AreaOfInterest.from_bbox(170.0, -20.0, -170.0, -10.0)
     west = AreaOfInterest.from_bbox(170.0, -20.0, 180.0, -10.0)

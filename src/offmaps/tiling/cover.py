@@ -100,6 +100,22 @@ class ZoomCover:
             for x in range(start, stop + 1):
                 yield Tile(x, row, z)
 
+    def to_array(self) -> Int64Array:
+        """Every tile as an ``(n, 3)`` array of columns x, y, z, in the order of iteration.
+
+        The cover as tiles without a Python object per tile: numpy's own form for callers that
+        work on tile arrays (as supermercado's ``burntiles.burn`` returns them).
+        """
+        lengths = self.stops - self.starts + 1
+        total = int(lengths.sum())
+        # within a span the column grows by one per tile from its start
+        first = np.cumsum(lengths) - lengths
+        out = np.empty((total, 3), dtype=np.int64)
+        out[:, 0] = np.arange(total, dtype=np.int64) - np.repeat(first - self.starts, lengths)
+        out[:, 1] = np.repeat(self.rows, lengths)
+        out[:, 2] = self.z
+        return out
+
     def bounds(self) -> tuple[int, int, int, int] | None:
         """``(min column, min row, max column, max row)`` of the cover, or None when empty."""
         if not len(self.rows):
