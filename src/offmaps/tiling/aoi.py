@@ -11,6 +11,7 @@ mapbox's tile-cover.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import warnings
@@ -219,7 +220,7 @@ class AreaOfInterest:
         """The AOI in longitude/latitude, split at the antimeridian into parts within ±180°."""
         if _same_crs(self.crs, WGS84):
             return self.geometry
-        transformer = pyproj.Transformer.from_crs(self.crs, WGS84, always_xy=True)
+        transformer = _transformer(self.crs.srs, WGS84.srs)
         geometry = shapely.transform(self.geometry, lambda xy: _transform(transformer, xy))
         if not np.isfinite(shapely.get_coordinates(geometry)).all():
             raise InvalidAOIError(
@@ -253,7 +254,7 @@ class AreaOfInterest:
                 )
         if _same_crs(crs, WGS84):
             return lonlat
-        transformer = pyproj.Transformer.from_crs(WGS84, crs, always_xy=True)
+        transformer = _transformer(WGS84.srs, crs.srs)
         projected = shapely.transform(lonlat, lambda xy: _transform(transformer, xy))
         if not np.isfinite(shapely.get_coordinates(projected)).all():
             raise InvalidAOIError(
@@ -291,6 +292,14 @@ def _geos(work: Callable[[Any], T], geometry: Any) -> T:
 
 def _same_crs(a: pyproj.CRS, b: pyproj.CRS) -> bool:
     return a == b or a.equals(b, ignore_axis_order=True)
+
+
+@functools.lru_cache(maxsize=32)
+def _transformer(source: str, target: str) -> pyproj.Transformer:
+    """A transformer between two CRSs given as the strings they were made from (``CRS.srs``),
+    made once: making one is most of the cost of covering an area at a small level. pyproj's
+    transformers are thread-safe (3.1+)."""
+    return pyproj.Transformer.from_crs(source, target, always_xy=True)
 
 
 def _transform(transformer: pyproj.Transformer, xy: np.ndarray) -> np.ndarray:

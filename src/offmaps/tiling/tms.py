@@ -6,6 +6,7 @@ import/export needs (two schemes are compatible when their tiles line up, whatev
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -78,7 +79,12 @@ def tms_from_json(content: str, *, source: str = "TileMatrixSet JSON") -> TileMa
 
 def tms_crs(tms: TileMatrixSet) -> pyproj.CRS:
     """The CRS of a tile matrix set as a pyproj CRS."""
-    return pyproj.CRS.from_user_input(tms.crs.srs)
+    return _crs(tms.crs.srs)
+
+
+@functools.lru_cache(maxsize=32)
+def _crs(srs: str) -> pyproj.CRS:
+    return pyproj.CRS.from_user_input(srs)
 
 
 def _close(a: float, b: float) -> bool:
