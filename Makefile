@@ -70,6 +70,7 @@ bench: install data bench-tools
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/sync_floor.py
 	$(BIN)/python bench/tile_latency.py
+	$(BIN)/python bench/cache_seed.py
 
 # load generator, and SpatiaLite for pygeoapi's GeoPackage provider (Debian, as root)
 bench-tools:

@@ -23,10 +23,11 @@ _WRAPPER = (
 
 @dataclass(frozen=True)
 class Measurement:
-    """Wall-clock seconds and peak resident memory (MB) of one command."""
+    """Wall-clock seconds and peak resident memory (MB) of one command, and what it printed."""
 
     seconds: float
     peak_mb: float
+    output: str = ""
 
 
 def measure(command: list[str], *, cwd: Path | None = None) -> Measurement:
@@ -43,7 +44,7 @@ def measure(command: list[str], *, cwd: Path | None = None) -> Measurement:
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
     peak_kb = int(done.stderr.strip().splitlines()[-1])
-    return Measurement(seconds, peak_kb / 1024)
+    return Measurement(seconds, peak_kb / 1024, done.stdout)
 
 
 def machine() -> str:

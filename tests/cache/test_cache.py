@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -304,12 +305,79 @@ class CountingBlobs(LocalBlobStore):
         super().__init__(root)
         self.puts = 0
         self.fail_after = fail_after
+        self.lock = threading.Lock()  # a seed puts several blobs at once
 
     def put(self, data: bytes) -> BlobRef:
-        if self.fail_after is not None and self.puts >= self.fail_after:
-            raise StorageError("the disk is full")
-        self.puts += 1
+        with self.lock:
+            if self.fail_after is not None and self.puts >= self.fail_after:
+                raise StorageError("the disk is full")
+            self.puts += 1
         return super().put(data)
+
+
+class GatedBlobs(LocalBlobStore):
+    """Each put waits until ``width`` puts are under way at once (BrokenBarrierError if not)."""
+
+    def __init__(self, root: Path, width: int) -> None:
+        super().__init__(root)
+        self.barrier = threading.Barrier(width, timeout=5)
+
+    def put(self, data: bytes) -> BlobRef:
+        self.barrier.wait()
+        return super().put(data)
+
+
+def test_a_pool_puts_the_new_blobs_of_a_batch_at_once(tmp_path: Path) -> None:
+    blobs = GatedBlobs(tmp_path / "blobs", width=4)
+    index = SQLiteTileIndex(tmp_path / "index.sqlite")
+    index.create_cache(definition())
+    tiles = [(Tile(x, 0, 2), png(Tile(x, 0, 2))) for x in range(4)]
+    tiles.append((Tile(0, 1, 2), png(Tile(0, 0, 2))))  # the same bytes: one put
+    with ThreadPoolExecutor(4) as pool:
+        assert store_tiles(index, blobs, "osm", tiles, pool=pool) == 5
+    assert sorted(blobs.iter_keys()) == sorted({hashlib.sha256(d).hexdigest() for _, d in tiles})
+    assert all(index.find("osm", tile) is not None for tile, _ in tiles)
+    index.close()
+
+
+def test_a_put_failing_in_the_pool_writes_no_row(tmp_path: Path) -> None:
+    blobs = CountingBlobs(tmp_path / "blobs", fail_after=2)
+    index = SQLiteTileIndex(tmp_path / "index.sqlite")
+    index.create_cache(definition())
+    tiles = [(Tile(x, 0, 2), png(Tile(x, 0, 2))) for x in range(4)]
+    with ThreadPoolExecutor(4) as pool, pytest.raises(StorageError, match="disk is full"):
+        store_tiles(index, blobs, "osm", tiles, pool=pool)
+    assert all(index.find("osm", tile) is None for tile, _ in tiles)
+    index.close()
+
+
+def test_a_seed_stores_a_chunk_while_it_fetches_the_next(tmp_path: Path) -> None:
+    next_asked = threading.Event()
+
+    def answer(tile: Tile) -> httpx.Response:
+        if tile.z == 1:  # level 1 is the second chunk
+            next_asked.set()
+        return httpx.Response(200, content=png(tile))
+
+    first = png(Tile(0, 0, 0))
+    overlapped: list[bool] = []
+
+    class WaitingBlobs(LocalBlobStore):
+        def put(self, data: bytes) -> BlobRef:
+            if data == first:  # storing the first chunk waits for the second's fetch
+                overlapped.append(next_asked.wait(5))
+            return super().put(data)
+
+    client = httpx.Client(transport=httpx.MockTransport(Upstream(answer)))
+    blobs = WaitingBlobs(tmp_path / "blobs")
+    service = TileCacheService(SQLiteTileIndex(tmp_path / "index.sqlite"), blobs, client=client)
+    service.create(definition())
+    done = service.seed("osm", HELSINKI, ZoomRange(0, 1))
+    assert overlapped == [True]
+    assert (done.fetched, done.written, done.done) == (2, 2, 2)
+    assert service.stats("osm").tiles == 2
+    service.close()
+    client.close()
 
 
 def test_a_tile_is_rewritten_only_when_its_bytes_change(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ A seed walks the exact tile cover of the area level by level, row span by row sp
 of :data:`CHUNK_TILES`: for each chunk it asks the index which tiles are stored already (and
 checked since ``refresh_before``), fetches the others with ``concurrency`` requests in flight
 (each paced by the source's rate limiter, retried with exponential backoff and jitter), stores
-what came, and reports progress. Memory stays bounded by the chunk, not the area.
+what came while the next chunk is fetched (its blobs put several at once), and reports progress.
+Memory stays bounded by two chunks, not the area.
 
 Nothing is refetched on a rerun: the index is the seed's journal, so a seed stopped by a crash,
 ``kill -9`` or a cancel resumes where it stopped when started again. Fetches that still fail
@@ -14,11 +15,12 @@ after their retries count against the failure budget; once it is spent the seed 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -307,31 +309,54 @@ def seed(
     levels = list(_level_spans(aoi, cache, zooms))
     state = SeedProgress(total=sum(count for _, count, _ in levels))
     progress(state)
-    with ThreadPoolExecutor(settings.concurrency, thread_name_prefix="seed") as pool:
-        for z, _, chunks in levels:
-            state.level = z
-            for spans in chunks:
-                if cancelled():
-                    raise JobCancelledError(f"seeding {cache.name!r} was cancelled")
-                _seed_chunk(
-                    cache, index, fetch, spans, refresh_before, settings, pool, state, cancelled
-                )
+    # a chunk's tiles are stored (in the "seed-store" thread, its blobs put through the pool)
+    # while the next chunk's are fetched: the disk's waits and the upstream's overlap. At most
+    # one chunk is being stored, so memory stays bounded by two chunks.
+    with (
+        ThreadPoolExecutor(settings.concurrency, thread_name_prefix="seed") as pool,
+        ThreadPoolExecutor(1, thread_name_prefix="seed-store") as storer,
+    ):
+        storing: Future[None] | None = None
+
+        def stored() -> None:
+            nonlocal storing
+            if storing is not None:
+                done, storing = storing, None
+                done.result()
                 progress(state)
-                if state.errors > settings.failure_budget:
-                    cache.flush()
-                    raise SeedFailedError(
-                        f"seeding {cache.name!r} stopped: {state.errors} fetches failed, more "
-                        f"than its failure budget of {settings.failure_budget} (last: "
-                        f"{state.failures[-1] if state.failures else '?'}); what was fetched "
-                        "is stored, and a rerun skips it",
-                        errors=state.errors,
-                        budget=settings.failure_budget,
+
+        try:
+            for z, _, chunks in levels:
+                state.level = z
+                for spans in chunks:
+                    if cancelled():
+                        raise JobCancelledError(f"seeding {cache.name!r} was cancelled")
+                    got, size = _fetch_chunk(
+                        cache, index, fetch, spans, refresh_before, settings, pool, state, cancelled
                     )
+                    stored()
+                    storing = storer.submit(_store_chunk, cache, index, got, size, pool, state)
+                    if state.errors > settings.failure_budget:
+                        stored()
+                        cache.flush()
+                        raise SeedFailedError(
+                            f"seeding {cache.name!r} stopped: {state.errors} fetches failed, "
+                            f"more than its failure budget of {settings.failure_budget} (last: "
+                            f"{state.failures[-1] if state.failures else '?'}); what was "
+                            "fetched is stored, and a rerun skips it",
+                            errors=state.errors,
+                            budget=settings.failure_budget,
+                        )
+            stored()
+        finally:
+            if storing is not None:  # a failure or a cancel: what was fetched is still stored
+                with contextlib.suppress(Exception):
+                    storing.result()
     cache.flush()
     return state
 
 
-def _seed_chunk(
+def _fetch_chunk(
     cache: TileCache,
     index: TileIndex,
     fetch: Fetch,
@@ -341,7 +366,8 @@ def _seed_chunk(
     pool: ThreadPoolExecutor,
     state: SeedProgress,
     cancelled: Callable[[], bool],
-) -> None:
+) -> tuple[list[tuple[Tile, bytes]], int]:
+    """Fetch the tiles of a chunk the cache lacks; returns them and the chunk's size."""
     fresh = _fresh(index, cache.name, spans, refresh_before)
     wanted = [
         Tile(x, span.y, span.z)
@@ -374,5 +400,18 @@ def _seed_chunk(
             state.failures = [*state.failures[-4:], f"{tile.z}/{tile.x}/{tile.y}: {error}"]
     state.errors += errors
     cache.record(spans[0].z, fetches=len(wanted), errors=errors)
-    state.written += store_tiles(index, cache.blobs, cache.name, got)
+    return got, size
+
+
+def _store_chunk(
+    cache: TileCache,
+    index: TileIndex,
+    got: list[tuple[Tile, bytes]],
+    size: int,
+    pool: ThreadPoolExecutor,
+    state: SeedProgress,
+) -> None:
+    """Store a fetched chunk, its blobs put through ``pool``; then count it done."""
+    written = store_tiles(index, cache.blobs, cache.name, got, pool=pool)
+    state.written += written
     state.done += size

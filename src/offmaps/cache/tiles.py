@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future, wait
 from datetime import timedelta
 
 from morecantile import TileMatrixSet
@@ -53,27 +53,38 @@ def store_tiles(
     tiles: Sequence[tuple[Tile, bytes]],
     *,
     now: float | None = None,
+    pool: Executor | None = None,
 ) -> int:
     """Store tiles' bytes once per distinct content and point the cache's index at them.
 
-    Blobs no row names yet are put first; the rows come after, in one transaction, so the index
-    never names a missing blob. Bytes equal to what a tile has already only mark it checked.
-    Returns how many tiles got new bytes.
+    Blobs no row names yet are put first (with ``pool``, several at once: a put waits for the
+    disk or the network, so a seed's puts overlap); the rows come after, in one transaction,
+    once every put has ended, so the index never names a missing blob. Bytes equal to what a
+    tile has already only mark it checked. Returns how many tiles got new bytes.
     """
     if not tiles:
         return 0
     rows = [(tile, hashlib.sha256(data).hexdigest(), data) for tile, data in tiles]
     token, known = index.begin_writes(sha256 for _, sha256, _ in rows)
+    new = {sha256: data for _, sha256, data in rows if sha256 not in known}
+
+    def put(sha256: str, data: bytes) -> None:
+        ref = blobs.put(data)
+        if ref.sha256 != sha256:  # the store hashed other bytes than it was given
+            raise BlobIntegrityError(
+                f"blob store {blobs!r} stored {ref.sha256} for bytes hashing to {sha256}"
+            )
+
     try:
-        put: set[str] = set(known)
-        for _, sha256, data in rows:
-            if sha256 not in put:
-                ref = blobs.put(data)
-                if ref.sha256 != sha256:  # the store hashed other bytes than it was given
-                    raise BlobIntegrityError(
-                        f"blob store {blobs!r} stored {ref.sha256} for bytes hashing to {sha256}"
-                    )
-                put.add(sha256)
+        if pool is None or len(new) < 2:
+            for sha256, data in new.items():
+                put(sha256, data)
+        else:
+            # every put ends (or fails) before the rows are written or the write is aborted
+            futures = [pool.submit(put, sha256, data) for sha256, data in new.items()]
+            wait(futures)
+            for future in futures:
+                future.result()
     except BaseException:
         index.abort_writes(token)
         raise
