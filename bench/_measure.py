@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Measurement", "machine", "measure"]
+__all__ = ["Measurement", "fresh", "machine", "measure"]
 
 _WRAPPER = (
     "import resource, subprocess, sys\n"
@@ -62,3 +63,12 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}"
     )
+
+
+def fresh(path: Path) -> Path:
+    """``path`` with nothing there: a folder or file left by an earlier run is removed."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    return path

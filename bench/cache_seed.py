@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -48,7 +47,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _http import free_port, serving
-from _measure import Measurement, machine, measure
+from _measure import Measurement, fresh, machine, measure
 from _tile_upstream import _bases, sea_png, synthetic_tile
 from convert import BBOX as REAL_BBOX
 from convert import source_cache
@@ -177,13 +176,6 @@ def upstream_server(folder: Path | None, latency_ms: float) -> Iterator[Upstream
             upstream.client.close()
 
 
-def fresh(path: Path) -> Path:
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    return path
-
-
 def bbox_text(bbox: BBox) -> str:
     return ",".join(map(str, bbox))
 
@@ -193,7 +185,7 @@ def bbox_text(bbox: BBox) -> str:
 
 def offmaps_create(data: Path, template: str, zooms: tuple[int, int], concurrency: int) -> None:
     """A cache of the upstream in a fresh data folder (not timed: MapProxy's YAML is not)."""
-    fresh(data)
+    fresh(data).mkdir(parents=True)
     subprocess.run(
         [
             *(BIN / "offmaps", "cache", "create", CACHE, "--source", template),
@@ -241,7 +233,7 @@ def mapproxy_config(
     skip_stored: bool = False,
 ) -> tuple[Path, Path, Path]:
     """MapProxy's configuration and seed file for a fresh cache; returns them and the cache."""
-    fresh(where)
+    fresh(where).mkdir(parents=True)
     if cache == "file":
         target = where / "cache"
         text = FILE_CACHE.format(directory=target)

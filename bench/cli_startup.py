@@ -50,7 +50,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _http import free_port, serving
-from _measure import machine
+from _measure import fresh, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "out" / "cli-startup"
@@ -74,14 +74,6 @@ HEAVY = (
     "shapely",
     "numpy",
 )
-
-
-def fresh(path: Path) -> Path:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-    return path
 
 
 def run(command: Sequence[str | Path], env: dict[str, str], stdin: str = "") -> str:

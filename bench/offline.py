@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import serve_features
 from _http import free_port, serving
-from _measure import machine
+from _measure import fresh, machine
 from convert import MAPPROXY_YAML, source_cache
 from serve_tiles import prepare
 
@@ -91,14 +91,6 @@ def verdict(ratio: float, target: float) -> str:
 
 def bbox_arg(bbox: Sequence[float]) -> str:
     return ",".join(f"{v:g}" for v in bbox)
-
-
-def fresh(path: Path) -> Path:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-    return path
 
 
 def run(

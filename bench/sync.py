@@ -59,7 +59,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _http import free_port, serving
-from _measure import machine
+from _measure import fresh, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "out" / "sync"
@@ -81,14 +81,6 @@ def vm_kb(pid: int | str, key: str) -> int:
         if line.startswith(f"{key}:"):
             return int(line.split()[1])
     raise RuntimeError(f"/proc/{pid}/status has no {key}")
-
-
-def fresh(path: Path) -> Path:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-    return path
 
 
 def last_json(output: str) -> dict[str, Any]:

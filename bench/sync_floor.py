@@ -48,7 +48,7 @@ import shapely
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _measure import machine
+from _measure import fresh, machine
 
 import sync as sync_bench
 
@@ -108,7 +108,7 @@ def prepare() -> tuple[Path, Path, Path]:
     for name in ("device.before", "server-data.before", "base.gpkg", "modified.gpkg"):
         if not (WORK / name).exists():
             raise SystemExit(f"bench/sync_floor.py: {WORK / name} is missing: run bench/sync.py")
-    sync_bench.fresh(FLOOR).mkdir(parents=True)
+    fresh(FLOOR).mkdir(parents=True)
     device = FLOOR / "device.gpkg"
     sync_bench.copy_database(WORK / "device.before" / f"{SERVICE}.gpkg", device)
     shutil.copytree(WORK / "server-data.before", FLOOR / "server")

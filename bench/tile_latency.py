@@ -65,7 +65,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _http import free_port, serving
-from _measure import machine
+from _measure import fresh, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "out" / "tile-latency"
@@ -80,14 +80,6 @@ LIVE_ZOOMS = (14, 15, 16)
 SCREEN = 6  # tiles a viewer asks at once (a browser opens 6 connections per host)
 THINK = 0.05  # seconds between a viewer's screens
 TARGET = 3.0
-
-
-def fresh(path: Path) -> Path:
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-    return path
 
 
 # --- setup ---------------------------------------------------------------------------------
