@@ -195,10 +195,8 @@ class TileCache:
             TileNotFoundError: outside the cache's levels, or neither cached nor at the source.
             UpstreamError: when the source fails.
         """
-        check_key(self.tms, self._info, tile)
-        data = self.cached(tile)
+        data = self.find_tile(tile)
         if data is not None:
-            self._count(tile, hit=True)
             return data
         self._count(tile, hit=False)
         if self._fetch is None:
