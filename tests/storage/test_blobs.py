@@ -1,13 +1,17 @@
-"""The blob store contract, run against every store: local folder, memory and S3 (SeaweedFS,
-started by ``scripts/seaweedfs.sh``; see ``conftest.py``)."""
+"""The blob store contract, run against every store: local folder, SQLite file, memory and S3
+(SeaweedFS, started by ``scripts/seaweedfs.sh``; see ``conftest.py``)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
 import os
+import pickle
+import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -25,6 +29,7 @@ from offmaps.storage import (
     LocalBlobStore,
     MemoryBlobStore,
     S3BlobStore,
+    SQLiteBlobStore,
     check_blob_key,
 )
 
@@ -48,10 +53,12 @@ HOSTILE_KEYS = [
 ]
 
 
-@pytest.fixture(params=["local", "memory", "s3"])
+@pytest.fixture(params=["local", "sqlite", "memory", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     if request.param == "local":
         return LocalBlobStore(tmp_path / "blobs")
+    if request.param == "sqlite":
+        return SQLiteBlobStore(tmp_path / "blobs.sqlite")
     if request.param == "s3":
         return S3BlobStore(request.getfixturevalue("s3_config"))
     return MemoryBlobStore()
@@ -325,6 +332,94 @@ def test_an_unwritable_root_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(StorageError):
         LocalBlobStore(tmp_path / "file" / "blobs").put(DATA)
+
+
+# --- the SQLite file -------------------------------------------------------------------------
+
+
+def test_sqlite_put_many_stores_every_blob_in_one_transaction(tmp_path: Path) -> None:
+    store = SQLiteBlobStore(tmp_path / "blobs.sqlite")
+    blobs = [bytes([i]) * 100 for i in range(50)] + [DATA, DATA]
+    refs = store.put_many(blobs)
+    assert refs == [BlobRef(hashlib.sha256(b).hexdigest(), len(b)) for b in blobs]
+    assert len(list(store.iter_keys())) == 51
+    assert all(store.get(ref.sha256) == b for ref, b in zip(refs, blobs, strict=True))
+
+
+def test_sqlite_iter_keys_pages_through_many_blobs(tmp_path: Path) -> None:
+    store = SQLiteBlobStore(tmp_path / "blobs.sqlite")
+    refs = store.put_many(i.to_bytes(4, "big") for i in range(2500))
+    assert list(store.iter_keys()) == sorted(ref.sha256 for ref in refs)
+
+
+def test_sqlite_refuses_a_blob_over_its_limit_and_stores_none_of_the_batch(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteBlobStore(tmp_path / "blobs.sqlite", max_blob_bytes=1000)
+    with pytest.raises(BlobTooLargeError):
+        store.put_many([DATA, b"x" * 1001])
+    with pytest.raises(BlobTooLargeError):
+        store.put_stream(io.BytesIO(b"x" * 1001))
+    assert list(store.iter_keys()) == []
+    assert store.put(b"x" * 1000).size == 1000
+
+
+def test_sqlite_verify_detects_and_a_put_repairs_damaged_bytes(tmp_path: Path) -> None:
+    store = SQLiteBlobStore(tmp_path / "blobs.sqlite")
+    store.put(DATA)
+    with closing(sqlite3.connect(tmp_path / "blobs.sqlite")) as conn, conn:
+        conn.execute("UPDATE blobs SET data = ?", (DATA.upper(),))
+    with pytest.raises(BlobIntegrityError, match=KEY):
+        store.verify(KEY)
+    assert store.put(DATA) == BlobRef(KEY, len(DATA))
+    store.verify(KEY)
+
+
+def test_sqlite_store_travels_to_another_process_as_its_file(tmp_path: Path) -> None:
+    store = SQLiteBlobStore(tmp_path / "blobs.sqlite", url_prefix="tile-blobs")
+    store.put(DATA)
+    copy = pickle.loads(pickle.dumps(store))
+    assert (copy.path, copy.url_prefix) == (store.path, "tile-blobs")
+    assert copy.get(KEY) == DATA
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_put_elsewhere, (store,)) == hashlib.sha256(b"elsewhere").hexdigest()
+    assert store.get(hashlib.sha256(b"elsewhere").hexdigest()) == b"elsewhere"
+
+
+def _put_elsewhere(store: SQLiteBlobStore) -> str:
+    return store.put(b"elsewhere").sha256
+
+
+def test_sqlite_a_file_that_is_no_database_is_a_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "blobs.sqlite").write_bytes(b"not a database, " * 100)
+    with pytest.raises(StorageError, match="blob store"):
+        SQLiteBlobStore(tmp_path / "blobs.sqlite").put(DATA)
+
+
+def test_sqlite_a_full_disk_is_a_storage_error_and_stores_nothing(tmp_path: Path) -> None:
+    store = SQLiteBlobStore(tmp_path / "blobs.sqlite")
+    store.put(DATA)
+    with closing(sqlite3.connect(tmp_path / "blobs.sqlite")) as conn:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn().execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StorageError, match="full"):
+        store.put_many([os.urandom(64 * 1024)])
+    assert list(store.iter_keys()) == [KEY]
+
+
+def test_sqlite_move_from_a_folder_store_moves_good_blobs_and_drops_damaged_ones(
+    tmp_path: Path,
+) -> None:
+    folder = LocalBlobStore(tmp_path / "blobs")
+    refs = [folder.put(bytes([i]) * 100) for i in range(30)]
+    damaged = refs[7].sha256
+    (tmp_path / "blobs" / damaged[:2] / damaged[2:4] / damaged).write_bytes(b"rot")
+    store = SQLiteBlobStore(tmp_path / "blobs.sqlite")
+    assert store.move_from(folder, batch=8) == 29
+    assert list(folder.iter_keys()) == []
+    assert list(store.iter_keys()) == sorted(ref.sha256 for ref in refs if ref.sha256 != damaged)
+    assert store.get(refs[0].sha256) == bytes([0]) * 100
+    assert store.move_from(folder) == 0
 
 
 def test_the_public_names_exist() -> None:

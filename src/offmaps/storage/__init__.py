@@ -4,7 +4,8 @@ Layer 1 of DESIGN.md: imports :mod:`offmaps.errors` only. Two kinds of store, ea
 protocol with one contract suite for every implementation:
 
 * :class:`BlobStore`: bytes stored once under their SHA-256 (attachments). Keys are exactly 64
-  lowercase hex characters. :class:`LocalBlobStore` (a folder), :class:`MemoryBlobStore`.
+  lowercase hex characters. :class:`LocalBlobStore` (a folder), :class:`SQLiteBlobStore` (rows
+  of one SQLite file: for many small blobs, the tile caches' store), :class:`MemoryBlobStore`.
 * :class:`ObjectStore`: bytes under keys the caller chooses (``jobs/42/package.zip``), with
   ranged reads, listing by prefix and presigned GET/PUT URLs, S3's model.
   :class:`LocalObjectStore` (a folder, never following symbolic links), :class:`MemoryObjectStore`,
@@ -22,7 +23,13 @@ Range-addressed readers (PMTiles) read through a :class:`ByteSource`: :class:`Fi
 
 from typing import TYPE_CHECKING, Any
 
-from offmaps.storage.base import BlobRef, BlobStore, PresigningBlobStore, check_blob_key
+from offmaps.storage.base import (
+    BatchBlobStore,
+    BlobRef,
+    BlobStore,
+    PresigningBlobStore,
+    check_blob_key,
+)
 from offmaps.storage.keys import (
     MAX_KEY_BYTES,
     MAX_KEY_SEGMENTS,
@@ -36,7 +43,7 @@ from offmaps.storage.memory import MemoryBlobStore
 from offmaps.storage.memory_objects import MemoryObjectStore
 from offmaps.storage.objects import ObjectInfo, ObjectStore
 from offmaps.storage.prefixed import PrefixedObjectStore, prefixed
-from offmaps.storage.presign import MAX_PRESIGN_EXPIRY, PresignedURL, URLSigner
+from offmaps.storage.presign import MAX_PRESIGN_EXPIRY, PresignedURL, SignedBlobURLs, URLSigner
 from offmaps.storage.ranges import (
     MAX_RANGE_LENGTH,
     BytesByteSource,
@@ -45,6 +52,7 @@ from offmaps.storage.ranges import (
     ObjectByteSource,
     check_range,
 )
+from offmaps.storage.sqlite import MAX_SQLITE_BLOB_BYTES, SQLiteBlobStore
 
 if TYPE_CHECKING:
     from offmaps.storage.s3 import S3BlobStore, S3Config, S3ObjectStore
@@ -74,6 +82,8 @@ __all__ = [
     "MAX_PRESIGN_EXPIRY",
     "MAX_RANGE_LENGTH",
     "MAX_SEGMENT_BYTES",
+    "MAX_SQLITE_BLOB_BYTES",
+    "BatchBlobStore",
     "BlobRef",
     "BlobStore",
     "ByteSource",
@@ -92,6 +102,8 @@ __all__ = [
     "S3BlobStore",
     "S3Config",
     "S3ObjectStore",
+    "SQLiteBlobStore",
+    "SignedBlobURLs",
     "URLSigner",
     "check_blob_key",
     "check_key_prefix",

@@ -13,7 +13,7 @@ from offmaps.errors import InvalidBlobKeyError
 if TYPE_CHECKING:
     from offmaps.storage.presign import PresignedURL
 
-__all__ = ["BlobRef", "BlobStore", "PresigningBlobStore", "check_blob_key"]
+__all__ = ["BatchBlobStore", "BlobRef", "BlobStore", "PresigningBlobStore", "check_blob_key"]
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 
@@ -102,6 +102,15 @@ class BlobStore(Protocol):
 
     def verify(self, sha256: str) -> None:
         """Hash a blob's bytes again; raises ``BlobIntegrityError`` when they do not match."""
+        ...
+
+
+@runtime_checkable
+class BatchBlobStore(BlobStore, Protocol):
+    """A blob store that writes many blobs at once for the cost of about one (a transaction)."""
+
+    def put_many(self, blobs: Iterable[bytes]) -> list[BlobRef]:
+        """Store every blob (all or none); their references, in order."""
         ...
 
 

@@ -7,8 +7,6 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
-from datetime import timedelta
-from http import HTTPMethod
 from pathlib import Path
 from typing import BinaryIO
 
@@ -16,7 +14,7 @@ from offmaps.errors import BlobIntegrityError, BlobNotFoundError, StorageError
 from offmaps.storage._stream import CHUNK_SIZE, check_max_size, iter_chunks
 from offmaps.storage.base import BlobRef, check_blob_key
 from offmaps.storage.keys import check_object_key
-from offmaps.storage.presign import PresignedURL, URLSigner
+from offmaps.storage.presign import SignedBlobURLs, URLSigner
 
 __all__ = ["LocalBlobStore"]
 
@@ -26,7 +24,7 @@ _TEMP_PREFIX = ".blob-"
 _TEMP_SUFFIX = ".partial"
 
 
-class LocalBlobStore:
+class LocalBlobStore(SignedBlobURLs):
     """Blobs kept as files under ``root``, two folder levels deep: ``root/ab/cd/abcd...``.
 
     A put writes a hidden ``.blob-*.partial`` file in ``root``, hashing as it writes, syncs it to
@@ -167,26 +165,6 @@ class LocalBlobStore:
         if digest.hexdigest() != sha256:
             msg = f"blob {sha256} is damaged: its bytes hash to {digest.hexdigest()}"
             raise BlobIntegrityError(msg)
-
-    # --- presigning -----------------------------------------------------------------------
-
-    def presign_get(self, sha256: str, expires: timedelta) -> PresignedURL:
-        """A URL that lets its holder GET the blob until ``expires`` from now (HMAC token)."""
-        return self._signer().sign(self.presigned_key(sha256), HTTPMethod.GET, expires)
-
-    def presign_put(self, sha256: str, expires: timedelta) -> PresignedURL:
-        """A URL that lets its holder PUT the blob's bytes until ``expires`` from now; the route
-        serving it stores them only when they hash to ``sha256``."""
-        return self._signer().sign(self.presigned_key(sha256), HTTPMethod.PUT, expires)
-
-    def presigned_key(self, sha256: str) -> str:
-        """The key presigned URLs name a blob by: ``<url_prefix>/<sha256>``."""
-        return f"{self.url_prefix}/{check_blob_key(sha256)}"
-
-    def _signer(self) -> URLSigner:
-        if self.signer is None:
-            raise StorageError(f"{self!r} hands out no presigned URLs: it has no signer")
-        return self.signer
 
     # --- removing --------------------------------------------------------------------------
 

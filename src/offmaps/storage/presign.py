@@ -28,10 +28,11 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPMethod
 from urllib.parse import parse_qs, quote, urlsplit
 
-from offmaps.errors import InvalidPresignedURLError, PresignedURLExpiredError
+from offmaps.errors import InvalidPresignedURLError, PresignedURLExpiredError, StorageError
+from offmaps.storage.base import check_blob_key
 from offmaps.storage.keys import check_object_key
 
-__all__ = ["MAX_PRESIGN_EXPIRY", "PresignedURL", "URLSigner"]
+__all__ = ["MAX_PRESIGN_EXPIRY", "PresignedURL", "SignedBlobURLs", "URLSigner"]
 
 MAX_PRESIGN_EXPIRY = timedelta(days=7)
 """The longest a presigned URL may stay valid (S3's limit too)."""
@@ -154,6 +155,36 @@ class URLSigner:
 
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._secret, _CONTEXT + payload, hashlib.sha256).digest()
+
+
+class SignedBlobURLs:
+    """Presigned URLs of a blob store kept by this server (a folder, a SQLite file): HMAC
+    tokens for ``<signer's base URL>/<url_prefix>/<sha256>``, which the offmaps server's
+    ``/storage`` route checks before it serves the blob or stores the bytes.
+
+    A store mixing this in sets ``signer`` (None: it hands out no URLs) and ``url_prefix``.
+    """
+
+    signer: URLSigner | None
+    url_prefix: str
+
+    def presign_get(self, sha256: str, expires: timedelta) -> PresignedURL:
+        """A URL that lets its holder GET the blob until ``expires`` from now (HMAC token)."""
+        return self._signer().sign(self.presigned_key(sha256), HTTPMethod.GET, expires)
+
+    def presign_put(self, sha256: str, expires: timedelta) -> PresignedURL:
+        """A URL that lets its holder PUT the blob's bytes until ``expires`` from now; the route
+        serving it stores them only when they hash to ``sha256``."""
+        return self._signer().sign(self.presigned_key(sha256), HTTPMethod.PUT, expires)
+
+    def presigned_key(self, sha256: str) -> str:
+        """The key presigned URLs name a blob by: ``<url_prefix>/<sha256>``."""
+        return f"{self.url_prefix}/{check_blob_key(sha256)}"
+
+    def _signer(self) -> URLSigner:
+        if self.signer is None:
+            raise StorageError(f"{self!r} hands out no presigned URLs: it has no signer")
+        return self.signer
 
 
 def _method(method: HTTPMethod | str) -> HTTPMethod:

@@ -829,6 +829,13 @@ class S3BlobStore:
     def __repr__(self) -> str:
         return f"S3BlobStore({self.config.url!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # another process gets the configuration and makes its own client
+        return (
+            functools.partial(S3BlobStore, multipart_threshold=self.multipart_threshold),
+            (self.config,),
+        )
+
     def check(self) -> None:
         """Ask the service whether the bucket exists and the keys reach it.
 
