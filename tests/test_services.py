@@ -1,4 +1,5 @@
-"""Services built from settings: the object store and the secret its presigned URLs use."""
+"""Services built from settings: the object store, the secret its presigned URLs use, and the
+tile caches' blob store."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pydantic import SecretStr
 from offmaps.errors import InvalidPresignedURLError, StorageError
 from offmaps.services import STORAGE_BACKENDS, STORAGE_KEY_FILE, Services, build_services
 from offmaps.settings import ServerSettings
-from offmaps.storage import LocalObjectStore, PrefixedObjectStore
+from offmaps.storage import LocalBlobStore, LocalObjectStore, PrefixedObjectStore, SQLiteBlobStore
 
 SHARED = SecretStr("a shared secret, 32 bytes long")
 
@@ -76,3 +77,21 @@ def test_a_damaged_storage_key_is_a_storage_error(tmp_path: Path, content: str) 
     (tmp_path / STORAGE_KEY_FILE).write_text(content)
     with pytest.raises(StorageError, match="storage key"):
         STORAGE_BACKENDS["local"].objects(ServerSettings(data_dir=tmp_path))
+
+
+def test_the_tile_caches_keep_their_blobs_in_one_sqlite_file(services: Services) -> None:
+    blobs = services.caches.blobs
+    assert isinstance(blobs, SQLiteBlobStore)
+    assert blobs.path == services.settings.data_dir / "tile-caches" / "blobs.sqlite"
+    assert blobs.presign_get(blobs.put(b"tile").sha256, timedelta(minutes=1)).key.startswith(
+        "tile-blobs/"
+    )
+
+
+def test_tile_blobs_of_the_old_folder_layout_are_moved_in_on_open(tmp_path: Path) -> None:
+    folder = LocalBlobStore(tmp_path / "tile-caches" / "blobs")
+    refs = [folder.put(bytes([i]) * 64) for i in range(10)]
+    blobs = STORAGE_BACKENDS["local"].tile_blobs(ServerSettings(data_dir=tmp_path))
+    assert sorted(blobs.iter_keys()) == sorted(ref.sha256 for ref in refs)
+    assert all(blobs.get(ref.sha256) == bytes([i]) * 64 for i, ref in enumerate(refs))
+    assert not (tmp_path / "tile-caches" / "blobs").exists()

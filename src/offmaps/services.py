@@ -16,8 +16,10 @@ apart from where state lives: the local folder ``DATA/objects`` by default, S3 a
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,7 @@ from offmaps.storage import (
     S3BlobStore,
     S3Config,
     S3ObjectStore,
+    SQLiteBlobStore,
     URLSigner,
 )
 
@@ -66,6 +69,8 @@ __all__ = [
     "open_caches",
     "storage_backend",
 ]
+
+_log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
 """The state backend of the embedded default: files in the data folder."""
@@ -157,6 +162,22 @@ class StorageBackend:
     tile_blobs: Callable[[ServerSettings], BlobStore]
 
 
+def _local_tile_blobs(settings: ServerSettings) -> SQLiteBlobStore:
+    """The tile caches' blobs in ``DATA/tile-caches/blobs.sqlite``; the blob files an older
+    offmaps kept in ``DATA/tile-caches/blobs/ab/cd/`` are moved in on first open."""
+    folder = settings.data_dir / "tile-caches" / "blobs"
+    store = SQLiteBlobStore(
+        settings.data_dir / "tile-caches" / "blobs.sqlite",
+        signer=_storage_signer(settings),
+        url_prefix=TILE_BLOBS,
+    )
+    if folder.is_dir():
+        moved = store.move_from(LocalBlobStore(folder))
+        _log.warning("moved %d tile blobs from %s into %s", moved, folder, store.path)
+        shutil.rmtree(folder, ignore_errors=True)
+    return store
+
+
 def _s3(settings: ServerSettings, below: str) -> S3Config:
     if settings.storage_url is None:
         raise StorageError("the s3 storage backend needs OFFMAPS_STORAGE_URL=s3://BUCKET/PREFIX")
@@ -172,11 +193,7 @@ STORAGE_BACKENDS: Mapping[str, StorageBackend] = MappingProxyType(
             objects=lambda settings: LocalObjectStore(
                 settings.data_dir / "objects", signer=_storage_signer(settings)
             ),
-            tile_blobs=lambda settings: LocalBlobStore(
-                settings.data_dir / "tile-caches" / "blobs",
-                signer=_storage_signer(settings),
-                url_prefix=TILE_BLOBS,
-            ),
+            tile_blobs=_local_tile_blobs,
         ),
         S3: StorageBackend(
             objects=lambda settings: S3ObjectStore(_s3(settings, "objects")),

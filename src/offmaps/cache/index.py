@@ -793,6 +793,10 @@ class SQLiteTileIndex(SQLTileIndex):
     def __repr__(self) -> str:
         return f"SQLiteTileIndex({str(self.path)!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # another process (a seed's workers) gets the file and opens its own connections
+        return (type(self), (self.path,))
+
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:

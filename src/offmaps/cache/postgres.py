@@ -9,6 +9,7 @@ them, so a collection on one host never deletes a blob a writer on another is ab
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -139,6 +140,10 @@ class PostgresTileIndex(SQLTileIndex):
 
     def __repr__(self) -> str:
         return f"PostgresTileIndex(schema={self.schema!r})"  # never the URL: it may hold a password
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # another process (a seed's workers) gets the URL and opens its own connections
+        return (functools.partial(PostgresTileIndex, schema=self.schema), (self.url,))
 
     def _where(self) -> str:
         return f"the cache index in PostgreSQL (schema {self.schema})"

@@ -31,7 +31,13 @@ from offmaps.errors import (
     TileNotFoundError,
 )
 from offmaps.sources import TileSourceInfo, check_key
-from offmaps.storage import BlobStore, PresignedURL, PresigningBlobStore
+from offmaps.storage import (
+    BatchBlobStore,
+    BlobRef,
+    BlobStore,
+    PresignedURL,
+    PresigningBlobStore,
+)
 from offmaps.tiling.tms import get_tms
 from offmaps.types import Tile
 
@@ -57,8 +63,9 @@ def store_tiles(
 ) -> int:
     """Store tiles' bytes once per distinct content and point the cache's index at them.
 
-    Blobs no row names yet are put first (with ``pool``, several at once: a put waits for the
-    disk or the network, so a seed's puts overlap); the rows come after, in one transaction,
+    Blobs no row names yet are put first (in one batch when the store takes batches, else
+    with ``pool`` several at once: a put waits for the disk or the network, so a seed's puts
+    overlap); the rows come after, in one transaction,
     once every put has ended, so the index never names a missing blob. Bytes equal to what a
     tile has already only mark it checked. Returns how many tiles got new bytes.
     """
@@ -68,15 +75,20 @@ def store_tiles(
     token, known = index.begin_writes(sha256 for _, sha256, _ in rows)
     new = {sha256: data for _, sha256, data in rows if sha256 not in known}
 
-    def put(sha256: str, data: bytes) -> None:
-        ref = blobs.put(data)
+    def check(sha256: str, ref: BlobRef) -> None:
         if ref.sha256 != sha256:  # the store hashed other bytes than it was given
             raise BlobIntegrityError(
                 f"blob store {blobs!r} stored {ref.sha256} for bytes hashing to {sha256}"
             )
 
+    def put(sha256: str, data: bytes) -> None:
+        check(sha256, blobs.put(data))
+
     try:
-        if pool is None or len(new) < 2:
+        if new and isinstance(blobs, BatchBlobStore):
+            for sha256, ref in zip(new, blobs.put_many(new.values()), strict=True):
+                check(sha256, ref)
+        elif pool is None or len(new) < 2:
             for sha256, data in new.items():
                 put(sha256, data)
         else:

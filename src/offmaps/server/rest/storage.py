@@ -29,7 +29,7 @@ from offmaps.errors import (
 from offmaps.server.downloads import object_response
 from offmaps.server.rest.deps import ServicesDep
 from offmaps.services import TILE_BLOBS
-from offmaps.storage import LocalBlobStore, LocalObjectStore
+from offmaps.storage import BlobStore, LocalObjectStore, SignedBlobURLs
 
 __all__ = ["get_stored", "put_stored", "storage_router"]
 
@@ -42,12 +42,12 @@ def _verified(request: Request, services: ServicesDep, method: HTTPMethod) -> st
     return objects.verify_presigned(str(request.url), method)
 
 
-def _tile_blobs(services: ServicesDep, key: str) -> tuple[LocalBlobStore, str] | None:
+def _tile_blobs(services: ServicesDep, key: str) -> tuple[BlobStore, str] | None:
     prefix = f"{TILE_BLOBS}/"
     blobs = services.caches.blobs
     if not key.startswith(prefix):
         return None
-    if not isinstance(blobs, LocalBlobStore):
+    if not isinstance(blobs, SignedBlobURLs):
         raise ObjectNotFoundError(f"no object {key!r}", key=key)
     return blobs, key.removeprefix(prefix)
 
