@@ -105,6 +105,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "CacheError",
@@ -200,7 +201,21 @@ __all__ = [
 
 
 class OffmapsError(Exception):
-    """Root of every error offmaps raises on purpose."""
+    """Root of every error offmaps raises on purpose.
+
+    Errors pickle with their message and attributes (a seed's worker processes send theirs to
+    the process that started them), though most take their context as keyword arguments.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[OffmapsError], args: tuple[Any, ...], state: dict[str, Any]) -> OffmapsError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class OffmapsWarning(UserWarning):
