@@ -219,6 +219,13 @@ def offmaps_tiles(data: Path) -> dict[Key, tuple[str, int]]:
     return {(z, x, y): (sha256, size) for z, x, y, sha256, size in rows}
 
 
+def offmaps_blob_count(data: Path) -> int:
+    """Distinct contents the cache keeps: the rows of its blob file."""
+    blobs = data / "tile-caches" / "blobs.sqlite"
+    with closing(sqlite3.connect(f"{blobs.as_uri()}?mode=ro", uri=True)) as conn:
+        return int(conn.execute("SELECT count(*) FROM blobs").fetchone()[0])
+
+
 # --- MapProxy --------------------------------------------------------------------------------
 
 
@@ -486,7 +493,7 @@ def dedup_case(
     done, _ = offmaps_seed(data, bbox, zooms)
     ours = offmaps_tiles(data)
     blocks, apparent = du(data / "tile-caches")
-    blob_files, blob_contents, _ = file_count(data / "tile-caches" / "blobs")
+    files, _, _ = file_count(data / "tile-caches")
     rows = [
         Stored(
             "offmaps (blobs + index)",
@@ -494,8 +501,8 @@ def dedup_case(
             sum(size for _, size in ours.values()),
             blocks,
             apparent,
-            blob_files + 1,  # the index
-            blob_contents,
+            files,  # the index and the blob file
+            offmaps_blob_count(data),
             0,
             done.seconds,
             0,

@@ -230,6 +230,7 @@ def open_caches(settings: ServerSettings, catalog: Catalog) -> TileCacheService:
         blobs,
         layers=catalog.tile_sources.get,
         published=catalog.tile_sources,
+        seed_processes=settings.seed_processes or os.cpu_count() or 1,
     )
 
 

@@ -87,6 +87,8 @@ class ServerSettings(BaseSettings):
         storage_secret: the secret presigned URLs of the object store are signed with (at
             least 16 bytes; the same in every process that must accept them); by default one is
             generated into ``data_dir/storage-key``.
+        seed_processes: the worker processes a large seed of an upstream spreads over (default:
+            one per CPU; 1 seeds in the server's own process).
         auth: how tokens are issued and checked.
         limits: per-user quotas and the write rate limit.
     """
@@ -102,5 +104,6 @@ class ServerSettings(BaseSettings):
     database_schema: str = Field(default="offmaps", pattern=r"^[a-z_][a-z0-9_]{0,40}$")
     storage_url: str | None = Field(default=None, pattern=r"^s3://")
     storage_secret: SecretStr | None = Field(default=None, min_length=16)
+    seed_processes: int | None = Field(default=None, ge=1, le=64)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

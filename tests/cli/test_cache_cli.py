@@ -5,10 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -19,41 +16,7 @@ from offmaps.cli import main
 from offmaps.server.app import create_app
 from offmaps.settings import ServerSettings
 from tests.serverkit import PASSWORD, LiveServer
-
-PNG = b"\x89PNG\r\n\x1a\n"
-
-
-class TileServer:
-    """A deterministic XYZ server on loopback: level 0-1 tiles are all 'sea' (one content)."""
-
-    def __init__(self) -> None:
-        self.asked: Counter[str] = Counter()
-        lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                with lock:
-                    owner.asked[self.path] += 1
-                z, x, y = self.path.removesuffix(".png").strip("/").split("/")
-                body = PNG + (b"sea" if int(z) <= 1 else f"{z}/{x}/{y}".encode())
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/{{z}}/{{x}}/{{y}}.png"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from tests.upstream import PNG, TileServer
 
 
 @pytest.fixture

@@ -11,23 +11,40 @@ Nothing is refetched on a rerun: the index is the seed's journal, so a seed stop
 ``kill -9`` or a cancel resumes where it stopped when started again. Fetches that still fail
 after their retries count against the failure budget; once it is spent the seed stops with
 :class:`~offmaps.errors.SeedFailedError` (what it stored stays), rather than retrying forever.
+
+A large seed of an upstream spreads over worker processes (:class:`SeedProcesses`): each
+fetches with its share of the concurrency and the rate, and stores what it fetched through its
+own index connection and blob store; this process looks up which tiles are stored, hands out
+the chunks that need fetching and adds up the progress. One Python process spends about a
+millisecond of CPU per tile (the HTTP client, hashing, storing) and so cannot keep two cores
+busy; the processes do (bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import multiprocessing
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from offmaps.cache.index import Span, TileIndex
-from offmaps.cache.model import UpstreamSettings
+from offmaps.cache.model import CacheDefinition, UpstreamSettings
 from offmaps.cache.tiles import Fetch, TileCache, store_tiles
 from offmaps.errors import (
+    CacheError,
     ContainerError,
     InvalidZoomError,
     JobCancelledError,
@@ -39,8 +56,10 @@ from offmaps.types import Tile, ZoomRange
 
 __all__ = [
     "CHUNK_TILES",
+    "PROCESS_MIN_TILES",
     "RateLimiter",
     "SeedPlan",
+    "SeedProcesses",
     "SeedProgress",
     "plan_seed",
     "seed",
@@ -48,6 +67,25 @@ __all__ = [
 
 CHUNK_TILES = 256
 """Tiles looked up, fetched and stored together."""
+
+PROCESS_MIN_TILES = 2000
+"""Areas of fewer tiles per worker process are seeded in this process: starting the workers
+(about half a second) would take longer than the work."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeedProcesses:
+    """How a seed spreads over worker processes (see the module's docstring).
+
+    Attributes:
+        processes: worker processes (each gets ``concurrency / processes`` of the cache's
+            requests in flight, rounded up, and ``1 / processes`` of its rate).
+        fetcher: makes a worker's fetch from its share of the rate; it, the index and the blob
+            store must pickle (a function of a module, and stores that reopen by file or URL).
+    """
+
+    processes: int
+    fetcher: Callable[[CacheDefinition, float], tuple[Fetch, Callable[[], None]]]
 
 
 class RateLimiter:
@@ -171,6 +209,14 @@ class SeedProgress:
         del found["level"]
         return found
 
+    def add(self, fetched: _Fetched) -> None:
+        """Count a chunk's fetches."""
+        self.fetched += fetched.count
+        self.bytes += fetched.bytes
+        self.missing += fetched.missing
+        self.errors += fetched.errors
+        self.failures = [*self.failures, *fetched.failures][-5:]
+
     def message(self) -> str:
         """One line for a progress bar or a job's status."""
         return (
@@ -283,6 +329,7 @@ def seed(
     refresh_before: float | None = None,
     progress: Callable[[SeedProgress], None] = lambda _: None,
     cancelled: Callable[[], bool] = lambda: False,
+    processes: SeedProcesses | None = None,
 ) -> SeedProgress:
     """Fetch the tiles of ``aoi`` at ``zooms`` that the cache lacks (or holds from before
     ``refresh_before``) from ``fetch``, and store them.
@@ -298,17 +345,78 @@ def seed(
         progress: called after each chunk.
         cancelled: asked between chunks and before retries; a true answer stops the seed
             with ``JobCancelledError`` (what is stored stays).
+        processes: spread the fetching and storing over worker processes (when the area has
+            :data:`PROCESS_MIN_TILES` tiles per process or more); None: all in this process.
 
     Raises:
         SeedFailedError: more fetches failed than the cache's failure budget.
         JobCancelledError: ``cancelled()`` said so.
         InvalidZoomError, InvalidAOIError: the levels or the area do not fit the cache.
+        CacheError: a worker process died.
     """
     _check_zooms(cache, zooms)
-    settings = cache.definition.upstream
     levels = list(_level_spans(aoi, cache, zooms))
     state = SeedProgress(total=sum(count for _, count, _ in levels))
     progress(state)
+    if processes is not None and state.total >= PROCESS_MIN_TILES * processes.processes:
+        _seed_in_processes(
+            cache, index, levels, refresh_before, state, progress, cancelled, processes
+        )
+    else:
+        _seed_here(cache, index, fetch, levels, refresh_before, state, progress, cancelled)
+    cache.flush()
+    return state
+
+
+_Levels = list[tuple[int, int, Iterator[list[Span]]]]
+
+
+def _chunks(
+    index: TileIndex, name: str, levels: _Levels, since: float | None, state: SeedProgress
+) -> Iterator[tuple[int, list[Tile]]]:
+    """Each chunk's tiles to fetch (stored ones counted as skipped), with the chunk's size."""
+    for z, _, chunks in levels:
+        state.level = z
+        for spans in chunks:
+            fresh = _fresh(index, name, spans, since)
+            wanted = [
+                tile
+                for span in spans
+                for x in range(span.start, span.stop + 1)
+                if (tile := Tile(x, span.y, span.z)) not in fresh
+            ]
+            size = sum(span.stop - span.start + 1 for span in spans)
+            state.skipped += size - len(wanted)
+            yield size, wanted
+
+
+def _check_budget(name: str, state: SeedProgress, budget: int) -> None:
+    if state.errors > budget:
+        raise SeedFailedError(
+            f"seeding {name!r} stopped: {state.errors} fetches failed, more than its failure "
+            f"budget of {budget} (last: {state.failures[-1] if state.failures else '?'}); "
+            "what was fetched is stored, and a rerun skips it",
+            errors=state.errors,
+            budget=budget,
+        )
+
+
+def _check_cancelled(name: str, cancelled: Callable[[], bool]) -> None:
+    if cancelled():
+        raise JobCancelledError(f"seeding {name!r} was cancelled")
+
+
+def _seed_here(
+    cache: TileCache,
+    index: TileIndex,
+    fetch: Fetch,
+    levels: _Levels,
+    refresh_before: float | None,
+    state: SeedProgress,
+    progress: Callable[[SeedProgress], None],
+    cancelled: Callable[[], bool],
+) -> None:
+    settings = cache.definition.upstream
     # a chunk's tiles are stored (in the "seed-store" thread, its blobs put through the pool)
     # while the next chunk's are fetched: the disk's waits and the upstream's overlap. At most
     # one chunk is being stored, so memory stays bounded by two chunks.
@@ -326,57 +434,150 @@ def seed(
                 progress(state)
 
         try:
-            for z, _, chunks in levels:
-                state.level = z
-                for spans in chunks:
-                    if cancelled():
-                        raise JobCancelledError(f"seeding {cache.name!r} was cancelled")
-                    got, size = _fetch_chunk(
-                        cache, index, fetch, spans, refresh_before, settings, pool, state, cancelled
-                    )
+            for size, wanted in _chunks(index, cache.name, levels, refresh_before, state):
+                _check_cancelled(cache.name, cancelled)
+                fetched = _fetch_tiles(cache, fetch, wanted, pool, cancelled)
+                state.add(fetched)
+                stored()
+                storing = storer.submit(_store, cache, index, fetched, size, pool, state)
+                if state.errors > settings.failure_budget:
                     stored()
-                    storing = storer.submit(_store_chunk, cache, index, got, size, pool, state)
-                    if state.errors > settings.failure_budget:
-                        stored()
-                        cache.flush()
-                        raise SeedFailedError(
-                            f"seeding {cache.name!r} stopped: {state.errors} fetches failed, "
-                            f"more than its failure budget of {settings.failure_budget} (last: "
-                            f"{state.failures[-1] if state.failures else '?'}); what was "
-                            "fetched is stored, and a rerun skips it",
-                            errors=state.errors,
-                            budget=settings.failure_budget,
-                        )
+                    _check_budget(cache.name, state, settings.failure_budget)
             stored()
         finally:
             if storing is not None:  # a failure or a cancel: what was fetched is still stored
                 with contextlib.suppress(Exception):
                     storing.result()
-    cache.flush()
-    return state
 
 
-def _fetch_chunk(
+def _seed_in_processes(
     cache: TileCache,
     index: TileIndex,
-    fetch: Fetch,
-    spans: list[Span],
+    levels: _Levels,
     refresh_before: float | None,
-    settings: UpstreamSettings,
-    pool: ThreadPoolExecutor,
     state: SeedProgress,
+    progress: Callable[[SeedProgress], None],
     cancelled: Callable[[], bool],
-) -> tuple[list[tuple[Tile, bytes]], int]:
-    """Fetch the tiles of a chunk the cache lacks; returns them and the chunk's size."""
-    fresh = _fresh(index, cache.name, spans, refresh_before)
-    wanted = [
-        Tile(x, span.y, span.z)
-        for span in spans
-        for x in range(span.start, span.stop + 1)
-        if Tile(x, span.y, span.z) not in fresh
-    ]
-    size = sum(span.stop - span.start + 1 for span in spans)
-    state.skipped += size - len(wanted)
+    processes: SeedProcesses,
+) -> None:
+    settings = cache.definition.upstream
+    count = processes.processes
+    threads = math.ceil(settings.concurrency / count)
+    work = (cache.definition, index, cache.blobs, processes.fetcher, threads, count)
+    pool: ProcessPoolExecutor | None = None  # started when a chunk needs fetching
+    running: dict[Future[_Fetched], int] = {}
+
+    def collect() -> None:
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            size = running.pop(future)
+            try:
+                fetched = future.result()
+            except BrokenProcessPool:
+                raise CacheError(
+                    f"seeding {cache.name!r} stopped: a worker process died; what was stored "
+                    "stays, and a rerun skips it"
+                ) from None
+            state.add(fetched)
+            state.written += fetched.written
+            state.done += size
+        progress(state)
+        _check_budget(cache.name, state, settings.failure_budget)
+
+    try:
+        for size, wanted in _chunks(index, cache.name, levels, refresh_before, state):
+            _check_cancelled(cache.name, cancelled)
+            if not wanted:
+                state.done += size
+                continue
+            if pool is None:
+                pool = ProcessPoolExecutor(
+                    count,
+                    mp_context=_context(),
+                    initializer=_start_worker,
+                    initargs=work,
+                )
+            while len(running) >= 2 * count:
+                collect()
+            running[pool.submit(_seed_chunk, wanted)] = size
+        while running:
+            collect()
+    finally:
+        if pool is not None:
+            # on a failure or a cancel, chunks not started are dropped; those running finish
+            # (and what they fetched is stored)
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    # never fork a server's threads: workers come from a fork server (started once per process,
+    # with the seeding modules loaded)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+@dataclass(slots=True)
+class _Worker:
+    cache: TileCache
+    index: TileIndex
+    fetch: Fetch
+    pool: ThreadPoolExecutor
+
+
+_worker: _Worker | None = None
+
+
+def _start_worker(
+    definition: CacheDefinition,
+    index: TileIndex,
+    blobs: Any,
+    fetcher: Callable[[CacheDefinition, float], tuple[Fetch, Callable[[], None]]],
+    threads: int,
+    processes: int,
+) -> None:
+    global _worker  # noqa: PLW0603 - one per worker process, made by its initializer
+    fetch, _ = fetcher(definition, definition.upstream.requests_per_second / processes)
+    cache = TileCache(definition, index, blobs, fetch)
+    _worker = _Worker(cache, index, fetch, ThreadPoolExecutor(threads, thread_name_prefix="seed"))
+
+
+def _seed_chunk(wanted: list[Tile]) -> _Fetched:
+    """A worker's task: fetch and store a chunk's tiles; what it fetched, without the bytes."""
+    worker = _worker
+    if worker is None:  # pragma: no cover - the initializer always runs first
+        raise RuntimeError("not a seeding worker process")
+    fetched = _fetch_tiles(worker.cache, worker.fetch, wanted, worker.pool, lambda: False)
+    fetched.written = store_tiles(
+        worker.index, worker.cache.blobs, worker.cache.name, fetched.got, pool=worker.pool
+    )
+    fetched.got = []
+    worker.cache.flush()
+    return fetched
+
+
+@dataclass(slots=True)
+class _Fetched:
+    """What fetching a chunk's tiles gave."""
+
+    got: list[tuple[Tile, bytes]]
+    count: int = 0
+    bytes: int = 0
+    missing: int = 0
+    errors: int = 0
+    written: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def _fetch_tiles(
+    cache: TileCache,
+    fetch: Fetch,
+    wanted: list[Tile],
+    pool: ThreadPoolExecutor,
+    cancelled: Callable[[], bool],
+) -> _Fetched:
+    """Fetch ``wanted`` with ``pool``'s threads, each with its retries; count the fetches."""
+    settings = cache.definition.upstream
 
     def one(tile: Tile) -> tuple[Tile, bytes | None, str | None]:
         try:
@@ -386,32 +587,30 @@ def _fetch_chunk(
         except ContainerError as exc:
             return tile, None, str(exc)
 
-    got: list[tuple[Tile, bytes]] = []
-    errors = 0
+    fetched = _Fetched([])
     for tile, data, error in pool.map(one, wanted):
         if data is not None:
-            got.append((tile, data))
-            state.fetched += 1
-            state.bytes += len(data)
+            fetched.got.append((tile, data))
+            fetched.count += 1
+            fetched.bytes += len(data)
         elif error is None:
-            state.missing += 1
+            fetched.missing += 1
         else:
-            errors += 1
-            state.failures = [*state.failures[-4:], f"{tile.z}/{tile.x}/{tile.y}: {error}"]
-    state.errors += errors
-    cache.record(spans[0].z, fetches=len(wanted), errors=errors)
-    return got, size
+            fetched.errors += 1
+            fetched.failures = [*fetched.failures[-4:], f"{tile.z}/{tile.x}/{tile.y}: {error}"]
+    if wanted:
+        cache.record(wanted[0].z, fetches=len(wanted), errors=fetched.errors)
+    return fetched
 
 
-def _store_chunk(
+def _store(
     cache: TileCache,
     index: TileIndex,
-    got: list[tuple[Tile, bytes]],
+    fetched: _Fetched,
     size: int,
     pool: ThreadPoolExecutor,
     state: SeedProgress,
 ) -> None:
     """Store a fetched chunk, its blobs put through ``pool``; then count it done."""
-    written = store_tiles(index, cache.blobs, cache.name, got, pool=pool)
-    state.written += written
+    state.written += store_tiles(index, cache.blobs, cache.name, fetched.got, pool=pool)
     state.done += size

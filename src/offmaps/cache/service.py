@@ -22,7 +22,14 @@ import httpx
 
 from offmaps.cache.index import Grant, Span, TileIndex
 from offmaps.cache.model import CacheDefinition, CacheStats, SourceKind
-from offmaps.cache.seed import RateLimiter, SeedPlan, SeedProgress, plan_seed, seed
+from offmaps.cache.seed import (
+    RateLimiter,
+    SeedPlan,
+    SeedProcesses,
+    SeedProgress,
+    plan_seed,
+    seed,
+)
 from offmaps.cache.tiles import Fetch, TileCache
 from offmaps.errors import (
     BlobIntegrityError,
@@ -57,6 +64,7 @@ __all__ = [
     "TileURL",
     "UploadGrant",
     "VerifyReport",
+    "upstream_fetch",
 ]
 
 DEFAULT_URL_EXPIRY = timedelta(minutes=15)
@@ -162,6 +170,10 @@ class TileCacheService:
             published at start.
         client: the HTTP client for upstream sources (tests pass one with a mock transport);
             by default each upstream gets one with the cache's timeout.
+        seed_processes: worker processes a large seed of an upstream spreads over (the index
+            and the blob store must then reopen in another process: SQLite or PostgreSQL, a
+            SQLite file or S3; see :class:`~offmaps.cache.seed.SeedProcesses`); 1 seeds in
+            this process, and so does a seed with ``client`` given.
     """
 
     def __init__(
@@ -172,8 +184,10 @@ class TileCacheService:
         layers: LayerLookup = lambda name: None,
         published: MutableMapping[str, TileSource] | None = None,
         client: httpx.Client | None = None,
+        seed_processes: int = 1,
     ) -> None:
         self.index = index
+        self._seed_processes = seed_processes
         self.blobs = blobs
         self._layers = layers
         self._published = published
@@ -287,24 +301,16 @@ class TileCacheService:
         source = definition.source
         if source.kind is SourceKind.XYZ:
             settings = definition.upstream
-            fetcher = UpstreamFetcher(
-                source.location,
-                definition.format,
-                client=self._client,
-                timeout_s=settings.timeout_s,
-                max_bytes=settings.max_tile_bytes,
-            )
+            fetcher = _upstream(definition, self._client)
             host = urlsplit(source.location).hostname or ""
             with self._lock:
                 limiter = self._limiters.setdefault(host, RateLimiter(settings.requests_per_second))
             limiter.rate = min(limiter.rate, settings.requests_per_second)
 
-            def fetch(tile: Tile) -> bytes:
-                limiter.acquire()
-                what = f"cache {definition.name!r}, tile {tile.z}/{tile.x}/{tile.y}"
-                return fetcher.fetch(tile, what)
-
-            entry: tuple[Fetch, Callable[[], None]] = (fetch, fetcher.close)
+            entry: tuple[Fetch, Callable[[], None]] = (
+                _limited(definition.name, fetcher, limiter),
+                fetcher.close,
+            )
         else:
             opened = self._open_source(definition)
             close = opened.close if isinstance(opened, ArchiveTileSource) else (lambda: None)
@@ -339,15 +345,24 @@ class TileCacheService:
     ) -> SeedProgress:
         """Fetch what the cache lacks of an area (see :func:`offmaps.cache.seed.seed`)."""
         cache = self.cache(name)
+        definition = cache.definition
+        spread = (
+            SeedProcesses(self._seed_processes, upstream_fetch)
+            if self._seed_processes > 1
+            and definition.source.kind is SourceKind.XYZ
+            and self._client is None
+            else None
+        )
         return seed(
             cache,
             self.index,
-            self._fetch(cache.definition),
+            self._fetch(definition),
             aoi,
             zooms,
             refresh_before=_seconds(refresh_before),
             progress=progress,
             cancelled=cancelled,
+            processes=spread,
         )
 
     # --- figures ---------------------------------------------------------------------------
@@ -604,7 +619,8 @@ class TileCacheService:
         return GarbageCollection(examined, deleted)
 
     def close(self) -> None:
-        """Write counters, close sources, the index and every upstream client made here."""
+        """Write counters, close sources, the index, the blob store's connections and every
+        upstream client made here."""
         with self._lock:
             caches = list(self._caches.values())
             fetchers = list(self._fetchers.values())
@@ -615,6 +631,35 @@ class TileCacheService:
         for _, close in fetchers:
             close()
         self.index.close()
+        close_blobs = getattr(self.blobs, "close", None)  # a store with connections of its own
+        if callable(close_blobs):
+            close_blobs()
+
+
+def _upstream(definition: CacheDefinition, client: httpx.Client | None) -> UpstreamFetcher:
+    settings = definition.upstream
+    return UpstreamFetcher(
+        definition.source.location,
+        definition.format,
+        client=client,
+        timeout_s=settings.timeout_s,
+        max_bytes=settings.max_tile_bytes,
+    )
+
+
+def _limited(name: str, fetcher: UpstreamFetcher, limiter: RateLimiter) -> Fetch:
+    def fetch(tile: Tile) -> bytes:
+        limiter.acquire()
+        return fetcher.fetch(tile, f"cache {name!r}, tile {tile.z}/{tile.x}/{tile.y}")
+
+    return fetch
+
+
+def upstream_fetch(definition: CacheDefinition, rate: float) -> tuple[Fetch, Callable[[], None]]:
+    """A fetch from a cache's upstream at ``rate`` requests per second, with its own client,
+    and what closes it: a seed's worker process makes its own with this."""
+    fetcher = _upstream(definition, None)
+    return _limited(definition.name, fetcher, RateLimiter(rate)), fetcher.close
 
 
 def _spans_after(cover: TileCover, zooms: ZoomRange, after: Tile | None) -> Iterator[Span]:
