@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import urllib3
 from morecantile import TileMatrixSet
 
 from offmaps import __version__
@@ -51,6 +53,35 @@ def _check_url_template(template: str) -> str:
     return parts.hostname
 
 
+_POOL_SIZE = 64
+"""Keep-alive connections kept per upstream host (a cache's ``concurrency`` is at most 64)."""
+_READ_BYTES = 64 * 1024
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_REDIRECTS_ONLY = urllib3.Retry(total=5, connect=0, read=0, status=0, other=0, redirect=5)
+"""No retries (a seed has its own, with backoff), but up to five redirects."""
+
+
+def _check_status(status: int, declared: str, limit: int, where: str, url: str) -> None:
+    if status in (204, 404, 410):
+        raise TileNotFoundError(f"{where}: the upstream has no such tile")
+    if not 200 <= status < 300:
+        raise UpstreamError(f"{where}: the upstream answered HTTP {status}", url=url)
+    if declared.isdigit() and int(declared) > limit:
+        raise UpstreamError(f"{where}: upstream tile is over {limit} bytes", url=url)
+
+
+def _read_limited(chunks: Iterable[bytes], limit: int, where: str, url: str) -> bytes:
+    """The body, refused once it grows over ``limit`` bytes (whatever it declared)."""
+    parts: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamError(f"{where}: upstream tile is over {limit} bytes", url=url)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def _gunzip(data: bytes, limit: int, where: str) -> bytes:
     inflater = zlib.decompressobj(wbits=31)
     try:
@@ -65,12 +96,18 @@ def _gunzip(data: bytes, limit: int, where: str) -> bytes:
 class UpstreamFetcher:
     """Fetches tiles of one upstream XYZ URL template over HTTP, with every check a cache needs.
 
+    By default it speaks HTTP with urllib3: a keep-alive connection pool to the template's host
+    (redirects, to any host, followed through a pool manager). A cache's seed spends most of its
+    CPU in the HTTP client, and urllib3's pool costs about half of httpx's per request
+    (docs/cache.md). Tests (and callers with a client of their own) may pass an httpx client
+    instead; both paths make the same checks and raise the same errors.
+
     Args:
         url_template: an http(s) URL with ``{z}``, ``{x}`` and ``{y}`` (rows from the top).
         tile_format: what the upstream serves; anything else is refused.
-        client: the HTTP client to use (tests pass one with a mock transport); by default one
-            with ``timeout_s``, owned and closed by this fetcher.
-        timeout_s: the timeout of one request (of the client made here).
+        client: an httpx client to use (tests pass one with a mock transport), not closed here;
+            by default a urllib3 pool owned and closed by this fetcher.
+        timeout_s: the timeout of one request (of the pool made here).
         max_bytes: the largest tile accepted (after transfer decoding).
 
     Raises:
@@ -90,12 +127,16 @@ class UpstreamFetcher:
         self._template = url_template
         self._format = tile_format
         self._max_bytes = max_bytes
-        self._owns_client = client is None
-        self._client = client or httpx.Client(
-            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
-            headers={"User-Agent": USER_AGENT},
-            follow_redirects=True,
+        self._client = client
+        timeout = urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s)
+        self._headers = headers = {"User-Agent": USER_AGENT}
+        # one pool for the template's host; redirects (rare) go through the manager
+        self._manager = urllib3.PoolManager(
+            maxsize=_POOL_SIZE, timeout=timeout, headers=headers, retries=_REDIRECTS_ONLY
         )
+        self._pool = self._manager.connection_from_url(url_template)
+        parts = urlsplit(url_template)
+        self._origin_chars = len(parts.scheme) + len("://") + len(parts.netloc)
 
     @property
     def host(self) -> str:
@@ -121,35 +162,58 @@ class UpstreamFetcher:
             .replace("{x}", str(tile.x))
             .replace("{y}", str(tile.y))
         )
-        limit = self._max_bytes
+        if self._client is not None:
+            data = self._fetch_httpx(self._client, url, where)
+        else:
+            data = self._fetch_urllib3(url, where)
+        return self._check_content(data, where, url)
+
+    def _fetch_urllib3(self, url: str, where: str) -> bytes:
         try:
-            with self._client.stream(
+            target = url[self._origin_chars :] or "/"  # the pool's host is the template's
+            response = self._pool.urlopen(
+                "GET",
+                target,
+                headers=self._headers,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+            )
+            if response.status in _REDIRECT_STATUSES and response.get_redirect_location():
+                response.drain_conn()  # the connection goes back to the pool ready for more
+                response = self._manager.request("GET", url, preload_content=False)
+            try:
+                declared = response.headers.get("content-length", "")
+                _check_status(response.status, declared, self._max_bytes, where, url)
+                return _read_limited(response.stream(_READ_BYTES), self._max_bytes, where, url)
+            finally:
+                response.release_conn()
+        except urllib3.exceptions.HTTPError as exc:
+            reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+            # a refused connection is a NewConnectionError, which urllib3 derives from its
+            # connect timeout for history's sake: it did not time out
+            if isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
+                reason, urllib3.exceptions.NewConnectionError
+            ):
+                raise UpstreamError(f"{where}: the upstream timed out", url=url) from exc
+            raise UpstreamError(
+                f"{where}: the upstream request failed ({type(reason).__name__})", url=url
+            ) from exc
+
+    def _fetch_httpx(self, client: httpx.Client, url: str, where: str) -> bytes:
+        try:
+            with client.stream(
                 "GET", url, headers={"User-Agent": USER_AGENT}, follow_redirects=True
             ) as response:
-                status = response.status_code
-                if status in (204, 404, 410):
-                    raise TileNotFoundError(f"{where}: the upstream has no such tile")
-                if not 200 <= status < 300:
-                    raise UpstreamError(f"{where}: the upstream answered HTTP {status}", url=url)
                 declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise UpstreamError(f"{where}: upstream tile is over {limit} bytes", url=url)
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in response.iter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise UpstreamError(
-                            f"{where}: upstream tile is over {limit} bytes", url=url
-                        )
-                    chunks.append(chunk)
+                _check_status(response.status_code, declared, self._max_bytes, where, url)
+                return _read_limited(response.iter_bytes(), self._max_bytes, where, url)
         except httpx.TimeoutException as exc:
             raise UpstreamError(f"{where}: the upstream timed out", url=url) from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(
                 f"{where}: the upstream request failed ({type(exc).__name__})", url=url
             ) from exc
-        return self._check_content(b"".join(chunks), where, url)
 
     def _check_content(self, data: bytes, where: str, url: str) -> bytes:
         expected = self._format
@@ -170,9 +234,8 @@ class UpstreamFetcher:
         return data
 
     def close(self) -> None:
-        """Close the HTTP client when this fetcher made it."""
-        if self._owns_client:
-            self._client.close()
+        """Close the connections this fetcher made (a client passed in stays open)."""
+        self._manager.clear()
 
 
 class UpstreamTileSource:
