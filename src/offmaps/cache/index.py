@@ -277,6 +277,8 @@ CREATE TABLE IF NOT EXISTS usage (
 """
 
 
+_IN_BATCH = 500
+"""Values per ``IN (...)`` list."""
 _PENDING = "INSERT INTO pending (token, sha256, since) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 
 
@@ -416,11 +418,11 @@ class SQLTileIndex:
                 _PENDING,
                 [(token, sha256, now) for sha256 in wanted],
             )
-            for sha256 in wanted:
-                if conn.execute(
-                    "SELECT 1 FROM tiles WHERE sha256 = ? LIMIT 1", (sha256,)
-                ).fetchone():
-                    known.add(sha256)
+            for start in range(0, len(wanted), _IN_BATCH):
+                batch = wanted[start : start + _IN_BATCH]
+                marks = ", ".join("?" * len(batch))
+                query = f"SELECT DISTINCT sha256 FROM tiles WHERE sha256 IN ({marks})"  # noqa: S608
+                known.update(str(sha256) for (sha256,) in conn.execute(query, batch).fetchall())
             return len(wanted)
 
         self._write(work)
@@ -446,23 +448,23 @@ class SQLTileIndex:
         now: float,
     ) -> int:
         cache = self._id(conn, name)
-        changed = 0
-        for tile, sha256, size in rows:
-            cursor = conn.execute(
+        # new tiles and tiles whose bytes changed are written (and counted); the others only
+        # have ``checked`` moved
+        changed = int(
+            conn.executemany(
                 "INSERT INTO tiles (cache, z, x, y, sha256, size, stored, checked) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (cache, z, y, x) DO UPDATE SET "
                 "sha256 = excluded.sha256, size = excluded.size, stored = excluded.stored, "
                 "checked = excluded.checked WHERE tiles.sha256 != excluded.sha256",
-                (cache, tile.z, tile.x, tile.y, sha256, size, now, now),
-            )
-            if cursor.rowcount:
-                changed += 1
-            else:
-                conn.execute(
-                    "UPDATE tiles SET checked = ? WHERE cache = ? AND z = ? AND y = ? AND x = ?",
-                    (now, cache, tile.z, tile.y, tile.x),
-                )
+                [(cache, t.z, t.x, t.y, sha256, size, now, now) for t, sha256, size in rows],
+            ).rowcount
+        )
+        conn.executemany(
+            "UPDATE tiles SET checked = ? "
+            "WHERE cache = ? AND z = ? AND y = ? AND x = ? AND checked < ?",
+            [(now, cache, t.z, t.y, t.x, now) for t, _, _ in rows],
+        )
         conn.execute("DELETE FROM pending WHERE token = ?", (token,))
         return changed
 

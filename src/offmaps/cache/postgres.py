@@ -13,6 +13,7 @@ import functools
 import re
 import threading
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -94,12 +95,13 @@ class _Adapted:
         return self.raw.execute(query.replace("?", "%s"), parameters)
 
     def executemany(self, query: str, parameters: Any) -> Any:
+        """Run ``query`` once per row; the result's ``rowcount`` is the rows changed in all."""
         rows = list(parameters)
         if not rows:
-            return None
+            return SimpleNamespace(rowcount=0)
         with self.raw.cursor() as cursor:
             cursor.executemany(query.replace("?", "%s"), rows)
-            return cursor.rowcount
+            return SimpleNamespace(rowcount=cursor.rowcount)
 
 
 class PostgresTileIndex(SQLTileIndex):
