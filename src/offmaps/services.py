@@ -24,10 +24,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 from offmaps.cache import SQLiteTileIndex, TileCacheService, TileIndex
 from offmaps.cache.jobs import clean_cache_kind, seed_cache_kind
-from offmaps.cache.postgres import PostgresTileIndex
 from offmaps.catalog import Catalog
 from offmaps.errors import StorageError
 from offmaps.jobs import FolderJobStore, InProcessJobRunner, JobKinds, JobRunner, JobStore
@@ -47,9 +47,6 @@ from offmaps.storage import (
     LocalBlobStore,
     LocalObjectStore,
     ObjectStore,
-    S3BlobStore,
-    S3Config,
-    S3ObjectStore,
     SQLiteBlobStore,
     URLSigner,
 )
@@ -69,6 +66,9 @@ __all__ = [
     "open_caches",
     "storage_backend",
 ]
+
+if TYPE_CHECKING:
+    from offmaps.storage import S3Config
 
 _log = logging.getLogger(__name__)
 
@@ -178,7 +178,15 @@ def _local_tile_blobs(settings: ServerSettings) -> SQLiteBlobStore:
     return store
 
 
+def _s3_store(settings: ServerSettings, below: str, *, blobs: bool = False) -> Any:
+    from offmaps.storage import S3BlobStore, S3ObjectStore  # noqa: PLC0415 - boto3 on demand
+
+    return (S3BlobStore if blobs else S3ObjectStore)(_s3(settings, below))
+
+
 def _s3(settings: ServerSettings, below: str) -> S3Config:
+    from offmaps.storage import S3Config  # noqa: PLC0415 - boto3 only when S3 is asked for
+
     if settings.storage_url is None:
         raise StorageError("the s3 storage backend needs OFFMAPS_STORAGE_URL=s3://BUCKET/PREFIX")
     try:
@@ -196,8 +204,8 @@ STORAGE_BACKENDS: Mapping[str, StorageBackend] = MappingProxyType(
             tile_blobs=_local_tile_blobs,
         ),
         S3: StorageBackend(
-            objects=lambda settings: S3ObjectStore(_s3(settings, "objects")),
-            tile_blobs=lambda settings: S3BlobStore(_s3(settings, "tile-caches/blobs")),
+            objects=lambda settings: _s3_store(settings, "objects"),
+            tile_blobs=lambda settings: _s3_store(settings, "tile-caches/blobs", blobs=True),
         ),
     }
 )
@@ -222,6 +230,8 @@ def open_caches(settings: ServerSettings, catalog: Catalog) -> TileCacheService:
     blobs = STORAGE_BACKENDS[storage_backend(settings)].tile_blobs(settings)
     index: TileIndex
     if settings.database_url:
+        from offmaps.cache.postgres import PostgresTileIndex  # noqa: PLC0415 - psycopg on demand
+
         index = PostgresTileIndex(settings.database_url, schema=f"{settings.database_schema}_cache")
     else:
         index = SQLiteTileIndex(settings.data_dir / "tile-caches" / "index.sqlite")
@@ -230,7 +240,7 @@ def open_caches(settings: ServerSettings, catalog: Catalog) -> TileCacheService:
         blobs,
         layers=catalog.tile_sources.get,
         published=catalog.tile_sources,
-        seed_processes=settings.seed_processes or os.cpu_count() or 1,
+        seed_processes=settings.seed_processes or 2 * (os.cpu_count() or 1),
     )
 
 

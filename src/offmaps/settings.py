@@ -87,8 +87,9 @@ class ServerSettings(BaseSettings):
         storage_secret: the secret presigned URLs of the object store are signed with (at
             least 16 bytes; the same in every process that must accept them); by default one is
             generated into ``data_dir/storage-key``.
-        seed_processes: the worker processes a large seed of an upstream spreads over (default:
-            one per CPU; 1 seeds in the server's own process).
+        seed_processes: the most worker processes a large seed of an upstream spreads over, at
+            most one per request it may have in flight (default: two per CPU; 1 seeds in the
+            server's own process).
         auth: how tokens are issued and checked.
         limits: per-user quotas and the write rate limit.
     """

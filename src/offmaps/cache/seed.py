@@ -78,8 +78,9 @@ class SeedProcesses:
     """How a seed spreads over worker processes (see the module's docstring).
 
     Attributes:
-        processes: worker processes (each gets ``concurrency / processes`` of the cache's
-            requests in flight, rounded up, and ``1 / processes`` of its rate).
+        processes: the most worker processes, at most one per request the cache may have in
+            flight (its ``concurrency``); each gets ``concurrency / processes`` of them, rounded
+            up, and ``1 / processes`` of its rate.
         fetcher: makes a worker's fetch from its share of the rate; it, the index and the blob
             store must pickle (a function of a module, and stores that reopen by file or URL).
     """
@@ -358,7 +359,10 @@ def seed(
     levels = list(_level_spans(aoi, cache, zooms))
     state = SeedProgress(total=sum(count for _, count, _ in levels))
     progress(state)
-    if processes is not None and state.total >= PROCESS_MIN_TILES * processes.processes:
+    count = (
+        1 if processes is None else min(processes.processes, cache.definition.upstream.concurrency)
+    )
+    if processes is not None and count > 1 and state.total >= PROCESS_MIN_TILES * count:
         _seed_in_processes(
             cache, index, levels, refresh_before, state, progress, cancelled, processes
         )
@@ -461,16 +465,16 @@ def _seed_in_processes(
     processes: SeedProcesses,
 ) -> None:
     settings = cache.definition.upstream
-    count = processes.processes
-    threads = math.ceil(settings.concurrency / count)
+    count = min(processes.processes, settings.concurrency)
+    threads = math.ceil(settings.concurrency / count)  # at least one per worker
     work = (cache.definition, index, cache.blobs, processes.fetcher, threads, count)
     pool: ProcessPoolExecutor | None = None  # started when a chunk needs fetching
-    running: dict[Future[_Fetched], int] = {}
+    running: dict[Future[_Fetched], tuple[int, list[Tile]]] = {}
 
     def collect() -> None:
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         for future in done:
-            size = running.pop(future)
+            size, _ = running.pop(future)
             try:
                 fetched = future.result()
             except BrokenProcessPool:
@@ -493,13 +497,15 @@ def _seed_in_processes(
             if pool is None:
                 pool = ProcessPoolExecutor(
                     count,
-                    mp_context=_context(),
+                    mp_context=_context(processes.fetcher, index, cache.blobs),
                     initializer=_start_worker,
                     initargs=work,
                 )
-            while len(running) >= 2 * count:
+            # at most two chunks' worth of tiles per worker in flight (small levels' chunks of a
+            # few tiles go out together)
+            while sum(len(chunk) for chunk in running.values()) >= 2 * count * CHUNK_TILES:
                 collect()
-            running[pool.submit(_seed_chunk, wanted)] = size
+            running[pool.submit(_seed_chunk, wanted)] = (size, wanted)
         while running:
             collect()
     finally:
@@ -509,11 +515,13 @@ def _seed_in_processes(
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _context() -> multiprocessing.context.BaseContext:
-    # never fork a server's threads: workers come from a fork server (started once per process,
-    # with the seeding modules loaded)
+def _context(*used: object) -> multiprocessing.context.BaseContext:
+    # never fork a server's threads: workers come from a fork server (started once per process),
+    # with the modules of seeding, the fetcher and the stores loaded before it forks them
+    modules = {__name__} | {getattr(thing, "__module__", __name__) for thing in used}
+    modules |= {type(thing).__module__ for thing in used}
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context.set_forkserver_preload(sorted(modules - {"builtins"}))
     return context
 
 
@@ -522,7 +530,7 @@ class _Worker:
     cache: TileCache
     index: TileIndex
     fetch: Fetch
-    pool: ThreadPoolExecutor
+    pool: ThreadPoolExecutor | None
 
 
 _worker: _Worker | None = None
@@ -539,7 +547,8 @@ def _start_worker(
     global _worker  # noqa: PLW0603 - one per worker process, made by its initializer
     fetch, _ = fetcher(definition, definition.upstream.requests_per_second / processes)
     cache = TileCache(definition, index, blobs, fetch)
-    _worker = _Worker(cache, index, fetch, ThreadPoolExecutor(threads, thread_name_prefix="seed"))
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="seed") if threads > 1 else None
+    _worker = _Worker(cache, index, fetch, pool)
 
 
 def _seed_chunk(wanted: list[Tile]) -> _Fetched:
@@ -573,10 +582,11 @@ def _fetch_tiles(
     cache: TileCache,
     fetch: Fetch,
     wanted: list[Tile],
-    pool: ThreadPoolExecutor,
+    pool: ThreadPoolExecutor | None,
     cancelled: Callable[[], bool],
 ) -> _Fetched:
-    """Fetch ``wanted`` with ``pool``'s threads, each with its retries; count the fetches."""
+    """Fetch ``wanted`` with ``pool``'s threads (None: one at a time), each with its retries;
+    count the fetches."""
     settings = cache.definition.upstream
 
     def one(tile: Tile) -> tuple[Tile, bytes | None, str | None]:
@@ -588,7 +598,7 @@ def _fetch_tiles(
             return tile, None, str(exc)
 
     fetched = _Fetched([])
-    for tile, data, error in pool.map(one, wanted):
+    for tile, data, error in (map if pool is None else pool.map)(one, wanted):
         if data is not None:
             fetched.got.append((tile, data))
             fetched.count += 1
