@@ -39,6 +39,7 @@ SDK) maps them once.
     │   ├── UnsupportedTileFormatError
     │   ├── ContainerCorruptError
     │   ├── InvalidTileError
+    │   ├── InvalidTileDataError
     │   ├── TileNotFoundError
     │   ├── DestinationExistsError
     │   ├── ContainerWriteError
@@ -154,6 +155,7 @@ __all__ = [
     "InvalidOfflineParametersError",
     "InvalidPresignedURLError",
     "InvalidScaleRangeError",
+    "InvalidTileDataError",
     "InvalidTileError",
     "InvalidTokenError",
     "InvalidUserError",
@@ -454,6 +456,19 @@ class ContainerCorruptError(ContainerError):
 
 class InvalidTileError(ContainerError):
     """A tile key is outside its tile matrix, negative, or would escape a folder."""
+
+
+class InvalidTileDataError(ContainerError):
+    """A tile's bytes do not decode as the image they claim to be: garbage, truncated, empty, zero
+    pixels, another format than the tile set's, or tiles of different sizes to be composited.
+
+    Attributes:
+        tile: the tile concerned, when known, as ``(x, y, z)``.
+    """
+
+    def __init__(self, message: str, *, tile: tuple[int, int, int] | None = None) -> None:
+        super().__init__(message)
+        self.tile = tile
 
 
 class TileNotFoundError(ContainerError):

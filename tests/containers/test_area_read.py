@@ -90,7 +90,7 @@ def test_every_container_reads_exactly_the_tiles_of_an_area(
 
 def tile_path(kind: ContainerKind, folder: Path, tile: Tile) -> Path:
     if kind is ContainerKind.ESRI_EXPLODED:
-        return folder / f"L{tile.z:02d}" / f"R{tile.y:08x}" / f"C{tile.x:08x}.png"
+        return folder / "_alllayers" / f"L{tile.z:02d}" / f"R{tile.y:08x}" / f"C{tile.x:08x}.png"
     row = (2**tile.z - 1 - tile.y) if kind is ContainerKind.TMS else tile.y
     return folder / str(tile.z) / str(tile.x) / f"{row}.png"
 
@@ -173,6 +173,8 @@ def test_a_folder_opens_and_lists_only_the_area(
     area_folders = {str(Path(p).parent) for p in area_files} | {
         str(Path(p).parent.parent) for p in area_files
     }
+    if kind is ContainerKind.ESRI_EXPLODED:
+        area_folders.add(str(root / "_alllayers"))  # the folder holding the levels
     with open_reader(loc) as reader:
         cover = cover_of(AREAS[area], reader)
         with recording(monkeypatch) as calls:

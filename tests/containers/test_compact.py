@@ -58,6 +58,8 @@ def test_bundles_are_named_and_placed_as_arcgis_does(tmp_path: Path) -> None:
         "_alllayers/L08/R0000C0080.bundle",
         "_alllayers/L00/R0000C0000.bundle",
         "_alllayers/L12/R0100C0f80.bundle",
+        "conf.cdi",
+        "conf.xml",
         "metadata.json",
         "tilematrixset.json",
     }

@@ -146,7 +146,7 @@ def test_overwrite_refuses_a_container_of_another_kind(tmp_path: Path) -> None:
         write_all(Location(ContainerKind.MBTILES, posing), tiles, overwrite=True)
     esri = location(ContainerKind.ESRI_EXPLODED, tmp_path, "esri")
     write_all(esri, tiles)
-    with pytest.raises(DestinationExistsError, match=r"not an XYZ tile folder.*L00"):
+    with pytest.raises(DestinationExistsError, match=r"not an XYZ tile folder.*_alllayers"):
         write_all(Location(ContainerKind.XYZ, esri.path), tiles, overwrite=True)
     compact = location(ContainerKind.ESRI_COMPACT, tmp_path, "compact")
     write_all(compact, tiles)

@@ -46,28 +46,34 @@ def write(
 
 
 @pytest.mark.parametrize(
-    ("writer_class", "expected"),
+    ("writer_class", "expected", "beside"),
     [
-        (XYZFolderWriter, "4/10/11.png"),
-        (TMSFolderWriter, "4/10/4.png"),
-        (EsriExplodedWriter, "L04/R0000000b/C0000000a.png"),
+        (XYZFolderWriter, "4/10/11.png", set()),
+        (TMSFolderWriter, "4/10/4.png", set()),
+        (EsriExplodedWriter, "_alllayers/L04/R0000000b/C0000000a.png", {"conf.xml", "conf.cdi"}),
     ],
 )
 def test_tile_lands_at_the_layouts_path(
-    writer_class: type[ExplodedWriter], expected: str, tmp_path: Path
+    writer_class: type[ExplodedWriter], expected: str, beside: set[str], tmp_path: Path
 ) -> None:
     data = make_tile(Tile(10, 11, 4), TileFormat.PNG)
     write(writer_class, tmp_path / "out", {Tile(10, 11, 4): data})
-    assert files_below(tmp_path / "out") == {expected, "metadata.json", "tilematrixset.json"}
+    assert files_below(tmp_path / "out") == {
+        expected,
+        "metadata.json",
+        "tilematrixset.json",
+        *beside,
+    }
     assert (tmp_path / "out" / expected).read_bytes() == data
 
 
 def test_esri_levels_and_rows_are_zero_padded(tmp_path: Path) -> None:
     tiles = {Tile(300, 5, 12): b"\x89PNG\r\n\x1a\na", Tile(0, 0, 0): b"\x89PNG\r\n\x1a\nb"}
     write(EsriExplodedWriter, tmp_path / "out", tiles)
-    assert {"L12/R00000005/C0000012c.png", "L00/R00000000/C00000000.png"} <= files_below(
-        tmp_path / "out"
-    )
+    assert {
+        "_alllayers/L12/R00000005/C0000012c.png",
+        "_alllayers/L00/R00000000/C00000000.png",
+    } <= files_below(tmp_path / "out")
 
 
 def test_flip_row_counts_rows_from_the_other_edge() -> None:
@@ -195,13 +201,13 @@ def test_format_comes_from_the_first_tile_without_metadata(tmp_path: Path) -> No
         assert reader.get_tile(Tile(0, 0, 0)) == gz
 
 
-def test_esri_reader_accepts_an_alllayers_folder(tmp_path: Path) -> None:
+def test_esri_reader_accepts_level_folders_without_alllayers(tmp_path: Path) -> None:
     tiles = sample_tiles(TileFormat.PNG, maxzoom=2)
     write(EsriExplodedWriter, tmp_path / "out", tiles)
     cache = tmp_path / "cache"
-    (cache / "_alllayers").mkdir(parents=True)
-    for level in (tmp_path / "out").glob("L*"):
-        level.rename(cache / "_alllayers" / level.name)
+    cache.mkdir()
+    for level in (tmp_path / "out" / "_alllayers").glob("L*"):
+        level.rename(cache / level.name)
     (cache / "conf.xml").write_text("<CacheInfo/>")
     with EsriExplodedReader(cache) as reader:
         assert dict(reader.iter_tiles()) == tiles

@@ -35,8 +35,10 @@ Reference: Esri's "Compact Cache V2" technical description, in the GitHub reposi
 Esri/raster-tiles-compactcache. The legacy field at byte 44 is sometimes given as 0; the
 specification, Esri's own sample bundles and MapProxy all use 3, which is what is written here.
 
-ArcGIS also expects ``conf.xml``/``conf.cdi`` beside ``_alllayers``; they are not written (yet), so
-ArcGIS needs them added by hand, while GDAL-free readers such as MapProxy read the bundles directly.
+Beside ``_alllayers`` the writer puts ``conf.xml`` (the tiling scheme) and ``conf.cdi`` (the cache
+extent) that ArcGIS and GDAL's ESRIC driver read (see :mod:`offmaps.containers.esri_scheme`), when
+the tile set fits them: PNG or JPEG tiles on a grid whose levels start at 0 with one origin and tile
+size. Readers ignore both files: ``tilematrixset.json`` and ``metadata.json`` describe the tiles.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from offmaps.containers._folder import (
     write_sidecars,
 )
 from offmaps.containers.base import TilesetMetadata, check_tile_in_matrix, detect_tile_format
+from offmaps.containers.esri_scheme import CONF_CDI, CONF_XML, EsriStorageFormat, write_esri_scheme
 from offmaps.errors import (
     ContainerCorruptError,
     ContainerError,
@@ -422,7 +425,7 @@ class EsriCompactReader(ReaderBase):
         self._folder.close()
 
     def _check_top_level(self, problems: list[str]) -> None:
-        allowed = {METADATA_FILE, TMS_FILE, "conf.xml", "conf.cdi", *self._prefix}
+        allowed = {METADATA_FILE, TMS_FILE, CONF_XML, CONF_CDI, *self._prefix}
         for name, kind in self._folder.list_dir() or []:
             if name in allowed or (kind is EntryKind.DIRECTORY and _parse_level(name) is not None):
                 continue
@@ -630,7 +633,7 @@ class EsriCompactWriter(WriterBase):
         """Why the folder at ``path`` is not a compact cache (an entry other than sidecar files,
         ``_alllayers``, level folders and bundles), or ``None``. An empty folder may be
         replaced."""
-        top = {METADATA_FILE, TMS_FILE, "conf.xml", "conf.cdi"}
+        top = {METADATA_FILE, TMS_FILE, CONF_XML, CONF_CDI}
 
         def belongs(parts: list[str], kind: EntryKind) -> bool:
             if parts[0] == _ALLLAYERS:
@@ -686,6 +689,7 @@ class EsriCompactWriter(WriterBase):
             self._open.popitem(last=False)[1].flush_and_close()
         (self.temp / _ALLLAYERS).mkdir(exist_ok=True)
         write_sidecars(self.temp, metadata)
+        write_esri_scheme(self.temp, metadata, EsriStorageFormat.COMPACT_V2)
 
     def _close(self) -> None:
         while self._open:

@@ -4,10 +4,10 @@ Layouts (``DIR`` is the folder given as ``xyz:DIR``, ``tms:DIR`` or ``esri-explo
 
     xyz            DIR/{z}/{x}/{y}.{ext}        rows counted from the top
     tms            DIR/{z}/{x}/{y_tms}.{ext}    rows counted from the bottom: see flip_row
-    esri-exploded  DIR/L{zz}/R{rrrrrrrr}/C{cccccccc}.{ext}
+    esri-exploded  DIR/_alllayers/L{zz}/R{rrrrrrrr}/C{cccccccc}.{ext}
                    level as (at least) two decimal digits, row and column as eight lowercase
-                   hexadecimal digits; readers also accept the tiles under DIR/_alllayers/ as
-                   ArcGIS writes them.
+                   hexadecimal digits, under _alllayers as ArcGIS writes them; readers also
+                   accept the level folders directly under DIR.
 
 Numbers are written canonically (decimal without leading zeros for xyz/tms) and read strictly:
 ``007``, ``-1``, ``abc``, ``..``, names past the tile matrix, symbolic links, FIFOs and files with
@@ -30,6 +30,9 @@ Beside the tiles, at the top of ``DIR``:
     (TileJSON ``vector_layers`` list or null) and ``extra`` (object of string values carried through
     conversions). Unknown keys are ignored. Without the file (or its ``format``), readers take the
     format from the extension of the first tile.
+``conf.xml``, ``conf.cdi`` (esri-exploded only)
+    the tiling scheme and cache extent ArcGIS reads, written when the tile set fits them (see
+    :mod:`offmaps.containers.esri_scheme`); readers ignore them.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from offmaps.containers.base import (
     detect_tile_format,
     parse_key_part,
 )
+from offmaps.containers.esri_scheme import CONF_CDI, CONF_XML, EsriStorageFormat, write_esri_scheme
 from offmaps.errors import InvalidTileError, OffmapsError
 from offmaps.types import Tile, TileCompression, TileFormat
 
@@ -305,6 +309,8 @@ class ExplodedReader(ReaderBase):
 
     layout: ClassVar[FolderLayout] = XYZLayout()
     _top_level_names: ClassVar[frozenset[str]] = frozenset({METADATA_FILE, TMS_FILE})
+    _tiles_folder: ClassVar[tuple[str, ...]] = ()
+    """The folder below the destination that holds the level folders (none: they are on top)."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -597,6 +603,8 @@ class ExplodedWriter(WriterBase):
     directory = True
     kind_name = "an XYZ tile folder"
     _top_level_names: ClassVar[frozenset[str]] = frozenset({METADATA_FILE, TMS_FILE})
+    _tiles_folder: ClassVar[tuple[str, ...]] = ()
+    """The folder below the destination that holds the level folders (none: they are on top)."""
 
     def __init__(
         self, path: Path | str, metadata: TilesetMetadata, *, overwrite: bool = False
@@ -641,7 +649,7 @@ class ExplodedWriter(WriterBase):
 
     def _write(self, tile: Tile, data: bytes) -> None:
         parts = self.layout.parts(self.metadata.tms, tile, self.metadata.tile_format.value)
-        folder = self.temp.joinpath(*parts[:-1])
+        folder = self.temp.joinpath(*self._tiles_folder, *parts[:-1])
         if folder != self._made:
             folder.mkdir(parents=True, exist_ok=True)
             self._made = folder
@@ -681,7 +689,7 @@ class EsriExplodedReader(ExplodedReader):
     """Reads ``esri-exploded:DIR`` folders: ``DIR[/_alllayers]/L{zz}/R{row}/C{col}.ext``."""
 
     layout = EsriExplodedLayout()
-    _top_level_names = frozenset({METADATA_FILE, TMS_FILE, "conf.xml", "conf.cdi"})
+    _top_level_names = frozenset({METADATA_FILE, TMS_FILE, CONF_XML, CONF_CDI})
 
     def _tiles_prefix(self) -> list[str]:
         if self._folder.kind_of([_ALLLAYERS]) is EntryKind.DIRECTORY:
@@ -690,8 +698,15 @@ class EsriExplodedReader(ExplodedReader):
 
 
 class EsriExplodedWriter(ExplodedWriter):
-    """Writes ``esri-exploded:DIR`` folders: ``DIR/L{zz}/R{row:08x}/C{col:08x}.ext``."""
+    """Writes ``esri-exploded:DIR`` folders: ``DIR/_alllayers/L{zz}/R{row:08x}/C{col:08x}.ext``,
+    with ``conf.xml`` and ``conf.cdi`` beside ``_alllayers`` when the tile set fits them."""
 
     layout = EsriExplodedLayout()
     kind_name = "an Esri exploded cache folder"
-    _top_level_names = frozenset({METADATA_FILE, TMS_FILE, "conf.xml", "conf.cdi", _ALLLAYERS})
+    _top_level_names = frozenset({METADATA_FILE, TMS_FILE, CONF_XML, CONF_CDI, _ALLLAYERS})
+    _tiles_folder = (_ALLLAYERS,)
+
+    def _finish(self, metadata: TilesetMetadata) -> None:
+        (self.temp / _ALLLAYERS).mkdir(exist_ok=True)
+        super()._finish(metadata)
+        write_esri_scheme(self.temp, metadata, EsriStorageFormat.EXPLODED)
