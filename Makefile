@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# Debian's python3 needs python3-venv for this; install it when we can (root)
 	$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,server,postgis,bench,render,s3]'
+	$(BIN)/pip install --quiet -e '.[dev,server,postgis,bench,render,raster,s3]'
 	# GDAL's GeoPackage validator; needs no GDAL bindings (see docs/development.md)
 	$(BIN)/pip install --quiet --no-deps 'gdal-utils>=3.9'
 	touch $(STAMP)
