@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
+import multiprocessing.util
 import random
 import threading
 import time
@@ -545,10 +546,21 @@ def _start_worker(
     processes: int,
 ) -> None:
     global _worker  # noqa: PLW0603 - one per worker process, made by its initializer
-    fetch, _ = fetcher(definition, definition.upstream.requests_per_second / processes)
+    fetch, close = fetcher(definition, definition.upstream.requests_per_second / processes)
     cache = TileCache(definition, index, blobs, fetch)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="seed") if threads > 1 else None
     _worker = _Worker(cache, index, fetch, pool)
+    # when the worker exits (multiprocessing runs these finalizers, not atexit's), its
+    # connections close: the last one to a SQLite file folds its write-ahead log back in
+    multiprocessing.util.Finalize(None, _stop_worker, args=(index, blobs, close), exitpriority=10)
+
+
+def _stop_worker(index: TileIndex, blobs: Any, close: Callable[[], None]) -> None:
+    close()
+    index.close()
+    close_blobs = getattr(blobs, "close", None)
+    if callable(close_blobs):
+        close_blobs()
 
 
 def _seed_chunk(wanted: list[Tile]) -> _Fetched:
