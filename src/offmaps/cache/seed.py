@@ -360,12 +360,21 @@ def seed(
     levels = list(_level_spans(aoi, cache, zooms))
     state = SeedProgress(total=sum(count for _, count, _ in levels))
     progress(state)
+    # one worker per request in flight at most
     count = (
         1 if processes is None else min(processes.processes, cache.definition.upstream.concurrency)
     )
     if processes is not None and count > 1 and state.total >= PROCESS_MIN_TILES * count:
         _seed_in_processes(
-            cache, index, levels, refresh_before, state, progress, cancelled, processes
+            cache,
+            index,
+            levels,
+            refresh_before,
+            state,
+            progress,
+            cancelled,
+            processes.fetcher,
+            count,
         )
     else:
         _seed_here(cache, index, fetch, levels, refresh_before, state, progress, cancelled)
@@ -463,12 +472,12 @@ def _seed_in_processes(
     state: SeedProgress,
     progress: Callable[[SeedProgress], None],
     cancelled: Callable[[], bool],
-    processes: SeedProcesses,
+    fetcher: Callable[[CacheDefinition, float], tuple[Fetch, Callable[[], None]]],
+    count: int,
 ) -> None:
     settings = cache.definition.upstream
-    count = min(processes.processes, settings.concurrency)
-    threads = math.ceil(settings.concurrency / count)  # at least one per worker
-    work = (cache.definition, index, cache.blobs, processes.fetcher, threads, count)
+    threads = math.ceil(settings.concurrency / count)
+    work = (cache.definition, index, cache.blobs, fetcher, threads, count)
     pool: ProcessPoolExecutor | None = None  # started when a chunk needs fetching
     running: dict[Future[_Fetched], tuple[int, list[Tile]]] = {}
 
@@ -498,7 +507,7 @@ def _seed_in_processes(
             if pool is None:
                 pool = ProcessPoolExecutor(
                     count,
-                    mp_context=_context(processes.fetcher, index, cache.blobs),
+                    mp_context=_context(fetcher, index, cache.blobs),
                     initializer=_start_worker,
                     initargs=work,
                 )
