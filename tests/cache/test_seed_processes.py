@@ -234,7 +234,7 @@ def dying_fetcher(definition: CacheDefinition, rate: float) -> tuple[Fetch, Call
     return fetch, lambda: None
 
 
-def test_a_worker_that_dies_stops_the_seed_with_an_error_and_keeps_what_came(
+def test_a_worker_that_dies_stops_the_seed_with_an_error_and_a_rerun_completes_it(
     tmp_path: Path, upstream: TileServer
 ) -> None:
     service = service_of(
@@ -251,8 +251,10 @@ def test_a_worker_that_dies_stops_the_seed_with_an_error_and_keeps_what_came(
             LEVELS,
             processes=SeedProcesses(2, dying_fetcher),
         )
-    assert service.plan("osm", HELSINKI, ZoomRange(0, 7)).to_fetch == 0
+    # the pool stops every worker when one dies, so what was stored depends on timing; but no
+    # tile names a missing blob, and a rerun fetches exactly what is missing
+    assert service.verify().damaged == ()
+    before = service.plan("osm", HELSINKI, LEVELS)
     done = service.seed("osm", HELSINKI, LEVELS)
-    # what the workers stored before one died (levels 0-7, maybe more) is not fetched again
-    assert done.skipped >= service.plan("osm", HELSINKI, ZoomRange(0, 7)).tiles
+    assert (done.skipped, done.fetched) == (before.tiles - before.to_fetch, before.to_fetch)
     assert done.skipped + done.fetched == done.total
