@@ -8,7 +8,15 @@ import pytest
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 
 from offmaps.errors import InvalidAOIError, UnknownCRSError
-from offmaps.tiling import MAX_AOI_VERTICES, AOIRepairedWarning, AreaOfInterest, parse_crs
+from offmaps.tiling import (
+    MAX_AOI_VERTICES,
+    AOIRepairedWarning,
+    AreaOfInterest,
+    parse_crs,
+    tile_cover,
+)
+from offmaps.tiling.tms import get_tms
+from offmaps.types import ZoomRange
 
 BOWTIE = Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
 
@@ -169,3 +177,16 @@ def test_a_degenerate_ring_is_an_invalid_aoi_not_a_geos_error() -> None:
         warnings.simplefilter("error", RuntimeWarning)
         with pytest.raises(InvalidAOIError, match="not a usable polygon"):
             AreaOfInterest.from_geojson({"type": "Polygon", "coordinates": rings})
+
+
+def test_a_projected_box_across_most_of_the_world_is_not_taken_for_an_antimeridian_crossing() -> (
+    None
+):
+    # 40,000 km wide in Web Mercator: its edges run through Greenwich, not across 180°
+    aoi = AreaOfInterest.from_bbox(-2e7, 0, 2e7, 2e6, "EPSG:3857")
+    lonlat = aoi.to_wgs84()
+    assert lonlat.geom_type == "Polygon"
+    assert lonlat.contains(Point(0, 5))
+    assert lonlat.bounds == pytest.approx((-179.663, 0.0, 179.663, 17.679), abs=1e-3)
+    cover = tile_cover(aoi, get_tms("WebMercatorQuad"), ZoomRange(2, 2)).level(2)
+    assert (cover.rows.tolist(), cover.starts.tolist(), cover.stops.tolist()) == ([1], [0], [3])

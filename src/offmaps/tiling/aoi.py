@@ -221,7 +221,15 @@ class AreaOfInterest:
         if _same_crs(self.crs, WGS84):
             return self.geometry
         transformer = _transformer(self.crs.srs, WGS84.srs)
-        geometry = shapely.transform(self.geometry, lambda xy: _transform(transformer, xy))
+        source = self.geometry
+        if not self.crs.is_geographic:
+            # a straight edge of a projected CRS is a curve in longitude and latitude, and one
+            # spanning most of the world (a Web Mercator box 40,000 km wide) would look like a
+            # jump across the antimeridian once only its two ends are transformed: transform
+            # points along it (an edge spans at most 1/16 of the area's width or height)
+            west, south, east, north = source.bounds
+            source = shapely.segmentize(source, max(east - west, north - south) / _SEGMENTS)
+        geometry = shapely.transform(source, lambda xy: _transform(transformer, xy))
         if not np.isfinite(shapely.get_coordinates(geometry)).all():
             raise InvalidAOIError(
                 f"the area of interest lies outside the area where {self.crs.to_string()} "
@@ -276,6 +284,11 @@ class AreaOfInterest:
             if crs.is_geographic or bounds is None:
                 raise
             return self.project(crs, clip_to=bounds)
+
+
+_SEGMENTS = 16
+"""A projected AOI's edges are cut into pieces of at most 1/16 of its extent before they are
+transformed to longitude and latitude."""
 
 
 def _geos(work: Callable[[Any], T], geometry: Any) -> T:
