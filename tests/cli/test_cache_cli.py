@@ -187,3 +187,22 @@ def test_the_same_commands_work_against_a_server(
     code, _, err = run(capsys, "cache", "stats", "osm", *at)
     assert code == 1
     assert "no tile cache 'osm'" in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OFFMAPS_SEED_PROCESSES", "0"),
+        ("OFFMAPS_SEED_PROCESSES", "many"),
+        ("OFFMAPS_AUTH__TOKEN_LIFETIME_S", "x"),
+    ],
+)
+def test_a_bad_setting_in_the_environment_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    variable: str, value: str,
+) -> None:  # fmt: skip
+    monkeypatch.setenv(variable, value)
+    code, out, err = run(capsys, "cache", "list", "--data", str(tmp_path))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"SettingsError: {variable}: ")
+    assert len(err.strip().splitlines()) == 1

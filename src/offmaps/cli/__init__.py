@@ -195,7 +195,29 @@ def _run(args: list[str]) -> int:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         return 130
+    except Exception as exc:
+        problem = _settings_problem(exc)
+        if problem is None:
+            raise
+        click.echo(problem, err=True)
+        return 1
     return 0
+
+
+def _settings_problem(exc: Exception) -> str | None:
+    """One line for settings from the environment that do not validate (``OFFMAPS_...=bad``);
+    None for any other error. pydantic is imported here only when one of its errors came."""
+    if "pydantic_core" not in sys.modules:
+        return None
+    from pydantic import ValidationError  # noqa: PLC0415 - loaded already, see above
+
+    if not isinstance(exc, ValidationError) or exc.title != "ServerSettings":
+        return None
+    problems = "; ".join(
+        f"OFFMAPS_{'__'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+        for error in exc.errors()
+    )
+    return f"SettingsError: {problems}"
 
 
 if __name__ == "__main__":
