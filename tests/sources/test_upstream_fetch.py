@@ -208,3 +208,21 @@ def test_transfer_encoding_is_undone_and_gzipped_vector_tiles_are_unpacked(
     server.answers["/3/1/2.pbf"] = send(200, gzip.compress(MVT))
     vector = fetcher_of(server.base + "/{z}/{x}/{y}.pbf", TileFormat.MVT)
     assert vector.fetch(TILE) == MVT
+
+
+@pytest.fixture
+def proxied(server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """The server as the environment's HTTP proxy (set before any client is made)."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.base)
+    monkeypatch.setenv("http_proxy", server.base)
+    return server
+
+
+def test_the_environments_proxy_is_used(
+    proxied: Server, fetcher_of: Callable[..., UpstreamFetcher]
+) -> None:
+    # a proxy gets the whole URL in the request line; tiles.invalid is never resolved
+    proxied.answers["http://tiles.invalid/3/1/2.png"] = send(200, PNG)
+    assert fetcher_of("http://tiles.invalid/{z}/{x}/{y}.png").fetch(TILE) == PNG

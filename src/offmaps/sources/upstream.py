@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import httpx
 import urllib3
@@ -97,10 +98,11 @@ class UpstreamFetcher:
     """Fetches tiles of one upstream XYZ URL template over HTTP, with every check a cache needs.
 
     By default it speaks HTTP with urllib3: a keep-alive connection pool to the template's host
-    (redirects, to any host, followed through a pool manager). A cache's seed spends most of its
-    CPU in the HTTP client, and urllib3's pool costs about half of httpx's per request
-    (docs/cache.md). Tests (and callers with a client of their own) may pass an httpx client
-    instead; both paths make the same checks and raise the same errors.
+    (redirects, to any host, followed through a pool manager), or the environment's proxy
+    (``HTTP_PROXY``, ``HTTPS_PROXY``, ``NO_PROXY``) as httpx would take it. A cache's seed
+    spends most of its CPU in the HTTP client, and urllib3's pool costs about half of httpx's
+    per request (docs/cache.md). Tests (and callers with a client of their own) may pass an
+    httpx client instead; both paths make the same checks and raise the same errors.
 
     Args:
         url_template: an http(s) URL with ``{z}``, ``{x}`` and ``{y}`` (rows from the top).
@@ -130,12 +132,20 @@ class UpstreamFetcher:
         self._client = client
         timeout = urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s)
         self._headers = headers = {"User-Agent": USER_AGENT}
-        # one pool for the template's host; redirects (rare) go through the manager
-        self._manager = urllib3.PoolManager(
-            maxsize=_POOL_SIZE, timeout=timeout, headers=headers, retries=_REDIRECTS_ONLY
-        )
-        self._pool = self._manager.connection_from_url(url_template)
         parts = urlsplit(url_template)
+        # the proxy of the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), as httpx takes it
+        proxy = None if proxy_bypass(parts.hostname or "") else getproxies().get(parts.scheme)
+        self._manager: urllib3.PoolManager
+        if proxy:
+            self._manager = urllib3.ProxyManager(
+                proxy, headers=headers, maxsize=_POOL_SIZE, timeout=timeout, retries=_REDIRECTS_ONLY
+            )
+        else:
+            self._manager = urllib3.PoolManager(
+                headers=headers, maxsize=_POOL_SIZE, timeout=timeout, retries=_REDIRECTS_ONLY
+            )
+        # without a proxy: one pool for the template's host, redirects (rare) through the manager
+        self._pool = None if proxy else self._manager.connection_from_url(url_template)
         self._origin_chars = len(parts.scheme) + len("://") + len(parts.netloc)
 
     @property
@@ -170,15 +180,18 @@ class UpstreamFetcher:
 
     def _fetch_urllib3(self, url: str, where: str) -> bytes:
         try:
-            target = url[self._origin_chars :] or "/"  # the pool's host is the template's
-            response = self._pool.urlopen(
-                "GET",
-                target,
-                headers=self._headers,
-                redirect=False,
-                retries=False,
-                preload_content=False,
-            )
+            if self._pool is None:  # through a proxy
+                response = self._manager.request("GET", url, preload_content=False)
+            else:
+                target = url[self._origin_chars :] or "/"  # the pool's host is the template's
+                response = self._pool.urlopen(
+                    "GET",
+                    target,
+                    headers=self._headers,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                )
             if response.status in _REDIRECT_STATUSES and response.get_redirect_location():
                 response.drain_conn()  # the connection goes back to the pool ready for more
                 response = self._manager.request("GET", url, preload_content=False)
