@@ -68,6 +68,7 @@ class Server:
     def __init__(self) -> None:
         self.answers: dict[str, Answer] = {}
         self.user_agents: list[str] = []
+        self.encodings: list[str] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,6 +76,7 @@ class Server:
 
             def do_GET(self) -> None:
                 owner.user_agents.append(self.headers.get("User-Agent", ""))
+                owner.encodings.append(self.headers.get("Accept-Encoding", ""))
                 owner.answers.get(self.path, send(404))(self)
 
             def log_message(self, *args: object) -> None:
@@ -126,6 +128,7 @@ def test_a_tile_is_fetched_with_offmaps_user_agent(
 ) -> None:
     assert fetch(server, fetcher_of, send(200, PNG)) == PNG
     assert server.user_agents == [f"offmaps/{__version__}"]
+    assert {"gzip", "deflate"} <= {part.strip() for part in server.encodings[0].split(",")}
 
 
 def test_connections_are_kept_alive_between_tiles(

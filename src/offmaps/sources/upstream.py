@@ -131,7 +131,11 @@ class UpstreamFetcher:
         self._max_bytes = max_bytes
         self._client = client
         timeout = urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s)
-        self._headers = headers = {"User-Agent": USER_AGENT}
+        # compressed answers accepted (and undone) as httpx asks for them: vector tiles shrink
+        self._headers = headers = {
+            "User-Agent": USER_AGENT,
+            **urllib3.util.make_headers(accept_encoding=True),
+        }
         parts = urlsplit(url_template)
         # the proxy of the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), as httpx takes it
         proxy = None if proxy_bypass(parts.hostname or "") else getproxies().get(parts.scheme)
