@@ -28,6 +28,13 @@ from offmaps.cli.progress import progress_bar
 from offmaps.cli.tiles import aoi_option, bbox_option, crs_option, parse_zooms, read_aoi
 from offmaps.client.caches import TileCaches
 from offmaps.client.portal import Portal, load_credentials
+from offmaps.containers import open_reader, parse_location
+from offmaps.containers.export import (
+    DEFAULT_EXPORT_TILE_LIMIT,
+    check_tile_limit,
+    export_tiles,
+    plan_export,
+)
 from offmaps.errors import CacheError, InvalidAOIError
 from offmaps.services import open_caches
 from offmaps.settings import ServerSettings
@@ -652,3 +659,119 @@ def _done(result: dict[str, Any], as_json: bool) -> None:
             "deleted_blobs": "blobs deleted",
         }
         click.echo(", ".join(f"{result[k]:,} {words[k]}" for k in words if k in result))
+
+
+def _parse_colour(text: str) -> tuple[int, int, int]:
+    """``#RRGGBB`` or ``R,G,B`` (0-255 each) as an RGB triple.
+
+    Raises:
+        click.BadParameter: anything else.
+    """
+    raw = text.strip()
+    if re.fullmatch(r"#?[0-9a-fA-F]{6}", raw):
+        value = int(raw.lstrip("#"), 16)
+        return (value >> 16) & 255, (value >> 8) & 255, value & 255
+    parts = raw.split(",")
+    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+        return int(parts[0]), int(parts[1]), int(parts[2])
+    raise click.BadParameter(f"a colour is #RRGGBB or R,G,B (0-255 each), not {text[:32]!r}")
+
+
+@cache.command("export")
+@click.argument("src")
+@click.argument("dst")
+@aoi_option
+@bbox_option
+@click.option(
+    "--aoi-crs",
+    "--crs",
+    "aoi_crs",
+    default="EPSG:4326",
+    show_default=True,
+    help="CRS of --aoi / --bbox coordinates.",
+)
+@click.option("--zooms", help="Only these zoom levels, A-B (default: the source's).")
+@click.option(
+    "--background",
+    default="#ffffff",
+    show_default=True,
+    help="Colour of JPEG pixels outside the area, #RRGGBB or R,G,B.",
+)
+@click.option(
+    "--max-tiles",
+    type=click.IntRange(min=1),
+    default=DEFAULT_EXPORT_TILE_LIMIT,
+    show_default=True,
+    help="Refuse an export covering more tiles than this (checked before any work).",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Worker processes clipping cut tiles (default: one per CPU).",
+)
+@click.option("--overwrite-tiles", is_flag=True, help="Replace DST if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def export(
+    src: str,
+    dst: str,
+    aoi_file: Path | None,
+    bbox: str | None,
+    aoi_crs: str,
+    zooms: str | None,
+    background: str,
+    max_tiles: int,
+    processes: int | None,
+    overwrite_tiles: bool,
+    as_json: bool,
+) -> None:
+    """Export the tiles of SRC into a new container DST, clipped to an area.
+
+    SRC and DST are named as for `offmaps tiles convert` (FILE.mbtiles, FILE.pmtiles, FILE.gpkg,
+    esri-compact:DIR, esri-exploded:DIR, xyz:DIR, tms:DIR). Tiles wholly inside the area are
+    copied byte for byte, tiles cut by its boundary clipped (transparent outside for PNG and
+    WebP, --background for JPEG), tiles outside left out. DST appears only once the export has
+    finished; tiles that do not decode are listed and left out.
+    """
+    aoi = read_aoi(aoi_file, bbox, aoi_crs)
+    colour = _parse_colour(background)
+    levels = parse_zooms(zooms) if zooms is not None else None
+    destination = parse_location(dst)
+    with open_reader(parse_location(src)) as reader:
+        plan = plan_export(reader, aoi=aoi, zooms=levels)
+        check_tile_limit(plan, max_tiles)  # before the bar: the error is the only output
+        with progress_bar(f"{src} → {dst}", plan.tiles) as advance:
+            result = export_tiles(
+                reader,
+                destination,
+                plan,
+                background=colour,
+                max_tiles=max_tiles,
+                overwrite=overwrite_tiles,
+                processes=processes,
+                progress=advance,
+            )
+            advance(0, result.read)
+    failed = [{"tile": [f.tile.z, f.tile.x, f.tile.y], "error": f.error} for f in result.failed]
+    if as_json:
+        _echo_json(
+            {
+                "source": src,
+                "destination": dst,
+                "tiles": plan.tiles,
+                "read": result.read,
+                "written": result.written,
+                "copied": result.copied,
+                "clipped": result.clipped,
+                "left_out": result.left_out,
+                "failures": result.failures,
+                "failed": failed,
+            }
+        )
+        return
+    for failure in result.failed:
+        click.echo(f"failed: {failure.error}", err=True)
+    click.echo(
+        f"{result.written:,} tiles written to {dst} ({result.copied:,} copied, "
+        f"{result.clipped:,} clipped, {result.left_out:,} left out, {result.failures:,} failed)",
+        err=True,
+    )
