@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from offmaps.cli import main
+from offmaps.cli.cache import EXPORT_TILE_LIMIT
 from offmaps.containers import TilesetMetadata, open_reader, open_writer
+from offmaps.containers.export import DEFAULT_EXPORT_TILE_LIMIT
 from offmaps.types import Tile, TileFormat
 from tests.containers.test_export import LEVEL2, image
 
@@ -107,3 +111,20 @@ def test_overwrite_tiles_replaces_the_destination(
     )  # fmt: skip
     assert code == 0, err
     assert "0 copied, 4 clipped" in err
+
+
+def test_the_cli_limit_is_the_librarys() -> None:
+    assert EXPORT_TILE_LIMIT == DEFAULT_EXPORT_TILE_LIMIT
+
+
+def test_other_cache_commands_load_no_raster_library() -> None:
+    code = (
+        "import sys\n"
+        "from offmaps.cli import main\n"
+        "try:\n    main(['cache', 'list', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({'rasterio', 'PIL', 'offmaps.containers.clip'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.splitlines()[-1] == "[]"

@@ -29,12 +29,6 @@ from offmaps.cli.tiles import aoi_option, bbox_option, crs_option, parse_zooms, 
 from offmaps.client.caches import TileCaches
 from offmaps.client.portal import Portal, load_credentials
 from offmaps.containers import open_reader, parse_location
-from offmaps.containers.export import (
-    DEFAULT_EXPORT_TILE_LIMIT,
-    check_tile_limit,
-    export_tiles,
-    plan_export,
-)
 from offmaps.errors import CacheError, InvalidAOIError
 from offmaps.services import open_caches
 from offmaps.settings import ServerSettings
@@ -661,6 +655,10 @@ def _done(result: dict[str, Any], as_json: bool) -> None:
         click.echo(", ".join(f"{result[k]:,} {words[k]}" for k in words if k in result))
 
 
+EXPORT_TILE_LIMIT = 100_000
+"""offmaps.containers.export.DEFAULT_EXPORT_TILE_LIMIT, which is not imported for every command."""
+
+
 def _parse_colour(text: str) -> tuple[int, int, int]:
     """``#RRGGBB`` or ``R,G,B`` (0-255 each) as an RGB triple.
 
@@ -700,7 +698,7 @@ def _parse_colour(text: str) -> tuple[int, int, int]:
 @click.option(
     "--max-tiles",
     type=click.IntRange(min=1),
-    default=DEFAULT_EXPORT_TILE_LIMIT,
+    default=EXPORT_TILE_LIMIT,
     show_default=True,
     help="Refuse an export covering more tiles than this (checked before any work).",
 )
@@ -732,6 +730,9 @@ def export(
     WebP, --background for JPEG), tiles outside left out. DST appears only once the export has
     finished; tiles that do not decode are listed and left out.
     """
+    # clipping needs Pillow and rasterio (the raster extra): loaded for this command only
+    from offmaps.containers.export import check_tile_limit, export_tiles, plan_export  # noqa: PLC0415
+
     aoi = read_aoi(aoi_file, bbox, aoi_crs)
     colour = _parse_colour(background)
     levels = parse_zooms(zooms) if zooms is not None else None
