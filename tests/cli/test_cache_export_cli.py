@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,53 @@ def test_other_cache_commands_load_no_raster_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.splitlines()[-1] == "[]"
+
+
+def test_a_data_folders_cache_exports_as_its_archive_does(
+    source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path / "data")
+    Path(data).mkdir()
+    code, _, err = run(capsys, "cache", "create", "c", "--archive", source, "--data", data)
+    assert code == 0, err
+    area = ("--bbox", "-20,-80,120,80")  # 2/1/* and 2/3/* cut, 2/2/* inside
+    code, _, err = run(capsys, "cache", "seed", "c", *area, "--zooms", "2", "--data", data)
+    assert code == 0, err
+    from_cache, from_archive = str(tmp_path / "c.mbtiles"), str(tmp_path / "a.mbtiles")
+    code, out, err = run(
+        capsys, "cache", "export", "c", from_cache, *area, "--data", data, "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["copied"] == 2
+    assert run(capsys, "cache", "export", source, from_archive, *area)[0] == 0
+    with open_reader(from_cache) as cached, open_reader(from_archive) as archived:
+        assert dict(cached.iter_tiles()) == dict(archived.iter_tiles())
+    # a blob whose bytes changed since they were stored is named and left out
+    with sqlite3.connect(Path(data) / "tile-caches" / "blobs.sqlite") as db:
+        db.execute("UPDATE blobs SET data = x'00' WHERE rowid = (SELECT min(rowid) FROM blobs)")
+    code, out, err = run(
+        capsys, "cache", "export", "c", str(tmp_path / "d.mbtiles"), *area, "--data", data,
+        "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["failures"] == 1
+    assert "do not hash to" in result["failed"][0]["error"]
+    assert result["written"] == 5
+
+
+def test_a_data_folders_cache_needs_an_area_and_a_name_it_has(
+    source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path)
+    assert run(capsys, "cache", "create", "c", "--archive", source, "--data", data)[0] == 0
+    dst = str(tmp_path / "d.mbtiles")
+    code, _, err = run(capsys, "cache", "export", "c", dst, "--data", data)
+    assert (code, err.split(":")[0]) == (1, "InvalidAOIError")
+    code, _, err = run(capsys, "cache", "export", "nope", dst, "--bbox", BBOX, "--data", data)
+    assert (code, err.split(":")[0]) == (1, "CacheNotFoundError")
+    code, _, err = run(
+        capsys, "cache", "export", "c", dst, "--bbox", BBOX, "--zooms", "2", "--data", data
+    )
+    assert (code, err.split(":")[0]) == (1, "ContainerError")  # nothing seeded yet
+    assert "nothing to export" in err
