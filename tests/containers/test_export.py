@@ -259,3 +259,11 @@ def test_gdal_reads_an_exported_compact_cache_as_the_clipped_source(tmp_path: Pa
         for x in (4, 5):
             want = decoded(tiles[Tile(x, y, 3)])
             assert np.array_equal(block[:, (x - 2) * 256 : (x - 1) * 256], want), (x, y)
+
+
+def test_a_cut_tile_with_every_pixel_centre_inside_keeps_its_bytes(tmp_path: Path) -> None:
+    src, dst = str(tmp_path / "s.mbtiles"), str(tmp_path / "d.mbtiles")
+    tiles = source(src, LEVEL2)
+    result = export(src, dst, east_of(0.3))  # the boundary passes west of column 0's centre
+    assert read_all(dst)[CUT] == tiles[CUT]
+    assert (result.copied, result.clipped) == (4, 0)  # 2/1/2 as well

@@ -132,8 +132,9 @@ class ExportResult:
 
     Attributes:
         read: tiles read from the source.
-        copied: tiles written byte for byte (wholly inside the area, or no area).
-        clipped: tiles cut by the area's boundary and written clipped.
+        copied: tiles written byte for byte (wholly inside the area, or every pixel centre
+            inside, or no area).
+        clipped: tiles cut by the area's boundary and written clipped (re-encoded).
         left_out: tiles read but not written: outside the area, or no pixel of theirs inside.
         failures: tiles left out because their bytes are not a valid image of the tile set's
             format.
@@ -390,9 +391,12 @@ def _clip(clipper: AreaClipper, tile: Tile, data: bytes, tile_format: TileFormat
     """Clip one tile, an invalid one becoming a failure rather than an error."""
     try:
         relation = clipper.relation(tile)
-        return _Clipped(relation, clipper.clip(tile, data, tile_format))
+        clipped = clipper.clip(tile, data, tile_format)
     except InvalidTileDataError as exc:
         return _Clipped(TileRelation.CUT, error=str(exc))
+    if clipped is not None and (clipped is data or clipped == data):
+        relation = TileRelation.INSIDE  # every pixel centre inside: its bytes are kept
+    return _Clipped(relation, clipped)
 
 
 class _Clips:
