@@ -43,6 +43,7 @@ SDK) maps them once.
     │   ├── TileNotFoundError
     │   ├── DestinationExistsError
     │   ├── ContainerWriteError
+    │   ├── TileLimitError
     │   └── UpstreamError
     ├── FeaturesError
     │   ├── InvalidFilterError
@@ -183,6 +184,7 @@ __all__ = [
     "StorageError",
     "SyncError",
     "SyncFailedError",
+    "TileLimitError",
     "TileNotFoundError",
     "TilingError",
     "TooManyRequestsError",
@@ -483,6 +485,20 @@ class DestinationExistsError(ContainerError):
 
 class ContainerWriteError(ContainerError):
     """Writing failed (full disk, read-only destination, ...); nothing was left behind."""
+
+
+class TileLimitError(ContainerError):
+    """An export would cover more tiles than its limit allows (checked before any work).
+
+    Attributes:
+        tiles: the tiles the export covers.
+        limit: the most tiles one export may cover.
+    """
+
+    def __init__(self, message: str, *, tiles: int, limit: int) -> None:
+        super().__init__(message)
+        self.tiles = tiles
+        self.limit = limit
 
 
 class UpstreamError(ContainerError):

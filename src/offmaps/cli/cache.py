@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +28,7 @@ from offmaps.cli.progress import progress_bar
 from offmaps.cli.tiles import aoi_option, bbox_option, crs_option, parse_zooms, read_aoi
 from offmaps.client.caches import TileCaches
 from offmaps.client.portal import Portal, load_credentials
+from offmaps.containers import TileReader, open_reader, parse_location
 from offmaps.errors import CacheError, InvalidAOIError
 from offmaps.services import open_caches
 from offmaps.settings import ServerSettings
@@ -652,3 +653,148 @@ def _done(result: dict[str, Any], as_json: bool) -> None:
             "deleted_blobs": "blobs deleted",
         }
         click.echo(", ".join(f"{result[k]:,} {words[k]}" for k in words if k in result))
+
+
+EXPORT_TILE_LIMIT = 100_000
+"""offmaps.containers.export.DEFAULT_EXPORT_TILE_LIMIT, which is not imported for every command."""
+
+
+def _parse_colour(text: str) -> tuple[int, int, int]:
+    """``#RRGGBB`` or ``R,G,B`` (0-255 each) as an RGB triple.
+
+    Raises:
+        click.BadParameter: anything else.
+    """
+    raw = text.strip()
+    if re.fullmatch(r"#?[0-9a-fA-F]{6}", raw):
+        value = int(raw.lstrip("#"), 16)
+        return (value >> 16) & 255, (value >> 8) & 255, value & 255
+    parts = raw.split(",")
+    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+        return int(parts[0]), int(parts[1]), int(parts[2])
+    raise click.BadParameter(f"a colour is #RRGGBB or R,G,B (0-255 each), not {text[:32]!r}")
+
+
+@cache.command("export")
+@click.argument("src")
+@click.argument("dst")
+@aoi_option
+@bbox_option
+@click.option(
+    "--aoi-crs",
+    "--crs",
+    "aoi_crs",
+    default="EPSG:4326",
+    show_default=True,
+    help="CRS of --aoi / --bbox coordinates.",
+)
+@click.option("--zooms", help="Only these zoom levels, A-B (default: the source's).")
+@click.option(
+    "--background",
+    default="#ffffff",
+    show_default=True,
+    help="Colour of JPEG pixels outside the area, #RRGGBB or R,G,B.",
+)
+@click.option(
+    "--max-tiles",
+    type=click.IntRange(min=1),
+    default=EXPORT_TILE_LIMIT,
+    show_default=True,
+    help="Refuse an export covering more tiles than this (checked before any work).",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Worker processes clipping cut tiles (default: one per CPU).",
+)
+@click.option("--overwrite-tiles", is_flag=True, help="Replace DST if it exists.")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="SRC is a cache of this data folder, by name (an area is then required).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def export(
+    src: str,
+    dst: str,
+    aoi_file: Path | None,
+    bbox: str | None,
+    aoi_crs: str,
+    zooms: str | None,
+    background: str,
+    max_tiles: int,
+    processes: int | None,
+    overwrite_tiles: bool,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Export the tiles of SRC into a new container DST, clipped to an area.
+
+    SRC and DST are named as for `offmaps tiles convert` (FILE.mbtiles, FILE.pmtiles, FILE.gpkg,
+    esri-compact:DIR, esri-exploded:DIR, xyz:DIR, tms:DIR). Tiles wholly inside the area are
+    copied byte for byte, tiles cut by its boundary clipped (transparent outside for PNG and
+    WebP, --background for JPEG), tiles outside left out. DST appears only once the export has
+    finished; tiles that do not decode are listed and left out. With --data DIR, SRC is a cache
+    of that data folder, by name, and the area is required.
+    """
+    # clipping needs Pillow and rasterio (the raster extra): loaded for this command only
+    from offmaps.cache.export import CacheTileReader  # noqa: PLC0415
+    from offmaps.containers.export import check_tile_limit, export_tiles, plan_export  # noqa: PLC0415
+
+    aoi = read_aoi(aoi_file, bbox, aoi_crs)
+    colour = _parse_colour(background)
+    levels = parse_zooms(zooms) if zooms is not None else None
+    destination = parse_location(dst)
+    with ExitStack() as stack:
+        reader: TileReader
+        if data_dir is None:
+            reader = stack.enter_context(open_reader(parse_location(src)))
+        else:
+            if aoi is None:
+                raise InvalidAOIError("give the area with --aoi FILE or --bbox W,S,E,N")
+            caches = stack.enter_context(_caches(data_dir, None, None))
+            if not isinstance(caches, _Folder):  # _caches gives a folder's when no --server
+                raise CacheError(f"{data_dir}: not a data folder")
+            reader = CacheTileReader(caches.service.index, caches.service.blobs, src)
+        plan = plan_export(reader, aoi=aoi, zooms=levels)
+        check_tile_limit(plan, max_tiles)  # before the bar: the error is the only output
+        with progress_bar(f"{src} → {dst}", plan.tiles) as advance:
+            result = export_tiles(
+                reader,
+                destination,
+                plan,
+                background=colour,
+                max_tiles=max_tiles,
+                overwrite=overwrite_tiles,
+                processes=processes,
+                progress=advance,
+            )
+            advance(0, result.read)
+        skipped = list(reader.problems) if isinstance(reader, CacheTileReader) else []
+    failures = [*skipped, *result.failed]
+    failed = [{"tile": [f.tile.z, f.tile.x, f.tile.y], "error": f.error} for f in failures]
+    if as_json:
+        _echo_json(
+            {
+                "source": src,
+                "destination": dst,
+                "tiles": plan.tiles,
+                "read": result.read,
+                "written": result.written,
+                "copied": result.copied,
+                "clipped": result.clipped,
+                "left_out": result.left_out,
+                "failures": result.failures + len(skipped),
+                "failed": failed,
+            }
+        )
+        return
+    for failure in failures:
+        click.echo(f"failed: {failure.error}", err=True)
+    click.echo(
+        f"{result.written:,} tiles written to {dst} ({result.copied:,} copied, "
+        f"{result.clipped:,} clipped, {result.left_out:,} left out, "
+        f"{result.failures + len(skipped):,} failed)",
+        err=True,
+    )
