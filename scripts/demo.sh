@@ -205,6 +205,11 @@ trap - EXIT
 step "12. With the upstream gone, a rerun fetches nothing, and every blob still hashes to its key"
 $BIN/offmaps cache seed basemap "${CENTRE[@]}"
 $BIN/offmaps cache verify basemap --data "$CACHE_DATA"
+
+step "13. Export part of the cache, clipped at the area's boundary, as an Esri compact cache with the conf.xml and conf.cdi ArcGIS and GDAL read"
+$BIN/offmaps cache export basemap "esri-compact:$OUT/basemap-compact" --data "$CACHE_DATA" \
+    --bbox 24.94,60.167,24.95,60.175 --zooms 12-15 --overwrite-tiles
+ls "$OUT/basemap-compact"
 printf '\nServe it again: OFFMAPS_DATA_DIR=%s %s/offmaps serve   (then open %s/docs)\n' "$OFFMAPS_DATA_DIR" "$BIN" "$URL"
 printf 'Sample users:   editor / offmaps-sample (maps:read maps:write features:edit), admin / offmaps-sample\n'
 printf 'Get a token:    curl -d grant_type=password -d username=editor -d password=offmaps-sample %s/oauth2/token\n' "$URL"
