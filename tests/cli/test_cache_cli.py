@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -62,6 +64,14 @@ def test_create_seed_rerun_stats_and_clean(
     assert [level["z"] for level in stats["levels"]] == [0, 1, 2, 3]
     code, out, _ = run(capsys, "cache", "verify", "osm", "--data", data)
     assert (code, out.split()[0]) == (0, "81")
+    blobs = Path(data) / "tile-caches" / "blobs.sqlite"
+    with closing(sqlite3.connect(blobs)) as conn, conn:  # one blob rots on disk
+        conn.execute("UPDATE blobs SET data = x'00' WHERE rowid = (SELECT max(rowid) FROM blobs)")
+    code, out, _ = run(capsys, "cache", "verify", "osm", "--data", data)
+    assert (code, out.split()[:3]) == (1, ["81", "blobs", "checked,"])
+    assert "1 damaged" in out
+    code, out, _ = run(capsys, "cache", "seed", "osm", *world, "--json", "--data", data)
+    assert json.loads(out)["fetched"] == 1  # the damaged tile, fetched again
     code, out, _ = run(capsys, "cache", "truncate", "osm", "--zooms", "3", "--data", data)
     assert out.strip() == "64 tiles removed"
     code, out, _ = run(capsys, "cache", "cleanup", "osm", "--max-bytes", "0", "--data", data)

@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: list[str]) -> int:
     try:
-        cli.main(args=args, prog_name="offmaps", standalone_mode=False)
+        # outside standalone mode click returns a command's ``ctx.exit(code)`` (every command
+        # returns None, so a number is always such a code)
+        code = cli.main(args=args, prog_name="offmaps", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
@@ -201,7 +203,7 @@ def _run(args: list[str]) -> int:
             raise
         click.echo(problem, err=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _settings_problem(exc: Exception) -> str | None:

@@ -46,5 +46,4 @@ def verify_command(directory: Path, as_json: bool) -> None:
         for problem in report.problems:
             click.echo(f"{directory}: {problem.path}: {problem.reason}", err=True)
     if not report.ok:
-        # as ``tiles verify``: ``main`` does not pass on ``ctx.exit`` codes
         sys.exit(1)
