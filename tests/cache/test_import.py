@@ -16,6 +16,7 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image
 
+import offmaps.cache.imports as imports_module
 from offmaps.cache import CacheDefinition, CacheSource, SourceKind, SQLiteTileIndex, store_tiles
 from offmaps.cache.export import CacheTileReader
 from offmaps.cache.imports import ImportResult, import_tiles
@@ -26,8 +27,9 @@ from offmaps.errors import (
     CacheNotFoundError,
     IncompatibleTileMatrixSetError,
     InvalidAOIError,
+    StorageError,
 )
-from offmaps.storage import MemoryBlobStore
+from offmaps.storage import BlobRef, MemoryBlobStore
 from offmaps.tiling import AreaOfInterest
 from offmaps.types import BBox, Tile, TileFormat, ZoomRange
 from tests.tilegen import make_tile
@@ -50,7 +52,7 @@ def pixels(data: bytes) -> NDArray[np.uint8]:
 
 def basemap(tile: Tile) -> bytes:
     rows, cols = np.mgrid[0:SIZE, 0:SIZE]
-    rgb = np.stack([rows * 4, cols * 4, np.full_like(rows, 40 * tile.x)], axis=-1)
+    rgb = np.stack([rows * 4, cols * 4, np.full_like(rows, 40 * tile.x + 7 * tile.y)], axis=-1)
     return png(rgb.astype(np.uint8))
 
 
@@ -283,4 +285,53 @@ def test_progress_counts_every_tile_read(tmp_path: Path) -> None:
     steps: list[int] = []
     result = run(index, blobs, src, progress=steps.append)
     assert sum(steps) == result.read == result.new == 6
+    index.close()
+
+
+class FailingBlobs(MemoryBlobStore):
+    """Fails the put after ``puts`` successful ones: an import stopped part way."""
+
+    def __init__(self, puts: int) -> None:
+        super().__init__()
+        self.left = puts
+
+    def put(self, data: bytes) -> BlobRef:
+        if self.left == 0:
+            raise StorageError("disk full")
+        self.left -= 1
+        return super().put(data)
+
+
+def test_a_stopped_import_leaves_tiles_old_or_new_and_a_rerun_finishes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(imports_module, "IMPORT_BATCH", 2)
+    base = {tile: basemap(tile) for tile in TILES}
+    incoming = {tile: overlay(slice(0, 8), (255, 0, 0)) for tile in TILES}
+    expected_dir, stopped_dir = tmp_path / "expected", tmp_path / "stopped"
+    expected_dir.mkdir()
+    stopped_dir.mkdir()
+    src = archive(tmp_path / "o.mbtiles", incoming)
+    index, blobs = new_cache(expected_dir, base)
+    run(index, blobs, src)
+    expected, before = (
+        held(index, blobs),
+        {t: hashlib.sha256(d).hexdigest() for t, d in base.items()},
+    )
+    index.close()
+
+    index = SQLiteTileIndex(stopped_dir / "index.sqlite")
+    flaky = FailingBlobs(len(base) + 3)  # the basemap, then the first batch and one more tile
+    index.create_cache(
+        CacheDefinition(name="c", source=CacheSource(kind=SourceKind.ARCHIVE, location="x"))
+    )
+    store_tiles(index, flaky, "c", list(base.items()))
+    with pytest.raises(StorageError):
+        run(index, flaky, src)
+    now = held(index, flaky)
+    assert all(now[tile] in (before[tile], expected[tile]) for tile in TILES)
+    assert sum(now[tile] == expected[tile] for tile in TILES) == 2  # the first batch only
+    flaky.left = -1  # no more failures
+    run(index, flaky, src)
+    assert held(index, flaky) == expected
     index.close()
