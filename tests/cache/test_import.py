@@ -178,7 +178,8 @@ def test_an_area_clips_what_is_imported(tmp_path: Path) -> None:
     # columns 2-3 of level 3 are west of 0°; the area ends half way across column 3
     aoi = AreaOfInterest.from_bbox(-HALF, -HALF, -HALF / 8, HALF, "EPSG:3857")
     result = run(index, blobs, src, aoi=aoi)
-    assert (result.read, result.new, result.left_out) == (4, 4, 0)  # column 4 is never read
+    assert (result.read, result.new, result.clipped, result.left_out) == (4, 4, 2, 0)
+    # column 4 is never read: outside the area's tile cover
     reader = CacheTileReader(index, blobs, "c")
     assert reader.get_tile(Tile(2, 2, 3)) == incoming[Tile(2, 2, 3)]  # inside: byte for byte
     cut = pixels(reader.get_tile(Tile(3, 2, 3)))

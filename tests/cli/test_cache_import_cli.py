@@ -49,17 +49,19 @@ def test_import_then_merge_then_overwrite(
         capsys, "cache", "import", top, "c", "--data", data, "--overwrite-tiles", "--zooms", "3-3"
     )
     assert code == 0
-    assert "6 tiles imported into c (0 new, 0 merged, 6 overwritten" in err
+    assert "6 tiles imported into c (0 new, 0 merged, 6 overwritten; 0 clipped" in err
 
 
 def test_an_area_clips_the_import(
     data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = str(tmp_path / "base.mbtiles")
-    # level 3 columns 2-3 lie between -90 and 0 degrees of longitude: column 3 is cut at -22.5
+    # level 3 columns 2-3 lie between -90 and 0 degrees of longitude: column 3 is cut at -22.5,
+    # and every tile by the parallels at 60 degrees
     args = ("cache", "import", base, "c", "--data", data, "--bbox", "-80,-60,-22.5,60", "--json")
     code, out, _ = run(capsys, *args)
-    assert (code, json.loads(out)["read"], json.loads(out)["new"]) == (0, 4, 4)
+    result = json.loads(out)
+    assert (code, result["read"], result["new"], result["clipped"]) == (0, 4, 4, 4)
 
 
 def test_a_corrupt_tile_is_listed_the_rest_imported_exit_1(

@@ -69,6 +69,7 @@ class ImportResult:
         merged: tiles composited over the cache's existing ones.
         overwritten: tiles that replaced the cache's existing ones.
         left_out: tiles read but not imported: outside the area, or no pixel of theirs inside.
+        clipped: of the tiles imported, those cut by the area's boundary and clipped.
         changed: tiles whose stored bytes changed (a merge or overwrite giving the bytes the
             cache held already changes nothing).
         failures: tiles left out because their bytes are not a valid image of the format.
@@ -81,6 +82,7 @@ class ImportResult:
     merged: int
     overwritten: int
     left_out: int
+    clipped: int
     changed: int
     failures: int
     failed: tuple[FailedTile, ...]
@@ -214,6 +216,8 @@ def _incoming(
             return None
         if clipped is None:
             tally.left_out += 1
+        elif clipped is not data and clipped != data:
+            tally.clipped += 1
         return clipped
     problem = _format_problem(tile, data, tile_format)
     if problem is not None:
@@ -244,7 +248,7 @@ class _Tally:
 
     def __init__(self) -> None:
         self.read = self.new = self.merged = self.overwritten = 0
-        self.left_out = self.changed = self.failures = 0
+        self.left_out = self.clipped = self.changed = self.failures = 0
         self.failed: list[FailedTile] = []
         self._reported = 0
 
@@ -266,6 +270,7 @@ class _Tally:
             merged=self.merged,
             overwritten=self.overwritten,
             left_out=self.left_out,
+            clipped=self.clipped,
             changed=self.changed,
             failures=self.failures,
             failed=tuple(self.failed),

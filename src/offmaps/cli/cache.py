@@ -890,6 +890,7 @@ def import_(
                 "merged": result.merged,
                 "overwritten": result.overwritten,
                 "left_out": result.left_out,
+                "clipped": result.clipped,
                 "changed": result.changed,
                 "failures": result.failures,
                 "failed": failed,
@@ -900,8 +901,9 @@ def import_(
             click.echo(f"failed: {failure.error}", err=True)
         click.echo(
             f"{result.imported:,} tiles imported into {name} ({result.new:,} new, "
-            f"{result.merged:,} merged, {result.overwritten:,} overwritten, "
-            f"{result.left_out:,} left out, {result.failures:,} failed)",
+            f"{result.merged:,} merged, {result.overwritten:,} overwritten; "
+            f"{result.clipped:,} clipped, {result.left_out:,} left out, "
+            f"{result.failures:,} failed; {result.changed:,} changed)",
             err=True,
         )
     if result.failures:  # after the result: the rest was imported
