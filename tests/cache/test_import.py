@@ -7,7 +7,7 @@ import hashlib
 import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import morecantile
 import numpy as np
@@ -22,6 +22,7 @@ from offmaps.cache.export import CacheTileReader
 from offmaps.cache.imports import ImportResult, import_tiles
 from offmaps.containers import TilesetMetadata, open_reader, open_writer
 from offmaps.containers._common import ReaderBase
+from offmaps.containers.merge import merge_tiles
 from offmaps.errors import (
     CacheError,
     CacheNotFoundError,
@@ -335,4 +336,34 @@ def test_a_stopped_import_leaves_tiles_old_or_new_and_a_rerun_finishes_it(
     flaky.left = -1  # no more failures
     run(index, flaky, src)
     assert held(index, flaky) == expected
+    index.close()
+
+
+def test_a_tile_whose_headers_say_opaque_is_stored_as_given_undecoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rgb = png(np.full((SIZE, SIZE, 3), 7, np.uint8))
+    with_trns = io.BytesIO()
+    Image.new("RGB", (SIZE, SIZE), (7, 7, 7)).save(with_trns, "PNG", transparency=(7, 7, 7))
+    rgba = overlay(slice(0, SIZE), (7, 7, 7))  # opaque, but its header has an alpha channel
+    assert imports_module._opaque_by_header(rgb)
+    assert imports_module._opaque_by_header(make_tile(TILES[0], TileFormat.JPEG))
+    assert not imports_module._opaque_by_header(with_trns.getvalue())
+    assert not imports_module._opaque_by_header(rgba)
+    assert not imports_module._opaque_by_header(rgb[:20])
+
+    merged: list[Tile | None] = []
+
+    def spy(existing: bytes, incoming: bytes, **options: Any) -> bytes:
+        merged.append(options["tile"])
+        return merge_tiles(existing, incoming, **options)
+
+    monkeypatch.setattr(imports_module, "merge_tiles", spy)
+    index, blobs = new_cache(tmp_path, {tile: basemap(tile) for tile in TILES[:2]})
+    src = archive(tmp_path / "o.mbtiles", {TILES[0]: rgb, TILES[1]: rgba})
+    result = run(index, blobs, src)
+    assert (result.merged, merged) == (2, [TILES[1]])  # only the RGBA one decoded
+    reader = CacheTileReader(index, blobs, "c")
+    assert reader.get_tile(TILES[0]) == rgb
+    assert reader.get_tile(TILES[1]) == rgba
     index.close()

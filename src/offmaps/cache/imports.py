@@ -13,7 +13,9 @@ Each tile the source holds (in the area, when one is given: clipped as on export
 * stored as it comes when the cache lacks it;
 * **merged** by default over the tile the cache holds with
   :func:`~offmaps.containers.merge.merge_tiles`: transparent incoming pixels keep the existing
-  ones, a fully opaque incoming tile (every JPEG) is stored as given;
+  ones, a fully opaque incoming tile is stored as given (a JPEG, or a PNG whose headers show no
+  alpha channel nor ``tRNS`` chunk, without being decoded: like a tile copied on export, a
+  truncated one is not caught there);
 * stored as it comes, replacing the existing one, with ``overwrite=True``.
 
 Vector tiles have no pixels to composite: an incoming one replaces the existing one either way.
@@ -156,6 +158,8 @@ def import_tiles(
                 tally.new += 1
             elif overwrite or not raster:
                 tally.overwritten += 1
+            elif _opaque_by_header(incoming):  # merge_tiles would return it, after decoding
+                tally.merged += 1
             else:
                 try:
                     incoming = merge_tiles(
@@ -224,6 +228,32 @@ def _incoming(
         tally.fail(tile, problem)
         return None
     return data
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+
+
+def _opaque_by_header(data: bytes) -> bool:
+    """Whether ``data``'s headers alone say every pixel is opaque: a JPEG, or a PNG with no alpha
+    channel (greyscale or RGB) and no ``tRNS`` chunk before its image data. False when they do
+    not tell (an RGBA PNG may still be opaque: :func:`merge_tiles` decodes it to find out)."""
+    if data.startswith(_JPEG_SIGNATURE):
+        return True
+    if not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
+        return False
+    if data[25] not in (0, 2):  # colour types 0 (grey) and 2 (RGB) have no alpha channel
+        return False
+    offset = 8
+    while offset + 8 <= len(data):  # chunk headers only: length, type
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        kind = data[offset + 4 : offset + 8]
+        if kind == b"tRNS":
+            return False
+        if kind == b"IDAT":
+            return True
+        offset += 12 + length
+    return False
 
 
 def _format_problem(tile: Tile, data: bytes, tile_format: TileFormat) -> str | None:
