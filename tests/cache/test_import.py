@@ -346,7 +346,10 @@ def test_a_tile_whose_headers_say_opaque_is_stored_as_given_undecoded(
     with_trns = io.BytesIO()
     Image.new("RGB", (SIZE, SIZE), (7, 7, 7)).save(with_trns, "PNG", transparency=(7, 7, 7))
     rgba = overlay(slice(0, SIZE), (7, 7, 7))  # opaque, but its header has an alpha channel
+    palette = io.BytesIO()
+    Image.new("RGB", (SIZE, SIZE), (7, 7, 7)).convert("P").save(palette, "PNG")
     assert imports_module._opaque_by_header(rgb)
+    assert imports_module._opaque_by_header(palette.getvalue())
     assert imports_module._opaque_by_header(make_tile(TILES[0], TileFormat.JPEG))
     assert not imports_module._opaque_by_header(with_trns.getvalue())
     assert not imports_module._opaque_by_header(rgba)

@@ -236,13 +236,15 @@ _JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 def _opaque_by_header(data: bytes) -> bool:
     """Whether ``data``'s headers alone say every pixel is opaque: a JPEG, or a PNG with no alpha
-    channel (greyscale or RGB) and no ``tRNS`` chunk before its image data. False when they do
-    not tell (an RGBA PNG may still be opaque: :func:`merge_tiles` decodes it to find out)."""
+    channel (greyscale, RGB or palette) and no ``tRNS`` chunk before its image data. False when
+    they do not tell (an RGBA PNG may still be opaque: :func:`merge_tiles` decodes it to find
+    out)."""
     if data.startswith(_JPEG_SIGNATURE):
         return True
     if not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
         return False
-    if data[25] not in (0, 2):  # colour types 0 (grey) and 2 (RGB) have no alpha channel
+    # colour types 0 (grey), 2 (RGB) and 3 (palette) have no alpha channel: only tRNS adds one
+    if data[25] not in (0, 2, 3):
         return False
     offset = 8
     while offset + 8 <= len(data):  # chunk headers only: length, type
