@@ -370,3 +370,18 @@ def test_a_tile_whose_headers_say_opaque_is_stored_as_given_undecoded(
     assert reader.get_tile(TILES[0]) == rgb
     assert reader.get_tile(TILES[1]) == rgba
     index.close()
+
+
+def test_overlays_into_an_empty_cache_give_the_same_cache_in_either_order(tmp_path: Path) -> None:
+    a = {tile: overlay(slice(0, 8), (255, 0, 0)) for tile in TILES}
+    b = {tile: overlay(slice(30, 40), (0, 255, 0)) for tile in TILES[2:]}
+    results: list[dict[Tile, str]] = []
+    for order in ((a, b), (b, a)):
+        folder = tmp_path / str(len(results))
+        folder.mkdir()
+        index, blobs = new_cache(folder, {})
+        for number, tiles in enumerate(order):
+            run(index, blobs, archive(folder / f"{number}.mbtiles", tiles))
+        results.append(held(index, blobs))
+        index.close()
+    assert results[0] == results[1]
