@@ -798,3 +798,116 @@ def export(
         f"{result.failures + len(skipped):,} failed)",
         err=True,
     )
+
+
+@cache.command("import")
+@click.argument("src")
+@click.argument("name")
+@aoi_option
+@bbox_option
+@click.option(
+    "--aoi-crs",
+    "--crs",
+    "aoi_crs",
+    default="EPSG:4326",
+    show_default=True,
+    help="CRS of --aoi / --bbox coordinates.",
+)
+@click.option("--zooms", help="Only these zoom levels, A-B (default: the source's and NAME's).")
+@click.option(
+    "--background",
+    default="#ffffff",
+    show_default=True,
+    help="Colour of JPEG pixels outside the area, #RRGGBB or R,G,B.",
+)
+@click.option(
+    "--overwrite-tiles",
+    is_flag=True,
+    help="Replace NAME's tiles with the incoming ones rather than merge over them.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The data folder of cache NAME (default: $OFFMAPS_DATA_DIR, else ./offmaps-data).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def import_(
+    src: str,
+    name: str,
+    aoi_file: Path | None,
+    bbox: str | None,
+    aoi_crs: str,
+    zooms: str | None,
+    background: str,
+    overwrite_tiles: bool,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Import the tiles of SRC into the existing cache NAME of a data folder.
+
+    SRC is named as for `offmaps tiles convert` (FILE.mbtiles, FILE.pmtiles, FILE.gpkg,
+    esri-compact:DIR, esri-exploded:DIR, xyz:DIR, tms:DIR). Its tiling scheme and tile format
+    must be NAME's. By default an incoming tile is merged over the one NAME holds (its
+    transparent pixels keep NAME's); --overwrite-tiles replaces it. With an area, tiles cut by
+    its boundary are clipped as on export. Tiles are stored 256 at a time, each batch whole, so
+    a stopped import can be run again. Tiles that do not decode are listed and left out, the
+    rest imported, and the command then ends with an error (exit code 1).
+    """
+    # clipping and merging need Pillow and rasterio (the raster extra): loaded for this command
+    from offmaps.cache.imports import import_tiles  # noqa: PLC0415
+
+    aoi = read_aoi(aoi_file, bbox, aoi_crs)
+    colour = _parse_colour(background)
+    levels = parse_zooms(zooms) if zooms is not None else None
+    location = parse_location(src)
+    with _caches(data_dir, None, None) as caches:
+        if not isinstance(caches, _Folder):  # _caches gives a folder's when no --server
+            raise CacheError(f"{data_dir}: not a data folder")
+        service = caches.service
+        service.definition(name)  # an unknown cache before the source is opened
+        with open_reader(location) as reader, progress_bar(f"{src} → {name}", None) as advance:
+            result = import_tiles(
+                service.index,
+                service.blobs,
+                name,
+                reader,
+                aoi=aoi,
+                zooms=levels,
+                overwrite=overwrite_tiles,
+                background=colour,
+                progress=advance,
+            )
+    failed = [{"tile": [f.tile.z, f.tile.x, f.tile.y], "error": f.error} for f in result.failed]
+    if as_json:
+        _echo_json(
+            {
+                "source": src,
+                "cache": name,
+                "read": result.read,
+                "imported": result.imported,
+                "new": result.new,
+                "merged": result.merged,
+                "overwritten": result.overwritten,
+                "left_out": result.left_out,
+                "clipped": result.clipped,
+                "changed": result.changed,
+                "failures": result.failures,
+                "failed": failed,
+            }
+        )
+    else:
+        for failure in result.failed:
+            click.echo(f"failed: {failure.error}", err=True)
+        click.echo(
+            f"{result.imported:,} tiles imported into {name} ({result.new:,} new, "
+            f"{result.merged:,} merged, {result.overwritten:,} overwritten; "
+            f"{result.clipped:,} clipped, {result.left_out:,} left out, "
+            f"{result.failures:,} failed; {result.changed:,} changed)",
+            err=True,
+        )
+    if result.failures:  # after the result: the rest was imported
+        raise CacheError(
+            f"{result.failures:,} tiles of {src} were left out: they are not valid images "
+            "(listed with their keys)"
+        )

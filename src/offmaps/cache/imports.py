@@ -1,0 +1,309 @@
+"""Import of a container's tiles into an existing tile cache (``offmaps cache import``).
+
+The source is any :class:`~offmaps.containers.TileReader` (an archive or folder the containers
+read, or another cache through :class:`~offmaps.cache.export.CacheTileReader`). Before any tile
+is read, the source's tile matrix set must line up with the cache's
+(:func:`~offmaps.tiling.check_compatible` names the first difference: CRS, origin, tile size, a
+level's cell size) and its tile format must be the cache's (a cache holds one format: the cache
+model has no ``MIXED`` one yet, so a MIXED receiving cache is not offered).
+
+Each tile the source holds (in the area, when one is given: clipped as on export, with
+:class:`~offmaps.containers.clip.AreaClipper`) is
+
+* stored as it comes when the cache lacks it;
+* **merged** by default over the tile the cache holds with
+  :func:`~offmaps.containers.merge.merge_tiles`: transparent incoming pixels keep the existing
+  ones, a fully opaque incoming tile is stored as given (a JPEG, or a PNG whose headers show no
+  alpha channel nor ``tRNS`` chunk, without being decoded: like a tile copied on export, a
+  truncated one is not caught there);
+* stored as it comes, replacing the existing one, with ``overwrite=True``.
+
+Vector tiles have no pixels to composite: an incoming one replaces the existing one either way.
+
+Tiles are stored with :func:`~offmaps.cache.tiles.store_tiles` in batches of
+:data:`IMPORT_BATCH`: each batch is one index transaction, written once its blobs are stored, so
+an import stopped anywhere leaves every tile either old or new, never torn. A rerun of a stopped
+import reads and merges everything again. Overwriting, it stores the same bytes. Merging, a rerun
+leaves every pixel the overlay has fully opaque or fully transparent as it was (the composite of
+an overlay over its own result is that result, and encoding the same pixels gives the same
+bytes); a **semi-transparent** incoming pixel is composited once more over its own result, so it
+gets more opaque with each rerun.
+
+Needs Pillow and rasterio (the ``raster`` extra) for clipping and merging.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from offmaps.cache.export import CacheTileReader
+from offmaps.cache.index import TileIndex
+from offmaps.cache.tiles import store_tiles
+from offmaps.containers.base import TileReader, detect_tile_format
+from offmaps.containers.clip import DEFAULT_BACKGROUND, AreaClipper, TileRelation
+from offmaps.containers.export import MAX_LISTED_FAILURES, FailedTile, plan_export
+from offmaps.containers.merge import merge_tiles
+from offmaps.errors import CacheError, ContainerError, InvalidTileDataError
+from offmaps.storage import BlobStore
+from offmaps.tiling import AreaOfInterest, check_compatible, get_tms
+from offmaps.types import Tile, TileFormat, ZoomRange
+
+__all__ = ["IMPORT_BATCH", "ImportResult", "import_tiles"]
+
+IMPORT_BATCH = 256
+"""Tiles stored per index transaction: the unit an interrupted import leaves whole."""
+
+ProgressCallback = Callable[[int], None]
+"""Called with the number of source tiles handled since the previous call."""
+
+_RASTER = frozenset({TileFormat.PNG, TileFormat.JPEG, TileFormat.WEBP})
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import did.
+
+    Attributes:
+        read: tiles read from the source.
+        new: tiles the cache lacked, stored as they came (clipped to the area).
+        merged: tiles composited over the cache's existing ones.
+        overwritten: tiles that replaced the cache's existing ones.
+        left_out: tiles read but not imported: outside the area, or no pixel of theirs inside.
+        clipped: of the tiles imported, those cut by the area's boundary and clipped.
+        changed: tiles whose stored bytes changed (a merge or overwrite giving the bytes the
+            cache held already changes nothing).
+        failures: tiles left out because their bytes are not a valid image of the format.
+        failed: the first :data:`~offmaps.containers.export.MAX_LISTED_FAILURES` of them, with
+            their keys.
+    """
+
+    read: int
+    new: int
+    merged: int
+    overwritten: int
+    left_out: int
+    clipped: int
+    changed: int
+    failures: int
+    failed: tuple[FailedTile, ...]
+
+    @property
+    def imported(self) -> int:
+        """Tiles stored: new, merged or overwritten."""
+        return self.new + self.merged + self.overwritten
+
+
+def import_tiles(
+    index: TileIndex,
+    blobs: BlobStore,
+    name: str,
+    source: TileReader,
+    *,
+    aoi: AreaOfInterest | None = None,
+    zooms: ZoomRange | None = None,
+    overwrite: bool = False,
+    background: tuple[int, int, int] = DEFAULT_BACKGROUND,
+    progress: ProgressCallback | None = None,
+) -> ImportResult:
+    """Import the tiles of ``source`` into the existing cache ``name``.
+
+    Args:
+        index: the cache index.
+        blobs: the blob store of the cache's tiles.
+        name: the receiving cache.
+        source: an open reader.
+        aoi: import only this area (any CRS), tiles cut by its boundary clipped; the whole
+            source when None.
+        zooms: only these levels; by default the levels the source and the cache share.
+        overwrite: replace the cache's tiles rather than merge over them.
+        background: the RGB colour of JPEG pixels outside the area.
+        progress: called as tiles are handled, for progress bars.
+
+    Raises:
+        CacheNotFoundError: when no cache has this name.
+        IncompatibleTileMatrixSetError: the tiling schemes differ (the first difference named).
+        CacheError: the formats differ, or the levels asked for are not the cache's.
+        InvalidAOIError: the area does not meet the source's tiles.
+    """
+    definition = index.definition(name)
+    meta = source.metadata
+    check_compatible(get_tms(definition.tms), meta.tms)
+    if meta.tile_format is not definition.format:
+        raise CacheError(
+            f"the source's tiles are {meta.tile_format.value}, cache {name!r} holds "
+            f"{definition.format.value} tiles: an import keeps the cache's format"
+        )
+    levels = _levels(
+        name, definition.min_zoom, definition.max_zoom, meta.minzoom, meta.maxzoom, zooms
+    )
+    plan = plan_export(source, aoi=aoi, zooms=levels)
+    raster = meta.tile_format in _RASTER
+    clipper = (
+        AreaClipper(aoi, meta.tms, background=background) if aoi is not None and raster else None
+    )
+    existing = CacheTileReader(index, blobs, name)
+    tally = _Tally()
+    tiles = source.iter_cover(plan.cover) if plan.cover else source.iter_tiles(levels.levels())
+    for batch in _batched(tiles):
+        to_store: list[tuple[Tile, bytes]] = []
+        for tile, data in batch:
+            tally.read += 1
+            incoming = _incoming(tile, data, meta.tile_format, clipper, tally)
+            if incoming is None:
+                continue
+            held = existing.find_tile(tile)  # a missing or damaged blob: as if absent
+            if held is None:
+                tally.new += 1
+            elif overwrite or not raster:
+                tally.overwritten += 1
+            elif _opaque_by_header(incoming):  # merge_tiles would return it, after decoding
+                tally.merged += 1
+            else:
+                try:
+                    incoming = merge_tiles(
+                        held, incoming, cache_format=definition.format, tile=tile
+                    )
+                except ContainerError as exc:  # the incoming or the held tile does not decode
+                    tally.fail(tile, str(exc))
+                    continue
+                tally.merged += 1
+            to_store.append((tile, incoming))
+        tally.changed += store_tiles(index, blobs, name, to_store)
+        tally.step(progress)
+    tally.step(progress, force=True)
+    return tally.result()
+
+
+def _levels(
+    name: str,
+    cache_min: int,
+    cache_max: int,
+    source_min: int | None,
+    source_max: int | None,
+    zooms: ZoomRange | None,
+) -> ZoomRange:
+    """The levels imported: ``zooms`` if the cache has them all, else those both hold."""
+    if zooms is not None:
+        if zooms.min < cache_min or zooms.max > cache_max:
+            raise CacheError(
+                f"cache {name!r} holds levels {cache_min}-{cache_max}, not {zooms.min}-{zooms.max}"
+            )
+        return zooms
+    low = max(cache_min, source_min if source_min is not None else cache_min)
+    high = min(cache_max, source_max if source_max is not None else cache_max)
+    if low > high:
+        raise CacheError(
+            f"the source's levels {source_min}-{source_max} are none of cache {name!r}'s "
+            f"({cache_min}-{cache_max})"
+        )
+    return ZoomRange(low, high)
+
+
+def _incoming(
+    tile: Tile,
+    data: bytes,
+    tile_format: TileFormat,
+    clipper: AreaClipper | None,
+    tally: _Tally,
+) -> bytes | None:
+    """The bytes to import for ``tile`` (clipped to the area), or None: left out or failed."""
+    if clipper is not None:
+        if clipper.relation(tile) is TileRelation.OUTSIDE:
+            tally.left_out += 1
+            return None
+        try:
+            clipped = clipper.clip(tile, data, tile_format)
+        except InvalidTileDataError as exc:
+            tally.fail(tile, str(exc))
+            return None
+        if clipped is None:
+            tally.left_out += 1
+        elif clipped is not data and clipped != data:
+            tally.clipped += 1
+        return clipped
+    problem = _format_problem(tile, data, tile_format)
+    if problem is not None:
+        tally.fail(tile, problem)
+        return None
+    return data
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+
+
+def _opaque_by_header(data: bytes) -> bool:
+    """Whether ``data``'s headers alone say every pixel is opaque: a JPEG, or a PNG with no alpha
+    channel (greyscale, RGB or palette) and no ``tRNS`` chunk before its image data. False when
+    they do not tell (an RGBA PNG may still be opaque: :func:`merge_tiles` decodes it to find
+    out)."""
+    if data.startswith(_JPEG_SIGNATURE):
+        return True
+    if not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
+        return False
+    # colour types 0 (grey), 2 (RGB) and 3 (palette) have no alpha channel: only tRNS adds one
+    if data[25] not in (0, 2, 3):
+        return False
+    offset = 8
+    while offset + 8 <= len(data):  # chunk headers only: length, type
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        kind = data[offset + 4 : offset + 8]
+        if kind == b"tRNS":
+            return False
+        if kind == b"IDAT":
+            return True
+        offset += 12 + length
+    return False
+
+
+def _format_problem(tile: Tile, data: bytes, tile_format: TileFormat) -> str | None:
+    """Why ``data`` is not a tile of ``tile_format`` by its magic bytes; None when it is one."""
+    name = f"tile {tile.z}/{tile.x}/{tile.y}"
+    if not data:
+        return f"{name} is empty: zero bytes"
+    found, _ = detect_tile_format(data)
+    if found is tile_format:
+        return None
+    what = "neither PNG, JPEG nor WebP" if found is TileFormat.MVT else found.value
+    return f"{name} should be {tile_format.value} but its bytes are {what}"
+
+
+def _batched(tiles: Iterator[tuple[Tile, bytes]]) -> Iterator[list[tuple[Tile, bytes]]]:
+    while batch := list(itertools.islice(tiles, IMPORT_BATCH)):
+        yield batch
+
+
+class _Tally:
+    """Counts of an import, and the failed tiles."""
+
+    def __init__(self) -> None:
+        self.read = self.new = self.merged = self.overwritten = 0
+        self.left_out = self.clipped = self.changed = self.failures = 0
+        self.failed: list[FailedTile] = []
+        self._reported = 0
+
+    def fail(self, tile: Tile, error: str) -> None:
+        self.failures += 1
+        if len(self.failed) < MAX_LISTED_FAILURES:
+            self.failed.append(FailedTile(tile, error))
+
+    def step(self, progress: ProgressCallback | None, *, force: bool = False) -> None:
+        pending = self.read - self._reported
+        if progress is not None and pending and (force or pending >= IMPORT_BATCH):
+            progress(pending)
+            self._reported = self.read
+
+    def result(self) -> ImportResult:
+        return ImportResult(
+            read=self.read,
+            new=self.new,
+            merged=self.merged,
+            overwritten=self.overwritten,
+            left_out=self.left_out,
+            clipped=self.clipped,
+            changed=self.changed,
+            failures=self.failures,
+            failed=tuple(self.failed),
+        )
