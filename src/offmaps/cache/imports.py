@@ -35,7 +35,7 @@ Needs Pillow and rasterio (the ``raster`` extra) for clipping and merging.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from offmaps.cache.export import CacheTileReader
@@ -43,7 +43,12 @@ from offmaps.cache.index import TileIndex
 from offmaps.cache.tiles import store_tiles
 from offmaps.containers.base import TileReader, detect_tile_format
 from offmaps.containers.clip import DEFAULT_BACKGROUND, AreaClipper, TileRelation
-from offmaps.containers.export import MAX_LISTED_FAILURES, FailedTile, plan_export
+from offmaps.containers.export import (
+    FailedTile,
+    ProgressCallback,
+    TileTally,
+    plan_export,
+)
 from offmaps.containers.merge import merge_tiles
 from offmaps.errors import CacheError, ContainerError, InvalidTileDataError
 from offmaps.storage import BlobStore
@@ -54,11 +59,6 @@ __all__ = ["IMPORT_BATCH", "ImportResult", "import_tiles"]
 
 IMPORT_BATCH = 256
 """Tiles stored per index transaction: the unit an interrupted import leaves whole."""
-
-ProgressCallback = Callable[[int], None]
-"""Called with the number of source tiles handled since the previous call."""
-
-_RASTER = frozenset({TileFormat.PNG, TileFormat.JPEG, TileFormat.WEBP})
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def import_tiles(
         name, definition.min_zoom, definition.max_zoom, meta.minzoom, meta.maxzoom, zooms
     )
     plan = plan_export(source, aoi=aoi, zooms=levels)
-    raster = meta.tile_format in _RASTER
+    raster = meta.tile_format.is_raster
     clipper = (
         AreaClipper(aoi, meta.tms, background=background) if aoi is not None and raster else None
     )
@@ -275,25 +275,13 @@ def _batched(tiles: Iterator[tuple[Tile, bytes]]) -> Iterator[list[tuple[Tile, b
         yield batch
 
 
-class _Tally:
+class _Tally(TileTally):
     """Counts of an import, and the failed tiles."""
 
     def __init__(self) -> None:
-        self.read = self.new = self.merged = self.overwritten = 0
-        self.left_out = self.clipped = self.changed = self.failures = 0
-        self.failed: list[FailedTile] = []
-        self._reported = 0
-
-    def fail(self, tile: Tile, error: str) -> None:
-        self.failures += 1
-        if len(self.failed) < MAX_LISTED_FAILURES:
-            self.failed.append(FailedTile(tile, error))
-
-    def step(self, progress: ProgressCallback | None, *, force: bool = False) -> None:
-        pending = self.read - self._reported
-        if progress is not None and pending and (force or pending >= IMPORT_BATCH):
-            progress(pending)
-            self._reported = self.read
+        super().__init__()
+        self.new = self.merged = self.overwritten = 0
+        self.left_out = self.clipped = self.changed = 0
 
     def result(self) -> ImportResult:
         return ImportResult(

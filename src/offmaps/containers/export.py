@@ -76,6 +76,8 @@ __all__ = [
     "ExportPlan",
     "ExportResult",
     "FailedTile",
+    "ProgressCallback",
+    "TileTally",
     "check_tile_limit",
     "export_tiles",
     "plan_export",
@@ -95,7 +97,6 @@ ProgressCallback = Callable[[int], None]
 
 _PROGRESS_STEP = 256
 _BATCH = 256  # tiles classified at once
-_RASTER = frozenset({TileFormat.PNG, TileFormat.JPEG, TileFormat.WEBP})
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,7 @@ def export_tiles(
     tally = _Tally()
     with open_writer(destination, target, overwrite=overwrite) as writer:
         clips: _Clips | None = None
-        if plan.aoi is not None and meta.tile_format in _RASTER:
+        if plan.aoi is not None and meta.tile_format.is_raster:
             clipper = AreaClipper(plan.aoi, meta.tms, background=background)
             clips = _Clips(clipper, plan.aoi, meta, background, workers)
         try:
@@ -323,24 +324,36 @@ def _restricted(meta: TilesetMetadata, plan: ExportPlan) -> TilesetMetadata:
     )
 
 
-class _Tally:
-    """Counts of an export, and the failed tiles."""
+class TileTally:
+    """Source tiles read so far, the failed ones (all counted, the first
+    :data:`MAX_LISTED_FAILURES` listed), and progress reported every 256 tiles read: what an
+    export and an import count alike."""
 
     def __init__(self) -> None:
-        self.read = self.copied = self.clipped = self.left_out = self.failures = 0
+        self.read = self.failures = 0
         self.failed: list[FailedTile] = []
         self._reported = 0
 
     def fail(self, tile: Tile, error: str) -> None:
+        """Count a failed tile, and list it while the list is short."""
         self.failures += 1
         if len(self.failed) < MAX_LISTED_FAILURES:
             self.failed.append(FailedTile(tile, error))
 
     def step(self, progress: ProgressCallback | None, *, force: bool = False) -> None:
+        """Tell ``progress`` of the tiles read since it was last told (every 256, or now)."""
         pending = self.read - self._reported
         if progress is not None and pending and (force or pending >= _PROGRESS_STEP):
             progress(pending)
             self._reported = self.read
+
+
+class _Tally(TileTally):
+    """Counts of an export, and the failed tiles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.copied = self.clipped = self.left_out = 0
 
     def result(self) -> ExportResult:
         return ExportResult(
