@@ -23,7 +23,7 @@ from offmaps.cache import (
     TileIndex,
     UpstreamSettings,
 )
-from offmaps.cache.index import Span
+from offmaps.cache.index import cover_spans
 from offmaps.cache.postgres import PostgresTileIndex
 from offmaps.cache.seed import SeedProcesses
 from offmaps.cache.tiles import Fetch, TileCache
@@ -93,18 +93,9 @@ def service(tmp_path: Path) -> Iterator[TileCacheService]:
 def stored(service: TileCacheService) -> dict[Tile, bytes]:
     """Every tile of the area the cache holds, with its bytes."""
     cover = tile_cover(HELSINKI, service.cache("osm").tms, LEVELS)
-    spans = [
-        Span(z, y, start, stop)
-        for z in LEVELS.levels()
-        for y, start, stop in zip(
-            cover.level(z).rows.tolist(),
-            cover.level(z).starts.tolist(),
-            cover.level(z).stops.tolist(),
-            strict=True,
-        )
-    ]
     return {
-        row.tile: service.blobs.get(row.sha256) for row in service.index.find_spans("osm", spans)
+        row.tile: service.blobs.get(row.sha256)
+        for row in service.index.find_spans("osm", cover_spans(cover))
     }
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Self
 
-from offmaps.cache.index import Span, TileIndex
+from offmaps.cache.index import Span, TileIndex, cover_spans
 from offmaps.containers.base import TilesetMetadata
 from offmaps.containers.export import FailedTile
 from offmaps.errors import BlobIntegrityError, BlobNotFoundError, TileNotFoundError
@@ -98,16 +98,7 @@ class CacheTileReader:
 
     def iter_cover(self, cover: TileCover) -> Iterator[tuple[Tile, bytes]]:
         """The stored tiles of ``cover``: one index query per row span of the cover."""
-
-        def spans() -> Iterator[Span]:
-            for z in cover.zooms.levels():
-                level = cover.level(z)
-                for y, start, stop in zip(
-                    level.rows.tolist(), level.starts.tolist(), level.stops.tolist(), strict=True
-                ):
-                    yield Span(z, y, start, stop)
-
-        return self._rows(spans())
+        return self._rows(cover_spans(cover))
 
     def _rows(self, spans: Iterator[Span]) -> Iterator[tuple[Tile, bytes]]:
         for row in self.index.find_spans(self.name, spans):

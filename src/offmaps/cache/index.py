@@ -34,7 +34,8 @@ from offmaps.errors import (
     GrantCommittedError,
     GrantNotFoundError,
 )
-from offmaps.types import Tile
+from offmaps.tiling import TileCover
+from offmaps.types import Tile, ZoomRange
 
 __all__ = [
     "PENDING_EXPIRY_S",
@@ -45,6 +46,7 @@ __all__ = [
     "SQLiteTileIndex",
     "TileIndex",
     "Usage",
+    "cover_spans",
 ]
 
 PENDING_EXPIRY_S = 24 * 3600.0
@@ -100,6 +102,17 @@ class Span:
     y: int
     start: int
     stop: int
+
+
+def cover_spans(cover: TileCover, zooms: ZoomRange | None = None) -> Iterator[Span]:
+    """The row spans of a tile cover, by level and row (the levels of ``zooms``, by default all
+    of the cover's): what :meth:`TileIndex.find_spans` and :meth:`TileIndex.truncate` take."""
+    for z in (zooms or cover.zooms).levels():
+        level = cover.level(z)
+        for y, start, stop in zip(
+            level.rows.tolist(), level.starts.tolist(), level.stops.tolist(), strict=True
+        ):
+            yield Span(z, y, start, stop)
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from offmaps.cache.index import Grant, Span, TileIndex
+from offmaps.cache.index import Grant, Span, TileIndex, cover_spans
 from offmaps.cache.model import CacheDefinition, CacheStats, SourceKind
 from offmaps.cache.seed import (
     RateLimiter,
@@ -571,16 +571,7 @@ class TileCacheService:
             return self.index.truncate(name, None, zooms.levels() if zooms else None)
         levels = zooms or ZoomRange(definition.min_zoom, definition.max_zoom)
         cover = tile_cover(aoi, get_tms(definition.tms), levels)
-
-        def spans() -> Iterator[Span]:
-            for z in levels.levels():
-                level = cover.level(z)
-                for y, start, stop in zip(
-                    level.rows.tolist(), level.starts.tolist(), level.stops.tolist(), strict=True
-                ):
-                    yield Span(z, y, start, stop)
-
-        return self.index.truncate(name, spans(), None)
+        return self.index.truncate(name, cover_spans(cover), None)
 
     def cleanup(
         self, name: str, *, older_than: datetime | None = None, max_bytes: int | None = None
@@ -664,21 +655,11 @@ def upstream_fetch(definition: CacheDefinition, rate: float) -> tuple[Fetch, Cal
 
 def _spans_after(cover: TileCover, zooms: ZoomRange, after: Tile | None) -> Iterator[Span]:
     """The row spans of a cover, by level, row and column, from just after ``after``."""
-    for z in zooms.levels():
-        if after is not None and z < after.z:
-            continue
-        level = cover.level(z)
-        for y, first, last in zip(
-            level.rows.tolist(), level.starts.tolist(), level.stops.tolist(), strict=True
-        ):
-            start = first
-            if after is not None and z == after.z:
-                if y < after.y:
-                    continue
-                if y == after.y:
-                    start = max(first, after.x + 1)
-            if start <= last:
-                yield Span(z, y, start, last)
+    for span in cover_spans(cover, zooms):
+        if after is None or (span.z, span.y) > (after.z, after.y):
+            yield span
+        elif (span.z, span.y) == (after.z, after.y) and after.x < span.stop:
+            yield Span(span.z, span.y, max(span.start, after.x + 1), span.stop)
 
 
 def _seconds(when: datetime | None) -> float | None:
