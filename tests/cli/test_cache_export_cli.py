@@ -107,7 +107,7 @@ def test_overwrite_tiles_replaces_the_destination(
     dst = str(tmp_path / "d.mbtiles")
     assert run(capsys, "cache", "export", source, dst, "--zooms", "2")[0] == 0
     code, _, err = run(
-        capsys, "cache", "export", source, dst, "--bbox", BBOX, "--overwrite-tiles", "--crs",
+        capsys, "cache", "export", source, dst, "--bbox", BBOX, "--overwrite-tiles", "--aoi-crs",
         "EPSG:4326", "--background", "0,90,200",
     )  # fmt: skip
     assert code == 0, err

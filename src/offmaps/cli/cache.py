@@ -675,26 +675,22 @@ def _parse_colour(text: str) -> tuple[int, int, int]:
     raise click.BadParameter(f"a colour is #RRGGBB or R,G,B (0-255 each), not {text[:32]!r}")
 
 
-@cache.command("export")
-@click.argument("src")
-@click.argument("dst")
-@aoi_option
-@bbox_option
-@click.option(
-    "--aoi-crs",
-    "--crs",
-    "aoi_crs",
-    default="EPSG:4326",
-    show_default=True,
-    help="CRS of --aoi / --bbox coordinates.",
-)
-@click.option("--zooms", help="Only these zoom levels, A-B (default: the source's).")
-@click.option(
+_background_option = click.option(
     "--background",
     default="#ffffff",
     show_default=True,
     help="Colour of JPEG pixels outside the area, #RRGGBB or R,G,B.",
 )
+
+
+@cache.command("export")
+@click.argument("src")
+@click.argument("dst")
+@aoi_option
+@bbox_option
+@crs_option
+@click.option("--zooms", help="Only these zoom levels, A-B (default: the source's).")
+@_background_option
 @click.option(
     "--max-tiles",
     type=click.IntRange(min=1),
@@ -805,21 +801,9 @@ def export(
 @click.argument("name")
 @aoi_option
 @bbox_option
-@click.option(
-    "--aoi-crs",
-    "--crs",
-    "aoi_crs",
-    default="EPSG:4326",
-    show_default=True,
-    help="CRS of --aoi / --bbox coordinates.",
-)
+@crs_option
 @click.option("--zooms", help="Only these zoom levels, A-B (default: the source's and NAME's).")
-@click.option(
-    "--background",
-    default="#ffffff",
-    show_default=True,
-    help="Colour of JPEG pixels outside the area, #RRGGBB or R,G,B.",
-)
+@_background_option
 @click.option(
     "--overwrite-tiles",
     is_flag=True,
