@@ -72,7 +72,7 @@ def convert(
             meta.minzoom or meta.tms.minzoom, meta.maxzoom or meta.tms.maxzoom
         )
         cover = tile_cover(aoi, meta.tms, levels)
-    target_meta = _restricted(meta, zooms, aoi)
+    target_meta = subset_metadata(meta, zooms, aoi)
     read = written = 0
     pending = 0
     if cover is None:
@@ -93,11 +93,12 @@ def convert(
     return ConversionResult(read=read, written=written)
 
 
-def _restricted(
+def subset_metadata(
     meta: TilesetMetadata, zooms: ZoomRange | None, aoi: AreaOfInterest | TileCover | None
 ) -> TilesetMetadata:
-    """Metadata for a subset: zooms, center and (with an AOI) bounds are taken from the tiles
-    actually written."""
+    """Metadata for a subset (of levels, of an area): zooms, center and (with an area) bounds are
+    left for the writer to take from the tiles actually written. Conversions and exports share
+    it."""
     if zooms is None and aoi is None:
         return meta
     return replace(

@@ -40,7 +40,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import morecantile
 import numpy as np
@@ -57,6 +57,7 @@ from offmaps.containers.base import (
     detect_tile_format,
 )
 from offmaps.containers.clip import DEFAULT_BACKGROUND, AreaClipper, TileRelation
+from offmaps.containers.convert import subset_metadata
 from offmaps.containers.registry import Location, open_writer
 from offmaps.errors import (
     ContainerError,
@@ -254,7 +255,7 @@ def export_tiles(
         plan = plan_export(source)
     check_tile_limit(plan, max_tiles)
     meta = source.metadata
-    target = _restricted(meta, plan)
+    target = subset_metadata(meta, plan.zooms, plan.aoi)
     workers = max(1, processes if processes is not None else (os.cpu_count() or 1))
     tally = _Tally()
     with open_writer(destination, target, overwrite=overwrite) as writer:
@@ -308,20 +309,6 @@ def _tiles(source: TileReader, plan: ExportPlan) -> Iterator[tuple[Tile, bytes]]
 def _batched(tiles: Iterator[tuple[Tile, bytes]]) -> Iterator[list[tuple[Tile, bytes]]]:
     while batch := list(itertools.islice(tiles, _BATCH)):
         yield batch
-
-
-def _restricted(meta: TilesetMetadata, plan: ExportPlan) -> TilesetMetadata:
-    """Metadata of the destination: zooms, center and (with an area) bounds are taken from the
-    tiles written."""
-    if plan.zooms is None and plan.aoi is None:
-        return meta
-    return replace(
-        meta,
-        minzoom=None,
-        maxzoom=None,
-        center=None,
-        bounds=None if plan.aoi is not None else meta.bounds,
-    )
 
 
 class TileTally:
