@@ -17,7 +17,6 @@ be found present by a writer, is never collected.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,6 +33,7 @@ from offmaps.errors import (
     GrantCommittedError,
     GrantNotFoundError,
 )
+from offmaps.storage import SQLiteConnections
 from offmaps.tiling import TileCover
 from offmaps.types import Tile, ZoomRange
 
@@ -793,11 +793,8 @@ class SQLiteTileIndex(SQLTileIndex):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._connections = SQLiteConnections(path, "synchronous=NORMAL", "foreign_keys=OFF")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._conn()
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
@@ -813,17 +810,7 @@ class SQLiteTileIndex(SQLTileIndex):
         return (type(self), (self.path,))
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=OFF")
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
+        return self._connections.get()
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -832,23 +819,11 @@ class SQLiteTileIndex(SQLTileIndex):
             raise CacheIndexError(f"{self.path}: cannot read the cache index: {exc}") from exc
 
     def _write(self, work: Callable[[_Conn], int]) -> int:
-        conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            return self._connections.write(work)
         except sqlite3.Error as exc:
             raise CacheIndexError(f"{self.path}: cannot write the cache index: {exc}") from exc
-        return result
 
     def close(self) -> None:
         """Close every connection of every thread."""
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()

@@ -52,7 +52,7 @@ from offmaps.storage.ranges import (
     ObjectByteSource,
     check_range,
 )
-from offmaps.storage.sqlite import MAX_SQLITE_BLOB_BYTES, SQLiteBlobStore
+from offmaps.storage.sqlite import MAX_SQLITE_BLOB_BYTES, SQLiteBlobStore, SQLiteConnections
 
 if TYPE_CHECKING:
     from offmaps.storage.s3 import S3BlobStore, S3Config, S3ObjectStore
@@ -103,6 +103,7 @@ __all__ = [
     "S3Config",
     "S3ObjectStore",
     "SQLiteBlobStore",
+    "SQLiteConnections",
     "SignedBlobURLs",
     "URLSigner",
     "check_blob_key",

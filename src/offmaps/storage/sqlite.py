@@ -7,9 +7,9 @@ import io
 import itertools
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from offmaps.errors import BlobIntegrityError, BlobNotFoundError, StorageError
 from offmaps.storage._stream import check_max_size, iter_chunks
@@ -17,7 +17,9 @@ from offmaps.storage.base import BlobRef, BlobStore, check_blob_key
 from offmaps.storage.keys import check_object_key
 from offmaps.storage.presign import SignedBlobURLs, URLSigner
 
-__all__ = ["MAX_SQLITE_BLOB_BYTES", "SQLiteBlobStore"]
+__all__ = ["MAX_SQLITE_BLOB_BYTES", "SQLiteBlobStore", "SQLiteConnections"]
+
+T = TypeVar("T")
 
 MAX_SQLITE_BLOB_BYTES = 64 * 1024 * 1024
 """The largest blob a :class:`SQLiteBlobStore` keeps (the largest tile a cache accepts)."""
@@ -35,6 +37,68 @@ _PUT = (
     "ON CONFLICT (sha256) DO UPDATE SET size = excluded.size, data = excluded.data "
     "WHERE blobs.data != excluded.data"
 )
+
+
+class SQLiteConnections:
+    """Connections to one SQLite file, one per thread (autocommit; a writer waits up to 30 s for
+    the file's lock), all closed at once: what the SQLite stores of offmaps share.
+
+    Args:
+        path: the file; its folder is made on the first connection.
+        pragmas: run on each new connection (``journal_mode=WAL``, ``synchronous=FULL``...).
+    """
+
+    def __init__(self, path: Path, *pragmas: str) -> None:
+        self.path = path
+        self._pragmas = pragmas
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use.
+
+        Raises:
+            OSError, sqlite3.Error: the folder or the file cannot be opened.
+        """
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        for pragma in self._pragmas:
+            conn.execute(f"PRAGMA {pragma}")
+        self._local.conn = conn
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(connection)`` in one write transaction (``BEGIN IMMEDIATE``), rolled back if it
+        raises.
+
+        Raises:
+            sqlite3.Error: from SQLite, for the caller to name.
+        """
+        conn = self.get()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def close(self) -> None:
+        """Close every thread's connection (new ones open when the file is used again)."""
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
 
 
 class SQLiteBlobStore(SignedBlobURLs):
@@ -68,9 +132,7 @@ class SQLiteBlobStore(SignedBlobURLs):
         self.signer = signer
         self.url_prefix = check_object_key(url_prefix)
         self.max_blob_bytes = max_blob_bytes
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._connections = SQLiteConnections(self.path, "journal_mode=WAL", "synchronous=FULL")
         self._ready = False
 
     def __repr__(self) -> str:
@@ -86,24 +148,13 @@ class SQLiteBlobStore(SignedBlobURLs):
     # --- connections -----------------------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn = self._connections.get()
             if not self._ready:
                 conn.executescript(_SCHEMA)
                 self._ready = True
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"{self.path}: not a usable blob store: {exc}") from exc
-        self._local.conn = conn
-        with self._lock:
-            self._connections.append(conn)
         return conn
 
     def _read(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
@@ -114,11 +165,7 @@ class SQLiteBlobStore(SignedBlobURLs):
 
     def close(self) -> None:
         """Close every connection of every thread (the store opens new ones when used again)."""
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -156,15 +203,9 @@ class SQLiteBlobStore(SignedBlobURLs):
             digest = hashlib.sha256(data).digest()
             rows.append((digest, len(data), data))
             refs.append(BlobRef(digest.hex(), len(data)))
-        conn = self._conn()
+        self._conn()  # the schema, once
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(_PUT, rows)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            self._connections.write(lambda conn: conn.executemany(_PUT, rows))
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: cannot store blobs: {exc}") from exc
         return refs
