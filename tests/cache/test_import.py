@@ -1,27 +1,40 @@
 """Import of a container's tiles into a cache: merged over its tiles or overwriting them, in an
-area, refused when the tiling scheme or the format differ, harmless when run again."""
+area, refused when the tiling scheme or the format differ, harmless when run again; in the
+data folder's stores and in PostgreSQL and S3 alike."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
 import morecantile
 import numpy as np
+import psycopg
 import pyproj
 import pytest
 from numpy.typing import NDArray
 from PIL import Image
+from psycopg import sql
 
 import offmaps.cache.imports as imports_module
-from offmaps.cache import CacheDefinition, CacheSource, SourceKind, SQLiteTileIndex, store_tiles
+from offmaps.cache import (
+    CacheDefinition,
+    CacheSource,
+    SourceKind,
+    SQLiteTileIndex,
+    TileIndex,
+    store_tiles,
+)
 from offmaps.cache.export import CacheTileReader
 from offmaps.cache.imports import ImportResult, import_tiles
+from offmaps.cache.postgres import PostgresTileIndex
 from offmaps.containers import TilesetMetadata, open_reader, open_writer
 from offmaps.containers._common import ReaderBase
+from offmaps.containers.export import export_tiles, plan_export
 from offmaps.containers.merge import merge_tiles
 from offmaps.errors import (
     CacheError,
@@ -30,9 +43,10 @@ from offmaps.errors import (
     InvalidAOIError,
     StorageError,
 )
-from offmaps.storage import BlobRef, MemoryBlobStore
+from offmaps.storage import BlobRef, BlobStore, MemoryBlobStore, S3BlobStore, S3Config
 from offmaps.tiling import AreaOfInterest
 from offmaps.types import BBox, Tile, TileFormat, ZoomRange
+from tests.features.conftest import postgres_url
 from tests.tilegen import make_tile
 
 SIZE = 64
@@ -82,9 +96,7 @@ def archive(path: Path, tiles: dict[Tile, bytes], meta: TilesetMetadata | None =
     return location
 
 
-def run(
-    index: SQLiteTileIndex, blobs: MemoryBlobStore, src: str, **options: object
-) -> ImportResult:
+def run(index: TileIndex, blobs: BlobStore, src: str, **options: object) -> ImportResult:
     with open_reader(src) as reader:
         return import_tiles(index, blobs, "c", reader, **options)  # type: ignore[arg-type]
 
@@ -115,7 +127,7 @@ class Grid(ReaderBase):
         pass
 
 
-def held(index: SQLiteTileIndex, blobs: MemoryBlobStore) -> dict[Tile, str]:
+def held(index: TileIndex, blobs: BlobStore) -> dict[Tile, str]:
     """SHA-256 of every tile the cache holds."""
     reader = CacheTileReader(index, blobs, "c")
     return {tile: hashlib.sha256(data).hexdigest() for tile, data in reader.iter_tiles()}
@@ -385,3 +397,33 @@ def test_overlays_into_an_empty_cache_give_the_same_cache_in_either_order(tmp_pa
         results.append(held(index, blobs))
         index.close()
     assert results[0] == results[1]
+
+
+def test_import_and_export_run_alike_on_postgresql_and_s3(
+    tmp_path: Path, s3_config: S3Config
+) -> None:
+    base = {tile: basemap(tile) for tile in TILES}
+    embedded = new_cache(tmp_path, base)
+    url, schema = postgres_url(), f"cache_{uuid.uuid4().hex[:12]}"
+    index, blobs = PostgresTileIndex(url, schema=schema), S3BlobStore(s3_config)
+    try:
+        source = CacheSource(kind=SourceKind.ARCHIVE, location="x.mbtiles")
+        index.create_cache(CacheDefinition(name="c", source=source))
+        store_tiles(index, blobs, "c", list(base.items()))
+        src = archive(
+            tmp_path / "o.mbtiles", {tile: overlay(slice(0, 8), (255, 0, 0)) for tile in TILES}
+        )
+        assert run(index, blobs, src).merged == run(*embedded, src).merged == 6
+        assert held(index, blobs) == held(*embedded)
+        with CacheTileReader(index, blobs, "c") as reader:
+            exported = export_tiles(reader, str(tmp_path / "out.mbtiles"), plan_export(reader))
+        assert (exported.written, exported.failures) == (6, 0)
+        with open_reader(str(tmp_path / "out.mbtiles")) as out:
+            assert {t: hashlib.sha256(d).hexdigest() for t, d in out.iter_tiles()} == held(
+                index, blobs
+            )
+    finally:
+        index.close()
+        embedded[0].close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
