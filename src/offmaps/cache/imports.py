@@ -22,21 +22,42 @@ Vector tiles have no pixels to composite: an incoming one replaces the existing 
 
 Tiles are stored with :func:`~offmaps.cache.tiles.store_tiles` in batches of
 :data:`IMPORT_BATCH`: each batch is one index transaction, written once its blobs are stored, so
-an import stopped anywhere leaves every tile either old or new, never torn. A rerun of a stopped
-import reads and merges everything again. Overwriting, it stores the same bytes. Merging, a rerun
-leaves every pixel the overlay has fully opaque or fully transparent as it was (the composite of
-an overlay over its own result is that result, and encoding the same pixels gives the same
-bytes); a **semi-transparent** incoming pixel is composited once more over its own result, so it
-gets more opaque with each rerun.
+an import stopped anywhere leaves every tile either old or new, never torn.
+
+**A rerun of a stopped import skips what is done.** Each batch's transaction also records its
+tiles, with the SHA-256 stored for each, in the import's *journal* in the cache index (SQLite
+or PostgreSQL: every process and worker sharing the index sees it), so a kill leaves journal
+and tiles consistent. The journal's key is the import's identity: the cache, the source's
+fingerprint (its path with the size and modification time of the file, or of every file of a
+folder; a cache's name and tile count and bytes; and its metadata), the area, the levels and
+the mode (merge or overwrite, and the JPEG background). A rerun with the same identity reads
+the source again but leaves the tiles the journal records as they are (not clipped, merged nor
+stored: :attr:`ImportResult.skipped`), unless the cache's bytes of a tile are no longer the ones
+the journal recorded (re-seeded, truncated or replaced since): that tile is imported again. (A
+tile another import merged over since is then composited again too: the journal cannot tell
+that from a re-seed.) Tiles left out or failed are not journaled: a rerun checks them again and
+lists the failures again. A source the identity cannot fingerprint (a reader with neither a
+path nor a cache behind it) gets no journal: a rerun reads and merges everything again.
+
+A finished import drops its journal: running it once more is a new import. Overwriting, that
+stores the same bytes. Merging, it leaves every pixel the overlay has fully opaque or fully
+transparent as it was (the composite of an overlay over its own result is that result, and
+encoding the same pixels gives the same bytes); a **semi-transparent** incoming pixel is
+composited once more over its own result, so it gets more opaque. ``resume=False`` forgets a
+stopped import's journal and starts afresh. A cache's journals go when it is deleted.
 
 Needs Pillow and rasterio (the ``raster`` extra) for clipping and merging.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from offmaps.cache.export import CacheTileReader
 from offmaps.cache.index import TileIndex
@@ -77,6 +98,9 @@ class ImportResult:
         failures: tiles left out because their bytes are not a valid image of the format.
         failed: the first :data:`~offmaps.containers.export.MAX_LISTED_FAILURES` of them, with
             their keys.
+        skipped: of the tiles read, those an earlier, stopped run of the same import had
+            stored (and the cache still holds as it stored them): left as they are, neither
+            clipped, merged nor stored again.
     """
 
     read: int
@@ -88,6 +112,7 @@ class ImportResult:
     changed: int
     failures: int
     failed: tuple[FailedTile, ...]
+    skipped: int = 0
 
     @property
     def imported(self) -> int:
@@ -106,6 +131,7 @@ def import_tiles(
     overwrite: bool = False,
     background: tuple[int, int, int] = DEFAULT_BACKGROUND,
     progress: ProgressCallback | None = None,
+    resume: bool = True,
 ) -> ImportResult:
     """Import the tiles of ``source`` into the existing cache ``name``.
 
@@ -120,6 +146,8 @@ def import_tiles(
         overwrite: replace the cache's tiles rather than merge over them.
         background: the RGB colour of JPEG pixels outside the area.
         progress: called as tiles are handled, for progress bars.
+        resume: skip the tiles a stopped run of the same import stored; False forgets that
+            run's journal and imports every tile again.
 
     Raises:
         CacheNotFoundError: when no cache has this name.
@@ -145,11 +173,19 @@ def import_tiles(
     )
     existing = CacheTileReader(index, blobs, name)
     tally = _Tally()
+    journal = _journal_key(name, source, aoi, levels, overwrite, background)
+    if journal is not None and not resume:
+        index.drop_journal(journal)
+    resuming = journal is not None and journal in index.journals(name)
     tiles = source.iter_cover(plan.cover) if plan.cover else source.iter_tiles(levels.levels())
     for batch in _batched(tiles):
         to_store: list[tuple[Tile, bytes]] = []
+        done = index.find_done(journal, name, (t for t, _ in batch)) if journal and resuming else ()
         for tile, data in batch:
             tally.read += 1
+            if tile in done:
+                tally.skipped += 1
+                continue
             incoming = _incoming(tile, data, meta.tile_format, clipper, tally)
             if incoming is None:
                 continue
@@ -170,10 +206,80 @@ def import_tiles(
                     continue
                 tally.merged += 1
             to_store.append((tile, incoming))
-        tally.changed += store_tiles(index, blobs, name, to_store)
+        tally.changed += store_tiles(index, blobs, name, to_store, journal=journal)
         tally.step(progress)
+    if journal is not None:  # finished: a rerun is a new import
+        index.drop_journal(journal)
     tally.step(progress, force=True)
     return tally.result()
+
+
+def _journal_key(
+    name: str,
+    source: TileReader,
+    aoi: AreaOfInterest | None,
+    levels: ZoomRange,
+    overwrite: bool,
+    background: tuple[int, int, int],
+) -> str | None:
+    """The identity of an import, the key of its journal: the SHA-256 of the cache, the
+    source's fingerprint, the area, the levels and the mode. None when the source cannot be
+    fingerprinted (a reader with neither a path nor a cache behind it): no journal then."""
+    fingerprint = _source_fingerprint(source)
+    if fingerprint is None:
+        return None
+    identity = {
+        "cache": name,
+        "source": fingerprint,
+        "area": None if aoi is None else [aoi.geometry.wkb_hex, aoi.crs.to_wkt()],
+        "zooms": [levels.min, levels.max],
+        "mode": "overwrite" if overwrite else "merge",
+        "background": list(background),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _source_fingerprint(source: TileReader) -> list[object] | None:
+    """What identifies a source's tiles without reading them: a cache's name and figures, or
+    a path with its size and modification time (for a folder, those of every file in it),
+    and the metadata either way."""
+    meta = source.metadata
+    described: list[object] = [
+        meta.tile_format.value,
+        meta.tms.id,
+        meta.minzoom,
+        meta.maxzoom,
+        None if meta.bounds is None else list(meta.bounds),
+    ]
+    if isinstance(source, CacheTileReader):
+        stats = source.index.stats(source.name)
+        return ["cache", source.name, stats.tiles, stats.bytes, *described]
+    path = getattr(source, "path", None)
+    if not isinstance(path, Path):
+        return None
+    return ["path", str(path.absolute()), _stat_fingerprint(path), *described]
+
+
+def _stat_fingerprint(path: Path) -> list[int] | str | None:
+    """A file's size and modification time; a hash of every file's relative path, size and
+    modification time in a folder; None when the path is not on this machine."""
+    try:
+        if path.is_file():
+            stat = path.stat()
+            return [stat.st_size, stat.st_mtime_ns]
+        if not path.is_dir():
+            return None
+        digest = hashlib.sha256()
+        for folder, dirs, files in os.walk(path):
+            dirs.sort()
+            for file in sorted(files):
+                full = os.path.join(folder, file)
+                stat = os.stat(full)
+                relative = os.path.relpath(full, path)
+                digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+    except OSError:
+        return None
 
 
 def _levels(
@@ -281,7 +387,7 @@ class _Tally(TileTally):
     def __init__(self) -> None:
         super().__init__()
         self.new = self.merged = self.overwritten = 0
-        self.left_out = self.clipped = self.changed = 0
+        self.left_out = self.clipped = self.changed = self.skipped = 0
 
     def result(self) -> ImportResult:
         return ImportResult(
@@ -294,4 +400,5 @@ class _Tally(TileTally):
             changed=self.changed,
             failures=self.failures,
             failed=tuple(self.failed),
+            skipped=self.skipped,
         )

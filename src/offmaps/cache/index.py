@@ -12,6 +12,13 @@ and drops its pending records in one transaction (:meth:`TileIndex.commit_writes
 collection (:meth:`TileIndex.collect`) deletes a blob only inside a write transaction that has
 just checked that no row and no pending write names it, so a blob being written, or about to
 be found present by a writer, is never collected.
+
+**Import journals.** An import (:func:`~offmaps.cache.imports.import_tiles`) names a journal
+when it commits a batch: the batch's tiles and the SHA-256 it stored for each are recorded in
+the same transaction as the rows, so a killed import leaves journal and tiles consistent.
+:meth:`TileIndex.find_done` gives a rerun the tiles a journal records whose bytes the cache
+still holds; :meth:`TileIndex.drop_journal` forgets a journal once its import has finished.
+A cache's journals go with it.
 """
 
 from __future__ import annotations
@@ -162,12 +169,19 @@ class TileIndex(Protocol):
         ...
 
     def commit_writes(
-        self, token: str, name: str, rows: Sequence[tuple[Tile, str, int]], now: float
+        self,
+        token: str,
+        name: str,
+        rows: Sequence[tuple[Tile, str, int]],
+        now: float,
+        *,
+        journal: str | None = None,
     ) -> int:
         """Point ``rows`` (tile, sha256, size) at their blobs and end the pending write.
 
-        A tile whose bytes are unchanged only has ``checked`` moved. Returns how many tiles
-        got new bytes.
+        A tile whose bytes are unchanged only has ``checked`` moved. With ``journal``, the rows
+        are recorded as done in that import journal, in the same transaction. Returns how many
+        tiles got new bytes.
         """
         ...
 
@@ -177,6 +191,20 @@ class TileIndex(Protocol):
 
     def forget_blob(self, sha256: str) -> int:
         """Remove every row naming a blob (found damaged), in every cache; rows removed."""
+        ...
+
+    def journals(self, name: str) -> dict[str, int]:
+        """The import journals of cache ``name`` (imports stopped before they finished), with
+        how many tiles each records."""
+        ...
+
+    def find_done(self, journal: str, name: str, tiles: Iterable[Tile]) -> set[Tile]:
+        """Those of ``tiles`` the journal records as done and whose bytes in cache ``name`` are
+        still the ones it recorded (a tile re-seeded, truncated or replaced since is not)."""
+        ...
+
+    def drop_journal(self, journal: str) -> int:
+        """Forget an import journal (its import finished, or starts afresh); tiles it recorded."""
         ...
 
     def create_grant(self, grant: Grant) -> None:
@@ -287,6 +315,19 @@ CREATE TABLE IF NOT EXISTS usage (
     last_access REAL,
     PRIMARY KEY (cache, z)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS imports (
+    id TEXT PRIMARY KEY,
+    cache INTEGER NOT NULL,
+    started REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS import_tiles (
+    import_id TEXT NOT NULL,
+    z INTEGER NOT NULL,
+    y INTEGER NOT NULL,
+    x INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (import_id, z, y, x)
+) WITHOUT ROWID;
 """
 
 
@@ -377,6 +418,12 @@ class SQLTileIndex:
             cache = self._id(conn, name)
             removed = conn.execute("DELETE FROM tiles WHERE cache = ?", (cache,)).rowcount
             conn.execute("DELETE FROM usage WHERE cache = ?", (cache,))
+            conn.execute(
+                "DELETE FROM import_tiles WHERE import_id IN "
+                "(SELECT id FROM imports WHERE cache = ?)",
+                (cache,),
+            )
+            conn.execute("DELETE FROM imports WHERE cache = ?", (cache,))
             conn.execute("DELETE FROM caches WHERE id = ?", (cache,))
             return int(removed)
 
@@ -442,15 +489,90 @@ class SQLTileIndex:
         return token, frozenset(known)
 
     def commit_writes(
-        self, token: str, name: str, rows: Sequence[tuple[Tile, str, int]], now: float
+        self,
+        token: str,
+        name: str,
+        rows: Sequence[tuple[Tile, str, int]],
+        now: float,
+        *,
+        journal: str | None = None,
     ) -> int:
         """Point ``rows`` (tile, sha256, size) at their blobs and end the pending write.
 
-        A tile whose bytes are unchanged only has ``checked`` moved. Returns how many tiles
-        got new bytes.
+        A tile whose bytes are unchanged only has ``checked`` moved. With ``journal``, the rows
+        are recorded as done in that import journal, in the same transaction. Returns how many
+        tiles got new bytes.
         """
 
-        return self._write(lambda conn: self._upsert(conn, token, name, rows, now))
+        def work(conn: _Conn) -> int:
+            changed = self._upsert(conn, token, name, rows, now)
+            if journal is not None:
+                self._record(conn, journal, name, rows, now)
+            return changed
+
+        return self._write(work)
+
+    def _record(
+        self,
+        conn: _Conn,
+        journal: str,
+        name: str,
+        rows: Sequence[tuple[Tile, str, int]],
+        now: float,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO imports (id, cache, started) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (journal, self._id(conn, name), now),
+        )
+        conn.executemany(
+            "INSERT INTO import_tiles (import_id, z, y, x, sha256) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (import_id, z, y, x) DO UPDATE SET sha256 = excluded.sha256",
+            [(journal, t.z, t.y, t.x, sha256) for t, sha256, _ in rows],
+        )
+
+    def journals(self, name: str) -> dict[str, int]:
+        """The import journals of cache ``name`` (imports stopped before they finished), with
+        how many tiles each records."""
+        rows = self._read(
+            "SELECT i.id, count(j.import_id) FROM imports i LEFT JOIN import_tiles j "
+            "ON j.import_id = i.id WHERE i.cache = ? GROUP BY i.id",
+            (self._id(None, name),),
+        )
+        return {str(key): int(count) for key, count in rows}
+
+    def find_done(self, journal: str, name: str, tiles: Iterable[Tile]) -> set[Tile]:
+        """Those of ``tiles`` the journal records as done and whose bytes in cache ``name`` are
+        still the ones it recorded (a tile re-seeded, truncated or replaced since is not)."""
+        wanted = set(tiles)
+        if not wanted:
+            return set()
+        cache = self._id(None, name)
+        rows: dict[tuple[int, int], list[int]] = {}
+        for tile in wanted:
+            rows.setdefault((tile.z, tile.y), []).append(tile.x)
+        done: set[Tile] = set()
+        # one range query per row of tiles: a batch of a source's tiles spans few rows
+        for (z, y), xs in rows.items():
+            found = self._read(
+                "SELECT j.x FROM import_tiles j JOIN tiles t ON t.cache = ? AND t.z = j.z "
+                "AND t.y = j.y AND t.x = j.x AND t.sha256 = j.sha256 "
+                "WHERE j.import_id = ? AND j.z = ? AND j.y = ? AND j.x BETWEEN ? AND ?",
+                (cache, journal, z, y, min(xs), max(xs)),
+            )
+            done.update(tile for (x,) in found if (tile := Tile(int(x), y, z)) in wanted)
+        return done
+
+    def drop_journal(self, journal: str) -> int:
+        """Forget an import journal (its import finished, or starts afresh); tiles it recorded."""
+
+        def work(conn: _Conn) -> int:
+            removed = conn.execute(
+                "DELETE FROM import_tiles WHERE import_id = ?", (journal,)
+            ).rowcount
+            conn.execute("DELETE FROM imports WHERE id = ?", (journal,))
+            return int(removed)
+
+        return self._write(work)
 
     def _upsert(
         self,

@@ -82,6 +82,19 @@ CREATE TABLE IF NOT EXISTS usage (
     last_access DOUBLE PRECISION,
     PRIMARY KEY (cache, z)
 );
+CREATE TABLE IF NOT EXISTS imports (
+    id TEXT PRIMARY KEY,
+    cache BIGINT NOT NULL,
+    started DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS import_tiles (
+    import_id TEXT NOT NULL,
+    z INTEGER NOT NULL,
+    y BIGINT NOT NULL,
+    x BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (import_id, z, y, x)
+);
 """
 
 

@@ -60,6 +60,7 @@ def store_tiles(
     *,
     now: float | None = None,
     pool: Executor | None = None,
+    journal: str | None = None,
 ) -> int:
     """Store tiles' bytes once per distinct content and point the cache's index at them.
 
@@ -67,7 +68,9 @@ def store_tiles(
     with ``pool`` several at once: a put waits for the disk or the network, so a seed's puts
     overlap); the rows come after, in one transaction,
     once every put has ended, so the index never names a missing blob. Bytes equal to what a
-    tile has already only mark it checked. Returns how many tiles got new bytes.
+    tile has already only mark it checked. With ``journal`` (an import's), the tiles are
+    recorded as done in that journal in the rows' transaction (see
+    :meth:`~offmaps.cache.index.TileIndex.find_done`). Returns how many tiles got new bytes.
     """
     if not tiles:
         return 0
@@ -105,6 +108,7 @@ def store_tiles(
         name,
         [(tile, sha256, len(data)) for tile, sha256, data in rows],
         time.time() if now is None else now,
+        journal=journal,
     )
 
 
