@@ -4,8 +4,9 @@ The source is any :class:`~offmaps.containers.TileReader` (an archive or folder 
 read, or another cache through :class:`~offmaps.cache.export.CacheTileReader`). Before any tile
 is read, the source's tile matrix set must line up with the cache's
 (:func:`~offmaps.tiling.check_compatible` names the first difference: CRS, origin, tile size, a
-level's cell size) and its tile format must be the cache's (a cache holds one format: the cache
-model has no ``MIXED`` one yet, so a MIXED receiving cache is not offered).
+level's cell size) and its tile format must be the cache's; a mixed cache
+(:attr:`~offmaps.cache.model.CacheDefinition.mixed`, ArcGIS's MIXED format) takes PNG and JPEG
+sources, each tile checked by its own magic bytes.
 
 Each tile the source holds (in the area, when one is given: clipped as on export, with
 :class:`~offmaps.containers.clip.AreaClipper`) is
@@ -19,6 +20,9 @@ Each tile the source holds (in the area, when one is given: clipped as on export
 * stored as it comes, replacing the existing one, with ``overwrite=True``.
 
 Vector tiles have no pixels to composite: an incoming one replaces the existing one either way.
+Into a mixed cache, a merge is stored as PNG where the result has a transparent pixel and as
+JPEG elsewhere; a JPEG tile cut by the area's boundary is clipped to transparency (as PNG) rather
+than filled with ``background``, so the merge keeps the cache's pixels outside the area.
 
 Tiles are stored with :func:`~offmaps.cache.tiles.store_tiles` in batches of
 :data:`IMPORT_BATCH`: each batch is one index transaction, written once its blobs are stored, so
@@ -70,7 +74,7 @@ from offmaps.containers.export import (
     TileTally,
     plan_export,
 )
-from offmaps.containers.merge import merge_tiles
+from offmaps.containers.merge import MIXED, as_png, merge_tiles
 from offmaps.errors import CacheError, ContainerError, InvalidTileDataError
 from offmaps.storage import BlobStore
 from offmaps.tiling import AreaOfInterest, check_compatible, get_tms
@@ -158,11 +162,12 @@ def import_tiles(
     definition = index.definition(name)
     meta = source.metadata
     check_compatible(get_tms(definition.tms), meta.tms)
-    if meta.tile_format is not definition.format:
+    if meta.tile_format not in definition.tile_formats:
         raise CacheError(
             f"the source's tiles are {meta.tile_format.value}, cache {name!r} holds "
-            f"{definition.format.value} tiles: an import keeps the cache's format"
+            f"{definition.format_name} tiles: an import keeps the cache's format"
         )
+    mixed = definition.mixed
     levels = _levels(
         name, definition.min_zoom, definition.max_zoom, meta.minzoom, meta.maxzoom, zooms
     )
@@ -186,7 +191,10 @@ def import_tiles(
             if tile in done:
                 tally.skipped += 1
                 continue
-            incoming = _incoming(tile, data, meta.tile_format, clipper, tally)
+            tile_format = _mixed_format(data) if mixed else None
+            incoming = _incoming(
+                tile, data, tile_format or meta.tile_format, clipper, tally, mixed=mixed
+            )
             if incoming is None:
                 continue
             held = existing.find_tile(tile)  # a missing or damaged blob: as if absent
@@ -199,7 +207,10 @@ def import_tiles(
             else:
                 try:
                     incoming = merge_tiles(
-                        held, incoming, cache_format=definition.format, tile=tile
+                        held,
+                        incoming,
+                        cache_format=MIXED if mixed else definition.format,
+                        tile=tile,
                     )
                 except ContainerError as exc:  # the incoming or the held tile does not decode
                     tally.fail(tile, str(exc))
@@ -313,17 +324,30 @@ def _incoming(
     tile_format: TileFormat,
     clipper: AreaClipper | None,
     tally: _Tally,
+    *,
+    mixed: bool = False,
 ) -> bytes | None:
     """The bytes to import for ``tile`` (clipped to the area), or None: left out or failed."""
     if clipper is not None:
         if clipper.relation(tile) is TileRelation.OUTSIDE:
             tally.left_out += 1
             return None
+        given = data
         try:
+            if (
+                tile_format is TileFormat.JPEG
+                and mixed
+                and clipper.relation(tile) is TileRelation.CUT
+            ):
+                # a mixed cache's clip makes outside pixels transparent (PNG), not background:
+                # the merge then keeps the cache's pixels there
+                data, tile_format = as_png(data, tile), TileFormat.PNG
             clipped = clipper.clip(tile, data, tile_format)
         except InvalidTileDataError as exc:
             tally.fail(tile, str(exc))
             return None
+        if clipped is data:  # wholly inside after all: the bytes as given
+            return given
         if clipped is None:
             tally.left_out += 1
         elif clipped is not data and clipped != data:
@@ -334,6 +358,16 @@ def _incoming(
         tally.fail(tile, problem)
         return None
     return data
+
+
+def _mixed_format(data: bytes) -> TileFormat | None:
+    """The format of a tile bound for a mixed cache: PNG or JPEG by its magic bytes; None for
+    anything else (checked then against the source's format, and refused)."""
+    if data.startswith(_PNG_SIGNATURE):
+        return TileFormat.PNG
+    if data.startswith(_JPEG_SIGNATURE):
+        return TileFormat.JPEG
+    return None
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -23,6 +23,7 @@ __all__ = [
     "CacheDefinition",
     "CacheSource",
     "CacheStats",
+    "MIXED",
     "SourceKind",
     "UpstreamSettings",
     "ZoomStats",
@@ -106,15 +107,28 @@ class UpstreamSettings(BaseModel):
     max_tile_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
 
+MIXED = "mixed"
+"""The ``format`` of a cache definition's JSON for ArcGIS's MIXED format: short for ``png``
+with ``mixed`` true."""
+
+
 class CacheDefinition(BaseModel):
     """A named tile cache: a source, a tile matrix set, a format and its levels.
+
+    In JSON, ``"format": "mixed"`` (:data:`MIXED`) makes a cache of ArcGIS's MIXED format: PNG
+    tiles where there is transparency, JPEG elsewhere. It is read as ``format`` PNG (what the
+    cache is announced as where one format is needed: TileJSON, tile set metadata) with
+    ``mixed`` true, and written back that way.
 
     Attributes:
         name: the cache's name (:data:`CACHE_NAME`).
         title: a human title (the name by default).
         source: where tiles come from.
         tms: id of the tile matrix set the tile keys refer to.
-        format: the tiles' encoding; a source sending anything else is refused.
+        format: the tiles' encoding; a source sending anything else is refused. PNG for a
+            mixed cache.
+        mixed: a cache of ArcGIS's MIXED format: each tile PNG or JPEG (served with the media
+            type of its bytes), a source sending anything else refused.
         min_zoom: lowest level cached.
         max_zoom: highest level cached.
         upstream: how the source is fetched from.
@@ -128,11 +142,27 @@ class CacheDefinition(BaseModel):
     title: Annotated[str, Field(max_length=256)] = ""
     source: CacheSource
     tms: Annotated[str, Field(min_length=1, max_length=128)] = "WebMercatorQuad"
-    format: TileFormat = TileFormat.PNG
+    format: Annotated[
+        TileFormat,
+        Field(
+            description='png, jpg, webp or pbf; or "mixed": PNG tiles where there is '
+            "transparency, JPEG elsewhere (read as png with mixed true)"
+        ),
+    ] = TileFormat.PNG
+    mixed: bool = False
     min_zoom: int = Field(default=0, ge=0, le=30)
     max_zoom: int = Field(default=19, ge=0, le=30)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     verify_reads: float = Field(default=0.01, ge=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_mixed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format") == MIXED:
+            if data.get("mixed", True) is not True:
+                raise ValueError('format "mixed" is a mixed cache: mixed cannot be false')
+            return {**data, "format": TileFormat.PNG, "mixed": True}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -147,9 +177,27 @@ class CacheDefinition(BaseModel):
     def _check_zooms(self) -> CacheDefinition:
         if self.min_zoom > self.max_zoom:
             raise ValueError(f"zoom range {self.min_zoom}-{self.max_zoom} is inverted")
+        if self.mixed and self.format is not TileFormat.PNG:
+            raise ValueError(
+                f"a mixed cache holds PNG and JPEG tiles, not {self.format.value}: "
+                'give format "mixed"'
+            )
         if not self.title:
             object.__setattr__(self, "title", self.name)
         return self
+
+    @property
+    def tile_formats(self) -> frozenset[TileFormat]:
+        """The formats the cache's tiles may be in: PNG and JPEG for a mixed cache, else its
+        format."""
+        if self.mixed:
+            return frozenset({TileFormat.PNG, TileFormat.JPEG})
+        return frozenset({self.format})
+
+    @property
+    def format_name(self) -> str:
+        """The format as the definition's JSON gives it: ``mixed``, or the tile format's."""
+        return MIXED if self.mixed else self.format.value
 
 
 @dataclass(frozen=True, slots=True)

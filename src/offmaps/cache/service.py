@@ -31,6 +31,7 @@ from offmaps.cache.seed import (
     seed,
 )
 from offmaps.cache.tiles import Fetch, TileCache
+from offmaps.containers.base import detect_tile_format
 from offmaps.errors import (
     BlobIntegrityError,
     BlobNotFoundError,
@@ -41,6 +42,7 @@ from offmaps.errors import (
     GrantExpiredError,
     GrantNotFoundError,
     UploadMismatchError,
+    UpstreamError,
 )
 from offmaps.sources import (
     ArchiveTileSource,
@@ -52,7 +54,7 @@ from offmaps.sources import (
 from offmaps.storage import BlobStore, PresignedURL, PresigningBlobStore, check_blob_key
 from offmaps.tiling import AreaOfInterest, TileCover, tile_cover
 from offmaps.tiling.tms import check_compatible, get_tms
-from offmaps.types import Tile, ZoomRange
+from offmaps.types import Tile, TileFormat, ZoomRange
 
 __all__ = [
     "DEFAULT_URL_EXPIRY",
@@ -225,9 +227,9 @@ class TileCacheService:
                 check_compatible(tms, source_tms(found))
             except ContainerError as exc:
                 raise CacheError(f"cache {definition.name!r}: {exc}") from None
-            if found.info.tile_format is not definition.format:
+            if found.info.tile_format not in definition.tile_formats:
                 raise CacheError(
-                    f"cache {definition.name!r} is {definition.format.value}, but its source "
+                    f"cache {definition.name!r} is {definition.format_name}, but its source "
                     f"{source.location!r} serves {found.info.tile_format.value}"
                 )
             if isinstance(found, ArchiveTileSource):
@@ -627,9 +629,29 @@ class TileCacheService:
             close_blobs()
 
 
+class _MixedUpstreamFetcher(UpstreamFetcher):
+    """The upstream of a mixed cache: PNG or JPEG content each time, anything else refused."""
+
+    def _check_content(self, data: bytes, where: str, url: str) -> bytes:
+        if not data:
+            return super()._check_content(data, where, url)  # refused: an empty body
+        found, _ = detect_tile_format(data)
+        if found not in _MIXED_FORMATS:
+            raise UpstreamError(
+                f"{where}: the upstream sent {found.value} content, not png or jpg (the cache "
+                "is mixed)",
+                url=url,
+            )
+        return data
+
+
+_MIXED_FORMATS = frozenset({TileFormat.PNG, TileFormat.JPEG})
+
+
 def _upstream(definition: CacheDefinition, client: httpx.Client | None) -> UpstreamFetcher:
     settings = definition.upstream
-    return UpstreamFetcher(
+    kind = _MixedUpstreamFetcher if definition.mixed else UpstreamFetcher
+    return kind(
         definition.source.location,
         definition.format,
         client=client,

@@ -24,6 +24,7 @@ from morecantile import TileMatrixSet
 
 from offmaps.cache.index import TileIndex, Usage
 from offmaps.cache.model import CacheDefinition
+from offmaps.containers.base import detect_tile_format
 from offmaps.errors import (
     BlobIntegrityError,
     BlobNotFoundError,
@@ -160,6 +161,13 @@ class TileCache:
     def name(self) -> str:
         """The cache's name."""
         return self.definition.name
+
+    def media_type(self, data: bytes) -> str:
+        """The media type to serve a tile's ``data`` with: the cache's format's, or for a mixed
+        cache that of the bytes' own format (PNG or JPEG, by their magic bytes)."""
+        if not self.definition.mixed:
+            return self._info.tile_format.media_type
+        return detect_tile_format(data)[0].media_type
 
     @property
     def blobs(self) -> BlobStore:

@@ -11,6 +11,7 @@ bytes are reused wherever no compositing is needed:
 
 Otherwise the result is encoded in the receiving cache's format; for a ``MIXED`` cache (ArcGIS's
 mixed format), as PNG when any pixel of the result is transparent and as JPEG elsewhere.
+:func:`as_png` gives a JPEG tile the alpha channel a clip into a ``MIXED`` cache needs.
 
 Compositing is associative but not commutative: over the same existing tile, merging A then B gives
 B over A over the existing tile; areas that do not overlap give the same result in any order.
@@ -29,7 +30,7 @@ from offmaps.containers.base import detect_tile_format
 from offmaps.errors import InvalidTileDataError, UnsupportedTileFormatError
 from offmaps.types import Tile, TileFormat
 
-__all__ = ["MIXED", "CacheTileFormat", "merge_tiles"]
+__all__ = ["MIXED", "CacheTileFormat", "as_png", "merge_tiles"]
 
 MIXED: Final = "mixed"
 """The format of a cache holding PNG tiles where there is transparency, JPEG elsewhere."""
@@ -86,6 +87,17 @@ def merge_tiles(
     else:
         out_format = TileFormat(cache_format)
     return encode(result.convert("RGB") if opaque else result, out_format)
+
+
+def as_png(data: bytes, tile: Tile | None = None) -> bytes:
+    """A raster tile re-encoded as PNG, the same pixels: for a ``MIXED`` cache, a JPEG tile
+    that is about to be clipped gets an alpha channel to make the pixels outside transparent.
+
+    Raises:
+        InvalidTileDataError: when ``data`` is not a valid PNG, JPEG or WebP image.
+    """
+    image = decode(data, _raster_format(data, tile), tile)
+    return encode(image, TileFormat.PNG)
 
 
 def _raster_format(data: bytes, tile: Tile | None) -> TileFormat:

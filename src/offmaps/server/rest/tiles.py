@@ -103,7 +103,11 @@ async def _tile_response(request: Request, source: TileSource, tile: Tile) -> Re
         return Response(status_code=304, headers=headers)
     if info.tile_compression is TileCompression.GZIP:
         headers["Content-Encoding"] = "gzip"
-    return Response(data, media_type=info.tile_format.media_type, headers=headers)
+    # a mixed cache's tiles are PNG or JPEG, each served as what its bytes are
+    media_type = (
+        source.media_type(data) if isinstance(source, TileCache) else info.tile_format.media_type
+    )
+    return Response(data, media_type=media_type, headers=headers)
 
 
 def _export_capability(info: TileSourceInfo) -> dict[str, Any]:
