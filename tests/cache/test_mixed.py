@@ -76,12 +76,15 @@ def test_format_mixed_is_png_and_jpeg_tiles_and_survives_the_index(tmp_path: Pat
         "mixed",
     )
     assert definition.tile_formats == {TileFormat.PNG, TileFormat.JPEG}
+    assert definition.model_dump(mode="json")["format"] == "mixed"
     assert CacheDefinition.model_validate_json(definition.model_dump_json()) == definition
     index = SQLiteTileIndex(tmp_path / "index.sqlite")
     index.create_cache(definition)
     assert index.definition("m") == definition
     index.close()
-    plain = CacheDefinition.model_validate({**definition.model_dump(), "mixed": False})
+    plain = CacheDefinition.model_validate(
+        {**definition.model_dump(), "format": "png", "mixed": False}
+    )
     assert (plain.tile_formats, plain.format_name) == (frozenset({TileFormat.PNG}), "png")
 
 
@@ -161,7 +164,9 @@ def test_the_api_creates_a_mixed_cache_read_through_from_an_archive(
     assert_problem(refused, 422)
     created = server.client.post("/api/caches", json=body, headers=admin)
     assert created.status_code == 201, created.text
-    assert (created.json()["format"], created.json()["mixed"]) == ("png", True)
+    assert (created.json()["format"], created.json()["mixed"]) == ("mixed", True)
+    listed = server.client.get("/api/caches", headers=admin).json()["caches"]
+    assert [(c["name"], c["format"]) for c in listed] == [("m", "mixed")]
     for tile, data in tiles.items():
         for _ in range(2):  # read through, then from the cache
             answer = server.client.get(f"/tiles/m/{tile.z}/{tile.x}/{tile.y}", headers=admin)

@@ -14,7 +14,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    WithJsonSchema,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from offmaps.types import TileFormat
 
@@ -108,17 +117,25 @@ class UpstreamSettings(BaseModel):
 
 
 MIXED = "mixed"
-"""The ``format`` of a cache definition's JSON for ArcGIS's MIXED format: short for ``png``
-with ``mixed`` true."""
+"""The ``format`` of a cache definition's JSON for ArcGIS's MIXED format: ``png`` with
+``mixed`` true in Python."""
+
+
+_FORMAT_SCHEMA = {
+    "type": "string",
+    "enum": [*(f.value for f in TileFormat), MIXED],
+    "description": 'The tiles\' format; "mixed": PNG tiles where there is transparency, JPEG '
+    "elsewhere (ArcGIS's MIXED)",
+}
 
 
 class CacheDefinition(BaseModel):
     """A named tile cache: a source, a tile matrix set, a format and its levels.
 
     In JSON, ``"format": "mixed"`` (:data:`MIXED`) makes a cache of ArcGIS's MIXED format: PNG
-    tiles where there is transparency, JPEG elsewhere. It is read as ``format`` PNG (what the
+    tiles where there is transparency, JPEG elsewhere. In Python it is ``format`` PNG (what the
     cache is announced as where one format is needed: TileJSON, tile set metadata) with
-    ``mixed`` true, and written back that way.
+    ``mixed`` true; its JSON says ``"format": "mixed", "mixed": true``.
 
     Attributes:
         name: the cache's name (:data:`CACHE_NAME`).
@@ -142,13 +159,7 @@ class CacheDefinition(BaseModel):
     title: Annotated[str, Field(max_length=256)] = ""
     source: CacheSource
     tms: Annotated[str, Field(min_length=1, max_length=128)] = "WebMercatorQuad"
-    format: Annotated[
-        TileFormat,
-        Field(
-            description='png, jpg, webp or pbf; or "mixed": PNG tiles where there is '
-            "transparency, JPEG elsewhere (read as png with mixed true)"
-        ),
-    ] = TileFormat.PNG
+    format: Annotated[TileFormat, WithJsonSchema(_FORMAT_SCHEMA)] = TileFormat.PNG
     mixed: bool = False
     min_zoom: int = Field(default=0, ge=0, le=30)
     max_zoom: int = Field(default=19, ge=0, le=30)
@@ -162,6 +173,13 @@ class CacheDefinition(BaseModel):
             if data.get("mixed", True) is not True:
                 raise ValueError('format "mixed" is a mixed cache: mixed cannot be false')
             return {**data, "format": TileFormat.PNG, "mixed": True}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _write_mixed(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.mixed:
+            data["format"] = MIXED
         return data
 
     @field_validator("name")
