@@ -1,9 +1,15 @@
 """A stopped import run again skips the tiles it had stored: its journal in the cache index
 (SQLite and PostgreSQL alike) is written with each batch, checked against the tiles the cache
-still holds, and dropped when the import finishes."""
+still holds, and dropped when the import finishes. Stopped by a cancel (the progress callback
+raising), a failed store, or ``kill -9`` in the middle of a batch."""
 
 from __future__ import annotations
 
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +36,7 @@ from offmaps.cache.postgres import PostgresTileIndex
 from offmaps.containers import open_reader
 from offmaps.containers.merge import merge_tiles
 from offmaps.errors import StorageError
-from offmaps.storage import MemoryBlobStore
+from offmaps.storage import BlobStore, LocalBlobStore, MemoryBlobStore
 from offmaps.tiling import AreaOfInterest
 from offmaps.types import Tile
 from tests.cache.test_import import (
@@ -61,9 +67,11 @@ class StopError(Exception):
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TileIndex]:
+def index(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[SQLiteTileIndex | PostgresTileIndex]:
     """A fresh index with cache ``c`` (white tiles), in SQLite or in a new PostgreSQL schema."""
-    opened: TileIndex
+    opened: SQLiteTileIndex | PostgresTileIndex
     schema = f"cache_{uuid.uuid4().hex[:12]}"
     if request.param == "sqlite":
         opened = SQLiteTileIndex(tmp_path / "index.sqlite")
@@ -99,7 +107,7 @@ def stop_after(tiles: int) -> Any:
     return progress
 
 
-def run(index: TileIndex, blobs: MemoryBlobStore, src: str, **options: Any) -> ImportResult:
+def run(index: TileIndex, blobs: BlobStore, src: str, **options: Any) -> ImportResult:
     with open_reader(src) as reader:
         return import_tiles(index, blobs, "c", reader, **options)
 
@@ -221,3 +229,59 @@ def test_deleting_the_cache_drops_its_journals(index: TileIndex, tmp_path: Path)
         CacheDefinition(name="c", source=CacheSource(kind=SourceKind.ARCHIVE, location="x"))
     )
     assert index.journals("c") == {}
+
+
+_KILLED = """
+import os, pickle, signal, sys
+import offmaps.cache.imports as imports
+from offmaps.containers import open_reader
+from offmaps.storage import LocalBlobStore
+
+class Killing(LocalBlobStore):
+    puts = 0
+
+    def put(self, data):
+        Killing.puts += 1
+        if Killing.puts > int(sys.argv[3]):  # between a batch's blob puts and its rows
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().put(data)
+
+imports.IMPORT_BATCH = 2
+index = pickle.loads(bytes.fromhex(sys.argv[1]))
+with open_reader(sys.argv[2]) as reader:
+    imports.import_tiles(index, Killing(sys.argv[4]), "c", reader)
+"""
+
+
+def test_an_import_killed_in_a_batch_then_run_again_equals_one_import(
+    index: SQLiteTileIndex | PostgresTileIndex, tmp_path: Path
+) -> None:
+    src = archive(tmp_path / "o.mbtiles", {tile: shade() for tile in TILES})
+    base = {tile: basemap(tile) for tile in TILES}
+    once_index, once_blobs = SQLiteTileIndex(tmp_path / "once.sqlite"), MemoryBlobStore()
+    once_index.create_cache(index.definition("c"))
+    store_tiles(once_index, once_blobs, "c", list(base.items()))
+    run(once_index, once_blobs, src)
+    expected = held(once_index, once_blobs)
+    once_index.close()
+
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    store_tiles(index, blobs, "c", list(base.items()))
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(_KILLED),
+            pickle.dumps(index).hex(),
+            src,
+            "5",
+            str(tmp_path / "blobs"),
+        ],
+        check=False,
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert list(index.journals("c").values()) == [4]  # two batches; the third was torn down
+    again = run(index, blobs, src)
+    assert (again.skipped, again.merged) == (4, 2)
+    assert held(index, blobs) == expected
