@@ -159,8 +159,10 @@ def test_a_county_scheme_of_arcgis_reads_and_gdal_agrees(tmp_path: Path) -> None
     level.mkdir(parents=True)
     (folder / "conf.xml").write_text(arcgis_conf(COUNTY_LODS), "utf-8")
     # the bundle of an offmaps compact cache holding the same tile keys
-    tiles = {Tile(x, y, 2): make_tile(Tile(x, y, 2), TileFormat.PNG, size=256) for x, y in
-             [(80, 130), (81, 130)]}  # fmt: skip
+    tiles = {
+        Tile(x, y, 2): make_tile(Tile(x, y, 2), TileFormat.PNG, size=256)
+        for x, y in [(80, 130), (81, 130)]
+    }
     scratch = tmp_path / "scratch"
     with EsriCompactWriter(scratch, TilesetMetadata(TileFormat.PNG)) as writer:
         for tile, data in tiles.items():
@@ -441,8 +443,9 @@ def test_offmaps_files_win_over_a_disagreeing_conf_xml_with_a_warning(
 
 def test_open_reader_reads_an_arcgis_cache_by_its_prefix(tmp_path: Path) -> None:
     tiles = tiles_of(TileFormat.JPEG, 3)
-    folder = arcgis_cache(EsriExplodedWriter, tmp_path / "c", TilesetMetadata(TileFormat.JPEG),
-                          tiles)  # fmt: skip
+    folder = arcgis_cache(
+        EsriExplodedWriter, tmp_path / "c", TilesetMetadata(TileFormat.JPEG), tiles
+    )
     with open_reader(f"esri-exploded:{folder}") as reader:
         assert dict(reader.iter_tiles()) == tiles
 
@@ -453,8 +456,9 @@ def test_image_size_reads_the_headers(tile_format: TileFormat, mode: str) -> Non
     if tile_format is TileFormat.JPEG and mode == "RGBA":
         mode = "CMYK"
     out = io.BytesIO()
-    Image.new(mode, (300, 17)).save(out, "PNG" if tile_format is TileFormat.PNG else "JPEG",
-                                    progressive=mode == "L")  # fmt: skip
+    Image.new(mode, (300, 17)).save(
+        out, "PNG" if tile_format is TileFormat.PNG else "JPEG", progressive=mode == "L"
+    )
     assert image_size(out.getvalue()) == (300, 17)
     assert image_size(out.getvalue()[:10]) is None
     assert image_size(b"garbage") is None
