@@ -233,6 +233,45 @@ def test_without_an_area_tiles_of_another_format_are_listed_too(
     assert "failed: tile 2/1/1 should be png but its bytes are jpg" in err
 
 
+def test_an_exploded_cache_whose_files_contradict_conf_xml_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    edit = set_text("TileImageInfo/CacheTileFormat", "JPEG")
+    meta = TilesetMetadata(TileFormat.PNG)
+    folder = arcgis_cache(EsriExplodedWriter, tmp_path / "arcgis", meta, TILES, edit)
+    code, _, err = run(
+        capsys, "cache", "export", f"esri-exploded:{folder}", str(tmp_path / "o.gpkg")
+    )
+    assert code == 1
+    one_line(err, f"ContainerCorruptError: {folder / 'conf.xml'}: TileImageInfo/CacheTileFormat")
+    assert "says jpg tiles, but the first tile file is" in err
+    assert err.strip().endswith("C00000000.png")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="offmaps.tiling.aoi: from_bbox builds a box whose edges span more than 180 degrees, "
+    "which from_geometry reads as crossing the antimeridian: the area becomes its complement",
+)
+def test_a_bbox_wider_than_half_the_world_is_that_area(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = arcgis(tmp_path / "arcgis")
+    code, _, err = run(
+        capsys,
+        "cache",
+        "export",
+        src,
+        str(tmp_path / "o.gpkg"),
+        "--bbox",
+        "-100,-60,100,60",
+    )
+    assert code == 0, err
+    with open_reader(str(tmp_path / "o.gpkg")) as reader:
+        columns = {tile.x for tile, _ in reader.iter_tiles()}
+    assert columns == {1, 2}  # -90..90 degrees: the columns inside -100..100
+
+
 def test_tiles_whose_bytes_contradict_conf_xml_are_listed_and_the_rest_imported(
     data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

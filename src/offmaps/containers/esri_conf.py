@@ -2,9 +2,12 @@
 
 A cache made by ArcGIS holds no ``tilematrixset.json`` nor ``metadata.json``: its ``conf.xml``
 (a ``CacheInfo`` document) is the only description of its grid and tile format, and ``conf.cdi``
-(an ``EnvelopeN``) of its extent. :func:`read_cache_info` and :func:`read_cache_extent` parse them
-into a tile matrix set, a tile format and WGS84 bounds; :mod:`offmaps.containers.esri_scheme`
-writes them, and a file it writes reads back as the same grid and format.
+(an ``EnvelopeN``) of its extent. :func:`parse_cache_info` and :func:`parse_cache_extent` parse
+them into a tile matrix set, a tile format and an extent; :func:`foreign_scheme` reads them from a
+cache folder and checks them against it, for the Esri readers (which prefer offmaps' own
+``tilematrixset.json`` and ``metadata.json`` when present, see
+:func:`~offmaps.containers._folder.load_metadata`). :mod:`offmaps.containers.esri_scheme` writes
+them, and a file it writes reads back as the same grid and format.
 
 What is read (element paths below ``CacheInfo``), as ArcGIS writes them (Esri's sample cache in
 the Esri/raster-tiles-compactcache repository) and GDAL's ESRIC driver reads them:
@@ -112,7 +115,8 @@ class EsriCacheInfo:
 
     Attributes:
         tms: the grid: one tile matrix per ``LODInfo``, numbered by ``LevelID``
-            (WebMercatorQuad itself when every listed level is one of its levels).
+            (WebMercatorQuad itself when every listed level lines up with its level of the same
+            number, as in ArcGIS Online's scheme).
         levels: the listed ``LevelID`` values, first and last.
         cache_tile_format: ``CacheTileFormat`` as written, upper-cased (``PNG32``, ``MIXED``...).
         tile_format: the tiles' format; None for a ``MIXED`` cache.
@@ -263,7 +267,9 @@ def _number(parent: Element, path: str, *, required: bool = True) -> float:
     except ValueError:
         raise _SchemeError(f"{_name(parent, path)} {text[:40]!r} is not a number") from None
     if not math.isfinite(value) or abs(value) > 1e15:
-        raise _SchemeError(f"{_name(parent, path)} {text[:40]!r} is not a finite coordinate")
+        raise _SchemeError(
+            f"{_name(parent, path)} {text[:40]!r} is not a finite number (at most 1e15 in size)"
+        )
     return value
 
 

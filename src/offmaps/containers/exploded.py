@@ -74,7 +74,7 @@ from offmaps.containers.base import (
 )
 from offmaps.containers.esri_conf import check_tile_size, foreign_scheme
 from offmaps.containers.esri_scheme import CONF_CDI, CONF_XML, EsriStorageFormat, write_esri_scheme
-from offmaps.errors import InvalidTileError, OffmapsError
+from offmaps.errors import ContainerCorruptError, InvalidTileError, OffmapsError
 from offmaps.types import Tile, TileCompression, TileFormat
 
 if TYPE_CHECKING:
@@ -359,12 +359,22 @@ class ExplodedReader(ReaderBase):
         return sorted(found)
 
     def _check_first_tile(self) -> None:
-        """Refuse a ``conf.xml`` that the tiles were read by whose tile size is not the first
-        tile's."""
+        """Refuse a ``conf.xml`` that the tiles are read by whose tile size or format is not
+        the first tile file's: tiles of another extension would not be seen at all, so they
+        cannot fail one by one."""
         scheme = self._scheme
         if scheme is None or self._metadata.tms is not scheme.tms:
             return
-        for found in self._walk(self._metadata.tms, self._extension, None, None):
+        for found in self._walk(self._metadata.tms, None, None, None):
+            ext = found.parts[-1].rpartition(".")[2]
+            if _EXTENSIONS[ext] is not self._metadata.tile_format:
+                raise ContainerCorruptError(
+                    f"{scheme.where}: TileImageInfo/CacheTileFormat says "
+                    f"{self._metadata.tile_format.value} tiles, but the first tile file is "
+                    f"{self.path.joinpath(*found.parts)}",
+                    path=scheme.where,
+                    tile=(found.tile.x, found.tile.y, found.tile.z),
+                )
             data = self._read(found)
             if data:
                 check_tile_size(scheme, found.tile, data)
