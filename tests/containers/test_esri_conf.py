@@ -18,7 +18,7 @@ import rasterio
 from PIL import Image
 from pyproj.enums import WktVersion
 
-from offmaps.containers import open_reader
+from offmaps.containers import open_reader, open_writer
 from offmaps.containers._folder import ForeignSchemeWarning
 from offmaps.containers.base import TilesetMetadata, web_mercator_quad
 from offmaps.containers.compact import EsriCompactReader, EsriCompactWriter
@@ -471,3 +471,24 @@ def test_conf_xml_round_trips_its_numbers() -> None:
     assert info.levels == (0, 24)
     assert info.packet_size == 128
     assert info.dpi == 96
+
+
+def test_a_halving_scheme_covers_one_extent_at_every_level(tmp_path: Path) -> None:
+    # ArcGIS's default geographic origin (-400, 400): the grid ends on whole level-0 tiles, so
+    # every level covers the same extent and a GeoPackage can hold it
+    lods = [0.0118973050291514 * 2 ** (5 - z) for z in range(6)]
+    conf = (
+        arcgis_conf(lods)
+        .replace("<WKID>3067</WKID><LatestWKID>3067</LatestWKID>", "<WKID>4326</WKID>")
+        .replace("<X>-5120900</X><Y>9998100</Y>", "<X>-400</X><Y>400</Y>")
+    )
+    tms = parse_cache_info(conf.encode(), WHERE).tms
+    spans = {m.matrixWidth * m.cellSize * m.tileWidth for m in tms.tileMatrices}
+    assert max(spans) == pytest.approx(min(spans), rel=1e-12)
+    assert tms.matrix(0).pointOfOrigin == (400, -400)  # latitude first in EPSG:4326
+    tile = Tile(30, 27, 3)
+    with open_writer(str(tmp_path / "o.gpkg"), TilesetMetadata(TileFormat.PNG, tms=tms)) as writer:
+        writer.write_tile(tile, make_tile(tile, TileFormat.PNG, size=256))
+    with open_reader(str(tmp_path / "o.gpkg")) as reader:
+        assert find_incompatibility(reader.metadata.tms, tms) is None
+        assert reader.find_tile(tile) is not None

@@ -417,6 +417,14 @@ def _matrices(
     inverted = crs_axis_inverted(crs)
     point = (top, left) if inverted else (left, top)
     per_unit = _meters_per_unit(crs)
+    # the grid ends on whole tiles of the coarsest level: levels whose resolutions halve (or
+    # divide by any whole number) then cover one extent, as GeoPackage needs
+    coarsest = levels[0][1]
+    if math.isfinite(coarsest * cols) and coarsest * cols > 0:
+        across = math.ceil((right - left) / (cols * coarsest) - _SLACK)
+        down = math.ceil((top - bottom) / (rows * coarsest) - _SLACK)
+        if 1 <= across <= MAX_MATRIX_SIZE and 1 <= down <= MAX_MATRIX_SIZE:
+            right, bottom = left + across * cols * coarsest, top - down * rows * coarsest
     matrices = []
     for level, resolution in levels:
         width = math.ceil((right - left) / (cols * resolution) - _SLACK)
