@@ -499,11 +499,17 @@ def load_cache_info(folder: ConfinedFolder) -> EsriCacheInfo | None:
     Raises:
         ContainerCorruptError: when either file is too large or invalid.
     """
+    loaded = _load(folder)
+    return None if loaded is None else loaded[0]
+
+
+def _load(folder: ConfinedFolder) -> tuple[EsriCacheInfo, BBox | None] | None:
+    """``conf.xml`` and ``conf.cdi``'s extent, or None without ``conf.xml``."""
     raw = folder.read_file([CONF_XML], limit=MAX_CONF_BYTES)
     if raw is None:
         return None
     extent = _load_extent(folder)
-    return parse_cache_info(raw, folder.path / CONF_XML, extent=extent)
+    return parse_cache_info(raw, folder.path / CONF_XML, extent=extent), extent
 
 
 def _load_extent(folder: ConfinedFolder) -> BBox | None:
@@ -533,12 +539,13 @@ def foreign_scheme(
             reader does not read, or lists no level that a level folder holds.
         UnsupportedTileFormatError: for a ``MIXED`` cache.
     """
-    info = load_cache_info(folder)
-    if info is None:
+    loaded = _load(folder)
+    if loaded is None:
         return None
+    info, extent = loaded
     where = folder.path / CONF_XML
-    if not checked:
-        return _scheme(info, folder, where, [])
+    if not checked:  # only compared with offmaps' files: its bounds and levels are not needed
+        return _scheme(info, None, where, [])
     if info.storage not in storage:
         raise ContainerCorruptError(
             f"{where}: CacheStorageInfo/StorageFormat is {info.storage.value}; this reader "
@@ -567,15 +574,15 @@ def foreign_scheme(
             f"{'...' if len(stray) > 5 else ''}",
             path=where,
         )
-    return _scheme(info, folder, where, held)
+    return _scheme(info, extent, where, held)
 
 
 def _scheme(
-    info: EsriCacheInfo, folder: ConfinedFolder, where: Path, held: list[int]
+    info: EsriCacheInfo, extent: BBox | None, where: Path, held: list[int]
 ) -> ForeignScheme | None:
+    """The scheme for the folder readers; its bounds from ``conf.cdi``'s ``extent``."""
     if info.tile_format is None:
         return None  # MIXED: nothing to compare with one format
-    extent = _load_extent(folder)
     bounds = None if extent is None else extent_to_wgs84(info.tms, extent)
     first = info.levels[0]
     return ForeignScheme(
