@@ -61,6 +61,7 @@ from offmaps.cache.jobs import (
     SeedCache,
 )
 from offmaps.errors import CacheError, InvalidAOIError, ObjectNotFoundError, TileLimitError
+from offmaps.jobs import Job, JobRunner
 from offmaps.offline.quotas import OfflineQuotas
 from offmaps.server.auth import GatedRoute, require_scopes
 from offmaps.server.links import absolute_url, base_url
@@ -86,6 +87,9 @@ __all__ = [
     "export_cache",
     "get_cache",
     "import_cache",
+    "plan_export",
+    "start_export",
+    "start_import",
     "archive_state",
     "upload_archive",
     "list_caches",
@@ -233,6 +237,47 @@ def store_gc(
     return job_json(job, request)
 
 
+def plan_export(services: Services, name: str, steps: ExportSteps) -> dict[str, Any]:
+    """Count an export of cache ``name`` before any work: ``tiles`` of the area, ``stored``
+    ones, the cache's ``max_tiles`` and an estimate of the ``bytes``.
+
+    Raises:
+        TileLimitError: the area holds more tiles than the cache's ``export_max_tiles``.
+        InvalidAOIError: the cache holds no tile of the area at those levels.
+    """
+    definition = services.caches.definition(name)
+    seeded = services.caches.plan(name, steps.area.aoi(), steps.zooms)
+    limit = definition.export_max_tiles
+    if seeded.tiles > limit:
+        raise TileLimitError(
+            f"the export covers {seeded.tiles:,} tiles, more than cache {name!r}'s limit of "
+            f"{limit:,} per export: export a smaller area or fewer levels",
+            tiles=seeded.tiles,
+            limit=limit,
+        )
+    stored = sum(seeded.stored.values())
+    if not stored:
+        raise InvalidAOIError(
+            f"cache {name!r} holds no tile in this area at levels {steps.min_zoom}-{steps.max_zoom}"
+        )
+    estimate = sum(count * seeded.bytes_per_tile[z] for z, count in seeded.stored.items())
+    return {"tiles": seeded.tiles, "stored": stored, "max_tiles": limit, "bytes": estimate}
+
+
+def start_export(
+    services: Services, jobs: JobRunner, owner: str, name: str, steps: ExportSteps
+) -> tuple[Job, dict[str, Any]]:
+    """Check an export (:func:`plan_export`, the user's job quotas) and start its job; the job
+    and the plan."""
+    counted = plan_export(services, name, steps)
+    OfflineQuotas(services.settings.limits, jobs, services.replicas).check_generate(
+        owner, counted["bytes"], what="cache export"
+    )
+    fields = steps.model_dump(include=set(ExportSteps.model_fields))
+    payload = ExportCache(cache=name, max_tiles=counted["max_tiles"], **fields)
+    return jobs.submit(EXPORT_TILE_CACHE, payload, owner=owner), counted
+
+
 def export_cache(
     name: str,
     body: ExportRequest,
@@ -245,36 +290,9 @@ def export_cache(
     """Start an export job (201), or with ``dry_run`` count its tiles at once (200); the
     cache's ``export_max_tiles`` is checked first either way (422 over it), and an area
     where the cache holds no tile is refused (400)."""
-    definition = services.caches.definition(name)
-    aoi = body.area.aoi()
-    seeded = services.caches.plan(name, aoi, body.zooms)
-    limit = definition.export_max_tiles
-    if seeded.tiles > limit:
-        raise TileLimitError(
-            f"the export covers {seeded.tiles:,} tiles, more than cache {name!r}'s limit of "
-            f"{limit:,} per export: export a smaller area or fewer levels",
-            tiles=seeded.tiles,
-            limit=limit,
-        )
-    stored = sum(seeded.stored.values())
-    if not stored:
-        raise InvalidAOIError(
-            f"cache {name!r} holds no tile in this area at levels {body.min_zoom}-{body.max_zoom}"
-        )
-    estimate = sum(count * seeded.bytes_per_tile[z] for z, count in seeded.stored.items())
-    counted = {"tiles": seeded.tiles, "stored": stored, "max_tiles": limit, "bytes": estimate}
     if body.dry_run:
-        return counted
-    owner = principal.subject
-    OfflineQuotas(services.settings.limits, jobs, services.replicas).check_generate(
-        owner, estimate, what="cache export"
-    )
-    payload = ExportCache(
-        cache=name,
-        max_tiles=definition.export_max_tiles,
-        **body.model_dump(exclude={"dry_run"}),
-    )
-    job = jobs.submit(EXPORT_TILE_CACHE, payload, owner=owner)
+        return plan_export(services, name, body)
+    job, counted = start_export(services, jobs, principal.subject, name, body)
     response.status_code = 201
     return {**job_json(job, request), "plan": counted}
 
@@ -309,6 +327,26 @@ async def upload_archive(
         return asdict(await run_in_threadpool(part.finish))
 
 
+def start_import(
+    services: Services, jobs: JobRunner, owner: str, name: str, steps: ImportSteps
+) -> Job:
+    """Start an import job of an uploaded archive into cache ``name``.
+
+    Raises:
+        CacheNotFoundError: no such cache.
+        ObjectNotFoundError: no such uploaded archive.
+    """
+    services.caches.definition(name)
+    if not services.archives.objects.exists(steps.archive):
+        raise ObjectNotFoundError(
+            f"no uploaded tile archive {steps.archive}: upload it first with "
+            "PUT /api/cache-archives/{sha256}",
+            key=steps.archive,
+        )
+    payload = ImportCache(cache=name, **steps.model_dump())
+    return jobs.submit(IMPORT_TILE_CACHE, payload, owner=owner)
+
+
 def import_cache(
     name: str,
     body: ImportSteps,
@@ -319,15 +357,7 @@ def import_cache(
     jobs: JobsDep,
 ) -> dict[str, Any]:
     """Start an import job of an uploaded archive into a cache."""
-    services.caches.definition(name)
-    if not services.archives.objects.exists(body.archive):
-        raise ObjectNotFoundError(
-            f"no uploaded tile archive {body.archive}: upload it first with "
-            "PUT /api/cache-archives/{sha256}",
-            key=body.archive,
-        )
-    payload = ImportCache(cache=name, **body.model_dump())
-    job = jobs.submit(IMPORT_TILE_CACHE, payload, owner=principal.subject)
+    job = start_import(services, jobs, principal.subject, name, body)
     response.status_code = 201
     return job_json(job, request)
 
