@@ -219,11 +219,6 @@ def test_a_conf_xml_whose_format_no_tile_has_exports_nothing(
     assert not dst.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="containers/export.py copies tiles unchecked when there is no area (the magic-byte "
-    "check runs only in _Clips.add): the MBTiles written says jpg and holds PNG",
-)
 def test_without_an_area_tiles_of_another_format_are_listed_too(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
