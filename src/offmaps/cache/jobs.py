@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -33,6 +33,10 @@ from offmaps.jobs import JobContext, JobKind
 from offmaps.storage import ObjectStore
 from offmaps.tiling import Area
 from offmaps.types import ZoomRange
+
+if TYPE_CHECKING:
+    from offmaps.cache.imports import ImportResult
+    from offmaps.containers.export import ExportResult, FailedTile
 
 __all__ = [
     "ARCHIVE_KINDS",
@@ -46,14 +50,18 @@ __all__ = [
     "ExportSteps",
     "ImportCache",
     "ImportSteps",
+    "OptionalLevels",
     "SeedArea",
     "SeedCache",
     "clean_cache",
     "clean_cache_kind",
     "export_cache",
     "export_cache_kind",
+    "export_document",
+    "failed_tiles",
     "import_cache",
     "import_cache_kind",
+    "import_document",
     "parse_colour",
     "seed_cache",
     "seed_cache_kind",
@@ -132,7 +140,37 @@ class SeedCache(SeedArea):
     cache: str = Field(min_length=1, max_length=64)
 
 
-class CleanSteps(BaseModel):
+class OptionalLevels(BaseModel):
+    """Levels that may be given, as ``min_zoom`` and ``max_zoom`` both, or neither.
+
+    Attributes:
+        min_zoom: the lowest level.
+        max_zoom: the highest level.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_zoom: int | None = Field(default=None, ge=0, le=30)
+    max_zoom: int | None = Field(default=None, ge=0, le=30)
+
+    @model_validator(mode="after")
+    def _check_levels(self) -> Self:
+        if (self.min_zoom is None) != (self.max_zoom is None):
+            raise ValueError("give both min_zoom and max_zoom, or neither")
+        zooms = self.zooms
+        if zooms is not None and zooms.min > zooms.max:
+            raise ValueError(f"zoom range {self.min_zoom}-{self.max_zoom} is inverted")
+        return self
+
+    @property
+    def zooms(self) -> ZoomRange | None:
+        """The levels, if given."""
+        if self.min_zoom is None or self.max_zoom is None:
+            return None
+        return ZoomRange(self.min_zoom, self.max_zoom)
+
+
+class CleanSteps(OptionalLevels):
     """What to clean, in this order: truncate an area or levels, drop old tiles, trim to a byte
     quota by least recent use, then collect orphan blobs.
 
@@ -145,22 +183,13 @@ class CleanSteps(BaseModel):
         gc: then delete the blobs no cache names any more.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     area: Area | None = None
-    min_zoom: int | None = Field(default=None, ge=0, le=30)
-    max_zoom: int | None = Field(default=None, ge=0, le=30)
     older_than: datetime | None = None
     max_bytes: int | None = Field(default=None, ge=0)
     gc: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> CleanSteps:
-        if (self.min_zoom is None) != (self.max_zoom is None):
-            raise ValueError("give both min_zoom and max_zoom, or neither")
-        zooms = self.zooms
-        if zooms is not None and zooms.min > zooms.max:
-            raise ValueError(f"zoom range {self.min_zoom}-{self.max_zoom} is inverted")
         if self.older_than is not None and self.older_than.tzinfo is None:
             raise ValueError("older_than needs a time zone (e.g. 2026-12-01T00:00:00Z)")
         if not (self.cleans_cache or self.gc):
@@ -172,13 +201,6 @@ class CleanSteps(BaseModel):
         """Whether a step other than ``gc`` is asked, which needs a cache."""
         truncates = self.area is not None or self.min_zoom is not None
         return truncates or self.older_than is not None or self.max_bytes is not None
-
-    @property
-    def zooms(self) -> ZoomRange | None:
-        """The levels to truncate, if given."""
-        if self.min_zoom is None or self.max_zoom is None:
-            return None
-        return ZoomRange(self.min_zoom, self.max_zoom)
 
 
 class CleanCache(CleanSteps):
@@ -237,7 +259,7 @@ class ExportCache(ExportSteps):
     max_tiles: int = Field(ge=1)
 
 
-class ImportSteps(_Clipping):
+class ImportSteps(OptionalLevels, _Clipping):
     """What to import into a cache: an uploaded tile archive, limited to an area and levels.
 
     Attributes:
@@ -253,25 +275,7 @@ class ImportSteps(_Clipping):
     archive: str = Field(pattern=r"^[0-9a-f]{64}$")
     archive_format: Literal["mbtiles", "gpkg", "pmtiles"] = "mbtiles"
     area: Area | None = None
-    min_zoom: int | None = Field(default=None, ge=0, le=30)
-    max_zoom: int | None = Field(default=None, ge=0, le=30)
     overwrite: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> ImportSteps:
-        if (self.min_zoom is None) != (self.max_zoom is None):
-            raise ValueError("give both min_zoom and max_zoom, or neither")
-        zooms = self.zooms
-        if zooms is not None and zooms.min > zooms.max:
-            raise ValueError(f"zoom range {self.min_zoom}-{self.max_zoom} is inverted")
-        return self
-
-    @property
-    def zooms(self) -> ZoomRange | None:
-        """The levels asked for, if given."""
-        if self.min_zoom is None or self.max_zoom is None:
-            return None
-        return ZoomRange(self.min_zoom, self.max_zoom)
 
 
 class ImportCache(ImportSteps):
@@ -344,7 +348,8 @@ def _counter(context: JobContext, total: int, verb: str) -> Callable[[int], None
     return advance
 
 
-def _failed(failures: Any) -> list[dict[str, Any]]:
+def failed_tiles(failures: Iterable[FailedTile]) -> list[dict[str, Any]]:
+    """Tiles left out, as JSON: ``{"tile": [z, x, y], "error"}``."""
     return [{"tile": [f.tile.z, f.tile.x, f.tile.y], "error": f.error} for f in failures]
 
 
@@ -382,18 +387,29 @@ def export_cache(
         progress=_counter(context, plan.tiles, "exported"),
     )
     files = _publish(context, target)
-    failures = [*reader.problems, *result.failed]
     return {
         "format": kind.value,
         "files": files,
-        "tiles": plan.tiles,
+        **export_document(plan.tiles, result, reader.problems),
+    }
+
+
+def export_document(
+    tiles: int, result: ExportResult, skipped: Iterable[FailedTile] = ()
+) -> dict[str, Any]:
+    """An export's counts as JSON (a job's result, ``offmaps cache export --json``): ``tiles``
+    the plan covered; ``skipped``, the stored tiles a cache's reader left out (missing or
+    damaged blobs), count as failures."""
+    skipped = list(skipped)
+    return {
+        "tiles": tiles,
         "read": result.read,
         "written": result.written,
         "copied": result.copied,
         "clipped": result.clipped,
         "left_out": result.left_out,
-        "failures": result.failures + len(reader.problems),
-        "failed": _failed(failures),
+        "failures": result.failures + len(skipped),
+        "failed": failed_tiles([*skipped, *result.failed]),
     }
 
 
@@ -455,8 +471,13 @@ def import_cache(
             progress=_counter(context, total, "imported"),
         )
     archives.delete(payload.archive)
+    return import_document(payload.cache, result)
+
+
+def import_document(cache: str, result: ImportResult) -> dict[str, Any]:
+    """An import's result as JSON (a job's result, ``offmaps cache import --json``)."""
     return {
-        "cache": payload.cache,
+        "cache": cache,
         "read": result.read,
         "imported": result.imported,
         "new": result.new,
@@ -466,7 +487,7 @@ def import_cache(
         "clipped": result.clipped,
         "changed": result.changed,
         "failures": result.failures,
-        "failed": _failed(result.failed),
+        "failed": failed_tiles(result.failed),
     }
 
 

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from shapely.geometry import mapping
 
 from offmaps.cache import DEFAULT_URL_EXPIRY, CacheDefinition, SeedProgress, TileCacheService
-from offmaps.cache.jobs import ARCHIVE_KINDS, parse_colour
+from offmaps.cache.jobs import ARCHIVE_KINDS, export_document, import_document, parse_colour
 from offmaps.catalog import Catalog
 from offmaps.cli.progress import progress_bar
 from offmaps.cli.tiles import aoi_option, bbox_option, crs_option, parse_zooms, read_aoi
@@ -773,31 +773,22 @@ def export(
                 progress=advance,
             )
             advance(0, result.read)
-        skipped = list(reader.problems) if isinstance(reader, CacheTileReader) else []
-    failures = [*skipped, *result.failed]
-    failed = [{"tile": [f.tile.z, f.tile.x, f.tile.y], "error": f.error} for f in failures]
+        skipped = reader.problems if isinstance(reader, CacheTileReader) else ()
+        document = export_document(plan.tiles, result, skipped)
+    _exported({"source": src, "destination": dst, **document}, as_json)
+
+
+def _exported(document: dict[str, Any], as_json: bool) -> None:
+    """Print an export's result: JSON, or its failures and counts on stderr."""
     if as_json:
-        _echo_json(
-            {
-                "source": src,
-                "destination": dst,
-                "tiles": plan.tiles,
-                "read": result.read,
-                "written": result.written,
-                "copied": result.copied,
-                "clipped": result.clipped,
-                "left_out": result.left_out,
-                "failures": result.failures + len(skipped),
-                "failed": failed,
-            }
-        )
+        _echo_json(document)
         return
-    for failure in failures:
-        click.echo(f"failed: {failure.error}", err=True)
+    for failure in document["failed"]:
+        click.echo(f"failed: {failure['error']}", err=True)
     click.echo(
-        f"{result.written:,} tiles written to {dst} ({result.copied:,} copied, "
-        f"{result.clipped:,} clipped, {result.left_out:,} left out, "
-        f"{result.failures + len(skipped):,} failed)",
+        f"{document['written']:,} tiles written to {document['destination']} "
+        f"({document['copied']:,} copied, {document['clipped']:,} clipped, "
+        f"{document['left_out']:,} left out, {document['failures']:,} failed)",
         err=True,
     )
 
@@ -850,18 +841,7 @@ def _export_from_server(
 
             caches.download(result, download, on_progress=moved, again=again)
     _move_into(download, target, overwrite)
-    failed = list(result.get("failed", []))
-    if as_json:
-        _echo_json({"source": name, "destination": dst, "job": job_id, **result})
-        return
-    for failure in failed:
-        click.echo(f"failed: {failure['error']}", err=True)
-    click.echo(
-        f"{result['written']:,} tiles written to {dst} ({result['copied']:,} copied, "
-        f"{result['clipped']:,} clipped, {result['left_out']:,} left out, "
-        f"{result['failures']:,} failed)",
-        err=True,
-    )
+    _exported({"source": name, "destination": dst, "job": job_id, **result}, as_json)
 
 
 def _held_levels(caches: TileCaches, name: str) -> ZoomRange:
@@ -1008,21 +988,7 @@ def _import_here(
                 background=colour,
                 progress=bar,
             )
-    return {
-        "cache": name,
-        "read": result.read,
-        "imported": result.imported,
-        "new": result.new,
-        "merged": result.merged,
-        "overwritten": result.overwritten,
-        "left_out": result.left_out,
-        "clipped": result.clipped,
-        "changed": result.changed,
-        "failures": result.failures,
-        "failed": [
-            {"tile": [f.tile.z, f.tile.x, f.tile.y], "error": f.error} for f in result.failed
-        ],
-    }
+    return import_document(name, result)
 
 
 def _import_on_server(
