@@ -199,14 +199,25 @@ $BIN/offmaps cache seed basemap "${CENTRE[@]}" --dry-run
 $BIN/offmaps cache seed basemap "${CENTRE[@]}"
 $BIN/offmaps cache stats basemap --data "$CACHE_DATA"
 
+step "12. The server's own cache, exported and imported through the server as jobs (download and upload resumable)"
+echo offmaps-sample | $BIN/offmaps login "$URL" -u admin --password-stdin
+$BIN/offmaps cache create city --layer basemap --zooms 0-18 --server "$URL"
+$BIN/offmaps cache seed city --bbox 24.935,60.164,24.953,60.179 --zooms 12-15 --server "$URL"
+$BIN/offmaps cache export city "$OUT/city-export.mbtiles" --server "$URL" \
+    --bbox 24.94,60.167,24.95,60.175 --zooms 12-15 --overwrite-tiles
+$BIN/offmaps cache create city-copy --layer basemap --zooms 0-18 --server "$URL"
+$BIN/offmaps cache import "$OUT/city-export.mbtiles" city-copy --server "$URL"
+$BIN/offmaps cache delete city --server "$URL"
+$BIN/offmaps cache delete city-copy --server "$URL"
+
 kill $SERVER; wait $SERVER 2>/dev/null || true
 trap - EXIT
 
-step "12. With the upstream gone, a rerun fetches nothing, and every blob still hashes to its key"
+step "13. With the upstream gone, a rerun fetches nothing, and every blob still hashes to its key"
 $BIN/offmaps cache seed basemap "${CENTRE[@]}"
 $BIN/offmaps cache verify basemap --data "$CACHE_DATA"
 
-step "13. Export part of the cache, clipped at the area's boundary, as an Esri compact cache with the conf.xml and conf.cdi ArcGIS and GDAL read"
+step "14. Export part of the cache, clipped at the area's boundary, as an Esri compact cache with the conf.xml and conf.cdi ArcGIS and GDAL read"
 $BIN/offmaps cache export basemap "esri-compact:$OUT/basemap-compact" --data "$CACHE_DATA" \
     --bbox 24.94,60.167,24.95,60.175 --zooms 12-15 --overwrite-tiles
 ls "$OUT/basemap-compact"

@@ -48,11 +48,11 @@ class Scope(StrEnum):
     ``features:edit`` includes it, as ArcGIS's editing roles include taking maps offline; give
     it alone to someone who takes maps offline only to read them."""
     CACHE_READ = "cache:read"
-    """See the tile caches, their statistics and your cache jobs, and get presigned URLs to
-    download their tiles."""
+    """See the tile caches, their statistics and your cache jobs, get presigned URLs to
+    download their tiles, and export them (a job whose files you download)."""
     CACHE_WRITE = "cache:write"
-    """Create, seed, clean and delete tile caches, and upload tiles to them (includes
-    ``cache:read``)."""
+    """Create, seed, clean and delete tile caches, upload tiles to them, and import tile
+    archives into them (includes ``cache:read``)."""
     ADMIN = "admin"
     """Everything, on every item and every user's jobs and replicas."""
 

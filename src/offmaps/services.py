@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,24 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from offmaps.cache import SQLiteTileIndex, TileCacheService, TileIndex
-from offmaps.cache.jobs import clean_cache_kind, seed_cache_kind
+from offmaps.cache.jobs import (
+    clean_cache_kind,
+    export_cache_kind,
+    import_cache_kind,
+    seed_cache_kind,
+)
 from offmaps.catalog import Catalog
-from offmaps.errors import StorageError
-from offmaps.jobs import FolderJobStore, InProcessJobRunner, JobKinds, JobRunner, JobStore
+from offmaps.errors import OffmapsError, StorageError
+from offmaps.jobs import (
+    FolderJobStore,
+    InProcessJobRunner,
+    JobKind,
+    JobKinds,
+    JobRunner,
+    JobStore,
+)
 from offmaps.offline.generate import OfflineMapServices, generate_offline_map_kind
-from offmaps.replicas import AttachmentUploads, SyncService
+from offmaps.replicas import SyncService
 from offmaps.settings import ServerSettings
 from offmaps.state import (
     ReplicaRegistry,
@@ -44,14 +57,18 @@ from offmaps.state import (
 )
 from offmaps.storage import (
     BlobStore,
+    BlobUploads,
     LocalBlobStore,
     LocalObjectStore,
     ObjectStore,
+    ObjectUploads,
     SQLiteBlobStore,
     URLSigner,
+    prefixed,
 )
 
 __all__ = [
+    "ARCHIVES_PREFIX",
     "EMBEDDED",
     "LOCAL",
     "S3",
@@ -82,6 +99,8 @@ TILE_BLOBS = "tile-blobs"
 """The key prefix of the local tile blob store's presigned URLs (``/storage/tile-blobs/...``)."""
 STORAGE_KEY_FILE = "storage-key"
 """The file in the data folder holding the generated secret of presigned URLs."""
+ARCHIVES_PREFIX = "cache-archives"
+"""The object store's prefix of tile archives uploaded for cache imports."""
 
 
 @dataclass(frozen=True)
@@ -255,9 +274,12 @@ class Services:
         replicas: the replicas handed out.
         sync: the sync service.
         uploads: attachments' bytes on their way in from devices.
-        objects: the keyed object store: jobs' files (``jobs/<id>/files/``).
+        objects: the keyed object store: jobs' files (``jobs/<id>/files/``), tile archives
+            uploaded for cache imports (``cache-archives/<sha256>``).
         caches: the tile caches (``DATA/tile-caches``: the index and the tiles' blobs).
         jobs: the job runner, with every job kind of this process.
+        archives: tile archives on their way in for cache imports (parts wait in
+            ``DATA/tile-caches/uploads``).
     """
 
     settings: ServerSettings
@@ -265,10 +287,26 @@ class Services:
     users: UserStore
     replicas: ReplicaRegistry
     sync: SyncService
-    uploads: AttachmentUploads
+    uploads: BlobUploads
     objects: ObjectStore
     caches: TileCacheService
     jobs: JobRunner
+    archives: ObjectUploads
+
+    def cleanup(self) -> None:
+        """Remove what has been kept longer than ``job_keep_s``: ended jobs and their files,
+        uploaded tile archives no import took, and parts of uploads that never finished."""
+        self.jobs.cleanup()
+        oldest = time.time() - self.settings.job_keep_s
+        archives = self.archives.objects
+        for info in list(archives.list()):
+            if info.modified.timestamp() < oldest:
+                with contextlib.suppress(OffmapsError):  # removed by another process
+                    archives.delete(info.key)
+        for part in self.archives.folder.glob("*/*.part"):
+            with contextlib.suppress(OSError):
+                if part.stat().st_mtime < oldest:
+                    part.unlink()
 
     def close(self) -> None:
         """Stop the jobs of this process and close every store."""
@@ -300,7 +338,7 @@ def build_services(
     users = state.users(settings)
     replicas = state.replicas(settings)
     sync = SyncService(state.sync_state(settings), catalog)
-    uploads = AttachmentUploads(
+    uploads = BlobUploads(
         settings.data_dir / "sync" / "uploads",
         catalog.blobs,
         max_bytes=catalog.max_attachment_bytes,
@@ -308,13 +346,27 @@ def build_services(
     objects = open_objects(settings)
     offline = OfflineMapServices(catalog, replicas, sync, settings.limits)
     caches = open_caches(settings, catalog)
+    archives = ObjectUploads(
+        settings.data_dir / "tile-caches" / "uploads",
+        prefixed(objects, ARCHIVES_PREFIX),
+        max_bytes=settings.import_max_bytes,
+        noun="tile archive",
+    )
+    kinds: list[JobKind[Any]] = [
+        generate_offline_map_kind(offline),
+        seed_cache_kind(caches),
+        clean_cache_kind(caches),
+        export_cache_kind(caches),
+        import_cache_kind(caches, archives.objects),
+    ]
     jobs = InProcessJobRunner(
         state.jobs(settings),
-        JobKinds(
-            [generate_offline_map_kind(offline), seed_cache_kind(caches), clean_cache_kind(caches)]
-        ),
+        JobKinds(kinds),
         objects=objects,
         # beside DATA/objects: finished files move in by a rename, not a copy
         scratch=settings.data_dir / "scratch",
+        keep=settings.job_keep_s,
     )
-    return Services(settings, catalog, users, replicas, sync, uploads, objects, caches, jobs)
+    return Services(
+        settings, catalog, users, replicas, sync, uploads, objects, caches, jobs, archives
+    )

@@ -43,8 +43,8 @@ class LimitSettings(BaseSettings):
             sync registers one per feature service; unregister them with
             ``DELETE /api/replicas/{id}``).
         job_bytes_per_user: bytes of finished jobs' files a user may have kept (jobs are kept
-            a day, or until deleted with ``DELETE /api/jobs/{id}``); a job is refused when
-            what is kept and its estimate would go over.
+            ``job_keep_s``, a day by default, or until deleted with ``DELETE /api/jobs/{id}``);
+            a job is refused when what is kept and its estimate would go over.
         writes_per_minute: write requests (``POST``, ``PUT``, ``PATCH``, ``DELETE``) a user,
             or a client address without a token, may send in a moving window of one minute.
         rate_limit_storage: where the rate limiter counts, as a ``limits`` storage URL:
@@ -90,6 +90,10 @@ class ServerSettings(BaseSettings):
         seed_processes: the most worker processes a large seed of an upstream spreads over, at
             most one per request it may have in flight (default: two per CPU; 1 seeds in the
             server's own process).
+        job_keep_s: seconds an ended job, its files (offline map packages, cache exports) and
+            the archive an import was given are kept before they are removed (a day by
+            default; looked at every few minutes and whenever a job starts).
+        import_max_bytes: the largest tile archive a user may upload for a cache import.
         auth: how tokens are issued and checked.
         limits: per-user quotas and the write rate limit.
     """
@@ -106,5 +110,7 @@ class ServerSettings(BaseSettings):
     storage_url: str | None = Field(default=None, pattern=r"^s3://")
     storage_secret: SecretStr | None = Field(default=None, min_length=16)
     seed_processes: int | None = Field(default=None, ge=1, le=64)
+    job_keep_s: float = Field(default=24 * 3600, ge=60)
+    import_max_bytes: int = Field(default=16 * 1024**3, ge=1024)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from offmaps.cli import cli
 from offmaps.client import Portal
-from offmaps.client import offline as offline_sdk
+from offmaps.client import downloads as downloads_sdk
 from offmaps.client.offline import AsyncOfflineMapTask, JobStatus, OfflineMapTask, PortalItem
 from offmaps.containers import TilesetMetadata, open_writer
 from offmaps.errors import (
@@ -744,7 +744,7 @@ def test_the_sdk_resumes_a_download_cut_midway_with_a_range(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # the SDK writes what it receives in chunks of this size: smaller than half the file
-    monkeypatch.setattr(offline_sdk, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(downloads_sdk, "CHUNK_BYTES", 4096)
     transport = CuttingTransport("city.gpkg")
     portal = Portal(live_server.url, transport=transport)
     portals.append(portal)

@@ -208,7 +208,8 @@ def test_esri_reader_accepts_level_folders_without_alllayers(tmp_path: Path) -> 
     cache.mkdir()
     for level in (tmp_path / "out" / "_alllayers").glob("L*"):
         level.rename(cache / level.name)
-    (cache / "conf.xml").write_text("<CacheInfo/>")
+    for name in ("conf.xml", "metadata.json", "tilematrixset.json"):  # conf.xml says 256 px
+        (tmp_path / "out" / name).rename(cache / name)
     with EsriExplodedReader(cache) as reader:
         assert dict(reader.iter_tiles()) == tiles
         assert reader.get_tile(Tile(1, 2, 2)) == tiles[Tile(1, 2, 2)]

@@ -51,7 +51,7 @@ MAX_EXAMPLES = 8
 # A request valid by the document may be refused (400, 422) only where a JSON schema cannot say
 # what makes it valid, and then the problem's detail must name that part; any other refusal of
 # these operations is still a finding (``refusal_names_what_the_schema_cannot_say``).
-_AREAS = r"area_of_interest|\.area\.geometry|item_info\.thumbnail|min_scale"
+_AREAS = r"area_of_interest|\.area\.geometry|item_info\.thumbnail|min_scale|above max_zoom"
 _SCHEMA_CANNOT_SAY = {
     # the order of a bbox's corners and its range; the CQL2 grammar of a filter
     "GET /collections/{collection_id}/items": r"^(bbox|filter|the filter|CQL2|cql2|invalid CQL2)",
@@ -69,6 +69,9 @@ _SCHEMA_CANNOT_SAY = {
     "POST /api/caches/{name}/seed": r"area|levels|zoom range|time zone",
     "POST /api/caches/{name}/clean": r"area|zoom|nothing to clean|time zone",
     "POST /api/caches/{name}/urls": r"area|zoom|give either",
+    # the colour's components up to 255; an export's area holding stored tiles, its tile limit
+    "POST /api/caches/{name}/export": r"area|levels|zoom range|colour|holds no tile|limit",
+    "POST /api/caches/{name}/import": r"area|zoom|colour|give both|no uploaded",
     # a web map's one-line texts, URLs, CQL2 expressions and references between its parts
     "POST /api/maps": r"",
     "PUT /api/maps/{map_id}": r"",

@@ -132,6 +132,19 @@ def test_bbox_checks() -> None:
     assert math.isclose(crossing.geometry.area, 400.0)
 
 
+@pytest.mark.parametrize(
+    ("bbox", "area"),
+    [
+        ((-100, -60, 100, 60), 200 * 120),  # wider than half the world: not its complement
+        ((-180, -60, 180, 60), 360 * 120),
+        ((10, -60, 0, 60), 350 * 120),  # across the antimeridian, nearly all the way round
+    ],
+)
+def test_a_bbox_of_any_width_is_the_area_it_says(bbox: tuple[int, ...], area: int) -> None:
+    aoi = AreaOfInterest.from_bbox(*bbox)
+    assert math.isclose(aoi.to_wgs84().area, area)
+
+
 @pytest.mark.parametrize("crs", ["EPSG:999999", "banana", 0])
 def test_unknown_crs_is_refused(crs: str | int) -> None:
     with pytest.raises(UnknownCRSError, match="unknown CRS"):

@@ -151,6 +151,8 @@ class CacheDefinition(BaseModel):
         upstream: how the source is fetched from.
         verify_reads: the fraction of reads whose bytes are hashed again before they are
             served (a damaged blob is then dropped and fetched again).
+        export_max_tiles: the most tiles one export of the cache through the server may
+            cover, checked before any work (ArcGIS's "limit export cache"; 100,000 by default).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -165,6 +167,7 @@ class CacheDefinition(BaseModel):
     max_zoom: int = Field(default=19, ge=0, le=30)
     upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
     verify_reads: float = Field(default=0.01, ge=0, le=1)
+    export_max_tiles: int = Field(default=100_000, ge=1, le=100_000_000)
 
     @model_validator(mode="before")
     @classmethod

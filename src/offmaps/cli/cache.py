@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
@@ -23,12 +24,13 @@ from pydantic import ValidationError
 from shapely.geometry import mapping
 
 from offmaps.cache import DEFAULT_URL_EXPIRY, CacheDefinition, SeedProgress, TileCacheService
+from offmaps.cache.jobs import ARCHIVE_KINDS, export_document, import_document, parse_colour
 from offmaps.catalog import Catalog
 from offmaps.cli.progress import progress_bar
 from offmaps.cli.tiles import aoi_option, bbox_option, crs_option, parse_zooms, read_aoi
 from offmaps.client.caches import TileCaches
 from offmaps.client.portal import Portal, load_credentials
-from offmaps.containers import TileReader, open_reader, parse_location
+from offmaps.containers import Location, TileReader, open_reader, parse_location
 from offmaps.errors import CacheError, InvalidAOIError
 from offmaps.services import open_caches
 from offmaps.settings import ServerSettings
@@ -219,7 +221,8 @@ class _Server:
         self.caches = caches
 
     @staticmethod
-    def _area(aoi: AreaOfInterest) -> Area:
+    def area(aoi: AreaOfInterest) -> Area:
+        """An area in any CRS as the API's GeoJSON in CRS84."""
         return Area(geometry=dict(mapping(aoi.to_wgs84())))
 
     def create(self, definition: CacheDefinition) -> dict[str, Any]:
@@ -231,7 +234,7 @@ class _Server:
     def plan(
         self, name: str, aoi: AreaOfInterest, zooms: ZoomRange, before: datetime | None
     ) -> dict[str, Any]:
-        return self.caches.plan(name, self._area(aoi), zooms, refresh_before=before)
+        return self.caches.plan(name, self.area(aoi), zooms, refresh_before=before)
 
     def seed(
         self,
@@ -241,21 +244,13 @@ class _Server:
         before: datetime | None,
         advance: Advance,
     ) -> dict[str, Any]:
-        job = self.caches.seed(name, self._area(aoi), zooms, refresh_before=before)
-        total = int(job["plan"]["tiles"])
-        done = [0]
-
-        def report(fraction: float, _: str) -> None:
-            now = round(fraction * total)
-            advance(now - done[0], total)
-            done[0] = now
-
-        return self.caches.wait(job, on_progress=report)
+        job = self.caches.seed(name, self.area(aoi), zooms, refresh_before=before)
+        return self.caches.wait(job, on_progress=_advancing(advance, int(job["plan"]["tiles"])))
 
     def urls(
         self, name: str, aoi: AreaOfInterest, zooms: ZoomRange, expires: int
     ) -> list[dict[str, Any]]:
-        return self.caches.urls(name, self._area(aoi), zooms, expires=expires)
+        return self.caches.urls(name, self.area(aoi), zooms, expires=expires)
 
     def stats(self, name: str) -> dict[str, Any]:
         return self.caches.stats(name)
@@ -271,7 +266,7 @@ class _Server:
     def clean(self, name: str | None, advance: Advance, **steps: Any) -> dict[str, Any]:
         body: dict[str, Any] = {}
         if "area" in steps and steps["area"] is not None:
-            body["area"] = self._area(steps["area"]).model_dump(mode="json")
+            body["area"] = self.area(steps["area"]).model_dump(mode="json")
         zooms = steps.get("zooms")
         if zooms is not None:
             body["min_zoom"], body["max_zoom"] = zooms.min, zooms.max
@@ -284,14 +279,7 @@ class _Server:
         if name is not None and not body:  # truncate everything: every level
             body["min_zoom"], body["max_zoom"] = 0, 30
         job = self.caches.gc() if name is None else self.caches.clean(name, **body)
-        done = [0]
-
-        def report(fraction: float, _: str) -> None:
-            now = round(fraction * 100)
-            advance(now - done[0], 100)
-            done[0] = now
-
-        return self.caches.wait(job, on_progress=report)
+        return self.caches.wait(job, on_progress=_advancing(advance, 100))
 
     def delete(self, name: str) -> None:
         self.caches.delete(name)
@@ -665,14 +653,10 @@ def _parse_colour(text: str) -> tuple[int, int, int]:
     Raises:
         click.BadParameter: anything else.
     """
-    raw = text.strip()
-    if re.fullmatch(r"#?[0-9a-fA-F]{6}", raw):
-        value = int(raw.lstrip("#"), 16)
-        return (value >> 16) & 255, (value >> 8) & 255, value & 255
-    parts = raw.split(",")
-    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
-        return int(parts[0]), int(parts[1]), int(parts[2])
-    raise click.BadParameter(f"a colour is #RRGGBB or R,G,B (0-255 each), not {text[:32]!r}")
+    try:
+        return parse_colour(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 _background_option = click.option(
@@ -710,6 +694,15 @@ _background_option = click.option(
     type=click.Path(path_type=Path, file_okay=False),
     help="SRC is a cache of this data folder, by name (an area is then required).",
 )
+@click.option(
+    "--server",
+    help="SRC is a cache of this server, by name: exported there as a job, then downloaded.",
+)
+@click.option(
+    "--job",
+    "job_id",
+    help="With --server: download the files of this finished export job (resumes a download).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export(
     src: str,
@@ -723,6 +716,8 @@ def export(
     processes: int | None,
     overwrite_tiles: bool,
     data_dir: Path | None,
+    server: str | None,
+    job_id: str | None,
     as_json: bool,
 ) -> None:
     """Export the tiles of SRC into a new container DST, clipped to an area.
@@ -732,8 +727,19 @@ def export(
     copied byte for byte, tiles cut by its boundary clipped (transparent outside for PNG and
     WebP, --background for JPEG), tiles outside left out. DST appears only once the export has
     finished; tiles that do not decode are listed and left out. With --data DIR, SRC is a cache
-    of that data folder, by name, and the area is required.
+    of that data folder, by name, and the area is required. With --server URL, SRC is a cache of
+    that server: the export runs there as a job (its limit of tiles per export applies), and
+    its files are downloaded into DST, resumed where an interrupted download stopped when the
+    command is run again with --job ID.
     """
+    if server is not None:
+        _export_from_server(
+            server, src, dst, read_aoi(aoi_file, bbox, aoi_crs), zooms, background,
+            overwrite_tiles, job_id, as_json,
+        )  # fmt: skip
+        return
+    if job_id is not None:
+        raise CacheError("--job is for exports through a server (--server URL)")
     # clipping needs Pillow and rasterio (the raster extra): loaded for this command only
     from offmaps.cache.export import CacheTileReader  # noqa: PLC0415
     from offmaps.containers.export import check_tile_limit, export_tiles, plan_export  # noqa: PLC0415
@@ -767,33 +773,109 @@ def export(
                 progress=advance,
             )
             advance(0, result.read)
-        skipped = list(reader.problems) if isinstance(reader, CacheTileReader) else []
-    failures = [*skipped, *result.failed]
-    failed = [{"tile": [f.tile.z, f.tile.x, f.tile.y], "error": f.error} for f in failures]
+        skipped = reader.problems if isinstance(reader, CacheTileReader) else ()
+        document = export_document(plan.tiles, result, skipped)
+    _exported({"source": src, "destination": dst, **document}, as_json)
+
+
+def _exported(document: dict[str, Any], as_json: bool) -> None:
+    """Print an export's result: JSON, or its failures and counts on stderr."""
     if as_json:
-        _echo_json(
-            {
-                "source": src,
-                "destination": dst,
-                "tiles": plan.tiles,
-                "read": result.read,
-                "written": result.written,
-                "copied": result.copied,
-                "clipped": result.clipped,
-                "left_out": result.left_out,
-                "failures": result.failures + len(skipped),
-                "failed": failed,
-            }
-        )
+        _echo_json(document)
         return
-    for failure in failures:
-        click.echo(f"failed: {failure.error}", err=True)
+    for failure in document["failed"]:
+        click.echo(f"failed: {failure['error']}", err=True)
     click.echo(
-        f"{result.written:,} tiles written to {dst} ({result.copied:,} copied, "
-        f"{result.clipped:,} clipped, {result.left_out:,} left out, "
-        f"{result.failures + len(skipped):,} failed)",
+        f"{document['written']:,} tiles written to {document['destination']} "
+        f"({document['copied']:,} copied, {document['clipped']:,} clipped, "
+        f"{document['left_out']:,} left out, {document['failures']:,} failed)",
         err=True,
     )
+
+
+def _export_from_server(
+    server: str,
+    name: str,
+    dst: str,
+    aoi: AreaOfInterest | None,
+    zooms: str | None,
+    background: str,
+    overwrite: bool,
+    job_id: str | None,
+    as_json: bool,
+) -> None:
+    """``offmaps cache export --server``: a job of the server, then its files downloaded."""
+    destination = parse_location(dst)
+    target = destination.path
+    if target.exists() and not overwrite:
+        raise CacheError(f"{target} exists: give --overwrite-tiles to replace it")
+    _parse_colour(background)  # a bad colour before anything is asked of the server
+    with Portal(server, credentials=load_credentials(server)) as portal:
+        caches = TileCaches(portal)
+        if job_id is None:
+            if aoi is None:
+                raise InvalidAOIError("give the area with --aoi FILE or --bbox W,S,E,N")
+            levels = parse_zooms(zooms) if zooms is not None else _held_levels(caches, name)
+            job = caches.export(
+                name,
+                _Server.area(aoi),
+                levels,
+                container=destination.kind.value,
+                background=background,
+            )
+            job_id = str(job["id"])
+            total = int(job["plan"]["tiles"])
+            with progress_bar(f"{name} → export job {job_id}", total) as advance:
+                result = caches.wait(job, on_progress=_advancing(advance, total))
+        else:
+            result = caches.wait({"id": job_id})
+        download = target.parent / f".{target.name}.{job_id}.download"
+        again = f"run the command again with --job {job_id} to go on"
+        size = sum(int(entry["size"]) for entry in result.get("files", []))
+        with progress_bar(f"downloading into {dst}", size) as advance:
+            done = [0]
+
+            def moved(now: int, _: int) -> None:
+                advance(now - done[0])
+                done[0] = now
+
+            caches.download(result, download, on_progress=moved, again=again)
+    _move_into(download, target, overwrite)
+    _exported({"source": name, "destination": dst, "job": job_id, **result}, as_json)
+
+
+def _held_levels(caches: TileCaches, name: str) -> ZoomRange:
+    """The levels of a server's cache that hold tiles."""
+    held = [int(level["z"]) for level in caches.stats(name)["levels"] if level["tiles"]]
+    if not held:
+        raise CacheError(f"cache {name!r} holds no tile to export")
+    return ZoomRange(min(held), max(held))
+
+
+def _advancing(advance: Advance, total: int) -> Callable[[float, str], None]:
+    """A job's progress (fractions) as a bar's advances (of ``total`` units)."""
+    done = [0]
+
+    def report(fraction: float, _: str) -> None:
+        now = round(fraction * total)
+        advance(now - done[0], total)
+        done[0] = now
+
+    return report
+
+
+def _move_into(download: Path, target: Path, overwrite: bool) -> None:
+    """Give the downloaded export (one file or one folder in ``download``) its place."""
+    made = list(download.iterdir())
+    if len(made) != 1:
+        raise CacheError(f"{download}: the export's files are not one file or one folder")
+    if target.exists() and overwrite:
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    made[0].replace(target)
+    download.rmdir()
 
 
 @cache.command("import")
@@ -815,6 +897,10 @@ def export(
     type=click.Path(path_type=Path, file_okay=False),
     help="The data folder of cache NAME (default: $OFFMAPS_DATA_DIR, else ./offmaps-data).",
 )
+@click.option(
+    "--server",
+    help="NAME is a cache of this server: SRC (an archive) is uploaded, then imported as a job.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def import_(
     src: str,
@@ -826,9 +912,10 @@ def import_(
     background: str,
     overwrite_tiles: bool,
     data_dir: Path | None,
+    server: str | None,
     as_json: bool,
 ) -> None:
-    """Import the tiles of SRC into the existing cache NAME of a data folder.
+    """Import the tiles of SRC into the existing cache NAME of a data folder or a server.
 
     SRC is named as for `offmaps tiles convert` (FILE.mbtiles, FILE.pmtiles, FILE.gpkg,
     esri-compact:DIR, esri-exploded:DIR, xyz:DIR, tms:DIR). Its tiling scheme and tile format
@@ -836,21 +923,60 @@ def import_(
     transparent pixels keep NAME's); --overwrite-tiles replaces it. With an area, tiles cut by
     its boundary are clipped as on export. Tiles are stored 256 at a time, each batch whole, so
     a stopped import can be run again. Tiles that do not decode are listed and left out, the
-    rest imported, and the command then ends with an error (exit code 1).
+    rest imported, and the command then ends with an error (exit code 1). With --server URL,
+    SRC must be an archive (FILE.mbtiles, FILE.gpkg, FILE.pmtiles): it is uploaded in resumable
+    parts (an interrupted upload goes on when the command is run again), then imported there
+    as a job.
     """
-    # clipping and merging need Pillow and rasterio (the raster extra): loaded for this command
-    from offmaps.cache.imports import import_tiles  # noqa: PLC0415
-
     aoi = read_aoi(aoi_file, bbox, aoi_crs)
     colour = _parse_colour(background)
     levels = parse_zooms(zooms) if zooms is not None else None
     location = parse_location(src)
+    if server is not None:
+        if data_dir is not None:
+            raise CacheError("give --server or --data, not both")
+        found = _import_on_server(server, location, name, aoi, levels, background, overwrite_tiles)
+    else:
+        found = _import_here(data_dir, location, name, aoi, levels, colour, overwrite_tiles)
+    failed = list(found["failed"])
+    if as_json:
+        _echo_json({"source": src, **found})
+    else:
+        for failure in failed:
+            click.echo(f"failed: {failure['error']}", err=True)
+        click.echo(
+            f"{found['imported']:,} tiles imported into {name} ({found['new']:,} new, "
+            f"{found['merged']:,} merged, {found['overwritten']:,} overwritten; "
+            f"{found['clipped']:,} clipped, {found['left_out']:,} left out, "
+            f"{found['failures']:,} failed; {found['changed']:,} changed)",
+            err=True,
+        )
+    if found["failures"]:  # after the result: the rest was imported
+        raise CacheError(
+            f"{found['failures']:,} tiles of {src} were left out: they are not valid images "
+            "(listed with their keys)"
+        )
+
+
+def _import_here(
+    data_dir: Path | None,
+    location: Location,
+    name: str,
+    aoi: AreaOfInterest | None,
+    levels: ZoomRange | None,
+    colour: tuple[int, int, int],
+    overwrite: bool,
+) -> dict[str, Any]:
+    """``offmaps cache import`` into a data folder's cache: the result as the job's JSON."""
+    # clipping and merging need Pillow and rasterio (the raster extra): loaded for this command
+    from offmaps.cache.imports import import_tiles  # noqa: PLC0415
+
     with _caches(data_dir, None, None) as caches:
         if not isinstance(caches, _Folder):  # _caches gives a folder's when no --server
             raise CacheError(f"{data_dir}: not a data folder")
         service = caches.service
         service.definition(name)  # an unknown cache before the source is opened
-        with open_reader(location) as reader, progress_bar(f"{src} → {name}", None) as advance:
+        with open_reader(location) as reader, progress_bar(f"{location} → {name}", None) as bar:
             result = import_tiles(
                 service.index,
                 service.blobs,
@@ -858,40 +984,50 @@ def import_(
                 reader,
                 aoi=aoi,
                 zooms=levels,
-                overwrite=overwrite_tiles,
+                overwrite=overwrite,
                 background=colour,
-                progress=advance,
+                progress=bar,
             )
-    failed = [{"tile": [f.tile.z, f.tile.x, f.tile.y], "error": f.error} for f in result.failed]
-    if as_json:
-        _echo_json(
-            {
-                "source": src,
-                "cache": name,
-                "read": result.read,
-                "imported": result.imported,
-                "new": result.new,
-                "merged": result.merged,
-                "overwritten": result.overwritten,
-                "left_out": result.left_out,
-                "clipped": result.clipped,
-                "changed": result.changed,
-                "failures": result.failures,
-                "failed": failed,
-            }
-        )
-    else:
-        for failure in result.failed:
-            click.echo(f"failed: {failure.error}", err=True)
-        click.echo(
-            f"{result.imported:,} tiles imported into {name} ({result.new:,} new, "
-            f"{result.merged:,} merged, {result.overwritten:,} overwritten; "
-            f"{result.clipped:,} clipped, {result.left_out:,} left out, "
-            f"{result.failures:,} failed; {result.changed:,} changed)",
-            err=True,
-        )
-    if result.failures:  # after the result: the rest was imported
+    return import_document(name, result)
+
+
+def _import_on_server(
+    server: str,
+    location: Location,
+    name: str,
+    aoi: AreaOfInterest | None,
+    levels: ZoomRange | None,
+    background: str,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """``offmaps cache import --server``: the archive uploaded, then imported as a job."""
+    if location.kind not in ARCHIVE_KINDS:
         raise CacheError(
-            f"{result.failures:,} tiles of {src} were left out: they are not valid images "
-            "(listed with their keys)"
+            f"{location}: a server imports an archive (FILE.mbtiles, FILE.gpkg, FILE.pmtiles); "
+            f"make one first with offmaps tiles convert {location} FILE.mbtiles"
         )
+    if not location.path.is_file():
+        raise CacheError(f"{location.path}: no such file")
+    with Portal(server, credentials=load_credentials(server)) as portal:
+        caches = TileCaches(portal)
+        caches.get(name)  # an unknown cache before anything is uploaded
+        size = location.path.stat().st_size
+        with progress_bar(f"uploading {location.path.name}", size) as advance:
+            done = [0]
+
+            def sent(now: int, _: int) -> None:
+                advance(now - done[0])
+                done[0] = now
+
+            sha256 = caches.upload_archive(location.path, on_progress=sent)
+        job = caches.import_archive(
+            name,
+            sha256,
+            location.kind.value,
+            area=_Server.area(aoi) if aoi is not None else None,
+            zooms=levels,
+            overwrite=overwrite,
+            background=background,
+        )
+        with progress_bar(f"{location.path.name} → {name}", 100) as advance:
+            return caches.wait(job, on_progress=_advancing(advance, 100))

@@ -1,9 +1,11 @@
 """The tile caches of a server, over its REST API (docs/cache.md): the SDK side.
 
 :class:`TileCaches` answers with the API's JSON documents (dicts), the same ones
-``offmaps cache --json`` prints; seeds and cleanups are jobs of the server, followed with
-:meth:`TileCaches.wait`. Tiles are uploaded straight to storage through a grant's presigned URLs,
-then committed (:meth:`TileCaches.upload`).
+``offmaps cache --json`` prints; seeds, cleanups, exports and imports are jobs of the server,
+followed with :meth:`TileCaches.wait`. Tiles are uploaded straight to storage through a grant's
+presigned URLs, then committed (:meth:`TileCaches.upload`). An export's files are downloaded
+with :meth:`TileCaches.download` (resumed where an earlier try stopped); a tile archive for an
+import is uploaded in resumable parts with :meth:`TileCaches.upload_archive`.
 """
 
 from __future__ import annotations
@@ -13,17 +15,27 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from offmaps.client.downloads import fetch_file
 from offmaps.client.portal import Portal
-from offmaps.errors import ConnectionFailedError, JobCancelledError, JobFailedError
+from offmaps.errors import (
+    ConnectionFailedError,
+    JobCancelledError,
+    JobFailedError,
+    UploadOffsetError,
+)
 from offmaps.tiling import Area
 from offmaps.types import Tile, ZoomRange
 
-__all__ = ["TileCaches"]
+__all__ = ["ARCHIVE_PART_BYTES", "TileCaches"]
+
+ARCHIVE_PART_BYTES = 8 * 1024 * 1024
+"""Bytes of a tile archive sent per request (under the server's body limit)."""
 
 
 def _area_body(area: Area, zooms: ZoomRange) -> dict[str, Any]:
@@ -57,6 +69,11 @@ class TileCaches:
         """Create a cache from its definition (``name``, ``source``, ``tms``, ``format``...)."""
         created: dict[str, Any] = self.portal.request("POST", "/api/caches", json=definition)
         return created
+
+    def get(self, name: str) -> dict[str, Any]:
+        """A cache's definition and figures (``CacheNotFoundError`` when there is none)."""
+        found: dict[str, Any] = self.portal.request("GET", self._path(name))
+        return found
 
     def delete(self, name: str) -> None:
         """Remove a cache; its blobs go at the next garbage collection."""
@@ -101,6 +118,128 @@ class TileCaches:
     def gc(self) -> dict[str, Any]:
         """Start a garbage collection of the blobs no cache names; its job document."""
         job: dict[str, Any] = self.portal.request("POST", "/api/cache-store/gc")
+        return job
+
+    def export(
+        self,
+        name: str,
+        area: Area,
+        zooms: ZoomRange,
+        *,
+        container: str = "mbtiles",
+        background: str = "#ffffff",
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Start an export job of an area into a ``container`` (``mbtiles``, ``gpkg``,
+        ``pmtiles``, ``esri-compact``, ``esri-exploded``, ``xyz``, ``tms``); its document,
+        with the ``plan``. With ``dry_run``, the tile count and the cache's limit only."""
+        body = {
+            **_area_body(area, zooms),
+            "format": container,
+            "background": background,
+            "dry_run": dry_run,
+        }
+        answer: dict[str, Any] = self.portal.request("POST", self._path(name, "export"), json=body)
+        return answer
+
+    def download(
+        self,
+        result: Mapping[str, Any],
+        folder: Path,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+        again: str = "download again to go on",
+    ) -> builtins.list[Path]:
+        """Download the files a finished job's ``result`` lists into ``folder``, each resumed
+        where an earlier try stopped and checked against its SHA-256; their paths.
+        ``on_progress`` gets the bytes done and the bytes in all after each file; ``again``
+        tells, in errors, how to go on after an interruption.
+
+        Raises:
+            DownloadError: a file could not be fetched or written (call again to go on).
+        """
+        files = builtins.list(result.get("files", []))
+        total = sum(int(entry["size"]) for entry in files)
+        done = 0
+        paths = []
+        for entry in files:
+            paths.append(fetch_file(self.portal, entry, folder, again=again))
+            done += int(entry["size"])
+            if on_progress is not None:
+                on_progress(done, total)
+        return paths
+
+    def upload_archive(
+        self, path: Path, *, on_progress: Callable[[int, int], None] | None = None
+    ) -> str:
+        """Upload a tile archive for an import, in parts from where the server's copy ends (an
+        interrupted upload goes on when called again); its SHA-256, which names it in
+        :meth:`import_archive`. ``on_progress`` gets the bytes the server has and the size.
+
+        Raises:
+            BlobTooLargeError: the archive is over the server's ``import_max_bytes``.
+            BlobIntegrityError: the bytes that came do not hash to the archive's SHA-256.
+        """
+        with path.open("rb") as source:
+            sha256 = hashlib.file_digest(source, "sha256").hexdigest()
+        size = path.stat().st_size
+        url = f"/api/cache-archives/{sha256}"
+        for _ in range(3):  # another upload of the same archive may move the offset
+            try:
+                self._send_archive(path, url, size, on_progress)
+            except UploadOffsetError:
+                continue
+            return sha256
+        raise UploadOffsetError(
+            f"the upload of {path} kept losing its place; try again", expected=0, actual=0
+        )
+
+    def _send_archive(
+        self, path: Path, url: str, size: int, on_progress: Callable[[int, int], None] | None
+    ) -> None:
+        state = self.portal.request("GET", url)
+        with path.open("rb") as source:
+            source.seek(int(state["received"]))
+            while not state["complete"]:
+                offset = int(state["received"])
+                chunk = source.read(ARCHIVE_PART_BYTES)
+                state = self.portal.request(
+                    "PUT",
+                    url,
+                    params={"offset": offset, "total": size},
+                    content=chunk,
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+                if on_progress is not None:
+                    on_progress(int(state["received"]), size)
+                if not chunk:
+                    break
+
+    def import_archive(
+        self,
+        name: str,
+        sha256: str,
+        archive_format: str,
+        *,
+        area: Area | None = None,
+        zooms: ZoomRange | None = None,
+        overwrite: bool = False,
+        background: str = "#ffffff",
+    ) -> dict[str, Any]:
+        """Start an import job of an uploaded archive (``mbtiles``, ``gpkg`` or ``pmtiles``)
+        into cache ``name``: merged over its tiles, or replacing them with ``overwrite``;
+        limited to ``area`` and ``zooms`` when given. Its job document."""
+        body: dict[str, Any] = {
+            "archive": sha256,
+            "archive_format": archive_format,
+            "overwrite": overwrite,
+            "background": background,
+        }
+        if area is not None:
+            body["area"] = area.model_dump(mode="json")
+        if zooms is not None:
+            body["min_zoom"], body["max_zoom"] = zooms.min, zooms.max
+        job: dict[str, Any] = self.portal.request("POST", self._path(name, "import"), json=body)
         return job
 
     def verify(self, name: str) -> dict[str, Any]:

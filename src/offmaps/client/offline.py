@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-import httpx
-
+from offmaps.client.downloads import fetch_file
 from offmaps.client.portal import Portal
 from offmaps.containers import open_reader
 from offmaps.errors import (
     ContainerError,
-    DownloadError,
     InvalidOfflineParametersError,
     JobCancelledError,
     JobFailedError,
@@ -56,8 +53,6 @@ __all__ = [
     "PortalItem",
 ]
 
-PART_SUFFIX = ".part"
-CHUNK_BYTES = 1024 * 1024
 Progress = Callable[[float, str], None]
 
 
@@ -314,49 +309,7 @@ class GenerateOfflineMapJob:
         return self.result
 
     def _fetch(self, entry: dict[str, Any]) -> None:
-        relative = PurePosixPath(str(entry["path"]))
-        if relative.is_absolute() or ".." in relative.parts:
-            raise DownloadError(f"the server sent an unsafe file path {str(relative)[:100]!r}")
-        target = self.download_directory.joinpath(*relative.parts)
-        if target.exists():
-            return  # finished before an interruption
-        target.parent.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(target.name + PART_SUFFIX)
-        size, expected = int(entry["size"]), str(entry["sha256"])
-        have = part.stat().st_size if part.exists() else 0
-        if have > size:
-            part.unlink()
-            have = 0
-        if have < size:
-            headers = {"Range": f"bytes={have}-"} if have else {}
-            try:
-                with self.portal.stream(str(entry["href"]), headers) as response:
-                    if response.status_code == 200:  # no range support: start again
-                        have = 0
-                    elif response.status_code != 206:
-                        raise DownloadError(
-                            f"{entry['path']}: HTTP {response.status_code} from the server"
-                        )
-                    with part.open("ab" if have else "wb") as out:
-                        for chunk in response.iter_bytes(CHUNK_BYTES):
-                            out.write(chunk)
-            except httpx.HTTPError as exc:
-                raise DownloadError(
-                    f"{entry['path']}: the download stopped ({exc}); resume() continues it"
-                ) from None
-            except OSError as exc:
-                raise DownloadError(
-                    f"{entry['path']}: cannot write to {self.download_directory} "
-                    f"({exc.strerror or exc}); make room, then resume() continues it"
-                ) from None
-        digest = hashlib.sha256()
-        with part.open("rb") as data:
-            for chunk in iter(lambda: data.read(CHUNK_BYTES), b""):
-                digest.update(chunk)
-        if part.stat().st_size != size or digest.hexdigest() != expected:
-            part.unlink()
-            raise DownloadError(f"{entry['path']}: the file does not match its SHA-256; try again")
-        part.replace(target)
+        fetch_file(self.portal, entry, self.download_directory, again="resume() continues it")
 
     def cancel(self) -> None:
         """Stop the job and remove what was downloaded."""

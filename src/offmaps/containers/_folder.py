@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,8 +26,13 @@ from morecantile import TileMatrixSet
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 
 from offmaps.containers.base import TilesetMetadata, tms_to_json, web_mercator_quad
-from offmaps.errors import ContainerCorruptError, ContainerError, UnknownTileMatrixSetError
-from offmaps.tiling.tms import tms_from_json
+from offmaps.errors import (
+    ContainerCorruptError,
+    ContainerError,
+    OffmapsWarning,
+    UnknownTileMatrixSetError,
+)
+from offmaps.tiling.tms import find_incompatibility, tms_from_json
 from offmaps.types import BBox, TileCompression, TileFormat
 
 __all__ = [
@@ -34,6 +40,8 @@ __all__ = [
     "TMS_FILE",
     "ConfinedFolder",
     "EntryKind",
+    "ForeignScheme",
+    "ForeignSchemeWarning",
     "MetadataDocument",
     "OpenFolder",
     "RegularFile",
@@ -101,17 +109,62 @@ FormatGuess = Callable[[TileMatrixSet], tuple[TileFormat, TileCompression] | Non
 """Tells the tile format from the tiles of a grid themselves, or None when there are none."""
 
 
-def load_metadata(folder: ConfinedFolder, guess_format: FormatGuess) -> TilesetMetadata:
+@dataclass(frozen=True)
+class ForeignScheme:
+    """What tiling-scheme files of another program (an Esri cache's ``conf.xml`` and
+    ``conf.cdi``) say of a folder's tiles: read where offmaps' own sidecar files are absent.
+
+    Attributes:
+        tms: the grid.
+        tile_format: the tiles' format.
+        bounds: WGS84 bounds of the tiles, when known.
+        minzoom: the lowest level with a level folder, when any.
+        maxzoom: the highest level with a level folder, when any.
+        where: the file it comes from, for messages.
+        tile_size: the tiles' width and height in pixels.
+    """
+
+    tms: TileMatrixSet
+    tile_format: TileFormat
+    bounds: BBox | None
+    minzoom: int | None
+    maxzoom: int | None
+    where: Path
+    tile_size: tuple[int, int]
+
+
+class ForeignSchemeWarning(OffmapsWarning):
+    """A folder's foreign tiling-scheme file (an Esri cache's ``conf.xml``) disagrees with its
+    ``tilematrixset.json`` or ``metadata.json``, or does not parse: offmaps' files were read, as
+    they are written with the tiles."""
+
+
+def load_metadata(
+    folder: ConfinedFolder,
+    guess_format: FormatGuess,
+    *,
+    foreign: Callable[[bool], ForeignScheme | None] | None = None,
+) -> TilesetMetadata:
     """Read the sidecar files of a folder tile set into :class:`TilesetMetadata`.
 
-    A missing ``tilematrixset.json`` means WebMercatorQuad. A missing ``metadata.json`` (or one
-    without ``format``) makes ``guess_format`` tell the format from the first tile.
+    Where a sidecar file is missing, ``foreign`` (an Esri cache's ``conf.xml`` and ``conf.cdi``)
+    gives the grid, the format, the bounds and the levels (it is called with True: check the
+    scheme against the folder, as it describes the tiles; with False when it is only compared).
+    Without it a missing ``tilematrixset.json`` means WebMercatorQuad and a missing
+    ``metadata.json`` (or one without ``format``) makes ``guess_format`` tell the format from the
+    first tile.
+
+    When both offmaps' files and the foreign ones are there, offmaps' win: they are written with
+    the tiles, in the same atomic commit, and hold the whole grid exactly (matrix sizes, levels
+    past the tiles), where ``conf.xml`` is a lossy projection of it that other programs may edit.
+    A disagreement (or a foreign file that does not parse) is a :class:`ForeignSchemeWarning`.
 
     Raises:
-        ContainerCorruptError: when a sidecar file is not valid JSON of its schema.
+        ContainerCorruptError: when a sidecar file is not valid JSON of its schema, or a foreign
+            file needed is invalid.
         ContainerError: when there is neither a recorded format nor any tile to tell it from.
     """
-    tms = web_mercator_quad()
+    tms: TileMatrixSet | None = None
     raw_tms = folder.read_file([TMS_FILE], limit=_MAX_SIDECAR_BYTES)
     if raw_tms is not None:
         where = folder.path / TMS_FILE
@@ -133,7 +186,14 @@ def load_metadata(folder: ConfinedFolder, guess_format: FormatGuess) -> TilesetM
                 f"{_first_error(exc)}",
                 path=folder.path / METADATA_FILE,
             ) from exc
+    scheme = _foreign(folder, foreign, complete=tms is not None and document.format is not None)
+    if scheme is not None and tms is not None:
+        _warn_mismatch(scheme, tms, document.format)
+    if tms is None:
+        tms = scheme.tms if scheme is not None else web_mercator_quad()
     tile_format, compression = document.format, document.tile_compression
+    if tile_format is None and scheme is not None:
+        tile_format = scheme.tile_format
     if tile_format is None:
         guessed = guess_format(tms)
         if guessed is None:
@@ -143,20 +203,67 @@ def load_metadata(folder: ConfinedFolder, guess_format: FormatGuess) -> TilesetM
                 path=folder.path,
             )
         tile_format, compression = guessed
+    bounds = BBox(*document.bounds) if document.bounds is not None else None
+    minzoom, maxzoom = document.minzoom, document.maxzoom
+    if raw_meta is None and scheme is not None:
+        bounds, minzoom, maxzoom = scheme.bounds, scheme.minzoom, scheme.maxzoom
     return TilesetMetadata(
         tile_format=tile_format,
         tms=tms,
         name=document.name,
         tile_compression=compression,
-        bounds=BBox(*document.bounds) if document.bounds is not None else None,
-        minzoom=document.minzoom,
-        maxzoom=document.maxzoom,
+        bounds=bounds,
+        minzoom=minzoom,
+        maxzoom=maxzoom,
         center=document.center,
         description=document.description,
         attribution=document.attribution,
         vector_layers=document.vector_layers,
         extra=document.extra,
     )
+
+
+def _foreign(
+    folder: ConfinedFolder,
+    foreign: Callable[[bool], ForeignScheme | None] | None,
+    *,
+    complete: bool,
+) -> ForeignScheme | None:
+    """The foreign scheme; when offmaps' files are ``complete``, only compared, so that a
+    foreign file that does not parse is a warning, not an error."""
+    if foreign is None:
+        return None
+    if not complete:
+        return foreign(True)
+    try:
+        return foreign(False)
+    except ContainerError as exc:
+        warnings.warn(
+            ForeignSchemeWarning(f"{exc}; {folder.path / TMS_FILE} and {METADATA_FILE} read"),
+            stacklevel=4,
+        )
+        return None
+
+
+def _warn_mismatch(
+    scheme: ForeignScheme, tms: TileMatrixSet, tile_format: TileFormat | None
+) -> None:
+    differences = []
+    grid = find_incompatibility(scheme.tms, tms)
+    if grid is not None:
+        differences.append(f"its grid differs from {TMS_FILE}'s: {grid}")
+    if tile_format is not None and tile_format is not scheme.tile_format:
+        differences.append(
+            f"it says {scheme.tile_format.value} tiles, {METADATA_FILE} {tile_format.value}"
+        )
+    if differences:
+        warnings.warn(
+            ForeignSchemeWarning(
+                f"{scheme.where}: {'; '.join(differences)}; offmaps' files were read (they are "
+                "written with the tiles)"
+            ),
+            stacklevel=4,
+        )
 
 
 def _check_levels(tms: TileMatrixSet, where: Path) -> None:

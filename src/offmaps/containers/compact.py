@@ -38,7 +38,13 @@ specification, Esri's own sample bundles and MapProxy all use 3, which is what i
 Beside ``_alllayers`` the writer puts ``conf.xml`` (the tiling scheme) and ``conf.cdi`` (the cache
 extent) that ArcGIS and GDAL's ESRIC driver read (see :mod:`offmaps.containers.esri_scheme`), when
 the tile set fits them: PNG or JPEG tiles on a grid whose levels start at 0 with one origin and tile
-size. Readers ignore both files: ``tilematrixset.json`` and ``metadata.json`` describe the tiles.
+size. The reader takes the grid, format, bounds and levels from ``tilematrixset.json`` and
+``metadata.json`` when they are there (offmaps writes them with the tiles; a ``conf.xml`` that
+disagrees is a warning), else from ``conf.xml`` and ``conf.cdi`` (a cache made by ArcGIS, see
+:mod:`offmaps.containers.esri_conf`): then a ``conf.xml`` whose ``StorageFormat`` is not
+``esriMapCacheStorageModeCompactV2``, whose ``PacketSize`` is not 128, whose ``LODInfos`` miss a
+level folder of the cache, or whose ``TileCols``/``TileRows`` are not the first tile's size is
+refused when the cache is opened, before any tile is read.
 """
 
 from __future__ import annotations
@@ -62,11 +68,13 @@ from offmaps.containers._folder import (
     TMS_FILE,
     ConfinedFolder,
     EntryKind,
+    ForeignScheme,
     find_foreign_entry,
     load_metadata,
     write_sidecars,
 )
 from offmaps.containers.base import TilesetMetadata, check_tile_in_matrix, detect_tile_format
+from offmaps.containers.esri_conf import check_tile_size, foreign_scheme
 from offmaps.containers.esri_scheme import CONF_CDI, CONF_XML, EsriStorageFormat, write_esri_scheme
 from offmaps.errors import (
     ContainerCorruptError,
@@ -317,15 +325,49 @@ class EsriCompactReader(ReaderBase):
             self._prefix = (
                 [_ALLLAYERS] if self._folder.kind_of([_ALLLAYERS]) is EntryKind.DIRECTORY else []
             )
-            self._metadata = load_metadata(self._folder, self._guess_format)
+            self._scheme: ForeignScheme | None = None
+            self._metadata = load_metadata(
+                self._folder, self._guess_format, foreign=self._foreign_scheme
+            )
+            self._check_first_tile()
         except BaseException:
             self.close()
             raise
 
     @property
     def metadata(self) -> TilesetMetadata:
-        """The tile set's metadata (from ``metadata.json``, or guessed from the first tile)."""
+        """The tile set's metadata (from ``metadata.json`` and ``tilematrixset.json``, else from
+        ``conf.xml`` and ``conf.cdi``, else guessed from the first tile)."""
         return self._metadata
+
+    def _foreign_scheme(self, checked: bool) -> ForeignScheme | None:
+        self._scheme = foreign_scheme(
+            self._folder, (EsriStorageFormat.COMPACT_V2,), self._level_numbers, checked=checked
+        )
+        return self._scheme
+
+    def _check_first_tile(self) -> None:
+        """Refuse a ``conf.xml`` that the tiles were read by whose tile size is not the first
+        tile's."""
+        scheme = self._scheme
+        if scheme is None or self._metadata.tms is not scheme.tms:
+            return
+        try:
+            for tile, data in self._iter(self._metadata.tms, None):
+                check_tile_size(scheme, tile, data)
+                return
+        except ContainerCorruptError as exc:
+            if exc.path == scheme.where:
+                raise
+            # a damaged first tile says nothing of the scheme: it fails when read
+
+    def _level_numbers(self) -> list[int]:
+        found = []
+        for name, kind in self._folder.list_dir(self._prefix) or []:
+            z = _parse_level(name)
+            if z is not None and kind is EntryKind.DIRECTORY:
+                found.append(z)
+        return sorted(found)
 
     def _guess_format(self, tms: TileMatrixSet) -> tuple[TileFormat, TileCompression] | None:
         for _, data in self._iter(tms, None):

@@ -91,6 +91,9 @@ class EsriStorageFormat(StrEnum):
     """``CacheStorageInfo/StorageFormat``: how the tiles are stored."""
 
     COMPACT_V2 = "esriMapCacheStorageModeCompactV2"
+    COMPACT = "esriMapCacheStorageModeCompact"
+    """Compact Cache V1 (``.bundle`` with ``.bundlx`` index files): read by neither offmaps nor
+    GDAL, recognised to be refused by name."""
     EXPLODED = "esriMapCacheStorageModeExploded"
 
 

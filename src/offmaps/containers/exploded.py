@@ -32,7 +32,12 @@ Beside the tiles, at the top of ``DIR``:
     format from the extension of the first tile.
 ``conf.xml``, ``conf.cdi`` (esri-exploded only)
     the tiling scheme and cache extent ArcGIS reads, written when the tile set fits them (see
-    :mod:`offmaps.containers.esri_scheme`); readers ignore them.
+    :mod:`offmaps.containers.esri_scheme`). The esri-exploded reader reads them where
+    ``tilematrixset.json`` or ``metadata.json`` is missing (a cache made by ArcGIS; see
+    :mod:`offmaps.containers.esri_conf`), and refuses one whose ``StorageFormat`` is not exploded,
+    whose ``LODInfos`` miss a level folder, or whose ``TileCols``/``TileRows`` are not the first
+    tile's size; where offmaps' files are there, they win and a disagreeing ``conf.xml`` is a
+    warning.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from offmaps.containers._folder import (
     TMS_FILE,
     ConfinedFolder,
     EntryKind,
+    ForeignScheme,
     OpenFolder,
     find_foreign_entry,
     load_metadata,
@@ -66,8 +72,9 @@ from offmaps.containers.base import (
     detect_tile_format,
     parse_key_part,
 )
+from offmaps.containers.esri_conf import check_tile_size, foreign_scheme
 from offmaps.containers.esri_scheme import CONF_CDI, CONF_XML, EsriStorageFormat, write_esri_scheme
-from offmaps.errors import InvalidTileError, OffmapsError
+from offmaps.errors import ContainerCorruptError, InvalidTileError, OffmapsError
 from offmaps.types import Tile, TileCompression, TileFormat
 
 if TYPE_CHECKING:
@@ -318,9 +325,13 @@ class ExplodedReader(ReaderBase):
         try:
             self._prefix = self._tiles_prefix()
             self._ext: str | None = None
-            self._metadata = load_metadata(self._folder, self._guess_format)
+            self._scheme: ForeignScheme | None = None
+            self._metadata = load_metadata(
+                self._folder, self._guess_format, foreign=self._foreign_scheme
+            )
             if self._ext is None:
                 self._ext = self._metadata.tile_format.value
+            self._check_first_tile()
         except BaseException:
             self._folder.close()
             raise
@@ -333,6 +344,41 @@ class ExplodedReader(ReaderBase):
     def _tiles_prefix(self) -> list[str]:
         """The path parts of the folder holding the level folders, below the container."""
         return []
+
+    def _foreign_scheme(self, checked: bool) -> ForeignScheme | None:
+        """Another program's description of the tiles (Esri's ``conf.xml``), or None."""
+        return None
+
+    def _level_numbers(self) -> list[int]:
+        """The levels of the level folders, sorted."""
+        found = []
+        for name, kind in self._folder.list_dir(self._prefix) or []:
+            z = self.layout.parse_level(name)
+            if z is not None and kind is EntryKind.DIRECTORY:
+                found.append(z)
+        return sorted(found)
+
+    def _check_first_tile(self) -> None:
+        """Refuse a ``conf.xml`` that the tiles are read by whose tile size or format is not
+        the first tile file's: tiles of another extension would not be seen at all, so they
+        cannot fail one by one."""
+        scheme = self._scheme
+        if scheme is None or self._metadata.tms is not scheme.tms:
+            return
+        for found in self._walk(self._metadata.tms, None, None, None):
+            ext = found.parts[-1].rpartition(".")[2]
+            if _EXTENSIONS[ext] is not self._metadata.tile_format:
+                raise ContainerCorruptError(
+                    f"{scheme.where}: TileImageInfo/CacheTileFormat says "
+                    f"{self._metadata.tile_format.value} tiles, but the first tile file is "
+                    f"{self.path.joinpath(*found.parts)}",
+                    path=scheme.where,
+                    tile=(found.tile.x, found.tile.y, found.tile.z),
+                )
+            data = self._read(found)
+            if data:
+                check_tile_size(scheme, found.tile, data)
+            return
 
     def _guess_format(self, tms: TileMatrixSet) -> tuple[TileFormat, TileCompression] | None:
         for found in self._walk(tms, None, None, None):
@@ -695,6 +741,12 @@ class EsriExplodedReader(ExplodedReader):
         if self._folder.kind_of([_ALLLAYERS]) is EntryKind.DIRECTORY:
             return [_ALLLAYERS]
         return []
+
+    def _foreign_scheme(self, checked: bool) -> ForeignScheme | None:
+        self._scheme = foreign_scheme(
+            self._folder, (EsriStorageFormat.EXPLODED,), self._level_numbers, checked=checked
+        )
+        return self._scheme
 
 
 class EsriExplodedWriter(ExplodedWriter):

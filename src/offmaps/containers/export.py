@@ -267,9 +267,14 @@ def export_tiles(
             for batch in _batched(_tiles(source, plan)):
                 tally.read += len(batch)
                 if clips is None:
+                    raster = meta.tile_format.is_raster
                     for tile, data in batch:
+                        problem = _format_problem(tile, data, meta.tile_format) if raster else None
+                        if problem is not None:  # never a tile of another format under its name
+                            tally.fail(tile, problem)
+                            continue
                         writer.write_tile(tile, data)
-                    tally.copied += len(batch)
+                        tally.copied += 1
                 else:
                     for done, clipped in clips.add(batch):
                         _write(writer, done, clipped, tally)

@@ -86,6 +86,10 @@ class JobRunner(Protocol):
         """Remove an ended job and its files; ``JobNotFoundError`` when there is none."""
         ...
 
+    def cleanup(self) -> None:
+        """Remove the jobs that ended more than ``keep`` seconds ago, with their files."""
+        ...
+
     def close(self) -> None:
         """Stop taking jobs; this process's running ones are cancelled."""
         ...

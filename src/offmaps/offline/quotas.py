@@ -44,9 +44,12 @@ class OfflineQuotas:
     jobs: JobRunner
     replicas: ReplicaRegistry
 
-    def check_generate(self, owner: str, estimated_bytes: int) -> None:
-        """Refuse a new generate job of ``owner`` estimated at ``estimated_bytes``, if it would
-        go over a quota.
+    def check_generate(
+        self, owner: str, estimated_bytes: int, *, what: str = "offline map"
+    ) -> None:
+        """Refuse a new job of ``owner`` estimated at ``estimated_bytes`` of files kept, if it
+        would go over a quota. ``what`` the job makes, for messages: an ``offline map`` (the
+        replica quota is checked only for those, which register replicas) or a ``cache export``.
 
         Raises:
             QuotaExceededError: ``owner`` has ``jobs_per_user`` jobs pending or running, or
@@ -68,14 +71,14 @@ class OfflineQuotas:
                 kept.append((job.finished or job.created, kept_bytes(job)))
         if active >= limits.jobs_per_user:
             raise QuotaExceededError(
-                f"{owner} has {active} offline map jobs pending or running, the most a user "
+                f"{owner} has {active} jobs pending or running, the most a user "
                 f"may at once: wait for one to end, or cancel one (DELETE /api/jobs/{{id}})",
                 quota="jobs",
                 limit=limits.jobs_per_user,
                 used=active,
                 retry_after=JOB_RETRY_AFTER_S,
             )
-        replicas = self.replicas.count_owned(owner)
+        replicas = self.replicas.count_owned(owner) if what == "offline map" else 0
         if replicas >= limits.replicas_per_user:
             raise QuotaExceededError(
                 f"{owner} has {replicas} replicas registered, the most a user may: unregister "
@@ -88,7 +91,7 @@ class OfflineQuotas:
         quota = limits.job_bytes_per_user
         if estimated_bytes > quota:
             raise InvalidOfflineParametersError(
-                f"this offline map is estimated at {estimated_bytes:,} bytes, over the "
+                f"this {what} is estimated at {estimated_bytes:,} bytes, over the "
                 f"{quota:,} bytes of job output a user may keep: ask for a smaller area, fewer "
                 "levels or fewer layers"
             )
@@ -104,7 +107,7 @@ class OfflineQuotas:
                 wait = int(finished + self.jobs.keep - now) + 1
                 break
         raise QuotaExceededError(
-            f"{owner} keeps {used:,} bytes of job output and this map is estimated at "
+            f"{owner} keeps {used:,} bytes of job output and this {what} is estimated at "
             f"{estimated_bytes:,}: over the {quota:,} bytes a user may keep; remove finished "
             "jobs you have downloaded (DELETE /api/jobs/{id}), or wait until they expire",
             quota="job_bytes",

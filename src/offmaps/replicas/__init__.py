@@ -2,8 +2,9 @@
 
 Layer 5 of DESIGN.md, above the catalog it reads and writes through. :class:`SyncService` takes
 change sets from devices, decides each change with the pure merge rules of :mod:`offmaps.sync`,
-writes the feature stores, and answers downloads and the conflict review queue;
-:class:`AttachmentUploads` takes attachments' bytes in resumable, hash-checked parts.
+writes the feature stores, and answers downloads and the conflict review queue. Attachments'
+bytes come in resumable, hash-checked parts (:class:`AttachmentUploads`, the name this package
+has long given :class:`offmaps.storage.BlobUploads`).
 """
 
 from offmaps.replicas.service import (
@@ -14,7 +15,8 @@ from offmaps.replicas.service import (
     SyncService,
     layer_rules,
 )
-from offmaps.replicas.uploads import AttachmentUploads, UploadPart, UploadState
+from offmaps.storage import BlobUploads as AttachmentUploads
+from offmaps.storage import UploadPart, UploadState
 
 __all__ = [
     "AttachmentUploads",

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import RouteContext
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from offmaps import __version__
 from offmaps.access import Principal
+from offmaps.errors import OffmapsError
 from offmaps.server.auth import (
     WRITE_METHODS,
     GatedRoute,
@@ -37,10 +41,12 @@ from offmaps.server.rest.storage import storage_router
 from offmaps.server.rest.sync import sync_router
 from offmaps.server.rest.tiles import tiles_router
 from offmaps.server.rest.webmaps import webmaps_router
-from offmaps.services import build_services
+from offmaps.services import Services, build_services
 from offmaps.settings import ServerSettings
 
-__all__ = ["CONFORMANCE", "create_app"]
+__all__ = ["CLEANUP_EVERY_S", "CONFORMANCE", "create_app"]
+
+_log = logging.getLogger(__name__)
 
 CONFORMANCE = (
     "http://www.opengis.net/spec/ogcapi-common-1/1.0/conf/core",
@@ -124,6 +130,22 @@ def _write_gate_problems(route: RouteContext, method: str) -> tuple[int, ...]:
     return (401, 429) if gated else ()
 
 
+CLEANUP_EVERY_S = 300.0
+"""How often a server removes what it has kept longer than ``job_keep_s`` (at most)."""
+
+
+async def _clean_periodically(services: Services) -> None:
+    """Remove ended jobs, their files and stale uploads once they are older than
+    ``job_keep_s``, looking every :data:`CLEANUP_EVERY_S` (or a quarter of the age, if less)."""
+    every = min(CLEANUP_EVERY_S, services.settings.job_keep_s / 4)
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await run_in_threadpool(services.cleanup)
+        except (OffmapsError, OSError):  # a failing store: log it, try again next round
+            _log.exception("cannot remove expired jobs and uploads")
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The map server for ``settings`` (by default from ``OFFMAPS_*`` environment variables)."""
     settings = settings or ServerSettings()
@@ -132,7 +154,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cleaner = asyncio.create_task(_clean_periodically(services))
         yield
+        cleaner.cancel()
         services.close()
 
     app = FastAPI(

@@ -71,6 +71,7 @@ STATUS: tuple[tuple[type[errors.OffmapsError], int], ...] = (
     (errors.JobCancelledError, 409),
     (errors.InvalidJobPayloadError, 422),
     (errors.ExportLimitError, 422),
+    (errors.TileLimitError, 422),
     (errors.UnsupportedFilterError, 422),
     (errors.FeatureStoreError, 503),
     (errors.ContainerCorruptError, 502),

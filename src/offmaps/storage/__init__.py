@@ -17,6 +17,9 @@ protocol with one contract suite for every implementation:
   ``s3://BUCKET/PREFIX`` URL and ``OFFMAPS_S3_*`` or ``AWS_*`` variables); they presign with
   S3's own SigV4 signatures. boto3 is imported only when one of these names is first used.
 
+Files too big for one request come in resumable, hash-checked parts (:class:`BlobUploads`,
+:class:`ObjectUploads`).
+
 Range-addressed readers (PMTiles) read through a :class:`ByteSource`: :class:`FileByteSource`,
 :class:`BytesByteSource` or :class:`ObjectByteSource`.
 """
@@ -53,6 +56,13 @@ from offmaps.storage.ranges import (
     check_range,
 )
 from offmaps.storage.sqlite import MAX_SQLITE_BLOB_BYTES, SQLiteBlobStore, SQLiteConnections
+from offmaps.storage.uploads import (
+    BlobUploads,
+    ObjectUploads,
+    ResumableUploads,
+    UploadPart,
+    UploadState,
+)
 
 if TYPE_CHECKING:
     from offmaps.storage.s3 import S3BlobStore, S3Config, S3ObjectStore
@@ -86,6 +96,7 @@ __all__ = [
     "BatchBlobStore",
     "BlobRef",
     "BlobStore",
+    "BlobUploads",
     "ByteSource",
     "BytesByteSource",
     "FileByteSource",
@@ -96,9 +107,11 @@ __all__ = [
     "ObjectByteSource",
     "ObjectInfo",
     "ObjectStore",
+    "ObjectUploads",
     "PrefixedObjectStore",
     "PresignedURL",
     "PresigningBlobStore",
+    "ResumableUploads",
     "S3BlobStore",
     "S3Config",
     "S3ObjectStore",
@@ -106,6 +119,8 @@ __all__ = [
     "SQLiteConnections",
     "SignedBlobURLs",
     "URLSigner",
+    "UploadPart",
+    "UploadState",
     "check_blob_key",
     "check_key_prefix",
     "check_object_key",

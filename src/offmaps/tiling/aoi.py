@@ -175,6 +175,10 @@ class AreaOfInterest:
             )
         else:
             geometry = box(west, south, east, north)
+        if parsed_crs.is_geographic:
+            # an edge longer than 180 degrees would be read as crossing the antimeridian (the
+            # shorter way round): a box wider than half the world would become its complement
+            geometry = shapely.segmentize(geometry, 90.0)
         return cls.from_geometry(geometry, parsed_crs)
 
     @classmethod

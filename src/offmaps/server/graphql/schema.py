@@ -24,7 +24,14 @@ from strawberry.types import ExecutionContext
 
 from offmaps.access import Principal, Scope
 from offmaps.cache import CacheDefinition
-from offmaps.cache.jobs import CLEAN_TILE_CACHE, SEED_TILE_CACHE, CleanCache, SeedCache
+from offmaps.cache.jobs import (
+    CLEAN_TILE_CACHE,
+    SEED_TILE_CACHE,
+    CleanCache,
+    ExportSteps,
+    ImportSteps,
+    SeedCache,
+)
 from offmaps.errors import InvalidChangeSetError, OffmapsError
 from offmaps.jobs import cancel_or_remove, visible_job
 from offmaps.replicas.access import check_can_resolve, replica_for, review_owner
@@ -60,7 +67,13 @@ from offmaps.server.graphql.types import (
     UploadGrantType,
     VerifyResult,
 )
-from offmaps.server.rest.caches import UploadsRequest, UrlsRequest, presigned_urls
+from offmaps.server.rest.caches import (
+    UploadsRequest,
+    UrlsRequest,
+    presigned_urls,
+    start_export,
+    start_import,
+)
 from offmaps.services import Services
 from offmaps.state.syncstate import Conflict
 
@@ -617,6 +630,74 @@ class Mutation:
             owner=_owner(context.principal),
         )
         return UploadCommit(committed=True, changed=Long(changed))
+
+    @strawberry.mutation(
+        description="Start an export job of an area of a cache into a container (mbtiles, "
+        "gpkg, pmtiles, esri-compact, esri-exploded, xyz, tms), its files then downloaded from "
+        "the job (cache:read)."
+    )
+    async def export_cache(
+        self,
+        info: Info,
+        name: str,
+        area: JSON,
+        min_zoom: int,
+        max_zoom: int,
+        format: str = "mbtiles",
+        background: str = "#ffffff",
+    ) -> JobType:
+        """``POST /api/caches/{name}/export``: the cache's export limit checked first."""
+        context = info.context
+        steps = ExportSteps.model_validate(
+            {
+                "area": {"geometry": area},
+                "min_zoom": min_zoom,
+                "max_zoom": max_zoom,
+                "format": format,
+                "background": background,
+            }
+        )
+        services = context.services
+        job, _ = await _run(
+            start_export, services, services.jobs, _owner(context.principal), name, steps
+        )
+        return JobType.of(job, context.base)
+
+    @strawberry.mutation(
+        description="Start an import job of an uploaded tile archive (PUT "
+        "/api/cache-archives/{sha256}) into a cache: merged, or replacing its tiles with "
+        "overwrite (cache:write)."
+    )
+    async def import_cache(
+        self,
+        info: Info,
+        name: str,
+        archive: str,
+        archive_format: str = "mbtiles",
+        area: JSON | None = None,
+        min_zoom: int | None = None,
+        max_zoom: int | None = None,
+        overwrite: bool = False,
+        background: str = "#ffffff",
+    ) -> JobType:
+        """``POST /api/caches/{name}/import``."""
+        context = info.context
+        document: dict[str, Any] = {
+            "archive": archive,
+            "archive_format": archive_format,
+            "min_zoom": min_zoom,
+            "max_zoom": max_zoom,
+            "overwrite": overwrite,
+            "background": background,
+        }
+        if area is not None:
+            document["area"] = {"geometry": area}
+        steps = ImportSteps.model_validate(document)
+        services = context.services
+        job = await _run(
+            start_import, services, services.jobs, _owner(context.principal), name, steps
+        )
+        return JobType.of(job, context.base)
 
     @strawberry.mutation(description="Start collecting the blobs no cache names (cache:write).")
     async def collect_garbage(self, info: Info) -> JobType:

@@ -52,6 +52,8 @@ FIELD_REQUIREMENTS: Mapping[str, ScopeRequirement] = MappingProxyType(
         "cleanCache": WRITE_CACHES,
         "verifyCache": WRITE_CACHES,
         "collectGarbage": WRITE_CACHES,
+        "exportCache": READ_CACHES,  # REST: POST /api/caches/{name}/export
+        "importCache": WRITE_CACHES,
         "tileUrls": READ_CACHES,  # REST: POST /api/caches/{name}/urls
         "grantUploads": WRITE_CACHES,
         "commitUploads": WRITE_CACHES,

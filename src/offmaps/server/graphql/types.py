@@ -19,10 +19,10 @@ from offmaps.cache import CacheDefinition, CacheStats, SeedPlan, SourceKind, Zoo
 from offmaps.cache.service import StoreStats, TileURL, UploadGrant, VerifyReport
 from offmaps.jobs import Job
 from offmaps.replicas import ReplicaInfo
-from offmaps.replicas.uploads import UploadState
 from offmaps.schemas.changeset import ChangeStatus
 from offmaps.schemas.jobs import JobStatus
 from offmaps.server.graphql.scalars import JSON, Long
+from offmaps.storage import UploadState
 from offmaps.types import TileFormat
 
 if TYPE_CHECKING:

@@ -13,19 +13,29 @@
   blob of the cache again.
 - ``GET /api/cache-store``, ``POST /api/cache-store/gc``: the blob store under every cache, and
   its garbage collection (a job).
+- ``POST /api/caches/{name}/export``: an export job of an area into a container (MBTiles,
+  GeoPackage, PMTiles, Esri compact or exploded, XYZ, TMS) whose files are then downloaded from
+  ``/api/jobs/{id}/files/{path}`` (ranges: resumable); with ``dry_run`` the tile count only.
+  The cache's ``export_max_tiles`` is checked before the job is accepted.
+- ``GET``/``PUT /api/cache-archives/{sha256}``: upload a tile archive (MBTiles, GeoPackage,
+  PMTiles) for an import, in resumable parts checked against its SHA-256;
+  ``POST /api/caches/{name}/import``: an import job of an uploaded archive.
 
 A cache's tiles are served as a tile layer: ``/tiles/{name}/{z}/{x}/{y}`` (read-through), so a
-web map's tile layer may be a cache. Jobs are followed at ``/api/jobs/{id}``. Reading needs
-``cache:read``, changing ``cache:write`` (which includes it), checked before any body is read.
+web map's tile layer may be a cache. Jobs are followed at ``/api/jobs/{id}``. Reading and exporting
+need ``cache:read``, changing and importing ``cache:write`` (which includes it), checked before
+any body is read.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from offmaps.access import Scope
@@ -38,13 +48,21 @@ from offmaps.cache import (
 )
 from offmaps.cache.jobs import (
     CLEAN_TILE_CACHE,
+    EXPORT_TILE_CACHE,
+    IMPORT_TILE_CACHE,
     SEED_TILE_CACHE,
     CleanCache,
     CleanSteps,
+    ExportCache,
+    ExportSteps,
+    ImportCache,
+    ImportSteps,
     SeedArea,
     SeedCache,
 )
-from offmaps.errors import CacheError
+from offmaps.errors import CacheError, InvalidAOIError, ObjectNotFoundError, TileLimitError
+from offmaps.jobs import Job, JobRunner
+from offmaps.offline.quotas import OfflineQuotas
 from offmaps.server.auth import GatedRoute, require_scopes
 from offmaps.server.links import absolute_url, base_url
 from offmaps.server.rest.deps import JobsDep, PrincipalDep, ServicesDep, job_json
@@ -54,6 +72,7 @@ from offmaps.tiling import Area
 from offmaps.types import Tile, ZoomRange
 
 __all__ = [
+    "ExportRequest",
     "SeedRequest",
     "UploadsRequest",
     "UrlsRequest",
@@ -65,7 +84,14 @@ __all__ = [
     "clean_cache",
     "create_cache",
     "delete_cache",
+    "export_cache",
     "get_cache",
+    "import_cache",
+    "plan_export",
+    "start_export",
+    "start_import",
+    "archive_state",
+    "upload_archive",
     "list_caches",
     "seed_cache",
     "stats_of_cache",
@@ -83,6 +109,16 @@ class SeedRequest(SeedArea):
 
     Attributes:
         dry_run: only count the tiles and estimate the bytes; start nothing.
+    """
+
+    dry_run: bool = False
+
+
+class ExportRequest(ExportSteps):
+    """The body of an export request: the area, levels and container, and whether to only count.
+
+    Attributes:
+        dry_run: only count the tiles (and check them against the cache's limit); start nothing.
     """
 
     dry_run: bool = False
@@ -197,6 +233,131 @@ def store_gc(
 ) -> dict[str, Any]:
     """Start a garbage collection of the blobs no cache names."""
     job = jobs.submit(CLEAN_TILE_CACHE, CleanCache(gc=True), owner=principal.subject)
+    response.status_code = 201
+    return job_json(job, request)
+
+
+def plan_export(services: Services, name: str, steps: ExportSteps) -> dict[str, Any]:
+    """Count an export of cache ``name`` before any work: ``tiles`` of the area, ``stored``
+    ones, the cache's ``max_tiles`` and an estimate of the ``bytes``.
+
+    Raises:
+        TileLimitError: the area holds more tiles than the cache's ``export_max_tiles``.
+        InvalidAOIError: the cache holds no tile of the area at those levels.
+    """
+    definition = services.caches.definition(name)
+    seeded = services.caches.plan(name, steps.area.aoi(), steps.zooms)
+    limit = definition.export_max_tiles
+    if seeded.tiles > limit:
+        raise TileLimitError(
+            f"the export covers {seeded.tiles:,} tiles, more than cache {name!r}'s limit of "
+            f"{limit:,} per export: export a smaller area or fewer levels",
+            tiles=seeded.tiles,
+            limit=limit,
+        )
+    stored = sum(seeded.stored.values())
+    if not stored:
+        raise InvalidAOIError(
+            f"cache {name!r} holds no tile in this area at levels {steps.min_zoom}-{steps.max_zoom}"
+        )
+    estimate = sum(count * seeded.bytes_per_tile[z] for z, count in seeded.stored.items())
+    return {"tiles": seeded.tiles, "stored": stored, "max_tiles": limit, "bytes": estimate}
+
+
+def start_export(
+    services: Services, jobs: JobRunner, owner: str, name: str, steps: ExportSteps
+) -> tuple[Job, dict[str, Any]]:
+    """Check an export (:func:`plan_export`, the user's job quotas) and start its job; the job
+    and the plan."""
+    counted = plan_export(services, name, steps)
+    OfflineQuotas(services.settings.limits, jobs, services.replicas).check_generate(
+        owner, counted["bytes"], what="cache export"
+    )
+    fields = steps.model_dump(include=set(ExportSteps.model_fields))
+    payload = ExportCache(cache=name, max_tiles=counted["max_tiles"], **fields)
+    return jobs.submit(EXPORT_TILE_CACHE, payload, owner=owner), counted
+
+
+def export_cache(
+    name: str,
+    body: ExportRequest,
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    jobs: JobsDep,
+) -> dict[str, Any]:
+    """Start an export job (201), or with ``dry_run`` count its tiles at once (200); the
+    cache's ``export_max_tiles`` is checked first either way (422 over it), and an area
+    where the cache holds no tile is refused (400)."""
+    if body.dry_run:
+        return plan_export(services, name, body)
+    job, counted = start_export(services, jobs, principal.subject, name, body)
+    response.status_code = 201
+    return {**job_json(job, request), "plan": counted}
+
+
+def _uploader(principal: PrincipalDep) -> str:
+    """The folder of a user's upload parts: a hash of the name (a safe path segment)."""
+    return hashlib.sha256(principal.subject.encode()).hexdigest()[:32]
+
+
+SHA256 = Annotated[str, Path(pattern="^[0-9a-f]{64}$", description="The archive's SHA-256")]
+
+
+def archive_state(sha256: SHA256, services: ServicesDep, principal: PrincipalDep) -> dict[str, Any]:
+    """How much of a tile archive the server has (``received``, ``complete``)."""
+    return asdict(services.archives.state(_uploader(principal), sha256))
+
+
+async def upload_archive(
+    sha256: SHA256,
+    request: Request,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    offset: Annotated[int, Query(ge=0)],
+    total: Annotated[int, Query(ge=0)],
+) -> dict[str, Any]:
+    """Take (part of) a tile archive's bytes from ``offset``; once all ``total`` bytes have
+    come and hash to ``sha256``, the archive is stored for an import."""
+    archives = services.archives
+    with archives.open_part(_uploader(principal), sha256, offset=offset, total=total) as part:
+        async for chunk in request.stream():
+            part.write(chunk)
+        return asdict(await run_in_threadpool(part.finish))
+
+
+def start_import(
+    services: Services, jobs: JobRunner, owner: str, name: str, steps: ImportSteps
+) -> Job:
+    """Start an import job of an uploaded archive into cache ``name``.
+
+    Raises:
+        CacheNotFoundError: no such cache.
+        ObjectNotFoundError: no such uploaded archive.
+    """
+    services.caches.definition(name)
+    if not services.archives.objects.exists(steps.archive):
+        raise ObjectNotFoundError(
+            f"no uploaded tile archive {steps.archive}: upload it first with "
+            "PUT /api/cache-archives/{sha256}",
+            key=steps.archive,
+        )
+    payload = ImportCache(cache=name, **steps.model_dump())
+    return jobs.submit(IMPORT_TILE_CACHE, payload, owner=owner)
+
+
+def import_cache(
+    name: str,
+    body: ImportSteps,
+    request: Request,
+    response: Response,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    jobs: JobsDep,
+) -> dict[str, Any]:
+    """Start an import job of an uploaded archive into a cache."""
+    job = start_import(services, jobs, principal.subject, name, body)
     response.status_code = 201
     return job_json(job, request)
 
@@ -440,6 +601,44 @@ def caches_router() -> APIRouter:
         methods=["POST"],
         dependencies=write,
         summary="Commit uploaded tiles, all or none",
+    )
+    router.add_api_route(
+        "/caches/{name}/export",
+        export_cache,
+        methods=["POST"],
+        dependencies=read,
+        summary="Export an area of a tile cache into a container (a job), or count it",
+    )
+    router.add_api_route(
+        "/caches/{name}/import",
+        import_cache,
+        methods=["POST"],
+        dependencies=write,
+        status_code=201,
+        summary="Import an uploaded tile archive into a tile cache (a job)",
+    )
+    router.add_api_route(
+        "/cache-archives/{sha256}",
+        archive_state,
+        methods=["GET"],
+        dependencies=write,
+        summary="How much of an uploaded tile archive the server has",
+    )
+    router.add_api_route(
+        "/cache-archives/{sha256}",
+        upload_archive,
+        methods=["PUT"],
+        dependencies=write,
+        summary="Upload (part of) a tile archive for an import, from an offset",
+        responses={409: {"description": "The offset is not what the server has (`expected`)"}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
     )
     router.add_api_route(
         "/cache-store",

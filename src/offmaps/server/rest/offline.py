@@ -70,9 +70,10 @@ _SUBMITTING = threading.Lock()
 TAKE_OFFLINE = require_scopes(Scope.OFFLINE_SYNC, signed_in=True)
 """What starting a generate job needs: a signed-in user who may take maps offline."""
 
-FOLLOW_JOBS = require_scopes(Scope.OFFLINE_SYNC, Scope.CACHE_WRITE, signed_in=True, any_of=True)
-"""What the job routes need: a signed-in user who may start jobs, generate or cache ones;
-each sees only their own (admins all)."""
+FOLLOW_JOBS = require_scopes(Scope.OFFLINE_SYNC, Scope.CACHE_READ, signed_in=True, any_of=True)
+"""What the job routes need: a signed-in user who may start jobs: generate ones, or cache ones
+(exports need ``cache:read``, which ``cache:write`` includes); each sees only their own (admins
+all)."""
 
 
 def get_capabilities_of_map(
@@ -208,6 +209,8 @@ def offline_router() -> APIRouter:
         name="cancel",
         dependencies=[Depends(FOLLOW_JOBS)],
         summary="Cancel a job, or remove an ended one",
+        status_code=204,
+        response_class=Response,
     )
     router.add_api_route(
         "/jobs/{job_id}/files/{path:path}",
