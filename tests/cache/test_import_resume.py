@@ -203,6 +203,20 @@ def test_another_area_mode_or_source_is_another_import(index: TileIndex, tmp_pat
 
 
 @pytest.mark.usefixtures("batches_of_two")
+def test_a_source_id_resumes_a_copy_of_the_source_at_another_path(
+    index: TileIndex, tmp_path: Path
+) -> None:
+    blobs = MemoryBlobStore()
+    store_tiles(index, blobs, "c", [(tile, WHITE) for tile in TILES])
+    first = archive(tmp_path / "first.mbtiles", {tile: shade() for tile in TILES})
+    with pytest.raises(StopError):
+        run(index, blobs, first, source_id="sha256-of-the-upload", progress=stop_after(2))
+    copy = tmp_path / "copy.mbtiles"
+    copy.write_bytes(Path(first).read_bytes())
+    assert run(index, blobs, str(copy), source_id="sha256-of-the-upload").skipped == 2
+
+
+@pytest.mark.usefixtures("batches_of_two")
 def test_a_batch_that_failed_to_store_is_not_in_the_journal(
     index: TileIndex, tmp_path: Path
 ) -> None:

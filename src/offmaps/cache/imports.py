@@ -33,7 +33,8 @@ tiles, with the SHA-256 stored for each, in the import's *journal* in the cache 
 or PostgreSQL: every process and worker sharing the index sees it), so a kill leaves journal
 and tiles consistent. The journal's key is the import's identity: the cache, the source's
 fingerprint (its path with the size and modification time of the file, or of every file of a
-folder; a cache's name and tile count and bytes; and its metadata), the area, the levels and
+folder; a cache's name and tile count and bytes; or the ``source_id`` given, such as an
+uploaded archive's SHA-256; and its metadata), the area, the levels and
 the mode (merge or overwrite, and the JPEG background). A rerun with the same identity reads
 the source again but leaves the tiles the journal records as they are (not clipped, merged nor
 stored: :attr:`ImportResult.skipped`), unless the cache's bytes of a tile are no longer the ones
@@ -136,6 +137,7 @@ def import_tiles(
     background: tuple[int, int, int] = DEFAULT_BACKGROUND,
     progress: ProgressCallback | None = None,
     resume: bool = True,
+    source_id: str | None = None,
 ) -> ImportResult:
     """Import the tiles of ``source`` into the existing cache ``name``.
 
@@ -152,6 +154,9 @@ def import_tiles(
         progress: called as tiles are handled, for progress bars.
         resume: skip the tiles a stopped run of the same import stored; False forgets that
             run's journal and imports every tile again.
+        source_id: what identifies the source's tiles in the import's identity, in place of
+            its path, size and modification time: for a source whose path says nothing (an
+            uploaded archive's SHA-256, copied to a new scratch folder by each job).
 
     Raises:
         CacheNotFoundError: when no cache has this name.
@@ -178,7 +183,7 @@ def import_tiles(
     )
     existing = CacheTileReader(index, blobs, name)
     tally = _Tally()
-    journal = _journal_key(name, source, aoi, levels, overwrite, background)
+    journal = _journal_key(name, source, source_id, aoi, levels, overwrite, background)
     if journal is not None and not resume:
         index.drop_journal(journal)
     resuming = journal is not None and journal in index.journals(name)
@@ -228,6 +233,7 @@ def import_tiles(
 def _journal_key(
     name: str,
     source: TileReader,
+    source_id: str | None,
     aoi: AreaOfInterest | None,
     levels: ZoomRange,
     overwrite: bool,
@@ -236,7 +242,7 @@ def _journal_key(
     """The identity of an import, the key of its journal: the SHA-256 of the cache, the
     source's fingerprint, the area, the levels and the mode. None when the source cannot be
     fingerprinted (a reader with neither a path nor a cache behind it): no journal then."""
-    fingerprint = _source_fingerprint(source)
+    fingerprint = _source_fingerprint(source, source_id)
     if fingerprint is None:
         return None
     identity = {
@@ -250,10 +256,10 @@ def _journal_key(
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def _source_fingerprint(source: TileReader) -> list[object] | None:
-    """What identifies a source's tiles without reading them: a cache's name and figures, or
-    a path with its size and modification time (for a folder, those of every file in it),
-    and the metadata either way."""
+def _source_fingerprint(source: TileReader, source_id: str | None) -> list[object] | None:
+    """What identifies a source's tiles without reading them: the id given, a cache's name and
+    figures, or a path with its size and modification time (for a folder, those of every file
+    in it); and the metadata in every case."""
     meta = source.metadata
     described: list[object] = [
         meta.tile_format.value,
@@ -262,6 +268,8 @@ def _source_fingerprint(source: TileReader) -> list[object] | None:
         meta.maxzoom,
         None if meta.bounds is None else list(meta.bounds),
     ]
+    if source_id is not None:
+        return ["id", source_id, *described]
     if isinstance(source, CacheTileReader):
         stats = source.index.stats(source.name)
         return ["cache", source.name, stats.tiles, stats.bytes, *described]
