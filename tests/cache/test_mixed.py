@@ -131,10 +131,6 @@ def test_the_tile_route_serves_each_tile_of_a_mixed_cache_as_its_bytes(held: Til
         assert kind(answer.content).media_type == media_type
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/fastpath.py sends the cache's one format; it should ask TileCache.media_type",
-)
 def test_the_fast_path_serves_a_mixed_cache_jpeg_tile_as_jpeg(held: TileCache) -> None:
     sources: dict[str, TileSource] = {"m": held}
     fast = TestClient(
@@ -142,6 +138,22 @@ def test_the_fast_path_serves_a_mixed_cache_jpeg_tile_as_jpeg(held: TileCache) -
     )
     answer = fast.get(f"/tiles/m/{JPEG_TILE.z}/{JPEG_TILE.x}/{JPEG_TILE.y}")
     assert answer.headers["content-type"] == "image/jpeg"
+
+
+def test_a_mixed_cache_answers_urls_with_either_extension(held: TileCache) -> None:
+    sources: dict[str, TileSource] = {"m": held}
+    route = make_client(sources)
+    fast = TestClient(TileFastPath(route.app, sources, public=lambda: frozenset({"m"})))
+    for client in (route, fast):
+        for extension in ("png", "jpg", "jpeg"):
+            url = f"/tiles/m/{JPEG_TILE.z}/{JPEG_TILE.x}/{JPEG_TILE.y}.{extension}"
+            answer = client.get(url)
+            assert answer.status_code == 200, (extension, answer.text)
+            assert answer.headers["content-type"] == "image/jpeg"
+        assert (
+            client.get(f"/tiles/m/{JPEG_TILE.z}/{JPEG_TILE.x}/{JPEG_TILE.y}.webp").status_code
+            == 404
+        )
 
 
 def test_the_api_creates_a_mixed_cache_read_through_from_an_archive(
@@ -295,3 +307,26 @@ def test_a_mixed_cache_takes_png_and_jpeg_sources_only(tmp_path: Path) -> None:
 def run(index: SQLiteTileIndex, blobs: MemoryBlobStore, src: str, **options: Any) -> Any:
     with open_reader(src) as reader:
         return import_tiles(index, blobs, "c", reader, **options)
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def test_a_mixed_cache_exports_as_png_its_jpeg_tiles_the_same_pixels(tmp_path: Path) -> None:
+    from offmaps.containers.export import export_tiles, plan_export  # noqa: PLC0415
+
+    tiles = {TILES[0]: overlay(slice(0, 8), (255, 0, 0)), TILES[1]: jpeg((0, 0, 200))}
+    index, blobs = new_mixed_cache(tmp_path, tiles)
+    as_held = CacheTileReader(index, blobs, "c")
+    assert kind(as_held.get_tile(TILES[1])) is TileFormat.JPEG  # imports merge what is held
+    reader = CacheTileReader(index, blobs, "c", one_format=True)
+    assert reader.metadata.tile_format is TileFormat.PNG
+    out = tmp_path / "out.mbtiles"
+    result = export_tiles(reader, str(out), plan_export(reader))
+    assert (result.written, result.failures) == (2, 0)
+    with open_reader(str(out)) as exported:
+        got = dict(exported.iter_tiles())
+    assert got[TILES[0]] == tiles[TILES[0]]  # a PNG tile byte for byte
+    assert kind(got[TILES[1]]) is TileFormat.PNG
+    assert (rgba(got[TILES[1]]) == rgba(tiles[TILES[1]])).all()  # the JPEG's own pixels
+    index.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,3 +114,51 @@ def test_a_jpeg_source_into_a_png_cache_names_both_formats(
         "CacheError: the source's tiles are jpg, cache 'c' holds png tiles: an import keeps "
         "the cache's format"
     )
+
+
+def test_a_stopped_import_run_again_skips_what_it_stored_unless_restarted(
+    data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import offmaps.cache.imports as imports_module  # noqa: PLC0415
+    import offmaps.containers.export as export_module  # noqa: PLC0415
+
+    monkeypatch.setattr(imports_module, "IMPORT_BATCH", 2)
+    monkeypatch.setattr(export_module, "_PROGRESS_STEP", 2)
+    base = str(tmp_path / "base.mbtiles")
+    assert run(capsys, "cache", "import", base, "c", "--data", data)[0] == 0
+    top = archive(
+        tmp_path / "o.mbtiles", {tile: overlay(slice(0, 8), (255, 0, 0)) for tile in TILES}
+    )
+    calls = [0]
+    real = imports_module.import_tiles
+
+    def stopped(*args: object, **options: Any) -> object:
+        def progress(count: int) -> None:
+            calls[0] += count
+            if calls[0] >= 4:
+                raise KeyboardInterrupt  # the user's Ctrl-C, after two batches
+
+        return real(*args, **{**options, "progress": progress})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(imports_module, "import_tiles", stopped)
+    assert main(["cache", "import", top, "c", "--data", data]) != 0  # click: "Aborted!"
+    monkeypatch.setattr(imports_module, "import_tiles", real)
+    capsys.readouterr()
+    code, _, err = run(capsys, "cache", "import", top, "c", "--data", data)
+    assert code == 0, err
+    assert "2 merged" in err
+    assert "4 stored by an earlier run" in err
+    code, out, _ = run(capsys, "cache", "import", top, "c", "--data", data, "--restart", "--json")
+    assert (code, json.loads(out)["skipped"], json.loads(out)["merged"]) == (0, 0, 6)
+
+
+def test_a_mixed_cache_is_created_from_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = archive(tmp_path / "base.mbtiles", {tile: basemap(tile) for tile in TILES})
+    folder = str(tmp_path / "data")
+    Path(folder).mkdir()
+    args = ("--archive", base, "--format", "mixed", "--data", folder, "--json")
+    code, out, err = run(capsys, "cache", "create", "m", *args)
+    assert code == 0, err
+    assert (json.loads(out)["format"], json.loads(out)["mixed"]) == ("mixed", True)

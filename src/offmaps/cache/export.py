@@ -9,6 +9,11 @@ Its tiles go through :func:`~offmaps.containers.export.export_tiles` as those of
 A tile whose blob is missing from the store, or whose bytes no longer hash to the index's
 SHA-256 (every blob read is hashed again), is skipped and recorded in
 :attr:`CacheTileReader.problems` with its key.
+
+A container holds tiles of one format, a mixed cache PNG and JPEG ones: exported (with
+``one_format=True``), it is a PNG tile set, its JPEG tiles re-encoded as PNG from their decoded
+pixels (no further loss; larger files). ArcGIS's own export keeps a MIXED cache MIXED; no
+container offmaps writes can say that yet.
 """
 
 from __future__ import annotations
@@ -21,12 +26,20 @@ from typing import Self
 from offmaps.cache.index import Span, TileIndex, cover_spans
 from offmaps.containers.base import TilesetMetadata
 from offmaps.containers.export import FailedTile
-from offmaps.errors import BlobIntegrityError, BlobNotFoundError, TileNotFoundError
+from offmaps.containers.merge import as_png
+from offmaps.errors import (
+    BlobIntegrityError,
+    BlobNotFoundError,
+    InvalidTileDataError,
+    TileNotFoundError,
+)
 from offmaps.storage import BlobStore
 from offmaps.tiling import TileCover, get_tms
 from offmaps.types import Tile
 
 __all__ = ["CacheTileReader"]
+
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
 class CacheTileReader:
@@ -36,16 +49,22 @@ class CacheTileReader:
         index: the cache index.
         blobs: the blob store holding the tiles' bytes.
         name: the cache.
+        one_format: for a mixed cache (PNG and JPEG tiles), give its JPEG tiles re-encoded as
+            PNG (the same pixels), so that the tiles are all of the one format the metadata
+            names (PNG), as a container holds them: what an export of a mixed cache writes.
 
     Raises:
         CacheNotFoundError: when no cache has this name.
     """
 
-    def __init__(self, index: TileIndex, blobs: BlobStore, name: str) -> None:
+    def __init__(
+        self, index: TileIndex, blobs: BlobStore, name: str, *, one_format: bool = False
+    ) -> None:
         self.index = index
         self.blobs = blobs
         self.name = name
         definition = index.definition(name)
+        self._as_png = one_format and definition.mixed
         stats = index.stats(name)
         held = [level.z for level in stats.levels if level.tiles]
         self._count = stats.tiles
@@ -121,6 +140,12 @@ class CacheTileReader:
                 FailedTile(tile, f"tile {key}: its blob's bytes do not hash to {sha256}")
             )
             return None
+        if self._as_png and data.startswith(_JPEG_SIGNATURE):
+            try:
+                return as_png(data, tile)
+            except InvalidTileDataError as exc:
+                self.problems.append(FailedTile(tile, str(exc)))
+                return None
         return data
 
     def count_tiles(self) -> int:

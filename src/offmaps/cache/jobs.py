@@ -370,7 +370,7 @@ def export_cache(
         plan_export,
     )
 
-    reader = CacheTileReader(service.index, service.blobs, payload.cache)
+    reader = CacheTileReader(service.index, service.blobs, payload.cache, one_format=True)
     plan = plan_export(reader, aoi=payload.area.aoi(), zooms=payload.zooms)
     check_tile_limit(plan, payload.max_tiles)
     kind = payload.format
@@ -469,6 +469,8 @@ def import_cache(
             overwrite=payload.overwrite,
             background=parse_colour(payload.background),
             progress=_counter(context, total, "imported"),
+            # the archive is copied into a new scratch folder by each job: its hash names it
+            source_id=payload.archive,
         )
     archives.delete(payload.archive)
     return import_document(payload.cache, result)
@@ -486,6 +488,7 @@ def import_document(cache: str, result: ImportResult) -> dict[str, Any]:
         "left_out": result.left_out,
         "clipped": result.clipped,
         "changed": result.changed,
+        "skipped": result.skipped,
         "failures": result.failures,
         "failed": failed_tiles(result.failed),
     }

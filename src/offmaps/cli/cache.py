@@ -348,7 +348,7 @@ def cache() -> None:
 @click.option(
     "--format",
     "tile_format",
-    type=click.Choice([f.value for f in TileFormat]),
+    type=click.Choice([*(f.value for f in TileFormat), "mixed"]),
     default="png",
     show_default=True,
     help="The tiles' format.",
@@ -758,7 +758,9 @@ def export(
             caches = stack.enter_context(_caches(data_dir, None, None))
             if not isinstance(caches, _Folder):  # _caches gives a folder's when no --server
                 raise CacheError(f"{data_dir}: not a data folder")
-            reader = CacheTileReader(caches.service.index, caches.service.blobs, src)
+            reader = CacheTileReader(
+                caches.service.index, caches.service.blobs, src, one_format=True
+            )
         plan = plan_export(reader, aoi=aoi, zooms=levels)
         check_tile_limit(plan, max_tiles)  # before the bar: the error is the only output
         with progress_bar(f"{src} → {dst}", plan.tiles) as advance:
@@ -892,6 +894,11 @@ def _move_into(download: Path, target: Path, overwrite: bool) -> None:
     help="Replace NAME's tiles with the incoming ones rather than merge over them.",
 )
 @click.option(
+    "--restart",
+    is_flag=True,
+    help="Import every tile again, even those a stopped run of the same import stored.",
+)
+@click.option(
     "--data",
     "data_dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -911,6 +918,7 @@ def import_(
     zooms: str | None,
     background: str,
     overwrite_tiles: bool,
+    restart: bool,
     data_dir: Path | None,
     server: str | None,
     as_json: bool,
@@ -919,11 +927,12 @@ def import_(
 
     SRC is named as for `offmaps tiles convert` (FILE.mbtiles, FILE.pmtiles, FILE.gpkg,
     esri-compact:DIR, esri-exploded:DIR, xyz:DIR, tms:DIR). Its tiling scheme and tile format
-    must be NAME's. By default an incoming tile is merged over the one NAME holds (its
-    transparent pixels keep NAME's); --overwrite-tiles replaces it. With an area, tiles cut by
-    its boundary are clipped as on export. Tiles are stored 256 at a time, each batch whole, so
-    a stopped import can be run again. Tiles that do not decode are listed and left out, the
-    rest imported, and the command then ends with an error (exit code 1). With --server URL,
+    must be NAME's (a mixed NAME takes PNG and JPEG). By default an incoming tile is merged over
+    the one NAME holds (its transparent pixels keep NAME's); --overwrite-tiles replaces it. With
+    an area, tiles cut by its boundary are clipped as on export. Tiles are stored 256 at a time,
+    each batch whole, and a stopped import run again skips the tiles it stored (--restart
+    imports them again). Tiles that do not decode are listed and left out, the rest imported,
+    and the command then ends with an error (exit code 1). With --server URL,
     SRC must be an archive (FILE.mbtiles, FILE.gpkg, FILE.pmtiles): it is uploaded in resumable
     parts (an interrupted upload goes on when the command is run again), then imported there
     as a job.
@@ -935,9 +944,13 @@ def import_(
     if server is not None:
         if data_dir is not None:
             raise CacheError("give --server or --data, not both")
+        if restart:
+            raise CacheError("--restart is for imports into a data folder's cache (--data)")
         found = _import_on_server(server, location, name, aoi, levels, background, overwrite_tiles)
     else:
-        found = _import_here(data_dir, location, name, aoi, levels, colour, overwrite_tiles)
+        found = _import_here(
+            data_dir, location, name, aoi, levels, colour, overwrite_tiles, resume=not restart
+        )
     failed = list(found["failed"])
     if as_json:
         _echo_json({"source": src, **found})
@@ -948,7 +961,8 @@ def import_(
             f"{found['imported']:,} tiles imported into {name} ({found['new']:,} new, "
             f"{found['merged']:,} merged, {found['overwritten']:,} overwritten; "
             f"{found['clipped']:,} clipped, {found['left_out']:,} left out, "
-            f"{found['failures']:,} failed; {found['changed']:,} changed)",
+            f"{found['failures']:,} failed; {found['changed']:,} changed; "
+            f"{found['skipped']:,} stored by an earlier run)",
             err=True,
         )
     if found["failures"]:  # after the result: the rest was imported
@@ -966,6 +980,8 @@ def _import_here(
     levels: ZoomRange | None,
     colour: tuple[int, int, int],
     overwrite: bool,
+    *,
+    resume: bool,
 ) -> dict[str, Any]:
     """``offmaps cache import`` into a data folder's cache: the result as the job's JSON."""
     # clipping and merging need Pillow and rasterio (the raster extra): loaded for this command
@@ -987,6 +1003,7 @@ def _import_here(
                 overwrite=overwrite,
                 background=colour,
                 progress=bar,
+                resume=resume,
             )
     return import_document(name, result)
 

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from offmaps.cache import TileCache
 from offmaps.errors import OffmapsError
-from offmaps.server.rest.tiles import CACHE_CONTROL, EXTENSIONS, etag_matches, etag_of
+from offmaps.server.rest.tiles import CACHE_CONTROL, etag_matches, etag_of, extensions_of
 from offmaps.sources import ArchiveTileSource, TileSource
 from offmaps.types import Tile, TileCompression
 
@@ -81,7 +81,7 @@ class TileFastPath:
         if _header(scope, b"authorization") is not None:
             return None
         info = source.info
-        if extension is not None and extension.lower() not in EXTENSIONS[info.tile_format]:
+        if extension is not None and extension.lower() not in extensions_of(source):
             return None
         tile = Tile(int(x), int(y), int(z))
         try:
@@ -103,7 +103,12 @@ class TileFastPath:
             return 304, b"", headers
         if info.tile_compression is TileCompression.GZIP:
             headers.append((b"content-encoding", b"gzip"))
-        headers.append((b"content-type", info.tile_format.media_type.encode()))
+        media_type = (
+            source.media_type(data)
+            if isinstance(source, TileCache)
+            else info.tile_format.media_type
+        )
+        headers.append((b"content-type", media_type.encode()))
         return 200, data, headers
 
 

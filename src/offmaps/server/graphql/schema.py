@@ -150,6 +150,7 @@ class CacheInput:
     max_zoom: int | None = None
     upstream: UpstreamInput | None = None
     verify_reads: float | None = None
+    export_max_tiles: int | None = None
 
     def definition(self) -> CacheDefinition:
         """The definition, validated as REST validates it."""
@@ -167,6 +168,7 @@ class CacheInput:
                 "min_zoom": self.min_zoom,
                 "max_zoom": self.max_zoom,
                 "verify_reads": self.verify_reads,
+                "export_max_tiles": self.export_max_tiles,
             }
         )
         if self.upstream is not None:

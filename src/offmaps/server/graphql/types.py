@@ -177,10 +177,16 @@ class Cache:
     source: CacheSource
     tms: str
     format: TileFormatEnum  # type: ignore[valid-type]
+    mixed: bool = strawberry.field(
+        description="Whether it is mixed (ArcGIS's MIXED): each tile PNG or JPEG, as it came."
+    )
     min_zoom: int
     max_zoom: int
     upstream: Upstream
     verify_reads: float
+    export_max_tiles: int = strawberry.field(
+        description="The most tiles one export through the server may cover."
+    )
     tiles_url: str = strawberry.field(
         description="The URL template of its tiles (/tiles/{name}/{z}/{x}/{y}: read-through)."
     )
@@ -200,6 +206,7 @@ class Cache:
             source=CacheSource(kind=definition.source.kind, location=definition.source.location),
             tms=definition.tms,
             format=definition.format,
+            mixed=definition.mixed,
             min_zoom=definition.min_zoom,
             max_zoom=definition.max_zoom,
             upstream=Upstream(
@@ -212,6 +219,7 @@ class Cache:
                 max_tile_bytes=Long(upstream.max_tile_bytes),
             ),
             verify_reads=definition.verify_reads,
+            export_max_tiles=definition.export_max_tiles,
             tiles_url=f"{base}/tiles/{definition.name}/{{z}}/{{x}}/{{y}}",
         )
 

@@ -133,7 +133,8 @@ def _cache_document(definition: CacheDefinition, request: Request) -> dict[str, 
             {"rel": "stats", "href": f"{base}/api/caches/{definition.name}/stats"},
             {
                 "rel": "item",
-                "type": definition.format.media_type,
+                # a mixed cache's tiles are PNG or JPEG each: no one type to name
+                **({} if definition.mixed else {"type": definition.format.media_type}),
                 "href": f"{base}/tiles/{definition.name}/{{z}}/{{x}}/{{y}}",
                 "templated": True,
             },

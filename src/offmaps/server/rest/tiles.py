@@ -36,6 +36,7 @@ from offmaps.types import BBox, Tile, TileCompression, TileFormat
 __all__ = [
     "CACHE_CONTROL",
     "EXTENSIONS",
+    "extensions_of",
     "etag_matches",
     "etag_of",
     "tiles_router",
@@ -52,6 +53,16 @@ EXTENSIONS: dict[TileFormat, frozenset[str]] = {
     TileFormat.WEBP: frozenset({"webp"}),
     TileFormat.MVT: frozenset({"pbf", "mvt"}),
 }
+
+
+def extensions_of(source: TileSource) -> frozenset[str]:
+    """The file extensions a tile URL of ``source`` may end with: its format's, and for a
+    mixed cache those of PNG and JPEG."""
+    if isinstance(source, TileCache):
+        formats = source.definition.tile_formats
+        return frozenset().union(*(EXTENSIONS[f] for f in formats))
+    return EXTENSIONS[source.info.tile_format]
+
 
 # --- HTTP -----------------------------------------------------------------------------------
 
@@ -284,7 +295,7 @@ async def xyz_tile(
 ) -> Response:
     source = _get_source(sources, name)
     row, dot, extension = y.partition(".")
-    if dot and extension.lower() not in EXTENSIONS[source.info.tile_format]:
+    if dot and extension.lower() not in extensions_of(source):
         raise TileNotFoundError(
             f"tile layer {name!r} serves {source.info.tile_format.value} tiles, "
             f"not {extension[:16]!r}"
