@@ -393,15 +393,16 @@ def _format_problem(tile: Tile, data: bytes, tile_format: TileFormat) -> str | N
 
 
 def _clip(clipper: AreaClipper, tile: Tile, data: bytes, tile_format: TileFormat) -> _Clipped:
-    """Clip one tile, an invalid one becoming a failure rather than an error."""
+    """Clip one tile cut by the area's boundary (the batch's classification said so), an
+    invalid one becoming a failure rather than an error."""
     try:
-        relation = clipper.relation(tile)
-        clipped = clipper.clip(tile, data, tile_format)
+        clipped = clipper.clip_cut(tile, data, tile_format)
     except InvalidTileDataError as exc:
         return _Clipped(TileRelation.CUT, error=str(exc))
     if clipped is not None and (clipped is data or clipped == data):
-        relation = TileRelation.INSIDE  # every pixel centre inside: its bytes are kept
-    return _Clipped(relation, clipped)
+        # every pixel centre inside: its bytes are kept
+        return _Clipped(TileRelation.INSIDE, clipped)
+    return _Clipped(TileRelation.CUT, clipped)
 
 
 class _Clips:
