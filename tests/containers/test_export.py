@@ -206,9 +206,15 @@ def test_corrupt_tiles_are_listed_with_their_keys_and_the_rest_goes_on(tmp_path:
     assert got[Tile(2, 2, 2)] == tiles[Tile(2, 2, 2)]
 
 
+@pytest.mark.parametrize(
+    "threads",
+    [1, 2],
+    ids=["forked from a process of one thread", "from a fork server beside other threads"],
+)
 def test_cut_tiles_clipped_in_worker_processes_are_those_clipped_here(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
 ) -> None:
+    monkeypatch.setattr("threading.active_count", lambda: threads)
     src = str(tmp_path / "s.mbtiles")
     tiles = [Tile(x, y, 4) for x in range(4, 12) for y in range(3, 9)]
     source(src, tiles)

@@ -25,14 +25,12 @@ from shapely.geometry import mapping
 
 from offmaps.cache import DEFAULT_URL_EXPIRY, CacheDefinition, SeedProgress, TileCacheService
 from offmaps.cache.jobs import ARCHIVE_KINDS, export_document, import_document, parse_colour
-from offmaps.catalog import Catalog
 from offmaps.cli.progress import progress_bar
 from offmaps.cli.tiles import aoi_option, bbox_option, crs_option, parse_zooms, read_aoi
 from offmaps.client.caches import TileCaches
 from offmaps.client.portal import Portal, load_credentials
 from offmaps.containers import Location, TileReader, open_reader, parse_location
 from offmaps.errors import CacheError, InvalidAOIError
-from offmaps.services import open_caches
 from offmaps.settings import ServerSettings
 from offmaps.storage import MAX_PRESIGN_EXPIRY
 from offmaps.tiling import Area, AreaOfInterest
@@ -293,6 +291,10 @@ def _caches(data_dir: Path | None, server: str | None, public_url: str | None) -
         with Portal(server, credentials=load_credentials(server)) as portal:
             yield _Server(TileCaches(portal))
         return
+    # a data folder's services: loaded for --data only (a tenth of a second or more at start)
+    from offmaps.catalog import Catalog  # noqa: PLC0415
+    from offmaps.services import open_caches  # noqa: PLC0415
+
     settings = ServerSettings() if data_dir is None else ServerSettings(data_dir=data_dir)
     if not settings.data_dir.is_dir():
         raise CacheError(f"{settings.data_dir}: no such data folder")

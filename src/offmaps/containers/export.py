@@ -25,8 +25,9 @@ format is left out and listed with its key in :attr:`ExportResult.failed`; the e
 Decoding and encoding cut tiles is the costly part (milliseconds per tile, against microseconds
 for a tile copied), so once an export has met more than :data:`INLINE_CUT_TILES` cut tiles, the
 rest are clipped in worker processes (``processes``, one per CPU by default), with at most
-:data:`TASKS_PER_PROCESS` tiles per worker in flight so that memory stays bounded. Workers come
-from a fork server, never a fork of a process that may run threads.
+:data:`TASKS_PER_PROCESS` tiles per worker in flight so that memory stays bounded. A process
+running one thread (the CLI) forks its workers, which then load nothing again; one that may run
+threads (a server) is never forked: its workers come from a fork server.
 
 The destination is written atomically by the containers' writers: it appears only once the
 export has finished, and a failure leaves nothing.
@@ -37,6 +38,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -490,8 +492,11 @@ class _Clips:
 
 
 def _context() -> multiprocessing.context.BaseContext:
-    # never fork a process that may run threads (a server's): workers come from a fork server,
-    # with this module (and so the clipper's) loaded before it forks them
+    # a process running one thread (the CLI's) forks its workers: nothing to load again. One
+    # that may run threads (a server's) is never forked: workers come from a fork server, with
+    # this module (and so the clipper's) loaded before it forks them
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     return context
