@@ -51,6 +51,12 @@ encoding the same pixels gives the same bytes); a **semi-transparent** incoming 
 composited once more over its own result, so it gets more opaque. ``resume=False`` forgets a
 stopped import's journal and starts afresh. A cache's journals go when it is deleted.
 
+Compositing is most of an import's work (decoding two tiles and encoding one: milliseconds per
+tile). Once an import has composited :data:`INLINE_MERGES` tiles in its own process, each
+batch's composites go to worker processes (``processes``, one per CPU by default; forked from a
+process running one thread, else from a fork server: :func:`offmaps.processes.worker_context`),
+the batch's reading, clipping and storing staying in the importing process.
+
 Needs Pillow and rasterio (the ``raster`` extra) for clipping and merging.
 """
 
@@ -60,7 +66,8 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,16 +82,19 @@ from offmaps.containers.export import (
     TileTally,
     plan_export,
 )
-from offmaps.containers.merge import MIXED, as_png, merge_tiles
+from offmaps.containers.merge import MIXED, CacheTileFormat, as_png, merge_tiles
 from offmaps.errors import CacheError, ContainerError, InvalidTileDataError
+from offmaps.processes import worker_context
 from offmaps.storage import BlobStore
 from offmaps.tiling import AreaOfInterest, check_compatible, get_tms
 from offmaps.types import Tile, TileFormat, ZoomRange
 
-__all__ = ["IMPORT_BATCH", "ImportResult", "import_tiles"]
+__all__ = ["IMPORT_BATCH", "INLINE_MERGES", "ImportResult", "import_tiles"]
 
 IMPORT_BATCH = 256
 """Tiles stored per index transaction: the unit an interrupted import leaves whole."""
+INLINE_MERGES = 256
+"""Tiles composited in the importing process before worker processes take the rest."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,7 @@ def import_tiles(
     progress: ProgressCallback | None = None,
     resume: bool = True,
     source_id: str | None = None,
+    processes: int | None = None,
 ) -> ImportResult:
     """Import the tiles of ``source`` into the existing cache ``name``.
 
@@ -157,6 +168,8 @@ def import_tiles(
         source_id: what identifies the source's tiles in the import's identity, in place of
             its path, size and modification time: for a source whose path says nothing (an
             uploaded archive's SHA-256, copied to a new scratch folder by each job).
+        processes: the most worker processes compositing tiles (default: one per CPU; 1 or
+            less: all in this process).
 
     Raises:
         CacheNotFoundError: when no cache has this name.
@@ -188,46 +201,104 @@ def import_tiles(
         index.drop_journal(journal)
     resuming = journal is not None and journal in index.journals(name)
     tiles = source.iter_cover(plan.cover) if plan.cover else source.iter_tiles(levels.levels())
-    for batch in _batched(tiles):
-        to_store: list[tuple[Tile, bytes]] = []
-        done = index.find_done(journal, name, (t for t, _ in batch)) if journal and resuming else ()
-        for tile, data in batch:
-            tally.read += 1
-            if tile in done:
-                tally.skipped += 1
-                continue
-            tile_format = _mixed_format(data) if mixed else None
-            incoming = _incoming(
-                tile, data, tile_format or meta.tile_format, clipper, tally, mixed=mixed
+    merges = _Merges(
+        MIXED if mixed else definition.format,
+        max(1, processes if processes is not None else (os.cpu_count() or 1)),
+    )
+    try:
+        for batch in _batched(tiles):
+            to_store: list[tuple[Tile, bytes | None]] = []
+            pending: list[tuple[int, Tile, bytes, bytes]] = []  # (position, tile, held, incoming)
+            done = (
+                index.find_done(journal, name, (t for t, _ in batch))
+                if journal and resuming
+                else ()
             )
-            if incoming is None:
-                continue
-            held = existing.find_tile(tile)  # a missing or damaged blob: as if absent
-            if held is None:
-                tally.new += 1
-            elif overwrite or not raster:
-                tally.overwritten += 1
-            elif _opaque_by_header(incoming):  # merge_tiles would return it, after decoding
-                tally.merged += 1
-            else:
-                try:
-                    incoming = merge_tiles(
-                        held,
-                        incoming,
-                        cache_format=MIXED if mixed else definition.format,
-                        tile=tile,
-                    )
-                except ContainerError as exc:  # the incoming or the held tile does not decode
-                    tally.fail(tile, str(exc))
+            for tile, data in batch:
+                tally.read += 1
+                if tile in done:
+                    tally.skipped += 1
                     continue
-                tally.merged += 1
-            to_store.append((tile, incoming))
-        tally.changed += store_tiles(index, blobs, name, to_store, journal=journal)
-        tally.step(progress)
+                tile_format = _mixed_format(data) if mixed else None
+                incoming = _incoming(
+                    tile, data, tile_format or meta.tile_format, clipper, tally, mixed=mixed
+                )
+                if incoming is None:
+                    continue
+                held = existing.find_tile(tile)  # a missing or damaged blob: as if absent
+                if held is None:
+                    tally.new += 1
+                elif overwrite or not raster:
+                    tally.overwritten += 1
+                elif not _opaque_by_header(incoming):  # else merge_tiles would return it
+                    pending.append((len(to_store), tile, held, incoming))
+                    to_store.append((tile, None))  # its composite, below
+                    continue
+                else:
+                    tally.merged += 1
+                to_store.append((tile, incoming))
+            for position, composite in zip(
+                (p for p, *_ in pending), merges.run([m[1:] for m in pending]), strict=True
+            ):
+                tile = to_store[position][0]
+                if isinstance(composite, ContainerError):  # a tile that does not decode
+                    tally.fail(tile, str(composite))
+                else:
+                    tally.merged += 1
+                    to_store[position] = (tile, composite)
+            stored = [(tile, data) for tile, data in to_store if data is not None]
+            tally.changed += store_tiles(index, blobs, name, stored, journal=journal)
+            tally.step(progress)
+    finally:
+        merges.close()
     if journal is not None:  # finished: a rerun is a new import
         index.drop_journal(journal)
     tally.step(progress, force=True)
     return tally.result()
+
+
+class _Merges:
+    """Composites of incoming tiles over held ones: in this process for the first
+    :data:`INLINE_MERGES`, then in up to ``workers`` worker processes."""
+
+    def __init__(self, cache_format: CacheTileFormat, workers: int) -> None:
+        self.cache_format = cache_format
+        self.workers = workers
+        self.done = 0
+        self._pool: ProcessPoolExecutor | None = None
+
+    def run(self, items: Sequence[tuple[Tile, bytes, bytes]]) -> list[bytes | ContainerError]:
+        """The composite of each ``(tile, held, incoming)``, or the error of a tile that does
+        not decode, in order."""
+        if not items:
+            return []
+        self.done += len(items)
+        if self.workers <= 1 or self.done <= INLINE_MERGES:
+            return [_merge_one(self.cache_format, *item) for item in items]
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=worker_context(["offmaps.cache.imports"]),
+            )
+        formats = itertools.repeat(self.cache_format)
+        tiles, held, incoming = zip(*items, strict=True)
+        chunk = max(1, len(items) // (4 * self.workers))
+        return list(self._pool.map(_merge_one, formats, tiles, held, incoming, chunksize=chunk))
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+
+def _merge_one(
+    cache_format: CacheTileFormat, tile: Tile, held: bytes, incoming: bytes
+) -> bytes | ContainerError:
+    """One composite, or why it could not be made (returned, so a pool passes it back)."""
+    try:
+        return merge_tiles(held, incoming, cache_format=cache_format, tile=tile)
+    except ContainerError as exc:  # the incoming or the held tile does not decode
+        return exc
 
 
 def _journal_key(

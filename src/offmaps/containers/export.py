@@ -36,9 +36,7 @@ export has finished, and a failure leaves nothing.
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -68,6 +66,7 @@ from offmaps.errors import (
     InvalidZoomError,
     TileLimitError,
 )
+from offmaps.processes import worker_context
 from offmaps.tiling import AreaOfInterest, TileCover, check_zooms, tile_cover
 from offmaps.types import Tile, TileFormat, ZoomRange
 
@@ -461,7 +460,7 @@ class _Clips:
         if self.pool is None:
             self.pool = ProcessPoolExecutor(
                 self.workers,
-                mp_context=_context(),
+                mp_context=worker_context([__name__]),
                 initializer=_start_worker,
                 initargs=self.work,
             )
@@ -489,17 +488,6 @@ class _Clips:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    # a process running one thread (the CLI's) forks its workers: nothing to load again. One
-    # that may run threads (a server's) is never forked: workers come from a fork server, with
-    # this module (and so the clipper's) loaded before it forks them
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
 
 
 _worker_clipper: AreaClipper | None = None
