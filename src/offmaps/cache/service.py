@@ -232,7 +232,8 @@ class TileCacheService:
                     f"cache {definition.name!r} is {definition.format_name}, but its source "
                     f"{source.location!r} serves {found.info.tile_format.value}"
                 )
-            if isinstance(found, ArchiveTileSource):
+            # an archive was opened for this check; a layer is the server's, never closed here
+            if source.kind is SourceKind.ARCHIVE and isinstance(found, ArchiveTileSource):
                 found.close()
         self.index.create_cache(definition)
         if self._published is not None:
@@ -315,7 +316,12 @@ class TileCacheService:
             )
         else:
             opened = self._open_source(definition)
-            close = opened.close if isinstance(opened, ArchiveTileSource) else (lambda: None)
+            # an archive was opened for this cache; a layer is the server's, never closed here
+            close = (
+                opened.close
+                if source.kind is SourceKind.ARCHIVE and isinstance(opened, ArchiveTileSource)
+                else (lambda: None)
+            )
             entry = (opened.get_tile, close)
         with self._lock:
             return self._fetchers.setdefault(definition.name, entry)[0]
