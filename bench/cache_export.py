@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import Measurement, fresh, machine, measure
 from _tile_upstream import _bases, sea_png, synthetic_tile
 from convert import BBOX as REAL_BBOX
-from convert import source_cache
+from convert import MAPPROXY_YAML, source_cache
 
 from offmaps.containers import TilesetMetadata, open_reader, open_writer
 from offmaps.containers.clip import AreaClipper, TileRelation
@@ -80,34 +80,8 @@ BASEMAP = "basemap"
 IMPORT_BBOX = (23.95, 59.95, 25.85, 60.55)  # the Helsinki region: 102,720 tiles at z0-16
 HALF_WORLD = 20037508.342789244
 
-# as in bench/convert.py: a file cache over the rendered TMS folder (rows from the bottom);
-# MBTiles is exported on that grid, compact bundles on the same grid with rows from the top
-MAPPROXY_YAML = """\
-services:
-  demo:
-layers:
-  - name: osm
-    title: OpenStreetMap Helsinki
-    sources: [osm_cache]
-caches:
-  osm_cache:
-    grids: [webmercator]
-    sources: []
-    format: image/png
-    cache:
-      type: file
-      directory_layout: tms
-      directory: {directory}
-grids:
-  webmercator:
-    base: GLOBAL_WEBMERCATOR
-    origin: sw
-    num_levels: 25
-  webmercator_nw:
-    base: GLOBAL_WEBMERCATOR
-    origin: nw
-    num_levels: 25
-"""
+# MAPPROXY_YAML (from bench/convert.py): a file cache over the rendered TMS folder (rows from the
+# bottom); MBTiles is exported on that grid, compact bundles on the same grid with rows from the top
 
 
 def load() -> str:
