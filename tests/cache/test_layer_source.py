@@ -1,8 +1,11 @@
-"""A cache of another tile layer of the server: the layer is the server's, never closed by it."""
+"""A cache of an archive or of another tile layer: the layer is the server's, never closed by
+the cache, and a source that went away costs only the tiles the cache lacks."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from offmaps.cache import CacheDefinition, CacheSource, SourceKind, SQLiteTileIndex
 from offmaps.cache.service import TileCacheService
@@ -45,3 +48,33 @@ def test_creating_seeding_and_deleting_a_cache_of_a_layer_leave_the_layer_open(
     service.close()
     assert layer.get_tile(Tile(1, 0, 1)) == TILES[Tile(1, 0, 1)]  # nor closing the service
     layer.close()
+
+
+def test_a_cache_whose_archive_went_away_still_lists_serves_and_exports_what_it_holds(
+    tmp_path: Path,
+) -> None:
+    from offmaps.cache import store_tiles  # noqa: PLC0415
+    from offmaps.cache.export import CacheTileReader  # noqa: PLC0415
+    from offmaps.errors import CacheError  # noqa: PLC0415
+
+    archive = tmp_path / "base.mbtiles"
+    with open_writer(archive, TilesetMetadata(TileFormat.PNG, minzoom=0, maxzoom=1)) as writer:
+        for tile, data in TILES.items():
+            writer.write_tile(tile, data)
+    index = SQLiteTileIndex(tmp_path / "index.sqlite")
+    blobs = MemoryBlobStore()
+    source = CacheSource(kind=SourceKind.ARCHIVE, location=str(archive))
+    TileCacheService(index, blobs).create(CacheDefinition(name="c", source=source, max_zoom=1))
+    held = Tile(0, 0, 1)
+    store_tiles(index, blobs, "c", [(held, TILES[held])])
+    archive.unlink()
+    published: dict[str, object] = {}
+    service = TileCacheService(index, blobs, published=published)  # type: ignore[arg-type]
+    assert [d.name for d in service.list()] == ["c"]
+    assert "c" in published  # published as a tile layer, as before
+    cache = service.cache("c")
+    assert cache.get_tile(held) == TILES[held]  # what it holds is served
+    with pytest.raises(CacheError, match=r"base\.mbtiles does not exist"):
+        cache.get_tile(Tile(1, 1, 1))  # what it lacks: the reason, not a crash at start
+    assert dict(CacheTileReader(index, blobs, "c").iter_tiles()) == {held: TILES[held]}
+    service.close()

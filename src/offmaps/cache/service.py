@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from urllib.parse import urlsplit
 
 import httpx
@@ -315,14 +316,8 @@ class TileCacheService:
                 fetcher.close,
             )
         else:
-            opened = self._open_source(definition)
-            # an archive was opened for this cache; a layer is the server's, never closed here
-            close = (
-                opened.close
-                if source.kind is SourceKind.ARCHIVE and isinstance(opened, ArchiveTileSource)
-                else (lambda: None)
-            )
-            entry = (opened.get_tile, close)
+            lazy = _OpenedOnUse(partial(self._open_source, definition), source.kind)
+            entry = (lazy.get_tile, lazy.close)
         with self._lock:
             return self._fetchers.setdefault(definition.name, entry)[0]
 
@@ -692,3 +687,35 @@ def _spans_after(cover: TileCover, zooms: ZoomRange, after: Tile | None) -> Iter
 
 def _seconds(when: datetime | None) -> float | None:
     return None if when is None else when.timestamp()
+
+
+class _OpenedOnUse:
+    """A cache's archive or layer source, opened when a tile is first fetched from it, so that
+    a cache whose source went away still serves, lists and exports what it holds (each fetch
+    of a tile it lacks then fails with why). Only an archive opened here is closed here: a
+    layer is the server's."""
+
+    def __init__(self, open_source: Callable[[], TileSource], kind: SourceKind) -> None:
+        self._open = open_source
+        self._kind = kind
+        self._lock = threading.Lock()
+        self._source: TileSource | None = None
+        self._closed = False
+
+    def get_tile(self, tile: Tile) -> bytes:
+        """The source's tile (``CacheError`` when the source cannot be opened)."""
+        with self._lock:
+            if self._closed:
+                raise CacheError("the cache's source is closed")
+            if self._source is None:
+                self._source = self._open()
+            source = self._source
+        return source.get_tile(tile)
+
+    def close(self) -> None:
+        """Close an archive opened here."""
+        with self._lock:
+            self._closed = True
+            source, self._source = self._source, None
+        if self._kind is SourceKind.ARCHIVE and isinstance(source, ArchiveTileSource):
+            source.close()
