@@ -57,6 +57,7 @@ from offmaps.cache.jobs import (
     ExportSteps,
     ImportCache,
     ImportSteps,
+    OptionalLevels,
     SeedArea,
     SeedCache,
 )
@@ -69,7 +70,7 @@ from offmaps.server.rest.deps import JobsDep, PrincipalDep, ServicesDep, job_jso
 from offmaps.services import Services
 from offmaps.storage import MAX_PRESIGN_EXPIRY
 from offmaps.tiling import Area
-from offmaps.types import Tile, ZoomRange
+from offmaps.types import Tile
 
 __all__ = [
     "ExportRequest",
@@ -386,7 +387,7 @@ _EXPIRES = Field(
 )
 
 
-class UrlsRequest(BaseModel):
+class UrlsRequest(OptionalLevels):
     """Presigned download URLs: of listed tiles, or of an area's stored tiles (paged).
 
     Attributes:
@@ -396,12 +397,8 @@ class UrlsRequest(BaseModel):
         expires_s: how long the URLs work.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
     tiles: list[TileKey] | None = Field(default=None, max_length=MAX_URLS_PAGE)
     area: Area | None = None
-    min_zoom: int | None = Field(default=None, ge=0, le=30)
-    max_zoom: int | None = Field(default=None, ge=0, le=30)
     after: TileKey | None = None
     limit: int = Field(default=1000, ge=1, le=MAX_URLS_PAGE)
     expires_s: int = _EXPIRES
@@ -410,19 +407,9 @@ class UrlsRequest(BaseModel):
     def _one_way(self) -> UrlsRequest:
         if (self.tiles is None) == (self.area is None):
             raise ValueError("give either tiles or an area with min_zoom and max_zoom")
-        if self.area is not None and (self.min_zoom is None or self.max_zoom is None):
+        if self.area is not None and self.zooms is None:
             raise ValueError("an area needs min_zoom and max_zoom")
-        zooms = self.zooms
-        if zooms is not None and zooms.min > zooms.max:
-            raise ValueError(f"zoom range {zooms.min}-{zooms.max} is inverted")
         return self
-
-    @property
-    def zooms(self) -> ZoomRange | None:
-        """The levels of an area, when given."""
-        if self.min_zoom is None or self.max_zoom is None:
-            return None
-        return ZoomRange(self.min_zoom, self.max_zoom)
 
 
 class UploadTile(TileKey):
