@@ -23,6 +23,7 @@ import httpx
 
 from offmaps.client.downloads import fetch_file
 from offmaps.client.portal import Portal
+from offmaps.client.uploads import send_parts
 from offmaps.errors import (
     ConnectionFailedError,
     JobCancelledError,
@@ -186,34 +187,14 @@ class TileCaches:
         url = f"/api/cache-archives/{sha256}"
         for _ in range(3):  # another upload of the same archive may move the offset
             try:
-                self._send_archive(path, url, size, on_progress)
+                with path.open("rb") as source:
+                    send_parts(self.portal, url, source, size, ARCHIVE_PART_BYTES, on_progress)
             except UploadOffsetError:
                 continue
             return sha256
         raise UploadOffsetError(
             f"the upload of {path} kept losing its place; try again", expected=0, actual=0
         )
-
-    def _send_archive(
-        self, path: Path, url: str, size: int, on_progress: Callable[[int, int], None] | None
-    ) -> None:
-        state = self.portal.request("GET", url)
-        with path.open("rb") as source:
-            source.seek(int(state["received"]))
-            while not state["complete"]:
-                offset = int(state["received"])
-                chunk = source.read(ARCHIVE_PART_BYTES)
-                state = self.portal.request(
-                    "PUT",
-                    url,
-                    params={"offset": offset, "total": size},
-                    content=chunk,
-                    headers={"Content-Type": "application/octet-stream"},
-                )
-                if on_progress is not None:
-                    on_progress(int(state["received"]), size)
-                if not chunk:
-                    break
 
     def import_archive(
         self,

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import httpx
 
 from offmaps.client.portal import Portal, raise_for_problem
+from offmaps.client.uploads import send_parts
 from offmaps.errors import (
     ConnectionFailedError,
     OffmapsError,
@@ -635,22 +636,8 @@ class _ReplicaSync:
         url = f"{self.path}/uploads/{sha256}"
 
         def send_rest() -> None:
-            state = self.portal.request("GET", url)
-            offset = int(state["received"])
             with self.attachments.open(sha256) as source:
-                source.seek(offset)
-                while not state["complete"]:
-                    chunk = source.read(_UPLOAD_CHUNK)
-                    state = self.portal.request(
-                        "PUT",
-                        url,
-                        params={"offset": offset, "total": size},
-                        content=chunk,
-                        headers={"Content-Type": "application/octet-stream"},
-                    )
-                    offset = int(state["received"])
-                    if not chunk:
-                        break
+                send_parts(self.portal, url, source, size, _UPLOAD_CHUNK)
 
         _retrying(send_rest, UploadOffsetError)
 
