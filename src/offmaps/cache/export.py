@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Self
 
 from offmaps.cache.index import Span, TileIndex, cover_spans
-from offmaps.containers.base import TilesetMetadata
+from offmaps.containers.base import TilesetMetadata, detect_tile_format
 from offmaps.containers.export import FailedTile
 from offmaps.containers.merge import as_png
 from offmaps.errors import (
@@ -35,11 +35,9 @@ from offmaps.errors import (
 )
 from offmaps.storage import BlobStore
 from offmaps.tiling import TileCover, get_tms
-from offmaps.types import Tile
+from offmaps.types import Tile, TileFormat
 
 __all__ = ["CacheTileReader"]
-
-_JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 
 class CacheTileReader:
@@ -140,7 +138,7 @@ class CacheTileReader:
                 FailedTile(tile, f"tile {key}: its blob's bytes do not hash to {sha256}")
             )
             return None
-        if self._as_png and data.startswith(_JPEG_SIGNATURE):
+        if self._as_png and detect_tile_format(data)[0] is TileFormat.JPEG:
             try:
                 return as_png(data, tile)
             except InvalidTileDataError as exc:

@@ -442,11 +442,8 @@ def _incoming(
 def _mixed_format(data: bytes) -> TileFormat | None:
     """The format of a tile bound for a mixed cache: PNG or JPEG by its magic bytes; None for
     anything else (checked then against the source's format, and refused)."""
-    if data.startswith(_PNG_SIGNATURE):
-        return TileFormat.PNG
-    if data.startswith(_JPEG_SIGNATURE):
-        return TileFormat.JPEG
-    return None
+    found, _ = detect_tile_format(data)
+    return found if found in (TileFormat.PNG, TileFormat.JPEG) else None
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

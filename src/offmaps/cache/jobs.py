@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -75,10 +75,10 @@ EXPORT_TILE_CACHE = "export_tile_cache"
 """The name of the export job kind."""
 IMPORT_TILE_CACHE = "import_tile_cache"
 """The name of the import job kind."""
-ARCHIVE_KINDS = (ContainerKind.MBTILES, ContainerKind.GEOPACKAGE, ContainerKind.PMTILES)
+ArchiveFormat = Literal["mbtiles", "gpkg", "pmtiles"]
+ARCHIVE_KINDS = tuple(ContainerKind(value) for value in get_args(ArchiveFormat))
 """The containers an import through the server takes: the single-file ones (a folder cache is
 converted into one first, with ``offmaps tiles convert``)."""
-_SUFFIXES = {ContainerKind.MBTILES: ".mbtiles", ContainerKind.GEOPACKAGE: ".gpkg"}
 _CHUNK = 1024 * 1024
 
 
@@ -273,7 +273,7 @@ class ImportSteps(OptionalLevels, _Clipping):
     """
 
     archive: str = Field(pattern=r"^[0-9a-f]{64}$")
-    archive_format: Literal["mbtiles", "gpkg", "pmtiles"] = "mbtiles"
+    archive_format: ArchiveFormat = "mbtiles"
     area: Area | None = None
     overwrite: bool = False
 
@@ -374,7 +374,7 @@ def export_cache(
     plan = plan_export(reader, aoi=payload.area.aoi(), zooms=payload.zooms)
     check_tile_limit(plan, payload.max_tiles)
     kind = payload.format
-    name = payload.cache + ("" if kind.is_folder else _SUFFIXES.get(kind, f".{kind.value}"))
+    name = payload.cache + kind.suffix
     target = context.scratch / "export"
     target.mkdir()
     context.progress(0.0, f"exporting {plan.tiles:,} tiles of {payload.cache!r} to {kind}")
@@ -452,7 +452,7 @@ def import_cache(
             "(PUT /api/cache-archives/{sha256})"
         )
     kind = ContainerKind(payload.archive_format)
-    local = context.scratch / f"source{_SUFFIXES.get(kind, f'.{kind.value}')}"
+    local = context.scratch / f"source{kind.suffix}"
     context.progress(0.0, "reading the uploaded archive")
     with archives.open(payload.archive) as source, local.open("wb") as copy:
         shutil.copyfileobj(source, copy, _CHUNK)

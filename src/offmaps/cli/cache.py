@@ -330,7 +330,11 @@ def _where(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _area(aoi_file: Path | None, bbox: str | None, crs: str) -> AreaOfInterest:
-    aoi = read_aoi(aoi_file, bbox, crs)
+    return _required(read_aoi(aoi_file, bbox, crs))
+
+
+def _required(aoi: AreaOfInterest | None) -> AreaOfInterest:
+    """The area given, where one is needed."""
     if aoi is None:
         raise InvalidAOIError("give the area with --aoi FILE or --bbox W,S,E,N")
     return aoi
@@ -755,8 +759,7 @@ def export(
         if data_dir is None:
             reader = stack.enter_context(open_reader(parse_location(src)))
         else:
-            if aoi is None:
-                raise InvalidAOIError("give the area with --aoi FILE or --bbox W,S,E,N")
+            aoi = _required(aoi)
             caches = stack.enter_context(_caches(data_dir, None, None))
             if not isinstance(caches, _Folder):  # _caches gives a folder's when no --server
                 raise CacheError(f"{data_dir}: not a data folder")
@@ -817,12 +820,10 @@ def _export_from_server(
     with Portal(server, credentials=load_credentials(server)) as portal:
         caches = TileCaches(portal)
         if job_id is None:
-            if aoi is None:
-                raise InvalidAOIError("give the area with --aoi FILE or --bbox W,S,E,N")
             levels = parse_zooms(zooms) if zooms is not None else _held_levels(caches, name)
             job = caches.export(
                 name,
-                _Server.area(aoi),
+                _Server.area(_required(aoi)),
                 levels,
                 container=destination.kind.value,
                 background=background,

@@ -34,6 +34,12 @@ class ContainerKind(StrEnum):
         """Whether the container is a folder (named with a ``kind:`` prefix)."""
         return self in _FOLDER_KINDS
 
+    @property
+    def suffix(self) -> str:
+        """The file name suffix of an archive (``.mbtiles``, ``.gpkg``, ``.pmtiles``); empty
+        for a folder."""
+        return next((suffix for suffix, kind in _SUFFIXES.items() if kind is self), "")
+
 
 _FOLDER_KINDS = frozenset(
     {ContainerKind.XYZ, ContainerKind.TMS, ContainerKind.ESRI_EXPLODED, ContainerKind.ESRI_COMPACT}
