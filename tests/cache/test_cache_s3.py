@@ -8,7 +8,7 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
@@ -129,4 +129,87 @@ def test_the_database_url_puts_the_cache_index_in_postgresql(tmp_path: Path) -> 
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(f"{prefix}_cache"))
+            )
+
+
+def test_export_and_import_jobs_run_on_s3_and_postgresql(
+    tmp_path: Path, storage_url: str, s3_client: S3Client
+) -> None:
+    """The archive uploaded for an import, and an export's files, live in S3; the index in
+    PostgreSQL: what another process of the server reads."""
+    import time  # noqa: PLC0415
+
+    from offmaps.cache import store_tiles  # noqa: PLC0415
+    from offmaps.cache.jobs import ExportSteps, ImportSteps  # noqa: PLC0415
+    from offmaps.containers import TilesetMetadata, open_reader, open_writer  # noqa: PLC0415
+    from offmaps.containers.registry import ContainerKind  # noqa: PLC0415
+    from offmaps.server.rest.caches import start_export, start_import  # noqa: PLC0415
+    from offmaps.tiling import area_from_bbox  # noqa: PLC0415
+    from offmaps.types import Tile, TileFormat  # noqa: PLC0415
+    from tests.tilegen import make_tile  # noqa: PLC0415
+
+    url = postgres_url()
+    schema = f"t{uuid.uuid4().hex[:10]}"
+    settings = ServerSettings(
+        data_dir=tmp_path / "data",
+        storage_url=storage_url,
+        database_url=url,
+        database_schema=schema,
+    )
+    services = build_services(settings)
+    keys = [Tile(x, y, 2) for x in range(4) for y in range(4)]
+    tiles = {tile: make_tile(tile, TileFormat.PNG, size=256) for tile in keys}
+
+    def finished(job_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 60
+        while not (job := services.jobs.get(job_id)).status.done:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert job.status.value == "succeeded", job.error
+        assert job.result is not None
+        return job.result
+
+    try:
+        services.caches._client = httpx.Client(transport=httpx.MockTransport(Upstream()))
+        services.caches.create(definition())
+        store_tiles(services.caches.index, services.caches.blobs, "osm", list(tiles.items()))
+        # an archive uploaded in two parts lands in S3
+        archive = tmp_path / "overlay.mbtiles"
+        with open_writer(archive, TilesetMetadata(TileFormat.PNG)) as writer:
+            writer.write_tile(Tile(1, 1, 2), tiles[Tile(2, 2, 2)])
+        data = archive.read_bytes()
+        sha256 = hashlib.sha256(data).hexdigest()
+        for start, end in ((0, 5000), (5000, len(data))):
+            with services.archives.open_part("u", sha256, offset=start, total=len(data)) as part:
+                part.write(data[start:end])
+                state = part.finish()
+        assert state.complete
+        prefix = storage_url.removeprefix(f"s3://{BUCKET}/")
+        assert bucket_keys(s3_client, BUCKET, f"{prefix}/objects/cache-archives/") != []
+        steps = ImportSteps(archive=sha256, overwrite=True)
+        job = start_import(services, services.jobs, "u", "osm", steps)
+        assert finished(job.id)["overwritten"] == 1
+        assert not services.archives.objects.exists(sha256)  # removed once imported
+        # an export's files land in S3, under the job
+        area = area_from_bbox(-170, 10, 170, 80)
+        export = ExportSteps(area=area, min_zoom=2, max_zoom=2, format=ContainerKind.GEOPACKAGE)
+        job, plan = start_export(services, services.jobs, "u", "osm", export)
+        result = finished(job.id)
+        assert plan["tiles"] == result["tiles"]
+        assert result["clipped"] > 0
+        files = result["files"]
+        assert isinstance(files, list)
+        assert [entry["path"] for entry in files] == ["osm.gpkg"]
+        stored_keys = bucket_keys(s3_client, BUCKET, f"{prefix}/objects/jobs/{job.id}/files/")
+        assert len(stored_keys) == 1
+        copy = tmp_path / "copy.gpkg"
+        with services.jobs.output(job.id).open("osm.gpkg") as stored:
+            copy.write_bytes(stored.read())
+        with open_reader(copy) as reader:
+            assert len(dict(reader.iter_tiles())) == result["written"]
+    finally:
+        services.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(f"{schema}_cache"))
             )
