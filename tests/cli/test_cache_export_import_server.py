@@ -344,6 +344,12 @@ def test_the_cli_refuses_what_a_server_cannot_import_before_uploading(
     code, _, err = run(capsys, "cache", "import", str(tmp_path / "gone.mbtiles"), "base", *at)
     assert code == 1
     assert "no such file" in err
+    out = str(tmp_path / "o.mbtiles")
+    for job in ("0" * 32, "../../etc/passwd"):  # no such job; a path, not a job id
+        code, _, err = run(capsys, "cache", "export", "base", out, "--job", job, *at)
+        assert code == 1
+        assert len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "o.mbtiles").exists()
     code, _, err = run(capsys, "cache", "export", "base", str(archive), "--bbox", BBOX, *at)
     assert code == 1
     assert "exists" in err  # never overwritten without --overwrite-tiles
