@@ -32,7 +32,6 @@ from offmaps.cache.seed import (
     seed,
 )
 from offmaps.cache.tiles import Fetch, TileCache
-from offmaps.containers.base import detect_tile_format
 from offmaps.errors import (
     BlobIntegrityError,
     BlobNotFoundError,
@@ -43,7 +42,6 @@ from offmaps.errors import (
     GrantExpiredError,
     GrantNotFoundError,
     UploadMismatchError,
-    UpstreamError,
 )
 from offmaps.sources import (
     ArchiveTileSource,
@@ -55,7 +53,7 @@ from offmaps.sources import (
 from offmaps.storage import BlobStore, PresignedURL, PresigningBlobStore, check_blob_key
 from offmaps.tiling import AreaOfInterest, TileCover, tile_cover
 from offmaps.tiling.tms import check_compatible, get_tms
-from offmaps.types import Tile, TileFormat, ZoomRange
+from offmaps.types import Tile, ZoomRange
 
 __all__ = [
     "DEFAULT_URL_EXPIRY",
@@ -630,31 +628,12 @@ class TileCacheService:
             close_blobs()
 
 
-class _MixedUpstreamFetcher(UpstreamFetcher):
-    """The upstream of a mixed cache: PNG or JPEG content each time, anything else refused."""
-
-    def _check_content(self, data: bytes, where: str, url: str) -> bytes:
-        if not data:
-            return super()._check_content(data, where, url)  # refused: an empty body
-        found, _ = detect_tile_format(data)
-        if found not in _MIXED_FORMATS:
-            raise UpstreamError(
-                f"{where}: the upstream sent {found.value} content, not png or jpg (the cache "
-                "is mixed)",
-                url=url,
-            )
-        return data
-
-
-_MIXED_FORMATS = frozenset({TileFormat.PNG, TileFormat.JPEG})
-
-
 def _upstream(definition: CacheDefinition, client: httpx.Client | None) -> UpstreamFetcher:
     settings = definition.upstream
-    kind = _MixedUpstreamFetcher if definition.mixed else UpstreamFetcher
-    return kind(
+    return UpstreamFetcher(
         definition.source.location,
         definition.format,
+        also=definition.tile_formats,
         client=client,
         timeout_s=settings.timeout_s,
         max_bytes=settings.max_tile_bytes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -107,6 +107,8 @@ class UpstreamFetcher:
     Args:
         url_template: an http(s) URL with ``{z}``, ``{x}`` and ``{y}`` (rows from the top).
         tile_format: what the upstream serves; anything else is refused.
+        also: other formats the upstream may serve as well (a mixed cache's upstream: JPEG
+            beside PNG), each tile checked by its own magic bytes.
         client: an httpx client to use (tests pass one with a mock transport), not closed here;
             by default a urllib3 pool owned and closed by this fetcher.
         timeout_s: the timeout of one request (of the pool made here).
@@ -121,6 +123,7 @@ class UpstreamFetcher:
         url_template: str,
         tile_format: TileFormat,
         *,
+        also: Collection[TileFormat] = (),
         client: httpx.Client | None = None,
         timeout_s: float = 10.0,
         max_bytes: int = MAX_UPSTREAM_TILE_BYTES,
@@ -128,6 +131,7 @@ class UpstreamFetcher:
         self._host = _check_url_template(url_template)
         self._template = url_template
         self._format = tile_format
+        self._formats = (tile_format, *(f for f in also if f is not tile_format))
         self._max_bytes = max_bytes
         self._client = client
         timeout = urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s)
@@ -239,9 +243,10 @@ class UpstreamFetcher:
                 return data  # an empty vector tile is a valid, empty tile
             raise UpstreamError(f"{where}: the upstream sent an empty body", url=url)
         found, compression = detect_tile_format(data)
-        if found is not expected:
+        if found not in self._formats:
+            wanted = " or ".join(f.value for f in self._formats)
             raise UpstreamError(
-                f"{where}: the upstream sent {found.value} content, not {expected.value}", url=url
+                f"{where}: the upstream sent {found.value} content, not {wanted}", url=url
             )
         if expected is TileFormat.MVT:
             if compression is TileCompression.GZIP:
