@@ -35,7 +35,7 @@ from offmaps.cache.jobs import (
     seed_cache_kind,
 )
 from offmaps.catalog import Catalog
-from offmaps.errors import OffmapsError, StorageError
+from offmaps.errors import StorageError
 from offmaps.jobs import (
     FolderJobStore,
     InProcessJobRunner,
@@ -297,16 +297,7 @@ class Services:
         """Remove what has been kept longer than ``job_keep_s``: ended jobs and their files,
         uploaded tile archives no import took, and parts of uploads that never finished."""
         self.jobs.cleanup()
-        oldest = time.time() - self.settings.job_keep_s
-        archives = self.archives.objects
-        for info in list(archives.list()):
-            if info.modified.timestamp() < oldest:
-                with contextlib.suppress(OffmapsError):  # removed by another process
-                    archives.delete(info.key)
-        for part in self.archives.folder.glob("*/*.part"):
-            with contextlib.suppress(OSError):
-                if part.stat().st_mtime < oldest:
-                    part.unlink()
+        self.archives.remove_older_than(time.time() - self.settings.job_keep_s)
 
     def close(self) -> None:
         """Stop the jobs of this process and close every store."""

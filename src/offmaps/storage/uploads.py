@@ -11,6 +11,7 @@ cache import, in the server's object store so any process's job can read them).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from offmaps.errors import BlobIntegrityError, BlobTooLargeError, UploadOffsetError
+from offmaps.errors import BlobIntegrityError, BlobTooLargeError, StorageError, UploadOffsetError
 from offmaps.storage.base import BlobStore, check_blob_key
 from offmaps.storage.objects import ObjectStore
 
@@ -63,6 +64,14 @@ class ResumableUploads:
     def store(self, sha256: str, path: Path) -> None:
         """Store the whole, checked file at ``path`` as ``sha256`` (the part may be moved)."""
         raise NotImplementedError
+
+    def remove_older_than(self, cutoff: float) -> None:
+        """Remove the parts of uploads last written before ``cutoff`` (seconds since the
+        epoch): uploads nobody finished."""
+        for part in self.folder.glob("*/*.part"):
+            with contextlib.suppress(OSError):  # removed meanwhile
+                if part.stat().st_mtime < cutoff:
+                    part.unlink()
 
     def _part(self, owner: str, sha256: str) -> Path:
         return self.folder / owner / f"{check_blob_key(sha256)}.part"
@@ -231,3 +240,12 @@ class ObjectUploads(ResumableUploads):
     def store(self, sha256: str, path: Path) -> None:
         """Move the file into the object store (a rename on the local folder store)."""
         self.objects.put_file(sha256, path)
+
+    def remove_older_than(self, cutoff: float) -> None:
+        """Remove the parts, and the whole files, stored before ``cutoff``: files that no one
+        took (a tile archive no import succeeded with)."""
+        super().remove_older_than(cutoff)
+        for info in list(self.objects.list()):
+            if info.modified.timestamp() < cutoff:
+                with contextlib.suppress(StorageError):  # removed by another process
+                    self.objects.delete(info.key)
