@@ -88,7 +88,7 @@ __all__ = [
     "export_cache",
     "get_cache",
     "import_cache",
-    "plan_export",
+    "count_export",
     "start_export",
     "start_import",
     "archive_state",
@@ -239,7 +239,7 @@ def store_gc(
     return job_json(job, request)
 
 
-def plan_export(services: Services, name: str, steps: ExportSteps) -> dict[str, Any]:
+def count_export(services: Services, name: str, steps: ExportSteps) -> dict[str, Any]:
     """Count an export of cache ``name`` before any work: ``tiles`` of the area, ``stored``
     ones, the cache's ``max_tiles`` and an estimate of the ``bytes``.
 
@@ -269,9 +269,9 @@ def plan_export(services: Services, name: str, steps: ExportSteps) -> dict[str, 
 def start_export(
     services: Services, jobs: JobRunner, owner: str, name: str, steps: ExportSteps
 ) -> tuple[Job, dict[str, Any]]:
-    """Check an export (:func:`plan_export`, the user's job quotas) and start its job; the job
+    """Check an export (:func:`count_export`, the user's job quotas) and start its job; the job
     and the plan."""
-    counted = plan_export(services, name, steps)
+    counted = count_export(services, name, steps)
     OfflineQuotas(services.settings.limits, jobs, services.replicas).check_generate(
         owner, counted["bytes"], what="cache export"
     )
@@ -293,7 +293,7 @@ def export_cache(
     cache's ``export_max_tiles`` is checked first either way (422 over it), and an area
     where the cache holds no tile is refused (400)."""
     if body.dry_run:
-        return plan_export(services, name, body)
+        return count_export(services, name, body)
     job, counted = start_export(services, jobs, principal.subject, name, body)
     response.status_code = 201
     return {**job_json(job, request), "plan": counted}
