@@ -333,6 +333,11 @@ CREATE TABLE IF NOT EXISTS import_tiles (
 
 _IN_BATCH = 500
 """Values per ``IN (...)`` list."""
+_NAMED = (
+    "SELECT EXISTS (SELECT 1 FROM tiles WHERE sha256 = ?)"
+    " OR EXISTS (SELECT 1 FROM pending WHERE sha256 = ?)"
+)
+"""Whether a row or a pending write names a blob."""
 _PENDING = "INSERT INTO pending (token, sha256, since) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
 
 
@@ -869,11 +874,11 @@ class SQLTileIndex:
             self._lock_writers(conn)
             gone = 0
             for key in chunk:
-                if conn.execute("SELECT 1 FROM tiles WHERE sha256 = ? LIMIT 1", (key,)).fetchone():
-                    continue
-                if conn.execute(
-                    "SELECT 1 FROM pending WHERE sha256 = ? LIMIT 1", (key,)
-                ).fetchone():
+                # one statement, so one snapshot: in PostgreSQL's READ COMMITTED two queries
+                # could miss a writer committing between them (its rows not yet visible to the
+                # first, its pending record gone for the second) and delete a named blob
+                (named,) = conn.execute(_NAMED, (key, key)).fetchone()
+                if named:
                     continue
                 delete(key)
                 gone += 1
