@@ -36,6 +36,8 @@ MODULES = [
     "offmaps.replicas",
     "offmaps.offline",
     "offmaps.offline.generate",
+    "offmaps.offline.areas",
+    "offmaps.offline.preplanned",
     "offmaps.cache",
     "offmaps.cache.postgres",
     "offmaps.sample",

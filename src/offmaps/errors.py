@@ -65,7 +65,10 @@ SDK) maps them once.
     │   ├── ExportLimitError
     │   ├── DownloadError
     │   ├── PackageError
-    │   └── EditNotAllowedError
+    │   ├── EditNotAllowedError
+    │   ├── MapAreaNotFoundError
+    │   │   └── MapAreaDeletedError
+    │   └── MapAreaBusyError
     ├── CacheError
     │   ├── CacheNotFoundError
     │   ├── CacheExistsError
@@ -170,6 +173,9 @@ __all__ = [
     "UnknownJobKindError",
     "LayerExistsError",
     "LayerNotFoundError",
+    "MapAreaBusyError",
+    "MapAreaDeletedError",
+    "MapAreaNotFoundError",
     "ObjectKeyConflictError",
     "ObjectNotFoundError",
     "ObjectTooLargeError",
@@ -653,6 +659,20 @@ class ExportLimitError(OfflineError):
         self.layer = layer
         self.tiles = tiles
         self.limit = limit
+
+
+class MapAreaNotFoundError(OfflineError):
+    """No preplanned map area has this id on this web map (or the caller may not see it)."""
+
+
+class MapAreaDeletedError(MapAreaNotFoundError):
+    """The preplanned map area was deleted by its author: a device holding its package keeps
+    it as it is, and gets no more updates."""
+
+
+class MapAreaBusyError(OfflineError):
+    """A preplanned map area cannot do this now: it has no complete package yet (it is still
+    packaging, or its packaging failed), or a packaging job of it is already running."""
 
 
 # --- tile caches ----------------------------------------------------------------------------

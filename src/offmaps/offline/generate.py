@@ -76,7 +76,7 @@ from offmaps.schemas import FeatureLayerRef, OnlineOnlyLayerRef, TableRef, TileL
 from offmaps.settings import LimitSettings
 from offmaps.sources import ArchiveTileSource, TileSource
 from offmaps.state import LayerScope, RelatedKey, ReplicaRegistry
-from offmaps.storage import LocalBlobStore
+from offmaps.storage import LocalBlobStore, ObjectStore
 from offmaps.tiling import AreaOfInterest, get_tms, scale_for_zoom, tile_cover
 from offmaps.types import BBox, Tile
 
@@ -86,6 +86,7 @@ __all__ = [
     "SAMPLED_TILES",
     "GenerateOfflineMap",
     "OfflineMapServices",
+    "build_package",
     "check_export_limits",
     "estimate_offline_map",
     "export_tiles",
@@ -214,6 +215,44 @@ def generate_offline_map(
         payload.owner,
         payload.server_url,
         services.limits,
+    ).run()
+
+
+def build_package(
+    services: OfflineMapServices,
+    webmap: WebMap,
+    parameters: GenerateOfflineMapParameters,
+    overrides: GenerateOfflineMapParameterOverrides | None,
+    context: JobContext,
+    *,
+    owner: str,
+    server_url: str,
+    output: ObjectStore,
+) -> dict[str, Any]:
+    """Build the offline package of ``webmap`` for ``parameters`` into ``output``, as a generate
+    job does (the export limits are checked first); returns what a generate job returns.
+
+    For a package many devices share (a preplanned map area), ``parameters.update_mode`` is
+    ``no_updates``: no replica is registered for it.
+
+    Raises:
+        ExportLimitError: a layer is over its max export tile count.
+    """
+    plan, estimate = prepare_offline_map(services.catalog, webmap, parameters, overrides)
+    check_export_limits(plan, estimate)
+    return _Generation(
+        context,
+        services.catalog,
+        services.replicas,
+        services.sync,
+        webmap,
+        parameters,
+        plan,
+        estimate,
+        owner,
+        server_url,
+        services.limits,
+        output=output,
     ).run()
 
 
@@ -478,6 +517,9 @@ class _Generation:
     owner: str
     server_url: str
     limits: LimitSettings | None = None
+    output: ObjectStore | None = None
+    """Where the package is published: the job's output area unless given (a preplanned
+    area's packages have their own)."""
     errors: dict[str, str] = field(default_factory=dict)
     layers: list[PackageLayer] = field(default_factory=list)
     package_replicas: list[PackageReplica] = field(default_factory=list)
@@ -538,11 +580,12 @@ class _Generation:
 
     def _publish(self, files: list[PackageFile]) -> None:
         """Move the package's files, the manifest last, from the scratch folder into the job's
-        output area, each checked against its manifest entry."""
+        output area (or :attr:`output`), each checked against its manifest entry."""
+        output = self.output if self.output is not None else self.context.output
         for index, entry in enumerate(files):
             self.context.check_cancelled()
             self.context.progress(0.97 + 0.03 * index / len(files), f"publishing {entry.path}")
-            info = self.context.output.put_file(entry.path, self.folder / entry.path)
+            info = output.put_file(entry.path, self.folder / entry.path)
             if info.size != entry.size or info.sha256 not in (None, entry.sha256):
                 raise PackageError(f"{entry.path} changed while it was being published")
 

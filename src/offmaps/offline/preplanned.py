@@ -1,0 +1,475 @@
+"""Preplanned map areas, the service half: create, change, delete, package and refresh them.
+
+A preplanned map area (docs/preplanned.md) is packaged once, by a job of the same machinery as
+a generate job (:data:`PACKAGE_MAP_AREA`), and every device downloads the same package. The
+package is built as :func:`offmaps.offline.generate.build_package` builds an on-demand one,
+except that it registers no replica (devices share it) and is published under the area's own
+keys of the object store, ``areas/<area>/packages/<number>/``, which outlive the job. Each
+packaging adds a package; the newest :attr:`PreplannedServices.keep_packages` are kept.
+
+:class:`MapAreas` is what the REST API, GraphQL, the CLI and the scheduler call: it checks
+areas against their web map before any job starts (the area, the bookmark, the export
+limits) and keeps one packaging job per area at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from offmaps.errors import (
+    InvalidOfflineParametersError,
+    JobNotFoundError,
+    MapAreaBusyError,
+    MapAreaNotFoundError,
+    OffmapsError,
+)
+from offmaps.jobs import JobContext, JobKind, JobRunner
+from offmaps.offline.areas import (
+    MapAreaChanges,
+    MapAreaRequest,
+    PackagingStatus,
+    next_refresh,
+    parse_refresh,
+)
+from offmaps.offline.generate import (
+    OfflineMapServices,
+    build_package,
+    check_export_limits,
+    prepare_offline_map,
+)
+from offmaps.offline.parameters import (
+    Area,
+    GenerateOfflineMapParameterOverrides,
+    GenerateOfflineMapParameters,
+    OfflineItemInfo,
+    area_from_bbox,
+)
+from offmaps.offline.plan import create_default_parameters
+from offmaps.schemas import AttachmentOption, UpdateMode, WebMap
+from offmaps.schemas.jobs import JobStatus
+from offmaps.state import AreaPackage, MapArea, MapAreaStore
+from offmaps.storage import ObjectStore, prefixed
+
+__all__ = [
+    "PACKAGE_MAP_AREA",
+    "MapAreas",
+    "PackageMapArea",
+    "PreplannedServices",
+    "area_parameters",
+    "package_map_area_kind",
+    "package_prefix",
+]
+
+_log = logging.getLogger(__name__)
+
+PACKAGE_MAP_AREA = "package_map_area"
+"""The name of the job kind that packages a preplanned map area."""
+
+
+def package_prefix(area_id: str, number: int) -> str:
+    """The object store prefix of package ``number`` of an area."""
+    return f"areas/{area_id}/packages/{number}"
+
+
+@dataclass(frozen=True)
+class PreplannedServices:
+    """What packaging areas reads and writes.
+
+    Attributes:
+        offline: the services a generate job uses.
+        areas: the areas and their packages.
+        objects: the object store the packages' files go to.
+        keep_packages: how many of an area's newest packages are kept.
+    """
+
+    offline: OfflineMapServices
+    areas: MapAreaStore
+    objects: ObjectStore
+    keep_packages: int = 3
+
+
+class PackageMapArea(BaseModel):
+    """The payload of a packaging job.
+
+    Attributes:
+        area_id: the area.
+        epoch: the area's epoch when the job was asked for: a job of an earlier epoch
+            publishes nothing.
+        owner: who asked (the author, or the area's owner for a scheduled refresh).
+        server_url: the URL the package's online layers point at.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    area_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    epoch: int = Field(ge=1)
+    owner: str = Field(min_length=1)
+    server_url: str
+
+
+def area_parameters(
+    webmap: WebMap, area: MapArea
+) -> tuple[GenerateOfflineMapParameters, GenerateOfflineMapParameterOverrides | None]:
+    """The offline map parameters and overrides an area is packaged with: the map's offline
+    settings, the area's scales and options, and no replica (devices share the package).
+
+    Raises:
+        InvalidOfflineParametersError: they do not fit the map.
+    """
+    defaults = create_default_parameters(
+        webmap, Area(geometry=area.area), area.min_scale, area.max_scale
+    )
+    parameters = defaults.model_copy(
+        update={
+            "update_mode": UpdateMode.NO_UPDATES,
+            "continue_on_errors": True,
+            "return_layer_attachment_option": (
+                AttachmentOption(area.attachments)
+                if area.attachments
+                else defaults.return_layer_attachment_option
+            ),
+            "item_info": OfflineItemInfo(
+                title=area.title[:250],
+                description=area.description,
+                snippet=f"Preplanned area of {webmap.item.title}"[:250],
+                thumbnail=area.thumbnail,
+            ),
+        }
+    )
+    overrides = (
+        GenerateOfflineMapParameterOverrides.model_validate(area.overrides)
+        if area.overrides is not None
+        else None
+    )
+    return parameters, overrides
+
+
+def _package(services: PreplannedServices, payload: PackageMapArea, context: JobContext) -> Any:
+    """The packaging job: build the area's package under its next number, record it, and keep
+    the newest :attr:`PreplannedServices.keep_packages`."""
+    store = services.areas
+    area = store.get(payload.area_id)
+    if area.epoch != payload.epoch:
+        raise InvalidOfflineParametersError(
+            f"map area {area.id} changed since this packaging was asked for"
+        )
+    number = max((p.number for p in store.packages(area.id)), default=0) + 1
+    output = prefixed(services.objects, package_prefix(area.id, number))
+    try:
+        webmap = services.offline.catalog.webmaps.get(area.map_id)
+        parameters, overrides = area_parameters(webmap, area)
+        result = build_package(
+            services.offline,
+            webmap,
+            parameters,
+            overrides,
+            context,
+            owner=payload.owner,
+            server_url=payload.server_url,
+            output=output,
+        )
+        package = AreaPackage(
+            area_id=area.id,
+            number=number,
+            epoch=area.epoch,
+            created=datetime.now(UTC).timestamp(),
+            job_id=context.job.id,
+            files=tuple(result["files"]),
+            layer_errors=result["layer_errors"],
+            table_errors=result["table_errors"],
+        )
+        if store.get(area.id).epoch != payload.epoch:
+            raise InvalidOfflineParametersError(
+                f"map area {area.id} changed while it was being packaged: a new packaging runs"
+            )
+        store.add_package(
+            package, status=PackagingStatus.COMPLETE.value, latest=number, reason=None
+        )
+    except BaseException as exc:
+        _remove_objects(output)
+        _record_failure(store, payload, exc)
+        raise
+    _prune(services, area.id)
+    return {
+        "area_id": area.id,
+        "package": number,
+        "bytes": package.bytes,
+        "layer_errors": package.layer_errors,
+        "table_errors": package.table_errors,
+    }
+
+
+def _record_failure(store: MapAreaStore, payload: PackageMapArea, exc: BaseException) -> None:
+    """Say on the area why its packaging failed; an area with a package stays complete."""
+    try:
+        area = store.get(payload.area_id)
+    except MapAreaNotFoundError:
+        return  # deleted meanwhile
+    if area.epoch != payload.epoch:
+        return  # a newer packaging's business
+    reason = str(exc) if isinstance(exc, OffmapsError) else f"{type(exc).__name__}: {exc}"
+    status = area.status if area.latest is not None else PackagingStatus.FAILED.value
+    try:
+        store.update(area.id, status=status, reason=reason[:1000])
+    except MapAreaNotFoundError:
+        return
+
+
+def _remove_objects(output: ObjectStore) -> None:
+    for info in list(output.list()):
+        try:
+            output.delete(info.key)
+        except OffmapsError:
+            _log.warning("could not remove %s of a failed packaging", info.key)
+
+
+def _prune(services: PreplannedServices, area_id: str) -> None:
+    """Remove the packages older than the newest :attr:`PreplannedServices.keep_packages`."""
+    packages = services.areas.packages(area_id)
+    old = [p.number for p in packages[: max(len(packages) - services.keep_packages, 0)]]
+    for number in old:
+        _remove_objects(prefixed(services.objects, package_prefix(area_id, number)))
+    if old:
+        services.areas.remove_packages(area_id, old)
+
+
+def package_map_area_kind(services: PreplannedServices) -> JobKind[PackageMapArea]:
+    """The packaging job kind, bound to a process's services."""
+    return JobKind(PACKAGE_MAP_AREA, PackageMapArea, partial(_package, services))
+
+
+# --- the operations --------------------------------------------------------------------------
+
+
+def _resolve_area(
+    webmap: WebMap, shape: MapAreaRequest | MapAreaChanges
+) -> tuple[Area, dict[str, Any]] | None:
+    """The area a request gives, and how it was given; ``None`` when it gives none.
+
+    Raises:
+        InvalidOfflineParametersError: the bookmark does not exist.
+        InvalidAOIError: the bbox is not a valid envelope.
+    """
+    if shape.area is not None:
+        return shape.area, {"kind": "polygon"}
+    if shape.bbox is not None:
+        return area_from_bbox(*shape.bbox), {"kind": "bbox"}
+    if shape.bookmark is not None:
+        found = webmap.find_bookmark(shape.bookmark)
+        if found is None:
+            names = ", ".join(repr(b.name) for b in webmap.bookmarks[:20]) or "none"
+            raise InvalidOfflineParametersError(
+                f"the map has no bookmark {shape.bookmark[:100]!r} (its bookmarks: {names})"
+            )
+        return area_from_bbox(*found.extent), {"kind": "bookmark", "bookmark": found.name}
+    return None
+
+
+def _next_time(area: MapArea, now: float) -> float | None:
+    found = next_refresh(parse_refresh(area.refresh), datetime.fromtimestamp(now, UTC))
+    return None if found is None else found.timestamp()
+
+
+@dataclass
+class MapAreas:
+    """The preplanned map areas of a server, as the API, the CLI and the scheduler use them.
+
+    Args:
+        services: what packaging reads and writes.
+        jobs: the job runner packaging jobs run in.
+    """
+
+    services: PreplannedServices
+    jobs: JobRunner
+
+    def __post_init__(self) -> None:
+        self._submitting = threading.Lock()
+
+    @property
+    def store(self) -> MapAreaStore:
+        """The areas' store."""
+        return self.services.areas
+
+    def _check(self, webmap: WebMap, area: MapArea) -> None:
+        """Refuse an area the map cannot package: outside its extent, a layer over its export
+        limit, parameters that do not fit (before any job)."""
+        parameters, overrides = area_parameters(webmap, area)
+        plan, estimate = prepare_offline_map(
+            self.services.offline.catalog, webmap, parameters, overrides
+        )
+        check_export_limits(plan, estimate)
+
+    def create(
+        self, webmap: WebMap, request: MapAreaRequest, *, owner: str, server_url: str
+    ) -> MapArea:
+        """Record a new area of ``webmap`` and start packaging it.
+
+        Raises:
+            InvalidOfflineParametersError, InvalidAOIError, ExportLimitError: it cannot be
+                packaged as asked.
+        """
+        resolved = _resolve_area(webmap, request)
+        assert resolved is not None  # the request model asks for exactly one
+        where, source = resolved
+        area = MapArea(
+            id="",
+            map_id=str(webmap.id),
+            owner=owner,
+            title=request.title,
+            description=request.description or "",
+            area=where.geometry,
+            source=source,
+            min_scale=request.min_scale or 0,
+            max_scale=request.max_scale or 0,
+            overrides=(
+                request.overrides.model_dump(mode="json") if request.overrides is not None else None
+            ),
+            attachments=request.attachments.value if request.attachments else None,
+            update_mode=request.update_mode.value,
+            refresh=request.refresh,
+            thumbnail=request.thumbnail,
+            server_url=server_url,
+        )
+        self._check(webmap, area)
+        now = datetime.now(UTC).timestamp()
+        area = self.store.create(replace(area, next_refresh_at=_next_time(area, now)))
+        return self._start(area, owner=owner, server_url=server_url)
+
+    def change(
+        self,
+        webmap: WebMap,
+        area_id: str,
+        changes: MapAreaChanges,
+        *,
+        owner: str,
+        server_url: str,
+    ) -> MapArea:
+        """Apply ``changes`` to an area; a new extent, scales, layers or update mode start a new
+        epoch and a new packaging.
+
+        Raises:
+            MapAreaBusyError: a packaging of it runs (cancel it or wait).
+        """
+        area = self.store.get(area_id, map_id=str(webmap.id))
+        update: dict[str, Any] = {
+            name: value
+            for name in ("title", "description", "thumbnail")
+            if (value := getattr(changes, name)) is not None
+        }
+        if changes.refresh is not None:
+            update["refresh"] = changes.refresh
+            now = datetime.now(UTC).timestamp()
+            update["next_refresh_at"] = _next_time(replace(area, refresh=changes.refresh), now)
+        if not changes.repackages:
+            return self.store.update(area.id, **update)
+        self._check_idle(area)
+        resolved = _resolve_area(webmap, changes)
+        if resolved is not None:
+            update["area"], update["source"] = resolved[0].geometry, resolved[1]
+        for name in ("min_scale", "max_scale"):
+            if (value := getattr(changes, name)) is not None:
+                update[name] = value
+        if changes.overrides is not None:
+            update["overrides"] = changes.overrides.model_dump(mode="json")
+        if changes.attachments is not None:
+            update["attachments"] = changes.attachments.value
+        if changes.update_mode is not None:
+            update["update_mode"] = changes.update_mode.value
+        update["epoch"] = area.epoch + 1
+        self._check(webmap, replace(area, **update))
+        return self._start(self.store.update(area.id, **update), owner=owner, server_url=server_url)
+
+    def refresh(self, area: MapArea, *, owner: str, server_url: str) -> MapArea:
+        """Package an area again now.
+
+        Raises:
+            MapAreaBusyError: a packaging of it runs already.
+        """
+        self._check_idle(area)
+        return self._start(area, owner=owner, server_url=server_url)
+
+    def delete(self, area: MapArea) -> None:
+        """Delete an area: cancel its packaging, remove its packages, leave a tombstone."""
+        if area.job_id is not None:
+            try:
+                if self.jobs.get(area.job_id).status in (JobStatus.PENDING, JobStatus.RUNNING):
+                    self.jobs.cancel(area.job_id)
+            except JobNotFoundError:
+                pass
+        self.store.delete(area.id)
+        _remove_objects(prefixed(self.services.objects, f"areas/{area.id}"))
+
+    def package(self, area: MapArea, number: int | None = None) -> AreaPackage:
+        """Package ``number`` of an area, or its newest.
+
+        Raises:
+            MapAreaBusyError: the area has no complete package yet.
+            MapAreaNotFoundError: it has no package ``number`` (any more).
+        """
+        packages = self.store.packages(area.id)
+        if not packages:
+            if area.status == PackagingStatus.FAILED:
+                raise MapAreaBusyError(
+                    f"map area {area.id} has no package: its packaging failed ({area.reason})"
+                )
+            raise MapAreaBusyError(f"map area {area.id} is still packaging: try again later")
+        if number is None:
+            return packages[-1]
+        for found in packages:
+            if found.number == number:
+                return found
+        kept = ", ".join(str(p.number) for p in packages)
+        raise MapAreaNotFoundError(
+            f"map area {area.id} has no package {number} (it keeps packages {kept})"
+        )
+
+    def package_files(self, area: MapArea, number: int) -> ObjectStore:
+        """Where package ``number``'s files are."""
+        return prefixed(self.services.objects, package_prefix(area.id, number))
+
+    def refresh_due(self, now: float) -> list[str]:
+        """Start a packaging of every area whose scheduled refresh is due at ``now`` (each
+        claimed once, however many processes ask); returns their ids. An area still packaging
+        is left for its next time."""
+        started = []
+        for area in self.store.claim_due(now, _next_time):
+            try:
+                self.refresh(area, owner=area.owner, server_url=area.server_url)
+            except MapAreaBusyError:
+                continue
+            except OffmapsError as exc:
+                _log.warning("scheduled refresh of map area %s failed: %s", area.id, exc)
+                continue
+            started.append(area.id)
+        return started
+
+    def _check_idle(self, area: MapArea) -> None:
+        if area.job_id is None:
+            return
+        try:
+            job = self.jobs.get(area.job_id)
+        except JobNotFoundError:
+            return
+        if job.status in (JobStatus.PENDING, JobStatus.RUNNING):
+            raise MapAreaBusyError(
+                f"map area {area.id} is being packaged (job {job.id}): wait for it, or cancel "
+                "it first"
+            )
+
+    def _start(self, area: MapArea, *, owner: str, server_url: str) -> MapArea:
+        payload = PackageMapArea(
+            area_id=area.id, epoch=area.epoch, owner=owner, server_url=server_url
+        )
+        if area.latest is None:
+            self.store.update(area.id, status=PackagingStatus.PACKAGING.value, reason=None)
+        with self._submitting:  # two refreshes at once: one job
+            self._check_idle(self.store.get(area.id))
+            job = self.jobs.submit(PACKAGE_MAP_AREA, payload, owner=owner)
+            return self.store.update(area.id, job_id=job.id)
