@@ -25,9 +25,10 @@ from shapely.geometry import Point, shape
 
 from offmaps.catalog import Catalog
 from offmaps.errors import SyncFailedError, UpdateChainError, UpdateIntegrityError
-from offmaps.features.geopackage import GeoPackageStore
+from offmaps.features import FieldType
+from offmaps.features.geopackage import GeoPackageStore, read_schemas
 from offmaps.features.importing import import_features
-from offmaps.features.model import Delete, Edit, Insert, Update
+from offmaps.features.model import Delete, Edit, Field, Insert, Update
 from offmaps.offline.extract import LayerExtract, RowFilter, extract_feature_service
 from offmaps.offline.replica import LocalReplica
 from offmaps.offline.updates import (
@@ -299,6 +300,29 @@ def test_an_empty_update_moves_the_chain_only(world: World) -> None:
     assert (applied.summary.upserted, applied.summary.deleted) == (0, 0)
     assert applied.state.package_number == 2
     assert rows(package) == before
+
+
+def test_fields_the_service_gained_are_listed_and_added(world: World) -> None:
+    package, generation = world.package("p1.gpkg")
+    state = begin(package)
+    with closing(sqlite3.connect(package)) as conn:
+        previous = read_schemas(conn)
+    world.store.add_field("sites", Field("colour", FieldType.TEXT))
+    (site, *_) = (
+        f for f in world.store.iter_features("sites") if AREA_SHAPE.intersects(f.geometry)
+    )
+    world.store.apply_edits([Update("sites", site.global_id, {"colour": "red"})])
+    path = world.root / "u2.gpkg"
+    written, _ = write_area_feature_update(
+        path, world.sync, world.replica(generation), link(1, state.chain_head), generation,
+        previous=previous,
+    )  # fmt: skip
+    with FeatureUpdateReader(written.path) as reader:
+        assert reader.info.fields_added == {"sites": ("colour",)}
+    applied = apply_feature_update(package, written.path, sha256=written.sha256)
+    assert applied.summary.fields_added == ("sites.colour",)
+    fresh, _ = world.package("fresh.gpkg")
+    assert rows(package) == rows(fresh)
 
 
 # --- bad updates --------------------------------------------------------------------------------

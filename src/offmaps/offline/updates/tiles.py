@@ -297,9 +297,18 @@ class TileUpdateReader:
         except BaseException:
             self._conn.close()
             raise
+        tables = {
+            str(name)
+            for (name,) in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        problem = None
         if self.info.tms != _TMS:
+            problem = f"tiles of {self.info.tms[:80]}, not {_TMS}"
+        elif not {"tiles", "metadata", "offmaps_update_removed"} <= tables:
+            problem = "the tiles, metadata or offmaps_update_removed table is missing"
+        if problem is not None:
             self._conn.close()
-            raise UpdateIntegrityError(f"{self.path}: tiles of {self.info.tms}", path=self.path)
+            raise UpdateIntegrityError(f"{self.path}: {problem}", path=self.path)
 
     def _damaged(self, exc: BaseException) -> UpdateIntegrityError:
         return UpdateIntegrityError(f"{self.path}: damaged update file: {exc}", path=self.path)
