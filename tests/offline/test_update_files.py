@@ -5,6 +5,8 @@ tampered."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import shutil
 import sqlite3
@@ -265,6 +267,11 @@ def test_an_update_is_a_geopackage_gdal_reads(world: World) -> None:
         header = dict(conn.execute("SELECT key, value FROM offmaps_update"))
         (check,) = conn.execute("PRAGMA integrity_check").fetchone()
     assert (header["kind"], header["format_version"], check) == ("features", "1.0", "ok")
+    # the schema digest as docs/update-files.md spells it out
+    sites = next(layer for layer in json.loads(header["layers"]) if layer["name"] == "sites")
+    document = {"fields": sites["fields"], "geometry_type": "Point", "name": "sites", "srid": 4326}
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert sites["schema_sha256"] == hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_an_incremental_package_equals_a_fresh_one_row_by_row(world: World) -> None:

@@ -298,7 +298,10 @@ def _write(
                     conn.execute(statement)
                 conn.executemany(
                     "INSERT INTO gpkg_extensions VALUES (?, NULL, ?, ?, 'read-write')",
-                    [(table, _EXTENSION, _EXTENSION_DEFINITION) for table in _TABLES],
+                    [
+                        (table, _EXTENSION, _EXTENSION_DEFINITION)
+                        for table in ("offmaps_update", *_TABLES)
+                    ],
                 )
                 conn.executemany(
                     "INSERT INTO offmaps_update_fields VALUES (?, ?, ?)",
