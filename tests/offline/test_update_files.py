@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -332,6 +333,20 @@ def test_fields_the_service_gained_are_listed_and_added(world: World) -> None:
     assert rows(package) == rows(fresh)
 
 
+def test_a_failed_write_leaves_no_file(world: World) -> None:
+    _, generation = world.package("p1.gpkg")
+    header = next(iter_area_download(world.sync, world.replica(generation), generation))
+    assert isinstance(header, DownloadHeader)
+    stray = ServerChange(layer="streets", global_id=uuid.uuid4(), kind="delete")
+    before = set(world.root.iterdir())
+    with pytest.raises(ValueError, match="which the header does not name"):
+        feature_updates.write_feature_update(
+            world.root / "u2.gpkg", link(1, BASE_PREFIX + "0" * 64), SERVICE, header,
+            [stray], world.store.list_layers(),
+        )  # fmt: skip
+    assert set(world.root.iterdir()) == before
+
+
 # --- bad updates --------------------------------------------------------------------------------
 
 
@@ -364,6 +379,23 @@ def test_an_update_applied_twice_is_refused(chain: tuple[Path, list[UpdateFile],
     with pytest.raises(UpdateChainError, match="applied already"):
         apply_feature_update(package, first.path, sha256=first.sha256)
     assert package.read_bytes() == once
+
+
+def test_two_applies_at_once_apply_the_update_once(
+    chain: tuple[Path, list[UpdateFile], bytes],
+) -> None:
+    package, (first, _), _ = chain
+
+    def apply() -> str:
+        try:
+            return str(apply_feature_update(package, first.path, sha256=first.sha256).state)
+        except UpdateChainError as exc:
+            return type(exc).__name__
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(lambda _: apply(), range(2)))
+    assert outcomes[1] == "UpdateChainError"
+    assert outcomes[0] == str(ChainState(AREA_ID, 0, 2, first.sha256))
 
 
 @pytest.mark.parametrize(
