@@ -89,7 +89,9 @@ def parse_created(text: str, path: Path) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise UpdateIntegrityError(f"{path}: malformed created time {text[:40]!r}") from None
+        raise UpdateIntegrityError(
+            f"{path}: malformed created time {text[:40]!r}", path=path
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
