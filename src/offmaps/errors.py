@@ -68,7 +68,9 @@ SDK) maps them once.
     │   ├── EditNotAllowedError
     │   ├── MapAreaNotFoundError
     │   │   └── MapAreaDeletedError
-    │   └── MapAreaBusyError
+    │   ├── MapAreaBusyError
+    │   ├── UpdateChainError
+    │   └── UpdateIntegrityError
     ├── CacheError
     │   ├── CacheNotFoundError
     │   ├── CacheExistsError
@@ -122,6 +124,8 @@ __all__ = [
     "GrantNotFoundError",
     "UploadGrantError",
     "UploadMismatchError",
+    "UpdateChainError",
+    "UpdateIntegrityError",
     "SeedFailedError",
     "AccessDeniedError",
     "AttachmentNotFoundError",
@@ -806,6 +810,38 @@ class EditNotAllowedError(OfflineError):
         super().__init__(message)
         self.layer = layer
         self.field = field
+
+
+class UpdateChainError(OfflineError):
+    """A scheduled update file does not follow what the file it would update holds: another
+    area or epoch, out of order, applied already, or after another update than the one applied
+    (docs/update-files.md). Nothing was changed.
+
+    Attributes:
+        path: the file the update was for.
+        package_number: the package number that file is at (``None``: it has no chain).
+    """
+
+    def __init__(
+        self, message: str, *, path: Path | str | None = None, package_number: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+        self.package_number = package_number
+
+
+class UpdateIntegrityError(OfflineError):
+    """A scheduled update file is not intact: its size or SHA-256 is not the expected one
+    (truncated, tampered), or it is not a readable update file of a known format. Nothing was
+    changed.
+
+    Attributes:
+        path: the update file.
+    """
+
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
 
 
 # --- sync -----------------------------------------------------------------------------------
