@@ -84,7 +84,13 @@ from offmaps.containers.export import (
     TileTally,
     plan_export,
 )
-from offmaps.containers.merge import MIXED, CacheTileFormat, as_png, merge_tiles
+from offmaps.containers.merge import (
+    MIXED,
+    CacheTileFormat,
+    as_png,
+    merge_tiles,
+    mixed_tile_format,
+)
 from offmaps.errors import CacheError, ContainerError, InvalidTileDataError
 from offmaps.processes import worker_context
 from offmaps.storage import BlobStore
@@ -224,6 +230,9 @@ def import_tiles(
                     tally.skipped += 1
                     continue
                 tile_format = _mixed_format(data) if mixed else None
+                if tile_format is None and meta.mixed:  # a mixed source's tile of neither
+                    tally.fail(tile, _neither(tile, data))
+                    continue
                 incoming = _incoming(
                     tile, data, tile_format or meta.tile_format, clipper, tally, mixed=mixed
                 )
@@ -448,6 +457,15 @@ def _mixed_format(data: bytes) -> TileFormat | None:
     anything else (checked then against the source's format, and refused)."""
     found, _ = detect_tile_format(data)
     return found if found in (TileFormat.PNG, TileFormat.JPEG) else None
+
+
+def _neither(tile: Tile, data: bytes) -> str:
+    """Why a mixed source's tile is neither PNG nor JPEG."""
+    try:
+        mixed_tile_format(data, tile)
+    except InvalidTileDataError as exc:
+        return str(exc)
+    return f"tile {tile.z}/{tile.x}/{tile.y} is neither PNG nor JPEG"  # not reached
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
