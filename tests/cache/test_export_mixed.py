@@ -14,17 +14,27 @@ import pytest
 from numpy.typing import NDArray
 from PIL import Image
 
-from offmaps.cache import CacheDefinition, CacheSource, SourceKind, SQLiteTileIndex, store_tiles
+from offmaps.cache import (
+    CacheDefinition,
+    CacheSource,
+    SourceKind,
+    SQLiteTileIndex,
+    TileCacheService,
+    store_tiles,
+)
 from offmaps.cache.export import CacheTileReader
 from offmaps.cache.imports import import_tiles
+from offmaps.cache.jobs import ExportCache, export_cache
 from offmaps.cli import main
 from offmaps.containers import TilesetMetadata, open_reader, open_writer
 from offmaps.containers import export as export_module
 from offmaps.containers.base import detect_tile_format
 from offmaps.containers.export import ExportResult, export_tiles, plan_export
+from offmaps.containers.registry import ContainerKind
 from offmaps.errors import CacheError
-from offmaps.storage import MemoryBlobStore
-from offmaps.tiling import AreaOfInterest
+from offmaps.jobs import FolderJobStore, Job, JobContext
+from offmaps.storage import MemoryBlobStore, MemoryObjectStore
+from offmaps.tiling import AreaOfInterest, area_from_bbox
 from offmaps.types import Tile, TileFormat
 from tests.containers.test_esri_mixed import (
     LEVEL2,
@@ -272,3 +282,48 @@ def test_an_import_of_tiles_of_neither_format_lists_them_and_exits_1(
     assert err.startswith("CacheError: 1 tiles of")
     assert err.count("\n") == 1
     assert document["new"] == 15  # the garbage JPEG is stored as given: its header is JPEG's
+
+
+@pytest.mark.parametrize(
+    ("container", "tile_format"), [("esri-compact", "mixed"), ("pmtiles", "png")]
+)
+def test_a_server_export_job_of_a_mixed_cache_is_mixed_or_png_by_its_container(
+    container: str, tile_format: str, tmp_path: Path
+) -> None:
+    index, blobs = mixed_cache(tmp_path)
+    store = FolderJobStore(tmp_path / "jobs")
+    job = Job(id="a" * 32, kind="export_tile_cache", owner=None)
+    store.create(job)
+    output = MemoryObjectStore()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    context = JobContext(store, job, output=output, scratch=scratch)
+    payload = ExportCache(
+        cache="c",
+        max_tiles=1000,
+        format=ContainerKind(container),
+        area=area_from_bbox(-180, -85, 180, 85),
+        min_zoom=2,
+        max_zoom=2,
+    )
+    result = export_cache(TileCacheService(index, blobs), payload, context)
+    # rows 1-2 wholly inside (their JPEG tiles copied or re-encoded), rows 0 and 3 cut at 85°
+    assert (result["tile_format"], result["reencoded"]) == (
+        tile_format,
+        4 * (container == "pmtiles"),
+    )
+    assert (result["copied"], result["clipped"]) == (8, 8)
+    for entry in result["files"]:  # the export's files, as a client downloads them
+        target = tmp_path / "download" / entry["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(output.get(entry["path"]))
+    where = tmp_path / "download" / ("c" if container == "esri-compact" else "c.pmtiles")
+    meta, got = read_all(f"{container}:{where}" if container == "esri-compact" else str(where))
+    assert meta.mixed is (container == "esri-compact")
+    formats = {kind(data) for data in got.values()}
+    if container == "esri-compact":
+        assert formats == {TileFormat.PNG, TileFormat.JPEG}
+        assert got[Tile(1, 1, 2)] == MIXED_TILES[Tile(1, 1, 2)]  # a JPEG tile kept as it was
+    else:
+        assert formats == {TileFormat.PNG}
+    index.close()
