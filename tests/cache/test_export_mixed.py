@@ -327,3 +327,19 @@ def test_a_server_export_job_of_a_mixed_cache_is_mixed_or_png_by_its_container(
     else:
         assert formats == {TileFormat.PNG}
     index.close()
+
+
+def test_an_arcgis_mixed_archive_is_the_source_of_a_mixed_cache_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = f"esri-compact:{arcgis_compact(tmp_path / 'arcgis', MIXED_TILES)}"
+    folder = tmp_path / "data"
+    folder.mkdir()
+    args = ("--archive", src, "--data", str(folder))
+    code, _, err = run(capsys, "cache", "create", "p", *args, "--format", "png")
+    assert code == 1
+    assert err.startswith("CacheError: cache 'p' is png, but its source")
+    assert 'is mixed (PNG and JPEG tiles): give format "mixed"' in err
+    assert err.count("\n") == 1
+    code, _, err = run(capsys, "cache", "create", "m", *args, "--format", "mixed")
+    assert code == 0, err
