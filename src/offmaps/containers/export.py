@@ -17,6 +17,13 @@ With an area of interest, each tile of its exact tile cover that the source hold
 
 Vector tiles have no pixels: every tile of the cover is copied whole.
 
+A mixed source (PNG and JPEG tiles: a mixed cache, an Esri cache whose ``conf.xml`` says
+``MIXED``) is checked tile by tile against PNG and JPEG, and its cut tiles are clipped to
+transparency as PNG (see :class:`~offmaps.containers.merge.MixedExport`). A folder destination
+stays mixed (an Esri cache's ``conf.xml`` says ``MIXED``); into MBTiles, GeoPackage or PMTiles,
+which declare one format, it becomes PNG: its JPEG tiles are re-encoded as PNG
+(:attr:`ExportResult.reencoded`).
+
 Planning comes first (:func:`plan_export`): the exact count of the tiles the export covers,
 checked against a per-export limit (:data:`DEFAULT_EXPORT_TILE_LIMIT`, as ArcGIS's "limit export
 cache") before any file is created. A tile whose bytes are not a valid image of the tile set's
@@ -40,7 +47,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import morecantile
 import numpy as np
@@ -58,7 +65,8 @@ from offmaps.containers.base import (
 )
 from offmaps.containers.clip import DEFAULT_BACKGROUND, AreaClipper, TileRelation
 from offmaps.containers.convert import subset_metadata
-from offmaps.containers.registry import Location, open_writer
+from offmaps.containers.merge import MixedExport
+from offmaps.containers.registry import Location, open_writer, parse_location
 from offmaps.errors import (
     ContainerError,
     InvalidAOIError,
@@ -142,6 +150,10 @@ class ExportResult:
         failures: tiles left out because their bytes are not a valid image of the tile set's
             format.
         failed: the first :data:`MAX_LISTED_FAILURES` of them, with their keys.
+        tile_format: the destination's tile format: ``mixed`` (a mixed source into a folder),
+            or one format's name (``png``, ``jpg``...).
+        reencoded: of the tiles copied, the JPEG tiles of a mixed source re-encoded as PNG
+            (the same pixels) for a destination of one format.
     """
 
     read: int
@@ -150,6 +162,8 @@ class ExportResult:
     left_out: int
     failures: int
     failed: tuple[FailedTile, ...]
+    tile_format: str = ""
+    reencoded: int = 0
 
     @property
     def written(self) -> int:
@@ -257,19 +271,29 @@ def export_tiles(
     check_tile_limit(plan, max_tiles)
     meta = source.metadata
     target = subset_metadata(meta, plan.zooms, plan.aoi)
+    mixed: MixedExport | None = None
+    if meta.mixed:  # a folder keeps it mixed; an archive of one format gets PNG
+        kind = (
+            destination if isinstance(destination, Location) else parse_location(destination)
+        ).kind
+        mixed = MixedExport(kind.holds_mixed)
+        target = target if mixed.keep else replace(target, mixed=False)
     workers = max(1, processes if processes is not None else (os.cpu_count() or 1))
-    tally = _Tally()
+    tally = _Tally(target.format_name)
     with open_writer(destination, target, overwrite=overwrite) as writer:
         clips: _Clips | None = None
         if plan.aoi is not None and meta.tile_format.is_raster:
             clipper = AreaClipper(plan.aoi, meta.tms, background=background)
-            clips = _Clips(clipper, plan.aoi, meta, background, workers)
+            clips = _Clips(clipper, plan.aoi, meta, background, workers, mixed)
         try:
             for batch in _batched(_tiles(source, plan)):
                 tally.read += len(batch)
                 if clips is None:
                     raster = meta.tile_format.is_raster
                     for tile, data in batch:
+                        if mixed is not None:
+                            _write(writer, tile, _copy_mixed(mixed, tile, data), tally)
+                            continue
                         problem = _format_problem(tile, data, meta.tile_format) if raster else None
                         if problem is not None:  # never a tile of another format under its name
                             tally.fail(tile, problem)
@@ -344,9 +368,10 @@ class TileTally:
 class _Tally(TileTally):
     """Counts of an export, and the failed tiles."""
 
-    def __init__(self) -> None:
+    def __init__(self, tile_format: str = "") -> None:
         super().__init__()
-        self.copied = self.clipped = self.left_out = 0
+        self.copied = self.clipped = self.left_out = self.reencoded = 0
+        self.tile_format = tile_format
 
     def result(self) -> ExportResult:
         return ExportResult(
@@ -356,6 +381,8 @@ class _Tally(TileTally):
             left_out=self.left_out,
             failures=self.failures,
             failed=tuple(self.failed),
+            tile_format=self.tile_format,
+            reencoded=self.reencoded,
         )
 
 
@@ -366,6 +393,7 @@ class _Clipped:
     relation: TileRelation
     data: bytes | None = None
     error: str | None = None
+    reencoded: bool = False
 
 
 def _write(writer: TileWriter, tile: Tile, clipped: _Clipped, tally: _Tally) -> None:
@@ -377,6 +405,7 @@ def _write(writer: TileWriter, tile: Tile, clipped: _Clipped, tally: _Tally) -> 
         writer.write_tile(tile, clipped.data)
         if clipped.relation is TileRelation.INSIDE:
             tally.copied += 1
+            tally.reencoded += clipped.reencoded
         else:
             tally.clipped += 1
 
@@ -393,16 +422,39 @@ def _format_problem(tile: Tile, data: bytes, tile_format: TileFormat) -> str | N
     return f"{name} should be {tile_format.value} but its bytes are {what}"
 
 
-def _clip(clipper: AreaClipper, tile: Tile, data: bytes, tile_format: TileFormat) -> _Clipped:
+def _copy_mixed(mixed: MixedExport, tile: Tile, data: bytes) -> _Clipped:
+    """A mixed source's tile wholly inside: its bytes, or re-encoded as PNG (see
+    :class:`MixedExport`), an invalid one becoming a failure."""
+    try:
+        written = mixed.copy(tile, data)
+    except InvalidTileDataError as exc:
+        return _Clipped(TileRelation.INSIDE, error=str(exc))
+    return _Clipped(TileRelation.INSIDE, written, reencoded=written is not data)
+
+
+def _clip(
+    clipper: AreaClipper,
+    tile: Tile,
+    data: bytes,
+    tile_format: TileFormat,
+    mixed: MixedExport | None = None,
+) -> _Clipped:
     """Clip one tile cut by the area's boundary (the batch's classification said so), an
     invalid one becoming a failure rather than an error."""
     try:
-        clipped = clipper.clip_cut(tile, data, tile_format)
+        if mixed is None:
+            clipped = clipper.clip_cut(tile, data, tile_format)
+        else:
+            clipped = mixed.clip(clipper, tile, data)
     except InvalidTileDataError as exc:
         return _Clipped(TileRelation.CUT, error=str(exc))
     if clipped is not None and (clipped is data or clipped == data):
         # every pixel centre inside: its bytes are kept
-        return _Clipped(TileRelation.INSIDE, clipped)
+        return (
+            _Clipped(TileRelation.INSIDE, clipped)
+            if mixed is None
+            else _copy_mixed(mixed, tile, data)
+        )
     return _Clipped(TileRelation.CUT, clipped)
 
 
@@ -417,9 +469,11 @@ class _Clips:
         meta: TilesetMetadata,
         background: tuple[int, int, int],
         workers: int,
+        mixed: MixedExport | None = None,
     ) -> None:
         self.clipper = clipper
         self.tile_format = meta.tile_format
+        self.mixed = mixed
         self.work = (aoi, meta.tms, background)
         self.workers = workers
         self.cuts = 0
@@ -431,6 +485,8 @@ class _Clips:
         for (tile, data), relation in zip(batch, self._relations(batch), strict=True):
             if relation is TileRelation.OUTSIDE:
                 yield tile, _Clipped(relation)
+            elif relation is TileRelation.INSIDE and self.mixed is not None:
+                yield tile, _copy_mixed(self.mixed, tile, data)
             elif relation is TileRelation.INSIDE:
                 problem = _format_problem(tile, data, self.tile_format)
                 yield tile, _Clipped(relation, data if problem is None else None, problem)
@@ -455,7 +511,7 @@ class _Clips:
     def _cut(self, tile: Tile, data: bytes) -> Iterator[tuple[Tile, _Clipped]]:
         self.cuts += 1
         if self.workers <= 1 or self.cuts <= INLINE_CUT_TILES:
-            yield tile, _clip(self.clipper, tile, data, self.tile_format)
+            yield tile, _clip(self.clipper, tile, data, self.tile_format, self.mixed)
             return
         if self.pool is None:
             self.pool = ProcessPoolExecutor(
@@ -466,7 +522,9 @@ class _Clips:
             )
         while len(self.running) >= TASKS_PER_PROCESS * self.workers:
             yield from self._collect()
-        self.running[self.pool.submit(_clip_in_worker, tile, data, self.tile_format)] = tile
+        self.running[
+            self.pool.submit(_clip_in_worker, tile, data, self.tile_format, self.mixed)
+        ] = tile
 
     def drain(self) -> Iterator[tuple[Tile, _Clipped]]:
         """The tiles still in the workers, as they finish."""
@@ -501,7 +559,9 @@ def _start_worker(
     _worker_clipper = AreaClipper(aoi, tms, background=background)
 
 
-def _clip_in_worker(tile: Tile, data: bytes, tile_format: TileFormat) -> _Clipped:
+def _clip_in_worker(
+    tile: Tile, data: bytes, tile_format: TileFormat, mixed: MixedExport | None
+) -> _Clipped:
     if _worker_clipper is None:
         raise ContainerError("an export worker was not started with its area")
-    return _clip(_worker_clipper, tile, data, tile_format)
+    return _clip(_worker_clipper, tile, data, tile_format, mixed)
