@@ -529,6 +529,7 @@ def test_a_full_disk_while_applying_leaves_the_replica_as_it_was(world: World) -
     done = apply_with_file_size_limit("features", package, written, 64 * 1024)
     assert done.returncode == 3, done.stdout + done.stderr
     assert done.stdout.startswith("SyncFailedError"), done.stdout
+    assert "cannot rollback" not in done.stdout, done.stdout  # the cause, not a 2nd ROLLBACK
     assert package.read_bytes() == before
     assert read_chain_state(package) == state
     applied = apply_feature_update(package, written.path, sha256=written.sha256)
