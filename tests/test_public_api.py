@@ -38,6 +38,7 @@ MODULES = [
     "offmaps.offline.generate",
     "offmaps.offline.areas",
     "offmaps.offline.preplanned",
+    "offmaps.offline.updates",
     "offmaps.cache",
     "offmaps.cache.postgres",
     "offmaps.sample",

@@ -300,10 +300,12 @@ def test_a_map_holds_two_hundred_overlapping_areas(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the packages are not the point here: each job publishes one small file
-    def small(*args: Any, output: ObjectStore, **kwargs: Any) -> dict[str, Any]:
+    def small(
+        *args: Any, output: ObjectStore, **kwargs: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         info = output.put("package.json", b"{}")
         files = [{"path": "package.json", "size": info.size, "sha256": info.sha256}]
-        return {"files": files, "layer_errors": {}, "table_errors": {}}
+        return {"files": files, "layer_errors": {}, "table_errors": {}}, {}
 
     monkeypatch.setattr(preplanned, "build_package", small)
     editor = server.token("editor")

@@ -8,6 +8,7 @@
 - :mod:`offmaps.offline.replica`: the device side of sync: the outbox and atomic downloads.
 - :mod:`offmaps.offline.areas`: preplanned map areas on the wire, and refresh schedules.
 - :mod:`offmaps.offline.preplanned`: preplanned map areas on the server: packaging, refresh.
+- :mod:`offmaps.offline.updates`: the update files of preplanned areas, and their chain.
 
 See docs/offline.md, docs/offline-package.md, docs/preplanned.md and docs/sync.md.
 """

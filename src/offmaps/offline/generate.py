@@ -84,6 +84,7 @@ __all__ = [
     "GENERATE_OFFLINE_MAP",
     "RecordedStates",
     "SAMPLED_TILES",
+    "ExtractedService",
     "GenerateOfflineMap",
     "OfflineMapServices",
     "build_package",
@@ -228,19 +229,22 @@ def build_package(
     owner: str,
     server_url: str,
     output: ObjectStore,
-) -> dict[str, Any]:
+    shared_replica: Callable[[str], str] | None = None,
+) -> tuple[dict[str, Any], dict[str, ExtractedService]]:
     """Build the offline package of ``webmap`` for ``parameters`` into ``output``, as a generate
-    job does (the export limits are checked first); returns what a generate job returns.
+    job does (the export limits are checked first); returns what a generate job returns, and
+    what the package holds of each feature service.
 
     For a package many devices share (a preplanned map area), ``parameters.update_mode`` is
-    ``no_updates``: no replica is registered for it.
+    ``no_updates``: no replica is registered for it; with ``shared_replica`` its replica files
+    still get the sync tables, under the id it gives each service, for update files.
 
     Raises:
         ExportLimitError: a layer is over its max export tile count.
     """
     plan, estimate = prepare_offline_map(services.catalog, webmap, parameters, overrides)
     check_export_limits(plan, estimate)
-    return _Generation(
+    generation = _Generation(
         context,
         services.catalog,
         services.replicas,
@@ -253,7 +257,9 @@ def build_package(
         server_url,
         services.limits,
         output=output,
-    ).run()
+        shared_replica=shared_replica,
+    )
+    return generation.run(), generation.extracted
 
 
 def generate_offline_map_kind(services: OfflineMapServices) -> JobKind[GenerateOfflineMap]:
@@ -501,6 +507,23 @@ def _thumbnail_bytes(
 # --- the generate job ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ExtractedService:
+    """What a package holds of one feature service: what its update files start from.
+
+    Attributes:
+        file: the replica's file in the package.
+        generation: the service's generation the rows were read at.
+        scope: which rows of each layer the file holds.
+        attachments: whether it holds attachments.
+    """
+
+    file: str
+    generation: int
+    scope: dict[str, LayerScope]
+    attachments: bool
+
+
 @dataclass
 class _Generation:
     """One generate job: the replicas, tile archives, thumbnail and manifest, built in its
@@ -520,7 +543,12 @@ class _Generation:
     output: ObjectStore | None = None
     """Where the package is published: the job's output area unless given (a preplanned
     area's packages have their own)."""
+    shared_replica: Callable[[str], str] | None = None
+    """For a package many devices share and no replica is registered for: the replica id its
+    file of each service gets (by service), so that update files apply to it."""
     errors: dict[str, str] = field(default_factory=dict)
+    extracted: dict[str, ExtractedService] = field(default_factory=dict)
+    """Each feature service's replica file, generation and scope, by service."""
     layers: list[PackageLayer] = field(default_factory=list)
     package_replicas: list[PackageReplica] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
@@ -651,7 +679,33 @@ class _Generation:
             )
             for layer in service_plan.layers
         ]
+        scope = {
+            layer.layer: LayerScope(
+                where=layer.where,
+                area=None
+                if layer.is_table
+                else (layer.area or self.parameters.area_of_interest).geometry,
+                include_null_geometry=layer.include_null_geometry,
+                related=tuple(
+                    RelatedKey(r.origin, r.origin_key, r.destination_key)
+                    for r in result.related.get(layer.layer, ())
+                ),
+            )
+            for layer in service_plan.layers
+        }
+        self.extracted[service_plan.service] = ExtractedService(
+            name, result.generation, scope, any(layer.attachments for layer in service_plan.layers)
+        )
         if not service_plan.register_replica:
+            if self.shared_replica is not None:  # a shared package that takes update files
+                _make_syncable(
+                    self.shared_replica(service_plan.service),
+                    result.generation,
+                    self.sync.recorded_states,
+                    service_plan.service,
+                    [layer.layer for layer in service_plan.layers],
+                    self.folder / name,
+                )
             return
         sync_direction = self.webmap.offline.sync_direction.value
         replica = self.replicas.register(
@@ -664,20 +718,7 @@ class _Generation:
             map_id=self.webmap.id,
             sync_direction=sync_direction,
             sync_model=service_plan.sync_model.value,
-            scope={
-                layer.layer: LayerScope(
-                    where=layer.where,
-                    area=None
-                    if layer.is_table
-                    else (layer.area or self.parameters.area_of_interest).geometry,
-                    include_null_geometry=layer.include_null_geometry,
-                    related=tuple(
-                        RelatedKey(r.origin, r.origin_key, r.destination_key)
-                        for r in result.related.get(layer.layer, ())
-                    ),
-                )
-                for layer in service_plan.layers
-            },
+            scope=scope,
             attachment_sync_direction=service_plan.attachment_sync_direction.value,
         )
         self._registered.append(replica.id)

@@ -15,14 +15,17 @@ limits) and keeps one packaging job per area at a time.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from offmaps.containers import open_reader
 from offmaps.errors import (
     InvalidOfflineParametersError,
     JobNotFoundError,
@@ -39,6 +42,7 @@ from offmaps.offline.areas import (
     parse_refresh,
 )
 from offmaps.offline.generate import (
+    ExtractedService,
     OfflineMapServices,
     build_package,
     check_export_limits,
@@ -52,6 +56,14 @@ from offmaps.offline.parameters import (
     area_from_bbox,
 )
 from offmaps.offline.plan import create_default_parameters
+from offmaps.offline.updates import (
+    BASE_PREFIX,
+    TileUpdateInfo,
+    UpdateFile,
+    UpdateLink,
+    build_tile_update,
+)
+from offmaps.offline.updates.server import area_replica, area_replica_id, write_area_feature_update
 from offmaps.schemas import AttachmentOption, UpdateMode, WebMap
 from offmaps.schemas.jobs import JobStatus
 from offmaps.state import AreaPackage, MapArea, MapAreaStore
@@ -65,6 +77,7 @@ __all__ = [
     "area_parameters",
     "package_map_area_kind",
     "package_prefix",
+    "updates_prefix",
 ]
 
 _log = logging.getLogger(__name__)
@@ -76,6 +89,12 @@ PACKAGE_MAP_AREA = "package_map_area"
 def package_prefix(area_id: str, number: int) -> str:
     """The object store prefix of package ``number`` of an area."""
     return f"areas/{area_id}/packages/{number}"
+
+
+def updates_prefix(area_id: str, number: int) -> str:
+    """The object store prefix of the update files that bring package ``number - 1`` of an
+    area to package ``number``."""
+    return f"areas/{area_id}/updates/{number}"
 
 
 @dataclass(frozen=True)
@@ -152,20 +171,24 @@ def area_parameters(
 
 
 def _package(services: PreplannedServices, payload: PackageMapArea, context: JobContext) -> Any:
-    """The packaging job: build the area's package under its next number, record it, and keep
-    the newest :attr:`PreplannedServices.keep_packages`."""
+    """The packaging job: build the area's package under its next number with the update files
+    from the package before it (same epoch), record both, and keep the newest
+    :attr:`PreplannedServices.keep_packages`."""
     store = services.areas
     area = store.get(payload.area_id)
     if area.epoch != payload.epoch:
         raise InvalidOfflineParametersError(
             f"map area {area.id} changed since this packaging was asked for"
         )
-    number = max((p.number for p in store.packages(area.id)), default=0) + 1
+    packages = store.packages(area.id)
+    number = max((p.number for p in packages), default=0) + 1
+    previous = packages[-1] if packages and packages[-1].epoch == area.epoch else None
     output = prefixed(services.objects, package_prefix(area.id, number))
+    updates_output = prefixed(services.objects, updates_prefix(area.id, number))
     try:
         webmap = services.offline.catalog.webmaps.get(area.map_id)
         parameters, overrides = area_parameters(webmap, area)
-        result = build_package(
+        result, extracted = build_package(
             services.offline,
             webmap,
             parameters,
@@ -174,16 +197,27 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
             owner=payload.owner,
             server_url=payload.server_url,
             output=output,
+            shared_replica=partial(area_replica_id, area.id),
         )
+        files = tuple(result["files"])
+        context.progress(0.99, "writing the update files")
+        updates = _UpdateWriter(services, area, number, previous, context).write(
+            files, output, updates_output, extracted
+        )
+        heads = {entry["path"]: f"{BASE_PREFIX}{entry['sha256']}" for entry in files}
+        heads.update({update["file"]: update["sha256"] for update in updates})
         package = AreaPackage(
             area_id=area.id,
             number=number,
             epoch=area.epoch,
             created=datetime.now(UTC).timestamp(),
             job_id=context.job.id,
-            files=tuple(result["files"]),
+            files=files,
             layer_errors=result["layer_errors"],
             table_errors=result["table_errors"],
+            generations={name: found.generation for name, found in extracted.items()},
+            chains={path: heads[path] for path in _updatable(files, extracted)},
+            updates=tuple(updates),
         )
         if store.get(area.id).epoch != payload.epoch:
             raise InvalidOfflineParametersError(
@@ -194,6 +228,7 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
         )
     except BaseException as exc:
         _remove_objects(output)
+        _remove_objects(updates_output)
         _record_failure(store, payload, exc)
         raise
     _prune(services, area.id)
@@ -201,9 +236,119 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
         "area_id": area.id,
         "package": number,
         "bytes": package.bytes,
+        "updates": len(updates),
+        "update_bytes": sum(update["size"] for update in updates),
         "layer_errors": package.layer_errors,
         "table_errors": package.table_errors,
     }
+
+
+def _updatable(
+    files: tuple[dict[str, Any], ...], extracted: dict[str, ExtractedService]
+) -> list[str]:
+    """The files of a package that update files keep fresh: its replicas and MBTiles archives."""
+    replicas = {found.file for found in extracted.values()}
+    return [
+        entry["path"]
+        for entry in files
+        if entry["path"] in replicas or entry["path"].endswith(".mbtiles")
+    ]
+
+
+@dataclass
+class _UpdateWriter:
+    """Writes the update files that bring each file of the previous package to this one."""
+
+    services: PreplannedServices
+    area: MapArea
+    number: int
+    previous: AreaPackage | None
+    context: JobContext
+
+    def write(
+        self,
+        files: tuple[dict[str, Any], ...],
+        output: ObjectStore,
+        updates_output: ObjectStore,
+        extracted: dict[str, ExtractedService],
+    ) -> list[dict[str, Any]]:
+        """The update files written (each ``file`` it updates, ``kind``, ``path``, ``size``,
+        ``sha256``, ``previous_sha256``, ``from_number``, ``to_number``), into
+        ``updates_output``; none without a previous package of the same epoch."""
+        previous = self.previous
+        if previous is None:
+            return []
+        written = []
+        folder = self.context.scratch / "updates"
+        folder.mkdir(parents=True, exist_ok=True)
+        for service, found in extracted.items():
+            since = previous.generations.get(service)
+            head = previous.chains.get(found.file)
+            if since is None or head is None:
+                continue  # not in the previous package: devices get it with the next full one
+            replica = area_replica(
+                self.area.id,
+                service,
+                found.scope,
+                map_id=self.area.map_id,
+                generation=since,
+                attachments=found.attachments,
+                owner=self.area.owner,
+            )
+            name = f"{found.file.removesuffix('.gpkg')}.{self.number}.update.gpkg"
+            update, _ = write_area_feature_update(
+                folder / name, self.services.offline.sync, replica, self._link(head), since
+            )
+            written.append(
+                self._publish(updates_output, name, found.file, "features", head, update)
+            )
+        for entry in files:
+            path = entry["path"]
+            head = previous.chains.get(path)
+            if not path.endswith(".mbtiles") or head is None:
+                continue
+            old, new = folder / f"old-{path}", folder / f"new-{path}"
+            _fetch(
+                self.services.objects,
+                f"{package_prefix(self.area.id, previous.number)}/{path}",
+                old,
+            )
+            _fetch(output, path, new)
+            with open_reader(str(new)) as reader:
+                tile_format = reader.metadata.tile_format.value
+            name = f"{path.removesuffix('.mbtiles')}.{self.number}.update.mbtiles"
+            info = TileUpdateInfo(self._link(head), path.removesuffix(".mbtiles"), tile_format)
+            update, _ = build_tile_update(folder / name, info, old, new)
+            written.append(self._publish(updates_output, name, path, "tiles", head, update))
+        return written
+
+    def _link(self, head: str) -> UpdateLink:
+        assert self.previous is not None
+        return UpdateLink(
+            self.area.id, self.area.map_id, self.area.epoch, self.previous.number, self.number, head
+        )
+
+    def _publish(
+        self, output: ObjectStore, name: str, file: str, kind: str, head: str, update: UpdateFile
+    ) -> dict[str, Any]:
+        output.put_file(name, update.path)
+        assert self.previous is not None
+        return {
+            "file": file,
+            "kind": kind,
+            "path": name,
+            "size": update.size,
+            "sha256": update.sha256,
+            "previous_sha256": head,
+            "from_number": self.previous.number,
+            "to_number": self.number,
+        }
+
+
+def _fetch(store: ObjectStore, key: str, target: Path) -> None:
+    """Copy an object to a local file."""
+    with store.open(key) as source, target.open("wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)
 
 
 def _record_failure(store: MapAreaStore, payload: PackageMapArea, exc: BaseException) -> None:
@@ -236,6 +381,7 @@ def _prune(services: PreplannedServices, area_id: str) -> None:
     old = [p.number for p in packages[: max(len(packages) - services.keep_packages, 0)]]
     for number in old:
         _remove_objects(prefixed(services.objects, package_prefix(area_id, number)))
+        _remove_objects(prefixed(services.objects, updates_prefix(area_id, number)))
     if old:
         services.areas.remove_packages(area_id, old)
 
@@ -429,6 +575,66 @@ class MapAreas:
         raise MapAreaNotFoundError(
             f"map area {area.id} has no package {number} (it keeps packages {kept})"
         )
+
+    def plan_updates(self, area: MapArea, have: int, epoch: int) -> dict[str, Any]:
+        """What a device holding package ``have`` of epoch ``epoch`` downloads to reach the
+        newest package: ``choice`` is ``none`` (it is the newest), ``updates`` (the update
+        files, in order, in ``files``) or ``full`` (the newest package, when the updates are
+        no smaller, the chain is broken by retention, or the area was repackaged), with
+        ``reason``.
+
+        Raises:
+            MapAreaBusyError: the area has no complete package yet.
+            InvalidOfflineParametersError: ``have`` is no package number the area has had.
+        """
+        newest = self.package(area)
+        plan: dict[str, Any] = {
+            "from": have,
+            "to": newest.number,
+            "epoch": area.epoch,
+            "full_bytes": newest.bytes,
+            "updates_bytes": 0,
+            "files": [],
+            "reason": None,
+        }
+        if have < 1 or have > newest.number:
+            raise InvalidOfflineParametersError(
+                f"map area {area.id} has had packages 1 to {newest.number}, not {have}"
+            )
+        if epoch != area.epoch:
+            reason = f"the area was repackaged since (epoch {epoch} -> {area.epoch})"
+            return {**plan, "choice": "full", "reason": reason}
+        if have == newest.number:
+            return {**plan, "choice": "none"}
+        kept = {p.number: p for p in self.store.packages(area.id)}
+        steps = [kept.get(number) for number in range(have + 1, newest.number + 1)]
+        missing = [
+            n for n, p in zip(range(have + 1, newest.number + 1), steps, strict=True) if p is None
+        ]
+        if missing:
+            reason = (
+                f"package {have} is older than the oldest kept ({min(kept)}): its updates "
+                "were removed"
+            )
+            return {**plan, "choice": "full", "reason": reason}
+        files: list[dict[str, Any]] = []
+        for step in steps:
+            assert step is not None
+            covered = {update["file"] for update in step.updates}
+            if not set(step.chains) <= covered or step.epoch != epoch:
+                reason = f"package {step.number} has files no update reaches (a layer was added)"
+                return {**plan, "choice": "full", "reason": reason}
+            files += [{**update, "number": step.number} for update in step.updates]
+        size = sum(int(entry["size"]) for entry in files)
+        plan.update(files=files, updates_bytes=size)
+        if size >= newest.bytes:
+            reason = f"the updates ({size:,} bytes) are no smaller than the package"
+            return {**plan, "choice": "full", "reason": reason}
+        return {**plan, "choice": "updates"}
+
+    def update_files(self, area: MapArea, number: int) -> ObjectStore:
+        """Where the update files bringing package ``number - 1`` to ``number`` are."""
+        return prefixed(self.services.objects, updates_prefix(area.id, number))
 
     def package_files(self, area: MapArea, number: int) -> ObjectStore:
         """Where package ``number``'s files are."""

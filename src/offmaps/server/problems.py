@@ -58,6 +58,8 @@ STATUS: tuple[tuple[type[errors.OffmapsError], int], ...] = (
     (errors.MapAreaDeletedError, 410),
     (errors.MapAreaNotFoundError, 404),
     (errors.MapAreaBusyError, 409),
+    (errors.UpdateChainError, 409),
+    (errors.UpdateIntegrityError, 422),
     (errors.LayerExistsError, 409),
     (errors.DestinationExistsError, 409),
     (errors.BlobIntegrityError, 422),

@@ -123,6 +123,13 @@ class AreaPackage:
         files: each file's ``path``, ``size`` and ``sha256``, the manifest last.
         layer_errors: layers that failed under ``continue_on_errors``, with why.
         table_errors: tables that failed so.
+        generations: each feature service's generation its replica file was read at.
+        chains: the chain head a device holding this package has for each file update files
+            keep fresh: ``base:`` and the file's SHA-256 for a file no update reached yet,
+            else the SHA-256 of the update that brought it to this package.
+        updates: the update files that bring the previous package's files to this one (each
+            ``file``, ``kind``, ``path``, ``size``, ``sha256``, ``previous_sha256``,
+            ``from_number``, ``to_number``).
     """
 
     area_id: str
@@ -133,6 +140,9 @@ class AreaPackage:
     files: tuple[dict[str, Any], ...]
     layer_errors: dict[str, str] = field(default_factory=dict)
     table_errors: dict[str, str] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)
+    chains: dict[str, str] = field(default_factory=dict)
+    updates: tuple[dict[str, Any], ...] = ()
 
     @property
     def bytes(self) -> int:
@@ -211,7 +221,9 @@ def _area(document: str) -> MapArea:
 
 def _package(document: str) -> AreaPackage:
     data = json.loads(document)
-    return AreaPackage(**{**data, "files": tuple(data["files"])})
+    return AreaPackage(
+        **{**data, "files": tuple(data["files"]), "updates": tuple(data.get("updates", ()))}
+    )
 
 
 class SQLiteMapAreaStore:

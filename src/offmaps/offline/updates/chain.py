@@ -267,10 +267,10 @@ def write_chain_state(path: Path, state: ChainState) -> None:
     """Record in a replica GeoPackage or an MBTiles archive which package of which area it
     holds, in one transaction (docs/update-files.md, "The chain").
 
-    The server writes it into every file of a package it builds by applying updates or from
-    scratch after the first (head: the SHA-256 of the update to that package). Package 1's
-    files cannot hold their own hash: whoever holds one (the device that downloaded it, the
-    server about to build package 2 from it) writes ``base:`` and its SHA-256 as served.
+    A package as served holds none (a file cannot hold its own hash): the device that
+    downloaded one writes the head the server lists for each of its files (``chains`` of the
+    package: ``base:`` and the file's SHA-256 as served, or the SHA-256 of the update that
+    brought the file to that package) before applying updates.
 
     Raises:
         sqlite3.Error: the file cannot be written.

@@ -73,15 +73,13 @@ def area_replica(
 def iter_area_download(
     sync: SyncService, replica: Replica, since: int, layers: Sequence[str] | None = None
 ) -> Iterator[DownloadHeader | ServerChange]:
-    """The header and changes of ``replica``'s download since generation ``since``.
-
-    A tiny adapter: ``SyncService`` keeps this reader private (``_records``) today; it should
-    become public (``iter_download``) and this function go.
+    """The header and changes of ``replica``'s download since generation ``since``
+    (:meth:`SyncService.iter_download`).
 
     Raises:
         GenerationAheadError: ``since`` is beyond the service's generation.
     """
-    return sync._records(replica, since, layers)  # private today: see the docstring
+    return sync.iter_download(replica, since, layers)
 
 
 def write_area_feature_update(

@@ -6,6 +6,9 @@
 - ``GET``, ``PATCH``, ``DELETE /api/maps/{id}/areas/{area}``: one area; a change of extent,
   scales, layers or update mode repackages it; a deleted area answers 410 from then on.
 - ``POST /api/maps/{id}/areas/{area}/refresh``: package it again now (409 while one runs).
+- ``GET .../updates?from=N&epoch=E``: what a device holding package ``N`` downloads to reach the
+  newest: the update files in order, or the full package; ``GET .../updates/{n}/{name}`` an
+  update file (ranges, ``offline:sync``).
 - ``GET .../packages``, ``GET .../packages/{n}``: its kept packages and one package's files;
   ``GET .../packages/latest/files/{path}`` and ``.../packages/{n}/files/{path}``: a file, with
   HTTP ranges (409 while the area has no complete package). Downloads need a signed-in user
@@ -18,9 +21,9 @@ serialise.
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from offmaps.access import Scope, check_can_write
@@ -94,6 +97,11 @@ def _package_json(area: MapArea, package: AreaPackage, request: Request) -> dict
         "layer_errors": package.layer_errors,
         "table_errors": package.table_errors,
         "files": _files(request, area, package),
+        "chains": package.chains,
+        "updates": [
+            {**update, "href": f"{_href(request, area)}/updates/{package.number}/{update['path']}"}
+            for update in package.updates
+        ],
     }
 
 
@@ -233,6 +241,46 @@ def download_package_file(
     )
 
 
+def plan_updates(
+    map_id: str,
+    area_id: str,
+    request: Request,
+    services: ServicesDep,
+    principal: PrincipalDep,
+    epoch: Annotated[int, Query(alias="epoch", ge=0, le=2**31)],
+    have: Annotated[int, Query(alias="from", ge=1, le=2**31)],
+) -> dict[str, Any]:
+    """What a device holding package ``from`` (of ``epoch``) downloads to reach the newest:
+    the update files in order, or the full package."""
+    services.catalog.visible_map(principal, map_id)
+    area = services.areas.store.get(area_id, map_id=map_id)
+    plan = services.areas.plan_updates(area, have, epoch)
+    base = _href(request, area)
+    for entry in plan["files"]:
+        entry["href"] = f"{base}/updates/{entry['number']}/{entry['path']}"
+    newest = services.areas.package(area)
+    return {**plan, "package": _package_json(area, newest, request)}
+
+
+def download_update_file(
+    map_id: str,
+    area_id: str,
+    number: int,
+    name: str,
+    request: Request,
+    services: ServicesDep,
+    principal: PrincipalDep,
+) -> Response:
+    """An update file: whole, or the one byte range asked."""
+    services.catalog.visible_map(principal, map_id)
+    area = services.areas.store.get(area_id, map_id=map_id)
+    kept = {p.number: p for p in services.areas.store.packages(area.id)}
+    package = kept.get(number)
+    if package is None or name not in {update["path"] for update in package.updates}:
+        raise MapAreaNotFoundError(f"map area {area.id} has no update file {number}/{name[:200]!r}")
+    return object_response(services.areas.update_files(area, number), name, request, filename=name)
+
+
 _AREA_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such map or area"},
     410: {"description": "The area was deleted by its author"},
@@ -308,6 +356,24 @@ def areas_router() -> APIRouter:
             {
                 "response_class": Response,
                 "responses": {**_AREA_ERRORS, **_BUSY, **_RANGES},
+                "dependencies": [Depends(DOWNLOAD_PACKAGES)],
+            },
+        ),
+        (
+            f"{area}/updates",
+            plan_updates,
+            "GET",
+            "What a device downloads to bring its package up to date",
+            {"responses": {**_AREA_ERRORS, **_BUSY}},
+        ),
+        (
+            f"{area}/updates/{{number}}/{{name}}",
+            download_update_file,
+            "GET",
+            "An update file (ranges)",
+            {
+                "response_class": Response,
+                "responses": {**_AREA_ERRORS, **_RANGES},
                 "dependencies": [Depends(DOWNLOAD_PACKAGES)],
             },
         ),

@@ -1,0 +1,172 @@
+"""Scheduled update files of preplanned areas through the server: each refresh writes them, the
+server plans what a device downloads, and a device's copy brought up by the updates holds the
+same rows as the new package (docs/preplanned.md, docs/update-files.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shapely.geometry import Point
+
+from offmaps.errors import UpdateChainError
+from offmaps.features.model import Delete, FeatureQuery, Insert, Update
+from offmaps.offline.updates import BASE_PREFIX, ChainState, apply_feature_update, write_chain_state
+from offmaps.services import Services
+from tests.jobs.test_jobs import wait
+from tests.serverkit import Server, assert_problem
+
+BBOX = [24.895, 60.05, 24.995, 60.15]
+
+
+def _services(server: Server) -> Services:
+    services: Services = server.client.app.state.services  # type: ignore[attr-defined]
+    return services
+
+
+def _href(server: Server, area_id: str = "") -> str:
+    return f"/api/maps/{server.public_map}/areas" + (f"/{area_id}" if area_id else "")
+
+
+def _packaged(server: Server, answer: dict[str, Any]) -> dict[str, Any]:
+    wait(_services(server).jobs, answer["job_id"])
+    found: dict[str, Any] = server.client.get(_href(server, answer["id"])).json()
+    assert found["status"] == "complete", found
+    return found
+
+
+def _download(server: Server, entry: dict[str, Any], folder: Path) -> Path:
+    crew = server.token("editor", "maps:read offline:sync")
+    response = server.client.get(entry["href"], headers=crew)
+    assert response.status_code == 200, response.text
+    assert hashlib.sha256(response.content).hexdigest() == entry["sha256"]
+    target: Path = folder / entry["path"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(response.content)
+    return target
+
+
+def _rows(path: Path) -> set[tuple[Any, ...]]:
+    with sqlite3.connect(path) as conn:
+        return set(conn.execute("SELECT globalid, name, status FROM sites"))
+
+
+def _edit(server: Server) -> None:
+    store = server.catalog.feature_service("city")
+    page = store.query("sites", FeatureQuery(filters=("osm_id < 25",), limit=100))
+    first, second = sorted(page.features, key=lambda f: int(str(f.properties["osm_id"])))[:2]
+    store.apply_edits(
+        [
+            Update("sites", first.global_id, {"status": "broken"}),
+            Delete("sites", second.global_id),
+            Insert("sites", {"name": "new site", "status": "ok", "osm_id": 99}, Point(24.91, 60.1)),
+            Insert("sites", {"name": "far away", "status": "ok", "osm_id": 98}, Point(10.0, 50.0)),
+        ]
+    )
+
+
+def test_a_device_brought_up_by_the_update_files_holds_the_new_package(
+    server: Server, tmp_path: Path
+) -> None:
+    editor = server.token("editor")
+    area = _packaged(
+        server,
+        server.client.post(
+            _href(server), json={"title": "North", "bbox": BBOX}, headers=editor
+        ).json(),
+    )
+    first = area["package"]
+    assert first["number"] == 1
+    device = tmp_path / "device"
+    replica = next(
+        _download(server, entry, device) for entry in first["files"] if entry["path"] == "city.gpkg"
+    )
+    served = next(entry for entry in first["files"] if entry["path"] == "city.gpkg")
+
+    _edit(server)
+    refreshed = server.client.post(f"{_href(server, area['id'])}/refresh", headers=editor)
+    area = _packaged(server, refreshed.json())
+    assert area["latest"] == 2
+    packages = server.client.get(f"{_href(server, area['id'])}/packages").json()["packages"]
+    assert [p["number"] for p in packages] == [1, 2]
+
+    plan = server.client.get(
+        f"{_href(server, area['id'])}/updates", params={"from": 1, "epoch": 1}
+    ).json()
+    assert plan["choice"] == "updates", plan
+    assert [(f["file"], f["kind"], f["from_number"], f["to_number"]) for f in plan["files"]] == [
+        ("city.gpkg", "features", 1, 2)
+    ]
+    update = plan["files"][0]
+    assert update["previous_sha256"] == f"{BASE_PREFIX}{served['sha256']}"
+    assert plan["updates_bytes"] == update["size"] < plan["full_bytes"]
+    update_file = _download(server, update, tmp_path / "updates")
+
+    # the device records which package its file holds, then applies the chain
+    write_chain_state(replica, ChainState(area["id"], 1, 1, update["previous_sha256"]))
+    applied = apply_feature_update(replica, update_file, sha256=update["sha256"])
+    assert applied.state.package_number == 2
+    fresh = next(
+        _download(server, entry, tmp_path / "fresh")
+        for entry in area["package"]["files"]
+        if entry["path"] == "city.gpkg"
+    )
+    assert _rows(replica) == _rows(fresh)
+    names = {row[1] for row in _rows(replica)}
+    assert "new site" in names
+    assert "far away" not in names  # outside the area: not in the area's update
+    with pytest.raises(UpdateChainError):
+        apply_feature_update(replica, update_file, sha256=update["sha256"])  # twice
+
+    assert (
+        server.client.get(
+            f"{_href(server, area['id'])}/updates", params={"from": 2, "epoch": 1}
+        ).json()["choice"]
+        == "none"
+    )
+
+
+def test_the_full_package_when_the_updates_cannot_reach(server: Server) -> None:
+    services = _services(server)
+    editor = server.token("editor")
+    area = _packaged(
+        server,
+        server.client.post(
+            _href(server), json={"title": "North", "bbox": BBOX}, headers=editor
+        ).json(),
+    )
+    href = _href(server, area["id"])
+    for _ in range(services.settings.area_keep_packages + 1):
+        _edit(server)
+        area = _packaged(server, server.client.post(f"{href}/refresh", headers=editor).json())
+    newest = area["latest"]
+    plan = server.client.get(f"{href}/updates", params={"from": 1, "epoch": 1}).json()
+    assert plan["choice"] == "full"
+    assert "package 1 is older than the oldest kept (3)" in plan["reason"]
+    # the updates from package 2 are kept with package 3, but weigh more than the package
+    plan = server.client.get(f"{href}/updates", params={"from": 2, "epoch": 1}).json()
+    assert len(plan["files"]) == newest - 2
+    assert plan["choice"] == "full"
+    assert "no smaller than the package" in plan["reason"]
+    plan = server.client.get(f"{href}/updates", params={"from": newest - 1, "epoch": 1}).json()
+    assert plan["choice"] == "updates"
+    assert plan["files"][0]["href"].endswith(f"/updates/{newest}/city.{newest}.update.gpkg")
+    # another epoch: the area was repackaged since
+    changed = server.client.patch(href, json={"bbox": [24.9, 60.05, 24.99, 60.15]}, headers=editor)
+    area = _packaged(server, changed.json())
+    plan = server.client.get(f"{href}/updates", params={"from": newest, "epoch": 1}).json()
+    assert (plan["choice"], plan["files"]) == ("full", [])
+    assert "repackaged" in plan["reason"]
+    # a package of the new epoch starts a new chain: no update file reaches it
+    assert area["package"]["epoch"] == 2
+    assert_problem(
+        server.client.get(f"{href}/updates", params={"from": newest + 5, "epoch": 2}), 400
+    )
+    assert_problem(server.client.get(f"{href}/updates", params={"from": 0, "epoch": 2}), 422)
+    assert_problem(server.client.get(f"{href}/updates", params={"from": "x", "epoch": 2}), 422)
+    crew = server.token("editor", "maps:read offline:sync")
+    assert_problem(server.client.get(f"{href}/updates/1/../../x", headers=crew), 404)
+    assert_problem(server.client.get(f"{href}/updates/99/a.gpkg", headers=crew), 404)
