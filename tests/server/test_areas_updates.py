@@ -12,12 +12,25 @@ from typing import Any
 import pytest
 from shapely.geometry import Point
 
+from offmaps.containers import TilesetMetadata, open_writer
 from offmaps.errors import UpdateChainError
 from offmaps.features.model import Delete, FeatureQuery, Insert, Update
-from offmaps.offline.updates import BASE_PREFIX, ChainState, apply_feature_update, write_chain_state
+from offmaps.offline import preplanned
+from offmaps.offline.package import verify_package
+from offmaps.offline.updates import (
+    BASE_PREFIX,
+    ChainState,
+    TileUpdateReader,
+    apply_feature_update,
+    apply_tile_update,
+    write_chain_state,
+)
 from offmaps.services import Services
+from offmaps.tiling import get_tms
+from offmaps.types import BBox, Tile, TileFormat
 from tests.jobs.test_jobs import wait
 from tests.serverkit import Server, assert_problem
+from tests.tilegen import make_tile
 
 BBOX = [24.895, 60.05, 24.995, 60.15]
 
@@ -170,3 +183,155 @@ def test_the_full_package_when_the_updates_cannot_reach(server: Server) -> None:
     crew = server.token("editor", "maps:read offline:sync")
     assert_problem(server.client.get(f"{href}/updates/1/../../x", headers=crew), 404)
     assert_problem(server.client.get(f"{href}/updates/99/a.gpkg", headers=crew), 404)
+
+
+def test_an_incremental_refresh_holds_what_a_full_repackage_does(
+    server: Server, tmp_path: Path
+) -> None:
+    editor = server.token("editor")
+    area = _packaged(
+        server,
+        server.client.post(
+            _href(server), json={"title": "North", "bbox": BBOX}, headers=editor
+        ).json(),
+    )
+    href = _href(server, area["id"])
+    _edit(server)
+    incremental = _packaged(server, server.client.post(f"{href}/refresh", headers=editor).json())
+    job = _services(server).jobs.get(incremental["job_id"])
+    assert job.result is not None
+    assert job.result["incremental"] is True
+    # the same extent again: a new epoch, extracted from scratch
+    full = _packaged(server, server.client.patch(href, json={"bbox": BBOX}, headers=editor).json())
+    job = _services(server).jobs.get(full["job_id"])
+    assert job.result is not None
+    assert job.result["incremental"] is False
+    assert full["package"]["epoch"] == 2
+
+    def rows(package: dict[str, Any], where: str) -> set[tuple[Any, ...]]:
+        folder = tmp_path / where
+        for entry in package["files"]:
+            _download(server, entry, folder)
+        assert verify_package(folder).ok
+        return _rows(folder / "city.gpkg")
+
+    assert rows(incremental["package"], "incremental") == rows(full["package"], "full")
+
+
+def test_a_refresh_that_cannot_build_on_the_previous_package_extracts_again(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(preplanned, "_can_refresh", lambda *args: False)
+    editor = server.token("editor")
+    area = _packaged(
+        server,
+        server.client.post(
+            _href(server), json={"title": "North", "bbox": BBOX}, headers=editor
+        ).json(),
+    )
+    _edit(server)
+    area = _packaged(
+        server, server.client.post(f"{_href(server, area['id'])}/refresh", headers=editor).json()
+    )
+    job = _services(server).jobs.get(area["job_id"])
+    assert job.result is not None
+    assert (job.result["incremental"], job.result["updates"]) == (False, 1)
+    assert [u["file"] for u in area["package"]["updates"]] == ["city.gpkg"]
+
+
+def _basemap(server: Server) -> Path:
+    """A raster tile layer ``basemap`` over the area, levels 10-12, added to the public map."""
+    tms = get_tms("WebMercatorQuad")
+    path = server.data_dir / "tiles" / "basemap.mbtiles"
+    metadata = TilesetMetadata(
+        tile_format=TileFormat.PNG, tms=tms, name="basemap", minzoom=10, maxzoom=12,
+        bounds=BBox(*BBOX),
+    )  # fmt: skip
+    with open_writer(str(path), metadata) as writer:
+        west, south, east, north = BBOX
+        for found in tms.tiles(west, south, east, north, [10, 11, 12]):
+            tile = Tile(found.x, found.y, found.z)
+            writer.write_tile(tile, make_tile(tile, TileFormat.PNG))
+    server.catalog._load_tile_sources()
+    editor = server.token("editor")
+    document = server.client.get(f"/api/maps/{server.public_map}").json()
+    document["basemap"]["layers"] = [
+        {
+            "type": "raster_tile",
+            "id": "basemap",
+            "title": "Basemap",
+            "service": "basemap",
+            "export_tiles_allowed": True,
+        }
+    ]
+    response = server.client.put(f"/api/maps/{server.public_map}", json=document, headers=editor)
+    assert response.status_code == 204, response.text
+    return path
+
+
+def _tiles(path: Path) -> dict[tuple[int, int, int], bytes]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles")
+        return {(z, x, y): bytes(data) for z, x, y, data in rows}
+
+
+def test_tiles_come_as_updates_of_only_the_tiles_that_changed(
+    server: Server, tmp_path: Path
+) -> None:
+    archive = _basemap(server)
+    editor = server.token("editor")
+    area = _packaged(
+        server,
+        server.client.post(
+            _href(server), json={"title": "North", "bbox": BBOX}, headers=editor
+        ).json(),
+    )
+    href = _href(server, area["id"])
+    entries = {entry["path"]: entry for entry in area["package"]["files"]}
+    device = _download(server, entries["basemap.mbtiles"], tmp_path / "device")
+    head = area["package"]["chains"]["basemap.mbtiles"]
+    assert head == f"{BASE_PREFIX}{entries['basemap.mbtiles']['sha256']}"
+
+    # nothing changed in the archive: built from the previous package, an empty tile update
+    same = _packaged(server, server.client.post(f"{href}/refresh", headers=editor).json())
+    job = _services(server).jobs.get(same["job_id"])
+    assert job.result is not None
+    assert job.result["incremental"] is True
+    tiles_update = next(u for u in same["package"]["updates"] if u["kind"] == "tiles")
+    assert tiles_update["file"] == "basemap.mbtiles"
+
+    # one tile redrawn, one removed: the next update holds just those
+    with sqlite3.connect(archive) as conn:
+        z, x, y = conn.execute("SELECT zoom_level, tile_column, tile_row FROM tiles").fetchone()
+        conn.execute(
+            "UPDATE tiles SET tile_data = ? WHERE zoom_level = ? AND tile_column = ? "
+            "AND tile_row = ?",
+            (make_tile(Tile(0, 0, 0), TileFormat.PNG), z, x, y),
+        )
+        gone = conn.execute(
+            "SELECT zoom_level, tile_column, tile_row FROM tiles WHERE zoom_level = 12"
+        ).fetchone()
+        conn.execute(
+            "DELETE FROM tiles WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?", gone
+        )
+    changed = _packaged(server, server.client.post(f"{href}/refresh", headers=editor).json())
+    job = _services(server).jobs.get(changed["job_id"])
+    assert job.result is not None
+    assert job.result["incremental"] is False  # the archive changed: extracted again
+    plan = server.client.get(f"{href}/updates", params={"from": 1, "epoch": 1}).json()
+    tile_updates = [u for u in plan["files"] if u["kind"] == "tiles"]
+    assert [(u["from_number"], u["to_number"]) for u in tile_updates] == [(1, 2), (2, 3)]
+    write_chain_state(device, ChainState(area["id"], 1, 1, head))
+    for update in tile_updates:
+        path = _download(server, update, tmp_path / "updates")
+        with TileUpdateReader(path) as reader:
+            if update["to_number"] == 3:
+                assert len(list(reader.iter_tiles())) == 1
+                assert len(list(reader.iter_removed())) == 1
+        apply_tile_update(device, path, sha256=update["sha256"])
+    fresh = _download(
+        server,
+        next(e for e in changed["package"]["files"] if e["path"] == "basemap.mbtiles"),
+        tmp_path / "fresh",
+    )
+    assert _tiles(device) == _tiles(fresh)

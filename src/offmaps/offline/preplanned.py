@@ -14,13 +14,15 @@ limits) and keeps one packaging job per area at a time.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
+import sqlite3
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,6 +50,7 @@ from offmaps.offline.generate import (
     check_export_limits,
     prepare_offline_map,
 )
+from offmaps.offline.package import MANIFEST_NAME, file_entry, read_manifest, write_manifest
 from offmaps.offline.parameters import (
     Area,
     GenerateOfflineMapParameterOverrides,
@@ -58,16 +61,21 @@ from offmaps.offline.parameters import (
 from offmaps.offline.plan import create_default_parameters
 from offmaps.offline.updates import (
     BASE_PREFIX,
+    ChainState,
     TileUpdateInfo,
     UpdateFile,
     UpdateLink,
+    apply_feature_update,
     build_tile_update,
+    write_chain_state,
+    write_tile_update,
 )
 from offmaps.offline.updates.server import area_replica, area_replica_id, write_area_feature_update
-from offmaps.schemas import AttachmentOption, UpdateMode, WebMap
+from offmaps.schemas import AttachmentOption, TileLayerRef, UpdateMode, WebMap
 from offmaps.schemas.jobs import JobStatus
-from offmaps.state import AreaPackage, MapArea, MapAreaStore
-from offmaps.storage import ObjectStore, prefixed
+from offmaps.sources import ArchiveTileSource
+from offmaps.state import AreaPackage, LayerScope, MapArea, MapAreaStore
+from offmaps.storage import LocalBlobStore, ObjectStore, prefixed
 
 __all__ = [
     "PACKAGE_MAP_AREA",
@@ -187,6 +195,13 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
     updates_output = prefixed(services.objects, updates_prefix(area.id, number))
     try:
         webmap = services.offline.catalog.webmaps.get(area.map_id)
+        fingerprints = _fingerprints(services, webmap)
+        if previous is not None and _can_refresh(previous, webmap, fingerprints):
+            package = _Incremental(
+                services, area, number, previous, context, webmap, fingerprints
+            ).run(output, updates_output)
+            _record(store, payload, package)
+            return _done(services, package)
         parameters, overrides = area_parameters(webmap, area)
         result, extracted = build_package(
             services.offline,
@@ -218,29 +233,96 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
             generations={name: found.generation for name, found in extracted.items()},
             chains={path: heads[path] for path in _updatable(files, extracted)},
             updates=tuple(updates),
+            services={
+                name: {
+                    "file": found.file,
+                    "scope": {layer: asdict(scope) for layer, scope in found.scope.items()},
+                    "attachments": found.attachments,
+                }
+                for name, found in extracted.items()
+            },
+            sources=fingerprints,
+            map_digest=_map_digest(webmap),
         )
-        if store.get(area.id).epoch != payload.epoch:
-            raise InvalidOfflineParametersError(
-                f"map area {area.id} changed while it was being packaged: a new packaging runs"
-            )
-        store.add_package(
-            package, status=PackagingStatus.COMPLETE.value, latest=number, reason=None
-        )
+        _record(store, payload, package)
     except BaseException as exc:
         _remove_objects(output)
         _remove_objects(updates_output)
         _record_failure(store, payload, exc)
         raise
-    _prune(services, area.id)
+    return _done(services, package)
+
+
+def _record(store: MapAreaStore, payload: PackageMapArea, package: AreaPackage) -> None:
+    """Record a built package, unless its area changed epoch meanwhile."""
+    if store.get(payload.area_id).epoch != payload.epoch:
+        raise InvalidOfflineParametersError(
+            f"map area {payload.area_id} changed while it was being packaged: a new packaging runs"
+        )
+    store.add_package(
+        package, status=PackagingStatus.COMPLETE.value, latest=package.number, reason=None
+    )
+
+
+def _done(services: PreplannedServices, package: AreaPackage) -> dict[str, Any]:
+    """Keep the newest packages; the job's result."""
+    _prune(services, package.area_id)
     return {
-        "area_id": area.id,
-        "package": number,
+        "area_id": package.area_id,
+        "package": package.number,
+        "incremental": package.incremental,
         "bytes": package.bytes,
-        "updates": len(updates),
-        "update_bytes": sum(update["size"] for update in updates),
+        "updates": len(package.updates),
+        "update_bytes": sum(update["size"] for update in package.updates),
         "layer_errors": package.layer_errors,
         "table_errors": package.table_errors,
     }
+
+
+def _map_digest(webmap: WebMap) -> str:
+    """A digest of the web map document: a package of another version of the map is not
+    refreshed from."""
+    return hashlib.sha256(webmap.model_dump_json(exclude={"item"}).encode()).hexdigest()
+
+
+def _fingerprints(services: PreplannedServices, webmap: WebMap) -> dict[str, str | None]:
+    """For each tile layer of the map (by id), what says its tiles have not changed: the size
+    and modification time of an archive file; ``None`` for a source with no such mark (a cache,
+    an upstream server, vector tiles built from features, a folder)."""
+    found: dict[str, str | None] = {}
+    sources = services.offline.catalog.tile_sources
+    for ref in webmap.iter_layers():
+        if not isinstance(ref, TileLayerRef):
+            continue
+        source = sources.get(ref.service)
+        mark = None
+        if isinstance(source, ArchiveTileSource) and not source.location.kind.is_folder:
+            try:
+                stat = source.location.path.stat()
+                mark = f"{stat.st_size}:{stat.st_mtime_ns}"
+            except OSError:
+                mark = None
+        found[ref.id] = mark
+    return found
+
+
+def _can_refresh(
+    previous: AreaPackage, webmap: WebMap, fingerprints: dict[str, str | None]
+) -> bool:
+    """Whether the package after ``previous`` can be built from it and the update files: the
+    same map, the source of every tile layer it holds marked unchanged, every feature
+    service's scope recorded, and no layer failed in it."""
+    stems = {PurePosixPath(entry["path"]).stem for entry in previous.files}
+    held = {layer: mark for layer, mark in fingerprints.items() if layer in stems}
+    return (
+        previous.map_digest == _map_digest(webmap)
+        and all(
+            mark is not None and previous.sources.get(layer) == mark for layer, mark in held.items()
+        )
+        and set(previous.services) == set(previous.generations)
+        and not previous.layer_errors
+        and not previous.table_errors
+    )
 
 
 def _updatable(
@@ -299,9 +381,7 @@ class _UpdateWriter:
             update, _ = write_area_feature_update(
                 folder / name, self.services.offline.sync, replica, self._link(head), since
             )
-            written.append(
-                self._publish(updates_output, name, found.file, "features", head, update)
-            )
+            written.append(_entry(updates_output, name, found.file, "features", head, update, self))
         for entry in files:
             path = entry["path"]
             head = previous.chains.get(path)
@@ -319,7 +399,7 @@ class _UpdateWriter:
             name = f"{path.removesuffix('.mbtiles')}.{self.number}.update.mbtiles"
             info = TileUpdateInfo(self._link(head), path.removesuffix(".mbtiles"), tile_format)
             update, _ = build_tile_update(folder / name, info, old, new)
-            written.append(self._publish(updates_output, name, path, "tiles", head, update))
+            written.append(_entry(updates_output, name, path, "tiles", head, update, self))
         return written
 
     def _link(self, head: str) -> UpdateLink:
@@ -328,27 +408,174 @@ class _UpdateWriter:
             self.area.id, self.area.map_id, self.area.epoch, self.previous.number, self.number, head
         )
 
-    def _publish(
-        self, output: ObjectStore, name: str, file: str, kind: str, head: str, update: UpdateFile
-    ) -> dict[str, Any]:
-        output.put_file(name, update.path)
-        assert self.previous is not None
-        return {
-            "file": file,
-            "kind": kind,
-            "path": name,
-            "size": update.size,
-            "sha256": update.sha256,
-            "previous_sha256": head,
-            "from_number": self.previous.number,
-            "to_number": self.number,
-        }
-
 
 def _fetch(store: ObjectStore, key: str, target: Path) -> None:
     """Copy an object to a local file."""
     with store.open(key) as source, target.open("wb") as out:
         shutil.copyfileobj(source, out, 1 << 20)
+
+
+@dataclass
+class _Incremental:
+    """A refresh that builds the new package from the previous one and the update files,
+    without extracting the area again: each feature service's file is the previous one with
+    its update applied (:func:`~offmaps.offline.updates.apply_feature_update`, as a device
+    applies it); tile archives whose source is unchanged are copied, with an empty update."""
+
+    services: PreplannedServices
+    area: MapArea
+    number: int
+    previous: AreaPackage
+    context: JobContext
+    webmap: WebMap
+    fingerprints: dict[str, str | None]
+
+    def run(self, output: ObjectStore, updates_output: ObjectStore) -> AreaPackage:
+        folder = self.context.scratch / "package"
+        updates_folder = self.context.scratch / "updates"
+        folder.mkdir(parents=True)
+        updates_folder.mkdir()
+        before = prefixed(self.services.objects, package_prefix(self.area.id, self.previous.number))
+        total = len(self.previous.files)
+        for index, entry in enumerate(self.previous.files):
+            self.context.check_cancelled()
+            self.context.progress(0.5 * index / total, f"copying {entry['path']}")
+            target = folder / entry["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _fetch(before, entry["path"], target)
+        updates: list[dict[str, Any]] = []
+        generations: dict[str, int] = {}
+        attachments = LocalBlobStore(folder / "attachments")
+        for index, (service, recorded) in enumerate(sorted(self.previous.services.items())):
+            self.context.check_cancelled()
+            self.context.progress(0.5 + 0.4 * index / len(self.previous.services), service)
+            file = str(recorded["file"])
+            head = self.previous.chains[file]
+            name = f"{file.removesuffix('.gpkg')}.{self.number}.update.gpkg"
+            since = self.previous.generations[service]
+            replica = area_replica(
+                self.area.id,
+                service,
+                {layer: LayerScope.from_json(scope) for layer, scope in recorded["scope"].items()},
+                map_id=self.area.map_id,
+                generation=since,
+                attachments=bool(recorded["attachments"]),
+                owner=self.area.owner,
+            )
+            update, header = write_area_feature_update(
+                updates_folder / name,
+                self.services.offline.sync,
+                replica,
+                self._link(head),
+                since,
+            )
+            write_chain_state(
+                folder / file,
+                ChainState(self.area.id, self.area.epoch, self.previous.number, head),
+            )
+            applied = apply_feature_update(folder / file, update.path, sha256=update.sha256)
+            for sha256 in applied.blobs:
+                if not attachments.exists(sha256):
+                    attachments.put(self.services.offline.catalog.blobs.get(sha256))
+            _serve_as_one_file(folder / file)
+            generations[service] = header.generation
+            updates.append(_entry(updates_output, name, file, "features", head, update, self))
+        for entry in self.previous.files:
+            path = entry["path"]
+            tile_head = self.previous.chains.get(path)
+            if tile_head is None or not path.endswith(".mbtiles"):
+                continue
+            with open_reader(str(folder / path)) as reader:
+                tile_format = reader.metadata.tile_format.value
+            name = f"{path.removesuffix('.mbtiles')}.{self.number}.update.mbtiles"
+            info = TileUpdateInfo(self._link(tile_head), path.removesuffix(".mbtiles"), tile_format)
+            update = write_tile_update(updates_folder / name, info, (), ())  # source unchanged
+            updates.append(_entry(updates_output, name, path, "tiles", tile_head, update, self))
+        self.context.progress(0.95, "writing the manifest")
+        files = self._manifest(folder)
+        for index, file_entry_ in enumerate(files):
+            self.context.progress(
+                0.96 + 0.04 * index / len(files), f"publishing {file_entry_['path']}"
+            )
+            output.put_file(file_entry_["path"], folder / file_entry_["path"])
+        chains = {
+            file: next(u["sha256"] for u in updates if u["file"] == file)
+            for file in self.previous.chains
+        }
+        return replace(
+            self.previous,
+            number=self.number,
+            created=datetime.now(UTC).timestamp(),
+            job_id=self.context.job.id,
+            files=tuple(files),
+            generations=generations,
+            chains=chains,
+            updates=tuple(updates),
+            incremental=True,
+        )
+
+    def _link(self, head: str) -> UpdateLink:
+        return UpdateLink(
+            self.area.id, self.area.map_id, self.area.epoch, self.previous.number, self.number, head
+        )
+
+    def _manifest(self, folder: Path) -> list[dict[str, Any]]:
+        """The previous manifest with the files as they are now, written last of all."""
+        manifest = read_manifest(folder)
+        names = [entry.path for entry in manifest.files]
+        names += sorted(
+            str(path.relative_to(folder))
+            for path in folder.joinpath("attachments").rglob("*")
+            if path.is_file() and str(path.relative_to(folder)) not in names
+        )
+        item = manifest.item.model_copy(
+            update={"title": self.area.title[:250], "description": self.area.description}
+        )
+        manifest = manifest.model_copy(
+            update={
+                "created": datetime.now(UTC),
+                "item": item,
+                "files": [file_entry(folder, name) for name in names],
+            }
+        )
+        write_manifest(folder, manifest)
+        listed = [*manifest.files, file_entry(folder, MANIFEST_NAME)]
+        return [entry.model_dump() for entry in listed]
+
+
+def _serve_as_one_file(path: Path) -> None:
+    """Fold a GeoPackage's write-ahead log into it and leave WAL mode, so that the one file is
+    the whole database when it is served."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        conn.close()
+
+
+def _entry(
+    output: ObjectStore,
+    name: str,
+    file: str,
+    kind: str,
+    head: str,
+    update: UpdateFile,
+    step: _Incremental | _UpdateWriter,
+) -> dict[str, Any]:
+    """Publish an update file; its entry in the package's ``updates``."""
+    output.put_file(name, update.path)
+    assert step.previous is not None
+    return {
+        "file": file,
+        "kind": kind,
+        "path": name,
+        "size": update.size,
+        "sha256": update.sha256,
+        "previous_sha256": head,
+        "from_number": step.previous.number,
+        "to_number": step.number,
+    }
 
 
 def _record_failure(store: MapAreaStore, payload: PackageMapArea, exc: BaseException) -> None:

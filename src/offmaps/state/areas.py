@@ -130,6 +130,13 @@ class AreaPackage:
         updates: the update files that bring the previous package's files to this one (each
             ``file``, ``kind``, ``path``, ``size``, ``sha256``, ``previous_sha256``,
             ``from_number``, ``to_number``).
+        services: each feature service's ``file``, ``scope`` (which rows of each layer the
+            file holds) and ``attachments``: what its next update file is read with.
+        sources: a mark of each tile layer's content (by layer id) when packaged: its archive's
+            size and modification time, ``None`` where there is none.
+        map_digest: the SHA-256 of the web map document it was packaged from.
+        incremental: whether it was built from the previous package and the update files
+            rather than extracted again.
     """
 
     area_id: str
@@ -143,6 +150,10 @@ class AreaPackage:
     generations: dict[str, int] = field(default_factory=dict)
     chains: dict[str, str] = field(default_factory=dict)
     updates: tuple[dict[str, Any], ...] = ()
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources: dict[str, str | None] = field(default_factory=dict)
+    map_digest: str = ""
+    incremental: bool = False
 
     @property
     def bytes(self) -> int:
