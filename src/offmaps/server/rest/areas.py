@@ -36,10 +36,14 @@ from offmaps.server.links import base_url
 from offmaps.server.rest.deps import PrincipalDep, ServicesDep
 from offmaps.state import AreaPackage, MapArea
 
-__all__ = ["areas_router", "area_json"]
+__all__ = ["DOWNLOAD_PACKAGES", "READ_MAPS", "WRITE_MAP_AREAS", "area_json", "areas_router"]
 
 DOWNLOAD_PACKAGES = require_scopes(Scope.OFFLINE_SYNC, signed_in=True)
 """What downloading a package needs: a signed-in user who may take maps offline."""
+READ_MAPS = require_scopes(Scope.MAPS_READ)
+"""What reading areas needs (and that the caller may see the map)."""
+WRITE_MAP_AREAS = require_scopes(Scope.MAPS_WRITE)
+"""What changing areas needs (and that the caller owns the map, or is an admin)."""
 
 
 def _href(request: Request, area: MapArea) -> str:
