@@ -9,6 +9,7 @@
 - :mod:`offmaps.offline.areas`: preplanned map areas on the wire, and refresh schedules.
 - :mod:`offmaps.offline.preplanned`: preplanned map areas on the server: packaging, refresh.
 - :mod:`offmaps.offline.updates`: the update files of preplanned areas, and their chain.
+- :mod:`offmaps.offline.adopt`: a downloaded preplanned package made a device's own replicas.
 
 See docs/offline.md, docs/offline-package.md, docs/preplanned.md and docs/sync.md.
 """

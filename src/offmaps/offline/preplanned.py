@@ -40,6 +40,7 @@ from offmaps.offline.areas import (
     MapAreaChanges,
     MapAreaRequest,
     PackagingStatus,
+    PreplannedUpdateMode,
     next_refresh,
     parse_refresh,
 )
@@ -858,6 +859,64 @@ class MapAreas:
             reason = f"the updates ({size:,} bytes) are no smaller than the package"
             return {**plan, "choice": "full", "reason": reason}
         return {**plan, "choice": "updates"}
+
+    def register_replicas(
+        self, webmap: WebMap, area: MapArea, number: int, *, owner: str
+    ) -> list[dict[str, Any]]:
+        """Register replicas of ``owner``'s device for package ``number`` of an area in
+        ``sync_with_feature_services`` mode: one per feature service, at the generation and
+        with the scope the package was built with, so that its first sync downloads only what
+        changed since. Returns them as the package manifest lists replicas.
+
+        Raises:
+            InvalidOfflineParametersError: the area is in another update mode.
+            MapAreaBusyError, MapAreaNotFoundError: no such package.
+            QuotaExceededError: ``owner`` has as many replicas as a user may.
+        """
+        if area.update_mode != PreplannedUpdateMode.SYNC_WITH_FEATURE_SERVICES:
+            raise InvalidOfflineParametersError(
+                f"map area {area.id} is in {area.update_mode} mode: its devices take no replica "
+                "of their own (they download its scheduled updates, or nothing)"
+            )
+        package = self.package(area, number)
+        offline = self.services.offline
+        limits = offline.limits
+        direction = webmap.offline.sync_direction.value
+        attachments = webmap.offline.attachment_sync_direction.value
+        registered: list[dict[str, Any]] = []
+        try:
+            for service, recorded in sorted(package.services.items()):
+                scope = {
+                    layer: LayerScope.from_json(found) for layer, found in recorded["scope"].items()
+                }
+                replica = offline.replicas.register(
+                    service,
+                    tuple(scope),
+                    package.generations[service],
+                    owner=owner,
+                    max_owned=None if limits is None else limits.replicas_per_user,
+                    retry_after_s=3600 if limits is None else limits.quota_retry_after_s,
+                    map_id=area.map_id,
+                    sync_direction=direction,
+                    scope=scope,
+                    attachment_sync_direction=attachments,
+                )
+                registered.append(
+                    {
+                        "service": service,
+                        "replica_id": replica.id,
+                        "generation": replica.generation,
+                        "file": recorded["file"],
+                        "sync_direction": direction,
+                        "attachment_sync_direction": attachments,
+                        "sync_model": "per_layer",
+                    }
+                )
+        except BaseException:
+            for done in registered:  # all or none
+                offline.replicas.unregister(done["replica_id"])
+            raise
+        return registered
 
     def update_files(self, area: MapArea, number: int) -> ObjectStore:
         """Where the update files bringing package ``number - 1`` to ``number`` are."""

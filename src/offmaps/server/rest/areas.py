@@ -9,6 +9,8 @@
 - ``GET .../updates?from=N&epoch=E``: what a device holding package ``N`` downloads to reach the
   newest: the update files in order, or the full package; ``GET .../updates/{n}/{name}`` an
   update file (ranges, ``offline:sync``).
+- ``POST .../replicas``: the caller's replicas of a package they downloaded, for an area in
+  ``sync_with_feature_services`` mode (``offline:sync``).
 - ``GET .../packages``, ``GET .../packages/{n}``: its kept packages and one package's files;
   ``GET .../packages/latest/files/{path}`` and ``.../packages/{n}/files/{path}``: a file, with
   HTTP ranges (409 while the area has no complete package). Downloads need a signed-in user
@@ -25,12 +27,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from offmaps.access import Scope, check_can_write
 from offmaps.errors import JobNotFoundError, MapAreaNotFoundError
 from offmaps.offline.areas import MapAreaChanges, MapAreaRequest
 from offmaps.schemas import WebMap
-from offmaps.server.auth import WRITE_METHODS, GatedRoute, require_scopes
+from offmaps.server.auth import GatedRoute, require_scopes
 from offmaps.server.downloads import object_response
 from offmaps.server.links import base_url
 from offmaps.server.rest.deps import PrincipalDep, ServicesDep
@@ -285,6 +288,29 @@ def download_update_file(
     return object_response(services.areas.update_files(area, number), name, request, filename=name)
 
 
+class ReplicasRequest(BaseModel):
+    """The body of ``POST .../areas/{area}/replicas``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    package: int = Field(ge=1, le=2**31, description="The package the device downloaded.")
+
+
+def register_replicas(
+    map_id: str,
+    area_id: str,
+    body: ReplicasRequest,
+    services: ServicesDep,
+    principal: PrincipalDep,
+) -> JSONResponse:
+    """Register the caller's replicas of a downloaded package, for
+    ``sync_with_feature_services``."""
+    webmap = services.catalog.visible_map(principal, map_id)
+    area = services.areas.store.get(area_id, map_id=map_id)
+    replicas = services.areas.register_replicas(webmap, area, body.package, owner=principal.subject)
+    return JSONResponse({"replicas": replicas}, status_code=201)
+
+
 _AREA_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such map or area"},
     410: {"description": "The area was deleted by its author"},
@@ -304,8 +330,8 @@ def areas_router() -> APIRouter:
         prefix="/api/maps/{map_id}/areas",
         tags=["preplanned map areas"],
         route_class=GatedRoute,
-        dependencies=[Depends(require_scopes(Scope.MAPS_WRITE, methods=WRITE_METHODS))],
     )
+    write = [Depends(WRITE_MAP_AREAS)]  # checked before the body is read; ownership after
     area = "/{area_id}"
     routes: list[tuple[str, Any, str, str, dict[str, Any]]] = [
         ("", list_areas, "GET", "The preplanned map areas of a map", {}),
@@ -314,7 +340,7 @@ def areas_router() -> APIRouter:
             create_area,
             "POST",
             "Create a preplanned map area and package it",
-            {"status_code": 201, "responses": _AREA_ERRORS},
+            {"status_code": 201, "responses": _AREA_ERRORS, "dependencies": write},
         ),
         (area, get_area, "GET", "One preplanned map area", {"responses": _AREA_ERRORS}),
         (
@@ -322,21 +348,26 @@ def areas_router() -> APIRouter:
             change_area,
             "PATCH",
             "Change a preplanned map area",
-            {"responses": {**_AREA_ERRORS, **_BUSY}},
+            {"responses": {**_AREA_ERRORS, **_BUSY}, "dependencies": write},
         ),
         (
             area,
             delete_area,
             "DELETE",
             "Delete a preplanned map area and its packages",
-            {"status_code": 204, "response_class": Response, "responses": _AREA_ERRORS},
+            {
+                "status_code": 204,
+                "response_class": Response,
+                "responses": _AREA_ERRORS,
+                "dependencies": write,
+            },
         ),
         (
             f"{area}/refresh",
             refresh_area,
             "POST",
             "Package a preplanned map area again now",
-            {"status_code": 202, "responses": {**_AREA_ERRORS, **_BUSY}},
+            {"status_code": 202, "responses": {**_AREA_ERRORS, **_BUSY}, "dependencies": write},
         ),
         (
             f"{area}/packages",
@@ -378,6 +409,17 @@ def areas_router() -> APIRouter:
             {
                 "response_class": Response,
                 "responses": {**_AREA_ERRORS, **_RANGES},
+                "dependencies": [Depends(DOWNLOAD_PACKAGES)],
+            },
+        ),
+        (
+            f"{area}/replicas",
+            register_replicas,
+            "POST",
+            "Register your device's replicas of a package, to sync it with the services",
+            {
+                "status_code": 201,
+                "responses": {**_AREA_ERRORS, **_BUSY, 429: {"description": "Over a quota"}},
                 "dependencies": [Depends(DOWNLOAD_PACKAGES)],
             },
         ),
