@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import shutil
 import time
@@ -89,7 +90,11 @@ Document = dict[str, Any]
 Documents = list[dict[str, Any]]
 
 MANIFEST_FOLDER = ".preplanned"
-"""The hidden folder of a download directory the server's manifest is read into first."""
+"""The hidden folder of a download directory the server's manifest is read into first, with
+:data:`DOWNLOAD_MARKER`; it goes once the package is whole."""
+DOWNLOAD_MARKER = "download.json"
+"""Which area and package an unfinished download directory holds, so that a later job (another
+process) continues it."""
 _THUMBNAIL = re.compile(r"^thumbnail\.(png|jpe?g)$")
 _ENDED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
@@ -592,6 +597,18 @@ class PreplannedMapArea:
         """What the area's update mode offers a downloaded package."""
         return PreplannedUpdateCapabilities.for_mode(self.update_mode)
 
+    def package(self, number: int) -> Document:
+        """Package ``number`` of the area, if the server still keeps it.
+
+        Raises:
+            MapAreaNotFoundError: it keeps that package no more.
+            MapAreaDeletedError: the author deleted the area.
+        """
+        found: Document = self.portal.request(
+            "GET", _areas_path(self.map_id, self.id, f"/packages/{int(number)}")
+        )
+        return found
+
     def latest_package(self) -> Document:
         """The newest package (number, files with their ``href``) as the server has it now.
 
@@ -716,6 +733,8 @@ class DownloadPreplannedOfflineMapJob:
         self.package: Document | None = None
         """The package being downloaded (number, files), once started."""
         self.result: GenerateOfflineMapResult | None = None
+        self.again = "resume() continues it"
+        """How the caller goes on after an interrupted download, as errors say it."""
         self._created_directory = False
 
     @property
@@ -723,12 +742,29 @@ class DownloadPreplannedOfflineMapJob:
         """The server connection."""
         return self.parameters.preplanned_map_area.portal
 
+    def _unfinished(self) -> int | None:
+        """The package number of an unfinished download of this area in the directory."""
+        marker = self.download_directory / MANIFEST_FOLDER / DOWNLOAD_MARKER
+        try:
+            held = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        area = self.parameters.preplanned_map_area
+        if not isinstance(held, dict) or held.get("area_id") != area.id:
+            return None
+        number = held.get("package")
+        return number if isinstance(number, int) else None
+
     def start(self) -> None:
         """Check the parameters on the device, then pick the area's newest package.
 
+        A directory holding an unfinished download of the same area (an earlier job's, in
+        this process or another) is continued, with the package that download started.
+
         Raises:
-            InvalidOfflineParametersError: the download directory is not empty, or the
-                reference basemap is missing or does not cover the area.
+            InvalidOfflineParametersError: the download directory is not empty (and holds no
+                unfinished download of this area), or the reference basemap is missing or does
+                not cover the area.
             MapAreaBusyError: the area has no package yet (still packaging, or it failed).
             MapAreaDeletedError: the author deleted the area.
             JobFailedError: ``continue_on_errors`` is off and some layer failed to package.
@@ -736,13 +772,15 @@ class DownloadPreplannedOfflineMapJob:
         parameters = self.parameters
         area = parameters.preplanned_map_area
         directory = self.download_directory
-        check_download_directory(directory)
+        unfinished = self._unfinished()
+        if unfinished is None:
+            check_download_directory(directory)
         check_reference_basemap(
             parameters.reference_basemap_directory,
             parameters.reference_basemap_filename,
             area.area_of_interest,
         )
-        package = area.latest_package()
+        package = area.latest_package() if unfinished is None else area.package(unfinished)
         failed = {**package.get("layer_errors", {}), **package.get("table_errors", {})}
         if failed and not parameters.continue_on_errors:
             named = "; ".join(f"{layer}: {reason}" for layer, reason in sorted(failed.items()))
@@ -753,6 +791,16 @@ class DownloadPreplannedOfflineMapJob:
         if not directory.exists():
             directory.mkdir(parents=True)
             self._created_directory = True
+        if unfinished is None:
+            marker = {"area_id": area.id, "package": int(package["number"])}
+            staged = directory / MANIFEST_FOLDER
+            try:
+                staged.mkdir(exist_ok=True)
+                (staged / DOWNLOAD_MARKER).write_text(json.dumps(marker), encoding="utf-8")
+            except OSError as exc:
+                raise DownloadError(
+                    f"cannot write to {directory} ({exc.strerror or exc})"
+                ) from None
         self.package = package
         self.status = JobStatus.RUNNING
         self.message = f"package {package['number']} of map area {area.id}"
@@ -791,7 +839,7 @@ class DownloadPreplannedOfflineMapJob:
             raise PackageError(f"package {self.package['number']} lists no {MANIFEST_NAME}")
         staged = directory / MANIFEST_FOLDER
         total = sum(int(f["size"]) for f in files) or 1
-        again = "resume() continues it"
+        again = self.again
 
         def downloaded(done: int) -> Progress:
             def report(fraction: float, message: str) -> None:
@@ -825,8 +873,9 @@ class DownloadPreplannedOfflineMapJob:
             else:
                 write_manifest(directory, manifest)
             shutil.rmtree(staged, ignore_errors=True)
-        else:
+        else:  # whole already: an earlier job stopped before tidying up
             omitted = self._omitted(read_manifest(directory))
+            shutil.rmtree(staged, ignore_errors=True)
         package = MobileMapPackage(directory).load()
         self.result = GenerateOfflineMapResult(
             mobile_map_package=package,
