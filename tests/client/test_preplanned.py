@@ -272,7 +272,8 @@ def test_the_author_lists_changes_refreshes_and_deletes_areas(
         "type": "Polygon",
         "coordinates": [[[24.9, 60.1], [24.95, 60.1], [24.95, 60.15], [24.9, 60.1]]],
     }
-    second = manager.create(title="Triangle", area=polygon, min_scale=50_000, max_scale=1_000)
+    feature = {"type": "Feature", "properties": {}, "geometry": polygon}
+    second = manager.create(title="Triangle", area=feature, min_scale=50_000, max_scale=1_000)
     assert second["source"] == {"kind": "polygon"}
     manager.wait(second, poll_seconds=0.05)
     listed = [(a["id"], a["title"]) for a in manager.list()]

@@ -127,15 +127,16 @@ def _wire(value: Any) -> Any:
 
 
 def _area_body(area: Any) -> Any:
-    """``area`` as the API takes it: an :class:`Area`, a GeoJSON geometry (a mapping or an
-    object with ``__geo_interface__``, such as a shapely geometry) or ``{"geometry": ...}``."""
+    """``area`` as the API takes it: an :class:`Area`, a GeoJSON geometry or Feature (a mapping
+    or an object with ``__geo_interface__``, such as a shapely geometry) or
+    ``{"geometry": ...}``."""
     if isinstance(area, Area):
         return area.model_dump(mode="json")
     geo = getattr(area, "__geo_interface__", None)
     if geo is not None:
         area = geo
-    if isinstance(area, Mapping) and "geometry" in area and "type" not in area:
-        return {"geometry": _wire(area["geometry"])}
+    if isinstance(area, Mapping) and "geometry" in area and area.get("type") in (None, "Feature"):
+        return {"geometry": _wire(area["geometry"])}  # {"geometry": ...} or a GeoJSON Feature
     return {"geometry": _wire(area)}
 
 
