@@ -38,6 +38,7 @@ from offmaps.errors import (
 from offmaps.features.model import FeatureQuery
 from offmaps.offline import generate, preplanned
 from offmaps.offline.package import MobileMapPackage, verify_package
+from offmaps.offline.updates import ChainState, read_chain_state
 from tests.client.test_offline import CuttingTransport, offline_map
 from tests.serverkit import PASSWORD, LiveServer
 
@@ -133,9 +134,17 @@ def test_an_author_creates_an_area_and_a_device_downloads_its_package(
         with sites.open_features() as store:
             found = list(store.iter_features("sites", FeatureQuery(limit=100)))
         assert sorted(int(str(f.properties["osm_id"])) for f in found) == list(range(10))
-    # the device holds the server's bytes, package.json included
+    # the device holds the server's bytes, except that the files update files keep fresh
+    # record their place in their chain (and package.json lists them as they are now)
+    package_document = area.latest_package()
+    chains = package_document["chains"]
+    assert chains
     for entry in area.package_items:
-        assert (download / entry.path).stat().st_size == entry.size
+        if entry.path in chains:
+            state = read_chain_state(download / entry.path)
+            assert state == ChainState(area.id, 1, package_document["number"], chains[entry.path])
+        elif entry.path != "package.json":
+            assert (download / entry.path).stat().st_size == entry.size
 
 
 def test_a_device_may_leave_the_basemap_out_or_use_its_own(

@@ -13,6 +13,7 @@ import pytest
 from shapely.geometry import Point
 
 from offmaps.client import Portal
+from offmaps.client.offline import OfflineMapTask, PortalItem
 from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
 from offmaps.errors import PackageError
 from offmaps.features.geopackage import GeoPackageStore
@@ -154,3 +155,26 @@ def test_replicas_only_for_a_sync_area_and_a_signed_in_crew(
     other = [r.model_copy(update={"replica_id": "e" * 32}) for r in replicas]
     with pytest.raises(PackageError, match="local edits"):
         adopt_replicas(folder, other)
+
+
+def test_the_sdk_download_of_a_sync_area_gives_a_package_that_syncs(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    _area(live_server)  # sync_with_feature_services, the default
+    portal = Portal(live_server.url)
+    portal.login("editor", PASSWORD)
+    try:
+        task = OfflineMapTask(PortalItem(portal, live_server.server.public_map))
+        (area,) = task.get_preplanned_map_areas()
+        parameters = task.create_default_download_preplanned_offline_map_parameters(area)
+        folder = tmp_path / "device"
+        result = task.download_preplanned_offline_map(parameters, folder).wait()
+        (replica,) = result.mobile_map_package.manifest.replicas
+        assert _services(live_server).replicas.get(replica.replica_id).owner == "editor"
+        sites = server_sites(live_server)
+        server_edit(live_server, Update("sites", sites["site 4"].global_id, {"name": "four"}))
+        synced = OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters())
+        assert not synced.wait().has_errors
+    finally:
+        portal.close()
+    assert "four" in _names(folder)

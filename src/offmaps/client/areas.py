@@ -52,6 +52,7 @@ from offmaps.errors import (
     JobNotFoundError,
     PackageError,
 )
+from offmaps.offline.adopt import adopt_replicas
 from offmaps.offline.areas import (
     MapAreaChanges,
     MapAreaRequest,
@@ -62,11 +63,14 @@ from offmaps.offline.package import (
     MANIFEST_NAME,
     MobileMapPackage,
     PackageManifest,
+    PackageReplica,
     ReferenceBasemap,
+    file_entry,
     read_manifest,
     write_manifest,
 )
 from offmaps.offline.parameters import Area, area_from_bbox, encode_thumbnail
+from offmaps.offline.updates import ChainState, read_chain_state, write_chain_state
 
 __all__ = [
     "AsyncDownloadPreplannedOfflineMapJob",
@@ -877,6 +881,7 @@ class DownloadPreplannedOfflineMapJob:
         else:  # whole already: an earlier job stopped before tidying up
             omitted = self._omitted(read_manifest(directory))
             shutil.rmtree(staged, ignore_errors=True)
+        self._make_own(directory)
         package = MobileMapPackage(directory).load()
         self.result = GenerateOfflineMapResult(
             mobile_map_package=package,
@@ -891,6 +896,42 @@ class DownloadPreplannedOfflineMapJob:
         if on_progress is not None:
             on_progress(self.progress, self.message)
         return self.result
+
+    def _make_own(self, directory: Path) -> None:
+        """Ready the package for the area's update mode: replicas of this device's own for
+        ``sync_with_feature_services`` (registered with the server, then adopted); for
+        scheduled updates, each file's place in its chain (``chains`` of the package), which
+        its first update file is checked against. Done again, it does nothing more."""
+        assert self.package is not None
+        area = self.parameters.preplanned_map_area
+        mode = area.update_mode
+        if mode is PreplannedUpdateMode.SYNC_WITH_FEATURE_SERVICES:
+            if read_manifest(directory).replicas:
+                return  # adopted already
+            answer = self.portal.request(
+                "POST",
+                f"/api/maps/{area.document['map_id']}/areas/{area.id}/replicas",
+                json={"package": int(self.package["number"])},
+            )
+            replicas = [PackageReplica.model_validate(found) for found in answer["replicas"]]
+            adopt_replicas(directory, replicas)
+            return
+        if not area.update_capabilities.supports_scheduled_updates_to_features:
+            return
+        epoch, number = int(self.package["epoch"]), int(self.package["number"])
+        written = []
+        for file, head in dict(self.package.get("chains", {})).items():
+            path = directory / file
+            if path.is_file() and read_chain_state(path) is None:
+                write_chain_state(path, ChainState(area.id, epoch, number, head))
+                written.append(file)
+        if written:  # the files changed: the manifest lists them as they are now
+            manifest = read_manifest(directory)
+            files = [
+                file_entry(directory, entry.path) if entry.path in written else entry
+                for entry in manifest.files
+            ]
+            write_manifest(directory, manifest.model_copy(update={"files": files}))
 
     def _basemap_reason(self) -> str | None:
         if self.parameters.reference_basemap_filename:
