@@ -159,11 +159,15 @@ def test_the_full_package_when_the_updates_cannot_reach(server: Server) -> None:
     plan = server.client.get(f"{href}/updates", params={"from": 1, "epoch": 1}).json()
     assert plan["choice"] == "full"
     assert "package 1 is older than the oldest kept (3)" in plan["reason"]
-    # the updates from package 2 are kept with package 3, but weigh more than the package
+    # the updates from package 2 are kept with package 3: the smaller of them and the package
     plan = server.client.get(f"{href}/updates", params={"from": 2, "epoch": 1}).json()
     assert len(plan["files"]) == newest - 2
-    assert plan["choice"] == "full"
-    assert "no smaller than the package" in plan["reason"]
+    assert plan["updates_bytes"] == sum(entry["size"] for entry in plan["files"])
+    if plan["updates_bytes"] < plan["full_bytes"]:
+        assert plan["choice"] == "updates"
+    else:
+        assert plan["choice"] == "full"
+        assert "no smaller than the package" in plan["reason"]
     plan = server.client.get(f"{href}/updates", params={"from": newest - 1, "epoch": 1}).json()
     assert plan["choice"] == "updates"
     assert plan["files"][0]["href"].endswith(f"/updates/{newest}/city.{newest}.update.gpkg")
@@ -335,3 +339,37 @@ def test_tiles_come_as_updates_of_only_the_tiles_that_changed(
         tmp_path / "fresh",
     )
     assert _tiles(device) == _tiles(fresh)
+
+
+def test_a_tile_change_still_in_the_archives_write_ahead_log_is_seen(server: Server) -> None:
+    archive = _basemap(server)
+    with sqlite3.connect(archive) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+    editor = server.token("editor")
+    area = _packaged(
+        server,
+        server.client.post(
+            _href(server), json={"title": "North", "bbox": BBOX}, headers=editor
+        ).json(),
+    )
+    before = archive.stat()
+    writer = sqlite3.connect(archive, isolation_level=None)
+    try:  # a writer that keeps its connection: the change stays in the -wal file
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute(
+            "UPDATE tiles SET tile_data = ? WHERE zoom_level = 12",
+            (make_tile(Tile(0, 0, 0), TileFormat.PNG),),
+        )
+        after = archive.stat()
+        assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+        refreshed = _packaged(
+            server,
+            server.client.post(f"{_href(server, area['id'])}/refresh", headers=editor).json(),
+        )
+    finally:
+        writer.close()
+    job = _services(server).jobs.get(refreshed["job_id"])
+    assert job.result is not None
+    assert job.result["incremental"] is False
+    tiles = next(u for u in refreshed["package"]["updates"] if u["kind"] == "tiles")
+    assert tiles["size"] > 0

@@ -288,8 +288,9 @@ def _map_digest(webmap: WebMap) -> str:
 
 def _fingerprints(services: PreplannedServices, webmap: WebMap) -> dict[str, str | None]:
     """For each tile layer of the map (by id), what says its tiles have not changed: the size
-    and modification time of an archive file; ``None`` for a source with no such mark (a cache,
-    an upstream server, vector tiles built from features, a folder)."""
+    and modification time of an archive file and of its write-ahead log; ``None`` for a source
+    with no such mark (a cache, an upstream server, vector tiles built from features, a
+    folder)."""
     found: dict[str, str | None] = {}
     sources = services.offline.catalog.tile_sources
     for ref in webmap.iter_layers():
@@ -298,13 +299,26 @@ def _fingerprints(services: PreplannedServices, webmap: WebMap) -> dict[str, str
         source = sources.get(ref.service)
         mark = None
         if isinstance(source, ArchiveTileSource) and not source.location.kind.is_folder:
-            try:
-                stat = source.location.path.stat()
-                mark = f"{stat.st_size}:{stat.st_mtime_ns}"
-            except OSError:
-                mark = None
+            mark = _file_mark(source.location.path)
         found[ref.id] = mark
     return found
+
+
+def _file_mark(path: Path) -> str | None:
+    """The size and modification time of an archive file and of the write-ahead log beside it
+    (a SQLite writer's changes may be only there); ``None`` when it cannot be read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    mark = f"{stat.st_size}:{stat.st_mtime_ns}"
+    try:
+        wal = path.with_name(path.name + "-wal").stat()
+    except FileNotFoundError:
+        return mark
+    except OSError:
+        return None
+    return f"{mark}:{wal.st_size}:{wal.st_mtime_ns}"
 
 
 def _can_refresh(

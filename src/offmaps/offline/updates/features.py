@@ -187,6 +187,11 @@ class FeatureUpdateApplied:
     blobs: dict[str, int]
 
 
+PAGE_SIZE = 1024
+"""The page size update files are written with: each of a GeoPackage's ~50 tables and indexes
+takes a page at least: 196 KB at SQLite's default 4096 bytes, 64 KB at this."""
+
+
 def write_feature_update(
     path: Path,
     link: UpdateLink,
@@ -320,6 +325,7 @@ def _write(
     conn = sqlite3.connect(temp, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = DELETE")
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a small update is mostly empty pages
         conn.execute("VACUUM")
     finally:
         conn.close()

@@ -43,6 +43,7 @@ from offmaps.offline.updates.chain import (
     find_chain_state,
     store_chain_state,
 )
+from offmaps.offline.updates.features import PAGE_SIZE
 from offmaps.types import Tile
 
 __all__ = [
@@ -200,6 +201,7 @@ def write_tile_update(
             if both:
                 raise ValueError(f"{both} tiles are both written and removed")
             conn.execute("COMMIT")
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             conn.execute("VACUUM")
         finally:
             conn.close()
