@@ -18,6 +18,7 @@ from offmaps.cli import main
 from offmaps.client import downloads as downloads_sdk
 from offmaps.client.portal import Portal
 from offmaps.errors import DownloadError
+from offmaps.features.model import Update
 from offmaps.offline import generate, preplanned
 from offmaps.offline.package import verify_package
 from offmaps.services import Services
@@ -287,3 +288,32 @@ def test_a_download_while_packaging_is_a_one_line_409(
         time.sleep(0.05)
     code, _, err = run(capsys, *args)
     assert code == 0, err
+
+
+def test_sync_brings_a_scheduled_package_to_the_newest(
+    at: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path, live_server: LiveServer
+) -> None:
+    area = create(
+        capsys, at, "--bbox", BBOX, "--update-mode", "download_scheduled_updates", "--wait"
+    )
+    out_dir = tmp_path / "device"
+    code, _, err = run(
+        capsys, "areas", "download", *at, "--area", area["id"], "--out", str(out_dir)
+    )
+    assert code == 0, err
+    code, out, err = run(capsys, "sync", "run", str(out_dir))
+    assert code == 0, err
+    assert "package 1: the newest of its area" in out
+    store = live_server.server.catalog.feature_service("city")
+    site = next(iter(store.iter_features("sites")))
+    store.apply_edits([Update("sites", site.global_id, {"status": "seen from the CLI"})])
+    code, _, err = run(capsys, "areas", "refresh", *at, "--area", area["id"], "--wait")
+    assert code == 0, err
+    code, out, err = run(capsys, "sync", "run", str(out_dir), "--json")
+    assert code == 0, err
+    scheduled = json.loads(out)["scheduled_updates"]
+    assert (scheduled["choice"], scheduled["from_number"], scheduled["to_number"]) in {
+        ("updates", 1, 2),
+        ("full", 1, 2),
+    }
+    assert verify_package(out_dir).ok

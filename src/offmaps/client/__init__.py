@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # for type checkers only: at run time, __getattr__ below impo
         OfflineMapSyncResult,
         OfflineMapSyncTask,
         OfflineMapUpdatesInfo,
+        PreplannedScheduledUpdatesOption,
         SyncOfflineMapParameters,
     )
 
@@ -71,6 +72,7 @@ __all__ = [
     "OfflineMapSyncTask",
     "OfflineMapTask",
     "OfflineMapUpdatesInfo",
+    "PreplannedScheduledUpdatesOption",
     "Portal",
     "PortalItem",
     "PreplannedMapArea",
@@ -116,6 +118,7 @@ _EXPORTS: dict[str, str] = {
     "OfflineMapSyncResult": "offmaps.client.sync",
     "OfflineMapSyncTask": "offmaps.client.sync",
     "OfflineMapUpdatesInfo": "offmaps.client.sync",
+    "PreplannedScheduledUpdatesOption": "offmaps.client.sync",
     "SyncOfflineMapParameters": "offmaps.client.sync",
 }
 
