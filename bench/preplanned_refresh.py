@@ -1,6 +1,6 @@
 """Preplanned map areas (issue 18): an incremental refresh vs a full repackage of the same area.
 
-The data folder (built once, untimed, kept in bench/out/preplanned-refresh/template):
+The data folder (built once, untimed, kept in bench/out/preplanned-refresh/template-xN):
 
 - feature service ``osm``: the points, lines and multipolygons of the OpenStreetMap extract of
   central Helsinki (the GeoPackage of bench/serve_features.py), ``--copies`` times (4), each copy
@@ -31,7 +31,9 @@ package verifies (``verify_package``); its replica rows equal the fresh extracti
 files, applied as a device applies them to a copy of the previous package's files, give the new
 package's rows and tiles.
 
-Prints the seconds of (a), (b) and (c), the ratios (a)/(b) and (a)/(c) (target >= 10x) and the
+Prints the seconds of (a), (b) and (c), each from the API call to the job's end and the job's own
+(accepted to ended, the runner's clock: the headline, as ``change`` checks the area before it
+starts the job and ``refresh`` does not), the ratios (a)/(b) and (a)/(c) (target >= 10x) and the
 update files' bytes over the full package's bytes (target <= 5 %), medians over ``--runs`` (3).
 ``--profile`` adds a run, not counted, with a cProfile of its (b), (c) and (a) (its second)
 (the packaging jobs only, in the runner's thread).
