@@ -369,13 +369,13 @@ def timed(services: Services, start: Callable[[], MapArea], *, profile: Path | N
 
 def download(services: Services, area_id: str, package: AreaPackage, folder: Path) -> Path:
     """A package's files into ``folder`` (as a device holds them), verified."""
-    area = services.areas.store.get(area_id)
-    files = services.areas.package_files(area, package.number)
+    del area_id  # the files are kept by their SHA-256, whichever area's
+    files = services.areas.files
     fresh(folder).mkdir(parents=True)
     for entry in package.files:
         target = folder / entry["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        with files.open(entry["path"]) as source, target.open("wb") as out:
+        with files.open(entry["sha256"]) as source, target.open("wb") as out:
             shutil.copyfileobj(source, out, 1 << 20)
     report = verify_package(folder)
     if not report.ok:
@@ -454,8 +454,7 @@ def apply_updates(
     """Copies of ``before``'s updatable files brought to ``package`` by its update files, as a
     device applies them."""
     fresh(folder).mkdir(parents=True)
-    area = services.areas.store.get(area_id)
-    updates = services.areas.update_files(area, package.number)
+    updates = services.areas.files
     for update in package.updates:
         target = folder / update["file"]
         if not target.exists():
@@ -467,7 +466,7 @@ def apply_updates(
                 ),
             )
         local = folder / update["path"]
-        with updates.open(update["path"]) as source, local.open("wb") as out:
+        with updates.open(update["sha256"]) as source, local.open("wb") as out:
             shutil.copyfileobj(source, out, 1 << 20)
         apply = apply_feature_update if update["kind"] == "features" else apply_tile_update
         apply(target, local, sha256=update["sha256"], size=update["size"])

@@ -352,7 +352,11 @@ def build_services(
         noun="tile archive",
     )
     preplanned = PreplannedServices(
-        offline, state.areas(settings), objects, keep_packages=settings.area_keep_packages
+        offline,
+        state.areas(settings),
+        objects,
+        keep_packages=settings.area_keep_packages,
+        grace_s=settings.job_keep_s,
     )
     kinds: list[JobKind[Any]] = [
         generate_offline_map_kind(offline),

@@ -15,11 +15,10 @@ from fastapi.testclient import TestClient
 
 from offmaps.errors import PackageError
 from offmaps.offline import generate, preplanned
-from offmaps.offline.package import verify_package
+from offmaps.offline.package import file_entry, verify_package
 from offmaps.server.app import create_app
 from offmaps.services import Services
 from offmaps.settings import ServerSettings
-from offmaps.storage import ObjectStore
 from tests.jobs.test_jobs import wait
 from tests.serverkit import Server, assert_problem
 
@@ -218,10 +217,17 @@ def test_only_the_newest_packages_are_kept(server: Server) -> None:
     for _ in range(services.settings.area_keep_packages + 1):
         refreshed = server.client.post(f"{href}/refresh", headers=server.token("editor"))
         area = _packaged(server, refreshed.json())
-    numbers = [p["number"] for p in server.client.get(f"{href}/packages").json()["packages"]]
+    packages = server.client.get(f"{href}/packages").json()["packages"]
+    numbers = [p["number"] for p in packages]
     assert numbers == [2, 3, 4, 5][-services.settings.area_keep_packages :]
-    kept = {info.key.split("/")[3] for info in services.objects.list(f"areas/{area['id']}")}
-    assert kept == {str(n) for n in numbers}
+    named = {e["sha256"] for p in packages for e in [*p["files"], *p["updates"]]}
+    stored = {info.key for info in services.areas.files.list()}
+    assert named <= stored  # each kept once, by its SHA-256
+    # files of the forgotten package no other names go once they are older than the grace
+    assert preplanned.collect(services.areas.services) == 0
+    later = time.time() + services.settings.job_keep_s + 1
+    preplanned.collect(services.areas.services, now=later)
+    assert {info.key for info in services.areas.files.list()} == named
 
 
 @pytest.fixture
@@ -280,7 +286,7 @@ def test_a_failed_packaging_says_why(server: Server, monkeypatch: pytest.MonkeyP
         "packaging failed (the disk is full)"
         in assert_problem(server.client.get(href, headers=crew), 409)["detail"]
     )
-    assert not list(_services(server).objects.list(f"areas/{area['id']}"))
+    assert not list(_services(server).areas.files.list())
 
 
 def test_a_deleted_area_is_gone_with_its_files(server: Server) -> None:
@@ -292,7 +298,9 @@ def test_a_deleted_area_is_gone_with_its_files(server: Server) -> None:
     assert "deleted by its author" in assert_problem(server.client.get(href), 410)["detail"]
     crew = server.token("editor", "maps:read offline:sync")
     assert_problem(server.client.get(file_href, headers=crew), 410)
-    assert not list(services.objects.list(f"areas/{area['id']}"))
+    later = time.time() + services.settings.job_keep_s + 1
+    assert preplanned.collect(services.areas.services, now=later) > 0
+    assert not list(services.areas.files.list())
     assert server.client.get(_areas(server)).json()["areas"] == []
 
 
@@ -301,11 +309,14 @@ def test_a_map_holds_two_hundred_overlapping_areas(
 ) -> None:
     # the packages are not the point here: each job publishes one small file
     def small(
-        *args: Any, output: ObjectStore, **kwargs: Any
+        webmap: Any, *args: Any, publish: Any, **kwargs: Any
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        info = output.put("package.json", b"{}")
-        files = [{"path": "package.json", "size": info.size, "sha256": info.sha256}]
-        return {"files": files, "layer_errors": {}, "table_errors": {}}, {}
+        context = args[-1]
+        path = context.scratch / "package.json"
+        path.write_text("{}")
+        entry = file_entry(context.scratch, "package.json")
+        publish(entry, path)
+        return {"files": [entry.model_dump()], "layer_errors": {}, "table_errors": {}}, {}
 
     monkeypatch.setattr(preplanned, "build_package", small)
     editor = server.token("editor")

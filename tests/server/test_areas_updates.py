@@ -303,6 +303,10 @@ def test_tiles_come_as_updates_of_only_the_tiles_that_changed(
     assert job.result["incremental"] is True
     tiles_update = next(u for u in same["package"]["updates"] if u["kind"] == "tiles")
     assert tiles_update["file"] == "basemap.mbtiles"
+    # the unchanged archive is the same file in both packages, stored once by its SHA-256
+    unchanged = next(e for e in same["package"]["files"] if e["path"] == "basemap.mbtiles")
+    assert unchanged["sha256"] == entries["basemap.mbtiles"]["sha256"]
+    assert _services(server).areas.files.exists(unchanged["sha256"])
 
     # one tile redrawn, one removed: the next update holds just those
     with sqlite3.connect(archive) as conn:

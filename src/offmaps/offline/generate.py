@@ -76,7 +76,7 @@ from offmaps.schemas import FeatureLayerRef, OnlineOnlyLayerRef, TableRef, TileL
 from offmaps.settings import LimitSettings
 from offmaps.sources import ArchiveTileSource, TileSource
 from offmaps.state import LayerScope, RelatedKey, ReplicaRegistry
-from offmaps.storage import LocalBlobStore, ObjectStore
+from offmaps.storage import LocalBlobStore
 from offmaps.tiling import AreaOfInterest, get_tms, scale_for_zoom, tile_cover
 from offmaps.types import BBox, Tile
 
@@ -228,12 +228,13 @@ def build_package(
     *,
     owner: str,
     server_url: str,
-    output: ObjectStore,
+    publish: Callable[[PackageFile, Path], None],
     shared_replica: Callable[[str], str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, ExtractedService]]:
-    """Build the offline package of ``webmap`` for ``parameters`` into ``output``, as a generate
-    job does (the export limits are checked first); returns what a generate job returns, and
-    what the package holds of each feature service.
+    """Build the offline package of ``webmap`` for ``parameters`` as a generate job does (the
+    export limits are checked first), handing each file to ``publish`` (its manifest entry and
+    its path in the job's scratch folder), the manifest last; returns what a generate job
+    returns, and what the package holds of each feature service.
 
     For a package many devices share (a preplanned map area), ``parameters.update_mode`` is
     ``no_updates``: no replica is registered for it; with ``shared_replica`` its replica files
@@ -256,7 +257,7 @@ def build_package(
         owner,
         server_url,
         services.limits,
-        output=output,
+        publish=publish,
         shared_replica=shared_replica,
     )
     return generation.run(), generation.extracted
@@ -540,9 +541,9 @@ class _Generation:
     owner: str
     server_url: str
     limits: LimitSettings | None = None
-    output: ObjectStore | None = None
-    """Where the package is published: the job's output area unless given (a preplanned
-    area's packages have their own)."""
+    publish: Callable[[PackageFile, Path], None] | None = None
+    """How each file is published: into the job's output area unless given (a preplanned
+    area's files are kept by their SHA-256)."""
     shared_replica: Callable[[str], str] | None = None
     """For a package many devices share and no replica is registered for: the replica id its
     file of each service gets (by service), so that update files apply to it."""
@@ -608,12 +609,15 @@ class _Generation:
 
     def _publish(self, files: list[PackageFile]) -> None:
         """Move the package's files, the manifest last, from the scratch folder into the job's
-        output area (or :attr:`output`), each checked against its manifest entry."""
-        output = self.output if self.output is not None else self.context.output
+        output area (or hand them to :attr:`publish`), each checked against its manifest
+        entry."""
         for index, entry in enumerate(files):
             self.context.check_cancelled()
             self.context.progress(0.97 + 0.03 * index / len(files), f"publishing {entry.path}")
-            info = output.put_file(entry.path, self.folder / entry.path)
+            if self.publish is not None:
+                self.publish(entry, self.folder / entry.path)
+                continue
+            info = self.context.output.put_file(entry.path, self.folder / entry.path)
             if info.size != entry.size or info.sha256 not in (None, entry.sha256):
                 raise PackageError(f"{entry.path} changed while it was being published")
 

@@ -19,6 +19,7 @@ import logging
 import shutil
 import sqlite3
 import threading
+import time
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -51,7 +52,13 @@ from offmaps.offline.generate import (
     check_export_limits,
     prepare_offline_map,
 )
-from offmaps.offline.package import MANIFEST_NAME, file_entry, read_manifest, write_manifest
+from offmaps.offline.package import (
+    ATTACHMENTS_FOLDER,
+    MANIFEST_NAME,
+    file_entry,
+    read_manifest,
+    write_manifest,
+)
 from offmaps.offline.parameters import (
     Area,
     GenerateOfflineMapParameterOverrides,
@@ -85,8 +92,8 @@ __all__ = [
     "PreplannedServices",
     "area_parameters",
     "package_map_area_kind",
-    "package_prefix",
-    "updates_prefix",
+    "FILES_PREFIX",
+    "collect",
 ]
 
 _log = logging.getLogger(__name__)
@@ -95,15 +102,17 @@ PACKAGE_MAP_AREA = "package_map_area"
 """The name of the job kind that packages a preplanned map area."""
 
 
-def package_prefix(area_id: str, number: int) -> str:
-    """The object store prefix of package ``number`` of an area."""
-    return f"areas/{area_id}/packages/{number}"
+FILES_PREFIX = "areas/files"
+"""The object store prefix every area's package and update files are kept under, each by its
+SHA-256: a file two packages share (an unchanged tile archive, an attachment of overlapping
+areas) is kept once."""
 
 
-def updates_prefix(area_id: str, number: int) -> str:
-    """The object store prefix of the update files that bring package ``number - 1`` of an
-    area to package ``number``."""
-    return f"areas/{area_id}/updates/{number}"
+def _keep(files: ObjectStore, path: Path, sha256: str) -> None:
+    """Keep the local file ``path`` (of SHA-256 ``sha256``) among the areas' files: moved in, or
+    left where it is when the same bytes are kept already."""
+    if not files.exists(sha256):
+        files.put_file(sha256, path)
 
 
 @dataclass(frozen=True)
@@ -113,14 +122,22 @@ class PreplannedServices:
     Attributes:
         offline: the services a generate job uses.
         areas: the areas and their packages.
-        objects: the object store the packages' files go to.
+        objects: the object store the packages' files go to (under :data:`FILES_PREFIX`).
         keep_packages: how many of an area's newest packages are kept.
+        grace_s: how long a file no package names is kept before it is removed (a packaging
+            in progress has put its files but not yet recorded its package).
     """
 
     offline: OfflineMapServices
     areas: MapAreaStore
     objects: ObjectStore
     keep_packages: int = 3
+    grace_s: float = 86_400.0
+
+    @property
+    def files(self) -> ObjectStore:
+        """Every area's package and update files, by SHA-256."""
+        return prefixed(self.objects, FILES_PREFIX)
 
 
 class PackageMapArea(BaseModel):
@@ -192,15 +209,14 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
     packages = store.packages(area.id)
     number = max((p.number for p in packages), default=0) + 1
     previous = packages[-1] if packages and packages[-1].epoch == area.epoch else None
-    output = prefixed(services.objects, package_prefix(area.id, number))
-    updates_output = prefixed(services.objects, updates_prefix(area.id, number))
+    files = services.files
     try:
         webmap = services.offline.catalog.webmaps.get(area.map_id)
         fingerprints = _fingerprints(services, webmap)
         if previous is not None and _can_refresh(previous, webmap, fingerprints):
             package = _Incremental(
                 services, area, number, previous, context, webmap, fingerprints
-            ).run(output, updates_output)
+            ).run()
             _record(store, payload, package)
             return _done(services, package)
         parameters, overrides = area_parameters(webmap, area)
@@ -212,15 +228,13 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
             context,
             owner=payload.owner,
             server_url=payload.server_url,
-            output=output,
+            publish=lambda entry, path: _keep(files, path, entry.sha256),
             shared_replica=partial(area_replica_id, area.id),
         )
-        files = tuple(result["files"])
+        built = tuple(result["files"])
         context.progress(0.99, "writing the update files")
-        updates = _UpdateWriter(services, area, number, previous, context).write(
-            files, output, updates_output, extracted
-        )
-        heads = {entry["path"]: f"{BASE_PREFIX}{entry['sha256']}" for entry in files}
+        updates = _UpdateWriter(services, area, number, previous, context).write(built, extracted)
+        heads = {entry["path"]: f"{BASE_PREFIX}{entry['sha256']}" for entry in built}
         heads.update({update["file"]: update["sha256"] for update in updates})
         package = AreaPackage(
             area_id=area.id,
@@ -228,11 +242,11 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
             epoch=area.epoch,
             created=datetime.now(UTC).timestamp(),
             job_id=context.job.id,
-            files=files,
+            files=built,
             layer_errors=result["layer_errors"],
             table_errors=result["table_errors"],
             generations={name: found.generation for name, found in extracted.items()},
-            chains={path: heads[path] for path in _updatable(files, extracted)},
+            chains={path: heads[path] for path in _updatable(built, extracted)},
             updates=tuple(updates),
             services={
                 name: {
@@ -246,9 +260,7 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
             map_digest=_map_digest(webmap),
         )
         _record(store, payload, package)
-    except BaseException as exc:
-        _remove_objects(output)
-        _remove_objects(updates_output)
+    except BaseException as exc:  # files it kept are removed by the next collection
         _record_failure(store, payload, exc)
         raise
     return _done(services, package)
@@ -363,15 +375,11 @@ class _UpdateWriter:
     context: JobContext
 
     def write(
-        self,
-        files: tuple[dict[str, Any], ...],
-        output: ObjectStore,
-        updates_output: ObjectStore,
-        extracted: dict[str, ExtractedService],
+        self, files: tuple[dict[str, Any], ...], extracted: dict[str, ExtractedService]
     ) -> list[dict[str, Any]]:
         """The update files written (each ``file`` it updates, ``kind``, ``path``, ``size``,
-        ``sha256``, ``previous_sha256``, ``from_number``, ``to_number``), into
-        ``updates_output``; none without a previous package of the same epoch."""
+        ``sha256``, ``previous_sha256``, ``from_number``, ``to_number``), kept among the
+        areas' files; none without a previous package of the same epoch."""
         previous = self.previous
         if previous is None:
             return []
@@ -396,25 +404,22 @@ class _UpdateWriter:
             update, _ = write_area_feature_update(
                 folder / name, self.services.offline.sync, replica, self._link(head), since
             )
-            written.append(_entry(updates_output, name, found.file, "features", head, update, self))
+            written.append(_entry(self.services, name, found.file, "features", head, update, self))
         for entry in files:
             path = entry["path"]
             head = previous.chains.get(path)
             if not path.endswith(".mbtiles") or head is None:
                 continue
             old, new = folder / f"old-{path}", folder / f"new-{path}"
-            _fetch(
-                self.services.objects,
-                f"{package_prefix(self.area.id, previous.number)}/{path}",
-                old,
-            )
-            _fetch(output, path, new)
+            before = {e["path"]: e["sha256"] for e in previous.files}
+            _fetch(self.services.files, before[path], old)
+            _fetch(self.services.files, entry["sha256"], new)
             with open_reader(str(new)) as reader:
                 tile_format = reader.metadata.tile_format.value
             name = f"{path.removesuffix('.mbtiles')}.{self.number}.update.mbtiles"
             info = TileUpdateInfo(self._link(head), path.removesuffix(".mbtiles"), tile_format)
             update, _ = build_tile_update(folder / name, info, old, new)
-            written.append(_entry(updates_output, name, path, "tiles", head, update, self))
+            written.append(_entry(self.services, name, path, "tiles", head, update, self))
         return written
 
     def _link(self, head: str) -> UpdateLink:
@@ -445,26 +450,26 @@ class _Incremental:
     webmap: WebMap
     fingerprints: dict[str, str | None]
 
-    def run(self, output: ObjectStore, updates_output: ObjectStore) -> AreaPackage:
+    def run(self) -> AreaPackage:
+        """Build, keep and describe the new package; only its changed files are stored (the
+        others are the previous package's, kept once by their SHA-256)."""
         folder = self.context.scratch / "package"
         updates_folder = self.context.scratch / "updates"
         folder.mkdir(parents=True)
         updates_folder.mkdir()
-        before = prefixed(self.services.objects, package_prefix(self.area.id, self.previous.number))
-        total = len(self.previous.files)
-        for index, entry in enumerate(self.previous.files):
-            self.context.check_cancelled()
-            self.context.progress(0.5 * index / total, f"copying {entry['path']}")
-            target = folder / entry["path"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _fetch(before, entry["path"], target)
+        files = self.services.files
+        held = {entry["path"]: entry for entry in self.previous.files}
+        _fetch(files, held[MANIFEST_NAME]["sha256"], folder / MANIFEST_NAME)
         updates: list[dict[str, Any]] = []
         generations: dict[str, int] = {}
-        attachments = LocalBlobStore(folder / "attachments")
-        for index, (service, recorded) in enumerate(sorted(self.previous.services.items())):
+        changed: list[str] = []
+        attachments = LocalBlobStore(folder / ATTACHMENTS_FOLDER)
+        services = sorted(self.previous.services.items())
+        for index, (service, recorded) in enumerate(services):
             self.context.check_cancelled()
-            self.context.progress(0.5 + 0.4 * index / len(self.previous.services), service)
+            self.context.progress(0.9 * index / len(services), service)
             file = str(recorded["file"])
+            _fetch(files, held[file]["sha256"], folder / file)
             head = self.previous.chains[file]
             name = f"{file.removesuffix('.gpkg')}.{self.number}.update.gpkg"
             since = self.previous.generations[service]
@@ -478,11 +483,7 @@ class _Incremental:
                 owner=self.area.owner,
             )
             update, header = write_area_feature_update(
-                updates_folder / name,
-                self.services.offline.sync,
-                replica,
-                self._link(head),
-                since,
+                updates_folder / name, self.services.offline.sync, replica, self._link(head), since
             )
             write_chain_state(
                 folder / file,
@@ -494,25 +495,21 @@ class _Incremental:
                     attachments.put(self.services.offline.catalog.blobs.get(sha256))
             _serve_as_one_file(folder / file)
             generations[service] = header.generation
-            updates.append(_entry(updates_output, name, file, "features", head, update, self))
-        for entry in self.previous.files:
-            path = entry["path"]
-            tile_head = self.previous.chains.get(path)
-            if tile_head is None or not path.endswith(".mbtiles"):
+            changed.append(file)
+            updates.append(_entry(self.services, name, file, "features", head, update, self))
+        for path, tile_head in self.previous.chains.items():
+            if not path.endswith(".mbtiles"):
                 continue
-            with open_reader(str(folder / path)) as reader:
-                tile_format = reader.metadata.tile_format.value
+            tile_format = self._tile_format(path)
             name = f"{path.removesuffix('.mbtiles')}.{self.number}.update.mbtiles"
             info = TileUpdateInfo(self._link(tile_head), path.removesuffix(".mbtiles"), tile_format)
             update = write_tile_update(updates_folder / name, info, (), ())  # source unchanged
-            updates.append(_entry(updates_output, name, path, "tiles", tile_head, update, self))
+            updates.append(_entry(self.services, name, path, "tiles", tile_head, update, self))
         self.context.progress(0.95, "writing the manifest")
-        files = self._manifest(folder)
-        for index, file_entry_ in enumerate(files):
-            self.context.progress(
-                0.96 + 0.04 * index / len(files), f"publishing {file_entry_['path']}"
-            )
-            output.put_file(file_entry_["path"], folder / file_entry_["path"])
+        listed = self._manifest(folder, changed)
+        for entry in listed:
+            if entry["path"] in changed or entry["sha256"] not in _shas(self.previous.files):
+                _keep(files, folder / entry["path"], entry["sha256"])
         chains = {
             file: next(u["sha256"] for u in updates if u["file"] == file)
             for file in self.previous.chains
@@ -522,7 +519,7 @@ class _Incremental:
             number=self.number,
             created=datetime.now(UTC).timestamp(),
             job_id=self.context.job.id,
-            files=tuple(files),
+            files=tuple(listed),
             generations=generations,
             chains=chains,
             updates=tuple(updates),
@@ -534,15 +531,29 @@ class _Incremental:
             self.area.id, self.area.map_id, self.area.epoch, self.previous.number, self.number, head
         )
 
-    def _manifest(self, folder: Path) -> list[dict[str, Any]]:
-        """The previous manifest with the files as they are now, written last of all."""
+    def _tile_format(self, path: str) -> str:
+        """The tile format of a package's tile archive: its layer's tile service's."""
+        ref = self.webmap.find_layer(PurePosixPath(path).stem)
+        sources = self.services.offline.catalog.tile_sources
+        source = sources.get(ref.service) if isinstance(ref, TileLayerRef) else None
+        if source is None:
+            raise InvalidOfflineParametersError(f"no tile service for the package's {path}")
+        return source.info.tile_format.value
+
+    def _manifest(self, folder: Path, changed: list[str]) -> list[dict[str, Any]]:
+        """The previous manifest with the changed files and the attachments added as they are
+        now, written last of all; the entries of every file, the manifest last."""
         manifest = read_manifest(folder)
-        names = [entry.path for entry in manifest.files]
-        names += sorted(
+        names = {entry.path for entry in manifest.files}
+        added = sorted(
             str(path.relative_to(folder))
-            for path in folder.joinpath("attachments").rglob("*")
+            for path in folder.joinpath(ATTACHMENTS_FOLDER).rglob("*")
             if path.is_file() and str(path.relative_to(folder)) not in names
         )
+        entries = [
+            file_entry(folder, entry.path) if entry.path in changed else entry
+            for entry in manifest.files
+        ]
         item = manifest.item.model_copy(
             update={"title": self.area.title[:250], "description": self.area.description}
         )
@@ -550,12 +561,16 @@ class _Incremental:
             update={
                 "created": datetime.now(UTC),
                 "item": item,
-                "files": [file_entry(folder, name) for name in names],
+                "files": [*entries, *(file_entry(folder, name) for name in added)],
             }
         )
         write_manifest(folder, manifest)
         listed = [*manifest.files, file_entry(folder, MANIFEST_NAME)]
         return [entry.model_dump() for entry in listed]
+
+
+def _shas(files: tuple[dict[str, Any], ...]) -> set[str]:
+    return {str(entry["sha256"]) for entry in files}
 
 
 def _serve_as_one_file(path: Path) -> None:
@@ -570,7 +585,7 @@ def _serve_as_one_file(path: Path) -> None:
 
 
 def _entry(
-    output: ObjectStore,
+    services: PreplannedServices,
     name: str,
     file: str,
     kind: str,
@@ -578,8 +593,8 @@ def _entry(
     update: UpdateFile,
     step: _Incremental | _UpdateWriter,
 ) -> dict[str, Any]:
-    """Publish an update file; its entry in the package's ``updates``."""
-    output.put_file(name, update.path)
+    """Keep an update file among the areas' files; its entry in the package's ``updates``."""
+    _keep(services.files, update.path, update.sha256)
     assert step.previous is not None
     return {
         "file": file,
@@ -609,23 +624,33 @@ def _record_failure(store: MapAreaStore, payload: PackageMapArea, exc: BaseExcep
         return
 
 
-def _remove_objects(output: ObjectStore) -> None:
-    for info in list(output.list()):
-        try:
-            output.delete(info.key)
-        except OffmapsError:
-            _log.warning("could not remove %s of a failed packaging", info.key)
-
-
 def _prune(services: PreplannedServices, area_id: str) -> None:
-    """Remove the packages older than the newest :attr:`PreplannedServices.keep_packages`."""
+    """Forget the packages older than the newest :attr:`PreplannedServices.keep_packages`,
+    then remove the files no package names any more."""
     packages = services.areas.packages(area_id)
     old = [p.number for p in packages[: max(len(packages) - services.keep_packages, 0)]]
-    for number in old:
-        _remove_objects(prefixed(services.objects, package_prefix(area_id, number)))
-        _remove_objects(prefixed(services.objects, updates_prefix(area_id, number)))
     if old:
         services.areas.remove_packages(area_id, old)
+        collect(services)
+
+
+def collect(services: PreplannedServices, *, now: float | None = None) -> int:
+    """Remove the kept files no package of any area names, once they are older than
+    :attr:`PreplannedServices.grace_s` (a packaging running now may have kept files it has
+    not recorded yet); returns how many."""
+    named = services.areas.named_files()
+    before = datetime.fromtimestamp((now or time.time()) - services.grace_s, UTC)
+    removed = 0
+    files = services.files
+    for info in list(files.list()):
+        if info.key in named or info.modified >= before:
+            continue
+        try:
+            files.delete(info.key)
+            removed += 1
+        except OffmapsError:
+            _log.warning("could not remove the area file %s", info.key)
+    return removed
 
 
 def package_map_area_kind(services: PreplannedServices) -> JobKind[PackageMapArea]:
@@ -792,7 +817,7 @@ class MapAreas:
             except JobNotFoundError:
                 pass
         self.store.delete(area.id)
-        _remove_objects(prefixed(self.services.objects, f"areas/{area.id}"))
+        collect(self.services)
 
     def package(self, area: MapArea, number: int | None = None) -> AreaPackage:
         """Package ``number`` of an area, or its newest.
@@ -932,13 +957,10 @@ class MapAreas:
             raise
         return registered
 
-    def update_files(self, area: MapArea, number: int) -> ObjectStore:
-        """Where the update files bringing package ``number - 1`` to ``number`` are."""
-        return prefixed(self.services.objects, updates_prefix(area.id, number))
-
-    def package_files(self, area: MapArea, number: int) -> ObjectStore:
-        """Where package ``number``'s files are."""
-        return prefixed(self.services.objects, package_prefix(area.id, number))
+    @property
+    def files(self) -> ObjectStore:
+        """Every area's package and update files, each under its SHA-256."""
+        return self.services.files
 
     def refresh_due(self, now: float) -> list[str]:
         """Start a packaging of every area whose scheduled refresh is due at ``now`` (each

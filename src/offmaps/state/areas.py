@@ -2,9 +2,10 @@
 
 An area (docs/preplanned.md) is what its author asked for (where, which scales and layers, the
 update mode, the refresh schedule) and where its packaging is; each packaging that completes
-adds a numbered package, whose files live in the object store under
-``areas/<area>/packages/<number>/``. A deleted area leaves a tombstone, so a device asking for
-it learns it was deleted rather than that it never was. Kept in ``DATA/areas.sqlite``.
+adds a numbered package, whose files live in the object store by their SHA-256
+(``areas/files/<sha256>``), shared by every package that holds the same bytes. A deleted area
+leaves a tombstone, so a device asking for it learns it was deleted rather than that it never
+was. Kept in ``DATA/areas.sqlite``.
 
 No cap on areas per map; areas may overlap.
 """
@@ -216,6 +217,11 @@ class MapAreaStore(Protocol):
         """Forget packages (once their files are removed)."""
         ...
 
+    def named_files(self) -> set[str]:
+        """The SHA-256 of every file a package of any area names: its files and its update
+        files."""
+        ...
+
     def claim_due(self, now: float, next_refresh: NextRefresh) -> list[MapArea]:
         """The areas whose refresh is due at ``now``, each moved on to its next time: an area
         is claimed by one caller only, however many ask at once."""
@@ -349,6 +355,14 @@ class SQLiteMapAreaStore:
                 "DELETE FROM area_packages WHERE area_id = ? AND number = ?",
                 [(area_id, number) for number in numbers],
             )
+
+    def named_files(self) -> set[str]:
+        named: set[str] = set()
+        for (document,) in self._read("SELECT document FROM area_packages", ()):
+            package = _package(document)
+            named.update(str(entry["sha256"]) for entry in package.files)
+            named.update(str(update["sha256"]) for update in package.updates)
+        return named
 
     def claim_due(self, now: float, next_refresh: NextRefresh) -> list[MapArea]:
         claimed = []

@@ -238,14 +238,10 @@ def download_package_file(
     services.catalog.visible_map(principal, map_id)
     area = services.areas.store.get(area_id, map_id=map_id)
     package = services.areas.package(area, _number(number))
-    if path not in {entry["path"] for entry in package.files}:
+    found = {entry["path"]: entry["sha256"] for entry in package.files}.get(path)
+    if found is None:
         raise JobNotFoundError(f"package {package.number} has no file {path[:200]!r}")
-    return object_response(
-        services.areas.package_files(area, package.number),
-        path,
-        request,
-        filename=PurePosixPath(path).name,
-    )
+    return object_response(services.areas.files, found, request, filename=PurePosixPath(path).name)
 
 
 def plan_updates(
@@ -283,9 +279,10 @@ def download_update_file(
     area = services.areas.store.get(area_id, map_id=map_id)
     kept = {p.number: p for p in services.areas.store.packages(area.id)}
     package = kept.get(number)
-    if package is None or name not in {update["path"] for update in package.updates}:
+    found = {u["path"]: u["sha256"] for u in package.updates}.get(name) if package else None
+    if found is None:
         raise MapAreaNotFoundError(f"map area {area.id} has no update file {number}/{name[:200]!r}")
-    return object_response(services.areas.update_files(area, number), name, request, filename=name)
+    return object_response(services.areas.files, found, request, filename=name)
 
 
 class ReplicasRequest(BaseModel):
