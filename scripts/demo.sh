@@ -210,6 +210,31 @@ $BIN/offmaps cache import "$OUT/city-export.mbtiles" city-copy --server "$URL"
 $BIN/offmaps cache delete city --server "$URL"
 $BIN/offmaps cache delete city-copy --server "$URL"
 
+step "12b. A preplanned map area: packaged once for every crew, kept fresh by small update files"
+echo offmaps-sample | $BIN/offmaps login "$URL" -u editor --password-stdin
+AREA=$($BIN/offmaps areas create --server "$URL" --map "$MAP" --bookmark "City centre" \
+    --title "City centre" --update-mode download_scheduled_updates --refresh "0 3 * * *" \
+    --wait --json | $BIN/python -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+$BIN/offmaps areas list --server "$URL" --map "$MAP"
+$BIN/offmaps areas download --server "$URL" --map "$MAP" --area "$AREA" --out "$OUT/crew-package"
+$BIN/offmaps package verify "$OUT/crew-package"
+# an edit at the office, then the nightly refresh (run now): the crew's sync applies the update files
+$BIN/python - "$OFFMAPS_DATA_DIR" <<'PY'
+import sys
+from pathlib import Path
+from offmaps.catalog import Catalog
+from offmaps.features.model import FeatureQuery, Update
+catalog = Catalog(Path(sys.argv[1]))
+store = catalog.feature_service("helsinki")
+site = next(iter(store.iter_features("sites", FeatureQuery(limit=1))))
+store.apply_edits([Update("sites", site.global_id, {"name": "Renamed at the office"})])
+catalog.close()
+print(f"site {site.global_id}: renamed at the office")
+PY
+$BIN/offmaps areas refresh --server "$URL" --map "$MAP" --area "$AREA" --wait
+$BIN/offmaps sync "$OUT/crew-package"
+$BIN/offmaps package verify "$OUT/crew-package"
+
 kill $SERVER; wait $SERVER 2>/dev/null || true
 trap - EXIT
 
