@@ -42,8 +42,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-import morecantile
-import numpy as np
 import shapely
 from morecantile import TileMatrixSet
 from shapely.geometry import box
@@ -53,7 +51,6 @@ from offmaps.containers.base import (
     TileReader,
     TilesetMetadata,
     TileWriter,
-    check_tile_in_matrix,
     detect_tile_format,
 )
 from offmaps.containers.clip import DEFAULT_BACKGROUND, AreaClipper, TileRelation
@@ -72,6 +69,7 @@ from offmaps.types import Tile, TileFormat, ZoomRange
 
 __all__ = [
     "DEFAULT_EXPORT_TILE_LIMIT",
+    "CUT_TILES_PER_TASK",
     "INLINE_CUT_TILES",
     "MAX_LISTED_FAILURES",
     "TASKS_PER_PROCESS",
@@ -88,9 +86,13 @@ __all__ = [
 DEFAULT_EXPORT_TILE_LIMIT = 100_000
 """The most tiles one export may cover unless told otherwise (ArcGIS's default)."""
 INLINE_CUT_TILES = 256
-"""Cut tiles clipped in this process before worker processes are started for the rest."""
+"""Cut tiles clipped in this process before worker processes are started for the rest, when
+they would come from a fork server (forked ones start at once)."""
+CUT_TILES_PER_TASK = 16
+"""Cut tiles sent to a worker process at once."""
 TASKS_PER_PROCESS = 4
-"""Cut tiles in flight per worker process: what bounds the memory of a parallel export."""
+"""Tasks in flight per worker process: with :data:`CUT_TILES_PER_TASK`, what bounds the memory
+of a parallel export."""
 MAX_LISTED_FAILURES = 1000
 """Failed tiles listed in a result (all are counted)."""
 
@@ -393,22 +395,29 @@ def _format_problem(tile: Tile, data: bytes, tile_format: TileFormat) -> str | N
     return f"{name} should be {tile_format.value} but its bytes are {what}"
 
 
-def _clip(clipper: AreaClipper, tile: Tile, data: bytes, tile_format: TileFormat) -> _Clipped:
-    """Clip one tile cut by the area's boundary (the batch's classification said so), an
-    invalid one becoming a failure rather than an error."""
-    try:
-        clipped = clipper.clip_cut(tile, data, tile_format)
-    except InvalidTileDataError as exc:
-        return _Clipped(TileRelation.CUT, error=str(exc))
-    if clipped is not None and (clipped is data or clipped == data):
-        # every pixel centre inside: its bytes are kept
-        return _Clipped(TileRelation.INSIDE, clipped)
-    return _Clipped(TileRelation.CUT, clipped)
+def _clip(
+    clipper: AreaClipper, task: list[tuple[Tile, bytes]], tile_format: TileFormat
+) -> list[_Clipped]:
+    """Clip tiles cut by the area's boundary (the batch's classification said so), together;
+    an invalid one becomes a failure rather than an error."""
+    found = []
+    for (_, data), clipped in zip(task, clipper.clip_cuts(task, tile_format), strict=True):
+        if isinstance(clipped, InvalidTileDataError):
+            found.append(_Clipped(TileRelation.CUT, error=str(clipped)))
+        elif clipped is not None and (clipped is data or clipped == data):
+            # every pixel centre inside: its bytes are kept
+            found.append(_Clipped(TileRelation.INSIDE, clipped))
+        else:
+            found.append(_Clipped(TileRelation.CUT, clipped))
+    return found
 
 
 class _Clips:
-    """Tiles through the clipper: tiles inside or outside the area here, cut ones here until
-    :data:`INLINE_CUT_TILES` of them were met, then in worker processes."""
+    """Tiles through the clipper: tiles inside or outside the area here; cut ones gathered
+    into tasks of :data:`CUT_TILES_PER_TASK` and clipped in worker processes, or here: while
+    fewer than :data:`INLINE_CUT_TILES` were met when the workers would come from a fork server,
+    with one process, and whenever the workers have :data:`TASKS_PER_PROCESS` tasks each in
+    hand (this process then clips the task itself rather than wait: no core idles)."""
 
     def __init__(
         self,
@@ -420,69 +429,72 @@ class _Clips:
     ) -> None:
         self.clipper = clipper
         self.tile_format = meta.tile_format
-        self.work = (aoi, meta.tms, background)
+        self.work = (aoi, meta.tms, background, meta.tile_format)
         self.workers = workers
         self.cuts = 0
+        self.pending: list[tuple[Tile, bytes]] = []
         self.pool: ProcessPoolExecutor | None = None
-        self.running: dict[Future[_Clipped], Tile] = {}
+        self.running: dict[Future[list[_Clipped]], list[Tile]] = {}
 
     def add(self, batch: Sequence[tuple[Tile, bytes]]) -> Iterator[tuple[Tile, _Clipped]]:
         """Clip a batch of tiles; yields the tiles done meanwhile (of this batch or earlier)."""
-        for (tile, data), relation in zip(batch, self._relations(batch), strict=True):
+        relations = self.clipper.relations([tile for tile, _ in batch])
+        for (tile, data), relation in zip(batch, relations, strict=True):
             if relation is TileRelation.OUTSIDE:
                 yield tile, _Clipped(relation)
             elif relation is TileRelation.INSIDE:
                 problem = _format_problem(tile, data, self.tile_format)
                 yield tile, _Clipped(relation, data if problem is None else None, problem)
             else:
-                yield from self._cut(tile, data)
+                self.pending.append((tile, data))
+        while len(self.pending) >= CUT_TILES_PER_TASK:
+            task = self.pending[:CUT_TILES_PER_TASK]
+            del self.pending[:CUT_TILES_PER_TASK]
+            yield from self._cut(task)
+        yield from self._collect(block=False)
 
-    def _relations(self, batch: Sequence[tuple[Tile, bytes]]) -> list[TileRelation]:
-        """Where each tile lies, for a batch at once (shapely's vectorised predicates)."""
-        tms = self.clipper.tms
-        for tile, _ in batch:
-            check_tile_in_matrix(tms, tile)
-        bounds = [tms.xy_bounds(morecantile.Tile(t.x, t.y, t.z)) for t, _ in batch]
-        cells = shapely.box(*np.array(bounds, dtype=np.float64).reshape(-1, 4).T)
-        area = self.clipper.area
-        inside: list[bool] = np.asarray(shapely.contains(area, cells), dtype=bool).tolist()
-        meets: list[bool] = np.asarray(shapely.intersects(area, cells), dtype=bool).tolist()
-        return [
-            TileRelation.INSIDE if i else TileRelation.CUT if m else TileRelation.OUTSIDE
-            for i, m in zip(inside, meets, strict=True)
-        ]
-
-    def _cut(self, tile: Tile, data: bytes) -> Iterator[tuple[Tile, _Clipped]]:
-        self.cuts += 1
-        if self.workers <= 1 or self.cuts <= INLINE_CUT_TILES:
-            yield tile, _clip(self.clipper, tile, data, self.tile_format)
+    def _cut(self, task: list[tuple[Tile, bytes]]) -> Iterator[tuple[Tile, _Clipped]]:
+        pooled = self._pooled()
+        self.cuts += len(task)
+        if pooled is None or len(self.running) >= TASKS_PER_PROCESS * self.workers:
+            clipped = _clip(self.clipper, task, self.tile_format)
+            yield from zip([tile for tile, _ in task], clipped, strict=True)
             return
-        if self.pool is None:
-            self.pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=worker_context([__name__]),
-                initializer=_start_worker,
-                initargs=self.work,
-            )
-        while len(self.running) >= TASKS_PER_PROCESS * self.workers:
-            yield from self._collect()
-        self.running[self.pool.submit(_clip_in_worker, tile, data, self.tile_format)] = tile
+        future = pooled.submit(_clip_in_worker, task)
+        self.running[future] = [tile for tile, _ in task]
+
+    def _pooled(self) -> ProcessPoolExecutor | None:
+        """The worker processes, started when the export is worth them; None: clip here."""
+        if self.pool is None and self.workers > 1:
+            context = worker_context([__name__])
+            forked = context.get_start_method() == "fork"  # at once: nothing to load again
+            if forked or self.cuts >= INLINE_CUT_TILES:
+                self.pool = ProcessPoolExecutor(
+                    self.workers, mp_context=context, initializer=_start_worker, initargs=self.work
+                )
+        return self.pool
 
     def drain(self) -> Iterator[tuple[Tile, _Clipped]]:
-        """The tiles still in the workers, as they finish."""
+        """The tiles still gathered or in the workers, as they finish."""
+        if self.pending:
+            task, self.pending = self.pending, []
+            yield from self._cut(task)
         while self.running:
-            yield from self._collect()
+            yield from self._collect(block=True)
 
-    def _collect(self) -> Iterator[tuple[Tile, _Clipped]]:
-        done, _ = wait(self.running, return_when=FIRST_COMPLETED)
+    def _collect(self, *, block: bool) -> Iterator[tuple[Tile, _Clipped]]:
+        if not self.running:
+            return
+        done, _ = wait(self.running, timeout=None if block else 0, return_when=FIRST_COMPLETED)
         for future in done:
-            tile = self.running.pop(future)
+            tiles = self.running.pop(future)
             try:
-                yield tile, future.result()
+                clipped = future.result()
             except BrokenProcessPool:
                 raise ContainerError(
                     "the export stopped: a worker process died; nothing was written"
                 ) from None
+            yield from zip(tiles, clipped, strict=True)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -491,17 +503,22 @@ class _Clips:
 
 
 _worker_clipper: AreaClipper | None = None
+_worker_format: TileFormat | None = None
 
 
 def _start_worker(
-    aoi: AreaOfInterest, tms: TileMatrixSet, background: tuple[int, int, int]
+    aoi: AreaOfInterest,
+    tms: TileMatrixSet,
+    background: tuple[int, int, int],
+    tile_format: TileFormat,
 ) -> None:
     # the worker projects the area as the exporting process did: the same pixels either way
-    global _worker_clipper  # noqa: PLW0603 - one per worker process, made by its initializer
+    global _worker_clipper, _worker_format  # noqa: PLW0603 - one per worker, made by its initializer
     _worker_clipper = AreaClipper(aoi, tms, background=background)
+    _worker_format = tile_format
 
 
-def _clip_in_worker(tile: Tile, data: bytes, tile_format: TileFormat) -> _Clipped:
-    if _worker_clipper is None:
+def _clip_in_worker(task: list[tuple[Tile, bytes]]) -> list[_Clipped]:
+    if _worker_clipper is None or _worker_format is None:
         raise ContainerError("an export worker was not started with its area")
-    return _clip(_worker_clipper, tile, data, tile_format)
+    return _clip(_worker_clipper, task, _worker_format)
