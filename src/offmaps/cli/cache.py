@@ -31,7 +31,6 @@ from offmaps.client.caches import TileCaches
 from offmaps.client.portal import Portal, load_credentials
 from offmaps.containers import Location, TileReader, open_reader, parse_location
 from offmaps.errors import CacheError, InvalidAOIError
-from offmaps.settings import ServerSettings
 from offmaps.storage import MAX_PRESIGN_EXPIRY
 from offmaps.tiling import Area, AreaOfInterest
 from offmaps.types import TileFormat, ZoomRange
@@ -294,6 +293,7 @@ def _caches(data_dir: Path | None, server: str | None, public_url: str | None) -
     # a data folder's services: loaded for --data only (a tenth of a second or more at start)
     from offmaps.catalog import Catalog  # noqa: PLC0415
     from offmaps.services import open_caches  # noqa: PLC0415
+    from offmaps.settings import ServerSettings  # noqa: PLC0415 - pydantic-settings: 30 ms
 
     settings = ServerSettings() if data_dir is None else ServerSettings(data_dir=data_dir)
     if not settings.data_dir.is_dir():
