@@ -115,10 +115,12 @@ class AreaClipper:
         Raises:
             InvalidTileError: when a tile is outside the tile matrix set.
         """
-        for tile in tiles:
-            check_tile_in_matrix(self.tms, tile)
         if not tiles:
             return []
+        keys = np.array(tiles).reshape(-1, 3)
+        if not self._in_matrix(keys):
+            for tile in tiles:  # the first tile outside, named
+                check_tile_in_matrix(self.tms, tile)
         cells = shapely.box(*self._bounds(tiles).T)
         inside: list[bool] = np.asarray(shapely.contains(self.area, cells), dtype=bool).tolist()
         meets: list[bool] = np.asarray(shapely.intersects(self.area, cells), dtype=bool).tolist()
@@ -126,6 +128,22 @@ class AreaClipper:
             TileRelation.INSIDE if i else TileRelation.CUT if m else TileRelation.OUTSIDE
             for i, m in zip(inside, meets, strict=True)
         ]
+
+    def _in_matrix(self, keys: NDArray[np.int64]) -> bool:
+        """Whether every tile key (x, y, z rows) is made of integers inside the tile matrix set,
+        as :func:`~offmaps.containers.base.check_tile_in_matrix` checks each."""
+        if keys.dtype.kind != "i":
+            return False
+        for level in np.unique(keys[:, 2]).tolist():
+            if not self.tms.minzoom <= level <= self.tms.maxzoom:
+                return False
+            matrix = self.tms.matrix(level)
+            x, y = keys[keys[:, 2] == level, :2].T
+            if x.min() < 0 or y.min() < 0:
+                return False
+            if x.max() >= matrix.matrixWidth or y.max() >= matrix.matrixHeight:
+                return False
+        return True
 
     def _bounds(self, tiles: Sequence[Tile]) -> NDArray[np.float64]:
         """The tiles' (left, bottom, right, top) in the tile matrix set's CRS: the doubles

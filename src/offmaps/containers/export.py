@@ -88,9 +88,9 @@ DEFAULT_EXPORT_TILE_LIMIT = 100_000
 INLINE_CUT_TILES = 256
 """Cut tiles clipped in this process before worker processes are started for the rest, when
 they would come from a fork server (forked ones start at once)."""
-CUT_TILES_PER_TASK = 16
+CUT_TILES_PER_TASK = 32
 """Cut tiles sent to a worker process at once."""
-TASKS_PER_PROCESS = 4
+TASKS_PER_PROCESS = 8
 """Tasks in flight per worker process: with :data:`CUT_TILES_PER_TASK`, what bounds the memory
 of a parallel export."""
 MAX_LISTED_FAILURES = 1000
@@ -414,10 +414,10 @@ def _clip(
 
 class _Clips:
     """Tiles through the clipper: tiles inside or outside the area here; cut ones gathered
-    into tasks of :data:`CUT_TILES_PER_TASK` and clipped in worker processes, or here: while
-    fewer than :data:`INLINE_CUT_TILES` were met when the workers would come from a fork server,
-    with one process, and whenever the workers have :data:`TASKS_PER_PROCESS` tasks each in
-    hand (this process then clips the task itself rather than wait: no core idles)."""
+    into tasks of :data:`CUT_TILES_PER_TASK` and clipped in worker processes (at most
+    :data:`TASKS_PER_PROCESS` tasks each in hand), or here: with one process, and while fewer
+    than :data:`INLINE_CUT_TILES` were met when the workers would come from a fork server. This
+    process reads, classifies and writes every tile: with workers, it clips none itself."""
 
     def __init__(
         self,
@@ -456,10 +456,12 @@ class _Clips:
     def _cut(self, task: list[tuple[Tile, bytes]]) -> Iterator[tuple[Tile, _Clipped]]:
         pooled = self._pooled()
         self.cuts += len(task)
-        if pooled is None or len(self.running) >= TASKS_PER_PROCESS * self.workers:
+        if pooled is None:
             clipped = _clip(self.clipper, task, self.tile_format)
             yield from zip([tile for tile, _ in task], clipped, strict=True)
             return
+        while len(self.running) >= TASKS_PER_PROCESS * self.workers:
+            yield from self._collect(block=True)
         future = pooled.submit(_clip_in_worker, task)
         self.running[future] = [tile for tile, _ in task]
 
