@@ -455,8 +455,10 @@ class _Clips:
             yield from self._cut(task)
         yield from self._collect(block=False)
 
-    def _cut(self, task: list[tuple[Tile, bytes]]) -> Iterator[tuple[Tile, _Clipped]]:
-        pooled = self._pooled()
+    def _cut(
+        self, task: list[tuple[Tile, bytes]], *, start: bool = True
+    ) -> Iterator[tuple[Tile, _Clipped]]:
+        pooled = self._pooled() if start else self.pool
         self.cuts += len(task)
         if pooled is None:
             clipped = _clip(self.clipper, task, self.tile_format)
@@ -480,9 +482,9 @@ class _Clips:
 
     def drain(self) -> Iterator[tuple[Tile, _Clipped]]:
         """The tiles still gathered or in the workers, as they finish."""
-        if self.pending:
+        if self.pending:  # less than a task: not worth starting workers for
             task, self.pending = self.pending, []
-            yield from self._cut(task)
+            yield from self._cut(task, start=False)
         while self.running:
             yield from self._collect(block=True)
 
