@@ -746,7 +746,7 @@ def export(
         return
     if job_id is not None:
         raise CacheError("--job is for exports through a server (--server URL)")
-    # clipping needs Pillow and rasterio (the raster extra): loaded for this command only
+    # clipping needs Pillow (the raster extra): loaded for this command only
     from offmaps.cache.export import CacheTileReader  # noqa: PLC0415
     from offmaps.containers.export import check_tile_limit, export_tiles, plan_export  # noqa: PLC0415
 
@@ -987,7 +987,7 @@ def _import_here(
     resume: bool,
 ) -> dict[str, Any]:
     """``offmaps cache import`` into a data folder's cache: the result as the job's JSON."""
-    # clipping and merging need Pillow and rasterio (the raster extra): loaded for this command
+    # clipping and merging need Pillow (the raster extra): loaded for this command
     from offmaps.cache.imports import import_tiles  # noqa: PLC0415
 
     with _caches(data_dir, None, None) as caches:

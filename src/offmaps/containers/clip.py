@@ -14,16 +14,17 @@ so no pixel is shifted by half. The rasteriser is a scanline fill at pixel centr
 numpy that gives exactly the pixels of GDAL's (``rasterio.features.geometry_mask`` with
 ``all_touched=False``, what clipping used before): the same transform to pixel coordinates, the
 same crossings of each row's centre line rounded the same way, the same rule for a pixel whose
-centre lies exactly on the boundary. A GDAL call per tile cost more than the rest of clipping it
-but the encoding (and loading rasterio, a fifth of a second); a test compares both on many real
-cut tiles and on hostile polygons. An area whose part in a tile is not polygonal (never from a
+centre lies exactly on the boundary (docs/cache.md says why). A GDAL call per tile cost more than
+decoding the tile, and loading rasterio a fifth of a second of an export's start; the tiles of a
+batch are rasterised here at once. A test compares both on many real cut tiles and on hostile
+polygons. An area whose part in a tile is not polygonal (never from a
 polygon clipped to a rectangle) still goes through GDAL.
 
 The area is projected into the tile matrix set's CRS once (areas across the antimeridian are split
 into parts on both sides of it, see :meth:`~offmaps.tiling.AreaOfInterest.project`), then clipped
 to each tile's bounds before rasterising, so a detailed polygon costs little per tile.
 
-Needs Pillow (the ``raster`` extra).
+Needs Pillow (the ``raster`` extra; its rasterio only for a part that is not polygonal).
 """
 
 from __future__ import annotations
