@@ -12,9 +12,13 @@ import pytest
 from PIL import Image
 from shapely.geometry import Polygon
 
+import offmaps.containers.clip as clip_module
 import offmaps.containers.export as export_module
 from offmaps.containers import TilesetMetadata, open_reader, open_writer
+from offmaps.containers.base import web_mercator_quad
+from offmaps.containers.clip import AreaClipper, TileRelation
 from offmaps.containers.export import ExportResult, export_tiles, plan_export
+from offmaps.errors import InvalidTileDataError
 from offmaps.tiling import AreaOfInterest
 from offmaps.types import Tile, TileFormat
 
@@ -91,3 +95,22 @@ def test_fewer_cut_tiles_than_a_task_start_no_workers(
     result = export(src, str(tmp_path / "d.mbtiles"), processes=2)
     assert 0 < result.clipped < export_module.CUT_TILES_PER_TASK
     assert CountingPool.tasks == []
+
+
+@pytest.mark.parametrize("group", [1, 3, 1000], ids=["one tile", "three tiles", "all"])
+def test_cut_tiles_clipped_together_are_each_clipped_alone(
+    monkeypatch: pytest.MonkeyPatch, group: int
+) -> None:
+    monkeypatch.setattr(clip_module, "BATCH_PIXELS", group * 256 * 256)
+    clipper = AreaClipper(AREA, web_mercator_quad())
+    cut = [t for t, r in zip(TILES, clipper.relations(TILES), strict=True) if r is TileRelation.CUT]
+    tiles = [(t, png(t)) for t in cut]
+    tiles.insert(2, (cut[0], b"\x89PNG\r\n\x1a\n broken"))
+    tiles.append((cut[1], b"\x89PNG\r\n\x1a\n truncated too"))
+    together = clipper.clip_cuts(tiles, TileFormat.PNG)
+    assert len(together) == len(tiles)
+    for (tile, data), got in zip(tiles, together, strict=True):
+        if data.endswith((b"broken", b"too")):
+            assert isinstance(got, InvalidTileDataError)
+        else:
+            assert got == clipper.clip_cut(tile, data, TileFormat.PNG)

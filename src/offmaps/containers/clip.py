@@ -54,6 +54,9 @@ __all__ = ["DEFAULT_BACKGROUND", "PALETTE_DEFLATE", "AreaClipper", "TileRelation
 
 DEFAULT_BACKGROUND = (255, 255, 255)
 """The colour JPEG pixels outside the area are filled with, unless told otherwise."""
+BATCH_PIXELS = 32 * 256 * 256
+"""Pixels of cut tiles decoded and rasterised at once (32 tiles of 256 pixels): bounds the
+memory of :meth:`AreaClipper.clip_cuts` whatever the tiles' size."""
 PALETTE_DEFLATE = zlib.Z_RLE
 """The zlib strategy of clipped palette PNGs (see :func:`_clip_palette`)."""
 
@@ -268,24 +271,35 @@ class AreaClipper:
         Raises:
             UnsupportedTileFormatError: for vector tiles.
         """
-        images: list[Image.Image | InvalidTileDataError] = []
-        for tile, data in cuts:
+        found: list[bytes | InvalidTileDataError | None] = [None] * len(cuts)
+        decoded: list[tuple[int, Tile, bytes, Image.Image]] = []
+        pixels = 0
+        for place, (tile, data) in enumerate(cuts):
             try:
-                images.append(decode(data, tile_format, tile))
+                image = decode(data, tile_format, tile)
             except InvalidTileDataError as exc:
-                images.append(exc)
-        valid = [
-            (tile, image)
-            for (tile, _), image in zip(cuts, images, strict=True)
-            if isinstance(image, Image.Image)
-        ]
-        masks = iter(self._masks([t for t, _ in valid], [i.size for _, i in valid]))
-        return [
-            image
-            if isinstance(image, InvalidTileDataError)
-            else self._clipped(data, image, next(masks), tile_format)
-            for (_, data), image in zip(cuts, images, strict=True)
-        ]
+                found[place] = exc
+                continue
+            decoded.append((place, tile, data, image))
+            pixels += image.width * image.height
+            if pixels >= BATCH_PIXELS:  # memory stays bounded whatever the tiles' size
+                self._clip_decoded(decoded, tile_format, found)
+                decoded, pixels = [], 0
+        self._clip_decoded(decoded, tile_format, found)
+        return found
+
+    def _clip_decoded(
+        self,
+        decoded: list[tuple[int, Tile, bytes, Image.Image]],
+        tile_format: TileFormat,
+        found: list[bytes | InvalidTileDataError | None],
+    ) -> None:
+        """Clip decoded tiles, rasterised together, into their places in ``found``."""
+        if not decoded:
+            return
+        masks = self._masks([t for _, t, _, _ in decoded], [i.size for _, _, _, i in decoded])
+        for (place, _, data, image), inside in zip(decoded, masks, strict=True):
+            found[place] = self._clipped(data, image, inside, tile_format)
 
     def _clipped(
         self, data: bytes, image: Image.Image, inside: NDArray[np.bool_], tile_format: TileFormat
