@@ -114,3 +114,19 @@ def test_cut_tiles_clipped_together_are_each_clipped_alone(
             assert isinstance(got, InvalidTileDataError)
         else:
             assert got == clipper.clip_cut(tile, data, TileFormat.PNG)
+
+
+def test_one_task_at_a_time_in_flight_when_the_bytes_say_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = str(tmp_path / "s.mbtiles")
+    with open_writer(src, TilesetMetadata(TileFormat.PNG)) as writer:
+        for tile in TILES:
+            writer.write_tile(tile, png(tile))
+    here, there = str(tmp_path / "here.mbtiles"), str(tmp_path / "there.mbtiles")
+    inline = export(src, here, processes=1)
+    monkeypatch.setattr("threading.active_count", lambda: 1)
+    monkeypatch.setattr(export_module, "CUT_TILES_PER_TASK", 2)
+    monkeypatch.setattr(export_module, "IN_FLIGHT_BYTES", 1)  # any task is over it
+    assert export(src, there, processes=2) == inline
+    assert read_all(here) == read_all(there)

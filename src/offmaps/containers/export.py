@@ -26,10 +26,11 @@ Decoding and encoding cut tiles is the costly part (a few tenths of a millisecon
 against microseconds for a tile copied), so cut tiles are gathered into tasks of
 :data:`CUT_TILES_PER_TASK` (their area rasterised together) and clipped in worker processes
 (``processes``, one per CPU by default), with at most :data:`TASKS_PER_PROCESS` tasks per worker
-in flight so that memory stays bounded; the exporting process reads, classifies and writes. A
-process running one thread (the CLI) forks its workers at once, which then load nothing again;
-one that may run threads (a server) is never forked: its workers come from a fork server, started
-once the export has met more than :data:`INLINE_CUT_TILES` cut tiles (clipped here until then).
+and :data:`IN_FLIGHT_BYTES` in flight so that memory stays bounded; the exporting process reads,
+classifies and writes. A process running one thread (the CLI) forks its workers at once, which
+then load nothing again; one that may run threads (a server) is never forked: its workers come
+from a fork server, started once the export has met more than :data:`INLINE_CUT_TILES` cut tiles
+(clipped here until then).
 
 The destination is written atomically by the containers' writers: it appears only once the
 export has finished, and a failure leaves nothing.
@@ -73,6 +74,7 @@ __all__ = [
     "DEFAULT_EXPORT_TILE_LIMIT",
     "CUT_TILES_PER_TASK",
     "INLINE_CUT_TILES",
+    "IN_FLIGHT_BYTES",
     "MAX_LISTED_FAILURES",
     "TASKS_PER_PROCESS",
     "ExportPlan",
@@ -92,6 +94,10 @@ INLINE_CUT_TILES = 256
 they would come from a fork server (forked ones start at once)."""
 CUT_TILES_PER_TASK = 32
 """Cut tiles sent to a worker process at once."""
+IN_FLIGHT_BYTES = 64 * 1024 * 1024
+"""Bytes of cut tiles sent to workers and not back yet, at most (one task more may go when none
+is in flight): with :data:`TASKS_PER_PROCESS`, what bounds the memory of a parallel export
+whatever the tiles' size."""
 TASKS_PER_PROCESS = 8
 """Tasks in flight per worker process: with :data:`CUT_TILES_PER_TASK`, what bounds the memory
 of a parallel export."""
@@ -437,6 +443,7 @@ class _Clips:
         self.pending: list[tuple[Tile, bytes]] = []
         self.pool: ProcessPoolExecutor | None = None
         self.running: dict[Future[list[_Clipped]], list[Tile]] = {}
+        self.sizes: dict[Future[list[_Clipped]], int] = {}  # the bytes each task sent
 
     def add(self, batch: Sequence[tuple[Tile, bytes]]) -> Iterator[tuple[Tile, _Clipped]]:
         """Clip a batch of tiles; yields the tiles done meanwhile (of this batch or earlier)."""
@@ -464,10 +471,14 @@ class _Clips:
             clipped = _clip(self.clipper, task, self.tile_format)
             yield from zip([tile for tile, _ in task], clipped, strict=True)
             return
-        while len(self.running) >= TASKS_PER_PROCESS * self.workers:
+        while self.running and (
+            len(self.running) >= TASKS_PER_PROCESS * self.workers
+            or sum(self.sizes.values()) >= IN_FLIGHT_BYTES
+        ):
             yield from self._collect(block=True)
         future = pooled.submit(_clip_in_worker, task)
         self.running[future] = [tile for tile, _ in task]
+        self.sizes[future] = sum(len(data) for _, data in task)
 
     def _pooled(self) -> ProcessPoolExecutor | None:
         """The worker processes, started when the export is worth them; None: clip here."""
@@ -494,6 +505,7 @@ class _Clips:
         done, _ = wait(self.running, timeout=None if block else 0, return_when=FIRST_COMPLETED)
         for future in done:
             tiles = self.running.pop(future)
+            del self.sizes[future]
             try:
                 clipped = future.result()
             except BrokenProcessPool:
