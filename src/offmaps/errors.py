@@ -65,7 +65,12 @@ SDK) maps them once.
     │   ├── ExportLimitError
     │   ├── DownloadError
     │   ├── PackageError
-    │   └── EditNotAllowedError
+    │   ├── EditNotAllowedError
+    │   ├── MapAreaNotFoundError
+    │   │   └── MapAreaDeletedError
+    │   ├── MapAreaBusyError
+    │   ├── UpdateChainError
+    │   └── UpdateIntegrityError
     ├── CacheError
     │   ├── CacheNotFoundError
     │   ├── CacheExistsError
@@ -119,6 +124,8 @@ __all__ = [
     "GrantNotFoundError",
     "UploadGrantError",
     "UploadMismatchError",
+    "UpdateChainError",
+    "UpdateIntegrityError",
     "SeedFailedError",
     "AccessDeniedError",
     "AttachmentNotFoundError",
@@ -170,6 +177,9 @@ __all__ = [
     "UnknownJobKindError",
     "LayerExistsError",
     "LayerNotFoundError",
+    "MapAreaBusyError",
+    "MapAreaDeletedError",
+    "MapAreaNotFoundError",
     "ObjectKeyConflictError",
     "ObjectNotFoundError",
     "ObjectTooLargeError",
@@ -655,6 +665,20 @@ class ExportLimitError(OfflineError):
         self.limit = limit
 
 
+class MapAreaNotFoundError(OfflineError):
+    """No preplanned map area has this id on this web map (or the caller may not see it)."""
+
+
+class MapAreaDeletedError(MapAreaNotFoundError):
+    """The preplanned map area was deleted by its author: a device holding its package keeps
+    it as it is, and gets no more updates."""
+
+
+class MapAreaBusyError(OfflineError):
+    """A preplanned map area cannot do this now: it has no complete package yet (it is still
+    packaging, or its packaging failed), or a packaging job of it is already running."""
+
+
 # --- tile caches ----------------------------------------------------------------------------
 
 
@@ -786,6 +810,38 @@ class EditNotAllowedError(OfflineError):
         super().__init__(message)
         self.layer = layer
         self.field = field
+
+
+class UpdateChainError(OfflineError):
+    """A scheduled update file does not follow what the file it would update holds: another
+    area or epoch, out of order, applied already, or after another update than the one applied
+    (docs/update-files.md). Nothing was changed.
+
+    Attributes:
+        path: the file the update was for.
+        package_number: the package number that file is at (``None``: it has no chain).
+    """
+
+    def __init__(
+        self, message: str, *, path: Path | str | None = None, package_number: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+        self.package_number = package_number
+
+
+class UpdateIntegrityError(OfflineError):
+    """A scheduled update file is not intact: its size or SHA-256 is not the expected one
+    (truncated, tampered), or it is not a readable update file of a known format. Nothing was
+    changed.
+
+    Attributes:
+        path: the update file.
+    """
+
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
 
 
 # --- sync -----------------------------------------------------------------------------------

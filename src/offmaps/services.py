@@ -45,10 +45,13 @@ from offmaps.jobs import (
     JobStore,
 )
 from offmaps.offline.generate import OfflineMapServices, generate_offline_map_kind
+from offmaps.offline.preplanned import MapAreas, PreplannedServices, package_map_area_kind
 from offmaps.replicas import SyncService
 from offmaps.settings import ServerSettings
 from offmaps.state import (
+    MapAreaStore,
     ReplicaRegistry,
+    SQLiteMapAreaStore,
     SQLiteReplicaRegistry,
     SQLiteSyncStateStore,
     SQLiteUserStore,
@@ -111,6 +114,7 @@ class StateBackend:
     replicas: Callable[[ServerSettings], ReplicaRegistry]
     jobs: Callable[[ServerSettings], JobStore]
     sync_state: Callable[[ServerSettings], SyncStateStore]
+    areas: Callable[[ServerSettings], MapAreaStore]
 
 
 STATE_BACKENDS: Mapping[str, StateBackend] = MappingProxyType(
@@ -120,6 +124,7 @@ STATE_BACKENDS: Mapping[str, StateBackend] = MappingProxyType(
             replicas=lambda settings: SQLiteReplicaRegistry(settings.data_dir / "replicas.sqlite"),
             jobs=lambda settings: FolderJobStore(settings.data_dir / "jobs"),
             sync_state=lambda settings: SQLiteSyncStateStore(settings.data_dir / "sync.sqlite"),
+            areas=lambda settings: SQLiteMapAreaStore(settings.data_dir / "areas.sqlite"),
         )
     }
 )
@@ -280,6 +285,7 @@ class Services:
         jobs: the job runner, with every job kind of this process.
         archives: tile archives on their way in for cache imports (parts wait in
             ``DATA/tile-caches/uploads``).
+        areas: the preplanned map areas of the web maps, and their packaging.
     """
 
     settings: ServerSettings
@@ -292,6 +298,7 @@ class Services:
     caches: TileCacheService
     jobs: JobRunner
     archives: ObjectUploads
+    areas: MapAreas
 
     def cleanup(self) -> None:
         """Remove what has been kept longer than ``job_keep_s``: ended jobs and their files,
@@ -302,6 +309,7 @@ class Services:
     def close(self) -> None:
         """Stop the jobs of this process and close every store."""
         self.jobs.close()
+        self.areas.store.close()
         self.caches.close()
         self.replicas.close()
         self.sync.close()
@@ -343,8 +351,12 @@ def build_services(
         max_bytes=settings.import_max_bytes,
         noun="tile archive",
     )
+    preplanned = PreplannedServices(
+        offline, state.areas(settings), objects, keep_packages=settings.area_keep_packages
+    )
     kinds: list[JobKind[Any]] = [
         generate_offline_map_kind(offline),
+        package_map_area_kind(preplanned),
         seed_cache_kind(caches),
         clean_cache_kind(caches),
         export_cache_kind(caches),
@@ -359,5 +371,15 @@ def build_services(
         keep=settings.job_keep_s,
     )
     return Services(
-        settings, catalog, users, replicas, sync, uploads, objects, caches, jobs, archives
+        settings,
+        catalog,
+        users,
+        replicas,
+        sync,
+        uploads,
+        objects,
+        caches,
+        jobs,
+        archives,
+        MapAreas(preplanned, jobs),
     )

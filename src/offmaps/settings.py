@@ -94,6 +94,10 @@ class ServerSettings(BaseSettings):
             the archive an import was given are kept before they are removed (a day by
             default; looked at every few minutes and whenever a job starts).
         import_max_bytes: the largest tile archive a user may upload for a cache import.
+        area_keep_packages: how many of a preplanned map area's newest packages are kept.
+        area_scheduler: whether this process refreshes preplanned map areas on their schedule
+            (turn it off on all but one process if several serve one data folder).
+        area_scheduler_tick_s: how often the scheduler looks for areas whose refresh is due.
         auth: how tokens are issued and checked.
         limits: per-user quotas and the write rate limit.
     """
@@ -112,5 +116,8 @@ class ServerSettings(BaseSettings):
     seed_processes: int | None = Field(default=None, ge=1, le=64)
     job_keep_s: float = Field(default=24 * 3600, ge=60)
     import_max_bytes: int = Field(default=16 * 1024**3, ge=1024)
+    area_keep_packages: int = Field(default=3, ge=1, le=1000)
+    area_scheduler: bool = True
+    area_scheduler_tick_s: float = Field(default=30.0, ge=1, le=3600)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

@@ -180,16 +180,6 @@ def test_a_hostile_conf_xml_is_refused_unexpanded(
     assert not (tmp_path / "o.mbtiles").exists()
 
 
-def test_a_mixed_cache_is_refused_naming_its_format(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    src = arcgis(tmp_path / "arcgis", set_text("TileImageInfo/CacheTileFormat", "MIXED"))
-    code, _, err = run(capsys, "cache", "export", src, str(tmp_path / "o.mbtiles"))
-    assert code == 1
-    one_line(err, "UnsupportedTileFormatError: ")
-    assert "CacheTileFormat is MIXED" in err
-
-
 def with_jpeg_tiles(*tiles: Tile) -> dict[Tile, bytes]:
     return TILES | {tile: make_tile(tile, TileFormat.JPEG, size=256) for tile in tiles}
 

@@ -47,6 +47,8 @@ def test_export_prints_the_documented_json(
         "source": source,
         "destination": dst,
         "tiles": 8,
+        "tile_format": "png",
+        "reencoded": 0,
         "read": 4,
         "written": 4,
         "copied": 0,

@@ -30,7 +30,7 @@ from offmaps.containers.esri_conf import (
 )
 from offmaps.containers.esri_scheme import EsriStorageFormat, conf_xml
 from offmaps.containers.exploded import EsriExplodedReader, EsriExplodedWriter
-from offmaps.errors import ContainerCorruptError, UnsupportedTileFormatError
+from offmaps.errors import ContainerCorruptError
 from offmaps.tiling import find_incompatibility
 from offmaps.types import Tile, TileFormat
 from tests.tilegen import make_tile
@@ -368,7 +368,6 @@ def test_a_cache_of_another_storage_or_format_is_refused_by_name(
             ContainerCorruptError,
             "Compact Cache V1",
         ),
-        (set_text("TileImageInfo/CacheTileFormat", "MIXED"), UnsupportedTileFormatError, "MIXED"),
     ]
     if writer_class is EsriCompactWriter:
         cases.append(

@@ -51,7 +51,13 @@ MAX_EXAMPLES = 8
 # A request valid by the document may be refused (400, 422) only where a JSON schema cannot say
 # what makes it valid, and then the problem's detail must name that part; any other refusal of
 # these operations is still a finding (``refusal_names_what_the_schema_cannot_say``).
-_AREAS = r"area_of_interest|\.area\.geometry|item_info\.thumbnail|min_scale|above max_zoom"
+_AREAS = (
+    r"area_of_interest|\.area\.geometry|item_info\.thumbnail|min_scale|above max_zoom"
+    r"|generate_geodatabase\[.*\] names service"  # an override's key is its service's name
+)
+# a preplanned area's polygon, bbox corners, bookmark, cron expression, thumbnail, scales, and the
+# one of area, bbox and bookmark it gives
+_MAP_AREA = r"area|bbox|bookmark|refresh|cron|thumbnail|scale|title|outside|export|limit|tiles"
 _SCHEMA_CANNOT_SAY = {
     # the order of a bbox's corners and its range; the CQL2 grammar of a filter
     "GET /collections/{collection_id}/items": r"^(bbox|filter|the filter|CQL2|cql2|invalid CQL2)",
@@ -72,6 +78,11 @@ _SCHEMA_CANNOT_SAY = {
     # the colour's components up to 255; an export's area holding stored tiles, its tile limit
     "POST /api/caches/{name}/export": r"area|levels|zoom range|colour|holds no tile|limit",
     "POST /api/caches/{name}/import": r"area|zoom|colour|give both|no uploaded",
+    "POST /api/maps/{map_id}/areas": _MAP_AREA,
+    "PATCH /api/maps/{map_id}/areas/{area_id}": _MAP_AREA,
+    # a package number the area has had; an area in a mode that takes device replicas
+    "GET /api/maps/{map_id}/areas/{area_id}/updates": r"has had packages",
+    "POST /api/maps/{map_id}/areas/{area_id}/replicas": r"mode",
     # a web map's one-line texts, URLs, CQL2 expressions and references between its parts
     "POST /api/maps": r"",
     "PUT /api/maps/{map_id}": r"",

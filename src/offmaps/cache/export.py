@@ -10,10 +10,12 @@ A tile whose blob is missing from the store, or whose bytes no longer hash to th
 SHA-256 (every blob read is hashed again), is skipped and recorded in
 :attr:`CacheTileReader.problems` with its key.
 
-A container holds tiles of one format, a mixed cache PNG and JPEG ones: exported (with
-``one_format=True``), it is a PNG tile set, its JPEG tiles re-encoded as PNG from their decoded
-pixels (no further loss; larger files). ArcGIS's own export keeps a MIXED cache MIXED; no
-container offmaps writes can say that yet.
+A mixed cache (PNG and JPEG tiles) reads as a mixed tile set
+(:attr:`~offmaps.containers.base.TilesetMetadata.mixed`): its export into a folder (Esri compact or
+exploded, XYZ, TMS) stays mixed, each tile keeping its bytes, as ArcGIS's own export keeps a MIXED
+cache MIXED; into MBTiles, GeoPackage or PMTiles, which declare one format, its JPEG tiles are
+re-encoded as PNG (see :func:`~offmaps.containers.export.export_tiles`). With ``one_format=True``
+the reader itself gives them as PNG.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class CacheTileReader:
         name: the cache.
         one_format: for a mixed cache (PNG and JPEG tiles), give its JPEG tiles re-encoded as
             PNG (the same pixels), so that the tiles are all of the one format the metadata
-            names (PNG), as a container holds them: what an export of a mixed cache writes.
+            names (PNG); else a mixed cache's metadata says it is mixed.
 
     Raises:
         CacheNotFoundError: when no cache has this name.
@@ -73,6 +75,7 @@ class CacheTileReader:
             minzoom=min(held) if held else definition.min_zoom,
             maxzoom=max(held) if held else definition.max_zoom,
             description=definition.title,
+            mixed=definition.mixed and not self._as_png,
         )
         self.problems: list[FailedTile] = []
         """Tiles skipped: their blob is missing or its bytes do not match the index."""

@@ -6,7 +6,9 @@ is read, the source's tile matrix set must line up with the cache's
 (:func:`~offmaps.tiling.check_compatible` names the first difference: CRS, origin, tile size, a
 level's cell size) and its tile format must be the cache's; a mixed cache
 (:attr:`~offmaps.cache.model.CacheDefinition.mixed`, ArcGIS's MIXED format) takes PNG and JPEG
-sources, each tile checked by its own magic bytes.
+sources, each tile checked by its own magic bytes. A mixed source (a mixed cache, an Esri cache
+whose ``conf.xml`` says ``MIXED``: :attr:`~offmaps.containers.base.TilesetMetadata.mixed`) goes
+only into a mixed cache: into a PNG or JPEG cache its tiles of the other format would not match.
 
 Each tile the source holds (in the area, when one is given: clipped as on export, with
 :class:`~offmaps.containers.clip.AreaClipper`) is
@@ -82,7 +84,13 @@ from offmaps.containers.export import (
     TileTally,
     plan_export,
 )
-from offmaps.containers.merge import MIXED, CacheTileFormat, as_png, merge_tiles
+from offmaps.containers.merge import (
+    MIXED,
+    CacheTileFormat,
+    as_png,
+    merge_tiles,
+    mixed_tile_format,
+)
 from offmaps.errors import CacheError, ContainerError, InvalidTileDataError
 from offmaps.processes import worker_context
 from offmaps.storage import BlobStore
@@ -180,10 +188,12 @@ def import_tiles(
     definition = index.definition(name)
     meta = source.metadata
     check_compatible(get_tms(definition.tms), meta.tms)
-    if meta.tile_format not in definition.tile_formats:
+    if not meta.tile_formats <= definition.tile_formats:
         raise CacheError(
-            f"the source's tiles are {meta.tile_format.value}, cache {name!r} holds "
+            f"the source's tiles are {meta.format_name}"
+            f"{' (PNG and JPEG)' if meta.mixed else ''}, cache {name!r} holds "
             f"{definition.format_name} tiles: an import keeps the cache's format"
+            + (" (import into a mixed cache)" if meta.mixed else "")
         )
     mixed = definition.mixed
     levels = _levels(
@@ -220,6 +230,9 @@ def import_tiles(
                     tally.skipped += 1
                     continue
                 tile_format = _mixed_format(data) if mixed else None
+                if tile_format is None and meta.mixed:  # a mixed source's tile of neither
+                    tally.fail(tile, _neither(tile, data))
+                    continue
                 incoming = _incoming(
                     tile, data, tile_format or meta.tile_format, clipper, tally, mixed=mixed
                 )
@@ -333,7 +346,7 @@ def _source_fingerprint(source: TileReader, source_id: str | None) -> list[objec
     in it); and the metadata in every case."""
     meta = source.metadata
     described: list[object] = [
-        meta.tile_format.value,
+        meta.format_name,
         meta.tms.id,
         meta.minzoom,
         meta.maxzoom,
@@ -444,6 +457,15 @@ def _mixed_format(data: bytes) -> TileFormat | None:
     anything else (checked then against the source's format, and refused)."""
     found, _ = detect_tile_format(data)
     return found if found in (TileFormat.PNG, TileFormat.JPEG) else None
+
+
+def _neither(tile: Tile, data: bytes) -> str:
+    """Why a mixed source's tile is neither PNG nor JPEG."""
+    try:
+        mixed_tile_format(data, tile)
+    except InvalidTileDataError as exc:
+        return str(exc)
+    return f"tile {tile.z}/{tile.x}/{tile.y} is neither PNG nor JPEG"  # not reached
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -370,7 +370,7 @@ def export_cache(
         plan_export,
     )
 
-    reader = CacheTileReader(service.index, service.blobs, payload.cache, one_format=True)
+    reader = CacheTileReader(service.index, service.blobs, payload.cache)
     plan = plan_export(reader, aoi=payload.area.aoi(), zooms=payload.zooms)
     check_tile_limit(plan, payload.max_tiles)
     kind = payload.format
@@ -399,10 +399,14 @@ def export_document(
 ) -> dict[str, Any]:
     """An export's counts as JSON (a job's result, ``offmaps cache export --json``): ``tiles``
     the plan covered; ``skipped``, the stored tiles a cache's reader left out (missing or
-    damaged blobs), count as failures."""
+    damaged blobs), count as failures; ``tile_format``, what the destination holds (``mixed``,
+    ``png``...), and ``reencoded``, the JPEG tiles of a mixed source written as PNG into a
+    container of one format."""
     skipped = list(skipped)
     return {
         "tiles": tiles,
+        "tile_format": result.tile_format,
+        "reencoded": result.reencoded,
         "read": result.read,
         "written": result.written,
         "copied": result.copied,

@@ -32,6 +32,7 @@ from offmaps.cache.seed import (
     seed,
 )
 from offmaps.cache.tiles import Fetch, TileCache
+from offmaps.containers.registry import open_reader
 from offmaps.errors import (
     BlobIntegrityError,
     BlobNotFoundError,
@@ -226,14 +227,18 @@ class TileCacheService:
                 check_compatible(tms, source_tms(found))
             except ContainerError as exc:
                 raise CacheError(f"cache {definition.name!r}: {exc}") from None
-            if found.info.tile_format not in definition.tile_formats:
-                raise CacheError(
-                    f"cache {definition.name!r} is {definition.format_name}, but its source "
-                    f"{source.location!r} serves {found.info.tile_format.value}"
-                )
-            # an archive was opened for this check; a layer is the server's, never closed here
-            if source.kind is SourceKind.ARCHIVE and isinstance(found, ArchiveTileSource):
-                found.close()
+            try:
+                if found.info.tile_format not in definition.tile_formats:
+                    raise CacheError(
+                        f"cache {definition.name!r} is {definition.format_name}, but its source "
+                        f"{source.location!r} serves {found.info.tile_format.value}"
+                    )
+                if isinstance(found, ArchiveTileSource) and not definition.mixed:
+                    _refuse_mixed_archive(definition, found)
+            finally:
+                # an archive was opened for this check; a layer is the server's, never closed
+                if source.kind is SourceKind.ARCHIVE and isinstance(found, ArchiveTileSource):
+                    found.close()
         self.index.create_cache(definition)
         if self._published is not None:
             self.cache(definition.name)
@@ -666,6 +671,23 @@ def _spans_after(cover: TileCover, zooms: ZoomRange, after: Tile | None) -> Iter
 
 def _seconds(when: datetime | None) -> float | None:
     return None if when is None else when.timestamp()
+
+
+def _refuse_mixed_archive(definition: CacheDefinition, found: ArchiveTileSource) -> None:
+    """Refuse a mixed archive (an Esri cache whose ``conf.xml`` says ``MIXED``: PNG and JPEG
+    tiles) as the source of a cache of one format, which would store its JPEG tiles as PNG's.
+
+    Raises:
+        CacheError: naming the source and the format to give.
+    """
+    with open_reader(found.location) as reader:
+        mixed = reader.metadata.mixed
+    if mixed:
+        raise CacheError(
+            f"cache {definition.name!r} is {definition.format_name}, but its source "
+            f"{definition.source.location!r} is mixed (PNG and JPEG tiles): give format "
+            '"mixed"'
+        )
 
 
 class _OpenedOnUse:

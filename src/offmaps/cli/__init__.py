@@ -74,6 +74,11 @@ COMMANDS: Mapping[str, LazyCommand] = {
     "conflicts": LazyCommand(
         "offmaps.cli.sync", "conflicts", "The server's review queue of sync conflicts."
     ),
+    "areas": LazyCommand(
+        "offmaps.cli.areas",
+        "areas",
+        "Preplanned map areas of a server's web maps (docs/preplanned.md).",
+    ),
     "cache": LazyCommand(
         "offmaps.cli.cache", "cache", "Create, seed, measure and clean tile caches (docs/cache.md)."
     ),

@@ -763,9 +763,7 @@ def export(
             caches = stack.enter_context(_caches(data_dir, None, None))
             if not isinstance(caches, _Folder):  # _caches gives a folder's when no --server
                 raise CacheError(f"{data_dir}: not a data folder")
-            reader = CacheTileReader(
-                caches.service.index, caches.service.blobs, src, one_format=True
-            )
+            reader = CacheTileReader(caches.service.index, caches.service.blobs, src)
         plan = plan_export(reader, aoi=aoi, zooms=levels)
         check_tile_limit(plan, max_tiles)  # before the bar: the error is the only output
         with progress_bar(f"{src} → {dst}", plan.tiles) as advance:
@@ -792,6 +790,12 @@ def _exported(document: dict[str, Any], as_json: bool) -> None:
         return
     for failure in document["failed"]:
         click.echo(f"failed: {failure['error']}", err=True)
+    if document.get("reencoded"):
+        click.echo(
+            f"the source is mixed (PNG and JPEG tiles) and {document['destination']} holds one "
+            f"format: {document['reencoded']:,} JPEG tiles were re-encoded as PNG",
+            err=True,
+        )
     click.echo(
         f"{document['written']:,} tiles written to {document['destination']} "
         f"({document['copied']:,} copied, {document['clipped']:,} clipped, "

@@ -94,6 +94,20 @@ def run(
     if as_json:
         _echo_json(result.as_dict())
         return
+    scheduled = result.scheduled_updates
+    if scheduled is not None and scheduled.choice == "updates":
+        click.echo(
+            f"package {scheduled.from_number} -> {scheduled.to_number}: "
+            f"{scheduled.updates_applied} update files applied "
+            f"({scheduled.bytes_downloaded:,} bytes)"
+        )
+    elif scheduled is not None and scheduled.choice == "full":
+        click.echo(
+            f"package {scheduled.from_number} -> {scheduled.to_number}: replaced whole "
+            f"({scheduled.bytes_downloaded:,} bytes; {scheduled.reason})"
+        )
+    elif scheduled is not None:
+        click.echo(f"package {scheduled.from_number}: the newest of its area")
     for name, layer in sorted(result.layer_results.items()):
         click.echo(
             f"{name}: {layer.uploaded} uploaded ({layer.applied} applied, {layer.merged} "

@@ -4,6 +4,8 @@ Beside the server, which it never imports. Errors from the server's problem docu
 again as the same :mod:`offmaps.errors` classes. :class:`OfflineMapTask` takes web maps offline
 (docs/offline.md); :class:`AsyncOfflineMapTask` is the same for asyncio code;
 :class:`OfflineMapSyncTask` syncs a package's edits with the server (docs/sync.md);
+:class:`OfflineMapAreaManager` makes a map's preplanned areas, which devices download with
+``OfflineMapTask.get_preplanned_map_areas()`` (docs/preplanned.md);
 :class:`TileCaches` manages its tile caches and moves tiles through presigned URLs
 (docs/cache.md).
 """
@@ -14,6 +16,20 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type checkers only: at run time, __getattr__ below imports on first use
+    from offmaps.client.areas import (
+        AsyncDownloadPreplannedOfflineMapJob,
+        AsyncOfflineMapAreaManager,
+        AsyncPreplannedMapArea,
+        DownloadPreplannedOfflineMapJob,
+        DownloadPreplannedOfflineMapParameters,
+        OfflineMapAreaManager,
+        PreplannedMapArea,
+        PreplannedMapAreaItem,
+        PreplannedPackageItem,
+        PreplannedPackagingStatus,
+        PreplannedUpdateCapabilities,
+        PreplannedUpdateMode,
+    )
     from offmaps.client.caches import TileCaches
     from offmaps.client.offline import (
         AsyncGenerateOfflineMapJob,
@@ -32,25 +48,39 @@ if TYPE_CHECKING:  # for type checkers only: at run time, __getattr__ below impo
         OfflineMapSyncResult,
         OfflineMapSyncTask,
         OfflineMapUpdatesInfo,
+        PreplannedScheduledUpdatesOption,
         SyncOfflineMapParameters,
     )
 
 __all__ = [
+    "AsyncDownloadPreplannedOfflineMapJob",
     "AsyncGenerateOfflineMapJob",
+    "AsyncOfflineMapAreaManager",
     "AsyncOfflineMapSyncTask",
     "AsyncOfflineMapTask",
+    "AsyncPreplannedMapArea",
     "Credentials",
+    "DownloadPreplannedOfflineMapJob",
+    "DownloadPreplannedOfflineMapParameters",
     "GenerateOfflineMapJob",
     "GenerateOfflineMapResult",
     "JobStatus",
     "LayerSyncResult",
+    "OfflineMapAreaManager",
     "OfflineMapSyncJob",
     "OfflineMapSyncResult",
     "OfflineMapSyncTask",
-    "OfflineMapUpdatesInfo",
     "OfflineMapTask",
+    "OfflineMapUpdatesInfo",
+    "PreplannedScheduledUpdatesOption",
     "Portal",
     "PortalItem",
+    "PreplannedMapArea",
+    "PreplannedMapAreaItem",
+    "PreplannedPackageItem",
+    "PreplannedPackagingStatus",
+    "PreplannedUpdateCapabilities",
+    "PreplannedUpdateMode",
     "SyncOfflineMapParameters",
     "TileCaches",
     "WebMapSummary",
@@ -59,6 +89,18 @@ __all__ = [
 # Lazy, so that a command that needs one part (``offmaps sync`` needs :mod:`.sync`, not
 # :mod:`.offline` with its tile archives) imports only that part (docs/cli.md, "Start-up").
 _EXPORTS: dict[str, str] = {
+    "AsyncDownloadPreplannedOfflineMapJob": "offmaps.client.areas",
+    "AsyncOfflineMapAreaManager": "offmaps.client.areas",
+    "AsyncPreplannedMapArea": "offmaps.client.areas",
+    "DownloadPreplannedOfflineMapJob": "offmaps.client.areas",
+    "DownloadPreplannedOfflineMapParameters": "offmaps.client.areas",
+    "OfflineMapAreaManager": "offmaps.client.areas",
+    "PreplannedMapArea": "offmaps.client.areas",
+    "PreplannedMapAreaItem": "offmaps.client.areas",
+    "PreplannedPackageItem": "offmaps.client.areas",
+    "PreplannedPackagingStatus": "offmaps.client.areas",
+    "PreplannedUpdateCapabilities": "offmaps.client.areas",
+    "PreplannedUpdateMode": "offmaps.client.areas",
     "TileCaches": "offmaps.client.caches",
     "AsyncGenerateOfflineMapJob": "offmaps.client.offline",
     "AsyncOfflineMapTask": "offmaps.client.offline",
@@ -76,6 +118,7 @@ _EXPORTS: dict[str, str] = {
     "OfflineMapSyncResult": "offmaps.client.sync",
     "OfflineMapSyncTask": "offmaps.client.sync",
     "OfflineMapUpdatesInfo": "offmaps.client.sync",
+    "PreplannedScheduledUpdatesOption": "offmaps.client.sync",
     "SyncOfflineMapParameters": "offmaps.client.sync",
 }
 

@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from offmaps.client.downloads import fetch_file
 from offmaps.client.portal import Portal
@@ -42,6 +42,15 @@ from offmaps.offline.plan import (
 )
 from offmaps.schemas import WebMap
 from offmaps.schemas.jobs import JobStatus
+
+if TYPE_CHECKING:  # at run time, the preplanned methods import offmaps.client.areas
+    from offmaps.client.areas import (
+        AsyncDownloadPreplannedOfflineMapJob,
+        AsyncPreplannedMapArea,
+        DownloadPreplannedOfflineMapJob,
+        DownloadPreplannedOfflineMapParameters,
+        PreplannedMapArea,
+    )
 
 __all__ = [
     "AsyncGenerateOfflineMapJob",
@@ -145,6 +154,31 @@ class OfflineMapTask:
         (created if missing; it must be empty if it exists). Call ``start()``."""
         return GenerateOfflineMapJob(self, parameters, Path(download_directory), overrides)
 
+    # preplanned map areas: the work is offmaps.client.areas's (docs/preplanned.md)
+
+    def get_preplanned_map_areas(self) -> list[PreplannedMapArea]:
+        """The map's preplanned map areas, oldest first; ``load()`` each to learn its state."""
+        from offmaps.client import areas  # noqa: PLC0415 - it imports this module
+
+        return areas.get_preplanned_map_areas(self.item.portal, self.item.map_id)
+
+    def create_default_download_preplanned_offline_map_parameters(
+        self, area: PreplannedMapArea
+    ) -> DownloadPreplannedOfflineMapParameters:
+        """Parameters to download ``area``'s package (no round trip)."""
+        from offmaps.client import areas  # noqa: PLC0415
+
+        return areas.create_default_download_preplanned_offline_map_parameters(area)
+
+    def download_preplanned_offline_map(
+        self, parameters: DownloadPreplannedOfflineMapParameters, download_directory: Path | str
+    ) -> DownloadPreplannedOfflineMapJob:
+        """A job that downloads an area's package into ``download_directory`` (created if
+        missing; it must be empty if it exists). Call ``start()`` or ``wait()``."""
+        from offmaps.client import areas  # noqa: PLC0415
+
+        return areas.download_preplanned_offline_map(parameters, download_directory)
+
 
 def _body(
     parameters: GenerateOfflineMapParameters,
@@ -197,11 +231,12 @@ class GenerateOfflineMapJob:
             ExportLimitError: a layer would export more tiles than its author allows.
         """
         directory = self.download_directory
-        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-            raise InvalidOfflineParametersError(
-                f"{directory}: the download directory must be empty or not exist"
-            )
-        self._check_reference_basemap()
+        check_download_directory(directory)
+        check_reference_basemap(
+            self.parameters.reference_basemap_directory,
+            self.parameters.reference_basemap_filename,
+            self.parameters.area_of_interest,
+        )
         if not directory.exists():
             directory.mkdir(parents=True)
             self._created_directory = True
@@ -215,29 +250,6 @@ class GenerateOfflineMapJob:
             self._remove_download()
             raise
         self.status = JobStatus.RUNNING
-
-    def _check_reference_basemap(self) -> None:
-        directory = self.parameters.reference_basemap_directory
-        name = self.parameters.reference_basemap_filename
-        if not name:
-            return
-        path = Path(directory or ".") / name
-        if not path.is_file():
-            raise InvalidOfflineParametersError(f"{path}: no such reference basemap on this device")
-        try:
-            with open_reader(str(path)) as reader:
-                bounds = reader.metadata.bounds
-        except ContainerError as exc:
-            raise InvalidOfflineParametersError(f"{path}: not a tile archive ({exc})") from None
-        area = self.parameters.area_of_interest.aoi().to_wgs84().bounds
-        if bounds is not None and not (
-            bounds.west <= area[0] and bounds.south <= area[1]
-            and bounds.east >= area[2] and bounds.north >= area[3]
-        ):  # fmt: skip
-            raise InvalidOfflineParametersError(
-                f"{path}: the reference basemap covers {tuple(bounds)}, not the whole area "
-                f"{tuple(round(v, 6) for v in area)}"
-            )
 
     def refresh(self) -> dict[str, Any]:
         """The server job's current state; updates ``progress`` and ``message``."""
@@ -286,16 +298,19 @@ class GenerateOfflineMapJob:
         assert self.server_job is not None
         self.status = JobStatus.DOWNLOADING
         result = self.server_job["result"]
-        files = sorted(result["files"], key=lambda f: f["path"] == MANIFEST_NAME)
-        total = sum(int(f["size"]) for f in files) or 1
-        done = 0
-        for entry in files:
-            self._fetch(entry)
-            done += int(entry["size"])
-            self.progress = 0.9 + 0.1 * done / total
-            self.message = f"downloaded {entry['path']}"
+
+        def downloaded(fraction: float, message: str) -> None:
+            self.progress, self.message = 0.9 + 0.1 * fraction, message
             if on_progress is not None:
                 on_progress(self.progress, self.message)
+
+        fetch_package_files(
+            self.portal,
+            result["files"],
+            self.download_directory,
+            again="resume() continues it",
+            on_progress=downloaded,
+        )
         package = MobileMapPackage(self.download_directory).load()
         self.result = GenerateOfflineMapResult(
             mobile_map_package=package,
@@ -307,9 +322,6 @@ class GenerateOfflineMapJob:
         self.status = JobStatus.SUCCEEDED
         self.progress = 1.0
         return self.result
-
-    def _fetch(self, entry: dict[str, Any]) -> None:
-        fetch_file(self.portal, entry, self.download_directory, again="resume() continues it")
 
     def cancel(self) -> None:
         """Stop the job and remove what was downloaded."""
@@ -324,17 +336,90 @@ class GenerateOfflineMapJob:
         self.status = JobStatus.CANCELLED
 
     def _remove_download(self) -> None:
-        directory = self.download_directory
-        if not directory.exists():
-            return
-        if self._created_directory:
-            shutil.rmtree(directory, ignore_errors=True)
-            return
-        for child in directory.iterdir():
-            if child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
+        remove_download(self.download_directory, created=self._created_directory)
+
+
+# --- the download half, shared with preplanned areas (client/areas.py) ---------------------------
+
+
+def check_download_directory(directory: Path) -> None:
+    """Refuse a download directory that exists and is not empty.
+
+    Raises:
+        InvalidOfflineParametersError: it is a file, or a folder with something in it.
+    """
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise InvalidOfflineParametersError(
+            f"{directory}: the download directory must be empty or not exist"
+        )
+
+
+def check_reference_basemap(directory: str | None, filename: str | None, area: Area) -> None:
+    """Check that the device's own basemap (when one is named) is a tile archive covering
+    ``area``.
+
+    Raises:
+        InvalidOfflineParametersError: it is missing, not a tile archive, or does not cover it.
+    """
+    if not filename:
+        return
+    path = Path(directory or ".") / filename
+    if not path.is_file():
+        raise InvalidOfflineParametersError(f"{path}: no such reference basemap on this device")
+    try:
+        with open_reader(str(path)) as reader:
+            bounds = reader.metadata.bounds
+    except ContainerError as exc:
+        raise InvalidOfflineParametersError(f"{path}: not a tile archive ({exc})") from None
+    wanted = area.aoi().to_wgs84().bounds
+    if bounds is not None and not (
+        bounds.west <= wanted[0] and bounds.south <= wanted[1]
+        and bounds.east >= wanted[2] and bounds.north >= wanted[3]
+    ):  # fmt: skip
+        raise InvalidOfflineParametersError(
+            f"{path}: the reference basemap covers {tuple(bounds)}, not the whole area "
+            f"{tuple(round(v, 6) for v in wanted)}"
+        )
+
+
+def fetch_package_files(
+    portal: Portal,
+    files: Sequence[Mapping[str, Any]],
+    directory: Path,
+    *,
+    again: str,
+    on_progress: Progress | None = None,
+) -> None:
+    """Download a package's files into ``directory``, the manifest last, each resumable and
+    checked (:func:`offmaps.client.downloads.fetch_file`); after each file, ``on_progress``
+    gets the fraction of the bytes done and what was done.
+
+    Raises:
+        DownloadError: a file could not be downloaded intact; calling again continues.
+    """
+    ordered = sorted(files, key=lambda f: f["path"] == MANIFEST_NAME)
+    total = sum(int(f["size"]) for f in ordered) or 1
+    done = 0
+    for entry in ordered:
+        fetch_file(portal, entry, directory, again=again)
+        done += int(entry["size"])
+        if on_progress is not None:
+            on_progress(done / total, f"downloaded {entry['path']}")
+
+
+def remove_download(directory: Path, *, created: bool) -> None:
+    """Remove what a download put in ``directory``: the folder itself if the download
+    ``created`` it, else everything in it."""
+    if not directory.exists():
+        return
+    if created:
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    for child in directory.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 class AsyncOfflineMapTask:
@@ -390,6 +475,31 @@ class AsyncOfflineMapTask:
         """See :meth:`OfflineMapTask.generate_offline_map`."""
         job = self.task.generate_offline_map(parameters, download_directory, overrides)
         return AsyncGenerateOfflineMapJob(job)
+
+    async def get_preplanned_map_areas(self) -> list[AsyncPreplannedMapArea]:
+        """See :meth:`OfflineMapTask.get_preplanned_map_areas`."""
+        from offmaps.client.areas import AsyncPreplannedMapArea  # noqa: PLC0415
+
+        found = await asyncio.to_thread(self.task.get_preplanned_map_areas)
+        return [AsyncPreplannedMapArea(area) for area in found]
+
+    def create_default_download_preplanned_offline_map_parameters(
+        self, area: AsyncPreplannedMapArea | PreplannedMapArea
+    ) -> DownloadPreplannedOfflineMapParameters:
+        """See :meth:`OfflineMapTask.create_default_download_preplanned_offline_map_parameters`
+        (no round trip)."""
+        from offmaps.client import areas  # noqa: PLC0415
+
+        return areas.create_default_download_preplanned_offline_map_parameters(area)
+
+    def download_preplanned_offline_map(
+        self, parameters: DownloadPreplannedOfflineMapParameters, download_directory: Path | str
+    ) -> AsyncDownloadPreplannedOfflineMapJob:
+        """See :meth:`OfflineMapTask.download_preplanned_offline_map`."""
+        from offmaps.client import areas  # noqa: PLC0415
+
+        job = areas.download_preplanned_offline_map(parameters, download_directory)
+        return areas.AsyncDownloadPreplannedOfflineMapJob(job)
 
 
 class AsyncGenerateOfflineMapJob:

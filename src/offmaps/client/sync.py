@@ -17,9 +17,10 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -51,6 +52,9 @@ from offmaps.schemas.jobs import JobStatus
 from offmaps.storage.local import LocalBlobStore
 from offmaps.sync.collector import collection_paused
 
+if TYPE_CHECKING:
+    from offmaps.client.scheduled import ScheduledUpdatesResult
+
 __all__ = [
     "AsyncOfflineMapSyncTask",
     "LayerSyncResult",
@@ -58,6 +62,7 @@ __all__ = [
     "OfflineMapSyncResult",
     "OfflineMapSyncTask",
     "OfflineMapUpdatesInfo",
+    "PreplannedScheduledUpdatesOption",
     "SyncOfflineMapParameters",
 ]
 
@@ -66,6 +71,14 @@ T = TypeVar("T")
 _UPLOAD_CHUNK = 4 * 1024 * 1024
 _RETRIES = 3
 _DOWNLOAD_NAME = ".offmaps-sync-download.ndjson"
+
+
+class PreplannedScheduledUpdatesOption(StrEnum):
+    """Whether a sync applies a preplanned package's scheduled updates (ArcGIS
+    ``PreplannedScheduledUpdatesOption``)."""
+
+    NO_UPDATES = "no_updates"
+    DOWNLOAD_ALL_UPDATES = "download_all_updates"
 
 
 @dataclass
@@ -85,6 +98,11 @@ class SyncOfflineMapParameters:
     rollback_on_failure: bool = False
     layers: list[str] | None = None
     batch_size: int = 5_000
+    preplanned_scheduled_updates_option: PreplannedScheduledUpdatesOption = field(
+        default_factory=lambda: PreplannedScheduledUpdatesOption.DOWNLOAD_ALL_UPDATES
+    )
+    """For a preplanned package in a scheduled-update mode: whether the sync brings it to the
+    area's newest package (its update files, or the package whole when the server says so)."""
 
 
 @dataclass
@@ -115,6 +133,14 @@ class OfflineMapSyncResult:
     fields_added: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     """Per replica (service name): why it failed."""
+    scheduled_updates: ScheduledUpdatesResult | None = None
+    """For a preplanned package with scheduled updates: what was applied."""
+
+    @property
+    def mobile_map_package_reopen_required(self) -> bool:
+        """Whether the package must be opened again (it was replaced whole)."""
+        found = self.scheduled_updates
+        return found is not None and found.mobile_map_package_reopen_required
 
     @property
     def has_errors(self) -> bool:
@@ -143,6 +169,10 @@ class OfflineMapSyncResult:
             "fields_added": self.fields_added,
             "errors": self.errors,
             "has_errors": self.has_errors,
+            "scheduled_updates": (
+                None if self.scheduled_updates is None else asdict(self.scheduled_updates)
+            ),
+            "mobile_map_package_reopen_required": self.mobile_map_package_reopen_required,
         }
 
 
@@ -174,6 +204,13 @@ class OfflineMapUpdatesInfo:
     """Bytes to upload: the change sets and the attachment bytes the server lacks."""
     upload_attachments: int = 0
     """Attachment files (or their remaining parts) to upload."""
+    scheduled_updates_download_size: int = 0
+    """For a preplanned package with scheduled updates: the bytes to download to reach the
+    area's newest package (its update files, or the package whole when that is needed)."""
+    full_package_required: bool = False
+    """Whether the newest package comes whole (the updates cannot reach it, or weigh more)."""
+    mobile_map_package_reopen_required: bool = False
+    """Whether the package must be opened again after the sync (it is replaced whole)."""
 
 
 @dataclass
@@ -317,8 +354,18 @@ class OfflineMapSyncTask:
                         for ref in found.get("attachments", ()):
                             wanted[str(ref["sha256"])] = int(ref["size"])
         lacking = {sha: n for sha, n in wanted.items() if not present.exists(sha)}
+        from offmaps.client.scheduled import package_state, plan_updates  # noqa: PLC0415
+
+        scheduled, full = 0, False
+        state = package_state(self.package.path)
+        if state is not None:
+            plan = plan_updates(self.portal, state)
+            full = plan["choice"] == "full"
+            scheduled = {"none": 0, "updates": int(plan["updates_bytes"])}.get(
+                plan["choice"], int(plan["full_bytes"])
+            )
         return OfflineMapUpdatesInfo(
-            download_available=down.changes > 0,
+            download_available=down.changes > 0 or scheduled > 0,
             download_changes=down.changes,
             upload_available=up.changes > 0,
             upload_changes=up.changes,
@@ -328,6 +375,9 @@ class OfflineMapSyncTask:
             upload_edits=up.edits,
             upload_bytes=up.bytes,
             upload_attachments=up.files,
+            scheduled_updates_download_size=scheduled,
+            full_package_required=full,
+            mobile_map_package_reopen_required=full,
         )
 
     def _measure_upload(
@@ -434,11 +484,31 @@ class OfflineMapSyncJob:
         if self._on_progress is not None:
             self._on_progress(self.progress, message)
 
+    def _scheduled_updates(self) -> None:
+        """Bring a preplanned package with scheduled updates to the area's newest package."""
+        from offmaps.client.scheduled import apply_scheduled_updates  # noqa: PLC0415
+
+        task = self.task
+        applied = apply_scheduled_updates(
+            task.portal, task.package.path, on_progress=lambda f, m: self._report(0.5 * f, m)
+        )
+        self.result.scheduled_updates = applied
+        if applied is not None and applied.choice != "none":
+            task.package = MobileMapPackage(task.package.path).load()  # the files changed
+
     def _run(self) -> None:
         """Sync every replica; one that fails does not stop the others (its error is in the
         result's ``errors``), and the job fails at the end."""
-        replicas = self.task.replicas
         errors = self.result.errors
+        option = self.parameters.preplanned_scheduled_updates_option
+        if option is PreplannedScheduledUpdatesOption.DOWNLOAD_ALL_UPDATES:
+            try:
+                self._scheduled_updates()
+            except OffmapsError as exc:
+                errors["scheduled updates"] = f"{type(exc).__name__}: {exc}"
+            except OSError as exc:
+                errors["scheduled updates"] = f"the package cannot be written: {exc}"
+        replicas = self.task.replicas
         for index, replica in enumerate(replicas):
             share = 1 / max(len(replicas), 1)
             try:

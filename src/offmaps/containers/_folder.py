@@ -23,9 +23,23 @@ from pathlib import Path
 from typing import Any
 
 from morecantile import TileMatrixSet
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
-from offmaps.containers.base import TilesetMetadata, tms_to_json, web_mercator_quad
+from offmaps.containers.base import (
+    MIXED_FORMAT,
+    TilesetMetadata,
+    tms_to_json,
+    web_mercator_quad,
+)
 from offmaps.errors import (
     ContainerCorruptError,
     ContainerError,
@@ -64,12 +78,15 @@ class MetadataDocument(BaseModel):
 
     Unknown keys are ignored so that newer writers stay readable; every listed key is optional
     except that, without ``format``, readers fall back to the first tile to tell the format.
+    ``"format": "mixed"`` is a mixed tile set (:attr:`TilesetMetadata.mixed`): ``format`` PNG and
+    ``mixed`` true in Python, as a mixed cache's definition.
     """
 
     model_config = ConfigDict(extra="ignore")
 
     name: str = "offmaps"
     format: TileFormat | None = None
+    mixed: bool = False
     tile_compression: TileCompression = TileCompression.NONE
     bounds: tuple[FiniteFloat, FiniteFloat, FiniteFloat, FiniteFloat] | None = None
     minzoom: int | None = Field(default=None, ge=0)
@@ -80,12 +97,34 @@ class MetadataDocument(BaseModel):
     vector_layers: list[dict[str, Any]] | None = None
     extra: dict[str, str] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_mixed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format") == MIXED_FORMAT:
+            return {**data, "format": TileFormat.PNG, "mixed": True}
+        return data
+
+    @model_validator(mode="after")
+    def _check_mixed(self) -> MetadataDocument:
+        if self.mixed and self.format is not TileFormat.PNG:
+            raise ValueError('a mixed tile set says "format": "mixed"')
+        return self
+
+    @model_serializer(mode="wrap")
+    def _write_mixed(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        mixed = data.pop("mixed", False)
+        if mixed:
+            data["format"] = MIXED_FORMAT
+        return data
+
     @classmethod
     def from_metadata(cls, metadata: TilesetMetadata) -> MetadataDocument:
         """The document describing ``metadata``."""
         return cls(
             name=metadata.name,
             format=metadata.tile_format,
+            mixed=metadata.mixed,
             tile_compression=metadata.tile_compression,
             bounds=None if (b := metadata.bounds) is None else (b.west, b.south, b.east, b.north),
             minzoom=metadata.minzoom,
@@ -122,6 +161,7 @@ class ForeignScheme:
         maxzoom: the highest level with a level folder, when any.
         where: the file it comes from, for messages.
         tile_size: the tiles' width and height in pixels.
+        mixed: the tiles are PNG or JPEG each (``MIXED``); ``tile_format`` is then PNG.
     """
 
     tms: TileMatrixSet
@@ -131,6 +171,7 @@ class ForeignScheme:
     maxzoom: int | None
     where: Path
     tile_size: tuple[int, int]
+    mixed: bool = False
 
 
 class ForeignSchemeWarning(OffmapsWarning):
@@ -188,12 +229,13 @@ def load_metadata(
             ) from exc
     scheme = _foreign(folder, foreign, complete=tms is not None and document.format is not None)
     if scheme is not None and tms is not None:
-        _warn_mismatch(scheme, tms, document.format)
+        _warn_mismatch(scheme, tms, document)
     if tms is None:
         tms = scheme.tms if scheme is not None else web_mercator_quad()
     tile_format, compression = document.format, document.tile_compression
+    mixed = document.mixed
     if tile_format is None and scheme is not None:
-        tile_format = scheme.tile_format
+        tile_format, mixed = scheme.tile_format, scheme.mixed
     if tile_format is None:
         guessed = guess_format(tms)
         if guessed is None:
@@ -220,6 +262,7 @@ def load_metadata(
         attribution=document.attribution,
         vector_layers=document.vector_layers,
         extra=document.extra,
+        mixed=mixed,
     )
 
 
@@ -245,16 +288,19 @@ def _foreign(
         return None
 
 
-def _warn_mismatch(
-    scheme: ForeignScheme, tms: TileMatrixSet, tile_format: TileFormat | None
-) -> None:
+def _warn_mismatch(scheme: ForeignScheme, tms: TileMatrixSet, document: MetadataDocument) -> None:
     differences = []
     grid = find_incompatibility(scheme.tms, tms)
     if grid is not None:
         differences.append(f"its grid differs from {TMS_FILE}'s: {grid}")
-    if tile_format is not None and tile_format is not scheme.tile_format:
+    if document.format is not None and (document.format, document.mixed) != (
+        scheme.tile_format,
+        scheme.mixed,
+    ):
+        said = MIXED_FORMAT if document.mixed else document.format.value
         differences.append(
-            f"it says {scheme.tile_format.value} tiles, {METADATA_FILE} {tile_format.value}"
+            f"it says {MIXED_FORMAT if scheme.mixed else scheme.tile_format.value} tiles, "
+            f"{METADATA_FILE} {said}"
         )
     if differences:
         warnings.warn(

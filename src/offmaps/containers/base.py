@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EntriesSkippedWarning",
     "LeftoversWarning",
+    "MIXED_FORMAT",
     "TileReader",
     "TileWriter",
     "TilesetMetadata",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 _WEB_MERCATOR_QUAD: TileMatrixSet | None = None
+
+MIXED_FORMAT = "mixed"
+"""The name of a mixed tile set's format (:attr:`TilesetMetadata.mixed`) in JSON and messages."""
 
 
 class EntriesSkippedWarning(OffmapsWarning):
@@ -65,8 +69,15 @@ def web_mercator_quad() -> TileMatrixSet:
 class TilesetMetadata:
     """What a reader knows about its tiles and a writer needs to record.
 
+    A ``mixed`` tile set (ArcGIS's MIXED format) holds PNG tiles where there is transparency and
+    JPEG tiles elsewhere: each tile's format is told by its bytes (:func:`detect_tile_format`), and
+    ``tile_format`` is PNG, the format it is announced as where one is needed (as for a mixed
+    cache's :class:`~offmaps.cache.model.CacheDefinition`). Only folder containers record it
+    (``"format": "mixed"`` in ``metadata.json``, ``MIXED`` in an Esri cache's ``conf.xml``); see
+    :func:`~offmaps.containers.registry.open_writer`.
+
     Attributes:
-        tile_format: encoding of every tile.
+        tile_format: encoding of every tile; PNG for a mixed tile set.
         tms: the tile matrix set the tile keys refer to.
         name: a short human name of the tile set.
         tile_compression: transfer compression of the tile bytes (``gzip`` for most MVT archives).
@@ -78,6 +89,7 @@ class TilesetMetadata:
         attribution: attribution HTML or text, shown with the tiles.
         vector_layers: the ``vector_layers`` list of TileJSON, for MVT tile sets.
         extra: other key/value metadata carried through conversions untouched.
+        mixed: each tile PNG or JPEG (ArcGIS's MIXED); ``tile_format`` is then PNG.
     """
 
     tile_format: TileFormat
@@ -92,6 +104,26 @@ class TilesetMetadata:
     attribution: str = ""
     vector_layers: list[dict[str, Any]] | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    mixed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mixed and self.tile_format is not TileFormat.PNG:
+            raise ValueError(
+                f"a mixed tile set holds PNG and JPEG tiles: its tile_format is png, not "
+                f"{self.tile_format.value}"
+            )
+
+    @property
+    def tile_formats(self) -> frozenset[TileFormat]:
+        """The formats the tiles may be in: PNG and JPEG for a mixed tile set, else its one."""
+        if self.mixed:
+            return frozenset({TileFormat.PNG, TileFormat.JPEG})
+        return frozenset({self.tile_format})
+
+    @property
+    def format_name(self) -> str:
+        """``mixed``, or the tile format's name (``png``, ``jpg``...): for messages and JSON."""
+        return MIXED_FORMAT if self.mixed else self.tile_format.value
 
     def with_zooms(self, minzoom: int, maxzoom: int) -> TilesetMetadata:
         """A copy restricted to a zoom range (used after filtering a conversion)."""

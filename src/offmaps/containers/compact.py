@@ -38,13 +38,14 @@ specification, Esri's own sample bundles and MapProxy all use 3, which is what i
 Beside ``_alllayers`` the writer puts ``conf.xml`` (the tiling scheme) and ``conf.cdi`` (the cache
 extent) that ArcGIS and GDAL's ESRIC driver read (see :mod:`offmaps.containers.esri_scheme`), when
 the tile set fits them: PNG or JPEG tiles on a grid whose levels start at 0 with one origin and tile
-size. The reader takes the grid, format, bounds and levels from ``tilematrixset.json`` and
-``metadata.json`` when they are there (offmaps writes them with the tiles; a ``conf.xml`` that
-disagrees is a warning), else from ``conf.xml`` and ``conf.cdi`` (a cache made by ArcGIS, see
-:mod:`offmaps.containers.esri_conf`): then a ``conf.xml`` whose ``StorageFormat`` is not
-``esriMapCacheStorageModeCompactV2``, whose ``PacketSize`` is not 128, whose ``LODInfos`` miss a
-level folder of the cache, or whose ``TileCols``/``TileRows`` are not the first tile's size is
-refused when the cache is opened, before any tile is read.
+size; a mixed tile set's ``conf.xml`` says ``MIXED`` (GDAL's ESRIC driver reads it as RGBA, each
+tile decoded by its own bytes). The reader takes the grid, format, bounds and levels from
+``tilematrixset.json`` and ``metadata.json`` when they are there (offmaps writes them with the
+tiles; a ``conf.xml`` that disagrees is a warning), else from ``conf.xml`` and ``conf.cdi`` (a cache
+made by ArcGIS, see :mod:`offmaps.containers.esri_conf`): then a ``conf.xml`` whose
+``StorageFormat`` is not ``esriMapCacheStorageModeCompactV2``, whose ``PacketSize`` is not 128,
+whose ``LODInfos`` miss a level folder of the cache, or whose ``TileCols``/``TileRows`` are not the
+first tile's size is refused when the cache is opened, before any tile is read.
 """
 
 from __future__ import annotations
@@ -424,8 +425,10 @@ class EsriCompactReader(ReaderBase):
 
     def _verify_bundle(self, bundle: _Bundle, z: int, row: int, col: int) -> list[str]:
         problems: list[str] = []
-        tms = self._metadata.tms
-        expected = (self._metadata.tile_format, self._metadata.tile_compression)
+        meta = self._metadata
+        tms = meta.tms
+        expected = {(f, meta.tile_compression) for f in meta.tile_formats}
+        said = "/".join((meta.format_name, meta.tile_compression))
         standard = BundleHeader()
         for name, _ in _CONVENTIONAL:
             got, want = getattr(bundle.header, name), getattr(standard, name)
@@ -448,10 +451,10 @@ class EsriCompactReader(ReaderBase):
                 problems.append(str(exc))
                 continue
             largest = max(largest, value >> 40)
-            if data is not None and detect_tile_format(data) != expected:
+            if data is not None and detect_tile_format(data) not in expected:
                 problems.append(
                     f"{bundle.path}: tile {tile.z}/{tile.x}/{tile.y} is "
-                    f"{'/'.join(detect_tile_format(data))}, the tile set is {'/'.join(expected)}"
+                    f"{'/'.join(detect_tile_format(data))}, the tile set is {said}"
                 )
         if largest > bundle.header.max_record_size:
             problems.append(

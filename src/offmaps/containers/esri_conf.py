@@ -27,7 +27,9 @@ the Esri/raster-tiles-compactcache repository) and GDAL's ESRIC driver reads the
 ``TileImageInfo/CacheTileFormat``
     ``PNG``, ``PNG8``, ``PNG24``, ``PNG32`` (PNG tiles), ``JPEG``, or ``MIXED`` (JPEG tiles, PNG
     where transparent), kept as :attr:`EsriCacheInfo.cache_tile_format`; :attr:`tile_format` is
-    None for ``MIXED``. Anything else (``LERC``...) is refused.
+    None for ``MIXED``, which the readers read as a mixed tile set
+    (:attr:`~offmaps.containers.base.TilesetMetadata.mixed`: PNG announced, each tile's format
+    told by its bytes). Anything else (``LERC``...) is refused.
 ``CacheStorageInfo/StorageFormat|PacketSize``
     :class:`~offmaps.containers.esri_scheme.EsriStorageFormat`; the packet size (tiles per bundle
     side) is 128 when absent.
@@ -58,7 +60,7 @@ from morecantile.models import CRS_to_uri, TileMatrix, crs_axis_inverted
 from offmaps.containers._folder import ConfinedFolder, ForeignScheme
 from offmaps.containers.base import web_mercator_quad
 from offmaps.containers.esri_scheme import CONF_CDI, CONF_XML, EsriStorageFormat
-from offmaps.errors import ContainerCorruptError, UnsupportedTileFormatError
+from offmaps.errors import ContainerCorruptError
 from offmaps.tiling.tms import find_incompatibility, tms_crs
 from offmaps.types import BBox, Tile, TileFormat
 
@@ -537,7 +539,6 @@ def foreign_scheme(
     Raises:
         ContainerCorruptError: when a file is invalid, names a storage format or packet size the
             reader does not read, or lists no level that a level folder holds.
-        UnsupportedTileFormatError: for a ``MIXED`` cache.
     """
     loaded = _load(folder)
     if loaded is None:
@@ -558,12 +559,6 @@ def foreign_scheme(
             f"bundles hold {BUNDLE_TILES} x {BUNDLE_TILES} tiles",
             path=where,
         )
-    if info.tile_format is None:
-        raise UnsupportedTileFormatError(
-            f"{where}: TileImageInfo/CacheTileFormat is MIXED (JPEG tiles, PNG where "
-            "transparent); offmaps reads caches of one tile format (PNG or JPEG)",
-            path=where,
-        )
     first, last = info.levels
     held = levels()
     stray = [z for z in held if not first <= z <= last]
@@ -579,15 +574,15 @@ def foreign_scheme(
 
 def _scheme(
     info: EsriCacheInfo, extent: BBox | None, where: Path, held: list[int]
-) -> ForeignScheme | None:
-    """The scheme for the folder readers; its bounds from ``conf.cdi``'s ``extent``."""
-    if info.tile_format is None:
-        return None  # MIXED: nothing to compare with one format
+) -> ForeignScheme:
+    """The scheme for the folder readers; its bounds from ``conf.cdi``'s ``extent``. A ``MIXED``
+    cache is a mixed tile set: PNG announced, each tile's format told by its bytes."""
     bounds = None if extent is None else extent_to_wgs84(info.tms, extent)
     first = info.levels[0]
     return ForeignScheme(
         tms=info.tms,
-        tile_format=info.tile_format,
+        tile_format=TileFormat.PNG if info.tile_format is None else info.tile_format,
+        mixed=info.tile_format is None,
         bounds=bounds,
         minzoom=min(held) if held else None,
         maxzoom=max(held) if held else None,

@@ -13,7 +13,8 @@ ArcGIS describes a cache folder with two XML files beside its ``_alllayers`` fol
     tiling scheme's coordinates, with its ``SpatialReference``.
 
 Both are derived from a :class:`~offmaps.containers.base.TilesetMetadata` (its tile matrix set,
-tile format, highest level and bounds). The layout follows the documents ArcGIS writes (Esri's
+tile format, highest level and bounds); a mixed tile set's ``CacheTileFormat`` is ``MIXED``. The
+layout follows the documents ArcGIS writes (Esri's
 sample in the Esri/raster-tiles-compactcache repository) and what GDAL's ESRIC driver reads from
 ``conf.xml``: ``TileCacheInfo/TileOrigin/X|Y``, ``TileCols``/``TileRows``, ``LODInfos/LODInfo/
 Resolution``, ``SpatialReference/WKT``, ``TileImageInfo/CacheTileFormat`` and
@@ -82,6 +83,7 @@ _NAMESPACES = (
     'xmlns:typens="http://www.esri.com/schemas/ArcGIS/10.1"'
 )
 _CACHE_TILE_FORMATS = {TileFormat.PNG: "PNG", TileFormat.JPEG: "JPEG"}
+_MIXED = "MIXED"  # a mixed tile set: PNG tiles where transparent, JPEG elsewhere
 _WEB_MERCATOR_WKID = 102100
 _WGS84 = pyproj.CRS.from_epsg(4326)
 _JPEG_QUALITY = 75
@@ -147,9 +149,10 @@ def conf_xml(metadata: TilesetMetadata, storage: EsriStorageFormat) -> str:
     )
     quality = (
         f"<CompressionQuality>{_JPEG_QUALITY}</CompressionQuality>"
-        if metadata.tile_format is TileFormat.JPEG
+        if metadata.tile_format is TileFormat.JPEG or metadata.mixed
         else ""
     )
+    tile_format = _MIXED if metadata.mixed else _CACHE_TILE_FORMATS[metadata.tile_format]
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n'
         f'<CacheInfo xsi:type="typens:CacheInfo" {_NAMESPACES}>'
@@ -164,7 +167,7 @@ def conf_xml(metadata: TilesetMetadata, storage: EsriStorageFormat) -> str:
         f'<LODInfos xsi:type="typens:ArrayOfLODInfo">{lods}</LODInfos>'
         "</TileCacheInfo>"
         '<TileImageInfo xsi:type="typens:TileImageInfo">'
-        f"<CacheTileFormat>{_CACHE_TILE_FORMATS[metadata.tile_format]}</CacheTileFormat>"
+        f"<CacheTileFormat>{tile_format}</CacheTileFormat>"
         f"{quality}<Antialiasing>false</Antialiasing>"
         "</TileImageInfo>"
         '<CacheStorageInfo xsi:type="typens:CacheStorageInfo">'

@@ -16,7 +16,12 @@ never followed (see :class:`~offmaps.containers._folder.ConfinedFolder`), so a t
 make a reader read outside it.
 
 The extension is the tile format's: ``png``, ``jpg``, ``webp`` or ``pbf`` (gzipped vector tiles
-keep ``.pbf``; their compression is recorded in ``metadata.json``).
+keep ``.pbf``; their compression is recorded in ``metadata.json``). A mixed tile set (ArcGIS's
+MIXED: PNG tiles where there is transparency, JPEG elsewhere, ``"format": "mixed"`` in
+``metadata.json`` or ``MIXED`` in ``conf.xml``) names each file by its own bytes, ``.jpg`` or
+``.png``, and its reader takes both (a tile with both files is read from its ``.jpg``, and
+:meth:`~ExplodedReader.verify` names the other); each tile's format is its bytes', whatever its
+extension.
 
 Beside the tiles, at the top of ``DIR``:
 
@@ -74,7 +79,12 @@ from offmaps.containers.base import (
 )
 from offmaps.containers.esri_conf import check_tile_size, foreign_scheme
 from offmaps.containers.esri_scheme import CONF_CDI, CONF_XML, EsriStorageFormat, write_esri_scheme
-from offmaps.errors import ContainerCorruptError, InvalidTileError, OffmapsError
+from offmaps.errors import (
+    ContainerCorruptError,
+    ContainerWriteError,
+    InvalidTileError,
+    OffmapsError,
+)
 from offmaps.types import Tile, TileCompression, TileFormat
 
 if TYPE_CHECKING:
@@ -107,6 +117,9 @@ _EXTENSIONS = {
     "pbf": TileFormat.MVT,
     "mvt": TileFormat.MVT,
 }
+_NAMED = ("png", "jpg", "webp", "pbf")
+_MIXED_EXTENSIONS = ("jpg", "png")
+"""A mixed tile set's files: JPEG's first, which most of its tiles are (ArcGIS's MIXED)."""
 _ALLLAYERS = "_alllayers"
 _BY_NAME = 512
 """An area read opens up to this many folders or files of one folder by name; past it, it lists
@@ -329,8 +342,11 @@ class ExplodedReader(ReaderBase):
             self._metadata = load_metadata(
                 self._folder, self._guess_format, foreign=self._foreign_scheme
             )
-            if self._ext is None:
-                self._ext = self._metadata.tile_format.value
+            self._exts: tuple[str, ...]
+            if self._metadata.mixed:
+                self._exts = _MIXED_EXTENSIONS
+            else:
+                self._exts = (self._ext or self._metadata.tile_format.value,)
             self._check_first_tile()
         except BaseException:
             self._folder.close()
@@ -367,10 +383,10 @@ class ExplodedReader(ReaderBase):
             return
         for found in self._walk(self._metadata.tms, None, None, None):
             ext = found.parts[-1].rpartition(".")[2]
-            if _EXTENSIONS[ext] is not self._metadata.tile_format:
+            if _EXTENSIONS[ext] not in self._metadata.tile_formats:
                 raise ContainerCorruptError(
                     f"{scheme.where}: TileImageInfo/CacheTileFormat says "
-                    f"{self._metadata.tile_format.value} tiles, but the first tile file is "
+                    f"{self._metadata.format_name} tiles, but the first tile file is "
                     f"{self.path.joinpath(*found.parts)}",
                     path=scheme.where,
                     tile=(found.tile.x, found.tile.y, found.tile.z),
@@ -400,13 +416,13 @@ class ExplodedReader(ReaderBase):
             check_tile_in_matrix(tms, tile)
         except InvalidTileError:
             return None
-        return self._folder.read_file(
-            [*self._prefix, *self.layout.parts(tms, tile, self._extension)], limit=MAX_TILE_BYTES
-        )
-
-    @property
-    def _extension(self) -> str:
-        return self._ext if self._ext is not None else self._metadata.tile_format.value
+        for ext in self._exts:
+            data = self._folder.read_file(
+                [*self._prefix, *self.layout.parts(tms, tile, ext)], limit=MAX_TILE_BYTES
+            )
+            if data is not None:
+                return data
+        return None
 
     def iter_tiles(self, zooms: Iterable[int] | None = None) -> Iterator[tuple[Tile, bytes]]:
         """Every tile with its bytes, by level, then folder, then file number, lazily.
@@ -423,7 +439,7 @@ class ExplodedReader(ReaderBase):
 
         if levels is None:
             self._check_top_level(note)
-        for found in self._walk(self._metadata.tms, self._extension, levels, note):
+        for found in self._walk(self._metadata.tms, self._exts, levels, note):
             data = self._read(found)
             if data is None:
                 note(found.parts, "vanished while reading")
@@ -444,7 +460,7 @@ class ExplodedReader(ReaderBase):
         """
         tms = self._metadata.tms
         layout = self.layout
-        ext = self._extension
+        exts = self._exts
         for z in cover.zooms.levels():
             level = cover.level(z)
             if not len(level.rows) or not tms.minzoom <= z <= tms.maxzoom:
@@ -462,9 +478,13 @@ class ExplodedReader(ReaderBase):
                     if middle_folder is None:
                         continue
                     with middle_folder:
-                        for leaf, name in self._leaves_in(middle_folder, ranges, ext):
+                        done = -1
+                        for leaf, name in self._leaves_in(middle_folder, ranges, exts):
+                            if leaf == done:  # a mixed tile's second file: its .jpg was read
+                                continue
                             data = middle_folder.read_file(name, limit=MAX_TILE_BYTES)
                             if data is not None:
+                                done = leaf
                                 yield layout.tile(tms, z, middle, leaf), data
 
     def _middles_in(self, level: OpenFolder, first: int, last: int) -> Iterable[int]:
@@ -481,49 +501,55 @@ class ExplodedReader(ReaderBase):
         return sorted(found)
 
     def _leaves_in(
-        self, middle: OpenFolder, ranges: list[tuple[int, int]], ext: str
+        self, middle: OpenFolder, ranges: list[tuple[int, int]], exts: tuple[str, ...]
     ) -> list[tuple[int, str]]:
-        """The leaf numbers and file names of ``ranges`` to open: all of them when few, else
-        those the folder's listing holds."""
+        """The leaf numbers and file names of ``ranges`` to open, in order (a mixed tile's
+        ``.jpg`` before its ``.png``): all of them when few, else those the folder's listing
+        holds."""
         stem = self.layout.leaf_stem
-        if sum(hi - lo + 1 for lo, hi in ranges) <= _BY_NAME:
-            return [(n, f"{stem(n)}.{ext}") for lo, hi in ranges for n in range(lo, hi + 1)]
+        if len(exts) * sum(hi - lo + 1 for lo, hi in ranges) <= _BY_NAME:
+            return [
+                (n, f"{stem(n)}.{ext}")
+                for lo, hi in ranges
+                for n in range(lo, hi + 1)
+                for ext in exts
+            ]
         parse = self.layout.parse_leaf
         starts = [lo for lo, _ in ranges]
         found = []
         for name, kind in middle.entries():
             base, dot, suffix = name.rpartition(".")
-            number = parse(base) if dot and suffix == ext else None
+            number = parse(base) if dot and suffix in exts else None
             if number is not None and kind is EntryKind.FILE and _in_ranges(number, starts, ranges):
-                found.append((number, name))
-        return sorted(found)
+                found.append((number, exts.index(suffix), name))
+        return [(number, name) for number, _, name in sorted(found)]
 
     def count_tiles(self) -> int:
         """How many tiles the folder holds (names are listed; no tile is read)."""
-        return sum(1 for _ in self._walk(self._metadata.tms, self._extension, None, None))
+        return sum(1 for _ in self._walk(self._metadata.tms, self._exts, None, None))
 
     def verify(self) -> list[str]:
         """Entries that are not tiles, tiles outside the matrix, unreadable or mistyped tiles."""
         problems: list[str] = []
-        expected = (self._metadata.tile_format, self._metadata.tile_compression)
+        meta = self._metadata
+        expected = {(f, meta.tile_compression) for f in meta.tile_formats}
+        said = "/".join((meta.format_name, meta.tile_compression))
 
         def note(parts: list[str], why: str) -> None:
             problems.append(f"{self.path.joinpath(*parts)}: {why}, ignored")
 
         try:
             self._check_top_level(note)
-            for found in self._walk(self._metadata.tms, self._extension, None, note):
+            for found in self._walk(meta.tms, self._exts, None, note):
                 data = self._read(found)
                 where = self.path.joinpath(*found.parts)
                 if data is None:
                     problems.append(f"{where}: vanished while verifying")
                 elif not data:
                     problems.append(f"{where}: empty file (zero bytes)")
-                elif detect_tile_format(data) != expected:
+                elif detect_tile_format(data) not in expected:
                     got = "/".join(detect_tile_format(data))
-                    problems.append(
-                        f"{where}: content is {got}, the tile set is {'/'.join(expected)}"
-                    )
+                    problems.append(f"{where}: content is {got}, the tile set is {said}")
         except OffmapsError as exc:
             problems.append(str(exc))
         return problems
@@ -546,14 +572,15 @@ class ExplodedReader(ReaderBase):
     def _walk(
         self,
         tms: TileMatrixSet,
-        ext: str | None,
+        exts: tuple[str, ...] | None,
         levels: set[int] | None,
         notes: _Note | None,
     ) -> Iterator[_Found]:
         """Tiles by name in sorted order, lazily, one folder listing at a time.
 
-        Anything that is not a tile of ``tms`` with extension ``ext`` (any tile extension when
-        None) is skipped, and passed to ``notes`` when given.
+        Anything that is not a tile of ``tms`` with one of the extensions ``exts`` (any tile
+        extension when None) is skipped, and passed to ``notes`` when given; so is a tile's
+        second file (a mixed tile set's ``.png`` beside its ``.jpg``).
         """
         layout = self.layout
         prefix = self._prefix
@@ -577,7 +604,7 @@ class ExplodedReader(ReaderBase):
                 if middle_folder is None:
                     continue
                 with middle_folder:
-                    yield from self._walk_files(tms, z, middle, middle_folder, ext, note)
+                    yield from self._walk_files(tms, z, middle, middle_folder, exts, note)
 
     def _walk_files(
         self,
@@ -585,13 +612,13 @@ class ExplodedReader(ReaderBase):
         z: int,
         middle: int,
         folder: OpenFolder,
-        ext: str | None,
+        exts: tuple[str, ...] | None,
         note: _Note,
     ) -> Iterator[_Found]:
         """The tiles of one middle folder by file number (the folder stays open meanwhile)."""
         layout = self.layout
         middle_parts = folder.parts
-        leaves: list[tuple[int, str]] = []
+        leaves: list[tuple[int, int, str]] = []
         for name, kind in sorted(folder.entries()):
             stem, dot, suffix = name.rpartition(".")
             number = layout.parse_leaf(stem) if dot else None
@@ -599,11 +626,18 @@ class ExplodedReader(ReaderBase):
                 note([*middle_parts, name], "not a regular file (symbolic link, FIFO, device?)")
             elif number is None:
                 note([*middle_parts, name], "not a tile name")
-            elif suffix != ext and (ext is not None or suffix not in _EXTENSIONS):
-                note([*middle_parts, name], f"not a .{ext or 'png/jpg/webp/pbf'} file")
+            elif exts is None and suffix in _EXTENSIONS:
+                leaves.append((number, 0, name))
+            elif exts is not None and suffix in exts:
+                leaves.append((number, exts.index(suffix), name))
             else:
-                leaves.append((number, name))
-        for leaf, name in sorted(leaves):
+                note([*middle_parts, name], f"not a .{'/'.join(exts or _NAMED)} file")
+        done = -1
+        for leaf, _, name in sorted(leaves):
+            if leaf == done:
+                note([*middle_parts, name], "another file of the same tile is read")
+                continue
+            done = leaf
             tile = layout.tile(tms, z, middle, leaf)
             try:
                 check_tile_in_matrix(tms, tile)
@@ -694,15 +728,38 @@ class ExplodedWriter(WriterBase):
         return None if foreign is None else f"it holds {foreign}"
 
     def _write(self, tile: Tile, data: bytes) -> None:
-        parts = self.layout.parts(self.metadata.tms, tile, self.metadata.tile_format.value)
+        meta = self.metadata
+        ext = _mixed_extension(tile, data, self.path) if meta.mixed else meta.tile_format.value
+        parts = self.layout.parts(meta.tms, tile, ext)
         folder = self.temp.joinpath(*self._tiles_folder, *parts[:-1])
         if folder != self._made:
             folder.mkdir(parents=True, exist_ok=True)
             self._made = folder
         (folder / parts[-1]).write_bytes(data)
+        if meta.mixed:  # a tile written again in the other format: one file per tile
+            other = _MIXED_EXTENSIONS[1 - _MIXED_EXTENSIONS.index(ext)]
+            (folder / f"{parts[-1].rpartition('.')[0]}.{other}").unlink(missing_ok=True)
 
     def _finish(self, metadata: TilesetMetadata) -> None:
         write_sidecars(self.temp, metadata)
+
+
+def _mixed_extension(tile: Tile, data: bytes, path: Path) -> str:
+    """The file extension of a mixed tile set's tile: its bytes' format, PNG or JPEG.
+
+    Raises:
+        ContainerWriteError: for bytes of any other format.
+    """
+    found = detect_tile_format(data)[0] if data else None
+    if found is TileFormat.JPEG:
+        return "jpg"
+    if found is TileFormat.PNG:
+        return "png"
+    what = "empty" if found is None else "neither PNG nor JPEG"
+    raise ContainerWriteError(
+        f"tile {tile.z}/{tile.x}/{tile.y} is {what}: a mixed tile set holds PNG and JPEG tiles",
+        path=path,
+    )
 
 
 class XYZFolderReader(ExplodedReader):

@@ -17,6 +17,13 @@ With an area of interest, each tile of its exact tile cover that the source hold
 
 Vector tiles have no pixels: every tile of the cover is copied whole.
 
+A mixed source (PNG and JPEG tiles: a mixed cache, an Esri cache whose ``conf.xml`` says
+``MIXED``) is checked tile by tile against PNG and JPEG, and its cut tiles are clipped to
+transparency as PNG (see :class:`~offmaps.containers.merge.MixedExport`). A folder destination
+stays mixed (an Esri cache's ``conf.xml`` says ``MIXED``); into MBTiles, GeoPackage or PMTiles,
+which declare one format, it becomes PNG: its JPEG tiles are re-encoded as PNG
+(:attr:`ExportResult.reencoded`).
+
 Planning comes first (:func:`plan_export`): the exact count of the tiles the export covers,
 checked against a per-export limit (:data:`DEFAULT_EXPORT_TILE_LIMIT`, as ArcGIS's "limit export
 cache") before any file is created. A tile whose bytes are not a valid image of the tile set's
@@ -43,7 +50,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import shapely
 from morecantile import TileMatrixSet
@@ -58,7 +65,8 @@ from offmaps.containers.base import (
 )
 from offmaps.containers.clip import DEFAULT_BACKGROUND, AreaClipper, TileRelation
 from offmaps.containers.convert import subset_metadata
-from offmaps.containers.registry import Location, open_writer
+from offmaps.containers.merge import MixedExport
+from offmaps.containers.registry import Location, open_writer, parse_location
 from offmaps.errors import (
     ContainerError,
     InvalidAOIError,
@@ -152,6 +160,10 @@ class ExportResult:
         failures: tiles left out because their bytes are not a valid image of the tile set's
             format.
         failed: the first :data:`MAX_LISTED_FAILURES` of them, with their keys.
+        tile_format: the destination's tile format: ``mixed`` (a mixed source into a folder),
+            or one format's name (``png``, ``jpg``...).
+        reencoded: of the tiles copied, the JPEG tiles of a mixed source re-encoded as PNG
+            (the same pixels) for a destination of one format.
     """
 
     read: int
@@ -160,6 +172,8 @@ class ExportResult:
     left_out: int
     failures: int
     failed: tuple[FailedTile, ...]
+    tile_format: str = ""
+    reencoded: int = 0
 
     @property
     def written(self) -> int:
@@ -267,19 +281,29 @@ def export_tiles(
     check_tile_limit(plan, max_tiles)
     meta = source.metadata
     target = subset_metadata(meta, plan.zooms, plan.aoi)
+    mixed: MixedExport | None = None
+    if meta.mixed:  # a folder keeps it mixed; an archive of one format gets PNG
+        kind = (
+            destination if isinstance(destination, Location) else parse_location(destination)
+        ).kind
+        mixed = MixedExport(kind.holds_mixed)
+        target = target if mixed.keep else replace(target, mixed=False)
     workers = max(1, processes if processes is not None else (os.cpu_count() or 1))
-    tally = _Tally()
+    tally = _Tally(target.format_name)
     with open_writer(destination, target, overwrite=overwrite) as writer:
         clips: _Clips | None = None
         if plan.aoi is not None and meta.tile_format.is_raster:
             clipper = AreaClipper(plan.aoi, meta.tms, background=background)
-            clips = _Clips(clipper, plan.aoi, meta, background, workers)
+            clips = _Clips(clipper, plan.aoi, meta, background, workers, mixed)
         try:
             for batch in _batched(_tiles(source, plan)):
                 tally.read += len(batch)
                 if clips is None:
                     raster = meta.tile_format.is_raster
                     for tile, data in batch:
+                        if mixed is not None:
+                            _write(writer, tile, _copy_mixed(mixed, tile, data), tally)
+                            continue
                         problem = _format_problem(tile, data, meta.tile_format) if raster else None
                         if problem is not None:  # never a tile of another format under its name
                             tally.fail(tile, problem)
@@ -354,9 +378,10 @@ class TileTally:
 class _Tally(TileTally):
     """Counts of an export, and the failed tiles."""
 
-    def __init__(self) -> None:
+    def __init__(self, tile_format: str = "") -> None:
         super().__init__()
-        self.copied = self.clipped = self.left_out = 0
+        self.copied = self.clipped = self.left_out = self.reencoded = 0
+        self.tile_format = tile_format
 
     def result(self) -> ExportResult:
         return ExportResult(
@@ -366,6 +391,8 @@ class _Tally(TileTally):
             left_out=self.left_out,
             failures=self.failures,
             failed=tuple(self.failed),
+            tile_format=self.tile_format,
+            reencoded=self.reencoded,
         )
 
 
@@ -376,6 +403,7 @@ class _Clipped:
     relation: TileRelation
     data: bytes | None = None
     error: str | None = None
+    reencoded: bool = False
 
 
 def _write(writer: TileWriter, tile: Tile, clipped: _Clipped, tally: _Tally) -> None:
@@ -387,6 +415,7 @@ def _write(writer: TileWriter, tile: Tile, clipped: _Clipped, tally: _Tally) -> 
         writer.write_tile(tile, clipped.data)
         if clipped.relation is TileRelation.INSIDE:
             tally.copied += 1
+            tally.reencoded += clipped.reencoded
         else:
             tally.clipped += 1
 
@@ -403,21 +432,52 @@ def _format_problem(tile: Tile, data: bytes, tile_format: TileFormat) -> str | N
     return f"{name} should be {tile_format.value} but its bytes are {what}"
 
 
+def _copy_mixed(mixed: MixedExport, tile: Tile, data: bytes) -> _Clipped:
+    """A mixed source's tile wholly inside: its bytes, or re-encoded as PNG (see
+    :class:`MixedExport`), an invalid one becoming a failure."""
+    try:
+        written = mixed.copy(tile, data)
+    except InvalidTileDataError as exc:
+        return _Clipped(TileRelation.INSIDE, error=str(exc))
+    return _Clipped(TileRelation.INSIDE, written, reencoded=written is not data)
+
+
 def _clip(
-    clipper: AreaClipper, task: list[tuple[Tile, bytes]], tile_format: TileFormat
+    clipper: AreaClipper,
+    task: list[tuple[Tile, bytes]],
+    tile_format: TileFormat,
+    mixed: MixedExport | None = None,
 ) -> list[_Clipped]:
-    """Clip tiles cut by the area's boundary (the batch's classification said so), together;
-    an invalid one becomes a failure rather than an error."""
+    """Clip tiles cut by the area's boundary (the batch's classification said so), together
+    (a mixed source's one by one); an invalid one becomes a failure rather than an error."""
+    outcomes = (
+        clipper.clip_cuts(task, tile_format)
+        if mixed is None
+        else [_clip_mixed(mixed, clipper, tile, data) for tile, data in task]
+    )
     found = []
-    for (_, data), clipped in zip(task, clipper.clip_cuts(task, tile_format), strict=True):
+    for (tile, data), clipped in zip(task, outcomes, strict=True):
         if isinstance(clipped, InvalidTileDataError):
             found.append(_Clipped(TileRelation.CUT, error=str(clipped)))
         elif clipped is not None and (clipped is data or clipped == data):
             # every pixel centre inside: its bytes are kept
-            found.append(_Clipped(TileRelation.INSIDE, clipped))
+            found.append(
+                _Clipped(TileRelation.INSIDE, clipped)
+                if mixed is None
+                else _copy_mixed(mixed, tile, data)
+            )
         else:
             found.append(_Clipped(TileRelation.CUT, clipped))
     return found
+
+
+def _clip_mixed(
+    mixed: MixedExport, clipper: AreaClipper, tile: Tile, data: bytes
+) -> bytes | InvalidTileDataError | None:
+    try:
+        return mixed.clip(clipper, tile, data)
+    except InvalidTileDataError as exc:
+        return exc
 
 
 class _Clips:
@@ -434,10 +494,12 @@ class _Clips:
         meta: TilesetMetadata,
         background: tuple[int, int, int],
         workers: int,
+        mixed: MixedExport | None = None,
     ) -> None:
         self.clipper = clipper
         self.tile_format = meta.tile_format
-        self.work = (aoi, meta.tms, background, meta.tile_format)
+        self.mixed = mixed
+        self.work = (aoi, meta.tms, background, meta.tile_format, mixed)
         self.workers = workers
         self.cuts = 0
         self.pending: list[tuple[Tile, bytes]] = []
@@ -451,6 +513,8 @@ class _Clips:
         for (tile, data), relation in zip(batch, relations, strict=True):
             if relation is TileRelation.OUTSIDE:
                 yield tile, _Clipped(relation)
+            elif relation is TileRelation.INSIDE and self.mixed is not None:
+                yield tile, _copy_mixed(self.mixed, tile, data)
             elif relation is TileRelation.INSIDE:
                 problem = _format_problem(tile, data, self.tile_format)
                 yield tile, _Clipped(relation, data if problem is None else None, problem)
@@ -468,7 +532,7 @@ class _Clips:
         pooled = self._pooled() if start else self.pool
         self.cuts += len(task)
         if pooled is None:
-            clipped = _clip(self.clipper, task, self.tile_format)
+            clipped = _clip(self.clipper, task, self.tile_format, self.mixed)
             yield from zip([tile for tile, _ in task], clipped, strict=True)
             return
         while self.running and (
@@ -522,6 +586,7 @@ class _Clips:
 
 _worker_clipper: AreaClipper | None = None
 _worker_format: TileFormat | None = None
+_worker_mixed: MixedExport | None = None
 
 
 def _start_worker(
@@ -529,14 +594,16 @@ def _start_worker(
     tms: TileMatrixSet,
     background: tuple[int, int, int],
     tile_format: TileFormat,
+    mixed: MixedExport | None,
 ) -> None:
     # the worker projects the area as the exporting process did: the same pixels either way
-    global _worker_clipper, _worker_format  # noqa: PLW0603 - one per worker, made by its initializer
+    global _worker_clipper, _worker_format, _worker_mixed  # noqa: PLW0603 - one per worker
     _worker_clipper = AreaClipper(aoi, tms, background=background)
     _worker_format = tile_format
+    _worker_mixed = mixed
 
 
 def _clip_in_worker(task: list[tuple[Tile, bytes]]) -> list[_Clipped]:
     if _worker_clipper is None or _worker_format is None:
         raise ContainerError("an export worker was not started with its area")
-    return _clip(_worker_clipper, task, _worker_format)
+    return _clip(_worker_clipper, task, _worker_format, _worker_mixed)

@@ -13,6 +13,12 @@ Otherwise the result is encoded in the receiving cache's format; for a ``MIXED``
 mixed format), as PNG when any pixel of the result is transparent and as JPEG elsewhere.
 :func:`as_png` gives a JPEG tile the alpha channel a clip into a ``MIXED`` cache needs.
 
+:class:`MixedExport` is what an export does with the tiles of a mixed source (a mixed cache, an
+Esri cache whose ``conf.xml`` says ``MIXED``): each tile's format told by its bytes, a cut tile
+clipped to transparency (as PNG, whatever it was: ArcGIS's MIXED holds PNG where there is
+transparency), and into a container of one format (MBTiles, GeoPackage, PMTiles) its JPEG tiles
+re-encoded as PNG (the same decoded pixels; larger files).
+
 Compositing is associative but not commutative: over the same existing tile, merging A then B gives
 B over A over the existing tile; areas that do not overlap give the same result in any order.
 
@@ -21,8 +27,10 @@ Needs Pillow (the ``raster`` extra).
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal
 
+import numpy as np
 from PIL import Image
 
 from offmaps.containers._image import alpha_of, decode, encode, is_opaque
@@ -30,7 +38,10 @@ from offmaps.containers.base import detect_tile_format
 from offmaps.errors import InvalidTileDataError, UnsupportedTileFormatError
 from offmaps.types import Tile, TileFormat
 
-__all__ = ["MIXED", "CacheTileFormat", "as_png", "merge_tiles"]
+if TYPE_CHECKING:
+    from offmaps.containers.clip import AreaClipper
+
+__all__ = ["MIXED", "CacheTileFormat", "MixedExport", "as_png", "merge_tiles", "mixed_tile_format"]
 
 MIXED: Final = "mixed"
 """The format of a cache holding PNG tiles where there is transparency, JPEG elsewhere."""
@@ -117,3 +128,63 @@ def _raster_format(data: bytes, tile: Tile | None) -> TileFormat:
 
 def _name(tile: Tile | None) -> str:
     return "tile" if tile is None else f"tile {tile.z}/{tile.x}/{tile.y}"
+
+
+def mixed_tile_format(data: bytes, tile: Tile | None = None) -> TileFormat:
+    """The format of a mixed tile set's tile, PNG or JPEG, by its bytes.
+
+    Raises:
+        InvalidTileDataError: for empty bytes, or bytes of any other format.
+    """
+    found = _raster_format(data, tile)
+    if found not in (TileFormat.PNG, TileFormat.JPEG):
+        raise InvalidTileDataError(
+            f"{_name(tile)} is {found.value}: a mixed tile set holds PNG and JPEG tiles",
+            tile=None if tile is None else (tile.x, tile.y, tile.z),
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class MixedExport:
+    """How an export writes the tiles of a mixed source (PNG and JPEG tiles).
+
+    Attributes:
+        keep: the destination holds a mixed tile set (a folder: Esri compact or exploded, XYZ,
+            TMS), so each tile keeps its bytes; else (MBTiles, GeoPackage, PMTiles) its JPEG
+            tiles are re-encoded as PNG.
+    """
+
+    keep: bool
+
+    def copy(self, tile: Tile, data: bytes) -> bytes:
+        """The bytes to write of a tile wholly inside the area: ``data`` itself, or with
+        ``keep`` false, a JPEG tile re-encoded as PNG.
+
+        Raises:
+            InvalidTileDataError: for bytes that are neither PNG nor JPEG (by their magic bytes;
+                a JPEG tile to re-encode must decode too).
+        """
+        if mixed_tile_format(data, tile) is TileFormat.JPEG and not self.keep:
+            return as_png(data, tile)
+        return data
+
+    def clip(self, clipper: AreaClipper, tile: Tile, data: bytes) -> bytes | None:
+        """A tile cut by the area's boundary, clipped: ``data`` itself when every pixel centre
+        is inside, None when none is, else PNG with the pixels outside transparent (a JPEG tile
+        too, rather than filled with a background colour).
+
+        Raises:
+            InvalidTileDataError: for bytes that are not a valid PNG or JPEG image.
+        """
+        if mixed_tile_format(data, tile) is TileFormat.PNG:
+            return clipper.clip_cut(tile, data, TileFormat.PNG)
+        image = decode(data, TileFormat.JPEG, tile)
+        inside = clipper.mask(tile, image.width, image.height)
+        if inside.all():
+            return data
+        if not inside.any():
+            return None
+        pixels = np.array(image.convert("RGBA"))
+        pixels[~inside] = 0
+        return encode(Image.fromarray(pixels), TileFormat.PNG)

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from offmaps.containers.base import TileReader, TilesetMetadata, TileWriter
-from offmaps.errors import ContainerError, UnknownContainerError
+from offmaps.errors import ContainerError, UnknownContainerError, UnsupportedTileFormatError
 
 __all__ = ["ContainerKind", "Location", "open_reader", "open_writer", "parse_location"]
 
@@ -32,6 +32,13 @@ class ContainerKind(StrEnum):
     @property
     def is_folder(self) -> bool:
         """Whether the container is a folder (named with a ``kind:`` prefix)."""
+        return self in _FOLDER_KINDS
+
+    @property
+    def holds_mixed(self) -> bool:
+        """Whether the container records a mixed tile set (ArcGIS's MIXED: each tile PNG or
+        JPEG, see :attr:`~offmaps.containers.base.TilesetMetadata.mixed`): the folders do;
+        MBTiles, GeoPackage and PMTiles archives declare one tile format."""
         return self in _FOLDER_KINDS
 
     @property
@@ -134,8 +141,21 @@ def open_reader(location: Location | str | Path) -> TileReader:
 def open_writer(
     location: Location | str | Path, metadata: TilesetMetadata, *, overwrite: bool = False
 ) -> TileWriter:
-    """Create a new container at ``location``; it appears there only once committed."""
+    """Create a new container at ``location``; it appears there only once committed.
+
+    Raises:
+        UnsupportedTileFormatError: for a mixed tile set (PNG and JPEG tiles) and a container
+            that declares one tile format (MBTiles, GeoPackage, PMTiles): ``offmaps cache
+            export`` writes such a source into them as PNG.
+    """
     loc = location if isinstance(location, Location) else parse_location(location)
+    if metadata.mixed and not loc.kind.holds_mixed:
+        raise UnsupportedTileFormatError(
+            f"{loc}: {loc.kind.value} holds tiles of one format, the tile set is mixed (PNG and "
+            "JPEG tiles): write it to a folder (esri-compact:, esri-exploded:, xyz:, tms:), or "
+            "export it with `offmaps cache export`, which re-encodes its JPEG tiles as PNG",
+            path=loc.path,
+        )
     _, writer_class = _classes(loc.kind)
     writer: TileWriter = writer_class(loc.path, metadata, overwrite=overwrite)
     return writer

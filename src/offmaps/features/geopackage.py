@@ -732,7 +732,8 @@ class GeoPackageStore(AttachmentsBase[sqlite3.Connection]):
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                    conn.execute("ROLLBACK")
                 raise
 
     @contextmanager
@@ -750,7 +751,8 @@ class GeoPackageStore(AttachmentsBase[sqlite3.Connection]):
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                    conn.execute("ROLLBACK")
                 self._load_layers()
                 raise
 
@@ -1188,11 +1190,17 @@ class GeoPackageStore(AttachmentsBase[sqlite3.Connection]):
                     copied = self._copy_rows(found, fids)
                     conn.execute("COMMIT")
                 except sqlite3.IntegrityError:
-                    conn.execute("ROLLBACK")
+                    if (
+                        conn.in_transaction
+                    ):  # SQLite rolls back by itself on some errors (a full disk)
+                        conn.execute("ROLLBACK")
                     msg = f"{layer!r} holds some of these rows already"
                     raise InvalidFeatureError(msg) from None
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    if (
+                        conn.in_transaction
+                    ):  # SQLite rolls back by itself on some errors (a full disk)
+                        conn.execute("ROLLBACK")
                     raise
             finally:
                 conn.execute("DETACH DATABASE copy_source")
@@ -1297,7 +1305,8 @@ class GeoPackageStore(AttachmentsBase[sqlite3.Connection]):
                 )
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                    conn.execute("ROLLBACK")
                 raise
         return count
 

@@ -6,8 +6,12 @@
 - :mod:`offmaps.offline.package`: the offline package folder, its manifest and verification.
 - :mod:`offmaps.offline.editing`: editing a package's layers under the web map's rules.
 - :mod:`offmaps.offline.replica`: the device side of sync: the outbox and atomic downloads.
+- :mod:`offmaps.offline.areas`: preplanned map areas on the wire, and refresh schedules.
+- :mod:`offmaps.offline.preplanned`: preplanned map areas on the server: packaging, refresh.
+- :mod:`offmaps.offline.updates`: the update files of preplanned areas, and their chain.
+- :mod:`offmaps.offline.adopt`: a downloaded preplanned package made a device's own replicas.
 
-See docs/offline.md, docs/offline-package.md and docs/sync.md.
+See docs/offline.md, docs/offline-package.md, docs/preplanned.md and docs/sync.md.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ from offmaps.schemas import FeatureLayerRef, OnlineOnlyLayerRef, TableRef, TileL
 from offmaps.settings import LimitSettings
 from offmaps.sources import ArchiveTileSource, TileSource
 from offmaps.state import LayerScope, RelatedKey, ReplicaRegistry
-from offmaps.storage import LocalBlobStore
+from offmaps.storage import LocalBlobStore, ObjectStore
 from offmaps.tiling import AreaOfInterest, get_tms, scale_for_zoom, tile_cover
 from offmaps.types import BBox, Tile
 
@@ -84,8 +84,10 @@ __all__ = [
     "GENERATE_OFFLINE_MAP",
     "RecordedStates",
     "SAMPLED_TILES",
+    "ExtractedService",
     "GenerateOfflineMap",
     "OfflineMapServices",
+    "build_package",
     "check_export_limits",
     "estimate_offline_map",
     "export_tiles",
@@ -215,6 +217,49 @@ def generate_offline_map(
         payload.server_url,
         services.limits,
     ).run()
+
+
+def build_package(
+    services: OfflineMapServices,
+    webmap: WebMap,
+    parameters: GenerateOfflineMapParameters,
+    overrides: GenerateOfflineMapParameterOverrides | None,
+    context: JobContext,
+    *,
+    owner: str,
+    server_url: str,
+    output: ObjectStore,
+    shared_replica: Callable[[str], str] | None = None,
+) -> tuple[dict[str, Any], dict[str, ExtractedService]]:
+    """Build the offline package of ``webmap`` for ``parameters`` into ``output``, as a generate
+    job does (the export limits are checked first); returns what a generate job returns, and
+    what the package holds of each feature service.
+
+    For a package many devices share (a preplanned map area), ``parameters.update_mode`` is
+    ``no_updates``: no replica is registered for it; with ``shared_replica`` its replica files
+    still get the sync tables, under the id it gives each service, for update files.
+
+    Raises:
+        ExportLimitError: a layer is over its max export tile count.
+    """
+    plan, estimate = prepare_offline_map(services.catalog, webmap, parameters, overrides)
+    check_export_limits(plan, estimate)
+    generation = _Generation(
+        context,
+        services.catalog,
+        services.replicas,
+        services.sync,
+        webmap,
+        parameters,
+        plan,
+        estimate,
+        owner,
+        server_url,
+        services.limits,
+        output=output,
+        shared_replica=shared_replica,
+    )
+    return generation.run(), generation.extracted
 
 
 def generate_offline_map_kind(services: OfflineMapServices) -> JobKind[GenerateOfflineMap]:
@@ -462,6 +507,23 @@ def _thumbnail_bytes(
 # --- the generate job ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ExtractedService:
+    """What a package holds of one feature service: what its update files start from.
+
+    Attributes:
+        file: the replica's file in the package.
+        generation: the service's generation the rows were read at.
+        scope: which rows of each layer the file holds.
+        attachments: whether it holds attachments.
+    """
+
+    file: str
+    generation: int
+    scope: dict[str, LayerScope]
+    attachments: bool
+
+
 @dataclass
 class _Generation:
     """One generate job: the replicas, tile archives, thumbnail and manifest, built in its
@@ -478,7 +540,15 @@ class _Generation:
     owner: str
     server_url: str
     limits: LimitSettings | None = None
+    output: ObjectStore | None = None
+    """Where the package is published: the job's output area unless given (a preplanned
+    area's packages have their own)."""
+    shared_replica: Callable[[str], str] | None = None
+    """For a package many devices share and no replica is registered for: the replica id its
+    file of each service gets (by service), so that update files apply to it."""
     errors: dict[str, str] = field(default_factory=dict)
+    extracted: dict[str, ExtractedService] = field(default_factory=dict)
+    """Each feature service's replica file, generation and scope, by service."""
     layers: list[PackageLayer] = field(default_factory=list)
     package_replicas: list[PackageReplica] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
@@ -538,11 +608,12 @@ class _Generation:
 
     def _publish(self, files: list[PackageFile]) -> None:
         """Move the package's files, the manifest last, from the scratch folder into the job's
-        output area, each checked against its manifest entry."""
+        output area (or :attr:`output`), each checked against its manifest entry."""
+        output = self.output if self.output is not None else self.context.output
         for index, entry in enumerate(files):
             self.context.check_cancelled()
             self.context.progress(0.97 + 0.03 * index / len(files), f"publishing {entry.path}")
-            info = self.context.output.put_file(entry.path, self.folder / entry.path)
+            info = output.put_file(entry.path, self.folder / entry.path)
             if info.size != entry.size or info.sha256 not in (None, entry.sha256):
                 raise PackageError(f"{entry.path} changed while it was being published")
 
@@ -608,7 +679,33 @@ class _Generation:
             )
             for layer in service_plan.layers
         ]
+        scope = {
+            layer.layer: LayerScope(
+                where=layer.where,
+                area=None
+                if layer.is_table
+                else (layer.area or self.parameters.area_of_interest).geometry,
+                include_null_geometry=layer.include_null_geometry,
+                related=tuple(
+                    RelatedKey(r.origin, r.origin_key, r.destination_key)
+                    for r in result.related.get(layer.layer, ())
+                ),
+            )
+            for layer in service_plan.layers
+        }
+        self.extracted[service_plan.service] = ExtractedService(
+            name, result.generation, scope, any(layer.attachments for layer in service_plan.layers)
+        )
         if not service_plan.register_replica:
+            if self.shared_replica is not None:  # a shared package that takes update files
+                _make_syncable(
+                    self.shared_replica(service_plan.service),
+                    result.generation,
+                    self.sync.recorded_states,
+                    service_plan.service,
+                    [layer.layer for layer in service_plan.layers],
+                    self.folder / name,
+                )
             return
         sync_direction = self.webmap.offline.sync_direction.value
         replica = self.replicas.register(
@@ -621,20 +718,7 @@ class _Generation:
             map_id=self.webmap.id,
             sync_direction=sync_direction,
             sync_model=service_plan.sync_model.value,
-            scope={
-                layer.layer: LayerScope(
-                    where=layer.where,
-                    area=None
-                    if layer.is_table
-                    else (layer.area or self.parameters.area_of_interest).geometry,
-                    include_null_geometry=layer.include_null_geometry,
-                    related=tuple(
-                        RelatedKey(r.origin, r.origin_key, r.destination_key)
-                        for r in result.related.get(layer.layer, ())
-                    ),
-                )
-                for layer in service_plan.layers
-            },
+            scope=scope,
             attachment_sync_direction=service_plan.attachment_sync_direction.value,
         )
         self._registered.append(replica.id)

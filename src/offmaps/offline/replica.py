@@ -953,7 +953,8 @@ class LocalReplica:
                     _repair_global_ids(conn, schema)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                conn.execute("ROLLBACK")
             raise
 
     def close(self) -> None:
@@ -999,7 +1000,8 @@ class LocalReplica:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException as exc:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                    conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
                     raise SyncFailedError(f"{self._path}: {_one_line(exc)}") from exc
                 raise

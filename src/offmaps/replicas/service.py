@@ -743,7 +743,7 @@ class SyncService:
         generation = 0
         upserts = deletes = size = 0
         attachments: dict[str, int] = {}
-        for record in self._records(replica, since, layers):
+        for record in self.iter_download(replica, since, layers):
             size += len(_line(record))
             if isinstance(record, DownloadHeader):
                 generation = record.generation
@@ -797,7 +797,7 @@ class SyncService:
         """The lines of a download (:meth:`download`), one at a time, the end record last."""
         digest = hashlib.sha256()
         count = -1  # the header is no change
-        for record in self._records(replica, since, layers):
+        for record in self.iter_download(replica, since, layers):
             data = _line(record)
             digest.update(data)
             count += 1
@@ -805,10 +805,12 @@ class SyncService:
         end = DownloadEnd(count=count, sha256=digest.hexdigest())
         yield end.model_dump_json().encode() + b"\n"
 
-    def _records(
-        self, replica: Replica, since: int, layers: Sequence[str] | None
+    def iter_download(
+        self, replica: Replica, since: int, layers: Sequence[str] | None = None
     ) -> Iterator[DownloadHeader | ServerChange]:
-        """The header and the changes of a download (:meth:`download`)."""
+        """The header and the changes of a download (:meth:`download`), as records: for a
+        registered replica, or one that never is (a preplanned area's, whose changes go into
+        update files)."""
         store = self.catalog.feature_service(replica.service)
         wanted = self._layers(replica, layers)
         generation = store.generation()

@@ -154,6 +154,17 @@ def _webmap_document(extent: BBox | None) -> dict[str, object]:
             "tags": ["sample", "helsinki", "inspections"],
         },
         "initial_extent": [west, south, east, north],
+        "bookmarks": [
+            {
+                "name": "City centre",
+                "extent": [
+                    west + (east - west) / 3,
+                    south + (north - south) / 3,
+                    east - (east - west) / 3,
+                    north - (north - south) / 3,
+                ],
+            }
+        ],
         "basemap": {
             "title": "OpenStreetMap (rendered locally)",
             "layers": [

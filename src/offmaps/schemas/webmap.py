@@ -45,6 +45,7 @@ __all__ = [
     "AttachmentSyncDirection",
     "Basemap",
     "BasemapLayer",
+    "Bookmark",
     "EditingCapabilities",
     "FeatureLayerRef",
     "ItemInfo",
@@ -477,6 +478,29 @@ class Sharing(_Model):
     """Whether everyone may see the map, signed in or not (ArcGIS ``access: public``)."""
 
 
+class Bookmark(_Model):
+    """A named extent of the map (ArcGIS web map ``bookmarks``): where a crew works, which a
+    preplanned map area may be made from."""
+
+    name: Title
+    """The bookmark's name, unique in its map."""
+    extent: tuple[Coordinate, Coordinate, Coordinate, Coordinate]
+    """``[west, south, east, north]`` in degrees of longitude and latitude (WGS 84); a west
+    greater than its east crosses the antimeridian."""
+
+    @field_validator("extent")
+    @classmethod
+    def _check_extent(cls, extent: tuple[float, float, float, float]) -> tuple[float, ...]:
+        west, south, east, north = extent
+        if not all(-180 <= x <= 180 for x in (west, east)):
+            raise ValueError("longitudes must be between -180 and 180 degrees")
+        if not all(-90 <= y <= 90 for y in (south, north)):
+            raise ValueError("latitudes must be between -90 and 90 degrees")
+        if south >= north or west == east:
+            raise ValueError("is [west, south, east, north] and must not be empty")
+        return extent
+
+
 # --- the map --------------------------------------------------------------------------------
 
 Layer = FeatureLayerRef | TileLayerRef | OnlineOnlyLayerRef | TableRef
@@ -508,6 +532,8 @@ class WebMap(_Model):
     """How the map is taken offline (ArcGIS ``applicationProperties.offline``)."""
     sharing: Sharing = Sharing()
     """Who may see the map."""
+    bookmarks: Annotated[tuple[Bookmark, ...], Field(max_length=500)] = ()
+    """Named extents of the map (ArcGIS ``bookmarks``)."""
 
     @field_validator("initial_extent")
     @classmethod
@@ -549,6 +575,9 @@ class WebMap(_Model):
                         "layer or table of this map"
                     )
                     raise ValueError(msg)
+        names = [bookmark.name for bookmark in self.bookmarks]
+        if len(set(names)) != len(names):
+            raise ValueError("a bookmark name is used more than once")
         return self
 
     def iter_layers(self) -> Iterator[Layer]:
@@ -556,6 +585,10 @@ class WebMap(_Model):
         yield from self.basemap.layers
         yield from self.operational_layers
         yield from self.tables
+
+    def find_bookmark(self, name: str) -> Bookmark | None:
+        """The bookmark called ``name``, or ``None``."""
+        return next((found for found in self.bookmarks if found.name == name), None)
 
     def find_layer(self, layer_id: str) -> Layer | None:
         """The layer or table with id ``layer_id``, or ``None``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -32,6 +33,7 @@ from offmaps.server.metrics import metrics_router
 from offmaps.server.openapi import install_docs, install_openapi
 from offmaps.server.problems import install_problem_handlers, problem_response
 from offmaps.server.ratelimit import WriteRateLimiter
+from offmaps.server.rest.areas import areas_router
 from offmaps.server.rest.attachments import attachments_router
 from offmaps.server.rest.caches import caches_router
 from offmaps.server.rest.deps import get_catalog
@@ -146,6 +148,17 @@ async def _clean_periodically(services: Services) -> None:
             _log.exception("cannot remove expired jobs and uploads")
 
 
+async def _refresh_areas_periodically(services: Services) -> None:
+    """Start the packaging of every preplanned map area whose scheduled refresh is due,
+    looking every ``area_scheduler_tick_s``; each due refresh is claimed by one process."""
+    while True:
+        await asyncio.sleep(services.settings.area_scheduler_tick_s)
+        try:
+            await run_in_threadpool(services.areas.refresh_due, time.time())
+        except (OffmapsError, OSError):  # a failing store: log it, try again next round
+            _log.exception("cannot start the scheduled refreshes of map areas")
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """The map server for ``settings`` (by default from ``OFFMAPS_*`` environment variables)."""
     settings = settings or ServerSettings()
@@ -154,9 +167,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cleaner = asyncio.create_task(_clean_periodically(services))
+        tasks = [asyncio.create_task(_clean_periodically(services))]
+        if settings.area_scheduler:
+            tasks.append(asyncio.create_task(_refresh_areas_periodically(services)))
         yield
-        cleaner.cancel()
+        for task in tasks:
+            task.cancel()
         services.close()
 
     app = FastAPI(
@@ -214,6 +230,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(tiles_router(dependencies=[Depends(_check_tile_access)]))
     app.include_router(webmaps_router())
     app.include_router(offline_router())
+    app.include_router(areas_router())
     app.include_router(caches_router())
     app.include_router(storage_router())
     app.include_router(metrics_router())

@@ -1,4 +1,5 @@
-"""The GraphQL schema: tile caches, their jobs, and offline-edit sync, over the REST services.
+"""The GraphQL schema: tile caches, their jobs, offline-edit sync and preplanned map areas,
+over the REST services.
 
 Each resolver parses its arguments, calls the same service the REST route calls, and builds the
 answer's types; the work (and every rule about who may do it) is below the HTTP edge. Features
@@ -22,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from offmaps.access import Principal, Scope
+from offmaps.access import Principal, Scope, check_can_write
 from offmaps.cache import CacheDefinition
 from offmaps.cache.jobs import (
     CLEAN_TILE_CACHE,
@@ -34,6 +35,7 @@ from offmaps.cache.jobs import (
 )
 from offmaps.errors import InvalidChangeSetError, OffmapsError
 from offmaps.jobs import cancel_or_remove, visible_job
+from offmaps.offline.areas import MapAreaChanges, MapAreaRequest
 from offmaps.replicas.access import check_can_resolve, replica_for, review_owner
 from offmaps.replicas.geojson import GeoJSONChanges
 from offmaps.schemas.changeset import ServerChange
@@ -56,6 +58,7 @@ from offmaps.server.graphql.types import (
     JobCancellation,
     JobCancellationAction,
     JobType,
+    MapAreaType,
     ReplicaType,
     SeedJob,
     SeedPlanType,
@@ -67,6 +70,7 @@ from offmaps.server.graphql.types import (
     UploadGrantType,
     VerifyResult,
 )
+from offmaps.server.rest.areas import area_json
 from offmaps.server.rest.caches import (
     UploadsRequest,
     UrlsRequest,
@@ -283,6 +287,38 @@ class ChangeSetInput:
 @strawberry.type(description="Reads: tile caches, jobs, replicas, downloads, the review queue.")
 class Query:
     """Every read the REST API has, as fields."""
+
+    @strawberry.field(description="The preplanned map areas of a web map (maps:read).")
+    async def map_areas(self, info: Info, map_id: str) -> list[MapAreaType]:
+        """``GET /api/maps/{id}/areas``."""
+        context = info.context
+        services = context.services
+
+        def read() -> list[MapAreaType]:
+            services.catalog.visible_map(context.principal, map_id)
+            return [
+                MapAreaType.of(area_json(area, context.http))
+                for area in services.areas.store.for_map(map_id)
+            ]
+
+        return await _run(read)
+
+    @strawberry.field(
+        description="A preplanned map area with its newest package's files (maps:read)."
+    )
+    async def map_area(self, info: Info, map_id: str, id: str) -> MapAreaType:
+        """``GET /api/maps/{id}/areas/{area}``."""
+        context = info.context
+        services = context.services
+
+        def read() -> MapAreaType:
+            services.catalog.visible_map(context.principal, map_id)
+            area = services.areas.store.get(id, map_id=map_id)
+            packages = services.areas.store.packages(area.id)
+            newest = packages[-1] if packages else None
+            return MapAreaType.of(area_json(area, context.http, newest))
+
+        return await _run(read)
 
     @strawberry.field(description="Every tile cache (cache:read).")
     async def caches(self, info: Info) -> list[Cache]:
@@ -520,6 +556,81 @@ def _owner(principal: Principal) -> str:
 @strawberry.type(description="Writes: tile caches, their jobs, uploads and conflict reviews.")
 class Mutation:
     """Every write the REST API has, as fields; each needs its REST route's scope."""
+
+    @strawberry.mutation(
+        description="Create a preplanned map area of a web map and start packaging it; "
+        "`area` is the body of POST /api/maps/{id}/areas (maps:write, the map's owner)."
+    )
+    async def create_map_area(self, info: Info, map_id: str, area: JSON) -> MapAreaType:
+        """``POST /api/maps/{id}/areas``."""
+        context = info.context
+        services = context.services
+        request = MapAreaRequest.model_validate(area)
+
+        def create() -> MapAreaType:
+            webmap = services.catalog.visible_map(context.principal, map_id)
+            check_can_write(context.principal, webmap.sharing.owner)
+            created = services.areas.create(
+                webmap, request, owner=_owner(context.principal), server_url=context.base
+            )
+            return MapAreaType.of(area_json(created, context.http))
+
+        return await _run(create)
+
+    @strawberry.mutation(
+        description="Change a preplanned map area; `changes` is the body of PATCH "
+        "/api/maps/{id}/areas/{area} (maps:write, the map's owner)."
+    )
+    async def update_map_area(self, info: Info, map_id: str, id: str, changes: JSON) -> MapAreaType:
+        """``PATCH /api/maps/{id}/areas/{area}``."""
+        context = info.context
+        services = context.services
+        body = MapAreaChanges.model_validate(changes)
+
+        def change() -> MapAreaType:
+            webmap = services.catalog.visible_map(context.principal, map_id)
+            check_can_write(context.principal, webmap.sharing.owner)
+            changed = services.areas.change(
+                webmap, id, body, owner=_owner(context.principal), server_url=context.base
+            )
+            return MapAreaType.of(area_json(changed, context.http))
+
+        return await _run(change)
+
+    @strawberry.mutation(
+        description="Package a preplanned map area again now (maps:write, the map's owner)."
+    )
+    async def refresh_map_area(self, info: Info, map_id: str, id: str) -> MapAreaType:
+        """``POST /api/maps/{id}/areas/{area}/refresh``."""
+        context = info.context
+        services = context.services
+
+        def refresh() -> MapAreaType:
+            webmap = services.catalog.visible_map(context.principal, map_id)
+            check_can_write(context.principal, webmap.sharing.owner)
+            area = services.areas.store.get(id, map_id=map_id)
+            refreshed = services.areas.refresh(
+                area, owner=_owner(context.principal), server_url=context.base
+            )
+            return MapAreaType.of(area_json(refreshed, context.http))
+
+        return await _run(refresh)
+
+    @strawberry.mutation(
+        description="Delete a preplanned map area and its packages (maps:write, the map's owner)."
+    )
+    async def delete_map_area(self, info: Info, map_id: str, id: str) -> bool:
+        """``DELETE /api/maps/{id}/areas/{area}``."""
+        context = info.context
+        services = context.services
+
+        def delete() -> bool:
+            webmap = services.catalog.visible_map(context.principal, map_id)
+            check_can_write(context.principal, webmap.sharing.owner)
+            services.areas.delete(services.areas.store.get(id, map_id=map_id))
+            return True
+
+        return await _run(delete)
 
     @strawberry.mutation(description="Create a tile cache (cache:write).")
     async def create_cache(self, info: Info, definition: CacheInput) -> Cache:

@@ -33,6 +33,7 @@ from offmaps.access import Principal
 from offmaps.errors import InsufficientScopeError, OffmapsError
 from offmaps.server.auth import ScopeRequirement, WriteGate, current_principal
 from offmaps.server.graphql.context import GraphQLContext
+from offmaps.server.rest.areas import READ_MAPS, WRITE_MAP_AREAS
 from offmaps.server.rest.caches import READ_CACHES, WRITE_CACHES
 from offmaps.server.rest.offline import FOLLOW_JOBS
 from offmaps.server.rest.sync import EDIT, SYNC
@@ -71,6 +72,13 @@ FIELD_REQUIREMENTS: Mapping[str, ScopeRequirement] = MappingProxyType(
         "conflicts": SYNC,
         "conflict": SYNC,
         "resolveConflict": EDIT,
+        # preplanned map areas (REST: /api/maps/{id}/areas; owners are checked by the resolvers)
+        "mapAreas": READ_MAPS,
+        "mapArea": READ_MAPS,
+        "createMapArea": WRITE_MAP_AREAS,
+        "updateMapArea": WRITE_MAP_AREAS,
+        "refreshMapArea": WRITE_MAP_AREAS,
+        "deleteMapArea": WRITE_MAP_AREAS,
     }
 )
 """What each root field needs, the requirement of the REST route doing the same work."""

@@ -44,6 +44,7 @@ __all__ = [
     "JobCancellation",
     "JobCancellationAction",
     "JobType",
+    "MapAreaType",
     "LevelStats",
     "ReplicaType",
     "SeedJob",
@@ -375,6 +376,37 @@ class UploadCommit:
 
 
 # --- jobs -----------------------------------------------------------------------------------
+
+
+@strawberry.type(name="MapArea", description="A preplanned map area of a web map.")
+class MapAreaType:
+    """An area, as ``GET /api/maps/{id}/areas/{area}`` shows it (``document``), with its main
+    fields typed."""
+
+    id: str
+    map_id: str
+    title: str
+    status: str = strawberry.field(description="packaging, complete or failed.")
+    reason: str | None = strawberry.field(description="Why the last packaging failed.")
+    update_mode: str
+    refresh: str = strawberry.field(description="never, an interval such as 1d, or cron.")
+    epoch: int
+    latest: int | None = strawberry.field(description="The newest complete package's number.")
+    job_id: str | None = strawberry.field(description="The packaging job running or last run.")
+    document: JSON = strawberry.field(
+        description="The whole area as the REST API shows it, its newest package's files too."
+    )
+
+    @classmethod
+    def of(cls, document: dict[str, Any]) -> MapAreaType:
+        """The type of an area's REST document."""
+        return cls(
+            id=document["id"], map_id=document["map_id"], title=document["title"],
+            status=document["status"], reason=document["reason"],
+            update_mode=document["update_mode"], refresh=document["refresh"],
+            epoch=document["epoch"], latest=document["latest"], job_id=document["job_id"],
+            document=JSON(document),
+        )  # fmt: skip
 
 
 @strawberry.type(name="Job", description="A job: its status, progress and result.")

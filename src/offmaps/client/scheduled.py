@@ -1,0 +1,371 @@
+"""Scheduled updates of a preplanned package on the device (docs/preplanned.md, "On the device").
+
+A package downloaded in a scheduled-update mode records, in each file update files keep fresh,
+which area, epoch and package it holds and the head of its chain (docs/update-files.md).
+:func:`package_state` reads that back; :func:`plan_updates` asks the server what to download
+(``GET /api/maps/{id}/areas/{area}/updates``); :func:`apply_scheduled_updates` brings the
+package up to the newest:
+
+- **updates**: every update file of the plan is downloaded into ``.offmaps-updates/`` (resumed
+  with ``Range``, each checked against its SHA-256) before anything changes; the files they
+  update are copied into ``.offmaps-staging/`` and the updates applied there, in order (each
+  checked against the file's chain), with the manifest rewritten beside them; then an intent
+  file names what moves, each staged file is renamed over the live one and the manifest last.
+  A failure before the intent leaves the package as it was; a crash after it is rolled forward
+  by the next call (:func:`recover`).
+- **full**: the newest package is downloaded beside the folder (``DIR.offmaps-new``, resumable)
+  and swapped in: ``DIR`` becomes ``DIR.offmaps-old``, the new one ``DIR``, and the old one is
+  removed; a crash between the two renames is finished by the next call. The package must then
+  be opened again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from offmaps.client.downloads import fetch_file
+from offmaps.client.portal import Portal
+from offmaps.errors import PackageError
+from offmaps.offline.package import (
+    MANIFEST_NAME,
+    file_entry,
+    read_manifest,
+    write_manifest,
+)
+from offmaps.offline.updates import (
+    ChainState,
+    apply_feature_update,
+    apply_tile_update,
+    read_chain_state,
+)
+
+__all__ = [
+    "PreplannedPackageState",
+    "ScheduledUpdatesResult",
+    "apply_scheduled_updates",
+    "package_state",
+    "plan_updates",
+    "recover",
+]
+
+Progress = Callable[[float, str], None]
+
+UPDATES_FOLDER = ".offmaps-updates"
+STAGING_FOLDER = ".offmaps-staging"
+INTENT_FILE = ".offmaps-apply.json"
+NEW_SUFFIX = ".offmaps-new"
+OLD_SUFFIX = ".offmaps-old"
+_CHAINED_SUFFIXES = (".gpkg", ".mbtiles")
+
+
+@dataclass(frozen=True)
+class PreplannedPackageState:
+    """Which package of which area a folder holds, from its files' chain states.
+
+    Attributes:
+        area_id: the preplanned map area.
+        map_id: its web map.
+        epoch: the area's epoch the package is of.
+        number: the package number the files are at.
+        files: each chained file's state, by path.
+    """
+
+    area_id: str
+    map_id: str
+    epoch: int
+    number: int
+    files: dict[str, ChainState]
+
+    @property
+    def href(self) -> str:
+        """The area at the REST API (a path of the server)."""
+        return f"/api/maps/{self.map_id}/areas/{self.area_id}"
+
+
+@dataclass
+class ScheduledUpdatesResult:
+    """What :func:`apply_scheduled_updates` did.
+
+    Attributes:
+        choice: ``none``, ``updates`` or ``full``, as the server planned.
+        from_number: the package the device held.
+        to_number: the package it holds now.
+        updates_applied: update files applied.
+        bytes_downloaded: bytes of update files, or of the full package.
+        full_package_replaced: whether the package was replaced by the newest whole.
+        reason: why the full package was taken, if it was.
+    """
+
+    choice: str
+    from_number: int
+    to_number: int
+    updates_applied: int = 0
+    bytes_downloaded: int = 0
+    full_package_replaced: bool = False
+    reason: str | None = None
+
+    @property
+    def mobile_map_package_reopen_required(self) -> bool:
+        """Whether the package must be opened again (it was replaced whole)."""
+        return self.full_package_replaced
+
+
+def package_state(folder: Path) -> PreplannedPackageState | None:
+    """The preplanned package ``folder`` holds, or ``None`` for any other package (on demand,
+    or preplanned in a mode without scheduled updates).
+
+    Raises:
+        PackageError: its files disagree about which package they hold (a package put together
+            by hand).
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    states: dict[str, ChainState] = {}
+    for entry in manifest.files:
+        if not entry.path.endswith(_CHAINED_SUFFIXES):
+            continue
+        try:
+            state = read_chain_state(folder / entry.path)
+        except (sqlite3.Error, OSError):
+            continue
+        if state is not None:
+            states[entry.path] = state
+    if not states:
+        return None
+    held = {(s.area_id, s.epoch, s.package_number) for s in states.values()}
+    if len(held) != 1:
+        raise PackageError(f"{folder}: its files hold different packages of their area: {held}")
+    ((area_id, epoch, number),) = held
+    if manifest.source_map_id is None:
+        raise PackageError(f"{folder}: the package names no web map")
+    return PreplannedPackageState(area_id, manifest.source_map_id, epoch, number, states)
+
+
+def plan_updates(portal: Portal, state: PreplannedPackageState) -> dict[str, Any]:
+    """What the server says the device downloads to reach the newest package.
+
+    Raises:
+        MapAreaDeletedError: the author deleted the area (the package stays as it is).
+    """
+    answer: dict[str, Any] = portal.request(
+        "GET", f"{state.href}/updates", params={"from": state.number, "epoch": state.epoch}
+    )
+    return answer
+
+
+def recover(folder: Path) -> None:
+    """Finish what an interrupted apply or swap left: roll an apply forward past its intent
+    file, put a swapped-in package in place, and remove leftovers."""
+    folder = Path(folder)
+    new, old = _sibling(folder, NEW_SUFFIX), _sibling(folder, OLD_SUFFIX)
+    if not folder.exists() and old.exists() and (new / MANIFEST_NAME).exists():
+        new.replace(folder)  # the crash fell between the two renames of a swap
+    if old.exists() and folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    intent = folder / INTENT_FILE
+    if intent.exists():
+        try:
+            names = json.loads(intent.read_text(encoding="utf-8"))["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            names = []
+        _move_in(folder, [str(name) for name in names])
+        intent.unlink(missing_ok=True)
+        shutil.rmtree(folder / UPDATES_FOLDER, ignore_errors=True)  # applied: not needed
+    shutil.rmtree(folder / STAGING_FOLDER, ignore_errors=True)
+
+
+def apply_scheduled_updates(
+    portal: Portal, folder: Path, *, on_progress: Progress | None = None
+) -> ScheduledUpdatesResult | None:
+    """Bring the preplanned package in ``folder`` to the area's newest package: by its update
+    files, or by the newest package whole when the server says so. ``None`` for a package that
+    takes no scheduled updates.
+
+    Raises:
+        MapAreaDeletedError: the area was deleted (the package stays as it is).
+        DownloadError: a file could not be downloaded intact (call again to resume).
+        UpdateChainError, UpdateIntegrityError: an update does not follow the package or is
+            damaged (nothing changed).
+        PackageError: the package cannot be written.
+    """
+    report = on_progress or (lambda fraction, message: None)
+    folder = Path(folder)
+    recover(folder)
+    state = package_state(folder)
+    if state is None:
+        return None
+    report(0.02, f"package {state.number}: asking for updates")
+    plan = plan_updates(portal, state)
+    result = ScheduledUpdatesResult(plan["choice"], state.number, state.number)
+    if plan["choice"] == "none":
+        return result
+    if plan["choice"] == "updates":
+        _apply_updates(portal, folder, state, plan, result, report)
+    else:
+        _replace_whole(portal, folder, state, plan, result, report)
+    return result
+
+
+def _apply_updates(
+    portal: Portal,
+    folder: Path,
+    state: PreplannedPackageState,
+    plan: dict[str, Any],
+    result: ScheduledUpdatesResult,
+    report: Progress,
+) -> None:
+    entries: list[dict[str, Any]] = list(plan["files"])
+    work = folder / UPDATES_FOLDER
+    total = sum(int(entry["size"]) for entry in entries) or 1
+    done = 0
+    for entry in entries:  # every file here and checked before anything changes
+        report(0.05 + 0.6 * done / total, f"downloading {entry['path']}")
+        fetch_file(portal, entry, work, again="sync again to go on")
+        done += int(entry["size"])
+    staging = folder / STAGING_FOLDER
+    try:
+        touched = _stage(folder, staging, state, entries, work, report)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # the package is as it was
+        raise
+    report(0.92, "moving the updated files in")
+    moving = [*touched, MANIFEST_NAME]
+    _write_intent(folder, moving)
+    _move_in(folder, moving)
+    (folder / INTENT_FILE).unlink(missing_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    result.to_number = int(plan["to"])
+    result.updates_applied = len(entries)
+    result.bytes_downloaded = sum(int(entry["size"]) for entry in entries)
+    report(1.0, f"package {result.to_number}")
+
+
+def _stage(
+    folder: Path,
+    staging: Path,
+    state: PreplannedPackageState,
+    entries: list[dict[str, Any]],
+    work: Path,
+    report: Progress,
+) -> list[str]:
+    """Copy the files the updates are for into ``staging``, apply the updates there in order,
+    and write the manifest beside them; returns the files changed."""
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    touched = sorted({str(entry["file"]) for entry in entries})
+    missing = [name for name in touched if name not in state.files]
+    if missing:
+        raise PackageError(f"{folder}: the updates are for files it does not hold: {missing}")
+    for name in touched:
+        _checkpoint(folder / name)  # what a write-ahead log holds is in the file copied
+        target = staging / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / name, target)
+    for index, entry in enumerate(entries):
+        report(0.65 + 0.25 * index / len(entries), f"applying {entry['path']}")
+        apply = apply_feature_update if entry["kind"] == "features" else apply_tile_update
+        apply(
+            staging / str(entry["file"]),
+            work / str(entry["path"]),
+            sha256=str(entry["sha256"]),
+            size=int(entry["size"]),
+        )
+    for name in touched:
+        _one_file(staging / name)
+    manifest = read_manifest(folder)
+    files = [
+        file_entry(staging, entry.path) if entry.path in touched else entry
+        for entry in manifest.files
+    ]
+    write_manifest(staging, manifest.model_copy(update={"files": files}))
+    return touched
+
+
+def _replace_whole(
+    portal: Portal,
+    folder: Path,
+    state: PreplannedPackageState,
+    plan: dict[str, Any],
+    result: ScheduledUpdatesResult,
+    report: Progress,
+) -> None:
+    from offmaps.client.areas import (  # noqa: PLC0415 - the download job, only when needed
+        PreplannedMapArea,
+        create_default_download_preplanned_offline_map_parameters,
+        download_preplanned_offline_map,
+    )
+
+    document = portal.request("GET", state.href)
+    area = PreplannedMapArea(portal, state.map_id, document)
+    parameters = create_default_download_preplanned_offline_map_parameters(area)
+    manifest = read_manifest(folder)
+    if manifest.reference_basemap is not None:
+        parameters.reference_basemap_directory = manifest.reference_basemap.directory
+        parameters.reference_basemap_filename = manifest.reference_basemap.filename or ""
+    new = _sibling(folder, NEW_SUFFIX)
+    job = download_preplanned_offline_map(parameters, new)
+    report(0.05, f"downloading package {plan['to']} whole: {plan.get('reason')}")
+    job.wait(on_progress=lambda fraction, message: report(0.05 + 0.9 * fraction, message))
+    old = _sibling(folder, OLD_SUFFIX)
+    shutil.rmtree(old, ignore_errors=True)
+    folder.replace(old)
+    new.replace(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    assert job.package is not None
+    result.to_number = int(job.package["number"])
+    result.bytes_downloaded = int(plan["full_bytes"])
+    result.full_package_replaced = True
+    result.reason = plan.get("reason")
+    report(1.0, f"package {result.to_number}")
+
+
+def _sibling(folder: Path, suffix: str) -> Path:
+    return folder.with_name(folder.name + suffix)
+
+
+def _one_file(path: Path) -> None:
+    """Fold a SQLite file's write-ahead log into it, so the one file is the whole database."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        conn.close()
+
+
+def _checkpoint(path: Path) -> None:
+    """Fold what a write-ahead log of a SQLite file holds into it (nothing else changes)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
+def _write_intent(folder: Path, names: list[str]) -> None:
+    temporary = folder / f"{INTENT_FILE}.partial"
+    with temporary.open("w", encoding="utf-8") as out:
+        json.dump({"files": names}, out)
+        out.flush()
+        os.fsync(out.fileno())
+    temporary.replace(folder / INTENT_FILE)
+
+
+def _move_in(folder: Path, names: list[str]) -> None:
+    """Rename each staged file over the live one (what is gone was moved already)."""
+    staging = folder / STAGING_FOLDER
+    for name in names:
+        staged = staging / name
+        if not staged.exists():
+            continue
+        for sidecar in ("-wal", "-shm", "-journal"):
+            (folder / f"{name}{sidecar}").unlink(missing_ok=True)
+        staged.replace(folder / name)

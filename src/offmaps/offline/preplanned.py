@@ -1,0 +1,981 @@
+"""Preplanned map areas, the service half: create, change, delete, package and refresh them.
+
+A preplanned map area (docs/preplanned.md) is packaged once, by a job of the same machinery as
+a generate job (:data:`PACKAGE_MAP_AREA`), and every device downloads the same package. The
+package is built as :func:`offmaps.offline.generate.build_package` builds an on-demand one,
+except that it registers no replica (devices share it) and is published under the area's own
+keys of the object store, ``areas/<area>/packages/<number>/``, which outlive the job. Each
+packaging adds a package; the newest :attr:`PreplannedServices.keep_packages` are kept.
+
+:class:`MapAreas` is what the REST API, GraphQL, the CLI and the scheduler call: it checks
+areas against their web map before any job starts (the area, the bookmark, the export
+limits) and keeps one packaging job per area at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from offmaps.containers import open_reader
+from offmaps.errors import (
+    InvalidOfflineParametersError,
+    JobNotFoundError,
+    MapAreaBusyError,
+    MapAreaNotFoundError,
+    OffmapsError,
+)
+from offmaps.jobs import JobContext, JobKind, JobRunner
+from offmaps.offline.areas import (
+    MapAreaChanges,
+    MapAreaRequest,
+    PackagingStatus,
+    PreplannedUpdateMode,
+    next_refresh,
+    parse_refresh,
+)
+from offmaps.offline.generate import (
+    ExtractedService,
+    OfflineMapServices,
+    build_package,
+    check_export_limits,
+    prepare_offline_map,
+)
+from offmaps.offline.package import MANIFEST_NAME, file_entry, read_manifest, write_manifest
+from offmaps.offline.parameters import (
+    Area,
+    GenerateOfflineMapParameterOverrides,
+    GenerateOfflineMapParameters,
+    OfflineItemInfo,
+    area_from_bbox,
+)
+from offmaps.offline.plan import create_default_parameters
+from offmaps.offline.updates import (
+    BASE_PREFIX,
+    ChainState,
+    TileUpdateInfo,
+    UpdateFile,
+    UpdateLink,
+    apply_feature_update,
+    build_tile_update,
+    write_chain_state,
+    write_tile_update,
+)
+from offmaps.offline.updates.server import area_replica, area_replica_id, write_area_feature_update
+from offmaps.schemas import AttachmentOption, TileLayerRef, UpdateMode, WebMap
+from offmaps.schemas.jobs import JobStatus
+from offmaps.sources import ArchiveTileSource
+from offmaps.state import AreaPackage, LayerScope, MapArea, MapAreaStore
+from offmaps.storage import LocalBlobStore, ObjectStore, prefixed
+
+__all__ = [
+    "PACKAGE_MAP_AREA",
+    "MapAreas",
+    "PackageMapArea",
+    "PreplannedServices",
+    "area_parameters",
+    "package_map_area_kind",
+    "package_prefix",
+    "updates_prefix",
+]
+
+_log = logging.getLogger(__name__)
+
+PACKAGE_MAP_AREA = "package_map_area"
+"""The name of the job kind that packages a preplanned map area."""
+
+
+def package_prefix(area_id: str, number: int) -> str:
+    """The object store prefix of package ``number`` of an area."""
+    return f"areas/{area_id}/packages/{number}"
+
+
+def updates_prefix(area_id: str, number: int) -> str:
+    """The object store prefix of the update files that bring package ``number - 1`` of an
+    area to package ``number``."""
+    return f"areas/{area_id}/updates/{number}"
+
+
+@dataclass(frozen=True)
+class PreplannedServices:
+    """What packaging areas reads and writes.
+
+    Attributes:
+        offline: the services a generate job uses.
+        areas: the areas and their packages.
+        objects: the object store the packages' files go to.
+        keep_packages: how many of an area's newest packages are kept.
+    """
+
+    offline: OfflineMapServices
+    areas: MapAreaStore
+    objects: ObjectStore
+    keep_packages: int = 3
+
+
+class PackageMapArea(BaseModel):
+    """The payload of a packaging job.
+
+    Attributes:
+        area_id: the area.
+        epoch: the area's epoch when the job was asked for: a job of an earlier epoch
+            publishes nothing.
+        owner: who asked (the author, or the area's owner for a scheduled refresh).
+        server_url: the URL the package's online layers point at.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    area_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    epoch: int = Field(ge=1)
+    owner: str = Field(min_length=1)
+    server_url: str
+
+
+def area_parameters(
+    webmap: WebMap, area: MapArea
+) -> tuple[GenerateOfflineMapParameters, GenerateOfflineMapParameterOverrides | None]:
+    """The offline map parameters and overrides an area is packaged with: the map's offline
+    settings, the area's scales and options, and no replica (devices share the package).
+
+    Raises:
+        InvalidOfflineParametersError: they do not fit the map.
+    """
+    defaults = create_default_parameters(
+        webmap, Area(geometry=area.area), area.min_scale, area.max_scale
+    )
+    parameters = defaults.model_copy(
+        update={
+            "update_mode": UpdateMode.NO_UPDATES,
+            "continue_on_errors": True,
+            "return_layer_attachment_option": (
+                AttachmentOption(area.attachments)
+                if area.attachments
+                else defaults.return_layer_attachment_option
+            ),
+            "item_info": OfflineItemInfo(
+                title=area.title[:250],
+                description=area.description,
+                snippet=f"Preplanned area of {webmap.item.title}"[:250],
+                thumbnail=area.thumbnail,
+            ),
+        }
+    )
+    overrides = (
+        GenerateOfflineMapParameterOverrides.model_validate(area.overrides)
+        if area.overrides is not None
+        else None
+    )
+    return parameters, overrides
+
+
+def _package(services: PreplannedServices, payload: PackageMapArea, context: JobContext) -> Any:
+    """The packaging job: build the area's package under its next number with the update files
+    from the package before it (same epoch), record both, and keep the newest
+    :attr:`PreplannedServices.keep_packages`."""
+    store = services.areas
+    area = store.get(payload.area_id)
+    if area.epoch != payload.epoch:
+        raise InvalidOfflineParametersError(
+            f"map area {area.id} changed since this packaging was asked for"
+        )
+    packages = store.packages(area.id)
+    number = max((p.number for p in packages), default=0) + 1
+    previous = packages[-1] if packages and packages[-1].epoch == area.epoch else None
+    output = prefixed(services.objects, package_prefix(area.id, number))
+    updates_output = prefixed(services.objects, updates_prefix(area.id, number))
+    try:
+        webmap = services.offline.catalog.webmaps.get(area.map_id)
+        fingerprints = _fingerprints(services, webmap)
+        if previous is not None and _can_refresh(previous, webmap, fingerprints):
+            package = _Incremental(
+                services, area, number, previous, context, webmap, fingerprints
+            ).run(output, updates_output)
+            _record(store, payload, package)
+            return _done(services, package)
+        parameters, overrides = area_parameters(webmap, area)
+        result, extracted = build_package(
+            services.offline,
+            webmap,
+            parameters,
+            overrides,
+            context,
+            owner=payload.owner,
+            server_url=payload.server_url,
+            output=output,
+            shared_replica=partial(area_replica_id, area.id),
+        )
+        files = tuple(result["files"])
+        context.progress(0.99, "writing the update files")
+        updates = _UpdateWriter(services, area, number, previous, context).write(
+            files, output, updates_output, extracted
+        )
+        heads = {entry["path"]: f"{BASE_PREFIX}{entry['sha256']}" for entry in files}
+        heads.update({update["file"]: update["sha256"] for update in updates})
+        package = AreaPackage(
+            area_id=area.id,
+            number=number,
+            epoch=area.epoch,
+            created=datetime.now(UTC).timestamp(),
+            job_id=context.job.id,
+            files=files,
+            layer_errors=result["layer_errors"],
+            table_errors=result["table_errors"],
+            generations={name: found.generation for name, found in extracted.items()},
+            chains={path: heads[path] for path in _updatable(files, extracted)},
+            updates=tuple(updates),
+            services={
+                name: {
+                    "file": found.file,
+                    "scope": {layer: asdict(scope) for layer, scope in found.scope.items()},
+                    "attachments": found.attachments,
+                }
+                for name, found in extracted.items()
+            },
+            sources=fingerprints,
+            map_digest=_map_digest(webmap),
+        )
+        _record(store, payload, package)
+    except BaseException as exc:
+        _remove_objects(output)
+        _remove_objects(updates_output)
+        _record_failure(store, payload, exc)
+        raise
+    return _done(services, package)
+
+
+def _record(store: MapAreaStore, payload: PackageMapArea, package: AreaPackage) -> None:
+    """Record a built package, unless its area changed epoch meanwhile."""
+    if store.get(payload.area_id).epoch != payload.epoch:
+        raise InvalidOfflineParametersError(
+            f"map area {payload.area_id} changed while it was being packaged: a new packaging runs"
+        )
+    store.add_package(
+        package, status=PackagingStatus.COMPLETE.value, latest=package.number, reason=None
+    )
+
+
+def _done(services: PreplannedServices, package: AreaPackage) -> dict[str, Any]:
+    """Keep the newest packages; the job's result."""
+    _prune(services, package.area_id)
+    return {
+        "area_id": package.area_id,
+        "package": package.number,
+        "incremental": package.incremental,
+        "bytes": package.bytes,
+        "updates": len(package.updates),
+        "update_bytes": sum(update["size"] for update in package.updates),
+        "layer_errors": package.layer_errors,
+        "table_errors": package.table_errors,
+    }
+
+
+def _map_digest(webmap: WebMap) -> str:
+    """A digest of the web map document: a package of another version of the map is not
+    refreshed from."""
+    return hashlib.sha256(webmap.model_dump_json(exclude={"item"}).encode()).hexdigest()
+
+
+def _fingerprints(services: PreplannedServices, webmap: WebMap) -> dict[str, str | None]:
+    """For each tile layer of the map (by id), what says its tiles have not changed: the size
+    and modification time of an archive file and of its write-ahead log; ``None`` for a source
+    with no such mark (a cache, an upstream server, vector tiles built from features, a
+    folder)."""
+    found: dict[str, str | None] = {}
+    sources = services.offline.catalog.tile_sources
+    for ref in webmap.iter_layers():
+        if not isinstance(ref, TileLayerRef):
+            continue
+        source = sources.get(ref.service)
+        mark = None
+        if isinstance(source, ArchiveTileSource) and not source.location.kind.is_folder:
+            mark = _file_mark(source.location.path)
+        found[ref.id] = mark
+    return found
+
+
+def _file_mark(path: Path) -> str | None:
+    """The size and modification time of an archive file and of the write-ahead log beside it
+    (a SQLite writer's changes may be only there); ``None`` when it cannot be read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    mark = f"{stat.st_size}:{stat.st_mtime_ns}"
+    try:
+        wal = path.with_name(path.name + "-wal").stat()
+    except FileNotFoundError:
+        return mark
+    except OSError:
+        return None
+    return f"{mark}:{wal.st_size}:{wal.st_mtime_ns}"
+
+
+def _can_refresh(
+    previous: AreaPackage, webmap: WebMap, fingerprints: dict[str, str | None]
+) -> bool:
+    """Whether the package after ``previous`` can be built from it and the update files: the
+    same map, the source of every tile layer it holds marked unchanged, every feature
+    service's scope recorded, and no layer failed in it."""
+    stems = {PurePosixPath(entry["path"]).stem for entry in previous.files}
+    held = {layer: mark for layer, mark in fingerprints.items() if layer in stems}
+    return (
+        previous.map_digest == _map_digest(webmap)
+        and all(
+            mark is not None and previous.sources.get(layer) == mark for layer, mark in held.items()
+        )
+        and set(previous.services) == set(previous.generations)
+        and not previous.layer_errors
+        and not previous.table_errors
+    )
+
+
+def _updatable(
+    files: tuple[dict[str, Any], ...], extracted: dict[str, ExtractedService]
+) -> list[str]:
+    """The files of a package that update files keep fresh: its replicas and MBTiles archives."""
+    replicas = {found.file for found in extracted.values()}
+    return [
+        entry["path"]
+        for entry in files
+        if entry["path"] in replicas or entry["path"].endswith(".mbtiles")
+    ]
+
+
+@dataclass
+class _UpdateWriter:
+    """Writes the update files that bring each file of the previous package to this one."""
+
+    services: PreplannedServices
+    area: MapArea
+    number: int
+    previous: AreaPackage | None
+    context: JobContext
+
+    def write(
+        self,
+        files: tuple[dict[str, Any], ...],
+        output: ObjectStore,
+        updates_output: ObjectStore,
+        extracted: dict[str, ExtractedService],
+    ) -> list[dict[str, Any]]:
+        """The update files written (each ``file`` it updates, ``kind``, ``path``, ``size``,
+        ``sha256``, ``previous_sha256``, ``from_number``, ``to_number``), into
+        ``updates_output``; none without a previous package of the same epoch."""
+        previous = self.previous
+        if previous is None:
+            return []
+        written = []
+        folder = self.context.scratch / "updates"
+        folder.mkdir(parents=True, exist_ok=True)
+        for service, found in extracted.items():
+            since = previous.generations.get(service)
+            head = previous.chains.get(found.file)
+            if since is None or head is None:
+                continue  # not in the previous package: devices get it with the next full one
+            replica = area_replica(
+                self.area.id,
+                service,
+                found.scope,
+                map_id=self.area.map_id,
+                generation=since,
+                attachments=found.attachments,
+                owner=self.area.owner,
+            )
+            name = f"{found.file.removesuffix('.gpkg')}.{self.number}.update.gpkg"
+            update, _ = write_area_feature_update(
+                folder / name, self.services.offline.sync, replica, self._link(head), since
+            )
+            written.append(_entry(updates_output, name, found.file, "features", head, update, self))
+        for entry in files:
+            path = entry["path"]
+            head = previous.chains.get(path)
+            if not path.endswith(".mbtiles") or head is None:
+                continue
+            old, new = folder / f"old-{path}", folder / f"new-{path}"
+            _fetch(
+                self.services.objects,
+                f"{package_prefix(self.area.id, previous.number)}/{path}",
+                old,
+            )
+            _fetch(output, path, new)
+            with open_reader(str(new)) as reader:
+                tile_format = reader.metadata.tile_format.value
+            name = f"{path.removesuffix('.mbtiles')}.{self.number}.update.mbtiles"
+            info = TileUpdateInfo(self._link(head), path.removesuffix(".mbtiles"), tile_format)
+            update, _ = build_tile_update(folder / name, info, old, new)
+            written.append(_entry(updates_output, name, path, "tiles", head, update, self))
+        return written
+
+    def _link(self, head: str) -> UpdateLink:
+        assert self.previous is not None
+        return UpdateLink(
+            self.area.id, self.area.map_id, self.area.epoch, self.previous.number, self.number, head
+        )
+
+
+def _fetch(store: ObjectStore, key: str, target: Path) -> None:
+    """Copy an object to a local file."""
+    with store.open(key) as source, target.open("wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)
+
+
+@dataclass
+class _Incremental:
+    """A refresh that builds the new package from the previous one and the update files,
+    without extracting the area again: each feature service's file is the previous one with
+    its update applied (:func:`~offmaps.offline.updates.apply_feature_update`, as a device
+    applies it); tile archives whose source is unchanged are copied, with an empty update."""
+
+    services: PreplannedServices
+    area: MapArea
+    number: int
+    previous: AreaPackage
+    context: JobContext
+    webmap: WebMap
+    fingerprints: dict[str, str | None]
+
+    def run(self, output: ObjectStore, updates_output: ObjectStore) -> AreaPackage:
+        folder = self.context.scratch / "package"
+        updates_folder = self.context.scratch / "updates"
+        folder.mkdir(parents=True)
+        updates_folder.mkdir()
+        before = prefixed(self.services.objects, package_prefix(self.area.id, self.previous.number))
+        total = len(self.previous.files)
+        for index, entry in enumerate(self.previous.files):
+            self.context.check_cancelled()
+            self.context.progress(0.5 * index / total, f"copying {entry['path']}")
+            target = folder / entry["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _fetch(before, entry["path"], target)
+        updates: list[dict[str, Any]] = []
+        generations: dict[str, int] = {}
+        attachments = LocalBlobStore(folder / "attachments")
+        for index, (service, recorded) in enumerate(sorted(self.previous.services.items())):
+            self.context.check_cancelled()
+            self.context.progress(0.5 + 0.4 * index / len(self.previous.services), service)
+            file = str(recorded["file"])
+            head = self.previous.chains[file]
+            name = f"{file.removesuffix('.gpkg')}.{self.number}.update.gpkg"
+            since = self.previous.generations[service]
+            replica = area_replica(
+                self.area.id,
+                service,
+                {layer: LayerScope.from_json(scope) for layer, scope in recorded["scope"].items()},
+                map_id=self.area.map_id,
+                generation=since,
+                attachments=bool(recorded["attachments"]),
+                owner=self.area.owner,
+            )
+            update, header = write_area_feature_update(
+                updates_folder / name,
+                self.services.offline.sync,
+                replica,
+                self._link(head),
+                since,
+            )
+            write_chain_state(
+                folder / file,
+                ChainState(self.area.id, self.area.epoch, self.previous.number, head),
+            )
+            applied = apply_feature_update(folder / file, update.path, sha256=update.sha256)
+            for sha256 in applied.blobs:
+                if not attachments.exists(sha256):
+                    attachments.put(self.services.offline.catalog.blobs.get(sha256))
+            _serve_as_one_file(folder / file)
+            generations[service] = header.generation
+            updates.append(_entry(updates_output, name, file, "features", head, update, self))
+        for entry in self.previous.files:
+            path = entry["path"]
+            tile_head = self.previous.chains.get(path)
+            if tile_head is None or not path.endswith(".mbtiles"):
+                continue
+            with open_reader(str(folder / path)) as reader:
+                tile_format = reader.metadata.tile_format.value
+            name = f"{path.removesuffix('.mbtiles')}.{self.number}.update.mbtiles"
+            info = TileUpdateInfo(self._link(tile_head), path.removesuffix(".mbtiles"), tile_format)
+            update = write_tile_update(updates_folder / name, info, (), ())  # source unchanged
+            updates.append(_entry(updates_output, name, path, "tiles", tile_head, update, self))
+        self.context.progress(0.95, "writing the manifest")
+        files = self._manifest(folder)
+        for index, file_entry_ in enumerate(files):
+            self.context.progress(
+                0.96 + 0.04 * index / len(files), f"publishing {file_entry_['path']}"
+            )
+            output.put_file(file_entry_["path"], folder / file_entry_["path"])
+        chains = {
+            file: next(u["sha256"] for u in updates if u["file"] == file)
+            for file in self.previous.chains
+        }
+        return replace(
+            self.previous,
+            number=self.number,
+            created=datetime.now(UTC).timestamp(),
+            job_id=self.context.job.id,
+            files=tuple(files),
+            generations=generations,
+            chains=chains,
+            updates=tuple(updates),
+            incremental=True,
+        )
+
+    def _link(self, head: str) -> UpdateLink:
+        return UpdateLink(
+            self.area.id, self.area.map_id, self.area.epoch, self.previous.number, self.number, head
+        )
+
+    def _manifest(self, folder: Path) -> list[dict[str, Any]]:
+        """The previous manifest with the files as they are now, written last of all."""
+        manifest = read_manifest(folder)
+        names = [entry.path for entry in manifest.files]
+        names += sorted(
+            str(path.relative_to(folder))
+            for path in folder.joinpath("attachments").rglob("*")
+            if path.is_file() and str(path.relative_to(folder)) not in names
+        )
+        item = manifest.item.model_copy(
+            update={"title": self.area.title[:250], "description": self.area.description}
+        )
+        manifest = manifest.model_copy(
+            update={
+                "created": datetime.now(UTC),
+                "item": item,
+                "files": [file_entry(folder, name) for name in names],
+            }
+        )
+        write_manifest(folder, manifest)
+        listed = [*manifest.files, file_entry(folder, MANIFEST_NAME)]
+        return [entry.model_dump() for entry in listed]
+
+
+def _serve_as_one_file(path: Path) -> None:
+    """Fold a GeoPackage's write-ahead log into it and leave WAL mode, so that the one file is
+    the whole database when it is served."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        conn.close()
+
+
+def _entry(
+    output: ObjectStore,
+    name: str,
+    file: str,
+    kind: str,
+    head: str,
+    update: UpdateFile,
+    step: _Incremental | _UpdateWriter,
+) -> dict[str, Any]:
+    """Publish an update file; its entry in the package's ``updates``."""
+    output.put_file(name, update.path)
+    assert step.previous is not None
+    return {
+        "file": file,
+        "kind": kind,
+        "path": name,
+        "size": update.size,
+        "sha256": update.sha256,
+        "previous_sha256": head,
+        "from_number": step.previous.number,
+        "to_number": step.number,
+    }
+
+
+def _record_failure(store: MapAreaStore, payload: PackageMapArea, exc: BaseException) -> None:
+    """Say on the area why its packaging failed; an area with a package stays complete."""
+    try:
+        area = store.get(payload.area_id)
+    except MapAreaNotFoundError:
+        return  # deleted meanwhile
+    if area.epoch != payload.epoch:
+        return  # a newer packaging's business
+    reason = str(exc) if isinstance(exc, OffmapsError) else f"{type(exc).__name__}: {exc}"
+    status = area.status if area.latest is not None else PackagingStatus.FAILED.value
+    try:
+        store.update(area.id, status=status, reason=reason[:1000])
+    except MapAreaNotFoundError:
+        return
+
+
+def _remove_objects(output: ObjectStore) -> None:
+    for info in list(output.list()):
+        try:
+            output.delete(info.key)
+        except OffmapsError:
+            _log.warning("could not remove %s of a failed packaging", info.key)
+
+
+def _prune(services: PreplannedServices, area_id: str) -> None:
+    """Remove the packages older than the newest :attr:`PreplannedServices.keep_packages`."""
+    packages = services.areas.packages(area_id)
+    old = [p.number for p in packages[: max(len(packages) - services.keep_packages, 0)]]
+    for number in old:
+        _remove_objects(prefixed(services.objects, package_prefix(area_id, number)))
+        _remove_objects(prefixed(services.objects, updates_prefix(area_id, number)))
+    if old:
+        services.areas.remove_packages(area_id, old)
+
+
+def package_map_area_kind(services: PreplannedServices) -> JobKind[PackageMapArea]:
+    """The packaging job kind, bound to a process's services."""
+    return JobKind(PACKAGE_MAP_AREA, PackageMapArea, partial(_package, services))
+
+
+# --- the operations --------------------------------------------------------------------------
+
+
+def _resolve_area(
+    webmap: WebMap, shape: MapAreaRequest | MapAreaChanges
+) -> tuple[Area, dict[str, Any]] | None:
+    """The area a request gives, and how it was given; ``None`` when it gives none.
+
+    Raises:
+        InvalidOfflineParametersError: the bookmark does not exist.
+        InvalidAOIError: the bbox is not a valid envelope.
+    """
+    if shape.area is not None:
+        return shape.area, {"kind": "polygon"}
+    if shape.bbox is not None:
+        return area_from_bbox(*shape.bbox), {"kind": "bbox"}
+    if shape.bookmark is not None:
+        found = webmap.find_bookmark(shape.bookmark)
+        if found is None:
+            names = ", ".join(repr(b.name) for b in webmap.bookmarks[:20]) or "none"
+            raise InvalidOfflineParametersError(
+                f"the map has no bookmark {shape.bookmark[:100]!r} (its bookmarks: {names})"
+            )
+        return area_from_bbox(*found.extent), {"kind": "bookmark", "bookmark": found.name}
+    return None
+
+
+def _next_time(area: MapArea, now: float) -> float | None:
+    found = next_refresh(parse_refresh(area.refresh), datetime.fromtimestamp(now, UTC))
+    return None if found is None else found.timestamp()
+
+
+@dataclass
+class MapAreas:
+    """The preplanned map areas of a server, as the API, the CLI and the scheduler use them.
+
+    Args:
+        services: what packaging reads and writes.
+        jobs: the job runner packaging jobs run in.
+    """
+
+    services: PreplannedServices
+    jobs: JobRunner
+
+    def __post_init__(self) -> None:
+        self._submitting = threading.Lock()
+
+    @property
+    def store(self) -> MapAreaStore:
+        """The areas' store."""
+        return self.services.areas
+
+    def _check(self, webmap: WebMap, area: MapArea) -> None:
+        """Refuse an area the map cannot package: outside its extent, a layer over its export
+        limit, parameters that do not fit (before any job)."""
+        parameters, overrides = area_parameters(webmap, area)
+        plan, estimate = prepare_offline_map(
+            self.services.offline.catalog, webmap, parameters, overrides
+        )
+        check_export_limits(plan, estimate)
+
+    def create(
+        self, webmap: WebMap, request: MapAreaRequest, *, owner: str, server_url: str
+    ) -> MapArea:
+        """Record a new area of ``webmap`` and start packaging it.
+
+        Raises:
+            InvalidOfflineParametersError, InvalidAOIError, ExportLimitError: it cannot be
+                packaged as asked.
+        """
+        resolved = _resolve_area(webmap, request)
+        assert resolved is not None  # the request model asks for exactly one
+        where, source = resolved
+        area = MapArea(
+            id="",
+            map_id=str(webmap.id),
+            owner=owner,
+            title=request.title,
+            description=request.description or "",
+            area=where.geometry,
+            source=source,
+            min_scale=request.min_scale or 0,
+            max_scale=request.max_scale or 0,
+            overrides=(
+                request.overrides.model_dump(mode="json") if request.overrides is not None else None
+            ),
+            attachments=request.attachments.value if request.attachments else None,
+            update_mode=request.update_mode.value,
+            refresh=request.refresh,
+            thumbnail=request.thumbnail,
+            server_url=server_url,
+        )
+        self._check(webmap, area)
+        now = datetime.now(UTC).timestamp()
+        area = self.store.create(replace(area, next_refresh_at=_next_time(area, now)))
+        return self._start(area, owner=owner, server_url=server_url)
+
+    def change(
+        self,
+        webmap: WebMap,
+        area_id: str,
+        changes: MapAreaChanges,
+        *,
+        owner: str,
+        server_url: str,
+    ) -> MapArea:
+        """Apply ``changes`` to an area; a new extent, scales, layers or update mode start a new
+        epoch and a new packaging.
+
+        Raises:
+            MapAreaBusyError: a packaging of it runs (cancel it or wait).
+        """
+        area = self.store.get(area_id, map_id=str(webmap.id))
+        update: dict[str, Any] = {
+            name: value
+            for name in ("title", "description", "thumbnail")
+            if (value := getattr(changes, name)) is not None
+        }
+        if changes.refresh is not None:
+            update["refresh"] = changes.refresh
+            now = datetime.now(UTC).timestamp()
+            update["next_refresh_at"] = _next_time(replace(area, refresh=changes.refresh), now)
+        if not changes.repackages:
+            return self.store.update(area.id, **update)
+        self._check_idle(area)
+        resolved = _resolve_area(webmap, changes)
+        if resolved is not None:
+            update["area"], update["source"] = resolved[0].geometry, resolved[1]
+        for name in ("min_scale", "max_scale"):
+            if (value := getattr(changes, name)) is not None:
+                update[name] = value
+        if changes.overrides is not None:
+            update["overrides"] = changes.overrides.model_dump(mode="json")
+        if changes.attachments is not None:
+            update["attachments"] = changes.attachments.value
+        if changes.update_mode is not None:
+            update["update_mode"] = changes.update_mode.value
+        update["epoch"] = area.epoch + 1
+        self._check(webmap, replace(area, **update))
+        return self._start(self.store.update(area.id, **update), owner=owner, server_url=server_url)
+
+    def refresh(self, area: MapArea, *, owner: str, server_url: str) -> MapArea:
+        """Package an area again now.
+
+        Raises:
+            MapAreaBusyError: a packaging of it runs already.
+        """
+        self._check_idle(area)
+        return self._start(area, owner=owner, server_url=server_url)
+
+    def delete(self, area: MapArea) -> None:
+        """Delete an area: cancel its packaging, remove its packages, leave a tombstone."""
+        if area.job_id is not None:
+            try:
+                if self.jobs.get(area.job_id).status in (JobStatus.PENDING, JobStatus.RUNNING):
+                    self.jobs.cancel(area.job_id)
+            except JobNotFoundError:
+                pass
+        self.store.delete(area.id)
+        _remove_objects(prefixed(self.services.objects, f"areas/{area.id}"))
+
+    def package(self, area: MapArea, number: int | None = None) -> AreaPackage:
+        """Package ``number`` of an area, or its newest.
+
+        Raises:
+            MapAreaBusyError: the area has no complete package yet.
+            MapAreaNotFoundError: it has no package ``number`` (any more).
+        """
+        packages = self.store.packages(area.id)
+        if not packages:
+            if area.status == PackagingStatus.FAILED:
+                raise MapAreaBusyError(
+                    f"map area {area.id} has no package: its packaging failed ({area.reason})"
+                )
+            raise MapAreaBusyError(f"map area {area.id} is still packaging: try again later")
+        if number is None:
+            return packages[-1]
+        for found in packages:
+            if found.number == number:
+                return found
+        kept = ", ".join(str(p.number) for p in packages)
+        raise MapAreaNotFoundError(
+            f"map area {area.id} has no package {number} (it keeps packages {kept})"
+        )
+
+    def plan_updates(self, area: MapArea, have: int, epoch: int) -> dict[str, Any]:
+        """What a device holding package ``have`` of epoch ``epoch`` downloads to reach the
+        newest package: ``choice`` is ``none`` (it is the newest), ``updates`` (the update
+        files, in order, in ``files``) or ``full`` (the newest package, when the updates are
+        no smaller, the chain is broken by retention, or the area was repackaged), with
+        ``reason``.
+
+        Raises:
+            MapAreaBusyError: the area has no complete package yet.
+            InvalidOfflineParametersError: ``have`` is no package number the area has had.
+        """
+        newest = self.package(area)
+        plan: dict[str, Any] = {
+            "from": have,
+            "to": newest.number,
+            "epoch": area.epoch,
+            "full_bytes": newest.bytes,
+            "updates_bytes": 0,
+            "files": [],
+            "reason": None,
+        }
+        if have < 1 or have > newest.number:
+            raise InvalidOfflineParametersError(
+                f"map area {area.id} has had packages 1 to {newest.number}, not {have}"
+            )
+        if epoch != area.epoch:
+            reason = f"the area was repackaged since (epoch {epoch} -> {area.epoch})"
+            return {**plan, "choice": "full", "reason": reason}
+        if have == newest.number:
+            return {**plan, "choice": "none"}
+        kept = {p.number: p for p in self.store.packages(area.id)}
+        steps = [kept.get(number) for number in range(have + 1, newest.number + 1)]
+        missing = [
+            n for n, p in zip(range(have + 1, newest.number + 1), steps, strict=True) if p is None
+        ]
+        if missing:
+            reason = (
+                f"package {have} is older than the oldest kept ({min(kept)}): its updates "
+                "were removed"
+            )
+            return {**plan, "choice": "full", "reason": reason}
+        files: list[dict[str, Any]] = []
+        for step in steps:
+            assert step is not None
+            covered = {update["file"] for update in step.updates}
+            if not set(step.chains) <= covered or step.epoch != epoch:
+                reason = f"package {step.number} has files no update reaches (a layer was added)"
+                return {**plan, "choice": "full", "reason": reason}
+            files += [{**update, "number": step.number} for update in step.updates]
+        size = sum(int(entry["size"]) for entry in files)
+        plan.update(files=files, updates_bytes=size)
+        if size >= newest.bytes:
+            reason = f"the updates ({size:,} bytes) are no smaller than the package"
+            return {**plan, "choice": "full", "reason": reason}
+        return {**plan, "choice": "updates"}
+
+    def register_replicas(
+        self, webmap: WebMap, area: MapArea, number: int, *, owner: str
+    ) -> list[dict[str, Any]]:
+        """Register replicas of ``owner``'s device for package ``number`` of an area in
+        ``sync_with_feature_services`` mode: one per feature service, at the generation and
+        with the scope the package was built with, so that its first sync downloads only what
+        changed since. Returns them as the package manifest lists replicas.
+
+        Raises:
+            InvalidOfflineParametersError: the area is in another update mode.
+            MapAreaBusyError, MapAreaNotFoundError: no such package.
+            QuotaExceededError: ``owner`` has as many replicas as a user may.
+        """
+        if area.update_mode != PreplannedUpdateMode.SYNC_WITH_FEATURE_SERVICES:
+            raise InvalidOfflineParametersError(
+                f"map area {area.id} is in {area.update_mode} mode: its devices take no replica "
+                "of their own (they download its scheduled updates, or nothing)"
+            )
+        package = self.package(area, number)
+        offline = self.services.offline
+        limits = offline.limits
+        direction = webmap.offline.sync_direction.value
+        attachments = webmap.offline.attachment_sync_direction.value
+        registered: list[dict[str, Any]] = []
+        try:
+            for service, recorded in sorted(package.services.items()):
+                scope = {
+                    layer: LayerScope.from_json(found) for layer, found in recorded["scope"].items()
+                }
+                replica = offline.replicas.register(
+                    service,
+                    tuple(scope),
+                    package.generations[service],
+                    owner=owner,
+                    max_owned=None if limits is None else limits.replicas_per_user,
+                    retry_after_s=3600 if limits is None else limits.quota_retry_after_s,
+                    map_id=area.map_id,
+                    sync_direction=direction,
+                    scope=scope,
+                    attachment_sync_direction=attachments,
+                )
+                registered.append(
+                    {
+                        "service": service,
+                        "replica_id": replica.id,
+                        "generation": replica.generation,
+                        "file": recorded["file"],
+                        "sync_direction": direction,
+                        "attachment_sync_direction": attachments,
+                        "sync_model": "per_layer",
+                    }
+                )
+        except BaseException:
+            for done in registered:  # all or none
+                offline.replicas.unregister(done["replica_id"])
+            raise
+        return registered
+
+    def update_files(self, area: MapArea, number: int) -> ObjectStore:
+        """Where the update files bringing package ``number - 1`` to ``number`` are."""
+        return prefixed(self.services.objects, updates_prefix(area.id, number))
+
+    def package_files(self, area: MapArea, number: int) -> ObjectStore:
+        """Where package ``number``'s files are."""
+        return prefixed(self.services.objects, package_prefix(area.id, number))
+
+    def refresh_due(self, now: float) -> list[str]:
+        """Start a packaging of every area whose scheduled refresh is due at ``now`` (each
+        claimed once, however many processes ask); returns their ids. An area still packaging
+        is left for its next time."""
+        started = []
+        for area in self.store.claim_due(now, _next_time):
+            try:
+                self.refresh(area, owner=area.owner, server_url=area.server_url)
+            except MapAreaBusyError:
+                continue
+            except OffmapsError as exc:
+                _log.warning("scheduled refresh of map area %s failed: %s", area.id, exc)
+                continue
+            started.append(area.id)
+        return started
+
+    def _check_idle(self, area: MapArea) -> None:
+        if area.job_id is None:
+            return
+        try:
+            job = self.jobs.get(area.job_id)
+        except JobNotFoundError:
+            return
+        if job.status in (JobStatus.PENDING, JobStatus.RUNNING):
+            raise MapAreaBusyError(
+                f"map area {area.id} is being packaged (job {job.id}): wait for it, or cancel "
+                "it first"
+            )
+
+    def _start(self, area: MapArea, *, owner: str, server_url: str) -> MapArea:
+        payload = PackageMapArea(
+            area_id=area.id, epoch=area.epoch, owner=owner, server_url=server_url
+        )
+        if area.latest is None:
+            self.store.update(area.id, status=PackagingStatus.PACKAGING.value, reason=None)
+        with self._submitting:  # two refreshes at once: one job
+            self._check_idle(self.store.get(area.id))
+            job = self.jobs.submit(PACKAGE_MAP_AREA, payload, owner=owner)
+            return self.store.update(area.id, job_id=job.id)

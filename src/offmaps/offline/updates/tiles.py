@@ -1,0 +1,481 @@
+"""Tile update files: the tiles of a tile layer that changed between two packages of an area.
+
+A tile update file is an MBTiles 1.3 file (any MBTiles reader reads its ``tiles`` and
+``metadata``) holding only the tiles added or changed, plus the update header and the tiles
+removed. :func:`diff_tiles` compares two archives' tiles by SHA-256, :func:`write_tile_update`
+and :func:`build_tile_update` write the file, :class:`TileUpdateReader` reads it, and
+:func:`apply_tile_update` applies it to an MBTiles archive in one transaction, checking the
+chain. The format is in docs/update-files.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from offmaps.containers import TileReader, open_reader
+from offmaps.containers.mbtiles import APPLICATION_ID, tms_row
+from offmaps.errors import PackageError, UpdateIntegrityError
+from offmaps.offline.updates._header import (
+    header_rows,
+    link_of,
+    open_read_only,
+    parse_created,
+    read_header,
+    write_header,
+)
+from offmaps.offline.updates.chain import (
+    ChainState,
+    UpdateFile,
+    UpdateLink,
+    check_file,
+    check_link,
+    file_sha256,
+    find_chain_state,
+    store_chain_state,
+)
+from offmaps.offline.updates.features import PAGE_SIZE
+from offmaps.types import Tile
+
+__all__ = [
+    "TileDiff",
+    "TileUpdateApplied",
+    "TileUpdateInfo",
+    "TileUpdateReader",
+    "apply_tile_update",
+    "build_tile_update",
+    "diff_tiles",
+    "tile_hashes",
+    "write_tile_update",
+]
+
+KIND = "tiles"
+_TMS = "WebMercatorQuad"
+_BATCH = 500
+_KEY = "zoom_level INTEGER NOT NULL, tile_column INTEGER NOT NULL, tile_row INTEGER NOT NULL"
+
+
+@dataclass(frozen=True, slots=True)
+class TileUpdateInfo:
+    """The header of a tile update file.
+
+    Attributes:
+        link: where it sits in its chain.
+        layer: the tile layer (its id in the web map).
+        format: the tiles' format, as MBTiles' ``format`` metadata names it (``png``, ``jpg``,
+            ``webp``, ``pbf``).
+        tms: the tile matrix set; MBTiles holds ``WebMercatorQuad`` only.
+        created: when it was written, in UTC (``None``: now, when writing).
+    """
+
+    link: UpdateLink
+    layer: str
+    format: str
+    tms: str = _TMS
+    created: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TileDiff:
+    """What changed between two versions of a tile layer.
+
+    Attributes:
+        changed: tiles added, or whose bytes changed.
+        removed: tiles the new version no longer has.
+    """
+
+    changed: tuple[Tile, ...]
+    removed: tuple[Tile, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TileUpdateApplied:
+    """What :func:`apply_tile_update` did.
+
+    Attributes:
+        changed: tiles written (added or replaced).
+        removed: tiles deleted (those the archive did not hold count too).
+        state: the archive's chain state now.
+    """
+
+    changed: int
+    removed: int
+    state: ChainState
+
+
+def tile_hashes(reader: TileReader) -> dict[Tile, str]:
+    """The SHA-256 of every tile of a container, by tile."""
+    return {tile: hashlib.sha256(data).hexdigest() for tile, data in reader.iter_tiles()}
+
+
+def diff_tiles(old: Mapping[Tile, str], new: Mapping[Tile, str]) -> TileDiff:
+    """The tiles that differ between two versions of a layer, given as {tile: SHA-256}: both
+    lists in (z, x, y) order."""
+    changed = sorted(
+        (tile for tile, digest in new.items() if old.get(tile) != digest),
+        key=lambda t: (t.z, t.x, t.y),
+    )
+    removed = sorted((tile for tile in old if tile not in new), key=lambda t: (t.z, t.x, t.y))
+    return TileDiff(tuple(changed), tuple(removed))
+
+
+def _metadata(info: TileUpdateInfo) -> dict[str, str]:
+    rows = {"name": info.layer, "format": info.format, "type": "overlay", "version": "1"}
+    if info.format == "pbf":
+        rows["json"] = json.dumps({"vector_layers": []})  # the spec asks for it with pbf
+    return rows
+
+
+def write_tile_update(
+    path: Path,
+    info: TileUpdateInfo,
+    tiles: Iterable[tuple[Tile, bytes]],
+    removed: Iterable[Tile],
+) -> UpdateFile:
+    """Write a tile update file: the tiles added or changed, and those removed.
+
+    The file is written beside ``path`` and renamed into place when complete.
+
+    Args:
+        path: the update file; it must not exist.
+        info: its header.
+        tiles: the tiles added or changed, with their new bytes.
+        removed: the tiles removed.
+
+    Returns:
+        The file, its SHA-256 and size.
+
+    Raises:
+        FileExistsError: ``path`` exists.
+        ValueError: a tile matrix set other than WebMercatorQuad, a tile given twice, or
+            both written and removed.
+    """
+    path = Path(path)
+    if info.tms != _TMS:
+        raise ValueError(f"tile update files hold {_TMS} tiles only, not {info.tms}")
+    if path.exists():
+        raise FileExistsError(f"{path} exists already")
+    header = header_rows(KIND, info.link, info.created)
+    header.update(layer=info.layer, tms=info.tms, format=info.format)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        conn = sqlite3.connect(temp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous = OFF")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute("BEGIN")
+            conn.execute("CREATE TABLE metadata (name TEXT, value TEXT)")
+            conn.execute("CREATE UNIQUE INDEX name ON metadata (name)")
+            conn.executemany("INSERT INTO metadata VALUES (?, ?)", _metadata(info).items())
+            conn.execute(f"CREATE TABLE tiles ({_KEY}, tile_data BLOB NOT NULL)")
+            conn.execute(
+                "CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row)"
+            )
+            conn.execute(
+                f"CREATE TABLE offmaps_update_removed ({_KEY}, "
+                "PRIMARY KEY (zoom_level, tile_column, tile_row))"
+            )
+            write_header(conn, header)
+            try:
+                _insert(conn, "INSERT INTO tiles VALUES (?, ?, ?, ?)", _rows(tiles))
+                _insert(
+                    conn,
+                    "INSERT INTO offmaps_update_removed VALUES (?, ?, ?)",
+                    ((t.z, t.x, tms_row(t.y, t.z)) for t in removed),
+                )
+                both = conn.execute(
+                    "SELECT count(*) FROM tiles JOIN offmaps_update_removed "
+                    "USING (zoom_level, tile_column, tile_row)"
+                ).fetchone()[0]
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"a tile is given twice: {exc}") from None
+            if both:
+                raise ValueError(f"{both} tiles are both written and removed")
+            conn.execute("COMMIT")
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            conn.execute("VACUUM")
+        finally:
+            conn.close()
+        with temp.open("rb+") as stream:
+            os.fsync(stream.fileno())
+        if path.exists():
+            raise FileExistsError(f"{path} appeared while the update was written")
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        temp.with_name(temp.name + "-journal").unlink(missing_ok=True)
+        raise
+    sha256, size = file_sha256(path)
+    return UpdateFile(path, sha256, size)
+
+
+def _rows(tiles: Iterable[tuple[Tile, bytes]]) -> Iterator[tuple[int, int, int, bytes]]:
+    for tile, data in tiles:
+        yield tile.z, tile.x, tms_row(tile.y, tile.z), data
+
+
+def _insert(conn: sqlite3.Connection, sql: str, rows: Iterable[tuple[object, ...]]) -> None:
+    batch: list[tuple[object, ...]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= _BATCH:
+            conn.executemany(sql, batch)
+            batch = []
+    conn.executemany(sql, batch)
+
+
+def build_tile_update(
+    path: Path,
+    info: TileUpdateInfo,
+    old: Path | str | Mapping[Tile, str],
+    new: Path | str,
+    *,
+    new_hashes: Mapping[Tile, str] | None = None,
+) -> tuple[UpdateFile, TileDiff]:
+    """Write the tile update file from one version of a tile layer to the next.
+
+    Args:
+        path: the update file; it must not exist.
+        info: its header.
+        old: the previous archive (any container :func:`~offmaps.containers.open_reader`
+            opens), or its tiles' SHA-256 as recorded when it was packaged.
+        new: the new archive.
+        new_hashes: the new archive's tiles' SHA-256, when known (else they are read).
+
+    Returns:
+        The file written, and the tiles it changes and removes.
+    """
+    if isinstance(old, Mapping):
+        old_hashes: Mapping[Tile, str] = old
+    else:
+        with open_reader(old) as reader:
+            old_hashes = tile_hashes(reader)
+    with open_reader(new) as reader:
+        hashes = new_hashes if new_hashes is not None else tile_hashes(reader)
+        diff = diff_tiles(old_hashes, hashes)
+        written = write_tile_update(
+            path, info, ((tile, reader.get_tile(tile)) for tile in diff.changed), diff.removed
+        )
+    return written, diff
+
+
+class TileUpdateReader:
+    """Reads a tile update file (opened read-only).
+
+    Args:
+        path: the update file.
+
+    Raises:
+        UpdateIntegrityError: not a tile update file of a format this version reads, or a
+            malformed or damaged one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn = open_read_only(self.path)
+        try:
+            rows = read_header(self._conn, self.path, KIND)
+            self.info = TileUpdateInfo(
+                link_of(rows, self.path),
+                rows["layer"],
+                rows["format"],
+                rows["tms"],
+                parse_created(rows.get("created", ""), self.path),
+            )
+        except KeyError as exc:
+            self._conn.close()
+            raise UpdateIntegrityError(
+                f"{self.path}: malformed update header: no {exc}", path=self.path
+            ) from None
+        except BaseException:
+            self._conn.close()
+            raise
+        tables = {
+            str(name)
+            for (name,) in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        problem = None
+        if self.info.tms != _TMS:
+            problem = f"tiles of {self.info.tms[:80]}, not {_TMS}"
+        elif not {"tiles", "metadata", "offmaps_update_removed"} <= tables:
+            problem = "the tiles, metadata or offmaps_update_removed table is missing"
+        if problem is not None:
+            self._conn.close()
+            raise UpdateIntegrityError(f"{self.path}: {problem}", path=self.path)
+
+    def _damaged(self, exc: BaseException) -> UpdateIntegrityError:
+        return UpdateIntegrityError(f"{self.path}: damaged update file: {exc}", path=self.path)
+
+    def iter_tiles(self) -> Iterator[tuple[Tile, bytes]]:
+        """The tiles added or changed, with their bytes."""
+        try:
+            for z, x, row, data in self._conn.execute(
+                "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"
+            ):
+                yield Tile(x, tms_row(row, z), z), bytes(data)
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from None
+
+    def iter_removed(self) -> Iterator[Tile]:
+        """The tiles removed."""
+        try:
+            for z, x, row in self._conn.execute(
+                "SELECT zoom_level, tile_column, tile_row FROM offmaps_update_removed"
+            ):
+                yield Tile(x, tms_row(row, z), z)
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from None
+
+    def close(self) -> None:
+        """Close the file. Closing twice is fine."""
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _sha256(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _layout(conn: sqlite3.Connection, archive: Path) -> str:
+    """``plain`` (a ``tiles`` table) or ``dedup`` (``map`` + ``images`` behind a ``tiles``
+    view, as :class:`~offmaps.containers.mbtiles.MBTilesWriter` writes with ``dedup``).
+
+    Raises:
+        PackageError: neither.
+    """
+    kinds = dict(
+        conn.execute(
+            "SELECT name, type FROM main.sqlite_master WHERE name IN ('tiles', 'map', 'images')"
+        ).fetchall()
+    )
+    if kinds.get("tiles") == "table":
+        return "plain"
+    if kinds.get("tiles") == "view" and kinds.get("map") == kinds.get("images") == "table":
+        return "dedup"
+    raise PackageError(f"{archive}: not an MBTiles archive offmaps can update")
+
+
+def apply_tile_update(
+    archive: Path, update: Path, *, sha256: str, size: int | None = None
+) -> TileUpdateApplied:
+    """Apply a tile update file to an MBTiles archive, in one transaction.
+
+    The update's size and SHA-256 are checked first, then, in the transaction, the chain
+    (:func:`~offmaps.offline.updates.chain.check_link`); the tiles are written, the removed
+    ones deleted, and the archive's new chain state recorded. The archive's metadata is left
+    as it is. On any failure the archive is as it was.
+
+    Args:
+        archive: the MBTiles archive (plain or deduplicated schema).
+        update: the tile update file.
+        sha256: the SHA-256 the update must have.
+        size: the size it must have, when known.
+
+    Returns:
+        What was done, and the archive's chain state now.
+
+    Raises:
+        UpdateIntegrityError: the update is truncated, tampered or not a tile update file.
+        UpdateChainError: it does not follow the archive's chain.
+        PackageError: ``archive`` is not an MBTiles archive offmaps can update, or the
+            database failed (a full disk, say).
+    """
+    archive, update = Path(archive), Path(update)
+    check_file(update, sha256, size)
+    with TileUpdateReader(update) as reader:
+        link = reader.info.link
+    if not archive.is_file():
+        raise PackageError(f"{archive}: no such archive")
+    try:
+        conn = sqlite3.connect(
+            f"{archive.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None, timeout=30
+        )
+    except sqlite3.Error as exc:
+        raise PackageError(f"{archive}: cannot open the archive: {exc}") from None
+    try:
+        conn.create_function("offmaps_sha256", 1, _sha256, deterministic=True)
+        conn.execute("ATTACH DATABASE ? AS up", (f"{update.resolve().as_uri()}?mode=ro",))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            state = find_chain_state(conn)
+            check_link(state, link, path=archive)
+            if state is None:
+                raise AssertionError("check_link lets no file without a chain through")
+            changed, removed = _apply(conn, _layout(conn, archive))
+            after = state.after(link, sha256.lower())
+            store_chain_state(conn, after)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise PackageError(f"{archive}: the update was not applied: {exc}") from None
+    finally:
+        conn.close()
+    return TileUpdateApplied(changed, removed, after)
+
+
+_TOUCHED = (
+    "SELECT zoom_level, tile_column, tile_row FROM up.tiles UNION ALL "
+    "SELECT zoom_level, tile_column, tile_row FROM up.offmaps_update_removed"
+)
+_DELETE_TILE = "DELETE FROM main.tiles WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?"
+_FIND_MAPPED = (
+    "SELECT tile_id FROM main.map WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?"
+)
+_DELETE_MAPPED = "DELETE FROM main.map WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?"
+
+
+def _apply(conn: sqlite3.Connection, layout: str) -> tuple[int, int]:
+    """Write the attached update ``up`` into the archive; returns (changed, removed)."""
+    touched = conn.execute(_TOUCHED).fetchall()
+    (changed,) = conn.execute("SELECT count(*) FROM up.tiles").fetchone()
+    removed = len(touched) - int(changed)
+    if layout == "plain":
+        conn.executemany(_DELETE_TILE, touched)
+        conn.execute(
+            "INSERT INTO main.tiles (zoom_level, tile_column, tile_row, tile_data) "
+            "SELECT zoom_level, tile_column, tile_row, tile_data FROM up.tiles"
+        )
+        return int(changed), removed
+    old_ids: set[str] = set()
+    for key in touched:
+        row = conn.execute(_FIND_MAPPED, key).fetchone()
+        if row is not None:
+            old_ids.add(str(row[0]))
+    conn.executemany(_DELETE_MAPPED, touched)
+    conn.execute(
+        "INSERT OR IGNORE INTO main.images (tile_id, tile_data) "
+        "SELECT offmaps_sha256(tile_data), tile_data FROM up.tiles"
+    )
+    conn.execute(
+        "INSERT INTO main.map (zoom_level, tile_column, tile_row, tile_id) "
+        "SELECT zoom_level, tile_column, tile_row, offmaps_sha256(tile_data) FROM up.tiles"
+    )
+    if old_ids:
+        conn.execute(
+            "DELETE FROM main.images WHERE tile_id IN (SELECT value FROM json_each(?)) "
+            "AND tile_id NOT IN (SELECT tile_id FROM main.map WHERE tile_id IS NOT NULL)",
+            (json.dumps(sorted(old_ids)),),
+        )
+    return int(changed), removed

@@ -1,0 +1,180 @@
+"""A preplanned package in ``sync_with_feature_services`` mode: the device registers replicas of
+its own at the package's generations, adopts them, and then syncs both ways as an on-demand map
+does; its first download brings only what changed since the package was built."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shapely.geometry import Point
+
+from offmaps.client import Portal
+from offmaps.client.offline import OfflineMapTask, PortalItem
+from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
+from offmaps.errors import PackageError
+from offmaps.features.geopackage import GeoPackageStore
+from offmaps.features.model import FeatureQuery, Insert, Update
+from offmaps.offline.adopt import adopt_replicas
+from offmaps.offline.package import PackageReplica, read_manifest
+from offmaps.services import Services
+from tests.client.test_sync import server_edit, server_sites
+from tests.serverkit import PASSWORD, LiveServer, assert_problem
+
+BBOX = [24.895, 60.05, 24.995, 60.15]
+
+
+def _services(server: LiveServer) -> Services:
+    services: Services = server.server.client.app.state.services  # type: ignore[attr-defined]
+    return services
+
+
+def _download(server: LiveServer, area: dict[str, Any], folder: Path) -> None:
+    client = server.server.client
+    crew = server.server.token("editor", "maps:read offline:sync features:edit")
+    for entry in area["package"]["files"]:
+        response = client.get(entry["href"], headers=crew)
+        assert response.status_code == 200, response.text
+        assert hashlib.sha256(response.content).hexdigest() == entry["sha256"]
+        target = folder / entry["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(response.content)
+
+
+def _area(server: LiveServer, **body: Any) -> dict[str, Any]:
+    client = server.server.client
+    href = f"/api/maps/{server.server.public_map}/areas"
+    created = client.post(
+        href, json={"title": "North", "bbox": BBOX, **body}, headers=server.server.token("editor")
+    ).json()
+    jobs = _services(server).jobs
+    deadline = time.monotonic() + 60
+    while not jobs.get(created["job_id"]).status.done:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    found: dict[str, Any] = client.get(f"{href}/{created['id']}").json()
+    assert found["status"] == "complete", found
+    return found
+
+
+def _names(folder: Path) -> set[str]:
+    (replica,) = read_manifest(folder).replicas
+    with GeoPackageStore.open(folder / replica.file) as store:
+        return {str(f.properties["name"]) for f in store.iter_features("sites", FeatureQuery())}
+
+
+def test_a_device_of_a_sync_area_syncs_its_package_both_ways(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    area = _area(live_server)
+    folder = tmp_path / "device"
+    _download(live_server, area, folder)
+    before = set(_names_of_package(folder))
+    sites = server_sites(live_server)
+    server_edit(
+        live_server,
+        Update("sites", sites["site 3"].global_id, {"name": "site 3 renamed"}),
+        Insert("sites", {"name": "added later", "status": "ok", "osm_id": 77}, Point(24.92, 60.1)),
+    )
+
+    client = live_server.server.client
+    crew = live_server.server.token("editor", "maps:read offline:sync features:edit")
+    href = f"/api/maps/{live_server.server.public_map}/areas/{area['id']}/replicas"
+    answer = client.post(href, json={"package": area["latest"]}, headers=crew)
+    assert answer.status_code == 201, answer.text
+    replicas = [PackageReplica.model_validate(r) for r in answer.json()["replicas"]]
+    assert [r.service for r in replicas] == ["city"]
+    registered = _services(live_server).replicas.get(replicas[0].replica_id)
+    assert registered.owner == "editor"
+    assert registered.generation == replicas[0].generation
+    manifest = adopt_replicas(folder, replicas)
+    assert manifest.update_mode == "sync_with_feature_services"
+    assert adopt_replicas(folder, replicas).replicas == replicas  # again: the same
+
+    portal = Portal(live_server.url)
+    portal.login("editor", PASSWORD)
+    try:
+        task = OfflineMapSyncTask(folder, portal)
+        updates = task.check_for_updates()
+        assert updates.download_changes == 2  # only what changed since the package was built
+        with GeoPackageStore.open(folder / replicas[0].file) as store:
+            store.apply_edits(
+                [Insert("sites", {"name": "from the field", "osm_id": 500}, Point(24.93, 60.1))]
+            )
+        result = task.sync_offline_map(SyncOfflineMapParameters()).wait()
+        assert not result.has_errors, result.as_dict()
+    finally:
+        portal.close()
+    names = _names(folder)
+    assert {"site 3 renamed", "added later", "from the field"} <= names
+    assert "site 3" in before
+    assert "site 3" not in names
+    assert "from the field" in server_sites(live_server)
+
+
+def _names_of_package(folder: Path) -> set[str]:
+    manifest = read_manifest(folder)
+    (layer,) = [layer for layer in manifest.layers if layer.id == "sites"]
+    assert layer.file is not None
+    with GeoPackageStore.open(folder / layer.file) as store:
+        return {str(f.properties["name"]) for f in store.iter_features("sites", FeatureQuery())}
+
+
+def test_replicas_only_for_a_sync_area_and_a_signed_in_crew(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    client = live_server.server.client
+    area = _area(live_server, update_mode="download_scheduled_updates")
+    href = f"/api/maps/{live_server.server.public_map}/areas/{area['id']}/replicas"
+    crew = live_server.server.token("editor", "maps:read offline:sync")
+    problem = assert_problem(client.post(href, json={"package": 1}, headers=crew), 400)
+    assert "download_scheduled_updates mode" in problem["detail"]
+    assert_problem(client.post(href, json={"package": 1}), 401)
+    viewer = live_server.server.token("viewer")
+    assert_problem(client.post(href, json={"package": 1}, headers=viewer), 403)
+    assert_problem(client.post(href, json={"package": 0}, headers=crew), 422)
+    assert_problem(client.post(href, json={"package": "x"}, headers=crew), 422)
+
+    sync_area = _area(live_server, title="South")
+    href = f"/api/maps/{live_server.server.public_map}/areas/{sync_area['id']}/replicas"
+    assert_problem(client.post(href, json={"package": 9}, headers=crew), 404)
+
+    # a file holding edits of another replica is not taken over
+    folder = tmp_path / "device"
+    _download(live_server, sync_area, folder)
+    replicas = [
+        PackageReplica.model_validate(r)
+        for r in client.post(href, json={"package": 1}, headers=crew).json()["replicas"]
+    ]
+    adopt_replicas(folder, replicas)
+    with GeoPackageStore.open(folder / replicas[0].file) as store:
+        store.apply_edits([Insert("sites", {"name": "x", "osm_id": 1}, Point(24.93, 60.1))])
+    other = [r.model_copy(update={"replica_id": "e" * 32}) for r in replicas]
+    with pytest.raises(PackageError, match="local edits"):
+        adopt_replicas(folder, other)
+
+
+def test_the_sdk_download_of_a_sync_area_gives_a_package_that_syncs(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    _area(live_server)  # sync_with_feature_services, the default
+    portal = Portal(live_server.url)
+    portal.login("editor", PASSWORD)
+    try:
+        task = OfflineMapTask(PortalItem(portal, live_server.server.public_map))
+        (area,) = task.get_preplanned_map_areas()
+        parameters = task.create_default_download_preplanned_offline_map_parameters(area)
+        folder = tmp_path / "device"
+        result = task.download_preplanned_offline_map(parameters, folder).wait()
+        (replica,) = result.mobile_map_package.manifest.replicas
+        assert _services(live_server).replicas.get(replica.replica_id).owner == "editor"
+        sites = server_sites(live_server)
+        server_edit(live_server, Update("sites", sites["site 4"].global_id, {"name": "four"}))
+        synced = OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters())
+        assert not synced.wait().has_errors
+    finally:
+        portal.close()
+    assert "four" in _names(folder)
