@@ -31,7 +31,6 @@ from offmaps.client.caches import TileCaches
 from offmaps.client.portal import Portal, load_credentials
 from offmaps.containers import Location, TileReader, open_reader, parse_location
 from offmaps.errors import CacheError, InvalidAOIError
-from offmaps.settings import ServerSettings
 from offmaps.storage import MAX_PRESIGN_EXPIRY
 from offmaps.tiling import Area, AreaOfInterest
 from offmaps.types import TileFormat, ZoomRange
@@ -294,6 +293,7 @@ def _caches(data_dir: Path | None, server: str | None, public_url: str | None) -
     # a data folder's services: loaded for --data only (a tenth of a second or more at start)
     from offmaps.catalog import Catalog  # noqa: PLC0415
     from offmaps.services import open_caches  # noqa: PLC0415
+    from offmaps.settings import ServerSettings  # noqa: PLC0415 - pydantic-settings: 30 ms
 
     settings = ServerSettings() if data_dir is None else ServerSettings(data_dir=data_dir)
     if not settings.data_dir.is_dir():
@@ -746,7 +746,7 @@ def export(
         return
     if job_id is not None:
         raise CacheError("--job is for exports through a server (--server URL)")
-    # clipping needs Pillow and rasterio (the raster extra): loaded for this command only
+    # clipping needs Pillow (the raster extra): loaded for this command only
     from offmaps.cache.export import CacheTileReader  # noqa: PLC0415
     from offmaps.containers.export import check_tile_limit, export_tiles, plan_export  # noqa: PLC0415
 
@@ -991,7 +991,7 @@ def _import_here(
     resume: bool,
 ) -> dict[str, Any]:
     """``offmaps cache import`` into a data folder's cache: the result as the job's JSON."""
-    # clipping and merging need Pillow and rasterio (the raster extra): loaded for this command
+    # clipping and merging need Pillow (the raster extra): loaded for this command
     from offmaps.cache.imports import import_tiles  # noqa: PLC0415
 
     with _caches(data_dir, None, None) as caches:

@@ -633,7 +633,8 @@ class _OpenBundle:
         return cls(path, file, index, end)
 
     def append(self, slot: int, data: bytes) -> None:
-        self.file.seek(self.end)
+        # the file's position is its end (made, reopened at its end, or appended to): a seek
+        # would flush the buffer, a system call per tile
         self.file.write(struct.pack("<I", len(data)))
         self.file.write(data)
         self.index[slot] = (len(data) << 40) | (self.end + 4)
@@ -642,7 +643,7 @@ class _OpenBundle:
     def flush_and_close(self) -> None:
         """Write the header and index, and close the file."""
         try:
-            largest = max(value >> 40 for value in self.index)
+            largest = max(self.index) >> 40  # the size is in the top bits
             header = BundleHeader(max_record_size=largest, file_size=self.end)
             self.file.seek(0)
             self.file.write(header.pack())

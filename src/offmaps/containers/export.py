@@ -29,12 +29,15 @@ checked against a per-export limit (:data:`DEFAULT_EXPORT_TILE_LIMIT`, as ArcGIS
 cache") before any file is created. A tile whose bytes are not a valid image of the tile set's
 format is left out and listed with its key in :attr:`ExportResult.failed`; the export goes on.
 
-Decoding and encoding cut tiles is the costly part (milliseconds per tile, against microseconds
-for a tile copied), so once an export has met more than :data:`INLINE_CUT_TILES` cut tiles, the
-rest are clipped in worker processes (``processes``, one per CPU by default), with at most
-:data:`TASKS_PER_PROCESS` tiles per worker in flight so that memory stays bounded. A process
-running one thread (the CLI) forks its workers, which then load nothing again; one that may run
-threads (a server) is never forked: its workers come from a fork server.
+Decoding and encoding cut tiles is the costly part (a few tenths of a millisecond per tile,
+against microseconds for a tile copied), so cut tiles are gathered into tasks of
+:data:`CUT_TILES_PER_TASK` (their area rasterised together) and clipped in worker processes
+(``processes``, one per CPU by default), with at most :data:`TASKS_PER_PROCESS` tasks per worker
+and :data:`IN_FLIGHT_BYTES` in flight so that memory stays bounded; the exporting process reads,
+classifies and writes. A process running one thread (the CLI) forks its workers at once, which
+then load nothing again; one that may run threads (a server) is never forked: its workers come
+from a fork server, started once the export has met more than :data:`INLINE_CUT_TILES` cut tiles
+(clipped here until then).
 
 The destination is written atomically by the containers' writers: it appears only once the
 export has finished, and a failure leaves nothing.
@@ -49,8 +52,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 
-import morecantile
-import numpy as np
 import shapely
 from morecantile import TileMatrixSet
 from shapely.geometry import box
@@ -60,7 +61,6 @@ from offmaps.containers.base import (
     TileReader,
     TilesetMetadata,
     TileWriter,
-    check_tile_in_matrix,
     detect_tile_format,
 )
 from offmaps.containers.clip import DEFAULT_BACKGROUND, AreaClipper, TileRelation
@@ -80,7 +80,9 @@ from offmaps.types import Tile, TileFormat, ZoomRange
 
 __all__ = [
     "DEFAULT_EXPORT_TILE_LIMIT",
+    "CUT_TILES_PER_TASK",
     "INLINE_CUT_TILES",
+    "IN_FLIGHT_BYTES",
     "MAX_LISTED_FAILURES",
     "TASKS_PER_PROCESS",
     "ExportPlan",
@@ -96,9 +98,17 @@ __all__ = [
 DEFAULT_EXPORT_TILE_LIMIT = 100_000
 """The most tiles one export may cover unless told otherwise (ArcGIS's default)."""
 INLINE_CUT_TILES = 256
-"""Cut tiles clipped in this process before worker processes are started for the rest."""
-TASKS_PER_PROCESS = 4
-"""Cut tiles in flight per worker process: what bounds the memory of a parallel export."""
+"""Cut tiles clipped in this process before worker processes are started for the rest, when
+they would come from a fork server (forked ones start at once)."""
+CUT_TILES_PER_TASK = 32
+"""Cut tiles sent to a worker process at once."""
+IN_FLIGHT_BYTES = 64 * 1024 * 1024
+"""Bytes of cut tiles sent to workers and not back yet, at most (one task more may go when none
+is in flight): with :data:`TASKS_PER_PROCESS`, what bounds the memory of a parallel export
+whatever the tiles' size."""
+TASKS_PER_PROCESS = 8
+"""Tasks in flight per worker process: with :data:`CUT_TILES_PER_TASK`, what bounds the memory
+of a parallel export."""
 MAX_LISTED_FAILURES = 1000
 """Failed tiles listed in a result (all are counted)."""
 
@@ -434,33 +444,48 @@ def _copy_mixed(mixed: MixedExport, tile: Tile, data: bytes) -> _Clipped:
 
 def _clip(
     clipper: AreaClipper,
-    tile: Tile,
-    data: bytes,
+    task: list[tuple[Tile, bytes]],
     tile_format: TileFormat,
     mixed: MixedExport | None = None,
-) -> _Clipped:
-    """Clip one tile cut by the area's boundary (the batch's classification said so), an
-    invalid one becoming a failure rather than an error."""
-    try:
-        if mixed is None:
-            clipped = clipper.clip_cut(tile, data, tile_format)
+) -> list[_Clipped]:
+    """Clip tiles cut by the area's boundary (the batch's classification said so), together
+    (a mixed source's one by one); an invalid one becomes a failure rather than an error."""
+    outcomes = (
+        clipper.clip_cuts(task, tile_format)
+        if mixed is None
+        else [_clip_mixed(mixed, clipper, tile, data) for tile, data in task]
+    )
+    found = []
+    for (tile, data), clipped in zip(task, outcomes, strict=True):
+        if isinstance(clipped, InvalidTileDataError):
+            found.append(_Clipped(TileRelation.CUT, error=str(clipped)))
+        elif clipped is not None and (clipped is data or clipped == data):
+            # every pixel centre inside: its bytes are kept
+            found.append(
+                _Clipped(TileRelation.INSIDE, clipped)
+                if mixed is None
+                else _copy_mixed(mixed, tile, data)
+            )
         else:
-            clipped = mixed.clip(clipper, tile, data)
+            found.append(_Clipped(TileRelation.CUT, clipped))
+    return found
+
+
+def _clip_mixed(
+    mixed: MixedExport, clipper: AreaClipper, tile: Tile, data: bytes
+) -> bytes | InvalidTileDataError | None:
+    try:
+        return mixed.clip(clipper, tile, data)
     except InvalidTileDataError as exc:
-        return _Clipped(TileRelation.CUT, error=str(exc))
-    if clipped is not None and (clipped is data or clipped == data):
-        # every pixel centre inside: its bytes are kept
-        return (
-            _Clipped(TileRelation.INSIDE, clipped)
-            if mixed is None
-            else _copy_mixed(mixed, tile, data)
-        )
-    return _Clipped(TileRelation.CUT, clipped)
+        return exc
 
 
 class _Clips:
-    """Tiles through the clipper: tiles inside or outside the area here, cut ones here until
-    :data:`INLINE_CUT_TILES` of them were met, then in worker processes."""
+    """Tiles through the clipper: tiles inside or outside the area here; cut ones gathered
+    into tasks of :data:`CUT_TILES_PER_TASK` and clipped in worker processes (at most
+    :data:`TASKS_PER_PROCESS` tasks each in hand), or here: with one process, and while fewer
+    than :data:`INLINE_CUT_TILES` were met when the workers would come from a fork server. This
+    process reads, classifies and writes every tile: with workers, it clips none itself."""
 
     def __init__(
         self,
@@ -474,15 +499,18 @@ class _Clips:
         self.clipper = clipper
         self.tile_format = meta.tile_format
         self.mixed = mixed
-        self.work = (aoi, meta.tms, background)
+        self.work = (aoi, meta.tms, background, meta.tile_format, mixed)
         self.workers = workers
         self.cuts = 0
+        self.pending: list[tuple[Tile, bytes]] = []
         self.pool: ProcessPoolExecutor | None = None
-        self.running: dict[Future[_Clipped], Tile] = {}
+        self.running: dict[Future[list[_Clipped]], list[Tile]] = {}
+        self.sizes: dict[Future[list[_Clipped]], int] = {}  # the bytes each task sent
 
     def add(self, batch: Sequence[tuple[Tile, bytes]]) -> Iterator[tuple[Tile, _Clipped]]:
         """Clip a batch of tiles; yields the tiles done meanwhile (of this batch or earlier)."""
-        for (tile, data), relation in zip(batch, self._relations(batch), strict=True):
+        relations = self.clipper.relations([tile for tile, _ in batch])
+        for (tile, data), relation in zip(batch, relations, strict=True):
             if relation is TileRelation.OUTSIDE:
                 yield tile, _Clipped(relation)
             elif relation is TileRelation.INSIDE and self.mixed is not None:
@@ -491,56 +519,64 @@ class _Clips:
                 problem = _format_problem(tile, data, self.tile_format)
                 yield tile, _Clipped(relation, data if problem is None else None, problem)
             else:
-                yield from self._cut(tile, data)
+                self.pending.append((tile, data))
+        while len(self.pending) >= CUT_TILES_PER_TASK:
+            task = self.pending[:CUT_TILES_PER_TASK]
+            del self.pending[:CUT_TILES_PER_TASK]
+            yield from self._cut(task)
+        yield from self._collect(block=False)
 
-    def _relations(self, batch: Sequence[tuple[Tile, bytes]]) -> list[TileRelation]:
-        """Where each tile lies, for a batch at once (shapely's vectorised predicates)."""
-        tms = self.clipper.tms
-        for tile, _ in batch:
-            check_tile_in_matrix(tms, tile)
-        bounds = [tms.xy_bounds(morecantile.Tile(t.x, t.y, t.z)) for t, _ in batch]
-        cells = shapely.box(*np.array(bounds, dtype=np.float64).reshape(-1, 4).T)
-        area = self.clipper.area
-        inside: list[bool] = np.asarray(shapely.contains(area, cells), dtype=bool).tolist()
-        meets: list[bool] = np.asarray(shapely.intersects(area, cells), dtype=bool).tolist()
-        return [
-            TileRelation.INSIDE if i else TileRelation.CUT if m else TileRelation.OUTSIDE
-            for i, m in zip(inside, meets, strict=True)
-        ]
-
-    def _cut(self, tile: Tile, data: bytes) -> Iterator[tuple[Tile, _Clipped]]:
-        self.cuts += 1
-        if self.workers <= 1 or self.cuts <= INLINE_CUT_TILES:
-            yield tile, _clip(self.clipper, tile, data, self.tile_format, self.mixed)
+    def _cut(
+        self, task: list[tuple[Tile, bytes]], *, start: bool = True
+    ) -> Iterator[tuple[Tile, _Clipped]]:
+        pooled = self._pooled() if start else self.pool
+        self.cuts += len(task)
+        if pooled is None:
+            clipped = _clip(self.clipper, task, self.tile_format, self.mixed)
+            yield from zip([tile for tile, _ in task], clipped, strict=True)
             return
-        if self.pool is None:
-            self.pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=worker_context([__name__]),
-                initializer=_start_worker,
-                initargs=self.work,
-            )
-        while len(self.running) >= TASKS_PER_PROCESS * self.workers:
-            yield from self._collect()
-        self.running[
-            self.pool.submit(_clip_in_worker, tile, data, self.tile_format, self.mixed)
-        ] = tile
+        while self.running and (
+            len(self.running) >= TASKS_PER_PROCESS * self.workers
+            or sum(self.sizes.values()) >= IN_FLIGHT_BYTES
+        ):
+            yield from self._collect(block=True)
+        future = pooled.submit(_clip_in_worker, task)
+        self.running[future] = [tile for tile, _ in task]
+        self.sizes[future] = sum(len(data) for _, data in task)
+
+    def _pooled(self) -> ProcessPoolExecutor | None:
+        """The worker processes, started when the export is worth them; None: clip here."""
+        if self.pool is None and self.workers > 1:
+            context = worker_context([__name__])
+            forked = context.get_start_method() == "fork"  # at once: nothing to load again
+            if forked or self.cuts >= INLINE_CUT_TILES:
+                self.pool = ProcessPoolExecutor(
+                    self.workers, mp_context=context, initializer=_start_worker, initargs=self.work
+                )
+        return self.pool
 
     def drain(self) -> Iterator[tuple[Tile, _Clipped]]:
-        """The tiles still in the workers, as they finish."""
+        """The tiles still gathered or in the workers, as they finish."""
+        if self.pending:  # less than a task: not worth starting workers for
+            task, self.pending = self.pending, []
+            yield from self._cut(task, start=False)
         while self.running:
-            yield from self._collect()
+            yield from self._collect(block=True)
 
-    def _collect(self) -> Iterator[tuple[Tile, _Clipped]]:
-        done, _ = wait(self.running, return_when=FIRST_COMPLETED)
+    def _collect(self, *, block: bool) -> Iterator[tuple[Tile, _Clipped]]:
+        if not self.running:
+            return
+        done, _ = wait(self.running, timeout=None if block else 0, return_when=FIRST_COMPLETED)
         for future in done:
-            tile = self.running.pop(future)
+            tiles = self.running.pop(future)
+            del self.sizes[future]
             try:
-                yield tile, future.result()
+                clipped = future.result()
             except BrokenProcessPool:
                 raise ContainerError(
                     "the export stopped: a worker process died; nothing was written"
                 ) from None
+            yield from zip(tiles, clipped, strict=True)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -549,19 +585,25 @@ class _Clips:
 
 
 _worker_clipper: AreaClipper | None = None
+_worker_format: TileFormat | None = None
+_worker_mixed: MixedExport | None = None
 
 
 def _start_worker(
-    aoi: AreaOfInterest, tms: TileMatrixSet, background: tuple[int, int, int]
+    aoi: AreaOfInterest,
+    tms: TileMatrixSet,
+    background: tuple[int, int, int],
+    tile_format: TileFormat,
+    mixed: MixedExport | None,
 ) -> None:
     # the worker projects the area as the exporting process did: the same pixels either way
-    global _worker_clipper  # noqa: PLW0603 - one per worker process, made by its initializer
+    global _worker_clipper, _worker_format, _worker_mixed  # noqa: PLW0603 - one per worker
     _worker_clipper = AreaClipper(aoi, tms, background=background)
+    _worker_format = tile_format
+    _worker_mixed = mixed
 
 
-def _clip_in_worker(
-    tile: Tile, data: bytes, tile_format: TileFormat, mixed: MixedExport | None
-) -> _Clipped:
-    if _worker_clipper is None:
+def _clip_in_worker(task: list[tuple[Tile, bytes]]) -> list[_Clipped]:
+    if _worker_clipper is None or _worker_format is None:
         raise ContainerError("an export worker was not started with its area")
-    return _clip(_worker_clipper, tile, data, tile_format, mixed)
+    return _clip(_worker_clipper, task, _worker_format, _worker_mixed)
