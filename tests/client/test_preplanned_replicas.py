@@ -178,3 +178,45 @@ def test_the_sdk_download_of_a_sync_area_gives_a_package_that_syncs(
     finally:
         portal.close()
     assert "four" in _names(folder)
+
+
+def test_a_device_uploads_new_features_and_gets_the_rest_as_updates(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    _area(live_server, update_mode="download_scheduled_updates_and_upload_new_features")
+    portal = Portal(live_server.url)
+    portal.login("editor", PASSWORD)
+    try:
+        task = OfflineMapTask(PortalItem(portal, live_server.server.public_map))
+        (area,) = task.get_preplanned_map_areas()
+        parameters = task.create_default_download_preplanned_offline_map_parameters(area)
+        folder = tmp_path / "device"
+        task.download_preplanned_offline_map(parameters, folder).wait()
+        (replica,) = read_manifest(folder).replicas
+        assert replica.sync_direction == "upload"
+        assert _services(live_server).replicas.get(replica.replica_id).inserts_only
+        sites = server_sites(live_server)
+        with GeoPackageStore.open(folder / replica.file) as store:
+            local = {str(f.properties["name"]): f for f in store.iter_features("sites")}
+            store.apply_edits(
+                [
+                    Insert(
+                        "sites", {"name": "found in the field", "osm_id": 600}, Point(24.93, 60.1)
+                    ),
+                    Update("sites", local["site 5"].global_id, {"name": "edited in the field"}),
+                ]
+            )
+        synced = (
+            OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters()).wait()
+        )
+        assert synced.has_errors  # the edit of a package feature is refused, with the reason
+        (layer,) = synced.layer_results.values()
+        assert layer.uploaded == 2
+        assert layer.applied == 1
+        assert layer.rejected == 1
+        assert "read-only" in layer.rejections[0]
+    finally:
+        portal.close()
+    on_server = server_sites(live_server)
+    assert "found in the field" in on_server
+    assert on_server["site 5"].properties["name"] == sites["site 5"].properties["name"]

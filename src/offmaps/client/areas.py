@@ -899,15 +899,18 @@ class DownloadPreplannedOfflineMapJob:
 
     def _make_own(self, directory: Path) -> None:
         """Ready the package for the area's update mode: replicas of this device's own for
-        ``sync_with_feature_services`` (registered with the server, then adopted); for
-        scheduled updates, each file's place in its chain (``chains`` of the package), which
-        its first update file is checked against. Done again, it does nothing more."""
+        ``sync_with_feature_services`` and for uploading new features (registered with the
+        server, then adopted); for scheduled updates, each file's place in its chain
+        (``chains`` of the package), which its first update file is checked against. Done
+        again, it does nothing more."""
         assert self.package is not None
         area = self.parameters.preplanned_map_area
-        mode = area.update_mode
-        if mode is PreplannedUpdateMode.SYNC_WITH_FEATURE_SERVICES:
-            if read_manifest(directory).replicas:
-                return  # adopted already
+        capabilities = area.update_capabilities
+        own = (
+            capabilities.supports_sync_with_feature_services
+            or capabilities.supports_upload_new_features
+        )
+        if own and not read_manifest(directory).replicas:
             answer = self.portal.request(
                 "POST",
                 f"/api/maps/{area.document['map_id']}/areas/{area.id}/replicas",
@@ -915,8 +918,7 @@ class DownloadPreplannedOfflineMapJob:
             )
             replicas = [PackageReplica.model_validate(found) for found in answer["replicas"]]
             adopt_replicas(directory, replicas)
-            return
-        if not area.update_capabilities.supports_scheduled_updates_to_features:
+        if not capabilities.supports_scheduled_updates_to_features:
             return
         epoch, number = int(self.package["epoch"]), int(self.package["number"])
         written = []

@@ -303,6 +303,12 @@ def _replace_whole(
         download_preplanned_offline_map,
     )
 
+    pending = _pending_edits(folder)
+    if pending:
+        raise PackageError(
+            f"{folder}: {pending} edits are not uploaded yet: the package is not replaced by "
+            "the newest whole until they are (sync again)"
+        )
     document = portal.request("GET", state.href)
     area = PreplannedMapArea(portal, state.map_id, document)
     parameters = create_default_download_preplanned_offline_map_parameters(area)
@@ -325,6 +331,24 @@ def _replace_whole(
     result.full_package_replaced = True
     result.reason = plan.get("reason")
     report(1.0, f"package {result.to_number}")
+
+
+def _pending_edits(folder: Path) -> int:
+    """Edits of the package's replicas not uploaded yet (the outbox's pending rows)."""
+    pending = 0
+    for replica in read_manifest(folder).replicas:
+        try:
+            conn = sqlite3.connect(f"file:{folder / replica.file}?mode=ro", uri=True)
+            try:
+                row = conn.execute(
+                    "SELECT count(*) FROM offmaps_outbox WHERE status = 'pending'"
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            continue
+        pending += int(row[0])
+    return pending
 
 
 def _sibling(folder: Path, suffix: str) -> Path:

@@ -490,7 +490,7 @@ class OfflineMapSyncJob:
 
         task = self.task
         applied = apply_scheduled_updates(
-            task.portal, task.package.path, on_progress=lambda f, m: self._report(0.5 * f, m)
+            task.portal, task.package.path, on_progress=lambda f, m: self._report(0.5 + 0.5 * f, m)
         )
         self.result.scheduled_updates = applied
         if applied is not None and applied.choice != "none":
@@ -500,15 +500,9 @@ class OfflineMapSyncJob:
         """Sync every replica; one that fails does not stop the others (its error is in the
         result's ``errors``), and the job fails at the end."""
         errors = self.result.errors
-        option = self.parameters.preplanned_scheduled_updates_option
-        if option is PreplannedScheduledUpdatesOption.DOWNLOAD_ALL_UPDATES:
-            try:
-                self._scheduled_updates()
-            except OffmapsError as exc:
-                errors["scheduled updates"] = f"{type(exc).__name__}: {exc}"
-            except OSError as exc:
-                errors["scheduled updates"] = f"the package cannot be written: {exc}"
         replicas = self.task.replicas
+        option = self.parameters.preplanned_scheduled_updates_option
+        scheduled = option is PreplannedScheduledUpdatesOption.DOWNLOAD_ALL_UPDATES
         for index, replica in enumerate(replicas):
             share = 1 / max(len(replicas), 1)
             try:
@@ -519,6 +513,13 @@ class OfflineMapSyncJob:
                 errors[replica.service] = f"{type(exc).__name__}: {exc}"
             except OSError as exc:
                 errors[replica.service] = f"the package cannot be written: {exc}"
+        if scheduled:  # after the uploads: the device's new features are on the server first
+            try:
+                self._scheduled_updates()
+            except OffmapsError as exc:
+                errors["scheduled updates"] = f"{type(exc).__name__}: {exc}"
+            except OSError as exc:
+                errors["scheduled updates"] = f"the package cannot be written: {exc}"
         if errors:
             self.error = SyncFailedError(
                 "; ".join(f"{service}: {reason}" for service, reason in errors.items())

@@ -903,16 +903,19 @@ class MapAreas:
         self, webmap: WebMap, area: MapArea, number: int, *, owner: str
     ) -> list[dict[str, Any]]:
         """Register replicas of ``owner``'s device for package ``number`` of an area in
-        ``sync_with_feature_services`` mode: one per feature service, at the generation and
+        ``sync_with_feature_services`` mode (one per feature service, at the generation and
         with the scope the package was built with, so that its first sync downloads only what
-        changed since. Returns them as the package manifest lists replicas.
+        changed since), or in ``download_scheduled_updates_and_upload_new_features`` mode (an
+        upload-only replica that takes new features only). Returns them as the package
+        manifest lists replicas.
 
         Raises:
             InvalidOfflineParametersError: the area is in another update mode.
             MapAreaBusyError, MapAreaNotFoundError: no such package.
             QuotaExceededError: ``owner`` has as many replicas as a user may.
         """
-        if area.update_mode != PreplannedUpdateMode.SYNC_WITH_FEATURE_SERVICES:
+        uploads_new = PreplannedUpdateMode.DOWNLOAD_SCHEDULED_UPDATES_AND_UPLOAD_NEW_FEATURES
+        if area.update_mode not in (PreplannedUpdateMode.SYNC_WITH_FEATURE_SERVICES, uploads_new):
             raise InvalidOfflineParametersError(
                 f"map area {area.id} is in {area.update_mode} mode: its devices take no replica "
                 "of their own (they download its scheduled updates, or nothing)"
@@ -920,8 +923,12 @@ class MapAreas:
         package = self.package(area, number)
         offline = self.services.offline
         limits = offline.limits
-        direction = webmap.offline.sync_direction.value
-        attachments = webmap.offline.attachment_sync_direction.value
+        inserts_only = area.update_mode == uploads_new
+        if inserts_only:  # new features go up; the rest comes down in the update files
+            direction, attachments = "upload", "upload"
+        else:
+            direction = webmap.offline.sync_direction.value
+            attachments = webmap.offline.attachment_sync_direction.value
         registered: list[dict[str, Any]] = []
         try:
             for service, recorded in sorted(package.services.items()):
@@ -939,6 +946,7 @@ class MapAreas:
                     sync_direction=direction,
                     scope=scope,
                     attachment_sync_direction=attachments,
+                    inserts_only=inserts_only,
                 )
                 registered.append(
                     {

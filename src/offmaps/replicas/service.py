@@ -210,6 +210,8 @@ class _Merge:
     geometries: dict[str, dict[str, BaseGeometry]] = field(default_factory=dict)
     """By layer, the set's geometries decoded at once (``prepare_wire_geometries``)."""
     blobs_present: dict[str, bool] = field(default_factory=dict)
+    inserted: set[tuple[str, Any]] = field(default_factory=set)
+    """The rows the set adds (layer, global id)."""
 
 
 class SyncService:
@@ -279,6 +281,9 @@ class SyncService:
                 self._load_states(replica.service, map(_key, fresh)),
             )
             self._load_rows(work, fresh)
+            work.inserted = {
+                (c.layer, c.global_id) for c in fresh if c.kind is SyncChangeKind.INSERT
+            }
             by_layer: dict[str, list[object]] = {}
             for change in fresh:
                 by_layer.setdefault(change.layer, []).append(change.values.get(GEOMETRY_FIELD))
@@ -402,6 +407,8 @@ class SyncService:
         )
         if isinstance(rules, Reject):
             return _rejected(change, rules.reason)
+        if work.replica.inserts_only and not _new_feature(work, change):
+            return _rejected(change, INSERTS_ONLY_REASON)
         schema = work.schemas[change.layer]
         key = _key(change)
         try:
@@ -1066,6 +1073,28 @@ class DownloadSize:
 def _line(record: DownloadHeader | ServerChange | DownloadEnd) -> bytes:
     """One NDJSON line of a download."""
     return record.model_dump_json(exclude_defaults=False).encode() + b"\n"
+
+
+INSERTS_ONLY_REASON = (
+    "features from the preplanned package are read-only in "
+    "download_scheduled_updates_and_upload_new_features mode: only new features (and "
+    "attachments added to them with them) are uploaded"
+)
+"""Why a change of a replica that uploads new features only is refused."""
+
+
+def _new_feature(work: _Merge, change: Change) -> bool:
+    """Whether ``change`` adds a new feature, or an attachment to a feature the same set adds."""
+    if change.kind is SyncChangeKind.INSERT:
+        return True
+    return (
+        change.kind is SyncChangeKind.ATTACHMENT_ADD
+        and (
+            change.layer,
+            change.global_id,
+        )
+        in work.inserted
+    )
 
 
 def _rejected(change: Change, reason: str) -> _Decision:

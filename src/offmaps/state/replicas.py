@@ -46,6 +46,7 @@ _ADDED_COLUMNS = (
     ("scope", "TEXT NOT NULL DEFAULT '{}'"),
     ("attachment_sync_direction", "TEXT NOT NULL DEFAULT 'bidirectional'"),
     ("last_sync", "REAL"),
+    ("inserts_only", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -109,6 +110,10 @@ class Replica:
     scope: dict[str, LayerScope] = field(default_factory=dict)
     attachment_sync_direction: str = "bidirectional"
     last_sync: float | None = None
+    inserts_only: bool = False
+    """Whether the replica may upload new features only (a preplanned package in
+    ``download_scheduled_updates_and_upload_new_features`` mode): its other changes are
+    rejected, each with the reason."""
 
 
 @runtime_checkable
@@ -129,6 +134,7 @@ class ReplicaRegistry(Protocol):
         attachment_sync_direction: str = "bidirectional",
         max_owned: int | None = None,
         retry_after_s: int = 3600,
+        inserts_only: bool = False,
     ) -> Replica:
         """Record a new replica of user ``owner``; returns it with its id.
 
@@ -198,6 +204,7 @@ class SQLiteReplicaRegistry:
         attachment_sync_direction: str = "bidirectional",
         max_owned: int | None = None,
         retry_after_s: int = 3600,
+        inserts_only: bool = False,
     ) -> Replica:
         """Record a new replica of user ``owner``; returns it with its id (with ``max_owned``,
         unless ``owner`` has that many already: counted and inserted in one statement).
@@ -211,18 +218,20 @@ class SQLiteReplicaRegistry:
         replica = Replica(
             uuid.uuid4().hex, service, layers, generation, owner, map_id, sync_direction,
             sync_model, time.time(), dict(scope or {}), attachment_sync_direction,
+            inserts_only=inserts_only,
         )  # fmt: skip
         scope_json = json.dumps({name: asdict(found) for name, found in replica.scope.items()})
         with self._lock:
             inserted = self._conn.execute(
                 "INSERT INTO replicas (id, service, layers, generation, owner, map_id, "
-                "sync_direction, sync_model, created, scope, attachment_sync_direction) "
-                "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                "sync_direction, sync_model, created, scope, attachment_sync_direction, "
+                "inserts_only) "
+                "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
                 "WHERE ? IS NULL OR (SELECT count(*) FROM replicas WHERE owner = ?) < ?",
                 (
                     replica.id, service, json.dumps(list(layers)), generation, owner, map_id,
                     sync_direction, sync_model, replica.created, scope_json,
-                    attachment_sync_direction, max_owned, owner, max_owned,
+                    attachment_sync_direction, int(inserts_only), max_owned, owner, max_owned,
                 ),
             ).rowcount  # fmt: skip
         if inserted != 1:
@@ -249,7 +258,7 @@ class SQLiteReplicaRegistry:
         with self._lock:
             row = self._conn.execute(
                 "SELECT id, service, layers, generation, owner, map_id, sync_direction, "
-                "sync_model, created, scope, attachment_sync_direction, last_sync "
+                "sync_model, created, scope, attachment_sync_direction, last_sync, inserts_only "
                 "FROM replicas WHERE id = ?",
                 (replica_id,),
             ).fetchone()
@@ -260,6 +269,7 @@ class SQLiteReplicaRegistry:
             id=row[0], service=row[1], layers=tuple(json.loads(row[2])), generation=row[3],
             owner=row[4], map_id=row[5], sync_direction=row[6], sync_model=row[7],
             created=row[8], scope=scope, attachment_sync_direction=row[10], last_sync=row[11],
+            inserts_only=bool(row[12]),
         )  # fmt: skip
 
     def get(self, replica_id: str) -> Replica:
