@@ -23,8 +23,10 @@
 
 Prints, per round and server: seconds, bytes, MB/s, errors, and the CPU seconds the server's
 processes (the process group) and the clients used; then median MB/s of each server and the
-ratio offmaps / nginx (target >= 0.5x). ``--profile SECONDS`` records one more offmaps round
-with py-spy (when the venv has it) into bench/out/preplanned-download/.
+ratio offmaps / nginx (target >= 0.5x). ``--wrk SECONDS`` (10) then runs ``wrk -t2 -c50``
+over the same files on each server, twice, alternating (a client in C that does not hash; bytes
+unchecked). ``--profile SECONDS`` records one more offmaps round with py-spy (when the venv has
+it) into bench/out/preplanned-download/ and prints its top frames.
 
 Run: ``flock /work/notes/bench.lock .venv/bin/python bench/preplanned_download.py``.
 """
@@ -198,6 +200,58 @@ def group_cpu_seconds(pgid: int) -> tuple[float, float]:
     return user / ticks, system / ticks
 
 
+# --- a lighter client: wrk ----------------------------------------------------------------
+
+_WRK_LUA = """\
+local paths = {}
+local i = 0
+function init(args)
+  for line in io.lines(args[1]) do
+    paths[#paths + 1] = line
+  end
+end
+function request()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRK-BYTES requests=%d bytes=%d duration_us=%d errors=%d\\n",
+    summary.requests, summary.bytes, summary.duration,
+    e.status + e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def wrk_rate(
+    base: str, paths: list[str], headers: dict[str, str], seconds: int, connections: int
+) -> str:
+    """wrk with 2 threads and as many connections as devices, cycling through the files: the
+    servers' rate with a client that neither parses in Python nor hashes (bytes unchecked)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return "wrk not found (make bench-tools)"
+    script, listing = WORK / "wrk.lua", WORK / "wrk-paths.txt"
+    script.write_text(_WRK_LUA)
+    listing.write_text("".join(f"{path}\n" for path in paths))
+    header = [arg for k, v in headers.items() for arg in ("-H", f"{k}: {v}")]
+    done = subprocess.run(
+        [
+            *(wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "60s", *header),
+            *("-s", str(script), base, "--", str(listing)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = [line for line in done.stdout.splitlines() if line.startswith("WRK-BYTES ")]
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    values = {k: int(v) for k, v in (pair.split("=") for pair in found[0].split()[1:])}
+    rate = values["bytes"] / (values["duration_us"] / 1e6) / 1e6
+    return f"{rate:,.0f} MB/s ({values['requests']:,} requests, {values['errors']} errors)"
+
+
 # --- the devices ----------------------------------------------------------------------------
 
 
@@ -353,6 +407,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="offmaps serve --workers")
     parser.add_argument(
+        "--wrk", type=int, default=10, help="seconds of each wrk run after the rounds (0: none)"
+    )
+    parser.add_argument(
         "--profile", type=int, default=0, help="py-spy this many seconds of one more round"
     )
     args = parser.parse_args()
@@ -416,6 +473,12 @@ def main() -> int:
                     print(row(name, str(number + 1), result, expected), flush=True)
                     for error in result.errors[:5]:
                         print(f"  {name} error: {error}")
+            if args.wrk:
+                for number in range(2):
+                    for name in pgids:
+                        paths = [url.removeprefix(bases[name]) for url, _, _ in urls[name]]
+                        rate = wrk_rate(bases[name], paths, headers[name], args.wrk, args.devices)
+                        print(f"wrk -t2 -c{args.devices} {name} run {number + 1}: {rate}")
             if args.profile:
                 profile(server.pid, args.profile, one)
     median = {name: statistics.median(r.mb_per_s for r in rs) for name, rs in results.items()}
