@@ -77,6 +77,8 @@ bench-tools:
 	command -v wrk >/dev/null || apt-get install -y wrk
 	dpkg -s libsqlite3-mod-spatialite >/dev/null 2>&1 || apt-get install -y libsqlite3-mod-spatialite
 	command -v ogr2ogr >/dev/null || apt-get install -y gdal-bin
+	# nginx: the static file server bench/preplanned_download.py runs (its own config) as the peer
+	test -x /usr/sbin/nginx || apt-get install -y nginx
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
