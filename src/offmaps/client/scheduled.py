@@ -43,6 +43,7 @@ from offmaps.offline.updates import (
     ChainState,
     apply_feature_update,
     apply_tile_update,
+    fold_wal,
     read_chain_state,
 )
 
@@ -265,7 +266,7 @@ def _stage(
     if missing:
         raise PackageError(f"{folder}: the updates are for files it does not hold: {missing}")
     for name in touched:
-        _checkpoint(folder / name)  # what a write-ahead log holds is in the file copied
+        fold_wal(folder / name)  # what a write-ahead log holds is in the file copied
         target = staging / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(folder / name, target)
@@ -279,7 +280,7 @@ def _stage(
             size=int(entry["size"]),
         )
     for name in touched:
-        _one_file(staging / name)
+        fold_wal(staging / name, leave_wal_mode=True)
     manifest = read_manifest(folder)
     files = [
         file_entry(staging, entry.path) if entry.path in touched else entry
@@ -353,25 +354,6 @@ def _pending_edits(folder: Path) -> int:
 
 def _sibling(folder: Path, suffix: str) -> Path:
     return folder.with_name(folder.name + suffix)
-
-
-def _one_file(path: Path) -> None:
-    """Fold a SQLite file's write-ahead log into it, so the one file is the whole database."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.execute("PRAGMA journal_mode=DELETE")
-    finally:
-        conn.close()
-
-
-def _checkpoint(path: Path) -> None:
-    """Fold what a write-ahead log of a SQLite file holds into it (nothing else changes)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
 
 
 def _write_intent(folder: Path, names: list[str]) -> None:

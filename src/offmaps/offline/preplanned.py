@@ -18,7 +18,6 @@ import hashlib
 import logging
 import os
 import shutil
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -76,6 +75,7 @@ from offmaps.offline.updates import (
     UpdateLink,
     apply_feature_update,
     build_tile_update,
+    fold_wal,
     write_chain_state,
     write_tile_update,
 )
@@ -511,7 +511,7 @@ class _Incremental:
             for sha256 in applied.blobs:
                 if not attachments.exists(sha256):
                     attachments.put(self.services.offline.catalog.blobs.get(sha256))
-            _serve_as_one_file(folder / file)
+            fold_wal(folder / file, leave_wal_mode=True)  # served as one file
             generations[service] = header.generation
             changed.append(file)
             updates.append(_entry(self.services, name, file, "features", head, update, self))
@@ -589,17 +589,6 @@ class _Incremental:
 
 def _shas(files: tuple[dict[str, Any], ...]) -> set[str]:
     return {str(entry["sha256"]) for entry in files}
-
-
-def _serve_as_one_file(path: Path) -> None:
-    """Fold a GeoPackage's write-ahead log into it and leave WAL mode, so that the one file is
-    the whole database when it is served."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.execute("PRAGMA journal_mode=DELETE")
-    finally:
-        conn.close()
 
 
 def _entry(

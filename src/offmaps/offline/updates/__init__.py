@@ -18,6 +18,7 @@ from offmaps.offline.updates.chain import (
     check_file,
     check_link,
     file_sha256,
+    fold_wal,
     read_chain_state,
     write_chain_state,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "check_link",
     "diff_tiles",
     "file_sha256",
+    "fold_wal",
     "read_chain_state",
     "schema_sha256",
     "tile_hashes",

@@ -28,6 +28,7 @@ __all__ = [
     "check_link",
     "file_sha256",
     "find_chain_state",
+    "fold_wal",
     "read_chain_state",
     "store_chain_state",
     "write_chain_state",
@@ -284,5 +285,22 @@ def write_chain_state(path: Path, state: ChainState) -> None:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+    finally:
+        conn.close()
+
+
+def fold_wal(path: Path, *, leave_wal_mode: bool = False) -> None:
+    """Fold what a SQLite file's write-ahead log holds into the file (``wal_checkpoint``);
+    with ``leave_wal_mode``, also switch it to a rollback journal, so that the one file is the
+    whole database wherever it is copied or served. Nothing else changes.
+
+    Raises:
+        sqlite3.Error: the file cannot be opened or written.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if leave_wal_mode:
+            conn.execute("PRAGMA journal_mode=DELETE")
     finally:
         conn.close()
