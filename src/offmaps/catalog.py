@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from pyproj import Transformer
 
-from offmaps.access import Principal, Scope, can_read
+from offmaps.access import Principal, Scope, can_read, check_can_write
 from offmaps.errors import (
     AccessDeniedError,
     FeatureStoreError,
@@ -324,6 +324,19 @@ class Catalog:
         ):
             return webmap
         raise WebMapNotFoundError(f"no web map {map_id!r}")
+
+    def owned_map(self, principal: Principal, map_id: str) -> WebMap:
+        """Web map ``map_id`` if ``principal`` may change it and what hangs on it (its
+        preplanned areas): its owner with ``maps:write``, or an admin.
+
+        Raises:
+            WebMapNotFoundError: no such map, or not one the caller may see.
+            InvalidTokenError, InsufficientScopeError, AccessDeniedError: as
+                :func:`~offmaps.access.check_can_write`.
+        """
+        webmap = self.visible_map(principal, map_id)
+        check_can_write(principal, webmap.sharing.owner)
+        return webmap
 
     def check_references(self, webmap: WebMap) -> None:
         """Refuse a web map with a feature layer, table or tile layer this server does not have.

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from offmaps.access import Principal, Scope, check_can_write
+from offmaps.access import Principal, Scope
 from offmaps.cache import CacheDefinition
 from offmaps.cache.jobs import (
     CLEAN_TILE_CACHE,
@@ -568,8 +568,7 @@ class Mutation:
         request = MapAreaRequest.model_validate(area)
 
         def create() -> MapAreaType:
-            webmap = services.catalog.visible_map(context.principal, map_id)
-            check_can_write(context.principal, webmap.sharing.owner)
+            webmap = services.catalog.owned_map(context.principal, map_id)
             created = services.areas.create(
                 webmap, request, owner=_owner(context.principal), server_url=context.base
             )
@@ -588,8 +587,7 @@ class Mutation:
         body = MapAreaChanges.model_validate(changes)
 
         def change() -> MapAreaType:
-            webmap = services.catalog.visible_map(context.principal, map_id)
-            check_can_write(context.principal, webmap.sharing.owner)
+            webmap = services.catalog.owned_map(context.principal, map_id)
             changed = services.areas.change(
                 webmap, id, body, owner=_owner(context.principal), server_url=context.base
             )
@@ -606,8 +604,7 @@ class Mutation:
         services = context.services
 
         def refresh() -> MapAreaType:
-            webmap = services.catalog.visible_map(context.principal, map_id)
-            check_can_write(context.principal, webmap.sharing.owner)
+            services.catalog.owned_map(context.principal, map_id)
             area = services.areas.store.get(id, map_id=map_id)
             refreshed = services.areas.refresh(
                 area, owner=_owner(context.principal), server_url=context.base
@@ -625,8 +622,7 @@ class Mutation:
         services = context.services
 
         def delete() -> bool:
-            webmap = services.catalog.visible_map(context.principal, map_id)
-            check_can_write(context.principal, webmap.sharing.owner)
+            services.catalog.owned_map(context.principal, map_id)
             services.areas.delete(services.areas.store.get(id, map_id=map_id))
             return True
 

@@ -29,10 +29,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from offmaps.access import Scope, check_can_write
+from offmaps.access import Scope
 from offmaps.errors import JobNotFoundError, MapAreaNotFoundError
 from offmaps.offline.areas import MapAreaChanges, MapAreaRequest
-from offmaps.schemas import WebMap
 from offmaps.server.auth import GatedRoute, require_scopes
 from offmaps.server.downloads import object_response
 from offmaps.server.links import base_url
@@ -112,13 +111,6 @@ def _package_json(area: MapArea, package: AreaPackage, request: Request) -> dict
     }
 
 
-def _owned(services: ServicesDep, principal: PrincipalDep, map_id: str) -> WebMap:
-    """The web map, if the caller may change it (its owner, or an admin)."""
-    webmap = services.catalog.visible_map(principal, map_id)
-    check_can_write(principal, webmap.sharing.owner)
-    return webmap
-
-
 def list_areas(
     map_id: str, request: Request, services: ServicesDep, principal: PrincipalDep
 ) -> dict[str, Any]:
@@ -135,7 +127,7 @@ def create_area(
     principal: PrincipalDep,
 ) -> JSONResponse:
     """Create an area and start packaging it."""
-    webmap = _owned(services, principal, map_id)
+    webmap = services.catalog.owned_map(principal, map_id)
     area = services.areas.create(
         webmap, body, owner=principal.subject, server_url=base_url(request)
     )
@@ -163,7 +155,7 @@ def change_area(
     principal: PrincipalDep,
 ) -> dict[str, Any]:
     """Change an area; a new extent, scales, layers or update mode repackage it."""
-    webmap = _owned(services, principal, map_id)
+    webmap = services.catalog.owned_map(principal, map_id)
     area = services.areas.change(
         webmap, area_id, body, owner=principal.subject, server_url=base_url(request)
     )
@@ -174,7 +166,7 @@ def delete_area(
     map_id: str, area_id: str, services: ServicesDep, principal: PrincipalDep
 ) -> Response:
     """Delete an area and its packages; devices asking for it are told it was deleted."""
-    _owned(services, principal, map_id)
+    services.catalog.owned_map(principal, map_id)
     services.areas.delete(services.areas.store.get(area_id, map_id=map_id))
     return Response(status_code=204)
 
@@ -183,7 +175,7 @@ def refresh_area(
     map_id: str, area_id: str, request: Request, services: ServicesDep, principal: PrincipalDep
 ) -> JSONResponse:
     """Package an area again now."""
-    _owned(services, principal, map_id)
+    services.catalog.owned_map(principal, map_id)
     area = services.areas.store.get(area_id, map_id=map_id)
     area = services.areas.refresh(area, owner=principal.subject, server_url=base_url(request))
     return JSONResponse(area_json(area, request), status_code=202)

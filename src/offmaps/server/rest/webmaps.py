@@ -95,8 +95,7 @@ def get_map(map_id: str, catalog: CatalogDep, principal: PrincipalDep) -> WebMap
 async def replace_map(
     map_id: str, request: Request, catalog: CatalogDep, principal: PrincipalDep
 ) -> Response:
-    current = catalog.visible_map(principal, map_id)
-    check_can_write(principal, current.sharing.owner)
+    catalog.owned_map(principal, map_id)
     webmap = await _document(request)
     catalog.check_references(webmap)
     catalog.webmaps.replace(map_id, webmap)
@@ -105,8 +104,7 @@ async def replace_map(
 
 @_routes.delete("/{map_id}", summary="Delete a web map", status_code=204)
 def delete_map(map_id: str, catalog: CatalogDep, principal: PrincipalDep) -> Response:
-    current = catalog.visible_map(principal, map_id)
-    check_can_write(principal, current.sharing.owner)
+    catalog.owned_map(principal, map_id)
     catalog.webmaps.delete(map_id)
     return Response(status_code=204)
 
