@@ -90,6 +90,20 @@ def s3_config(s3_client: S3Client, s3_endpoint: str) -> Iterator[S3Config]:
     empty(s3_client, BUCKET, prefix)
 
 
+@pytest.fixture
+def storage_url(
+    s3_client: S3Client, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """``OFFMAPS_STORAGE_URL`` for a server whose bytes go to a fresh prefix of the test bucket
+    (the S3 settings in the environment), emptied afterwards."""
+    prefix = f"t/{uuid.uuid4().hex}"
+    monkeypatch.setenv("OFFMAPS_S3_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("OFFMAPS_S3_ACCESS_KEY_ID", ADMIN[0])
+    monkeypatch.setenv("OFFMAPS_S3_SECRET_ACCESS_KEY", ADMIN[1])
+    yield f"s3://{BUCKET}/{prefix}"
+    empty(s3_client, BUCKET, prefix + "/")
+
+
 def empty(client: S3Client, bucket: str, prefix: str) -> None:
     """Delete every object below ``prefix``."""
     paginator = client.get_paginator("list_objects_v2")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,22 +24,10 @@ from offmaps.tiling import AreaOfInterest, get_tms, tile_cover
 from offmaps.types import ZoomRange
 from tests.cache.test_cache import HELSINKI, Upstream, definition
 from tests.features.conftest import postgres_url
-from tests.s3kit import ADMIN, BUCKET, FOREIGN, bucket_keys, empty
+from tests.s3kit import BUCKET, FOREIGN, bucket_keys
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-
-@pytest.fixture
-def storage_url(
-    s3_client: S3Client, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    prefix = f"t/{uuid.uuid4().hex}"
-    monkeypatch.setenv("OFFMAPS_S3_ENDPOINT_URL", s3_endpoint)
-    monkeypatch.setenv("OFFMAPS_S3_ACCESS_KEY_ID", ADMIN[0])
-    monkeypatch.setenv("OFFMAPS_S3_SECRET_ACCESS_KEY", ADMIN[1])
-    yield f"s3://{BUCKET}/{prefix}"
-    empty(s3_client, BUCKET, prefix + "/")
 
 
 def test_the_storage_url_puts_tiles_and_job_files_in_s3(

@@ -4,12 +4,9 @@ reads the previous package back from it."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
 from shapely.geometry import Point
 
 from offmaps.features.model import Insert, Update
@@ -19,23 +16,11 @@ from offmaps.services import build_services
 from offmaps.settings import ServerSettings
 from offmaps.storage import S3ObjectStore
 from tests.jobs.test_jobs import wait
-from tests.s3kit import ADMIN, BUCKET, bucket_keys, empty
+from tests.s3kit import BUCKET, bucket_keys
 from tests.serverkit import SITES, feature_layer, webmap_document
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-
-@pytest.fixture
-def storage_url(
-    s3_client: S3Client, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    prefix = f"t/{uuid.uuid4().hex}"
-    monkeypatch.setenv("OFFMAPS_S3_ENDPOINT_URL", s3_endpoint)
-    monkeypatch.setenv("OFFMAPS_S3_ACCESS_KEY_ID", ADMIN[0])
-    monkeypatch.setenv("OFFMAPS_S3_SECRET_ACCESS_KEY", ADMIN[1])
-    yield f"s3://{BUCKET}/{prefix}"
-    empty(s3_client, BUCKET, prefix + "/")
 
 
 def test_area_packages_live_in_s3_and_refresh_from_there(
