@@ -65,7 +65,6 @@ from offmaps.offline.package import (
     PackageManifest,
     PackageReplica,
     ReferenceBasemap,
-    file_entry,
     read_manifest,
     write_manifest,
 )
@@ -928,12 +927,7 @@ class DownloadPreplannedOfflineMapJob:
                 write_chain_state(path, ChainState(area.id, epoch, number, head))
                 written.append(file)
         if written:  # the files changed: the manifest lists them as they are now
-            manifest = read_manifest(directory)
-            files = [
-                file_entry(directory, entry.path) if entry.path in written else entry
-                for entry in manifest.files
-            ]
-            write_manifest(directory, manifest.model_copy(update={"files": files}))
+            write_manifest(directory, read_manifest(directory).relisted(directory, written))
 
     def _basemap_reason(self) -> str | None:
         if self.parameters.reference_basemap_filename:

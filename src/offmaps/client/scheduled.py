@@ -35,7 +35,6 @@ from offmaps.client.portal import Portal
 from offmaps.errors import PackageError
 from offmaps.offline.package import (
     MANIFEST_NAME,
-    file_entry,
     read_manifest,
     write_manifest,
 )
@@ -281,12 +280,7 @@ def _stage(
         )
     for name in touched:
         fold_wal(staging / name, leave_wal_mode=True)
-    manifest = read_manifest(folder)
-    files = [
-        file_entry(staging, entry.path) if entry.path in touched else entry
-        for entry in manifest.files
-    ]
-    write_manifest(staging, manifest.model_copy(update={"files": files}))
+    write_manifest(staging, read_manifest(folder).relisted(staging, touched))
     return touched
 
 

@@ -31,7 +31,7 @@ import re
 import sqlite3
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -280,6 +280,20 @@ class PackageManifest(_Model):
     """Every file of the package except ``package.json`` itself."""
     reference_basemap: ReferenceBasemap | None = None
     """The device's own basemap, when the offline map was made to use one."""
+
+    def relisted(self, folder: Path, paths: Iterable[str]) -> PackageManifest:
+        """This manifest with the entries of ``paths`` (size, SHA-256) read again from the
+        files of ``folder``: after a device or the server changed them in place.
+
+        Raises:
+            PackageError: as :func:`file_entry`.
+        """
+        changed = set(paths)
+        files = [
+            file_entry(folder, entry.path) if entry.path in changed else entry
+            for entry in self.files
+        ]
+        return self.model_copy(update={"files": files})
 
     @model_validator(mode="after")
     def _check_references(self) -> Self:

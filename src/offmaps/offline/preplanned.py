@@ -403,7 +403,7 @@ class _UpdateWriter:
             )
             name = f"{found.file.removesuffix('.gpkg')}.{self.number}.update.gpkg"
             update, _ = write_area_feature_update(
-                folder / name, self.services.offline.sync, replica, self._link(head), since
+                folder / name, self.services.offline.sync, replica, _link(self, head), since
             )
             written.append(_entry(self.services, name, found.file, "features", head, update, self))
         for entry in files:
@@ -418,16 +418,10 @@ class _UpdateWriter:
             with open_reader(str(new)) as reader:
                 tile_format = reader.metadata.tile_format.value
             name = f"{path.removesuffix('.mbtiles')}.{self.number}.update.mbtiles"
-            info = TileUpdateInfo(self._link(head), path.removesuffix(".mbtiles"), tile_format)
+            info = TileUpdateInfo(_link(self, head), path.removesuffix(".mbtiles"), tile_format)
             update, _ = build_tile_update(folder / name, info, old, new)
             written.append(_entry(self.services, name, path, "tiles", head, update, self))
         return written
-
-    def _link(self, head: str) -> UpdateLink:
-        assert self.previous is not None
-        return UpdateLink(
-            self.area.id, self.area.map_id, self.area.epoch, self.previous.number, self.number, head
-        )
 
 
 def _fetch(store: ObjectStore, key: str, target: Path) -> None:
@@ -501,7 +495,7 @@ class _Incremental:
                 owner=self.area.owner,
             )
             update, header = write_area_feature_update(
-                updates_folder / name, self.services.offline.sync, replica, self._link(head), since
+                updates_folder / name, self.services.offline.sync, replica, _link(self, head), since
             )
             write_chain_state(
                 folder / file,
@@ -520,7 +514,9 @@ class _Incremental:
                 continue
             tile_format = self._tile_format(path)
             name = f"{path.removesuffix('.mbtiles')}.{self.number}.update.mbtiles"
-            info = TileUpdateInfo(self._link(tile_head), path.removesuffix(".mbtiles"), tile_format)
+            info = TileUpdateInfo(
+                _link(self, tile_head), path.removesuffix(".mbtiles"), tile_format
+            )
             update = write_tile_update(updates_folder / name, info, (), ())  # source unchanged
             updates.append(_entry(self.services, name, path, "tiles", tile_head, update, self))
         self.context.progress(0.95, "writing the manifest")
@@ -544,11 +540,6 @@ class _Incremental:
             incremental=True,
         )
 
-    def _link(self, head: str) -> UpdateLink:
-        return UpdateLink(
-            self.area.id, self.area.map_id, self.area.epoch, self.previous.number, self.number, head
-        )
-
     def _tile_format(self, path: str) -> str:
         """The tile format of a package's tile archive: its layer's tile service's."""
         ref = self.webmap.find_layer(PurePosixPath(path).stem)
@@ -568,10 +559,7 @@ class _Incremental:
             for path in folder.joinpath(ATTACHMENTS_FOLDER).rglob("*")
             if path.is_file() and str(path.relative_to(folder)) not in names
         )
-        entries = [
-            file_entry(folder, entry.path) if entry.path in changed else entry
-            for entry in manifest.files
-        ]
+        entries = manifest.relisted(folder, changed).files
         item = manifest.item.model_copy(
             update={"title": self.area.title[:250], "description": self.area.description}
         )
@@ -589,6 +577,14 @@ class _Incremental:
 
 def _shas(files: tuple[dict[str, Any], ...]) -> set[str]:
     return {str(entry["sha256"]) for entry in files}
+
+
+def _link(step: _Incremental | _UpdateWriter, head: str) -> UpdateLink:
+    """Where an update from the step's previous package to its new one sits in its chain."""
+    assert step.previous is not None
+    return UpdateLink(
+        step.area.id, step.area.map_id, step.area.epoch, step.previous.number, step.number, head
+    )
 
 
 def _entry(
