@@ -51,6 +51,15 @@ def _packaged(server: Server, answer: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def _new_area(server: Server) -> dict[str, Any]:
+    """A new area "North" of the public map, once packaged."""
+    answer = server.client.post(
+        _href(server), json={"title": "North", "bbox": BBOX}, headers=server.token("editor")
+    )
+    assert answer.status_code == 201, answer.text
+    return _packaged(server, answer.json())
+
+
 def _download(server: Server, entry: dict[str, Any], folder: Path) -> Path:
     crew = server.token("editor", "maps:read offline:sync")
     response = server.client.get(entry["href"], headers=crew)
@@ -85,12 +94,7 @@ def test_a_device_brought_up_by_the_update_files_holds_the_new_package(
     server: Server, tmp_path: Path
 ) -> None:
     editor = server.token("editor")
-    area = _packaged(
-        server,
-        server.client.post(
-            _href(server), json={"title": "North", "bbox": BBOX}, headers=editor
-        ).json(),
-    )
+    area = _new_area(server)
     first = area["package"]
     assert first["number"] == 1
     device = tmp_path / "device"
@@ -145,12 +149,7 @@ def test_a_device_brought_up_by_the_update_files_holds_the_new_package(
 def test_the_full_package_when_the_updates_cannot_reach(server: Server) -> None:
     services = _services(server)
     editor = server.token("editor")
-    area = _packaged(
-        server,
-        server.client.post(
-            _href(server), json={"title": "North", "bbox": BBOX}, headers=editor
-        ).json(),
-    )
+    area = _new_area(server)
     href = _href(server, area["id"])
     for _ in range(services.settings.area_keep_packages + 1):
         _edit(server)
@@ -193,12 +192,7 @@ def test_an_incremental_refresh_holds_what_a_full_repackage_does(
     server: Server, tmp_path: Path
 ) -> None:
     editor = server.token("editor")
-    area = _packaged(
-        server,
-        server.client.post(
-            _href(server), json={"title": "North", "bbox": BBOX}, headers=editor
-        ).json(),
-    )
+    area = _new_area(server)
     href = _href(server, area["id"])
     _edit(server)
     incremental = _packaged(server, server.client.post(f"{href}/refresh", headers=editor).json())
@@ -227,12 +221,7 @@ def test_a_refresh_that_cannot_build_on_the_previous_package_extracts_again(
 ) -> None:
     monkeypatch.setattr(preplanned, "_can_refresh", lambda *args: False)
     editor = server.token("editor")
-    area = _packaged(
-        server,
-        server.client.post(
-            _href(server), json={"title": "North", "bbox": BBOX}, headers=editor
-        ).json(),
-    )
+    area = _new_area(server)
     _edit(server)
     area = _packaged(
         server, server.client.post(f"{_href(server, area['id'])}/refresh", headers=editor).json()
@@ -284,12 +273,7 @@ def test_tiles_come_as_updates_of_only_the_tiles_that_changed(
 ) -> None:
     archive = _basemap(server)
     editor = server.token("editor")
-    area = _packaged(
-        server,
-        server.client.post(
-            _href(server), json={"title": "North", "bbox": BBOX}, headers=editor
-        ).json(),
-    )
+    area = _new_area(server)
     href = _href(server, area["id"])
     entries = {entry["path"]: entry for entry in area["package"]["files"]}
     device = _download(server, entries["basemap.mbtiles"], tmp_path / "device")
@@ -350,12 +334,7 @@ def test_a_tile_change_still_in_the_archives_write_ahead_log_is_seen(server: Ser
     with sqlite3.connect(archive) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
     editor = server.token("editor")
-    area = _packaged(
-        server,
-        server.client.post(
-            _href(server), json={"title": "North", "bbox": BBOX}, headers=editor
-        ).json(),
-    )
+    area = _new_area(server)
     before = archive.stat()
     writer = sqlite3.connect(archive, isolation_level=None)
     try:  # a writer that keeps its connection: the change stays in the -wal file
