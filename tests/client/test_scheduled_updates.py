@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from shapely.geometry import Point
@@ -64,28 +64,34 @@ def _edit(live_server: LiveServer, n: int) -> None:
     )
 
 
+class Crew(NamedTuple):
+    """An area in download_scheduled_updates mode, and a device that downloaded package 1."""
+
+    manager: OfflineMapAreaManager
+    area: dict[str, Any]
+    portal: Portal
+    device: Path
+
+
 @pytest.fixture
-def scheduled_area(
-    signed_in: Callable[..., Portal], map_id: str
-) -> tuple[OfflineMapAreaManager, dict[str, Any]]:
+def scheduled_area(signed_in: Callable[..., Portal], map_id: str, tmp_path: Path) -> Crew:
     manager = OfflineMapAreaManager(signed_in(), map_id)
     area = manager.create(
         title="North", bbox=BBOX, update_mode="download_scheduled_updates", wait=True
     )
-    return manager, area
+    portal = signed_in()
+    device = tmp_path / "device"
+    _download(portal, map_id, device)
+    return Crew(manager, area, portal, device)
 
 
 def test_a_sync_applies_the_update_files_of_each_refresh(
     live_server: LiveServer,
-    signed_in: Callable[..., Portal],
     map_id: str,
-    scheduled_area: tuple[OfflineMapAreaManager, dict[str, Any]],
+    scheduled_area: Crew,
     tmp_path: Path,
 ) -> None:
-    manager, area = scheduled_area
-    portal = signed_in()
-    device = tmp_path / "device"
-    _download(portal, map_id, device)
+    manager, area, portal, device = scheduled_area
     assert package_state(device) is not None
     for n in (1, 3):  # two refreshes: a chain of two updates per file
         _edit(live_server, n)
@@ -124,15 +130,9 @@ def test_a_sync_applies_the_update_files_of_each_refresh(
 
 def test_no_updates_leaves_the_package_as_it_is(
     live_server: LiveServer,
-    signed_in: Callable[..., Portal],
-    map_id: str,
-    scheduled_area: tuple[OfflineMapAreaManager, dict[str, Any]],
-    tmp_path: Path,
+    scheduled_area: Crew,
 ) -> None:
-    manager, area = scheduled_area
-    portal = signed_in()
-    device = tmp_path / "device"
-    _download(portal, map_id, device)
+    manager, area, portal, device = scheduled_area
     before = _rows(device)
     _edit(live_server, 1)
     manager.refresh(area["id"], wait=True)
@@ -145,15 +145,11 @@ def test_no_updates_leaves_the_package_as_it_is(
 
 def test_a_package_older_than_the_kept_ones_is_replaced_whole(
     live_server: LiveServer,
-    signed_in: Callable[..., Portal],
     map_id: str,
-    scheduled_area: tuple[OfflineMapAreaManager, dict[str, Any]],
+    scheduled_area: Crew,
     tmp_path: Path,
 ) -> None:
-    manager, area = scheduled_area
-    portal = signed_in()
-    device = tmp_path / "device"
-    _download(portal, map_id, device)
+    manager, area, portal, device = scheduled_area
     keep = live_server.server.client.app.state.services.settings.area_keep_packages  # type: ignore[attr-defined]
     for n in range(keep + 1):
         _edit(live_server, 2 * n + 1)
@@ -180,16 +176,10 @@ def test_a_package_older_than_the_kept_ones_is_replaced_whole(
 
 def test_a_failure_while_applying_leaves_the_package_as_it_was(
     live_server: LiveServer,
-    signed_in: Callable[..., Portal],
-    map_id: str,
-    scheduled_area: tuple[OfflineMapAreaManager, dict[str, Any]],
-    tmp_path: Path,
+    scheduled_area: Crew,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    manager, area = scheduled_area
-    portal = signed_in()
-    device = tmp_path / "device"
-    _download(portal, map_id, device)
+    manager, area, portal, device = scheduled_area
     before = {p.name: p.read_bytes() for p in device.iterdir() if p.is_file()}
     _edit(live_server, 1)
     manager.refresh(area["id"], wait=True)
@@ -210,16 +200,12 @@ def test_a_failure_while_applying_leaves_the_package_as_it_was(
 
 def test_a_move_cut_short_is_finished_by_the_next_sync(
     live_server: LiveServer,
-    signed_in: Callable[..., Portal],
     map_id: str,
-    scheduled_area: tuple[OfflineMapAreaManager, dict[str, Any]],
+    scheduled_area: Crew,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    manager, area = scheduled_area
-    portal = signed_in()
-    device = tmp_path / "device"
-    _download(portal, map_id, device)
+    manager, area, portal, device = scheduled_area
     _edit(live_server, 1)
     manager.refresh(area["id"], wait=True)
     move_in = scheduled_module._move_in
@@ -245,16 +231,9 @@ def test_a_move_cut_short_is_finished_by_the_next_sync(
 
 
 def test_a_deleted_area_leaves_the_package_and_says_so(
-    live_server: LiveServer,
-    signed_in: Callable[..., Portal],
-    map_id: str,
-    scheduled_area: tuple[OfflineMapAreaManager, dict[str, Any]],
-    tmp_path: Path,
+    scheduled_area: Crew,
 ) -> None:
-    manager, area = scheduled_area
-    portal = signed_in()
-    device = tmp_path / "device"
-    _download(portal, map_id, device)
+    manager, area, portal, device = scheduled_area
     before = _rows(device)
     manager.delete(area["id"])
     with pytest.raises(MapAreaDeletedError):
