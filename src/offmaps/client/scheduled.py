@@ -7,12 +7,14 @@ which area, epoch and package it holds and the head of its chain (docs/update-fi
 package up to the newest:
 
 - **updates**: every update file of the plan is downloaded into ``.offmaps-updates/`` (resumed
-  with ``Range``, each checked against its SHA-256) before anything changes; the files they
-  update are copied into ``.offmaps-staging/`` and the updates applied there, in order (each
-  checked against the file's chain), with the manifest rewritten beside them; then an intent
-  file names what moves, each staged file is renamed over the live one and the manifest last.
-  A failure before the intent leaves the package as it was; a crash after it is rolled forward
-  by the next call (:func:`recover`).
+  with ``Range``, each checked against its SHA-256) before anything changes, and so is every
+  attachment blob their rows name that the package lacks (``GET .../areas/{area}/files/{sha}``,
+  into ``.offmaps-updates/attachments/``); the files they update are copied into
+  ``.offmaps-staging/`` and the updates applied there, in order (each checked against the
+  file's chain), the new blobs put beside them and the manifest rewritten (listing the blobs);
+  then an intent file names what moves, each staged file (blobs first) is renamed over the live
+  one and the manifest last. A failure before the intent leaves the package as it was; a crash
+  after it is rolled forward by the next call (:func:`recover`).
 - **full**: the newest package is downloaded beside the folder (``DIR.offmaps-new``, resumable)
   and swapped in: ``DIR`` becomes ``DIR.offmaps-old``, the new one ``DIR``, and the old one is
   removed; a crash between the two renames is finished by the next call. The package must then
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -32,19 +35,23 @@ from typing import Any
 
 from offmaps.client.downloads import fetch_file
 from offmaps.client.portal import Portal
-from offmaps.errors import PackageError
+from offmaps.errors import PackageError, UpdateIntegrityError
 from offmaps.offline.package import (
+    ATTACHMENTS_FOLDER,
     MANIFEST_NAME,
+    PackageFile,
     read_manifest,
     write_manifest,
 )
 from offmaps.offline.updates import (
     ChainState,
+    FeatureUpdateReader,
     apply_feature_update,
     apply_tile_update,
     fold_wal,
     read_chain_state,
 )
+from offmaps.offline.updates.chain import find_chain_state
 
 __all__ = [
     "PreplannedPackageState",
@@ -63,6 +70,7 @@ INTENT_FILE = ".offmaps-apply.json"
 NEW_SUFFIX = ".offmaps-new"
 OLD_SUFFIX = ".offmaps-old"
 _CHAINED_SUFFIXES = (".gpkg", ".mbtiles")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,7 @@ def package_state(folder: Path) -> PreplannedPackageState | None:
         if not entry.path.endswith(_CHAINED_SUFFIXES):
             continue
         try:
-            state = read_chain_state(folder / entry.path)
+            state = _chain_state(folder / entry.path)
         except (sqlite3.Error, OSError):
             continue
         if state is not None:
@@ -146,6 +154,20 @@ def package_state(folder: Path) -> PreplannedPackageState | None:
     if manifest.source_map_id is None:
         raise PackageError(f"{folder}: the package names no web map")
     return PreplannedPackageState(area_id, manifest.source_map_id, epoch, number, states)
+
+
+def _chain_state(path: Path) -> ChainState | None:
+    """The chain state of a package file, read without leaving SQLite's ``-wal`` and ``-shm``
+    beside it: a read-only reader of a file in WAL mode creates them and cannot remove them, and
+    beside a file that is not a replica's they are strays to ``verify_package``. A file with
+    no log or journal beside it is whole, and read as it is (``immutable``)."""
+    if any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-journal")):
+        return read_chain_state(path)
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    try:
+        return find_chain_state(conn)
+    finally:
+        conn.close()
 
 
 def plan_updates(portal: Portal, state: PreplannedPackageState) -> dict[str, Any]:
@@ -229,14 +251,15 @@ def _apply_updates(
         report(0.05 + 0.6 * done / total, f"downloading {entry['path']}")
         fetch_file(portal, entry, work, again="sync again to go on")
         done += int(entry["size"])
+    blobs = _fetch_blobs(portal, folder, state, entries, work, report)
     staging = folder / STAGING_FOLDER
     try:
-        touched = _stage(folder, staging, state, entries, work, report)
+        touched = _stage(folder, staging, state, entries, work, blobs, report)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # the package is as it was
         raise
     report(0.92, "moving the updated files in")
-    moving = [*touched, MANIFEST_NAME]
+    moving = [*(blob.path for blob in blobs), *touched, MANIFEST_NAME]
     _write_intent(folder, moving)
     _move_in(folder, moving)
     (folder / INTENT_FILE).unlink(missing_ok=True)
@@ -245,7 +268,47 @@ def _apply_updates(
     result.to_number = int(plan["to"])
     result.updates_applied = len(entries)
     result.bytes_downloaded = sum(int(entry["size"]) for entry in entries)
+    result.bytes_downloaded += sum(blob.size for blob in blobs)
     report(1.0, f"package {result.to_number}")
+
+
+def _blob_path(sha256: str) -> str:
+    """Where a package keeps an attachment blob: ``attachments/ab/cd/<sha256>``."""
+    return f"{ATTACHMENTS_FOLDER}/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def _fetch_blobs(
+    portal: Portal,
+    folder: Path,
+    state: PreplannedPackageState,
+    entries: list[dict[str, Any]],
+    work: Path,
+    report: Progress,
+) -> list[PackageFile]:
+    """Download into ``work`` every attachment blob the feature updates' rows name that the
+    package does not hold (resumable, each checked against its SHA-256 and size, as the
+    update files are); their manifest entries."""
+    named: dict[str, int] = {}
+    for entry in entries:
+        if entry["kind"] != "features":
+            continue
+        update = work / str(entry["path"])
+        with FeatureUpdateReader(update) as reader:
+            blobs = reader.blobs()
+        odd = next((sha for sha in blobs if not _SHA256.fullmatch(sha)), None)
+        if odd is not None:
+            raise UpdateIntegrityError(f"{update}: names an attachment {odd[:80]!r}", path=update)
+        named.update(blobs)
+    wanted = [
+        PackageFile(path=_blob_path(sha256), sha256=sha256, size=size)
+        for sha256, size in sorted(named.items())
+        if not (folder / _blob_path(sha256)).is_file()
+    ]
+    for index, blob in enumerate(wanted):
+        report(0.65, f"downloading attachment {index + 1} of {len(wanted)}")
+        entry = {**blob.model_dump(), "href": f"{state.href}/files/{blob.sha256}"}
+        fetch_file(portal, entry, work, again="sync again to go on")
+    return wanted
 
 
 def _stage(
@@ -254,10 +317,12 @@ def _stage(
     state: PreplannedPackageState,
     entries: list[dict[str, Any]],
     work: Path,
+    blobs: list[PackageFile],
     report: Progress,
 ) -> list[str]:
     """Copy the files the updates are for into ``staging``, apply the updates there in order,
-    and write the manifest beside them; returns the files changed."""
+    put the downloaded ``blobs`` beside them and write the manifest listing them; returns the
+    files changed (not the blobs)."""
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     touched = sorted({str(entry["file"]) for entry in entries})
@@ -269,18 +334,39 @@ def _stage(
         target = staging / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(folder / name, target)
+    fetched = {blob.sha256 for blob in blobs}
     for index, entry in enumerate(entries):
         report(0.65 + 0.25 * index / len(entries), f"applying {entry['path']}")
-        apply = apply_feature_update if entry["kind"] == "features" else apply_tile_update
-        apply(
-            staging / str(entry["file"]),
-            work / str(entry["path"]),
-            sha256=str(entry["sha256"]),
-            size=int(entry["size"]),
+        update = work / str(entry["path"])
+        sha256, size = str(entry["sha256"]), int(entry["size"])
+        if entry["kind"] != "features":
+            apply_tile_update(staging / str(entry["file"]), update, sha256=sha256, size=size)
+            continue
+        applied = apply_feature_update(
+            staging / str(entry["file"]), update, sha256=sha256, size=size
         )
+        lacking = [
+            sha for sha in applied.blobs
+            if sha not in fetched and not (folder / _blob_path(sha)).is_file()
+        ]  # fmt: skip
+        if lacking:  # read from the same checked file before: cannot happen
+            raise PackageError(
+                f"{folder}: {entry['path']} names attachments not fetched: {lacking}"
+            )
     for name in touched:
         fold_wal(staging / name, leave_wal_mode=True)
-    write_manifest(staging, read_manifest(folder).relisted(staging, touched))
+    for blob in blobs:
+        target = staging / blob.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:  # the downloaded copy stays until the package is updated: a retry needs it
+            os.link(work / blob.path, target)
+        except OSError:
+            shutil.copyfile(work / blob.path, target)
+    manifest = read_manifest(folder)
+    listed = {entry.path for entry in manifest.files}
+    manifest = manifest.relisted(staging, touched)
+    added = [blob for blob in blobs if blob.path not in listed]
+    write_manifest(staging, manifest.model_copy(update={"files": [*manifest.files, *added]}))
     return touched
 
 
@@ -368,4 +454,5 @@ def _move_in(folder: Path, names: list[str]) -> None:
             continue
         for sidecar in ("-wal", "-shm", "-journal"):
             (folder / f"{name}{sidecar}").unlink(missing_ok=True)
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)  # a blob's folders
         staged.replace(folder / name)
