@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from shapely.geometry import Point
 
-from offmaps.client.scheduled import package_state
+from offmaps.client import scheduled as scheduled_module
+from offmaps.client.scheduled import package_state, recover
 from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
 from offmaps.errors import SyncFailedError
 from offmaps.features.geopackage import GeoPackageStore
@@ -145,3 +146,36 @@ def test_a_photo_that_does_not_arrive_intact_fails_the_sync_and_changes_nothing(
     assert (device / _blob(sha256)).read_bytes() == photos["shed"]
     assert verify_package(device).ok
     assert json.loads((device / "package.json").read_text(encoding="utf-8"))["files"]
+
+
+def test_a_move_cut_short_after_a_photo_is_finished_by_the_next_sync(
+    live_server: LiveServer,
+    scheduled_area: Crew,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manager, area, portal, device = scheduled_area
+    photos = _office_photos(live_server)
+    manager.refresh(area["id"], wait=True)
+    move_in = scheduled_module._move_in
+    moved: list[str] = []
+
+    def cut(folder: Path, names: list[str]) -> None:
+        moved.extend(names[:1])
+        move_in(folder, names[:1])  # the first file moved, then the power went
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scheduled_module, "_move_in", cut)
+    with pytest.raises(KeyboardInterrupt):
+        OfflineMapSyncTask(device, portal).sync_offline_map(SyncOfflineMapParameters()).wait()
+    assert moved[0].startswith("attachments/")  # the blobs go first, the manifest last
+    assert (device / moved[0]).is_file()
+    monkeypatch.undo()
+    recover(device)  # what the next sync does first
+    assert not (device / scheduled_module.INTENT_FILE).exists()
+    for data in photos.values():
+        assert (device / _blob(hashlib.sha256(data).hexdigest())).read_bytes() == data
+    report = verify_package(device)
+    assert report.ok, report.problems
+    state = package_state(device)
+    assert state is not None
+    assert state.number == 2

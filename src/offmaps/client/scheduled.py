@@ -10,10 +10,12 @@ package up to the newest:
   with ``Range``, each checked against its SHA-256) before anything changes, and so is every
   attachment blob their rows name that the package lacks (``GET .../areas/{area}/files/{sha}``,
   into ``.offmaps-updates/attachments/``); the files they update are copied into
-  ``.offmaps-staging/`` and the updates applied there, in order (each checked against the
-  file's chain), the new blobs put beside them and the manifest rewritten (listing the blobs);
-  then an intent file names what moves, each staged file (blobs first) is renamed over the live
-  one and the manifest last. A failure before the intent leaves the package as it was; a crash
+  ``.offmaps-staging/`` (in the kernel) and the updates applied there, each file's in order
+  (each checked against the file's chain), the files side by side in threads; the new blobs are
+  put beside them and the manifest rewritten (listing the blobs, and the size and SHA-256 of
+  each updated file that ``verify_package`` checks: not a replica's); then an intent file names
+  what moves, each staged file (blobs first) is renamed over the live one and the manifest
+  last. A failure before the intent leaves the package as it was; a crash
   after it is rolled forward by the next call (:func:`recover`).
 - **full**: the newest package is downloaded beside the folder (``DIR.offmaps-new``, resumable)
   and swapped in: ``DIR`` becomes ``DIR.offmaps-old``, the new one ``DIR``, and the old one is
@@ -29,6 +31,7 @@ import re
 import shutil
 import sqlite3
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,8 @@ from offmaps.offline.package import (
     ATTACHMENTS_FOLDER,
     MANIFEST_NAME,
     PackageFile,
+    PackageManifest,
+    file_entry,
     read_manifest,
     write_manifest,
 )
@@ -322,52 +327,148 @@ def _stage(
 ) -> list[str]:
     """Copy the files the updates are for into ``staging``, apply the updates there in order,
     put the downloaded ``blobs`` beside them and write the manifest listing them; returns the
-    files changed (not the blobs)."""
+    files changed (not the blobs).
+
+    Each file's chain is its own, so the files are staged side by side, one thread each (a
+    tile archive's copy, updates and hash while the replica's rows are applied: SQLite,
+    ``copy_file_range`` and SHA-256 let go of the GIL); each file's updates stay in order.
+    """
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     touched = sorted({str(entry["file"]) for entry in entries})
     missing = [name for name in touched if name not in state.files]
     if missing:
         raise PackageError(f"{folder}: the updates are for files it does not hold: {missing}")
-    for name in touched:
-        fold_wal(folder / name)  # what a write-ahead log holds is in the file copied
-        target = staging / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / name, target)
-    fetched = {blob.sha256 for blob in blobs}
-    for index, entry in enumerate(entries):
-        report(0.65 + 0.25 * index / len(entries), f"applying {entry['path']}")
-        update = work / str(entry["path"])
-        sha256, size = str(entry["sha256"]), int(entry["size"])
-        if entry["kind"] != "features":
-            apply_tile_update(staging / str(entry["file"]), update, sha256=sha256, size=size)
-            continue
-        applied = apply_feature_update(
-            staging / str(entry["file"]), update, sha256=sha256, size=size
-        )
-        lacking = [
-            sha for sha in applied.blobs
-            if sha not in fetched and not (folder / _blob_path(sha)).is_file()
-        ]  # fmt: skip
-        if lacking:  # read from the same checked file before: cannot happen
-            raise PackageError(
-                f"{folder}: {entry['path']} names attachments not fetched: {lacking}"
+    manifest = read_manifest(folder)
+    unchecked = _replica_paths(manifest)
+    available = {blob.sha256 for blob in blobs}
+    report(0.65, f"applying {len(entries)} updates to {len(touched)} files")
+    with ThreadPoolExecutor(max_workers=len(touched), thread_name_prefix="offmaps-stage") as pool:
+        futures = {
+            name: pool.submit(
+                _stage_file,
+                folder,
+                staging,
+                name,
+                [entry for entry in entries if entry["file"] == name],
+                work,
+                available,
+                relist=name not in unchecked,
             )
-    for name in touched:
-        fold_wal(staging / name, leave_wal_mode=True)
+            for name in touched
+        }
+        relisted: dict[str, PackageFile] = {}
+        failure: BaseException | None = None
+        for done, (name, future) in enumerate(futures.items(), start=1):
+            try:
+                entry = future.result()
+            except BaseException as exc:  # noqa: BLE001 - the others end first, then it is raised
+                failure = failure or exc
+                continue
+            if entry is not None:
+                relisted[name] = entry
+            report(0.65 + 0.25 * done / len(touched), f"{name} updated")
+    if failure is not None:
+        raise failure
     for blob in blobs:
         target = staging / blob.path
         target.parent.mkdir(parents=True, exist_ok=True)
         try:  # the downloaded copy stays until the package is updated: a retry needs it
             os.link(work / blob.path, target)
         except OSError:
-            shutil.copyfile(work / blob.path, target)
-    manifest = read_manifest(folder)
+            _copy(work / blob.path, target)
+        _fsync(target)  # whole on disk before the intent names it
     listed = {entry.path for entry in manifest.files}
-    manifest = manifest.relisted(staging, touched)
-    added = [blob for blob in blobs if blob.path not in listed]
-    write_manifest(staging, manifest.model_copy(update={"files": [*manifest.files, *added]}))
+    files = [relisted.get(entry.path, entry) for entry in manifest.files]
+    files += [blob for blob in blobs if blob.path not in listed]
+    write_manifest(staging, manifest.model_copy(update={"files": files}))
     return touched
+
+
+def _stage_file(
+    folder: Path,
+    staging: Path,
+    name: str,
+    entries: list[dict[str, Any]],
+    work: Path,
+    available: set[str],
+    *,
+    relist: bool,
+) -> PackageFile | None:
+    """Stage one file: copy it, apply its updates in order, fold its log, make it durable;
+    its manifest entry as it is now when ``verify_package`` checks it (``relist``), else
+    ``None`` (a replica's file: its size and SHA-256 change with every edit and are not
+    checked, so hashing it would be wasted)."""
+    live, target = folder / name, staging / name
+    if _has_log(live):
+        fold_wal(live)  # what a write-ahead log holds is in the file copied
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _copy(live, target)
+    for entry in entries:
+        update = work / str(entry["path"])
+        sha256, size = str(entry["sha256"]), int(entry["size"])
+        if entry["kind"] != "features":
+            apply_tile_update(target, update, sha256=sha256, size=size)
+            continue
+        applied = apply_feature_update(target, update, sha256=sha256, size=size)
+        lacking = [
+            sha for sha in applied.blobs
+            if sha not in available and not (folder / _blob_path(sha)).is_file()
+        ]  # fmt: skip
+        if lacking:  # read from the same checked file before: cannot happen
+            raise PackageError(
+                f"{folder}: {entry['path']} names attachments not fetched: {lacking}"
+            )
+    if _has_log(target) or _in_wal_mode(target):
+        fold_wal(target, leave_wal_mode=True)  # one file, whole, to move in
+    _fsync(target)  # durable before the intent names it (a no-op when SQLite synced it last)
+    return file_entry(staging, name) if relist else None
+
+
+def _replica_paths(manifest: PackageManifest) -> set[str]:
+    """The listed paths of the replicas' files (matched without regard to case, as the
+    manifest matches its references)."""
+    wanted = {replica.file.casefold() for replica in manifest.replicas}
+    return {entry.path for entry in manifest.files if entry.path.casefold() in wanted}
+
+
+def _has_log(path: Path) -> bool:
+    """Whether SQLite keeps a write-ahead log beside ``path`` (with frames or not)."""
+    return Path(f"{path}-wal").exists()
+
+
+def _in_wal_mode(path: Path) -> bool:
+    """Whether the SQLite file ``path`` is in WAL mode (its header's read and write versions
+    are 2), so that a reader would leave a ``-wal`` and ``-shm`` beside it."""
+    with path.open("rb") as data:
+        header = data.read(20)
+    return header[18:20] == b"\x02\x02"
+
+
+def _copy(source: Path, target: Path) -> None:
+    """Copy a file in the kernel (``copy_file_range``: shared extents on filesystems that
+    reflink, no pass through Python's buffers elsewhere), else the usual way."""
+    with source.open("rb") as src, target.open("wb") as out:
+        size = os.fstat(src.fileno()).st_size
+        done = 0
+        try:
+            while done < size:
+                copied = os.copy_file_range(src.fileno(), out.fileno(), size - done)
+                if copied == 0:  # the file shrank meanwhile
+                    break
+                done += copied
+        except OSError:  # a filesystem or kernel that does not take it: the rest as usual
+            src.seek(done)
+            out.seek(done)
+            shutil.copyfileobj(src, out, 1 << 20)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _replace_whole(
