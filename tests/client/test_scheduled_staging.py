@@ -146,3 +146,32 @@ def test_a_copy_in_the_kernel_is_whole(tmp_path: Path) -> None:
     target.write_bytes(b"older and longer" * 1_000_000)
     scheduled_module._copy(source, target)
     assert target.read_bytes() == data
+
+
+def test_an_update_that_arrives_damaged_while_others_are_staged_changes_nothing(
+    live_server: LiveServer,
+    scheduled_area: Crew,
+    map_id: str,
+) -> None:
+    manager, area, portal, device = scheduled_area
+    _edit(live_server, 1)
+    manager.refresh(area["id"], wait=True)
+    plan = portal.request(
+        "GET", f"/api/maps/{map_id}/areas/{area['id']}/updates", params={"from": 1, "epoch": 1}
+    )
+    # the smaller file is downloaded last: the larger one is being staged by then
+    last = min(plan["files"], key=lambda entry: (device / entry["file"]).stat().st_size)
+    files = live_server.server.client.app.state.services.areas.files  # type: ignore[attr-defined]
+    good = files.get(last["sha256"])
+    files.put(last["sha256"], good[:-1] + bytes([good[-1] ^ 1]))
+    before = _files(device)
+    task = OfflineMapSyncTask(device, portal)
+    with pytest.raises(SyncFailedError, match="SHA-256"):
+        task.sync_offline_map(SyncOfflineMapParameters()).wait()
+    assert _files(device) == before
+    assert not (device / scheduled_module.STAGING_FOLDER).exists()
+    files.put(last["sha256"], good)
+    result = task.sync_offline_map(SyncOfflineMapParameters()).wait()
+    assert result.scheduled_updates is not None
+    assert result.scheduled_updates.to_number == 2
+    assert verify_package(device).ok

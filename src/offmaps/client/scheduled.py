@@ -31,7 +31,7 @@ import re
 import shutil
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,16 +250,9 @@ def _apply_updates(
 ) -> None:
     entries: list[dict[str, Any]] = list(plan["files"])
     work = folder / UPDATES_FOLDER
-    total = sum(int(entry["size"]) for entry in entries) or 1
-    done = 0
-    for entry in entries:  # every file here and checked before anything changes
-        report(0.05 + 0.6 * done / total, f"downloading {entry['path']}")
-        fetch_file(portal, entry, work, again="sync again to go on")
-        done += int(entry["size"])
-    blobs = _fetch_blobs(portal, folder, state, entries, work, report)
     staging = folder / STAGING_FOLDER
     try:
-        touched = _stage(folder, staging, state, entries, work, blobs, report)
+        touched, blobs = _stage(portal, folder, staging, state, entries, work, report)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # the package is as it was
         raise
@@ -317,21 +310,23 @@ def _fetch_blobs(
 
 
 def _stage(
+    portal: Portal,
     folder: Path,
     staging: Path,
     state: PreplannedPackageState,
     entries: list[dict[str, Any]],
     work: Path,
-    blobs: list[PackageFile],
     report: Progress,
-) -> list[str]:
-    """Copy the files the updates are for into ``staging``, apply the updates there in order,
-    put the downloaded ``blobs`` beside them and write the manifest listing them; returns the
-    files changed (not the blobs).
+) -> tuple[list[str], list[PackageFile]]:
+    """Download the update files and the attachment blobs they name into ``work``, copy the
+    files they are for into ``staging`` and apply them there in order, put the blobs beside
+    them and write the manifest listing them; the files changed (not the blobs) and the blobs.
 
-    Each file's chain is its own, so the files are staged side by side, one thread each (a
-    tile archive's copy, updates and hash while the replica's rows are applied: SQLite,
-    ``copy_file_range`` and SHA-256 let go of the GIL); each file's updates stay in order.
+    Each file's chain is its own, so the files are staged side by side, one thread each, and a
+    file's staging starts as soon as its updates are here, while the next file's download
+    (a tile archive's copy, updates and hash while the replica's updates download and apply:
+    SQLite, ``copy_file_range`` and SHA-256 let go of the GIL); each file's updates stay in
+    order. Nothing of the package changes here: a failure leaves it as it was.
     """
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -339,37 +334,37 @@ def _stage(
     missing = [name for name in touched if name not in state.files]
     if missing:
         raise PackageError(f"{folder}: the updates are for files it does not hold: {missing}")
+    touched.sort(key=lambda name: -(folder / name).stat().st_size)  # the longest copy first
     manifest = read_manifest(folder)
     unchecked = _replica_paths(manifest)
-    available = {blob.sha256 for blob in blobs}
-    report(0.65, f"applying {len(entries)} updates to {len(touched)} files")
+    total = sum(int(entry["size"]) for entry in entries) or 1
+    done = 0
+    futures: dict[str, Future[tuple[PackageFile | None, set[str]]]] = {}
     with ThreadPoolExecutor(max_workers=len(touched), thread_name_prefix="offmaps-stage") as pool:
-        futures = {
-            name: pool.submit(
-                _stage_file,
-                folder,
-                staging,
-                name,
-                [entry for entry in entries if entry["file"] == name],
-                work,
-                available,
-                relist=name not in unchecked,
-            )
-            for name in touched
-        }
-        relisted: dict[str, PackageFile] = {}
-        failure: BaseException | None = None
-        for done, (name, future) in enumerate(futures.items(), start=1):
-            try:
-                entry = future.result()
-            except BaseException as exc:  # noqa: BLE001 - the others end first, then it is raised
-                failure = failure or exc
-                continue
-            if entry is not None:
-                relisted[name] = entry
-            report(0.65 + 0.25 * done / len(touched), f"{name} updated")
-    if failure is not None:
-        raise failure
+        # on a failure here, leaving the block waits for the files being staged
+        for name in touched:
+            mine = [entry for entry in entries if entry["file"] == name]
+            for entry in mine:  # every update here and checked before it is applied
+                report(0.05 + 0.6 * done / total, f"downloading {entry['path']}")
+                fetch_file(portal, entry, work, again="sync again to go on")
+                done += int(entry["size"])
+            relist = name not in unchecked
+            futures[name] = pool.submit(_stage_file, folder, staging, name, mine, work, relist)
+        blobs = _fetch_blobs(portal, folder, state, entries, work, report)
+        report(0.65, f"applying {len(entries)} updates to {len(touched)} files")
+    relisted: dict[str, PackageFile] = {}
+    named: set[str] = set()
+    for name, future in futures.items():
+        now, found = future.result()  # the first failure, once every file has ended
+        named |= found
+        if now is not None:
+            relisted[name] = now
+    available = {blob.sha256 for blob in blobs}
+    lacking = sorted(
+        sha for sha in named if sha not in available and not (folder / _blob_path(sha)).is_file()
+    )
+    if lacking:  # read from the same checked files: cannot happen
+        raise PackageError(f"{folder}: the updates name attachments not fetched: {lacking}")
     for blob in blobs:
         target = staging / blob.path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -382,47 +377,36 @@ def _stage(
     files = [relisted.get(entry.path, entry) for entry in manifest.files]
     files += [blob for blob in blobs if blob.path not in listed]
     write_manifest(staging, manifest.model_copy(update={"files": files}))
-    return touched
+    return touched, blobs
 
 
 def _stage_file(
-    folder: Path,
-    staging: Path,
-    name: str,
-    entries: list[dict[str, Any]],
-    work: Path,
-    available: set[str],
-    *,
-    relist: bool,
-) -> PackageFile | None:
-    """Stage one file: copy it, apply its updates in order, fold its log, make it durable;
-    its manifest entry as it is now when ``verify_package`` checks it (``relist``), else
-    ``None`` (a replica's file: its size and SHA-256 change with every edit and are not
-    checked, so hashing it would be wasted)."""
+    folder: Path, staging: Path, name: str, entries: list[dict[str, Any]], work: Path, relist: bool
+) -> tuple[PackageFile | None, set[str]]:
+    """Stage one file: copy it, apply its updates in order, fold its log, make it durable.
+
+    Returns:
+        Its manifest entry as it is now when ``verify_package`` checks it (``relist``), else
+        ``None`` (a replica's file: its size and SHA-256 change with every edit and are not
+        checked, so hashing it would be wasted); and the attachment blobs its updates name.
+    """
     live, target = folder / name, staging / name
     if _has_log(live):
         fold_wal(live)  # what a write-ahead log holds is in the file copied
     target.parent.mkdir(parents=True, exist_ok=True)
     _copy(live, target)
+    named: set[str] = set()
     for entry in entries:
         update = work / str(entry["path"])
         sha256, size = str(entry["sha256"]), int(entry["size"])
-        if entry["kind"] != "features":
+        if entry["kind"] == "features":
+            named.update(apply_feature_update(target, update, sha256=sha256, size=size).blobs)
+        else:
             apply_tile_update(target, update, sha256=sha256, size=size)
-            continue
-        applied = apply_feature_update(target, update, sha256=sha256, size=size)
-        lacking = [
-            sha for sha in applied.blobs
-            if sha not in available and not (folder / _blob_path(sha)).is_file()
-        ]  # fmt: skip
-        if lacking:  # read from the same checked file before: cannot happen
-            raise PackageError(
-                f"{folder}: {entry['path']} names attachments not fetched: {lacking}"
-            )
     if _has_log(target) or _in_wal_mode(target):
         fold_wal(target, leave_wal_mode=True)  # one file, whole, to move in
     _fsync(target)  # durable before the intent names it (a no-op when SQLite synced it last)
-    return file_entry(staging, name) if relist else None
+    return (file_entry(staging, name) if relist else None), named
 
 
 def _replica_paths(manifest: PackageManifest) -> set[str]:
