@@ -11,12 +11,12 @@ package up to the newest:
   attachment blob their rows name that the package lacks (``GET .../areas/{area}/files/{sha}``,
   into ``.offmaps-updates/attachments/``); the files they update are copied into
   ``.offmaps-staging/`` (in the kernel) and the updates applied there, each file's in order
-  (each checked against the file's chain), the files side by side in threads; the new blobs are
-  put beside them and the manifest rewritten (listing the blobs, and the size and SHA-256 of
-  each updated file that ``verify_package`` checks: not a replica's); then an intent file names
-  what moves, each staged file (blobs first) is renamed over the live one and the manifest
-  last. A failure before the intent leaves the package as it was; a crash
-  after it is rolled forward by the next call (:func:`recover`).
+  (each checked against the file's chain, and applied once it is downloaded and checked), the
+  files side by side in threads; the new blobs are put beside them and the manifest rewritten
+  (listing the blobs, and the size and SHA-256 of each updated file that ``verify_package``
+  checks: not a replica's); then an intent file names what moves, each staged file (blobs first)
+  is renamed over the live one and the manifest last. A failure before the intent leaves the
+  package as it was; a crash after it is rolled forward by the next call (:func:`recover`).
 - **full**: the newest package is downloaded beside the folder (``DIR.offmaps-new``, resumable)
   and swapped in: ``DIR`` becomes ``DIR.offmaps-old``, the new one ``DIR``, and the old one is
   removed; a crash between the two renames is finished by the next call. The package must then
@@ -30,8 +30,9 @@ import os
 import re
 import shutil
 import sqlite3
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -322,11 +323,11 @@ def _stage(
     files they are for into ``staging`` and apply them there in order, put the blobs beside
     them and write the manifest listing them; the files changed (not the blobs) and the blobs.
 
-    Each file's chain is its own, so the files are staged side by side, one thread each, and a
-    file's staging starts as soon as its updates are here, while the next file's download
-    (a tile archive's copy, updates and hash while the replica's updates download and apply:
-    SQLite, ``copy_file_range`` and SHA-256 let go of the GIL); each file's updates stay in
-    order. Nothing of the package changes here: a failure leaves it as it was.
+    Each file's chain is its own, so the files are staged side by side, one thread each: a
+    file is copied while the update files download, and each update applied as soon as it is
+    here and checked (a tile archive's copy, updates and hash while the replica's updates
+    download and apply: SQLite, ``copy_file_range`` and SHA-256 let go of the GIL); each file's
+    updates stay in order. Nothing of the package changes here: a failure leaves it as it was.
     """
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -334,24 +335,35 @@ def _stage(
     missing = [name for name in touched if name not in state.files]
     if missing:
         raise PackageError(f"{folder}: the updates are for files it does not hold: {missing}")
-    touched.sort(key=lambda name: -(folder / name).stat().st_size)  # the longest copy first
     manifest = read_manifest(folder)
     unchecked = _replica_paths(manifest)
     total = sum(int(entry["size"]) for entry in entries) or 1
     done = 0
-    futures: dict[str, Future[tuple[PackageFile | None, set[str]]]] = {}
+    arrivals = _Arrivals()
     with ThreadPoolExecutor(max_workers=len(touched), thread_name_prefix="offmaps-stage") as pool:
-        # on a failure here, leaving the block waits for the files being staged
-        for name in touched:
-            mine = [entry for entry in entries if entry["file"] == name]
-            for entry in mine:  # every update here and checked before it is applied
+        futures = {
+            name: pool.submit(
+                _stage_file,
+                folder,
+                staging,
+                name,
+                [entry for entry in entries if entry["file"] == name],
+                work,
+                arrivals,
+                relist=name not in unchecked,
+            )
+            for name in touched
+        }
+        try:  # on a failure, leaving the block waits for the threads, which stop
+            for entry in entries:
                 report(0.05 + 0.6 * done / total, f"downloading {entry['path']}")
                 fetch_file(portal, entry, work, again="sync again to go on")
+                arrivals.arrived(str(entry["path"]))
                 done += int(entry["size"])
-            relist = name not in unchecked
-            futures[name] = pool.submit(_stage_file, folder, staging, name, mine, work, relist)
-        blobs = _fetch_blobs(portal, folder, state, entries, work, report)
-        report(0.65, f"applying {len(entries)} updates to {len(touched)} files")
+            blobs = _fetch_blobs(portal, folder, state, entries, work, report)
+            report(0.65, f"applying {len(entries)} updates to {len(touched)} files")
+        finally:
+            arrivals.stop()
     relisted: dict[str, PackageFile] = {}
     named: set[str] = set()
     for name, future in futures.items():
@@ -380,10 +392,53 @@ def _stage(
     return touched, blobs
 
 
+class _DownloadsStoppedError(Exception):
+    """A staging thread's update will not come: the downloads failed."""
+
+
+class _Arrivals:
+    """Which update files are downloaded and checked, for the staging threads to wait on."""
+
+    def __init__(self) -> None:
+        self._ready: set[str] = set()
+        self._stopped = False
+        self._changed = threading.Condition()
+
+    def arrived(self, path: str) -> None:
+        with self._changed:
+            self._ready.add(path)
+            self._changed.notify_all()
+
+    def stop(self) -> None:
+        """No more will arrive: a thread waiting for one stops."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+
+    def wait(self, path: str) -> None:
+        """Return once ``path`` is here.
+
+        Raises:
+            _DownloadsStoppedError: it will not come.
+        """
+        with self._changed:
+            self._changed.wait_for(lambda: path in self._ready or self._stopped)
+            if path not in self._ready:
+                raise _DownloadsStoppedError(path)
+
+
 def _stage_file(
-    folder: Path, staging: Path, name: str, entries: list[dict[str, Any]], work: Path, relist: bool
+    folder: Path,
+    staging: Path,
+    name: str,
+    entries: list[dict[str, Any]],
+    work: Path,
+    arrivals: _Arrivals,
+    *,
+    relist: bool,
 ) -> tuple[PackageFile | None, set[str]]:
-    """Stage one file: copy it, apply its updates in order, fold its log, make it durable.
+    """Stage one file: copy it, apply its updates in order as each arrives, fold its log, make
+    it durable.
 
     Returns:
         Its manifest entry as it is now when ``verify_package`` checks it (``relist``), else
@@ -397,6 +452,7 @@ def _stage_file(
     _copy(live, target)
     named: set[str] = set()
     for entry in entries:
+        arrivals.wait(str(entry["path"]))
         update = work / str(entry["path"])
         sha256, size = str(entry["sha256"]), int(entry["size"])
         if entry["kind"] == "features":
