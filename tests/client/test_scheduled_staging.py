@@ -175,3 +175,14 @@ def test_an_update_that_arrives_damaged_while_others_are_staged_changes_nothing(
     assert result.scheduled_updates is not None
     assert result.scheduled_updates.to_number == 2
     assert verify_package(device).ok
+
+
+def test_a_system_without_copy_file_range_copies_the_usual_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, target = tmp_path / "source", tmp_path / "target"
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    source.write_bytes(data)
+    monkeypatch.delattr(os, "copy_file_range")  # macOS, Windows
+    scheduled_module._copy(source, target)
+    assert target.read_bytes() == data

@@ -340,7 +340,9 @@ def _stage(
     total = sum(int(entry["size"]) for entry in entries) or 1
     done = 0
     arrivals = _Arrivals()
-    with ThreadPoolExecutor(max_workers=len(touched), thread_name_prefix="offmaps-stage") as pool:
+    with ThreadPoolExecutor(
+        max_workers=max(len(touched), 1), thread_name_prefix="offmaps-stage"
+    ) as pool:
         futures = {
             name: pool.submit(
                 _stage_file,
@@ -487,24 +489,30 @@ def _in_wal_mode(path: Path) -> bool:
 
 def _copy(source: Path, target: Path) -> None:
     """Copy a file in the kernel (``copy_file_range``: shared extents on filesystems that
-    reflink, no pass through Python's buffers elsewhere), else the usual way."""
+    reflink, no pass through Python's buffers elsewhere), else the usual way (a system without
+    it, Linux's only, or a filesystem that refuses it)."""
+    copy_file_range = getattr(os, "copy_file_range", None)
+    if copy_file_range is None:
+        shutil.copyfile(source, target)
+        return
     with source.open("rb") as src, target.open("wb") as out:
         size = os.fstat(src.fileno()).st_size
         done = 0
         try:
             while done < size:
-                copied = os.copy_file_range(src.fileno(), out.fileno(), size - done)
+                copied = copy_file_range(src.fileno(), out.fileno(), size - done)
                 if copied == 0:  # the file shrank meanwhile
                     break
                 done += copied
-        except OSError:  # a filesystem or kernel that does not take it: the rest as usual
+        except OSError:  # the rest as usual
             src.seek(done)
             out.seek(done)
             shutil.copyfileobj(src, out, 1 << 20)
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    """Flush a staged file to disk (opened for writing: Windows syncs no read-only handle)."""
+    fd = os.open(path, os.O_RDWR)
     try:
         os.fsync(fd)
     finally:
