@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from shapely.geometry import Point
 
+from offmaps.cli import main
 from offmaps.client import scheduled as scheduled_module
 from offmaps.client.scheduled import package_state, recover
 from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
@@ -76,6 +77,7 @@ def test_a_sync_brings_the_photos_the_office_added(
     live_server: LiveServer,
     scheduled_area: Crew,
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
     refresh: str,
 ) -> None:
     manager, area, portal, device = scheduled_area
@@ -93,6 +95,8 @@ def test_a_sync_brings_the_photos_the_office_added(
     assert applied.bytes_downloaded > sum(len(data) for data in photos.values())
     report = verify_package(device)
     assert report.ok, report.problems
+    assert main(["package", "verify", str(device), "--json"]) == 0  # offmaps package verify
+    assert json.loads(capsys.readouterr().out)["ok"]
     listed = {entry.path: entry for entry in read_manifest(device).files}
     with GeoPackageStore.open(device / "city.gpkg") as store:
         sites = {str(f.properties["name"]): f for f in store.iter_features("sites")}

@@ -5,6 +5,7 @@ the package as it was."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from offmaps.cli import main
 from offmaps.client import OfflineMapAreaManager, Portal
 from offmaps.client import scheduled as scheduled_module
 from offmaps.client.scheduled import package_state
@@ -47,6 +49,7 @@ def test_a_replicas_file_is_not_hashed_again_and_the_package_verifies(
     signed_in: Callable[..., Portal],
     map_id: str,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     manager = OfflineMapAreaManager(signed_in(), map_id)
     area = manager.create(
@@ -76,6 +79,8 @@ def test_a_replicas_file_is_not_hashed_again_and_the_package_verifies(
     assert listed["basemap.mbtiles"] != listed_before["basemap.mbtiles"]
     report = verify_package(device)
     assert report.ok, report.problems
+    assert main(["package", "verify", str(device), "--json"]) == 0  # offmaps package verify
+    assert json.loads(capsys.readouterr().out)["ok"]
     fresh = tmp_path / "fresh"
     _download(portal, map_id, fresh)
     assert _rows(device) == _rows(fresh)
