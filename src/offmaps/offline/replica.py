@@ -889,6 +889,7 @@ class LocalReplica:
         replica_id: str,
         generation: int,
         layers: Sequence[str] | None = None,
+        durable: bool = True,
     ) -> LocalReplica:
         """Open a replica GeoPackage for sync, installing the sync tables and triggers.
 
@@ -902,6 +903,8 @@ class LocalReplica:
             replica_id: the server's id of this replica (32 lowercase hex digits).
             generation: the server generation the replica's data is at.
             layers: the layers and tables that sync (default: every layer of the file).
+            durable: flush every commit to disk; ``False`` for a copy made durable by its
+                owner once finished (a staged copy: a crash loses it whole, not half of it).
 
         Returns:
             The open replica.
@@ -925,6 +928,8 @@ class LocalReplica:
         try:
             _register_functions(conn)
             conn.execute("PRAGMA journal_mode = WAL")
+            if not durable:
+                conn.execute("PRAGMA synchronous = OFF")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             cls._install(conn, path, replica_id, generation, layers)

@@ -675,7 +675,7 @@ def _replica_id(path: Path) -> str:
 
 
 def apply_feature_update(
-    replica: Path, update: Path, *, sha256: str, size: int | None = None
+    replica: Path, update: Path, *, sha256: str, size: int | None = None, durable: bool = True
 ) -> FeatureUpdateApplied:
     """Apply a feature update file to a replica GeoPackage, in one transaction.
 
@@ -691,6 +691,9 @@ def apply_feature_update(
         update: the update file.
         sha256: the SHA-256 the update must have (from the server's list of updates).
         size: the size it must have, when known.
+        durable: flush the transaction to disk as it commits; ``False`` for a staged copy
+            its owner makes durable once all its updates are applied (a crash then loses the
+            copy, which is made again).
 
     Returns:
         What was done, the replica's chain state now, and the attachment blobs to fetch.
@@ -708,7 +711,10 @@ def apply_feature_update(
     with FeatureUpdateReader(update) as reader:
         replica_id = _replica_id(replica)
         local = _ChainedReplica.open(
-            replica, replica_id=replica_id, generation=reader.info.from_generation
+            replica,
+            replica_id=replica_id,
+            generation=reader.info.from_generation,
+            durable=durable,
         )
         if not isinstance(local, _ChainedReplica):
             local.close()
