@@ -57,6 +57,7 @@ from offmaps.errors import (
     WebMapNotFoundError,
 )
 from offmaps.features.model import (
+    Attachment,
     ChangeKind,
     Delete,
     Edit,
@@ -703,7 +704,9 @@ class SyncService:
                 vector = SyncService._state_of(work.states.get(key), feature.version)
                 attachments = None
                 if with_attachments:
-                    attachments = _attachment_refs(work.store, change.layer, change.global_id)
+                    attachments = _attachment_refs(
+                        work.store.list_attachments(change.layer, change.global_id)
+                    )
                 row = ServerChange(
                     layer=change.layer,
                     global_id=change.global_id,
@@ -844,6 +847,7 @@ class SyncService:
                 chunk = tuple(gids[start : start + _BATCH])
                 query = FeatureQuery(global_ids=chunk, filters=scope.filters(layer))
                 found = {f.global_id: f for f in store.iter_features(layer, query)}
+                attached = store.attachments_of(layer, list(found)) if with_attachments else {}
                 for gid in chunk:
                     feature = found.get(gid)
                     if feature is not None and not scope.holds(layer, feature):
@@ -854,7 +858,7 @@ class SyncService:
                     state = self._state_of(states.get((layer, str(gid))), feature.version)
                     attachments = None
                     if with_attachments:
-                        attachments = _attachment_refs(store, layer, gid)
+                        attachments = _attachment_refs(attached.get(gid, ()))
                     yield ServerChange(
                         layer=layer,
                         global_id=gid,
@@ -1183,7 +1187,7 @@ class _ReplicaScope:
         return found
 
 
-def _attachment_refs(store: FeatureStore, layer: str, gid: uuid.UUID) -> list[AttachmentRef]:
+def _attachment_refs(attachments: Iterable[Attachment]) -> list[AttachmentRef]:
     return [
         AttachmentRef(
             attachment_id=a.attachment_id,
@@ -1192,7 +1196,7 @@ def _attachment_refs(store: FeatureStore, layer: str, gid: uuid.UUID) -> list[At
             size=a.size,
             sha256=a.sha256,
         )
-        for a in store.list_attachments(layer, gid)
+        for a in attachments
     ]
 
 
