@@ -1082,23 +1082,23 @@ def _line(record: DownloadHeader | ServerChange | DownloadEnd) -> bytes:
 INSERTS_ONLY_REASON = (
     "features from the preplanned package are read-only in "
     "download_scheduled_updates_and_upload_new_features mode: only new features (and "
-    "attachments added to them with them) are uploaded"
+    "attachments added to them) are uploaded"
 )
 """Why a change of a replica that uploads new features only is refused."""
 
 
 def _new_feature(work: _Merge, change: Change) -> bool:
-    """Whether ``change`` adds a new feature, or an attachment to a feature the same set adds."""
+    """Whether ``change`` adds a new feature, or an attachment to a feature this replica
+    added: in the same set, or in an earlier one (the row's version vector counts the replica's
+    node, which a replica that may only insert puts on no other row)."""
     if change.kind is SyncChangeKind.INSERT:
         return True
-    return (
-        change.kind is SyncChangeKind.ATTACHMENT_ADD
-        and (
-            change.layer,
-            change.global_id,
-        )
-        in work.inserted
-    )
+    if change.kind is not SyncChangeKind.ATTACHMENT_ADD:
+        return False
+    if (change.layer, change.global_id) in work.inserted:
+        return True
+    state = work.states.get(_key(change))
+    return state is not None and state.vector.get(work.replica.id, 0) > 0
 
 
 def _rejected(change: Change, reason: str) -> _Decision:
