@@ -1373,7 +1373,7 @@ class LocalReplica:
         try:
             with self._transaction() as conn:
                 conn.execute("UPDATE offmaps_sync_state SET value = '0' WHERE key = 'capture'")
-                summary = apply(conn)
+                summary = self._in_download(conn, lambda: apply(conn))
                 conn.execute("UPDATE offmaps_sync_state SET value = '1' WHERE key = 'capture'")
         except SyncFailedError:
             raise
@@ -1381,6 +1381,13 @@ class LocalReplica:
             msg = f"{self._path}: download not applied: {_one_line(exc)}"
             raise SyncFailedError(msg) from exc
         return summary
+
+    def _in_download(
+        self, conn: sqlite3.Connection, apply: Callable[[], DownloadSummary]
+    ) -> DownloadSummary:
+        """Run a download's ``apply`` in its transaction (``conn``'s): a subclass adds its
+        own checks and writes around it."""
+        return apply()
 
     def _apply(
         self,

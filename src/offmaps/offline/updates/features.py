@@ -612,30 +612,7 @@ class _ChainedReplica(LocalReplica):
     update: tuple[UpdateLink, str] | None = None
     state: ChainState | None = None
 
-    def _apply(
-        self,
-        conn: sqlite3.Connection,
-        header: DownloadHeader,
-        changes: Iterable[ServerChange],
-        layers: Sequence[str] | None,
-    ) -> DownloadSummary:
-        return self._chained(
-            conn, lambda: super(_ChainedReplica, self)._apply(conn, header, changes, layers)
-        )
-
-    def _apply_attached(
-        self,
-        conn: sqlite3.Connection,
-        header: DownloadHeader,
-        download: AttachedDownload,
-        layers: Sequence[str] | None,
-    ) -> DownloadSummary:
-        return self._chained(
-            conn,
-            lambda: super(_ChainedReplica, self)._apply_attached(conn, header, download, layers),
-        )
-
-    def _chained(
+    def _in_download(
         self, conn: sqlite3.Connection, apply: Callable[[], DownloadSummary]
     ) -> DownloadSummary:
         if self.update is None:
