@@ -181,6 +181,15 @@ def test_the_sdk_download_of_a_sync_area_gives_a_package_that_syncs(
     assert "four" in _names(folder)
 
 
+def _download_with_sdk(portal: Portal, server: LiveServer, folder: Path) -> Path:
+    """The map's one area downloaded by the device SDK into ``folder``."""
+    task = OfflineMapTask(PortalItem(portal, server.server.public_map))
+    (area,) = task.get_preplanned_map_areas()
+    parameters = task.create_default_download_preplanned_offline_map_parameters(area)
+    task.download_preplanned_offline_map(parameters, folder).wait()
+    return folder
+
+
 def test_a_device_uploads_new_features_and_gets_the_rest_as_updates(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
@@ -188,11 +197,7 @@ def test_a_device_uploads_new_features_and_gets_the_rest_as_updates(
     portal = Portal(live_server.url)
     portal.login("editor", PASSWORD)
     try:
-        task = OfflineMapTask(PortalItem(portal, live_server.server.public_map))
-        (area,) = task.get_preplanned_map_areas()
-        parameters = task.create_default_download_preplanned_offline_map_parameters(area)
-        folder = tmp_path / "device"
-        task.download_preplanned_offline_map(parameters, folder).wait()
+        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
         (replica,) = read_manifest(folder).replicas
         assert replica.sync_direction == "upload"
         assert _services(live_server).replicas.get(replica.replica_id).inserts_only
@@ -230,11 +235,7 @@ def test_a_feature_added_in_the_field_takes_attachments_in_later_syncs(
     portal = Portal(live_server.url)
     portal.login("editor", PASSWORD)
     try:
-        task = OfflineMapTask(PortalItem(portal, live_server.server.public_map))
-        (area,) = task.get_preplanned_map_areas()
-        parameters = task.create_default_download_preplanned_offline_map_parameters(area)
-        folder = tmp_path / "device"
-        task.download_preplanned_offline_map(parameters, folder).wait()
+        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
         sync = OfflineMapSyncTask(folder, portal)
         with open_feature_table(sync.package, "sites") as sites:
             (added,) = sites.store.apply_edits(
