@@ -1,0 +1,302 @@
+"""A refresh of a preplanned area whose MBTiles tile source changed is incremental: the previous
+package's archive with the tiles that differ applied, tile for tile what a fresh extraction
+gives (docs/preplanned.md, "Incremental refreshes")."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import morecantile
+import pytest
+from shapely.geometry import Polygon, box
+
+from offmaps.containers import TilesetMetadata, open_writer
+from offmaps.containers.mbtiles import tms_row
+from offmaps.offline.updates import (
+    ChainState,
+    TileUpdateReader,
+    apply_tile_update,
+    write_chain_state,
+)
+from offmaps.tiling import get_tms
+from offmaps.types import BBox, Tile, TileFormat
+from tests.server.test_areas_updates import _download, _href, _packaged, _services, _tiles
+from tests.serverkit import Server
+from tests.tilegen import make_tile
+
+SOURCE = (24.85, 60.0, 25.05, 60.2)  # the archive's tiles: wider than the area
+LEVELS = (10, 11, 12, 13, 14)
+AREA_BBOX = (24.895, 60.05, 24.995, 60.15)
+TRIANGLE = Polygon([(24.895, 60.05), (24.995, 60.05), (24.895, 60.15)])
+SHAPES: dict[str, tuple[dict[str, Any], Polygon]] = {
+    "bbox": ({"bbox": list(AREA_BBOX)}, box(*AREA_BBOX)),
+    "polygon": (
+        {
+            "area": {
+                "geometry": {"type": "Polygon", "coordinates": [list(TRIANGLE.exterior.coords)]}
+            }
+        },
+        TRIANGLE,
+    ),
+}
+
+CHAIN_STATE = "offmaps_sync_state"  # the table a device records its chain in
+
+Key = tuple[int, int, int]  # zoom_level, tile_column, tile_row as MBTiles keeps them
+
+
+def _key(tile: Tile) -> Key:
+    return tile.z, tile.x, tms_row(tile.y, tile.z)
+
+
+def _centre_in(tile: Tile, shape: Polygon) -> bool:
+    """Whether a tile's centre is in ``shape``: then its interior meets it, so it is in the
+    area's cover."""
+    bounds = get_tms("WebMercatorQuad").bounds(morecantile.Tile(tile.x, tile.y, tile.z))
+    return bool(shape.contains(box(*bounds).centroid))
+
+
+def _source(server: Server, shape: Polygon) -> tuple[Path, list[Tile], list[Tile]]:
+    """A raster tile layer ``basemap`` (levels 10-14 over SOURCE) added to the public map, and
+    the tiles it lacks for now, inside the area and outside it."""
+    tms = get_tms("WebMercatorQuad")
+    path = server.data_dir / "tiles" / "basemap.mbtiles"
+    tiles = [Tile(t.x, t.y, t.z) for t in tms.tiles(*SOURCE, list(LEVELS))]
+    inside = [t for t in tiles if t.z == 14 and _centre_in(t, shape)]
+    outside = [t for t in tiles if t.z == 14 and not _centre_in(t, shape.buffer(0.02))]
+    missing_inside, missing_outside = inside[::7][:4], outside[:2]
+    metadata = TilesetMetadata(
+        tile_format=TileFormat.PNG, tms=tms, name="basemap", minzoom=LEVELS[0],
+        maxzoom=LEVELS[-1], bounds=BBox(*SOURCE), attribution="test tiles",
+    )  # fmt: skip
+    with open_writer(str(path), metadata) as writer:
+        for tile in tiles:
+            if tile not in missing_inside and tile not in missing_outside:
+                writer.write_tile(tile, make_tile(tile, TileFormat.PNG))
+    server.catalog._load_tile_sources()
+    document = server.client.get(f"/api/maps/{server.public_map}").json()
+    document["basemap"]["layers"] = [
+        {
+            "type": "raster_tile",
+            "id": "basemap",
+            "title": "Basemap",
+            "service": "basemap",
+            "export_tiles_allowed": True,
+        }
+    ]
+    response = server.client.put(
+        f"/api/maps/{server.public_map}", json=document, headers=server.token("editor")
+    )
+    assert response.status_code == 204, response.text
+    return path, missing_inside, missing_outside
+
+
+def _area(server: Server, where: dict[str, Any]) -> dict[str, Any]:
+    answer = server.client.post(
+        _href(server), json={"title": "North", **where}, headers=server.token("editor")
+    )
+    assert answer.status_code == 201, answer.text
+    return _packaged(server, answer.json())
+
+
+def _refresh(server: Server, area: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Refresh an area; the area once packaged and its job's result."""
+    href = f"{_href(server, area['id'])}/refresh"
+    done = _packaged(server, server.client.post(href, headers=server.token("editor")).json())
+    job = _services(server).jobs.get(done["job_id"])
+    assert job.result is not None
+    return done, job.result
+
+
+def _repackage(server: Server, area: dict[str, Any], where: dict[str, Any]) -> dict[str, Any]:
+    """The same extent again: a new epoch, extracted from scratch."""
+    href = _href(server, area["id"])
+    done = _packaged(
+        server, server.client.patch(href, json=where, headers=server.token("editor")).json()
+    )
+    job = _services(server).jobs.get(done["job_id"])
+    assert job.result is not None
+    assert job.result["incremental"] is False
+    return done
+
+
+def _archive(server: Server, area: dict[str, Any], folder: Path) -> Path:
+    entry = next(e for e in area["package"]["files"] if e["path"] == "basemap.mbtiles")
+    return _download(server, entry, folder)
+
+
+def _tile_update(area: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = next(u for u in area["package"]["updates"] if u["kind"] == "tiles")
+    return found
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    with sqlite3.connect(path) as conn:
+        return dict(conn.execute("SELECT name, value FROM metadata"))
+
+
+def _tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+
+
+def _redraw(conn: sqlite3.Connection, tile: Tile) -> None:
+    conn.execute(
+        "UPDATE tiles SET tile_data = ? WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?",
+        (make_tile(tile, TileFormat.PNG, size=32), *_key(tile)),
+    )
+
+
+def _delete(conn: sqlite3.Connection, keys: list[Key]) -> None:
+    conn.executemany(
+        "DELETE FROM tiles WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?", keys
+    )
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_a_refresh_after_the_tiles_changed_applies_only_them_and_equals_a_fresh_extraction(
+    server: Server, tmp_path: Path, shape: str
+) -> None:
+    where, geometry = SHAPES[shape]
+    source, missing_inside, missing_outside = _source(server, geometry)
+    area = _area(server, where)
+    first = _archive(server, area, tmp_path / "p1")
+    before = _tiles(first)
+    (low_column,) = (
+        sqlite3.connect(first)
+        .execute("SELECT min(tile_column) FROM tiles WHERE zoom_level = 14")
+        .fetchone()
+    )
+
+    inside = [Tile(x, tms_row(row, z), z) for z, x, row in sorted(before)]
+    redrawn = [inside[0], inside[len(inside) // 2], inside[-1]]
+    # a whole column of the highest level gone: the archive's bounds change
+    gone = [_key(inside[1]), _key(inside[-2])]
+    gone += [k for k in before if k[0] == 14 and k[1] == low_column and k not in gone]
+    with sqlite3.connect(source) as conn:
+        for tile in redrawn:
+            _redraw(conn, tile)
+        _redraw(conn, Tile(*get_tms("WebMercatorQuad").tile(25.04, 60.19, 14)))  # outside
+        _delete(conn, gone)
+        for tile in [*missing_inside, *missing_outside, Tile(0, 0, 15)]:  # added, in and out
+            conn.execute(
+                "INSERT INTO tiles VALUES (?, ?, ?, ?)",
+                (*_key(tile), make_tile(tile, TileFormat.PNG)),
+            )
+
+    refreshed, result = _refresh(server, area)
+    assert result["incremental"] is True
+    new = _archive(server, refreshed, tmp_path / "p2")
+    assert CHAIN_STATE not in _tables(new)  # as served: a device records its own
+    fresh = _archive(server, _repackage(server, area, where), tmp_path / "fresh")
+    after = _tiles(fresh)
+    assert _tiles(new) == after
+    assert _metadata(new) == _metadata(fresh)
+    assert _metadata(new)["bounds"] != _metadata(first)["bounds"]
+    assert {_key(t) for t in missing_inside} <= set(after)
+    assert not {_key(t) for t in missing_outside} & set(after)
+    assert (15, 0, tms_row(0, 15)) not in after
+
+    # the update holds exactly the tiles that differ, and brings a device's copy to them
+    update = _tile_update(refreshed)
+    path = _download(server, update, tmp_path / "updates")
+    with TileUpdateReader(path) as reader:
+        written = {_key(tile): data for tile, data in reader.iter_tiles()}
+        removed = {_key(tile) for tile in reader.iter_removed()}
+    assert written == {k: v for k, v in after.items() if before.get(k) != v}
+    assert removed == set(before) - set(after)
+    assert {_key(t) for t in [*redrawn, *missing_inside]} - set(gone) <= set(written)
+    assert removed == set(gone)
+    device = tmp_path / "device.mbtiles"
+    device.write_bytes(first.read_bytes())
+    write_chain_state(device, ChainState(area["id"], 1, 1, update["previous_sha256"]))
+    apply_tile_update(device, path, sha256=update["sha256"], size=update["size"])
+    assert _tiles(device) == after
+
+
+def test_a_refresh_with_the_tiles_unchanged_since_keeps_the_archive(
+    server: Server, tmp_path: Path
+) -> None:
+    where, geometry = SHAPES["bbox"]
+    source, _, _ = _source(server, geometry)
+    area = _area(server, where)
+    with sqlite3.connect(source) as conn:
+        _delete(
+            conn, [conn.execute("SELECT zoom_level, tile_column, tile_row FROM tiles").fetchone()]
+        )
+        _redraw(conn, Tile(*get_tms("WebMercatorQuad").tile(24.94, 60.1, 12)))
+    changed, result = _refresh(server, area)
+    assert result["incremental"] is True
+    # the source's mark is recorded: the next refresh does no work for the archive
+    same, result = _refresh(server, changed)
+    assert result["incremental"] is True
+    files = [{e["path"]: e["sha256"] for e in a["package"]["files"]} for a in (changed, same)]
+    assert files[0]["basemap.mbtiles"] == files[1]["basemap.mbtiles"]
+    with TileUpdateReader(_download(server, _tile_update(same), tmp_path)) as reader:
+        assert (list(reader.iter_tiles()), list(reader.iter_removed())) == ([], [])
+
+
+def test_a_refresh_after_the_sources_tile_format_changed_extracts_again(
+    server: Server, tmp_path: Path
+) -> None:
+    where, geometry = SHAPES["bbox"]
+    source, _, _ = _source(server, geometry)
+    area = _area(server, where)
+    with sqlite3.connect(source) as conn:
+        keys = conn.execute("SELECT zoom_level, tile_column, tile_row FROM tiles").fetchall()
+        for z, x, row in keys:
+            tile = Tile(x, tms_row(row, z), z)
+            conn.execute(
+                "UPDATE tiles SET tile_data = ? WHERE zoom_level = ? AND tile_column = ? "
+                "AND tile_row = ?",
+                (make_tile(tile, TileFormat.JPEG), z, x, row),
+            )
+        conn.execute("UPDATE metadata SET value = 'jpg' WHERE name = 'format'")
+    refreshed, result = _refresh(server, area)
+    assert result["incremental"] is False
+    new = _archive(server, refreshed, tmp_path / "p2")
+    assert _metadata(new)["format"] == "jpg"
+    fresh = _archive(server, _repackage(server, area, where), tmp_path / "fresh")
+    assert _tiles(new) == _tiles(fresh)
+    assert _metadata(new) == _metadata(fresh)
+
+
+def test_tiles_still_in_the_sources_write_ahead_log_are_compared_too(
+    server: Server, tmp_path: Path
+) -> None:
+    where, geometry = SHAPES["bbox"]
+    source, missing_inside, _ = _source(server, geometry)
+    with sqlite3.connect(source) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+    area = _area(server, where)
+    before = _tiles(_archive(server, area, tmp_path / "p1"))
+    stat = source.stat()
+    writer = sqlite3.connect(source, isolation_level=None)
+    try:  # a writer that keeps its connection: its changes stay in the -wal file
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("BEGIN")
+        _redraw(writer, Tile(*get_tms("WebMercatorQuad").tile(24.94, 60.1, 13)))
+        _delete(writer, [max(before)])
+        tile = missing_inside[0]
+        writer.execute(
+            "INSERT INTO tiles VALUES (?, ?, ?, ?)", (*_key(tile), make_tile(tile, TileFormat.PNG))
+        )
+        writer.execute("COMMIT")
+        assert (source.stat().st_size, source.stat().st_mtime_ns) == (
+            stat.st_size,
+            stat.st_mtime_ns,
+        )
+        refreshed, result = _refresh(server, area)
+        fresh = _archive(server, _repackage(server, area, where), tmp_path / "fresh")
+    finally:
+        writer.close()
+    assert result["incremental"] is True
+    after = _tiles(fresh)
+    assert _tiles(_archive(server, refreshed, tmp_path / "p2")) == after
+    assert max(before) not in after
+    assert _key(tile) in after
+    with TileUpdateReader(_download(server, _tile_update(refreshed), tmp_path)) as reader:
+        assert len(list(reader.iter_tiles())) == 2
+        assert [_key(t) for t in reader.iter_removed()] == [max(before)]
