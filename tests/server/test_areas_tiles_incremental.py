@@ -127,6 +127,11 @@ def _archive(server: Server, area: dict[str, Any], folder: Path) -> Path:
     return _download(server, entry, folder)
 
 
+def _files(area: dict[str, Any]) -> dict[str, str]:
+    """The SHA-256 of each file of an area's newest package."""
+    return {entry["path"]: entry["sha256"] for entry in area["package"]["files"]}
+
+
 def _tile_update(area: dict[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = next(u for u in area["package"]["updates"] if u["kind"] == "tiles")
     return found
@@ -190,11 +195,15 @@ def test_a_refresh_after_the_tiles_changed_applies_only_them_and_equals_a_fresh_
     assert result["incremental"] is True
     new = _archive(server, refreshed, tmp_path / "p2")
     assert CHAIN_STATE not in _tables(new)  # as served: a device records its own
-    fresh = _archive(server, _repackage(server, area, where), tmp_path / "fresh")
+    repackaged = _repackage(server, area, where)
+    fresh = _archive(server, repackaged, tmp_path / "fresh")
     after = _tiles(fresh)
     assert _tiles(new) == after
     assert _metadata(new) == _metadata(fresh)
     assert _metadata(new)["bounds"] != _metadata(first)["bounds"]
+    # the thumbnail is the archive's tile over the area's centre, redrawn: taken again
+    thumbnails = [_files(found)["thumbnail.png"] for found in (area, refreshed, repackaged)]
+    assert thumbnails[0] != thumbnails[1] == thumbnails[2]
     assert {_key(t) for t in missing_inside} <= set(after)
     assert not {_key(t) for t in missing_outside} & set(after)
     assert (15, 0, tms_row(0, 15)) not in after
@@ -232,8 +241,7 @@ def test_a_refresh_with_the_tiles_unchanged_since_keeps_the_archive(
     # the source's mark is recorded: the next refresh does no work for the archive
     same, result = _refresh(server, changed)
     assert result["incremental"] is True
-    files = [{e["path"]: e["sha256"] for e in a["package"]["files"]} for a in (changed, same)]
-    assert files[0]["basemap.mbtiles"] == files[1]["basemap.mbtiles"]
+    assert _files(changed)["basemap.mbtiles"] == _files(same)["basemap.mbtiles"]
     with TileUpdateReader(_download(server, _tile_update(same), tmp_path)) as reader:
         assert (list(reader.iter_tiles()), list(reader.iter_removed())) == ([], [])
 

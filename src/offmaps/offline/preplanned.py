@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -49,6 +49,7 @@ from offmaps.offline.areas import (
     parse_refresh,
 )
 from offmaps.offline.generate import (
+    THUMBNAIL,
     ExtractedService,
     OfflineMapServices,
     build_package,
@@ -56,6 +57,7 @@ from offmaps.offline.generate import (
     prepare_offline_map,
     tile_layer_infos,
 )
+from offmaps.offline.generate import _thumbnail as _extracted_thumbnail
 from offmaps.offline.package import (
     ATTACHMENTS_FOLDER,
     MANIFEST_NAME,
@@ -70,7 +72,12 @@ from offmaps.offline.parameters import (
     OfflineItemInfo,
     area_from_bbox,
 )
-from offmaps.offline.plan import TileLayerPlan, create_default_parameters, plan_offline_map
+from offmaps.offline.plan import (
+    OfflinePlan,
+    TileLayerPlan,
+    create_default_parameters,
+    plan_offline_map,
+)
 from offmaps.offline.updates import (
     BASE_PREFIX,
     ChainState,
@@ -80,6 +87,7 @@ from offmaps.offline.updates import (
     apply_feature_update,
     apply_tile_update,
     build_tile_update,
+    file_sha256,
     fold_wal,
     write_chain_state,
     write_tile_update,
@@ -594,7 +602,6 @@ class _Incremental:
         """
         written: list[tuple[str, str, UpdateFile]] = []
         changed: list[str] = []
-        plans: dict[str, TileLayerPlan] | None = None
         for path, head in self.previous.chains.items():
             if not path.endswith(".mbtiles"):
                 continue
@@ -607,16 +614,16 @@ class _Incremental:
                 continue
             self.context.check_cancelled()
             self.context.progress(0.0, f"{layer}: comparing the tiles")
-            if plans is None:
-                plans = self._tile_plans()
-            update = self._refresh_archive(path, head, plans.get(layer), folder / path, name)
+            plan = next((p for p in self._plan.tiles if p.layer_id == layer), None)
+            update = self._refresh_archive(path, head, plan, folder / path, name)
             written.append((path, head, update))
             changed.append(path)
-        return written, changed
+        return written, changed + self._thumbnail(folder, changed)
 
-    def _tile_plans(self) -> dict[str, TileLayerPlan]:
-        """The tile layers a packaging of the area extracts now, by layer id: their areas and
-        levels, as :func:`~offmaps.offline.generate.build_package` plans them."""
+    @cached_property
+    def _plan(self) -> OfflinePlan:
+        """What a packaging of the area extracts now (the tile layers' areas and levels), as
+        :func:`~offmaps.offline.generate.build_package` plans it."""
         try:
             parameters, overrides = area_parameters(self.webmap, self.area)
             plan = plan_offline_map(
@@ -624,8 +631,38 @@ class _Incremental:
             )
         except OffmapsError as exc:
             raise _NotIncrementalError(f"the area cannot be planned: {exc}") from exc
-        extension = parameters.tile_format.value
-        return {p.layer_id: p for p in plan.tiles if extension == "mbtiles"}
+        if parameters.tile_format.value != "mbtiles":
+            raise _NotIncrementalError(f"its tile archives are {parameters.tile_format.value}")
+        return plan
+
+    def _thumbnail(self, folder: Path, changed: list[str]) -> list[str]:
+        """Take the package's thumbnail again as an extraction takes it when it is a tile of
+        an archive that changed (the area has no thumbnail of its own: it is the first raster
+        archive's PNG tile over the area's centre); the files it changed in ``folder``.
+
+        Raises:
+            _NotIncrementalError: it may now come from another archive, or be none.
+        """
+        held = {entry["path"]: entry["sha256"] for entry in self.previous.files}
+        rasters = [
+            plan
+            for plan in self._plan.tiles
+            if plan.kind == "raster_tile" and f"{plan.layer_id}.mbtiles" in held
+        ]
+        names = [f"{p.layer_id}.mbtiles" for p in rasters]
+        if self.area.thumbnail is not None or not set(names) & set(changed):
+            return []
+        if names[0] not in changed:  # its thumbnail, or none, decides whether a later one counts
+            raise _NotIncrementalError("the thumbnail may come from another tile archive now")
+        first = OfflinePlan(services=(), tiles=(rasters[0],), online_only=())
+        found = _extracted_thumbnail(folder, first, "mbtiles", [names[0]])
+        if found is None:
+            if THUMBNAIL in held or len(rasters) > 1:
+                raise _NotIncrementalError("the thumbnail may come from another tile archive now")
+            return []
+        if THUMBNAIL not in held:
+            raise _NotIncrementalError("the package gains a thumbnail")
+        return [] if file_sha256(folder / THUMBNAIL)[0] == held[THUMBNAIL] else [THUMBNAIL]
 
     def _refresh_archive(
         self, path: str, head: str, plan: TileLayerPlan | None, archive: Path, name: str
