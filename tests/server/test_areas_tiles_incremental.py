@@ -13,15 +13,21 @@ import pytest
 from shapely.geometry import Polygon, box
 
 from offmaps.containers import TilesetMetadata, open_writer
-from offmaps.containers.mbtiles import tms_row
+from offmaps.containers.mbtiles import MBTilesWriter, tms_row
+from offmaps.errors import PackageError
+from offmaps.offline.extract import extract_tiles
 from offmaps.offline.updates import (
     ChainState,
+    TileUpdateInfo,
     TileUpdateReader,
+    UpdateLink,
     apply_tile_update,
     write_chain_state,
 )
-from offmaps.tiling import get_tms
-from offmaps.types import BBox, Tile, TileFormat
+from offmaps.offline.updates.tiles import build_cover_tile_update
+from offmaps.tiling import TileCover, get_tms, tile_cover
+from offmaps.tiling.area import area_from_bbox
+from offmaps.types import BBox, Tile, TileFormat, ZoomRange
 from tests.server.test_areas_updates import _download, _href, _packaged, _services, _tiles
 from tests.serverkit import Server
 from tests.tilegen import make_tile
@@ -308,3 +314,52 @@ def test_tiles_still_in_the_sources_write_ahead_log_are_compared_too(
     with TileUpdateReader(_download(server, _tile_update(refreshed), tmp_path)) as reader:
         assert len(list(reader.iter_tiles())) == 2
         assert [_key(t) for t in reader.iter_removed()] == [max(before)]
+
+
+def _comparison_archives(tmp_path: Path, *, dedup: bool) -> tuple[Path, Path, TileCover]:
+    """A source archive (levels 10-14 over SOURCE, some tiles redrawn), an archive extracted
+    from it before the redraw, and the cover of the area they share."""
+    tms = get_tms("WebMercatorQuad")
+    aoi = area_from_bbox(*AREA_BBOX).aoi()
+    cover = tile_cover(aoi, tms, ZoomRange(10, 14))
+    metadata = TilesetMetadata(tile_format=TileFormat.PNG, tms=tms, name="source")
+    source = tmp_path / "source.mbtiles"
+    tiles = [Tile(t.x, t.y, t.z) for t in tms.tiles(*SOURCE, list(LEVELS))]
+    with MBTilesWriter(source, metadata, dedup=dedup) as writer:
+        for index, tile in enumerate(tiles):
+            writer.write_tile(tile, make_tile(tile, TileFormat.PNG, size=32 + index % 2))
+    previous = tmp_path / "previous.mbtiles"
+    extract_tiles(source, previous, aoi, cover.zooms)
+    (tmp_path / "source.mbtiles").unlink()
+    with MBTilesWriter(source, metadata, dedup=dedup) as writer:
+        for tile in tiles[::3]:  # two thirds gone, the rest redrawn or not
+            writer.write_tile(tile, make_tile(tile, TileFormat.PNG, size=32))
+    return source, previous, cover
+
+
+@pytest.mark.parametrize("dedup", [False, True])
+def test_the_comparison_gives_what_extract_tiles_gives(tmp_path: Path, dedup: bool) -> None:
+    source, previous, cover = _comparison_archives(tmp_path, dedup=dedup)
+    link = UpdateLink("a" * 32, "m", 1, 1, 2, f"base:{'0' * 64}")
+    info = TileUpdateInfo(link, "basemap", "png")
+    update, diff = build_cover_tile_update(tmp_path / "u.mbtiles", info, previous, source, cover)
+    fresh = tmp_path / "fresh.mbtiles"
+    extract_tiles(source, fresh, area_from_bbox(*AREA_BBOX).aoi(), cover.zooms)
+    want, had = _tiles(fresh), _tiles(previous)
+    assert {_key(t) for t in diff.changed} == {k for k, v in want.items() if had.get(k) != v}
+    assert {_key(t) for t in diff.removed} == set(had) - set(want)
+    assert diff.changed
+    assert diff.removed
+    write_chain_state(previous, ChainState("a" * 32, 1, 1, link.previous_sha256))
+    apply_tile_update(previous, update.path, sha256=update.sha256)
+    assert _tiles(previous) == want
+
+
+def test_the_comparison_refuses_a_tile_of_the_cover_without_bytes(tmp_path: Path) -> None:
+    source, previous, cover = _comparison_archives(tmp_path, dedup=False)
+    with sqlite3.connect(source) as conn:
+        conn.execute("UPDATE tiles SET tile_data = NULL WHERE zoom_level = 12")
+    info = TileUpdateInfo(UpdateLink("a" * 32, "m", 1, 1, 2, f"base:{'0' * 64}"), "b", "png")
+    with pytest.raises(PackageError, match="no tile data"):
+        build_cover_tile_update(tmp_path / "u.mbtiles", info, previous, source, cover)
+    assert not (tmp_path / "u.mbtiles").exists()

@@ -378,7 +378,9 @@ def build_cover_tile_update(
         if not found.is_file():
             raise PackageError(f"{found}: no such MBTiles archive")
     try:
-        conn = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(
+            f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None
+        )
     except sqlite3.Error as exc:
         raise PackageError(f"{source}: cannot open the archive: {exc}") from None
     changed: list[Tile] = []
@@ -395,6 +397,7 @@ def build_cover_tile_update(
 
     try:
         conn.execute("ATTACH DATABASE ? AS prev", (f"{previous.resolve().as_uri()}?mode=ro",))
+        conn.execute("BEGIN")  # one snapshot of the source for both queries
         _load_cover(conn, cover)
         removed = [Tile(x, tms_row(row, z), z) for z, x, row in conn.execute(_REMOVED)]
         written = write_tile_update(path, info, rows(), removed)
