@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from offmaps.containers import ContainerKind, TilesetMetadata, open_reader, open_writer
 from offmaps.containers.convert import subset_metadata
+from offmaps.containers.mbtiles import tms_row
 from offmaps.errors import (
     InvalidOfflineParametersError,
     JobCancelledError,
@@ -238,7 +239,7 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
                 ).run()
             except _NotIncrementalError as exc:
                 _log.info("map area %s is extracted again: %s", area.id, exc)
-                for made in ("package", "updates"):
+                for made in ("package", "updates", "tiles"):
                     shutil.rmtree(context.scratch / made, ignore_errors=True)
             else:
                 _record(store, payload, package)
@@ -756,11 +757,16 @@ class _Incremental:
         return [entry.model_dump() for entry in listed]
 
 
+def _metadata_of(conn: sqlite3.Connection) -> dict[str, str]:
+    """The ``metadata`` table of the MBTiles archive ``conn`` is open on."""
+    return {str(k): str(v) for k, v in conn.execute("SELECT name, value FROM metadata")}
+
+
 def _metadata_rows(archive: Path) -> dict[str, str]:
     """The ``metadata`` table of an MBTiles archive."""
     conn = sqlite3.connect(f"{archive.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        return {str(k): str(v) for k, v in conn.execute("SELECT name, value FROM metadata")}
+        return _metadata_of(conn)
     finally:
         conn.close()
 
@@ -784,12 +790,11 @@ def _as_extracted(archive: Path, metadata: TilesetMetadata, scratch: Path) -> No
                 "FROM tiles WHERE zoom_level = ?",
                 (high,),
             ).fetchone()
-            flip = (1 << high) - 1  # MBTiles counts rows from the bottom
-            corners = [Tile(x0, flip - r1, high), Tile(x1, flip - r0, high)]
+            corners = [Tile(x0, tms_row(r1, high), high), Tile(x1, tms_row(r0, high), high)]
             low_x, low_row = conn.execute(
                 "SELECT tile_column, tile_row FROM tiles WHERE zoom_level = ? LIMIT 1", (low,)
             ).fetchone()
-            corners.append(Tile(low_x, (1 << low) - 1 - low_row, low))
+            corners.append(Tile(low_x, tms_row(low_row, low), low))
         model = scratch / f"metadata-{archive.name}"
         model.unlink(missing_ok=True)
         with open_writer(str(model), metadata) as writer:
@@ -800,7 +805,7 @@ def _as_extracted(archive: Path, metadata: TilesetMetadata, scratch: Path) -> No
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(f"DROP TABLE IF EXISTS {_CHAIN_STATE_TABLE}")
-            if _metadata_rows(archive) != wanted:
+            if _metadata_of(conn) != wanted:
                 conn.execute("DELETE FROM metadata")
                 conn.executemany("INSERT INTO metadata (name, value) VALUES (?, ?)", wanted.items())
             conn.execute("COMMIT")
