@@ -553,11 +553,14 @@ class _Incremental:
             update, header = write_area_feature_update(
                 updates_folder / name, self.services.offline.sync, replica, _link(self, head), since
             )
-            write_chain_state(
+            write_chain_state(  # a scratch copy, synced once as it is kept: no flush before
                 folder / file,
                 ChainState(self.area.id, self.area.epoch, self.previous.number, head),
+                durable=False,
             )
-            applied = apply_feature_update(folder / file, update.path, sha256=update.sha256)
+            applied = apply_feature_update(
+                folder / file, update.path, sha256=update.sha256, durable=False
+            )
             for sha256 in applied.blobs:
                 if not attachments.exists(sha256):
                     attachments.put(self.services.offline.catalog.blobs.get(sha256))
@@ -705,9 +708,13 @@ class _Incremental:
             )
             self.context.check_cancelled()
             write_chain_state(
-                archive, ChainState(self.area.id, self.area.epoch, self.previous.number, head)
+                archive,
+                ChainState(self.area.id, self.area.epoch, self.previous.number, head),
+                durable=False,  # a scratch copy, synced once as it is kept
             )
-            apply_tile_update(archive, update.path, sha256=update.sha256, size=update.size)
+            apply_tile_update(
+                archive, update.path, sha256=update.sha256, size=update.size, durable=False
+            )
             _as_extracted(archive, subset_metadata(metadata, plan.zooms, cover), scratch)
         except (OffmapsError, sqlite3.Error, OSError) as exc:
             if isinstance(exc, JobCancelledError):

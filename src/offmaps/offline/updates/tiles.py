@@ -518,7 +518,7 @@ def _layout(conn: sqlite3.Connection, archive: Path) -> str:
 
 
 def apply_tile_update(
-    archive: Path, update: Path, *, sha256: str, size: int | None = None
+    archive: Path, update: Path, *, sha256: str, size: int | None = None, durable: bool = True
 ) -> TileUpdateApplied:
     """Apply a tile update file to an MBTiles archive, in one transaction.
 
@@ -532,6 +532,8 @@ def apply_tile_update(
         update: the tile update file.
         sha256: the SHA-256 the update must have.
         size: the size it must have, when known.
+        durable: flush the transaction to disk as it commits; ``False`` for a staged copy
+            its owner makes durable once all its updates are applied.
 
     Returns:
         What was done, and the archive's chain state now.
@@ -556,6 +558,8 @@ def apply_tile_update(
         raise PackageError(f"{archive}: cannot open the archive: {exc}") from None
     try:
         conn.create_function("offmaps_sha256", 1, _sha256, deterministic=True)
+        if not durable:
+            conn.execute("PRAGMA synchronous = OFF")
         conn.execute("ATTACH DATABASE ? AS up", (f"{update.resolve().as_uri()}?mode=ro",))
         conn.execute("BEGIN IMMEDIATE")
         try:
