@@ -283,6 +283,7 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
             },
             sources=fingerprints,
             map_digest=_map_digest(webmap),
+            replaced=_replaced(previous, built, extracted),
         )
         _record(store, payload, package)
     except BaseException as exc:  # files it kept are removed by the next collection
@@ -396,6 +397,31 @@ def _can_refresh(
         and set(previous.services) == set(previous.generations)
         and not previous.layer_errors
         and not previous.table_errors
+    )
+
+
+def _replaced(
+    previous: AreaPackage | None,
+    files: tuple[dict[str, Any], ...],
+    extracted: dict[str, ExtractedService],
+) -> tuple[str, ...]:
+    """The files of a new package that differ from the previous package's (or came or went)
+    and that no update file reaches: not its manifest, thumbnail (a picture, kept as the
+    device has it), attachment blobs (fetched by their hash with the updates that name them),
+    replicas or MBTiles archives."""
+    if previous is None:
+        return ()
+    kept = {*_updatable(files, extracted), MANIFEST_NAME, THUMBNAIL}
+    before = {e["path"]: e["sha256"] for e in previous.files}
+    after = {e["path"]: e["sha256"] for e in files}
+    return tuple(
+        sorted(
+            path
+            for path in before.keys() | after.keys()
+            if path not in kept
+            and not path.startswith(f"{ATTACHMENTS_FOLDER}/")
+            and before.get(path) != after.get(path)
+        )
     )
 
 
@@ -591,6 +617,7 @@ class _Incremental:
             updates=tuple(updates),
             sources=self.fingerprints,
             incremental=True,
+            replaced=(),  # every file it changes is reached by its updates
         )
 
     def _tile_updates(
@@ -1142,6 +1169,12 @@ class MapAreas:
             covered = {update["file"] for update in step.updates}
             if not set(step.chains) <= covered or step.epoch != epoch:
                 reason = f"package {step.number} has files no update reaches (a layer was added)"
+                return {**plan, "choice": "full", "reason": reason}
+            if step.replaced:
+                reason = (
+                    f"package {step.number} changed {', '.join(step.replaced)}, which update "
+                    "files do not reach"
+                )
                 return {**plan, "choice": "full", "reason": reason}
             files += [{**update, "number": step.number} for update in step.updates]
         size = sum(int(entry["size"]) for entry in files)
