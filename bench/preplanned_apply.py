@@ -39,20 +39,32 @@ Prints the seconds of (A) and (B), the ratio (B)/(A) (target >= 5x) and the byte
 downloads. ``--profile`` adds one (A) and one (B), not counted, under cProfile (the client's
 side: the server runs in its own process).
 
+``--link MBIT[:RTT_MS]`` (repeatable) adds, after the loopback runs, the same alternating runs
+through a field link: a TCP proxy in the bench's process between the client and the same server
+that lets the server's bytes through at MBIT megabits per second, shared by every connection
+(a token bucket, as one radio link), and holds each of the client's sends RTT_MS milliseconds (so
+every request pays one round trip). The loopback figure stays the headline the issue names; the
+links show where the two sides cross.
+
 Run: ``flock /work/notes/bench.lock .venv/bin/python bench/preplanned_apply.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import pstats
 import random
 import shutil
+import socket
 import statistics
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -200,6 +212,81 @@ def check_same(a: Path, b: Path, expected_rows: int) -> dict[str, int]:
     return counted
 
 
+# --- a field link -------------------------------------------------------------------------
+
+
+class _Bucket:
+    """The link's downstream bandwidth, shared by every connection: each chunk waits for its
+    turn on the wire."""
+
+    def __init__(self, mbit: float) -> None:
+        self._seconds_per_byte = 8 / (mbit * 1e6)
+        self._free_at = 0.0
+        self._lock = threading.Lock()
+
+    def send(self, size: int) -> None:
+        with self._lock:
+            start = max(self._free_at, time.perf_counter())
+            self._free_at = start + size * self._seconds_per_byte
+            done = self._free_at
+        time.sleep(max(0.0, done - time.perf_counter()))
+
+
+def _pump(
+    source: socket.socket, target: socket.socket, bucket: _Bucket | None, delay: float
+) -> None:
+    try:
+        while data := source.recv(64 * 1024):
+            if bucket is not None:
+                bucket.send(len(data))
+            if delay:
+                time.sleep(delay)
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextmanager
+def field_link(upstream_port: int, mbit: float, rtt_ms: float) -> Iterator[str]:
+    """A TCP proxy to ``127.0.0.1:upstream_port`` that gives the server's bytes ``mbit``
+    Mbit/s (all connections together) and holds the client's sends ``rtt_ms``; its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    bucket = _Bucket(mbit)
+    stopping = threading.Event()
+
+    def serve() -> None:
+        while not stopping.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", upstream_port))
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            up = (client, server, None, rtt_ms / 1000)
+            down = (server, client, bucket, 0.0)
+            for arguments in (up, down):
+                threading.Thread(target=_pump, args=arguments, daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        listener.close()
+
+
+def parse_link(text: str) -> tuple[float, float]:
+    """``MBIT[:RTT_MS]``."""
+    mbit, _, rtt = text.partition(":")
+    return float(mbit), float(rtt or 0)
+
+
 # --- runs -----------------------------------------------------------------------------------
 
 
@@ -278,6 +365,13 @@ def main() -> int:
     parser.add_argument("--copies", type=int, default=4, help="copies of the extract's rows")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="one more (A) and (B), profiled")
+    parser.add_argument(
+        "--link",
+        action="append",
+        default=[],
+        metavar="MBIT[:RTT_MS]",
+        help="also run through a field link of this bandwidth (and round trip); repeatable",
+    )
     args = parser.parse_args()
     print(f"Machine: {machine()}", flush=True)
     template = refresh_bench.template(args.data, args.copies)
@@ -343,10 +437,54 @@ def main() -> int:
             lines = report(runs, plan, chain, rows_1, expected_rows, first)
             if args.profile:
                 lines += profile_both(portal, map_id, area_id, device)
+            for text in args.link:
+                mbit, rtt_ms = parse_link(text)
+                lines += linked_runs(
+                    (mbit, rtt_ms), port, map_id, area_id, device, args.runs, expected_rows
+                )
         finally:
             portal.close()
     print("\n".join(lines))
     return 0
+
+
+def linked_runs(
+    link: tuple[float, float],
+    port: int,
+    map_id: str,
+    area_id: str,
+    device: Path,
+    count: int,
+    expected_rows: int,
+) -> list[str]:
+    """The same alternating runs through a field link; their lines of the report."""
+    mbit, rtt_ms = link
+    runs = []
+    with field_link(port, mbit, rtt_ms) as url:
+        portal = Portal(url)
+        try:
+            portal.login(USER, PASSWORD)
+            for index in range(count):
+                run = one_run(portal, map_id, area_id, device, index, expected_rows)
+                print(
+                    f"link {mbit:g} Mbit/s, {rtt_ms:g} ms: run {index + 1} ({run.first} first): "
+                    f"(A) {run.a_seconds:.2f} s, (B) {run.b_seconds:.2f} s",
+                    flush=True,
+                )
+                runs.append(run)
+        finally:
+            portal.close()
+    a = [r.a_seconds for r in runs]
+    b = [r.b_seconds for r in runs]
+    ratios = [r.b_seconds / r.a_seconds for r in runs]
+    return [
+        "",
+        f"Through a field link of {mbit:g} Mbit/s and {rtt_ms:g} ms round trip: (A) "
+        f"{statistics.median(a):.2f} s ({min(a):.2f}-{max(a):.2f}), (B) "
+        f"{statistics.median(b):.2f} s ({min(b):.2f}-{max(b):.2f}); (B)/(A) "
+        f"{statistics.median(ratios):.2f}x (runs {', '.join(f'{x:.2f}' for x in ratios)}); "
+        f"checked per run: {[r.counted for r in runs]}",
+    ]
 
 
 def report(

@@ -19,6 +19,7 @@ from offmaps.errors import PackageError
 from offmaps.features.geopackage import GeoPackageStore
 from offmaps.features.model import FeatureQuery, Insert, Update
 from offmaps.offline.adopt import adopt_replicas
+from offmaps.offline.editing import open_feature_table
 from offmaps.offline.package import PackageReplica, read_manifest
 from offmaps.services import Services
 from tests.client.test_sync import server_edit, server_sites
@@ -180,6 +181,15 @@ def test_the_sdk_download_of_a_sync_area_gives_a_package_that_syncs(
     assert "four" in _names(folder)
 
 
+def _download_with_sdk(portal: Portal, server: LiveServer, folder: Path) -> Path:
+    """The map's one area downloaded by the device SDK into ``folder``."""
+    task = OfflineMapTask(PortalItem(portal, server.server.public_map))
+    (area,) = task.get_preplanned_map_areas()
+    parameters = task.create_default_download_preplanned_offline_map_parameters(area)
+    task.download_preplanned_offline_map(parameters, folder).wait()
+    return folder
+
+
 def test_a_device_uploads_new_features_and_gets_the_rest_as_updates(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
@@ -187,11 +197,7 @@ def test_a_device_uploads_new_features_and_gets_the_rest_as_updates(
     portal = Portal(live_server.url)
     portal.login("editor", PASSWORD)
     try:
-        task = OfflineMapTask(PortalItem(portal, live_server.server.public_map))
-        (area,) = task.get_preplanned_map_areas()
-        parameters = task.create_default_download_preplanned_offline_map_parameters(area)
-        folder = tmp_path / "device"
-        task.download_preplanned_offline_map(parameters, folder).wait()
+        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
         (replica,) = read_manifest(folder).replicas
         assert replica.sync_direction == "upload"
         assert _services(live_server).replicas.get(replica.replica_id).inserts_only
@@ -220,3 +226,34 @@ def test_a_device_uploads_new_features_and_gets_the_rest_as_updates(
     on_server = server_sites(live_server)
     assert "found in the field" in on_server
     assert on_server["site 5"].properties["name"] == sites["site 5"].properties["name"]
+
+
+def test_a_feature_added_in_the_field_takes_attachments_in_later_syncs(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    _area(live_server, update_mode="download_scheduled_updates_and_upload_new_features")
+    portal = Portal(live_server.url)
+    portal.login("editor", PASSWORD)
+    try:
+        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
+        sync = OfflineMapSyncTask(folder, portal)
+        with open_feature_table(sync.package, "sites") as sites:
+            (added,) = sites.store.apply_edits(
+                [Insert("sites", {"name": "found in the field", "osm_id": 601}, Point(24.93, 60.1))]
+            )
+            assert added is not None
+        assert not sync.sync_offline_map(SyncOfflineMapParameters()).wait().has_errors
+        package_site = server_sites(live_server)["site 5"].global_id
+        with open_feature_table(sync.package, "sites") as sites:
+            sites.add_attachment(added.global_id, "later.jpg", "image/jpeg", b"taken later")
+            sites.add_attachment(package_site, "other.jpg", "image/jpeg", b"not ours")
+        synced = sync.sync_offline_map(SyncOfflineMapParameters()).wait()
+    finally:
+        portal.close()
+    (layer,) = synced.layer_results.values()
+    assert (layer.applied, layer.rejected) == (1, 1)  # ours went up, the package's refused
+    assert "read-only" in layer.rejections[0]
+    (replica,) = read_manifest(folder).replicas
+    store = _services(live_server).catalog.feature_service(replica.service)
+    assert [a.name for a in store.list_attachments("sites", added.global_id)] == ["later.jpg"]
+    assert store.list_attachments("sites", package_site) == ()

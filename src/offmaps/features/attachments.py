@@ -28,6 +28,7 @@ __all__ = ["RECORD_COLUMNS", "AttachmentsBase"]
 
 RECORD_COLUMNS = "attachment_id, layer, globalid, name, content_type, size, sha256, created_at"
 """The columns of ``offmaps_attachments`` that make an :class:`Attachment`, in its order."""
+_CHUNK = 500  # rows per query of :meth:`AttachmentsBase.attachments_of`
 
 
 class AttachmentsBase(JournalBase[ConnectionT]):
@@ -112,6 +113,29 @@ class AttachmentsBase(JournalBase[ConnectionT]):
                 [layer, dialect.bind_id(global_id)],
             ).fetchall()
         return tuple(self._attachment(row) for row in rows)
+
+    def attachments_of(
+        self, layer: str, global_ids: Sequence[UUID]
+    ) -> dict[UUID, tuple[Attachment, ...]]:
+        """The attachments of many rows in one query, oldest first, by row: rows with none,
+        or that do not exist, are not keys. Raises ``LayerNotFoundError``."""
+        dialect = self._dialect
+        found: dict[UUID, list[Attachment]] = {}
+        with self._read() as conn:
+            self._layer(layer)
+            for start in range(0, len(global_ids), _CHUNK):
+                chunk = global_ids[start : start + _CHUNK]
+                marks = ", ".join([dialect.mark] * len(chunk))
+                rows = conn.execute(
+                    f"SELECT {RECORD_COLUMNS} FROM {dialect.attachments_table} "
+                    f"WHERE layer = {dialect.mark} AND globalid IN ({marks}) "
+                    f"ORDER BY created_at, {dialect.attachment_order}",
+                    [layer, *map(dialect.bind_id, chunk)],
+                ).fetchall()
+                for row in rows:
+                    attachment = self._attachment(row)
+                    found.setdefault(attachment.global_id, []).append(attachment)
+        return {gid: tuple(attachments) for gid, attachments in found.items()}
 
     def get_attachment(self, layer: str, attachment_id: UUID) -> Attachment:
         """One attachment; raises ``AttachmentNotFoundError``."""

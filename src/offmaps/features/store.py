@@ -190,6 +190,13 @@ class FeatureStore(Protocol):
         """The attachments of a row, oldest first; raises ``FeatureNotFoundError``."""
         ...
 
+    def attachments_of(
+        self, layer: str, global_ids: Sequence[UUID]
+    ) -> dict[UUID, tuple[Attachment, ...]]:
+        """The attachments of many rows in one query, oldest first, by row: rows with none,
+        or that do not exist, are not keys. Raises ``LayerNotFoundError``."""
+        ...
+
     def get_attachment(self, layer: str, attachment_id: UUID) -> Attachment:
         """One attachment; raises ``AttachmentNotFoundError``."""
         ...

@@ -18,19 +18,23 @@ import hashlib
 import logging
 import os
 import shutil
+import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from offmaps.containers import open_reader
+from offmaps.containers import ContainerKind, TilesetMetadata, open_reader, open_writer
+from offmaps.containers.convert import subset_metadata
+from offmaps.containers.mbtiles import tms_row
 from offmaps.errors import (
     InvalidOfflineParametersError,
+    JobCancelledError,
     JobNotFoundError,
     MapAreaBusyError,
     MapAreaNotFoundError,
@@ -46,12 +50,15 @@ from offmaps.offline.areas import (
     parse_refresh,
 )
 from offmaps.offline.generate import (
+    THUMBNAIL,
     ExtractedService,
     OfflineMapServices,
     build_package,
     check_export_limits,
     prepare_offline_map,
+    tile_layer_infos,
 )
+from offmaps.offline.generate import _thumbnail as _extracted_thumbnail
 from offmaps.offline.package import (
     ATTACHMENTS_FOLDER,
     MANIFEST_NAME,
@@ -66,7 +73,12 @@ from offmaps.offline.parameters import (
     OfflineItemInfo,
     area_from_bbox,
 )
-from offmaps.offline.plan import create_default_parameters
+from offmaps.offline.plan import (
+    OfflinePlan,
+    TileLayerPlan,
+    create_default_parameters,
+    plan_offline_map,
+)
 from offmaps.offline.updates import (
     BASE_PREFIX,
     ChainState,
@@ -74,17 +86,22 @@ from offmaps.offline.updates import (
     UpdateFile,
     UpdateLink,
     apply_feature_update,
+    apply_tile_update,
     build_tile_update,
+    file_sha256,
     fold_wal,
     write_chain_state,
     write_tile_update,
 )
 from offmaps.offline.updates.server import area_replica, area_replica_id, write_area_feature_update
+from offmaps.offline.updates.tiles import build_cover_tile_update
 from offmaps.schemas import AttachmentOption, TileLayerRef, UpdateMode, WebMap
 from offmaps.schemas.jobs import JobStatus
 from offmaps.sources import ArchiveTileSource
 from offmaps.state import AreaPackage, LayerScope, MapArea, MapAreaStore
 from offmaps.storage import LocalBlobStore, ObjectStore, prefixed
+from offmaps.tiling import tile_cover
+from offmaps.types import Tile
 
 __all__ = [
     "PACKAGE_MAP_AREA",
@@ -214,12 +231,19 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
     try:
         webmap = services.offline.catalog.webmaps.get(area.map_id)
         fingerprints = _fingerprints(services, webmap)
-        if previous is not None and _can_refresh(previous, webmap, fingerprints):
-            package = _Incremental(
-                services, area, number, previous, context, webmap, fingerprints
-            ).run()
-            _record(store, payload, package)
-            return _done(services, package)
+        comparable = _mbtiles_layers(services, webmap)
+        if previous is not None and _can_refresh(previous, webmap, fingerprints, comparable):
+            try:
+                package = _Incremental(
+                    services, area, number, previous, context, webmap, fingerprints
+                ).run()
+            except _NotIncrementalError as exc:
+                _log.info("map area %s is extracted again: %s", area.id, exc)
+                for made in ("package", "updates", "tiles"):
+                    shutil.rmtree(context.scratch / made, ignore_errors=True)
+            else:
+                _record(store, payload, package)
+                return _done(services, package)
         parameters, overrides = area_parameters(webmap, area)
         result, extracted = build_package(
             services.offline,
@@ -259,6 +283,7 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
             },
             sources=fingerprints,
             map_digest=_map_digest(webmap),
+            replaced=_replaced(previous, built, extracted),
         )
         _record(store, payload, package)
     except BaseException as exc:  # files it kept are removed by the next collection
@@ -334,22 +359,69 @@ def _file_mark(path: Path) -> str | None:
     return f"{mark}:{wal.st_size}:{wal.st_mtime_ns}"
 
 
+def _mbtiles_layers(services: PreplannedServices, webmap: WebMap) -> set[str]:
+    """The tile layers of the map (by id) whose source is an MBTiles archive file: a changed
+    one is brought up to date by comparing its tiles with the previous package's archive."""
+    sources = services.offline.catalog.tile_sources
+    return {
+        ref.id
+        for ref in webmap.iter_layers()
+        if isinstance(ref, TileLayerRef)
+        and isinstance(source := sources.get(ref.service), ArchiveTileSource)
+        and source.location.kind is ContainerKind.MBTILES
+    }
+
+
 def _can_refresh(
-    previous: AreaPackage, webmap: WebMap, fingerprints: dict[str, str | None]
+    previous: AreaPackage,
+    webmap: WebMap,
+    fingerprints: dict[str, str | None],
+    comparable: set[str],
 ) -> bool:
     """Whether the package after ``previous`` can be built from it and the update files: the
-    same map, the source of every tile layer it holds marked unchanged, every feature
-    service's scope recorded, and no layer failed in it."""
+    same map, the source of every tile layer it holds marked, and either marked unchanged or
+    an MBTiles archive the package holds as MBTiles (``comparable``: its tiles are compared),
+    every feature service's scope recorded, and no layer failed in it."""
     stems = {PurePosixPath(entry["path"]).stem for entry in previous.files}
     held = {layer: mark for layer, mark in fingerprints.items() if layer in stems}
     return (
         previous.map_digest == _map_digest(webmap)
         and all(
-            mark is not None and previous.sources.get(layer) == mark for layer, mark in held.items()
+            mark is not None
+            and (
+                previous.sources.get(layer) == mark
+                or (layer in comparable and f"{layer}.mbtiles" in previous.chains)
+            )
+            for layer, mark in held.items()
         )
         and set(previous.services) == set(previous.generations)
         and not previous.layer_errors
         and not previous.table_errors
+    )
+
+
+def _replaced(
+    previous: AreaPackage | None,
+    files: tuple[dict[str, Any], ...],
+    extracted: dict[str, ExtractedService],
+) -> tuple[str, ...]:
+    """The files of a new package that differ from the previous package's (or came or went)
+    and that no update file reaches: not its manifest, thumbnail (a picture, kept as the
+    device has it), attachment blobs (fetched by their hash with the updates that name them),
+    replicas or MBTiles archives."""
+    if previous is None:
+        return ()
+    kept = {*_updatable(files, extracted), MANIFEST_NAME, THUMBNAIL}
+    before = {e["path"]: e["sha256"] for e in previous.files}
+    after = {e["path"]: e["sha256"] for e in files}
+    return tuple(
+        sorted(
+            path
+            for path in before.keys() | after.keys()
+            if path not in kept
+            and not path.startswith(f"{ATTACHMENTS_FOLDER}/")
+            and before.get(path) != after.get(path)
+        )
     )
 
 
@@ -447,12 +519,22 @@ def _fetch(store: ObjectStore, key: str, target: Path) -> None:
             shutil.copyfileobj(source, out, 1 << 20)
 
 
+class _NotIncrementalError(Exception):
+    """A refresh cannot build on the previous package after all (a tile source's format
+    changed, its archive cannot be compared...): the area is extracted again. Raised before
+    the refresh keeps any file."""
+
+
 @dataclass
 class _Incremental:
     """A refresh that builds the new package from the previous one and the update files,
     without extracting the area again: each feature service's file is the previous one with
     its update applied (:func:`~offmaps.offline.updates.apply_feature_update`, as a device
-    applies it); tile archives whose source is unchanged are copied, with an empty update."""
+    applies it); tile archives whose source is unchanged are the same file, with an empty
+    update; an archive whose MBTiles source changed is the previous one with the update of the
+    tiles that differ applied (:func:`~offmaps.offline.updates.tiles.build_cover_tile_update`,
+    then :func:`~offmaps.offline.updates.apply_tile_update`), tile for tile what an extraction
+    gives."""
 
     services: PreplannedServices
     area: MapArea
@@ -472,9 +554,9 @@ class _Incremental:
         files = self.services.files
         held = {entry["path"]: entry for entry in self.previous.files}
         _fetch(files, held[MANIFEST_NAME]["sha256"], folder / MANIFEST_NAME)
+        tile_updates, changed = self._tile_updates(folder, updates_folder)  # nothing kept yet
         updates: list[dict[str, Any]] = []
         generations: dict[str, int] = {}
-        changed: list[str] = []
         attachments = LocalBlobStore(folder / ATTACHMENTS_FOLDER)
         services = sorted(self.previous.services.items())
         for index, (service, recorded) in enumerate(services):
@@ -497,11 +579,14 @@ class _Incremental:
             update, header = write_area_feature_update(
                 updates_folder / name, self.services.offline.sync, replica, _link(self, head), since
             )
-            write_chain_state(
+            write_chain_state(  # a scratch copy, synced once as it is kept: no flush before
                 folder / file,
                 ChainState(self.area.id, self.area.epoch, self.previous.number, head),
+                durable=False,
             )
-            applied = apply_feature_update(folder / file, update.path, sha256=update.sha256)
+            applied = apply_feature_update(
+                folder / file, update.path, sha256=update.sha256, durable=False
+            )
             for sha256 in applied.blobs:
                 if not attachments.exists(sha256):
                     attachments.put(self.services.offline.catalog.blobs.get(sha256))
@@ -509,15 +594,8 @@ class _Incremental:
             generations[service] = header.generation
             changed.append(file)
             updates.append(_entry(self.services, name, file, "features", head, update, self))
-        for path, tile_head in self.previous.chains.items():
-            if not path.endswith(".mbtiles"):
-                continue
-            tile_format = self._tile_format(path)
-            name = f"{path.removesuffix('.mbtiles')}.{self.number}.update.mbtiles"
-            info = TileUpdateInfo(
-                _link(self, tile_head), path.removesuffix(".mbtiles"), tile_format
-            )
-            update = write_tile_update(updates_folder / name, info, (), ())  # source unchanged
+        for path, tile_head, update in tile_updates:
+            name = update.path.name
             updates.append(_entry(self.services, name, path, "tiles", tile_head, update, self))
         self.context.progress(0.95, "writing the manifest")
         listed = self._manifest(folder, changed)
@@ -537,8 +615,146 @@ class _Incremental:
             generations=generations,
             chains=chains,
             updates=tuple(updates),
+            sources=self.fingerprints,
             incremental=True,
+            replaced=(),  # every file it changes is reached by its updates
         )
+
+    def _tile_updates(
+        self, folder: Path, updates_folder: Path
+    ) -> tuple[list[tuple[str, str, UpdateFile]], list[str]]:
+        """The update file of each MBTiles archive of the package (the archive, its chain head,
+        the update), and the archives changed in ``folder``: an empty update when the source's
+        mark is unchanged, else the tiles that differ, applied to a copy of the archive.
+
+        Raises:
+            _NotIncrementalError: a changed source cannot be compared (the archive is then
+                extracted again, with the rest of the package).
+        """
+        written: list[tuple[str, str, UpdateFile]] = []
+        changed: list[str] = []
+        for path, head in self.previous.chains.items():
+            if not path.endswith(".mbtiles"):
+                continue
+            layer = path.removesuffix(".mbtiles")
+            name = f"{layer}.{self.number}.update.mbtiles"
+            mark = self.fingerprints.get(layer)
+            if mark is not None and self.previous.sources.get(layer) == mark:
+                info = TileUpdateInfo(_link(self, head), layer, self._tile_format(path))
+                written.append((path, head, write_tile_update(updates_folder / name, info, (), ())))
+                continue
+            self.context.check_cancelled()
+            self.context.progress(0.0, f"{layer}: comparing the tiles")
+            plan = next((p for p in self._plan.tiles if p.layer_id == layer), None)
+            update = self._refresh_archive(path, head, plan, folder / path, name)
+            written.append((path, head, update))
+            changed.append(path)
+        return written, changed + self._thumbnail(folder, changed)
+
+    @cached_property
+    def _plan(self) -> OfflinePlan:
+        """What a packaging of the area extracts now (the tile layers' areas and levels), as
+        :func:`~offmaps.offline.generate.build_package` plans it."""
+        try:
+            parameters, overrides = area_parameters(self.webmap, self.area)
+            plan = plan_offline_map(
+                self.webmap, parameters, overrides, tile_layer_infos(self.services.offline.catalog)
+            )
+        except OffmapsError as exc:
+            raise _NotIncrementalError(f"the area cannot be planned: {exc}") from exc
+        if parameters.tile_format.value != "mbtiles":
+            raise _NotIncrementalError(f"its tile archives are {parameters.tile_format.value}")
+        return plan
+
+    def _thumbnail(self, folder: Path, changed: list[str]) -> list[str]:
+        """Take the package's thumbnail again as an extraction takes it when it is a tile of
+        an archive that changed (the area has no thumbnail of its own: it is the first raster
+        archive's PNG tile over the area's centre); the files it changed in ``folder``.
+
+        Raises:
+            _NotIncrementalError: it may now come from another archive, or be none.
+        """
+        held = {entry["path"]: entry["sha256"] for entry in self.previous.files}
+        rasters = [
+            plan
+            for plan in self._plan.tiles
+            if plan.kind == "raster_tile" and f"{plan.layer_id}.mbtiles" in held
+        ]
+        names = [f"{p.layer_id}.mbtiles" for p in rasters]
+        if self.area.thumbnail is not None or not set(names) & set(changed):
+            return []
+        if names[0] not in changed:  # its thumbnail, or none, decides whether a later one counts
+            raise _NotIncrementalError("the thumbnail may come from another tile archive now")
+        first = OfflinePlan(services=(), tiles=(rasters[0],), online_only=())
+        found = _extracted_thumbnail(folder, first, "mbtiles", [names[0]])
+        if found is None:
+            if THUMBNAIL in held or len(rasters) > 1:
+                raise _NotIncrementalError("the thumbnail may come from another tile archive now")
+            return []
+        if THUMBNAIL not in held:
+            raise _NotIncrementalError("the package gains a thumbnail")
+        return [] if file_sha256(folder / THUMBNAIL)[0] == held[THUMBNAIL] else [THUMBNAIL]
+
+    def _refresh_archive(
+        self, path: str, head: str, plan: TileLayerPlan | None, archive: Path, name: str
+    ) -> UpdateFile:
+        """Bring a copy of the previous package's archive ``path`` to its source's tiles now:
+        write the update of the tiles that differ, apply it to the copy as a device does, and
+        leave the copy as an extraction writes it (no chain state; the metadata an extraction
+        writes).
+
+        Raises:
+            _NotIncrementalError: the archive is not extracted from an MBTiles source any more, the
+                source's tile format changed, or either cannot be read.
+        """
+        sources = self.services.offline.catalog.tile_sources
+        source = sources.get(plan.service) if plan is not None else None
+        if (
+            plan is None
+            or not isinstance(source, ArchiveTileSource)
+            or source.location.kind is not ContainerKind.MBTILES
+        ):
+            raise _NotIncrementalError(f"{path} is not extracted from an MBTiles archive")
+        held = {entry["path"]: entry["sha256"] for entry in self.previous.files}
+        _fetch(self.services.files, held[path], archive)
+        scratch = self.context.scratch / "tiles"
+        scratch.mkdir(exist_ok=True)
+        try:
+            with open_reader(source.location.path) as reader:
+                metadata = reader.metadata
+            had = _metadata_rows(archive)
+            if had.get("format") != metadata.tile_format.value:
+                raise _NotIncrementalError(
+                    f"the tile format of {path} changed ({had.get('format')} -> "
+                    f"{metadata.tile_format.value})"
+                )
+            cover = tile_cover(plan.area.aoi(), metadata.tms, plan.zooms)
+            info = TileUpdateInfo(_link(self, head), plan.layer_id, metadata.tile_format.value)
+            update, diff = build_cover_tile_update(
+                self.context.scratch / "updates" / name, info, archive, source.location.path, cover
+            )
+            self.context.check_cancelled()
+            write_chain_state(
+                archive,
+                ChainState(self.area.id, self.area.epoch, self.previous.number, head),
+                durable=False,  # a scratch copy, synced once as it is kept
+            )
+            apply_tile_update(
+                archive, update.path, sha256=update.sha256, size=update.size, durable=False
+            )
+            _as_extracted(archive, subset_metadata(metadata, plan.zooms, cover), scratch)
+        except (OffmapsError, sqlite3.Error, OSError) as exc:
+            if isinstance(exc, JobCancelledError):
+                raise
+            raise _NotIncrementalError(f"{path} cannot be compared with its source: {exc}") from exc
+        _log.info(
+            "map area %s: %s: %d tiles changed, %d removed",
+            self.area.id,
+            path,
+            len(diff.changed),
+            len(diff.removed),
+        )
+        return update
 
     def _tile_format(self, path: str) -> str:
         """The tile format of a package's tile archive: its layer's tile service's."""
@@ -573,6 +789,66 @@ class _Incremental:
         write_manifest(folder, manifest)
         listed = [*manifest.files, file_entry(folder, MANIFEST_NAME)]
         return [entry.model_dump() for entry in listed]
+
+
+def _metadata_of(conn: sqlite3.Connection) -> dict[str, str]:
+    """The ``metadata`` table of the MBTiles archive ``conn`` is open on."""
+    return {str(k): str(v) for k, v in conn.execute("SELECT name, value FROM metadata")}
+
+
+def _metadata_rows(archive: Path) -> dict[str, str]:
+    """The ``metadata`` table of an MBTiles archive."""
+    conn = sqlite3.connect(f"{archive.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return _metadata_of(conn)
+    finally:
+        conn.close()
+
+
+_CHAIN_STATE_TABLE = "offmaps_sync_state"  # docs/update-files.md, "The chain"
+
+
+def _as_extracted(archive: Path, metadata: TilesetMetadata, scratch: Path) -> None:
+    """Leave an archive brought up to date by an update as an extraction of its tiles writes
+    it: without the chain state applying the update needed (a package as served holds none),
+    and with the metadata an extraction writes, ``metadata`` completed from the tiles it holds
+    (levels, bounds, centre), made by the writer an extraction uses: a tile at the lowest
+    level and the corners of the highest decide them."""
+    conn = sqlite3.connect(archive, isolation_level=None, timeout=30)
+    try:
+        low, high = conn.execute("SELECT min(zoom_level), max(zoom_level) FROM tiles").fetchone()
+        corners: list[Tile] = []
+        if high is not None:
+            x0, x1, r0, r1 = conn.execute(
+                "SELECT min(tile_column), max(tile_column), min(tile_row), max(tile_row) "
+                "FROM tiles WHERE zoom_level = ?",
+                (high,),
+            ).fetchone()
+            corners = [Tile(x0, tms_row(r1, high), high), Tile(x1, tms_row(r0, high), high)]
+            low_x, low_row = conn.execute(
+                "SELECT tile_column, tile_row FROM tiles WHERE zoom_level = ? LIMIT 1", (low,)
+            ).fetchone()
+            corners.append(Tile(low_x, tms_row(low_row, low), low))
+        model = scratch / f"metadata-{archive.name}"
+        model.unlink(missing_ok=True)
+        with open_writer(str(model), metadata) as writer:
+            for tile in corners:
+                writer.write_tile(tile, b"\0")
+        wanted = _metadata_rows(model)
+        model.unlink()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"DROP TABLE IF EXISTS {_CHAIN_STATE_TABLE}")
+            if _metadata_of(conn) != wanted:
+                conn.execute("DELETE FROM metadata")
+                conn.executemany("INSERT INTO metadata (name, value) VALUES (?, ?)", wanted.items())
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
 
 
 def _shas(files: tuple[dict[str, Any], ...]) -> set[str]:
@@ -893,6 +1169,12 @@ class MapAreas:
             covered = {update["file"] for update in step.updates}
             if not set(step.chains) <= covered or step.epoch != epoch:
                 reason = f"package {step.number} has files no update reaches (a layer was added)"
+                return {**plan, "choice": "full", "reason": reason}
+            if step.replaced:
+                reason = (
+                    f"package {step.number} changed {', '.join(step.replaced)}, which update "
+                    "files do not reach"
+                )
                 return {**plan, "choice": "full", "reason": reason}
             files += [{**update, "number": step.number} for update in step.updates]
         size = sum(int(entry["size"]) for entry in files)

@@ -193,6 +193,38 @@ class DownloadSummary:
     kept_local: int
 
 
+@dataclass(frozen=True, slots=True)
+class AttachedDownload:
+    """A download held in the tables of another SQLite file (a scheduled update file), for
+    :meth:`LocalReplica.apply_attached_download`.
+
+    The file's table named after each layer holds the layer's upserted rows as a replica's
+    table holds them (``fid``, ``globalid``, ``row_version``, the fields, ``geom`` for a layer);
+    ``upserts`` has ``(layer, globalid, version_vector, attachments)`` per upserted row (its
+    version vector as JSON, and whether the row's attachment records come with it),
+    ``deletes`` ``(layer, globalid)``, and ``attachments`` ``(layer, globalid, attachment_id,
+    name, content_type, size, sha256)``.
+
+    Attributes:
+        path: the file.
+        schemas: the schema of each layer's table in the file, by layer.
+        changes_of: the changes of a layer as a download gives them (upserts, then deletions),
+            of only the given global ids when these are given: for the rows applied one by one
+            (those with local edits pending, or a layer whose stored values differ from the
+            replica's).
+        upserts: the name of the upserts table.
+        deletes: the name of the deletions table.
+        attachments: the name of the attachments table.
+    """
+
+    path: Path
+    schemas: Mapping[str, LayerSchema]
+    changes_of: Callable[[str, Collection[str] | None], Iterable[ServerChange]]
+    upserts: str
+    deletes: str
+    attachments: str
+
+
 def _text(value: str) -> str:
     """``value`` as an SQL string literal."""
     return "'" + value.replace("'", "''") + "'"
@@ -857,6 +889,7 @@ class LocalReplica:
         replica_id: str,
         generation: int,
         layers: Sequence[str] | None = None,
+        durable: bool = True,
     ) -> LocalReplica:
         """Open a replica GeoPackage for sync, installing the sync tables and triggers.
 
@@ -870,6 +903,8 @@ class LocalReplica:
             replica_id: the server's id of this replica (32 lowercase hex digits).
             generation: the server generation the replica's data is at.
             layers: the layers and tables that sync (default: every layer of the file).
+            durable: flush every commit to disk; ``False`` for a copy made durable by its
+                owner once finished (a staged copy: a crash loses it whole, not half of it).
 
         Returns:
             The open replica.
@@ -893,6 +928,8 @@ class LocalReplica:
         try:
             _register_functions(conn)
             conn.execute("PRAGMA journal_mode = WAL")
+            if not durable:
+                conn.execute("PRAGMA synchronous = OFF")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             cls._install(conn, path, replica_id, generation, layers)
@@ -1287,10 +1324,56 @@ class LocalReplica:
                 in generations, an unknown layer, a value of the wrong type) or the database
                 failed; the file is as it was.
         """
+        return self._download(lambda conn: self._apply(conn, header, changes, layers))
+
+    def apply_attached_download(
+        self,
+        header: DownloadHeader,
+        download: AttachedDownload,
+        *,
+        layers: Sequence[str] | None = None,
+    ) -> DownloadSummary:
+        """Apply a download held in the tables of another file, as :meth:`apply_download`
+        would apply its changes, but set-based: the file is attached to the replica's
+        connection and each layer's rows are copied as they are stored, in a few statements.
+
+        Rows with pending local edits are applied one by one, as :meth:`apply_download` does
+        (their fields edited locally are kept). A layer whose table in the file is not stored
+        as the replica stores it (a field of another type or length, another CRS, a value not
+        of its field's storage class, a geometry that is not a GeoPackage blob of the layer's
+        CRS) is applied one by one whole, which checks every value.
+
+        Args:
+            header: the download's header.
+            download: the file and how to read it.
+            layers: as for :meth:`apply_download`.
+
+        Returns:
+            What was done, as :meth:`apply_download` says it.
+
+        Raises:
+            SyncFailedError: as for :meth:`apply_download`; the file is as it was.
+        """
+        uri = f"{download.path.resolve().as_uri()}?mode=ro"
+        with self._lock:
+            try:
+                self._conn.execute(f"ATTACH DATABASE ? AS {_ATTACHED}", (uri,))
+            except sqlite3.Error as exc:
+                msg = f"{self._path}: cannot read the download {download.path}: {_one_line(exc)}"
+                raise SyncFailedError(msg) from exc
+            try:
+                return self._download(
+                    lambda conn: self._apply_attached(conn, header, download, layers)
+                )
+            finally:
+                self._conn.execute(f"DETACH DATABASE {_ATTACHED}")
+
+    def _download(self, apply: Callable[[sqlite3.Connection], DownloadSummary]) -> DownloadSummary:
+        """Run ``apply`` in a write transaction with the capture of edits off."""
         try:
             with self._transaction() as conn:
                 conn.execute("UPDATE offmaps_sync_state SET value = '0' WHERE key = 'capture'")
-                summary = self._apply(conn, header, changes, layers)
+                summary = self._in_download(conn, lambda: apply(conn))
                 conn.execute("UPDATE offmaps_sync_state SET value = '1' WHERE key = 'capture'")
         except SyncFailedError:
             raise
@@ -1299,6 +1382,13 @@ class LocalReplica:
             raise SyncFailedError(msg) from exc
         return summary
 
+    def _in_download(
+        self, conn: sqlite3.Connection, apply: Callable[[], DownloadSummary]
+    ) -> DownloadSummary:
+        """Run a download's ``apply`` in its transaction (``conn``'s): a subclass adds its
+        own checks and writes around it."""
+        return apply()
+
     def _apply(
         self,
         conn: sqlite3.Connection,
@@ -1306,6 +1396,37 @@ class LocalReplica:
         changes: Iterable[ServerChange],
         layers: Sequence[str] | None,
     ) -> DownloadSummary:
+        schemas, targets, added = self._begin_download(conn, header, layers)
+        summary = _Counts()
+        self._apply_changes(conn, schemas, changes, summary)
+        return self._end_download(conn, header, targets, added, summary)
+
+    def _apply_attached(
+        self,
+        conn: sqlite3.Connection,
+        header: DownloadHeader,
+        download: AttachedDownload,
+        layers: Sequence[str] | None,
+    ) -> DownloadSummary:
+        schemas, targets, added = self._begin_download(conn, header, layers)
+        summary = _Counts()
+        for wire in header.layers:
+            schema, stored = schemas[wire.name], download.schemas.get(wire.name)
+            left = None if stored is None else _AttachedLayer(conn, schema, stored, download)
+            if left is None or not left.copyable():
+                self._apply_changes(conn, schemas, download.changes_of(wire.name, None), summary)
+                continue
+            pending = left.apply(summary)
+            if pending:
+                changes = download.changes_of(wire.name, pending)
+                self._apply_changes(conn, schemas, changes, summary)
+        return self._end_download(conn, header, targets, added, summary)
+
+    def _begin_download(
+        self, conn: sqlite3.Connection, header: DownloadHeader, layers: Sequence[str] | None
+    ) -> tuple[dict[str, LayerSchema], list[str], tuple[str, ...]]:
+        """Check that the download fits the replica and add the fields its layers gained:
+        the replica's schemas, the layers it brings up to date and the fields added."""
         if header.replica_id != self._replica_id:
             raise SyncFailedError(f"the download is for replica {header.replica_id}")
         schemas = self._synced_schemas(conn)
@@ -1322,7 +1443,15 @@ class LocalReplica:
                     f"{header.since} would miss changes"
                 )
         added = self._add_fields(conn, header, schemas)
-        summary = _Counts()
+        return schemas, targets, added
+
+    def _apply_changes(
+        self,
+        conn: sqlite3.Connection,
+        schemas: Mapping[str, LayerSchema],
+        changes: Iterable[ServerChange],
+        summary: _Counts,
+    ) -> None:
         for change in changes:
             schema = schemas.get(change.layer)
             if schema is None:
@@ -1331,6 +1460,15 @@ class LocalReplica:
                 self._upsert(conn, schema, change, summary)
             else:
                 self._delete(conn, schema, change, summary)
+
+    @staticmethod
+    def _end_download(
+        conn: sqlite3.Connection,
+        header: DownloadHeader,
+        targets: Sequence[str],
+        added: tuple[str, ...],
+        summary: _Counts,
+    ) -> DownloadSummary:
         conn.executemany(
             "UPDATE offmaps_sync_layers SET generation = ? WHERE layer = ?",
             [(header.generation, name) for name in targets],
@@ -1512,6 +1650,171 @@ class LocalReplica:
             (schema.name, global_id),
         )
         summary.deleted += max(deleted, 0)
+
+
+_ATTACHED = "offmaps_download"
+# the storage classes a replica's column of each field type holds (besides NULL)
+_STORAGE = {
+    FieldType.TEXT: ("text",),
+    FieldType.INTEGER: ("integer",),
+    FieldType.REAL: ("real", "integer"),
+    FieldType.BOOLEAN: ("integer",),
+    FieldType.DATE: ("text",),
+    FieldType.DATETIME: ("text",),
+}
+
+
+class _AttachedLayer:
+    """One layer of an attached download, applied set-based (see
+    :meth:`LocalReplica.apply_attached_download`): the rows without pending local edits are
+    copied as stored with a few statements, as :meth:`LocalReplica._upsert` and
+    :meth:`LocalReplica._delete` would write them one by one."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        schema: LayerSchema,
+        stored: LayerSchema,
+        download: AttachedDownload,
+    ) -> None:
+        self._conn = conn
+        self._schema = schema
+        self._stored = stored
+        self._source = f"{_ATTACHED}.{_q(stored.name)}"
+        self._upserts = f"{_ATTACHED}.{_q(download.upserts)}"
+        self._deletes = f"{_ATTACHED}.{_q(download.deletes)}"
+        self._attachments = f"{_ATTACHED}.{_q(download.attachments)}"
+        self._layer = {"layer": schema.name}
+
+    def copyable(self) -> bool:
+        """Whether the file's rows are stored as the replica stores them: the same fields
+        (types, lengths) and CRS, and every value of its field's storage class."""
+        schema, stored = self._schema, self._stored
+        if stored.name != schema.name or stored.is_table != schema.is_table:
+            return False
+        if not stored.is_table and stored.srid != schema.srid:
+            return False
+        have = {f.name.lower(): f for f in schema.fields}
+        checks = []
+        for field in stored.fields:
+            mine = have.get(field.name.lower())
+            if mine is None or (mine.type, mine.max_length) != (field.type, field.max_length):
+                return False
+            classes = ", ".join(f"'{name}'" for name in _STORAGE[field.type])
+            checks.append(f"typeof({_q(field.name)}) IN ('null', {classes})")
+        if not stored.is_table:
+            srid = stored.srid.to_bytes(4, "little", signed=True).hex()
+            checks.append(
+                "geom IS NULL OR (typeof(geom) = 'blob' AND substr(geom, 1, 3) = X'475000' "
+                f"AND substr(geom, 4, 1) IN (X'01', X'03') AND substr(geom, 5, 4) = X'{srid}')"
+            )
+        if not checks:
+            return True
+        wrong = " OR ".join(f"NOT ({check})" for check in checks)
+        found = self._conn.execute(f"SELECT 1 FROM {self._source} WHERE {wrong} LIMIT 1")
+        return found.fetchone() is None
+
+    def apply(self, summary: _Counts) -> set[str]:
+        """Apply the layer's rows without pending local edits; the global ids of the layer's
+        changes left to apply one by one (those with pending local edits)."""
+        conn, layer = self._conn, self._layer
+        pending = (
+            "SELECT globalid FROM main.offmaps_outbox WHERE layer = :layer AND status = 'pending'"
+        )
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS offmaps_download_rows (globalid TEXT NOT NULL "
+            "PRIMARY KEY, vector TEXT, carried INTEGER NOT NULL)"
+        )
+        conn.execute("DELETE FROM temp.offmaps_download_rows")
+        conn.execute(
+            "INSERT INTO temp.offmaps_download_rows SELECT u.globalid, CASE WHEN "
+            "s.version_vector IN ('{}', 'null') THEN NULL ELSE s.version_vector END, "
+            f"s.attachments FROM {self._source} AS u JOIN {self._upserts} AS s "
+            f"ON s.layer = :layer AND s.globalid = u.globalid WHERE u.globalid NOT IN ({pending})",
+            layer,
+        )
+        self._upsert_rows(summary)
+        self._sync_attachments()
+        deleted = (
+            f"SELECT globalid FROM {self._deletes} WHERE layer = :layer "
+            f"AND globalid NOT IN ({pending})"
+        )
+        table = _q(self._schema.name)
+        summary.deleted += max(
+            conn.execute(f"DELETE FROM main.{table} WHERE globalid IN ({deleted})", layer).rowcount,
+            0,
+        )
+        for name in ("offmaps_attachments", "offmaps_sync_rows"):
+            conn.execute(
+                f"DELETE FROM main.{name} WHERE layer = :layer AND globalid IN ({deleted})", layer
+            )
+        left = conn.execute(
+            f"SELECT globalid FROM {self._upserts} WHERE layer = :layer AND globalid IN "
+            f"({pending}) UNION SELECT globalid FROM {self._deletes} WHERE layer = :layer "
+            f"AND globalid IN ({pending})",
+            layer,
+        )
+        return {str(row[0]) for row in left}
+
+    def _upsert_rows(self, summary: _Counts) -> None:
+        conn, table = self._conn, f"main.{_q(self._schema.name)}"
+        copied = [_q(f.name) for f in self._stored.fields]
+        if not self._stored.is_table:
+            copied.append("geom")
+        copied.append("row_version")
+        rows = "SELECT globalid FROM temp.offmaps_download_rows"
+        conn.execute(
+            f"UPDATE {table} AS t SET {', '.join(f'{c} = u.{c}' for c in copied)} "
+            f"FROM {self._source} AS u WHERE u.globalid = t.globalid AND t.globalid IN ({rows})"
+        )
+        given = {f.name.lower() for f in self._stored.fields}
+        blank = [_q(f.name) for f in self._schema.fields if f.name.lower() not in given]
+        if not self._schema.is_table and self._stored.is_table:
+            blank.append("geom")
+        names = ", ".join(["globalid", *copied, *blank])
+        values = ", ".join(["u.globalid", *(f"u.{c}" for c in copied), *("NULL" for _ in blank)])
+        conn.execute(
+            f"INSERT INTO {table} ({names}) SELECT {values} FROM {self._source} AS u "
+            f"WHERE u.globalid IN ({rows}) AND u.globalid NOT IN (SELECT globalid FROM {table}) "
+            "ORDER BY u.fid"
+        )
+        summary.upserted += conn.execute(
+            "SELECT count(*) FROM temp.offmaps_download_rows"
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT OR REPLACE INTO main.offmaps_sync_rows (layer, globalid, version, vector) "
+            f"SELECT :layer, u.globalid, u.row_version, r.vector FROM {self._source} AS u "
+            "JOIN temp.offmaps_download_rows AS r ON r.globalid = u.globalid",
+            self._layer,
+        )
+
+    def _sync_attachments(self) -> None:
+        """The attachment records of the rows that carry them made the download's."""
+        conn = self._conn
+        carried = "SELECT globalid FROM temp.offmaps_download_rows WHERE carried"
+        conn.execute(
+            "DELETE FROM main.offmaps_attachments AS m WHERE layer = :layer AND globalid IN "
+            f"({carried}) AND NOT EXISTS (SELECT 1 FROM {self._attachments} AS a WHERE "
+            "a.layer = :layer AND a.globalid = m.globalid AND a.attachment_id = m.attachment_id)",
+            self._layer,
+        )
+        wanted = (
+            f"FROM {self._attachments} AS a WHERE a.layer = :layer AND a.globalid IN ({carried})"
+        )
+        conn.execute(
+            "UPDATE main.offmaps_attachments AS m SET name = a.name, content_type = "
+            f"a.content_type, size = a.size, sha256 = a.sha256 {wanted} "
+            "AND a.attachment_id = m.attachment_id AND m.layer = a.layer "
+            "AND m.globalid = a.globalid",
+            self._layer,
+        )
+        conn.execute(
+            "INSERT INTO main.offmaps_attachments SELECT a.attachment_id, a.layer, a.globalid, "
+            f"a.name, a.content_type, a.size, a.sha256, :created {wanted} AND NOT EXISTS "
+            "(SELECT 1 FROM main.offmaps_attachments AS m WHERE m.attachment_id = a.attachment_id "
+            "AND m.layer = a.layer AND m.globalid = a.globalid) ORDER BY a.rowid",
+            {**self._layer, "created": _timestamp(datetime.now(UTC))},
+        )
 
 
 @dataclass(slots=True)

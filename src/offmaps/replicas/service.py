@@ -57,6 +57,7 @@ from offmaps.errors import (
     WebMapNotFoundError,
 )
 from offmaps.features.model import (
+    Attachment,
     ChangeKind,
     Delete,
     Edit,
@@ -703,7 +704,9 @@ class SyncService:
                 vector = SyncService._state_of(work.states.get(key), feature.version)
                 attachments = None
                 if with_attachments:
-                    attachments = _attachment_refs(work.store, change.layer, change.global_id)
+                    attachments = _attachment_refs(
+                        work.store.list_attachments(change.layer, change.global_id)
+                    )
                 row = ServerChange(
                     layer=change.layer,
                     global_id=change.global_id,
@@ -844,6 +847,7 @@ class SyncService:
                 chunk = tuple(gids[start : start + _BATCH])
                 query = FeatureQuery(global_ids=chunk, filters=scope.filters(layer))
                 found = {f.global_id: f for f in store.iter_features(layer, query)}
+                attached = store.attachments_of(layer, list(found)) if with_attachments else {}
                 for gid in chunk:
                     feature = found.get(gid)
                     if feature is not None and not scope.holds(layer, feature):
@@ -854,7 +858,7 @@ class SyncService:
                     state = self._state_of(states.get((layer, str(gid))), feature.version)
                     attachments = None
                     if with_attachments:
-                        attachments = _attachment_refs(store, layer, gid)
+                        attachments = _attachment_refs(attached.get(gid, ()))
                     yield ServerChange(
                         layer=layer,
                         global_id=gid,
@@ -1078,23 +1082,23 @@ def _line(record: DownloadHeader | ServerChange | DownloadEnd) -> bytes:
 INSERTS_ONLY_REASON = (
     "features from the preplanned package are read-only in "
     "download_scheduled_updates_and_upload_new_features mode: only new features (and "
-    "attachments added to them with them) are uploaded"
+    "attachments added to them) are uploaded"
 )
 """Why a change of a replica that uploads new features only is refused."""
 
 
 def _new_feature(work: _Merge, change: Change) -> bool:
-    """Whether ``change`` adds a new feature, or an attachment to a feature the same set adds."""
+    """Whether ``change`` adds a new feature, or an attachment to a feature this replica
+    added: in the same set, or in an earlier one (the row's version vector counts the replica's
+    node, which a replica that may only insert puts on no other row)."""
     if change.kind is SyncChangeKind.INSERT:
         return True
-    return (
-        change.kind is SyncChangeKind.ATTACHMENT_ADD
-        and (
-            change.layer,
-            change.global_id,
-        )
-        in work.inserted
-    )
+    if change.kind is not SyncChangeKind.ATTACHMENT_ADD:
+        return False
+    if (change.layer, change.global_id) in work.inserted:
+        return True
+    state = work.states.get(_key(change))
+    return state is not None and state.vector.get(work.replica.id, 0) > 0
 
 
 def _rejected(change: Change, reason: str) -> _Decision:
@@ -1183,7 +1187,7 @@ class _ReplicaScope:
         return found
 
 
-def _attachment_refs(store: FeatureStore, layer: str, gid: uuid.UUID) -> list[AttachmentRef]:
+def _attachment_refs(attachments: Iterable[Attachment]) -> list[AttachmentRef]:
     return [
         AttachmentRef(
             attachment_id=a.attachment_id,
@@ -1192,7 +1196,7 @@ def _attachment_refs(store: FeatureStore, layer: str, gid: uuid.UUID) -> list[At
             size=a.size,
             sha256=a.sha256,
         )
-        for a in store.list_attachments(layer, gid)
+        for a in attachments
     ]
 
 

@@ -138,6 +138,9 @@ class AreaPackage:
         map_digest: the SHA-256 of the web map document it was packaged from.
         incremental: whether it was built from the previous package and the update files
             rather than extracted again.
+        replaced: files that changed since the previous package (or came or went) and that no
+            update file keeps fresh (a PMTiles archive, say): a device cannot reach this package
+            by update files, and takes it whole.
     """
 
     area_id: str
@@ -155,6 +158,7 @@ class AreaPackage:
     sources: dict[str, str | None] = field(default_factory=dict)
     map_digest: str = ""
     incremental: bool = False
+    replaced: tuple[str, ...] = ()
 
     @property
     def bytes(self) -> int:
@@ -239,7 +243,12 @@ def _area(document: str) -> MapArea:
 def _package(document: str) -> AreaPackage:
     data = json.loads(document)
     return AreaPackage(
-        **{**data, "files": tuple(data["files"]), "updates": tuple(data.get("updates", ()))}
+        **{
+            **data,
+            "files": tuple(data["files"]),
+            "updates": tuple(data.get("updates", ())),
+            "replaced": tuple(data.get("replaced", ())),
+        }
     )
 
 

@@ -264,7 +264,7 @@ def read_chain_state(path: Path) -> ChainState | None:
         conn.close()
 
 
-def write_chain_state(path: Path, state: ChainState) -> None:
+def write_chain_state(path: Path, state: ChainState, *, durable: bool = True) -> None:
     """Record in a replica GeoPackage or an MBTiles archive which package of which area it
     holds, in one transaction (docs/update-files.md, "The chain").
 
@@ -273,11 +273,16 @@ def write_chain_state(path: Path, state: ChainState) -> None:
     package: ``base:`` and the file's SHA-256 as served, or the SHA-256 of the update that
     brought the file to that package) before applying updates.
 
+    ``durable=False`` does not flush the transaction to disk: for a copy its owner makes
+    durable once finished.
+
     Raises:
         sqlite3.Error: the file cannot be written.
     """
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     try:
+        if not durable:
+            conn.execute("PRAGMA synchronous = OFF")
         conn.execute("BEGIN IMMEDIATE")
         try:
             store_chain_state(conn, state)

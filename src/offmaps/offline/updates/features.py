@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -47,7 +47,7 @@ from offmaps.features.geopackage import (
 )
 from offmaps.features.model import Feature, LayerSchema
 from offmaps.features.wire import encode_wire_geometry, value_to_wire, wire_to_edit_values
-from offmaps.offline.replica import DownloadSummary, LocalReplica
+from offmaps.offline.replica import AttachedDownload, DownloadSummary, LocalReplica
 from offmaps.offline.updates._header import (
     header_rows,
     link_of,
@@ -495,18 +495,43 @@ class FeatureUpdateReader:
         Raises:
             UpdateIntegrityError: the file is damaged.
         """
+        for layer in self.info.layers:
+            yield from self.layer_changes(layer.name)
+
+    def layer_changes(
+        self, layer: str, only: Collection[str] | None = None
+    ) -> Iterator[ServerChange]:
+        """One layer's changes, upserts then deletions; of only the rows of these global ids
+        when ``only`` is given.
+
+        Raises:
+            UpdateIntegrityError: the file is damaged.
+        """
+        given = () if only is None else (json.dumps(sorted(only)),)
         try:
-            for layer in self.info.layers:
-                yield from self._upserts(self._schemas[layer.name])
-                for (gid,) in self._conn.execute(
-                    "SELECT globalid FROM offmaps_update_deletes WHERE layer = ? ORDER BY rowid",
-                    (layer.name,),
-                ):
-                    yield ServerChange(layer=layer.name, global_id=gid, kind="delete")
+            yield from self._upserts(self._schemas[layer], given)
+            for (gid,) in self._conn.execute(
+                f"SELECT globalid FROM offmaps_update_deletes WHERE layer = ?{_among(given)} "
+                "ORDER BY rowid",
+                (layer, *given),
+            ):
+                yield ServerChange(layer=layer, global_id=gid, kind="delete")
         except (sqlite3.Error, ValueError) as exc:
             raise self._damaged(exc) from None
 
-    def _upserts(self, schema: LayerSchema) -> Iterator[ServerChange]:
+    def attached(self) -> AttachedDownload:
+        """The file as a download a replica attaches and copies set-based
+        (:meth:`LocalReplica.apply_attached_download`)."""
+        return AttachedDownload(
+            path=self.path,
+            schemas={layer.name: self._schemas[layer.name] for layer in self.info.layers},
+            changes_of=self.layer_changes,
+            upserts="offmaps_update_upserts",
+            deletes="offmaps_update_deletes",
+            attachments="offmaps_update_attachments",
+        )
+
+    def _upserts(self, schema: LayerSchema, given: tuple[str, ...]) -> Iterator[ServerChange]:
         attachments: dict[str, list[AttachmentRef]] = {}
         for row in self._conn.execute(
             "SELECT globalid, attachment_id, name, content_type, size, sha256 "
@@ -527,9 +552,10 @@ class FeatureUpdateReader:
             f"SELECT t.globalid, t.row_version, u.version_vector, u.attachments"
             f"{', ' + columns if columns else ''}{geometry} "
             f"FROM {_q(schema.name)} AS t JOIN offmaps_update_upserts AS u "
-            "ON u.layer = ? AND u.globalid = t.globalid ORDER BY t.fid"
+            f"ON u.layer = ? AND u.globalid = t.globalid{_among(given, 't.globalid')} "
+            "ORDER BY t.fid"
         )
-        for row in self._conn.execute(sql, (schema.name,)):
+        for row in self._conn.execute(sql, (schema.name, *given)):
             gid, version, vector, carried = row[:4]
             values: dict[str, Any] = {
                 name: value_to_wire(_from_sql(kind, value))
@@ -573,6 +599,12 @@ class FeatureUpdateReader:
         self.close()
 
 
+def _among(given: tuple[str, ...], column: str = "globalid") -> str:
+    """The SQL condition that keeps the rows of the global ids ``given`` holds as a JSON
+    array, if it holds one."""
+    return f" AND {column} IN (SELECT value FROM json_each(?))" if given else ""
+
+
 class _ChainedReplica(LocalReplica):
     """A replica whose download also checks and moves its update chain, in the download's
     transaction."""
@@ -580,12 +612,8 @@ class _ChainedReplica(LocalReplica):
     update: tuple[UpdateLink, str] | None = None
     state: ChainState | None = None
 
-    def _apply(
-        self,
-        conn: sqlite3.Connection,
-        header: DownloadHeader,
-        changes: Iterable[ServerChange],
-        layers: Sequence[str] | None,
+    def _in_download(
+        self, conn: sqlite3.Connection, apply: Callable[[], DownloadSummary]
     ) -> DownloadSummary:
         if self.update is None:
             raise AssertionError("no update to apply")
@@ -594,7 +622,7 @@ class _ChainedReplica(LocalReplica):
         check_link(state, link, path=self.path)
         if state is None:
             raise AssertionError("check_link lets no file without a chain through")
-        summary = super()._apply(conn, header, changes, layers)
+        summary = apply()
         self.state = state.after(link, sha256)
         store_chain_state(conn, self.state)
         return summary
@@ -624,7 +652,7 @@ def _replica_id(path: Path) -> str:
 
 
 def apply_feature_update(
-    replica: Path, update: Path, *, sha256: str, size: int | None = None
+    replica: Path, update: Path, *, sha256: str, size: int | None = None, durable: bool = True
 ) -> FeatureUpdateApplied:
     """Apply a feature update file to a replica GeoPackage, in one transaction.
 
@@ -640,6 +668,9 @@ def apply_feature_update(
         update: the update file.
         sha256: the SHA-256 the update must have (from the server's list of updates).
         size: the size it must have, when known.
+        durable: flush the transaction to disk as it commits; ``False`` for a staged copy
+            its owner makes durable once all its updates are applied (a crash then loses the
+            copy, which is made again).
 
     Returns:
         What was done, the replica's chain state now, and the attachment blobs to fetch.
@@ -657,7 +688,10 @@ def apply_feature_update(
     with FeatureUpdateReader(update) as reader:
         replica_id = _replica_id(replica)
         local = _ChainedReplica.open(
-            replica, replica_id=replica_id, generation=reader.info.from_generation
+            replica,
+            replica_id=replica_id,
+            generation=reader.info.from_generation,
+            durable=durable,
         )
         if not isinstance(local, _ChainedReplica):
             local.close()
@@ -665,8 +699,8 @@ def apply_feature_update(
         with local:
             local.update = (reader.info.link, sha256.lower())
             try:
-                summary = local.apply_download(
-                    reader.download_header(replica_id), reader.iter_changes()
+                summary = local.apply_attached_download(
+                    reader.download_header(replica_id), reader.attached()
                 )
             except SyncFailedError as exc:
                 # apply_download reports every failure inside its transaction as a sync

@@ -3,7 +3,9 @@
 A tile update file is an MBTiles 1.3 file (any MBTiles reader reads its ``tiles`` and
 ``metadata``) holding only the tiles added or changed, plus the update header and the tiles
 removed. :func:`diff_tiles` compares two archives' tiles by SHA-256, :func:`write_tile_update`
-and :func:`build_tile_update` write the file, :class:`TileUpdateReader` reads it, and
+and :func:`build_tile_update` write the file, :func:`build_cover_tile_update` writes it from
+a tile source and a package archive compared in SQLite itself, :class:`TileUpdateReader`
+reads it, and
 :func:`apply_tile_update` applies it to an MBTiles archive in one transaction, checking the
 chain. The format is in docs/update-files.md.
 """
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from offmaps.containers import TileReader, open_reader
 from offmaps.containers.mbtiles import APPLICATION_ID, tms_row
@@ -46,12 +48,16 @@ from offmaps.offline.updates.chain import (
 from offmaps.offline.updates.features import PAGE_SIZE
 from offmaps.types import Tile
 
+if TYPE_CHECKING:
+    from offmaps.tiling import TileCover
+
 __all__ = [
     "TileDiff",
     "TileUpdateApplied",
     "TileUpdateInfo",
     "TileUpdateReader",
     "apply_tile_update",
+    "build_cover_tile_update",
     "build_tile_update",
     "diff_tiles",
     "tile_hashes",
@@ -268,6 +274,143 @@ def build_tile_update(
     return written, diff
 
 
+# the source's tiles in the cover that the previous archive lacks or holds other bytes of
+# (``IS NOT`` compares the blobs with memcmp, in C); the levels drive it, so only the cover's
+# boxes of the source's tile index are read
+_CHANGED = """
+SELECT t.zoom_level, t.tile_column, t.tile_row, t.tile_data
+FROM temp.levels l
+JOIN main.tiles t ON t.zoom_level = l.z AND t.tile_column BETWEEN l.x0 AND l.x1
+    AND t.tile_row BETWEEN l.r0 AND l.r1
+LEFT JOIN prev.tiles p ON p.zoom_level = t.zoom_level AND p.tile_column = t.tile_column
+    AND p.tile_row = t.tile_row
+WHERE (l.whole OR EXISTS (SELECT 1 FROM temp.spans s WHERE s.z = t.zoom_level
+        AND s.r = t.tile_row AND s.x0 <= t.tile_column AND s.x1 >= t.tile_column))
+    AND (p.tile_data IS NULL OR p.tile_data IS NOT t.tile_data)
+"""
+
+# the previous archive's tiles outside the cover (the temporary tables ``levels``: each
+# level's box, in MBTiles rows; ``spans``: the rows of a level that is not its whole box), or
+# that the source no longer has
+_REMOVED = """
+SELECT p.zoom_level, p.tile_column, p.tile_row FROM prev.tiles p
+WHERE NOT EXISTS (SELECT 1 FROM temp.levels l WHERE l.z = p.zoom_level
+        AND p.tile_column BETWEEN l.x0 AND l.x1 AND p.tile_row BETWEEN l.r0 AND l.r1
+        AND (l.whole OR EXISTS (SELECT 1 FROM temp.spans s WHERE s.z = p.zoom_level
+            AND s.r = p.tile_row AND s.x0 <= p.tile_column AND s.x1 >= p.tile_column)))
+    OR NOT EXISTS (SELECT 1 FROM main.tiles t WHERE t.zoom_level = p.zoom_level
+        AND t.tile_column = p.tile_column AND t.tile_row = p.tile_row)
+"""
+
+
+def _load_cover(conn: sqlite3.Connection, cover: TileCover) -> None:
+    """The cover into the temporary tables ``levels`` and ``spans`` of ``conn``: a tile is in
+    it when it is in its level's box and, unless the level is its whole box, in a span of its
+    row, as :meth:`~offmaps.containers.mbtiles.MBTilesReader.iter_cover` keeps it."""
+    conn.execute(
+        "CREATE TEMP TABLE levels (z INTEGER PRIMARY KEY, x0 INTEGER, x1 INTEGER, "
+        "r0 INTEGER, r1 INTEGER, whole INTEGER)"
+    )
+    conn.execute(
+        "CREATE TEMP TABLE spans (z INTEGER, r INTEGER, x0 INTEGER, x1 INTEGER, "
+        "PRIMARY KEY (z, r, x0)) WITHOUT ROWID"
+    )
+    for z in cover.zooms.levels():
+        level = cover.level(z)
+        bounds = level.bounds()
+        if bounds is None:
+            continue
+        x0, y0, x1, y1 = bounds
+        whole = level.count == (x1 - x0 + 1) * (y1 - y0 + 1)
+        conn.execute(
+            "INSERT INTO temp.levels VALUES (?, ?, ?, ?, ?, ?)",
+            (z, x0, x1, tms_row(y1, z), tms_row(y0, z), whole),
+        )
+        if not whole:
+            _insert(
+                conn,
+                "INSERT INTO temp.spans VALUES (?, ?, ?, ?)",
+                (
+                    (z, tms_row(row, z), start, stop)
+                    for row, start, stop in zip(
+                        level.rows.tolist(),
+                        level.starts.tolist(),
+                        level.stops.tolist(),
+                        strict=True,
+                    )
+                ),
+            )
+
+
+def build_cover_tile_update(
+    path: Path,
+    info: TileUpdateInfo,
+    previous: Path,
+    source: Path,
+    cover: TileCover,
+) -> tuple[UpdateFile, TileDiff]:
+    """Write the tile update file that brings the MBTiles archive ``previous`` to the tiles an
+    extraction of ``cover`` from the MBTiles archive ``source`` gives: the source's tiles in
+    the cover, byte for byte (as :func:`offmaps.offline.extract.extract_tiles` copies them).
+
+    Both are compared in SQLite itself, ``source`` opened read-only (what its write-ahead log
+    holds committed is read too) and ``previous`` attached read-only: the source's tiles of
+    the cover that ``previous`` lacks or holds other bytes of are written, and the tiles of
+    ``previous`` outside the cover or no longer in the source removed. Only those tiles pass
+    through Python; ``previous`` may hold any tiles (another cover's, an older source's).
+
+    Args:
+        path: the update file; it must not exist.
+        info: its header.
+        previous: the archive the update applies to (plain or deduplicated schema).
+        source: the tile source's archive.
+        cover: the tiles to extract (of WebMercatorQuad, as MBTiles holds).
+
+    Returns:
+        The file written, and the tiles it changes and removes (in (z, x, y) order).
+
+    Raises:
+        PackageError: ``source`` or ``previous`` cannot be read as an MBTiles archive, or
+            ``source`` holds a tile of the cover with no bytes or twice.
+    """
+    source, previous = Path(source), Path(previous)
+    for found in (source, previous):
+        if not found.is_file():
+            raise PackageError(f"{found}: no such MBTiles archive")
+    try:
+        conn = sqlite3.connect(
+            f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None
+        )
+    except sqlite3.Error as exc:
+        raise PackageError(f"{source}: cannot open the archive: {exc}") from None
+    changed: list[Tile] = []
+
+    def rows() -> Iterator[tuple[Tile, bytes]]:
+        for z, x, row, data in conn.execute(_CHANGED):
+            if not (type(z) is int and type(x) is int and type(row) is int):
+                raise PackageError(f"{source}: a tile key that is not integers: {z!r}/{x!r}")
+            tile = Tile(x, tms_row(row, z), z)
+            if not isinstance(data, bytes) or not data:
+                raise PackageError(f"{source}: tile {z}/{tile.x}/{tile.y} has no tile data")
+            changed.append(tile)
+            yield tile, data
+
+    try:
+        conn.execute("ATTACH DATABASE ? AS prev", (f"{previous.resolve().as_uri()}?mode=ro",))
+        conn.execute("BEGIN")  # one snapshot of the source for both queries
+        _load_cover(conn, cover)
+        removed = [Tile(x, tms_row(row, z), z) for z, x, row in conn.execute(_REMOVED)]
+        written = write_tile_update(path, info, rows(), removed)
+    except sqlite3.Error as exc:
+        raise PackageError(f"{source}: cannot compare the tiles with {previous}: {exc}") from None
+    except ValueError as exc:  # a tile given twice: the source has no unique tile index
+        raise PackageError(f"{source}: {exc}") from None
+    finally:
+        conn.close()
+    order = lambda t: (t.z, t.x, t.y)  # noqa: E731
+    return written, TileDiff(tuple(sorted(changed, key=order)), tuple(sorted(removed, key=order)))
+
+
 class TileUpdateReader:
     """Reads a tile update file (opened read-only).
 
@@ -375,7 +518,7 @@ def _layout(conn: sqlite3.Connection, archive: Path) -> str:
 
 
 def apply_tile_update(
-    archive: Path, update: Path, *, sha256: str, size: int | None = None
+    archive: Path, update: Path, *, sha256: str, size: int | None = None, durable: bool = True
 ) -> TileUpdateApplied:
     """Apply a tile update file to an MBTiles archive, in one transaction.
 
@@ -389,6 +532,8 @@ def apply_tile_update(
         update: the tile update file.
         sha256: the SHA-256 the update must have.
         size: the size it must have, when known.
+        durable: flush the transaction to disk as it commits; ``False`` for a staged copy
+            its owner makes durable once all its updates are applied.
 
     Returns:
         What was done, and the archive's chain state now.
@@ -413,6 +558,8 @@ def apply_tile_update(
         raise PackageError(f"{archive}: cannot open the archive: {exc}") from None
     try:
         conn.create_function("offmaps_sha256", 1, _sha256, deterministic=True)
+        if not durable:
+            conn.execute("PRAGMA synchronous = OFF")
         conn.execute("ATTACH DATABASE ? AS up", (f"{update.resolve().as_uri()}?mode=ro",))
         conn.execute("BEGIN IMMEDIATE")
         try:
