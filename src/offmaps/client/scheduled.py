@@ -453,17 +453,18 @@ def _stage_file(
     target.parent.mkdir(parents=True, exist_ok=True)
     _copy(live, target)
     named: set[str] = set()
-    for entry in entries:
+    for entry in entries:  # not flushed commit by commit: the copy is made durable once, below
         arrivals.wait(str(entry["path"]))
         update = work / str(entry["path"])
         sha256, size = str(entry["sha256"]), int(entry["size"])
         if entry["kind"] == "features":
-            named.update(apply_feature_update(target, update, sha256=sha256, size=size).blobs)
+            applied = apply_feature_update(target, update, sha256=sha256, size=size, durable=False)
+            named.update(applied.blobs)
         else:
-            apply_tile_update(target, update, sha256=sha256, size=size)
+            apply_tile_update(target, update, sha256=sha256, size=size, durable=False)
     if _has_log(target) or _in_wal_mode(target):
         fold_wal(target, leave_wal_mode=True)  # one file, whole, to move in
-    _fsync(target)  # durable before the intent names it (a no-op when SQLite synced it last)
+    _fsync(target)  # durable before the intent names it
     return (file_entry(staging, name) if relist else None), named
 
 
