@@ -6,7 +6,6 @@ the package as it was."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -122,38 +121,7 @@ def test_a_failure_in_one_file_leaves_every_file_as_it_was(
     assert verify_package(device).ok
 
 
-@pytest.mark.parametrize("after", [0, 5000])
-def test_a_copy_the_kernel_refuses_is_finished_the_usual_way(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: int
-) -> None:
-    source, target = tmp_path / "source", tmp_path / "target"
-    data = os.urandom(3 * 1024 * 1024 + 17)
-    source.write_bytes(data)
-    copy_file_range = os.copy_file_range
-    calls: list[int] = []
-
-    def refusing(src: int, dst: int, count: int, *args: Any) -> int:
-        if sum(calls) >= after:
-            raise OSError(18, "Invalid cross-device link")
-        calls.append(copy_file_range(src, dst, min(count, after - sum(calls)), *args))
-        return calls[-1]
-
-    monkeypatch.setattr(os, "copy_file_range", refusing)
-    scheduled_module._copy(source, target)
-    assert target.read_bytes() == data
-    assert sum(calls) == after
-
-
-def test_a_copy_in_the_kernel_is_whole(tmp_path: Path) -> None:
-    source, target = tmp_path / "source", tmp_path / "target"
-    data = os.urandom(5 * 1024 * 1024 + 3)
-    source.write_bytes(data)
-    target.write_bytes(b"older and longer" * 1_000_000)
-    scheduled_module._copy(source, target)
-    assert target.read_bytes() == data
-
-
-def test_an_update_that_arrives_damaged_while_others_are_staged_changes_nothing(
+def test_a_damaged_last_update_changes_nothing(
     live_server: LiveServer,
     scheduled_area: Crew,
     map_id: str,
@@ -164,7 +132,7 @@ def test_an_update_that_arrives_damaged_while_others_are_staged_changes_nothing(
     plan = portal.request(
         "GET", f"/api/maps/{map_id}/areas/{area['id']}/updates", params={"from": 1, "epoch": 1}
     )
-    # the last update downloaded: the files are being staged by then, one of them waiting for it
+    # the last update downloaded, after the others are checked: nothing is staged before it
     last = plan["files"][-1]
     files = live_server.server.client.app.state.services.areas.files  # type: ignore[attr-defined]
     good = files.get(last["sha256"])
@@ -180,14 +148,3 @@ def test_an_update_that_arrives_damaged_while_others_are_staged_changes_nothing(
     assert result.scheduled_updates is not None
     assert result.scheduled_updates.to_number == 2
     assert verify_package(device).ok
-
-
-def test_a_system_without_copy_file_range_copies_the_usual_way(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    source, target = tmp_path / "source", tmp_path / "target"
-    data = os.urandom(2 * 1024 * 1024 + 5)
-    source.write_bytes(data)
-    monkeypatch.delattr(os, "copy_file_range")  # macOS, Windows
-    scheduled_module._copy(source, target)
-    assert target.read_bytes() == data

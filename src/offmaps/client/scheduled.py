@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import sqlite3
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from offmaps.offline.updates import (
     read_chain_state,
 )
 from offmaps.offline.updates.chain import find_chain_state
+from offmaps.storage.copying import copy_file
 
 __all__ = [
     "PreplannedPackageState",
@@ -323,10 +323,9 @@ def _stage(
     files they are for into ``staging`` and apply them there in order, put the blobs beside
     them and write the manifest listing them; the files changed (not the blobs) and the blobs.
 
-    Each file's chain is its own, so the files are staged side by side, one thread each: a
-    file is copied while the update files download, and each update applied as soon as it is
-    here and checked (a tile archive's copy, updates and hash while the replica's updates
-    download and apply: SQLite, ``copy_file_range`` and SHA-256 let go of the GIL); each file's
+    Each file's chain is its own, so once every download is here and checked the files are
+    staged side by side, one thread each (a tile archive's copy, updates and hash beside the
+    replica's updates: SQLite, ``copy_file_range`` and SHA-256 let go of the GIL); each file's
     updates stay in order. Nothing of the package changes here: a failure leaves it as it was.
     """
     shutil.rmtree(staging, ignore_errors=True)
@@ -339,7 +338,12 @@ def _stage(
     unchecked = _replica_paths(manifest)
     total = sum(int(entry["size"]) for entry in entries) or 1
     done = 0
-    arrivals = _Arrivals()
+    for entry in entries:  # every update here and checked before anything is staged
+        report(0.05 + 0.6 * done / total, f"downloading {entry['path']}")
+        fetch_file(portal, entry, work, again="sync again to go on")
+        done += int(entry["size"])
+    blobs = _fetch_blobs(portal, folder, state, entries, work, report)
+    report(0.65, f"applying {len(entries)} updates to {len(touched)} files")
     with ThreadPoolExecutor(
         max_workers=max(len(touched), 1), thread_name_prefix="offmaps-stage"
     ) as pool:
@@ -351,41 +355,22 @@ def _stage(
                 name,
                 [entry for entry in entries if entry["file"] == name],
                 work,
-                arrivals,
                 relist=name not in unchecked,
             )
             for name in touched
         }
-        try:  # on a failure, leaving the block waits for the threads, which stop
-            for entry in entries:
-                report(0.05 + 0.6 * done / total, f"downloading {entry['path']}")
-                fetch_file(portal, entry, work, again="sync again to go on")
-                arrivals.arrived(str(entry["path"]))
-                done += int(entry["size"])
-            blobs = _fetch_blobs(portal, folder, state, entries, work, report)
-            report(0.65, f"applying {len(entries)} updates to {len(touched)} files")
-        finally:
-            arrivals.stop()
     relisted: dict[str, PackageFile] = {}
-    named: set[str] = set()
     for name, future in futures.items():
-        now, found = future.result()  # the first failure, once every file has ended
-        named |= found
+        now = future.result()  # the first failure, once every file has ended
         if now is not None:
             relisted[name] = now
-    available = {blob.sha256 for blob in blobs}
-    lacking = sorted(
-        sha for sha in named if sha not in available and not (folder / _blob_path(sha)).is_file()
-    )
-    if lacking:  # read from the same checked files: cannot happen
-        raise PackageError(f"{folder}: the updates name attachments not fetched: {lacking}")
     for blob in blobs:
         target = staging / blob.path
         target.parent.mkdir(parents=True, exist_ok=True)
         try:  # the downloaded copy stays until the package is updated: a retry needs it
             os.link(work / blob.path, target)
         except OSError:
-            _copy(work / blob.path, target)
+            copy_file(work / blob.path, target)
         _fsync(target)  # whole on disk before the intent names it
     listed = {entry.path for entry in manifest.files}
     files = [relisted.get(entry.path, entry) for entry in manifest.files]
@@ -394,78 +379,40 @@ def _stage(
     return touched, blobs
 
 
-class _DownloadsStoppedError(Exception):
-    """A staging thread's update will not come: the downloads failed."""
-
-
-class _Arrivals:
-    """Which update files are downloaded and checked, for the staging threads to wait on."""
-
-    def __init__(self) -> None:
-        self._ready: set[str] = set()
-        self._stopped = False
-        self._changed = threading.Condition()
-
-    def arrived(self, path: str) -> None:
-        with self._changed:
-            self._ready.add(path)
-            self._changed.notify_all()
-
-    def stop(self) -> None:
-        """No more will arrive: a thread waiting for one stops."""
-        with self._changed:
-            self._stopped = True
-            self._changed.notify_all()
-
-    def wait(self, path: str) -> None:
-        """Return once ``path`` is here.
-
-        Raises:
-            _DownloadsStoppedError: it will not come.
-        """
-        with self._changed:
-            self._changed.wait_for(lambda: path in self._ready or self._stopped)
-            if path not in self._ready:
-                raise _DownloadsStoppedError(path)
-
-
 def _stage_file(
     folder: Path,
     staging: Path,
     name: str,
     entries: list[dict[str, Any]],
     work: Path,
-    arrivals: _Arrivals,
     *,
     relist: bool,
-) -> tuple[PackageFile | None, set[str]]:
-    """Stage one file: copy it, apply its updates in order as each arrives, fold its log, make
-    it durable.
+) -> PackageFile | None:
+    """Stage one file: copy it, apply its updates in order, fold its log, make it durable.
 
     Returns:
         Its manifest entry as it is now when ``verify_package`` checks it (``relist``), else
         ``None`` (a replica's file: its size and SHA-256 change with every edit and are not
-        checked, so hashing it would be wasted); and the attachment blobs its updates name.
+        checked, so hashing it would be wasted).
     """
     live, target = folder / name, staging / name
     if _has_log(live):
         fold_wal(live)  # what a write-ahead log holds is in the file copied
     target.parent.mkdir(parents=True, exist_ok=True)
-    _copy(live, target)
-    named: set[str] = set()
+    copy_file(live, target)
     for entry in entries:  # not flushed commit by commit: the copy is made durable once, below
-        arrivals.wait(str(entry["path"]))
-        update = work / str(entry["path"])
-        sha256, size = str(entry["sha256"]), int(entry["size"])
-        if entry["kind"] == "features":
-            applied = apply_feature_update(target, update, sha256=sha256, size=size, durable=False)
-            named.update(applied.blobs)
-        else:
-            apply_tile_update(target, update, sha256=sha256, size=size, durable=False)
+        apply = apply_feature_update if entry["kind"] == "features" else apply_tile_update
+        apply(
+            target,
+            work / str(entry["path"]),
+            sha256=str(entry["sha256"]),
+            size=int(entry["size"]),
+            durable=False,
+        )
     if _has_log(target) or _in_wal_mode(target):
         fold_wal(target, leave_wal_mode=True)  # one file, whole, to move in
     _fsync(target)  # durable before the intent names it
-    return (file_entry(staging, name) if relist else None), named
+    return file_entry(staging, name) if relist else None
 
 
 def _replica_paths(manifest: PackageManifest) -> set[str]:
@@ -486,29 +433,6 @@ def _in_wal_mode(path: Path) -> bool:
     with path.open("rb") as data:
         header = data.read(20)
     return header[18:20] == b"\x02\x02"
-
-
-def _copy(source: Path, target: Path) -> None:
-    """Copy a file in the kernel (``copy_file_range``: shared extents on filesystems that
-    reflink, no pass through Python's buffers elsewhere), else the usual way (a system without
-    it, Linux's only, or a filesystem that refuses it)."""
-    copy_file_range = getattr(os, "copy_file_range", None)
-    if copy_file_range is None:
-        shutil.copyfile(source, target)
-        return
-    with source.open("rb") as src, target.open("wb") as out:
-        size = os.fstat(src.fileno()).st_size
-        done = 0
-        try:
-            while done < size:
-                copied = copy_file_range(src.fileno(), out.fileno(), size - done)
-                if copied == 0:  # the file shrank meanwhile
-                    break
-                done += copied
-        except OSError:  # the rest as usual
-            src.seek(done)
-            out.seek(done)
-            shutil.copyfileobj(src, out, 1 << 20)
 
 
 def _fsync(path: Path) -> None:
