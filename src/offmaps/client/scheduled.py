@@ -32,13 +32,13 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from offmaps.client.downloads import fetch_file
 from offmaps.client.portal import Portal
-from offmaps.errors import PackageError, UpdateIntegrityError
+from offmaps.errors import OffmapsError, PackageError, ReplicaNotFoundError, UpdateIntegrityError
 from offmaps.offline.package import (
     ATTACHMENTS_FOLDER,
     MANIFEST_NAME,
@@ -115,6 +115,7 @@ class ScheduledUpdatesResult:
         bytes_downloaded: bytes of update files, or of the full package.
         full_package_replaced: whether the package was replaced by the newest whole.
         reason: why the full package was taken, if it was.
+        released: the replicas of the replaced package unregistered on the server.
     """
 
     choice: str
@@ -124,6 +125,7 @@ class ScheduledUpdatesResult:
     bytes_downloaded: int = 0
     full_package_replaced: bool = False
     reason: str | None = None
+    released: list[str] = field(default_factory=list)
 
     @property
     def mobile_map_package_reopen_required(self) -> bool:
@@ -480,12 +482,30 @@ def _replace_whole(
     folder.replace(old)
     new.replace(folder)
     shutil.rmtree(old, ignore_errors=True)
+    result.released = _release(portal, manifest)
     assert job.package is not None
     result.to_number = int(job.package["number"])
     result.bytes_downloaded = int(plan["full_bytes"])
     result.full_package_replaced = True
     result.reason = plan.get("reason")
     report(1.0, f"package {result.to_number}")
+
+
+def _release(portal: Portal, replaced: PackageManifest) -> list[str]:
+    """Unregister the replicas of a package replaced whole (an upload-new-features package's:
+    the new package has replicas of its own), so they stop counting against the user's quota;
+    the ids released. One the server no longer knows is released already; one the server
+    cannot be asked about now stays registered (the result's ``released`` lacks it)."""
+    released = []
+    for replica in replaced.replicas:
+        try:
+            portal.request("DELETE", f"/api/replicas/{replica.replica_id}")
+        except ReplicaNotFoundError:
+            pass
+        except OffmapsError:
+            continue
+        released.append(replica.replica_id)
+    return released
 
 
 def _pending_edits(folder: Path) -> int:
