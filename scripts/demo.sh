@@ -214,26 +214,46 @@ step "12b. A preplanned map area: packaged once for every crew, kept fresh by sm
 echo offmaps-sample | $BIN/offmaps login "$URL" -u editor --password-stdin
 AREA=$($BIN/offmaps areas create --server "$URL" --map "$MAP" --bookmark "City centre" \
     --title "City centre" --update-mode download_scheduled_updates --refresh "0 3 * * *" \
+    --attachments include_all \
     --wait --json | $BIN/python -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 $BIN/offmaps areas list --server "$URL" --map "$MAP"
 $BIN/offmaps areas download --server "$URL" --map "$MAP" --area "$AREA" --out "$OUT/crew-package"
 $BIN/offmaps package verify "$OUT/crew-package"
-# an edit at the office, then the nightly refresh (run now): the crew's sync applies the update files
-$BIN/python - "$OFFMAPS_DATA_DIR" <<'PY'
-import sys
+# an edit and a photo at the office, then the nightly refresh (run now): the crew's sync applies
+# the update files and fetches the photo the updated row names
+SITE=$($BIN/python - "$OFFMAPS_DATA_DIR" "$OUT/crew-package/helsinki.gpkg" <<'PY'
+import sqlite3, sys, uuid
 from pathlib import Path
 from offmaps.catalog import Catalog
-from offmaps.features.model import FeatureQuery, Update
+from offmaps.features.model import Update
+with sqlite3.connect(f"file:{sys.argv[2]}?mode=ro", uri=True) as crew:  # a site the crew holds
+    (gid,) = crew.execute("SELECT globalid FROM sites ORDER BY fid LIMIT 1").fetchone()
 catalog = Catalog(Path(sys.argv[1]))
 store = catalog.feature_service("helsinki")
-site = next(iter(store.iter_features("sites", FeatureQuery(limit=1))))
-store.apply_edits([Update("sites", site.global_id, {"name": "Renamed at the office"})])
+store.apply_edits([Update("sites", uuid.UUID(gid), {"name": "Renamed at the office"})])
+photo = catalog.blobs.put(b"\xff\xd8\xff\xe0 a photo taken at the office")
+store.add_attachment("sites", uuid.UUID(gid), name="office.jpg", content_type="image/jpeg",
+                     size=photo.size, sha256=photo.sha256)
 catalog.close()
-print(f"site {site.global_id}: renamed at the office")
+print(gid)
 PY
+)
+echo "site $SITE: renamed at the office, and a photo attached"
 $BIN/offmaps areas refresh --server "$URL" --map "$MAP" --area "$AREA" --wait
 $BIN/offmaps sync "$OUT/crew-package"
 $BIN/offmaps package verify "$OUT/crew-package"
+$BIN/python - "$OUT/crew-package" "$SITE" <<'PY'
+import sqlite3, sys
+from pathlib import Path
+folder, site = Path(sys.argv[1]), sys.argv[2]
+with sqlite3.connect(f"file:{folder / 'helsinki.gpkg'}?mode=ro", uri=True) as crew:
+    name, sha256 = crew.execute(
+        "SELECT name, sha256 FROM offmaps_attachments WHERE globalid = ? AND name = 'office.jpg'",
+        (site,),
+    ).fetchone()
+blob = folder / "attachments" / sha256[:2] / sha256[2:4] / sha256
+print(f"on the crew's device: {name}, {blob.stat().st_size} bytes in {blob.relative_to(folder)}")
+PY
 
 kill $SERVER; wait $SERVER 2>/dev/null || true
 trap - EXIT
