@@ -648,7 +648,8 @@ class _Incremental:
     update; an archive whose MBTiles source changed is the previous one with the update of the
     tiles that differ applied (:func:`~offmaps.offline.updates.tiles.build_cover_tile_update`,
     then :func:`~offmaps.offline.updates.apply_tile_update`), tile for tile what an extraction
-    gives."""
+    gives; one whose tile cache changed the same way, from the cache's index
+    (:meth:`_refresh_from_cache`)."""
 
     services: PreplannedServices
     area: MapArea
@@ -739,7 +740,8 @@ class _Incremental:
     ) -> tuple[list[tuple[str, str, UpdateFile]], list[str]]:
         """The update file of each MBTiles archive of the package (the archive, its chain head,
         the update), and the archives changed in ``folder``: an empty update when the source's
-        mark is unchanged, else the tiles that differ, applied to a copy of the archive.
+        mark is unchanged, else the tiles that differ (from an MBTiles source or a tile
+        cache), applied to a copy of the archive.
 
         Raises:
             _NotIncrementalError: a changed source cannot be compared (the archive is then
