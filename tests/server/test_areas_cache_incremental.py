@@ -6,6 +6,7 @@ applied to its archive, tile for tile what a fresh extraction gives (docs/prepla
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from offmaps.offline.updates import (
     apply_tile_update,
     write_chain_state,
 )
-from offmaps.tiling import get_tms
+from offmaps.tiling import TileCover, get_tms
 from offmaps.types import BBox, Tile, TileFormat
 from tests.server.test_areas_tiles_incremental import (
     CHAIN_STATE,
@@ -213,6 +214,35 @@ def test_a_refresh_with_the_cache_unchanged_in_the_area_keeps_the_archive(
     assert result["incremental"] is True
     _, written, removed = _update(server, changed, tmp_path / "changed")
     assert (written, removed) == ({_key(tile): make_tile(tile, TileFormat.PNG, size=32)}, set())
+
+
+def test_a_tile_changed_while_the_area_is_extracted_and_changed_back_is_seen(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The package records the mark of what its archive holds, not of the cache before."""
+    where, geometry = SHAPES["bbox"]
+    _cached_source(server, tmp_path, geometry, missing=False)
+    tile = Tile(*get_tms("WebMercatorQuad").tile(24.94, 60.1, 14))
+    cache = _cache(server)
+    marked = cache.stored_hashes
+    changes = [lambda: _store(server, [tile], size=32)]
+
+    def racing(cover: TileCover) -> Iterator[tuple[Tile, str]]:
+        yield from marked(cover)
+        while changes:  # redrawn just after the mark is read, before the extraction reads it
+            changes.pop()()
+
+    monkeypatch.setattr(cache, "stored_hashes", racing)
+    area = _area(server, where)
+    monkeypatch.undo()
+    first = _tiles(_archive(server, area, tmp_path / "p1"))
+    assert first[_key(tile)] == make_tile(tile, TileFormat.PNG, size=32)
+    _store(server, [tile])  # back as it was when the mark was read
+    refreshed, result = _refresh(server, area)
+    assert result["incremental"] is True
+    new = _tiles(_archive(server, refreshed, tmp_path / "p2"))
+    assert new[_key(tile)] == make_tile(tile, TileFormat.PNG)
+    assert new == _tiles(_archive(server, _repackage(server, area, where), tmp_path / "fresh"))
 
 
 def test_a_cache_lacking_tiles_of_the_area_is_compared_each_time(

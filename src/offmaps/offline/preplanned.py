@@ -23,9 +23,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
@@ -68,6 +68,7 @@ from offmaps.offline.generate import _thumbnail as _extracted_thumbnail
 from offmaps.offline.package import (
     ATTACHMENTS_FOLDER,
     MANIFEST_NAME,
+    PackageFile,
     file_entry,
     read_manifest,
     write_manifest,
@@ -235,7 +236,6 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
     packages = store.packages(area.id)
     number = max((p.number for p in packages), default=0) + 1
     previous = packages[-1] if packages and packages[-1].epoch == area.epoch else None
-    files = services.files
     try:
         webmap = services.offline.catalog.webmaps.get(area.map_id)
         fingerprints = _fingerprints(services, webmap, area)  # before any tile is read
@@ -253,6 +253,7 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
                 _record(store, payload, package)
                 return _done(services, package)
         parameters, overrides = area_parameters(webmap, area)
+        held: dict[str, str] = {}  # the marks of what its tile caches' archives hold
         result, extracted = build_package(
             services.offline,
             webmap,
@@ -261,7 +262,7 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
             context,
             owner=payload.owner,
             server_url=payload.server_url,
-            publish=lambda entry, path: _keep(files, path, entry.sha256),
+            publish=partial(_publish, services, webmap, area, held),
             shared_replica=partial(area_replica_id, area.id),
         )
         built = tuple(result["files"])
@@ -289,7 +290,7 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
                 }
                 for name, found in extracted.items()
             },
-            sources=fingerprints,
+            sources={**fingerprints, **held},
             map_digest=_map_digest(webmap),
             replaced=_replaced(previous, built, extracted),
         )
@@ -298,6 +299,35 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
         _record_failure(store, payload, exc)
         raise
     return _done(services, package)
+
+
+def _publish(
+    services: PreplannedServices,
+    webmap: WebMap,
+    area: MapArea,
+    held: dict[str, str],
+    entry: PackageFile,
+    path: Path,
+) -> None:
+    """Keep a file an extraction wrote among the areas' files; for the archive of a tile cache,
+    first record in ``held`` (by layer) the mark of the tiles it holds (:func:`_cache_mark`)."""
+    layer = PurePosixPath(entry.path).stem
+    ref = webmap.find_layer(layer) if entry.path.endswith(".mbtiles") else None
+    source = (
+        services.offline.catalog.tile_sources.get(ref.service)
+        if isinstance(ref, TileLayerRef)
+        else None
+    )
+    if isinstance(source, _IndexedTileSource):
+        plan = _tile_plans(services, webmap, area).get(layer)
+        if plan is not None and source.info.tms_id == _WEB_MERCATOR:
+            try:
+                with open_reader(str(path)) as reader:
+                    held[layer] = _content_mark(source.info, plan, tile_hashes(reader).items())
+            except OffmapsError as exc:  # a mark that matches none: compared next time
+                _log.warning("%s cannot be marked: %s", entry.path, exc)
+                held[layer] = f"cache:unread:{uuid.uuid4().hex}"
+    _keep(services.files, path, entry.sha256)
 
 
 def _record(store: MapAreaStore, payload: PackageMapArea, package: AreaPackage) -> None:
@@ -404,22 +434,12 @@ def _cache_cover(info: TileSourceInfo, plan: TileLayerPlan) -> tuple[TileCover, 
     return cover, served
 
 
-def _cache_mark(source: _IndexedTileSource, plan: TileLayerPlan | None) -> str | None:
-    """What says an extraction of a tile cache for the area gives what it gave: a SHA-256 of
-    what the package's metadata comes from (the cache's format, title, attribution, levels)
-    and of every (tile, SHA-256) its index holds in the area's cover, read before any tile is.
-
-    It covers the area only (tiles changed elsewhere do not matter) and is a digest of the
-    content itself: the index keeps no change counter; its rows' ``stored`` times miss
-    removals; and its file's size and time move at every read (usage counters, read times)
-    and do not exist in PostgreSQL. A cache lacking tiles of the cover gets a mark that
-    matches none: an extraction asks the cache's source for those again, and it may have them
-    now. ``None`` (extracted again) for a cache an MBTiles archive cannot hold or whose index
-    cannot be read.
-    """
-    info = source.info
-    if plan is None or info.tms_id != _WEB_MERCATOR:
-        return None
+def _content_mark(
+    info: TileSourceInfo, plan: TileLayerPlan, tiles: Iterable[tuple[Tile, str]]
+) -> str:
+    """The mark of a tile cache's tiles for an area: a SHA-256 of what the package's metadata
+    comes from (the cache's format, title, attribution, levels, the layer's levels) and of
+    each (tile, SHA-256) of ``tiles``, in (z, y, x) order."""
     digest = hashlib.sha256()
     described = [
         info.tms_id,
@@ -434,18 +454,43 @@ def _cache_mark(source: _IndexedTileSource, plan: TileLayerPlan | None) -> str |
         plan.zooms.max,
     ]
     digest.update(json.dumps(described).encode())
+    for tile, sha256 in sorted(tiles, key=lambda found: (found[0].z, found[0].y, found[0].x)):
+        digest.update(f"{tile.z}/{tile.x}/{tile.y}={sha256}\n".encode())
+    return f"cache:{digest.hexdigest()}"
+
+
+def _cache_mark(source: _IndexedTileSource, plan: TileLayerPlan | None) -> str | None:
+    """What says an extraction of a tile cache for the area gives what the previous package's
+    archive holds: the :func:`_content_mark` of the tiles its index holds in the area's cover
+    at the cache's levels, which a package records as the mark of the tiles its archive holds
+    (:func:`_publish`, :meth:`_Incremental._refresh_from_cache`): equal, the archive is what
+    an extraction gives now (content against content, so a tile changed while the previous
+    package was made, and changed back since, is seen).
+
+    It covers the area only (tiles changed elsewhere do not matter) and is a digest of the
+    content itself: the index keeps no change counter; its rows' ``stored`` times miss
+    removals; and its file's size and time move at every read (usage counters, read times)
+    and do not exist in PostgreSQL. A cache lacking tiles of the cover gets a mark that
+    matches none: an extraction asks the cache's source for those again, and it may have them
+    now. ``None`` (extracted again) for a cache an MBTiles archive cannot hold or whose index
+    cannot be read.
+    """
+    info = source.info
+    if plan is None or info.tms_id != _WEB_MERCATOR:
+        return None
     try:
         cover, served = _cache_cover(info, plan)
-        held = 0
-        for tile, sha256 in source.stored_hashes(cover):
-            digest.update(f"{tile.z}/{tile.x}/{tile.y}={sha256}\n".encode())
-            held += info.min_zoom <= tile.z <= info.max_zoom
+        rows = [
+            (tile, sha256)
+            for tile, sha256 in source.stored_hashes(cover)
+            if info.min_zoom <= tile.z <= info.max_zoom
+        ]
     except OffmapsError as exc:
         _log.warning("tile cache %s cannot be marked: %s", info.name, exc)
         return None
-    mark = f"cache:{digest.hexdigest()}"
-    if held < served:
-        mark += f":lacks:{served - held}:{uuid.uuid4().hex}"
+    mark = _content_mark(info, plan, rows)
+    if len(rows) < served:
+        mark += f":lacks:{served - len(rows)}:{uuid.uuid4().hex}"
     return mark
 
 
@@ -658,6 +703,8 @@ class _Incremental:
     context: JobContext
     webmap: WebMap
     fingerprints: dict[str, str | None]
+    held: dict[str, str] = field(default_factory=dict)
+    """The marks of what the archives brought up from a tile cache hold (by layer)."""
 
     def run(self) -> AreaPackage:
         """Build, keep and describe the new package; only its changed files are stored (the
@@ -730,7 +777,7 @@ class _Incremental:
             generations=generations,
             chains=chains,
             updates=tuple(updates),
-            sources=self.fingerprints,
+            sources={**self.fingerprints, **self.held},
             incremental=True,
             replaced=(),  # every file it changes is reached by its updates
         )
@@ -918,6 +965,7 @@ class _Incremental:
             }
             fetched = self._read_through(cache, cover, new, old) if len(new) < served else {}
             diff = diff_tiles(old, new)
+            self.held[plan.layer_id] = _content_mark(info, plan, new.items())
             wanted = [(tile, new[tile]) for tile in diff.changed if tile not in fetched]
             link = TileUpdateInfo(_link(self, head), plan.layer_id, info.tile_format.value)
             update = write_tile_update(
