@@ -216,31 +216,37 @@ def test_a_refresh_with_the_cache_unchanged_in_the_area_keeps_the_archive(
     assert (written, removed) == ({_key(tile): make_tile(tile, TileFormat.PNG, size=32)}, set())
 
 
-def test_a_tile_changed_while_the_area_is_extracted_and_changed_back_is_seen(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("during", ["packaging", "refresh"])
+def test_a_tile_changed_while_the_area_is_packaged_and_changed_back_is_seen(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, during: str
 ) -> None:
-    """The package records the mark of what its archive holds, not of the cache before."""
+    """A package records the mark of what its archive holds, not of the cache before."""
     where, geometry = SHAPES["bbox"]
     _cached_source(server, tmp_path, geometry, missing=False)
-    tile = Tile(*get_tms("WebMercatorQuad").tile(24.94, 60.1, 14))
+    tms = get_tms("WebMercatorQuad")
+    tile = Tile(*tms.tile(24.94, 60.1, 14))
     cache = _cache(server)
     marked = cache.stored_hashes
     changes = [lambda: _store(server, [tile], size=32)]
 
     def racing(cover: TileCover) -> Iterator[tuple[Tile, str]]:
         yield from marked(cover)
-        while changes:  # redrawn just after the mark is read, before the extraction reads it
+        while changes:  # redrawn just after the mark is read, before the tiles are
             changes.pop()()
 
+    if during == "refresh":
+        area = _area(server, where)
+        _store(server, [Tile(*tms.tile(24.92, 60.07, 14))], size=32)  # so it compares
     monkeypatch.setattr(cache, "stored_hashes", racing)
-    area = _area(server, where)
+    area = _area(server, where) if during == "packaging" else _refresh(server, area)[0]
     monkeypatch.undo()
-    first = _tiles(_archive(server, area, tmp_path / "p1"))
-    assert first[_key(tile)] == make_tile(tile, TileFormat.PNG, size=32)
+    assert not changes
+    held = _tiles(_archive(server, area, tmp_path / "held"))
+    assert held[_key(tile)] == make_tile(tile, TileFormat.PNG, size=32)
     _store(server, [tile])  # back as it was when the mark was read
     refreshed, result = _refresh(server, area)
     assert result["incremental"] is True
-    new = _tiles(_archive(server, refreshed, tmp_path / "p2"))
+    new = _tiles(_archive(server, refreshed, tmp_path / "new"))
     assert new[_key(tile)] == make_tile(tile, TileFormat.PNG)
     assert new == _tiles(_archive(server, _repackage(server, area, where), tmp_path / "fresh"))
 
