@@ -194,13 +194,12 @@ class TileCache:
             return None
         return data
 
-    def stored_hashes(self, cover: TileCover) -> Iterator[tuple[Tile, str]]:
-        """The SHA-256 of each tile the cache holds inside ``cover`` (the key of its bytes in
-        :attr:`blobs`), from the index alone: no blob read, nothing fetched, nothing counted. By
-        level, row and column of the cover's spans; tiles outside the cache's levels included
-        (:meth:`get_tile` serves none of them)."""
-        for row in self._index.find_spans(self.name, cover_spans(cover)):
-            yield row.tile, row.sha256
+    def stored_hashes(self, cover: TileCover) -> Iterator[tuple[int, int, int, str]]:
+        """``(z, x, y, sha256)`` of each tile the cache holds inside ``cover`` (the SHA-256 is
+        the key of its bytes in :attr:`blobs`), from the index alone: no blob read, nothing
+        fetched, nothing counted. By level, row and column of the cover's spans; tiles outside
+        the cache's levels included (:meth:`get_tile` serves none of them)."""
+        return self._index.span_hashes(self.name, cover_spans(cover))
 
     def find_tile(self, tile: Tile) -> bytes | None:
         """The stored bytes of ``tile``, counted as a hit; None when the cache lacks them

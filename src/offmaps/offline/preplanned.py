@@ -95,10 +95,8 @@ from offmaps.offline.updates import (
     apply_feature_update,
     apply_tile_update,
     build_tile_update,
-    diff_tiles,
     file_sha256,
     fold_wal,
-    tile_hashes,
     write_chain_state,
     write_tile_update,
 )
@@ -238,12 +236,13 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
     previous = packages[-1] if packages and packages[-1].epoch == area.epoch else None
     try:
         webmap = services.offline.catalog.webmaps.get(area.map_id)
-        fingerprints = _fingerprints(services, webmap, area)  # before any tile is read
+        read: dict[str, list[_Row]] = {}  # what the marks read of tile caches' indexes
+        fingerprints = _fingerprints(services, webmap, area, read)  # before any tile is read
         comparable = _comparable_layers(services, webmap)
         if previous is not None and _can_refresh(previous, webmap, fingerprints, comparable):
             try:
                 package = _Incremental(
-                    services, area, number, previous, context, webmap, fingerprints
+                    services, area, number, previous, context, webmap, fingerprints, read
                 ).run()
             except _NotIncrementalError as exc:
                 _log.info("map area %s is extracted again: %s", area.id, exc)
@@ -322,9 +321,8 @@ def _publish(
         plan = _tile_plans(services, webmap, area).get(layer)
         if plan is not None and source.info.tms_id == _WEB_MERCATOR:
             try:
-                with open_reader(str(path)) as reader:
-                    held[layer] = _content_mark(source.info, plan, tile_hashes(reader).items())
-            except OffmapsError as exc:  # a mark that matches none: compared next time
+                held[layer] = _content_mark(source.info, plan, _archive_rows(path).items())
+            except (OffmapsError, sqlite3.Error) as exc:  # a mark matching none: compared next time
                 _log.warning("%s cannot be marked: %s", entry.path, exc)
                 held[layer] = f"cache:unread:{uuid.uuid4().hex}"
     _keep(services.files, path, entry.sha256)
@@ -363,13 +361,16 @@ def _map_digest(webmap: WebMap) -> str:
 
 
 def _fingerprints(
-    services: PreplannedServices, webmap: WebMap, area: MapArea
+    services: PreplannedServices,
+    webmap: WebMap,
+    area: MapArea,
+    read: dict[str, list[_Row]] | None = None,
 ) -> dict[str, str | None]:
     """For each tile layer of the map (by id), what says its tiles have not changed: the size
     and modification time of an archive file and of its write-ahead log; for a tile cache, a
     digest of what its index holds for the area's cover (:func:`_cache_mark`); ``None`` for a
     source with no such mark (an upstream server, vector tiles built from features, a
-    folder)."""
+    folder). ``read`` gets the index rows each tile cache's mark was made of (by layer)."""
     found: dict[str, str | None] = {}
     sources = services.offline.catalog.tile_sources
     plans: dict[str, TileLayerPlan] | None = None
@@ -383,7 +384,11 @@ def _fingerprints(
         elif isinstance(source, _IndexedTileSource):
             if plans is None:
                 plans = _tile_plans(services, webmap, area)
-            mark = _cache_mark(source, plans.get(ref.id))
+            marked = _cache_mark(source, plans.get(ref.id))
+            if marked is not None:
+                mark, rows = marked
+                if read is not None:
+                    read[ref.id] = rows
         found[ref.id] = mark
     return found
 
@@ -403,10 +408,14 @@ class _IndexedTileSource(Protocol):
 
     def get_tile(self, tile: Tile) -> bytes: ...
 
-    def stored_hashes(self, cover: TileCover) -> Iterator[tuple[Tile, str]]: ...
+    def stored_hashes(self, cover: TileCover) -> Iterator[_Row]: ...
 
 
 _WEB_MERCATOR = "WebMercatorQuad"
+_Key = tuple[int, int, int]
+"""A tile's z, x, y (rows from the top)."""
+_Row = tuple[int, int, int, str]
+"""A tile's z, x, y and the SHA-256 of its bytes."""
 
 
 def _tile_plans(
@@ -435,11 +444,11 @@ def _cache_cover(info: TileSourceInfo, plan: TileLayerPlan) -> tuple[TileCover, 
 
 
 def _content_mark(
-    info: TileSourceInfo, plan: TileLayerPlan, tiles: Iterable[tuple[Tile, str]]
+    info: TileSourceInfo, plan: TileLayerPlan, tiles: Iterable[tuple[_Key, str]]
 ) -> str:
     """The mark of a tile cache's tiles for an area: a SHA-256 of what the package's metadata
     comes from (the cache's format, title, attribution, levels, the layer's levels) and of
-    each (tile, SHA-256) of ``tiles``, in (z, y, x) order."""
+    each (tile, SHA-256) of ``tiles``, in (z, x, y) order."""
     digest = hashlib.sha256()
     described = [
         info.tms_id,
@@ -454,12 +463,28 @@ def _content_mark(
         plan.zooms.max,
     ]
     digest.update(json.dumps(described).encode())
-    for tile, sha256 in sorted(tiles, key=lambda found: (found[0].z, found[0].y, found[0].x)):
-        digest.update(f"{tile.z}/{tile.x}/{tile.y}={sha256}\n".encode())
+    for (z, x, y), sha256 in sorted(tiles):
+        digest.update(f"{z}/{x}/{y}={sha256}\n".encode())
     return f"cache:{digest.hexdigest()}"
 
 
-def _cache_mark(source: _IndexedTileSource, plan: TileLayerPlan | None) -> str | None:
+def _archive_rows(archive: Path) -> dict[_Key, str]:
+    """The SHA-256 of each tile of an MBTiles archive, by (z, x, y)."""
+    conn = sqlite3.connect(f"{archive.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return {
+            (z, x, (1 << z) - 1 - row): hashlib.sha256(data).hexdigest()
+            for z, x, row, data in conn.execute(
+                "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"
+            )
+        }
+    finally:
+        conn.close()
+
+
+def _cache_mark(
+    source: _IndexedTileSource, plan: TileLayerPlan | None
+) -> tuple[str, list[_Row]] | None:
     """What says an extraction of a tile cache for the area gives what the previous package's
     archive holds: the :func:`_content_mark` of the tiles its index holds in the area's cover
     at the cache's levels, which a package records as the mark of the tiles its archive holds
@@ -473,7 +498,7 @@ def _cache_mark(source: _IndexedTileSource, plan: TileLayerPlan | None) -> str |
     and do not exist in PostgreSQL. A cache lacking tiles of the cover gets a mark that
     matches none: an extraction asks the cache's source for those again, and it may have them
     now. ``None`` (extracted again) for a cache an MBTiles archive cannot hold or whose index
-    cannot be read.
+    cannot be read; else the mark and the rows it was made of.
     """
     info = source.info
     if plan is None or info.tms_id != _WEB_MERCATOR:
@@ -481,17 +506,15 @@ def _cache_mark(source: _IndexedTileSource, plan: TileLayerPlan | None) -> str |
     try:
         cover, served = _cache_cover(info, plan)
         rows = [
-            (tile, sha256)
-            for tile, sha256 in source.stored_hashes(cover)
-            if info.min_zoom <= tile.z <= info.max_zoom
+            row for row in source.stored_hashes(cover) if info.min_zoom <= row[0] <= info.max_zoom
         ]
     except OffmapsError as exc:
         _log.warning("tile cache %s cannot be marked: %s", info.name, exc)
         return None
-    mark = _content_mark(info, plan, rows)
+    mark = _content_mark(info, plan, (((z, x, y), sha256) for z, x, y, sha256 in rows))
     if len(rows) < served:
         mark += f":lacks:{served - len(rows)}:{uuid.uuid4().hex}"
-    return mark
+    return mark, rows
 
 
 def _file_mark(path: Path) -> str | None:
@@ -703,7 +726,9 @@ class _Incremental:
     context: JobContext
     webmap: WebMap
     fingerprints: dict[str, str | None]
-    held: dict[str, str] = field(default_factory=dict)
+    read: dict[str, list[_Row]] = field(default_factory=dict)
+    """The index rows each tile cache's mark was made of (by layer): what is compared."""
+    cache_marks: dict[str, str] = field(default_factory=dict)
     """The marks of what the archives brought up from a tile cache hold (by layer)."""
 
     def run(self) -> AreaPackage:
@@ -777,7 +802,7 @@ class _Incremental:
             generations=generations,
             chains=chains,
             updates=tuple(updates),
-            sources={**self.fingerprints, **self.held},
+            sources={**self.fingerprints, **self.cache_marks},
             incremental=True,
             replaced=(),  # every file it changes is reached by its updates
         )
@@ -939,8 +964,9 @@ class _Incremental:
         here), those the previous archive holds and the index does not (removed), and those
         the index lacks asked of the cache as the extraction asks (it reads them through from
         its source); only the changed tiles' bytes are read, from the cache's blob store
-        (checked against their SHA-256). The update is applied to the copy and the copy left as
-        an extraction writes it.
+        (checked against their SHA-256). The index rows are those the cache's mark was made of
+        (read before any tile, as an extraction would have read them then). The update is
+        applied to the copy and the copy left as an extraction writes it.
 
         Raises:
             _NotIncrementalError: the cache is not of WebMercatorQuad, its format is not the
@@ -954,28 +980,30 @@ class _Incremental:
         try:
             if _metadata_rows(archive).get("format") != info.tile_format.value:
                 raise _NotIncrementalError(f"the tile format of {path} changed")
+            rows = self.read.get(plan.layer_id)
+            if rows is None:
+                raise _NotIncrementalError(f"{path}: its tile cache's index was not read")
             cover, served = _cache_cover(info, plan)
-            with open_reader(str(archive)) as reader:
-                old = tile_hashes(reader)
+            old = _archive_rows(archive)
             self.context.check_cancelled()
-            new = {
-                tile: sha256
-                for tile, sha256 in cache.stored_hashes(cover)
-                if info.min_zoom <= tile.z <= info.max_zoom
-            }
+            new = {(z, x, y): sha256 for z, x, y, sha256 in rows}
             fetched = self._read_through(cache, cover, new, old) if len(new) < served else {}
-            diff = diff_tiles(old, new)
-            self.held[plan.layer_id] = _content_mark(info, plan, new.items())
-            wanted = [(tile, new[tile]) for tile in diff.changed if tile not in fetched]
+            changed = sorted(key for key, sha256 in new.items() if old.get(key) != sha256)
+            removed = sorted(key for key in old if key not in new)
+            self.cache_marks[plan.layer_id] = _content_mark(info, plan, new.items())
+            wanted = [(key, new[key]) for key in changed if key not in fetched]
             link = TileUpdateInfo(_link(self, head), plan.layer_id, info.tile_format.value)
             update = write_tile_update(
                 self.context.scratch / "updates" / name,
                 link,
-                [*fetched.items(), *_blob_bytes(cache.blobs, wanted)],
-                diff.removed,
+                [
+                    (Tile(x, y, z), data)
+                    for (z, x, y), data in [*fetched.items(), *_blob_bytes(cache.blobs, wanted)]
+                ],
+                [Tile(x, y, z) for z, x, y in removed],
             )
             self.context.check_cancelled()
-            if diff.changed or diff.removed:  # else the copy stays the same file
+            if changed or removed:  # else the copy stays the same file
                 write_chain_state(
                     archive,
                     ChainState(self.area.id, self.area.epoch, self.previous.number, head),
@@ -995,8 +1023,8 @@ class _Incremental:
             "map area %s: %s: %d tiles changed, %d removed (tile cache %s, %d read through)",
             self.area.id,
             path,
-            len(diff.changed),
-            len(diff.removed),
+            len(changed),
+            len(removed),
             info.name,
             len(fetched),
         )
@@ -1006,26 +1034,27 @@ class _Incremental:
         self,
         cache: _IndexedTileSource,
         cover: TileCover,
-        new: dict[Tile, str],
-        old: dict[Tile, str],
-    ) -> dict[Tile, bytes]:
+        new: dict[_Key, str],
+        old: dict[_Key, str],
+    ) -> dict[_Key, bytes]:
         """Ask the cache for each tile of the cover its index lacks, as an extraction does (it
         fetches them from its own source, and stores them); adds those it has to ``new`` and
         returns the bytes of those that differ from ``old``."""
         info = cache.info
-        fetched: dict[Tile, bytes] = {}
+        fetched: dict[_Key, bytes] = {}
         for index, tile in enumerate(cover):
             if index % 256 == 0:
                 self.context.check_cancelled()
-            if tile in new or not info.min_zoom <= tile.z <= info.max_zoom:
+            key = (tile.z, tile.x, tile.y)
+            if key in new or not info.min_zoom <= tile.z <= info.max_zoom:
                 continue
             try:
                 data = cache.get_tile(tile)
             except TileNotFoundError:
                 continue  # nothing there: no tile in an extraction either
-            new[tile] = sha256 = hashlib.sha256(data).hexdigest()
-            if old.get(tile) != sha256:
-                fetched[tile] = data
+            new[key] = sha256 = hashlib.sha256(data).hexdigest()
+            if old.get(key) != sha256:
+                fetched[key] = data
         return fetched
 
     def _tile_format(self, path: str) -> str:
@@ -1145,7 +1174,7 @@ _BLOB_READS = 8
 """Blobs read at once: a blob store in S3 answers each read over the network."""
 
 
-def _blob_bytes(blobs: BlobStore, wanted: list[tuple[Tile, str]]) -> Iterator[tuple[Tile, bytes]]:
+def _blob_bytes(blobs: BlobStore, wanted: list[tuple[_Key, str]]) -> Iterator[tuple[_Key, bytes]]:
     """The bytes of each (tile, SHA-256) from a content-addressed blob store, a few read at
     once, each checked against its SHA-256.
 
@@ -1157,14 +1186,13 @@ def _blob_bytes(blobs: BlobStore, wanted: list[tuple[Tile, str]]) -> Iterator[tu
     with ThreadPoolExecutor(_BLOB_READS) as pool:
         for start in range(0, len(wanted), chunk):
             part = wanted[start : start + chunk]
-            for (tile, sha256), data in zip(
+            for (key, sha256), data in zip(
                 part, pool.map(blobs.get, [sha256 for _, sha256 in part]), strict=True
             ):
                 if hashlib.sha256(data).hexdigest() != sha256:
-                    raise PackageError(
-                        f"the blob {sha256} of tile {tile.z}/{tile.x}/{tile.y} is damaged"
-                    )
-                yield tile, data
+                    z, x, y = key
+                    raise PackageError(f"the blob {sha256} of tile {z}/{x}/{y} is damaged")
+                yield key, data
 
 
 def _shas(files: tuple[dict[str, Any], ...]) -> set[str]:
