@@ -463,8 +463,9 @@ def _content_mark(
         plan.zooms.max,
     ]
     digest.update(json.dumps(described).encode())
-    for (z, x, y), sha256 in sorted(tiles):
-        digest.update(f"{z}/{x}/{y}={sha256}\n".encode())
+    digest.update(
+        "".join(f"{z}/{x}/{y}={sha256}\n" for (z, x, y), sha256 in sorted(tiles)).encode()
+    )
     return f"cache:{digest.hexdigest()}"
 
 
@@ -990,7 +991,12 @@ class _Incremental:
             fetched = self._read_through(cache, cover, new, old) if len(new) < served else {}
             changed = sorted(key for key, sha256 in new.items() if old.get(key) != sha256)
             removed = sorted(key for key in old if key not in new)
-            self.cache_marks[plan.layer_id] = _content_mark(info, plan, new.items())
+            marked = self.fingerprints.get(plan.layer_id) or ""
+            self.cache_marks[plan.layer_id] = (
+                marked.partition(":lacks:")[0]  # the tiles the mark was made of, no more
+                if len(new) == len(rows)
+                else _content_mark(info, plan, new.items())
+            )
             wanted = [(key, new[key]) for key in changed if key not in fetched]
             link = TileUpdateInfo(_link(self, head), plan.layer_id, info.tile_format.value)
             update = write_tile_update(
