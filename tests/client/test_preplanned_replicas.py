@@ -15,7 +15,7 @@ from shapely.geometry import Point
 from offmaps.client import Portal
 from offmaps.client.offline import OfflineMapTask, PortalItem
 from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
-from offmaps.errors import PackageError
+from offmaps.errors import PackageError, ReplicaNotFoundError
 from offmaps.features.geopackage import GeoPackageStore
 from offmaps.features.model import FeatureQuery, Insert, Update
 from offmaps.offline.adopt import adopt_replicas
@@ -257,3 +257,39 @@ def test_a_feature_added_in_the_field_takes_attachments_in_later_syncs(
     store = _services(live_server).catalog.feature_service(replica.service)
     assert [a.name for a in store.list_attachments("sites", added.global_id)] == ["later.jpg"]
     assert store.list_attachments("sites", package_site) == ()
+
+
+def test_a_package_replaced_whole_releases_its_replicas(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    area = _area(live_server, update_mode="download_scheduled_updates_and_upload_new_features")
+    portal = Portal(live_server.url)
+    portal.login("editor", PASSWORD)
+    try:
+        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
+        (old,) = read_manifest(folder).replicas
+        # the author moves the area: a new epoch, which no update reaches
+        moved = live_server.server.client.patch(
+            f"/api/maps/{live_server.server.public_map}/areas/{area['id']}",
+            json={"bbox": [24.9, 60.1, 25.0, 60.2]},
+            headers=live_server.server.token("editor"),
+        )
+        assert moved.status_code == 200, moved.text
+        jobs = _services(live_server).jobs
+        deadline = time.monotonic() + 60
+        while not jobs.get(moved.json()["job_id"]).status.done:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        synced = OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters())
+        applied = synced.wait().scheduled_updates
+    finally:
+        portal.close()
+    assert applied is not None
+    assert applied.full_package_replaced
+    assert applied.released == [old.replica_id]
+    (new,) = read_manifest(folder).replicas
+    assert new.replica_id != old.replica_id
+    replicas = _services(live_server).replicas
+    assert replicas.get(new.replica_id).inserts_only
+    with pytest.raises(ReplicaNotFoundError):
+        replicas.get(old.replica_id)

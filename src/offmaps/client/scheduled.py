@@ -7,12 +7,16 @@ which area, epoch and package it holds and the head of its chain (docs/update-fi
 package up to the newest:
 
 - **updates**: every update file of the plan is downloaded into ``.offmaps-updates/`` (resumed
-  with ``Range``, each checked against its SHA-256) before anything changes; the files they
-  update are copied into ``.offmaps-staging/`` and the updates applied there, in order (each
-  checked against the file's chain), with the manifest rewritten beside them; then an intent
-  file names what moves, each staged file is renamed over the live one and the manifest last.
-  A failure before the intent leaves the package as it was; a crash after it is rolled forward
-  by the next call (:func:`recover`).
+  with ``Range``, each checked against its SHA-256) before anything changes, and so is every
+  attachment blob their rows name that the package lacks (``GET .../areas/{area}/files/{sha}``,
+  into ``.offmaps-updates/attachments/``); the files they update are copied into
+  ``.offmaps-staging/`` (in the kernel) and the updates applied there, each file's in order
+  (each checked against the file's chain, and applied once it is downloaded and checked), the
+  files side by side in threads; the new blobs are put beside them and the manifest rewritten
+  (listing the blobs, and the size and SHA-256 of each updated file that ``verify_package``
+  checks: not a replica's); then an intent file names what moves, each staged file (blobs first)
+  is renamed over the live one and the manifest last. A failure before the intent leaves the
+  package as it was; a crash after it is rolled forward by the next call (:func:`recover`).
 - **full**: the newest package is downloaded beside the folder (``DIR.offmaps-new``, resumable)
   and swapped in: ``DIR`` becomes ``DIR.offmaps-old``, the new one ``DIR``, and the old one is
   removed; a crash between the two renames is finished by the next call. The package must then
@@ -23,28 +27,37 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from offmaps.client.downloads import fetch_file
 from offmaps.client.portal import Portal
-from offmaps.errors import PackageError
+from offmaps.errors import OffmapsError, PackageError, ReplicaNotFoundError, UpdateIntegrityError
 from offmaps.offline.package import (
+    ATTACHMENTS_FOLDER,
     MANIFEST_NAME,
+    PackageFile,
+    PackageManifest,
+    file_entry,
     read_manifest,
     write_manifest,
 )
 from offmaps.offline.updates import (
     ChainState,
+    FeatureUpdateReader,
     apply_feature_update,
     apply_tile_update,
     fold_wal,
     read_chain_state,
 )
+from offmaps.offline.updates.chain import find_chain_state
+from offmaps.storage.copying import copy_file
 
 __all__ = [
     "PreplannedPackageState",
@@ -63,6 +76,7 @@ INTENT_FILE = ".offmaps-apply.json"
 NEW_SUFFIX = ".offmaps-new"
 OLD_SUFFIX = ".offmaps-old"
 _CHAINED_SUFFIXES = (".gpkg", ".mbtiles")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,7 @@ class ScheduledUpdatesResult:
         bytes_downloaded: bytes of update files, or of the full package.
         full_package_replaced: whether the package was replaced by the newest whole.
         reason: why the full package was taken, if it was.
+        released: the replicas of the replaced package unregistered on the server.
     """
 
     choice: str
@@ -110,6 +125,7 @@ class ScheduledUpdatesResult:
     bytes_downloaded: int = 0
     full_package_replaced: bool = False
     reason: str | None = None
+    released: list[str] = field(default_factory=list)
 
     @property
     def mobile_map_package_reopen_required(self) -> bool:
@@ -132,7 +148,7 @@ def package_state(folder: Path) -> PreplannedPackageState | None:
         if not entry.path.endswith(_CHAINED_SUFFIXES):
             continue
         try:
-            state = read_chain_state(folder / entry.path)
+            state = _chain_state(folder / entry.path)
         except (sqlite3.Error, OSError):
             continue
         if state is not None:
@@ -146,6 +162,20 @@ def package_state(folder: Path) -> PreplannedPackageState | None:
     if manifest.source_map_id is None:
         raise PackageError(f"{folder}: the package names no web map")
     return PreplannedPackageState(area_id, manifest.source_map_id, epoch, number, states)
+
+
+def _chain_state(path: Path) -> ChainState | None:
+    """The chain state of a package file, read without leaving SQLite's ``-wal`` and ``-shm``
+    beside it: a read-only reader of a file in WAL mode creates them and cannot remove them, and
+    beside a file that is not a replica's they are strays to ``verify_package``. A file with
+    no log or journal beside it is whole, and read as it is (``immutable``)."""
+    if any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-journal")):
+        return read_chain_state(path)
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    try:
+        return find_chain_state(conn)
+    finally:
+        conn.close()
 
 
 def plan_updates(portal: Portal, state: PreplannedPackageState) -> dict[str, Any]:
@@ -223,20 +253,14 @@ def _apply_updates(
 ) -> None:
     entries: list[dict[str, Any]] = list(plan["files"])
     work = folder / UPDATES_FOLDER
-    total = sum(int(entry["size"]) for entry in entries) or 1
-    done = 0
-    for entry in entries:  # every file here and checked before anything changes
-        report(0.05 + 0.6 * done / total, f"downloading {entry['path']}")
-        fetch_file(portal, entry, work, again="sync again to go on")
-        done += int(entry["size"])
     staging = folder / STAGING_FOLDER
     try:
-        touched = _stage(folder, staging, state, entries, work, report)
+        touched, blobs = _stage(portal, folder, staging, state, entries, work, report)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # the package is as it was
         raise
     report(0.92, "moving the updated files in")
-    moving = [*touched, MANIFEST_NAME]
+    moving = [*(blob.path for blob in blobs), *touched, MANIFEST_NAME]
     _write_intent(folder, moving)
     _move_in(folder, moving)
     (folder / INTENT_FILE).unlink(missing_ok=True)
@@ -245,43 +269,181 @@ def _apply_updates(
     result.to_number = int(plan["to"])
     result.updates_applied = len(entries)
     result.bytes_downloaded = sum(int(entry["size"]) for entry in entries)
+    result.bytes_downloaded += sum(blob.size for blob in blobs)
     report(1.0, f"package {result.to_number}")
 
 
+def _blob_path(sha256: str) -> str:
+    """Where a package keeps an attachment blob: ``attachments/ab/cd/<sha256>``."""
+    return f"{ATTACHMENTS_FOLDER}/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def _fetch_blobs(
+    portal: Portal,
+    folder: Path,
+    state: PreplannedPackageState,
+    entries: list[dict[str, Any]],
+    work: Path,
+    report: Progress,
+) -> list[PackageFile]:
+    """Download into ``work`` every attachment blob the feature updates' rows name that the
+    package does not hold (resumable, each checked against its SHA-256 and size, as the
+    update files are); their manifest entries."""
+    named: dict[str, int] = {}
+    for entry in entries:
+        if entry["kind"] != "features":
+            continue
+        update = work / str(entry["path"])
+        with FeatureUpdateReader(update) as reader:
+            blobs = reader.blobs()
+        odd = next((sha for sha in blobs if not _SHA256.fullmatch(sha)), None)
+        if odd is not None:
+            raise UpdateIntegrityError(f"{update}: names an attachment {odd[:80]!r}", path=update)
+        named.update(blobs)
+    wanted = [
+        PackageFile(path=_blob_path(sha256), sha256=sha256, size=size)
+        for sha256, size in sorted(named.items())
+        if not (folder / _blob_path(sha256)).is_file()
+    ]
+    for index, blob in enumerate(wanted):
+        report(0.65, f"downloading attachment {index + 1} of {len(wanted)}")
+        entry = {**blob.model_dump(), "href": f"{state.href}/files/{blob.sha256}"}
+        fetch_file(portal, entry, work, again="sync again to go on")
+    return wanted
+
+
 def _stage(
+    portal: Portal,
     folder: Path,
     staging: Path,
     state: PreplannedPackageState,
     entries: list[dict[str, Any]],
     work: Path,
     report: Progress,
-) -> list[str]:
-    """Copy the files the updates are for into ``staging``, apply the updates there in order,
-    and write the manifest beside them; returns the files changed."""
+) -> tuple[list[str], list[PackageFile]]:
+    """Download the update files and the attachment blobs they name into ``work``, copy the
+    files they are for into ``staging`` and apply them there in order, put the blobs beside
+    them and write the manifest listing them; the files changed (not the blobs) and the blobs.
+
+    Each file's chain is its own, so once every download is here and checked the files are
+    staged side by side, one thread each (a tile archive's copy, updates and hash beside the
+    replica's updates: SQLite, ``copy_file_range`` and SHA-256 let go of the GIL); each file's
+    updates stay in order. Nothing of the package changes here: a failure leaves it as it was.
+    """
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     touched = sorted({str(entry["file"]) for entry in entries})
     missing = [name for name in touched if name not in state.files]
     if missing:
         raise PackageError(f"{folder}: the updates are for files it does not hold: {missing}")
-    for name in touched:
-        fold_wal(folder / name)  # what a write-ahead log holds is in the file copied
-        target = staging / name
+    manifest = read_manifest(folder)
+    unchecked = _replica_paths(manifest)
+    total = sum(int(entry["size"]) for entry in entries) or 1
+    done = 0
+    for entry in entries:  # every update here and checked before anything is staged
+        report(0.05 + 0.6 * done / total, f"downloading {entry['path']}")
+        fetch_file(portal, entry, work, again="sync again to go on")
+        done += int(entry["size"])
+    blobs = _fetch_blobs(portal, folder, state, entries, work, report)
+    report(0.65, f"applying {len(entries)} updates to {len(touched)} files")
+    with ThreadPoolExecutor(
+        max_workers=max(len(touched), 1), thread_name_prefix="offmaps-stage"
+    ) as pool:
+        futures = {
+            name: pool.submit(
+                _stage_file,
+                folder,
+                staging,
+                name,
+                [entry for entry in entries if entry["file"] == name],
+                work,
+                relist=name not in unchecked,
+            )
+            for name in touched
+        }
+    relisted: dict[str, PackageFile] = {}
+    for name, future in futures.items():
+        now = future.result()  # the first failure, once every file has ended
+        if now is not None:
+            relisted[name] = now
+    for blob in blobs:
+        target = staging / blob.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / name, target)
-    for index, entry in enumerate(entries):
-        report(0.65 + 0.25 * index / len(entries), f"applying {entry['path']}")
+        try:  # the downloaded copy stays until the package is updated: a retry needs it
+            os.link(work / blob.path, target)
+        except OSError:
+            copy_file(work / blob.path, target)
+        _fsync(target)  # whole on disk before the intent names it
+    listed = {entry.path for entry in manifest.files}
+    files = [relisted.get(entry.path, entry) for entry in manifest.files]
+    files += [blob for blob in blobs if blob.path not in listed]
+    write_manifest(staging, manifest.model_copy(update={"files": files}))
+    return touched, blobs
+
+
+def _stage_file(
+    folder: Path,
+    staging: Path,
+    name: str,
+    entries: list[dict[str, Any]],
+    work: Path,
+    *,
+    relist: bool,
+) -> PackageFile | None:
+    """Stage one file: copy it, apply its updates in order, fold its log, make it durable.
+
+    Returns:
+        Its manifest entry as it is now when ``verify_package`` checks it (``relist``), else
+        ``None`` (a replica's file: its size and SHA-256 change with every edit and are not
+        checked, so hashing it would be wasted).
+    """
+    live, target = folder / name, staging / name
+    if _has_log(live):
+        fold_wal(live)  # what a write-ahead log holds is in the file copied
+    target.parent.mkdir(parents=True, exist_ok=True)
+    copy_file(live, target)
+    for entry in entries:  # not flushed commit by commit: the copy is made durable once, below
         apply = apply_feature_update if entry["kind"] == "features" else apply_tile_update
         apply(
-            staging / str(entry["file"]),
+            target,
             work / str(entry["path"]),
             sha256=str(entry["sha256"]),
             size=int(entry["size"]),
+            durable=False,
         )
-    for name in touched:
-        fold_wal(staging / name, leave_wal_mode=True)
-    write_manifest(staging, read_manifest(folder).relisted(staging, touched))
-    return touched
+    if _has_log(target) or _in_wal_mode(target):
+        fold_wal(target, leave_wal_mode=True)  # one file, whole, to move in
+    _fsync(target)  # durable before the intent names it
+    return file_entry(staging, name) if relist else None
+
+
+def _replica_paths(manifest: PackageManifest) -> set[str]:
+    """The listed paths of the replicas' files (matched without regard to case, as the
+    manifest matches its references)."""
+    wanted = {replica.file.casefold() for replica in manifest.replicas}
+    return {entry.path for entry in manifest.files if entry.path.casefold() in wanted}
+
+
+def _has_log(path: Path) -> bool:
+    """Whether SQLite keeps a write-ahead log beside ``path`` (with frames or not)."""
+    return Path(f"{path}-wal").exists()
+
+
+def _in_wal_mode(path: Path) -> bool:
+    """Whether the SQLite file ``path`` is in WAL mode (its header's read and write versions
+    are 2), so that a reader would leave a ``-wal`` and ``-shm`` beside it."""
+    with path.open("rb") as data:
+        header = data.read(20)
+    return header[18:20] == b"\x02\x02"
+
+
+def _fsync(path: Path) -> None:
+    """Flush a staged file to disk (opened for writing: Windows syncs no read-only handle)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _replace_whole(
@@ -320,12 +482,30 @@ def _replace_whole(
     folder.replace(old)
     new.replace(folder)
     shutil.rmtree(old, ignore_errors=True)
+    result.released = _release(portal, manifest)
     assert job.package is not None
     result.to_number = int(job.package["number"])
     result.bytes_downloaded = int(plan["full_bytes"])
     result.full_package_replaced = True
     result.reason = plan.get("reason")
     report(1.0, f"package {result.to_number}")
+
+
+def _release(portal: Portal, replaced: PackageManifest) -> list[str]:
+    """Unregister the replicas of a package replaced whole (an upload-new-features package's:
+    the new package has replicas of its own), so they stop counting against the user's quota;
+    the ids released. One the server no longer knows is released already; one the server
+    cannot be asked about now stays registered (the result's ``released`` lacks it)."""
+    released = []
+    for replica in replaced.replicas:
+        try:
+            portal.request("DELETE", f"/api/replicas/{replica.replica_id}")
+        except ReplicaNotFoundError:
+            pass
+        except OffmapsError:
+            continue
+        released.append(replica.replica_id)
+    return released
 
 
 def _pending_edits(folder: Path) -> int:
@@ -368,4 +548,5 @@ def _move_in(folder: Path, names: list[str]) -> None:
             continue
         for sidecar in ("-wal", "-shm", "-journal"):
             (folder / f"{name}{sidecar}").unlink(missing_ok=True)
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)  # a blob's folders
         staged.replace(folder / name)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sqlite3
 import threading
@@ -107,6 +106,7 @@ from offmaps.schemas.jobs import JobStatus
 from offmaps.sources import ArchiveTileSource, TileSourceInfo
 from offmaps.state import AreaPackage, LayerScope, MapArea, MapAreaStore
 from offmaps.storage import BlobStore, LocalBlobStore, ObjectStore, prefixed
+from offmaps.storage.copying import copy_stream
 from offmaps.tiling import TileCover, get_tms, tile_cover
 from offmaps.types import BBox, Tile
 
@@ -680,26 +680,9 @@ class _UpdateWriter:
 
 
 def _fetch(store: ObjectStore, key: str, target: Path) -> None:
-    """Copy an object to a local file: in the kernel when the store hands out a real file
-    (``copy_file_range``: no pass through Python's buffers), else chunk by chunk."""
+    """Copy an object to a local file: in the kernel when the store hands out a real file."""
     with store.open(key) as source, target.open("wb") as out:
-        try:
-            fd = source.fileno()
-            size = os.fstat(fd).st_size
-        except (AttributeError, OSError, ValueError):
-            shutil.copyfileobj(source, out, 1 << 20)
-            return
-        done = 0
-        try:
-            while done < size:
-                copied = os.copy_file_range(fd, out.fileno(), size - done, done, done)
-                if copied == 0:
-                    break
-                done += copied
-        except OSError:  # another filesystem that does not take it: the bytes the usual way
-            source.seek(done)
-            out.seek(done)
-            shutil.copyfileobj(source, out, 1 << 20)
+        copy_stream(source, out)
 
 
 class _NotIncrementalError(Exception):

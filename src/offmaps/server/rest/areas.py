@@ -15,6 +15,9 @@
   ``GET .../packages/latest/files/{path}`` and ``.../packages/{n}/files/{path}``: a file, with
   HTTP ranges (409 while the area has no complete package). Downloads need a signed-in user
   with ``offline:sync``, as taking a map offline on demand does.
+- ``GET .../files/{sha256}``: a file of one of the area's kept packages (or an update file) by
+  its SHA-256, with ranges: how a device fetches the attachment blobs its update files name,
+  which the package it holds lacks (``offline:sync``).
 
 The work is :mod:`offmaps.offline.preplanned`'s; these handlers parse, check access, call it and
 serialise.
@@ -25,7 +28,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -277,6 +280,25 @@ def download_update_file(
     return object_response(services.areas.files, found, request, filename=name)
 
 
+def download_area_file(
+    map_id: str,
+    area_id: str,
+    sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="SHA-256, lowercase hex")],
+    request: Request,
+    services: ServicesDep,
+    principal: PrincipalDep,
+) -> Response:
+    """A file of the area's kept packages or update files, by its SHA-256: whole, or the one
+    byte range asked. Only what a package of this area names is served (the files are kept
+    once for every area)."""
+    services.catalog.visible_map(principal, map_id)
+    area = services.areas.store.get(area_id, map_id=map_id)
+    for package in services.areas.store.packages(area.id):
+        if any(entry["sha256"] == sha256 for entry in (*package.files, *package.updates)):
+            return object_response(services.areas.files, sha256, request, filename=sha256)
+    raise MapAreaNotFoundError(f"no package of map area {area.id} has a file {sha256}")
+
+
 class ReplicasRequest(BaseModel):
     """The body of ``POST .../areas/{area}/replicas``."""
 
@@ -395,6 +417,17 @@ def areas_router() -> APIRouter:
             download_update_file,
             "GET",
             "An update file (ranges)",
+            {
+                "response_class": Response,
+                "responses": {**_AREA_ERRORS, **_RANGES},
+                "dependencies": [Depends(DOWNLOAD_PACKAGES)],
+            },
+        ),
+        (
+            f"{area}/files/{{sha256}}",
+            download_area_file,
+            "GET",
+            "A file of a kept package of the area, by its SHA-256 (ranges)",
             {
                 "response_class": Response,
                 "responses": {**_AREA_ERRORS, **_RANGES},
