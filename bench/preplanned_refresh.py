@@ -40,6 +40,13 @@ update files' bytes over the full package's bytes (target <= 5 %), medians over 
 ``--profile`` adds a run, not counted, with a cProfile of its (b), (c) and (a) (its second)
 (the packaging jobs only, in the runner's thread).
 
+``--source cache`` makes the tile layer a tile cache (docs/cache.md) instead: a cache
+``osm-render`` of an MBTiles archive outside the data folder (``bench/out/preplanned-refresh/
+cache-source.mbtiles``, the rendered tiles, copied afresh each run), seeded in the template
+with the rendered tiles and a blank tile for every other tile of the area's cover (z12-21), as
+a cache seeded over the area from an upstream holds it; (c)'s 1 % of the tiles are redrawn in
+the cache (stored anew) and removed from both the cache's index and its source archive.
+
 Run: ``flock /work/notes/bench.lock .venv/bin/python bench/preplanned_refresh.py``.
 """
 
@@ -76,6 +83,9 @@ from _http import publish_map
 from _measure import fresh, machine
 from convert import source_cache
 
+from offmaps.cache import CacheDefinition, CacheSource, SourceKind, store_tiles
+from offmaps.cache.index import Span
+from offmaps.containers.mbtiles import tms_row
 from offmaps.features.model import Delete, Insert, Update
 from offmaps.offline import preplanned
 from offmaps.offline.areas import MapAreaChanges, MapAreaRequest
@@ -89,6 +99,8 @@ from offmaps.offline.updates import (
 from offmaps.services import Services, build_services
 from offmaps.settings import ServerSettings
 from offmaps.state import AreaPackage, MapArea
+from offmaps.tiling import area_from_bbox, get_tms, tile_cover
+from offmaps.types import Tile, ZoomRange
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -102,6 +114,7 @@ STEP = (0.02, 0.016)  # degrees between copies: the extract is 0.018 x 0.015
 SHARE = 0.01  # of the area's rows, of the archive's tiles
 OWNER = "bench"
 SERVER_URL = "http://127.0.0.1:8000"
+CACHE_SOURCE = WORK / "cache-source.mbtiles"  # --source cache: the cache's source archive
 
 
 # --- the data folder ------------------------------------------------------------------------
@@ -170,9 +183,50 @@ def rendered_archive(data: Path) -> Path:
     return archive
 
 
-def template(data: Path, copies: int) -> Path:
+def blank_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (256, 256), (242, 239, 233)).save(out, "PNG")
+    return out.getvalue()
+
+
+def seed_cache(folder: Path, copies: int) -> None:
+    """The tile cache ``osm-render`` of CACHE_SOURCE in the data folder ``folder``, holding
+    every tile of the area's cover: the rendered ones, a blank tile elsewhere."""
+    services = build_services(ServerSettings(data_dir=folder))
+    try:
+        with sqlite3.connect(CACHE_SOURCE) as conn:
+            rendered = {
+                Tile(x, tms_row(row, z), z): bytes(data)
+                for z, x, row, data in conn.execute(
+                    "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"
+                )
+            }
+        low, high = min(t.z for t in rendered), max(t.z for t in rendered)
+        services.caches.create(
+            CacheDefinition(
+                name=TILES,
+                title="OpenStreetMap (Mapnik)",
+                source=CacheSource(kind=SourceKind.ARCHIVE, location=str(CACHE_SOURCE)),
+                min_zoom=low,
+                max_zoom=high,
+            )
+        )
+        aoi = area_from_bbox(*area_bbox(copies)).aoi()
+        blank = blank_png()
+        batch: list[tuple[Tile, bytes]] = []
+        for tile in tile_cover(aoi, get_tms("WebMercatorQuad"), ZoomRange(low, high)):
+            batch.append((tile, rendered.get(tile, blank)))
+            if len(batch) >= 5000:
+                store_tiles(services.caches.index, services.caches.blobs, TILES, batch)
+                batch = []
+        store_tiles(services.caches.index, services.caches.blobs, TILES, batch)
+    finally:
+        services.close()
+
+
+def template(data: Path, copies: int, source: str) -> Path:
     """The data folder every run starts from (built once)."""
-    folder = WORK / f"template-x{copies}"
+    folder = WORK / (f"template-x{copies}" + ("" if source == "mbtiles" else f"-{source}"))
     if (folder / "ready").exists():
         return folder
     fresh(folder).mkdir(parents=True)
@@ -202,7 +256,11 @@ def template(data: Path, copies: int) -> Path:
             }
         )
     (folder / "tiles").mkdir(exist_ok=True)
-    shutil.copyfile(rendered_archive(data), folder / "tiles" / f"{TILES}.mbtiles")
+    if source == "cache":
+        shutil.copyfile(rendered_archive(data), CACHE_SOURCE)
+        seed_cache(folder, copies)
+    else:
+        shutil.copyfile(rendered_archive(data), folder / "tiles" / f"{TILES}.mbtiles")
     basemap = {
         "type": "raster_tile",
         "id": TILES,
@@ -309,6 +367,35 @@ def edit_tiles(archive: Path, rng: random.Random) -> dict[str, int]:
             removed,
         )
     return {"tiles": len(keys), "redrawn": len(redrawn), "removed": len(removed)}
+
+
+def edit_cache_tiles(services: Services, rng: random.Random) -> dict[str, int]:
+    """Change SHARE of the cache's rendered tiles: 90 % redrawn (stored anew in the cache),
+    10 % removed from the cache's index and from its source archive."""
+    with sqlite3.connect(CACHE_SOURCE) as conn:
+        keys = conn.execute("SELECT zoom_level, tile_column, tile_row FROM tiles").fetchall()
+        picked = rng.sample(keys, round(SHARE * len(keys)))
+        removed = picked[: round(0.1 * len(picked))]
+        redrawn = []
+        for key in picked[len(removed) :]:
+            z, x, row = key
+            (data,) = conn.execute(
+                "SELECT tile_data FROM tiles WHERE zoom_level = ? AND tile_column = ? "
+                "AND tile_row = ?",
+                key,
+            ).fetchone()
+            redrawn.append((Tile(x, tms_row(row, z), z), redraw(bytes(data), rng)))
+        conn.executemany(
+            "DELETE FROM tiles WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?",
+            removed,
+        )
+    caches = services.caches
+    store_tiles(caches.index, caches.blobs, TILES, redrawn)
+    spans = [Span(z, tms_row(row, z), x, x) for z, x, row in removed]
+    if caches.index.truncate(TILES, spans, None) != len(removed):
+        raise RuntimeError("the removed tiles were not all in the cache")
+    held = caches.index.stats(TILES).tiles + len(removed)
+    return {"tiles": held, "redrawn": len(redrawn), "removed": len(removed)}
 
 
 # --- one packaging --------------------------------------------------------------------------
@@ -508,10 +595,14 @@ class Run:
     rows: dict[str, int]  # replica rows checked, by step
 
 
-def one_run(template_dir: Path, bbox: list[float], index: int, *, profile: bool) -> Run:
+def one_run(
+    template_dir: Path, bbox: list[float], index: int, *, profile: bool, source: str = "mbtiles"
+) -> Run:
     data = WORK / "run"
     fresh(data)
     shutil.copytree(template_dir, data)
+    if source == "cache":
+        shutil.copyfile(rendered_archive(ROOT / "data"), CACHE_SOURCE)
     check = WORK / "check"
     rng = random.Random(20261207 + index)
     if profile:
@@ -566,7 +657,10 @@ def one_run(template_dir: Path, bbox: list[float], index: int, *, profile: bool)
 
         # (c) 1 % of the rows and 1 % of the tiles: incremental, the archive's tiles compared
         edits.append(edit_rows(services, bbox, rng))
-        tiles = edit_tiles(data / "tiles" / f"{TILES}.mbtiles", rng)
+        if source == "cache":
+            tiles = edit_cache_tiles(services, rng)
+        else:
+            tiles = edit_tiles(data / "tiles" / f"{TILES}.mbtiles", rng)
         c = timed(
             services,
             lambda: services.areas.refresh(area(), owner=OWNER, server_url=SERVER_URL),
@@ -715,13 +809,20 @@ def main() -> int:
         action="store_true",
         help="one more run, not counted, with a cProfile of its (b), (c) and (a)",
     )
+    parser.add_argument(
+        "--source",
+        choices=("mbtiles", "cache"),
+        default="mbtiles",
+        help="the tile layer's source: an MBTiles archive, or a tile cache of one",
+    )
     args = parser.parse_args()
     print(f"Machine: {machine()}")
-    folder = template(args.data, args.copies)
+    print(f"Tile source: {args.source}")
+    folder = template(args.data, args.copies, args.source)
     bbox = area_bbox(args.copies)
     runs = []
     for index in range(args.runs):
-        run = one_run(folder, bbox, index, profile=False)
+        run = one_run(folder, bbox, index, profile=False, source=args.source)
         print(
             f"run {index + 1} (s from the call / job's own): (a) "
             f"{', '.join(f'{s.seconds:.2f}/{s.job_seconds:.2f}' for s in run.full)}, (b) "
@@ -733,7 +834,7 @@ def main() -> int:
         runs.append(run)
     lines = report(runs, args.copies, bbox)
     if args.profile:
-        one_run(folder, bbox, args.runs, profile=True)  # not counted: cProfile slows it
+        one_run(folder, bbox, args.runs, profile=True, source=args.source)  # not counted
         lines += profile_summary(WORK / "profile-b.prof")
         lines += profile_summary(WORK / "profile-c.prof")
         lines += profile_summary(WORK / "profile-a.prof")

@@ -160,6 +160,11 @@ class TileIndex(Protocol):
         """The rows of the tiles inside ``spans``."""
         ...
 
+    def span_hashes(self, name: str, spans: Iterable[Span]) -> Iterator[tuple[int, int, int, str]]:
+        """``(z, x, y, sha256)`` of each tile inside ``spans``: :meth:`find_spans` without an
+        object per tile (a preplanned area's refresh reads its whole cover)."""
+        ...
+
     def begin_writes(self, hashes: Iterable[str]) -> tuple[str, frozenset[str]]:
         """Protect ``hashes`` from collection while they are written.
 
@@ -465,6 +470,19 @@ class SQLTileIndex:
                     float(stored),
                     float(checked),
                 )
+
+    def span_hashes(self, name: str, spans: Iterable[Span]) -> Iterator[tuple[int, int, int, str]]:
+        """``(z, x, y, sha256)`` of each tile inside ``spans``: :meth:`find_spans` without an
+        object per tile (a preplanned area's refresh reads its whole cover)."""
+        cache = self._id(None, name)
+        for span in spans:
+            rows = self._read(
+                "SELECT x, sha256 FROM tiles WHERE cache = ? AND z = ? AND y = ? "
+                "AND x BETWEEN ? AND ? ORDER BY x",
+                (cache, span.z, span.y, span.start, span.stop),
+            )
+            for x, sha256 in rows:
+                yield span.z, int(x), span.y, str(sha256)
 
     def begin_writes(self, hashes: Iterable[str]) -> tuple[str, frozenset[str]]:
         """Protect ``hashes`` from collection while they are written.

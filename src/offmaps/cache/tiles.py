@@ -16,13 +16,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, wait
 from datetime import timedelta
 
 from morecantile import TileMatrixSet
 
-from offmaps.cache.index import TileIndex, Usage
+from offmaps.cache.index import TileIndex, Usage, cover_spans
 from offmaps.cache.model import CacheDefinition
 from offmaps.containers.base import detect_tile_format
 from offmaps.errors import (
@@ -39,6 +39,7 @@ from offmaps.storage import (
     PresignedURL,
     PresigningBlobStore,
 )
+from offmaps.tiling import TileCover
 from offmaps.tiling.tms import get_tms
 from offmaps.types import Tile
 
@@ -192,6 +193,13 @@ class TileCache:
             self._damaged(row.sha256)
             return None
         return data
+
+    def stored_hashes(self, cover: TileCover) -> Iterator[tuple[int, int, int, str]]:
+        """``(z, x, y, sha256)`` of each tile the cache holds inside ``cover`` (the SHA-256 is
+        the key of its bytes in :attr:`blobs`), from the index alone: no blob read, nothing
+        fetched, nothing counted. By level, row and column of the cover's spans; tiles outside
+        the cache's levels included (:meth:`get_tile` serves none of them)."""
+        return self._index.span_hashes(self.name, cover_spans(cover))
 
     def find_tile(self, tile: Tile) -> bytes | None:
         """The stored bytes of ``tile``, counted as a hit; None when the cache lacks them

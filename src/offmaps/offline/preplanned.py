@@ -15,16 +15,20 @@ limits) and keeps one packaging job per area at a time.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +42,8 @@ from offmaps.errors import (
     MapAreaBusyError,
     MapAreaNotFoundError,
     OffmapsError,
+    PackageError,
+    TileNotFoundError,
 )
 from offmaps.jobs import JobContext, JobKind, JobRunner
 from offmaps.offline.areas import (
@@ -61,6 +67,7 @@ from offmaps.offline.generate import _thumbnail as _extracted_thumbnail
 from offmaps.offline.package import (
     ATTACHMENTS_FOLDER,
     MANIFEST_NAME,
+    PackageFile,
     file_entry,
     read_manifest,
     write_manifest,
@@ -96,12 +103,12 @@ from offmaps.offline.updates.server import area_replica, area_replica_id, write_
 from offmaps.offline.updates.tiles import build_cover_tile_update
 from offmaps.schemas import AttachmentOption, TileLayerRef, UpdateMode, WebMap
 from offmaps.schemas.jobs import JobStatus
-from offmaps.sources import ArchiveTileSource
+from offmaps.sources import ArchiveTileSource, TileSourceInfo
 from offmaps.state import AreaPackage, LayerScope, MapArea, MapAreaStore
-from offmaps.storage import LocalBlobStore, ObjectStore, prefixed
+from offmaps.storage import BlobStore, LocalBlobStore, ObjectStore, prefixed
 from offmaps.storage.copying import copy_stream
-from offmaps.tiling import tile_cover
-from offmaps.types import Tile
+from offmaps.tiling import TileCover, get_tms, tile_cover
+from offmaps.types import BBox, Tile
 
 __all__ = [
     "PACKAGE_MAP_AREA",
@@ -227,15 +234,15 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
     packages = store.packages(area.id)
     number = max((p.number for p in packages), default=0) + 1
     previous = packages[-1] if packages and packages[-1].epoch == area.epoch else None
-    files = services.files
     try:
         webmap = services.offline.catalog.webmaps.get(area.map_id)
-        fingerprints = _fingerprints(services, webmap)
-        comparable = _mbtiles_layers(services, webmap)
+        read: dict[str, list[_Row]] = {}  # what the marks read of tile caches' indexes
+        fingerprints = _fingerprints(services, webmap, area, read)  # before any tile is read
+        comparable = _comparable_layers(services, webmap)
         if previous is not None and _can_refresh(previous, webmap, fingerprints, comparable):
             try:
                 package = _Incremental(
-                    services, area, number, previous, context, webmap, fingerprints
+                    services, area, number, previous, context, webmap, fingerprints, read
                 ).run()
             except _NotIncrementalError as exc:
                 _log.info("map area %s is extracted again: %s", area.id, exc)
@@ -245,6 +252,7 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
                 _record(store, payload, package)
                 return _done(services, package)
         parameters, overrides = area_parameters(webmap, area)
+        held: dict[str, str] = {}  # the marks of what its tile caches' archives hold
         result, extracted = build_package(
             services.offline,
             webmap,
@@ -253,7 +261,7 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
             context,
             owner=payload.owner,
             server_url=payload.server_url,
-            publish=lambda entry, path: _keep(files, path, entry.sha256),
+            publish=partial(_publish, services, webmap, area, held),
             shared_replica=partial(area_replica_id, area.id),
         )
         built = tuple(result["files"])
@@ -281,7 +289,7 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
                 }
                 for name, found in extracted.items()
             },
-            sources=fingerprints,
+            sources={**fingerprints, **held},
             map_digest=_map_digest(webmap),
             replaced=_replaced(previous, built, extracted),
         )
@@ -290,6 +298,34 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
         _record_failure(store, payload, exc)
         raise
     return _done(services, package)
+
+
+def _publish(
+    services: PreplannedServices,
+    webmap: WebMap,
+    area: MapArea,
+    held: dict[str, str],
+    entry: PackageFile,
+    path: Path,
+) -> None:
+    """Keep a file an extraction wrote among the areas' files; for the archive of a tile cache,
+    first record in ``held`` (by layer) the mark of the tiles it holds (:func:`_cache_mark`)."""
+    layer = PurePosixPath(entry.path).stem
+    ref = webmap.find_layer(layer) if entry.path.endswith(".mbtiles") else None
+    source = (
+        services.offline.catalog.tile_sources.get(ref.service)
+        if isinstance(ref, TileLayerRef)
+        else None
+    )
+    if isinstance(source, _IndexedTileSource):
+        plan = _tile_plans(services, webmap, area).get(layer)
+        if plan is not None and source.info.tms_id == _WEB_MERCATOR:
+            try:
+                held[layer] = _content_mark(source.info, plan, _archive_rows(path).items())
+            except (OffmapsError, sqlite3.Error) as exc:  # a mark matching none: compared next time
+                _log.warning("%s cannot be marked: %s", entry.path, exc)
+                held[layer] = f"cache:unread:{uuid.uuid4().hex}"
+    _keep(services.files, path, entry.sha256)
 
 
 def _record(store: MapAreaStore, payload: PackageMapArea, package: AreaPackage) -> None:
@@ -324,13 +360,20 @@ def _map_digest(webmap: WebMap) -> str:
     return hashlib.sha256(webmap.model_dump_json(exclude={"item"}).encode()).hexdigest()
 
 
-def _fingerprints(services: PreplannedServices, webmap: WebMap) -> dict[str, str | None]:
+def _fingerprints(
+    services: PreplannedServices,
+    webmap: WebMap,
+    area: MapArea,
+    read: dict[str, list[_Row]] | None = None,
+) -> dict[str, str | None]:
     """For each tile layer of the map (by id), what says its tiles have not changed: the size
-    and modification time of an archive file and of its write-ahead log; ``None`` for a source
-    with no such mark (a cache, an upstream server, vector tiles built from features, a
-    folder)."""
+    and modification time of an archive file and of its write-ahead log; for a tile cache, a
+    digest of what its index holds for the area's cover (:func:`_cache_mark`); ``None`` for a
+    source with no such mark (an upstream server, vector tiles built from features, a
+    folder). ``read`` gets the index rows each tile cache's mark was made of (by layer)."""
     found: dict[str, str | None] = {}
     sources = services.offline.catalog.tile_sources
+    plans: dict[str, TileLayerPlan] | None = None
     for ref in webmap.iter_layers():
         if not isinstance(ref, TileLayerRef):
             continue
@@ -338,8 +381,141 @@ def _fingerprints(services: PreplannedServices, webmap: WebMap) -> dict[str, str
         mark = None
         if isinstance(source, ArchiveTileSource) and not source.location.kind.is_folder:
             mark = _file_mark(source.location.path)
+        elif isinstance(source, _IndexedTileSource):
+            if plans is None:
+                plans = _tile_plans(services, webmap, area)
+            marked = _cache_mark(source, plans.get(ref.id))
+            if marked is not None:
+                mark, rows = marked
+                if read is not None:
+                    read[ref.id] = rows
         found[ref.id] = mark
     return found
+
+
+@runtime_checkable
+class _IndexedTileSource(Protocol):
+    """A tile source whose index knows the SHA-256 of every tile it holds, the bytes kept once
+    per content in a blob store: a tile cache (:class:`offmaps.cache.TileCache`, which this
+    layer does not import). :meth:`get_tile` reads through: a tile it lacks is asked of the
+    cache's own source (and stored)."""
+
+    @property
+    def info(self) -> TileSourceInfo: ...
+
+    @property
+    def blobs(self) -> BlobStore: ...
+
+    def get_tile(self, tile: Tile) -> bytes: ...
+
+    def stored_hashes(self, cover: TileCover) -> Iterator[_Row]: ...
+
+
+_WEB_MERCATOR = "WebMercatorQuad"
+_Key = tuple[int, int, int]
+"""A tile's z, x, y (rows from the top)."""
+_Row = tuple[int, int, int, str]
+"""A tile's z, x, y and the SHA-256 of its bytes."""
+
+
+def _tile_plans(
+    services: PreplannedServices, webmap: WebMap, area: MapArea
+) -> dict[str, TileLayerPlan]:
+    """The tile layers an extraction of the area takes now (by id), as
+    :func:`~offmaps.offline.generate.build_package` plans them; none when it cannot be planned
+    (the packaging then says why)."""
+    try:
+        parameters, overrides = area_parameters(webmap, area)
+        plan = plan_offline_map(
+            webmap, parameters, overrides, tile_layer_infos(services.offline.catalog)
+        )
+    except OffmapsError:
+        return {}
+    return {found.layer_id: found for found in plan.tiles}
+
+
+def _cache_cover(info: TileSourceInfo, plan: TileLayerPlan) -> tuple[TileCover, int]:
+    """The tiles an extraction asks a cache for (the cover of the layer's area, as
+    :func:`~offmaps.offline.generate.export_tiles` walks it), and how many of them are at the
+    cache's levels (the others it serves none of)."""
+    cover = tile_cover(plan.area.aoi(), get_tms(info.tms_id), plan.zooms)
+    served = sum(n for z, n in cover.counts().items() if info.min_zoom <= z <= info.max_zoom)
+    return cover, served
+
+
+def _content_mark(
+    info: TileSourceInfo, plan: TileLayerPlan, tiles: Iterable[tuple[_Key, str]]
+) -> str:
+    """The mark of a tile cache's tiles for an area: a SHA-256 of what the package's metadata
+    comes from (the cache's format, title, attribution, levels, the layer's levels) and of
+    each (tile, SHA-256) of ``tiles``, in (z, x, y) order."""
+    digest = hashlib.sha256()
+    described = [
+        info.tms_id,
+        info.tile_format.value,
+        info.title,
+        info.attribution,
+        info.tile_compression.value,
+        list(info.vector_layers),
+        info.min_zoom,
+        info.max_zoom,
+        plan.zooms.min,
+        plan.zooms.max,
+    ]
+    digest.update(json.dumps(described).encode())
+    digest.update(
+        "".join(f"{z}/{x}/{y}={sha256}\n" for (z, x, y), sha256 in sorted(tiles)).encode()
+    )
+    return f"cache:{digest.hexdigest()}"
+
+
+def _archive_rows(archive: Path) -> dict[_Key, str]:
+    """The SHA-256 of each tile of an MBTiles archive, by (z, x, y)."""
+    conn = sqlite3.connect(f"{archive.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return {
+            (z, x, (1 << z) - 1 - row): hashlib.sha256(data).hexdigest()
+            for z, x, row, data in conn.execute(
+                "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"
+            )
+        }
+    finally:
+        conn.close()
+
+
+def _cache_mark(
+    source: _IndexedTileSource, plan: TileLayerPlan | None
+) -> tuple[str, list[_Row]] | None:
+    """What says an extraction of a tile cache for the area gives what the previous package's
+    archive holds: the :func:`_content_mark` of the tiles its index holds in the area's cover
+    at the cache's levels, which a package records as the mark of the tiles its archive holds
+    (:func:`_publish`, :meth:`_Incremental._refresh_from_cache`): equal, the archive is what
+    an extraction gives now (content against content, so a tile changed while the previous
+    package was made, and changed back since, is seen).
+
+    It covers the area only (tiles changed elsewhere do not matter) and is a digest of the
+    content itself: the index keeps no change counter; its rows' ``stored`` times miss
+    removals; and its file's size and time move at every read (usage counters, read times)
+    and do not exist in PostgreSQL. A cache lacking tiles of the cover gets a mark that
+    matches none: an extraction asks the cache's source for those again, and it may have them
+    now. ``None`` (extracted again) for a cache an MBTiles archive cannot hold or whose index
+    cannot be read; else the mark and the rows it was made of.
+    """
+    info = source.info
+    if plan is None or info.tms_id != _WEB_MERCATOR:
+        return None
+    try:
+        cover, served = _cache_cover(info, plan)
+        rows = [
+            row for row in source.stored_hashes(cover) if info.min_zoom <= row[0] <= info.max_zoom
+        ]
+    except OffmapsError as exc:
+        _log.warning("tile cache %s cannot be marked: %s", info.name, exc)
+        return None
+    mark = _content_mark(info, plan, (((z, x, y), sha256) for z, x, y, sha256 in rows))
+    if len(rows) < served:
+        mark += f":lacks:{served - len(rows)}:{uuid.uuid4().hex}"
+    return mark, rows
 
 
 def _file_mark(path: Path) -> str | None:
@@ -359,16 +535,22 @@ def _file_mark(path: Path) -> str | None:
     return f"{mark}:{wal.st_size}:{wal.st_mtime_ns}"
 
 
-def _mbtiles_layers(services: PreplannedServices, webmap: WebMap) -> set[str]:
-    """The tile layers of the map (by id) whose source is an MBTiles archive file: a changed
-    one is brought up to date by comparing its tiles with the previous package's archive."""
+def _comparable_layers(services: PreplannedServices, webmap: WebMap) -> set[str]:
+    """The tile layers of the map (by id) whose source is an MBTiles archive file or a tile
+    cache of WebMercatorQuad: a changed one is brought up to date by comparing its tiles with
+    the previous package's archive."""
     sources = services.offline.catalog.tile_sources
     return {
         ref.id
         for ref in webmap.iter_layers()
         if isinstance(ref, TileLayerRef)
-        and isinstance(source := sources.get(ref.service), ArchiveTileSource)
-        and source.location.kind is ContainerKind.MBTILES
+        and (
+            (
+                isinstance(source := sources.get(ref.service), ArchiveTileSource)
+                and source.location.kind is ContainerKind.MBTILES
+            )
+            or (isinstance(source, _IndexedTileSource) and source.info.tms_id == _WEB_MERCATOR)
+        )
     }
 
 
@@ -380,7 +562,8 @@ def _can_refresh(
 ) -> bool:
     """Whether the package after ``previous`` can be built from it and the update files: the
     same map, the source of every tile layer it holds marked, and either marked unchanged or
-    an MBTiles archive the package holds as MBTiles (``comparable``: its tiles are compared),
+    an MBTiles archive or a tile cache the package holds as MBTiles (``comparable``: its tiles
+    are compared),
     every feature service's scope recorded, and no layer failed in it."""
     stems = {PurePosixPath(entry["path"]).stem for entry in previous.files}
     held = {layer: mark for layer, mark in fingerprints.items() if layer in stems}
@@ -517,7 +700,8 @@ class _Incremental:
     update; an archive whose MBTiles source changed is the previous one with the update of the
     tiles that differ applied (:func:`~offmaps.offline.updates.tiles.build_cover_tile_update`,
     then :func:`~offmaps.offline.updates.apply_tile_update`), tile for tile what an extraction
-    gives."""
+    gives; one whose tile cache changed the same way, from the cache's index
+    (:meth:`_refresh_from_cache`)."""
 
     services: PreplannedServices
     area: MapArea
@@ -526,6 +710,10 @@ class _Incremental:
     context: JobContext
     webmap: WebMap
     fingerprints: dict[str, str | None]
+    read: dict[str, list[_Row]] = field(default_factory=dict)
+    """The index rows each tile cache's mark was made of (by layer): what is compared."""
+    cache_marks: dict[str, str] = field(default_factory=dict)
+    """The marks of what the archives brought up from a tile cache hold (by layer)."""
 
     def run(self) -> AreaPackage:
         """Build, keep and describe the new package; only its changed files are stored (the
@@ -598,7 +786,7 @@ class _Incremental:
             generations=generations,
             chains=chains,
             updates=tuple(updates),
-            sources=self.fingerprints,
+            sources={**self.fingerprints, **self.cache_marks},
             incremental=True,
             replaced=(),  # every file it changes is reached by its updates
         )
@@ -608,7 +796,8 @@ class _Incremental:
     ) -> tuple[list[tuple[str, str, UpdateFile]], list[str]]:
         """The update file of each MBTiles archive of the package (the archive, its chain head,
         the update), and the archives changed in ``folder``: an empty update when the source's
-        mark is unchanged, else the tiles that differ, applied to a copy of the archive.
+        mark is unchanged, else the tiles that differ (from an MBTiles source or a tile
+        cache), applied to a copy of the archive.
 
         Raises:
             _NotIncrementalError: a changed source cannot be compared (the archive is then
@@ -692,12 +881,16 @@ class _Incremental:
         """
         sources = self.services.offline.catalog.tile_sources
         source = sources.get(plan.service) if plan is not None else None
+        if plan is not None and isinstance(source, _IndexedTileSource):
+            return self._refresh_from_cache(path, head, plan, source, archive, name)
         if (
             plan is None
             or not isinstance(source, ArchiveTileSource)
             or source.location.kind is not ContainerKind.MBTILES
         ):
-            raise _NotIncrementalError(f"{path} is not extracted from an MBTiles archive")
+            raise _NotIncrementalError(
+                f"{path} is not extracted from an MBTiles archive or a tile cache"
+            )
         held = {entry["path"]: entry["sha256"] for entry in self.previous.files}
         _fetch(self.services.files, held[path], archive)
         scratch = self.context.scratch / "tiles"
@@ -738,6 +931,120 @@ class _Incremental:
             len(diff.removed),
         )
         return update
+
+    def _refresh_from_cache(
+        self,
+        path: str,
+        head: str,
+        plan: TileLayerPlan,
+        cache: _IndexedTileSource,
+        archive: Path,
+        name: str,
+    ) -> UpdateFile:
+        """Bring a copy of the previous package's archive ``path`` to what an extraction of the
+        tile cache ``cache`` gives now (:func:`~offmaps.offline.generate.export_tiles`: each
+        tile of the cover asked for, the bytes written as they come): the tiles of the cover
+        whose SHA-256 in the cache's index differs from the previous archive's tile (hashed
+        here), those the previous archive holds and the index does not (removed), and those
+        the index lacks asked of the cache as the extraction asks (it reads them through from
+        its source); only the changed tiles' bytes are read, from the cache's blob store
+        (checked against their SHA-256). The index rows are those the cache's mark was made of
+        (read before any tile, as an extraction would have read them then). The update is
+        applied to the copy and the copy left as an extraction writes it.
+
+        Raises:
+            _NotIncrementalError: the cache is not of WebMercatorQuad, its format is not the
+                archive's, its index, a blob or its source fails (a damaged blob included).
+        """
+        info = cache.info
+        if info.tms_id != _WEB_MERCATOR:
+            raise _NotIncrementalError(f"{path}: its tile cache is of {info.tms_id}")
+        held = {entry["path"]: entry["sha256"] for entry in self.previous.files}
+        _fetch(self.services.files, held[path], archive)
+        try:
+            if _metadata_rows(archive).get("format") != info.tile_format.value:
+                raise _NotIncrementalError(f"the tile format of {path} changed")
+            rows = self.read.get(plan.layer_id)
+            if rows is None:
+                raise _NotIncrementalError(f"{path}: its tile cache's index was not read")
+            cover, served = _cache_cover(info, plan)
+            old = _archive_rows(archive)
+            self.context.check_cancelled()
+            new = {(z, x, y): sha256 for z, x, y, sha256 in rows}
+            fetched = self._read_through(cache, cover, new, old) if len(new) < served else {}
+            changed = sorted(key for key, sha256 in new.items() if old.get(key) != sha256)
+            removed = sorted(key for key in old if key not in new)
+            marked = self.fingerprints.get(plan.layer_id) or ""
+            self.cache_marks[plan.layer_id] = (
+                marked.partition(":lacks:")[0]  # the tiles the mark was made of, no more
+                if len(new) == len(rows)
+                else _content_mark(info, plan, new.items())
+            )
+            wanted = [(key, new[key]) for key in changed if key not in fetched]
+            link = TileUpdateInfo(_link(self, head), plan.layer_id, info.tile_format.value)
+            update = write_tile_update(
+                self.context.scratch / "updates" / name,
+                link,
+                [
+                    (Tile(x, y, z), data)
+                    for (z, x, y), data in [*fetched.items(), *_blob_bytes(cache.blobs, wanted)]
+                ],
+                [Tile(x, y, z) for z, x, y in removed],
+            )
+            self.context.check_cancelled()
+            if changed or removed:  # else the copy stays the same file
+                write_chain_state(
+                    archive,
+                    ChainState(self.area.id, self.area.epoch, self.previous.number, head),
+                    durable=False,  # a scratch copy, synced once as it is kept
+                )
+                apply_tile_update(
+                    archive, update.path, sha256=update.sha256, size=update.size, durable=False
+                )
+            scratch = self.context.scratch / "tiles"
+            scratch.mkdir(exist_ok=True)
+            _as_extracted(archive, _exported_metadata(info, plan), scratch)
+        except (OffmapsError, sqlite3.Error, OSError) as exc:
+            if isinstance(exc, JobCancelledError):
+                raise
+            raise _NotIncrementalError(f"{path} cannot be compared with its cache: {exc}") from exc
+        _log.info(
+            "map area %s: %s: %d tiles changed, %d removed (tile cache %s, %d read through)",
+            self.area.id,
+            path,
+            len(changed),
+            len(removed),
+            info.name,
+            len(fetched),
+        )
+        return update
+
+    def _read_through(
+        self,
+        cache: _IndexedTileSource,
+        cover: TileCover,
+        new: dict[_Key, str],
+        old: dict[_Key, str],
+    ) -> dict[_Key, bytes]:
+        """Ask the cache for each tile of the cover its index lacks, as an extraction does (it
+        fetches them from its own source, and stores them); adds those it has to ``new`` and
+        returns the bytes of those that differ from ``old``."""
+        info = cache.info
+        fetched: dict[_Key, bytes] = {}
+        for index, tile in enumerate(cover):
+            if index % 256 == 0:
+                self.context.check_cancelled()
+            key = (tile.z, tile.x, tile.y)
+            if key in new or not info.min_zoom <= tile.z <= info.max_zoom:
+                continue
+            try:
+                data = cache.get_tile(tile)
+            except TileNotFoundError:
+                continue  # nothing there: no tile in an extraction either
+            new[key] = sha256 = hashlib.sha256(data).hexdigest()
+            if old.get(key) != sha256:
+                fetched[key] = data
+        return fetched
 
     def _tile_format(self, path: str) -> str:
         """The tile format of a package's tile archive: its layer's tile service's."""
@@ -832,6 +1139,49 @@ def _as_extracted(archive: Path, metadata: TilesetMetadata, scratch: Path) -> No
             raise
     finally:
         conn.close()
+
+
+def _exported_metadata(info: TileSourceInfo, plan: TileLayerPlan) -> TilesetMetadata:
+    """The metadata :func:`~offmaps.offline.generate.export_tiles` gives the archive of a tile
+    source that is not an archive (a tile cache): the source's, the area's bounds, the
+    layer's levels (:func:`_as_extracted` completes the centre as its writer does)."""
+    west, south, east, north = plan.area.aoi().to_wgs84().bounds
+    return TilesetMetadata(
+        tile_format=info.tile_format,
+        tms=get_tms(info.tms_id),
+        name=info.title,
+        tile_compression=info.tile_compression,
+        bounds=BBox(west, south, east, north),
+        minzoom=plan.zooms.min,
+        maxzoom=plan.zooms.max,
+        attribution=info.attribution,
+        vector_layers=[{"id": layer, "fields": {}} for layer in info.vector_layers] or None,
+    )
+
+
+_BLOB_READS = 8
+"""Blobs read at once: a blob store in S3 answers each read over the network."""
+
+
+def _blob_bytes(blobs: BlobStore, wanted: list[tuple[_Key, str]]) -> Iterator[tuple[_Key, bytes]]:
+    """The bytes of each (tile, SHA-256) from a content-addressed blob store, a few read at
+    once, each checked against its SHA-256.
+
+    Raises:
+        PackageError: a blob's bytes do not hash to its key (damaged).
+        BlobNotFoundError: a blob is missing.
+    """
+    chunk = 64 * _BLOB_READS
+    with ThreadPoolExecutor(_BLOB_READS) as pool:
+        for start in range(0, len(wanted), chunk):
+            part = wanted[start : start + chunk]
+            for (key, sha256), data in zip(
+                part, pool.map(blobs.get, [sha256 for _, sha256 in part]), strict=True
+            ):
+                if hashlib.sha256(data).hexdigest() != sha256:
+                    z, x, y = key
+                    raise PackageError(f"the blob {sha256} of tile {z}/{x}/{y} is damaged")
+                yield key, data
 
 
 def _shas(files: tuple[dict[str, Any], ...]) -> set[str]:
