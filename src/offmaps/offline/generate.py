@@ -74,7 +74,7 @@ from offmaps.offline.replica import LocalReplica
 from offmaps.replicas import SyncService
 from offmaps.schemas import FeatureLayerRef, OnlineOnlyLayerRef, TableRef, TileLayerRef, WebMap
 from offmaps.settings import LimitSettings
-from offmaps.sources import ArchiveTileSource, TileSource
+from offmaps.sources import ArchiveTileSource, TileSource, TileSourceInfo
 from offmaps.state import LayerScope, RelatedKey, ReplicaRegistry
 from offmaps.storage import LocalBlobStore
 from offmaps.tiling import AreaOfInterest, get_tms, scale_for_zoom, tile_cover
@@ -836,6 +836,23 @@ class _Generation:
         return manifest
 
 
+def exported_metadata(info: TileSourceInfo, plan: TileLayerPlan) -> TilesetMetadata:
+    """The metadata :func:`export_tiles` gives the archive it writes of a tile source: the
+    source's format, title and attribution, the area's bounds, the layer's levels."""
+    west, south, east, north = plan.area.aoi().to_wgs84().bounds
+    return TilesetMetadata(
+        tile_format=info.tile_format,
+        tms=get_tms(info.tms_id),
+        name=info.title,
+        tile_compression=info.tile_compression,
+        bounds=BBox(west, south, east, north),
+        minzoom=plan.zooms.min,
+        maxzoom=plan.zooms.max,
+        attribution=info.attribution,
+        vector_layers=[{"id": layer, "fields": {}} for layer in info.vector_layers] or None,
+    )
+
+
 def export_tiles(
     source: TileSource,
     destination: Path,
@@ -850,23 +867,9 @@ def export_tiles(
     area is asked for, and the ones the source has none for are skipped. The archive appears
     only when complete.
     """
-    info = source.info
-    tms = get_tms(info.tms_id)
-    area = plan.area.aoi()
-    cover = tile_cover(area, tms, plan.zooms)
+    metadata = exported_metadata(source.info, plan)
+    cover = tile_cover(plan.area.aoi(), metadata.tms, plan.zooms)
     total = max(cover.total, 1)
-    west, south, east, north = area.to_wgs84().bounds
-    metadata = TilesetMetadata(
-        tile_format=info.tile_format,
-        tms=tms,
-        name=info.title,
-        tile_compression=info.tile_compression,
-        bounds=BBox(west, south, east, north),
-        minzoom=plan.zooms.min,
-        maxzoom=plan.zooms.max,
-        attribution=info.attribution,
-        vector_layers=[{"id": layer, "fields": {}} for layer in info.vector_layers] or None,
-    )
     written = 0
     with open_writer(str(destination), metadata) as writer:
         for index, tile in enumerate(cover):

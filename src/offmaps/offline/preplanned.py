@@ -15,26 +15,22 @@ limits) and keeps one packaging job per area at a time.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property, partial
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from offmaps.containers import ContainerKind, TilesetMetadata, open_reader, open_writer
+from offmaps.containers import ContainerKind, open_reader
 from offmaps.containers.convert import subset_metadata
-from offmaps.containers.mbtiles import tms_row
 from offmaps.errors import (
     InvalidOfflineParametersError,
     JobCancelledError,
@@ -42,10 +38,23 @@ from offmaps.errors import (
     MapAreaBusyError,
     MapAreaNotFoundError,
     OffmapsError,
-    PackageError,
     TileNotFoundError,
 )
 from offmaps.jobs import JobContext, JobKind, JobRunner
+from offmaps.offline.area_tiles import (
+    WEB_MERCATOR,
+    IndexedTileSource,
+    Key,
+    Row,
+    archive_rows,
+    as_extracted,
+    blob_bytes,
+    cache_cover,
+    cache_mark,
+    content_mark,
+    file_mark,
+    metadata_rows,
+)
 from offmaps.offline.areas import (
     MapAreaChanges,
     MapAreaRequest,
@@ -60,6 +69,7 @@ from offmaps.offline.generate import (
     OfflineMapServices,
     build_package,
     check_export_limits,
+    exported_metadata,
     prepare_offline_map,
     tile_layer_infos,
 )
@@ -103,12 +113,12 @@ from offmaps.offline.updates.server import area_replica, area_replica_id, write_
 from offmaps.offline.updates.tiles import build_cover_tile_update
 from offmaps.schemas import AttachmentOption, TileLayerRef, UpdateMode, WebMap
 from offmaps.schemas.jobs import JobStatus
-from offmaps.sources import ArchiveTileSource, TileSourceInfo
+from offmaps.sources import ArchiveTileSource
 from offmaps.state import AreaPackage, LayerScope, MapArea, MapAreaStore
-from offmaps.storage import BlobStore, LocalBlobStore, ObjectStore, prefixed
+from offmaps.storage import LocalBlobStore, ObjectStore, prefixed
 from offmaps.storage.copying import copy_stream
-from offmaps.tiling import TileCover, get_tms, tile_cover
-from offmaps.types import BBox, Tile
+from offmaps.tiling import TileCover, tile_cover
+from offmaps.types import Tile
 
 __all__ = [
     "PACKAGE_MAP_AREA",
@@ -236,7 +246,7 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
     previous = packages[-1] if packages and packages[-1].epoch == area.epoch else None
     try:
         webmap = services.offline.catalog.webmaps.get(area.map_id)
-        read: dict[str, list[_Row]] = {}  # what the marks read of tile caches' indexes
+        read: dict[str, list[Row]] = {}  # what the marks read of tile caches' indexes
         fingerprints = _fingerprints(services, webmap, area, read)  # before any tile is read
         comparable = _comparable_layers(services, webmap)
         if previous is not None and _can_refresh(previous, webmap, fingerprints, comparable):
@@ -309,7 +319,7 @@ def _publish(
     path: Path,
 ) -> None:
     """Keep a file an extraction wrote among the areas' files; for the archive of a tile cache,
-    first record in ``held`` (by layer) the mark of the tiles it holds (:func:`_cache_mark`)."""
+    first record in ``held`` (by layer) the mark of the tiles it holds (:func:`cache_mark`)."""
     layer = PurePosixPath(entry.path).stem
     ref = webmap.find_layer(layer) if entry.path.endswith(".mbtiles") else None
     source = (
@@ -317,11 +327,11 @@ def _publish(
         if isinstance(ref, TileLayerRef)
         else None
     )
-    if isinstance(source, _IndexedTileSource):
+    if isinstance(source, IndexedTileSource):
         plan = _tile_plans(services, webmap, area).get(layer)
-        if plan is not None and source.info.tms_id == _WEB_MERCATOR:
+        if plan is not None and source.info.tms_id == WEB_MERCATOR:
             try:
-                held[layer] = _content_mark(source.info, plan, _archive_rows(path).items())
+                held[layer] = content_mark(source.info, plan, archive_rows(path).items())
             except (OffmapsError, sqlite3.Error) as exc:  # a mark matching none: compared next time
                 _log.warning("%s cannot be marked: %s", entry.path, exc)
                 held[layer] = f"cache:unread:{uuid.uuid4().hex}"
@@ -364,11 +374,11 @@ def _fingerprints(
     services: PreplannedServices,
     webmap: WebMap,
     area: MapArea,
-    read: dict[str, list[_Row]] | None = None,
+    read: dict[str, list[Row]] | None = None,
 ) -> dict[str, str | None]:
     """For each tile layer of the map (by id), what says its tiles have not changed: the size
     and modification time of an archive file and of its write-ahead log; for a tile cache, a
-    digest of what its index holds for the area's cover (:func:`_cache_mark`); ``None`` for a
+    digest of what its index holds for the area's cover (:func:`cache_mark`); ``None`` for a
     source with no such mark (an upstream server, vector tiles built from features, a
     folder). ``read`` gets the index rows each tile cache's mark was made of (by layer)."""
     found: dict[str, str | None] = {}
@@ -380,42 +390,17 @@ def _fingerprints(
         source = sources.get(ref.service)
         mark = None
         if isinstance(source, ArchiveTileSource) and not source.location.kind.is_folder:
-            mark = _file_mark(source.location.path)
-        elif isinstance(source, _IndexedTileSource):
+            mark = file_mark(source.location.path)
+        elif isinstance(source, IndexedTileSource):
             if plans is None:
                 plans = _tile_plans(services, webmap, area)
-            marked = _cache_mark(source, plans.get(ref.id))
+            marked = cache_mark(source, plans.get(ref.id))
             if marked is not None:
                 mark, rows = marked
                 if read is not None:
                     read[ref.id] = rows
         found[ref.id] = mark
     return found
-
-
-@runtime_checkable
-class _IndexedTileSource(Protocol):
-    """A tile source whose index knows the SHA-256 of every tile it holds, the bytes kept once
-    per content in a blob store: a tile cache (:class:`offmaps.cache.TileCache`, which this
-    layer does not import). :meth:`get_tile` reads through: a tile it lacks is asked of the
-    cache's own source (and stored)."""
-
-    @property
-    def info(self) -> TileSourceInfo: ...
-
-    @property
-    def blobs(self) -> BlobStore: ...
-
-    def get_tile(self, tile: Tile) -> bytes: ...
-
-    def stored_hashes(self, cover: TileCover) -> Iterator[_Row]: ...
-
-
-_WEB_MERCATOR = "WebMercatorQuad"
-_Key = tuple[int, int, int]
-"""A tile's z, x, y (rows from the top)."""
-_Row = tuple[int, int, int, str]
-"""A tile's z, x, y and the SHA-256 of its bytes."""
 
 
 def _tile_plans(
@@ -434,107 +419,6 @@ def _tile_plans(
     return {found.layer_id: found for found in plan.tiles}
 
 
-def _cache_cover(info: TileSourceInfo, plan: TileLayerPlan) -> tuple[TileCover, int]:
-    """The tiles an extraction asks a cache for (the cover of the layer's area, as
-    :func:`~offmaps.offline.generate.export_tiles` walks it), and how many of them are at the
-    cache's levels (the others it serves none of)."""
-    cover = tile_cover(plan.area.aoi(), get_tms(info.tms_id), plan.zooms)
-    served = sum(n for z, n in cover.counts().items() if info.min_zoom <= z <= info.max_zoom)
-    return cover, served
-
-
-def _content_mark(
-    info: TileSourceInfo, plan: TileLayerPlan, tiles: Iterable[tuple[_Key, str]]
-) -> str:
-    """The mark of a tile cache's tiles for an area: a SHA-256 of what the package's metadata
-    comes from (the cache's format, title, attribution, levels, the layer's levels) and of
-    each (tile, SHA-256) of ``tiles``, in (z, x, y) order."""
-    digest = hashlib.sha256()
-    described = [
-        info.tms_id,
-        info.tile_format.value,
-        info.title,
-        info.attribution,
-        info.tile_compression.value,
-        list(info.vector_layers),
-        info.min_zoom,
-        info.max_zoom,
-        plan.zooms.min,
-        plan.zooms.max,
-    ]
-    digest.update(json.dumps(described).encode())
-    digest.update(
-        "".join(f"{z}/{x}/{y}={sha256}\n" for (z, x, y), sha256 in sorted(tiles)).encode()
-    )
-    return f"cache:{digest.hexdigest()}"
-
-
-def _archive_rows(archive: Path) -> dict[_Key, str]:
-    """The SHA-256 of each tile of an MBTiles archive, by (z, x, y)."""
-    conn = sqlite3.connect(f"{archive.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        return {
-            (z, x, (1 << z) - 1 - row): hashlib.sha256(data).hexdigest()
-            for z, x, row, data in conn.execute(
-                "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"
-            )
-        }
-    finally:
-        conn.close()
-
-
-def _cache_mark(
-    source: _IndexedTileSource, plan: TileLayerPlan | None
-) -> tuple[str, list[_Row]] | None:
-    """What says an extraction of a tile cache for the area gives what the previous package's
-    archive holds: the :func:`_content_mark` of the tiles its index holds in the area's cover
-    at the cache's levels, which a package records as the mark of the tiles its archive holds
-    (:func:`_publish`, :meth:`_Incremental._refresh_from_cache`): equal, the archive is what
-    an extraction gives now (content against content, so a tile changed while the previous
-    package was made, and changed back since, is seen).
-
-    It covers the area only (tiles changed elsewhere do not matter) and is a digest of the
-    content itself: the index keeps no change counter; its rows' ``stored`` times miss
-    removals; and its file's size and time move at every read (usage counters, read times)
-    and do not exist in PostgreSQL. A cache lacking tiles of the cover gets a mark that
-    matches none: an extraction asks the cache's source for those again, and it may have them
-    now. ``None`` (extracted again) for a cache an MBTiles archive cannot hold or whose index
-    cannot be read; else the mark and the rows it was made of.
-    """
-    info = source.info
-    if plan is None or info.tms_id != _WEB_MERCATOR:
-        return None
-    try:
-        cover, served = _cache_cover(info, plan)
-        rows = [
-            row for row in source.stored_hashes(cover) if info.min_zoom <= row[0] <= info.max_zoom
-        ]
-    except OffmapsError as exc:
-        _log.warning("tile cache %s cannot be marked: %s", info.name, exc)
-        return None
-    mark = _content_mark(info, plan, (((z, x, y), sha256) for z, x, y, sha256 in rows))
-    if len(rows) < served:
-        mark += f":lacks:{served - len(rows)}:{uuid.uuid4().hex}"
-    return mark, rows
-
-
-def _file_mark(path: Path) -> str | None:
-    """The size and modification time of an archive file and of the write-ahead log beside it
-    (a SQLite writer's changes may be only there); ``None`` when it cannot be read."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    mark = f"{stat.st_size}:{stat.st_mtime_ns}"
-    try:
-        wal = path.with_name(path.name + "-wal").stat()
-    except FileNotFoundError:
-        return mark
-    except OSError:
-        return None
-    return f"{mark}:{wal.st_size}:{wal.st_mtime_ns}"
-
-
 def _comparable_layers(services: PreplannedServices, webmap: WebMap) -> set[str]:
     """The tile layers of the map (by id) whose source is an MBTiles archive file or a tile
     cache of WebMercatorQuad: a changed one is brought up to date by comparing its tiles with
@@ -549,7 +433,7 @@ def _comparable_layers(services: PreplannedServices, webmap: WebMap) -> set[str]
                 isinstance(source := sources.get(ref.service), ArchiveTileSource)
                 and source.location.kind is ContainerKind.MBTILES
             )
-            or (isinstance(source, _IndexedTileSource) and source.info.tms_id == _WEB_MERCATOR)
+            or (isinstance(source, IndexedTileSource) and source.info.tms_id == WEB_MERCATOR)
         )
     }
 
@@ -710,7 +594,7 @@ class _Incremental:
     context: JobContext
     webmap: WebMap
     fingerprints: dict[str, str | None]
-    read: dict[str, list[_Row]] = field(default_factory=dict)
+    read: dict[str, list[Row]] = field(default_factory=dict)
     """The index rows each tile cache's mark was made of (by layer): what is compared."""
     cache_marks: dict[str, str] = field(default_factory=dict)
     """The marks of what the archives brought up from a tile cache hold (by layer)."""
@@ -881,7 +765,7 @@ class _Incremental:
         """
         sources = self.services.offline.catalog.tile_sources
         source = sources.get(plan.service) if plan is not None else None
-        if plan is not None and isinstance(source, _IndexedTileSource):
+        if plan is not None and isinstance(source, IndexedTileSource):
             return self._refresh_from_cache(path, head, plan, source, archive, name)
         if (
             plan is None
@@ -898,7 +782,7 @@ class _Incremental:
         try:
             with open_reader(source.location.path) as reader:
                 metadata = reader.metadata
-            had = _metadata_rows(archive)
+            had = metadata_rows(archive)
             if had.get("format") != metadata.tile_format.value:
                 raise _NotIncrementalError(
                     f"the tile format of {path} changed ({had.get('format')} -> "
@@ -910,15 +794,8 @@ class _Incremental:
                 self.context.scratch / "updates" / name, info, archive, source.location.path, cover
             )
             self.context.check_cancelled()
-            write_chain_state(
-                archive,
-                ChainState(self.area.id, self.area.epoch, self.previous.number, head),
-                durable=False,  # a scratch copy, synced once as it is kept
-            )
-            apply_tile_update(
-                archive, update.path, sha256=update.sha256, size=update.size, durable=False
-            )
-            _as_extracted(archive, subset_metadata(metadata, plan.zooms, cover), scratch)
+            self._apply_to_copy(archive, update, head)
+            as_extracted(archive, subset_metadata(metadata, plan.zooms, cover), scratch)
         except (OffmapsError, sqlite3.Error, OSError) as exc:
             if isinstance(exc, JobCancelledError):
                 raise
@@ -937,7 +814,7 @@ class _Incremental:
         path: str,
         head: str,
         plan: TileLayerPlan,
-        cache: _IndexedTileSource,
+        cache: IndexedTileSource,
         archive: Path,
         name: str,
     ) -> UpdateFile:
@@ -957,18 +834,18 @@ class _Incremental:
                 archive's, its index, a blob or its source fails (a damaged blob included).
         """
         info = cache.info
-        if info.tms_id != _WEB_MERCATOR:
+        if info.tms_id != WEB_MERCATOR:
             raise _NotIncrementalError(f"{path}: its tile cache is of {info.tms_id}")
         held = {entry["path"]: entry["sha256"] for entry in self.previous.files}
         _fetch(self.services.files, held[path], archive)
         try:
-            if _metadata_rows(archive).get("format") != info.tile_format.value:
+            if metadata_rows(archive).get("format") != info.tile_format.value:
                 raise _NotIncrementalError(f"the tile format of {path} changed")
             rows = self.read.get(plan.layer_id)
             if rows is None:
                 raise _NotIncrementalError(f"{path}: its tile cache's index was not read")
-            cover, served = _cache_cover(info, plan)
-            old = _archive_rows(archive)
+            cover, served = cache_cover(info, plan)
+            old = archive_rows(archive)
             self.context.check_cancelled()
             new = {(z, x, y): sha256 for z, x, y, sha256 in rows}
             fetched = self._read_through(cache, cover, new, old) if len(new) < served else {}
@@ -978,7 +855,7 @@ class _Incremental:
             self.cache_marks[plan.layer_id] = (
                 marked.partition(":lacks:")[0]  # the tiles the mark was made of, no more
                 if len(new) == len(rows)
-                else _content_mark(info, plan, new.items())
+                else content_mark(info, plan, new.items())
             )
             wanted = [(key, new[key]) for key in changed if key not in fetched]
             link = TileUpdateInfo(_link(self, head), plan.layer_id, info.tile_format.value)
@@ -987,23 +864,16 @@ class _Incremental:
                 link,
                 [
                     (Tile(x, y, z), data)
-                    for (z, x, y), data in [*fetched.items(), *_blob_bytes(cache.blobs, wanted)]
+                    for (z, x, y), data in [*fetched.items(), *blob_bytes(cache.blobs, wanted)]
                 ],
                 [Tile(x, y, z) for z, x, y in removed],
             )
             self.context.check_cancelled()
             if changed or removed:  # else the copy stays the same file
-                write_chain_state(
-                    archive,
-                    ChainState(self.area.id, self.area.epoch, self.previous.number, head),
-                    durable=False,  # a scratch copy, synced once as it is kept
-                )
-                apply_tile_update(
-                    archive, update.path, sha256=update.sha256, size=update.size, durable=False
-                )
+                self._apply_to_copy(archive, update, head)
             scratch = self.context.scratch / "tiles"
             scratch.mkdir(exist_ok=True)
-            _as_extracted(archive, _exported_metadata(info, plan), scratch)
+            as_extracted(archive, exported_metadata(info, plan), scratch)
         except (OffmapsError, sqlite3.Error, OSError) as exc:
             if isinstance(exc, JobCancelledError):
                 raise
@@ -1021,16 +891,16 @@ class _Incremental:
 
     def _read_through(
         self,
-        cache: _IndexedTileSource,
+        cache: IndexedTileSource,
         cover: TileCover,
-        new: dict[_Key, str],
-        old: dict[_Key, str],
-    ) -> dict[_Key, bytes]:
+        new: dict[Key, str],
+        old: dict[Key, str],
+    ) -> dict[Key, bytes]:
         """Ask the cache for each tile of the cover its index lacks, as an extraction does (it
         fetches them from its own source, and stores them); adds those it has to ``new`` and
         returns the bytes of those that differ from ``old``."""
         info = cache.info
-        fetched: dict[_Key, bytes] = {}
+        fetched: dict[Key, bytes] = {}
         for index, tile in enumerate(cover):
             if index % 256 == 0:
                 self.context.check_cancelled()
@@ -1045,6 +915,16 @@ class _Incremental:
             if old.get(key) != sha256:
                 fetched[key] = data
         return fetched
+
+    def _apply_to_copy(self, archive: Path, update: UpdateFile, head: str) -> None:
+        """Apply a tile update to the copy of the previous package's archive, as a device
+        does: its chain begun at ``head`` first. A scratch copy: no flush per commit (the
+        object store syncs it once as it keeps it)."""
+        state = ChainState(self.area.id, self.area.epoch, self.previous.number, head)
+        write_chain_state(archive, state, durable=False)
+        apply_tile_update(
+            archive, update.path, sha256=update.sha256, size=update.size, durable=False
+        )
 
     def _tile_format(self, path: str) -> str:
         """The tile format of a package's tile archive: its layer's tile service's."""
@@ -1079,109 +959,6 @@ class _Incremental:
         write_manifest(folder, manifest)
         listed = [*manifest.files, file_entry(folder, MANIFEST_NAME)]
         return [entry.model_dump() for entry in listed]
-
-
-def _metadata_of(conn: sqlite3.Connection) -> dict[str, str]:
-    """The ``metadata`` table of the MBTiles archive ``conn`` is open on."""
-    return {str(k): str(v) for k, v in conn.execute("SELECT name, value FROM metadata")}
-
-
-def _metadata_rows(archive: Path) -> dict[str, str]:
-    """The ``metadata`` table of an MBTiles archive."""
-    conn = sqlite3.connect(f"{archive.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        return _metadata_of(conn)
-    finally:
-        conn.close()
-
-
-_CHAIN_STATE_TABLE = "offmaps_sync_state"  # docs/update-files.md, "The chain"
-
-
-def _as_extracted(archive: Path, metadata: TilesetMetadata, scratch: Path) -> None:
-    """Leave an archive brought up to date by an update as an extraction of its tiles writes
-    it: without the chain state applying the update needed (a package as served holds none),
-    and with the metadata an extraction writes, ``metadata`` completed from the tiles it holds
-    (levels, bounds, centre), made by the writer an extraction uses: a tile at the lowest
-    level and the corners of the highest decide them."""
-    conn = sqlite3.connect(archive, isolation_level=None, timeout=30)
-    try:
-        low, high = conn.execute("SELECT min(zoom_level), max(zoom_level) FROM tiles").fetchone()
-        corners: list[Tile] = []
-        if high is not None:
-            x0, x1, r0, r1 = conn.execute(
-                "SELECT min(tile_column), max(tile_column), min(tile_row), max(tile_row) "
-                "FROM tiles WHERE zoom_level = ?",
-                (high,),
-            ).fetchone()
-            corners = [Tile(x0, tms_row(r1, high), high), Tile(x1, tms_row(r0, high), high)]
-            low_x, low_row = conn.execute(
-                "SELECT tile_column, tile_row FROM tiles WHERE zoom_level = ? LIMIT 1", (low,)
-            ).fetchone()
-            corners.append(Tile(low_x, tms_row(low_row, low), low))
-        model = scratch / f"metadata-{archive.name}"
-        model.unlink(missing_ok=True)
-        with open_writer(str(model), metadata) as writer:
-            for tile in corners:
-                writer.write_tile(tile, b"\0")
-        wanted = _metadata_rows(model)
-        model.unlink()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(f"DROP TABLE IF EXISTS {_CHAIN_STATE_TABLE}")
-            if _metadata_of(conn) != wanted:
-                conn.execute("DELETE FROM metadata")
-                conn.executemany("INSERT INTO metadata (name, value) VALUES (?, ?)", wanted.items())
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    finally:
-        conn.close()
-
-
-def _exported_metadata(info: TileSourceInfo, plan: TileLayerPlan) -> TilesetMetadata:
-    """The metadata :func:`~offmaps.offline.generate.export_tiles` gives the archive of a tile
-    source that is not an archive (a tile cache): the source's, the area's bounds, the
-    layer's levels (:func:`_as_extracted` completes the centre as its writer does)."""
-    west, south, east, north = plan.area.aoi().to_wgs84().bounds
-    return TilesetMetadata(
-        tile_format=info.tile_format,
-        tms=get_tms(info.tms_id),
-        name=info.title,
-        tile_compression=info.tile_compression,
-        bounds=BBox(west, south, east, north),
-        minzoom=plan.zooms.min,
-        maxzoom=plan.zooms.max,
-        attribution=info.attribution,
-        vector_layers=[{"id": layer, "fields": {}} for layer in info.vector_layers] or None,
-    )
-
-
-_BLOB_READS = 8
-"""Blobs read at once: a blob store in S3 answers each read over the network."""
-
-
-def _blob_bytes(blobs: BlobStore, wanted: list[tuple[_Key, str]]) -> Iterator[tuple[_Key, bytes]]:
-    """The bytes of each (tile, SHA-256) from a content-addressed blob store, a few read at
-    once, each checked against its SHA-256.
-
-    Raises:
-        PackageError: a blob's bytes do not hash to its key (damaged).
-        BlobNotFoundError: a blob is missing.
-    """
-    chunk = 64 * _BLOB_READS
-    with ThreadPoolExecutor(_BLOB_READS) as pool:
-        for start in range(0, len(wanted), chunk):
-            part = wanted[start : start + chunk]
-            for (key, sha256), data in zip(
-                part, pool.map(blobs.get, [sha256 for _, sha256 in part]), strict=True
-            ):
-                if hashlib.sha256(data).hexdigest() != sha256:
-                    z, x, y = key
-                    raise PackageError(f"the blob {sha256} of tile {z}/{x}/{y} is damaged")
-                yield key, data
 
 
 def _shas(files: tuple[dict[str, Any], ...]) -> set[str]:
