@@ -337,7 +337,7 @@ def _stage(
     if missing:
         raise PackageError(f"{folder}: the updates are for files it does not hold: {missing}")
     manifest = read_manifest(folder)
-    unchecked = _replica_paths(manifest)
+    unchecked = manifest.replica_files()
     total = sum(int(entry["size"]) for entry in entries) or 1
     done = 0
     for entry in entries:  # every update here and checked before anything is staged
@@ -415,13 +415,6 @@ def _stage_file(
         fold_wal(target, leave_wal_mode=True)  # one file, whole, to move in
     _fsync(target)  # durable before the intent names it
     return file_entry(staging, name) if relist else None
-
-
-def _replica_paths(manifest: PackageManifest) -> set[str]:
-    """The listed paths of the replicas' files (matched without regard to case, as the
-    manifest matches its references)."""
-    wanted = {replica.file.casefold() for replica in manifest.replicas}
-    return {entry.path for entry in manifest.files if entry.path.casefold() in wanted}
 
 
 def _has_log(path: Path) -> bool:

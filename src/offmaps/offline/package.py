@@ -281,6 +281,13 @@ class PackageManifest(_Model):
     reference_basemap: ReferenceBasemap | None = None
     """The device's own basemap, when the offline map was made to use one."""
 
+    def replica_files(self) -> set[str]:
+        """The listed paths of the replicas' files, as ``files`` spells them (the manifest
+        matches references to files without regard to case): files that change as they are
+        edited, whose size and SHA-256 are not checked."""
+        wanted = {replica.file.casefold() for replica in self.replicas}
+        return {entry.path for entry in self.files if entry.path.casefold() in wanted}
+
     def relisted(self, folder: Path, paths: Iterable[str]) -> PackageManifest:
         """This manifest with the entries of ``paths`` (size, SHA-256) read again from the
         files of ``folder``: after a device or the server changed them in place.
@@ -824,7 +831,7 @@ def verify_package(folder: Path, *, progress: Callable[[int], None] | None = Non
     manifest = read_manifest(folder)
     problems: list[VerifyProblem] = []
     intact: set[str] = set()
-    replicas = _replica_files(manifest)
+    replicas = manifest.replica_files()
     for entry in manifest.files:
         if entry.path in replicas:
             reason = _check_replica_file(folder, entry, progress)
@@ -866,13 +873,6 @@ def verify_package(folder: Path, *, progress: Callable[[int], None] | None = Non
         files=len(manifest.files),
         bytes=sum(entry.size for entry in manifest.files),
     )
-
-
-def _replica_files(manifest: PackageManifest) -> set[str]:
-    """The listed paths of the replicas' files, as ``files`` spells them (the manifest matches
-    references to files without regard to case)."""
-    wanted = {replica.file.casefold() for replica in manifest.replicas}
-    return {entry.path for entry in manifest.files if entry.path.casefold() in wanted}
 
 
 # --- opening a package ----------------------------------------------------------------------
@@ -984,7 +984,7 @@ class MobileMapPackage:
         if self._manifest is not None:
             return self
         manifest = read_manifest(self.path)
-        replicas = _replica_files(manifest)
+        replicas = manifest.replica_files()
         for entry in manifest.files:
             try:
                 fd = _open_inside(self.path, entry.path)
