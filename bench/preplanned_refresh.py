@@ -224,7 +224,7 @@ def seed_cache(folder: Path, copies: int) -> None:
         services.close()
 
 
-def template(data: Path, copies: int, source: str) -> Path:
+def template(data: Path, copies: int, source: str = "mbtiles") -> Path:
     """The data folder every run starts from (built once)."""
     folder = WORK / (f"template-x{copies}" + ("" if source == "mbtiles" else f"-{source}"))
     if (folder / "ready").exists():
