@@ -14,13 +14,14 @@ from shapely.geometry import Point
 
 from offmaps.client import Portal
 from offmaps.client.offline import OfflineMapTask, PortalItem
+from offmaps.client.scheduled import apply_scheduled_updates
 from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
 from offmaps.errors import PackageError, ReplicaNotFoundError
 from offmaps.features.geopackage import GeoPackageStore
 from offmaps.features.model import FeatureQuery, Insert, Update
 from offmaps.offline.adopt import adopt_replicas
 from offmaps.offline.editing import open_feature_table
-from offmaps.offline.package import PackageReplica, read_manifest
+from offmaps.offline.package import PackageReplica, read_manifest, verify_package
 from offmaps.services import Services
 from tests.client.test_sync import server_edit, server_sites
 from tests.serverkit import PASSWORD, LiveServer, assert_problem
@@ -268,18 +269,7 @@ def test_a_package_replaced_whole_releases_its_replicas(
     try:
         folder = _download_with_sdk(portal, live_server, tmp_path / "device")
         (old,) = read_manifest(folder).replicas
-        # the author moves the area: a new epoch, which no update reaches
-        moved = live_server.server.client.patch(
-            f"/api/maps/{live_server.server.public_map}/areas/{area['id']}",
-            json={"bbox": [24.9, 60.1, 25.0, 60.2]},
-            headers=live_server.server.token("editor"),
-        )
-        assert moved.status_code == 200, moved.text
-        jobs = _services(live_server).jobs
-        deadline = time.monotonic() + 60
-        while not jobs.get(moved.json()["job_id"]).status.done:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _move_area(live_server, area)
         synced = OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters())
         applied = synced.wait().scheduled_updates
     finally:
@@ -293,3 +283,84 @@ def test_a_package_replaced_whole_releases_its_replicas(
     assert replicas.get(new.replica_id).inserts_only
     with pytest.raises(ReplicaNotFoundError):
         replicas.get(old.replica_id)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """The package's files; not SQLite's files beside a database that was read."""
+    return {
+        p.name: p.read_bytes()
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+    }
+
+
+def _move_area(server: LiveServer, area: dict[str, Any]) -> None:
+    """The author moves the area: a new epoch, which no update reaches."""
+    moved = server.server.client.patch(
+        f"/api/maps/{server.server.public_map}/areas/{area['id']}",
+        json={"bbox": [24.9, 60.1, 25.0, 60.2]},
+        headers=server.server.token("editor"),
+    )
+    assert moved.status_code == 200, moved.text
+    jobs = _services(server).jobs
+    deadline = time.monotonic() + 60
+    while not jobs.get(moved.json()["job_id"]).status.done:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_features_added_and_not_uploaded_are_carried_into_a_package_replaced_whole(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    area = _area(live_server, update_mode="download_scheduled_updates_and_upload_new_features")
+    portal = Portal(live_server.url)
+    portal.login("editor", PASSWORD)
+    try:
+        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
+        package = OfflineMapSyncTask(folder, portal).package
+        with open_feature_table(package, "sites") as sites:
+            (added,) = sites.store.apply_edits(
+                [Insert("sites", {"name": "not uploaded", "osm_id": 602}, Point(24.95, 60.15))]
+            )
+            assert added is not None
+            sites.add_attachment(added.global_id, "field.jpg", "image/jpeg", b"taken offline")
+        _move_area(live_server, area)
+        applied = apply_scheduled_updates(portal, folder)  # the updates step alone: no upload
+        assert applied is not None
+        assert applied.full_package_replaced
+        assert applied.carried == 1
+        assert verify_package(folder).ok
+        (replica,) = read_manifest(folder).replicas
+        with GeoPackageStore.open(folder / replica.file) as store:
+            kept = store.get_feature("sites", added.global_id)
+            (photo,) = store.list_attachments("sites", added.global_id)
+        assert kept.properties["name"] == "not uploaded"
+        assert photo.name == "field.jpg"
+        synced = OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters())
+        assert not synced.wait().has_errors  # and it goes up with the next sync
+    finally:
+        portal.close()
+    server = _services(live_server).catalog.feature_service(replica.service)
+    assert server.get_feature("sites", added.global_id).properties["name"] == "not uploaded"
+    assert [a.name for a in server.list_attachments("sites", added.global_id)] == ["field.jpg"]
+
+
+def test_a_package_is_not_replaced_while_edits_of_its_features_wait(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    area = _area(live_server, update_mode="download_scheduled_updates_and_upload_new_features")
+    portal = Portal(live_server.url)
+    portal.login("editor", PASSWORD)
+    try:
+        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
+        (replica,) = read_manifest(folder).replicas
+        with GeoPackageStore.open(folder / replica.file) as store:
+            site = next(iter(store.iter_features("sites")))
+            store.apply_edits([Update("sites", site.global_id, {"name": "edited offline"})])
+        before = _files(folder)
+        _move_area(live_server, area)
+        with pytest.raises(PackageError, match="1 edits of the package's features"):
+            apply_scheduled_updates(portal, folder)
+    finally:
+        portal.close()
+    assert _files(folder) == before

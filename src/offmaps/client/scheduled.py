@@ -35,15 +35,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from offmaps.client.downloads import fetch_file
 from offmaps.client.portal import Portal
-from offmaps.errors import OffmapsError, PackageError, ReplicaNotFoundError, UpdateIntegrityError
+from offmaps.errors import (
+    FeatureNotFoundError,
+    OffmapsError,
+    PackageError,
+    ReplicaNotFoundError,
+    UpdateIntegrityError,
+)
+from offmaps.features.geopackage import GeoPackageStore
+from offmaps.features.model import Insert
 from offmaps.offline.package import (
     ATTACHMENTS_FOLDER,
     MANIFEST_NAME,
     PackageFile,
     PackageManifest,
+    PackageReplica,
     file_entry,
     read_manifest,
     write_manifest,
@@ -58,6 +68,7 @@ from offmaps.offline.updates import (
 )
 from offmaps.offline.updates.chain import find_chain_state
 from offmaps.storage.copying import copy_file
+from offmaps.storage.local import LocalBlobStore
 
 __all__ = [
     "PreplannedPackageState",
@@ -116,6 +127,8 @@ class ScheduledUpdatesResult:
         full_package_replaced: whether the package was replaced by the newest whole.
         reason: why the full package was taken, if it was.
         released: the replicas of the replaced package unregistered on the server.
+        carried: features the device added and had not uploaded, carried into the package
+            that replaced it whole (they go up with the next sync).
     """
 
     choice: str
@@ -126,6 +139,7 @@ class ScheduledUpdatesResult:
     full_package_replaced: bool = False
     reason: str | None = None
     released: list[str] = field(default_factory=list)
+    carried: int = 0
 
     @property
     def mobile_map_package_reopen_required(self) -> bool:
@@ -453,12 +467,7 @@ def _replace_whole(
         download_preplanned_offline_map,
     )
 
-    pending = _pending_edits(folder)
-    if pending:
-        raise PackageError(
-            f"{folder}: {pending} edits are not uploaded yet: the package is not replaced by "
-            "the newest whole until they are (sync again)"
-        )
+    _check_pending(folder)  # before the download: what could not be kept is refused now
     document = portal.request("GET", state.href)
     area = PreplannedMapArea(portal, state.map_id, document)
     parameters = create_default_download_preplanned_offline_map_parameters(area)
@@ -470,6 +479,7 @@ def _replace_whole(
     job = download_preplanned_offline_map(parameters, new)
     report(0.05, f"downloading package {plan['to']} whole: {plan.get('reason')}")
     job.wait(on_progress=lambda fraction, message: report(0.05 + 0.9 * fraction, message))
+    result.carried = _carry_new_features(folder, new)
     old = _sibling(folder, OLD_SUFFIX)
     shutil.rmtree(old, ignore_errors=True)
     folder.replace(old)
@@ -501,22 +511,103 @@ def _release(portal: Portal, replaced: PackageManifest) -> list[str]:
     return released
 
 
-def _pending_edits(folder: Path) -> int:
-    """Edits of the package's replicas not uploaded yet (the outbox's pending rows)."""
-    pending = 0
-    for replica in read_manifest(folder).replicas:
+def _pending(folder: Path, replica: PackageReplica) -> list[tuple[str, str, str]]:
+    """The pending edits of a package's replica, in the order they were made: (layer, global
+    id, kind)."""
+    try:
+        conn = sqlite3.connect(f"file:{folder / replica.file}?mode=ro", uri=True)
         try:
-            conn = sqlite3.connect(f"file:{folder / replica.file}?mode=ro", uri=True)
-            try:
-                row = conn.execute(
-                    "SELECT count(*) FROM offmaps_outbox WHERE status = 'pending'"
-                ).fetchone()
-            finally:
-                conn.close()
-        except sqlite3.Error:
+            rows = conn.execute(
+                "SELECT layer, globalid, kind FROM offmaps_outbox WHERE status = 'pending' "
+                "ORDER BY seq"
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []  # no outbox: no edit waits
+    return [(str(layer), str(gid), str(kind)) for layer, gid, kind in rows]
+
+
+def _new_features(edits: list[tuple[str, str, str]]) -> tuple[list[tuple[str, str]], int]:
+    """The features the device added among pending edits (layer, global id; in order), and how
+    many pending edits are of other features (of the package: not kept by a replace)."""
+    added = list(dict.fromkeys((layer, gid) for layer, gid, kind in edits if kind == "insert"))
+    ours = set(added)
+    return added, sum(1 for layer, gid, _ in edits if (layer, gid) not in ours)
+
+
+def _check_pending(folder: Path) -> None:
+    """Refuse to replace a package whose pending edits a replace cannot keep: any but the
+    features the device added (and their attachments), which it carries into the new one.
+
+    Raises:
+        PackageError: edits of the package's own features wait to go up (sync again).
+    """
+    manifest = read_manifest(folder)
+    others = sum(_new_features(_pending(folder, replica))[1] for replica in manifest.replicas)
+    if others:
+        raise PackageError(
+            f"{folder}: {others} edits of the package's features are not uploaded yet: the "
+            "package is not replaced by the newest whole until they are (sync again)"
+        )
+
+
+def _carry_new_features(folder: Path, new: Path) -> int:
+    """Copy the features the device added and has not uploaded yet, with their attachments,
+    from the package in ``folder`` into the newest one downloaded to ``new`` (its replica of
+    the same service: they wait in its outbox, under the same global ids, for the next sync);
+    how many.
+
+    Raises:
+        PackageError: the new package has no replica of a service they belong to, or they
+            do not fit its layers (nothing is lost: the old package stays).
+    """
+    carried = 0
+    targets = {replica.service: replica for replica in read_manifest(new).replicas}
+    for replica in read_manifest(folder).replicas:
+        added, _ = _new_features(_pending(folder, replica))
+        if not added:
             continue
-        pending += int(row[0])
-    return pending
+        target = targets.get(replica.service)
+        if target is None:
+            raise PackageError(
+                f"{new}: no replica of {replica.service!r} to keep {len(added)} features "
+                "added on the device in"
+            )
+        old_blobs = LocalBlobStore(folder / ATTACHMENTS_FOLDER)
+        new_blobs = LocalBlobStore(new / ATTACHMENTS_FOLDER)
+        try:
+            with (
+                GeoPackageStore.open(folder / replica.file) as source,
+                GeoPackageStore.open(new / target.file) as store,
+            ):
+                for layer, gid in added:
+                    try:
+                        feature = source.get_feature(layer, UUID(gid))
+                    except FeatureNotFoundError:
+                        continue  # added, then deleted here: nothing to keep
+                    store.apply_edits(
+                        [Insert(layer, feature.properties, feature.geometry, feature.global_id)]
+                    )
+                    for attachment in source.list_attachments(layer, feature.global_id):
+                        if not new_blobs.exists(attachment.sha256):
+                            new_blobs.put(old_blobs.get(attachment.sha256))
+                        store.add_attachment(
+                            layer,
+                            feature.global_id,
+                            name=attachment.name,
+                            content_type=attachment.content_type,
+                            size=attachment.size,
+                            sha256=attachment.sha256,
+                            attachment_id=attachment.attachment_id,
+                        )
+                    carried += 1
+        except OffmapsError as exc:
+            raise PackageError(
+                f"{new}: the features added on the device cannot be kept in the newest "
+                f"package ({exc}); the package stays as it was"
+            ) from exc
+    return carried
 
 
 def _sibling(folder: Path, suffix: str) -> Path:
