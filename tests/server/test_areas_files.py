@@ -5,8 +5,14 @@ area names, to whoever may download its packages (docs/preplanned.md)."""
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
-from tests.server.test_areas_api import _areas, _create, _packaged, _services
+import pytest
+from shapely.geometry import box
+
+from offmaps.features.model import FeatureQuery, Update
+from offmaps.offline import preplanned
+from tests.server.test_areas_api import BBOX, _areas, _create, _packaged, _services
 from tests.serverkit import Server, assert_problem
 
 
@@ -76,3 +82,43 @@ def test_the_files_need_a_signed_in_user_who_may_take_maps_offline(server: Serve
     private = f"/api/maps/{server.private_map}/areas/{area['id']}/files/{sha256}"
     crew = server.token("editor", "maps:read offline:sync")
     assert_problem(server.client.get(private, headers=crew), 404)
+
+
+def test_a_photo_added_after_the_extraction_is_kept_for_the_update_that_names_it(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    area = _packaged(server, _create(server, attachments="include_all"))
+    store = server.catalog.feature_service("city")
+    inside = next(
+        f
+        for f in store.query("sites", FeatureQuery(limit=200)).features
+        if f.geometry is not None and box(BBOX[0], BBOX[1], BBOX[2], BBOX[3]).contains(f.geometry)
+    )
+    store.apply_edits([Update("sites", inside.global_id, {"status": "photographed"})])
+    photo = server.catalog.blobs.put(b"a photo taken while the area was extracted")
+    written = preplanned.write_area_feature_update  # type: ignore[attr-defined]
+
+    def late(*args: Any, **kwargs: Any) -> Any:  # the photo lands after the extraction
+        if not store.list_attachments("sites", inside.global_id):
+            store.add_attachment(
+                "sites", inside.global_id, name="late.jpg", content_type="image/jpeg",
+                size=photo.size, sha256=photo.sha256,
+            )  # fmt: skip
+        return written(*args, **kwargs)
+
+    monkeypatch.setattr(preplanned, "_can_refresh", lambda *args: False)  # the full path
+    monkeypatch.setattr(preplanned, "write_area_feature_update", late)
+    refreshed = server.client.post(
+        f"{_areas(server)}/{area['id']}/refresh", headers=server.token("editor")
+    )
+    package = _packaged(server, refreshed.json())["package"]
+    assert photo.sha256 not in {entry["sha256"] for entry in package["files"]}
+    (update,) = (u for u in package["updates"] if u["kind"] == "features")
+    assert update["blobs"] == [photo.sha256]
+    crew = server.token("editor", "maps:read offline:sync")
+    response = server.client.get(
+        f"{_areas(server)}/{area['id']}/files/{photo.sha256}", headers=crew
+    )
+    assert response.status_code == 200, response.text
+    assert response.content == b"a photo taken while the area was extracted"
+    assert photo.sha256 in _services(server).areas.store.named_files()  # not collected

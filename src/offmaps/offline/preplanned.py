@@ -98,6 +98,7 @@ from offmaps.offline.plan import (
 from offmaps.offline.updates import (
     BASE_PREFIX,
     ChainState,
+    FeatureUpdateReader,
     TileUpdateInfo,
     UpdateFile,
     UpdateLink,
@@ -544,7 +545,9 @@ class _UpdateWriter:
             update, _ = write_area_feature_update(
                 folder / name, self.services.offline.sync, replica, _link(self, head), since
             )
-            written.append(_entry(self.services, name, found.file, "features", head, update, self))
+            blobs = self._keep_blobs(update.path, files)
+            entry = _entry(self.services, name, found.file, "features", head, update, self)
+            written.append({**entry, "blobs": blobs} if blobs else entry)
         for entry in files:
             path = entry["path"]
             head = previous.chains.get(path)
@@ -561,6 +564,19 @@ class _UpdateWriter:
             update, _ = build_tile_update(folder / name, info, old, new)
             written.append(_entry(self.services, name, path, "tiles", head, update, self))
         return written
+
+    def _keep_blobs(self, update: Path, files: tuple[dict[str, Any], ...]) -> list[str]:
+        """Keep among the areas' files the attachment blobs a feature update names that the
+        new package does not hold (a photo added after the extraction read its rows: the
+        update is read later, from the rows as they are then); their SHA-256, which the
+        update's entry lists so that a device may fetch them by it."""
+        held = {str(entry["sha256"]) for entry in files}
+        with FeatureUpdateReader(update) as reader:
+            extra = sorted(sha256 for sha256 in reader.blobs() if sha256 not in held)
+        for sha256 in extra:
+            if not self.services.files.exists(sha256):
+                self.services.files.put(sha256, self.services.offline.catalog.blobs.get(sha256))
+        return extra
 
 
 def _fetch(store: ObjectStore, key: str, target: Path) -> None:

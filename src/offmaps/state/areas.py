@@ -222,8 +222,8 @@ class MapAreaStore(Protocol):
         ...
 
     def named_files(self) -> set[str]:
-        """The SHA-256 of every file a package of any area names: its files and its update
-        files."""
+        """The SHA-256 of every file a package of any area names: its files, its update files
+        and the attachment blobs these name that it does not hold."""
         ...
 
     def claim_due(self, now: float, next_refresh: NextRefresh) -> list[MapArea]:
@@ -371,6 +371,7 @@ class SQLiteMapAreaStore:
             package = _package(document)
             named.update(str(entry["sha256"]) for entry in package.files)
             named.update(str(update["sha256"]) for update in package.updates)
+            named.update(str(sha256) for u in package.updates for sha256 in u.get("blobs", ()))
         return named
 
     def claim_due(self, now: float, next_refresh: NextRefresh) -> list[MapArea]:

@@ -294,7 +294,9 @@ def download_area_file(
     services.catalog.visible_map(principal, map_id)
     area = services.areas.store.get(area_id, map_id=map_id)
     for package in services.areas.store.packages(area.id):
-        if any(entry["sha256"] == sha256 for entry in (*package.files, *package.updates)):
+        if any(entry["sha256"] == sha256 for entry in (*package.files, *package.updates)) or any(
+            sha256 in update.get("blobs", ()) for update in package.updates
+        ):
             return object_response(services.areas.files, sha256, request, filename=sha256)
     raise MapAreaNotFoundError(f"no package of map area {area.id} has a file {sha256}")
 
