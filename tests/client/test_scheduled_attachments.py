@@ -88,11 +88,14 @@ def test_a_sync_brings_the_photos_the_office_added(
     newest = _services(live_server).areas.store.packages(area["id"])[-1]
     assert (newest.number, newest.incremental) == (2, refresh == "incremental")
 
-    result = OfflineMapSyncTask(device, portal).sync_offline_map(SyncOfflineMapParameters()).wait()
+    task = OfflineMapSyncTask(device, portal)
+    planned = task.check_for_updates().scheduled_updates_download_size  # the photos counted
+    result = task.sync_offline_map(SyncOfflineMapParameters()).wait()
     applied = result.scheduled_updates
     assert applied is not None
     assert (applied.choice, applied.to_number) == ("updates", 2)
     assert applied.bytes_downloaded > sum(len(data) for data in photos.values())
+    assert planned == applied.bytes_downloaded
     report = verify_package(device)
     assert report.ok, report.problems
     assert main(["package", "verify", str(device), "--json"]) == 0  # offmaps package verify

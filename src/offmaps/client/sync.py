@@ -206,7 +206,8 @@ class OfflineMapUpdatesInfo:
     """Attachment files (or their remaining parts) to upload."""
     scheduled_updates_download_size: int = 0
     """For a preplanned package with scheduled updates: the bytes to download to reach the
-    area's newest package (its update files, or the package whole when that is needed)."""
+    area's newest package (its update files and the attachment blobs their rows name that the
+    package lacks, or the package whole when that is needed)."""
     full_package_required: bool = False
     """Whether the newest package comes whole (the updates cannot reach it, or weigh more)."""
     mobile_map_package_reopen_required: bool = False
@@ -364,6 +365,13 @@ class OfflineMapSyncTask:
             scheduled = {"none": 0, "updates": int(plan["updates_bytes"])}.get(
                 plan["choice"], int(plan["full_bytes"])
             )
+            if plan["choice"] == "updates":  # and the photos their rows name it lacks
+                named = {
+                    str(sha): int(size)
+                    for entry in plan["files"]
+                    for sha, size in entry.get("attachments", {}).items()
+                }
+                scheduled += sum(n for sha, n in named.items() if not present.exists(sha))
         return OfflineMapUpdatesInfo(
             download_available=down.changes > 0 or scheduled > 0,
             download_changes=down.changes,

@@ -998,10 +998,17 @@ def _entry(
     update: UpdateFile,
     step: _Incremental | _UpdateWriter,
 ) -> dict[str, Any]:
-    """Keep an update file among the areas' files; its entry in the package's ``updates``."""
+    """Keep an update file among the areas' files; its entry in the package's ``updates``
+    (a feature update's lists the attachment blobs its rows name, SHA-256 -> size: what a
+    device lacking them downloads with it)."""
+    named: dict[str, int] = {}
+    if kind == "features":
+        with FeatureUpdateReader(update.path) as reader:
+            named = reader.blobs()
     _keep(services.files, update.path, update.sha256)
     assert step.previous is not None
     return {
+        **({"attachments": named} if named else {}),
         "file": file,
         "kind": kind,
         "path": name,
