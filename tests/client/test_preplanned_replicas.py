@@ -5,6 +5,7 @@ does; its first download brings only what changed since the package was built.""
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -364,3 +365,34 @@ def test_a_package_is_not_replaced_while_edits_of_its_features_wait(
     finally:
         portal.close()
     assert _files(folder) == before
+
+
+def test_a_carried_feature_whose_upload_was_answered_but_not_heard_is_not_doubled(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    area = _area(live_server, update_mode="download_scheduled_updates_and_upload_new_features")
+    portal = Portal(live_server.url)
+    portal.login("editor", PASSWORD)
+    try:
+        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
+        task = OfflineMapSyncTask(folder, portal)
+        with open_feature_table(task.package, "sites") as sites:
+            (added,) = sites.store.apply_edits(
+                [Insert("sites", {"name": "sent once", "osm_id": 603}, Point(24.95, 60.15))]
+            )
+            assert added is not None
+        assert not task.sync_offline_map(SyncOfflineMapParameters()).wait().has_errors
+        (old,) = read_manifest(folder).replicas
+        with sqlite3.connect(folder / old.file) as conn:  # the answer never reached the device
+            conn.execute("UPDATE offmaps_outbox SET status = 'pending'")
+        _move_area(live_server, area)
+        applied = apply_scheduled_updates(portal, folder)
+        assert applied is not None
+        assert applied.carried == 1
+        synced = OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters())
+        assert not synced.wait().has_errors  # the insert again: answered applied, as a retry
+    finally:
+        portal.close()
+    server = _services(live_server).catalog.feature_service(old.service)
+    named = [f for f in server.iter_features("sites") if f.properties["name"] == "sent once"]
+    assert [f.global_id for f in named] == [added.global_id]

@@ -556,7 +556,8 @@ def _carry_new_features(folder: Path, new: Path) -> int:
     """Copy the features the device added and has not uploaded yet, with their attachments,
     from the package in ``folder`` into the newest one downloaded to ``new`` (its replica of
     the same service: they wait in its outbox, under the same global ids, for the next sync);
-    how many.
+    how many. A feature the new package holds already (its upload reached the server, whose
+    answer the device missed) is not added again; its attachments the package lacks are.
 
     Raises:
         PackageError: the new package has no replica of a service they belong to, or they
@@ -586,10 +587,19 @@ def _carry_new_features(folder: Path, new: Path) -> int:
                         feature = source.get_feature(layer, UUID(gid))
                     except FeatureNotFoundError:
                         continue  # added, then deleted here: nothing to keep
-                    store.apply_edits(
-                        [Insert(layer, feature.properties, feature.geometry, feature.global_id)]
-                    )
+                    held: set[UUID] = set()
+                    try:  # its upload reached the server, whose answer the device missed
+                        held = {
+                            a.attachment_id
+                            for a in store.list_attachments(layer, feature.global_id)
+                        }
+                    except FeatureNotFoundError:
+                        store.apply_edits(
+                            [Insert(layer, feature.properties, feature.geometry, feature.global_id)]
+                        )
                     for attachment in source.list_attachments(layer, feature.global_id):
+                        if attachment.attachment_id in held:
+                            continue
                         if not new_blobs.exists(attachment.sha256):
                             new_blobs.put(old_blobs.get(attachment.sha256))
                         store.add_attachment(
