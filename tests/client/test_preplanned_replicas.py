@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,66 +194,71 @@ def _download_with_sdk(portal: Portal, server: LiveServer, folder: Path) -> Path
     return folder
 
 
-def test_a_device_uploads_new_features_and_gets_the_rest_as_updates(
-    live_server: LiveServer, tmp_path: Path
-) -> None:
-    _area(live_server, update_mode="download_scheduled_updates_and_upload_new_features")
+@dataclass
+class UploadCrew:
+    """An area in upload-new-features mode, a signed-in crew and its package, downloaded by
+    the device SDK."""
+
+    area: dict[str, Any]
+    portal: Portal
+    folder: Path
+
+
+@pytest.fixture
+def upload_crew(live_server: LiveServer, tmp_path: Path) -> Iterator[UploadCrew]:
+    area = _area(live_server, update_mode="download_scheduled_updates_and_upload_new_features")
     portal = Portal(live_server.url)
     portal.login("editor", PASSWORD)
     try:
-        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
-        (replica,) = read_manifest(folder).replicas
-        assert replica.sync_direction == "upload"
-        assert _services(live_server).replicas.get(replica.replica_id).inserts_only
-        sites = server_sites(live_server)
-        with GeoPackageStore.open(folder / replica.file) as store:
-            local = {str(f.properties["name"]): f for f in store.iter_features("sites")}
-            store.apply_edits(
-                [
-                    Insert(
-                        "sites", {"name": "found in the field", "osm_id": 600}, Point(24.93, 60.1)
-                    ),
-                    Update("sites", local["site 5"].global_id, {"name": "edited in the field"}),
-                ]
-            )
-        synced = (
-            OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters()).wait()
-        )
-        assert synced.has_errors  # the edit of a package feature is refused, with the reason
-        (layer,) = synced.layer_results.values()
-        assert layer.uploaded == 2
-        assert layer.applied == 1
-        assert layer.rejected == 1
-        assert "read-only" in layer.rejections[0]
+        yield UploadCrew(area, portal, _download_with_sdk(portal, live_server, tmp_path / "device"))
     finally:
         portal.close()
+
+
+def test_a_device_uploads_new_features_and_gets_the_rest_as_updates(
+    live_server: LiveServer, upload_crew: UploadCrew
+) -> None:
+    portal, folder = upload_crew.portal, upload_crew.folder
+    (replica,) = read_manifest(folder).replicas
+    assert replica.sync_direction == "upload"
+    assert _services(live_server).replicas.get(replica.replica_id).inserts_only
+    sites = server_sites(live_server)
+    with GeoPackageStore.open(folder / replica.file) as store:
+        local = {str(f.properties["name"]): f for f in store.iter_features("sites")}
+        store.apply_edits(
+            [
+                Insert("sites", {"name": "found in the field", "osm_id": 600}, Point(24.93, 60.1)),
+                Update("sites", local["site 5"].global_id, {"name": "edited in the field"}),
+            ]
+        )
+    synced = OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters()).wait()
+    assert synced.has_errors  # the edit of a package feature is refused, with the reason
+    (layer,) = synced.layer_results.values()
+    assert layer.uploaded == 2
+    assert layer.applied == 1
+    assert layer.rejected == 1
+    assert "read-only" in layer.rejections[0]
     on_server = server_sites(live_server)
     assert "found in the field" in on_server
     assert on_server["site 5"].properties["name"] == sites["site 5"].properties["name"]
 
 
 def test_a_feature_added_in_the_field_takes_attachments_in_later_syncs(
-    live_server: LiveServer, tmp_path: Path
+    live_server: LiveServer, upload_crew: UploadCrew
 ) -> None:
-    _area(live_server, update_mode="download_scheduled_updates_and_upload_new_features")
-    portal = Portal(live_server.url)
-    portal.login("editor", PASSWORD)
-    try:
-        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
-        sync = OfflineMapSyncTask(folder, portal)
-        with open_feature_table(sync.package, "sites") as sites:
-            (added,) = sites.store.apply_edits(
-                [Insert("sites", {"name": "found in the field", "osm_id": 601}, Point(24.93, 60.1))]
-            )
-            assert added is not None
-        assert not sync.sync_offline_map(SyncOfflineMapParameters()).wait().has_errors
-        package_site = server_sites(live_server)["site 5"].global_id
-        with open_feature_table(sync.package, "sites") as sites:
-            sites.add_attachment(added.global_id, "later.jpg", "image/jpeg", b"taken later")
-            sites.add_attachment(package_site, "other.jpg", "image/jpeg", b"not ours")
-        synced = sync.sync_offline_map(SyncOfflineMapParameters()).wait()
-    finally:
-        portal.close()
+    portal, folder = upload_crew.portal, upload_crew.folder
+    sync = OfflineMapSyncTask(folder, portal)
+    with open_feature_table(sync.package, "sites") as sites:
+        (added,) = sites.store.apply_edits(
+            [Insert("sites", {"name": "found in the field", "osm_id": 601}, Point(24.93, 60.1))]
+        )
+        assert added is not None
+    assert not sync.sync_offline_map(SyncOfflineMapParameters()).wait().has_errors
+    package_site = server_sites(live_server)["site 5"].global_id
+    with open_feature_table(sync.package, "sites") as sites:
+        sites.add_attachment(added.global_id, "later.jpg", "image/jpeg", b"taken later")
+        sites.add_attachment(package_site, "other.jpg", "image/jpeg", b"not ours")
+    synced = sync.sync_offline_map(SyncOfflineMapParameters()).wait()
     (layer,) = synced.layer_results.values()
     assert (layer.applied, layer.rejected) == (1, 1)  # ours went up, the package's refused
     assert "read-only" in layer.rejections[0]
@@ -262,19 +269,13 @@ def test_a_feature_added_in_the_field_takes_attachments_in_later_syncs(
 
 
 def test_a_package_replaced_whole_releases_its_replicas(
-    live_server: LiveServer, tmp_path: Path
+    live_server: LiveServer, upload_crew: UploadCrew
 ) -> None:
-    area = _area(live_server, update_mode="download_scheduled_updates_and_upload_new_features")
-    portal = Portal(live_server.url)
-    portal.login("editor", PASSWORD)
-    try:
-        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
-        (old,) = read_manifest(folder).replicas
-        _move_area(live_server, area)
-        synced = OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters())
-        applied = synced.wait().scheduled_updates
-    finally:
-        portal.close()
+    area, portal, folder = upload_crew.area, upload_crew.portal, upload_crew.folder
+    (old,) = read_manifest(folder).replicas
+    _move_area(live_server, area)
+    synced = OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters())
+    applied = synced.wait().scheduled_updates
     assert applied is not None
     assert applied.full_package_replaced
     assert applied.released == [old.replica_id]
@@ -311,88 +312,70 @@ def _move_area(server: LiveServer, area: dict[str, Any]) -> None:
 
 
 def test_features_added_and_not_uploaded_are_carried_into_a_package_replaced_whole(
-    live_server: LiveServer, tmp_path: Path
+    live_server: LiveServer, upload_crew: UploadCrew
 ) -> None:
-    area = _area(live_server, update_mode="download_scheduled_updates_and_upload_new_features")
-    portal = Portal(live_server.url)
-    portal.login("editor", PASSWORD)
-    try:
-        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
-        package = OfflineMapSyncTask(folder, portal).package
-        with open_feature_table(package, "sites") as sites:
-            (added,) = sites.store.apply_edits(
-                [Insert("sites", {"name": "not uploaded", "osm_id": 602}, Point(24.95, 60.15))]
-            )
-            assert added is not None
-            sites.add_attachment(added.global_id, "field.jpg", "image/jpeg", b"taken offline")
-        _move_area(live_server, area)
-        applied = apply_scheduled_updates(portal, folder)  # the updates step alone: no upload
-        assert applied is not None
-        assert applied.full_package_replaced
-        assert applied.carried == 1
-        assert verify_package(folder).ok
-        (replica,) = read_manifest(folder).replicas
-        with GeoPackageStore.open(folder / replica.file) as store:
-            kept = store.get_feature("sites", added.global_id)
-            (photo,) = store.list_attachments("sites", added.global_id)
-        assert kept.properties["name"] == "not uploaded"
-        assert photo.name == "field.jpg"
-        synced = OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters())
-        assert not synced.wait().has_errors  # and it goes up with the next sync
-    finally:
-        portal.close()
+    area, portal, folder = upload_crew.area, upload_crew.portal, upload_crew.folder
+    package = OfflineMapSyncTask(folder, portal).package
+    with open_feature_table(package, "sites") as sites:
+        (added,) = sites.store.apply_edits(
+            [Insert("sites", {"name": "not uploaded", "osm_id": 602}, Point(24.95, 60.15))]
+        )
+        assert added is not None
+        sites.add_attachment(added.global_id, "field.jpg", "image/jpeg", b"taken offline")
+    _move_area(live_server, area)
+    applied = apply_scheduled_updates(portal, folder)  # the updates step alone: no upload
+    assert applied is not None
+    assert applied.full_package_replaced
+    assert applied.carried == 1
+    assert verify_package(folder).ok
+    (replica,) = read_manifest(folder).replicas
+    with GeoPackageStore.open(folder / replica.file) as store:
+        kept = store.get_feature("sites", added.global_id)
+        (photo,) = store.list_attachments("sites", added.global_id)
+    assert kept.properties["name"] == "not uploaded"
+    assert photo.name == "field.jpg"
+    synced = OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters())
+    assert not synced.wait().has_errors  # and it goes up with the next sync
     server = _services(live_server).catalog.feature_service(replica.service)
     assert server.get_feature("sites", added.global_id).properties["name"] == "not uploaded"
     assert [a.name for a in server.list_attachments("sites", added.global_id)] == ["field.jpg"]
 
 
 def test_a_package_is_not_replaced_while_edits_of_its_features_wait(
-    live_server: LiveServer, tmp_path: Path
+    live_server: LiveServer, upload_crew: UploadCrew
 ) -> None:
-    area = _area(live_server, update_mode="download_scheduled_updates_and_upload_new_features")
-    portal = Portal(live_server.url)
-    portal.login("editor", PASSWORD)
-    try:
-        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
-        (replica,) = read_manifest(folder).replicas
-        with GeoPackageStore.open(folder / replica.file) as store:
-            site = next(iter(store.iter_features("sites")))
-            store.apply_edits([Update("sites", site.global_id, {"name": "edited offline"})])
-        before = _files(folder)
-        _move_area(live_server, area)
-        with pytest.raises(PackageError, match="1 edits of the package's features"):
-            apply_scheduled_updates(portal, folder)
-    finally:
-        portal.close()
+    area, portal, folder = upload_crew.area, upload_crew.portal, upload_crew.folder
+    (replica,) = read_manifest(folder).replicas
+    with GeoPackageStore.open(folder / replica.file) as store:
+        site = next(iter(store.iter_features("sites")))
+        store.apply_edits([Update("sites", site.global_id, {"name": "edited offline"})])
+    before = _files(folder)
+    _move_area(live_server, area)
+    with pytest.raises(PackageError, match="1 edits of the package's features"):
+        apply_scheduled_updates(portal, folder)
     assert _files(folder) == before
 
 
 def test_a_carried_feature_whose_upload_was_answered_but_not_heard_is_not_doubled(
-    live_server: LiveServer, tmp_path: Path
+    live_server: LiveServer, upload_crew: UploadCrew
 ) -> None:
-    area = _area(live_server, update_mode="download_scheduled_updates_and_upload_new_features")
-    portal = Portal(live_server.url)
-    portal.login("editor", PASSWORD)
-    try:
-        folder = _download_with_sdk(portal, live_server, tmp_path / "device")
-        task = OfflineMapSyncTask(folder, portal)
-        with open_feature_table(task.package, "sites") as sites:
-            (added,) = sites.store.apply_edits(
-                [Insert("sites", {"name": "sent once", "osm_id": 603}, Point(24.95, 60.15))]
-            )
-            assert added is not None
-        assert not task.sync_offline_map(SyncOfflineMapParameters()).wait().has_errors
-        (old,) = read_manifest(folder).replicas
-        with sqlite3.connect(folder / old.file) as conn:  # the answer never reached the device
-            conn.execute("UPDATE offmaps_outbox SET status = 'pending'")
-        _move_area(live_server, area)
-        applied = apply_scheduled_updates(portal, folder)
-        assert applied is not None
-        assert applied.carried == 1
-        synced = OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters())
-        assert not synced.wait().has_errors  # the insert again: answered applied, as a retry
-    finally:
-        portal.close()
+    area, portal, folder = upload_crew.area, upload_crew.portal, upload_crew.folder
+    task = OfflineMapSyncTask(folder, portal)
+    with open_feature_table(task.package, "sites") as sites:
+        (added,) = sites.store.apply_edits(
+            [Insert("sites", {"name": "sent once", "osm_id": 603}, Point(24.95, 60.15))]
+        )
+        assert added is not None
+    assert not task.sync_offline_map(SyncOfflineMapParameters()).wait().has_errors
+    (old,) = read_manifest(folder).replicas
+    with sqlite3.connect(folder / old.file) as conn:  # the answer never reached the device
+        conn.execute("UPDATE offmaps_outbox SET status = 'pending'")
+    _move_area(live_server, area)
+    applied = apply_scheduled_updates(portal, folder)
+    assert applied is not None
+    assert applied.carried == 1
+    synced = OfflineMapSyncTask(folder, portal).sync_offline_map(SyncOfflineMapParameters())
+    assert not synced.wait().has_errors  # the insert again: answered applied, as a retry
     server = _services(live_server).catalog.feature_service(old.service)
     named = [f for f in server.iter_features("sites") if f.properties["name"] == "sent once"]
     assert [f.global_id for f in named] == [added.global_id]
