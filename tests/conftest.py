@@ -1,12 +1,17 @@
-"""Shared fixtures: small real filesystems for full-disk and read-only tests."""
+"""Shared fixtures: small real filesystems for full-disk and read-only tests, and preplanned
+packaging held until a test lets it go."""
 
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from offmaps.offline import generate, preplanned
 
 pytest_plugins = ["tests.serverkit", "tests.s3kit"]
 
@@ -43,3 +48,18 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Preplanned packaging jobs wait until the event is set (then build as usual)."""
+    release = threading.Event()
+    build = generate.build_package
+
+    def held_build(*args: Any, **kwargs: Any) -> Any:
+        assert release.wait(30)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(preplanned, "build_package", held_build)
+    yield release
+    release.set()

@@ -7,7 +7,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,7 +19,6 @@ from offmaps.client import downloads as downloads_sdk
 from offmaps.client.portal import Portal
 from offmaps.errors import DownloadError
 from offmaps.features.model import Update
-from offmaps.offline import generate, preplanned
 from offmaps.offline.package import verify_package
 from offmaps.services import Services
 from tests.client.test_offline import offline_map
@@ -248,21 +247,6 @@ def test_a_download_cut_midway_continues_when_run_again(
     assert code == 0, err
     assert "left out: basemap: the basemap is not included" in out
     assert verify_package(tmp_path / "light").ok
-
-
-@pytest.fixture
-def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """Packaging jobs wait until the event is set (then build as usual)."""
-    release = threading.Event()
-    build = generate.build_package
-
-    def held_build(*args: Any, **kwargs: Any) -> Any:
-        assert release.wait(30)
-        return build(*args, **kwargs)
-
-    monkeypatch.setattr(preplanned, "build_package", held_build)
-    yield release
-    release.set()
 
 
 def test_a_download_while_packaging_is_a_one_line_409(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,7 +36,7 @@ from offmaps.errors import (
     OffmapsError,
 )
 from offmaps.features.model import FeatureQuery
-from offmaps.offline import generate, preplanned
+from offmaps.offline import preplanned
 from offmaps.offline.package import MobileMapPackage, verify_package
 from offmaps.offline.updates import ChainState, read_chain_state
 from tests.client.test_offline import CuttingTransport, offline_map
@@ -234,21 +234,6 @@ def test_a_deleted_area_is_a_clear_410(
         job.start()
     assert not (tmp_path / "device").exists()
     assert task.get_preplanned_map_areas() == []
-
-
-@pytest.fixture
-def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """Packaging jobs wait until the event is set (then build as usual)."""
-    release = threading.Event()
-    build = generate.build_package
-
-    def held_build(*args: Any, **kwargs: Any) -> Any:
-        assert release.wait(30)
-        return build(*args, **kwargs)
-
-    monkeypatch.setattr(preplanned, "build_package", held_build)
-    yield release
-    release.set()
 
 
 def test_a_download_while_packaging_is_a_clear_409(

@@ -7,14 +7,13 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from offmaps.errors import PackageError
-from offmaps.offline import generate, preplanned
+from offmaps.offline import preplanned
 from offmaps.offline.package import file_entry, verify_package
 from offmaps.server.app import create_app
 from offmaps.services import Services
@@ -228,21 +227,6 @@ def test_only_the_newest_packages_are_kept(server: Server) -> None:
     later = time.time() + services.settings.job_keep_s + 1
     preplanned.collect(services.areas.services, now=later)
     assert {info.key for info in services.areas.files.list()} == named
-
-
-@pytest.fixture
-def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """Packaging jobs wait until the event is set (then build as usual)."""
-    release = threading.Event()
-    build = generate.build_package
-
-    def held_build(*args: Any, **kwargs: Any) -> Any:
-        assert release.wait(30)
-        return build(*args, **kwargs)
-
-    monkeypatch.setattr(preplanned, "build_package", held_build)
-    yield release
-    release.set()
 
 
 def test_a_download_while_packaging_is_a_clear_409(server: Server, held: threading.Event) -> None:
