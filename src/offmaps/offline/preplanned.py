@@ -14,6 +14,7 @@ limits) and keeps one packaging job per area at a time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import shutil
@@ -21,6 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property, partial
@@ -591,6 +593,18 @@ class _NotIncrementalError(Exception):
     the refresh keeps any file."""
 
 
+@contextlib.contextmanager
+def _not_incremental(what: str) -> Iterator[None]:
+    """Turn a failure of the block (but a cancellation) into :class:`_NotIncrementalError`:
+    ``what``, and why."""
+    try:
+        yield
+    except JobCancelledError:
+        raise
+    except (OffmapsError, sqlite3.Error, OSError) as exc:
+        raise _NotIncrementalError(f"{what}: {exc}") from exc
+
+
 @dataclass
 class _Incremental:
     """A refresh that builds the new package from the previous one and the update files,
@@ -795,7 +809,7 @@ class _Incremental:
         _fetch(self.services.files, held[path], archive)
         scratch = self.context.scratch / "tiles"
         scratch.mkdir(exist_ok=True)
-        try:
+        with _not_incremental(f"{path} cannot be compared with its source"):
             with open_reader(source.location.path) as reader:
                 metadata = reader.metadata
             had = metadata_rows(archive)
@@ -812,10 +826,6 @@ class _Incremental:
             self.context.check_cancelled()
             self._apply_to_copy(archive, update, head)
             as_extracted(archive, subset_metadata(metadata, plan.zooms, cover), scratch)
-        except (OffmapsError, sqlite3.Error, OSError) as exc:
-            if isinstance(exc, JobCancelledError):
-                raise
-            raise _NotIncrementalError(f"{path} cannot be compared with its source: {exc}") from exc
         _log.info(
             "map area %s: %s: %d tiles changed, %d removed",
             self.area.id,
@@ -854,7 +864,7 @@ class _Incremental:
             raise _NotIncrementalError(f"{path}: its tile cache is of {info.tms_id}")
         held = {entry["path"]: entry["sha256"] for entry in self.previous.files}
         _fetch(self.services.files, held[path], archive)
-        try:
+        with _not_incremental(f"{path} cannot be compared with its cache"):
             if metadata_rows(archive).get("format") != info.tile_format.value:
                 raise _NotIncrementalError(f"the tile format of {path} changed")
             rows = self.read.get(plan.layer_id)
@@ -890,10 +900,6 @@ class _Incremental:
             scratch = self.context.scratch / "tiles"
             scratch.mkdir(exist_ok=True)
             as_extracted(archive, exported_metadata(info, plan), scratch)
-        except (OffmapsError, sqlite3.Error, OSError) as exc:
-            if isinstance(exc, JobCancelledError):
-                raise
-            raise _NotIncrementalError(f"{path} cannot be compared with its cache: {exc}") from exc
         _log.info(
             "map area %s: %s: %d tiles changed, %d removed (tile cache %s, %d read through)",
             self.area.id,
