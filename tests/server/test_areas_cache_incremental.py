@@ -42,7 +42,7 @@ from tests.server.test_areas_tiles_incremental import (
     _tables,
     _tile_update,
 )
-from tests.server.test_areas_updates import _download, _services, _tiles
+from tests.server.test_areas_updates import _download, _services, _tiles, _use_basemap
 from tests.serverkit import Server
 from tests.tilegen import make_tile
 
@@ -107,20 +107,7 @@ def _cached_source(
         )
     )
     _store(server, held)
-    document = server.client.get(f"/api/maps/{server.public_map}").json()
-    document["basemap"]["layers"] = [
-        {
-            "type": "raster_tile",
-            "id": "basemap",
-            "title": "Basemap",
-            "service": CACHE,
-            "export_tiles_allowed": True,
-        }
-    ]
-    response = server.client.put(
-        f"/api/maps/{server.public_map}", json=document, headers=server.token("editor")
-    )
-    assert response.status_code == 204, response.text
+    _use_basemap(server, CACHE)
     return path, missing_inside, missing_outside
 
 

@@ -28,7 +28,14 @@ from offmaps.offline.updates.tiles import build_cover_tile_update
 from offmaps.tiling import TileCover, get_tms, tile_cover
 from offmaps.tiling.area import area_from_bbox
 from offmaps.types import BBox, Tile, TileFormat, ZoomRange
-from tests.server.test_areas_updates import _download, _href, _packaged, _services, _tiles
+from tests.server.test_areas_updates import (
+    _download,
+    _href,
+    _packaged,
+    _services,
+    _tiles,
+    _use_basemap,
+)
 from tests.serverkit import Server
 from tests.tilegen import make_tile
 
@@ -82,20 +89,7 @@ def _source(server: Server, shape: Polygon) -> tuple[Path, list[Tile], list[Tile
             if tile not in missing_inside and tile not in missing_outside:
                 writer.write_tile(tile, make_tile(tile, TileFormat.PNG))
     server.catalog._load_tile_sources()
-    document = server.client.get(f"/api/maps/{server.public_map}").json()
-    document["basemap"]["layers"] = [
-        {
-            "type": "raster_tile",
-            "id": "basemap",
-            "title": "Basemap",
-            "service": "basemap",
-            "export_tiles_allowed": True,
-        }
-    ]
-    response = server.client.put(
-        f"/api/maps/{server.public_map}", json=document, headers=server.token("editor")
-    )
-    assert response.status_code == 204, response.text
+    _use_basemap(server, "basemap")
     return path, missing_inside, missing_outside
 
 

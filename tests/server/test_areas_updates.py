@@ -232,6 +232,24 @@ def test_a_refresh_that_cannot_build_on_the_previous_package_extracts_again(
     assert [u["file"] for u in area["package"]["updates"]] == ["city.gpkg"]
 
 
+def _use_basemap(server: Server, service: str) -> None:
+    """Make the tile service ``service`` the public map's one basemap layer, ``basemap``."""
+    document = server.client.get(f"/api/maps/{server.public_map}").json()
+    document["basemap"]["layers"] = [
+        {
+            "type": "raster_tile",
+            "id": "basemap",
+            "title": "Basemap",
+            "service": service,
+            "export_tiles_allowed": True,
+        }
+    ]
+    response = server.client.put(
+        f"/api/maps/{server.public_map}", json=document, headers=server.token("editor")
+    )
+    assert response.status_code == 204, response.text
+
+
 def _basemap(server: Server) -> Path:
     """A raster tile layer ``basemap`` over the area, levels 10-12, added to the public map."""
     tms = get_tms("WebMercatorQuad")
@@ -246,19 +264,7 @@ def _basemap(server: Server) -> Path:
             tile = Tile(found.x, found.y, found.z)
             writer.write_tile(tile, make_tile(tile, TileFormat.PNG))
     server.catalog._load_tile_sources()
-    editor = server.token("editor")
-    document = server.client.get(f"/api/maps/{server.public_map}").json()
-    document["basemap"]["layers"] = [
-        {
-            "type": "raster_tile",
-            "id": "basemap",
-            "title": "Basemap",
-            "service": "basemap",
-            "export_tiles_allowed": True,
-        }
-    ]
-    response = server.client.put(f"/api/maps/{server.public_map}", json=document, headers=editor)
-    assert response.status_code == 204, response.text
+    _use_basemap(server, "basemap")
     return path
 
 
