@@ -39,7 +39,7 @@ from offmaps.processes import process_runs, start_time
 from offmaps.schemas.jobs import JobStatus
 from offmaps.storage import ObjectStore
 
-__all__ = ["InProcessJobRunner", "JobRunner", "process_id", "process_is_alive"]
+__all__ = ["InProcessJobRunner", "JobRunner", "StoredJobs", "process_id", "process_is_alive"]
 
 DIED = "the process running this job stopped before it finished"
 
@@ -114,8 +114,9 @@ def process_is_alive(runner: str) -> bool | None:
     return process_runs(int(pid_text), None if started == "?" else started)
 
 
-class InProcessJobRunner:
-    """Runs jobs on a thread pool; their state lives in ``store``, their files in ``objects``.
+class StoredJobs:
+    """What every runner shares: jobs' state in ``store``, their files in ``objects``, and the
+    running of one job (:meth:`run_job`), wherever it runs.
 
     Args:
         store: where jobs' state lives.
@@ -124,9 +125,7 @@ class InProcessJobRunner:
         scratch: the local folder for jobs' scratch folders (``<scratch>/<id>/``); on the
             object store's filesystem, finished files move into a local folder store without
             a copy.
-        workers: jobs run at once in this process.
         keep: seconds an ended job and its files are kept.
-        recover: look for jobs of dead processes at start.
     """
 
     def __init__(
@@ -136,28 +135,20 @@ class InProcessJobRunner:
         *,
         objects: ObjectStore,
         scratch: Path,
-        workers: int = 2,
         keep: float = 24 * 3600,
-        recover: bool = True,
     ) -> None:
         self._store = store
         self._files = JobFiles(objects, scratch)
         self.kinds = kinds
         self.keep = keep
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="offmaps-job")
-        self._lock = threading.Lock()
-        self._running: set[str] = set()
-        if recover:
-            self.recover()
 
     @property
     def store(self) -> JobStore:
         """Where the jobs' state lives."""
         return self._store
 
-    def submit(self, kind: str, payload: BaseModel, *, owner: str) -> Job:
-        """Store a new job of ``kind`` for ``payload``, started by user ``owner``, and start
-        it; returns at once.
+    def _new_job(self, kind: str, payload: BaseModel, owner: str, runner: str | None) -> Job:
+        """Store a new pending job of ``kind`` for ``payload``, started by ``owner``.
 
         Raises:
             UnknownJobKindError: no such kind here.
@@ -172,25 +163,15 @@ class InProcessJobRunner:
             kind=kind,
             owner=owner,
             payload=payload.model_dump(mode="json"),
-            runner=process_id(),
+            runner=runner,
         )
         self._store.create(job)
-        self._start(job)
         return job
 
-    def _start(self, job: Job) -> None:
-        with self._lock:
-            self._running.add(job.id)
-        self._pool.submit(self._run, job)
-
-    def _run(self, job: Job) -> None:
-        try:
-            self._work(job)
-        finally:
-            with self._lock:
-                self._running.discard(job.id)
-
-    def _work(self, job: Job) -> None:
+    def run_job(self, job: Job) -> None:
+        """Run ``job`` here, to its end: succeeded, failed with the reason, or cancelled (what
+        a failed or cancelled job made is removed first). Never raises for the job's own
+        failure."""
         context = JobContext(
             self._store,
             job,
@@ -266,6 +247,62 @@ class InProcessJobRunner:
                     self.delete(job.id)
                 except OffmapsError as exc:  # removed by another process, or a store failing
                     _log.warning("cannot remove job %s: %s", job.id, exc)
+
+
+class InProcessJobRunner(StoredJobs):
+    """Runs jobs on a thread pool; their state lives in ``store``, their files in ``objects``.
+
+    Args:
+        store: where jobs' state lives.
+        kinds: the kinds this process can run.
+        objects: the object store holding jobs' output areas (``jobs/<id>/files/``).
+        scratch: the local folder for jobs' scratch folders (``<scratch>/<id>/``).
+        workers: jobs run at once in this process.
+        keep: seconds an ended job and its files are kept.
+        recover: look for jobs of dead processes at start.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        kinds: JobKinds,
+        *,
+        objects: ObjectStore,
+        scratch: Path,
+        workers: int = 2,
+        keep: float = 24 * 3600,
+        recover: bool = True,
+    ) -> None:
+        super().__init__(store, kinds, objects=objects, scratch=scratch, keep=keep)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="offmaps-job")
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
+        if recover:
+            self.recover()
+
+    def submit(self, kind: str, payload: BaseModel, *, owner: str) -> Job:
+        """Store a new job of ``kind`` for ``payload``, started by user ``owner``, and start
+        it; returns at once.
+
+        Raises:
+            UnknownJobKindError: no such kind here.
+            InvalidJobPayloadError: no owner: every job is someone's, for access and quotas.
+        """
+        job = self._new_job(kind, payload, owner, process_id())
+        self._start(job)
+        return job
+
+    def _start(self, job: Job) -> None:
+        with self._lock:
+            self._running.add(job.id)
+        self._pool.submit(self._run, job)
+
+    def _run(self, job: Job) -> None:
+        try:
+            self.run_job(job)
+        finally:
+            with self._lock:
+                self._running.discard(job.id)
 
     def recover(self) -> list[Job]:
         """Take over the unfinished jobs of processes of this host that died: a pending job is
