@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# Debian's python3 needs python3-venv for this; install it when we can (root)
 	$(PYTHON) -m venv $(VENV) || { apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,server,postgis,bench,render,raster,s3]'
+	$(BIN)/pip install --quiet -e '.[dev,server,postgis,queue,bench,render,raster,s3]'
 	# GDAL's GeoPackage validator; needs no GDAL bindings (see docs/development.md)
 	$(BIN)/pip install --quiet --no-deps 'gdal-utils>=3.9'
 	touch $(STAMP)
@@ -40,7 +40,9 @@ imports: install
 pytest: install data
 	bash scripts/clients.sh
 	url=$$(bash scripts/services.sh) && s3=$$(WEED=$(abspath $(BIN))/weed bash scripts/seaweedfs.sh) && \
-		OFFMAPS_TEST_POSTGRES_URL=$$url OFFMAPS_TEST_S3_ENDPOINT=$$s3 OFFMAPS_DATA=$(abspath $(DATA)) \
+		redis=$$(bash scripts/redis.sh) && \
+		OFFMAPS_TEST_POSTGRES_URL=$$url OFFMAPS_TEST_S3_ENDPOINT=$$s3 OFFMAPS_TEST_REDIS_URL=$$redis \
+		OFFMAPS_DATA=$(abspath $(DATA)) \
 		$(BIN)/pytest -n 2 -q
 
 test: lint typecheck imports pytest

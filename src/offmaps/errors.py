@@ -170,6 +170,7 @@ __all__ = [
     "InvalidWebMapError",
     "InvalidZoomError",
     "InvalidJobPayloadError",
+    "JobQueueError",
     "JobCancelledError",
     "JobError",
     "JobFailedError",
@@ -787,6 +788,10 @@ class UnknownJobKindError(JobError):
 
 class InvalidJobPayloadError(JobError):
     """A job's payload does not validate against its kind's model."""
+
+
+class JobQueueError(JobError):
+    """The job queue (Redis) cannot be reached: no job was started."""
 
 
 class DownloadError(OfflineError):

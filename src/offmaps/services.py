@@ -317,6 +317,32 @@ class Services:
         self.users.close()
 
 
+def open_job_runner(
+    settings: ServerSettings, store: JobStore, kinds: JobKinds, objects: ObjectStore
+) -> JobRunner:
+    """The job runner the settings ask for: a Redis queue that ``offmaps worker`` processes
+    take jobs from when ``queue_url`` is set, else a thread pool in this process."""
+    # beside DATA/objects: finished files move in by a rename, not a copy
+    scratch = settings.data_dir / "scratch"
+    if settings.queue_url is None:
+        return InProcessJobRunner(
+            store, kinds, objects=objects, scratch=scratch, keep=settings.job_keep_s
+        )
+    from offmaps.jobs.queue import QueueJobRunner  # noqa: PLC0415 - the queue extra
+
+    return QueueJobRunner(
+        store,
+        kinds,
+        objects=objects,
+        scratch=scratch,
+        url=settings.queue_url,
+        keep=settings.job_keep_s,
+        heartbeat_s=settings.queue_heartbeat_s,
+        maintenance_chance=settings.queue_maintenance_chance,
+        namespace=settings.queue_namespace,
+    )
+
+
 def build_services(
     settings: ServerSettings, *, backend: str = EMBEDDED, storage: str | None = None
 ) -> Services:
@@ -366,14 +392,7 @@ def build_services(
         export_cache_kind(caches),
         import_cache_kind(caches, archives.objects),
     ]
-    jobs = InProcessJobRunner(
-        state.jobs(settings),
-        JobKinds(kinds),
-        objects=objects,
-        # beside DATA/objects: finished files move in by a rename, not a copy
-        scratch=settings.data_dir / "scratch",
-        keep=settings.job_keep_s,
-    )
+    jobs = open_job_runner(settings, state.jobs(settings), JobKinds(kinds), objects)
     return Services(
         settings,
         catalog,

@@ -98,6 +98,16 @@ class ServerSettings(BaseSettings):
         area_scheduler: whether this process refreshes preplanned map areas on their schedule
             (turn it off on all but one process if several serve one data folder).
         area_scheduler_tick_s: how often the scheduler looks for areas whose refresh is due.
+        queue_url: a ``redis://`` URL: jobs are queued there and run by ``offmaps worker``
+            processes instead of in the server's own process (docs/architecture.md, "The job
+            queue"). Every server and worker process must share the job store (the same data
+            folder) and the object store.
+        queue_namespace: the prefix of this deployment's keys in Redis (several deployments
+            may share one Redis server, each with its own namespace).
+        queue_heartbeat_s: seconds without a worker's heartbeat after which its jobs go back on
+            the queue, for another worker to run again.
+        queue_maintenance_chance: how many of a million Redis commands look for dead workers'
+            jobs (an idle worker polls about once a second).
         auth: how tokens are issued and checked.
         limits: per-user quotas and the write rate limit.
     """
@@ -119,5 +129,9 @@ class ServerSettings(BaseSettings):
     area_keep_packages: int = Field(default=3, ge=1, le=1000)
     area_scheduler: bool = True
     area_scheduler_tick_s: float = Field(default=30.0, ge=1, le=3600)
+    queue_url: str | None = Field(default=None, pattern=r"^rediss?://")
+    queue_namespace: str = Field(default="offmaps", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    queue_heartbeat_s: float = Field(default=60.0, ge=1, le=3600)
+    queue_maintenance_chance: int = Field(default=10_000, ge=1, le=1_000_000)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

@@ -52,6 +52,11 @@ COMMANDS: Mapping[str, LazyCommand] = {
         "serve",
         "Serve web maps, feature services and tile layers over HTTP.",
     ),
+    "worker": LazyCommand(
+        "offmaps.cli.server",
+        "worker",
+        "Run the jobs servers put on the job queue ($OFFMAPS_QUEUE_URL) until stopped.",
+    ),
     "import": LazyCommand(
         "offmaps.cli.server", "import_group", "Import data into a server's data folder."
     ),

@@ -13,7 +13,7 @@ from offmaps.cli.progress import progress_bar
 from offmaps.client.portal import Portal, load_credentials, save_credentials
 from offmaps.errors import FeatureStoreError
 
-__all__ = ["import_group", "login", "maps", "serve"]
+__all__ = ["import_group", "login", "maps", "serve", "worker"]
 
 
 @click.command()
@@ -57,6 +57,50 @@ def serve(
         log_level="info",
         proxy_headers=False,
     )
+
+
+@click.command()
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The data folder the servers serve (default: $OFFMAPS_DATA_DIR or ./offmaps-data).",
+)
+@click.option(
+    "--concurrency",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Jobs run at once in this process.",
+)
+def worker(data_dir: Path | None, concurrency: int) -> None:
+    """Run the jobs servers put on the job queue ($OFFMAPS_QUEUE_URL) until stopped."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from offmaps.jobs.queue import QueueJobRunner  # noqa: PLC0415 - the queue extra
+    from offmaps.services import build_services  # noqa: PLC0415
+    from offmaps.settings import ServerSettings  # noqa: PLC0415
+
+    settings = ServerSettings() if data_dir is None else ServerSettings(data_dir=data_dir)
+    if settings.queue_url is None:
+        raise click.UsageError("no job queue: set OFFMAPS_QUEUE_URL=redis://HOST:PORT/DB")
+    if not settings.data_dir.is_dir():
+        raise FeatureStoreError(f"{settings.data_dir}: no such folder")
+    services = build_services(settings)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        runner = services.jobs
+        if not isinstance(runner, QueueJobRunner):
+            raise AssertionError("a queue URL gives a queue runner")
+        click.echo(
+            f"offmaps worker: {concurrency} at once, jobs from {settings.queue_url}", err=True
+        )
+        runner.work(concurrency, stop)
+    finally:
+        services.close()
 
 
 @click.group("import")

@@ -75,6 +75,7 @@ STATUS: tuple[tuple[type[errors.OffmapsError], int], ...] = (
     (errors.JobNotFoundError, 404),
     (errors.JobCancelledError, 409),
     (errors.InvalidJobPayloadError, 422),
+    (errors.JobQueueError, 503),
     (errors.ExportLimitError, 422),
     (errors.TileLimitError, 422),
     (errors.UnsupportedFilterError, 422),
