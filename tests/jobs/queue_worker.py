@@ -2,7 +2,8 @@
 counting kind, run as its own process: ``python -m tests.jobs.queue_worker FOLDER URL NAMESPACE``.
 
 Each attempt of a job appends ``<job id> <pid>`` to ``FOLDER/attempts.log`` as it starts, so a
-test can tell how often and where each job ran.
+test can tell how often and where each job ran; abandoning a dead attempt's work appends the
+job's id to ``FOLDER/abandoned.log``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ def make_kinds(folder: Path) -> JobKinds:
             time.sleep(payload.delay_s)
         return {"steps": payload.to}
 
-    return JobKinds([JobKind("steps", Steps, steps)])
+    def abandon(payload: Steps, job_id: str) -> None:
+        with (folder / "abandoned.log").open("a") as log:
+            log.write(f"{job_id}\n")
+
+    return JobKinds([JobKind("steps", Steps, steps, abandon=abandon)])
 
 
 def make_runner(folder: Path, url: str, namespace: str, **options: Any) -> QueueJobRunner:

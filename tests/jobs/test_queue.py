@@ -182,6 +182,7 @@ def test_a_job_of_a_worker_killed_mid_job_is_run_again_by_another(
     # the same files as one clean run, none twice, none left from the first attempt
     assert output_keys(runner, job.id) == sorted(f"steps/{n}.txt" for n in range(12))
     assert attempts(tmp_path) == [(job.id, first.pid), (job.id, second.pid)]
+    assert (tmp_path / "abandoned.log").read_text().split() == [job.id]
 
 
 def test_an_unreachable_queue_fails_the_job_with_a_clear_error(

@@ -31,11 +31,15 @@ class JobKind(Generic[P]):
         payload: the pydantic model of its payload.
         run: does the work for a payload; reports through the context and returns the job's
             result (JSON).
+        abandon: removes what an attempt of a job (by its payload and id) made outside its
+            output area and scratch folder, when that attempt's process died before the job
+            ended (the job is then run again, or marked failed); idempotent.
     """
 
     name: str
     payload: type[P]
     run: Callable[[P, JobContext], dict[str, Any]]
+    abandon: Callable[[P, str], None] | None = None
 
     def parse(self, data: Mapping[str, Any]) -> P:
         """The payload of a stored job.

@@ -118,7 +118,7 @@ class QueueJobRunner(StoredJobs):
         if job.status.done:
             return
         if job.status is JobStatus.RUNNING and job.runner != process_id():
-            self._files.remove(job.id)
+            self._abandon(job)
             job.message = RETRIED
             _log.warning("job %s: %s (%s)", job.id, RETRIED, job.runner)
         self.run_job(job)

@@ -204,6 +204,17 @@ class StoredJobs:
             job.finished = time.time()
             self._store.save(job)
 
+    def _abandon(self, job: Job) -> None:
+        """Remove what an attempt of ``job`` whose process died made: its files, and what its
+        kind made elsewhere (:attr:`JobKind.abandon`: a generate job's replicas)."""
+        self._files.remove(job.id)
+        kind = self.kinds.get(job.kind)
+        if kind is not None and kind.abandon is not None:
+            try:
+                kind.abandon(kind.parse(job.payload), job.id)
+            except OffmapsError as exc:
+                _log.warning("job %s: what its stopped attempt made stays: %s", job.id, exc)
+
     def _end(self, job: Job, status: JobStatus, error: str) -> None:
         """Record a job that failed or was cancelled, after removing everything it made."""
         self._files.remove(job.id)
@@ -321,6 +332,7 @@ class InProcessJobRunner(StoredJobs):
                 self._store.save(job)
                 self._start(job)
             else:
+                self._abandon(job)
                 self._end(job, JobStatus.FAILED, DIED)
             changed.append(job)
         for job_id in list(self._files.iter_scratch()):

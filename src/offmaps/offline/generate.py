@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,12 +94,15 @@ __all__ = [
     "export_tiles",
     "generate_offline_map",
     "generate_offline_map_kind",
+    "job_replica_id",
     "prepare_offline_map",
     "tile_layer_infos",
 ]
 
 GENERATE_OFFLINE_MAP = "generate_offline_map"
 """The name of the generate job kind."""
+_JOB_REPLICAS = uuid.UUID("5b0c4a52-2f9e-4c61-9a57-2c0f3f6d8e11")
+"""The namespace of the replica ids generate jobs derive (:func:`job_replica_id`)."""
 SAMPLED_TILES = 16
 """Tiles read per level to measure a tile layer's sizes."""
 _TILE_ROW_BYTES = 40
@@ -263,10 +267,30 @@ def build_package(
     return generation.run(), generation.extracted
 
 
+def job_replica_id(job_id: str, service: str) -> str:
+    """The id of the replica a generate job registers for ``service``: derived from the job's
+    id, so a job run again (its worker died) registers the same replica, never a second one."""
+    return uuid.uuid5(_JOB_REPLICAS, f"{job_id}/{service}").hex
+
+
+def _abandon_generation(
+    services: OfflineMapServices, payload: GenerateOfflineMap, job_id: str
+) -> None:
+    """Unregister the replicas an attempt of job ``job_id`` registered before its process
+    died (:attr:`JobKind.abandon`)."""
+    for service in services.catalog.feature_services:
+        replica_id = job_replica_id(job_id, service)
+        if services.replicas.find(replica_id) is not None:
+            services.replicas.unregister(replica_id)
+
+
 def generate_offline_map_kind(services: OfflineMapServices) -> JobKind[GenerateOfflineMap]:
     """The generate job kind, bound to a process's services."""
     return JobKind(
-        GENERATE_OFFLINE_MAP, GenerateOfflineMap, partial(generate_offline_map, services)
+        GENERATE_OFFLINE_MAP,
+        GenerateOfflineMap,
+        partial(generate_offline_map, services),
+        abandon=partial(_abandon_generation, services),
     )
 
 
@@ -724,6 +748,7 @@ class _Generation:
             sync_model=service_plan.sync_model.value,
             scope=scope,
             attachment_sync_direction=service_plan.attachment_sync_direction.value,
+            replica_id=job_replica_id(self.context.job.id, service_plan.service),
         )
         self._registered.append(replica.id)
         try:

@@ -245,6 +245,9 @@ def _package(services: PreplannedServices, payload: PackageMapArea, context: Job
             f"map area {area.id} changed since this packaging was asked for"
         )
     packages = store.packages(area.id)
+    recorded = next((p for p in packages if p.job_id == context.job.id), None)
+    if recorded is not None:  # run again after its worker died once it had recorded it
+        return _done(services, recorded)
     number = max((p.number for p in packages), default=0) + 1
     previous = packages[-1] if packages and packages[-1].epoch == area.epoch else None
     try:

@@ -135,12 +135,16 @@ class ReplicaRegistry(Protocol):
         max_owned: int | None = None,
         retry_after_s: int = 3600,
         inserts_only: bool = False,
+        replica_id: str | None = None,
     ) -> Replica:
         """Record a new replica of user ``owner``; returns it with its id.
 
         With ``max_owned``, the count of the owner's replicas and the new one's insertion are
         one step, so concurrent jobs cannot pass the quota together; ``retry_after_s`` is
         the refusal's ``retry_after``.
+
+        ``replica_id`` gives the new replica's id (a generate job derives it from its own id, so
+        a run again of the job makes the same); a random one by default.
 
         Raises:
             QuotaExceededError: ``owner`` has ``max_owned`` replicas already.
@@ -205,6 +209,7 @@ class SQLiteReplicaRegistry:
         max_owned: int | None = None,
         retry_after_s: int = 3600,
         inserts_only: bool = False,
+        replica_id: str | None = None,
     ) -> Replica:
         """Record a new replica of user ``owner``; returns it with its id (with ``max_owned``,
         unless ``owner`` has that many already: counted and inserted in one statement).
@@ -216,8 +221,8 @@ class SQLiteReplicaRegistry:
         if not isinstance(owner, str) or not owner:
             raise InvalidUserError("a replica needs an owner: the user who takes the map offline")
         replica = Replica(
-            uuid.uuid4().hex, service, layers, generation, owner, map_id, sync_direction,
-            sync_model, time.time(), dict(scope or {}), attachment_sync_direction,
+            replica_id or uuid.uuid4().hex, service, layers, generation, owner, map_id,
+            sync_direction, sync_model, time.time(), dict(scope or {}), attachment_sync_direction,
             inserts_only=inserts_only,
         )  # fmt: skip
         scope_json = json.dumps({name: asdict(found) for name, found in replica.scope.items()})
