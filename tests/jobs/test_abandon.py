@@ -14,6 +14,7 @@ from offmaps.schemas.jobs import JobStatus
 from offmaps.services import Services
 from offmaps.storage import MemoryObjectStore
 from tests.jobs.test_jobs import Count, _dead_process_id, count, wait
+from tests.server.test_areas_updates import _new_area, _services
 from tests.server.test_offline_access import BODY
 from tests.serverkit import Server
 
@@ -77,3 +78,21 @@ def test_a_generate_job_run_twice_registers_its_replicas_once(server: Server) ->
     )
     assert services.replicas.find(replica_id) is not None
     assert services.replicas.count_owned("editor") == 1
+
+
+def test_a_packaging_run_again_after_recording_its_package_adds_none(server: Server) -> None:
+    """A packaging job whose worker died after it recorded the area's package, run again,
+    answers with that package instead of building and recording a second one."""
+    area = _new_area(server)
+    services = _services(server)
+    (package,) = services.areas.store.packages(area["id"])
+    job = services.jobs.get(package.job_id)
+    kind = services.jobs.kinds[job.kind]  # type: ignore[attr-defined]
+    scratch = server.data_dir / "rerun"
+    scratch.mkdir()
+    again = Job(id=job.id, kind=job.kind, owner=job.owner, payload=job.payload)
+    context = JobContext(
+        services.jobs.store, again, output=services.jobs.output(job.id), scratch=scratch
+    )
+    assert kind.execute(again.payload, context) == job.result
+    assert [p.number for p in services.areas.store.packages(area["id"])] == [package.number]
