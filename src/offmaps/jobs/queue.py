@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from offmaps.errors import JobNotFoundError, JobQueueError
 from offmaps.jobs.kinds import JobKinds
 from offmaps.jobs.model import Job
-from offmaps.jobs.runner import StoredJobs, process_id
+from offmaps.jobs.runner import StoredJobs, process_id, process_is_alive
 from offmaps.jobs.store import JobStore
 from offmaps.schemas.jobs import JobStatus
 from offmaps.storage import ObjectStore
@@ -118,6 +118,8 @@ class QueueJobRunner(StoredJobs):
         if job.status.done:
             return
         if job.status is JobStatus.RUNNING and job.runner != process_id():
+            if job.runner is not None and process_is_alive(job.runner):
+                return  # a message given twice: its worker on this host still runs it
             self._abandon(job)
             job.message = RETRIED
             _log.warning("job %s: %s (%s)", job.id, RETRIED, job.runner)
