@@ -34,10 +34,11 @@ import gzip
 import hashlib
 import json
 import os
+import uuid
 import zlib
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -76,6 +77,7 @@ from offmaps.errors import (
     UnsupportedTileFormatError,
     UnsupportedTileMatrixSetError,
 )
+from offmaps.storage.copying import copy_stream
 from offmaps.storage.ranges import ByteSource, FileByteSource
 from offmaps.types import BBox, Tile, TileCompression, TileFormat
 
@@ -85,6 +87,7 @@ __all__ = [
     "ROOT_LIMIT",
     "PMTilesReader",
     "PMTilesWriter",
+    "write_json_metadata",
 ]
 
 HEADER_LENGTH = 127
@@ -504,6 +507,12 @@ class PMTilesReader(ReaderBase):
     def metadata(self) -> TilesetMetadata:
         """Metadata from the header (zooms, bounds, center, type) and the JSON metadata."""
         return self._metadata
+
+    @property
+    def json_metadata(self) -> dict[str, Any]:
+        """The JSON metadata document as stored (a copy): every key, values as they are."""
+        document: dict[str, Any] = json.loads(json.dumps(self._json))
+        return document
 
     # --- tiles ------------------------------------------------------------------------------------
 
@@ -995,3 +1004,76 @@ def _copy_range(source: BinaryIO, out: BinaryIO, offset: int, length: int) -> No
     if len(data) != length:
         raise OSError(f"the temporary data file is short at byte {offset + len(data)}")
     out.write(data)
+
+
+# --- editing ------------------------------------------------------------------------------------
+
+
+def write_json_metadata(source: Path, target: Path, document: Mapping[str, Any]) -> None:
+    """Write at ``target`` the PMTiles archive ``source`` with ``document`` as its JSON metadata.
+
+    Only the header's offsets change: the root and leaf directories and the tile data are
+    copied byte for byte (in the kernel where it can), so a clustered archive stays clustered
+    and nothing but the header and the metadata is decoded. ``target`` is written beside itself
+    and renamed into place once whole and flushed (it may be ``source``).
+
+    Raises:
+        ContainerError: ``source`` cannot be read, or ``target`` written.
+        ContainerCorruptError: ``source`` is damaged.
+    """
+    source, target = Path(source), Path(target)
+    with PMTilesReader(source) as reader:
+        header = reader._header
+    meta = json.dumps(dict(document)).encode()
+    if header["internal_compression"] is Compression.GZIP:
+        meta = gzip.compress(meta, mtime=0)
+    root_end = header["root_offset"] + header["root_length"]
+    leaves_at = root_end + len(meta)
+    data_at = leaves_at + header["leaf_directory_length"]
+    moved: HeaderDict = {
+        **header,
+        "metadata_offset": root_end,
+        "metadata_length": len(meta),
+        "leaf_directory_offset": leaves_at,
+        "tile_data_offset": data_at,
+    }
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with source.open("rb") as src, temp.open("wb") as out:
+            src.seek(HEADER_LENGTH)
+            out.write(serialize_header(moved))
+            out.write(src.read(root_end - HEADER_LENGTH))
+            out.write(meta)
+            for offset, length in (
+                (header["leaf_directory_offset"], header["leaf_directory_length"]),
+                (header["tile_data_offset"], header["tile_data_length"]),
+            ):
+                _copy_section(src, out, offset, length)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise ContainerError(f"cannot write {target}: {exc.strerror or exc}", path=target) from exc
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _copy_section(source: BinaryIO, out: BinaryIO, offset: int, length: int) -> None:
+    """Copy ``length`` bytes at ``offset`` of ``source`` to ``out``: in the kernel when the
+    section runs to the end of the file (the tile data, as offmaps and the reference writer
+    place it), else through a buffer."""
+    source.seek(0, os.SEEK_END)
+    if offset + length == source.tell():
+        source.seek(offset)
+        copy_stream(source, out)
+        return
+    source.seek(offset)
+    left = length
+    while left:
+        chunk = source.read(min(left, _COPY_CHUNK))
+        if not chunk:
+            raise OSError(f"the archive ends {left} bytes before its section at byte {offset}")
+        out.write(chunk)
+        left -= len(chunk)
