@@ -32,6 +32,7 @@ from offmaps.offline.updates.tiles import (
 )
 from offmaps.tiling import get_tms
 from offmaps.types import Tile, TileFormat
+from tests.server.test_areas_cache_incremental import _cached_source, _drop, _store
 from tests.server.test_areas_tiles_incremental import (
     SHAPES,
     _area,
@@ -192,6 +193,36 @@ def test_a_refresh_extracted_again_still_writes_the_pmtiles_update(
     write_archive_chain_state(first, ChainState(area["id"], 1, 1, update["previous_sha256"]))
     apply_tile_update(first, path, sha256=update["sha256"], size=update["size"])
     assert _tiles(first) == _tiles(_archive(server, refreshed, tmp_path / "p2"))
+
+
+def test_a_refresh_from_a_tile_cache_updates_the_pmtiles_archive_too(
+    server: Server, tmp_path: Path
+) -> None:
+    where, geometry = SHAPES["bbox"]
+    _, missing_inside, _ = _cached_source(server, tmp_path, geometry)
+    area = _area(server, where)
+    same, result = _refresh(server, area)  # the cache unchanged in the area: the same file
+    assert result["incremental"] is True
+    assert _files(same)[ARCHIVE] == _files(area)[ARCHIVE]
+    before = _tiles(_archive(server, area, tmp_path / "p1"))
+    inside = sorted(before, key=lambda t: (t.z, t.x, t.y))
+    _store(server, [inside[0], inside[-1]], size=32)  # redrawn
+    _store(server, missing_inside[:2])  # added
+    _drop(server, [inside[1]])  # still in the cache's source: read through again, unchanged
+
+    refreshed, result = _refresh(server, same)
+    assert result["incremental"] is True
+    assert _plan(server, refreshed, 1)["choice"] == "updates"
+    new = _archive(server, refreshed, tmp_path / "p3")
+    fresh = _archive(server, _repackage(server, area, where), tmp_path / "fresh")
+    assert _sha256(new) == _sha256(fresh)
+    after = _tiles(fresh)
+    with TileUpdateReader(_download(server, _tile_update(refreshed), tmp_path)) as reader:
+        assert dict(reader.iter_tiles()) == {
+            t: data for t, data in after.items() if before.get(t) != data
+        }
+        assert set(reader.iter_removed()) == set(before) - set(after) == set()
+    assert set(missing_inside[:2]) <= set(after)
 
 
 # --- bad input, on the library ----------------------------------------------------------------
