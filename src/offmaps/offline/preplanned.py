@@ -624,7 +624,8 @@ class _Incremental:
     tiles that differ applied (:func:`~offmaps.offline.updates.tiles.build_cover_tile_update`,
     then :func:`~offmaps.offline.updates.apply_tile_update`), tile for tile what an extraction
     gives; one whose tile cache changed the same way, from the cache's index
-    (:meth:`_refresh_from_cache`)."""
+    (:meth:`_refresh_from_cache`). A PMTiles archive is rewritten from the previous one and
+    its update by the extraction's writer (:meth:`_bring_up`)."""
 
     services: PreplannedServices
     area: MapArea
