@@ -27,6 +27,7 @@ from offmaps.offline.updates import (
 )
 from offmaps.offline.updates.tiles import (
     PMTILES_CHAIN_KEY,
+    apply_tile_updates,
     read_archive_chain_state,
     write_archive_chain_state,
 )
@@ -321,3 +322,51 @@ def test_an_archive_without_a_chain_takes_no_update(tmp_path: Path) -> None:
     update = _update(tmp_path, tiles)
     with pytest.raises(UpdateChainError, match="holds no update chain"):
         apply_tile_update(bare, update, sha256=_sha256(update))
+
+
+def test_a_chain_of_updates_makes_one_rewrite_with_what_each_in_turn_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive, tiles = _device_archive(tmp_path)
+    one_by_one = tmp_path / "one-by-one.pmtiles"
+    one_by_one.write_bytes(archive.read_bytes())
+    a, b, c = tiles[0], tiles[1], tiles[2]
+    png = TileFormat.PNG
+    steps = [  # a redrawn and b removed; then b back, a removed, c redrawn
+        ([(a, make_tile(a, png, size=32))], [b]),
+        ([(b, make_tile(b, png, size=40)), (c, make_tile(c, png, size=48))], [a]),
+    ]
+    updates = []
+    head = f"base:{'0' * 64}"
+    for number, (written, removed) in enumerate(steps, start=1):
+        link = UpdateLink(AREA, "m", 1, number, number + 1, head)
+        update = write_tile_update(
+            tmp_path / f"u{number}.mbtiles",
+            TileUpdateInfo(link, "basemap", "png"),
+            written,
+            removed,
+        )
+        updates.append((update.path, update.sha256, update.size))
+        head = update.sha256
+    for path, sha256, size in updates:
+        apply_tile_update(one_by_one, path, sha256=sha256, size=size)
+    rewrites = 0
+    real = PMTilesWriter.commit
+
+    def counted(self: PMTilesWriter) -> None:
+        nonlocal rewrites
+        rewrites += 1
+        real(self)
+
+    monkeypatch.setattr(PMTilesWriter, "commit", counted)
+    done = apply_tile_updates(archive, updates)
+    assert rewrites == 1
+    assert (done.changed, done.removed) == (2, 1)
+    assert done.state == ChainState(AREA, 1, 3, head)
+    assert archive.read_bytes() == one_by_one.read_bytes()
+    assert a not in _tiles(archive)
+    # out of order: refused before anything is written
+    before = archive.read_bytes()
+    with pytest.raises(UpdateChainError, match="applied already"):
+        apply_tile_updates(archive, updates)
+    assert archive.read_bytes() == before

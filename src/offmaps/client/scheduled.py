@@ -68,7 +68,7 @@ from offmaps.offline.updates import (
     read_chain_state,
 )
 from offmaps.offline.updates.chain import find_chain_state
-from offmaps.offline.updates.tiles import read_archive_chain_state
+from offmaps.offline.updates.tiles import apply_tile_updates, read_archive_chain_state
 from offmaps.storage.copying import copy_file
 from offmaps.storage.local import LocalBlobStore
 
@@ -423,7 +423,12 @@ def _stage_file(
         fold_wal(live)  # what a write-ahead log holds is in the file copied
     target.parent.mkdir(parents=True, exist_ok=True)
     copy_file(live, target)
-    for entry in entries:  # not flushed commit by commit: the copy is made durable once, below
+    if not sqlite:  # its updates in one rewrite: each costs the whole archive
+        apply_tile_updates(
+            target,
+            [(work / str(e["path"]), str(e["sha256"]), int(e["size"])) for e in entries],
+        )
+    for entry in entries if sqlite else []:  # not flushed commit by commit: made durable below
         apply = apply_feature_update if entry["kind"] == "features" else apply_tile_update
         apply(
             target,

@@ -20,7 +20,7 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +64,7 @@ __all__ = [
     "TileUpdateInfo",
     "TileUpdateReader",
     "apply_tile_update",
+    "apply_tile_updates",
     "build_cover_tile_update",
     "build_tile_update",
     "diff_tiles",
@@ -637,7 +638,7 @@ def apply_tile_update(
     if not archive.is_file():
         raise PackageError(f"{archive}: no such archive")
     if _is_pmtiles(archive):
-        return _apply_to_pmtiles(archive, update, link, sha256.lower())
+        return _apply_to_pmtiles(archive, [update], [(link, sha256.lower())])
     try:
         conn = sqlite3.connect(
             f"{archive.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None, timeout=30
@@ -784,73 +785,123 @@ def write_archive_chain_state(path: Path, state: ChainState, *, durable: bool = 
 
 
 def rewrite_pmtiles(
-    previous: Path, update: Path, target: Path, metadata: TilesetMetadata
+    previous: Path, update: Path | Sequence[Path], target: Path, metadata: TilesetMetadata
 ) -> tuple[int, int]:
     """Write at ``target`` the PMTiles archive that holds the tiles of the PMTiles archive
     ``previous`` with the tile update ``update`` applied (its tiles written, its removed tiles
-    gone), and ``metadata``: what :class:`~offmaps.containers.pmtiles.PMTilesWriter` makes of
-    them, which depends on the tiles and the metadata only (an extraction of the same tiles
-    with the same metadata is the same bytes). ``target`` appears whole or not at all; it may
-    be ``previous``. The update is not checked against a chain (:func:`apply_tile_update`
-    does that).
+    gone), or several updates one after the other, and ``metadata``: what
+    :class:`~offmaps.containers.pmtiles.PMTilesWriter` makes of them, which depends on the
+    tiles and the metadata only (an extraction of the same tiles with the same metadata is the
+    same bytes). ``target`` appears whole or not at all; it may be ``previous``. The updates
+    are not checked against a chain (:func:`apply_tile_update` does that).
+
+    Several updates make one rewrite: for each tile the last update naming it decides (its
+    bytes, or its removal), and only those bytes are read.
 
     Returns:
-        How many tiles the update wrote, and how many it removed.
+        How many tiles the updates wrote, and how many they removed (tiles of the result).
 
     Raises:
-        UpdateIntegrityError: the update is not a tile update file, or damaged.
-        PackageError: ``previous`` cannot be read, its tiles are not of the update's format,
+        UpdateIntegrityError: an update is not a tile update file, or damaged.
+        PackageError: ``previous`` cannot be read, its tiles are not of an update's format,
             or ``target`` cannot be written (a full disk, say).
     """
     previous, target = Path(previous), Path(target)
-    with TileUpdateReader(update) as reader:
-        touched = {(t.z, t.x, t.y) for t in reader.iter_changed()}
-        written = len(touched)
-        gone = {(t.z, t.x, t.y) for t in reader.iter_removed()}
-        fmt, held = reader.info.format, metadata.tile_format.value
-        if fmt != held:
-            raise PackageError(f"{previous}: the update holds {fmt} tiles, the archive {held}")
-        touched |= gone
+    updates = [Path(update)] if isinstance(update, (str, Path)) else [Path(u) for u in update]
+    last: dict[tuple[int, int, int], int] = {}  # the update that decides a tile; -1: removed
+    held = metadata.tile_format.value
+    for index, path in enumerate(updates):
+        with TileUpdateReader(path) as reader:
+            if reader.info.format != held:
+                raise PackageError(
+                    f"{previous}: {path.name} holds {reader.info.format} tiles, the archive {held}"
+                )
+            last.update(((t.z, t.x, t.y), -1) for t in reader.iter_removed())
+            last.update(((t.z, t.x, t.y), index) for t in reader.iter_changed())
+    try:
+        writer = PMTilesWriter(target, metadata, overwrite=True)
         try:
-            writer = PMTilesWriter(target, metadata, overwrite=True)
-            try:
-                with PMTilesReader(previous) as old:
-                    for tile, data in old.iter_tiles():
-                        if (tile.z, tile.x, tile.y) not in touched:
+            with PMTilesReader(previous) as old:
+                for tile, data in old.iter_tiles():
+                    if (tile.z, tile.x, tile.y) not in last:
+                        writer.write_tile(tile, data)
+            for index, path in enumerate(updates):
+                with TileUpdateReader(path) as reader:
+                    for tile, data in reader.iter_tiles():
+                        if last[(tile.z, tile.x, tile.y)] == index:
                             writer.write_tile(tile, data)
-                for tile, data in reader.iter_tiles():
-                    writer.write_tile(tile, data)
-            except BaseException:
-                writer.abort()
-                raise
-            writer.commit()
-        except OffmapsError as exc:
-            if isinstance(exc, UpdateIntegrityError):
-                raise
-            raise PackageError(f"{previous}: the update was not applied: {exc}") from exc
-    return written, len(gone)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit()
+    except UpdateIntegrityError:
+        raise
+    except OffmapsError as exc:
+        raise PackageError(f"{previous}: the update was not applied: {exc}") from exc
+    removed = sum(1 for index in last.values() if index < 0)
+    return len(last) - removed, removed
+
+
+def apply_tile_updates(
+    archive: Path, updates: Sequence[tuple[Path, str, int | None]], *, durable: bool = True
+) -> TileUpdateApplied:
+    """Apply tile updates to one archive in order, each ``(update, sha256, size)`` as
+    :func:`apply_tile_update` takes it: one after the other to an MBTiles archive; to a
+    PMTiles archive in **one** rewrite (every update's size, SHA-256 and place in the chain
+    checked first, the chain state after the last recorded), since each rewrite costs the
+    whole archive. On any failure a PMTiles archive is as it was; an MBTiles archive keeps the
+    updates applied before the one that failed (each is its own transaction).
+
+    Returns:
+        What was done (the counts of the last update for MBTiles, of the result for PMTiles)
+        and the archive's chain state now.
+
+    Raises:
+        ValueError: no update is given.
+        UpdateIntegrityError, UpdateChainError, PackageError: as :func:`apply_tile_update`.
+    """
+    archive = Path(archive)
+    if not updates:
+        raise ValueError("no tile update to apply")
+    if not _is_pmtiles(archive):
+        done = [
+            apply_tile_update(archive, update, sha256=sha256, size=size, durable=durable)
+            for update, sha256, size in updates  # in order, each its own transaction
+        ]
+        return done[-1]
+    links = []
+    for update, sha256, size in updates:
+        check_file(Path(update), sha256, size)
+        with TileUpdateReader(Path(update)) as reader:
+            links.append((reader.info.link, sha256.lower()))
+    if not archive.is_file():
+        raise PackageError(f"{archive}: no such archive")
+    return _apply_to_pmtiles(archive, [Path(u) for u, _, _ in updates], links)
 
 
 def _apply_to_pmtiles(
-    archive: Path, update: Path, link: UpdateLink, sha256: str
+    archive: Path, updates: list[Path], links: list[tuple[UpdateLink, str]]
 ) -> TileUpdateApplied:
-    """Apply a checked update file to a PMTiles archive: its chain checked, rewritten with
-    the update and its new chain state, renamed over it."""
+    """Apply checked update files to a PMTiles archive: their chain checked in order, then one
+    rewrite with the updates and the chain state after the last, renamed over it."""
     try:
         with PMTilesReader(archive) as reader:
             metadata = reader.metadata
     except OffmapsError as exc:
         raise PackageError(f"{archive}: not a PMTiles archive offmaps can update: {exc}") from exc
     state = _pmtiles_state(archive, metadata)
-    check_link(state, link, path=archive)
+    for link, sha256 in links:
+        check_link(state, link, path=archive)
+        if state is None:
+            raise AssertionError("check_link lets no file without a chain through")
+        state = state.after(link, sha256)
     if state is None:
-        raise AssertionError("check_link lets no file without a chain through")
-    after = state.after(link, sha256)
+        raise AssertionError("a PMTiles archive is rewritten with one update at least")
     kept = replace(
         metadata,
         minzoom=None,  # the levels of the tiles held: the header must span them
         maxzoom=None,
-        extra={**metadata.extra, PMTILES_CHAIN_KEY: _state_text(after)},
+        extra={**metadata.extra, PMTILES_CHAIN_KEY: _state_text(state)},
     )
-    changed, removed = rewrite_pmtiles(archive, update, archive, kept)
-    return TileUpdateApplied(changed, removed, after)
+    changed, removed = rewrite_pmtiles(archive, updates, archive, kept)
+    return TileUpdateApplied(changed, removed, state)
