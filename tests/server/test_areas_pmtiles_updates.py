@@ -131,8 +131,11 @@ def test_a_refresh_updates_a_pmtiles_archive_as_a_fresh_extraction_writes_it(
     new = _archive(server, refreshed, tmp_path / "p2")
     with PMTilesReader(new) as reader:  # as served: a device records its own chain
         assert PMTILES_CHAIN_KEY not in reader.metadata.extra
-    fresh = _archive(server, _repackage(server, area, where), tmp_path / "fresh")
+    repackaged = _repackage(server, area, where)
+    fresh = _archive(server, repackaged, tmp_path / "fresh")
     assert _sha256(new) == _sha256(fresh)  # the same bytes: tiles, directories, metadata
+    # the thumbnail, the archive's tile over the area's centre, is taken as an extraction takes it
+    assert _files(refreshed)["thumbnail.png"] == _files(repackaged)["thumbnail.png"]
     after = _tiles(fresh)
     assert set(gone).isdisjoint(after)
     assert set(missing_inside) <= set(after)
