@@ -14,8 +14,9 @@ import pytest
 from offmaps.client import scheduled as scheduled_module
 from offmaps.client.scheduled import package_state
 from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
+from offmaps.containers import pmtiles as pmtiles_module
 from offmaps.containers.mbtiles import tms_row
-from offmaps.containers.pmtiles import PMTilesReader, PMTilesWriter
+from offmaps.containers.pmtiles import PMTilesReader
 from offmaps.errors import SyncFailedError
 from offmaps.offline import preplanned
 from offmaps.offline.package import verify_package
@@ -153,16 +154,16 @@ def test_a_full_disk_while_rewriting_the_archive_leaves_the_package_as_it_was(
     _refresh(live_server, crew, 1)
     before = _files(crew.device)
 
-    def full(self: PMTilesWriter, tile: Tile, data: bytes) -> None:
+    def full(*args: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    real = PMTilesWriter._write
-    monkeypatch.setattr(PMTilesWriter, "_write", full)
+    real = pmtiles_module._copy_range
+    monkeypatch.setattr(pmtiles_module, "_copy_range", full)
     task = OfflineMapSyncTask(crew.device, crew.portal)
     with pytest.raises(SyncFailedError, match="No space left"):
         task.sync_offline_map(SyncOfflineMapParameters()).wait()
     assert _files(crew.device) == before  # the replica's update applied in staging only
-    monkeypatch.setattr(PMTilesWriter, "_write", real)
+    monkeypatch.setattr(pmtiles_module, "_copy_range", real)
     result = task.sync_offline_map(SyncOfflineMapParameters()).wait()
     assert result.scheduled_updates is not None
     assert result.scheduled_updates.to_number == 2

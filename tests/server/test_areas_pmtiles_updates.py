@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from offmaps.containers import TilesetMetadata, open_writer
-from offmaps.containers.pmtiles import PMTilesReader, PMTilesWriter, write_json_metadata
+from offmaps.containers import pmtiles as pmtiles_module
+from offmaps.containers.pmtiles import (
+    PMTilesReader,
+    PMTilesWriter,
+    write_json_metadata,
+    write_patched,
+)
 from offmaps.errors import PackageError, UpdateChainError, UpdateIntegrityError
 from offmaps.offline import preplanned
 from offmaps.offline.parameters import TileArchiveFormat
@@ -296,16 +302,16 @@ def test_a_failure_while_rewriting_leaves_the_pmtiles_archive_as_it_was(
     update = _update(tmp_path, tiles)
     before = archive.read_bytes()
     written = 0
-    real = PMTilesWriter._write
+    real = pmtiles_module._copy_range
 
-    def filling(self: PMTilesWriter, tile: Tile, data: bytes) -> None:
+    def filling(*args: Any) -> None:  # the disk fills after a few writes of tile data
         nonlocal written
         written += 1
-        if written > 5:
+        if written > 2:
             raise OSError(28, "No space left on device")
-        real(self, tile, data)
+        real(*args)
 
-    monkeypatch.setattr(PMTilesWriter, "_write", filling)
+    monkeypatch.setattr(pmtiles_module, "_copy_range", filling)
     with pytest.raises(PackageError, match="No space left"):
         apply_tile_update(archive, update, sha256=_sha256(update))
     assert archive.read_bytes() == before
@@ -373,3 +379,32 @@ def test_a_chain_of_updates_makes_one_rewrite_with_what_each_in_turn_gives(
     with pytest.raises(UpdateChainError, match="applied already"):
         apply_tile_updates(archive, updates)
     assert archive.read_bytes() == before
+
+
+def test_a_patched_archive_is_what_the_writer_writes_of_its_tiles(tmp_path: Path) -> None:
+    tms = get_tms("WebMercatorQuad")
+    tiles = [Tile(t.x, t.y, t.z) for t in tms.tiles(24.0, 59.5, 26.0, 60.5, [4, 8, 9, 10])]
+    sea = make_tile(Tile(0, 0, 0), TileFormat.PNG, size=16)  # runs of one content
+    data = {t: sea if i % 3 else make_tile(t, TileFormat.PNG) for i, t in enumerate(tiles)}
+    metadata = TilesetMetadata(tile_format=TileFormat.PNG, tms=tms, name="b", attribution="x")
+    source = tmp_path / "source.pmtiles"
+    with PMTilesWriter(source, metadata) as writer:
+        for tile, content in data.items():
+            writer.write_tile(tile, content)
+    changed = {
+        tiles[1]: make_tile(tiles[1], TileFormat.PNG),  # a run broken by a tile of its own
+        tiles[3]: sea,  # a content the archive holds already
+        tiles[4]: make_tile(tiles[4], TileFormat.PNG, size=40),
+        tiles[5]: make_tile(tiles[4], TileFormat.PNG, size=40),  # twice the same new content
+        Tile(0, 0, 3): make_tile(Tile(0, 0, 3), TileFormat.PNG),  # a new level
+    }
+    removed = [tiles[0], tiles[-1], Tile(1, 1, 12)]  # the last one it does not hold
+    expected = {**{t: d for t, d in data.items() if t not in removed}, **changed}
+    patched = tmp_path / "patched.pmtiles"
+    assert write_patched(source, patched, metadata, changed.items(), removed) == len(expected)
+    written = tmp_path / "written.pmtiles"
+    with PMTilesWriter(written, metadata) as writer:
+        for tile, content in expected.items():
+            writer.write_tile(tile, content)
+    assert patched.read_bytes() == written.read_bytes()
+    assert _tiles(patched) == expected

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Self
 
 from offmaps.containers import TileReader, TilesetMetadata, open_reader
 from offmaps.containers.mbtiles import APPLICATION_ID, tms_row
-from offmaps.containers.pmtiles import PMTilesReader, PMTilesWriter, write_json_metadata
+from offmaps.containers.pmtiles import PMTilesReader, write_json_metadata, write_patched
 from offmaps.errors import OffmapsError, PackageError, UpdateChainError, UpdateIntegrityError
 from offmaps.offline.updates._header import (
     header_rows,
@@ -818,22 +818,17 @@ def rewrite_pmtiles(
                 )
             last.update(((t.z, t.x, t.y), -1) for t in reader.iter_removed())
             last.update(((t.z, t.x, t.y), index) for t in reader.iter_changed())
+
+    def changed() -> Iterator[tuple[Tile, bytes]]:
+        for index, path in enumerate(updates):
+            with TileUpdateReader(path) as reader:
+                for tile, data in reader.iter_tiles():
+                    if last[(tile.z, tile.x, tile.y)] == index:
+                        yield tile, data
+
+    gone = [Tile(x, y, z) for (z, x, y), index in last.items() if index < 0]
     try:
-        writer = PMTilesWriter(target, metadata, overwrite=True)
-        try:
-            with PMTilesReader(previous) as old:
-                for tile, data in old.iter_tiles():
-                    if (tile.z, tile.x, tile.y) not in last:
-                        writer.write_tile(tile, data)
-            for index, path in enumerate(updates):
-                with TileUpdateReader(path) as reader:
-                    for tile, data in reader.iter_tiles():
-                        if last[(tile.z, tile.x, tile.y)] == index:
-                            writer.write_tile(tile, data)
-        except BaseException:
-            writer.abort()
-            raise
-        writer.commit()
+        write_patched(previous, target, metadata, changed(), gone)
     except UpdateIntegrityError:
         raise
     except OffmapsError as exc:
