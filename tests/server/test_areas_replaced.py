@@ -1,6 +1,7 @@
-"""A package whose files changed where no update file reaches (a PMTiles archive, a file that
-came or went) is taken whole by devices: the server's plan says ``full`` with the files, never
-``updates`` that would leave the device's copy of them stale."""
+"""A package whose files changed where no update file reaches (a GeoPackage that is no replica,
+a file that came or went) is taken whole by devices: the server's plan says ``full`` with the
+files, never ``updates`` that would leave the device's copy of them stale. A changed MBTiles or
+PMTiles archive is reached by its tile update."""
 
 from __future__ import annotations
 
@@ -23,16 +24,16 @@ def _files(**shas: str) -> tuple[dict[str, Any], ...]:
 def test_only_changed_files_no_update_reaches_are_replaced() -> None:
     extracted = {"city": ExtractedService("city.gpkg", 1, {}, False)}
     before = _files(
-        city_gpkg="a", basemap_mbtiles="b", roads_pmtiles="c", old_pmtiles="d",
+        city_gpkg="a", basemap_mbtiles="b", roads_gpkg="c", old_gpkg="d", relief_pmtiles="i",
         package_json="e", thumbnail_png="f", attachments__ab__cd="g",
     )  # fmt: skip
     previous = AreaPackage("area", 1, 1, 0.0, "job", before)
     after = _files(
-        city_gpkg="A", basemap_mbtiles="B", roads_pmtiles="C", new_pmtiles="x",
+        city_gpkg="A", basemap_mbtiles="B", roads_gpkg="C", new_gpkg="x", relief_pmtiles="I",
         package_json="E", thumbnail_png="F", attachments__ab__cd="g", attachments__ef__01="h",
     )  # fmt: skip
     assert preplanned._replaced(previous, after, extracted) == (
-        "new.pmtiles", "old.pmtiles", "roads.pmtiles",
+        "new.gpkg", "old.gpkg", "roads.gpkg",
     )  # fmt: skip
     assert preplanned._replaced(previous, before, extracted) == ()
     assert preplanned._replaced(None, after, extracted) == ()

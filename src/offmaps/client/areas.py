@@ -69,7 +69,8 @@ from offmaps.offline.package import (
     write_manifest,
 )
 from offmaps.offline.parameters import Area, area_from_bbox, encode_thumbnail
-from offmaps.offline.updates import ChainState, read_chain_state, write_chain_state
+from offmaps.offline.updates import ChainState
+from offmaps.offline.updates.tiles import read_archive_chain_state, write_archive_chain_state
 
 __all__ = [
     "AsyncDownloadPreplannedOfflineMapJob",
@@ -923,8 +924,8 @@ class DownloadPreplannedOfflineMapJob:
         written = []
         for file, head in dict(self.package.get("chains", {})).items():
             path = directory / file
-            if path.is_file() and read_chain_state(path) is None:
-                write_chain_state(path, ChainState(area.id, epoch, number, head))
+            if path.is_file() and read_archive_chain_state(path) is None:
+                write_archive_chain_state(path, ChainState(area.id, epoch, number, head))
                 written.append(file)
         if written:  # the files changed: the manifest lists them as they are now
             write_manifest(directory, read_manifest(directory).relisted(directory, written))

@@ -40,6 +40,7 @@ from uuid import UUID
 from offmaps.client.downloads import fetch_file
 from offmaps.client.portal import Portal
 from offmaps.errors import (
+    ContainerError,
     FeatureNotFoundError,
     OffmapsError,
     PackageError,
@@ -67,6 +68,7 @@ from offmaps.offline.updates import (
     read_chain_state,
 )
 from offmaps.offline.updates.chain import find_chain_state
+from offmaps.offline.updates.tiles import apply_tile_updates, read_archive_chain_state
 from offmaps.storage.copying import copy_file
 from offmaps.storage.local import LocalBlobStore
 
@@ -86,7 +88,8 @@ STAGING_FOLDER = ".offmaps-staging"
 INTENT_FILE = ".offmaps-apply.json"
 NEW_SUFFIX = ".offmaps-new"
 OLD_SUFFIX = ".offmaps-old"
-_CHAINED_SUFFIXES = (".gpkg", ".mbtiles")
+_CHAINED_SUFFIXES = (".gpkg", ".mbtiles", ".pmtiles")
+_PMTILES = ".pmtiles"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -163,7 +166,7 @@ def package_state(folder: Path) -> PreplannedPackageState | None:
             continue
         try:
             state = _chain_state(folder / entry.path)
-        except (sqlite3.Error, OSError):
+        except (sqlite3.Error, OSError, ContainerError):
             continue
         if state is not None:
             states[entry.path] = state
@@ -182,7 +185,10 @@ def _chain_state(path: Path) -> ChainState | None:
     """The chain state of a package file, read without leaving SQLite's ``-wal`` and ``-shm``
     beside it: a read-only reader of a file in WAL mode creates them and cannot remove them, and
     beside a file that is not a replica's they are strays to ``verify_package``. A file with
-    no log or journal beside it is whole, and read as it is (``immutable``)."""
+    no log or journal beside it is whole, and read as it is (``immutable``). A PMTiles archive
+    keeps its state in its JSON metadata."""
+    if path.suffix == _PMTILES:
+        return read_archive_chain_state(path)
     if any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-journal")):
         return read_chain_state(path)
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
@@ -412,11 +418,17 @@ def _stage_file(
         checked, so hashing it would be wasted).
     """
     live, target = folder / name, staging / name
-    if _has_log(live):
+    sqlite = target.suffix != _PMTILES  # a PMTiles archive is rewritten by each update
+    if sqlite and _has_log(live):
         fold_wal(live)  # what a write-ahead log holds is in the file copied
     target.parent.mkdir(parents=True, exist_ok=True)
     copy_file(live, target)
-    for entry in entries:  # not flushed commit by commit: the copy is made durable once, below
+    if not sqlite:  # its updates in one rewrite: each costs the whole archive
+        apply_tile_updates(
+            target,
+            [(work / str(e["path"]), str(e["sha256"]), int(e["size"])) for e in entries],
+        )
+    for entry in entries if sqlite else []:  # not flushed commit by commit: made durable below
         apply = apply_feature_update if entry["kind"] == "features" else apply_tile_update
         apply(
             target,
@@ -425,7 +437,7 @@ def _stage_file(
             size=int(entry["size"]),
             durable=False,
         )
-    if _has_log(target) or _in_wal_mode(target):
+    if sqlite and (_has_log(target) or _in_wal_mode(target)):
         fold_wal(target, leave_wal_mode=True)  # one file, whole, to move in
     _fsync(target)  # durable before the intent names it
     return file_entry(staging, name) if relist else None

@@ -18,8 +18,10 @@ from typing import Protocol, runtime_checkable
 
 from offmaps.containers import TilesetMetadata, open_writer
 from offmaps.containers.mbtiles import tms_row
+from offmaps.containers.pmtiles import PMTilesReader
 from offmaps.errors import OffmapsError, PackageError
 from offmaps.offline.plan import TileLayerPlan
+from offmaps.offline.updates.tiles import iter_pmtiles_hashes
 from offmaps.sources import TileSourceInfo
 from offmaps.storage import BlobStore
 from offmaps.tiling import TileCover, get_tms, tile_cover
@@ -30,6 +32,7 @@ __all__ = [
     "IndexedTileSource",
     "Key",
     "Row",
+    "archive_format",
     "archive_rows",
     "as_extracted",
     "blob_bytes",
@@ -103,8 +106,19 @@ def content_mark(
     return f"cache:{digest.hexdigest()}"
 
 
+def _is_pmtiles(archive: Path) -> bool:
+    return archive.suffix.lower() == ".pmtiles"
+
+
 def archive_rows(archive: Path) -> dict[Key, str]:
-    """The SHA-256 of each tile of an MBTiles archive, by (z, x, y)."""
+    """The SHA-256 of each tile of an MBTiles or PMTiles archive, by (z, x, y).
+
+    Raises:
+        ContainerError: a PMTiles archive cannot be read.
+        sqlite3.Error: an MBTiles archive cannot be read.
+    """
+    if _is_pmtiles(archive):
+        return {(t.z, t.x, t.y): sha256 for t, sha256 in iter_pmtiles_hashes(archive)}
     conn = sqlite3.connect(f"{archive.resolve().as_uri()}?mode=ro", uri=True)
     try:
         return {
@@ -181,6 +195,20 @@ def metadata_rows(archive: Path) -> dict[str, str]:
         return _metadata_of(conn)
     finally:
         conn.close()
+
+
+def archive_format(archive: Path) -> str | None:
+    """The tile format of an MBTiles or PMTiles archive, as MBTiles' ``format`` metadata names
+    it (``png``, ``jpg``, ``webp``, ``pbf``); ``None`` when an MBTiles archive names none.
+
+    Raises:
+        ContainerError: a PMTiles archive cannot be read.
+        sqlite3.Error: an MBTiles archive cannot be read.
+    """
+    if _is_pmtiles(archive):
+        with PMTilesReader(archive) as reader:
+            return reader.metadata.tile_format.value
+    return metadata_rows(archive).get("format")
 
 
 _CHAIN_STATE_TABLE = "offmaps_sync_state"  # docs/update-files.md, "The chain"

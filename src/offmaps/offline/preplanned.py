@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from offmaps.containers import ContainerKind, open_reader
+from offmaps.containers import ContainerKind, TilesetMetadata, open_reader
 from offmaps.containers.convert import subset_metadata
 from offmaps.errors import (
     InvalidOfflineParametersError,
@@ -48,6 +48,7 @@ from offmaps.offline.area_tiles import (
     IndexedTileSource,
     Key,
     Row,
+    archive_format,
     archive_rows,
     as_extracted,
     blob_bytes,
@@ -55,7 +56,6 @@ from offmaps.offline.area_tiles import (
     cache_mark,
     content_mark,
     file_mark,
-    metadata_rows,
 )
 from offmaps.offline.areas import (
     MapAreaChanges,
@@ -113,7 +113,7 @@ from offmaps.offline.updates import (
     write_tile_update,
 )
 from offmaps.offline.updates.server import area_replica, area_replica_id, write_area_feature_update
-from offmaps.offline.updates.tiles import build_cover_tile_update
+from offmaps.offline.updates.tiles import build_cover_tile_update, rewrite_pmtiles
 from offmaps.schemas import AttachmentOption, TileLayerRef, UpdateMode, WebMap
 from offmaps.schemas.jobs import JobStatus
 from offmaps.sources import ArchiveTileSource
@@ -138,6 +138,10 @@ _log = logging.getLogger(__name__)
 
 PACKAGE_MAP_AREA = "package_map_area"
 """The name of the job kind that packages a preplanned map area."""
+
+
+_TILE_ARCHIVES = (".mbtiles", ".pmtiles")
+"""The suffixes of the tile archives of a package that tile update files keep fresh."""
 
 
 FILES_PREFIX = "areas/files"
@@ -327,7 +331,7 @@ def _publish(
     """Keep a file an extraction wrote among the areas' files; for the archive of a tile cache,
     first record in ``held`` (by layer) the mark of the tiles it holds (:func:`cache_mark`)."""
     layer = PurePosixPath(entry.path).stem
-    ref = webmap.find_layer(layer) if entry.path.endswith(".mbtiles") else None
+    ref = webmap.find_layer(layer) if entry.path.endswith(_TILE_ARCHIVES) else None
     source = (
         services.offline.catalog.tile_sources.get(ref.service)
         if isinstance(ref, TileLayerRef)
@@ -452,8 +456,8 @@ def _can_refresh(
 ) -> bool:
     """Whether the package after ``previous`` can be built from it and the update files: the
     same map, the source of every tile layer it holds marked, and either marked unchanged or
-    an MBTiles archive or a tile cache the package holds as MBTiles (``comparable``: its tiles
-    are compared),
+    an MBTiles archive or a tile cache the package holds as MBTiles or PMTiles (``comparable``:
+    its tiles are compared),
     every feature service's scope recorded, and no layer failed in it."""
     stems = {PurePosixPath(entry["path"]).stem for entry in previous.files}
     held = {layer: mark for layer, mark in fingerprints.items() if layer in stems}
@@ -463,7 +467,10 @@ def _can_refresh(
             mark is not None
             and (
                 previous.sources.get(layer) == mark
-                or (layer in comparable and f"{layer}.mbtiles" in previous.chains)
+                or (
+                    layer in comparable
+                    and any(f"{layer}{suffix}" in previous.chains for suffix in _TILE_ARCHIVES)
+                )
             )
             for layer, mark in held.items()
         )
@@ -481,7 +488,7 @@ def _replaced(
     """The files of a new package that differ from the previous package's (or came or went)
     and that no update file reaches: not its manifest, thumbnail (a picture, kept as the
     device has it), attachment blobs (fetched by their hash with the updates that name them),
-    replicas or MBTiles archives."""
+    replicas or MBTiles and PMTiles archives."""
     if previous is None:
         return ()
     kept = {*_updatable(files, extracted), MANIFEST_NAME, THUMBNAIL}
@@ -501,12 +508,13 @@ def _replaced(
 def _updatable(
     files: tuple[dict[str, Any], ...], extracted: dict[str, ExtractedService]
 ) -> list[str]:
-    """The files of a package that update files keep fresh: its replicas and MBTiles archives."""
+    """The files of a package that update files keep fresh: its replicas and its MBTiles and
+    PMTiles archives."""
     replicas = {found.file for found in extracted.values()}
     return [
         entry["path"]
         for entry in files
-        if entry["path"] in replicas or entry["path"].endswith(".mbtiles")
+        if entry["path"] in replicas or entry["path"].endswith(_TILE_ARCHIVES)
     ]
 
 
@@ -556,7 +564,7 @@ class _UpdateWriter:
         for entry in files:
             path = entry["path"]
             head = previous.chains.get(path)
-            if not path.endswith(".mbtiles") or head is None:
+            if not path.endswith(_TILE_ARCHIVES) or head is None:
                 continue
             old, new = folder / f"old-{path}", folder / f"new-{path}"
             before = {e["path"]: e["sha256"] for e in previous.files}
@@ -564,8 +572,9 @@ class _UpdateWriter:
             _fetch(self.services.files, entry["sha256"], new)
             with open_reader(str(new)) as reader:
                 tile_format = reader.metadata.tile_format.value
-            name = f"{path.removesuffix('.mbtiles')}.{self.number}.update.mbtiles"
-            info = TileUpdateInfo(_link(self, head), path.removesuffix(".mbtiles"), tile_format)
+            layer = PurePosixPath(path).stem
+            name = f"{layer}.{self.number}.update.mbtiles"
+            info = TileUpdateInfo(_link(self, head), layer, tile_format)
             update, _ = build_tile_update(folder / name, info, old, new)
             written.append(_entry(self.services, name, path, "tiles", head, update, self))
         return written
@@ -618,7 +627,8 @@ class _Incremental:
     tiles that differ applied (:func:`~offmaps.offline.updates.tiles.build_cover_tile_update`,
     then :func:`~offmaps.offline.updates.apply_tile_update`), tile for tile what an extraction
     gives; one whose tile cache changed the same way, from the cache's index
-    (:meth:`_refresh_from_cache`)."""
+    (:meth:`_refresh_from_cache`). A PMTiles archive is rewritten from the previous one and
+    its update by the extraction's writer (:meth:`_bring_up`)."""
 
     services: PreplannedServices
     area: MapArea
@@ -711,7 +721,7 @@ class _Incremental:
     def _tile_updates(
         self, folder: Path, updates_folder: Path
     ) -> tuple[list[tuple[str, str, UpdateFile]], list[str]]:
-        """The update file of each MBTiles archive of the package (the archive, its chain head,
+        """The update file of each tile archive of the package (the archive, its chain head,
         the update), and the archives changed in ``folder``: an empty update when the source's
         mark is unchanged, else the tiles that differ (from an MBTiles source or a tile
         cache), applied to a copy of the archive.
@@ -723,9 +733,9 @@ class _Incremental:
         written: list[tuple[str, str, UpdateFile]] = []
         changed: list[str] = []
         for path, head in self.previous.chains.items():
-            if not path.endswith(".mbtiles"):
+            if not path.endswith(_TILE_ARCHIVES):
                 continue
-            layer = path.removesuffix(".mbtiles")
+            layer = PurePosixPath(path).stem
             name = f"{layer}.{self.number}.update.mbtiles"
             mark = self.fingerprints.get(layer)
             if mark is not None and self.previous.sources.get(layer) == mark:
@@ -751,9 +761,19 @@ class _Incremental:
             )
         except OffmapsError as exc:
             raise _NotIncrementalError(f"the area cannot be planned: {exc}") from exc
-        if parameters.tile_format.value != "mbtiles":
+        suffix = f".{parameters.tile_format.value}"
+        if suffix not in _TILE_ARCHIVES:
             raise _NotIncrementalError(f"its tile archives are {parameters.tile_format.value}")
+        if any(p.endswith(_TILE_ARCHIVES) and not p.endswith(suffix) for p in self.previous.chains):
+            raise _NotIncrementalError(f"its tile archives are {suffix} files now")
         return plan
+
+    @cached_property
+    def _suffix(self) -> str:
+        """The tile archives' suffix: ``.mbtiles`` or ``.pmtiles``, as the area is packaged."""
+        _ = self._plan  # it refuses other formats
+        parameters, _overrides = area_parameters(self.webmap, self.area)
+        return f".{parameters.tile_format.value}"
 
     def _thumbnail(self, folder: Path, changed: list[str]) -> list[str]:
         """Take the package's thumbnail again as an extraction takes it when it is a tile of
@@ -767,15 +787,15 @@ class _Incremental:
         rasters = [
             plan
             for plan in self._plan.tiles
-            if plan.kind == "raster_tile" and f"{plan.layer_id}.mbtiles" in held
+            if plan.kind == "raster_tile" and f"{plan.layer_id}{self._suffix}" in held
         ]
-        names = [f"{p.layer_id}.mbtiles" for p in rasters]
+        names = [f"{p.layer_id}{self._suffix}" for p in rasters]
         if self.area.thumbnail is not None or not set(names) & set(changed):
             return []
         if names[0] not in changed:  # its thumbnail, or none, decides whether a later one counts
             raise _NotIncrementalError("the thumbnail may come from another tile archive now")
         first = OfflinePlan(services=(), tiles=(rasters[0],), online_only=())
-        found = _extracted_thumbnail(folder, first, "mbtiles", [names[0]])
+        found = _extracted_thumbnail(folder, first, self._suffix[1:], [names[0]])
         if found is None:
             if THUMBNAIL in held or len(rasters) > 1:
                 raise _NotIncrementalError("the thumbnail may come from another tile archive now")
@@ -790,7 +810,8 @@ class _Incremental:
         """Bring a copy of the previous package's archive ``path`` to its source's tiles now:
         write the update of the tiles that differ, apply it to the copy as a device does, and
         leave the copy as an extraction writes it (no chain state; the metadata an extraction
-        writes).
+        writes). A PMTiles archive is rewritten from the copy and the update
+        (:meth:`_bring_up`).
 
         Raises:
             _NotIncrementalError: the archive is not extracted from an MBTiles source any more, the
@@ -810,16 +831,13 @@ class _Incremental:
             )
         held = {entry["path"]: entry["sha256"] for entry in self.previous.files}
         _fetch(self.services.files, held[path], archive)
-        scratch = self.context.scratch / "tiles"
-        scratch.mkdir(exist_ok=True)
         with _not_incremental(f"{path} cannot be compared with its source"):
             with open_reader(source.location.path) as reader:
                 metadata = reader.metadata
-            had = metadata_rows(archive)
-            if had.get("format") != metadata.tile_format.value:
+            had = archive_format(archive)
+            if had != metadata.tile_format.value:
                 raise _NotIncrementalError(
-                    f"the tile format of {path} changed ({had.get('format')} -> "
-                    f"{metadata.tile_format.value})"
+                    f"the tile format of {path} changed ({had} -> {metadata.tile_format.value})"
                 )
             cover = tile_cover(plan.area.aoi(), metadata.tms, plan.zooms)
             info = TileUpdateInfo(_link(self, head), plan.layer_id, metadata.tile_format.value)
@@ -827,8 +845,7 @@ class _Incremental:
                 self.context.scratch / "updates" / name, info, archive, source.location.path, cover
             )
             self.context.check_cancelled()
-            self._apply_to_copy(archive, update, head)
-            as_extracted(archive, subset_metadata(metadata, plan.zooms, cover), scratch)
+            self._bring_up(archive, update, head, subset_metadata(metadata, plan.zooms, cover))
         _log.info(
             "map area %s: %s: %d tiles changed, %d removed",
             self.area.id,
@@ -868,7 +885,7 @@ class _Incremental:
         held = {entry["path"]: entry["sha256"] for entry in self.previous.files}
         _fetch(self.services.files, held[path], archive)
         with _not_incremental(f"{path} cannot be compared with its cache"):
-            if metadata_rows(archive).get("format") != info.tile_format.value:
+            if archive_format(archive) != info.tile_format.value:
                 raise _NotIncrementalError(f"the tile format of {path} changed")
             rows = self.read.get(plan.layer_id)
             if rows is None:
@@ -898,11 +915,8 @@ class _Incremental:
                 [Tile(x, y, z) for z, x, y in removed],
             )
             self.context.check_cancelled()
-            if changed or removed:  # else the copy stays the same file
-                self._apply_to_copy(archive, update, head)
-            scratch = self.context.scratch / "tiles"
-            scratch.mkdir(exist_ok=True)
-            as_extracted(archive, exported_metadata(info, plan), scratch)
+            differs = bool(changed or removed)  # else an MBTiles copy stays the same file
+            self._bring_up(archive, update, head, exported_metadata(info, plan), differs)
         _log.info(
             "map area %s: %s: %d tiles changed, %d removed (tile cache %s, %d read through)",
             self.area.id,
@@ -940,6 +954,31 @@ class _Incremental:
             if old.get(key) != sha256:
                 fetched[key] = data
         return fetched
+
+    def _bring_up(
+        self,
+        archive: Path,
+        update: UpdateFile,
+        head: str,
+        metadata: TilesetMetadata,
+        differs: bool = True,
+    ) -> None:
+        """Bring the copy ``archive`` of the previous package's archive up with ``update`` and
+        leave it as an extraction with ``metadata`` writes it. An MBTiles copy gets the update
+        as a device applies it (when anything ``differs``: else it stays the same file), then
+        the extraction's metadata and no chain state (:func:`as_extracted`). A PMTiles copy is
+        written again from its tiles and the update's by the writer an extraction uses, with
+        the extraction's metadata (:func:`rewrite_pmtiles`): that writer's bytes depend on the
+        tiles and the metadata only, so the archive is byte for byte a fresh extraction's (a
+        device's apply would keep the copy's metadata and record its chain in it)."""
+        if archive.suffix == ".pmtiles":
+            rewrite_pmtiles(archive, update.path, archive, metadata)
+            return
+        if differs:
+            self._apply_to_copy(archive, update, head)
+        scratch = self.context.scratch / "tiles"
+        scratch.mkdir(exist_ok=True)
+        as_extracted(archive, metadata, scratch)
 
     def _apply_to_copy(self, archive: Path, update: UpdateFile, head: str) -> None:
         """Apply a tile update to the copy of the previous package's archive, as a device

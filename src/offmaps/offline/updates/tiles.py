@@ -6,8 +6,11 @@ removed. :func:`diff_tiles` compares two archives' tiles by SHA-256, :func:`writ
 and :func:`build_tile_update` write the file, :func:`build_cover_tile_update` writes it from
 a tile source and a package archive compared in SQLite itself, :class:`TileUpdateReader`
 reads it, and
-:func:`apply_tile_update` applies it to an MBTiles archive in one transaction, checking the
-chain. The format is in docs/update-files.md.
+:func:`apply_tile_update` applies it to an MBTiles archive in one transaction, or to a PMTiles
+archive by rewriting it (a PMTiles archive is immutable and clustered) into a new file renamed
+over it, checking the chain. A PMTiles archive keeps its chain state in its JSON metadata
+(:func:`read_archive_chain_state`, :func:`write_archive_chain_state`); :func:`rewrite_pmtiles`
+is the rewrite. The format is in docs/update-files.md.
 """
 
 from __future__ import annotations
@@ -17,16 +20,17 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from offmaps.containers import TileReader, open_reader
+from offmaps.containers import TileReader, TilesetMetadata, open_reader
 from offmaps.containers.mbtiles import APPLICATION_ID, tms_row
-from offmaps.errors import PackageError, UpdateIntegrityError
+from offmaps.containers.pmtiles import PMTilesReader, write_json_metadata, write_patched
+from offmaps.errors import OffmapsError, PackageError, UpdateChainError, UpdateIntegrityError
 from offmaps.offline.updates._header import (
     header_rows,
     link_of,
@@ -43,7 +47,9 @@ from offmaps.offline.updates.chain import (
     check_link,
     file_sha256,
     find_chain_state,
+    read_chain_state,
     store_chain_state,
+    write_chain_state,
 )
 from offmaps.offline.updates.features import PAGE_SIZE
 from offmaps.types import Tile
@@ -52,15 +58,21 @@ if TYPE_CHECKING:
     from offmaps.tiling import TileCover
 
 __all__ = [
+    "PMTILES_CHAIN_KEY",
     "TileDiff",
     "TileUpdateApplied",
     "TileUpdateInfo",
     "TileUpdateReader",
     "apply_tile_update",
+    "apply_tile_updates",
     "build_cover_tile_update",
     "build_tile_update",
     "diff_tiles",
+    "iter_pmtiles_hashes",
+    "read_archive_chain_state",
+    "rewrite_pmtiles",
     "tile_hashes",
+    "write_archive_chain_state",
     "write_tile_update",
 ]
 
@@ -68,6 +80,10 @@ KIND = "tiles"
 _TMS = "WebMercatorQuad"
 _BATCH = 500
 _KEY = "zoom_level INTEGER NOT NULL, tile_column INTEGER NOT NULL, tile_row INTEGER NOT NULL"
+
+PMTILES_CHAIN_KEY = "offmaps_sync_state"
+"""The key of a PMTiles archive's JSON metadata that holds its chain state: a string, the JSON
+object ``{"area_id", "epoch", "package_number", "chain_head"}`` (docs/update-files.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,24 +292,28 @@ def build_tile_update(
 
 # the source's tiles in the cover that the previous archive lacks or holds other bytes of
 # (``IS NOT`` compares the blobs with memcmp, in C); the levels drive it, so only the cover's
-# boxes of the source's tile index are read
+# boxes of the source's tile index are read. {prev} is the previous archive's tiles: its
+# ``tiles`` (MBTiles), or ``temp.prev_hashes`` with the SHA-256 of each (a PMTiles archive,
+# not SQLite: the source's tiles of the cover are hashed to be compared)
 _CHANGED = """
 SELECT t.zoom_level, t.tile_column, t.tile_row, t.tile_data
 FROM temp.levels l
 JOIN main.tiles t ON t.zoom_level = l.z AND t.tile_column BETWEEN l.x0 AND l.x1
     AND t.tile_row BETWEEN l.r0 AND l.r1
-LEFT JOIN prev.tiles p ON p.zoom_level = t.zoom_level AND p.tile_column = t.tile_column
+LEFT JOIN {prev} p ON p.zoom_level = t.zoom_level AND p.tile_column = t.tile_column
     AND p.tile_row = t.tile_row
 WHERE (l.whole OR EXISTS (SELECT 1 FROM temp.spans s WHERE s.z = t.zoom_level
         AND s.r = t.tile_row AND s.x0 <= t.tile_column AND s.x1 >= t.tile_column))
-    AND (p.tile_data IS NULL OR p.tile_data IS NOT t.tile_data)
+    AND ({differs})
 """
+_DIFFERS = "p.tile_data IS NULL OR p.tile_data IS NOT t.tile_data"
+_DIFFERS_HASHED = "p.sha256 IS NULL OR p.sha256 IS NOT offmaps_sha256(t.tile_data)"
 
 # the previous archive's tiles outside the cover (the temporary tables ``levels``: each
 # level's box, in MBTiles rows; ``spans``: the rows of a level that is not its whole box), or
 # that the source no longer has
 _REMOVED = """
-SELECT p.zoom_level, p.tile_column, p.tile_row FROM prev.tiles p
+SELECT p.zoom_level, p.tile_column, p.tile_row FROM {prev} p
 WHERE NOT EXISTS (SELECT 1 FROM temp.levels l WHERE l.z = p.zoom_level
         AND p.tile_column BETWEEN l.x0 AND l.x1 AND p.tile_row BETWEEN l.r0 AND l.r1
         AND (l.whole OR EXISTS (SELECT 1 FROM temp.spans s WHERE s.z = p.zoom_level
@@ -342,6 +362,40 @@ def _load_cover(conn: sqlite3.Connection, cover: TileCover) -> None:
             )
 
 
+def _is_pmtiles(path: Path) -> bool:
+    return path.suffix.lower() == ".pmtiles"
+
+
+def iter_pmtiles_hashes(path: Path) -> Iterator[tuple[Tile, str]]:
+    """The SHA-256 of each tile of a PMTiles archive, in tile-id order (a run of identical
+    tiles hashed once).
+
+    Raises:
+        ContainerError: the archive cannot be read (or is damaged).
+    """
+    with PMTilesReader(path) as reader:
+        last: bytes | None = None
+        digest = ""
+        for tile, data in reader.iter_tiles():
+            if data is not last:  # a run's tiles come with the same bytes object
+                last, digest = data, hashlib.sha256(data).hexdigest()
+            yield tile, digest
+
+
+def _load_pmtiles_hashes(conn: sqlite3.Connection, path: Path) -> None:
+    """The SHA-256 of each tile of the PMTiles archive ``path`` into the temporary table
+    ``prev_hashes`` of ``conn``, keyed as MBTiles keys tiles (TMS rows)."""
+    conn.execute(
+        f"CREATE TEMP TABLE prev_hashes ({_KEY}, sha256 TEXT NOT NULL, "
+        "PRIMARY KEY (zoom_level, tile_column, tile_row)) WITHOUT ROWID"
+    )
+    _insert(
+        conn,
+        "INSERT INTO temp.prev_hashes VALUES (?, ?, ?, ?)",
+        ((t.z, t.x, tms_row(t.y, t.z), sha256) for t, sha256 in iter_pmtiles_hashes(path)),
+    )
+
+
 def build_cover_tile_update(
     path: Path,
     info: TileUpdateInfo,
@@ -349,20 +403,25 @@ def build_cover_tile_update(
     source: Path,
     cover: TileCover,
 ) -> tuple[UpdateFile, TileDiff]:
-    """Write the tile update file that brings the MBTiles archive ``previous`` to the tiles an
+    """Write the tile update file that brings the archive ``previous`` to the tiles an
     extraction of ``cover`` from the MBTiles archive ``source`` gives: the source's tiles in
     the cover, byte for byte (as :func:`offmaps.offline.extract.extract_tiles` copies them).
 
     Both are compared in SQLite itself, ``source`` opened read-only (what its write-ahead log
-    holds committed is read too) and ``previous`` attached read-only: the source's tiles of
-    the cover that ``previous`` lacks or holds other bytes of are written, and the tiles of
-    ``previous`` outside the cover or no longer in the source removed. Only those tiles pass
-    through Python; ``previous`` may hold any tiles (another cover's, an older source's).
+    holds committed is read too) and an MBTiles ``previous`` attached read-only: the source's
+    tiles of the cover that ``previous`` lacks or holds other bytes of are written, and the
+    tiles of ``previous`` outside the cover or no longer in the source removed. Only those
+    tiles pass through Python; ``previous`` may hold any tiles (another cover's, an older
+    source's). A PMTiles ``previous`` (a ``.pmtiles`` file) is read with
+    :class:`~offmaps.containers.pmtiles.PMTilesReader`, the SHA-256 of each of its tiles (of
+    each run once) loaded into a temporary table, and compared with the SHA-256 of the
+    source's tiles of the cover, hashed in the query.
 
     Args:
         path: the update file; it must not exist.
         info: its header.
-        previous: the archive the update applies to (plain or deduplicated schema).
+        previous: the archive the update applies to (MBTiles, plain or deduplicated schema,
+            or PMTiles).
         source: the tile source's archive.
         cover: the tiles to extract (of WebMercatorQuad, as MBTiles holds).
 
@@ -370,13 +429,17 @@ def build_cover_tile_update(
         The file written, and the tiles it changes and removes (in (z, x, y) order).
 
     Raises:
-        PackageError: ``source`` or ``previous`` cannot be read as an MBTiles archive, or
+        PackageError: ``source`` or ``previous`` cannot be read as an archive, or
             ``source`` holds a tile of the cover with no bytes or twice.
     """
     source, previous = Path(source), Path(previous)
     for found in (source, previous):
         if not found.is_file():
-            raise PackageError(f"{found}: no such MBTiles archive")
+            raise PackageError(f"{found}: no such archive")
+    hashed = _is_pmtiles(previous)
+    prev = "temp.prev_hashes" if hashed else "prev.tiles"
+    changed_sql = _CHANGED.format(prev=prev, differs=_DIFFERS_HASHED if hashed else _DIFFERS)
+    removed_sql = _REMOVED.format(prev=prev)
     try:
         conn = sqlite3.connect(
             f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None
@@ -386,7 +449,7 @@ def build_cover_tile_update(
     changed: list[Tile] = []
 
     def rows() -> Iterator[tuple[Tile, bytes]]:
-        for z, x, row, data in conn.execute(_CHANGED):
+        for z, x, row, data in conn.execute(changed_sql):
             if not (type(z) is int and type(x) is int and type(row) is int):
                 raise PackageError(f"{source}: a tile key that is not integers: {z!r}/{x!r}")
             tile = Tile(x, tms_row(row, z), z)
@@ -396,11 +459,17 @@ def build_cover_tile_update(
             yield tile, data
 
     try:
-        conn.execute("ATTACH DATABASE ? AS prev", (f"{previous.resolve().as_uri()}?mode=ro",))
+        if hashed:
+            conn.create_function("offmaps_sha256", 1, _sha256, deterministic=True)
+            _load_pmtiles_hashes(conn, previous)
+        else:
+            conn.execute("ATTACH DATABASE ? AS prev", (f"{previous.resolve().as_uri()}?mode=ro",))
         conn.execute("BEGIN")  # one snapshot of the source for both queries
         _load_cover(conn, cover)
-        removed = [Tile(x, tms_row(row, z), z) for z, x, row in conn.execute(_REMOVED)]
+        removed = [Tile(x, tms_row(row, z), z) for z, x, row in conn.execute(removed_sql)]
         written = write_tile_update(path, info, rows(), removed)
+    except OffmapsError as exc:  # the previous PMTiles archive is damaged
+        raise PackageError(f"{previous}: cannot read the archive: {exc}") from None
     except sqlite3.Error as exc:
         raise PackageError(f"{source}: cannot compare the tiles with {previous}: {exc}") from None
     except ValueError as exc:  # a tile given twice: the source has no unique tile index
@@ -468,6 +537,16 @@ class TileUpdateReader:
         except sqlite3.Error as exc:
             raise self._damaged(exc) from None
 
+    def iter_changed(self) -> Iterator[Tile]:
+        """The tiles added or changed, without their bytes."""
+        try:
+            for z, x, row in self._conn.execute(
+                "SELECT zoom_level, tile_column, tile_row FROM tiles"
+            ):
+                yield Tile(x, tms_row(row, z), z)
+        except sqlite3.Error as exc:
+            raise self._damaged(exc) from None
+
     def iter_removed(self) -> Iterator[Tile]:
         """The tiles removed."""
         try:
@@ -520,20 +599,28 @@ def _layout(conn: sqlite3.Connection, archive: Path) -> str:
 def apply_tile_update(
     archive: Path, update: Path, *, sha256: str, size: int | None = None, durable: bool = True
 ) -> TileUpdateApplied:
-    """Apply a tile update file to an MBTiles archive, in one transaction.
+    """Apply a tile update file to an MBTiles archive, in one transaction, or to a PMTiles
+    archive (a ``.pmtiles`` file), rewritten.
 
     The update's size and SHA-256 are checked first, then, in the transaction, the chain
     (:func:`~offmaps.offline.updates.chain.check_link`); the tiles are written, the removed
     ones deleted, and the archive's new chain state recorded. The archive's metadata is left
     as it is. On any failure the archive is as it was.
 
+    A PMTiles archive is immutable and clustered (its tiles in tile-id order): it is rewritten
+    from its tiles and the update's (:func:`rewrite_pmtiles`) into a new file beside it, with
+    its chain state after the update in its JSON metadata, and that file is renamed over it.
+    Its metadata is kept, but for the levels the header gives (those of the tiles it holds
+    now, which a reader checks the tiles against).
+
     Args:
-        archive: the MBTiles archive (plain or deduplicated schema).
+        archive: the MBTiles archive (plain or deduplicated schema), or PMTiles archive.
         update: the tile update file.
         sha256: the SHA-256 the update must have.
         size: the size it must have, when known.
         durable: flush the transaction to disk as it commits; ``False`` for a staged copy
-            its owner makes durable once all its updates are applied.
+            its owner makes durable once all its updates are applied (a rewritten PMTiles
+            archive is always flushed before it is renamed).
 
     Returns:
         What was done, and the archive's chain state now.
@@ -541,8 +628,8 @@ def apply_tile_update(
     Raises:
         UpdateIntegrityError: the update is truncated, tampered or not a tile update file.
         UpdateChainError: it does not follow the archive's chain.
-        PackageError: ``archive`` is not an MBTiles archive offmaps can update, or the
-            database failed (a full disk, say).
+        PackageError: ``archive`` is not an archive offmaps can update, or the database or
+            the disk failed (a full disk, say).
     """
     archive, update = Path(archive), Path(update)
     check_file(update, sha256, size)
@@ -550,6 +637,8 @@ def apply_tile_update(
         link = reader.info.link
     if not archive.is_file():
         raise PackageError(f"{archive}: no such archive")
+    if _is_pmtiles(archive):
+        return _apply_to_pmtiles(archive, [update], [(link, sha256.lower())])
     try:
         conn = sqlite3.connect(
             f"{archive.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None, timeout=30
@@ -626,3 +715,188 @@ def _apply(conn: sqlite3.Connection, layout: str) -> tuple[int, int]:
             (json.dumps(sorted(old_ids)),),
         )
     return int(changed), removed
+
+
+def _state_text(state: ChainState) -> str:
+    return json.dumps(
+        {
+            "area_id": state.area_id,
+            "epoch": state.epoch,
+            "package_number": state.package_number,
+            "chain_head": state.chain_head,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _pmtiles_state(path: Path, metadata: TilesetMetadata) -> ChainState | None:
+    text = metadata.extra.get(PMTILES_CHAIN_KEY)
+    if text is None:
+        return None
+    try:
+        found = json.loads(text)
+        return ChainState(
+            str(found["area_id"]),
+            int(found["epoch"]),
+            int(found["package_number"]),
+            str(found["chain_head"]),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UpdateChainError(
+            f"{path}: the archive's update chain state is malformed: {exc!r}", path=path
+        ) from None
+
+
+def read_archive_chain_state(path: Path) -> ChainState | None:
+    """The chain state a replica GeoPackage, an MBTiles archive or a PMTiles archive holds
+    (``None``: none). A PMTiles archive keeps it in its JSON metadata, under
+    :data:`PMTILES_CHAIN_KEY`.
+
+    Raises:
+        UpdateChainError: the state is malformed.
+        ContainerError: a PMTiles archive cannot be read.
+        sqlite3.Error: another file is not a SQLite file.
+    """
+    path = Path(path)
+    if not _is_pmtiles(path):
+        return read_chain_state(path)
+    with PMTilesReader(path) as reader:
+        return _pmtiles_state(path, reader.metadata)
+
+
+def write_archive_chain_state(path: Path, state: ChainState, *, durable: bool = True) -> None:
+    """Record in a replica GeoPackage, an MBTiles archive or a PMTiles archive which package
+    of which area it holds (:func:`~offmaps.offline.updates.chain.write_chain_state`). A
+    PMTiles archive is written again with the state in its JSON metadata, its directories and
+    tiles copied as they are, and renamed over the old one (always flushed first).
+
+    Raises:
+        ContainerError: a PMTiles archive cannot be read or written.
+        sqlite3.Error: another file cannot be written.
+    """
+    path = Path(path)
+    if not _is_pmtiles(path):
+        write_chain_state(path, state, durable=durable)
+        return
+    with PMTilesReader(path) as reader:
+        document = reader.json_metadata
+    document[PMTILES_CHAIN_KEY] = _state_text(state)
+    write_json_metadata(path, path, document)
+
+
+def rewrite_pmtiles(
+    previous: Path, update: Path | Sequence[Path], target: Path, metadata: TilesetMetadata
+) -> tuple[int, int]:
+    """Write at ``target`` the PMTiles archive that holds the tiles of the PMTiles archive
+    ``previous`` with the tile update ``update`` applied (its tiles written, its removed tiles
+    gone), or several updates one after the other, and ``metadata``: what
+    :class:`~offmaps.containers.pmtiles.PMTilesWriter` makes of them, which depends on the
+    tiles and the metadata only (an extraction of the same tiles with the same metadata is the
+    same bytes). ``target`` appears whole or not at all; it may be ``previous``. The updates
+    are not checked against a chain (:func:`apply_tile_update` does that).
+
+    Several updates make one rewrite: for each tile the last update naming it decides (its
+    bytes, or its removal), and only those bytes are read.
+
+    Returns:
+        How many tiles the updates wrote, and how many they removed (tiles of the result).
+
+    Raises:
+        UpdateIntegrityError: an update is not a tile update file, or damaged.
+        PackageError: ``previous`` cannot be read, its tiles are not of an update's format,
+            or ``target`` cannot be written (a full disk, say).
+    """
+    previous, target = Path(previous), Path(target)
+    updates = [Path(update)] if isinstance(update, (str, Path)) else [Path(u) for u in update]
+    last: dict[tuple[int, int, int], int] = {}  # the update that decides a tile; -1: removed
+    held = metadata.tile_format.value
+    for index, path in enumerate(updates):
+        with TileUpdateReader(path) as reader:
+            if reader.info.format != held:
+                raise PackageError(
+                    f"{previous}: {path.name} holds {reader.info.format} tiles, the archive {held}"
+                )
+            last.update(((t.z, t.x, t.y), -1) for t in reader.iter_removed())
+            last.update(((t.z, t.x, t.y), index) for t in reader.iter_changed())
+
+    def changed() -> Iterator[tuple[Tile, bytes]]:
+        for index, path in enumerate(updates):
+            with TileUpdateReader(path) as reader:
+                for tile, data in reader.iter_tiles():
+                    if last[(tile.z, tile.x, tile.y)] == index:
+                        yield tile, data
+
+    gone = [Tile(x, y, z) for (z, x, y), index in last.items() if index < 0]
+    try:
+        write_patched(previous, target, metadata, changed(), gone)
+    except UpdateIntegrityError:
+        raise
+    except OffmapsError as exc:
+        raise PackageError(f"{previous}: the update was not applied: {exc}") from exc
+    removed = sum(1 for index in last.values() if index < 0)
+    return len(last) - removed, removed
+
+
+def apply_tile_updates(
+    archive: Path, updates: Sequence[tuple[Path, str, int | None]], *, durable: bool = True
+) -> TileUpdateApplied:
+    """Apply tile updates to one archive in order, each ``(update, sha256, size)`` as
+    :func:`apply_tile_update` takes it: one after the other to an MBTiles archive; to a
+    PMTiles archive in **one** rewrite (every update's size, SHA-256 and place in the chain
+    checked first, the chain state after the last recorded), since each rewrite costs the
+    whole archive. On any failure a PMTiles archive is as it was; an MBTiles archive keeps the
+    updates applied before the one that failed (each is its own transaction).
+
+    Returns:
+        What was done (the counts of the last update for MBTiles, of the result for PMTiles)
+        and the archive's chain state now.
+
+    Raises:
+        ValueError: no update is given.
+        UpdateIntegrityError, UpdateChainError, PackageError: as :func:`apply_tile_update`.
+    """
+    archive = Path(archive)
+    if not updates:
+        raise ValueError("no tile update to apply")
+    if not _is_pmtiles(archive):
+        done = [
+            apply_tile_update(archive, update, sha256=sha256, size=size, durable=durable)
+            for update, sha256, size in updates  # in order, each its own transaction
+        ]
+        return done[-1]
+    links = []
+    for update, sha256, size in updates:
+        check_file(Path(update), sha256, size)
+        with TileUpdateReader(Path(update)) as reader:
+            links.append((reader.info.link, sha256.lower()))
+    if not archive.is_file():
+        raise PackageError(f"{archive}: no such archive")
+    return _apply_to_pmtiles(archive, [Path(u) for u, _, _ in updates], links)
+
+
+def _apply_to_pmtiles(
+    archive: Path, updates: list[Path], links: list[tuple[UpdateLink, str]]
+) -> TileUpdateApplied:
+    """Apply checked update files to a PMTiles archive: their chain checked in order, then one
+    rewrite with the updates and the chain state after the last, renamed over it."""
+    try:
+        with PMTilesReader(archive) as reader:
+            metadata = reader.metadata
+    except OffmapsError as exc:
+        raise PackageError(f"{archive}: not a PMTiles archive offmaps can update: {exc}") from exc
+    state = _pmtiles_state(archive, metadata)
+    for link, sha256 in links:
+        check_link(state, link, path=archive)
+        if state is None:
+            raise AssertionError("check_link lets no file without a chain through")
+        state = state.after(link, sha256)
+    if state is None:
+        raise AssertionError("a PMTiles archive is rewritten with one update at least")
+    kept = replace(
+        metadata,
+        minzoom=None,  # the levels of the tiles held: the header must span them
+        maxzoom=None,
+        extra={**metadata.extra, PMTILES_CHAIN_KEY: _state_text(state)},
+    )
+    changed, removed = rewrite_pmtiles(archive, updates, archive, kept)
+    return TileUpdateApplied(changed, removed, state)
