@@ -27,6 +27,7 @@ const GEOMETRY_FILTERS = {
 const status = document.getElementById("map-status");
 const identifiable = new Map(); // style layer id -> map layer title
 const groups = new Map(); // map layer id -> style layer ids
+const loaded = new Map(); // feature source id -> its GeoJSON features, as the server sent them
 
 function say(text, isError = false) {
   status.textContent = text;
@@ -112,7 +113,11 @@ async function addLayer(map, layer) {
   }
   if (layer.type === "feature") {
     const data = await allFeatures(`${layer.service}.${layer.layer}`);
-    map.addSource(layer.id, { type: "geojson", data });
+    loaded.set(layer.id, data.features);
+    // MapLibre keeps numeric ids only, and drops null attributes: draw features by their
+    // index, and identify them from the server's copy
+    const drawn = data.features.map((feature, index) => ({ ...feature, id: index }));
+    map.addSource(layer.id, { type: "geojson", data: { ...data, features: drawn } });
     const styles = styleLayers("feature", layer.id, layer.id, null, opacity);
     addGroup(map, layer, styles);
     for (const style of styles) identifiable.set(style.id, layer.title);
@@ -152,7 +157,8 @@ function showAttributes(features) {
     const box = element("section", null, { class: "feature" });
     box.append(element("h3", identifiable.get(feature.layer.id) || feature.layer.id));
     const list = element("dl");
-    const properties = { ...(feature.id !== undefined ? { id: feature.id } : {}), ...feature.properties };
+    const original = loaded.get(feature.source)?.[feature.id];
+    const properties = original ? { id: original.id, ...original.properties } : feature.properties;
     for (const [name, value] of Object.entries(properties)) {
       list.append(element("dt", name), element("dd", value === null ? "—" : value));
     }
