@@ -41,7 +41,7 @@ pytest: install data
 	bash scripts/clients.sh
 	url=$$(bash scripts/services.sh) && s3=$$(WEED=$(abspath $(BIN))/weed bash scripts/seaweedfs.sh) && \
 		OFFMAPS_TEST_POSTGRES_URL=$$url OFFMAPS_TEST_S3_ENDPOINT=$$s3 OFFMAPS_DATA=$(abspath $(DATA)) \
-		$(BIN)/pytest -n 2 -q
+		$(BIN)/pytest -n 2 --dist loadgroup -q
 
 test: lint typecheck imports pytest
 

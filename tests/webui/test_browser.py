@@ -23,6 +23,9 @@ from playwright.sync_api import Error as PlaywrightError
 
 from tests.webui.conftest import CHROMIUM, CHROMIUM_ARGS, SampleSite
 
+# one browser for the module: its tests run on one xdist worker (`make pytest`: --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("webui-browser")
+
 BACKGROUND = (0xF4, 0xF1, 0xEA)  # the map's background layer (map.js)
 SITE_COLOUR = (0xC2, 0x18, 0x5B)  # feature layers' points
 STREET_COLOUR = (0x15, 0x65, 0xC0)  # feature layers' lines
@@ -284,3 +287,21 @@ def test_an_expired_session_returns_to_sign_in_and_back_to_the_map(
 def test_sign_in_goes_back_to_pages_of_the_ui_only(page: Page, sample_site: SampleSite) -> None:
     _sign_in(page, sample_site, "/ui/signin?next=//elsewhere.example/ui/")
     page.wait_for_url(f"{sample_site.url}/ui/")
+
+
+def test_the_watch_sees_what_leaves_the_origin(
+    page: Page, sample_site: SampleSite, watch: Watch
+) -> None:
+    page.goto(f"{sample_site.url}/ui/signin")
+    # a resource the policy blocks: reported as a violation, and seen as a request
+    page.evaluate("new Image().src = 'http://elsewhere.example/pixel.png'")
+    page.wait_for_function("window.__cspViolations.length > 0")
+    assert page.evaluate("window.__cspViolations") == ["img-src http://elsewhere.example/pixel.png"]
+    page.evaluate("window.__cspViolations = []")
+    # a navigation (no policy governs it), which resolves no name: seen as a request
+    with pytest.raises(PlaywrightError):
+        page.goto("http://elsewhere.example/")
+    assert watch.foreign == ["http://elsewhere.example/pixel.png", "http://elsewhere.example/"]
+    assert all("elsewhere.example" in error for error in watch.errors)
+    watch.foreign.clear()
+    watch.errors.clear()
