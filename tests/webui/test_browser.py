@@ -29,6 +29,7 @@ pytestmark = pytest.mark.xdist_group("webui-browser")
 BACKGROUND = (0xF4, 0xF1, 0xEA)  # the map's background layer (map.js)
 SITE_COLOUR = (0xC2, 0x18, 0x5B)  # feature layers' points
 STREET_COLOUR = (0x15, 0x65, 0xC0)  # feature layers' lines
+HIGHLIGHT_COLOUR = (0xFF, 0x98, 0x00)  # the ring around identified features
 
 # collects, in the page, the Content-Security-Policy violations the browser reports
 _CSP_LISTENER = """
@@ -257,6 +258,7 @@ def test_identify_shows_a_sites_attributes(
         shown.append(dict(zip(names, values, strict=True)))
     assert str(first["properties"]["osm_id"]) in [one.get("osm_id") for one in shown]
     assert {"name", "osm_id"} <= set(shown[0])
+    assert _near(_map_pixels(page), HIGHLIGHT_COLOUR) > 50  # and ringed on the map
     found.scroll_into_view_if_needed()
     page.screenshot(path=screenshots / "webui-map-identify.png")
     # and with the mouse, on the same site

@@ -78,8 +78,10 @@ def test_static_files_carry_the_policy_and_modules_their_media_type(server: Serv
 def test_a_browser_asking_for_the_landing_page_gets_the_ui(server: Server) -> None:
     response = server.client.get("/", headers={"Accept": BROWSER_ACCEPT}, follow_redirects=False)
     assert response.status_code == 303
-    assert response.headers["location"] == "/ui/"
-    assert server.client.get("/ui", follow_redirects=False).headers["location"] == "/ui/"
+    # relative references, resolved against the request's own URL (a proxy's path kept)
+    assert response.headers["location"] == "ui/"
+    assert server.client.get("/ui", follow_redirects=False).headers["location"] == "ui/"
+    assert server.client.get("/", headers={"Accept": BROWSER_ACCEPT}).url.path == "/ui/"
 
 
 @pytest.mark.parametrize(

@@ -110,7 +110,8 @@ class LandingNegotiation:
         if scope["type"] == "http" and scope["path"] == "/" and scope["method"] in {"GET", "HEAD"}:
             headers = dict(scope["headers"])
             if _wants_html(headers.get(b"accept", b"").decode("latin-1")):
-                response = RedirectResponse(f"{UI_PREFIX}/", status_code=303)
+                # relative: right behind a proxy that serves the server under a path too
+                response = RedirectResponse(f"{UI_PREFIX[1:]}/", status_code=303)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -130,7 +131,7 @@ def _router() -> APIRouter:
 
     @router.get(UI_PREFIX, include_in_schema=False)
     def ui_root() -> RedirectResponse:
-        return RedirectResponse(f"{UI_PREFIX}/", status_code=308)
+        return RedirectResponse(f"{UI_PREFIX[1:]}/", status_code=308)
 
     @router.get("/api/me", summary="The caller: name, scopes and groups", tags=["auth"])
     def me(principal: PrincipalDep) -> dict[str, Any]:

@@ -79,7 +79,7 @@ async function allFeatures(collection) {
     // follow the server's own links only
     next = link && new URL(link.href, root).origin === root.origin ? link.href : null;
   }
-  return { type: "FeatureCollection", features };
+  return { data: { type: "FeatureCollection", features }, complete: !next };
 }
 
 function addGroup(map, layer, styles) {
@@ -112,7 +112,7 @@ async function addLayer(map, layer) {
     return "vector tiles";
   }
   if (layer.type === "feature") {
-    const data = await allFeatures(`${layer.service}.${layer.layer}`);
+    const { data, complete } = await allFeatures(`${layer.service}.${layer.layer}`);
     loaded.set(layer.id, data.features);
     // MapLibre keeps numeric ids only, and drops null attributes: draw features by their
     // index, and identify them from the server's copy
@@ -121,7 +121,8 @@ async function addLayer(map, layer) {
     const styles = styleLayers("feature", layer.id, layer.id, null, opacity);
     addGroup(map, layer, styles);
     for (const style of styles) identifiable.set(style.id, layer.title);
-    return `${data.features.length} features`;
+    const count = data.features.length;
+    return complete ? `${count} features` : `the first ${count} features only`;
   }
   return null; // online-only: never loaded, this page uses nothing outside this server
 }
@@ -145,6 +146,35 @@ function layerItem(map, layer, detail) {
     }
   });
   return item;
+}
+
+const HIGHLIGHT = "identified";
+
+function addHighlight(map) {
+  map.addSource(HIGHLIGHT, { type: "geojson", data: { type: "FeatureCollection", features: [] } });
+  map.addLayer({
+    id: `${HIGHLIGHT}/line`,
+    type: "line",
+    source: HIGHLIGHT,
+    paint: { "line-color": "#ff9800", "line-width": 5, "line-opacity": 0.9 },
+  });
+  map.addLayer({
+    id: `${HIGHLIGHT}/point`,
+    type: "circle",
+    source: HIGHLIGHT,
+    filter: GEOMETRY_FILTERS.point,
+    paint: {
+      "circle-radius": 9,
+      "circle-color": "rgba(0, 0, 0, 0)",
+      "circle-stroke-color": "#ff9800",
+      "circle-stroke-width": 3,
+    },
+  });
+}
+
+function highlight(map, features) {
+  const shapes = features.map((f) => loaded.get(f.source)?.[f.id]).filter(Boolean);
+  map.getSource(HIGHLIGHT)?.setData({ type: "FeatureCollection", features: shapes });
 }
 
 function showAttributes(features) {
@@ -176,7 +206,9 @@ function identifyAt(map, point) {
     [point.x - 6, point.y - 6],
     [point.x + 6, point.y + 6],
   ];
-  showAttributes(layers.length ? map.queryRenderedFeatures(box, { layers }) : []);
+  const features = layers.length ? map.queryRenderedFeatures(box, { layers }) : [];
+  showAttributes(features);
+  highlight(map, features.slice(0, 5));
 }
 
 async function open() {
@@ -214,6 +246,7 @@ async function open() {
       details.push(`not loaded: ${failure.message}`);
     }
   }
+  addHighlight(map);
   // the list shows the top layer first, as the map draws it
   const items = layers.map((layer, i) => layerItem(map, layer, details[i]));
   document.getElementById("layers").replaceChildren(...items.reverse());
