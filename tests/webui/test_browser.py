@@ -21,6 +21,7 @@ from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
+from offmaps.offline.parameters import GenerateOfflineMapParameters, area_from_bbox
 from tests.webui.conftest import CHROMIUM, CHROMIUM_ARGS, SampleSite
 
 # one browser for the module: its tests run on one xdist worker (`make pytest`: --dist loadgroup)
@@ -265,6 +266,56 @@ def test_identify_shows_a_sites_attributes(
     page.evaluate("document.getElementById('identify').replaceChildren()")
     page.locator("#map").click()
     assert found.locator("h3").first.inner_text() == "Inspection sites"
+
+
+def _start_offline_job(site: SampleSite) -> str:
+    # a small area of the sample map, taken offline by the editor through the API
+    form = {"grant_type": "password", "username": site.user, "password": site.password}
+    token = httpx.post(f"{site.url}/oauth2/token", data=form).json()["access_token"]
+    area = area_from_bbox(24.944, 60.168, 24.946, 60.169)
+    parameters = GenerateOfflineMapParameters(area_of_interest=area, max_scale=5000)
+    response = httpx.post(
+        f"{site.url}/api/maps/{site.map_id}/offline/jobs",
+        json={"parameters": parameters.model_dump(mode="json")},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 201, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def test_jobs_are_followed_to_their_end_and_their_files_downloaded(
+    page: Page, sample_site: SampleSite, screenshots: Path
+) -> None:
+    job_id = _start_offline_job(sample_site)
+    _sign_in(page, sample_site, "/ui/jobs")
+    page.wait_for_url("**/ui/jobs")
+    row = page.locator(f"tr[data-job='{job_id}']")
+    # the page follows the job by itself until it has ended
+    row.locator("td.job-succeeded").wait_for(timeout=60_000)
+    assert row.get_by_role("progressbar").get_attribute("value") == "1"
+    assert not page.locator("th.owner").is_visible()  # an editor's own jobs only
+    page.screenshot(path=screenshots / "webui-jobs.png")
+    buttons = row.get_by_role("button")
+    assert buttons.count() > 0
+    with page.expect_download() as download:
+        buttons.first.focus()
+        page.keyboard.press("Enter")
+    assert download.value.suggested_filename == "helsinki.gpkg"
+    assert download.value.path().read_bytes().startswith(b"SQLite format 3\x00")
+    listed = httpx.get(f"{sample_site.url}/api/jobs").json()["jobs"]
+    assert listed == []  # nobody's jobs for an anonymous caller
+
+
+def test_an_admin_sees_every_job_with_its_owner(page: Page, sample_site: SampleSite) -> None:
+    job_id = _start_offline_job(sample_site)
+    admin = SampleSite(sample_site.url, sample_site.map_id, user="admin")
+    _sign_in(page, admin, "/ui/jobs")
+    page.wait_for_url("**/ui/jobs")
+    row = page.locator(f"tr[data-job='{job_id}']")
+    row.wait_for()
+    assert page.locator("th.owner").is_visible()
+    assert row.locator("td").nth(2).inner_text() == "editor"
 
 
 def test_an_expired_session_returns_to_sign_in_and_back_to_the_map(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from offmaps.offline.parameters import GenerateOfflineMapParameters, area_from_bbox
 from offmaps.server.webui import CONTENT_SECURITY_POLICY, PAGES, STATIC_DIR
 from tests.serverkit import Server
 
@@ -128,3 +129,25 @@ def test_vendored_files_are_the_locked_npm_packages_unchanged() -> None:
             assert digest == sha256, f"{relative} differs from {name} {entry['version']}"
     # the lock file names no download address: npm's own registry, as configured
     assert "resolved" not in json.dumps(lock)
+
+
+def test_jobs_lists_the_callers_own_jobs_and_an_admin_every_job(server: Server) -> None:
+    area = area_from_bbox(24.895, 60.05, 24.995, 60.15)
+    body = {
+        "parameters": GenerateOfflineMapParameters(area_of_interest=area).model_dump(mode="json")
+    }
+    editor = server.token("editor")
+    started = server.client.post(
+        f"/api/maps/{server.public_map}/offline/jobs", json=body, headers=editor
+    )
+    assert started.status_code == 201, started.text
+    job_id = started.json()["id"]
+
+    def listed(headers: dict[str, str]) -> list[tuple[str, str | None]]:
+        jobs = server.client.get("/api/jobs", headers=headers).json()["jobs"]
+        return [(job["id"], job["owner"]) for job in jobs]
+
+    assert listed(editor) == [(job_id, "editor")]
+    assert listed(server.token("admin")) == [(job_id, "editor")]
+    assert listed(server.token("viewer")) == []
+    assert listed({}) == []

@@ -17,13 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as ASGIScope
 
-from offmaps.access import implied_scopes
-from offmaps.server.rest.deps import PrincipalDep
+from offmaps.access import Scope, implied_scopes
+from offmaps.server.rest.deps import JobsDep, PrincipalDep, job_json
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
@@ -41,7 +42,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 """The pages' scripts, styles and vendored libraries, served under ``/ui/static``."""
 _PAGES_DIR = Path(__file__).parent / "pages"
 
-PAGES = {"": "home.html", "signin": "signin.html", "map": "map.html"}
+PAGES = {"": "home.html", "signin": "signin.html", "map": "map.html", "jobs": "jobs.html"}
 """The pages, by their path under :data:`UI_PREFIX`, and their HTML file."""
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -106,7 +107,7 @@ class LandingNegotiation:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/" and scope["method"] in {"GET", "HEAD"}:
             headers = dict(scope["headers"])
             if _wants_html(headers.get(b"accept", b"").decode("latin-1")):
@@ -142,6 +143,20 @@ def _router() -> APIRouter:
             "implied_scopes": sorted(implied_scopes(principal.scopes) - principal.scopes),
             "groups": sorted(principal.groups),
         }
+
+    @router.get(
+        "/api/jobs", summary="The caller's jobs, newest first (an admin's: all)", tags=["jobs"]
+    )
+    def list_jobs(request: Request, principal: PrincipalDep, jobs: JobsDep) -> dict[str, Any]:
+        # an anonymous caller owns no job (they cannot start one)
+        everyone = principal.has(Scope.ADMIN)
+        listed = [
+            job
+            for job in jobs.store.iter_jobs()
+            if everyone or (not principal.anonymous and job.owner == principal.subject)
+        ]
+        listed.sort(key=lambda job: job.created, reverse=True)
+        return {"jobs": [{**job_json(job, request), "owner": job.owner} for job in listed]}
 
     return router
 
