@@ -39,7 +39,7 @@ function row(job, showOwner) {
   const progress = element("progress", null, { max: "1", value: String(job.progress) });
   progress.setAttribute("aria-label", `${job.kind} progress`);
   const percent = `${Math.round(job.progress * 100)} %`;
-  const cell = element("td");
+  const cell = element("td", null, { class: "progress" });
   cell.append(progress, element("span", ` ${percent}`));
   tr.append(cell);
   tr.append(element("td", job.error || job.message));
