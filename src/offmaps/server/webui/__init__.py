@@ -10,6 +10,9 @@ the tab's ``sessionStorage`` (gone with the tab, never in ``localStorage`` nor a
 token travels in a header and never in a cookie, a page of another site cannot make requests
 as the user (no CSRF). Pages and their files are sent with :data:`CONTENT_SECURITY_POLICY`: scripts
 only from this server and no inline script or style.
+
+Two API routes the pages need, which no other router had, come with them: ``GET /api/me`` (the
+caller, their scopes and groups) and ``GET /api/jobs`` (the caller's jobs; an admin's: all).
 """
 
 from __future__ import annotations
@@ -145,7 +148,7 @@ def _router() -> APIRouter:
         }
 
     @router.get(
-        "/api/jobs", summary="The caller's jobs, newest first (an admin's: all)", tags=["jobs"]
+        "/api/jobs", summary="The caller's jobs, newest first (an admin's: all)", tags=["offline"]
     )
     def list_jobs(request: Request, principal: PrincipalDep, jobs: JobsDep) -> dict[str, Any]:
         # an anonymous caller owns no job (they cannot start one)
@@ -162,8 +165,8 @@ def _router() -> APIRouter:
 
 
 def install_webui(app: FastAPI) -> None:
-    """Serve the web UI's pages and files on ``app``, ``GET /api/me``, and send browsers
-    asking for ``/`` to the UI."""
+    """Serve the web UI's pages and files on ``app`` with ``GET /api/me`` and ``GET /api/jobs``,
+    and send browsers asking for ``/`` to the UI."""
     app.include_router(_router())
     app.mount(f"{UI_PREFIX}/static", _UIStaticFiles(directory=STATIC_DIR), name="webui-static")
     app.add_middleware(LandingNegotiation)
