@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA := data
 STAMP := $(VENV)/.installed
 
-.PHONY: install data demo test lint typecheck imports pytest bench bench-tools clean
+.PHONY: install data demo test lint typecheck imports pytest bench bench-tools clean webui
 
 install: $(STAMP)
 
@@ -43,9 +43,16 @@ pytest: install data
 		redis=$$(bash scripts/redis.sh) && \
 		OFFMAPS_TEST_POSTGRES_URL=$$url OFFMAPS_TEST_S3_ENDPOINT=$$s3 OFFMAPS_TEST_REDIS_URL=$$redis \
 		OFFMAPS_DATA=$(abspath $(DATA)) \
-		$(BIN)/pytest -n 2 -q
+		$(BIN)/pytest -n 2 --dist loadgroup -q
 
 test: lint typecheck imports pytest
+
+# The web UI's front-end files (MapLibre GL JS, Swagger UI) from npm, at the versions of
+# webui/package-lock.json, copied into src/offmaps/server/ with their hashes in
+# src/offmaps/server/webui/vendor.json. The copies are committed (docs/webui.md): run this after
+# changing webui/package.json, not to install or test.
+webui:
+	cd webui && npm ci && node build.mjs
 
 # QGIS 3.22 (Debian, as root, ~1.4 GB) opens the sample map's collections and tile layers
 .PHONY: check-qgis

@@ -43,6 +43,7 @@ from offmaps.server.rest.storage import storage_router
 from offmaps.server.rest.sync import sync_router
 from offmaps.server.rest.tiles import tiles_router
 from offmaps.server.rest.webmaps import webmaps_router
+from offmaps.server.webui import install_webui
 from offmaps.services import Services, build_services
 from offmaps.settings import ServerSettings
 
@@ -238,6 +239,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(graphql_router())  # auth per root field, before anything runs
     install_openapi(app, rules=[_write_gate_problems])
     install_docs(app)
+    install_webui(app)  # the pages under /ui, and browsers asking for / sent there
     app.add_middleware(RouteLimits)  # sync and offline requests in their own slots
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(
