@@ -6,45 +6,52 @@ or a failed rewrite leaves the package as it was (docs/preplanned.md, "On the de
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from offmaps.client import Portal
 from offmaps.client import scheduled as scheduled_module
+from offmaps.client.areas import OfflineMapAreaManager
 from offmaps.client.scheduled import package_state
 from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
 from offmaps.containers import pmtiles as pmtiles_module
 from offmaps.containers.mbtiles import tms_row
 from offmaps.containers.pmtiles import PMTilesReader
 from offmaps.errors import SyncFailedError
-from offmaps.offline import preplanned
 from offmaps.offline.package import verify_package
 from offmaps.offline.parameters import TileArchiveFormat
 from offmaps.offline.updates.tiles import PMTILES_CHAIN_KEY, read_archive_chain_state
 from offmaps.tiling import get_tms
 from offmaps.types import Tile, TileFormat
 from tests.client.test_preplanned import map_id, signed_in
-from tests.client.test_scheduled_updates import Crew, _download, _edit, _rows, scheduled_area
+from tests.client.test_scheduled_updates import BBOX, Crew, _download, _edit, _rows
 from tests.serverkit import LiveServer
 from tests.tilegen import make_tile
 
-__all__ = ["map_id", "scheduled_area", "signed_in"]  # the fixtures, used by name
+__all__ = ["map_id", "signed_in"]  # the fixtures, used by name
 
 ARCHIVE = "basemap.pmtiles"
 
 
-@pytest.fixture(autouse=True)
-def packaged_as_pmtiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The server packages areas with ``tile_format: pmtiles`` (the area's parameters, as
-    every packaging and refresh reads them; the live server runs in this process)."""
-    original = preplanned.area_parameters
-
-    def as_pmtiles(*args: Any) -> Any:
-        parameters, overrides = original(*args)
-        return parameters.model_copy(update={"tile_format": TileArchiveFormat.PMTILES}), overrides
-
-    monkeypatch.setattr(preplanned, "area_parameters", as_pmtiles)
+@pytest.fixture
+def scheduled_area(signed_in: Callable[..., Portal], map_id: str, tmp_path: Path) -> Crew:
+    """An area the author asked to be packaged as PMTiles, downloaded by a crew."""
+    manager = OfflineMapAreaManager(signed_in(), map_id)
+    area = manager.create(
+        title="North",
+        bbox=BBOX,
+        update_mode="download_scheduled_updates",
+        tile_format=TileArchiveFormat.PMTILES.value,
+        wait=True,
+    )
+    assert area["tile_format"] == "pmtiles"
+    portal = signed_in()
+    device = tmp_path / "device"
+    _download(portal, map_id, device)
+    return Crew(manager, area, portal, device)
 
 
 def _tiles(folder: Path) -> dict[Tile, bytes]:

@@ -60,17 +60,9 @@ ARCHIVE = "basemap.pmtiles"
 AREA = "a" * 32
 
 
-@pytest.fixture(autouse=True)
-def packaged_as_pmtiles(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Areas packaged with ``tile_format: pmtiles`` (the area's parameters, as every
-    packaging and refresh reads them)."""
-    original = preplanned.area_parameters
-
-    def as_pmtiles(*args: Any) -> Any:
-        parameters, overrides = original(*args)
-        return parameters.model_copy(update={"tile_format": TileArchiveFormat.PMTILES}), overrides
-
-    monkeypatch.setattr(preplanned, "area_parameters", as_pmtiles)
+def _as_pmtiles(where: dict[str, Any]) -> dict[str, Any]:
+    """An area's body (and its repackaging's) asking for PMTiles tile archives."""
+    return {**where, "tile_format": TileArchiveFormat.PMTILES.value}
 
 
 def _tiles(path: Path) -> dict[Tile, bytes]:
@@ -122,8 +114,10 @@ def test_a_refresh_updates_a_pmtiles_archive_as_a_fresh_extraction_writes_it(
     server: Server, tmp_path: Path, shape: str
 ) -> None:
     where, geometry = SHAPES[shape]
+    where = _as_pmtiles(where)
     source, missing_inside, _ = _source(server, geometry)
     area = _area(server, where)
+    assert area["tile_format"] == "pmtiles"
     assert ARCHIVE in area["package"]["chains"]
     first = _archive(server, area, tmp_path / "p1")
     before = _tiles(first)
@@ -172,6 +166,7 @@ def test_a_refresh_updates_a_pmtiles_archive_as_a_fresh_extraction_writes_it(
 
 def test_an_unchanged_source_keeps_the_pmtiles_archive(server: Server, tmp_path: Path) -> None:
     where, geometry = SHAPES["bbox"]
+    where = _as_pmtiles(where)
     _source(server, geometry)
     area = _area(server, where)
     same, result = _refresh(server, area)
@@ -186,6 +181,7 @@ def test_a_refresh_extracted_again_still_writes_the_pmtiles_update(
     server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     where, geometry = SHAPES["bbox"]
+    where = _as_pmtiles(where)
     source, missing_inside, _ = _source(server, geometry)
     area = _area(server, where)
     first = _archive(server, area, tmp_path / "p1")
@@ -209,6 +205,7 @@ def test_a_refresh_from_a_tile_cache_updates_the_pmtiles_archive_too(
     server: Server, tmp_path: Path
 ) -> None:
     where, geometry = SHAPES["bbox"]
+    where = _as_pmtiles(where)
     _, missing_inside, _ = _cached_source(server, tmp_path, geometry)
     area = _area(server, where)
     same, result = _refresh(server, area)  # the cache unchanged in the area: the same file

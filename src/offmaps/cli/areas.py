@@ -23,6 +23,7 @@ from offmaps.client.offline import OfflineMapTask, PortalItem
 from offmaps.client.portal import Portal, load_credentials
 from offmaps.errors import InvalidAOIError, InvalidOfflineParametersError
 from offmaps.offline.areas import PreplannedUpdateMode
+from offmaps.offline.parameters import TileArchiveFormat
 from offmaps.schemas import AttachmentOption
 
 __all__ = ["areas"]
@@ -157,6 +158,11 @@ def areas() -> None:
     help="Which layers' attachments the package takes (default: the map's own).",
 )
 @click.option(
+    "--tile-format",
+    type=click.Choice([found.value for found in TileArchiveFormat]),
+    help="The container of the package's tile archives (default: mbtiles).",
+)
+@click.option(
     "--thumbnail",
     type=click.Path(dir_okay=False, path_type=Path),
     help="A PNG or JPEG file (default: the basemap under the area).",
@@ -177,6 +183,7 @@ def create(
     update_mode: str | None,
     refresh: str | None,
     attachments: str | None,
+    tile_format: str | None,
     thumbnail: Path | None,
     wait: bool,
 ) -> None:
@@ -193,6 +200,7 @@ def create(
             update_mode=update_mode,
             refresh=refresh,
             attachments=attachments,
+            tile_format=tile_format,
             thumbnail=image,
             **shape,
         )

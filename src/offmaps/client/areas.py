@@ -201,6 +201,7 @@ class OfflineMapAreaManager:
         description: str | None = None,
         overrides: Any = None,
         attachments: str | None = None,
+        tile_format: str | None = None,
         thumbnail: bytes | str | None = None,
         wait: bool = False,
         poll_seconds: float = 0.5,
@@ -221,6 +222,8 @@ class OfflineMapAreaManager:
             overrides: per-layer choices (``GenerateOfflineMapParameterOverrides`` or its JSON).
             attachments: ``include_all``, ``include_read_only``, ``include_editable`` or
                 ``exclude``.
+            tile_format: ``mbtiles`` (the default) or ``pmtiles``: the container of the
+                package's tile archives.
             thumbnail: a PNG or JPEG image (bytes, or base64 text).
             wait: wait for the first packaging to end (see :meth:`wait`).
 
@@ -245,6 +248,7 @@ class OfflineMapAreaManager:
             "description": description,
             "overrides": overrides,
             "attachments": attachments,
+            "tile_format": tile_format,
             "thumbnail": _thumbnail_body(thumbnail) if thumbnail is not None else None,
         }
         body = _checked(MapAreaRequest, {k: _wire(v) for k, v in given.items() if v is not None})

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from offmaps.offline.parameters import (
     Area,
     GenerateOfflineMapParameterOverrides,
+    TileArchiveFormat,
     thumbnail_bytes,
 )
 from offmaps.schemas import AttachmentOption
@@ -182,6 +183,9 @@ class _Options(_Model):
     levels."""
     attachments: AttachmentOption | None = None
     """Which layers' attachments the package takes; the map's own setting by default."""
+    tile_format: TileArchiveFormat | None = None
+    """The container of the package's tile archives: ``mbtiles`` (the default) or ``pmtiles``;
+    update files keep either fresh."""
     update_mode: PreplannedUpdateMode | None = None
     """How devices keep the package fresh."""
     refresh: RefreshText | None = None
@@ -244,7 +248,7 @@ class MapAreaChanges(_Shape, _Options):
     """The body of ``PATCH /api/maps/{id}/areas/{area}``: what changes; the rest stays.
 
     A new title, description, thumbnail or refresh schedule changes the area only; a new
-    extent, scales, per-layer choices, attachments or update mode repackages it.
+    extent, scales, per-layer choices, attachments, tile format or update mode repackages it.
     """
 
     @model_validator(mode="after")
@@ -263,6 +267,7 @@ class MapAreaChanges(_Shape, _Options):
                 self.max_scale,
                 self.overrides,
                 self.attachments,
+                self.tile_format,
                 self.update_mode,
             )
         )

@@ -89,6 +89,7 @@ from offmaps.offline.parameters import (
     GenerateOfflineMapParameterOverrides,
     GenerateOfflineMapParameters,
     OfflineItemInfo,
+    TileArchiveFormat,
     area_from_bbox,
 )
 from offmaps.offline.plan import (
@@ -217,6 +218,7 @@ def area_parameters(
         update={
             "update_mode": UpdateMode.NO_UPDATES,
             "continue_on_errors": True,
+            "tile_format": TileArchiveFormat(area.tile_format),
             "return_layer_attachment_option": (
                 AttachmentOption(area.attachments)
                 if area.attachments
@@ -1205,6 +1207,7 @@ class MapAreas:
                 request.overrides.model_dump(mode="json") if request.overrides is not None else None
             ),
             attachments=request.attachments.value if request.attachments else None,
+            tile_format=(request.tile_format or TileArchiveFormat.MBTILES).value,
             update_mode=request.update_mode.value,
             refresh=request.refresh,
             thumbnail=request.thumbnail,
@@ -1253,6 +1256,8 @@ class MapAreas:
             update["overrides"] = changes.overrides.model_dump(mode="json")
         if changes.attachments is not None:
             update["attachments"] = changes.attachments.value
+        if changes.tile_format is not None:
+            update["tile_format"] = changes.tile_format.value
         if changes.update_mode is not None:
             update["update_mode"] = changes.update_mode.value
         update["epoch"] = area.epoch + 1

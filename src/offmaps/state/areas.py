@@ -69,6 +69,7 @@ class MapArea:
         overrides: per-layer choices (``GenerateOfflineMapParameterOverrides`` as JSON), or
             ``None``.
         attachments: the attachment option, or ``None`` for the map's own.
+        tile_format: the container of the package's tile archives: ``mbtiles`` or ``pmtiles``.
         update_mode: how devices keep the package fresh (``PreplannedUpdateMode``).
         refresh: the refresh schedule's text.
         thumbnail: the author's thumbnail (base64), or ``None`` for the basemap's.
@@ -97,6 +98,7 @@ class MapArea:
     max_scale: float = 0
     overrides: dict[str, Any] | None = None
     attachments: str | None = None
+    tile_format: str = "mbtiles"
     update_mode: str = "sync_with_feature_services"
     refresh: str = "never"
     thumbnail: str | None = None

@@ -76,6 +76,7 @@ def area_json(
         "max_scale": area.max_scale,
         "overrides": area.overrides,
         "attachments": area.attachments,
+        "tile_format": area.tile_format,
         "update_mode": area.update_mode,
         "refresh": area.refresh,
         "next_refresh_at": area.next_refresh_at,
