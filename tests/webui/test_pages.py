@@ -13,7 +13,7 @@ import pytest
 
 from offmaps.offline.parameters import GenerateOfflineMapParameters, area_from_bbox
 from offmaps.server.webui import CONTENT_SECURITY_POLICY, PAGES, STATIC_DIR
-from tests.serverkit import Server
+from tests.serverkit import Server, assert_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_PACKAGE = ROOT / "src" / "offmaps" / "server"
@@ -149,5 +149,6 @@ def test_jobs_lists_the_callers_own_jobs_and_an_admin_every_job(server: Server) 
 
     assert listed(editor) == [(job_id, "editor")]
     assert listed(server.token("admin")) == [(job_id, "editor")]
-    assert listed(server.token("viewer")) == []
-    assert listed({}) == []
+    # like a job's own route: signed in, with a scope that starts jobs
+    assert_problem(server.client.get("/api/jobs", headers=server.token("viewer")), 403)
+    assert_problem(server.client.get("/api/jobs"), 401)

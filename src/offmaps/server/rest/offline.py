@@ -2,6 +2,7 @@
 
 - ``POST /api/maps/{id}/offline/capabilities``: per layer, whether it can be taken offline.
 - ``POST /api/maps/{id}/offline/estimate``: tiles, rows and bytes per layer, before any work.
+- ``GET /api/jobs``: the caller's jobs of every kind, newest first (an admin's: all).
 - ``POST /api/maps/{id}/offline/jobs``: start a generate job; ``GET``/``DELETE /api/jobs/{id}``
   follow or cancel it; ``GET /api/jobs/{id}/files/{path}`` downloads its files (HTTP ranges).
 
@@ -135,6 +136,17 @@ def start_job(
     return job_json(job, request)
 
 
+def list_jobs(request: Request, principal: PrincipalDep, jobs: JobsDep) -> dict[str, Any]:
+    """The caller's jobs, newest first; an admin's: every job, with its owner."""
+    everyone = principal.has(Scope.ADMIN)
+    listed = sorted(
+        (job for job in jobs.store.iter_jobs() if everyone or job.owner == principal.subject),
+        key=lambda job: job.created,
+        reverse=True,
+    )
+    return {"jobs": [{**job_json(job, request), "owner": job.owner} for job in listed]}
+
+
 def job_status(
     job_id: str, request: Request, principal: PrincipalDep, jobs: JobsDep
 ) -> dict[str, Any]:
@@ -193,6 +205,14 @@ def offline_router() -> APIRouter:
         dependencies=[Depends(TAKE_OFFLINE)],
         summary="Start generating an offline map",
         status_code=201,
+    )
+    router.add_api_route(
+        "/jobs",
+        list_jobs,
+        methods=["GET"],
+        name="list",
+        dependencies=[Depends(FOLLOW_JOBS)],
+        summary="The caller's jobs, newest first (an admin's: all, with their owners)",
     )
     router.add_api_route(
         "/jobs/{job_id}",

@@ -11,8 +11,8 @@ token travels in a header and never in a cookie, a page of another site cannot m
 as the user (no CSRF). Pages and their files are sent with :data:`CONTENT_SECURITY_POLICY`: scripts
 only from this server and no inline script or style.
 
-Two API routes the pages need, which no other router had, come with them: ``GET /api/me`` (the
-caller, their scopes and groups) and ``GET /api/jobs`` (the caller's jobs; an admin's: all).
+An API route the pages need, which no other router had, comes with them: ``GET /api/me`` (the
+caller, their scopes and groups); the jobs page lists ``GET /api/jobs`` (server/rest/offline.py).
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as ASGIScope
 
-from offmaps.access import Scope, implied_scopes
-from offmaps.server.rest.deps import JobsDep, PrincipalDep, job_json
+from offmaps.access import implied_scopes
+from offmaps.server.rest.deps import PrincipalDep
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
@@ -147,25 +147,11 @@ def _router() -> APIRouter:
             "groups": sorted(principal.groups),
         }
 
-    @router.get(
-        "/api/jobs", summary="The caller's jobs, newest first (an admin's: all)", tags=["offline"]
-    )
-    def list_jobs(request: Request, principal: PrincipalDep, jobs: JobsDep) -> dict[str, Any]:
-        # an anonymous caller owns no job (they cannot start one)
-        everyone = principal.has(Scope.ADMIN)
-        listed = [
-            job
-            for job in jobs.store.iter_jobs()
-            if everyone or (not principal.anonymous and job.owner == principal.subject)
-        ]
-        listed.sort(key=lambda job: job.created, reverse=True)
-        return {"jobs": [{**job_json(job, request), "owner": job.owner} for job in listed]}
-
     return router
 
 
 def install_webui(app: FastAPI) -> None:
-    """Serve the web UI's pages and files on ``app`` with ``GET /api/me`` and ``GET /api/jobs``,
+    """Serve the web UI's pages and files on ``app`` with ``GET /api/me``,
     and send browsers asking for ``/`` to the UI."""
     app.include_router(_router())
     app.mount(f"{UI_PREFIX}/static", _UIStaticFiles(directory=STATIC_DIR), name="webui-static")
