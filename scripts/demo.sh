@@ -119,6 +119,9 @@ for name in ("basemap", "buildings", "helsinki-vt"):
     tile = httpx.get(f"{url}/tiles/{name}/{z}/{x}/{y}")
     tile.raise_for_status()
     print(f"{name} tile {z}/{x}/{y}: {tile.headers['content-type']}, {len(tile.content):,} bytes")
+page = httpx.get(f"{url}/", headers={"Accept": "text/html"}, follow_redirects=True)
+print(f"a browser asking for / gets the web UI ({page.url.path}, {page.headers['content-type']}), "
+      f"with no request outside the server: {page.headers['content-security-policy'][:40]}...")
 PY
 echo offmaps-sample | $BIN/offmaps login "$URL" -u editor --password-stdin
 $BIN/offmaps maps list --server "$URL" --json
@@ -266,7 +269,7 @@ step "14. Export part of the cache, clipped at the area's boundary, as an Esri c
 $BIN/offmaps cache export basemap "esri-compact:$OUT/basemap-compact" --data "$CACHE_DATA" \
     --bbox 24.94,60.167,24.95,60.175 --zooms 12-15 --overwrite-tiles
 ls "$OUT/basemap-compact"
-printf '\nServe it again: OFFMAPS_DATA_DIR=%s %s/offmaps serve   (then open %s/docs)\n' "$OFFMAPS_DATA_DIR" "$BIN" "$URL"
+printf '\nServe it again: OFFMAPS_DATA_DIR=%s %s/offmaps serve   (then open %s/ui/ in a browser, or %s/docs)\n' "$OFFMAPS_DATA_DIR" "$BIN" "$URL" "$URL"
 printf 'Sample users:   editor / offmaps-sample (maps:read maps:write features:edit), admin / offmaps-sample\n'
 printf 'Get a token:    curl -d grant_type=password -d username=editor -d password=offmaps-sample %s/oauth2/token\n' "$URL"
 
