@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import pytest
@@ -24,6 +24,7 @@ from offmaps.features.model import (
     Update,
 )
 from offmaps.features.store import FeatureStore
+from offmaps.offline.area_vtiles import vector_tiles_mark
 from offmaps.offline.updates import (
     ChainState,
     TileUpdateReader,
@@ -289,3 +290,35 @@ def test_a_changed_row_of_a_layer_in_another_crs_extracts_again(
     assert result["incremental"] is False  # its tiles are not found from a box in EPSG:3067
     new = _tiles(_archive(server, refreshed, tmp_path / "p2"))
     assert new == _tiles(_archive(server, _fresh(server, area), tmp_path / "fresh"))
+
+
+def test_the_mark_follows_the_generation_the_schemas_and_the_encoder(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = server.catalog.tile_sources.get("city-vt")
+    assert isinstance(source, FeatureVectorTiles)
+    mark = vector_tiles_mark(source)
+    assert mark is not None
+    assert mark.startswith(f"vt:{_store(server).generation()}:")
+    _store(server).apply_edits([Insert("sites", {"name": "far"}, Point(10, 50))])
+    moved = vector_tiles_mark(source)
+    assert moved is not None
+    assert moved != mark
+    assert moved.rsplit(":", 1)[-1] == mark.rsplit(":", 1)[-1]  # the same layers and encoder
+    monkeypatch.setattr(vector, "MAX_FEATURES_PER_TILE", 10)
+    capped = vector_tiles_mark(source)
+    assert capped is not None
+    assert capped.rsplit(":", 1)[-1] != moved.rsplit(":", 1)[-1]
+
+
+def test_vector_tiles_of_a_store_of_another_kind_have_no_mark(server: Server) -> None:
+    class Wrapped:  # reads rows in an order of its own, perhaps
+        def __init__(self, store: FeatureStore) -> None:
+            self._store = store
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._store, name)
+
+    source = FeatureVectorTiles("city-vt", cast(FeatureStore, Wrapped(_store(server))))
+    assert source.info.vector_layers  # it still makes tiles
+    assert vector_tiles_mark(source) is None

@@ -292,7 +292,9 @@ def refresh_vector_tiles(
     for index, (name, global_id) in enumerate(changed_rows):
         if index % 64 == 0:
             check_cancelled()
-        layer = layers[name]
+        layer = layers.get(name)
+        if layer is None:
+            return NotComparable(f"the journal names a layer {name} the tiles are not made of")
         try:
             geometry = store.get_feature(name, global_id).geometry
         except FeatureNotFoundError:
