@@ -4,10 +4,11 @@ tile for tile what a fresh extraction gives (docs/preplanned.md, "Incremental re
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from pathlib import Path
 from typing import Any, cast
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from shapely.geometry import LineString, Point
@@ -24,15 +25,22 @@ from offmaps.features.model import (
     Update,
 )
 from offmaps.features.store import FeatureStore
-from offmaps.offline.area_vtiles import vector_tiles_mark
+from offmaps.offline.area_vtiles import VectorTilesRefresh, refresh_vector_tiles, vector_tiles_mark
+from offmaps.offline.generate import export_tiles
+from offmaps.offline.parameters import area_from_bbox
+from offmaps.offline.plan import TileLayerPlan
 from offmaps.offline.updates import (
     ChainState,
+    TileUpdateInfo,
     TileUpdateReader,
+    UpdateLink,
     apply_tile_update,
     write_chain_state,
 )
 from offmaps.sources import FeatureVectorTiles, vector
-from offmaps.types import Tile
+from offmaps.tiling import get_tms, tile_cover
+from offmaps.types import Tile, ZoomRange
+from tests.features.conftest import BACKENDS, open_backend
 from tests.server.test_areas_updates import _download, _href, _packaged, _services, _tiles
 from tests.serverkit import Server
 
@@ -322,3 +330,74 @@ def test_vector_tiles_of_a_store_of_another_kind_have_no_mark(server: Server) ->
     source = FeatureVectorTiles("city-vt", cast(FeatureStore, Wrapped(_store(server))))
     assert source.info.vector_layers  # it still makes tiles
     assert vector_tiles_mark(source) is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_tiles_made_again_bring_the_archive_to_a_fresh_extraction_on_both_stores(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vector, "MAX_FEATURES_PER_TILE", 5)  # dense tiles keep their first 5
+    rng = random.Random(18)
+    store = open_backend(backend, tmp_path)
+    try:
+        store.create_layer(
+            LayerSchema("spots", (Field("name", FieldType.TEXT),), GeometryType.POINT)
+        )
+        west, south, east, north = AREA["bbox"]
+
+        def somewhere() -> Point:
+            return Point(
+                rng.uniform(west - 0.02, east + 0.02), rng.uniform(south - 0.02, north + 0.02)
+            )
+
+        store.apply_edits([Insert("spots", {"name": f"spot {i}"}, somewhere()) for i in range(300)])
+        source = FeatureVectorTiles("spots-vt", store)
+        plan = TileLayerPlan(
+            "spots-vt",
+            "spots-vt",
+            "vector_tile",
+            ZoomRange(11, 15),
+            area_from_bbox(*AREA["bbox"]),
+            10**6,
+            False,
+        )
+        quiet = (lambda fraction, message: None, lambda: None)
+        export_tiles(source, tmp_path / "before.mbtiles", plan, *quiet)
+        before = vector_tiles_mark(source)
+        rows = list(store.iter_features("spots"))
+        picked = rng.sample(rows, 30)
+        store.apply_edits(
+            [
+                Update("spots", f.global_id, set_geometry=True, geometry=somewhere())
+                for f in picked[:10]
+            ]
+            + [Update("spots", f.global_id, {"name": "renamed"}) for f in picked[10:20]]
+            + [Delete("spots", f.global_id) for f in picked[20:]]
+            + [Insert("spots", {"name": "new"}, somewhere()) for _ in range(10)]
+        )
+        link = UpdateLink(uuid4().hex, uuid4().hex, 1, 1, 2, "base:" + "0" * 64)
+        done = refresh_vector_tiles(
+            source,
+            plan,
+            before=before,
+            after=vector_tiles_mark(source),
+            archive=tmp_path / "before.mbtiles",
+            update=tmp_path / "update.mbtiles",
+            info=TileUpdateInfo(link, "spots-vt", "pbf"),
+            check_cancelled=lambda: None,
+        )
+        assert isinstance(done, VectorTilesRefresh)
+        export_tiles(source, tmp_path / "fresh.mbtiles", plan, *quiet)
+        tiles, fresh = _tiles(tmp_path / "before.mbtiles"), _tiles(tmp_path / "fresh.mbtiles")
+        with TileUpdateReader(done.update.path) as reader:
+            tiles.update({_key(tile): data for tile, data in reader.iter_tiles()})
+            for tile in reader.iter_removed():
+                del tiles[_key(tile)]
+        assert tiles == fresh
+        cover = tile_cover(plan.area.aoi(), get_tms("WebMercatorQuad"), plan.zooms)
+        assert 0 < done.made < cover.total
+    finally:
+        drop = getattr(store, "drop", None)
+        if drop is not None:
+            drop()
+        store.close()
