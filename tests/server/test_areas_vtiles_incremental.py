@@ -69,7 +69,7 @@ def _store(server: Server) -> FeatureStore:
     return server.catalog.feature_service("city")
 
 
-def _area(server: Server) -> dict[str, Any]:
+def _area(server: Server, where: dict[str, Any] = AREA) -> dict[str, Any]:
     """The public map gains the vector tiles of ``city`` (levels 11-15), then an area of it is
     packaged."""
     editor = server.token("editor")
@@ -81,7 +81,7 @@ def _area(server: Server) -> dict[str, Any]:
     document["operational_layers"].append(layer)
     response = server.client.put(f"/api/maps/{server.public_map}", json=document, headers=editor)
     assert response.status_code == 204, response.text
-    answer = server.client.post(_href(server), json={"title": "North", **AREA}, headers=editor)
+    answer = server.client.post(_href(server), json={"title": "North", **where}, headers=editor)
     assert answer.status_code == 201, answer.text
     return _packaged(server, answer.json())
 
@@ -95,10 +95,10 @@ def _refresh(server: Server, area: dict[str, Any]) -> tuple[dict[str, Any], dict
     return done, job.result
 
 
-def _fresh(server: Server, area: dict[str, Any]) -> dict[str, Any]:
+def _fresh(server: Server, area: dict[str, Any], where: dict[str, Any] = AREA) -> dict[str, Any]:
     """The same extent again: a new epoch, extracted from scratch."""
     href = _href(server, area["id"])
-    answer = server.client.patch(href, json=AREA, headers=server.token("editor"))
+    answer = server.client.patch(href, json=where, headers=server.token("editor"))
     done = _packaged(server, answer.json())
     job = _services(server).jobs.get(done["job_id"])
     assert job.result is not None
@@ -401,3 +401,28 @@ def test_the_tiles_made_again_bring_the_archive_to_a_fresh_extraction_on_both_st
         if drop is not None:
             drop()
         store.close()
+
+
+def test_a_pmtiles_archive_of_vector_tiles_is_refreshed_byte_for_byte(
+    server: Server, tmp_path: Path, made: list[Tile]
+) -> None:
+    store = _store(server)
+    area = _area(server, {**AREA, "tile_format": "pmtiles"})
+    extracted = len(made)
+    moved, gone = _site(store, 2), _site(store, 5)
+    store.apply_edits(
+        [
+            Update("sites", moved.global_id, set_geometry=True, geometry=Point(24.985, 60.145)),
+            Delete("sites", gone.global_id),
+            Insert("sites", {"name": "new", "osm_id": 91}, Point(24.96, 60.07)),
+        ]
+    )
+    made.clear()
+    refreshed, result = _refresh(server, area)
+    assert result["incremental"] is True
+    assert 0 < len(made) < extracted / 2
+    name = f"{LAYER}.pmtiles"
+    new = {e["path"]: e["sha256"] for e in refreshed["package"]["files"]}[name]
+    fresh = _fresh(server, area, {**AREA, "tile_format": "pmtiles"})
+    assert new == {e["path"]: e["sha256"] for e in fresh["package"]["files"]}[name]
+    assert new != {e["path"]: e["sha256"] for e in area["package"]["files"]}[name]

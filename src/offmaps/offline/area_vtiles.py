@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import re
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -33,6 +32,7 @@ import pyproj
 import shapely
 from pyproj import Transformer
 
+from offmaps.containers import open_reader
 from offmaps.errors import FeatureNotFoundError, TileNotFoundError
 from offmaps.features.model import LayerSchema
 from offmaps.offline.area_tiles import WEB_MERCATOR
@@ -226,20 +226,15 @@ def _previous_tiles(
     found: dict[Tile, bytes] = {}
     outside: set[Tile] = set()
     held = 0
-    conn = sqlite3.connect(f"{archive.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        rows = conn.execute("SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles")
-        for z, x, row, data in rows:
+    with open_reader(str(archive)) as reader:  # MBTiles or PMTiles
+        for tile, data in reader.iter_tiles():
             held += 1
-            tile = Tile(x, (1 << z) - 1 - row, z)
             if tile not in cover:
                 outside.add(tile)
             elif tile in wanted or (
                 global_ids and not global_ids.isdisjoint(_GLOBAL_ID.findall(data))
             ):
                 found[tile] = bytes(data)
-    finally:
-        conn.close()
     return found, outside, held
 
 
@@ -270,7 +265,8 @@ def refresh_vector_tiles(
     other than those of :data:`_AXIS_ALIGNED`, or an envelope that is not finite.
 
     Raises:
-        OffmapsError, sqlite3.Error, OSError: the store, the archive or the update fails.
+        OffmapsError, sqlite3.Error, OSError: the store, the archive (MBTiles or PMTiles) or
+            the update fails.
     """
     old, new = _parse(before), _parse(after)
     if old is None or new is None:

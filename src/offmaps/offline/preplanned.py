@@ -949,8 +949,8 @@ class _Incremental:
         """Bring a copy of the previous package's archive ``path`` of vector tiles made from a
         feature service to what an extraction gives now: the tiles the rows changed since its
         mark can touch made again (:func:`~offmaps.offline.area_vtiles.refresh_vector_tiles`),
-        the update of those that differ applied to the copy, the copy left as an extraction
-        writes it.
+        the update of those that differ brought to the copy (:meth:`_bring_up`, MBTiles or
+        PMTiles), the copy left as an extraction writes it.
 
         Raises:
             _NotIncrementalError: the refresh cannot be sure of the tiles it leaves as they
@@ -960,7 +960,7 @@ class _Incremental:
         _fetch(self.services.files, held[path], archive)
         with _not_incremental(f"{path} cannot be compared with its feature service"):
             info = source.info
-            if metadata_rows(archive).get("format") != info.tile_format.value:
+            if archive_format(archive) != info.tile_format.value:
                 raise _NotIncrementalError(f"the tile format of {path} changed")
             done = refresh_vector_tiles(
                 source,
@@ -974,11 +974,8 @@ class _Incremental:
             )
             if isinstance(done, NotComparable):
                 raise _NotIncrementalError(f"{path}: {done.reason}")
-            if done.changed or done.removed:  # else the copy stays the same file
-                self._apply_to_copy(archive, done.update, head)
-            scratch = self.context.scratch / "tiles"
-            scratch.mkdir(exist_ok=True)
-            as_extracted(archive, exported_metadata(info, plan), scratch)
+            differs = bool(done.changed or done.removed)  # else an MBTiles copy stays the same
+            self._bring_up(archive, done.update, head, exported_metadata(info, plan), differs)
         return done.update
 
     def _read_through(
