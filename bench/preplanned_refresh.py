@@ -47,6 +47,13 @@ with the rendered tiles and a blank tile for every other tile of the area's cove
 a cache seeded over the area from an upstream holds it; (c)'s 1 % of the tiles are redrawn in
 the cache (stored anew) and removed from both the cache's index and its source archive.
 
+``--source vt`` makes the tile layer the vector tiles made from the feature service itself
+(``osm-vt``, an operational layer of the map, levels 10-18, docs/features.md) instead of the
+raster archive: its tiles change only through the rows, so (b) and (c) are both refreshes after
+1 % of the rows edited (the archive's mark, the service's generation, moved: the tiles the
+changed rows touch are made again and compared, docs/preplanned.md), and both archives are
+checked tile for tile, and in their metadata, against the fresh extraction that follows them.
+
 Run: ``flock /work/notes/bench.lock .venv/bin/python bench/preplanned_refresh.py``.
 """
 
@@ -108,6 +115,7 @@ WORK = OUT / "preplanned-refresh"
 BIN = Path(sys.executable).parent
 SERVICE = "osm"
 TILES = "osm-render"
+VECTOR_TILES = f"{SERVICE}-vt"  # --source vt: the feature service's own vector tiles
 LAYERS = tuple(serve_features.LAYERS)  # points, lines, multipolygons
 SOURCE_BBOX = (24.928, 60.161, 24.96, 60.182)  # the rendered tiles' bounds, past the extract's
 STEP = (0.02, 0.016)  # degrees between copies: the extract is 0.018 x 0.015
@@ -160,6 +168,42 @@ def replicated(source: Path, copies: int) -> Path:
                 partial,
                 np.concatenate(parts_wkb),
                 [np.concatenate(column) for column in parts_fields],
+                meta["fields"],
+                layer=layer,
+                driver="GPKG",
+                crs=meta["crs"],
+                geometry_type=geometry_type,
+                append=partial.exists(),
+                layer_options=None if partial.exists() else {"VERSION": "1.2"},
+            )
+    partial.rename(target)
+    return target
+
+
+def made_valid(source: Path) -> Path:
+    """``source`` with every polygon made valid (``buffer(0)``), as MultiPolygons, those left
+    empty dropped (written once): a few of the extract's multipolygons are invalid, and the
+    vector tile service (``--source vt``) fails on them (GEOS cannot clip a self-intersecting
+    ring)."""
+    target = source.with_name(f"{source.stem}-valid.gpkg")
+    if target.exists():
+        return target
+    partial = fresh(target.with_name("partial-valid.gpkg"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for layer, geometry_type in serve_features.LAYERS.items():
+            meta, _, wkb, fields = pyogrio.raw.read(source, layer=layer)
+            shapes = shapely.from_wkb(wkb)
+            if "Polygon" in geometry_type:
+                fixed = shapely.buffer(shapes, 0)
+                single = shapely.get_type_id(fixed) == 3  # a Polygon: one part
+                fixed[single] = [shapely.multipolygons([g]) for g in fixed[single]]
+                kept = ~shapely.is_empty(fixed)  # a degenerate ring leaves nothing: dropped
+                shapes, fields = fixed[kept], [values[kept] for values in fields]
+            pyogrio.raw.write(
+                partial,
+                shapely.to_wkb(shapes),
+                fields,
                 meta["fields"],
                 layer=layer,
                 driver="GPKG",
@@ -231,6 +275,8 @@ def template(data: Path, copies: int, source: str = "mbtiles") -> Path:
         return folder
     fresh(folder).mkdir(parents=True)
     features = replicated(serve_features.source_geopackage(data), copies)
+    if source == "vt":
+        features = made_valid(features)
     layers = []
     for layer in LAYERS:
         done = subprocess.run(
@@ -256,6 +302,20 @@ def template(data: Path, copies: int, source: str = "mbtiles") -> Path:
             }
         )
     (folder / "tiles").mkdir(exist_ok=True)
+    if source == "vt":
+        layers.append(
+            {
+                "type": "vector_tile",
+                "id": VECTOR_TILES,
+                "title": "OpenStreetMap (vector tiles of the features)",
+                "service": VECTOR_TILES,
+                "export_tiles_allowed": True,
+                "max_export_tile_count": 10_000_000,
+            }
+        )
+        publish_map(folder, layers=layers)
+        (folder / "ready").touch()
+        return folder
     if source == "cache":
         shutil.copyfile(rendered_archive(data), CACHE_SOURCE)
         seed_cache(folder, copies)
@@ -511,6 +571,19 @@ def tile_metadata(archive: Path) -> dict[str, str]:
         return {str(name): str(value) for name, value in conn.execute("SELECT * FROM metadata")}
 
 
+def same_tiles(
+    label: str, got: Path, want: Path, applied: Path
+) -> dict[tuple[int, int, int], bytes]:
+    """Fail unless an archive holds a fresh extraction's tiles and metadata, and the previous
+    archive with the update files applied its tiles; its tiles."""
+    tiles = tile_rows(got)
+    if tiles != tile_rows(want) or tiles != tile_rows(applied):
+        raise RuntimeError(f"{label}: the tiles differ from a fresh extraction's or the updates'")
+    if tile_metadata(got) != tile_metadata(want):
+        raise RuntimeError(f"{label}: the archive's metadata differs from a fresh extraction's")
+    return tiles
+
+
 def same_rows(label: str, got: Path, want: Path) -> int:
     """Fail unless two replicas hold the same rows; their row count."""
     mine, theirs = feature_rows(got), feature_rows(want)
@@ -621,7 +694,7 @@ def one_run(
         area = lambda: services.areas.store.get(area_id)  # noqa: E731
         same_bbox = MapAreaChanges(bbox=bbox)
         replica = replica_file(first.package)
-        archive = f"{TILES}.mbtiles"
+        archive = f"{VECTOR_TILES if source == 'vt' else TILES}.mbtiles"
         # each package is checked as soon as it is made: retention removes the older ones
         p0 = download(services, area_id, first.package, check / "p0")
         rows: dict[str, int] = {}
@@ -637,7 +710,7 @@ def one_run(
         pb = download(services, area_id, b.package, check / "b")
         ub = apply_updates(services, area_id, p0, b.package, first.package, check / "ub")
         same_rows("(b) update files applied to package 1", ub / replica, pb / replica)
-        if tile_rows(pb / archive) != tile_rows(p0 / archive):
+        if source != "vt" and tile_rows(pb / archive) != tile_rows(p0 / archive):
             raise RuntimeError("(b): the tiles changed")
 
         # (a) the same data extracted from scratch (a new epoch, same bbox)
@@ -651,13 +724,17 @@ def one_run(
         expect(a1, "(a) 1", incremental=False, epoch=first.package.epoch + 1)
         pa1 = download(services, area_id, a1.package, check / "a1")
         rows["(b)"] = same_rows("(b) vs (a)", pb / replica, pa1 / replica)
+        if source == "vt":  # the rows' tiles: made again where they changed
+            same_tiles("(b)", pb / archive, pa1 / archive, ub / archive)
         expected = edits[0]["rows"] + edits[0]["inserts"] - edits[0]["deletes"]
         if rows["(b)"] != expected:
             raise RuntimeError(f"(b): {rows['(b)']} rows, {expected} expected")
 
         # (c) 1 % of the rows and 1 % of the tiles: incremental, the archive's tiles compared
         edits.append(edit_rows(services, bbox, rng))
-        if source == "cache":
+        if source == "vt":
+            tiles = {"tiles": len(tile_rows(pa1 / archive)), "redrawn": 0, "removed": 0}
+        elif source == "cache":
             tiles = edit_cache_tiles(services, rng)
         else:
             tiles = edit_tiles(data / "tiles" / f"{TILES}.mbtiles", rng)
@@ -685,12 +762,8 @@ def one_run(
         expected = edits[1]["rows"] + edits[1]["inserts"] - edits[1]["deletes"]
         if rows["(c)"] != expected:
             raise RuntimeError(f"(c): {rows['(c)']} rows, {expected} expected")
-        new_tiles = tile_rows(pc / archive)
-        if new_tiles != tile_rows(pa2 / archive) or new_tiles != tile_rows(uc / archive):
-            raise RuntimeError("(c): the tiles differ from a fresh extraction's or the updates'")
-        if tile_metadata(pc / archive) != tile_metadata(pa2 / archive):
-            raise RuntimeError("(c): the archive's metadata differs from a fresh extraction's")
-        if len(new_tiles) != tiles["tiles"] - tiles["removed"]:
+        new_tiles = same_tiles("(c)", pc / archive, pa2 / archive, uc / archive)
+        if source != "vt" and len(new_tiles) != tiles["tiles"] - tiles["removed"]:
             raise RuntimeError(f"(c): {len(new_tiles)} tiles, {tiles}")
         return Run([a1, a2], first, b, c, edits, tiles, rows)
     finally:
@@ -736,7 +809,7 @@ def row(label: str, steps: list[Packaging], shares: list[float] | None) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def report(runs: list[Run], copies: int, bbox: list[float]) -> list[str]:
+def report(runs: list[Run], copies: int, bbox: list[float], source: str) -> list[str]:
     full = [step for r in runs for step in r.full]
     b_share = [update_bytes(r.rows_only) / r.full[0].package.bytes for r in runs]
     c_share = [update_bytes(r.rows_and_tiles) / r.full[1].package.bytes for r in runs]
@@ -752,11 +825,17 @@ def report(runs: list[Run], copies: int, bbox: list[float]) -> list[str]:
     return [
         "",
         f"Area {bbox} (the extract's features x{copies}, {edits['rows']:,} rows in 3 layers; "
-        f"{r0.tiles['tiles']:,} tiles z12-21); {len(runs)} run(s), each on a fresh copy",
+        f"{r0.tiles['tiles']:,} tiles {'z10-18 of osm-vt' if source == 'vt' else 'z12-21'}); "
+        f"{len(runs)} run(s), each on a fresh copy",
         f"Edits before each refresh: {edits['updates'] + edits['deletes'] + edits['inserts']:,} "
         f"rows ({edits['updates']} updates, {edits['deletes']} deletes, {edits['inserts']} "
-        f"inserts); before (c) also {r0.tiles['redrawn']} tiles redrawn and "
-        f"{r0.tiles['removed']} removed",
+        "inserts)"
+        + (
+            "; (b) and (c) alike (the vector tiles change with the rows)"
+            if source == "vt"
+            else f"; before (c) also {r0.tiles['redrawn']} tiles redrawn and "
+            f"{r0.tiles['removed']} removed"
+        ),
         "",
         "| step | s from the call (median, range) | job's own s (median, range) "
         "| package bytes | update bytes | update / package |",
@@ -765,7 +844,9 @@ def report(runs: list[Run], copies: int, bbox: list[float]) -> list[str]:
         row(f"(a) full repackage (epoch change, same bbox; {len(full)} runs)", full, None),
         row("(b) refresh after 1 % rows (incremental)", [r.rows_only for r in runs], b_share),
         row(
-            "(c) refresh after 1 % rows + 1 % tiles (incremental)",
+            "(c) refresh after 1 % rows again (incremental)"
+            if source == "vt"
+            else "(c) refresh after 1 % rows + 1 % tiles (incremental)",
             [r.rows_and_tiles for r in runs],
             c_share,
         ),
@@ -811,9 +892,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--source",
-        choices=("mbtiles", "cache"),
+        choices=("mbtiles", "cache", "vt"),
         default="mbtiles",
-        help="the tile layer's source: an MBTiles archive, or a tile cache of one",
+        help="the tile layer's source: an MBTiles archive, a tile cache of one, or the vector "
+        "tiles made from the feature service",
     )
     args = parser.parse_args()
     print(f"Machine: {machine()}")
@@ -832,7 +914,7 @@ def main() -> int:
             flush=True,
         )
         runs.append(run)
-    lines = report(runs, args.copies, bbox)
+    lines = report(runs, args.copies, bbox, args.source)
     if args.profile:
         one_run(folder, bbox, args.runs, profile=True, source=args.source)  # not counted
         lines += profile_summary(WORK / "profile-b.prof")

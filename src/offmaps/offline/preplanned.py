@@ -57,6 +57,7 @@ from offmaps.offline.area_tiles import (
     content_mark,
     file_mark,
 )
+from offmaps.offline.area_vtiles import NotComparable, refresh_vector_tiles, vector_tiles_mark
 from offmaps.offline.areas import (
     MapAreaChanges,
     MapAreaRequest,
@@ -117,7 +118,7 @@ from offmaps.offline.updates.server import area_replica, area_replica_id, write_
 from offmaps.offline.updates.tiles import build_cover_tile_update, rewrite_pmtiles
 from offmaps.schemas import AttachmentOption, TileLayerRef, UpdateMode, WebMap
 from offmaps.schemas.jobs import JobStatus
-from offmaps.sources import ArchiveTileSource
+from offmaps.sources import ArchiveTileSource, FeatureVectorTiles
 from offmaps.state import AreaPackage, LayerScope, MapArea, MapAreaStore
 from offmaps.storage import LocalBlobStore, ObjectStore, prefixed
 from offmaps.storage.copying import copy_stream
@@ -390,9 +391,10 @@ def _fingerprints(
 ) -> dict[str, str | None]:
     """For each tile layer of the map (by id), what says its tiles have not changed: the size
     and modification time of an archive file and of its write-ahead log; for a tile cache, a
-    digest of what its index holds for the area's cover (:func:`cache_mark`); ``None`` for a
-    source with no such mark (an upstream server, vector tiles built from features, a
-    folder). ``read`` gets the index rows each tile cache's mark was made of (by layer)."""
+    digest of what its index holds for the area's cover (:func:`cache_mark`); for vector tiles
+    made from a feature service, its generation and a digest of its layers and encoder
+    (:func:`vector_tiles_mark`); ``None`` for a source with no such mark (an upstream server,
+    a folder). ``read`` gets the index rows each tile cache's mark was made of (by layer)."""
     found: dict[str, str | None] = {}
     sources = services.offline.catalog.tile_sources
     plans: dict[str, TileLayerPlan] | None = None
@@ -411,6 +413,8 @@ def _fingerprints(
                 mark, rows = marked
                 if read is not None:
                     read[ref.id] = rows
+        elif isinstance(source, FeatureVectorTiles):
+            mark = vector_tiles_mark(source)
         found[ref.id] = mark
     return found
 
@@ -432,9 +436,9 @@ def _tile_plans(
 
 
 def _comparable_layers(services: PreplannedServices, webmap: WebMap) -> set[str]:
-    """The tile layers of the map (by id) whose source is an MBTiles archive file or a tile
-    cache of WebMercatorQuad: a changed one is brought up to date by comparing its tiles with
-    the previous package's archive."""
+    """The tile layers of the map (by id) whose source is an MBTiles archive file, a tile
+    cache of WebMercatorQuad or vector tiles made from a feature service: a changed one is
+    brought up to date by comparing its tiles with the previous package's archive."""
     sources = services.offline.catalog.tile_sources
     return {
         ref.id
@@ -446,6 +450,7 @@ def _comparable_layers(services: PreplannedServices, webmap: WebMap) -> set[str]
                 and source.location.kind is ContainerKind.MBTILES
             )
             or (isinstance(source, IndexedTileSource) and source.info.tms_id == WEB_MERCATOR)
+            or isinstance(source, FeatureVectorTiles)
         )
     }
 
@@ -823,6 +828,8 @@ class _Incremental:
         source = sources.get(plan.service) if plan is not None else None
         if plan is not None and isinstance(source, IndexedTileSource):
             return self._refresh_from_cache(path, head, plan, source, archive, name)
+        if plan is not None and isinstance(source, FeatureVectorTiles):
+            return self._refresh_vector_tiles(path, head, plan, source, archive, name)
         if (
             plan is None
             or not isinstance(source, ArchiveTileSource)
@@ -929,6 +936,47 @@ class _Incremental:
             len(fetched),
         )
         return update
+
+    def _refresh_vector_tiles(
+        self,
+        path: str,
+        head: str,
+        plan: TileLayerPlan,
+        source: FeatureVectorTiles,
+        archive: Path,
+        name: str,
+    ) -> UpdateFile:
+        """Bring a copy of the previous package's archive ``path`` of vector tiles made from a
+        feature service to what an extraction gives now: the tiles the rows changed since its
+        mark can touch made again (:func:`~offmaps.offline.area_vtiles.refresh_vector_tiles`),
+        the update of those that differ brought to the copy (:meth:`_bring_up`, MBTiles or
+        PMTiles), the copy left as an extraction writes it.
+
+        Raises:
+            _NotIncrementalError: the refresh cannot be sure of the tiles it leaves as they
+                were, the format changed, or the store or the archive fails.
+        """
+        held = {entry["path"]: entry["sha256"] for entry in self.previous.files}
+        _fetch(self.services.files, held[path], archive)
+        with _not_incremental(f"{path} cannot be compared with its feature service"):
+            info = source.info
+            if archive_format(archive) != info.tile_format.value:
+                raise _NotIncrementalError(f"the tile format of {path} changed")
+            done = refresh_vector_tiles(
+                source,
+                plan,
+                before=self.previous.sources.get(plan.layer_id),
+                after=self.fingerprints.get(plan.layer_id),
+                archive=archive,
+                update=self.context.scratch / "updates" / name,
+                info=TileUpdateInfo(_link(self, head), plan.layer_id, info.tile_format.value),
+                check_cancelled=self.context.check_cancelled,
+            )
+            if isinstance(done, NotComparable):
+                raise _NotIncrementalError(f"{path}: {done.reason}")
+            differs = bool(done.changed or done.removed)  # else an MBTiles copy stays the same
+            self._bring_up(archive, done.update, head, exported_metadata(info, plan), differs)
+        return done.update
 
     def _read_through(
         self,

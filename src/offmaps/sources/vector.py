@@ -31,7 +31,7 @@ from offmaps.sources.cache import MemoryTileCache
 from offmaps.tiling import get_tms
 from offmaps.types import BBox, Tile, TileFormat
 
-__all__ = ["EXTENT", "MAX_FEATURES_PER_TILE", "FeatureVectorTiles"]
+__all__ = ["BUFFER", "EXTENT", "MAX_FEATURES_PER_TILE", "FeatureVectorTiles"]
 
 EXTENT = 4096
 """Tile coordinate extent."""
@@ -62,6 +62,15 @@ def _value(value: object) -> str | int | float | bool | None:
     return None if value is None else str(value)
 
 
+def _search_box(layer: LayerSchema, bounds: BoundingBox) -> tuple[float, float, float, float]:
+    """The tile's Web Mercator ``bounds`` with the buffer, in the layer's CRS."""
+    pad = BUFFER / (EXTENT / (bounds.right - bounds.left))  # as the tile's scale gives it
+    search = (bounds.left - pad, bounds.bottom - pad, bounds.right + pad, bounds.top + pad)
+    if layer.srid != 3857:
+        search = _from_mercator(layer.srid).transform_bounds(*search)
+    return search
+
+
 class FeatureVectorTiles:
     """The ``<service>-vt`` vector tile service of a feature service (see the module docs).
 
@@ -84,8 +93,19 @@ class FeatureVectorTiles:
         self._generation = -1
         self._cache = MemoryTileCache(cache_bytes)
 
-    def _spatial_layers(self) -> list[LayerSchema]:
+    @property
+    def store(self) -> FeatureStore:
+        """The feature service the tiles are made of."""
+        return self._store
+
+    def spatial_layers(self) -> list[LayerSchema]:
+        """The layers a tile is made of (one vector tile layer each), in the store's order."""
         return [layer for layer in self._store.list_layers() if not layer.is_table]
+
+    def search_box(self, layer: LayerSchema, tile: Tile) -> tuple[float, float, float, float]:
+        """The box, in the layer's CRS, a tile's features of ``layer`` are read with: a
+        feature whose envelope does not meet it is in no way part of the tile."""
+        return _search_box(layer, self.tms.xy_bounds(morecantile.Tile(tile.x, tile.y, tile.z)))
 
     @property
     def info(self) -> TileSourceInfo:
@@ -97,7 +117,7 @@ class FeatureVectorTiles:
             tile_format=TileFormat.MVT,
             min_zoom=_MIN_ZOOM,
             max_zoom=_MAX_ZOOM,
-            vector_layers=[layer.name for layer in self._spatial_layers()],
+            vector_layers=[layer.name for layer in self.spatial_layers()],
             description="made on the fly from the feature service",
         )
 
@@ -128,7 +148,7 @@ class FeatureVectorTiles:
     def _make(self, tile: Tile) -> bytes:
         bounds = self.tms.xy_bounds(morecantile.Tile(tile.x, tile.y, tile.z))
         encoded_layers = []
-        for layer in self._spatial_layers():
+        for layer in self.spatial_layers():
             features = self._layer_features(layer, bounds)
             if features:
                 encoded_layers.append({"name": layer.name, "features": features})
@@ -143,10 +163,7 @@ class FeatureVectorTiles:
         """The layer's features in the tile, in tile coordinates (y up, 0..EXTENT)."""
         left, bottom = bounds.left, bounds.bottom
         scale = EXTENT / (bounds.right - left)
-        pad = BUFFER / scale
-        search = (left - pad, bottom - pad, bounds.right + pad, bounds.top + pad)
-        if layer.srid != 3857:
-            search = _from_mercator(layer.srid).transform_bounds(*search)
+        search = _search_box(layer, bounds)
         project = _to_mercator(layer.srid)
 
         def to_tile(xy: np.ndarray) -> np.ndarray:
