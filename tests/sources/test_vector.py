@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mapbox_vector_tile
 import pytest
-from shapely.geometry import LineString, Point
+from shapely.geometry import LineString, Point, Polygon
 
 from offmaps.errors import TileNotFoundError
 from offmaps.features import FieldType
@@ -18,6 +18,7 @@ from offmaps.types import Tile
 
 SITES = LayerSchema("sites", (Field("name", FieldType.TEXT),), GeometryType.POINT)
 ROADS = LayerSchema("roads", (), GeometryType.LINESTRING, srid=3067)
+AREAS = LayerSchema("areas", (Field("name", FieldType.TEXT),), GeometryType.POLYGON)
 TABLE = LayerSchema("visits", (Field("n", FieldType.INTEGER),))
 
 
@@ -69,3 +70,19 @@ def test_out_of_range_tiles_are_not_found(store: GeoPackageStore, tile: Tile) ->
     source = FeatureVectorTiles("s-vt", store)
     with pytest.raises(TileNotFoundError):
         source.get_tile(tile)
+
+
+def test_a_polygon_crossing_itself_is_drawn_not_a_failure(tmp_path: Path) -> None:
+    """GEOS cannot clip an invalid polygon (OpenStreetMap extracts hold some): it is made valid
+    first, and the tile holds it."""
+    store = GeoPackageStore.create(tmp_path / "a.gpkg")
+    store.create_layer(AREAS)
+    west, south = 24.95, 60.165
+    bow_tie = Polygon(
+        [(west, south), (west + 0.01, south + 0.005), (west + 0.01, south), (west, south + 0.005)]
+    )
+    assert not bow_tie.is_valid
+    store.apply_edits([Insert("areas", {"name": "crossed"}, bow_tie)])
+    source = FeatureVectorTiles("a-vt", store)
+    decoded = mapbox_vector_tile.decode(source.get_tile(tile_at(west + 0.005, south + 0.001, 12)))
+    assert [f["properties"]["name"] for f in decoded["areas"]["features"]] == ["crossed"]

@@ -22,6 +22,7 @@ import numpy as np
 import shapely
 from morecantile import BoundingBox, TileMatrixSet
 from pyproj import Transformer
+from shapely.geometry.base import BaseGeometry
 
 from offmaps.errors import TileNotFoundError
 from offmaps.features.model import FeatureQuery, LayerSchema
@@ -178,7 +179,7 @@ class FeatureVectorTiles:
         for feature in self._store.iter_features(layer.name, FeatureQuery(bbox=BBox(*search))):
             if feature.geometry is None:
                 continue
-            geometry = shapely.intersection(shapely.transform(feature.geometry, to_tile), _CLIP)
+            geometry = _clipped(shapely.transform(feature.geometry, to_tile))
             if geometry.is_empty:
                 continue
             properties = {
@@ -194,3 +195,12 @@ class FeatureVectorTiles:
 
     def close(self) -> None:
         """Nothing to release: the feature service is closed by its owner."""
+
+
+def _clipped(geometry: BaseGeometry) -> BaseGeometry:
+    """``geometry`` clipped to the buffered tile; an invalid one (a polygon crossing itself, as
+    stores imported from OpenStreetMap hold) is made valid first, as GEOS cannot clip it."""
+    try:
+        return shapely.intersection(geometry, _CLIP)
+    except shapely.errors.GEOSException:
+        return shapely.intersection(shapely.make_valid(geometry), _CLIP)
