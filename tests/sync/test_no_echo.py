@@ -16,7 +16,7 @@ import pytest
 from shapely.geometry import Point
 
 from offmaps.catalog import Catalog
-from offmaps.features.model import Insert, Update
+from offmaps.features.model import Delete, Insert, Update
 from offmaps.replicas.geojson import GeoJSONChanges
 from offmaps.replicas.service import SyncService
 from offmaps.schemas import WebMap
@@ -263,3 +263,20 @@ def test_a_100_edit_sync_with_no_other_editor_reports_0_downloaded(
     result = device.sync()
     assert sum(r.downloaded for r in result.layer_results.values()) == 1
     assert device.sites()["site 1"].properties["status"] == "fixed"
+
+
+def test_a_downloads_records_are_what_their_lines_validate_into(world: SimpleNamespace) -> None:
+    # the records are built without validation: they must be what validation gives
+    sync, store, other = world.sync, world.store, world.other
+    (_, gone) = store.apply_edits(
+        [Insert("points", {"a": "x", "b": i}, Point(i, 2)) for i in range(2)]
+    )
+    assert gone is not None
+    upload(sync, other, insert(other, uuid.uuid4(), 3))
+    store.apply_edits([Delete("points", gone.global_id)])
+    records = [r for r in sync.iter_download(world.device, 0) if isinstance(r, ServerChange)]
+    assert sorted(r.kind for r in records) == ["delete", "upsert", "upsert"]
+    for record in records:
+        line = record.model_dump_json()
+        assert ServerChange.model_validate_json(line).model_dump_json() == line
+        assert ServerChange.model_validate(record.model_dump()) == record

@@ -874,8 +874,12 @@ class SyncService:
                     feature = found.get(gid)
                     if feature is not None and not scope.holds(layer, feature):
                         feature = None
+                    # built without validation (a third of the time of a row): every value
+                    # comes from the store and the sync state, which checked it when written
                     if feature is None:
-                        yield ServerChange(layer=layer, global_id=gid, kind="delete")
+                        yield ServerChange.model_construct(
+                            layer=layer, global_id=gid, kind="delete"
+                        )
                         continue
                     recorded = states.get((layer, str(gid)))
                     if _echo(recorded, replica, feature, (layer, gid) in attached_to):
@@ -884,7 +888,7 @@ class SyncService:
                     attachments = None
                     if with_attachments:
                         attachments = _attachment_refs(attached.get(gid, ()))
-                    yield ServerChange(
+                    yield ServerChange.model_construct(
                         layer=layer,
                         global_id=gid,
                         kind="upsert",
