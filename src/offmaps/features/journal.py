@@ -52,7 +52,12 @@ class JournalBase(ABC, Generic[ConnectionT]):
         mark = dialect.mark
         wanted, params = "", list[object]()
         if layers is not None:
-            condition, params = dialect.any_of("layer", list(layers))
+            # the layer is tested as an expression, which no index serves: given the row index
+            # (layer, globalid) for an IN list, SQLite's planner (which has no statistics) reads
+            # every entry of the layers and sorts them for each batch (5.8 s for a journal of
+            # 52,824 entries read since 0, 0.1-0.2 s for its last 500); by the primary key it
+            # reads them in order (0.16 s, 0.01 s)
+            condition, params = dialect.any_of("(layer || '')", list(layers))
             wanted = f" AND {condition}"
         statement = (
             f"SELECT id, {ENTRY_COLUMNS} FROM {dialect.journal_table} "

@@ -51,6 +51,7 @@ from offmaps.features.geojson import (
 from offmaps.features.model import LayerSchema
 from offmaps.features.store import FeatureStore
 from offmaps.features.wire import decode_wire_geometry, encode_wire_geometry
+from offmaps.replicas.service import ConvertedChangeSet
 from offmaps.schemas.changeset import (
     GEOMETRY_FIELD,
     MAX_CHANGES_PER_SET,
@@ -201,7 +202,9 @@ class GeoJSONChanges:
     # --- uploads ---------------------------------------------------------------------------
 
     def change_set(self, document: object) -> ChangeSet:
-        """A change set in the GeoJSON form as the compact :class:`ChangeSet`.
+        """A change set in the GeoJSON form as the compact :class:`ChangeSet` (a
+        :class:`~offmaps.replicas.service.ConvertedChangeSet`: the rows its changes write come
+        back in the sender's downloads).
 
         Raises:
             InvalidChangeSetError: anything malformed, as a compact change set would be.
@@ -216,7 +219,7 @@ class GeoJSONChanges:
         compact = {k: v for k, v in document.items() if k not in {"changes", "crs"}}
         compact["changes"] = [self._change(index, change) for index, change in enumerate(changes)]
         try:
-            return ChangeSet.model_validate(compact)
+            return ConvertedChangeSet.model_validate(compact)
         except ValidationError as exc:
             raise change_set_error(exc) from None
 

@@ -9,6 +9,8 @@ stores):
   by anything else (OGC API, conflict resolutions) count as :data:`SERVER_NODE` edits
   (:func:`offmaps.sync.vectors.derive`). A row deleted by a sync keeps its record, at the
   version it was deleted at: a row an update brings back goes on from its version and vector.
+  The record also names the replica whose change was applied as is (``origin``): while the
+  row stays at that version, that replica's downloads skip it, as the device holds it already.
 - ``changes``: every change id the server has answered, with its result, and the ids of the
   edits each change covers (:attr:`~offmaps.schemas.changeset.Change.covers`) with the same
   result. A change set sent again (a retry after a lost response) gets the recorded answers
@@ -137,6 +139,7 @@ from offmaps.types import BBox
 
 __all__ = [
     "Conflict",
+    "ConvertedChangeSet",
     "DownloadSize",
     "LayerRules",
     "ReplicaInfo",
@@ -165,6 +168,18 @@ def layer_rules(webmap: WebMap | None, service: str) -> dict[str, LayerRules]:
                 ref.conflict_policy or webmap.offline.conflict_policy,
             )
     return rules
+
+
+class ConvertedChangeSet(ChangeSet):
+    """A change set converted from another form its sender speaks (the GeoJSON one:
+    :meth:`offmaps.replicas.geojson.GeoJSONChanges.change_set`), the same on the wire.
+
+    Its changes applied as sent are not left out of the sender's downloads, as the compact
+    form's are: the sender holds its rows as Features (CRS84 coordinates, JSON types), which
+    the server's rows need not equal once converted back, and such a client may learn its
+    rows' versions and vectors from the download rather than keep the answers' (the SDK keeps
+    them).
+    """
 
 
 @dataclass
@@ -213,6 +228,9 @@ class _Merge:
     blobs_present: dict[str, bool] = field(default_factory=dict)
     inserted: set[tuple[str, Any]] = field(default_factory=set)
     """The rows the set adds (layer, global id)."""
+    origin: str | None = None
+    """The origin to record for rows the set's changes write as sent (:attr:`RowState.origin`):
+    the replica's id, or ``None`` for a :class:`ConvertedChangeSet`."""
 
 
 class SyncService:
@@ -282,6 +300,8 @@ class SyncService:
                 self._load_states(replica.service, map(_key, fresh)),
             )
             self._load_rows(work, fresh)
+            if not isinstance(change_set, ConvertedChangeSet):
+                work.origin = replica.id
             work.inserted = {
                 (c.layer, c.global_id) for c in fresh if c.kind is SyncChangeKind.INSERT
             }
@@ -574,14 +594,16 @@ class SyncService:
         elif edit is not None or decision.version is not None:
             # a row written, or found as the change asks: its clock moves with the change
             state = None
+            # applied as is, the row holds what the device sent: its download skips it
+            origin = work.origin if decision.status is ChangeStatus.APPLIED else None
             if decision.version is not None and vector is not None:
-                state = RowState(decision.version, vector, change.hlc)
+                state = RowState(decision.version, vector, change.hlc, origin)
             elif isinstance(write, DeleteRow):
                 # a deleted row keeps its clock: should an update bring it back, the vector
                 # goes on from it (devices may hold the row as it was)
                 deleted = self._state_of(work.states.get(key), write.base_version)
                 vector = merge(deleted, change.version_vector)
-                state = RowState(write.base_version, vector, change.hlc)
+                state = RowState(write.base_version, vector, change.hlc, origin)
             work.states[key] = state
             outcome.state = (key, state)
         if decision.conflict is not None:
@@ -826,7 +848,7 @@ class SyncService:
         generation = store.generation()
         _check_since(since, generation)
         schemas = {schema.name: schema for schema in store.list_layers()}
-        changed = _changed_rows(store, since, generation, wanted)
+        changed, attached_to = _changed_rows(store, since, generation, wanted)
         yield DownloadHeader(
             replica_id=replica.id,
             since=since,
@@ -852,14 +874,21 @@ class SyncService:
                     feature = found.get(gid)
                     if feature is not None and not scope.holds(layer, feature):
                         feature = None
+                    # built without validation (a third of the time of a row): every value
+                    # comes from the store and the sync state, which checked it when written
                     if feature is None:
-                        yield ServerChange(layer=layer, global_id=gid, kind="delete")
+                        yield ServerChange.model_construct(
+                            layer=layer, global_id=gid, kind="delete"
+                        )
                         continue
-                    state = self._state_of(states.get((layer, str(gid))), feature.version)
+                    recorded = states.get((layer, str(gid)))
+                    if _echo(recorded, replica, feature, (layer, gid) in attached_to):
+                        continue
+                    state = self._state_of(recorded, feature.version)
                     attachments = None
                     if with_attachments:
                         attachments = _attachment_refs(attached.get(gid, ()))
-                    yield ServerChange(
+                    yield ServerChange.model_construct(
                         layer=layer,
                         global_id=gid,
                         kind="upsert",
@@ -1217,15 +1246,37 @@ def _check_since(since: int, generation: int) -> None:
 
 def _changed_rows(
     store: FeatureStore, since: int, generation: int, layers: Sequence[str]
-) -> dict[tuple[str, uuid.UUID], None]:
+) -> tuple[dict[tuple[str, uuid.UUID], None], set[tuple[str, uuid.UUID]]]:
     """The rows the journal says changed after ``since`` up to ``generation``, in the order
-    of their last change (a dict used as an ordered set)."""
+    of their last change (a dict used as an ordered set), and those of them whose attachments
+    changed."""
     changed: dict[tuple[str, uuid.UUID], None] = {}
+    attached_to: set[tuple[str, uuid.UUID]] = set()
     for entry in store.iter_changes(since, layers=layers):
         if entry.generation <= generation:
-            changed.pop((entry.layer, entry.global_id), None)
-            changed[entry.layer, entry.global_id] = None
-    return changed
+            key = (entry.layer, entry.global_id)
+            changed.pop(key, None)
+            changed[key] = None
+            if entry.attachment_id is not None:
+                attached_to.add(key)
+    return changed, attached_to
+
+
+def _echo(
+    recorded: RowState | None, replica: Replica, feature: Feature, attachments_changed: bool
+) -> bool:
+    """Whether a row about to be sent to ``replica`` is its own change coming back: the last
+    synced write was that replica's change applied as is, and the row is still at the version
+    it wrote. Any later write (a sync of another replica, a merge, the OGC API, a resolved
+    conflict) moves the version or the origin; an attachment added or removed does not move
+    the version, so a row whose attachments changed in the download's window is sent anyway.
+    Deletions are always sent: a device that deleted the row finds nothing to do."""
+    return (
+        recorded is not None
+        and recorded.origin == replica.id
+        and recorded.version == feature.version
+        and not attachments_changed
+    )
 
 
 def _key(change: Change) -> tuple[str, str]:

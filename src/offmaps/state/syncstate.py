@@ -4,7 +4,8 @@ What the sync service (:class:`offmaps.replicas.SyncService`) remembers between 
 behind the :class:`SyncStateStore` protocol:
 
 - per row of a feature service, the version vector and hybrid logical clock time of its last
-  synced write, and the store version they were recorded at (:class:`RowState`);
+  synced write, the store version they were recorded at, and the replica whose change the row
+  then held exactly as sent (:class:`RowState`);
 - every change id the server has answered, with its answer, and the ids of the edits each
   change covers with the same answer (:class:`Answer`), so a change set sent again gets the
   recorded answers and applies nothing twice;
@@ -47,7 +48,7 @@ RowKey: TypeAlias = tuple[str, str]
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS rows (service TEXT NOT NULL, layer TEXT NOT NULL, "
     "globalid TEXT NOT NULL, version INTEGER NOT NULL, vector TEXT NOT NULL, hlc TEXT, "
-    "PRIMARY KEY (service, layer, globalid))",
+    "origin TEXT, PRIMARY KEY (service, layer, globalid))",
     "CREATE TABLE IF NOT EXISTS changes (change_id TEXT PRIMARY KEY, replica_id TEXT NOT NULL, "
     "change_set_id TEXT NOT NULL, result TEXT NOT NULL, at REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS changes_replica ON changes (replica_id)",
@@ -80,6 +81,10 @@ class RowState:
     version: int
     vector: dict[str, int]
     hlc: str | None
+    origin: str | None = None
+    """The replica whose change the row holds exactly as it sent it at ``version`` (the change
+    was applied as is), or ``None`` (merged with other edits, or not known): a download to that
+    replica need not send the row back while it stays at ``version``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +239,9 @@ class SQLiteSyncStateStore:
         self._conn.execute("PRAGMA synchronous = NORMAL")
         for statement in _SCHEMA:
             self._conn.execute(statement)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(rows)")}
+        if "origin" not in columns:  # a file from before rows knew their origin
+            self._conn.execute("ALTER TABLE rows ADD COLUMN origin TEXT")
 
     def close(self) -> None:
         """Close the file."""
@@ -251,12 +259,12 @@ class SQLiteSyncStateStore:
                 for start in range(0, len(gids), _BATCH):
                     chunk = gids[start : start + _BATCH]
                     marks = ",".join("?" * len(chunk))
-                    for gid, version, vector, hlc in self._conn.execute(
-                        "SELECT globalid, version, vector, hlc FROM rows "  # noqa: S608 - marks
+                    for gid, version, vector, hlc, origin in self._conn.execute(
+                        "SELECT globalid, version, vector, hlc, origin FROM rows "  # noqa: S608
                         f"WHERE service = ? AND layer = ? AND globalid IN ({marks})",
                         [service, layer, *chunk],
                     ):
-                        states[layer, gid] = RowState(version, json.loads(vector), hlc)
+                        states[layer, gid] = RowState(version, json.loads(vector), hlc, origin)
         return states
 
     def iter_states(self, service: str, layer: str) -> Iterator[tuple[str, RowState]]:
@@ -266,12 +274,12 @@ class SQLiteSyncStateStore:
         while True:
             with self._lock:
                 rows = self._conn.execute(
-                    "SELECT globalid, version, vector, hlc FROM rows WHERE service = ? AND "
-                    "layer = ? AND globalid > ? ORDER BY globalid LIMIT ?",
+                    "SELECT globalid, version, vector, hlc, origin FROM rows WHERE service = ? "
+                    "AND layer = ? AND globalid > ? ORDER BY globalid LIMIT ?",
                     (service, layer, last, _BATCH),
                 ).fetchall()
-            for gid, version, vector, hlc in rows:
-                yield gid, RowState(version, json.loads(vector), hlc)
+            for gid, version, vector, hlc, origin in rows:
+                yield gid, RowState(version, json.loads(vector), hlc, origin)
             if len(rows) < _BATCH:
                 return
             last = rows[-1][0]
@@ -316,11 +324,13 @@ class SQLiteSyncStateStore:
                     [(service, *key) for key, state in states.items() if state is None],
                 )
                 conn.executemany(
-                    "INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?) "
+                    "INSERT INTO rows (service, layer, globalid, version, vector, hlc, origin) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (service, layer, globalid) DO UPDATE SET "
-                    "version = excluded.version, vector = excluded.vector, hlc = excluded.hlc",
+                    "version = excluded.version, vector = excluded.vector, hlc = excluded.hlc, "
+                    "origin = excluded.origin",
                     [
-                        (service, *key, s.version, json.dumps(s.vector), s.hlc)
+                        (service, *key, s.version, json.dumps(s.vector), s.hlc, s.origin)
                         for key, s in states.items()
                         if s is not None
                     ],
