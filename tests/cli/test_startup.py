@@ -144,3 +144,12 @@ def test_help_is_the_same_once_every_command_is_imported(tmp_path: Path) -> None
     modules, loaded = _imported(f"{load_all}\nmain(['--help'])", tmp_path)
     assert "offmaps.cli.offline" in modules
     assert lazy == loaded
+
+
+def test_a_sync_looking_for_scheduled_updates_imports_no_tile_code(tmp_path: Path) -> None:
+    """Every sync asks whether its package takes scheduled updates: the tile update code (the
+    containers, morecantile, pyproj) is imported only where a tile update is applied."""
+    modules, _ = _imported("import offmaps.client.scheduled", tmp_path)
+    assert "offmaps.offline.updates.features" in modules
+    assert _among(modules, ("offmaps.offline.updates.tiles", "offmaps.containers")) == []
+    assert _among(modules, ("morecantile", "pyproj")) == []

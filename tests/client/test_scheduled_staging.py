@@ -20,6 +20,7 @@ from offmaps.client.sync import OfflineMapSyncTask, SyncOfflineMapParameters
 from offmaps.errors import SyncFailedError
 from offmaps.offline.package import file_entry, read_manifest, verify_package
 from offmaps.offline.updates import apply_tile_update
+from offmaps.offline.updates import tiles as tiles_module
 from tests.client.test_preplanned import map_id, signed_in
 from tests.client.test_scheduled_updates import (
     BBOX,
@@ -104,7 +105,7 @@ def test_a_failure_in_one_file_leaves_every_file_as_it_was(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(scheduled_module, "apply_tile_update", tiles)
+    monkeypatch.setattr(tiles_module, "apply_tile_update", tiles)  # imported where applied
     monkeypatch.setattr(scheduled_module, "apply_feature_update", broken)
     with pytest.raises(SyncFailedError, match="No space left"):
         OfflineMapSyncTask(device, portal).sync_offline_map(SyncOfflineMapParameters()).wait()

@@ -25,6 +25,7 @@ from offmaps.client.sync import (
 from offmaps.errors import MapAreaDeletedError, SyncFailedError
 from offmaps.features.model import Delete, Insert, Update
 from offmaps.offline.package import verify_package
+from offmaps.offline.updates import tiles as tiles_module
 from tests.client.test_preplanned import map_id, signed_in
 from tests.client.test_sync import server_edit, server_sites
 from tests.serverkit import LiveServer
@@ -187,7 +188,7 @@ def test_a_failure_while_applying_leaves_the_package_as_it_was(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(scheduled_module, "apply_tile_update", broken)
+    monkeypatch.setattr(tiles_module, "apply_tile_update", broken)  # imported where applied
     with pytest.raises(SyncFailedError, match="No space left"):
         OfflineMapSyncTask(device, portal).sync_offline_map(SyncOfflineMapParameters()).wait()
     after = {p.name: p.read_bytes() for p in device.iterdir() if p.is_file()}

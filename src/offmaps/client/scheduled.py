@@ -63,12 +63,10 @@ from offmaps.offline.updates import (
     ChainState,
     FeatureUpdateReader,
     apply_feature_update,
-    apply_tile_update,
     fold_wal,
     read_chain_state,
 )
 from offmaps.offline.updates.chain import find_chain_state
-from offmaps.offline.updates.tiles import apply_tile_updates, read_archive_chain_state
 from offmaps.storage.copying import copy_file
 from offmaps.storage.local import LocalBlobStore
 
@@ -188,6 +186,8 @@ def _chain_state(path: Path) -> ChainState | None:
     no log or journal beside it is whole, and read as it is (``immutable``). A PMTiles archive
     keeps its state in its JSON metadata."""
     if path.suffix == _PMTILES:
+        from offmaps.offline.updates.tiles import read_archive_chain_state  # noqa: PLC0415
+
         return read_archive_chain_state(path)
     if any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-journal")):
         return read_chain_state(path)
@@ -417,6 +417,11 @@ def _stage_file(
         ``None`` (a replica's file: its size and SHA-256 change with every edit and are not
         checked, so hashing it would be wasted).
     """
+    from offmaps.offline.updates.tiles import (  # noqa: PLC0415 - tiles bring the containers
+        apply_tile_update,
+        apply_tile_updates,
+    )
+
     live, target = folder / name, staging / name
     sqlite = target.suffix != _PMTILES  # a PMTiles archive is rewritten by each update
     if sqlite and _has_log(live):

@@ -10,6 +10,8 @@
   sync's download (not imported here: the device side never reaches the server's modules).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from offmaps.offline.updates.chain import (
     BASE_PREFIX,
     ChainState,
@@ -31,17 +33,45 @@ from offmaps.offline.updates.features import (
     schema_sha256,
     write_feature_update,
 )
-from offmaps.offline.updates.tiles import (
-    TileDiff,
-    TileUpdateApplied,
-    TileUpdateInfo,
-    TileUpdateReader,
-    apply_tile_update,
-    build_tile_update,
-    diff_tiles,
-    tile_hashes,
-    write_tile_update,
+
+if TYPE_CHECKING:
+    from offmaps.offline.updates.tiles import (
+        TileDiff,
+        TileUpdateApplied,
+        TileUpdateInfo,
+        TileUpdateReader,
+        apply_tile_update,
+        build_tile_update,
+        diff_tiles,
+        tile_hashes,
+        write_tile_update,
+    )
+
+_TILES = frozenset(
+    {
+        "TileDiff",
+        "TileUpdateApplied",
+        "TileUpdateInfo",
+        "TileUpdateReader",
+        "apply_tile_update",
+        "build_tile_update",
+        "diff_tiles",
+        "tile_hashes",
+        "write_tile_update",
+    }
 )
+
+
+def __getattr__(name: str) -> Any:
+    """The tile update names, imported on first use: they bring the tile containers (and
+    their projection libraries), which a sync of a package with no tile updates never needs
+    (docs/cli.md, "Start-up")."""
+    if name in _TILES:
+        from offmaps.offline.updates import tiles  # noqa: PLC0415
+
+        return getattr(tiles, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BASE_PREFIX",
