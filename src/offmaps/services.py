@@ -127,19 +127,28 @@ class StateBackend:
     areas: Callable[[ServerSettings], MapAreaStore]
 
 
-def _state_database(settings: ServerSettings) -> PostgresDatabase:
-    """The state schema (``<OFFMAPS_DATABASE_SCHEMA>_state``) of ``OFFMAPS_DATABASE_URL``."""
+def _state_database(settings: ServerSettings, *, check: bool = True) -> PostgresDatabase:
+    """The state schema (``<OFFMAPS_DATABASE_SCHEMA>_state``) of ``OFFMAPS_DATABASE_URL``,
+    with every component's version checked (:meth:`PostgresDatabase.require`) unless not
+    ``check``."""
     from offmaps.state.postgres import STATE_SUFFIX, PostgresDatabase  # noqa: PLC0415 - psycopg
 
     if settings.database_url is None:
         raise FeatureStoreError(
             "the postgres state backend needs OFFMAPS_DATABASE_URL=postgresql://..."
         )
-    return PostgresDatabase(
+    database = PostgresDatabase(
         settings.database_url,
         schema=f"{settings.database_schema}{STATE_SUFFIX}",
         pool_size=settings.database_pool_size,
     )
+    if not check:
+        return database
+    # every component at once, whichever store opens first: a schema of an older version
+    # stops build_services before it has opened anything else (the cache index) to leak
+    for component, migrations in state_migrations().items():
+        database.require(component, migrations, migrate=settings.database_migrate)
+    return database
 
 
 def _postgres_jobs(settings: ServerSettings) -> JobStore:
@@ -203,7 +212,7 @@ def upgrade_database(settings: ServerSettings) -> list[AppliedMigration]:
             offmaps.
         CacheIndexError: the cache index's tables cannot be made.
     """
-    database = _state_database(settings)
+    database = _state_database(settings, check=False)
     try:
         applied = []
         for component, migrations in state_migrations().items():
