@@ -403,6 +403,11 @@ class Services:
     def close(self) -> None:
         """Stop the jobs of this process and close every store."""
         self.jobs.close()
+        # the JobStore protocol has no close (the folder store needs none); PostgreSQL's holds
+        # a pool of connections
+        close_jobs = getattr(self.jobs.store, "close", None)
+        if callable(close_jobs):
+            close_jobs()
         self.areas.store.close()
         self.caches.close()
         self.replicas.close()

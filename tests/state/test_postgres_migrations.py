@@ -239,11 +239,8 @@ def test_the_database_url_keeps_jobs_and_replicas_in_postgresql(
         assert again.replicas.get(replica.id) == replica
     finally:
         again.close()
-        store = again.jobs.store
-        if isinstance(store, PostgresJobStore):
-            store.close()
-        if isinstance(services.jobs.store, PostgresJobStore):
-            services.jobs.store.close()
+    with pytest.raises(FeatureStoreError, match="closed"):  # closed with the services
+        again.jobs.store.get(job.id)
 
 
 def test_services_refuse_an_older_schema_unless_told_to_migrate(
@@ -257,11 +254,7 @@ def test_services_refuse_an_older_schema_unless_told_to_migrate(
     monkeypatch.setattr(jobs_postgres, "MIGRATIONS", later)
     with pytest.raises(FeatureStoreError, match=r"run `offmaps db upgrade`"):
         build_services(settings)
-    services = build_services(settings.model_copy(update={"database_migrate": True}))
-    services.close()
-    store = services.jobs.store
-    if isinstance(store, PostgresJobStore):
-        store.close()
+    build_services(settings.model_copy(update={"database_migrate": True})).close()
     assert PostgresDatabase(postgres_url(), schema=f"{prefix}_state").versions()["jobs"] == 2
 
 
