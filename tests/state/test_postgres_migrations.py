@@ -211,6 +211,23 @@ def test_a_closed_store_says_so(database: PostgresDatabase) -> None:
         store.count_owned("ada")
 
 
+def test_connections_the_server_dropped_are_replaced(database: PostgresDatabase) -> None:
+    registry = PostgresReplicaRegistry(database)
+    try:
+        assert registry.count_owned("ada") == 0
+        with psycopg.connect(postgres_url(), autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (database.application_name,),
+            ).fetchone()
+        assert dropped is not None
+        assert dropped[0] >= 1
+        assert registry.count_owned("ada") == 0  # a fresh connection, not an error
+    finally:
+        registry.close()
+
+
 # --- the services and the command line --------------------------------------------------------
 
 

@@ -111,6 +111,11 @@ class PostgresDatabase:
     def __repr__(self) -> str:
         return f"PostgresDatabase(schema={self.schema!r})"  # never the URL
 
+    @property
+    def application_name(self) -> str:
+        """What the pool's connections call themselves (``pg_stat_activity``)."""
+        return f"offmaps {self.schema}"
+
     def where(self) -> str:
         """Where the state is, for messages."""
         return f"PostgreSQL (schema {self.schema})"
@@ -143,7 +148,11 @@ class PostgresDatabase:
             if self._pool is None:
                 self._pool = ConnectionPool(
                     self.url,
-                    kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
+                    kwargs={
+                        "autocommit": True,
+                        "connect_timeout": _CONNECT_TIMEOUT_S,
+                        "application_name": self.application_name,
+                    },
                     min_size=1,
                     max_size=self.pool_size,
                     open=True,
