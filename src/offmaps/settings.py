@@ -106,7 +106,7 @@ class ServerSettings(BaseSettings):
         queue_url: a ``redis://`` URL: jobs are queued there and run by ``offmaps worker``
             processes instead of in the server's own process (docs/architecture.md, "The job
             queue"). Every server and worker process must share the job store (the same data
-            folder) and the object store.
+            folder, or the same ``database_url``) and the object store.
         queue_namespace: the prefix of this deployment's keys in Redis (several deployments
             may share one Redis server, each with its own namespace).
         queue_heartbeat_s: seconds without a worker's heartbeat after which its jobs go back on
