@@ -196,12 +196,21 @@ def test_a_store_on_an_old_schema_gives_the_clear_error(
         store.close()
 
 
-def test_a_malformed_url_is_one_line() -> None:
-    database = PostgresDatabase("postgresql://ada:secret@127.0.0.1:notaport/x", schema="t_x")
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://ada:secret@127.0.0.1:notaport/x",
+        "postgresql://ada:se%zzcret@127.0.0.1/x",
+        "postgresql://ada:secret@[::1/x",
+        "postgresql://ada:se%40cret@127.0.0.1/x?nosuchoption=1",
+    ],
+    ids=["port", "escape", "host", "option"],
+)
+def test_a_malformed_url_is_one_line_without_its_password(url: str) -> None:
     with pytest.raises(FeatureStoreError, match="cannot connect") as failed:
-        PostgresJobStore(database)
+        PostgresJobStore(PostgresDatabase(url, schema="t_x"))
     assert "\n" not in str(failed.value)
-    assert "secret" not in str(failed.value)
+    assert "cret" not in str(failed.value)
 
 
 def test_a_closed_store_says_so(database: PostgresDatabase) -> None:

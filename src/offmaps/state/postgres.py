@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import sql
@@ -73,10 +74,19 @@ class AppliedMigration:
     name: str
 
 
-def _reason(exc: BaseException) -> str:
-    """The first line of a database error: libpq's messages run over several lines."""
+_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/@?#\[]*:([^@]*)@")
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """The first line of a database error (libpq's messages run over several lines), without
+    the URL's password: libpq quotes the parts of a URL it cannot parse."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0] if text else type(exc).__name__
+    found = _PASSWORD.match(url)
+    if found and found.group(1):
+        for secret in {found.group(1), unquote(found.group(1))}:
+            line = line.replace(secret, "***")
+    return line
 
 
 class PostgresDatabase:
@@ -131,12 +141,14 @@ class PostgresDatabase:
                 self.url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S
             )
         except psycopg.Error as exc:
-            raise FeatureStoreError(f"cannot connect to {self.where()}: {_reason(exc)}") from None
+            raise FeatureStoreError(
+                f"cannot connect to {self.where()}: {_reason(exc, self.url)}"
+            ) from None
         try:
             with conn:
                 yield conn
         except psycopg.Error as exc:
-            raise FeatureStoreError(f"{self.where()}: {_reason(exc)}") from None
+            raise FeatureStoreError(f"{self.where()}: {_reason(exc, self.url)}") from None
 
     def _configure(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
@@ -175,7 +187,7 @@ class PostgresDatabase:
             with pool.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
-            raise FeatureStoreError(f"{self.where()}: {_reason(exc)}") from None
+            raise FeatureStoreError(f"{self.where()}: {_reason(exc, self.url)}") from None
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
