@@ -7,8 +7,10 @@ the CLI or a scheduler calls the same function with the same settings and gets t
 services.
 
 The state stores come from one typed table, :data:`STATE_BACKENDS`, keyed by backend name; the
-embedded default keeps them in the data folder. The PostgreSQL backend of the scale-out work is
-another row of the table, not a branch in this code. The object store (jobs' files now, tile
+embedded default keeps them in the data folder. With ``OFFMAPS_DATABASE_URL`` the ``postgres``
+row keeps the jobs and the replicas in PostgreSQL (the other stores stay embedded until their
+turn comes), each store's tables versioned by the migrations of :func:`state_migrations`, which
+``offmaps db upgrade`` applies (:func:`upgrade_database`). The object store (jobs' files now, tile
 caches later) comes from another, :data:`STORAGE_BACKENDS`, since where bytes live is chosen
 apart from where state lives: the local folder ``DATA/objects`` by default, S3 another row.
 """
@@ -16,6 +18,7 @@ apart from where state lives: the local folder ``DATA/objects`` by default, S3 a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -35,7 +38,7 @@ from offmaps.cache.jobs import (
     seed_cache_kind,
 )
 from offmaps.catalog import Catalog
-from offmaps.errors import StorageError
+from offmaps.errors import FeatureStoreError, StorageError
 from offmaps.jobs import (
     FolderJobStore,
     InProcessJobRunner,
@@ -74,6 +77,7 @@ __all__ = [
     "ARCHIVES_PREFIX",
     "EMBEDDED",
     "LOCAL",
+    "POSTGRES",
     "S3",
     "STATE_BACKENDS",
     "STORAGE_BACKENDS",
@@ -84,16 +88,22 @@ __all__ = [
     "StorageBackend",
     "build_services",
     "open_caches",
+    "state_backend",
+    "state_migrations",
     "storage_backend",
+    "upgrade_database",
 ]
 
 if TYPE_CHECKING:
+    from offmaps.state.postgres import AppliedMigration, Migration, PostgresDatabase
     from offmaps.storage import S3Config
 
 _log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
 """The state backend of the embedded default: files in the data folder."""
+POSTGRES = "postgres"
+"""The state backend of ``OFFMAPS_DATABASE_URL``: jobs and replicas in PostgreSQL so far."""
 LOCAL = "local"
 """The storage backend of the embedded default: objects as files of ``DATA/objects``."""
 S3 = "s3"
@@ -117,18 +127,102 @@ class StateBackend:
     areas: Callable[[ServerSettings], MapAreaStore]
 
 
+def _state_database(settings: ServerSettings, *, check: bool = True) -> PostgresDatabase:
+    """The state schema (``<OFFMAPS_DATABASE_SCHEMA>_state``) of ``OFFMAPS_DATABASE_URL``,
+    with every component's version checked (:meth:`PostgresDatabase.require`) unless not
+    ``check``."""
+    from offmaps.state.postgres import STATE_SUFFIX, PostgresDatabase  # noqa: PLC0415 - psycopg
+
+    if settings.database_url is None:
+        raise FeatureStoreError(
+            "the postgres state backend needs OFFMAPS_DATABASE_URL=postgresql://..."
+        )
+    database = PostgresDatabase(
+        settings.database_url,
+        schema=f"{settings.database_schema}{STATE_SUFFIX}",
+        pool_size=settings.database_pool_size,
+    )
+    if not check:
+        return database
+    # every component at once, whichever store opens first: a schema of an older version
+    # stops build_services before it has opened anything else (the cache index) to leak
+    for component, migrations in state_migrations().items():
+        database.require(component, migrations, migrate=settings.database_migrate)
+    return database
+
+
+def _postgres_jobs(settings: ServerSettings) -> JobStore:
+    from offmaps.jobs.postgres import PostgresJobStore  # noqa: PLC0415 - psycopg on demand
+
+    return PostgresJobStore(_state_database(settings), migrate=settings.database_migrate)
+
+
+def _postgres_replicas(settings: ServerSettings) -> ReplicaRegistry:
+    from offmaps.state.postgres_replicas import PostgresReplicaRegistry  # noqa: PLC0415
+
+    return PostgresReplicaRegistry(_state_database(settings), migrate=settings.database_migrate)
+
+
+_EMBEDDED_STATE = StateBackend(
+    users=lambda settings: SQLiteUserStore(settings.data_dir / "users.sqlite"),
+    replicas=lambda settings: SQLiteReplicaRegistry(settings.data_dir / "replicas.sqlite"),
+    jobs=lambda settings: FolderJobStore(settings.data_dir / "jobs"),
+    sync_state=lambda settings: SQLiteSyncStateStore(settings.data_dir / "sync.sqlite"),
+    areas=lambda settings: SQLiteMapAreaStore(settings.data_dir / "areas.sqlite"),
+)
+
 STATE_BACKENDS: Mapping[str, StateBackend] = MappingProxyType(
     {
-        EMBEDDED: StateBackend(
-            users=lambda settings: SQLiteUserStore(settings.data_dir / "users.sqlite"),
-            replicas=lambda settings: SQLiteReplicaRegistry(settings.data_dir / "replicas.sqlite"),
-            jobs=lambda settings: FolderJobStore(settings.data_dir / "jobs"),
-            sync_state=lambda settings: SQLiteSyncStateStore(settings.data_dir / "sync.sqlite"),
-            areas=lambda settings: SQLiteMapAreaStore(settings.data_dir / "areas.sqlite"),
-        )
+        EMBEDDED: _EMBEDDED_STATE,
+        # users, web maps, map areas and the sync state stay in the data folder until their turn
+        POSTGRES: dataclasses.replace(
+            _EMBEDDED_STATE, jobs=_postgres_jobs, replicas=_postgres_replicas
+        ),
     }
 )
 """The state backends by name."""
+
+
+def state_migrations() -> Mapping[str, tuple[Migration, ...]]:
+    """The migrations of every state store kept in PostgreSQL, by component (imported when
+    asked for: psycopg is the postgis extra's)."""
+    from offmaps.jobs import postgres as jobs  # noqa: PLC0415 - psycopg on demand
+    from offmaps.state import postgres_replicas as replicas  # noqa: PLC0415
+
+    return MappingProxyType(
+        {jobs.COMPONENT: jobs.MIGRATIONS, replicas.COMPONENT: replicas.MIGRATIONS}
+    )
+
+
+def state_backend(settings: ServerSettings) -> str:
+    """The state backend ``settings`` ask for: ``postgres`` with a database URL, else
+    ``embedded``."""
+    return POSTGRES if settings.database_url else EMBEDDED
+
+
+def upgrade_database(settings: ServerSettings) -> list[AppliedMigration]:
+    """Bring every PostgreSQL store of ``settings`` to this offmaps's version: apply the
+    missing migrations of each component of :data:`STATE_MIGRATIONS` (each under the schema's
+    lock, so several processes may run it at once), and make the tile caches' index tables.
+    Returns the steps applied (none when up to date).
+
+    Raises:
+        FeatureStoreError: no ``database_url``, the database cannot be reached, a step failed
+            (nothing of that component's upgrade stays), or the tables are newer than this
+            offmaps.
+        CacheIndexError: the cache index's tables cannot be made.
+    """
+    database = _state_database(settings, check=False)
+    try:
+        applied = []
+        for component, migrations in state_migrations().items():
+            applied.extend(database.upgrade(component, migrations))
+    finally:
+        database.close()
+    from offmaps.cache.postgres import PostgresTileIndex  # noqa: PLC0415 - psycopg on demand
+
+    PostgresTileIndex(database.url, schema=f"{settings.database_schema}_cache").close()
+    return applied
 
 
 def _storage_signer(settings: ServerSettings) -> URLSigner:
@@ -309,6 +403,11 @@ class Services:
     def close(self) -> None:
         """Stop the jobs of this process and close every store."""
         self.jobs.close()
+        # the JobStore protocol has no close (the folder store needs none); PostgreSQL's holds
+        # a pool of connections
+        close_jobs = getattr(self.jobs.store, "close", None)
+        if callable(close_jobs):
+            close_jobs()
         self.areas.store.close()
         self.caches.close()
         self.replicas.close()
@@ -344,15 +443,17 @@ def open_job_runner(
 
 
 def build_services(
-    settings: ServerSettings, *, backend: str = EMBEDDED, storage: str | None = None
+    settings: ServerSettings, *, backend: str | None = None, storage: str | None = None
 ) -> Services:
-    """Open every service of a server for ``settings``; ``storage`` by default as the settings
-    say (:func:`storage_backend`).
+    """Open every service of a server for ``settings``; ``backend`` and ``storage`` by default
+    as the settings say (:func:`state_backend`, :func:`storage_backend`).
 
     Raises:
         KeyError: no state backend called ``backend``, or no storage backend ``storage``.
+        FeatureStoreError: a state store in PostgreSQL cannot be opened (unreachable, or its
+            tables at an older version: run ``offmaps db upgrade``).
     """
-    state = STATE_BACKENDS[backend]
+    state = STATE_BACKENDS[backend or state_backend(settings)]
     open_objects = STORAGE_BACKENDS[storage or storage_backend(settings)].objects
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(

@@ -76,10 +76,15 @@ class ServerSettings(BaseSettings):
         signing_key: a secret for HS256 tokens; by default an RS256 key pair is generated into
             ``data_dir`` and published at ``/.well-known/jwks.json``.
         database_url: a ``postgresql://`` URL for the server's own state instead of SQLite files
-            in ``data_dir``: so far the tile caches' index (every server process and worker
-            then shares it); the rest of the state follows with the scale-out work.
+            in ``data_dir``: so far the tile caches' index, the jobs and the replicas (every
+            server process and worker then shares them); users, web maps, map areas and the
+            sync state follow with the scale-out work.
         database_schema: the prefix of the schemas offmaps makes in that database
-            (``<prefix>_cache`` for the tile caches).
+            (``<prefix>_cache`` for the tile caches, ``<prefix>_state`` for the state stores).
+        database_migrate: whether a process starting on state tables of an older version
+            upgrades them itself (as ``offmaps db upgrade`` does) instead of refusing to start.
+        database_pool_size: the most connections to that database each state store of a
+            process holds at once.
         storage_url: ``s3://BUCKET/PREFIX`` to keep bytes in S3-compatible storage instead of
             ``data_dir``: jobs' files below ``PREFIX/objects/``, the tile caches' blobs below
             ``PREFIX/tile-caches/blobs/``. The endpoint and keys come from ``OFFMAPS_S3_*`` or
@@ -101,7 +106,7 @@ class ServerSettings(BaseSettings):
         queue_url: a ``redis://`` URL: jobs are queued there and run by ``offmaps worker``
             processes instead of in the server's own process (docs/architecture.md, "The job
             queue"). Every server and worker process must share the job store (the same data
-            folder) and the object store.
+            folder, or the same ``database_url``) and the object store.
         queue_namespace: the prefix of this deployment's keys in Redis (several deployments
             may share one Redis server, each with its own namespace).
         queue_heartbeat_s: seconds without a worker's heartbeat after which its jobs go back on
@@ -121,6 +126,8 @@ class ServerSettings(BaseSettings):
     signing_key: SecretStr | None = None
     database_url: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
     database_schema: str = Field(default="offmaps", pattern=r"^[a-z_][a-z0-9_]{0,40}$")
+    database_migrate: bool = False
+    database_pool_size: int = Field(default=10, ge=1, le=200)
     storage_url: str | None = Field(default=None, pattern=r"^s3://")
     storage_secret: SecretStr | None = Field(default=None, min_length=16)
     seed_processes: int | None = Field(default=None, ge=1, le=64)

@@ -87,6 +87,11 @@ COMMANDS: Mapping[str, LazyCommand] = {
     "cache": LazyCommand(
         "offmaps.cli.cache", "cache", "Create, seed, measure and clean tile caches (docs/cache.md)."
     ),
+    "db": LazyCommand(
+        "offmaps.cli.db",
+        "db",
+        "The server's state in PostgreSQL ($OFFMAPS_DATABASE_URL): schema upgrades.",
+    ),
 }
 """The top-level commands (``offmaps --help`` lists them sorted, as click does)."""
 
