@@ -1,0 +1,44 @@
+"""Feature attachments in S3-compatible storage (SeaweedFS, checking signatures): with
+``OFFMAPS_STORAGE_URL``, an attachment's bytes go to the bucket under ``PREFIX/blobs/``, by their
+SHA-256, and nothing to the data folder; reading it back streams it from there."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from fastapi.testclient import TestClient
+
+from offmaps.server.app import create_app
+from offmaps.settings import ServerSettings
+from offmaps.storage import S3BlobStore
+from tests.s3kit import BUCKET, bucket_keys
+from tests.serverkit import Server
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+SITES = "/collections/city.sites/items"
+
+
+def test_attachments_live_in_s3(server: Server, storage_url: str, s3_client: S3Client) -> None:
+    app = create_app(ServerSettings(data_dir=server.data_dir, storage_url=storage_url))
+    assert isinstance(app.state.services.catalog.blobs, S3BlobStore)
+    prefix = storage_url.removeprefix(f"s3://{BUCKET}/")
+    photo = b"\xff\xd8\xff a photo kept in the bucket"
+    sha256 = hashlib.sha256(photo).hexdigest()
+    with TestClient(app) as client:
+        first = client.get(f"{SITES}?limit=1").json()["features"][0]
+        base = f"{SITES}/{first['id']}/attachments"
+        uploaded = client.post(
+            base, files={"file": ("photo.jpg", photo, "image/jpeg")}, headers=server.token("editor")
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        assert uploaded.json()["sha256"] == sha256
+        keys = bucket_keys(s3_client, BUCKET, f"{prefix}/blobs/")
+        assert [key.rsplit("/", 1)[-1] for key in keys] == [sha256]
+        assert not any(p.is_file() for p in (server.data_dir / "blobs").rglob("*"))
+        (listed,) = client.get(base).json()["attachments"]
+        got = client.get(f"{base}/{listed['id']}")
+        assert got.status_code == 200
+        assert got.content == photo
