@@ -197,20 +197,25 @@ def test_a_parked_conflict_is_shown_and_resolved_field_by_field(
     assert settled.json()["status"] == "resolved"
 
 
+def _use_token(page: Page, site: SampleSite, answer: dict[str, object]) -> None:
+    # a session as the sign-in page keeps one, with a token asked for narrower scopes
+    page.goto(f"{site.url}/ui/signin")
+    session = {
+        "token": answer["access_token"],
+        "scope": answer["scope"],
+        "username": site.user,
+        "expiresAt": int(time.time() * 1000) + 600_000,
+    }
+    page.evaluate("(s) => sessionStorage.setItem('offmaps.session', JSON.stringify(s))", session)
+
+
 def test_a_caller_who_may_not_resolve_sees_the_conflict_and_no_resolve_button(
-    page: Page, sample_site: SampleSite, parked: Parked
+    page: Page, sample_site: SampleSite, parked: Parked, watch: kit.Watch
 ) -> None:
     # the editor's token narrowed to reading the queue: offline:sync without features:edit
     answer = _token(sample_site, "maps:read offline:sync")
     assert "features:edit" not in str(answer["scope"]).split()
-    page.goto(f"{sample_site.url}/ui/signin")
-    session = {
-        "token": answer["access_token"],
-        "scope": answer["scope"],
-        "username": sample_site.user,
-        "expiresAt": int(time.time() * 1000) + 600_000,
-    }
-    page.evaluate("(s) => sessionStorage.setItem('offmaps.session', JSON.stringify(s))", session)
+    _use_token(page, sample_site, answer)
     page.goto(f"{sample_site.url}/ui/conflicts")
     _open_conflict(page, parked.conflict_id)
     assert parked.device_condition in page.locator("#versions tbody").inner_text()
@@ -218,3 +223,38 @@ def test_a_caller_who_may_not_resolve_sees_the_conflict_and_no_resolve_button(
     assert page.get_by_role("button", name="Keep the device's edit").count() == 0
     assert page.get_by_role("radio").count() == 0
     assert page.locator("#resolve").is_hidden()
+
+    # a token that may not even read the queue: the API's refusal, said on the page
+    watch.allowed.add(("/api/conflicts", 403))
+    _use_token(page, sample_site, _token(sample_site, "maps:read"))
+    page.goto(f"{sample_site.url}/ui/conflicts")
+    message = page.locator("#queue-message")
+    message.filter(has_text="Could not list the conflicts").wait_for()
+    assert "offline:sync" in message.inner_text()
+    assert page.locator("#queue").is_hidden()
+
+
+def test_a_refused_resolve_shows_the_apis_problem_and_keeps_the_conflict(
+    page: Page, sample_site: SampleSite, parked: Parked, watch: kit.Watch
+) -> None:
+    resolve_path = f"/api/conflicts/{parked.conflict_id}/resolve"
+    watch.allowed.add((resolve_path, 409))
+    kit._sign_in(page, sample_site, "/ui/conflicts")
+    page.wait_for_url("**/ui/conflicts")
+    _open_conflict(page, parked.conflict_id)
+    # the office edits the row again while the page shows the conflict
+    token = _token(sample_site)["access_token"]
+    httpx.patch(
+        f"{sample_site.url}{SITES}/{parked.global_id}",
+        content=json.dumps({"properties": {"name": "renamed meanwhile"}}),
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/merge-patch+json",
+        },
+    ).raise_for_status()
+    page.get_by_role("button", name="Keep the device's edit").click()
+    message = page.locator("#resolve-message")
+    message.filter(has_text="Could not resolve the conflict").wait_for()
+    assert "the row changed since the conflict" in message.inner_text()
+    assert "error" in str(message.get_attribute("class"))
+    assert page.locator(f"tr[data-conflict='{parked.conflict_id}']").is_visible()
