@@ -134,7 +134,8 @@ def _map_pixels_of(page: Page) -> NDArray[np.int16]:
     # as the map page's tests read theirs: once drawn, from a screenshot of the canvas
     page.evaluate(
         "() => new Promise((done) => { const map = window.offmapsConflictMap; const check = () =>"
-        " map.loaded() && !map.isMoving() ? setTimeout(done, 50) : setTimeout(check, 25);"
+        " map.loaded() && map.areTilesLoaded() && !map.isMoving()"
+        " ? setTimeout(done, 50) : setTimeout(check, 25);"
         " check(); })"
     )
     shot = page.locator("#conflict-map canvas").screenshot()
@@ -160,13 +161,19 @@ def test_a_parked_conflict_is_shown_and_resolved_field_by_field(
     geometry = fields["geom"].locator("td").all_inner_texts()
     assert f"{parked.device_point[0]:.6f}" in geometry[1]
     assert f"{parked.server_point[0]:.6f}" in geometry[2]
-    # the three geometries drawn: the device's and the server's discs, the base's ring
+    # the map's basemap under the versions: the OSM rendering, many colours
+    with_basemap = _map_pixels_of(page)
+    assert len(np.unique(with_basemap.reshape(-1, 3), axis=0)) > 200
+    page.locator("#conflict").scroll_into_view_if_needed()
+    page.screenshot(path=screenshots / "webui-conflicts.png", full_page=True)
+    # the three geometries drawn, on the background alone (the basemap hidden by keyboard):
+    # the device's and the server's discs, the base's ring
+    page.get_by_label("Basemap: OpenStreetMap (rendered locally)").focus()
+    page.keyboard.press("Space")
     pixels = _map_pixels_of(page)
     assert kit._near(pixels, DEVICE_COLOUR) > 50
     assert kit._near(pixels, SERVER_COLOUR) > 50
     assert kit._near(pixels, BASE_COLOUR) > 30
-    page.locator("#conflict").scroll_into_view_if_needed()
-    page.screenshot(path=screenshots / "webui-conflicts.png", full_page=True)
     # hiding a version through the legend's checkbox (by keyboard) takes it off the map
     page.get_by_label("Server: the row as the server has it").focus()
     page.keyboard.press("Space")

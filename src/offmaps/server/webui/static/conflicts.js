@@ -6,7 +6,15 @@ import {
   NavigationControl,
   ScaleControl,
 } from "./vendor/maplibre-gl/maplibre-gl.mjs";
-import { ApiError, api, element, requireSession, showHeader } from "./session.js";
+import {
+  ApiError,
+  api,
+  authHeaders,
+  element,
+  requireSession,
+  root,
+  showHeader,
+} from "./session.js";
 
 const current = await requireSession();
 showHeader(current);
@@ -31,7 +39,9 @@ const section = document.getElementById("conflict");
 const resolveMessage = document.getElementById("resolve-message");
 let canResolve = false;
 let map = null;
+let mapLoaded = null; // settles once the map's style is loaded
 let shown = null; // the conflict on display (GeoJSON form)
+let basemap = { mapId: undefined, layers: [], title: null, note: null }; // under the versions
 
 function say(node, text, isError = false) {
   node.textContent = text;
@@ -215,7 +225,10 @@ function ensureMap() {
     center: [0, 0],
     zoom: 1,
     attributionControl: false,
+    // the session's token on requests to this server only
+    transformRequest: (url) => ({ url, headers: authHeaders(url) }),
   });
+  mapLoaded = map.once("load");
   map.addControl(new NavigationControl(), "top-right");
   map.addControl(new ScaleControl(), "bottom-left");
   window.offmapsConflictMap = map; // for the browser tests and the console
@@ -238,6 +251,54 @@ function geometries(conflict, geomName) {
     server,
     geomName,
   };
+}
+
+/** The raster basemap of the conflict's web map, under the versions, for context: read from
+ * the map's document (a caller who may not read the map gets the versions alone). */
+async function useBasemap(view, mapId) {
+  if (basemap.mapId === mapId) return;
+  for (const id of basemap.layers) {
+    view.removeLayer(id);
+    view.removeSource(id);
+  }
+  basemap = { mapId, layers: [], title: null, note: null };
+  if (!mapId) {
+    basemap.note = "no basemap: the conflict names no web map";
+    return;
+  }
+  try {
+    const doc = await api(`api/maps/${encodeURIComponent(mapId)}`);
+    const rasters = (doc.basemap?.layers || []).filter((layer) => layer.type === "raster_tile");
+    for (const [index, layer] of rasters.entries()) {
+      const id = `basemap-${index}`;
+      const url = new URL(`tiles/${encodeURIComponent(layer.service)}/tilejson.json`, root).href;
+      view.addSource(id, { type: "raster", url, tileSize: 256 });
+      view.addLayer({ id, type: "raster", source: id }, "base-fill");
+      basemap.layers.push(id);
+    }
+    basemap.title = doc.basemap?.title || "Basemap";
+    if (!rasters.length) basemap.note = "no basemap: the map has no raster basemap";
+  } catch (failure) {
+    basemap.note = `no basemap: ${problem(failure)}`;
+  }
+}
+
+function basemapItem() {
+  const li = element("li");
+  const box = element("input", null, { type: "checkbox", id: "show-basemap" });
+  box.checked = true;
+  box.disabled = basemap.layers.length === 0;
+  box.addEventListener("change", () => {
+    for (const id of basemap.layers) {
+      map.setLayoutProperty(id, "visibility", box.checked ? "visible" : "none");
+    }
+  });
+  const label = element("label", `Basemap${basemap.title ? `: ${basemap.title}` : ""}`, {
+    for: "show-basemap",
+  });
+  li.append(box, label);
+  if (basemap.note) li.append(element("span", basemap.note, { class: "meta" }));
+  return li;
 }
 
 function legend(found) {
@@ -266,13 +327,16 @@ function legend(found) {
     li.append(element("span", note, { class: "meta" }));
     list.append(li);
   }
+  list.append(basemapItem());
 }
 
 async function drawGeometries(conflict, geomName) {
   const found = geometries(conflict, geomName);
-  legend(found);
   const view = ensureMap();
-  if (!view.loaded()) await view.once("load");
+  await mapLoaded;
+  await useBasemap(view, conflict.map_id);
+  for (const id of basemap.layers) view.setLayoutProperty(id, "visibility", "visible");
+  legend(found);
   view.resize();
   const points = [];
   for (const { key } of VERSIONS) {
@@ -290,7 +354,7 @@ async function drawGeometries(conflict, geomName) {
     const pad = 0.0002; // a little room around a single point
     view.fitBounds(
       [[Math.min(...xs) - pad, Math.min(...ys) - pad], [Math.max(...xs) + pad, Math.max(...ys) + pad]],
-      { padding: 40, maxZoom: 19, animate: false },
+      { padding: 60, maxZoom: 18, animate: false },
     );
   }
   await view.once("idle");
