@@ -3,7 +3,8 @@ office moved the same site and changed the same field), its three versions side 
 drawn on the map (read from the pixels), resolved field by field, and checked through the API.
 
 A caller whose token may list the review queue but not settle it (``offline:sync`` without
-``features:edit``) sees the conflict and no button to resolve it.
+``features:edit``) sees the conflict and no button to resolve it; an admin sees every user's
+conflicts and may resolve them; a refused resolve shows the API's problem.
 """
 
 from __future__ import annotations
@@ -241,12 +242,14 @@ def test_a_caller_who_may_not_resolve_sees_the_conflict_and_no_resolve_button(
     assert page.locator("#queue").is_hidden()
 
 
-def test_a_refused_resolve_shows_the_apis_problem_and_keeps_the_conflict(
+def test_an_admin_resolves_any_conflict_and_a_refusal_shows_the_apis_problem(
     page: Page, sample_site: SampleSite, parked: Parked, watch: kit.Watch
 ) -> None:
     resolve_path = f"/api/conflicts/{parked.conflict_id}/resolve"
     watch.allowed.add((resolve_path, 409))
-    kit._sign_in(page, sample_site, "/ui/conflicts")
+    # the editor's conflict, seen by an admin, who may resolve it
+    admin = SampleSite(sample_site.url, sample_site.map_id, user="admin")
+    kit._sign_in(page, admin, "/ui/conflicts")
     page.wait_for_url("**/ui/conflicts")
     _open_conflict(page, parked.conflict_id)
     # the office edits the row again while the page shows the conflict
@@ -259,6 +262,7 @@ def test_a_refused_resolve_shows_the_apis_problem_and_keeps_the_conflict(
             "Content-Type": "application/merge-patch+json",
         },
     ).raise_for_status()
+    assert page.get_by_role("radio").count() == 4  # device or server, for both fields
     page.get_by_role("button", name="Keep the device's edit").click()
     message = page.locator("#resolve-message")
     message.filter(has_text="Could not resolve the conflict").wait_for()

@@ -417,7 +417,7 @@ async function resolve(side) {
       body: JSON.stringify(body),
     });
     await loadQueue();
-    await show(settled, false);
+    await show(settled, true); // the buttons are gone: focus goes back to the conflict's title
     const kept = { merge: "the fields picked", client: "the device's edit", server: "the server's row" };
     say(resolveMessage, `Resolved: kept ${kept[side]}. The device gets the row at its next sync.`);
   } catch (failure) {
