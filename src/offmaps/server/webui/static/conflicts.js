@@ -63,7 +63,7 @@ function mayResolve(me) {
   return scopes.has("admin") || (scopes.has("offline:sync") && scopes.has("features:edit"));
 }
 
-// --- the versions, field by field ---------------------------------------------------------------
+// --- the versions, field by field ---------------------------------------------------------
 
 function props(feature) {
   return feature?.properties || {};
@@ -167,7 +167,8 @@ function fieldRows(conflict, open) {
       conflict.kind === "delete_update"));
     tr.append(cell(server, field, geomName, known && server !== undefined && !same(server, base),
       conflict.kind === "update_delete"));
-    tr.append(pick && conflicting.has(field) ? keepCell(field, label) : element("td", null, { class: "keep-column" }));
+    const keep = pick && conflicting.has(field);
+    tr.append(keep ? keepCell(field, label) : element("td", null, { class: "keep-column" }));
     rows.push(tr);
   }
   document.getElementById("versions").classList.toggle("picking", pick);
@@ -185,7 +186,7 @@ function otherFields(conflict, listed) {
   details.hidden = list.childElementCount === 0;
 }
 
-// --- the geometries on the map --------------------------------------------------------------------
+// --- the geometries on the map ------------------------------------------------------------
 
 const POINTS = ["match", ["geometry-type"], ["Point", "MultiPoint"], true, false];
 const LINES = ["match", ["geometry-type"], ["LineString", "MultiLineString"], true, false];
@@ -196,7 +197,7 @@ function styleLayers({ key, colour }) {
   return [
     { id: `${key}-fill`, type: "fill", source: key, filter: POLYGONS,
       paint: { "fill-color": colour, "fill-opacity": ring ? 0.08 : 0.25 } },
-    { id: `${key}-line`, type: "line", source: key, filter: ["!", POINTS],
+    { id: `${key}-line`, type: "line", source: key, filter: ["any", LINES, POLYGONS],
       paint: { "line-color": colour, "line-width": ring ? 2 : 3,
         ...(ring ? { "line-dasharray": [2, 2] } : {}) } },
     { id: `${key}-point`, type: "circle", source: key, filter: POINTS,
@@ -313,11 +314,13 @@ function legend(found) {
     box.disabled = !geometry;
     box.addEventListener("change", () => {
       for (const suffix of ["fill", "line", "point"]) {
-        map.setLayoutProperty(`${version.key}-${suffix}`, "visibility", box.checked ? "visible" : "none");
+        const visibility = box.checked ? "visible" : "none";
+        map.setLayoutProperty(`${version.key}-${suffix}`, "visibility", visibility);
       }
     });
     const label = element("label", null, { for: id });
-    label.append(element("span", null, { class: `swatch swatch-${version.key}`, "aria-hidden": "true" }));
+    const swatch = { class: `swatch swatch-${version.key}`, "aria-hidden": "true" };
+    label.append(element("span", null, swatch));
     label.append(version.title);
     li.append(box, label);
     const note = geometry
@@ -353,18 +356,22 @@ async function drawGeometries(conflict, geomName) {
     const ys = points.map((p) => p[1]);
     const pad = 0.0002; // a little room around a single point
     view.fitBounds(
-      [[Math.min(...xs) - pad, Math.min(...ys) - pad], [Math.max(...xs) + pad, Math.max(...ys) + pad]],
+      [
+        [Math.min(...xs) - pad, Math.min(...ys) - pad],
+        [Math.max(...xs) + pad, Math.max(...ys) + pad],
+      ],
       { padding: 60, maxZoom: 18, animate: false },
     );
   }
   await view.once("idle");
 }
 
-// --- one conflict ---------------------------------------------------------------------------------
+// --- one conflict -------------------------------------------------------------------------
 
 async function openConflict(id, { focus = true } = {}) {
   say(resolveMessage, "");
-  const conflict = await api(`api/conflicts/${encodeURIComponent(id)}`, { headers: { Accept: GEOJSON } });
+  const path = `api/conflicts/${encodeURIComponent(id)}`;
+  const conflict = await api(path, { headers: { Accept: GEOJSON } });
   await show(conflict, focus);
 }
 
@@ -376,9 +383,11 @@ async function show(conflict, focus) {
   const title = document.getElementById("conflict-title");
   title.textContent = `${conflict.collection}: feature ${conflict.global_id}`;
   const found = new Date(conflict.created).toLocaleString();
-  const settled = open ? "open" : `resolved (${conflict.resolution}) by ${conflict.resolved_by ?? "a policy"}`;
+  const by = conflict.resolved_by ?? "a policy";
+  const settled = open ? "open" : `resolved (${conflict.resolution}) by ${by}`;
   document.getElementById("conflict-meta").textContent =
-    `${KINDS[conflict.kind] ?? conflict.kind}; found ${found} in replica ${conflict.replica_id}; ${settled}.`;
+    `${KINDS[conflict.kind] ?? conflict.kind}; found ${found} in replica ` +
+    `${conflict.replica_id}; ${settled}.`;
   const { rows, geomName, listed } = fieldRows(conflict, open);
   document.querySelector("#versions tbody").replaceChildren(...rows);
   otherFields(conflict, listed);
@@ -418,7 +427,11 @@ async function resolve(side) {
     });
     await loadQueue();
     await show(settled, true); // the buttons are gone: focus goes back to the conflict's title
-    const kept = { merge: "the fields picked", client: "the device's edit", server: "the server's row" };
+    const kept = {
+      merge: "the fields picked",
+      client: "the device's edit",
+      server: "the server's row",
+    };
     say(resolveMessage, `Resolved: kept ${kept[side]}. The device gets the row at its next sync.`);
   } catch (failure) {
     say(resolveMessage, `Could not resolve the conflict: ${problem(failure)}`, true);
@@ -427,7 +440,7 @@ async function resolve(side) {
   }
 }
 
-// --- the queue ------------------------------------------------------------------------------------
+// --- the queue ----------------------------------------------------------------------------
 
 function queueRow(conflict) {
   const tr = element("tr", null, { "data-conflict": conflict.id });
@@ -439,7 +452,9 @@ function queueRow(conflict) {
   tr.append(element("td", conflict.status, { class: `conflict-${conflict.status}` }));
   const td = element("td");
   const button = element("button", "Open", {
-    type: "button", class: "link", "aria-label": `Open the conflict on ${conflict.collection} ${conflict.global_id}`,
+    type: "button",
+    class: "link",
+    "aria-label": `Open the conflict on ${conflict.collection} ${conflict.global_id}`,
   });
   button.addEventListener("click", () => {
     openConflict(conflict.id).catch((failure) => {
@@ -454,7 +469,8 @@ function queueRow(conflict) {
 async function loadQueue() {
   let conflicts;
   try {
-    ({ conflicts } = await api(`api/conflicts?status=${statusSelect.value}`, { headers: { Accept: GEOJSON } }));
+    const path = `api/conflicts?status=${encodeURIComponent(statusSelect.value)}`;
+    ({ conflicts } = await api(path, { headers: { Accept: GEOJSON } }));
   } catch (failure) {
     queue.hidden = true;
     say(queueMessage, `Could not list the conflicts: ${problem(failure)}`, true);
@@ -463,7 +479,8 @@ async function loadQueue() {
   queue.querySelector("tbody").replaceChildren(...conflicts.map(queueRow));
   queue.hidden = conflicts.length === 0;
   const which = statusSelect.value === "all" ? "" : `${statusSelect.value} `;
-  const count = conflicts.length === 1 ? `1 ${which}conflict` : `${conflicts.length} ${which}conflicts`;
+  const n = conflicts.length;
+  const count = n === 1 ? `1 ${which}conflict` : `${n} ${which}conflicts`;
   say(queueMessage, conflicts.length ? count : `No ${which}conflicts.`);
 }
 
