@@ -936,12 +936,39 @@ class SyncService:
             owner=owner, status=status, replica_id=replica_id, limit=limit
         )
 
-    def get_conflict(self, conflict_id: str, *, owner: str | None) -> Conflict:
-        """One conflict; raises ``ConflictNotFoundError`` (also for other owners')."""
+    def get_conflict(
+        self, conflict_id: str, *, owner: str | None, refresh: bool = True
+    ) -> Conflict:
+        """One conflict; an open one, unless ``refresh`` is false, with the server's side as
+        the row is now (someone may have edited or deleted it since it was parked: what a
+        reviewer then resolves against). Raises ``ConflictNotFoundError`` (also for other
+        owners')."""
         found = self.state.find_conflict(conflict_id)
         if found is None or (owner is not None and found.owner != owner):
             raise ConflictNotFoundError(f"no conflict {conflict_id[:40]!r}")
-        return found
+        if found.status != "open" or not refresh:
+            return found
+        with self._service_lock(found.service):
+            store = self.catalog.feature_service(found.service)
+            try:
+                current: Feature | None = store.get_feature(found.layer, uuid.UUID(found.global_id))
+            except FeatureNotFoundError:
+                current = None
+            version = None if current is None else current.version
+            if version == found.server_version:
+                return found
+            kind = found.kind
+            if current is None and kind == "update_update":
+                kind = "update_delete"  # deleted since: an update brings it back
+            elif current is not None and kind == "update_delete":
+                kind = "update_update"  # brought back since
+            server = None
+            if current is not None:
+                server = feature_to_wire(store.get_layer(found.layer), current)
+            self.state.refresh_conflict(
+                conflict_id, kind=kind, server=server, server_version=version
+            )
+        return replace(found, kind=kind, server=server, server_version=version)
 
     def resolve_conflict(
         self,
@@ -957,11 +984,12 @@ class SyncService:
 
         Raises:
             ConflictNotFoundError: no such conflict.
-            ConflictStateError: it is resolved already, or the row changed since.
+            ConflictStateError: it is resolved already, or the row changed since the conflict
+                was last read (reading it again, :meth:`get_conflict`, shows the row as it is).
             InvalidChangeSetError: ``values`` names a field that is not in conflict, or the
                 side is unknown.
         """
-        conflict = self.get_conflict(conflict_id, owner=owner)
+        conflict = self.get_conflict(conflict_id, owner=owner, refresh=False)  # as last read
         if conflict.status != "open":
             raise ConflictStateError(f"conflict {conflict_id} is resolved already")
         if side not in {"server", "client", "merge"}:
@@ -1024,6 +1052,8 @@ class SyncService:
         if conflict.kind == "delete_update":
             if side == "merge":
                 raise InvalidChangeSetError("a delete against an update has no fields to merge")
+            if conflict.server_version is None:  # deleted on the server too since
+                return []
             return [Delete(conflict.layer, gid, conflict.server_version)]
         if side == "merge":
             chosen = dict(values or {})

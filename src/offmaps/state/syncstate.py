@@ -220,6 +220,18 @@ class SyncStateStore(Protocol):
         answers that name it (the parked change's, and those of the edits it covered)."""
         ...
 
+    def refresh_conflict(
+        self,
+        conflict_id: str,
+        *,
+        kind: str,
+        server: dict[str, Any] | None,
+        server_version: int | None,
+    ) -> None:
+        """Record the server's side of an open conflict as the row is now (it changed after
+        the conflict was parked); a resolved conflict keeps what it had."""
+        ...
+
     def close(self) -> None:
         """Release the store."""
         ...
@@ -409,6 +421,22 @@ class SQLiteSyncStateStore:
                 (conflict_id,),
             ).fetchone()
         return None if row is None else _conflict(row)
+
+    def refresh_conflict(
+        self,
+        conflict_id: str,
+        *,
+        kind: str,
+        server: dict[str, Any] | None,
+        server_version: int | None,
+    ) -> None:
+        """Record the server's side of an open conflict as the row is now."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE conflicts SET kind = ?, server = ?, server_version = ? "
+                "WHERE id = ? AND status = 'open'",
+                (kind, None if server is None else json.dumps(server), server_version, conflict_id),
+            )
 
     def resolve_conflict(
         self,

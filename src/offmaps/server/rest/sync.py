@@ -502,7 +502,7 @@ def resolve(
     if body.feature is not None:
         if values is not None:
             raise InvalidChangeSetError('give a merge\'s values as "values" or as "feature"')
-        found = services.sync.get_conflict(conflict_id, owner=owner)
+        found = services.sync.get_conflict(conflict_id, owner=owner, refresh=False)
         feature = body.feature.model_dump(mode="json", exclude_unset=True)
         values = _converter(services, found.service).values(found.layer, feature, partial=True)[1]
     settled = services.sync.resolve_conflict(
