@@ -45,7 +45,13 @@ STATIC_DIR = Path(__file__).parent / "static"
 """The pages' scripts, styles and vendored libraries, served under ``/ui/static``."""
 _PAGES_DIR = Path(__file__).parent / "pages"
 
-PAGES = {"": "home.html", "signin": "signin.html", "map": "map.html", "jobs": "jobs.html"}
+PAGES = {
+    "": "home.html",
+    "signin": "signin.html",
+    "map": "map.html",
+    "jobs": "jobs.html",
+    "caches": "caches.html",
+}
 """The pages, by their path under :data:`UI_PREFIX`, and their HTML file."""
 
 CONTENT_SECURITY_POLICY = "; ".join(
