@@ -150,7 +150,7 @@ def test_an_area_drawn_on_the_map_is_seeded_and_the_charts_show_it(
     page.wait_for_selector("#clean-message[data-status]", timeout=60_000)
     assert page.locator("#clean-message").get_attribute("data-status") == "succeeded"
     page.wait_for_function(
-        "!document.querySelector('#chart-tiles-table td[data-key=tiles]')"
+        "() => !document.querySelector('#chart-tiles-table td[data-key=tiles]')"
         " || [...document.querySelectorAll('#chart-tiles-table tbody th')]"
         ".every((th) => th.textContent !== 'z13' || th.nextSibling.textContent === '0')"
     )

@@ -51,6 +51,7 @@ PAGES = {
     "map": "map.html",
     "jobs": "jobs.html",
     "caches": "caches.html",
+    "areas": "areas.html",
 }
 """The pages, by their path under :data:`UI_PREFIX`, and their HTML file."""
 
