@@ -52,7 +52,7 @@ def _row_status(page: Page, title: str) -> str:
 
 
 def test_an_area_drawn_on_the_map_is_packaged_listed_refreshed_and_deleted(
-    page: Page, sample_site: SampleSite, screenshots: Path
+    page: Page, sample_site: SampleSite, screenshots: Path, watch: shared.Watch
 ) -> None:
     _open_areas(page, sample_site)  # the editor owns the sample map
     assert page.get_by_role("heading", level=1).inner_text().startswith("Preplanned areas of")
@@ -67,8 +67,15 @@ def test_an_area_drawn_on_the_map_is_packaged_listed_refreshed_and_deleted(
     assert page.locator("#area-summary").inner_text().startswith("Area drawn: 4 corners")
     page.get_by_label("Title").fill("Harbour crew")
     page.get_by_label("Update mode").select_option("download_scheduled_updates")
-    page.get_by_label("Refresh schedule").fill("1d")
     page.get_by_label("Tile format").select_option("pmtiles")
+    # a schedule the API refuses: its message, readable
+    watch.allowed.add((f"/api/maps/{sample_site.map_id}/areas", 422))
+    page.get_by_label("Refresh schedule").fill("every tuesday")
+    page.get_by_role("button", name="Create the area").click()
+    refused = page.locator("#create-status.error")
+    refused.wait_for()
+    assert "refresh" in refused.inner_text()
+    page.get_by_label("Refresh schedule").fill("1d")
     page.get_by_role("button", name="Create the area").focus()
     page.keyboard.press("Enter")
     row = page.locator("#areas tbody tr", has_text="Harbour crew")
@@ -114,7 +121,13 @@ def test_an_area_drawn_on_the_map_is_packaged_listed_refreshed_and_deleted(
 def test_a_reader_of_the_map_sees_the_areas_and_no_button_to_change_them(
     page: Page, viewer_site: SampleSite
 ) -> None:
-    _open_areas(page, viewer_site)
+    # from the list of maps, by keyboard
+    shared._sign_in(page, viewer_site)
+    page.wait_for_url("**/ui/")
+    page.get_by_role("link", name="Preplanned areas of Helsinki field inspections").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/ui/areas?map={viewer_site.map_id}")
+    page.wait_for_selector("body[data-page-ready]", timeout=30_000)
     assert not page.locator("#create-title").is_visible()
     for name in ("Create the area", "Draw a rectangle"):
         assert page.get_by_role("button", name=name).count() == 0

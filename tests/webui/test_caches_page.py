@@ -102,7 +102,7 @@ def _stats(site: SampleSite) -> dict[str, object]:
 
 
 def test_an_area_drawn_on_the_map_is_seeded_and_the_charts_show_it(
-    page: Page, cache_site: SampleSite, screenshots: Path
+    page: Page, cache_site: SampleSite, screenshots: Path, watch: shared.Watch
 ) -> None:
     _open_cache(page, cache_site)
     assert page.locator("[data-total='tiles']").inner_text() == "0"
@@ -117,6 +117,14 @@ def test_an_area_drawn_on_the_map_is_seeded_and_the_charts_show_it(
     page.mouse.click(cx - 40, cy - 30)
     page.mouse.click(cx + 40, cy + 30)
     assert page.locator("#area-summary").inner_text().startswith("Area drawn: 4 corners")
+    # a bad range: the API's own message, readable
+    watch.allowed.add((f"/api/caches/{CACHE}/seed", 422))
+    page.get_by_label("Lowest level", exact=True).fill("14")
+    page.get_by_label("Highest level", exact=True).fill("12")
+    page.get_by_role("button", name="Estimate").click()
+    refused = page.locator("#seed-plan.error")
+    refused.wait_for()
+    assert "14-12 is inverted" in refused.inner_text()
     page.get_by_label("Lowest level", exact=True).fill("12")
     page.get_by_label("Highest level", exact=True).fill("13")
     page.get_by_role("button", name="Estimate").click()

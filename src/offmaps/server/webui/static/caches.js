@@ -256,6 +256,7 @@ function seedBody(dryRun) {
 
 function showPlan(plan) {
   const out = document.getElementById("seed-plan");
+  out.classList.remove("error");
   const list = element("ul", null, { class: "plan" });
   for (const level of plan.levels) {
     list.append(element("li", `z${level.z}: ${level.tiles.toLocaleString()} tiles, ${level.stored.toLocaleString()} stored already`));
