@@ -151,6 +151,22 @@ def test_an_area_drawn_on_the_map_is_seeded_and_the_charts_show_it(
     assert row.inner_text() == str(stats["tiles"])  # the list follows
     page.screenshot(path=screenshots / "webui-caches.png", full_page=True)
 
+    # a polygon drawn by keyboard: corners at the map's centre, moved with the arrow keys
+    page.get_by_role("button", name="Draw a polygon").click()
+    for key in ("ArrowRight", "ArrowDown", None):
+        page.get_by_role("button", name="Add a corner at the map centre").press("Enter")
+        if key:
+            before = page.evaluate("() => window.offmapsMap.getCenter().toArray()")
+            page.locator("#seed-map canvas").focus()  # MapLibre's keyboard handler's element
+            page.keyboard.press(key)
+            page.wait_for_function(
+                "(before) => !window.offmapsMap.isMoving()"
+                " && window.offmapsMap.getCenter().toArray().join() !== before.join()",
+                arg=before,
+            )
+    page.get_by_role("button", name="Finish the polygon").press("Enter")
+    assert page.locator("#area-summary").inner_text().startswith("Area drawn: 3 corners")
+
     # clean up level 13 only
     page.get_by_label("Lowest level to remove").fill("13")
     page.get_by_label("Highest level to remove").fill("13")

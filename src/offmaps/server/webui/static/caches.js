@@ -42,7 +42,6 @@ function cacheRow(cache) {
   const tr = element("tr", null, { "data-cache": cache.name });
   const name = element("td");
   const button = element("button", cache.title || cache.name, { type: "button", class: "link" });
-  button.setAttribute("aria-label", `Show cache ${cache.name}`);
   button.addEventListener("click", () => select(cache.name));
   name.append(button);
   if (cache.title && cache.title !== cache.name) name.append(element("span", cache.name, { class: "meta" }));
