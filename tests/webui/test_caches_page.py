@@ -144,6 +144,7 @@ def test_an_area_drawn_on_the_map_is_seeded_and_the_charts_show_it(
     assert tiles == {f"z{level['z']}": level["tiles"] for level in levels}
     assert set(tiles) == {"z12", "z13"}
     assert all(count > 0 for count in tiles.values())
+    assert f"{sum(tiles.values())} tiles fetched" in page.locator("#seed-message").inner_text()
     assert page.locator("[data-total='tiles']").inner_text() == str(stats["tiles"])
     assert _bar_pixels(page, "chart-tiles") > 200  # the bars are drawn
     assert _levels(page, "chart-bytes", "bytes")["z13"] > 0
@@ -173,6 +174,7 @@ def test_an_area_drawn_on_the_map_is_seeded_and_the_charts_show_it(
     page.get_by_role("button", name="Clean up").click()
     page.wait_for_selector("#clean-message[data-status]", timeout=60_000)
     assert page.locator("#clean-message").get_attribute("data-status") == "succeeded"
+    assert "tiles removed" in page.locator("#clean-message").inner_text()
     page.wait_for_function(
         "() => !document.querySelector('#chart-tiles-table td[data-key=tiles]')"
         " || [...document.querySelectorAll('#chart-tiles-table tbody th')]"

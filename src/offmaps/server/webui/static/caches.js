@@ -238,10 +238,8 @@ async function select(name) {
     } catch (failure) {
       say(document.getElementById("area-summary"), `Could not show the map: ${failure.message}`, true);
     }
-    document.body.dataset.cacheReady = selected.name;
-  } else {
-    document.body.dataset.cacheReady = selected.name;
   }
+  document.body.dataset.cacheReady = selected.name;
 }
 
 function seedBody(dryRun) {
@@ -276,9 +274,27 @@ async function follow(job, progress, message) {
     state = await api(`api/jobs/${encodeURIComponent(job.id)}`);
   }
   progress.value = state.progress;
-  say(message, state.status === "succeeded" ? `Succeeded: ${state.message || ""}` : `${state.status}: ${state.error || state.message || ""}`, state.status !== "succeeded");
+  if (state.status === "succeeded") {
+    say(message, `Succeeded: ${outcome(state.result || {}) || state.message || ""}`);
+  } else {
+    say(message, `${state.status}: ${state.error || state.message || ""}`, true);
+  }
   message.dataset.status = state.status;
   return state;
+}
+
+function outcome(result) {
+  // a seed's figures, or a cleanup's
+  const parts = [];
+  if (result.fetched !== undefined) {
+    parts.push(`${result.fetched.toLocaleString()} tiles fetched (${bytes(result.bytes || 0)})`);
+    parts.push(`${(result.skipped || 0).toLocaleString()} stored already`);
+    parts.push(`${(result.missing || 0).toLocaleString()} missing at the source`);
+    parts.push(`${(result.errors || 0).toLocaleString()} errors`);
+  }
+  if (result.removed_tiles !== undefined) parts.push(`${result.removed_tiles.toLocaleString()} tiles removed`);
+  if (result.deleted_blobs !== undefined) parts.push(`${result.deleted_blobs.toLocaleString()} orphan blobs deleted`);
+  return parts.join(", ");
 }
 
 function needArea(out) {
