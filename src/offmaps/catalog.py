@@ -188,13 +188,14 @@ class Catalog:
         *,
         features_url: str | None = None,
         max_attachment_bytes: int = 64 * 1024 * 1024,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.features = open_feature_services(data_dir, features_url)
         self.max_attachment_bytes = max_attachment_bytes
         for sub in ("features", "tiles", "cache", "blobs", "webmaps"):
             (data_dir / sub).mkdir(parents=True, exist_ok=True)
-        self.blobs: BlobStore = LocalBlobStore(data_dir / "blobs")
+        self.blobs: BlobStore = LocalBlobStore(data_dir / "blobs") if blobs is None else blobs
         self.webmaps = FolderWebMapStore(data_dir / "webmaps")
         self._lock = threading.Lock()
         self._services: dict[str, FeatureStore] = {}

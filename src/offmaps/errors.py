@@ -193,6 +193,7 @@ __all__ = [
     "RateLimitError",
     "ReplicaNotFoundError",
     "StorageError",
+    "StorageUnavailableError",
     "SyncError",
     "SyncFailedError",
     "TileLimitError",
@@ -289,6 +290,10 @@ class IncompatibleTileMatrixSetError(TilingError):
 
 class StorageError(OffmapsError):
     """A byte store failed."""
+
+
+class StorageUnavailableError(StorageError):
+    """A byte store cannot be reached now (no connection, no answer in time): try again."""
 
 
 class BlobNotFoundError(StorageError):

@@ -274,10 +274,12 @@ class StorageBackend:
     Attributes:
         objects: the keyed object store (jobs' files).
         tile_blobs: the blob store of the tile caches' tiles.
+        attachments: the blob store of the feature services' attachments.
     """
 
     objects: Callable[[ServerSettings], ObjectStore]
     tile_blobs: Callable[[ServerSettings], BlobStore]
+    attachments: Callable[[ServerSettings], BlobStore]
 
 
 def _local_tile_blobs(settings: ServerSettings) -> SQLiteBlobStore:
@@ -320,10 +322,12 @@ STORAGE_BACKENDS: Mapping[str, StorageBackend] = MappingProxyType(
                 settings.data_dir / "objects", signer=_storage_signer(settings)
             ),
             tile_blobs=_local_tile_blobs,
+            attachments=lambda settings: LocalBlobStore(settings.data_dir / "blobs"),
         ),
         S3: StorageBackend(
             objects=lambda settings: _s3_store(settings, "objects"),
             tile_blobs=lambda settings: _s3_store(settings, "tile-caches/blobs", blobs=True),
+            attachments=lambda settings: _s3_store(settings, "blobs", blobs=True),
         ),
     }
 )
@@ -454,12 +458,13 @@ def build_services(
             tables at an older version: run ``offmaps db upgrade``).
     """
     state = STATE_BACKENDS[backend or state_backend(settings)]
-    open_objects = STORAGE_BACKENDS[storage or storage_backend(settings)].objects
+    stores = STORAGE_BACKENDS[storage or storage_backend(settings)]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(
         settings.data_dir,
         features_url=settings.features_url,
         max_attachment_bytes=settings.max_body_bytes,
+        blobs=stores.attachments(settings),
     )
     users = state.users(settings)
     replicas = state.replicas(settings)
@@ -469,7 +474,7 @@ def build_services(
         catalog.blobs,
         max_bytes=catalog.max_attachment_bytes,
     )
-    objects = open_objects(settings)
+    objects = stores.objects(settings)
     offline = OfflineMapServices(catalog, replicas, sync, settings.limits)
     caches = open_caches(settings, catalog)
     archives = ObjectUploads(

@@ -103,6 +103,10 @@ class ServerSettings(BaseSettings):
         area_scheduler: whether this process refreshes preplanned map areas on their schedule
             (turn it off on all but one process if several serve one data folder).
         area_scheduler_tick_s: how often the scheduler looks for areas whose refresh is due.
+        download_redirect_s: when above 0, a download of a package's or a job's file answers
+            ``307`` with a presigned URL of the object store valid this long (S3's own, or the
+            data folder's ``/storage/...``), so the bytes do not pass through the server; 0
+            streams them through it.
         queue_url: a ``redis://`` URL: jobs are queued there and run by ``offmaps worker``
             processes instead of in the server's own process (docs/architecture.md, "The job
             queue"). Every server and worker process must share the job store (the same data
@@ -136,6 +140,7 @@ class ServerSettings(BaseSettings):
     area_keep_packages: int = Field(default=3, ge=1, le=1000)
     area_scheduler: bool = True
     area_scheduler_tick_s: float = Field(default=30.0, ge=1, le=3600)
+    download_redirect_s: int = Field(default=0, ge=0, le=7 * 86_400)
     queue_url: str | None = Field(default=None, pattern=r"^rediss?://")
     queue_namespace: str = Field(default="offmaps", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     queue_heartbeat_s: float = Field(default=60.0, ge=1, le=3600)

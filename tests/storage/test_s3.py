@@ -22,6 +22,7 @@ from offmaps.errors import (
     InvalidBlobKeyError,
     InvalidObjectKeyError,
     StorageError,
+    StorageUnavailableError,
 )
 from offmaps.storage import S3BlobStore, S3Config, S3ObjectStore
 from tests.s3kit import BUCKET, FOREIGN, FOREIGN_BUCKET, bucket_keys
@@ -308,11 +309,13 @@ def calls(objects: S3ObjectStore, blobs: S3BlobStore) -> list[object]:
     ]
 
 
-def assert_all_fail(config: S3Config, match: str) -> None:
+def assert_all_fail(
+    config: S3Config, match: str, expected: type[StorageError] = StorageError
+) -> None:
     for call in calls(S3ObjectStore(config), S3BlobStore(config)):
         with pytest.raises(StorageError, match=match) as raised:
             call()  # type: ignore[operator]
-        assert type(raised.value) is StorageError, raised.value
+        assert type(raised.value) is expected, raised.value
         assert "botocore" not in str(raised.value)
 
 
@@ -326,7 +329,11 @@ def test_a_service_that_is_down_is_a_clear_storage_error() -> None:
         max_attempts=1,
         connect_timeout=2,
     )
-    assert_all_fail(config, r"cannot reach the S3 store at http://127\.0\.0\.1:9 .*is it running")
+    assert_all_fail(
+        config,
+        r"cannot reach the S3 store at http://127\.0\.0\.1:9 .*is it running",
+        StorageUnavailableError,  # a 503 at the HTTP edge: try again
+    )
 
 
 def test_refused_credentials_are_a_clear_storage_error(s3_config: S3Config) -> None:

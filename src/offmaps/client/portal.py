@@ -193,8 +193,12 @@ class Portal:
         return response.json() if response.content else None
 
     def stream(self, url: str, headers: Mapping[str, str]) -> Any:
-        """A streamed ``GET`` of ``url`` (a context manager giving an ``httpx.Response``)."""
-        return self._http.stream("GET", url, headers={**self._headers(), **headers})
+        """A streamed ``GET`` of ``url`` (a context manager giving an ``httpx.Response``),
+        following redirects: a server may hand a download over to its storage's presigned URL
+        (the token is not sent to another origin)."""
+        return self._http.stream(
+            "GET", url, headers={**self._headers(), **headers}, follow_redirects=True
+        )
 
     def login(self, username: str, password: str, *, scope: str | None = None) -> Credentials:
         """Sign in with the OAuth2 password grant; keeps and returns the token."""

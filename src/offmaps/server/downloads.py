@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from email.utils import format_datetime
 from typing import BinaryIO
 from urllib.parse import quote
@@ -19,6 +20,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from offmaps.server.links import absolute_url
 from offmaps.server.problems import problem_response
 from offmaps.server.ranges import ByteRange, Unsatisfiable, if_range_allows, parse_range
 from offmaps.storage import BlobStore, ObjectStore
@@ -30,10 +32,16 @@ CHUNK_BYTES = 1024 * 1024
 
 
 def object_response(
-    store: ObjectStore, key: str, request: Request, *, filename: str | None = None
+    store: ObjectStore,
+    key: str,
+    request: Request,
+    *,
+    filename: str | None = None,
+    redirect_s: int = 0,
 ) -> Response:
     """The object ``key`` of ``store`` as the answer to ``request``: the whole of it, or the one
-    range its ``Range`` header asks for.
+    range its ``Range`` header asks for; with ``redirect_s``, a ``307`` to a URL of the store
+    presigned for that long instead (the client's ``Range`` goes there with it).
 
     Args:
         store: the store holding the object.
@@ -41,11 +49,20 @@ def object_response(
         request: the request, for its ``Range`` and ``If-Range`` headers.
         filename: the name to save it as (``Content-Disposition``), which also gives its media
             type; by default the key's.
+        redirect_s: seconds a presigned URL handed out instead of the bytes stays valid; 0
+            streams the bytes.
 
     Raises:
         ObjectNotFoundError: there is no such object.
     """
     info = store.head(key)
+    if redirect_s > 0:
+        presigned = store.presign_get(key, timedelta(seconds=redirect_s))
+        if not presigned.headers:  # a plain GET of the URL gets the bytes
+            location = absolute_url(request, presigned.url)
+            return Response(
+                status_code=307, headers={"Location": location, "Cache-Control": "no-store"}
+            )
     etag = '"{}"'.format(info.etag.replace('"', ""))
     last_modified = format_datetime(info.modified, usegmt=True)
     headers = {"Accept-Ranges": "bytes", "ETag": etag, "Last-Modified": last_modified}

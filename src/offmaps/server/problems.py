@@ -44,6 +44,7 @@ STATUS: tuple[tuple[type[errors.OffmapsError], int], ...] = (
     (errors.TileNotFoundError, 404),
     (errors.BlobNotFoundError, 404),
     (errors.ObjectNotFoundError, 404),
+    (errors.StorageUnavailableError, 503),
     (errors.ObjectKeyConflictError, 409),
     (errors.ObjectTooLargeError, 413),
     (errors.InvalidPresignedURLError, 403),

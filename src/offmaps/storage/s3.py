@@ -72,6 +72,7 @@ from offmaps.errors import (
     ObjectNotFoundError,
     ObjectTooLargeError,
     StorageError,
+    StorageUnavailableError,
 )
 from offmaps.storage._stream import CHUNK_SIZE, Chunks, check_max_size, iter_chunks
 from offmaps.storage._stream import open_source_file as _open_source_file
@@ -306,12 +307,12 @@ class _Bucket:
                 "OFFMAPS_S3_ACCESS_KEY_ID and OFFMAPS_S3_SECRET_ACCESS_KEY (or AWS_*)"
             ) from exc
         except _UNREACHABLE as exc:
-            raise StorageError(
+            raise StorageUnavailableError(
                 f"cannot reach the S3 store at {self.where} to {doing} {key!r}: "
                 "no connection (is it running?)"
             ) from exc
         except ReadTimeoutError as exc:
-            raise StorageError(
+            raise StorageUnavailableError(
                 f"the S3 store at {self.where} did not answer in time to {doing} {key!r}"
             ) from exc
         except (BotoCoreError, Boto3Error) as exc:

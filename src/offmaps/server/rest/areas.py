@@ -237,7 +237,13 @@ def download_package_file(
     found = {entry["path"]: entry["sha256"] for entry in package.files}.get(path)
     if found is None:
         raise JobNotFoundError(f"package {package.number} has no file {path[:200]!r}")
-    return object_response(services.areas.files, found, request, filename=PurePosixPath(path).name)
+    return object_response(
+        services.areas.files,
+        found,
+        request,
+        filename=PurePosixPath(path).name,
+        redirect_s=services.settings.download_redirect_s,
+    )
 
 
 def plan_updates(
@@ -278,7 +284,13 @@ def download_update_file(
     found = {u["path"]: u["sha256"] for u in package.updates}.get(name) if package else None
     if found is None:
         raise MapAreaNotFoundError(f"map area {area.id} has no update file {number}/{name[:200]!r}")
-    return object_response(services.areas.files, found, request, filename=name)
+    return object_response(
+        services.areas.files,
+        found,
+        request,
+        filename=name,
+        redirect_s=services.settings.download_redirect_s,
+    )
 
 
 def download_area_file(
@@ -298,7 +310,13 @@ def download_area_file(
         if any(entry["sha256"] == sha256 for entry in (*package.files, *package.updates)) or any(
             sha256 in update.get("blobs", ()) for update in package.updates
         ):
-            return object_response(services.areas.files, sha256, request, filename=sha256)
+            return object_response(
+                services.areas.files,
+                sha256,
+                request,
+                filename=sha256,
+                redirect_s=services.settings.download_redirect_s,
+            )
     raise MapAreaNotFoundError(f"no package of map area {area.id} has a file {sha256}")
 
 

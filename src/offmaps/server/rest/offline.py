@@ -161,14 +161,22 @@ def cancel_job(job_id: str, principal: PrincipalDep, jobs: JobsDep) -> Response:
 
 
 def download_job_file(
-    job_id: str, path: str, request: Request, principal: PrincipalDep, jobs: JobsDep
+    job_id: str, path: str, request: Request, principal: PrincipalDep, services: ServicesDep
 ) -> Response:
-    """A file of a finished job, from the object store: whole, or the one byte range asked."""
+    """A file of a finished job, from the object store: whole, or the one byte range asked
+    (or a redirect to a presigned URL of it, with ``OFFMAPS_DOWNLOAD_REDIRECT_S``)."""
+    jobs = services.jobs
     job = visible_job(jobs, job_id, principal)
     listed = {entry["path"] for entry in (job.result or {}).get("files", [])}
     if job.status is not JobStatus.SUCCEEDED or path not in listed:
         raise JobNotFoundError(f"job {job_id} has no file {path[:200]!r}")
-    return object_response(jobs.output(job_id), path, request, filename=PurePosixPath(path).name)
+    return object_response(
+        jobs.output(job_id),
+        path,
+        request,
+        filename=PurePosixPath(path).name,
+        redirect_s=services.settings.download_redirect_s,
+    )
 
 
 _RANGES: dict[int | str, dict[str, Any]] = {

@@ -50,6 +50,7 @@ PAGES = {
     "signin": "signin.html",
     "map": "map.html",
     "jobs": "jobs.html",
+    "conflicts": "conflicts.html",
     "caches": "caches.html",
     "areas": "areas.html",
 }
