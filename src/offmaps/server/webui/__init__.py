@@ -51,6 +51,8 @@ PAGES = {
     "map": "map.html",
     "jobs": "jobs.html",
     "conflicts": "conflicts.html",
+    "caches": "caches.html",
+    "areas": "areas.html",
 }
 """The pages, by their path under :data:`UI_PREFIX`, and their HTML file."""
 

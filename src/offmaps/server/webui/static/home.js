@@ -27,6 +27,11 @@ async function showMaps() {
       if (map.snippet) item.append(element("p", map.snippet, { class: "note" }));
       const facts = [`owner ${map.owner}`, map.public ? "public" : "shared"];
       item.append(element("p", facts.join(" · "), { class: "meta" }));
+      const areas = element("a", "Preplanned areas", { href: `areas?map=${encodeURIComponent(map.id)}` });
+      areas.setAttribute("aria-label", `Preplanned areas of ${map.title}`);
+      const more = element("p", null, { class: "meta" });
+      more.append(areas);
+      item.append(more);
       return item;
     });
     document.getElementById("maps").replaceChildren(...items);
