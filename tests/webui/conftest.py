@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from offmaps.errors import OffmapsError
 from offmaps.sample.webmap import SAMPLE_PASSWORD, build_sample
+from offmaps.state import SQLiteUserStore
 from tests.data import data_path
 
 CHROMIUM = os.environ.get("OFFMAPS_CHROMIUM", "/usr/bin/chromium")
@@ -39,6 +41,18 @@ class SampleSite:
     map_id: str
     user: str = "editor"
     password: str = SAMPLE_PASSWORD
+    data_dir: Path | None = None
+    """The folder it serves (for tests that add users to it: the store is read at each
+    sign-in)."""
+
+    def add_user(self, name: str, scopes: tuple[str, ...]) -> None:
+        """Add user ``name`` (the sample's password) with ``scopes``, unless it is there."""
+        assert self.data_dir is not None, "a site made by the sample_site fixture"
+        with SQLiteUserStore(self.data_dir / "users.sqlite") as users:
+            try:
+                users.get_user(name)
+            except OffmapsError:
+                users.add_user(name, self.password, scopes=scopes)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +79,7 @@ def sample_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SampleSite
             if time.monotonic() > deadline or server.poll() is not None:
                 pytest.fail(f"offmaps serve did not start: see {log.name}")
             time.sleep(0.1)
-        yield SampleSite(url, map_id)
+        yield SampleSite(url, map_id, data_dir=data_dir)
     finally:
         server.terminate()
         server.wait(timeout=10)

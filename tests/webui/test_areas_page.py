@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Dialog, Page
 
-from offmaps.errors import OffmapsError
-from offmaps.state.users import SQLiteUserStore
 from tests.webui import test_browser as shared
 from tests.webui.conftest import SampleSite
 
@@ -29,14 +27,7 @@ PACKAGED_S = 120  # the sample's packaging of a small area takes seconds; slow m
 @pytest.fixture(scope="module")
 def viewer_site(sample_site: SampleSite, tmp_path_factory: pytest.TempPathFactory) -> SampleSite:
     """The sample, with a ``viewer`` who may read the map (it is public) and nothing else."""
-    # added to the sample served for this module (one of the "webui" temporary folders; the
-    # store is read at each sign-in)
-    for users_file in tmp_path_factory.getbasetemp().glob("webui*/data/users.sqlite"):
-        with SQLiteUserStore(users_file) as users:
-            try:
-                users.get_user("viewer")
-            except OffmapsError:
-                users.add_user("viewer", SampleSite.password, scopes=("maps:read",))
+    sample_site.add_user("viewer", ("maps:read",))
     return SampleSite(sample_site.url, sample_site.map_id, user="viewer")
 
 

@@ -16,8 +16,6 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page
 
-from offmaps.errors import OffmapsError
-from offmaps.state.users import SQLiteUserStore
 from tests.webui import test_browser as shared
 from tests.webui.conftest import SampleSite
 
@@ -33,18 +31,6 @@ BAR_COLOUR = (0x0B, 0x53, 0x94)  # the first series of a chart (tools.css)
 USERS = {"operator": ("maps:read", "cache:write"), "reader": ("cache:read",)}
 
 
-def _add_users(basetemp: Path) -> None:
-    # the sample has no user with cache scopes: add them to the sample served for this module
-    # (its folder is one of the "webui" temporary folders; the store is read at each sign-in)
-    for users_file in basetemp.glob("webui*/data/users.sqlite"):
-        with SQLiteUserStore(users_file) as users:
-            for name, scopes in USERS.items():
-                try:
-                    users.get_user(name)
-                except OffmapsError:
-                    users.add_user(name, SampleSite.password, scopes=scopes)
-
-
 def _token(site: SampleSite, user: str) -> str:
     form = {"grant_type": "password", "username": user, "password": site.password}
     answer = httpx.post(f"{site.url}/oauth2/token", data=form)
@@ -56,7 +42,8 @@ def _token(site: SampleSite, user: str) -> str:
 @pytest.fixture(scope="module")
 def cache_site(sample_site: SampleSite, tmp_path_factory: pytest.TempPathFactory) -> SampleSite:
     """The sample, with an operator and a reader, and a cache of its basemap layer."""
-    _add_users(tmp_path_factory.getbasetemp())
+    for name, scopes in USERS.items():
+        sample_site.add_user(name, scopes)
     headers = {"Authorization": f"Bearer {_token(sample_site, 'operator')}"}
     definition = {
         "name": CACHE,
