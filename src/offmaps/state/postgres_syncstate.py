@@ -9,7 +9,9 @@ The same tables as :class:`~offmaps.state.SQLiteSyncStateStore` (``rows``, ``cha
   conflicts are all recorded or none. Records of one service take a transaction-scoped
   advisory lock of it first, so they queue as SQLite's ``BEGIN IMMEDIATE`` makes them (there,
   those of every service): two records of overlapping rows never deadlock. Each kind of row
-  goes in one statement over arrays (``unnest``), whatever the size of the change set.
+  goes in one statement over arrays (``unnest``), whatever the size of the change set, sent
+  in PostgreSQL's binary format (``%b``: in text, psycopg escapes each element of an array in
+  Python, 6 of the 10 s that 100,000 row states and answers took).
 - :meth:`PostgresSyncStateStore.iter_states` yields global ids in the order SQLite does
   (bytes, ``COLLATE "C"``, not the database's locale), in pages, holding no connection
   between them.
@@ -105,7 +107,7 @@ _CONFLICT_TYPES = (
 )  # fmt: skip
 _INSERT_CONFLICTS = (
     f"INSERT INTO conflicts ({_CONFLICT_COLUMNS}) SELECT * FROM unnest("  # noqa: S608 - constant
-    + ", ".join(f"%s::{kind}[]" for kind in _CONFLICT_TYPES)
+    + ", ".join(f"%b::{kind}[]" for kind in _CONFLICT_TYPES)
     + ")"
 )
 
@@ -145,7 +147,7 @@ class PostgresSyncStateStore:
         with self.database.connection() as conn:
             rows = conn.execute(
                 "SELECT r.layer, r.globalid, r.version, r.vector, r.hlc, r.origin "
-                "FROM unnest(%s::text[], %s::text[]) AS k (layer, globalid) "
+                "FROM unnest(%b::text[], %b::text[]) AS k (layer, globalid) "
                 "JOIN rows r ON r.service = %s AND r.layer = k.layer "
                 'AND r.globalid = k.globalid COLLATE "C"',
                 (layers, gids, service),
@@ -178,7 +180,8 @@ class PostgresSyncStateStore:
             return {}
         with self.database.connection() as conn:
             rows = conn.execute(
-                "SELECT change_id, replica_id, result FROM changes WHERE change_id = ANY(%s)",
+                "SELECT change_id, replica_id, result FROM changes "
+                "WHERE change_id = ANY(%b::text[])",
                 ([str(i) for i in change_ids],),
             ).fetchall()
         return {
@@ -228,15 +231,15 @@ class PostgresSyncStateStore:
             conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_SERVICE_LOCK, service))
             if gone:
                 conn.execute(
-                    "DELETE FROM rows r USING unnest(%s::text[], %s::text[]) AS k (layer, gid) "
+                    "DELETE FROM rows r USING unnest(%b::text[], %b::text[]) AS k (layer, gid) "
                     'WHERE r.service = %s AND r.layer = k.layer AND r.globalid = k.gid COLLATE "C"',
                     ([k[0] for k in gone], [k[1] for k in gone], service),
                 )
             if kept:
                 conn.execute(
                     "INSERT INTO rows (service, layer, globalid, version, vector, hlc, origin) "
-                    "SELECT %s, * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], "
-                    "%s::text[], %s::text[]) "
+                    "SELECT %s, * FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[], "
+                    "%b::text[], %b::text[]) "
                     "ON CONFLICT (service, layer, globalid) DO UPDATE SET "
                     "version = excluded.version, vector = excluded.vector, hlc = excluded.hlc, "
                     "origin = excluded.origin",
@@ -253,7 +256,7 @@ class PostgresSyncStateStore:
             if answered:
                 conn.execute(
                     "INSERT INTO changes (change_id, replica_id, change_set_id, result, at) "
-                    "SELECT c, r, %s, a, %s FROM unnest(%s::text[], %s::text[], %s::text[]) "
+                    "SELECT c, r, %s, a, %s FROM unnest(%b::text[], %b::text[], %b::text[]) "
                     "AS t (c, r, a)",
                     (set_id, now, *_columns(answered, 3)),
                 )
@@ -262,7 +265,7 @@ class PostgresSyncStateStore:
                 # earlier change whose answer was lost, or by this one) keeps its answer
                 conn.execute(
                     "INSERT INTO changes (change_id, replica_id, change_set_id, result, at) "
-                    "SELECT c, r, %s, a, %s FROM unnest(%s::text[], %s::text[], %s::text[]) "
+                    "SELECT c, r, %s, a, %s FROM unnest(%b::text[], %b::text[], %b::text[]) "
                     "WITH ORDINALITY AS t (c, r, a, n) ORDER BY n "
                     "ON CONFLICT (change_id) DO NOTHING",
                     (set_id, now, *_columns(covered, 3)),
@@ -331,7 +334,7 @@ class PostgresSyncStateStore:
             ]
             if settled:
                 conn.execute(
-                    "UPDATE changes SET result = t.result FROM unnest(%s::text[], %s::text[]) "
+                    "UPDATE changes SET result = t.result FROM unnest(%b::text[], %b::text[]) "
                     "AS t (result, change_id) WHERE changes.change_id = t.change_id",
                     _columns(settled, 2),
                 )
