@@ -259,6 +259,25 @@ def test_resolving_settles_the_answers_that_name_the_conflict(store: SyncStateSt
     assert found[foreign].result.status is ChangeStatus.CONFLICT
 
 
+def test_refreshing_an_open_conflict_records_the_servers_row_now(store: SyncStateStore) -> None:
+    parked, settled = conflict(), conflict(status="resolved")
+    record(store, conflicts=[parked, settled])
+    store.refresh_conflict(parked.id, kind="update_delete", server=None, server_version=None)
+    found = store.find_conflict(parked.id)
+    assert found is not None
+    assert (found.kind, found.server, found.server_version) == ("update_delete", None, None)
+    assert (found.client, found.status) == (parked.client, "open")
+    store.refresh_conflict(
+        parked.id, kind="update_update", server={"b": 1, "a": 2}, server_version=9
+    )
+    again = store.find_conflict(parked.id)
+    assert again is not None
+    assert (again.server, again.server_version) == ({"b": 1, "a": 2}, 9)
+    store.refresh_conflict(settled.id, kind="update_delete", server=None, server_version=None)
+    assert store.find_conflict(settled.id) == settled  # a resolved conflict keeps what it had
+    store.refresh_conflict("nope", kind="update_delete", server=None, server_version=None)
+
+
 def test_resolving_an_unknown_conflict_changes_nothing(store: SyncStateStore) -> None:
     change = uuid.uuid4()
     record(store, answers=[Answer(REPLICA, applied(change))])

@@ -304,6 +304,23 @@ class PostgresSyncStateStore:
             ).fetchone()
         return None if row is None else _conflict(row)
 
+    def refresh_conflict(
+        self,
+        conflict_id: str,
+        *,
+        kind: str,
+        server: dict[str, Any] | None,
+        server_version: int | None,
+    ) -> None:
+        """Record the server's side of an open conflict as the row is now; a resolved conflict
+        keeps what it had."""
+        with self.database.connection() as conn:
+            conn.execute(
+                "UPDATE conflicts SET kind = %s, server = %s, server_version = %s "
+                "WHERE id = %s AND status = 'open'",
+                (kind, None if server is None else json.dumps(server), server_version, conflict_id),
+            )
+
     def resolve_conflict(
         self,
         conflict_id: str,
