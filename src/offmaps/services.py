@@ -8,11 +8,12 @@ services.
 
 The state stores come from one typed table, :data:`STATE_BACKENDS`, keyed by backend name; the
 embedded default keeps them in the data folder. With ``OFFMAPS_DATABASE_URL`` the ``postgres``
-row keeps the jobs and the replicas in PostgreSQL (the other stores stay embedded until their
-turn comes), each store's tables versioned by the migrations of :func:`state_migrations`, which
-``offmaps db upgrade`` applies (:func:`upgrade_database`). The object store (jobs' files now, tile
-caches later) comes from another, :data:`STORAGE_BACKENDS`, since where bytes live is chosen
-apart from where state lives: the local folder ``DATA/objects`` by default, S3 another row.
+row keeps the jobs, the replicas, the map areas and the sync state in PostgreSQL (users and
+web maps stay embedded until their turn comes), each store's tables versioned by the migrations of
+:func:`state_migrations`, which ``offmaps db upgrade`` applies (:func:`upgrade_database`). The
+object store (jobs' files now, tile caches later) comes from another, :data:`STORAGE_BACKENDS`,
+since where bytes live is chosen apart from where state lives: the local folder ``DATA/objects``
+by default, S3 another row.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ _log = logging.getLogger(__name__)
 EMBEDDED = "embedded"
 """The state backend of the embedded default: files in the data folder."""
 POSTGRES = "postgres"
-"""The state backend of ``OFFMAPS_DATABASE_URL``: jobs and replicas in PostgreSQL so far."""
+"""The state backend of ``OFFMAPS_DATABASE_URL``: jobs, replicas, map areas and sync state in
+PostgreSQL so far."""
 LOCAL = "local"
 """The storage backend of the embedded default: objects as files of ``DATA/objects``."""
 S3 = "s3"
@@ -163,6 +165,18 @@ def _postgres_replicas(settings: ServerSettings) -> ReplicaRegistry:
     return PostgresReplicaRegistry(_state_database(settings), migrate=settings.database_migrate)
 
 
+def _postgres_areas(settings: ServerSettings) -> MapAreaStore:
+    from offmaps.state.postgres_areas import PostgresMapAreaStore  # noqa: PLC0415
+
+    return PostgresMapAreaStore(_state_database(settings), migrate=settings.database_migrate)
+
+
+def _postgres_sync_state(settings: ServerSettings) -> SyncStateStore:
+    from offmaps.state.postgres_syncstate import PostgresSyncStateStore  # noqa: PLC0415
+
+    return PostgresSyncStateStore(_state_database(settings), migrate=settings.database_migrate)
+
+
 _EMBEDDED_STATE = StateBackend(
     users=lambda settings: SQLiteUserStore(settings.data_dir / "users.sqlite"),
     replicas=lambda settings: SQLiteReplicaRegistry(settings.data_dir / "replicas.sqlite"),
@@ -174,9 +188,13 @@ _EMBEDDED_STATE = StateBackend(
 STATE_BACKENDS: Mapping[str, StateBackend] = MappingProxyType(
     {
         EMBEDDED: _EMBEDDED_STATE,
-        # users, web maps, map areas and the sync state stay in the data folder until their turn
+        # users and web maps stay in the data folder until their turn
         POSTGRES: dataclasses.replace(
-            _EMBEDDED_STATE, jobs=_postgres_jobs, replicas=_postgres_replicas
+            _EMBEDDED_STATE,
+            jobs=_postgres_jobs,
+            replicas=_postgres_replicas,
+            areas=_postgres_areas,
+            sync_state=_postgres_sync_state,
         ),
     }
 )
@@ -187,10 +205,17 @@ def state_migrations() -> Mapping[str, tuple[Migration, ...]]:
     """The migrations of every state store kept in PostgreSQL, by component (imported when
     asked for: psycopg is the postgis extra's)."""
     from offmaps.jobs import postgres as jobs  # noqa: PLC0415 - psycopg on demand
+    from offmaps.state import postgres_areas as areas  # noqa: PLC0415
     from offmaps.state import postgres_replicas as replicas  # noqa: PLC0415
+    from offmaps.state import postgres_syncstate as sync_state  # noqa: PLC0415
 
     return MappingProxyType(
-        {jobs.COMPONENT: jobs.MIGRATIONS, replicas.COMPONENT: replicas.MIGRATIONS}
+        {
+            jobs.COMPONENT: jobs.MIGRATIONS,
+            replicas.COMPONENT: replicas.MIGRATIONS,
+            areas.COMPONENT: areas.MIGRATIONS,
+            sync_state.COMPONENT: sync_state.MIGRATIONS,
+        }
     )
 
 
