@@ -165,6 +165,12 @@ def _postgres_replicas(settings: ServerSettings) -> ReplicaRegistry:
     return PostgresReplicaRegistry(_state_database(settings), migrate=settings.database_migrate)
 
 
+def _postgres_users(settings: ServerSettings) -> UserStore:
+    from offmaps.state.postgres_users import PostgresUserStore  # noqa: PLC0415
+
+    return PostgresUserStore(_state_database(settings), migrate=settings.database_migrate)
+
+
 def _postgres_areas(settings: ServerSettings) -> MapAreaStore:
     from offmaps.state.postgres_areas import PostgresMapAreaStore  # noqa: PLC0415
 
@@ -188,9 +194,10 @@ _EMBEDDED_STATE = StateBackend(
 STATE_BACKENDS: Mapping[str, StateBackend] = MappingProxyType(
     {
         EMBEDDED: _EMBEDDED_STATE,
-        # users and web maps stay in the data folder until their turn
+        # web maps stay in the data folder until their turn
         POSTGRES: dataclasses.replace(
             _EMBEDDED_STATE,
+            users=_postgres_users,
             jobs=_postgres_jobs,
             replicas=_postgres_replicas,
             areas=_postgres_areas,
@@ -208,6 +215,7 @@ def state_migrations() -> Mapping[str, tuple[Migration, ...]]:
     from offmaps.state import postgres_areas as areas  # noqa: PLC0415
     from offmaps.state import postgres_replicas as replicas  # noqa: PLC0415
     from offmaps.state import postgres_syncstate as sync_state  # noqa: PLC0415
+    from offmaps.state import postgres_users as users  # noqa: PLC0415
 
     return MappingProxyType(
         {
@@ -215,6 +223,7 @@ def state_migrations() -> Mapping[str, tuple[Migration, ...]]:
             replicas.COMPONENT: replicas.MIGRATIONS,
             areas.COMPONENT: areas.MIGRATIONS,
             sync_state.COMPONENT: sync_state.MIGRATIONS,
+            users.COMPONENT: users.MIGRATIONS,
         }
     )
 

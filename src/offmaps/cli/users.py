@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,8 @@ import click
 from offmaps.errors import UserNotFoundError
 
 if TYPE_CHECKING:
-    from offmaps.state.users import SQLiteUserStore
+    from offmaps.settings import ServerSettings
+    from offmaps.state.users import UserStore
 
 __all__ = ["users"]
 
@@ -31,16 +33,23 @@ _SCOPES = click.option(
 )
 
 
-def _users_file(data_dir: Path | None) -> Path:
+def _settings(data_dir: Path | None) -> ServerSettings:
     from offmaps.settings import ServerSettings  # noqa: PLC0415 - the server extra
 
-    return (data_dir or ServerSettings().data_dir) / USERS_FILE
+    return ServerSettings() if data_dir is None else ServerSettings(data_dir=data_dir)
 
 
-def _open(data_dir: Path | None) -> SQLiteUserStore:
-    from offmaps.state.users import SQLiteUserStore  # noqa: PLC0415 - the server extra
+def _users_file(data_dir: Path | None) -> Path:
+    return _settings(data_dir).data_dir / USERS_FILE
 
-    return SQLiteUserStore(_users_file(data_dir))
+
+def _open(data_dir: Path | None) -> UserStore:
+    """The user store the server of these settings reads: ``DATA/users.sqlite``, or
+    PostgreSQL with ``OFFMAPS_DATABASE_URL``."""
+    from offmaps.services import STATE_BACKENDS, state_backend  # noqa: PLC0415
+
+    settings = _settings(data_dir)
+    return STATE_BACKENDS[state_backend(settings)].users(settings)
 
 
 @click.group()
@@ -67,7 +76,7 @@ def add_user(
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
-    with _open(data_dir) as store:
+    with closing(_open(data_dir)) as store:
         user = store.add_user(name, password, scopes=scope_list, groups=groups)
     click.echo(f"added user {user.name} ({' '.join(user.scopes) or 'no scopes'})")
 
@@ -77,10 +86,10 @@ def add_user(
 @click.option("--json", "as_json", is_flag=True, help="Print the users as JSON.")
 def list_users(data_dir: Path | None, as_json: bool) -> None:
     """List the users."""
-    if not _users_file(data_dir).exists():
+    if _settings(data_dir).database_url is None and not _users_file(data_dir).exists():
         found = []
     else:
-        with _open(data_dir) as store:
+        with closing(_open(data_dir)) as store:
             found = store.list_users()
     if as_json:
         rows = [
@@ -106,9 +115,9 @@ def list_users(data_dir: Path | None, as_json: bool) -> None:
 @_DATA
 def delete_user(name: str, data_dir: Path | None) -> None:
     """Delete user NAME (tokens already issued stay valid until they expire)."""
-    if not _users_file(data_dir).exists():
+    if _settings(data_dir).database_url is None and not _users_file(data_dir).exists():
         raise UserNotFoundError(f"no user {name!r}")
-    with _open(data_dir) as store:
+    with closing(_open(data_dir)) as store:
         store.delete_user(name)
     click.echo(f"deleted user {name}")
 
@@ -122,7 +131,7 @@ def add_client(client_id: str, scopes: str, data_dir: Path | None) -> None:
     from offmaps.access import parse_scopes  # noqa: PLC0415
 
     scope_list = parse_scopes(scopes)
-    with _open(data_dir) as store:
+    with closing(_open(data_dir)) as store:
         client, secret = store.add_client(client_id, scopes=scope_list)
     click.echo(f"client_id: {client.client_id}")
     click.echo(f"client_secret: {secret}")
