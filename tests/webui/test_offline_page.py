@@ -115,12 +115,13 @@ def test_a_rectangle_drawn_with_the_mouse_is_estimated_taken_offline_and_zipped(
     assert "level 14 (1:36,112)" in page.locator("#level-max-out").inner_text()
     _estimate(page)
     assert "levels 12–14" in basemap.nth(0).inner_text()
-    page.screenshot(path=screenshots / "webui-offline.png")
 
     page.get_by_role("button", name="Start").focus()
     page.keyboard.press("Enter")
     page.wait_for_selector("body[data-job='succeeded']", timeout=60_000)
     assert page.get_by_role("progressbar").get_attribute("value") == "1"
+    page.evaluate("document.getElementById('scales-title').scrollIntoView()")
+    page.screenshot(path=screenshots / "webui-offline.png")
     job_id = _drawn(page, sample_site.map_id)["jobId"]
     with page.expect_download() as download:
         page.get_by_role("button", name="Download the package (zip)").click()
@@ -132,14 +133,21 @@ def test_a_rectangle_drawn_with_the_mouse_is_estimated_taken_offline_and_zipped(
     assert any(name.endswith(".gpkg") for name in names)
 
 
-def test_a_job_is_cancelled_from_the_page(page: Page, sample_site: SampleSite) -> None:
+def test_a_job_of_a_polygon_is_cancelled_from_the_page(page: Page, sample_site: SampleSite) -> None:
     # the server runs two jobs at once: two of the admin's keep its workers busy, so that the
     # page's job is still waiting when the page cancels it
     admin = _token(sample_site, "admin")
     whole = area_from_bbox(24.93, 60.16, 24.96, 60.18).model_dump(mode="json")
     _open(page, sample_site)
-    _drag_rectangle(page, *SMALL)
+    # a triangle, clicked corner by corner, closed by a double click
+    page.get_by_role("button", name="Draw a polygon").click()
+    west, south, east, north = SMALL
+    page.mouse.click(*_screen(page, west, south))
+    page.mouse.click(*_screen(page, east, south))
+    page.mouse.dblclick(*_screen(page, (west + east) / 2, north))
     _estimate(page)
+    assert len(_drawn(page, sample_site.map_id)["ring"]) == 4  # three corners, closed
+    assert "A polygon of 3 corners" in page.locator("#area-summary").inner_text()
     for _ in range(2):
         response = httpx.post(
             f"{sample_site.url}/api/maps/{sample_site.map_id}/offline/jobs",
@@ -179,7 +187,14 @@ def test_an_area_over_the_export_limit_says_which_levels_would_fit(
     assert "would fit: a scale range of 1:" in message
     assert page.get_by_role("button", name="Start").is_disabled()
     assert page.locator("#estimate tr.over").count() == 1
+    page.evaluate("document.getElementById('scales-title').scrollIntoView()")
     page.screenshot(path=screenshots / "webui-offline-limit.png")
+    # the levels that fit, offered by the message: the area then passes
+    page.get_by_role("button", name="Take levels up to 14 only").click()
+    _estimate(page)
+    assert page.locator("#level-max").input_value() == "14"
+    assert page.get_by_role("alert").is_hidden()
+    assert page.get_by_role("button", name="Start").is_enabled()
 
 
 def test_an_expired_session_signs_in_again_and_keeps_the_drawn_area(
@@ -204,3 +219,23 @@ def test_an_expired_session_signs_in_again_and_keeps_the_drawn_area(
     assert _drawn(page, sample_site.map_id)["ring"] == drawn
     assert page.locator("#offline-status").inner_text() == "The area you drew is back."
     assert "A rectangle" in page.locator("#area-summary").inner_text()
+
+
+def test_an_area_across_the_antimeridian_reaches_the_api_and_its_problem_is_shown(
+    page: Page, sample_site: SampleSite, watch: _browser.Watch
+) -> None:
+    path = f"/api/maps/{sample_site.map_id}/offline/estimate"
+    watch.allowed.add((path, 400))  # the area is outside the sample map: refused, readably
+    _open(page, sample_site)
+    page.evaluate("window.offmapsMap.jumpTo({center: [180, 60], zoom: 5})")
+    _drag_rectangle(page, 175.0, 58.0, 185.0, 62.0)
+    _estimate(page, "refused")
+    lons = [lon for lon, _ in _drawn(page, sample_site.map_id)["ring"]]
+    # one ring, its longitudes running on past the antimeridian (the API wraps them)
+    assert min(lons) < 180 < max(lons) or min(lons) < -180 < max(lons)
+    assert max(lons) - min(lons) == pytest.approx(10, abs=0.1)
+    assert "across the antimeridian" in page.locator("#area-summary").inner_text()
+    # the API took the ring (a valid area) and refused it for this map, with a problem document
+    message = page.get_by_role("alert").inner_text()
+    assert message.startswith("the area of interest lies outside the map's extent")
+    assert page.get_by_role("button", name="Start").is_disabled()

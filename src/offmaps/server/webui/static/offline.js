@@ -389,6 +389,21 @@ function showLimit(messages) {
   const box = $("limit");
   box.hidden = messages.length === 0;
   box.replaceChildren(...messages.map((text) => element("p", text)));
+  // the limit's message names the levels that would fit: offer them
+  const fitting = messages
+    .map((text) => /levels (\d+)-(\d+) would fit/.exec(text))
+    .filter(Boolean)
+    .map((found) => Number(found[2]));
+  if (fitting.length) {
+    const level = Math.min(...fitting);
+    const button = element("button", `Take levels up to ${level} only`, { type: "button" });
+    button.addEventListener("click", () => {
+      levelMax.value = String(level);
+      onLevels(levelMax);
+      levelMax.focus();
+    });
+    box.append(button);
+  }
 }
 
 async function runEstimate() {
