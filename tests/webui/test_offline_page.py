@@ -239,3 +239,36 @@ def test_an_area_across_the_antimeridian_reaches_the_api_and_its_problem_is_show
     message = page.get_by_role("alert").inner_text()
     assert message.startswith("the area of interest lies outside the map's extent")
     assert page.get_by_role("button", name="Start").is_disabled()
+
+
+# once the map has stopped moving (polled with timers: a string predicate would be an eval,
+# which the pages' policy refuses)
+_MOVED = (
+    "() => new Promise((done) => { const check = () => window.offmapsMap.isMoving()"
+    " ? setTimeout(check, 25) : done(); check(); })"
+)
+
+
+def test_a_polygon_is_drawn_with_the_keyboard_alone(page: Page, sample_site: SampleSite) -> None:
+    _open(page, sample_site)
+    page.get_by_role("button", name="Draw a polygon").focus()
+    page.keyboard.press("Enter")
+    add = page.get_by_role("button", name="Add the map centre as a corner")
+    for key in ("ArrowRight", "ArrowDown", None):
+        add.focus()
+        page.keyboard.press("Enter")
+        if key:  # then move the map with its own keys
+            page.locator("#map canvas").focus()
+            page.keyboard.press(key)
+            page.keyboard.press(key)
+            page.evaluate(_MOVED)
+    page.get_by_role("button", name="Finish the polygon").focus()
+    page.keyboard.press("Enter")
+    _estimate(page)
+    ring = _drawn(page, sample_site.map_id)["ring"]
+    assert len(ring) == 4
+    assert ring[0] == ring[-1]
+    assert ring[1][0] > ring[0][0]  # east of the first corner
+    assert ring[2][1] < ring[1][1]  # then south
+    assert "A polygon of 3 corners" in page.locator("#area-summary").inner_text()
+    assert page.get_by_role("button", name="Start").is_enabled()

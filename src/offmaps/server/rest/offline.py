@@ -226,9 +226,12 @@ def _zip_stream(store: ObjectStore, paths: list[str]) -> Iterator[bytes]:
             with store.open(path) as source, archive.open(info, "w", force_zip64=True) as target:
                 while chunk := source.read(CHUNK_BYTES):
                     target.write(chunk)
-                    yield sink.take()
-            yield sink.take()
-    yield sink.take()
+                    if data := sink.take():
+                        yield data
+            if data := sink.take():
+                yield data
+    if data := sink.take():  # the central directory
+        yield data
 
 
 def _safe_member(path: str) -> bool:
