@@ -200,7 +200,14 @@ def test_an_area_over_the_export_limit_says_which_levels_would_fit(
 def test_an_expired_session_signs_in_again_and_keeps_the_drawn_area(
     page: Page, sample_site: SampleSite
 ) -> None:
-    _open(page, sample_site)
+    # reached from the list of maps; the page links back to the map, whose link comes here
+    _browser._sign_in(page, sample_site)
+    page.wait_for_url("**/ui/")
+    page.get_by_role("link", name="Take offline").first.click()
+    page.wait_for_url(f"**/ui/offline?map={sample_site.map_id}")
+    page.wait_for_selector("body[data-map-ready]", timeout=60_000)
+    back = page.get_by_role("link", name="Back to the map")
+    assert back.get_attribute("href") == f"map?id={sample_site.map_id}"
     _drag_rectangle(page, *SMALL)
     _estimate(page)
     drawn = _drawn(page, sample_site.map_id)["ring"]
@@ -219,6 +226,13 @@ def test_an_expired_session_signs_in_again_and_keeps_the_drawn_area(
     assert _drawn(page, sample_site.map_id)["ring"] == drawn
     assert page.locator("#offline-status").inner_text() == "The area you drew is back."
     assert "A rectangle" in page.locator("#area-summary").inner_text()
+    # and the map page links here
+    page.get_by_role("link", name="Back to the map").click()
+    page.wait_for_url(f"**/ui/map?id={sample_site.map_id}")
+    page.wait_for_selector("#take-offline[href^='offline']")
+    link = page.get_by_role("link", name="Take this map offline")
+    assert link.get_attribute("href") == f"offline?map={sample_site.map_id}"
+    page.wait_for_selector("body[data-map-ready]", timeout=60_000)
 
 
 def test_an_area_across_the_antimeridian_reaches_the_api_and_its_problem_is_shown(
