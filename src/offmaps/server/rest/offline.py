@@ -4,7 +4,8 @@
 - ``POST /api/maps/{id}/offline/estimate``: tiles, rows and bytes per layer, before any work.
 - ``GET /api/jobs``: the caller's jobs of every kind, newest first (an admin's: all).
 - ``POST /api/maps/{id}/offline/jobs``: start a generate job; ``GET``/``DELETE /api/jobs/{id}``
-  follow or cancel it; ``GET /api/jobs/{id}/files/{path}`` downloads its files (HTTP ranges).
+  follow or cancel it; ``GET /api/jobs/{id}/files/{path}`` downloads its files (HTTP ranges),
+  ``GET /api/jobs/{id}/package.zip`` all of them at once, as one zip streamed as it is written.
 
 The work is :mod:`offmaps.offline.generate`'s; these handlers parse, check access, call it and
 serialise. Capabilities and estimates read a map as whoever may read it; the job routes need a
@@ -16,10 +17,13 @@ accepted only within its owner's quotas (:mod:`offmaps.offline.quotas`).
 from __future__ import annotations
 
 import threading
+import zipfile
+from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from offmaps.access import Scope
@@ -40,15 +44,18 @@ from offmaps.offline.plan import get_capabilities
 from offmaps.offline.quotas import OfflineQuotas
 from offmaps.schemas.jobs import JobStatus
 from offmaps.server.auth import GatedRoute, require_scopes
-from offmaps.server.downloads import object_response
+from offmaps.server.downloads import CHUNK_BYTES, object_response
 from offmaps.server.links import base_url
+from offmaps.server.problems import problem_response
 from offmaps.server.rest.deps import CatalogDep, JobsDep, PrincipalDep, ServicesDep, job_json
 from offmaps.services import Services
+from offmaps.storage import ObjectStore
 
 __all__ = [
     "OfflineRequest",
     "cancel_job",
     "download_job_file",
+    "download_job_package",
     "estimate",
     "get_capabilities_of_map",
     "job_status",
@@ -179,6 +186,78 @@ def download_job_file(
     )
 
 
+_STORED_SUFFIXES = frozenset({".mbtiles", ".pmtiles", ".png", ".jpg", ".jpeg", ".zip"})
+"""Files whose bytes are compressed already (tiles, images): stored in the zip, not deflated."""
+
+
+class _ZipSink:
+    """Where :class:`zipfile.ZipFile` writes a zip being streamed: no ``tell`` nor ``seek``, so
+    zipfile writes data descriptors and keeps its own offsets; the bytes wait here until sent."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing to flush: :meth:`take` hands the bytes on."""
+
+    def close(self) -> None:
+        """Nothing to close: the bytes left are taken after the zip is closed."""
+
+    def take(self) -> bytes:
+        """The bytes written since the last call."""
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+def _zip_stream(store: ObjectStore, paths: list[str]) -> Iterator[bytes]:
+    """The files ``paths`` of ``store`` as one zip, in chunks, never held whole."""
+    sink = _ZipSink()
+    with zipfile.ZipFile(sink, "w", allowZip64=True) as archive:
+        for path in paths:
+            stored = PurePosixPath(path).suffix.lower() in _STORED_SUFFIXES
+            info = zipfile.ZipInfo(path, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            with store.open(path) as source, archive.open(info, "w", force_zip64=True) as target:
+                while chunk := source.read(CHUNK_BYTES):
+                    target.write(chunk)
+                    if data := sink.take():
+                        yield data
+            if data := sink.take():
+                yield data
+    if data := sink.take():  # the central directory
+        yield data
+
+
+def _safe_member(path: str) -> bool:
+    """Whether ``path`` may name a member of a zip: relative, with no ``..`` (no zip slip)."""
+    parts = PurePosixPath(path).parts
+    return bool(parts) and not path.startswith("/") and ".." not in parts and "\\" not in path
+
+
+def download_job_package(job_id: str, principal: PrincipalDep, jobs: JobsDep) -> Response:
+    """Every file of a finished job as one zip (the offline package, ready to copy to a
+    device), streamed as it is written; a 409 problem while the job has not succeeded."""
+    job = visible_job(jobs, job_id, principal)
+    if job.status is not JobStatus.SUCCEEDED:
+        detail = f"job {job.id} is {job.status.value}: only a job that succeeded has a package"
+        return problem_response(409, detail, extra={"job_status": job.status.value})
+    paths = [entry["path"] for entry in (job.result or {}).get("files", [])]
+    if not all(_safe_member(path) for path in paths):
+        raise JobNotFoundError(f"job {job.id} has a file no zip may hold")
+    name = f"offline-map-{job.id}.zip"
+    return StreamingResponse(
+        _zip_stream(jobs.output(job.id), paths),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
 _RANGES: dict[int | str, dict[str, Any]] = {
     206: {"description": "The one byte range asked for (`Range: bytes=...`)"},
     416: {"description": "The range asked for has no byte of the file"},
@@ -249,5 +328,18 @@ def offline_router() -> APIRouter:
         summary="A file of a finished job (ranges)",
         response_class=Response,
         responses=_RANGES,
+    )
+    router.add_api_route(
+        "/jobs/{job_id}/package.zip",
+        download_job_package,
+        methods=["GET"],
+        name="package",
+        dependencies=[Depends(FOLLOW_JOBS)],
+        summary="Every file of a finished job, as one zip",
+        response_class=Response,
+        responses={
+            200: {"content": {"application/zip": {}}, "description": "The package as a zip"},
+            409: {"description": "The job has not succeeded (yet)"},
+        },
     )
     return router

@@ -53,6 +53,7 @@ PAGES = {
     "conflicts": "conflicts.html",
     "caches": "caches.html",
     "areas": "areas.html",
+    "offline": "offline.html",
 }
 """The pages, by their path under :data:`UI_PREFIX`, and their HTML file."""
 

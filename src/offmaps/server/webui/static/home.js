@@ -23,7 +23,7 @@ async function showMaps() {
     const items = maps.map((map) => {
       const item = element("li");
       const link = element("a", map.title, { href: `map?id=${encodeURIComponent(map.id)}` });
-      item.append(link);
+      item.append(link, " · ", element("a", "Take offline", { href: `offline?map=${encodeURIComponent(map.id)}` }));
       if (map.snippet) item.append(element("p", map.snippet, { class: "note" }));
       const facts = [`owner ${map.owner}`, map.public ? "public" : "shared"];
       item.append(element("p", facts.join(" · "), { class: "meta" }));

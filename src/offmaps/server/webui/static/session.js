@@ -11,9 +11,10 @@ export const root = new URL("../", location.href);
 
 /** An API error, from the server's problem document (RFC 9457) or OAuth2 error. */
 export class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, problem = null) {
     super(detail);
     this.status = status;
+    this.problem = problem; // the problem document, for what it adds to the detail
   }
 }
 
@@ -70,13 +71,14 @@ export function authHeaders(url) {
 
 async function readError(response) {
   let detail = `${response.status} ${response.statusText}`;
+  let body = null;
   try {
-    const body = await response.json();
+    body = await response.json();
     detail = body.detail || body.error_description || body.title || detail;
   } catch {
     // not JSON: keep the status line
   }
-  return new ApiError(response.status, detail);
+  return new ApiError(response.status, detail, body);
 }
 
 /** GET (or `init.method`) an API path relative to the root; the JSON answer. */
