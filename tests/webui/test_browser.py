@@ -8,6 +8,7 @@ One browser per module; each test has its own browser context (a fresh tab sessi
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +267,46 @@ def test_identify_shows_a_sites_attributes(
     page.evaluate("document.getElementById('identify').replaceChildren()")
     page.locator("#map").click()
     assert found.locator("h3").first.inner_text() == "Inspection sites"
+
+
+def test_identify_shows_and_saves_a_sites_attachments(page: Page, sample_site: SampleSite) -> None:
+    """A site with a photo: identify lists its attachments, shows the picture (fetched with the
+    token) and saves it by keyboard."""
+    form = {
+        "grant_type": "password",
+        "username": sample_site.user,
+        "password": sample_site.password,
+    }
+    token = httpx.post(f"{sample_site.url}/oauth2/token", data=form).json()["access_token"]
+    site = httpx.get(
+        f"{sample_site.url}/collections/helsinki.sites/items", params={"limit": 1, "offset": 5}
+    ).json()["features"][0]
+    picture = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(picture, "JPEG")
+    added = httpx.post(
+        f"{sample_site.url}/collections/helsinki.sites/items/{site['id']}/attachments",
+        files={"file": ("red.jpg", picture.getvalue(), "image/jpeg")},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert added.status_code == 201, added.text
+    _open_map(page, sample_site)
+    _show_only(page, "Inspection sites", "Basemap")
+    lon, lat = site["geometry"]["coordinates"]
+    page.evaluate(f"window.offmapsMap.jumpTo({{center: [{lon}, {lat}], zoom: 18}})")
+    _map_pixels(page)
+    page.get_by_role("button", name="Identify at the map centre").focus()
+    page.keyboard.press("Enter")
+    found = page.locator("#identify")
+    save = found.get_by_role("button", name=re.compile(r"^Save red\.jpg"))
+    save.wait_for(timeout=15_000)
+    shown = found.locator("img.attachment[alt='red.jpg']")
+    shown.wait_for(timeout=15_000)
+    assert shown.evaluate("(img) => img.complete && img.naturalWidth") == 40
+    with page.expect_download() as download:
+        save.focus()
+        page.keyboard.press("Enter")
+    assert download.value.suggested_filename == "red.jpg"
+    assert download.value.path().read_bytes() == picture.getvalue()
 
 
 def _start_offline_job(site: SampleSite) -> str:

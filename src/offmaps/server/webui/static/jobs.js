@@ -1,6 +1,6 @@
 // The jobs page: the caller's jobs (an admin's: everyone's), followed while they run, with
 // their files to download.
-import { api, authHeaders, element, requireSession, showHeader } from "./session.js";
+import { api, element, requireSession, saveFile, showHeader } from "./session.js";
 
 const current = await requireSession();
 showHeader(current);
@@ -14,14 +14,7 @@ async function download(file, button) {
   // the file needs the token: fetched here, then saved from memory (a link could not carry it)
   button.disabled = true;
   try {
-    const response = await fetch(file.href, { headers: authHeaders(file.href) });
-    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
-    const url = URL.createObjectURL(await response.blob());
-    const link = element("a", null, { href: url, download: file.path.split("/").pop() });
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    await saveFile(file.href, file.path.split("/").pop());
   } catch (failure) {
     status.textContent = `Could not download ${file.path}: ${failure.message}`;
   } finally {

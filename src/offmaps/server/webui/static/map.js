@@ -6,7 +6,16 @@ import {
   NavigationControl,
   ScaleControl,
 } from "./vendor/maplibre-gl/maplibre-gl.mjs";
-import { api, authHeaders, element, requireSession, root, showHeader } from "./session.js";
+import {
+  api,
+  authHeaders,
+  element,
+  fetchBlob,
+  requireSession,
+  root,
+  saveFile,
+  showHeader,
+} from "./session.js";
 
 const current = await requireSession();
 showHeader(current);
@@ -28,6 +37,7 @@ const status = document.getElementById("map-status");
 const identifiable = new Map(); // style layer id -> map layer title
 const groups = new Map(); // map layer id -> style layer ids
 const loaded = new Map(); // feature source id -> its GeoJSON features, as the server sent them
+const collections = new Map(); // feature source id -> its OGC API collection, for attachments
 
 function say(text, isError = false) {
   status.textContent = text;
@@ -114,6 +124,7 @@ async function addLayer(map, layer) {
   if (layer.type === "feature") {
     const { data, complete } = await allFeatures(`${layer.service}.${layer.layer}`);
     loaded.set(layer.id, data.features);
+    if (layer.attachments_enabled) collections.set(layer.id, `${layer.service}.${layer.layer}`);
     // MapLibre keeps numeric ids only, and drops null attributes: draw features by their
     // index, and identify them from the server's copy
     const drawn = data.features.map((feature, index) => ({ ...feature, id: index }));
@@ -193,9 +204,51 @@ function showAttributes(features) {
       list.append(element("dt", name), element("dd", value === null ? "—" : value));
     }
     box.append(list);
+    const collection = collections.get(feature.source);
+    if (original && collection) showAttachments(box, collection, original.id);
     return box;
   });
   out.replaceChildren(...shown);
+}
+
+async function showAttachments(box, collection, featureId) {
+  // the feature's attachments: each saved with the token, a picture also shown
+  const path = `collections/${encodeURIComponent(collection)}/items/${featureId}/attachments`;
+  let attachments;
+  try {
+    ({ attachments } = await api(path));
+  } catch (failure) {
+    box.append(element("p", `Attachments: ${failure.message}`, { class: "note" }));
+    return;
+  }
+  if (!attachments.length) return;
+  const list = element("ul", null, { class: "attachments", "aria-label": "Attachments" });
+  for (const attachment of attachments) {
+    const item = element("li");
+    const size = `${Math.max(1, Math.round(attachment.size / 1024))} KiB`;
+    const button = element("button", `Save ${attachment.name} (${size})`, {
+      type: "button",
+      class: "link",
+    });
+    button.addEventListener("click", () =>
+      saveFile(attachment.href, attachment.name).catch((failure) => say(failure.message, true)),
+    );
+    item.append(button);
+    if ((attachment.contentType || "").startsWith("image/")) {
+      fetchBlob(attachment.href)
+        .then((blob) => {
+          const picture = element("img", null, {
+            src: URL.createObjectURL(blob),
+            alt: attachment.name,
+            class: "attachment",
+          });
+          item.prepend(picture);
+        })
+        .catch(() => {}); // the button still saves it
+    }
+    list.append(item);
+  }
+  box.append(element("h4", "Attachments"), list);
 }
 
 function identifyAt(map, point) {

@@ -81,6 +81,24 @@ async function readError(response) {
   return new ApiError(response.status, detail, body);
 }
 
+/** The bytes at `href` (of this server, with the token), as a Blob. */
+export async function fetchBlob(href) {
+  const response = await fetch(href, { headers: authHeaders(href) });
+  if (!response.ok) throw await readError(response);
+  return response.blob();
+}
+
+/** Save the file at `href` as `name`: fetched with the token, then saved from memory (a
+ * plain link could not carry the token). */
+export async function saveFile(href, name) {
+  const url = URL.createObjectURL(await fetchBlob(href));
+  const link = element("a", null, { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
 /** GET (or `init.method`) an API path relative to the root; the JSON answer. */
 export async function api(path, init = {}) {
   const url = new URL(path, root);
