@@ -374,6 +374,8 @@ def test_an_expired_session_returns_to_sign_in_and_back_to_the_map(
     page.get_by_label("Password").fill(sample_site.password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"**/ui/map?id={sample_site.map_id}")
+    # the page names the map once its document is read: wait for it, then check it
+    page.get_by_role("heading", level=1, name="Helsinki field inspections").wait_for()
     assert page.get_by_role("heading", level=1).inner_text() == "Helsinki field inspections"
 
 

@@ -137,10 +137,23 @@ def _page_route(router: APIRouter, path: str, html: str) -> None:
         return HTMLResponse(html, headers=headers)
 
 
+_HEADER_MARK = "<!-- offmaps:header -->"
+"""Where a page takes the top bar every signed-in page shares (``pages/_header.html``)."""
+
+
+def _page_html(path: str, name: str) -> str:
+    """A page's HTML with the shared top bar in place, its own link marked current."""
+    html = (_PAGES_DIR / name).read_text(encoding="utf-8")
+    header = (_PAGES_DIR / "_header.html").read_text(encoding="utf-8")
+    link = f'href="{path or "./"}"'
+    header = header.replace(f"<a {link}>", f'<a {link} aria-current="page">', 1)
+    return html.replace(_HEADER_MARK, header.rstrip("\n"), 1)
+
+
 def _router() -> APIRouter:
     router = APIRouter()
     for path, name in PAGES.items():
-        _page_route(router, path, (_PAGES_DIR / name).read_text(encoding="utf-8"))
+        _page_route(router, path, _page_html(path, name))
 
     @router.get(UI_PREFIX, include_in_schema=False)
     def ui_root() -> RedirectResponse:
