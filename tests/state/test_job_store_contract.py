@@ -12,11 +12,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import psycopg
 import pytest
-from psycopg import sql
 from pydantic import BaseModel
 
 from offmaps.errors import JobNotFoundError
@@ -24,46 +22,19 @@ from offmaps.jobs import FolderJobStore, InProcessJobRunner, Job, JobContext, Jo
 from offmaps.jobs.postgres import PostgresJobStore
 from offmaps.jobs.store import JobStore
 from offmaps.schemas.jobs import JobStatus
-from offmaps.state.postgres import PostgresDatabase
 from offmaps.storage import MemoryObjectStore
-from tests.features.conftest import postgres_url
+from tests.state.backends import opening
 
 BACKENDS = ["folder", "postgres"]
 
 Opener = Callable[[], JobStore]
 
 
-def drop_schema(schema: str) -> None:
-    """Remove a test's schema and everything in it."""
-    with psycopg.connect(postgres_url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
 @pytest.fixture(params=BACKENDS)
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens stores of one backend on one place: each call is another process's view."""
-    backend: str = request.param
-    opened: list[JobStore] = []
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-
-    def opener() -> JobStore:
-        store: JobStore
-        if backend == "folder":
-            store = FolderJobStore(tmp_path / "jobs")
-        else:
-            store = PostgresJobStore(PostgresDatabase(postgres_url(), schema=schema))
-        opened.append(store)
-        return store
-
-    try:
-        yield opener
-    finally:
-        for store in opened:
-            close = getattr(store, "close", None)
-            if close is not None:
-                close()
-        if backend == "postgres":
-            drop_schema(schema)
+    opener = opening(request.param, lambda: FolderJobStore(tmp_path / "jobs"), PostgresJobStore)
+    yield from cast(Iterator[Opener], opener)  # the backends' two classes, as the protocol
 
 
 @pytest.fixture

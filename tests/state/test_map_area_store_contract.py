@@ -11,15 +11,14 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from offmaps.errors import MapAreaDeletedError, MapAreaNotFoundError
 from offmaps.state import AreaPackage, MapArea, MapAreaStore, SQLiteMapAreaStore
-from offmaps.state.postgres import PostgresDatabase
 from offmaps.state.postgres_areas import PostgresMapAreaStore
-from tests.features.conftest import postgres_url
-from tests.state.test_job_store_contract import drop_schema
+from tests.state.backends import opening
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -32,26 +31,10 @@ FILES = ({"path": "package.json", "size": 10, "sha256": "0" * 64},)
 @pytest.fixture(params=BACKENDS)
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens stores of one backend on one place: each call is another process's view."""
-    backend: str = request.param
-    opened: list[MapAreaStore] = []
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-
-    def opener() -> MapAreaStore:
-        store: MapAreaStore
-        if backend == "sqlite":
-            store = SQLiteMapAreaStore(tmp_path / "areas.sqlite")
-        else:
-            store = PostgresMapAreaStore(PostgresDatabase(postgres_url(), schema=schema))
-        opened.append(store)
-        return store
-
-    try:
-        yield opener
-    finally:
-        for store in opened:
-            store.close()
-        if backend == "postgres":
-            drop_schema(schema)
+    opener = opening(
+        request.param, lambda: SQLiteMapAreaStore(tmp_path / "areas.sqlite"), PostgresMapAreaStore
+    )
+    yield from cast(Iterator[Opener], opener)  # the backends' classes, as their protocol
 
 
 @pytest.fixture

@@ -28,7 +28,8 @@ from offmaps.settings import ServerSettings
 from offmaps.state.postgres import AppliedMigration, Migration, PostgresDatabase
 from offmaps.state.postgres_replicas import PostgresReplicaRegistry
 from tests.features.conftest import postgres_url
-from tests.state.test_job_store_contract import drop_schema, new_job
+from tests.state.backends import drop_schema
+from tests.state.test_job_store_contract import new_job
 
 STEPS: tuple[Migration, ...] = (
     ("the a table", "CREATE TABLE a (x INTEGER); CREATE INDEX a_x ON a (x)"),

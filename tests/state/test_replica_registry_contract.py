@@ -10,15 +10,14 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from offmaps.errors import InvalidUserError, QuotaExceededError, ReplicaNotFoundError
 from offmaps.state import LayerScope, RelatedKey, ReplicaRegistry, SQLiteReplicaRegistry
-from offmaps.state.postgres import PostgresDatabase
 from offmaps.state.postgres_replicas import PostgresReplicaRegistry
-from tests.features.conftest import postgres_url
-from tests.state.test_job_store_contract import drop_schema
+from tests.state.backends import opening
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -33,26 +32,12 @@ AREA = {
 @pytest.fixture(params=BACKENDS)
 def open_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens registries of one backend on one place: each call is another process's view."""
-    backend: str = request.param
-    opened: list[ReplicaRegistry] = []
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-
-    def opener() -> ReplicaRegistry:
-        registry: ReplicaRegistry
-        if backend == "sqlite":
-            registry = SQLiteReplicaRegistry(tmp_path / "replicas.sqlite")
-        else:
-            registry = PostgresReplicaRegistry(PostgresDatabase(postgres_url(), schema=schema))
-        opened.append(registry)
-        return registry
-
-    try:
-        yield opener
-    finally:
-        for registry in opened:
-            registry.close()
-        if backend == "postgres":
-            drop_schema(schema)
+    opener = opening(
+        request.param,
+        lambda: SQLiteReplicaRegistry(tmp_path / "replicas.sqlite"),
+        PostgresReplicaRegistry,
+    )
+    yield from cast(Iterator[Opener], opener)  # the backends' classes, as their protocol
 
 
 @pytest.fixture

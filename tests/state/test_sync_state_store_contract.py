@@ -13,16 +13,15 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from offmaps.errors import FeatureStoreError
 from offmaps.schemas.changeset import ChangeResult, ChangeStatus, ConflictPolicy
 from offmaps.state import Answer, RowState, SQLiteSyncStateStore, SyncStateStore
-from offmaps.state.postgres import PostgresDatabase
 from offmaps.state.postgres_syncstate import PostgresSyncStateStore
-from tests.features.conftest import postgres_url
-from tests.state.test_job_store_contract import drop_schema
+from tests.state.backends import opening
 from tests.state.test_syncstate import OTHER, REPLICA, applied, conflict, record
 
 BACKENDS = ["sqlite", "postgres"]
@@ -33,26 +32,12 @@ Opener = Callable[[], SyncStateStore]
 @pytest.fixture(params=BACKENDS)
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens stores of one backend on one place: each call is another process's view."""
-    backend: str = request.param
-    opened: list[SyncStateStore] = []
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-
-    def opener() -> SyncStateStore:
-        store: SyncStateStore
-        if backend == "sqlite":
-            store = SQLiteSyncStateStore(tmp_path / "sync.sqlite")
-        else:
-            store = PostgresSyncStateStore(PostgresDatabase(postgres_url(), schema=schema))
-        opened.append(store)
-        return store
-
-    try:
-        yield opener
-    finally:
-        for store in opened:
-            store.close()
-        if backend == "postgres":
-            drop_schema(schema)
+    opener = opening(
+        request.param,
+        lambda: SQLiteSyncStateStore(tmp_path / "sync.sqlite"),
+        PostgresSyncStateStore,
+    )
+    yield from cast(Iterator[Opener], opener)  # the backends' classes, as their protocol
 
 
 @pytest.fixture

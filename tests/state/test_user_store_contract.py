@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -24,11 +24,9 @@ from offmaps.errors import (
     UserExistsError,
     UserNotFoundError,
 )
-from offmaps.state.postgres import PostgresDatabase
 from offmaps.state.postgres_users import PostgresUserStore
 from offmaps.state.users import SQLiteUserStore, UserStore
-from tests.features.conftest import postgres_url
-from tests.state.test_job_store_contract import drop_schema
+from tests.state.backends import opening
 from tests.state.test_users import CHEAP, PASSWORD
 
 BACKENDS = ["sqlite", "postgres"]
@@ -39,27 +37,12 @@ Opener = Callable[[], UserStore]
 @pytest.fixture(params=BACKENDS)
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens stores of one backend on one place: each call is another process's view."""
-    backend: str = request.param
-    opened: list[UserStore] = []
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-
-    def opener() -> UserStore:
-        store: UserStore
-        if backend == "sqlite":
-            store = SQLiteUserStore(tmp_path / "users.sqlite", hasher=CHEAP)
-        else:
-            database = PostgresDatabase(postgres_url(), schema=schema)
-            store = PostgresUserStore(database, hasher=CHEAP)
-        opened.append(store)
-        return store
-
-    try:
-        yield opener
-    finally:
-        for store in opened:
-            store.close()
-        if backend == "postgres":
-            drop_schema(schema)
+    opener = opening(
+        request.param,
+        lambda: SQLiteUserStore(tmp_path / "users.sqlite", hasher=CHEAP),
+        lambda database: PostgresUserStore(database, hasher=CHEAP),
+    )
+    yield from cast(Iterator[Opener], opener)  # the backends' classes, as their protocol
 
 
 @pytest.fixture

@@ -8,21 +8,19 @@ afterwards, so tests run side by side (``pytest -n 2``).
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from offmaps.errors import WebMapNotFoundError
 from offmaps.schemas import WebMap
-from offmaps.state.postgres import PostgresDatabase
 from offmaps.state.postgres_webmaps import PostgresWebMapStore
 from offmaps.state.webmaps import FolderWebMapStore, WebMapStore
-from tests.features.conftest import postgres_url
 from tests.serverkit import feature_layer, webmap_document
-from tests.state.test_job_store_contract import drop_schema
+from tests.state.backends import opening
 
 BACKENDS = ["folder", "postgres"]
 
@@ -32,24 +30,10 @@ Opener = Callable[[], WebMapStore]
 @pytest.fixture(params=BACKENDS)
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens stores of one backend on one place: each call is another process's view."""
-    backend: str = request.param
-    opened: list[PostgresWebMapStore] = []
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-
-    def opener() -> WebMapStore:
-        if backend == "folder":
-            return FolderWebMapStore(tmp_path / "webmaps")
-        store = PostgresWebMapStore(PostgresDatabase(postgres_url(), schema=schema))
-        opened.append(store)
-        return store
-
-    try:
-        yield opener
-    finally:
-        for store in opened:
-            store.close()
-        if backend == "postgres":
-            drop_schema(schema)
+    opener = opening(
+        request.param, lambda: FolderWebMapStore(tmp_path / "webmaps"), PostgresWebMapStore
+    )
+    yield from cast(Iterator[Opener], opener)  # the backends' classes, as their protocol
 
 
 @pytest.fixture
